@@ -1,0 +1,102 @@
+//! Canonical JSON: the one byte sequence for a value.
+//!
+//! The bundle's identity is the sha256 of its manifest's bytes, and signatures cover
+//! that digest, so "the same manifest" must mean "the same bytes" in every
+//! implementation. We write RFC 8785 (JCS) restricted to what the format uses:
+//! objects with keys sorted by UTF-16 code units, no insignificant white space,
+//! strings escaped as ECMAScript's `JSON.stringify` does, and integers only (a float
+//! is a format error, never silently rounded).
+
+use std::io::Write;
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// Why a value cannot be written canonically.
+#[derive(Debug, thiserror::Error)]
+pub enum CanonicalError {
+    /// The format has no floats; a float means a bug or hostile input.
+    #[error("canonical JSON allows integers only, found {0}")]
+    Float(String),
+    /// Serialization itself failed.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+}
+
+/// Canonical bytes of any serializable value.
+pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CanonicalError> {
+    let value = serde_json::to_value(value)?;
+    let mut out = Vec::new();
+    write_value(&mut out, &value)?;
+    Ok(out)
+}
+
+fn write_value(out: &mut Vec<u8>, v: &Value) -> Result<(), CanonicalError> {
+    match v {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Number(n) => {
+            if n.is_f64() {
+                return Err(CanonicalError::Float(n.to_string()));
+            }
+            write!(out, "{n}").expect("writing to a Vec cannot fail");
+        }
+        Value::String(s) => serde_json::to_writer(&mut *out, s)?,
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(out, item)?;
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+            out.push(b'{');
+            for (i, (k, val)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                serde_json::to_writer(&mut *out, k)?;
+                out.push(b':');
+                write_value(out, val)?;
+            }
+            out.push(b'}');
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn sorts_keys_and_drops_whitespace() {
+        let v = json!({"b": 1, "a": [true, null, "x\ny\u{1}"], "A": {"z": 0, "y": -5}});
+        assert_eq!(
+            String::from_utf8(to_vec(&v).unwrap()).unwrap(),
+            r#"{"A":{"y":-5,"z":0},"a":[true,null,"x\ny\u0001"],"b":1}"#
+        );
+    }
+
+    #[test]
+    fn refuses_floats() {
+        assert!(matches!(
+            to_vec(&json!({"x": 1.5})),
+            Err(CanonicalError::Float(_))
+        ));
+    }
+
+    #[test]
+    fn reparse_and_rewrite_is_byte_identical() {
+        let v = json!({"name": "é ü \u{2028}", "n": 18446744073709551615u64, "k": {"\u{e9}": 1, "z": 2}});
+        let bytes = to_vec(&v).unwrap();
+        let back: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(to_vec(&back).unwrap(), bytes);
+    }
+}

@@ -1,0 +1,374 @@
+//! The bundle manifest: the signed table of contents.
+//!
+//! The manifest is the only thing a signature covers, so it must name every byte a
+//! reader will trust: each stored blob (digest, size, where it sits in the file) and
+//! each object made of blobs (an image, later a Nix path or a Kubernetes manifest).
+//! Storage (`blobs`) is kept apart from meaning (`objects`) because one blob can serve
+//! many objects (a shared base layer) and because later formats need blobs that are
+//! listed but not stored (a delta against what a target already holds).
+//!
+//! Offsets are relative to the data section, which starts right after the signatures
+//! entry; that way signatures can be added without moving a single offset, and the
+//! manifest does not depend on its own length.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::canonical;
+use super::digest::Digest;
+use super::layout::{padded, HEADER_LEN};
+
+/// Major format version this code writes and reads.
+pub const FORMAT_MAJOR: u64 = 1;
+/// Minor format version this code writes. Minor versions only add fields.
+pub const FORMAT_MINOR: u64 = 0;
+
+/// Path of the first tar entry.
+pub const MANIFEST_PATH: &str = "gapbundle/manifest.json";
+/// Path of the second tar entry.
+pub const SIGNATURES_PATH: &str = "gapbundle/signatures.json";
+/// OCI layout marker file, the first entry of the data section.
+pub const OCI_LAYOUT_PATH: &str = "oci-layout";
+/// OCI index, the second entry of the data section.
+pub const INDEX_PATH: &str = "index.json";
+
+/// Largest manifest or signatures entry a reader accepts, so a hostile file cannot make
+/// a reader allocate without bound before anything is verified.
+pub const MAX_HEAD_ENTRY: u64 = 256 << 20;
+
+/// The kind of an object in the bundle.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// An OCI or Docker image (one platform or an index of several).
+    Image,
+    /// A Nix store path, stored as its NAR.
+    NixPath,
+    /// A rendered Kubernetes manifest.
+    K8sManifest,
+    /// A Helm chart archive.
+    Chart,
+    /// The spec file the bundle was made from.
+    Spec,
+    /// The lock file the bundle was made from.
+    Lock,
+    /// A kind from a newer minor version: carried and verified, never imported.
+    Other(String),
+}
+
+impl Kind {
+    /// The name used in the manifest.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Kind::Image => "image",
+            Kind::NixPath => "nix-path",
+            Kind::K8sManifest => "k8s-manifest",
+            Kind::Chart => "chart",
+            Kind::Spec => "spec",
+            Kind::Lock => "lock",
+            Kind::Other(s) => s,
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Kind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Kind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(match s.as_str() {
+            "image" => Kind::Image,
+            "nix-path" => Kind::NixPath,
+            "k8s-manifest" => Kind::K8sManifest,
+            "chart" => Kind::Chart,
+            "spec" => Kind::Spec,
+            "lock" => Kind::Lock,
+            _ => Kind::Other(s),
+        })
+    }
+}
+
+/// How a stored blob's bytes relate to its content.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// The stored bytes are a zstd frame of the content.
+    Zstd,
+}
+
+/// Digest and size of a blob's content before encoding.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContentInfo {
+    /// sha256 of the decoded content.
+    pub digest: Digest,
+    /// Length of the decoded content.
+    pub size: u64,
+}
+
+/// One layout file of the data section (`oci-layout`, `index.json`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Path inside the tar.
+    pub path: String,
+    /// sha256 of the file.
+    pub digest: Digest,
+    /// Length of the file.
+    pub size: u64,
+    /// Offset of the file's data from the start of the data section.
+    pub offset: u64,
+}
+
+/// One blob, stored at `blobs/sha256/<hex>` (or, in a delta, expected on the target).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BlobEntry {
+    /// sha256 of the stored bytes; also the file name.
+    pub digest: Digest,
+    /// Length of the stored bytes.
+    pub size: u64,
+    /// Media type of the stored bytes (OCI media type, or a gapbundle one).
+    pub media_type: String,
+    /// Offset of the data from the start of the data section; absent when the blob is
+    /// not stored in this file (a delta bundle).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// Set when the stored bytes are an encoding of the content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<Encoding>,
+    /// The decoded content's digest and size, with `encoding`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<ContentInfo>,
+}
+
+impl BlobEntry {
+    /// Path of the blob inside the tar.
+    pub fn path(&self) -> String {
+        blob_path(&self.digest)
+    }
+}
+
+/// The tar path of a blob.
+pub fn blob_path(d: &Digest) -> String {
+    format!("blobs/sha256/{}", d.hex())
+}
+
+/// One thing the bundle carries, made of blobs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Object {
+    /// What it is.
+    pub kind: Kind,
+    /// How people name it (image reference, store path, manifest source).
+    pub name: String,
+    /// The root blob (image index or manifest, NAR, document).
+    pub digest: Digest,
+    /// Media type of the root blob.
+    pub media_type: String,
+    /// Total bytes of all its blobs.
+    pub size: u64,
+    /// Every blob the object needs, root included.
+    pub blobs: Vec<Digest>,
+    /// Kind-specific metadata (see bundle-spec/).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub meta: BTreeMap<String, serde_json::Value>,
+}
+
+/// Marks a delta bundle: blobs without an offset are expected on the target.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Delta {
+    /// Identity of the inventory the delta was made against.
+    pub inventory: String,
+}
+
+/// The bundle manifest (`gapbundle/manifest.json`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    /// `MAJOR.MINOR`.
+    pub format_version: String,
+    /// Bundle name from the spec.
+    pub name: String,
+    /// Bundle version from the spec.
+    pub version: String,
+    /// Creation time, seconds since the epoch (SOURCE_DATE_EPOCH, else 0).
+    pub created: u64,
+    /// Program that wrote it.
+    pub generator: String,
+    /// Platforms requested in the spec (`all` for every one).
+    pub platforms: Vec<String>,
+    /// Layout files of the data section.
+    pub files: Vec<FileEntry>,
+    /// Every blob, in file order.
+    pub blobs: Vec<BlobEntry>,
+    /// Every object.
+    pub objects: Vec<Object>,
+    /// Present on delta bundles only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<Delta>,
+}
+
+/// Why a manifest is not acceptable.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The bundle was written by a newer, incompatible format.
+    #[error("bundle format version {found} is not supported: this gapbundle reads {FORMAT_MAJOR}.x; upgrade gapbundle to read it")]
+    UnsupportedVersion {
+        /// The version the bundle declares.
+        found: String,
+    },
+    /// The JSON does not match the schema.
+    #[error("bundle manifest is malformed: {0}")]
+    Malformed(String),
+    /// A structural rule is broken.
+    #[error("bundle manifest is inconsistent: {0}")]
+    Inconsistent(String),
+    /// Canonical encoding failed.
+    #[error(transparent)]
+    Canonical(#[from] canonical::CanonicalError),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct VersionOnly {
+    format_version: Option<String>,
+}
+
+/// Checks a `MAJOR.MINOR` string against what this code reads.
+pub fn check_version(v: &str) -> Result<(), ManifestError> {
+    let major = v.split('.').next().and_then(|m| m.parse::<u64>().ok());
+    match major {
+        Some(FORMAT_MAJOR) => Ok(()),
+        _ => Err(ManifestError::UnsupportedVersion {
+            found: v.to_string(),
+        }),
+    }
+}
+
+impl Manifest {
+    /// The version string this code writes.
+    pub fn current_version() -> String {
+        format!("{FORMAT_MAJOR}.{FORMAT_MINOR}")
+    }
+
+    /// Canonical bytes; the bundle digest is their sha256.
+    pub fn to_canonical(&self) -> Result<Vec<u8>, ManifestError> {
+        Ok(canonical::to_vec(self)?)
+    }
+
+    /// Parses and validates manifest bytes. The version is checked before anything
+    /// else so a newer bundle gets "upgrade" rather than a confusing field error.
+    pub fn parse(bytes: &[u8]) -> Result<Self, ManifestError> {
+        let v: VersionOnly = serde_json::from_slice(bytes)
+            .map_err(|e| ManifestError::Malformed(e.to_string()))?;
+        let version = v
+            .format_version
+            .ok_or_else(|| ManifestError::Malformed("missing formatVersion".into()))?;
+        check_version(&version)?;
+        let m: Manifest =
+            serde_json::from_slice(bytes).map_err(|e| ManifestError::Malformed(e.to_string()))?;
+        m.validate()?;
+        Ok(m)
+    }
+
+    /// Checks the structural rules of bundle-spec/format.md: unique blobs, objects
+    /// that only name listed blobs, and offsets laid out back to back exactly as the
+    /// tar layout puts them (so a reader can trust offsets without scanning).
+    pub fn validate(&self) -> Result<(), ManifestError> {
+        let bad = |m: String| Err(ManifestError::Inconsistent(m));
+        let expect_files = [OCI_LAYOUT_PATH, INDEX_PATH];
+        if self.files.len() != 2 || self.files.iter().zip(expect_files).any(|(f, p)| f.path != p)
+        {
+            return bad(format!("files must be exactly {expect_files:?} in that order"));
+        }
+        let mut seen = HashSet::new();
+        for b in &self.blobs {
+            if !seen.insert(b.digest) {
+                return bad(format!("blob {} is listed twice", b.digest));
+            }
+            if b.encoding.is_some() != b.content.is_some() {
+                return bad(format!(
+                    "blob {} must have both or neither of encoding and content",
+                    b.digest
+                ));
+            }
+            if b.offset.is_none() && self.delta.is_none() {
+                return bad(format!(
+                    "blob {} has no offset but the bundle is not a delta",
+                    b.digest
+                ));
+            }
+        }
+        for o in &self.objects {
+            for d in o.blobs.iter().chain(std::iter::once(&o.digest)) {
+                if !seen.contains(d) {
+                    return bad(format!(
+                        "{} `{}` needs blob {d}, which is not listed",
+                        o.kind, o.name
+                    ));
+                }
+            }
+        }
+        let mut expected = HEADER_LEN;
+        let stored = self
+            .files
+            .iter()
+            .map(|f| (f.path.clone(), f.offset, f.size))
+            .chain(
+                self.blobs
+                    .iter()
+                    .filter_map(|b| b.offset.map(|o| (b.path(), o, b.size))),
+            );
+        for (path, offset, size) in stored {
+            if offset != expected {
+                return bad(format!(
+                    "{path} is at offset {offset}, the layout puts it at {expected}"
+                ));
+            }
+            expected = offset + padded(size) + HEADER_LEN;
+        }
+        Ok(())
+    }
+
+    /// End of the last stored entry's data, padding included, relative to the data
+    /// section; the tar end marker follows.
+    pub fn data_len(&self) -> u64 {
+        let last = self
+            .files
+            .iter()
+            .map(|f| (f.offset, f.size))
+            .chain(
+                self.blobs
+                    .iter()
+                    .filter_map(|b| b.offset.map(|o| (o, b.size))),
+            )
+            .max_by_key(|(o, _)| *o);
+        match last {
+            Some((o, s)) => o + padded(s),
+            None => 0,
+        }
+    }
+
+    /// The blob entry for a digest.
+    pub fn blob(&self, d: &Digest) -> Option<&BlobEntry> {
+        self.blobs.iter().find(|b| &b.digest == d)
+    }
+
+    /// Objects that use a blob, for error messages that name what is affected.
+    pub fn users_of(&self, d: &Digest) -> Vec<&Object> {
+        self.objects
+            .iter()
+            .filter(|o| o.digest == *d || o.blobs.contains(d))
+            .collect()
+    }
+}

@@ -1,0 +1,557 @@
+//! Reading and verifying a bundle.
+//!
+//! Trust is decided from the head alone (manifest + signatures, the first two tar
+//! entries), so nothing behind it is looked at by an importer until the signature
+//! has been checked. Everything after the head is then checked against the manifest
+//! while it streams: every entry must be the one the manifest puts at that position,
+//! with the digest and size it promises, and nothing else may be in the file. Two ways
+//! to do that: [`verify_stream`] for a single pass over any reader (a pipe, or an
+//! import that writes as it reads), and [`verify_parallel`] for random-access input
+//! (a file on disk, later a set of volumes), which hashes several blobs at once.
+
+use std::io::{self, Read};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use super::digest::{Digest, Hasher, HashingReader};
+use super::layout::{self, entry_len, parse_header, Block, HeaderError, END_LEN, HEADER_LEN};
+use super::manifest::{
+    BlobEntry, FileEntry, Manifest, ManifestError, MANIFEST_PATH, MAX_HEAD_ENTRY,
+    SIGNATURES_PATH,
+};
+use super::signature::{Envelope, TrustError};
+
+/// The head of a bundle: what is needed to decide trust and to find any blob.
+#[derive(Debug, Clone)]
+pub struct Head {
+    /// The parsed manifest.
+    pub manifest: Manifest,
+    /// Its bytes as stored.
+    pub manifest_bytes: Vec<u8>,
+    /// The bundle's identity.
+    pub digest: Digest,
+    /// The signatures.
+    pub envelope: Envelope,
+    /// Absolute position where the data section begins.
+    pub data_start: u64,
+}
+
+impl Head {
+    /// Absolute position of a stored blob's data.
+    pub fn blob_position(&self, blob: &BlobEntry) -> Option<u64> {
+        blob.offset.map(|o| self.data_start + o)
+    }
+
+    /// Total length the file must have.
+    pub fn file_len(&self) -> u64 {
+        self.data_start + self.manifest.data_len() + END_LEN
+    }
+
+    /// Every stored entry of the data section, in file order.
+    pub fn entries(&self) -> Vec<Entry<'_>> {
+        let files = self.manifest.files.iter().map(Entry::File);
+        let blobs = self
+            .manifest
+            .blobs
+            .iter()
+            .filter(|b| b.offset.is_some())
+            .map(Entry::Blob);
+        files.chain(blobs).collect()
+    }
+}
+
+/// One entry of the data section.
+#[derive(Debug, Clone, Copy)]
+pub enum Entry<'a> {
+    /// `oci-layout` or `index.json`.
+    File(&'a FileEntry),
+    /// A blob.
+    Blob(&'a BlobEntry),
+}
+
+impl Entry<'_> {
+    /// Tar path.
+    pub fn path(&self) -> String {
+        match self {
+            Entry::File(f) => f.path.clone(),
+            Entry::Blob(b) => b.path(),
+        }
+    }
+    /// Expected digest.
+    pub fn digest(&self) -> Digest {
+        match self {
+            Entry::File(f) => f.digest,
+            Entry::Blob(b) => b.digest,
+        }
+    }
+    /// Expected size.
+    pub fn size(&self) -> u64 {
+        match self {
+            Entry::File(f) => f.size,
+            Entry::Blob(b) => b.size,
+        }
+    }
+    /// Offset in the data section.
+    pub fn offset(&self) -> u64 {
+        match self {
+            Entry::File(f) => f.offset,
+            Entry::Blob(b) => b.offset.unwrap_or(0),
+        }
+    }
+}
+
+/// A damaged entry, described so that a person knows what is affected.
+#[derive(Debug)]
+pub struct Damage {
+    /// Tar path of the entry.
+    pub path: String,
+    /// Digest the manifest promises.
+    pub expected: Digest,
+    /// Size the manifest promises.
+    pub expected_size: u64,
+    /// Digest found, when the bytes could be read in full.
+    pub found: Option<Digest>,
+    /// Bytes found.
+    pub found_size: u64,
+    /// `kind name` of each object that uses it.
+    pub users: Vec<String>,
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let who = if self.users.is_empty() {
+            format!("`{}`", self.path)
+        } else {
+            self.users.join(", ")
+        };
+        write!(f, "{who}: {} ", self.expected)?;
+        match self.found {
+            Some(found) if self.found_size == self.expected_size => {
+                write!(f, "has digest {found} instead")
+            }
+            _ => write!(
+                f,
+                "has {} bytes instead of {}",
+                self.found_size, self.expected_size
+            ),
+        }
+    }
+}
+
+/// Why reading or verifying a bundle failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The file is not a bundle at all.
+    #[error("not a gapbundle file: {0}")]
+    NotABundle(String),
+    /// The file ends early.
+    #[error("the bundle is truncated: it ends inside {0} (was the copy interrupted? copy it again)")]
+    Truncated(String),
+    /// A tar header is damaged or of a forbidden kind.
+    #[error("at byte {position}: {source}")]
+    Header {
+        /// Absolute position of the header.
+        position: u64,
+        /// What is wrong.
+        source: HeaderError,
+    },
+    /// An entry sits where the manifest puts something else.
+    #[error("at byte {position}: found `{found}` ({found_size} bytes) where the manifest puts `{expected}` ({expected_size} bytes): the file was altered")]
+    Unexpected {
+        /// Absolute position of the header.
+        position: u64,
+        /// Path found.
+        found: String,
+        /// Its size.
+        found_size: u64,
+        /// Path expected.
+        expected: String,
+        /// Its size.
+        expected_size: u64,
+    },
+    /// Bytes follow the end of the bundle.
+    #[error("{0} unexpected bytes follow the end of the bundle: the file was altered")]
+    Trailing(u64),
+    /// Content does not match the manifest.
+    #[error("damaged object: {0}; the bundle is corrupt, get a fresh copy")]
+    Damaged(Box<Damage>),
+    /// The manifest itself is bad.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// The envelope is bad.
+    #[error(transparent)]
+    Envelope(#[from] TrustError),
+    /// A consumer of the entry failed.
+    #[error("{path}: {source}")]
+    Consumer {
+        /// Tar path.
+        path: String,
+        /// What failed.
+        source: io::Error,
+    },
+    /// Any other I/O error.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+fn eof_to_truncated(e: io::Error, what: &str) -> ReadError {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        ReadError::Truncated(what.to_string())
+    } else {
+        ReadError::Io(e)
+    }
+}
+
+fn read_head_entry<R: Read>(r: &mut R, want: &str, pos: u64) -> Result<Vec<u8>, ReadError> {
+    let block = layout::read_block(r).map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof if pos == 0 => {
+            ReadError::NotABundle("the file is shorter than one tar header".into())
+        }
+        _ => eof_to_truncated(e, want),
+    })?;
+    let (path, size) = match parse_header(&block) {
+        Ok(Block::File { path, size }) => (path, size),
+        Ok(Block::End) => {
+            return Err(ReadError::NotABundle(format!(
+                "the tar archive ends before `{want}`"
+            )))
+        }
+        Err(e) if pos == 0 => {
+            return Err(ReadError::NotABundle(format!(
+                "it does not start with a tar header ({e})"
+            )))
+        }
+        Err(e) => return Err(ReadError::Header { position: pos, source: e }),
+    };
+    if path != want {
+        return Err(ReadError::NotABundle(format!(
+            "the tar entry at byte {pos} is `{path}`, a bundle has `{want}` there"
+        )));
+    }
+    if size > MAX_HEAD_ENTRY {
+        return Err(ReadError::NotABundle(format!(
+            "`{want}` is {size} bytes, more than the {MAX_HEAD_ENTRY} a reader accepts"
+        )));
+    }
+    let mut data = vec![0u8; size as usize];
+    r.read_exact(&mut data).map_err(|e| eof_to_truncated(e, want))?;
+    skip(r, layout::padded(size) - size).map_err(|e| eof_to_truncated(e, want))?;
+    Ok(data)
+}
+
+fn skip<R: Read>(r: &mut R, n: u64) -> io::Result<()> {
+    let copied = io::copy(&mut r.take(n), &mut io::sink())?;
+    if copied != n {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(())
+}
+
+/// Reads the head (manifest and signatures) and leaves `r` at the data section.
+/// The manifest is parsed and validated; trust is not decided here.
+pub fn read_head<R: Read>(r: &mut R) -> Result<Head, ReadError> {
+    let manifest_bytes = read_head_entry(r, MANIFEST_PATH, 0)?;
+    let m_len = entry_len(manifest_bytes.len() as u64);
+    let envelope_bytes = read_head_entry(r, SIGNATURES_PATH, m_len)?;
+    let digest = Digest::of(&manifest_bytes);
+    let manifest = Manifest::parse(&manifest_bytes)?;
+    let envelope = Envelope::parse(&envelope_bytes)?;
+    Ok(Head {
+        manifest,
+        manifest_bytes,
+        digest,
+        envelope,
+        data_start: m_len + entry_len(envelope_bytes.len() as u64),
+    })
+}
+
+fn damage(head: &Head, entry: &Entry, found: Option<Digest>, found_size: u64) -> ReadError {
+    let users = match entry {
+        Entry::Blob(b) => head
+            .manifest
+            .users_of(&b.digest)
+            .iter()
+            .map(|o| format!("{} `{}`", o.kind, o.name))
+            .collect(),
+        Entry::File(_) => Vec::new(),
+    };
+    ReadError::Damaged(Box::new(Damage {
+        path: entry.path(),
+        expected: entry.digest(),
+        expected_size: entry.size(),
+        found,
+        found_size,
+        users,
+    }))
+}
+
+/// Receives each entry's bytes during a one-pass read.
+pub trait EntrySink {
+    /// Reads (some or all of) the entry's bytes. Whatever it leaves unread is still
+    /// hashed. Nothing it writes may be made visible until [`EntrySink::verified`].
+    fn consume(&mut self, entry: &Entry, data: &mut dyn Read) -> io::Result<()>;
+    /// The entry's digest and size matched: what `consume` staged may be committed.
+    fn verified(&mut self, entry: &Entry) -> io::Result<()>;
+}
+
+/// A sink that only verifies.
+pub struct NoSink;
+
+impl EntrySink for NoSink {
+    fn consume(&mut self, _: &Entry, _: &mut dyn Read) -> io::Result<()> {
+        Ok(())
+    }
+    fn verified(&mut self, _: &Entry) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Checks the data section in one pass from `r` (positioned right after the head),
+/// handing every entry to `sink`. Stops at the first damaged entry.
+pub fn verify_stream<R: Read>(
+    r: &mut R,
+    head: &Head,
+    sink: &mut dyn EntrySink,
+    mut progress: impl FnMut(u64),
+) -> Result<(), ReadError> {
+    let mut r = io::BufReader::with_capacity(1 << 20, r);
+    let mut pos = head.data_start;
+    for entry in head.entries() {
+        let path = entry.path();
+        let block = layout::read_block(&mut r).map_err(|e| eof_to_truncated(e, &path))?;
+        match parse_header(&block) {
+            Ok(Block::File { path: found, size }) if found == path && size == entry.size() => {}
+            Ok(Block::File { path: found, size }) => {
+                return Err(ReadError::Unexpected {
+                    position: pos,
+                    found,
+                    found_size: size,
+                    expected: path,
+                    expected_size: entry.size(),
+                })
+            }
+            Ok(Block::End) => return Err(ReadError::Truncated(path)),
+            Err(source) => return Err(ReadError::Header { position: pos, source }),
+        }
+        let mut hashing = HashingReader::new((&mut r).take(entry.size()));
+        sink.consume(&entry, &mut hashing)
+            .map_err(|source| consumer_error(&path, source))?;
+        io::copy(&mut hashing, &mut io::sink()).map_err(|e| eof_to_truncated(e, &path))?;
+        let (found, found_size) = hashing.finish();
+        if found_size != entry.size() {
+            return Err(ReadError::Truncated(path));
+        }
+        if found != entry.digest() {
+            return Err(damage(head, &entry, Some(found), found_size));
+        }
+        skip(&mut r, layout::padded(entry.size()) - entry.size())
+            .map_err(|e| eof_to_truncated(e, &path))?;
+        sink.verified(&entry)
+            .map_err(|source| consumer_error(&path, source))?;
+        pos += entry_len(entry.size());
+        progress(entry.size());
+    }
+    let mut end = [0u8; END_LEN as usize];
+    r.read_exact(&mut end)
+        .map_err(|e| eof_to_truncated(e, "the end-of-archive marker"))?;
+    if end.iter().any(|&b| b != 0) {
+        return Err(ReadError::Trailing(END_LEN));
+    }
+    // Tools that re-block tar files may append zeros; anything else is smuggled data.
+    let mut rest = 0u64;
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Err(ReadError::Trailing(rest + n as u64));
+        }
+        rest += n as u64;
+    }
+    Ok(())
+}
+
+fn consumer_error(path: &str, source: io::Error) -> ReadError {
+    ReadError::Consumer {
+        path: path.to_string(),
+        source,
+    }
+}
+
+/// Positional reads, implemented by a file and (later) by a set of volumes.
+pub trait ReadAt: Sync {
+    /// Reads at `offset`; returns bytes read, 0 at the end.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+    /// Total length.
+    fn len(&self) -> io::Result<u64>;
+    /// Whether the source is empty.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+}
+
+impl ReadAt for std::fs::File {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        std::os::unix::fs::FileExt::read_at(self, buf, offset)
+    }
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
+}
+
+/// A reader over a range of a [`ReadAt`] source.
+pub struct RangeReader<'a, S: ReadAt + ?Sized> {
+    src: &'a S,
+    pos: u64,
+    end: u64,
+}
+
+impl<'a, S: ReadAt + ?Sized> RangeReader<'a, S> {
+    /// Reads `len` bytes starting at `start`.
+    pub fn new(src: &'a S, start: u64, len: u64) -> Self {
+        Self {
+            src,
+            pos: start,
+            end: start + len,
+        }
+    }
+}
+
+impl<S: ReadAt + ?Sized> Read for RangeReader<'_, S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = buf.len().min((self.end - self.pos) as usize);
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.src.read_at(&mut buf[..want], self.pos)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Checks the data section of a random-access source with up to `jobs` threads.
+/// Reports the damaged entry nearest the start of the file, like a one-pass read
+/// would, and stops early once one is found.
+pub fn verify_parallel<S: ReadAt>(
+    src: &S,
+    head: &Head,
+    jobs: usize,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(), ReadError> {
+    let len = src.len()?;
+    let expected_len = head.file_len();
+    let mut entries = head.entries();
+    if len < expected_len {
+        let cut = entries
+            .iter()
+            .find(|e| head.data_start + e.offset() + e.size() > len)
+            .map(|e| e.path())
+            .unwrap_or_else(|| "the end-of-archive marker".into());
+        return Err(ReadError::Truncated(cut));
+    }
+    // Largest first keeps the threads busy until the end.
+    entries.sort_by_key(|e| std::cmp::Reverse(e.size()));
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let failures: Mutex<Vec<(u64, ReadError)>> = Mutex::new(Vec::new());
+    let jobs = jobs.clamp(1, entries.len().max(1));
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            s.spawn(|| {
+                let mut buf = vec![0u8; 1 << 20];
+                while !stop.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(entry) = entries.get(i) else { break };
+                    if let Err(e) = check_entry(src, head, entry, &mut buf, progress) {
+                        failures.lock().unwrap().push((entry.offset(), e));
+                        stop.store(true, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    let mut failures = failures.into_inner().unwrap();
+    failures.sort_by_key(|(o, _)| *o);
+    if let Some((_, e)) = failures.into_iter().next() {
+        return Err(e);
+    }
+    let end_pos = expected_len - END_LEN;
+    let mut end = vec![0u8; (len - end_pos).min(1 << 20) as usize];
+    RangeReader::new(src, end_pos, end.len() as u64).read_exact(&mut end)?;
+    if len > expected_len + (1 << 20) || end.iter().any(|&b| b != 0) {
+        return Err(ReadError::Trailing(len - expected_len));
+    }
+    Ok(())
+}
+
+fn check_entry<S: ReadAt>(
+    src: &S,
+    head: &Head,
+    entry: &Entry,
+    buf: &mut [u8],
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(), ReadError> {
+    let path = entry.path();
+    let data_pos = head.data_start + entry.offset();
+    let header_pos = data_pos - HEADER_LEN;
+    let mut block = [0u8; 512];
+    RangeReader::new(src, header_pos, HEADER_LEN)
+        .read_exact(&mut block)
+        .map_err(|e| eof_to_truncated(e, &path))?;
+    match parse_header(&block) {
+        Ok(Block::File { path: found, size }) if found == path && size == entry.size() => {}
+        Ok(Block::File { path: found, size }) => {
+            return Err(ReadError::Unexpected {
+                position: header_pos,
+                found,
+                found_size: size,
+                expected: path,
+                expected_size: entry.size(),
+            })
+        }
+        Ok(Block::End) => return Err(ReadError::Truncated(path)),
+        Err(source) => {
+            return Err(ReadError::Header {
+                position: header_pos,
+                source,
+            })
+        }
+    }
+    let mut hasher = Hasher::new();
+    let mut r = RangeReader::new(src, data_pos, entry.size());
+    loop {
+        let n = r.read(buf).map_err(|e| eof_to_truncated(e, &path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        progress(n as u64);
+    }
+    let (found, found_size) = hasher.finish();
+    if found != entry.digest() || found_size != entry.size() {
+        return Err(damage(head, entry, Some(found), found_size));
+    }
+    // Padding must be zeros: nothing may hide between entries.
+    let pad = (layout::padded(entry.size()) - entry.size()) as usize;
+    if pad > 0 {
+        let mut zeros = [0u8; 512];
+        RangeReader::new(src, data_pos + entry.size(), pad as u64)
+            .read_exact(&mut zeros[..pad])
+            .map_err(|e| eof_to_truncated(e, &path))?;
+        if zeros[..pad].iter().any(|&b| b != 0) {
+            return Err(ReadError::Unexpected {
+                position: data_pos + entry.size(),
+                found: "non-zero padding".into(),
+                found_size: pad as u64,
+                expected: format!("zero padding after `{path}`"),
+                expected_size: pad as u64,
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,280 @@
+//! Writing a bundle.
+//!
+//! Writing happens in two steps. [`BundleBuilder::finish`] is pure arithmetic: it
+//! orders the blobs, computes every offset and produces the manifest bytes, so the
+//! bundle's identity (and its signatures) exist before a single blob is copied.
+//! [`write_bundle`] then streams the blobs from wherever they are cached, hashing each
+//! on the way through, so a damaged cache can never produce a bundle that only fails
+//! in the field.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+
+use super::digest::{Digest, HashingWriter};
+use super::layout::{self, entry_len, END_LEN, HEADER_LEN};
+use super::manifest::{
+    BlobEntry, FileEntry, Manifest, ManifestError, Object, INDEX_PATH, MANIFEST_PATH,
+    OCI_LAYOUT_PATH, SIGNATURES_PATH,
+};
+use super::oci;
+use super::signature::Envelope;
+
+/// Where the writer gets blob bytes from.
+pub trait BlobSource {
+    /// Opens the stored bytes of a blob.
+    fn open_blob(&self, digest: &Digest) -> io::Result<Box<dyn Read + Send>>;
+}
+
+/// Why a bundle could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// Two objects of the same kind and name disagree.
+    #[error("{kind} `{name}` is listed twice with different contents ({a} and {b}); give one of them another name")]
+    Conflict {
+        /// Object kind.
+        kind: String,
+        /// Object name.
+        name: String,
+        /// First digest.
+        a: Digest,
+        /// Second digest.
+        b: Digest,
+    },
+    /// The same digest was added with two sizes: a bug or a corrupt source.
+    #[error("blob {digest} was added with sizes {a} and {b}")]
+    SizeConflict {
+        /// The digest.
+        digest: Digest,
+        /// First size.
+        a: u64,
+        /// Second size.
+        b: u64,
+    },
+    /// A cached blob's bytes do not match its name.
+    #[error("cached blob {expected} is damaged (its bytes hash to {found}, {size} bytes): delete it from the cache and run create again")]
+    DigestMismatch {
+        /// The digest it should have.
+        expected: Digest,
+        /// The digest it has.
+        found: Digest,
+        /// Bytes read.
+        size: u64,
+    },
+    /// A blob could not be read.
+    #[error("reading blob {digest}: {source}")]
+    Source {
+        /// The blob.
+        digest: Digest,
+        /// The I/O error.
+        source: io::Error,
+    },
+    /// Writing the output failed.
+    #[error("writing the bundle: {0}")]
+    Io(#[from] io::Error),
+    /// The manifest could not be encoded.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+}
+
+/// Collects blobs and objects, then lays them out.
+pub struct BundleBuilder {
+    name: String,
+    version: String,
+    created: u64,
+    platforms: Vec<String>,
+    blobs: BTreeMap<Digest, (u32, BlobEntry)>,
+    objects: BTreeMap<(String, String), Object>,
+}
+
+/// A laid-out bundle, ready to sign and write.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The manifest with every offset filled in.
+    pub manifest: Manifest,
+    /// Its canonical bytes.
+    pub manifest_bytes: Vec<u8>,
+    /// The bundle's identity: sha256 of `manifest_bytes`.
+    pub digest: Digest,
+    index_json: Vec<u8>,
+    oci_layout: Vec<u8>,
+}
+
+impl BundleBuilder {
+    /// A builder for a bundle named `name` at `version`, dated `created`.
+    pub fn new(name: &str, version: &str, created: u64, platforms: Vec<String>) -> Self {
+        Self {
+            name: name.to_string(),
+            version: version.to_string(),
+            created,
+            platforms,
+            blobs: BTreeMap::new(),
+            objects: BTreeMap::new(),
+        }
+    }
+
+    /// Adds a blob (offset is ignored and computed later). Adding a digest twice stores
+    /// it once. `rank` orders blobs in the file (lower first, then by digest); it
+    /// exists so that importers which need an order (Nix: references first) can read
+    /// in one pass.
+    pub fn add_blob(&mut self, mut entry: BlobEntry, rank: u32) -> Result<(), WriteError> {
+        entry.offset = None;
+        if let Some((r, existing)) = self.blobs.get_mut(&entry.digest) {
+            if existing.size != entry.size {
+                return Err(WriteError::SizeConflict {
+                    digest: entry.digest,
+                    a: existing.size,
+                    b: entry.size,
+                });
+            }
+            *r = (*r).min(rank);
+            return Ok(());
+        }
+        self.blobs.insert(entry.digest, (rank, entry));
+        Ok(())
+    }
+
+    /// Adds an object. The same object twice is kept once; the same kind and name with
+    /// different contents is an error.
+    pub fn add_object(&mut self, object: Object) -> Result<(), WriteError> {
+        let key = (object.kind.as_str().to_string(), object.name.clone());
+        if let Some(existing) = self.objects.get(&key) {
+            if existing.digest != object.digest {
+                return Err(WriteError::Conflict {
+                    kind: key.0,
+                    name: key.1,
+                    a: existing.digest,
+                    b: object.digest,
+                });
+            }
+            return Ok(());
+        }
+        self.objects.insert(key, object);
+        Ok(())
+    }
+
+    /// Whether a blob is already added.
+    pub fn has_blob(&self, d: &Digest) -> bool {
+        self.blobs.contains_key(d)
+    }
+
+    /// Orders everything and computes offsets and the manifest.
+    pub fn finish(self) -> Result<Plan, WriteError> {
+        let objects: Vec<Object> = self.objects.into_values().collect();
+        let mut ordered: Vec<(u32, BlobEntry)> = self.blobs.into_values().collect();
+        ordered.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.digest.cmp(&b.1.digest)));
+        let sizes: BTreeMap<Digest, u64> =
+            ordered.iter().map(|(_, b)| (b.digest, b.size)).collect();
+        let index_json = oci::index_bytes(&objects, |o| sizes.get(&o.digest).copied().unwrap_or(0));
+        let oci_layout = oci::oci_layout_bytes();
+
+        let mut pos = 0u64;
+        let mut place = |size: u64| {
+            let offset = pos + HEADER_LEN;
+            pos += entry_len(size);
+            offset
+        };
+        let files = vec![
+            FileEntry {
+                path: OCI_LAYOUT_PATH.into(),
+                digest: Digest::of(&oci_layout),
+                size: oci_layout.len() as u64,
+                offset: place(oci_layout.len() as u64),
+            },
+            FileEntry {
+                path: INDEX_PATH.into(),
+                digest: Digest::of(&index_json),
+                size: index_json.len() as u64,
+                offset: place(index_json.len() as u64),
+            },
+        ];
+        let blobs = ordered
+            .into_iter()
+            .map(|(_, mut b)| {
+                b.offset = Some(place(b.size));
+                b
+            })
+            .collect();
+        let manifest = Manifest {
+            format_version: Manifest::current_version(),
+            name: self.name,
+            version: self.version,
+            created: self.created,
+            generator: concat!("gapbundle ", env!("CARGO_PKG_VERSION")).to_string(),
+            platforms: self.platforms,
+            files,
+            blobs,
+            objects,
+            delta: None,
+        };
+        manifest.validate()?;
+        let manifest_bytes = manifest.to_canonical()?;
+        Ok(Plan {
+            digest: Digest::of(&manifest_bytes),
+            manifest,
+            manifest_bytes,
+            index_json,
+            oci_layout,
+        })
+    }
+}
+
+impl Plan {
+    /// Bytes the whole bundle file will have with `envelope` as its signatures.
+    pub fn file_len(&self, envelope: &Envelope) -> u64 {
+        entry_len(self.manifest_bytes.len() as u64)
+            + entry_len(envelope.to_canonical().len() as u64)
+            + self.manifest.data_len()
+            + END_LEN
+    }
+}
+
+/// Writes the bundle to `out` and returns the bytes written. `on_blob` is told the
+/// size of each blob as it is copied (for progress).
+pub fn write_bundle<W: Write>(
+    out: W,
+    plan: &Plan,
+    envelope: &Envelope,
+    source: &dyn BlobSource,
+    mut on_blob: impl FnMut(&BlobEntry),
+) -> Result<u64, WriteError> {
+    let mtime = plan.manifest.created;
+    let mut out = io::BufWriter::with_capacity(1 << 20, out);
+    let mut n = layout::write_entry(
+        &mut out,
+        MANIFEST_PATH,
+        plan.manifest_bytes.len() as u64,
+        mtime,
+        &mut plan.manifest_bytes.as_slice(),
+    )?;
+    let env = envelope.to_canonical();
+    n += layout::write_entry(&mut out, SIGNATURES_PATH, env.len() as u64, mtime, &mut env.as_slice())?;
+    for (file, bytes) in plan.manifest.files.iter().zip([&plan.oci_layout, &plan.index_json]) {
+        n += layout::write_entry(&mut out, &file.path, file.size, mtime, &mut bytes.as_slice())?;
+    }
+    for blob in plan.manifest.blobs.iter().filter(|b| b.offset.is_some()) {
+        out.write_all(&layout::header(&blob.path(), blob.size, mtime)?)?;
+        let mut src = source.open_blob(&blob.digest).map_err(|e| WriteError::Source {
+            digest: blob.digest,
+            source: e,
+        })?;
+        let mut hw = HashingWriter::new(&mut out);
+        io::copy(&mut (&mut src).take(blob.size), &mut hw).map_err(|e| WriteError::Source {
+            digest: blob.digest,
+            source: e,
+        })?;
+        let (_, found, size) = hw.finish();
+        if found != blob.digest || size != blob.size {
+            return Err(WriteError::DigestMismatch {
+                expected: blob.digest,
+                found,
+                size,
+            });
+        }
+        layout::write_padding(&mut out, blob.size)?;
+        n += entry_len(blob.size);
+        on_blob(blob);
+    }
+    out.write_all(&[0u8; END_LEN as usize])?;
+    out.flush()?;
+    Ok(n + END_LEN)
+}

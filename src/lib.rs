@@ -1,0 +1,19 @@
+//! gapbundle carries software across an air gap: OCI images, Nix closures and
+//! Kubernetes manifests go into one signed, content-addressed, reproducible file on
+//! the connected side, and come out verified on the disconnected side.
+//!
+//! The crate is split the way the data flows, so that each part can be read and
+//! tested on its own:
+//! - [`bundle`]: the file format, pure (no network, no processes, no async);
+//! - [`spec`]: the spec file and the lock file, pure;
+//! - [`resolve`]: inputs to blobs (registries, local layouts and archives);
+//! - [`io`]: the local content-addressed cache and atomic files;
+//! - [`commands`]: one orchestrator per subcommand; [`cli`]: the clap definitions.
+
+#![deny(missing_docs)]
+
+pub mod bundle;
+pub mod io;
+pub mod spec;
+pub mod resolve;
+pub mod progress;

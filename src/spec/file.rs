@@ -1,0 +1,312 @@
+//! The bundle spec file (YAML) that a release engineer writes.
+//!
+//! Parsing is strict (unknown keys are errors) because a typo such as `imags:` would
+//! otherwise produce a bundle that silently lacks what the field needs, found out
+//! only on the far side of the air gap. Each image entry is a flat struct validated
+//! after parsing, rather than an untagged enum, so a mistake is reported as
+//! "images[2]: give exactly one of ref, layout, archive" instead of serde's "did not
+//! match any variant".
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::platform::Platforms;
+
+/// An error in a spec file, located for the person who wrote it.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}{location}: {message}")]
+pub struct SpecError {
+    /// The spec file.
+    pub path: String,
+    /// `:line:column` when known.
+    pub location: String,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl SpecError {
+    fn new(path: &Path, message: impl Into<String>) -> Self {
+        Self {
+            path: path.display().to_string(),
+            location: String::new(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The spec as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    /// Bundle name (also the folder its manifests land in on a K3s node).
+    pub name: String,
+    /// Bundle version; quote it in YAML (`"1.0"`).
+    pub version: String,
+    /// Platforms to keep from multi-platform images; default `all`.
+    #[serde(default)]
+    pub platforms: Platforms,
+    /// Images to carry.
+    #[serde(default)]
+    pub images: Vec<ImageEntry>,
+    /// Nix installables (not supported by this version yet).
+    #[serde(default)]
+    pub nix: Vec<serde_yaml_ng::Value>,
+    /// Helm charts (not supported by this version yet).
+    #[serde(default)]
+    pub charts: Vec<serde_yaml_ng::Value>,
+    /// Kustomize overlays (not supported by this version yet).
+    #[serde(default)]
+    pub kustomize: Vec<serde_yaml_ng::Value>,
+    /// Plain manifests (not supported by this version yet).
+    #[serde(default)]
+    pub manifests: Vec<serde_yaml_ng::Value>,
+}
+
+/// One `images:` entry as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageEntry {
+    /// A registry reference (`host/repo:tag` or `host/repo@sha256:...`).
+    #[serde(rename = "ref")]
+    pub reference: Option<String>,
+    /// A local OCI layout, `DIR` or `DIR:TAG`.
+    pub layout: Option<String>,
+    /// A docker-archive or oci-archive tar file.
+    pub archive: Option<String>,
+    /// Name to give a layout or archive image in the bundle.
+    pub name: Option<String>,
+    /// Platforms for this image, overriding the top-level list.
+    pub platforms: Option<Platforms>,
+}
+
+/// Where an image comes from, after validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageSource {
+    /// A registry reference.
+    Registry(String),
+    /// A local OCI layout directory and optional tag.
+    Layout {
+        /// The directory (resolved against the spec's folder).
+        dir: PathBuf,
+        /// The ref name inside the layout.
+        tag: Option<String>,
+    },
+    /// A tar archive (resolved against the spec's folder).
+    Archive(PathBuf),
+}
+
+impl ImageSource {
+    /// A stable key for the lock file.
+    pub fn lock_key(&self, base: &Path) -> String {
+        let rel = |p: &Path| {
+            p.strip_prefix(base)
+                .unwrap_or(p)
+                .to_string_lossy()
+                .into_owned()
+        };
+        match self {
+            ImageSource::Registry(r) => format!("ref:{r}"),
+            ImageSource::Layout { dir, tag } => match tag {
+                Some(t) => format!("layout:{}:{t}", rel(dir)),
+                None => format!("layout:{}", rel(dir)),
+            },
+            ImageSource::Archive(p) => format!("archive:{}", rel(p)),
+        }
+    }
+}
+
+/// A validated image entry.
+#[derive(Debug, Clone)]
+pub struct ImageRequest {
+    /// Where it comes from.
+    pub source: ImageSource,
+    /// Name override.
+    pub name: Option<String>,
+    /// Platforms to keep.
+    pub platforms: Platforms,
+}
+
+/// A spec file, parsed and validated.
+#[derive(Debug, Clone)]
+pub struct LoadedSpec {
+    /// Path of the spec file.
+    pub path: PathBuf,
+    /// Its folder; relative paths in the spec are relative to it.
+    pub base: PathBuf,
+    /// The raw bytes (stored in the bundle).
+    pub bytes: Vec<u8>,
+    /// The parsed spec.
+    pub spec: Spec,
+    /// Validated images.
+    pub images: Vec<ImageRequest>,
+}
+
+/// Parses spec text. `path` is used for messages and to resolve relative paths.
+pub fn parse(path: &Path, text: &str) -> Result<LoadedSpec, SpecError> {
+    let spec: Spec = serde_yaml_ng::from_str(text).map_err(|e| {
+        let location = e
+            .location()
+            .map(|l| format!(":{}:{}", l.line(), l.column()))
+            .unwrap_or_default();
+        let mut message = e.to_string();
+        // serde_yaml_ng appends " at line X column Y"; we already put it up front.
+        if let Some(i) = message.find(" at line ") {
+            message.truncate(i);
+        }
+        SpecError {
+            path: path.display().to_string(),
+            location,
+            message,
+        }
+    })?;
+    let base = path
+        .parent()
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        })
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    if spec.name.trim().is_empty() || spec.name.contains('/') {
+        return Err(SpecError::new(
+            path,
+            "name must be non-empty and contain no `/` (it names a folder on the target)",
+        ));
+    }
+    for (field, list) in [
+        ("nix", &spec.nix),
+        ("charts", &spec.charts),
+        ("kustomize", &spec.kustomize),
+        ("manifests", &spec.manifests),
+    ] {
+        if !list.is_empty() {
+            return Err(SpecError::new(
+                path,
+                format!("`{field}:` entries are not supported by this version of gapbundle yet; remove them or upgrade"),
+            ));
+        }
+    }
+    let mut images = Vec::new();
+    for (i, e) in spec.images.iter().enumerate() {
+        let given = [&e.reference, &e.layout, &e.archive]
+            .iter()
+            .filter(|x| x.is_some())
+            .count();
+        if given != 1 {
+            return Err(SpecError::new(
+                path,
+                format!("images[{i}]: give exactly one of `ref`, `layout` or `archive`"),
+            ));
+        }
+        let source = if let Some(r) = &e.reference {
+            if e.name.is_some() {
+                return Err(SpecError::new(
+                    path,
+                    format!("images[{i}]: `name` is only for `layout` and `archive` images; a registry image keeps its reference `{r}`"),
+                ));
+            }
+            ImageSource::Registry(r.trim().to_string())
+        } else if let Some(l) = &e.layout {
+            let (dir, tag) = split_layout(&base, l);
+            ImageSource::Layout { dir, tag }
+        } else {
+            ImageSource::Archive(base.join(e.archive.as_deref().unwrap_or_default()))
+        };
+        images.push(ImageRequest {
+            source,
+            name: e.name.clone(),
+            platforms: e.platforms.clone().unwrap_or_else(|| spec.platforms.clone()),
+        });
+    }
+    Ok(LoadedSpec {
+        path: path.to_path_buf(),
+        base,
+        bytes: text.as_bytes().to_vec(),
+        spec,
+        images,
+    })
+}
+
+/// Loads a spec file from disk.
+pub fn load(path: &Path) -> Result<LoadedSpec, SpecError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        SpecError::new(
+            path,
+            format!("cannot read the spec file: {e} (pass it with -f FILE)"),
+        )
+    })?;
+    parse(path, &text)
+}
+
+/// `DIR:TAG` or `DIR`. The whole string wins when it names an existing directory, so
+/// a directory with a colon in its name still works.
+fn split_layout(base: &Path, text: &str) -> (PathBuf, Option<String>) {
+    let whole = base.join(text);
+    if whole.is_dir() {
+        return (whole, None);
+    }
+    match text.rsplit_once(':') {
+        Some((dir, tag)) if !tag.is_empty() && !tag.contains('/') => {
+            (base.join(dir), Some(tag.to_string()))
+        }
+        _ => (whole, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(text: &str) -> Result<LoadedSpec, SpecError> {
+        parse(Path::new("dir/bundle.yaml"), text)
+    }
+
+    #[test]
+    fn the_issue_example_parses() {
+        let s = p(r#"
+name: edge-site
+version: "1.0"
+platforms: [linux/amd64]
+images:
+  - ref: 127.0.0.1:5000/team/app:1.2
+  - layout: ./images/tool:latest
+  - archive: ./images/legacy.tar
+"#)
+        .unwrap();
+        assert_eq!(s.images.len(), 3);
+        assert_eq!(
+            s.images[0].source,
+            ImageSource::Registry("127.0.0.1:5000/team/app:1.2".into())
+        );
+        assert_eq!(
+            s.images[1].source,
+            ImageSource::Layout {
+                dir: "dir/./images/tool".into(),
+                tag: Some("latest".into())
+            }
+        );
+        assert_eq!(s.base, Path::new("dir"));
+    }
+
+    #[test]
+    fn errors_carry_line_and_column() {
+        let e = p("name: x\nversion: \"1\"\nimags: []\n").unwrap_err();
+        assert!(e.to_string().starts_with("dir/bundle.yaml:3:1: unknown field `imags`"), "{e}");
+        // An unquoted 1.0 is kept as its text, not turned into the float 1.
+        assert_eq!(p("name: x\nversion: 1.10\n").unwrap().spec.version, "1.10");
+        let e = p("name: x\nversion: [1]\n").unwrap_err();
+        assert!(e.to_string().starts_with("dir/bundle.yaml:2:10:"), "{e}");
+        let e = p("name: [x\n").unwrap_err();
+        assert!(e.location.starts_with(':'), "{e}");
+    }
+
+    #[test]
+    fn an_image_entry_needs_exactly_one_source() {
+        let e = p("name: x\nversion: \"1\"\nimages:\n  - ref: a/b:c\n    layout: ./x\n").unwrap_err();
+        assert!(e.message.contains("images[0]"), "{e}");
+    }
+}

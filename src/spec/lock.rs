@@ -1,0 +1,87 @@
+//! The lock file: every input resolved to a digest.
+//!
+//! Tags move; digests do not. `create` records what each spec entry resolved to, and
+//! later creates reuse it, so rebuilding a bundle from the same spec and lock gives
+//! the same bytes and needs no registry at all when the cache is warm. `--locked`
+//! turns any difference into an error, which is what a CI job wants. The file is
+//! canonical JSON so that it diffs cleanly and its digest is stable.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::bundle::canonical;
+use crate::bundle::Digest;
+
+/// Lock format version.
+pub const LOCK_VERSION: u64 = 1;
+
+/// One locked image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LockedImage {
+    /// The name the image has in the bundle.
+    pub name: String,
+    /// Digest of its root (index or manifest).
+    pub digest: Digest,
+    /// Media type of the root.
+    pub media_type: String,
+}
+
+/// The lock file.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Lock {
+    /// Format version.
+    pub lock_version: u64,
+    /// Images keyed by their source (see `ImageSource::lock_key`).
+    pub images: BTreeMap<String, LockedImage>,
+}
+
+/// Why a lock file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Bad JSON or schema.
+    #[error("{path}: not a valid lock file ({reason}); delete it to resolve everything again")]
+    Malformed {
+        /// Lock path.
+        path: String,
+        /// Parser message.
+        reason: String,
+    },
+}
+
+impl Lock {
+    /// An empty lock.
+    pub fn new() -> Self {
+        Lock {
+            lock_version: LOCK_VERSION,
+            images: BTreeMap::new(),
+        }
+    }
+
+    /// Parses a lock file.
+    pub fn parse(path: &str, bytes: &[u8]) -> Result<Self, LockError> {
+        let lock: Lock = serde_json::from_slice(bytes).map_err(|e| LockError::Malformed {
+            path: path.to_string(),
+            reason: e.to_string(),
+        })?;
+        if lock.lock_version != LOCK_VERSION {
+            return Err(LockError::Malformed {
+                path: path.to_string(),
+                reason: format!(
+                    "lockVersion {} is not {LOCK_VERSION}",
+                    lock.lock_version
+                ),
+            });
+        }
+        Ok(lock)
+    }
+
+    /// Canonical bytes, with a final newline for editors.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = canonical::to_vec(self).expect("lock has no floats");
+        v.push(b'\n');
+        v
+    }
+}
