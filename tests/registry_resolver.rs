@@ -1,0 +1,607 @@
+//! The registry resolver against the real CNCF distribution registry.
+//!
+//! Why: resolving and downloading is where gapbundle meets other people's
+//! servers, so it is tested against the real `docker-registry` (plain and with
+//! htpasswd), with images pushed by the real skopeo and checked by hashing the
+//! cached files independently. Two faults the real registry cannot be made to
+//! produce on demand (a connection dropped halfway through a blob, and wrong
+//! bytes for a blob) use a tiny std-only HTTP server on 127.0.0.1 in this file.
+//! Nothing here talks to any address other than 127.0.0.1.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gapbundle::bundle::Digest;
+use gapbundle::io::cas::Cas;
+use gapbundle::progress::Progress;
+use gapbundle::resolve::auth::{self, parse_registry_auth};
+use gapbundle::resolve::image::{walk, Blob};
+use gapbundle::resolve::registry::{Registry as Resolver, RegistryOptions};
+use gapbundle::spec::Platforms;
+use support::*;
+
+const USER: &str = "gap";
+const PASS: &str = "bundle-pass";
+
+/// A Docker config path that does not exist, so the developer's own
+/// `~/.docker/config.json` never leaks into a test.
+fn no_docker_config(dir: &Path) -> Option<PathBuf> {
+    Some(dir.join("no-docker-config.json"))
+}
+
+fn options(addr: &str, dir: &Path) -> RegistryOptions {
+    RegistryOptions {
+        insecure_hosts: vec![addr.to_string()],
+        credentials: Vec::new(),
+        docker_config: no_docker_config(dir),
+        jobs: 4,
+        retries: 2,
+    }
+}
+
+fn cas_in(dir: &Path) -> Cas {
+    Cas::open(dir.join("cas")).expect("open cas")
+}
+
+fn digest(s: &str) -> Digest {
+    s.parse().expect("digest")
+}
+
+/// Every blob (config + layers) of `reference`, found by walking it with the
+/// resolver itself, paired with the repository to fetch it from.
+fn plan(res: &Resolver, cas: &Cas, reference: &str) -> (Digest, Vec<(String, Blob)>) {
+    let root = res.resolve(cas, reference, None).expect("resolve");
+    let mut fetch = res.manifests(cas, reference).expect("manifests");
+    let p = walk(&root.bytes, &root.media_type, &Platforms::All, &mut fetch).expect("walk");
+    (
+        root.digest,
+        p.blobs
+            .into_iter()
+            .map(|b| (reference.to_string(), b))
+            .collect(),
+    )
+}
+
+fn assert_cached_file_hashes(cas: &Cas, blobs: &[(String, Blob)]) {
+    for (_, b) in blobs {
+        let bytes = std::fs::read(cas.path(&b.digest)).expect("cached blob");
+        assert_eq!(
+            sha256_digest(&bytes),
+            b.digest.to_string(),
+            "cached file content"
+        );
+        assert_eq!(bytes.len() as u64, b.size);
+    }
+}
+
+#[test]
+fn resolves_tags_and_digests_and_fetches_blobs_once() {
+    let mut reg = Registry::start();
+    let fx = push_fixture_images(&reg, None);
+    let dir = tempfile::tempdir().unwrap();
+    let cas = cas_in(dir.path());
+    let res = Resolver::new(options(&reg.addr, dir.path())).unwrap();
+
+    // A tag.
+    let app = res.resolve(&cas, &fx.app.reference, None).unwrap();
+    assert_eq!(app.name, format!("{}/team/app:1.2", reg.addr));
+    assert_eq!(app.digest, digest(&fx.app.manifest_digest));
+    assert_eq!(app.media_type, OCI_MANIFEST_MEDIA_TYPE);
+    assert_eq!(sha256_digest(&app.bytes), fx.app.manifest_digest);
+    assert!(cas.contains(&app.digest, Some(app.bytes.len() as u64)));
+
+    // An index by tag, and a manifest by digest in a fresh cache.
+    let multi = res.resolve(&cas, &fx.multi.reference, None).unwrap();
+    assert_eq!(multi.digest, digest(&fx.multi.index_digest));
+    assert_eq!(multi.media_type, OCI_INDEX_MEDIA_TYPE);
+    let dir2 = tempfile::tempdir().unwrap();
+    let cas2 = cas_in(dir2.path());
+    let by_digest = fx.tool.reference_by_digest();
+    let tool = res.resolve(&cas2, &by_digest, None).unwrap();
+    assert_eq!(tool.name, by_digest);
+    assert_eq!(tool.digest, digest(&fx.tool.manifest_digest));
+    // Pinned but not cached: fetched by digest even though the tag is given.
+    let pinned = res
+        .resolve(
+            &cas2,
+            &fx.app.reference,
+            Some(digest(&fx.app.manifest_digest)),
+        )
+        .unwrap();
+    assert_eq!(pinned.name, fx.app.reference);
+    assert_eq!(pinned.digest, digest(&fx.app.manifest_digest));
+
+    // Blobs of all three images; app and tool share the base layer.
+    let mut blobs = Vec::new();
+    let mut children = BTreeSet::new();
+    for reference in [&fx.app.reference, &fx.tool.reference, &fx.multi.reference] {
+        let (_, b) = plan(&res, &cas, reference);
+        blobs.extend(b);
+    }
+    for p in &fx.multi.platforms {
+        children.insert(p.manifest_digest.clone());
+        assert!(
+            cas.contains(&digest(&p.manifest_digest), None),
+            "child manifest cached"
+        );
+    }
+    assert_eq!(children.len(), 2);
+    let unique: BTreeSet<_> = blobs.iter().map(|(_, b)| b.digest).collect();
+    // app: config + 2 layers, tool: config + 1 new layer, multi: 2 × (config + layer).
+    assert_eq!(unique.len(), 3 + 2 + 4, "{unique:?}");
+    // The walk already cached the single-platform configs (it reads their
+    // platform); the rest is fetched.
+    let stats = res.fetch_blobs(&cas, &blobs, &Progress::quiet()).unwrap();
+    assert_eq!(stats.fetched + stats.cached, unique.len());
+    assert!(stats.fetched >= 5, "{stats:?}");
+    assert!(stats.fetched_bytes > BASE_BLOB_SIZE as u64, "{stats:?}");
+    assert_cached_file_hashes(&cas, &blobs);
+    assert!(cas.contains(&digest(&fx.base_layer_digest), None));
+
+    // Again: nothing to fetch.
+    let again = res.fetch_blobs(&cas, &blobs, &Progress::quiet()).unwrap();
+    assert_eq!(again.fetched, 0);
+    assert_eq!(again.fetched_bytes, 0);
+    assert_eq!(again.cached, unique.len());
+
+    // Pinned and cached: no network at all (the registry is gone).
+    reg.stop();
+    let offline = res
+        .resolve(
+            &cas,
+            &fx.multi.reference,
+            Some(digest(&fx.multi.index_digest)),
+        )
+        .unwrap();
+    assert_eq!(offline.bytes, multi.bytes);
+    assert_eq!(offline.media_type, OCI_INDEX_MEDIA_TYPE);
+    let mut fetch = res.manifests(&cas, &fx.multi.reference).unwrap();
+    walk(
+        &offline.bytes,
+        &offline.media_type,
+        &Platforms::All,
+        &mut fetch,
+    )
+    .expect("walk from the cache alone");
+}
+
+#[test]
+fn missing_tags_and_repositories_say_so() {
+    let reg = Registry::start();
+    let fx = push_fixture_images(&reg, None);
+    let dir = tempfile::tempdir().unwrap();
+    let cas = cas_in(dir.path());
+    let res = Resolver::new(options(&reg.addr, dir.path())).unwrap();
+
+    let missing = format!("{}/team/app:9.9", reg.addr);
+    let err = res.resolve(&cas, &missing, None).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("{missing} does not exist in the registry (manifest unknown): check the tag")
+    );
+
+    let err = res
+        .resolve(&cas, &format!("{}/team/nope:1", reg.addr), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("team/nope") && err.contains("check the"),
+        "{err}"
+    );
+
+    // A digest in the reference is checked against the lock's pin.
+    let other = digest(&fx.tool.manifest_digest);
+    let err = res
+        .resolve(&cas, &fx.app.reference_by_digest(), Some(other))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("lock file pins"), "{err}");
+
+    let err = res
+        .resolve(&cas, "Not A Reference", None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not a valid image reference"), "{err}");
+}
+
+#[test]
+fn htpasswd_registry_needs_credentials() {
+    let reg = Registry::start_with_htpasswd(USER, PASS);
+    let fx = push_fixture_images(&reg, reg.creds());
+    let dir = tempfile::tempdir().unwrap();
+    let cas = cas_in(dir.path());
+
+    // Anonymous: refused, and the message says how to log in.
+    let anon = Resolver::new(options(&reg.addr, dir.path())).unwrap();
+    let err = anon.resolve(&cas, &fx.app.reference, None).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "registry {0} refused access to team/app (401 Unauthorized): pass --registry-auth {0}=USER:PASS or log in with `docker login {0}` (~/.docker/config.json)",
+            reg.addr
+        )
+    );
+    // Blobs alone (manifests cached, say) are refused the same way.
+    let fake_blob = Blob {
+        digest: digest(&fx.base_layer_digest),
+        size: BASE_BLOB_SIZE as u64,
+        media_type: String::new(),
+    };
+    let err = anon
+        .fetch_blobs(
+            &cas,
+            &[(fx.app.reference.clone(), fake_blob)],
+            &Progress::quiet(),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("refused access to team/app (401 Unauthorized)"),
+        "{err}"
+    );
+
+    // Wrong password: the message blames the flag.
+    let mut o = options(&reg.addr, dir.path());
+    o.credentials = vec![parse_registry_auth(&format!("{}={USER}:wrong", reg.addr)).unwrap()];
+    let err = Resolver::new(o)
+        .unwrap()
+        .resolve(&cas, &fx.app.reference, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--registry-auth") && err.contains("were refused"),
+        "{err}"
+    );
+
+    // Right password from the flag: everything works, blobs included.
+    let mut o = options(&reg.addr, dir.path());
+    o.credentials = vec![parse_registry_auth(&format!("{}={USER}:{PASS}", reg.addr)).unwrap()];
+    let res = Resolver::new(o).unwrap();
+    let (root, blobs) = plan(&res, &cas, &fx.app.reference);
+    assert_eq!(root, digest(&fx.app.manifest_digest));
+    res.fetch_blobs(&cas, &blobs, &Progress::quiet()).unwrap();
+    assert_cached_file_hashes(&cas, &blobs);
+
+    // The same credentials from a Docker config file (`docker login`).
+    let cfg = dir.path().join("docker-config.json");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"{}"}}}}}}"#,
+            reg.addr,
+            base64_encode(format!("{USER}:{PASS}").as_bytes())
+        ),
+    )
+    .unwrap();
+    let dir2 = tempfile::tempdir().unwrap();
+    let cas2 = cas_in(dir2.path());
+    let mut o = options(&reg.addr, dir.path());
+    o.docker_config = Some(cfg.clone());
+    let res = Resolver::new(o).unwrap();
+    let (_, blobs) = plan(&res, &cas2, &fx.tool.reference);
+    res.fetch_blobs(&cas2, &blobs, &Progress::quiet()).unwrap();
+    assert_cached_file_hashes(&cas2, &blobs);
+
+    // A credential helper for the host: a clear refusal to run it.
+    std::fs::write(
+        &cfg,
+        format!(r#"{{"credHelpers":{{"{}":"pass"}}}}"#, reg.addr),
+    )
+    .unwrap();
+    let mut o = options(&reg.addr, dir.path());
+    o.docker_config = Some(cfg);
+    let err = Resolver::new(o)
+        .unwrap()
+        .resolve(&cas2, &fx.multi.reference, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("docker-credential-pass")
+            && err.contains(&format!("--registry-auth {}=USER:PASS", reg.addr)),
+        "{err}"
+    );
+    let _ = auth::default_docker_config();
+}
+
+#[test]
+fn a_registry_that_is_down_is_reported_quickly() {
+    let mut reg = Registry::start();
+    let addr = reg.addr.clone();
+    reg.stop();
+    let dir = tempfile::tempdir().unwrap();
+    let cas = cas_in(dir.path());
+    let res = Resolver::new(options(&addr, dir.path())).unwrap();
+    let started = Instant::now();
+    let err = res
+        .resolve(&cas, &format!("{addr}/team/app:1.2"), None)
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        err.to_string(),
+        format!("cannot reach registry {addr} (connection refused) after 2 attempts: is it running? check the address, proxies and firewalls")
+    );
+
+    // Not declared insecure: the hint names the flag.
+    let mut o = options(&addr, dir.path());
+    o.insecure_hosts.clear();
+    let err = Resolver::new(o)
+        .unwrap()
+        .resolve(&cas, &format!("{addr}/team/app:1.2"), None)
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("cannot reach registry {addr} (connection refused) after 2 attempts: is it running? for plain HTTP pass --insecure-registry {addr}")
+    );
+}
+
+#[test]
+fn https_to_a_plain_http_registry_suggests_insecure_registry() {
+    let reg = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cas = cas_in(dir.path());
+    let mut o = options(&reg.addr, dir.path());
+    o.insecure_hosts.clear();
+    let err = Resolver::new(o)
+        .unwrap()
+        .resolve(&cas, &format!("{}/team/app:1.2", reg.addr), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with(&format!("TLS connection to registry {} failed", reg.addr))
+            && err.contains(&format!("pass --insecure-registry {}", reg.addr)),
+        "{err}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// A fake registry for faults the real one cannot produce on demand.
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Copy)]
+enum Fault {
+    /// First blob request: 200, half the bytes, then the connection drops.
+    DropHalfway,
+    /// Every blob request: the right length of the wrong bytes.
+    WrongBytes,
+    /// First blob request: 503; then the blob.
+    UnavailableOnce,
+}
+
+struct Fake {
+    addr: String,
+    /// `Range` header of each blob request (`None` when absent).
+    blob_requests: Arc<Mutex<Vec<Option<String>>>>,
+}
+
+fn fake_registry(blob: Vec<u8>, fault: Fault) -> Fake {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let blob_path = format!("/v2/x/y/blobs/{}", sha256_digest(&blob));
+    let blob_requests = Arc::new(Mutex::new(Vec::new()));
+    let log = blob_requests.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            conn.set_read_timeout(Some(Duration::from_secs(10))).ok();
+            let Some((path, range)) = read_request(&mut conn) else {
+                continue;
+            };
+            if path == "/v2/" {
+                respond(&mut conn, "200 OK", &[], b"{}");
+            } else if path == blob_path {
+                let n = {
+                    let mut l = log.lock().unwrap();
+                    l.push(range.clone());
+                    l.len()
+                };
+                match (fault, n, range) {
+                    (Fault::DropHalfway, 1, _) => {
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+                            blob.len()
+                        );
+                        conn.write_all(head.as_bytes()).unwrap();
+                        conn.write_all(&blob[..blob.len() / 2]).unwrap();
+                        conn.flush().unwrap();
+                        let _ = conn.shutdown(Shutdown::Both);
+                    }
+                    (Fault::DropHalfway, _, Some(r)) => {
+                        let from: usize = r
+                            .trim_start_matches("bytes=")
+                            .trim_end_matches('-')
+                            .parse()
+                            .expect("open-ended range");
+                        let cr = format!("bytes {from}-{}/{}", blob.len() - 1, blob.len());
+                        respond(
+                            &mut conn,
+                            "206 Partial Content",
+                            &[("Content-Range", &cr)],
+                            &blob[from..],
+                        );
+                    }
+                    (Fault::DropHalfway, _, None) => respond(&mut conn, "200 OK", &[], &blob),
+                    (Fault::UnavailableOnce, 1, _) => {
+                        respond(&mut conn, "503 Service Unavailable", &[], b"try later")
+                    }
+                    (Fault::UnavailableOnce, _, _) => respond(&mut conn, "200 OK", &[], &blob),
+                    (Fault::WrongBytes, _, _) => {
+                        let mut bad = blob.clone();
+                        bad[7] ^= 0xff;
+                        respond(&mut conn, "200 OK", &[], &bad);
+                    }
+                }
+            } else {
+                respond(
+                    &mut conn,
+                    "404 Not Found",
+                    &[("Content-Type", "application/json")],
+                    br#"{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown to registry"}]}"#,
+                );
+            }
+        }
+    });
+    Fake {
+        addr,
+        blob_requests,
+    }
+}
+
+/// Reads one request head; returns its path and `Range` header.
+fn read_request(conn: &mut TcpStream) -> Option<(String, Option<String>)> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = conn.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&raw);
+    let mut lines = text.split("\r\n");
+    let path = lines.next()?.split_whitespace().nth(1)?.to_string();
+    let range = lines
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("range"))
+        .map(|(_, v)| v.trim().to_string());
+    Some((path, range))
+}
+
+fn respond(conn: &mut TcpStream, status: &str, headers: &[(&str, &str)], body: &[u8]) {
+    let mut head = format!(
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let _ = conn
+        .write_all(head.as_bytes())
+        .and_then(|_| conn.write_all(body));
+    let _ = conn.flush();
+}
+
+fn fake_blob(bytes: &[u8]) -> Blob {
+    Blob {
+        digest: digest(&sha256_digest(bytes)),
+        size: bytes.len() as u64,
+        media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+    }
+}
+
+#[test]
+fn an_interrupted_download_resumes_with_range() {
+    let bytes = deterministic_bytes(42, 300_000);
+    let fake = fake_registry(bytes.clone(), Fault::DropHalfway);
+    let dir = tempfile::tempdir().unwrap();
+    let cas = cas_in(dir.path());
+    let res = Resolver::new(options(&fake.addr, dir.path())).unwrap();
+    let blob = fake_blob(&bytes);
+    let stats = res
+        .fetch_blobs(
+            &cas,
+            &[(format!("{}/x/y:1", fake.addr), blob.clone())],
+            &Progress::quiet(),
+        )
+        .unwrap();
+    assert_eq!(stats.fetched, 1);
+    assert_eq!(stats.fetched_bytes, bytes.len() as u64);
+    assert_eq!(std::fs::read(cas.path(&blob.digest)).unwrap(), bytes);
+    let requests = fake.blob_requests.lock().unwrap().clone();
+    assert_eq!(
+        requests,
+        vec![None, Some(format!("bytes={}-", bytes.len() / 2))],
+        "one full request, then a resume from the half"
+    );
+}
+
+#[test]
+fn wrong_bytes_are_retried_once_then_reported() {
+    let bytes = deterministic_bytes(7, 50_000);
+    let fake = fake_registry(bytes.clone(), Fault::WrongBytes);
+    let dir = tempfile::tempdir().unwrap();
+    let cas = cas_in(dir.path());
+    let res = Resolver::new(options(&fake.addr, dir.path())).unwrap();
+    let blob = fake_blob(&bytes);
+    let err = res
+        .fetch_blobs(
+            &cas,
+            &[(format!("{}/x/y:1", fake.addr), blob.clone())],
+            &Progress::quiet(),
+        )
+        .unwrap_err()
+        .to_string();
+    let mut bad = bytes.clone();
+    bad[7] ^= 0xff;
+    assert!(err.contains(&blob.digest.to_string()), "{err}");
+    assert!(err.contains(&format!("{}/x/y", fake.addr)), "{err}");
+    assert!(
+        err.contains(&format!(
+            "expected {} (50000 bytes), found {} (50000 bytes)",
+            blob.digest,
+            sha256_digest(&bad)
+        )),
+        "{err}"
+    );
+    assert_eq!(
+        fake.blob_requests.lock().unwrap().len(),
+        2,
+        "retried once from scratch"
+    );
+    assert!(!cas.contains(&blob.digest, None));
+    assert!(!cas.root().join("partial").join(blob.digest.hex()).exists());
+}
+
+#[test]
+fn server_errors_are_retried() {
+    let bytes = deterministic_bytes(9, 10_000);
+    let fake = fake_registry(bytes.clone(), Fault::UnavailableOnce);
+    let dir = tempfile::tempdir().unwrap();
+    let cas = cas_in(dir.path());
+    let res = Resolver::new(options(&fake.addr, dir.path())).unwrap();
+    let blob = fake_blob(&bytes);
+    let stats = res
+        .fetch_blobs(
+            &cas,
+            &[(format!("{}/x/y:1", fake.addr), blob.clone())],
+            &Progress::quiet(),
+        )
+        .unwrap();
+    assert_eq!(stats.fetched, 1);
+    assert_eq!(std::fs::read(cas.path(&blob.digest)).unwrap(), bytes);
+    assert_eq!(fake.blob_requests.lock().unwrap().len(), 2);
+
+    // With a single attempt allowed, the 503 is final and says so.
+    let fake = fake_registry(bytes.clone(), Fault::UnavailableOnce);
+    let mut o = options(&fake.addr, dir.path());
+    o.retries = 1;
+    let dir2 = tempfile::tempdir().unwrap();
+    let err = Resolver::new(o)
+        .unwrap()
+        .fetch_blobs(
+            &cas_in(dir2.path()),
+            &[(format!("{}/x/y:1", fake.addr), blob.clone())],
+            &Progress::quiet(),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!(
+            "registry {} failed with 503 Service Unavailable",
+            fake.addr
+        )) && err.contains(&blob.digest.to_string())
+            && err.contains("after 1 attempt"),
+        "{err}"
+    );
+}
