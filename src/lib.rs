@@ -13,7 +13,10 @@
 #![deny(missing_docs)]
 
 pub mod bundle;
+pub mod cli;
+pub mod commands;
+pub mod import;
 pub mod io;
-pub mod spec;
-pub mod resolve;
 pub mod progress;
+pub mod resolve;
+pub mod spec;

@@ -28,9 +28,9 @@ impl Progress {
         let mode = if quiet {
             Mode::Quiet
         } else if std::io::stderr().is_terminal() {
-            Mode::Bars(MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(
-                10,
-            )))
+            Mode::Bars(MultiProgress::with_draw_target(
+                ProgressDrawTarget::stderr_with_hz(10),
+            ))
         } else {
             Mode::Lines
         };

@@ -17,7 +17,9 @@ pub struct Digest([u8; 32]);
 
 /// Why a string is not a digest this format accepts.
 #[derive(Debug, thiserror::Error)]
-#[error("`{input}` is not a sha256 digest (expected `sha256:` followed by 64 lowercase hex digits)")]
+#[error(
+    "`{input}` is not a sha256 digest (expected `sha256:` followed by 64 lowercase hex digits)"
+)]
 pub struct DigestParseError {
     /// The text that was rejected.
     pub input: String,

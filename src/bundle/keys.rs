@@ -21,7 +21,9 @@ pub enum KeyError {
         what: &'static str,
     },
     /// The key name is empty or has characters Nix would mangle.
-    #[error("key name `{0}` is not usable: it must be non-empty and contain no `:` or white space")]
+    #[error(
+        "key name `{0}` is not usable: it must be non-empty and contain no `:` or white space"
+    )]
     BadName(String),
     /// Base64 did not decode.
     #[error("{what} is not valid base64 after the `name:` prefix")]

@@ -114,7 +114,13 @@ pub fn parse_header(block: &[u8; 512]) -> Result<Block, HeaderError> {
     let computed: u32 = block
         .iter()
         .enumerate()
-        .map(|(i, &b)| if (148..156).contains(&i) { 32 } else { b as u32 })
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                b as u32
+            }
+        })
         .sum();
     if stored != computed {
         return Err(HeaderError::Checksum);

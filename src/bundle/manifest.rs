@@ -269,8 +269,8 @@ impl Manifest {
     /// Parses and validates manifest bytes. The version is checked before anything
     /// else so a newer bundle gets "upgrade" rather than a confusing field error.
     pub fn parse(bytes: &[u8]) -> Result<Self, ManifestError> {
-        let v: VersionOnly = serde_json::from_slice(bytes)
-            .map_err(|e| ManifestError::Malformed(e.to_string()))?;
+        let v: VersionOnly =
+            serde_json::from_slice(bytes).map_err(|e| ManifestError::Malformed(e.to_string()))?;
         let version = v
             .format_version
             .ok_or_else(|| ManifestError::Malformed("missing formatVersion".into()))?;
@@ -287,9 +287,16 @@ impl Manifest {
     pub fn validate(&self) -> Result<(), ManifestError> {
         let bad = |m: String| Err(ManifestError::Inconsistent(m));
         let expect_files = [OCI_LAYOUT_PATH, INDEX_PATH];
-        if self.files.len() != 2 || self.files.iter().zip(expect_files).any(|(f, p)| f.path != p)
+        if self.files.len() != 2
+            || self
+                .files
+                .iter()
+                .zip(expect_files)
+                .any(|(f, p)| f.path != p)
         {
-            return bad(format!("files must be exactly {expect_files:?} in that order"));
+            return bad(format!(
+                "files must be exactly {expect_files:?} in that order"
+            ));
         }
         let mut seen = HashSet::new();
         for b in &self.blobs {

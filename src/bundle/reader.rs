@@ -16,8 +16,7 @@ use std::sync::Mutex;
 use super::digest::{Digest, Hasher, HashingReader};
 use super::layout::{self, entry_len, parse_header, Block, HeaderError, END_LEN, HEADER_LEN};
 use super::manifest::{
-    BlobEntry, FileEntry, Manifest, ManifestError, MANIFEST_PATH, MAX_HEAD_ENTRY,
-    SIGNATURES_PATH,
+    BlobEntry, FileEntry, Manifest, ManifestError, MANIFEST_PATH, MAX_HEAD_ENTRY, SIGNATURES_PATH,
 };
 use super::signature::{Envelope, TrustError};
 
@@ -145,15 +144,17 @@ pub enum ReadError {
     #[error("not a gapbundle file: {0}")]
     NotABundle(String),
     /// The file ends early.
-    #[error("the bundle is truncated: it ends inside {0} (was the copy interrupted? copy it again)")]
+    #[error(
+        "the bundle is truncated: it ends inside {0} (was the copy interrupted? copy it again)"
+    )]
     Truncated(String),
     /// A tar header is damaged or of a forbidden kind.
-    #[error("at byte {position}: {source}")]
+    #[error("at byte {position}: {problem}; the bundle is corrupt, get a fresh copy")]
     Header {
         /// Absolute position of the header.
         position: u64,
-        /// What is wrong.
-        source: HeaderError,
+        /// What is wrong (not a `source`: the message already says it).
+        problem: HeaderError,
     },
     /// An entry sits where the manifest puts something else.
     #[error("at byte {position}: found `{found}` ({found_size} bytes) where the manifest puts `{expected}` ({expected_size} bytes): the file was altered")]
@@ -221,7 +222,12 @@ fn read_head_entry<R: Read>(r: &mut R, want: &str, pos: u64) -> Result<Vec<u8>, 
                 "it does not start with a tar header ({e})"
             )))
         }
-        Err(e) => return Err(ReadError::Header { position: pos, source: e }),
+        Err(e) => {
+            return Err(ReadError::Header {
+                position: pos,
+                problem: e,
+            })
+        }
     };
     if path != want {
         return Err(ReadError::NotABundle(format!(
@@ -234,7 +240,8 @@ fn read_head_entry<R: Read>(r: &mut R, want: &str, pos: u64) -> Result<Vec<u8>, 
         )));
     }
     let mut data = vec![0u8; size as usize];
-    r.read_exact(&mut data).map_err(|e| eof_to_truncated(e, want))?;
+    r.read_exact(&mut data)
+        .map_err(|e| eof_to_truncated(e, want))?;
     skip(r, layout::padded(size) - size).map_err(|e| eof_to_truncated(e, want))?;
     Ok(data)
 }
@@ -331,7 +338,12 @@ pub fn verify_stream<R: Read>(
                 })
             }
             Ok(Block::End) => return Err(ReadError::Truncated(path)),
-            Err(source) => return Err(ReadError::Header { position: pos, source }),
+            Err(problem) => {
+                return Err(ReadError::Header {
+                    position: pos,
+                    problem,
+                })
+            }
         }
         let mut hashing = HashingReader::new((&mut r).take(entry.size()));
         sink.consume(&entry, &mut hashing)
@@ -515,10 +527,10 @@ fn check_entry<S: ReadAt>(
             })
         }
         Ok(Block::End) => return Err(ReadError::Truncated(path)),
-        Err(source) => {
+        Err(problem) => {
             return Err(ReadError::Header {
                 position: header_pos,
-                source,
+                problem,
             })
         }
     }

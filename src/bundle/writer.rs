@@ -247,16 +247,35 @@ pub fn write_bundle<W: Write>(
         &mut plan.manifest_bytes.as_slice(),
     )?;
     let env = envelope.to_canonical();
-    n += layout::write_entry(&mut out, SIGNATURES_PATH, env.len() as u64, mtime, &mut env.as_slice())?;
-    for (file, bytes) in plan.manifest.files.iter().zip([&plan.oci_layout, &plan.index_json]) {
-        n += layout::write_entry(&mut out, &file.path, file.size, mtime, &mut bytes.as_slice())?;
+    n += layout::write_entry(
+        &mut out,
+        SIGNATURES_PATH,
+        env.len() as u64,
+        mtime,
+        &mut env.as_slice(),
+    )?;
+    for (file, bytes) in plan
+        .manifest
+        .files
+        .iter()
+        .zip([&plan.oci_layout, &plan.index_json])
+    {
+        n += layout::write_entry(
+            &mut out,
+            &file.path,
+            file.size,
+            mtime,
+            &mut bytes.as_slice(),
+        )?;
     }
     for blob in plan.manifest.blobs.iter().filter(|b| b.offset.is_some()) {
         out.write_all(&layout::header(&blob.path(), blob.size, mtime)?)?;
-        let mut src = source.open_blob(&blob.digest).map_err(|e| WriteError::Source {
-            digest: blob.digest,
-            source: e,
-        })?;
+        let mut src = source
+            .open_blob(&blob.digest)
+            .map_err(|e| WriteError::Source {
+                digest: blob.digest,
+                source: e,
+            })?;
         let mut hw = HashingWriter::new(&mut out);
         io::copy(&mut (&mut src).take(blob.size), &mut hw).map_err(|e| WriteError::Source {
             digest: blob.digest,

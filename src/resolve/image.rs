@@ -105,8 +105,7 @@ pub trait ManifestFetch {
 /// The media type of manifest bytes: the declared one, else the `mediaType` field,
 /// else guessed from the shape (OCI allows omitting it).
 pub fn media_type_of(bytes: &[u8], declared: Option<&str>) -> Result<String> {
-    let m: AnyManifest =
-        serde_json::from_slice(bytes).context("the manifest is not valid JSON")?;
+    let m: AnyManifest = serde_json::from_slice(bytes).context("the manifest is not valid JSON")?;
     if m.schema_version == Some(1) {
         bail!("Docker schema 1 manifests are not supported (deprecated since 2017); push the image again with a current tool to get a schema 2 or OCI manifest");
     }
@@ -148,7 +147,15 @@ pub fn walk(
         platforms: Vec::new(),
         skipped_platforms: Vec::new(),
     };
-    visit(root_bytes, root_media_type, platforms, fetch, &mut plan, 0, None)?;
+    visit(
+        root_bytes,
+        root_media_type,
+        platforms,
+        fetch,
+        &mut plan,
+        0,
+        None,
+    )?;
     if plan.platforms.is_empty() && !plan.skipped_platforms.is_empty() {
         bail!(
             "none of the requested platforms ({}) is published; the image offers {}",
@@ -292,24 +299,54 @@ mod tests {
     #[test]
     fn platform_selection_keeps_the_root_and_drops_other_children() {
         let (a, b) = (manifest("amd"), manifest("arm"));
-        let index = format!(r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[
+        let index = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[
             {{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":{},"platform":{{"os":"linux","architecture":"amd64"}}}},
             {{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":{},"platform":{{"os":"linux","architecture":"arm64","variant":"v8"}}}}]}}"#,
-            Digest::of(&a), a.len(), Digest::of(&b), b.len());
-        let mut src = Map(HashMap::from([(Digest::of(&a), a.clone()), (Digest::of(&b), b.clone())]));
+            Digest::of(&a),
+            a.len(),
+            Digest::of(&b),
+            b.len()
+        );
+        let mut src = Map(HashMap::from([
+            (Digest::of(&a), a.clone()),
+            (Digest::of(&b), b.clone()),
+        ]));
         let only_amd = Platforms::List(vec!["linux/amd64".parse().unwrap()]);
-        let plan = walk(index.as_bytes(), crate::bundle::oci::INDEX_MEDIA_TYPE, &only_amd, &mut src).unwrap();
+        let plan = walk(
+            index.as_bytes(),
+            crate::bundle::oci::INDEX_MEDIA_TYPE,
+            &only_amd,
+            &mut src,
+        )
+        .unwrap();
         assert_eq!(plan.root.digest, Digest::of(index.as_bytes()));
         assert_eq!(plan.manifests.len(), 2);
         assert_eq!(plan.platforms, vec!["linux/amd64"]);
         assert_eq!(plan.skipped_platforms, vec!["linux/arm64/v8"]);
         assert_eq!(plan.blobs.len(), 2);
-        let all = walk(index.as_bytes(), crate::bundle::oci::INDEX_MEDIA_TYPE, &Platforms::All, &mut src).unwrap();
+        let all = walk(
+            index.as_bytes(),
+            crate::bundle::oci::INDEX_MEDIA_TYPE,
+            &Platforms::All,
+            &mut src,
+        )
+        .unwrap();
         assert_eq!(all.platforms.len(), 2);
         // The config is shared between the two: stored once.
         assert_eq!(all.blobs.len(), 3);
         let none = Platforms::List(vec!["linux/s390x".parse().unwrap()]);
-        let err = walk(index.as_bytes(), crate::bundle::oci::INDEX_MEDIA_TYPE, &none, &mut src).unwrap_err();
-        assert!(err.to_string().contains("offers linux/amd64, linux/arm64/v8"), "{err}");
+        let err = walk(
+            index.as_bytes(),
+            crate::bundle::oci::INDEX_MEDIA_TYPE,
+            &none,
+            &mut src,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("offers linux/amd64, linux/arm64/v8"),
+            "{err}"
+        );
     }
 }

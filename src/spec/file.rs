@@ -49,18 +49,91 @@ pub struct Spec {
     /// Images to carry.
     #[serde(default)]
     pub images: Vec<ImageEntry>,
-    /// Nix installables (not supported by this version yet).
+    /// Whether images referenced by rendered workloads are added automatically.
+    #[serde(default = "yes", rename = "discoverImages")]
+    pub discover_images: bool,
+    /// Nix installables and store paths, with their closures.
     #[serde(default)]
-    pub nix: Vec<serde_yaml_ng::Value>,
-    /// Helm charts (not supported by this version yet).
+    pub nix: Vec<NixEntry>,
+    /// Helm charts, rendered with `helm template`.
     #[serde(default)]
-    pub charts: Vec<serde_yaml_ng::Value>,
-    /// Kustomize overlays (not supported by this version yet).
+    pub charts: Vec<ChartEntry>,
+    /// Kustomize overlays, rendered with `kubectl kustomize`.
     #[serde(default)]
-    pub kustomize: Vec<serde_yaml_ng::Value>,
-    /// Plain manifests (not supported by this version yet).
+    pub kustomize: Vec<KustomizeEntry>,
+    /// Plain manifests (files, globs) or flake outputs holding rendered YAML.
     #[serde(default)]
-    pub manifests: Vec<serde_yaml_ng::Value>,
+    pub manifests: Vec<ManifestEntry>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One `nix:` entry as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NixEntry {
+    /// A flake installable, relative to the spec's folder (`.#packages.x86_64-linux.agent`).
+    pub installable: Option<String>,
+    /// A store path already in the local store.
+    pub store_path: Option<String>,
+    /// Name of the GC root made on import.
+    pub gc_root: Option<String>,
+    /// Also bundle the flake's input sources (what `nix flake archive` copies).
+    #[serde(default)]
+    pub include_flake_inputs: bool,
+}
+
+/// One `charts:` entry as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ChartEntry {
+    /// A local chart directory or `.tgz`.
+    pub path: Option<String>,
+    /// A chart repository URL (serving `index.yaml`).
+    pub repo: Option<String>,
+    /// An OCI chart reference (`oci://host/repo/chart`).
+    pub oci: Option<String>,
+    /// Chart name in a repository.
+    pub name: Option<String>,
+    /// Chart version.
+    pub version: Option<String>,
+    /// Release name (default: the chart name).
+    pub release: Option<String>,
+    /// Namespace to render into.
+    pub namespace: Option<String>,
+    /// Inline values.
+    pub values: Option<serde_yaml_ng::Value>,
+    /// Values files, relative to the spec's folder.
+    #[serde(default)]
+    pub values_files: Vec<String>,
+    /// `manifests` (default: rendered YAML) or `helmchart` (a K3s HelmChart resource).
+    pub chart_mode: Option<String>,
+    /// Override the top-level `discoverImages`.
+    pub discover_images: Option<bool>,
+}
+
+/// One `kustomize:` entry as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KustomizeEntry {
+    /// The overlay directory.
+    pub path: String,
+    /// Override the top-level `discoverImages`.
+    pub discover_images: Option<bool>,
+}
+
+/// One `manifests:` entry as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ManifestEntry {
+    /// A file or glob, relative to the spec's folder.
+    pub path: Option<String>,
+    /// A flake output holding rendered YAML.
+    pub installable: Option<String>,
+    /// Override the top-level `discoverImages`.
+    pub discover_images: Option<bool>,
 }
 
 /// One `images:` entry as written.
@@ -74,6 +147,8 @@ pub struct ImageEntry {
     pub layout: Option<String>,
     /// A docker-archive or oci-archive tar file.
     pub archive: Option<String>,
+    /// A flake output that is an OCI or docker archive.
+    pub installable: Option<String>,
     /// Name to give a layout or archive image in the bundle.
     pub name: Option<String>,
     /// Platforms for this image, overriding the top-level list.
@@ -94,6 +169,8 @@ pub enum ImageSource {
     },
     /// A tar archive (resolved against the spec's folder).
     Archive(PathBuf),
+    /// A flake output that builds an OCI or docker archive.
+    Installable(String),
 }
 
 impl ImageSource {
@@ -112,6 +189,7 @@ impl ImageSource {
                 None => format!("layout:{}", rel(dir)),
             },
             ImageSource::Archive(p) => format!("archive:{}", rel(p)),
+            ImageSource::Installable(i) => format!("installable:{i}"),
         }
     }
 }
@@ -177,29 +255,18 @@ pub fn parse(path: &Path, text: &str) -> Result<LoadedSpec, SpecError> {
             "name must be non-empty and contain no `/` (it names a folder on the target)",
         ));
     }
-    for (field, list) in [
-        ("nix", &spec.nix),
-        ("charts", &spec.charts),
-        ("kustomize", &spec.kustomize),
-        ("manifests", &spec.manifests),
-    ] {
-        if !list.is_empty() {
-            return Err(SpecError::new(
-                path,
-                format!("`{field}:` entries are not supported by this version of gapbundle yet; remove them or upgrade"),
-            ));
-        }
-    }
     let mut images = Vec::new();
     for (i, e) in spec.images.iter().enumerate() {
-        let given = [&e.reference, &e.layout, &e.archive]
+        let given = [&e.reference, &e.layout, &e.archive, &e.installable]
             .iter()
             .filter(|x| x.is_some())
             .count();
         if given != 1 {
             return Err(SpecError::new(
                 path,
-                format!("images[{i}]: give exactly one of `ref`, `layout` or `archive`"),
+                format!(
+                    "images[{i}]: give exactly one of `ref`, `layout`, `archive` or `installable`"
+                ),
             ));
         }
         let source = if let Some(r) = &e.reference {
@@ -213,13 +280,18 @@ pub fn parse(path: &Path, text: &str) -> Result<LoadedSpec, SpecError> {
         } else if let Some(l) = &e.layout {
             let (dir, tag) = split_layout(&base, l);
             ImageSource::Layout { dir, tag }
+        } else if let Some(a) = &e.archive {
+            ImageSource::Archive(base.join(a))
         } else {
-            ImageSource::Archive(base.join(e.archive.as_deref().unwrap_or_default()))
+            ImageSource::Installable(e.installable.clone().unwrap_or_default())
         };
         images.push(ImageRequest {
             source,
             name: e.name.clone(),
-            platforms: e.platforms.clone().unwrap_or_else(|| spec.platforms.clone()),
+            platforms: e
+                .platforms
+                .clone()
+                .unwrap_or_else(|| spec.platforms.clone()),
         });
     }
     Ok(LoadedSpec {
@@ -295,7 +367,11 @@ images:
     #[test]
     fn errors_carry_line_and_column() {
         let e = p("name: x\nversion: \"1\"\nimags: []\n").unwrap_err();
-        assert!(e.to_string().starts_with("dir/bundle.yaml:3:1: unknown field `imags`"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("dir/bundle.yaml:3:1: unknown field `imags`"),
+            "{e}"
+        );
         // An unquoted 1.0 is kept as its text, not turned into the float 1.
         assert_eq!(p("name: x\nversion: 1.10\n").unwrap().spec.version, "1.10");
         let e = p("name: x\nversion: [1]\n").unwrap_err();
@@ -306,7 +382,8 @@ images:
 
     #[test]
     fn an_image_entry_needs_exactly_one_source() {
-        let e = p("name: x\nversion: \"1\"\nimages:\n  - ref: a/b:c\n    layout: ./x\n").unwrap_err();
+        let e =
+            p("name: x\nversion: \"1\"\nimages:\n  - ref: a/b:c\n    layout: ./x\n").unwrap_err();
         assert!(e.message.contains("images[0]"), "{e}");
     }
 }

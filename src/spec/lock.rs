@@ -36,6 +36,12 @@ pub struct Lock {
     pub lock_version: u64,
     /// Images keyed by their source (see `ImageSource::lock_key`).
     pub images: BTreeMap<String, LockedImage>,
+    /// Nix installables and store paths, keyed by the spec entry (owned by `resolve::nix`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub nix: BTreeMap<String, serde_json::Value>,
+    /// Pulled charts (version and digest), keyed by the spec entry (owned by the chart resolver).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub charts: BTreeMap<String, serde_json::Value>,
 }
 
 /// Why a lock file cannot be used.
@@ -56,7 +62,7 @@ impl Lock {
     pub fn new() -> Self {
         Lock {
             lock_version: LOCK_VERSION,
-            images: BTreeMap::new(),
+            ..Default::default()
         }
     }
 
@@ -69,10 +75,7 @@ impl Lock {
         if lock.lock_version != LOCK_VERSION {
             return Err(LockError::Malformed {
                 path: path.to_string(),
-                reason: format!(
-                    "lockVersion {} is not {LOCK_VERSION}",
-                    lock.lock_version
-                ),
+                reason: format!("lockVersion {} is not {LOCK_VERSION}", lock.lock_version),
             });
         }
         Ok(lock)

@@ -1,0 +1,147 @@
+//! `gapbundle inspect`: what a bundle holds, from its head alone, so it is instant
+//! even on a 50 GB bundle on a slow USB disk.
+
+use std::collections::{BTreeSet, HashMap};
+
+use fs_err as fs;
+use serde_json::json;
+
+use super::{print_json, rfc3339, Failure};
+use crate::bundle::manifest::{Kind, Manifest};
+use crate::bundle::reader::read_head;
+use crate::cli::{InspectArgs, OutputArgs};
+use crate::progress::human_bytes;
+
+/// Totals shown by inspect and create.
+#[derive(Debug, Clone, Copy)]
+pub struct Totals {
+    /// Objects.
+    pub objects: usize,
+    /// Stored blobs.
+    pub blobs: usize,
+    /// Bytes of stored blobs.
+    pub stored_bytes: u64,
+    /// Bytes the objects would take if nothing were shared.
+    pub logical_bytes: u64,
+}
+
+impl Totals {
+    /// Computes totals from a manifest.
+    pub fn of(m: &Manifest) -> Self {
+        let sizes: HashMap<_, _> = m.blobs.iter().map(|b| (b.digest, b.size)).collect();
+        let logical_bytes = m
+            .objects
+            .iter()
+            .map(|o| {
+                o.blobs
+                    .iter()
+                    .collect::<BTreeSet<_>>()
+                    .iter()
+                    .map(|d| sizes.get(d).copied().unwrap_or(0))
+                    .sum::<u64>()
+            })
+            .sum();
+        Totals {
+            objects: m.objects.len(),
+            blobs: m.blobs.iter().filter(|b| b.offset.is_some()).count(),
+            stored_bytes: m
+                .blobs
+                .iter()
+                .filter(|b| b.offset.is_some())
+                .map(|b| b.size)
+                .sum(),
+            logical_bytes,
+        }
+    }
+    /// Bytes saved by storing shared blobs once.
+    pub fn saved(&self) -> u64 {
+        self.logical_bytes.saturating_sub(self.stored_bytes)
+    }
+}
+
+/// Runs inspect.
+pub fn run(a: InspectArgs, out: &OutputArgs) -> Result<(), Failure> {
+    let mut f = std::io::BufReader::new(fs::File::open(&a.bundle)?);
+    let head = read_head(&mut f)?;
+    let m = &head.manifest;
+    let totals = Totals::of(m);
+    let signers: Vec<String> = head.envelope.claimed_signers();
+    let images: Vec<serde_json::Value> = m
+        .objects
+        .iter()
+        .filter(|o| o.kind == Kind::Image)
+        .map(|o| {
+            json!({
+                "ref": o.name, "digest": o.digest.to_string(), "mediaType": o.media_type,
+                "platforms": o.meta.get("platforms").cloned().unwrap_or(json!([])),
+                "size": o.size,
+            })
+        })
+        .collect();
+    if out.json {
+        print_json(&json!({
+            "name": m.name, "version": m.version, "digest": head.digest.to_string(),
+            "formatVersion": m.format_version, "generator": m.generator,
+            "created": rfc3339(m.created), "platforms": m.platforms,
+            "signers": signers, "images": images,
+            "objects": m.objects.iter().map(|o| json!({"kind": o.kind.as_str(), "name": o.name, "digest": o.digest.to_string(), "size": o.size})).collect::<Vec<_>>(),
+            "totals": {"objects": totals.objects, "blobs": totals.blobs, "storedBytes": totals.stored_bytes,
+                       "logicalBytes": totals.logical_bytes, "savedBytes": totals.saved(),
+                       "fileBytes": head.file_len()},
+        }));
+        return Ok(());
+    }
+    println!("bundle    {} {}", m.name, m.version);
+    println!("digest    {}", head.digest);
+    println!(
+        "format    {} ({}), created {}",
+        m.format_version,
+        m.generator,
+        rfc3339(m.created)
+    );
+    if signers.is_empty() {
+        println!("signers   none (unsigned)");
+    } else {
+        for (i, s) in signers.iter().enumerate() {
+            println!("{}{s}", if i == 0 { "signers   " } else { "          " });
+        }
+        println!("          (claimed; `gapbundle verify --trust KEY` checks them)");
+    }
+    let img: Vec<_> = m.objects.iter().filter(|o| o.kind == Kind::Image).collect();
+    if !img.is_empty() {
+        println!("images");
+        let w = img.iter().map(|o| o.name.len()).max().unwrap_or(0);
+        for o in img {
+            let platforms = o
+                .meta
+                .get("platforms")
+                .and_then(|p| p.as_array())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default();
+            println!(
+                "  {:w$}  {}  {:>10}  {}",
+                o.name,
+                o.digest.short(),
+                human_bytes(o.size),
+                platforms
+            );
+        }
+    }
+    for o in m.objects.iter().filter(|o| o.kind != Kind::Image) {
+        println!("{:<9} {}  {}", o.kind.as_str(), o.name, human_bytes(o.size));
+    }
+    println!(
+        "totals    {} objects, {} blobs, {} stored, {} saved by storing shared blobs once, file {}",
+        totals.objects,
+        totals.blobs,
+        human_bytes(totals.stored_bytes),
+        human_bytes(totals.saved()),
+        human_bytes(head.file_len())
+    );
+    Ok(())
+}

@@ -1,0 +1,63 @@
+//! `gapbundle key`: keys in Nix's format, so one key can sign bundles and Nix paths.
+
+use std::io::Write;
+
+use anyhow::Context;
+use fs_err as fs;
+
+use super::{load_secret_key, print_json, Failure, InputFailure};
+use crate::bundle::keys::SecretKey;
+use crate::cli::{KeyGenerateArgs, KeyPublicArgs, OutputArgs};
+
+/// Writes NAME.sec (0600, created exclusively) and NAME.pub.
+pub fn generate(a: KeyGenerateArgs, out: &OutputArgs) -> Result<(), Failure> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no randomness available: {e}"))?;
+    let key = SecretKey::from_seed(&a.name, seed)?;
+    fs::create_dir_all(&a.dir)?;
+    let sec = a.dir.join(format!("{}.sec", a.name));
+    let public = a.dir.join(format!("{}.pub", a.name));
+    for p in [&sec, &public] {
+        if p.exists() {
+            return Err(InputFailure(format!(
+                "{} already exists; move it away or choose another --name",
+                p.display()
+            ))
+            .into());
+        }
+    }
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&sec)
+            .with_context(|| format!("creating {}", sec.display()))?;
+        f.write_all(key.to_nix_string().as_bytes())?;
+        f.sync_all()?;
+    }
+    crate::io::atomic::write(&public, key.public().to_string().as_bytes())?;
+    if out.json {
+        print_json(&serde_json::json!({
+            "name": a.name, "secretKeyFile": sec, "publicKeyFile": public,
+            "publicKey": key.public().to_string(),
+        }));
+    } else if !out.quiet {
+        println!("secret key: {} (keep it private)", sec.display());
+        println!("public key: {}", public.display());
+        println!("{}", key.public());
+    }
+    Ok(())
+}
+
+/// Prints the public half of a secret key.
+pub fn public(a: KeyPublicArgs, out: &OutputArgs) -> Result<(), Failure> {
+    let key = load_secret_key(&a.secret)?;
+    if out.json {
+        print_json(&serde_json::json!({"name": key.name(), "publicKey": key.public().to_string()}));
+    } else {
+        println!("{}", key.public());
+    }
+    Ok(())
+}

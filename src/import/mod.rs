@@ -1,0 +1,122 @@
+//! Blobs to targets: the offline side.
+//!
+//! An import is one pass over the bundle after the signature has been checked from
+//! the head. Each target (a Nix store or binary cache, containerd, K3s's folders, a
+//! registry) first says which blobs it still needs ([`Target::plan`], which is also
+//! all `--dry-run` does), then receives those blobs' bytes in chunks while the
+//! verifier hashes them, and may only make a blob visible in [`Target::commit`], which
+//! is called after the blob's digest and size matched. Objects (store paths, image
+//! records, manifests) are registered in [`Target::finish`], after every blob of the
+//! bundle verified. A bundle damaged anywhere therefore registers nothing, and what
+//! was committed before the damage was found is verified content-addressed data that
+//! a rerun reuses: imports are idempotent and an interrupted one completes on rerun.
+
+pub mod nix;
+pub mod oci;
+
+use std::collections::BTreeSet;
+use std::io::{self, Read};
+
+use crate::bundle::manifest::BlobEntry;
+use crate::bundle::reader::{Entry, EntrySink, Head};
+use crate::bundle::Digest;
+use crate::progress::Progress;
+
+/// What a target would do with a bundle.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetPlan {
+    /// Blobs the target needs to receive.
+    #[serde(skip)]
+    pub needed: BTreeSet<Digest>,
+    /// Objects (by name) that are new on the target.
+    pub new_objects: Vec<String>,
+    /// Objects already present (skipped).
+    pub present_objects: Vec<String>,
+    /// Bytes the target will write.
+    pub bytes_to_write: u64,
+}
+
+/// One destination of an import.
+pub trait Target {
+    /// What and where, for messages (`nix store /mnt/target`).
+    fn describe(&self) -> String;
+    /// Decides what is new; must not change the target.
+    fn plan(&mut self, head: &Head) -> anyhow::Result<TargetPlan>;
+    /// A needed blob starts streaming.
+    fn begin(&mut self, blob: &BlobEntry) -> io::Result<()>;
+    /// Next chunk of the blob's stored bytes (not yet verified).
+    fn write(&mut self, blob: &BlobEntry, chunk: &[u8]) -> io::Result<()>;
+    /// The blob verified: what was staged may become visible.
+    fn commit(&mut self, blob: &BlobEntry) -> io::Result<()>;
+    /// The whole bundle verified: register objects. Returns a JSON report.
+    fn finish(&mut self, head: &Head, progress: &Progress) -> anyhow::Result<serde_json::Value>;
+}
+
+/// Sends each verified stream to every target that needs the blob.
+pub struct Fanout<'a> {
+    targets: Vec<(&'a mut dyn Target, BTreeSet<Digest>)>,
+    buf: Vec<u8>,
+}
+
+impl<'a> Fanout<'a> {
+    /// A fanout over targets and their plans.
+    pub fn new(targets: Vec<(&'a mut dyn Target, BTreeSet<Digest>)>) -> Self {
+        Self {
+            targets,
+            buf: vec![0; 1 << 20],
+        }
+    }
+
+    /// Total bytes all targets need (for progress).
+    pub fn needed_bytes(&self, head: &Head) -> u64 {
+        let all: BTreeSet<&Digest> = self.targets.iter().flat_map(|(_, n)| n).collect();
+        head.manifest
+            .blobs
+            .iter()
+            .filter(|b| all.contains(&b.digest))
+            .map(|b| b.size)
+            .sum()
+    }
+}
+
+impl EntrySink for Fanout<'_> {
+    fn consume(&mut self, entry: &Entry, data: &mut dyn Read) -> io::Result<()> {
+        let Entry::Blob(blob) = entry else {
+            return Ok(());
+        };
+        let mut wanting: Vec<&mut (&mut dyn Target, BTreeSet<Digest>)> = self
+            .targets
+            .iter_mut()
+            .filter(|(_, n)| n.contains(&blob.digest))
+            .collect();
+        if wanting.is_empty() {
+            return Ok(());
+        }
+        for (t, _) in wanting.iter_mut() {
+            t.begin(blob)?;
+        }
+        loop {
+            let n = data.read(&mut self.buf)?;
+            if n == 0 {
+                break;
+            }
+            for (t, _) in wanting.iter_mut() {
+                t.write(blob, &self.buf[..n])?;
+            }
+        }
+        Ok(())
+    }
+
+    fn verified(&mut self, entry: &Entry) -> io::Result<()> {
+        let Entry::Blob(blob) = entry else {
+            return Ok(());
+        };
+        for (t, needed) in self.targets.iter_mut() {
+            if needed.contains(&blob.digest) {
+                t.commit(blob)?;
+            }
+        }
+        Ok(())
+    }
+}

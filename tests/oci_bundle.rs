@@ -1,0 +1,618 @@
+//! End-to-end tests of create / verify / inspect for OCI images, against the real
+//! CNCF distribution registry, with skopeo as the independent judge of the result.
+
+mod support;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use gapbundle::bundle::keys::SecretKey;
+use gapbundle::bundle::layout;
+use gapbundle::bundle::manifest::{MANIFEST_PATH, SIGNATURES_PATH};
+use gapbundle::bundle::reader::read_head;
+use gapbundle::bundle::signature::Envelope;
+use serde_json::Value;
+use support::*;
+use tempfile::TempDir;
+
+/// A work folder with a key pair and a cache.
+struct Work {
+    dir: TempDir,
+}
+
+impl Work {
+    fn new() -> Self {
+        let w = Work {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        run(gapbundle()
+            .args(["key", "generate", "--name", "test-release", "--dir"])
+            .arg(w.path("keys")));
+        w
+    }
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+    fn spec(&self, yaml: &str) -> PathBuf {
+        let p = self.path("bundle.yaml");
+        fs::write(&p, yaml).unwrap();
+        p
+    }
+    fn secret(&self) -> PathBuf {
+        self.path("keys/test-release.sec")
+    }
+    fn public(&self) -> PathBuf {
+        self.path("keys/test-release.pub")
+    }
+    /// `gapbundle create` with the key, the cache, plain HTTP to `reg`.
+    fn create_cmd(&self, reg: &str, out: &str) -> Command {
+        let mut c = gapbundle();
+        c.arg("create")
+            .arg("-f")
+            .arg(self.path("bundle.yaml"))
+            .arg("-o")
+            .arg(self.path(out))
+            .arg("--key")
+            .arg(self.secret())
+            .arg("--cache")
+            .arg(self.path("cache"))
+            .args(["--insecure-registry", reg, "--retries", "2"]);
+        c
+    }
+    fn verify(&self, bundle: &str) -> Output {
+        gapbundle()
+            .arg("verify")
+            .arg(self.path(bundle))
+            .arg("--trust")
+            .arg(self.public())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn json_stdout(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            stderr(o)
+        )
+    })
+}
+
+fn three_images_spec(reg: &Registry, platforms: &str) -> String {
+    format!(
+        "name: edge-site\nversion: \"1.0\"\nplatforms: {platforms}\nimages:\n  - ref: {}\n  - ref: {}\n  - ref: {}\n",
+        reg.reference("team/app:1.2"),
+        reg.reference("team/tool:0.3"),
+        reg.reference("team/multi:1.0")
+    )
+}
+
+fn extract(bundle: &Path, into: &Path) {
+    fs::create_dir_all(into).unwrap();
+    run(tool("tar").arg("xf").arg(bundle).arg("-C").arg(into));
+}
+
+#[test]
+fn round_trip_through_skopeo_with_dedup() {
+    let reg = Registry::start();
+    let fx = push_fixture_images(&reg, None);
+    let w = Work::new();
+    w.spec(&three_images_spec(&reg, "all"));
+    let out = run(w.create_cmd(&reg.addr, "site.gapb").arg("--json"));
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(summary["savedBytes"].as_u64().unwrap() >= BASE_BLOB_SIZE as u64);
+
+    // `tar tf` lists it, manifest and signatures first, and the shared layer once.
+    let listing = run_stdout(tool("tar").arg("tf").arg(w.path("site.gapb")));
+    let names: Vec<&str> = listing.lines().collect();
+    assert_eq!(
+        &names[..4],
+        &[MANIFEST_PATH, SIGNATURES_PATH, "oci-layout", "index.json"]
+    );
+    let base = format!(
+        "blobs/sha256/{}",
+        fx.base_layer_digest.trim_start_matches("sha256:")
+    );
+    assert_eq!(names.iter().filter(|n| **n == base).count(), 1, "{listing}");
+
+    // Extracted, it is an OCI layout that skopeo reads with the registry's digests.
+    let x = w.path("x");
+    extract(&w.path("site.gapb"), &x);
+    for img in [&fx.app, &fx.tool] {
+        let oci = format!("oci:{}:{}", x.display(), img.reference);
+        assert_eq!(skopeo_digest(&oci), img.manifest_digest);
+        assert_eq!(
+            manifest_layer_digests(&skopeo_manifest(&oci, None)),
+            img.layer_digests
+        );
+    }
+    let multi = format!("oci:{}:{}", x.display(), fx.multi.reference);
+    assert_eq!(skopeo_digest(&multi), fx.multi.index_digest);
+    // skopeo copy of every platform works: nothing is missing.
+    let copy = w.path("copy");
+    run(skopeo()
+        .args(["copy", "--all"])
+        .arg(&multi)
+        .arg(format!("oci:{}:multi", copy.display())));
+    for p in &fx.multi.platforms {
+        run(skopeo()
+            .args(["copy", "--override-arch", &p.architecture])
+            .arg(format!("oci:{}:{}", x.display(), fx.multi.reference))
+            .arg(format!("oci:{}:{}", copy.display(), p.architecture)));
+    }
+
+    let v = w.verify("site.gapb");
+    assert_eq!(code(&v), 0, "{}", stderr(&v));
+    assert!(String::from_utf8_lossy(&v.stdout).contains("signed by test-release"));
+
+    // inspect reads the head: name, images, platforms, signers, dedup savings.
+    let i = json_stdout(&run(gapbundle()
+        .args(["inspect", "--json"])
+        .arg(w.path("site.gapb"))));
+    assert_eq!(i["name"], "edge-site");
+    assert_eq!(i["images"].as_array().unwrap().len(), 3);
+    let m = i["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["ref"] == fx.multi.reference.as_str())
+        .unwrap();
+    assert_eq!(
+        m["platforms"],
+        serde_json::json!(["linux/amd64", "linux/arm64"])
+    );
+    assert_eq!(m["digest"], fx.multi.index_digest.as_str());
+    assert_eq!(i["signers"].as_array().unwrap().len(), 1);
+    assert!(i["totals"]["savedBytes"].as_u64().unwrap() >= BASE_BLOB_SIZE as u64);
+}
+
+#[test]
+fn platform_selection_keeps_the_index_digest_and_drops_other_platforms() {
+    let reg = Registry::start();
+    let fx = push_fixture_images(&reg, None);
+    let w = Work::new();
+    w.spec(&format!(
+        "name: s\nversion: \"1\"\nplatforms: [linux/arm64]\nimages:\n  - ref: {}\n",
+        fx.multi.reference
+    ));
+    run(&mut w.create_cmd(&reg.addr, "arm.gapb"));
+    let listing = run_stdout(tool("tar").arg("tf").arg(w.path("arm.gapb")));
+    let has = |d: &str| listing.contains(d.trim_start_matches("sha256:"));
+    let (amd, arm) = (fx.multi.platform("amd64"), fx.multi.platform("arm64"));
+    assert!(has(&fx.multi.index_digest));
+    assert!(has(&arm.manifest_digest) && arm.layer_digests.iter().all(|l| has(l)));
+    assert!(!has(&amd.manifest_digest) && !amd.layer_digests.iter().any(|l| has(l)));
+    let x = w.path("x");
+    extract(&w.path("arm.gapb"), &x);
+    let oci = format!("oci:{}:{}", x.display(), fx.multi.reference);
+    // The index is unchanged, so ref@sha256:<index digest> still names the image.
+    assert_eq!(skopeo_digest(&oci), fx.multi.index_digest);
+    run(skopeo()
+        .args(["copy", "--override-arch", "arm64"])
+        .arg(&oci)
+        .arg(format!("oci:{}:arm", w.path("copy").display())));
+    assert_eq!(code(&w.verify("arm.gapb")), 0);
+}
+
+#[test]
+fn registry_auth_basic_and_docker_config() {
+    let reg = Registry::start_with_htpasswd("alice", "s3cret");
+    let fx = push_fixture_images(&reg, reg.creds());
+    let w = Work::new();
+    w.spec(&format!(
+        "name: s\nversion: \"1\"\nimages:\n  - ref: {}\n",
+        fx.app.reference
+    ));
+    let denied = w
+        .create_cmd(&reg.addr, "a.gapb")
+        .arg("--docker-config")
+        .arg(w.path("none.json"))
+        .output()
+        .unwrap();
+    assert_eq!(code(&denied), 5, "{}", stderr(&denied));
+    assert!(
+        stderr(&denied).contains("--registry-auth"),
+        "{}",
+        stderr(&denied)
+    );
+    assert!(!w.path("a.gapb").exists(), "no half-written bundle");
+
+    run(w
+        .create_cmd(&reg.addr, "a.gapb")
+        .args(["--registry-auth", &format!("{}=alice:s3cret", reg.addr)]));
+    assert_eq!(code(&w.verify("a.gapb")), 0);
+
+    // The same credentials from a docker config.json, with a fresh cache.
+    let cfg = w.path("docker.json");
+    fs::write(
+        &cfg,
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"{}"}}}}}}"#,
+            reg.addr,
+            base64_encode(b"alice:s3cret")
+        ),
+    )
+    .unwrap();
+    fs::remove_dir_all(w.path("cache")).unwrap();
+    run(w
+        .create_cmd(&reg.addr, "b.gapb")
+        .arg("--update")
+        .arg("--docker-config")
+        .arg(&cfg));
+    assert_eq!(
+        fs::read(w.path("a.gapb")).unwrap(),
+        fs::read(w.path("b.gapb")).unwrap()
+    );
+}
+
+#[test]
+fn reproducible_and_offline_once_locked() {
+    let mut reg = Registry::start();
+    push_fixture_images(&reg, None);
+    let w = Work::new();
+    w.spec(&three_images_spec(&reg, "[linux/amd64]"));
+    run(&mut w.create_cmd(&reg.addr, "one.gapb"));
+    assert!(w.path("bundle.lock").exists());
+    // Same lock, empty cache: fetched again, same bytes.
+    fs::remove_dir_all(w.path("cache")).unwrap();
+    run(w.create_cmd(&reg.addr, "two.gapb").arg("--locked"));
+    assert_eq!(
+        fs::read(w.path("one.gapb")).unwrap(),
+        fs::read(w.path("two.gapb")).unwrap()
+    );
+    // Registry gone, warm cache: nothing to fetch, same bytes again.
+    reg.stop();
+    let out = run(w
+        .create_cmd(&reg.addr, "three.gapb")
+        .args(["--locked", "--json"]));
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["fetched"]["blobs"], 0);
+    assert_eq!(
+        fs::read(w.path("one.gapb")).unwrap(),
+        fs::read(w.path("three.gapb")).unwrap()
+    );
+}
+
+#[test]
+fn locked_refuses_a_moved_tag() {
+    let reg = Registry::start();
+    let fx = push_fixture_images(&reg, None);
+    let w = Work::new();
+    w.spec(&format!(
+        "name: s\nversion: \"1\"\nimages:\n  - ref: {}\n",
+        reg.reference("team/moving:1")
+    ));
+    let push = |src: &FixtureImage| {
+        run(skopeo()
+            .args(["copy", "--src-tls-verify=false", "--dest-tls-verify=false"])
+            .arg(src.docker_ref())
+            .arg(format!("docker://{}", reg.reference("team/moving:1"))));
+    };
+    push(&fx.app);
+    run(&mut w.create_cmd(&reg.addr, "a.gapb"));
+    push(&fx.tool);
+    let o = w
+        .create_cmd(&reg.addr, "b.gapb")
+        .args(["--locked", "--update"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        code(&o),
+        2,
+        "--locked and --update conflict: {}",
+        stderr(&o)
+    );
+    // --locked uses the pin: the old image, still in the registry by digest.
+    run(w.create_cmd(&reg.addr, "b.gapb").arg("--locked"));
+    assert_eq!(
+        fs::read(w.path("a.gapb")).unwrap(),
+        fs::read(w.path("b.gapb")).unwrap()
+    );
+    // --update follows the tag and rewrites the lock.
+    let out = run(w
+        .create_cmd(&reg.addr, "c.gapb")
+        .args(["--update", "--json"]));
+    assert_eq!(json_stdout(&out)["lockChanged"], true);
+    let lock = fs::read_to_string(w.path("bundle.lock")).unwrap();
+    assert!(lock.contains(&fx.tool.manifest_digest), "{lock}");
+}
+
+/// Position of a blob's data in the bundle file.
+fn blob_position(bundle: &Path, digest: &str) -> u64 {
+    let head = read_head(&mut fs::File::open(bundle).unwrap()).unwrap();
+    let d = digest.parse().unwrap();
+    let b = head.manifest.blob(&d).expect("blob in bundle");
+    head.blob_position(b).unwrap()
+}
+
+fn flip_byte(path: &Path, pos: u64) -> PathBuf {
+    let mut bytes = fs::read(path).unwrap();
+    bytes[pos as usize] ^= 0x01;
+    let out = path.with_extension(format!("flip{pos}"));
+    fs::write(&out, bytes).unwrap();
+    out
+}
+
+#[test]
+fn damaged_bundles_are_refused_naming_the_object() {
+    let reg = Registry::start();
+    let fx = push_fixture_images(&reg, None);
+    let w = Work::new();
+    w.spec(&format!(
+        "name: s\nversion: \"1\"\nimages:\n  - ref: {}\n",
+        fx.app.reference
+    ));
+    run(&mut w.create_cmd(&reg.addr, "good.gapb"));
+    let good = w.path("good.gapb");
+    let layer = fx.app.layer_digests.last().unwrap();
+    for (what, digest) in [
+        ("layer", layer.as_str()),
+        ("config", fx.app.config_digest.as_str()),
+        ("manifest", fx.app.manifest_digest.as_str()),
+    ] {
+        let bad = flip_byte(&good, blob_position(&good, digest) + 3);
+        for stdin in [false, true] {
+            let o = if stdin {
+                gapbundle()
+                    .args(["verify", "-", "--trust"])
+                    .arg(w.public())
+                    .stdin(fs::File::open(&bad).unwrap())
+                    .output()
+                    .unwrap()
+            } else {
+                w.verify(bad.file_name().unwrap().to_str().unwrap())
+            };
+            let e = stderr(&o);
+            assert_eq!(code(&o), 3, "{what}: {e}");
+            assert!(e.contains(digest), "{what} error names the digest: {e}");
+            assert!(
+                e.contains(&fx.app.reference),
+                "{what} error names the image: {e}"
+            );
+        }
+    }
+    // A flipped byte in the manifest: the signature no longer covers it.
+    let head_bytes = fs::read(&good).unwrap();
+    let name_at = head_bytes
+        .windows(10)
+        .position(|w| w == b"\"name\":\"s\"")
+        .unwrap();
+    let bad = flip_byte(&good, (name_at + 8) as u64);
+    let o = w.verify(bad.file_name().unwrap().to_str().unwrap());
+    assert_eq!(code(&o), 3);
+    assert!(stderr(&o).contains("altered"), "{}", stderr(&o));
+
+    // Truncated: names the entry that is cut and says to copy again.
+    let cut = w.path("cut.gapb");
+    fs::write(&cut, &head_bytes[..head_bytes.len() - 3000]).unwrap();
+    let o = w.verify("cut.gapb");
+    assert_eq!(code(&o), 3);
+    assert!(stderr(&o).contains("truncated"), "{}", stderr(&o));
+
+    // Something appended after the end is refused, not ignored.
+    let mut long = head_bytes.clone();
+    long.extend_from_slice(b"smuggled");
+    fs::write(w.path("long.gapb"), long).unwrap();
+    assert_eq!(code(&w.verify("long.gapb")), 3);
+
+    // Not a bundle at all.
+    fs::write(w.path("junk.gapb"), b"hello").unwrap();
+    let o = w.verify("junk.gapb");
+    assert_eq!(code(&o), 3);
+    assert!(
+        stderr(&o).contains("not a gapbundle file"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn signatures_wrong_key_unsigned_threshold_and_nix_keys() {
+    let reg = Registry::start();
+    let fx = push_fixture_images(&reg, None);
+    let w = Work::new();
+    w.spec(&format!(
+        "name: s\nversion: \"1\"\nimages:\n  - ref: {}\n",
+        fx.tool.reference
+    ));
+    // A key made by Nix itself signs a bundle that verifies.
+    let nix_sec = w.path("nix.sec");
+    let sec = run(tool("nix").env("NIX_CONFIG", NIX_CONFIG).args([
+        "key",
+        "generate-secret",
+        "--key-name",
+        "nix-made-1",
+    ]))
+    .stdout;
+    fs::write(&nix_sec, &sec).unwrap();
+    let mut conv = tool("nix");
+    conv.env("NIX_CONFIG", NIX_CONFIG)
+        .args(["key", "convert-secret-to-public"])
+        .stdin(fs::File::open(&nix_sec).unwrap());
+    let pubk = conv.output().unwrap();
+    assert!(pubk.status.success(), "{}", stderr(&pubk));
+    fs::write(w.path("nix.pub"), &pubk.stdout).unwrap();
+
+    run(w
+        .create_cmd(&reg.addr, "two.gapb")
+        .arg("--key")
+        .arg(&nix_sec));
+    let both = |t: &[PathBuf], threshold: &str| {
+        let mut c = gapbundle();
+        c.arg("verify")
+            .arg(w.path("two.gapb"))
+            .args(["--threshold", threshold]);
+        for k in t {
+            c.arg("--trust").arg(k);
+        }
+        c.output().unwrap()
+    };
+    assert_eq!(code(&both(&[w.path("nix.pub")], "1")), 0);
+    assert_eq!(code(&both(&[w.public(), w.path("nix.pub")], "2")), 0);
+    let o = both(&[w.public()], "2");
+    assert_eq!(code(&o), 3);
+    assert!(stderr(&o).contains("2 required"), "{}", stderr(&o));
+    // A directory of keys works as a trust store.
+    fs::create_dir(w.path("trusted")).unwrap();
+    fs::copy(w.path("nix.pub"), w.path("trusted/nix.pub")).unwrap();
+    fs::copy(w.public(), w.path("trusted/release.pub")).unwrap();
+    assert_eq!(code(&both(&[w.path("trusted")], "2")), 0);
+
+    // A key the verifier does not trust.
+    run(gapbundle()
+        .args(["key", "generate", "--name", "stranger", "--dir"])
+        .arg(w.path("other")));
+    let o = gapbundle()
+        .arg("verify")
+        .arg(w.path("two.gapb"))
+        .arg("--trust")
+        .arg(w.path("other/stranger.pub"))
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 3);
+    assert!(stderr(&o).contains("--trust"), "{}", stderr(&o));
+
+    // Unsigned: refused unless explicitly allowed.
+    let mut c = gapbundle();
+    c.arg("create")
+        .arg("-f")
+        .arg(w.path("bundle.yaml"))
+        .arg("-o")
+        .arg(w.path("unsigned.gapb"))
+        .arg("--cache")
+        .arg(w.path("cache"))
+        .args(["--insecure-registry", &reg.addr]);
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("unsigned"),
+        "create warns: {}",
+        stderr(&o)
+    );
+    let o = w.verify("unsigned.gapb");
+    assert_eq!(code(&o), 3);
+    assert!(stderr(&o).contains("--allow-unsigned"), "{}", stderr(&o));
+    let o = gapbundle()
+        .args(["verify", "--allow-unsigned"])
+        .arg(w.path("unsigned.gapb"))
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+}
+
+#[test]
+fn unknown_format_version_is_refused_even_when_validly_signed() {
+    let reg = Registry::start();
+    let fx = push_fixture_images(&reg, None);
+    let w = Work::new();
+    w.spec(&format!(
+        "name: s\nversion: \"1\"\nimages:\n  - ref: {}\n",
+        fx.app.reference
+    ));
+    run(&mut w.create_cmd(&reg.addr, "v1.gapb"));
+    let bytes = fs::read(w.path("v1.gapb")).unwrap();
+    let head = read_head(&mut bytes.as_slice()).unwrap();
+    let text = String::from_utf8(head.manifest_bytes.clone()).unwrap();
+    let v2 = text.replace("\"formatVersion\":\"1.0\"", "\"formatVersion\":\"2.0\"");
+    assert_ne!(v2, text);
+    let key = SecretKey::parse(&fs::read_to_string(w.secret()).unwrap()).unwrap();
+    let env = Envelope::sign(gapbundle::bundle::Digest::of(v2.as_bytes()), &[key]).to_canonical();
+    let mut out = Vec::new();
+    layout::write_entry(
+        &mut out,
+        MANIFEST_PATH,
+        v2.len() as u64,
+        0,
+        &mut v2.as_bytes(),
+    )
+    .unwrap();
+    layout::write_entry(
+        &mut out,
+        SIGNATURES_PATH,
+        env.len() as u64,
+        0,
+        &mut env.as_slice(),
+    )
+    .unwrap();
+    out.extend_from_slice(&bytes[head.data_start as usize..]);
+    fs::write(w.path("v2.gapb"), out).unwrap();
+    let o = w.verify("v2.gapb");
+    assert_eq!(code(&o), 3);
+    assert!(
+        stderr(&o).contains("format version 2.0 is not supported"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("upgrade gapbundle"), "{}", stderr(&o));
+}
+
+#[test]
+fn bad_inputs_get_clear_errors_and_no_output() {
+    let mut reg = Registry::start();
+    push_fixture_images(&reg, None);
+    let w = Work::new();
+
+    // Bad YAML: file, line and column.
+    w.spec("name: s\nversion: \"1\"\nimages:\n  - ref: [oops\n");
+    let o = w.create_cmd(&reg.addr, "x.gapb").output().unwrap();
+    assert_eq!(code(&o), 4);
+    assert!(stderr(&o).contains("bundle.yaml:"), "{}", stderr(&o));
+    // An unknown key is a typo, reported where it is.
+    w.spec("name: s\nversion: \"1\"\nimags: []\n");
+    let o = w.create_cmd(&reg.addr, "x.gapb").output().unwrap();
+    assert_eq!(code(&o), 4);
+    assert!(
+        stderr(&o).contains("bundle.yaml:3:1: unknown field `imags`"),
+        "{}",
+        stderr(&o)
+    );
+
+    // A reference that does not exist.
+    w.spec(&format!(
+        "name: s\nversion: \"1\"\nimages:\n  - ref: {}\n",
+        reg.reference("team/app:9.9")
+    ));
+    let o = w.create_cmd(&reg.addr, "x.gapb").output().unwrap();
+    assert_eq!(code(&o), 5);
+    assert!(stderr(&o).contains("team/app:9.9"), "{}", stderr(&o));
+
+    // A registry that is down.
+    w.spec(&format!(
+        "name: s\nversion: \"1\"\nimages:\n  - ref: {}\n",
+        reg.reference("team/app:1.2")
+    ));
+    reg.stop();
+    let o = w.create_cmd(&reg.addr, "x.gapb").output().unwrap();
+    assert_eq!(code(&o), 5);
+    assert!(stderr(&o).contains(&reg.addr), "{}", stderr(&o));
+    assert!(!w.path("x.gapb").exists());
+    let leftovers: Vec<_> = fs::read_dir(w.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+
+    // A broken key file.
+    fs::write(w.path("bad.sec"), "not a key").unwrap();
+    let o = w
+        .create_cmd(&reg.addr, "x.gapb")
+        .arg("--key")
+        .arg(w.path("bad.sec"))
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    assert!(stderr(&o).contains("bad.sec"), "{}", stderr(&o));
+}
