@@ -1,4 +1,5 @@
-//! Local I/O shared by the commands: the blob cache and atomic files.
+//! Local I/O shared by the commands: the blob cache, atomic files, subprocesses.
 
 pub mod atomic;
 pub mod cas;
+pub mod process;

@@ -1,0 +1,279 @@
+//! The one way we run `nix`, `helm` and `kubectl`.
+//!
+//! These tools are the real thing a user has, so we shell out instead of
+//! re-implementing them, but their failures must still read like ours: the error
+//! names the command line, the exit status and the tail of the tool's stderr, and a
+//! missing tool says how to install it. stderr is drained on its own thread so a
+//! chatty tool can never dead-lock against a full pipe while we stream its stdout.
+
+use std::ffi::OsStr;
+use std::io::{self, Read};
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::thread::JoinHandle;
+
+/// Lines of stderr kept for an error message.
+const STDERR_TAIL: usize = 30;
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// The program is not installed.
+    #[error("`{program}` was not found on PATH: {hint}")]
+    NotFound {
+        /// The program.
+        program: String,
+        /// How to get it.
+        hint: String,
+    },
+    /// It ran and failed.
+    #[error("`{command}` failed ({status}):\n{stderr}")]
+    Failed {
+        /// The command line.
+        command: String,
+        /// Its exit status.
+        status: String,
+        /// The tail of its stderr.
+        stderr: String,
+    },
+    /// It could not be started or read.
+    #[error("`{command}`: {source}")]
+    Io {
+        /// The command line.
+        command: String,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+/// A command to run.
+pub struct Cmd {
+    inner: Command,
+    program: String,
+    hint: String,
+}
+
+impl Cmd {
+    /// `program`, with `hint` telling how to install it when it is missing.
+    pub fn new(program: &str, hint: &str) -> Self {
+        let mut inner = Command::new(program);
+        inner.stdin(Stdio::null());
+        Self {
+            inner,
+            program: program.to_string(),
+            hint: hint.to_string(),
+        }
+    }
+    /// Adds an argument.
+    pub fn arg(mut self, a: impl AsRef<OsStr>) -> Self {
+        self.inner.arg(a);
+        self
+    }
+    /// Adds arguments.
+    pub fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(mut self, a: I) -> Self {
+        self.inner.args(a);
+        self
+    }
+    /// Sets an environment variable.
+    pub fn env(mut self, k: impl AsRef<OsStr>, v: impl AsRef<OsStr>) -> Self {
+        self.inner.env(k, v);
+        self
+    }
+    /// Sets the working directory.
+    pub fn current_dir(mut self, d: impl AsRef<Path>) -> Self {
+        self.inner.current_dir(d);
+        self
+    }
+
+    /// The command line as a person would type it.
+    pub fn display(&self) -> String {
+        let mut s = self.program.clone();
+        for a in self.inner.get_args() {
+            let a = a.to_string_lossy();
+            s.push(' ');
+            if a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+#%".contains(c))
+                && !a.is_empty()
+            {
+                s.push_str(&a);
+            } else {
+                s.push('\'');
+                s.push_str(&a.replace('\'', r"'\''"));
+                s.push('\'');
+            }
+        }
+        s
+    }
+
+    fn start(mut self, stdout: Stdio) -> Result<(Child, String, JoinHandle<String>), ProcessError> {
+        let command = self.display();
+        if std::env::var_os("GAPBUNDLE_LOG_COMMANDS").is_some() {
+            eprintln!("+ {command}");
+        }
+        let mut child = self
+            .inner
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| {
+                if e.kind() == io::ErrorKind::NotFound {
+                    ProcessError::NotFound {
+                        program: self.program.clone(),
+                        hint: self.hint.clone(),
+                    }
+                } else {
+                    ProcessError::Io {
+                        command: command.clone(),
+                        source: e,
+                    }
+                }
+            })?;
+        let mut err = child.stderr.take().expect("stderr is piped");
+        let drain = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = err.read_to_end(&mut buf);
+            tail(&String::from_utf8_lossy(&buf))
+        });
+        Ok((child, command, drain))
+    }
+
+    /// Runs to completion and returns stdout.
+    pub fn output(self) -> Result<Vec<u8>, ProcessError> {
+        let (mut child, command, drain) = self.start(Stdio::piped())?;
+        let mut out = Vec::new();
+        let read = child
+            .stdout
+            .take()
+            .expect("stdout is piped")
+            .read_to_end(&mut out);
+        let status = child.wait();
+        let stderr = drain.join().unwrap_or_default();
+        let status = status.map_err(|e| ProcessError::Io {
+            command: command.clone(),
+            source: e,
+        })?;
+        read.map_err(|e| ProcessError::Io {
+            command: command.clone(),
+            source: e,
+        })?;
+        if !status.success() {
+            return Err(ProcessError::Failed {
+                command,
+                status: status.to_string(),
+                stderr,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Starts the command with stdout to be streamed; call [`Running::finish`] after
+    /// reading it to check the exit status.
+    pub fn stream(self) -> Result<Running, ProcessError> {
+        let (mut child, command, drain) = self.start(Stdio::piped())?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        Ok(Running {
+            child,
+            stdout,
+            command,
+            drain: Some(drain),
+        })
+    }
+}
+
+/// A running command whose stdout is being read.
+pub struct Running {
+    child: Child,
+    /// Its stdout.
+    pub stdout: ChildStdout,
+    command: String,
+    drain: Option<JoinHandle<String>>,
+}
+
+impl Running {
+    /// Waits for the exit and turns a failure into an error with stderr.
+    pub fn finish(mut self) -> Result<(), ProcessError> {
+        let status = self.child.wait().map_err(|e| ProcessError::Io {
+            command: self.command.clone(),
+            source: e,
+        })?;
+        let stderr = self
+            .drain
+            .take()
+            .and_then(|d| d.join().ok())
+            .unwrap_or_default();
+        if !status.success() {
+            return Err(ProcessError::Failed {
+                command: self.command.clone(),
+                status: status.to_string(),
+                stderr,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Read for Running {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.stdout.read(buf)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.drain.is_some() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    let start = lines.len().saturating_sub(STDERR_TAIL);
+    lines[start..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_carry_stderr_and_missing_tools_a_hint() {
+        let e = Cmd::new("sh", "")
+            .args(["-c", "echo out; echo oops >&2; exit 3"])
+            .output()
+            .unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("sh -c 'echo out; echo oops >&2; exit 3'"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("oops") && msg.contains("exit status: 3"),
+            "{msg}"
+        );
+        let e = Cmd::new("gapbundle-no-such-tool", "install it with apt")
+            .output()
+            .unwrap_err();
+        assert!(e.to_string().contains("install it with apt"));
+    }
+
+    #[test]
+    fn streaming_reads_stdout_and_checks_status() {
+        let mut r = Cmd::new("sh", "")
+            .args(["-c", "head -c 300000 /dev/zero; echo done >&2"])
+            .stream()
+            .unwrap();
+        let mut n = 0;
+        let mut buf = [0u8; 8192];
+        loop {
+            let k = r.read(&mut buf).unwrap();
+            if k == 0 {
+                break;
+            }
+            n += k;
+        }
+        assert_eq!(n, 300000);
+        r.finish().unwrap();
+    }
+}
