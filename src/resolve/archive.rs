@@ -14,9 +14,11 @@
 //! A docker-archive has no registry manifest: `manifest.json` lists a config file
 //! and uncompressed layer tars. The config is stored as is (its sha256 is the image
 //! ID, so the image keeps its identity), each layer is stored as is (checked against
-//! the config's `rootfs.diff_ids` when uncompressed), and a Docker v2 schema 2
-//! manifest is synthesized from them with canonical JSON bytes, so the same archive
-//! always gives the same manifest digest. Newer `docker save` (Docker 25+) writes an
+//! the config's `rootfs.diff_ids` when uncompressed), and an OCI image manifest is
+//! synthesized from them with canonical JSON bytes, so the same archive always gives
+//! the same manifest digest. OCI rather than Docker v2 media types, because the
+//! manifest is ours to write and OCI tools (skopeo 1.9 among them) only look up
+//! OCI-typed manifests by name in a layout. Newer `docker save` (Docker 25+) writes an
 //! OCI layout next to `manifest.json`; when `index.json` is there the OCI path is
 //! preferred, because it keeps the manifests Docker itself computed.
 
@@ -29,7 +31,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::bundle::canonical;
-use crate::bundle::oci::DOCKER_MANIFEST_MEDIA_TYPE;
+use crate::bundle::oci::MANIFEST_MEDIA_TYPE;
 use crate::bundle::Digest;
 use crate::io::cas::Cas;
 use crate::resolve::image::{self, ManifestFetch};
@@ -38,12 +40,14 @@ use crate::resolve::layout::{
 };
 use crate::spec::Platforms;
 
-/// Media type of the config in a synthesized Docker manifest.
-pub const DOCKER_CONFIG_MEDIA_TYPE: &str = "application/vnd.docker.container.image.v1+json";
-/// Media type of an uncompressed Docker layer.
-pub const DOCKER_LAYER_TAR: &str = "application/vnd.docker.image.rootfs.diff.tar";
-/// Media type of a gzip-compressed Docker layer.
-pub const DOCKER_LAYER_TAR_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+/// Media type of the config in a synthesized manifest.
+pub const OCI_CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
+/// Media type of an uncompressed layer.
+pub const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+/// Media type of a gzip-compressed layer.
+pub const OCI_LAYER_TAR_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+/// Media type of a zstd-compressed layer.
+pub const OCI_LAYER_TAR_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 
 /// Links are followed at most this many times (a loop is an error, not a hang).
 const MAX_LINKS: usize = 16;
@@ -452,15 +456,12 @@ fn resolve_docker(
         let n = read_up_to(&mut tar.open(&path)?, &mut head)
             .with_context(|| format!("cannot read {}", tar.display(&path)))?;
         let media_type = match &head[..n] {
-            [0x1f, 0x8b, ..] => DOCKER_LAYER_TAR_GZIP,
-            [0x28, 0xb5, 0x2f, 0xfd] => bail!(
-                "{} is a zstd-compressed layer, which a Docker v2 manifest cannot describe: save the image as an oci-archive instead (`skopeo copy … oci-archive:FILE`)",
-                tar.display(&path)
-            ),
-            _ => DOCKER_LAYER_TAR,
+            [0x1f, 0x8b, ..] => OCI_LAYER_TAR_GZIP,
+            [0x28, 0xb5, 0x2f, 0xfd] => OCI_LAYER_TAR_ZSTD,
+            _ => OCI_LAYER_TAR,
         };
         // An uncompressed layer's digest is its diff ID, so it can be checked.
-        let expected = if media_type == DOCKER_LAYER_TAR {
+        let expected = if media_type == OCI_LAYER_TAR {
             let d: Digest = diff_id.parse().with_context(|| {
                 format!(
                     "{} has a diff ID `{diff_id}` that gapbundle cannot verify (only sha256 is supported)",
@@ -481,15 +482,15 @@ fn resolve_docker(
 
     let manifest = canonical::to_vec(&json!({
         "schemaVersion": 2,
-        "mediaType": DOCKER_MANIFEST_MEDIA_TYPE,
+        "mediaType": MANIFEST_MEDIA_TYPE,
         "config": {
-            "mediaType": DOCKER_CONFIG_MEDIA_TYPE,
+            "mediaType": OCI_CONFIG_MEDIA_TYPE,
             "digest": config_digest.to_string(),
             "size": config.len(),
         },
         "layers": layers,
     }))
-    .context("synthesizing the Docker manifest")?;
+    .context("synthesizing the image manifest")?;
     cas.put_bytes(&manifest).with_context(|| {
         format!(
             "cannot store a manifest in the cache {}",
@@ -498,7 +499,7 @@ fn resolve_docker(
     })?;
     let plan = image::walk(
         &manifest,
-        DOCKER_MANIFEST_MEDIA_TYPE,
+        MANIFEST_MEDIA_TYPE,
         platforms,
         &mut CasFetch { cas },
     )
