@@ -1,0 +1,183 @@
+//! The bundle-spec stays true to the code: the golden vector is reproduced byte for
+//! byte and verifies with its key, and the JSON schemas accept what the code writes
+//! and reject what the code rejects.
+//!
+//! Regenerate the vector after an intended format change with
+//! `GAPBUNDLE_BLESS=1 cargo test --test spec_vectors` and commit the result; the
+//! digest then changes in bundle-spec/vectors/tiny/tiny.digest, which a reviewer sees.
+
+mod support;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use gapbundle::bundle::keys::PublicKey;
+use gapbundle::bundle::reader::{read_head, verify_parallel};
+use serde_json::Value;
+use support::*;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn vector(name: &str) -> PathBuf {
+    repo().join("bundle-spec/vectors/tiny").join(name)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+fn schema(name: &str) -> jsonschema::Validator {
+    let s: Value =
+        serde_json::from_slice(&fs::read(repo().join("bundle-spec/schema").join(name)).unwrap())
+            .unwrap();
+    jsonschema::validator_for(&s).unwrap_or_else(|e| panic!("{name} is not a valid schema: {e}"))
+}
+
+fn assert_valid(v: &jsonschema::Validator, what: &str, doc: &Value) {
+    let errors: Vec<String> = v.iter_errors(doc).map(|e| e.to_string()).collect();
+    assert!(
+        errors.is_empty(),
+        "{what} does not match its schema: {errors:#?}"
+    );
+}
+
+/// Creates the vector's bundle from its committed input, key and lock.
+fn create_vector(out: &Path) {
+    let tmp = out.parent().unwrap();
+    copy_dir(&vector("input"), &tmp.join("input"));
+    let mut cmd = gapbundle();
+    cmd.env_remove("SOURCE_DATE_EPOCH")
+        .arg("create")
+        .arg("-f")
+        .arg(tmp.join("input/bundle.yaml"))
+        .arg("-o")
+        .arg(out)
+        .arg("--key")
+        .arg(vector("tiny.sec"))
+        .arg("--cache")
+        .arg(tmp.join("cache"));
+    if vector("input/bundle.lock").exists() {
+        cmd.arg("--locked");
+    }
+    run(&mut cmd);
+    if std::env::var_os("GAPBUNDLE_BLESS").is_some() {
+        fs::copy(tmp.join("input/bundle.lock"), vector("input/bundle.lock")).unwrap();
+    }
+}
+
+#[test]
+fn golden_bundle_is_reproduced_byte_for_byte() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("tiny.gapb");
+    create_vector(&out);
+    let made = fs::read(&out).unwrap();
+    if std::env::var_os("GAPBUNDLE_BLESS").is_some() {
+        let head = read_head(&mut made.as_slice()).unwrap();
+        fs::write(vector("tiny.gapb"), &made).unwrap();
+        fs::write(vector("tiny.digest"), format!("{}\n", head.digest)).unwrap();
+        eprintln!("blessed a new golden vector: {}", head.digest);
+        return;
+    }
+    let golden = fs::read(vector("tiny.gapb")).expect("the golden vector exists");
+    assert!(
+        made == golden,
+        "create no longer reproduces bundle-spec/vectors/tiny/tiny.gapb; if the format change is intended, regenerate with GAPBUNDLE_BLESS=1"
+    );
+}
+
+#[test]
+fn golden_bundle_has_the_expected_identity_and_verifies() {
+    let path = vector("tiny.gapb");
+    let file = fs::File::open(&path).unwrap();
+    let head = read_head(&mut std::io::BufReader::new(&file)).unwrap();
+    let expected = fs::read_to_string(vector("tiny.digest")).unwrap();
+    assert_eq!(head.digest.to_string(), expected.trim());
+    let key = PublicKey::parse(&fs::read_to_string(vector("tiny.pub")).unwrap()).unwrap();
+    let signers = head.envelope.check(&head.digest, &[key], 1).unwrap();
+    assert_eq!(signers[0].name(), "gapbundle-vector-1");
+    verify_parallel(&file, &head, 2, &|_| {}).unwrap();
+    // And with the CLI, as a second implementation's user would check it.
+    let out = run_stdout(
+        gapbundle()
+            .arg("verify")
+            .arg(&path)
+            .arg("--trust")
+            .arg(vector("tiny.pub")),
+    );
+    assert!(out.contains(expected.trim()), "{out}");
+}
+
+#[test]
+fn schemas_accept_what_the_code_writes() {
+    let bytes = fs::read(vector("tiny.gapb")).unwrap();
+    let head = read_head(&mut bytes.as_slice()).unwrap();
+    let manifest: Value = serde_json::from_slice(&head.manifest_bytes).unwrap();
+    assert_valid(&schema("manifest.schema.json"), "the manifest", &manifest);
+    let envelope: Value = serde_json::from_slice(&head.envelope.to_canonical()).unwrap();
+    assert_valid(&schema("signatures.schema.json"), "the envelope", &envelope);
+    let lock: Value =
+        serde_json::from_slice(&fs::read(vector("input/bundle.lock")).unwrap()).unwrap();
+    assert_valid(&schema("lock.schema.json"), "the lock", &lock);
+}
+
+fn example_specs(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            example_specs(&p, out);
+        } else if p.file_name().is_some_and(|n| n == "bundle.yaml") {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn every_example_spec_matches_the_schema_and_the_parser() {
+    let spec_schema = schema("spec.schema.json");
+    let mut specs = Vec::new();
+    example_specs(&repo().join("examples"), &mut specs);
+    specs.push(vector("input/bundle.yaml"));
+    assert!(specs.len() >= 2, "examples/ has bundle specs");
+    for p in specs {
+        let text = fs::read_to_string(&p).unwrap();
+        let doc: Value = serde_yaml_ng::from_str(&text).unwrap();
+        assert_valid(&spec_schema, &p.display().to_string(), &doc);
+        gapbundle::spec::parse(&p, &text).unwrap_or_else(|e| {
+            panic!(
+                "{} is valid per the schema but the parser says: {e}",
+                p.display()
+            )
+        });
+    }
+}
+
+#[test]
+fn schema_and_parser_reject_the_same_mistakes() {
+    let spec_schema = schema("spec.schema.json");
+    for bad in [
+        "name: x\nversion: \"1\"\nimags: []\n",
+        "name: x\nversion: \"1\"\nimages:\n  - ref: a/b:c\n    layout: ./d\n",
+        "name: x\nversion: \"1\"\nimages:\n  - {}\n",
+        "name: x\nversion: \"1\"\nplatforms: [amd64]\n",
+        "name: a/b\nversion: \"1\"\n",
+        "version: \"1\"\n",
+    ] {
+        let doc: Value = serde_yaml_ng::from_str(bad).unwrap();
+        assert!(!spec_schema.is_valid(&doc), "schema accepts {bad:?}");
+        assert!(
+            gapbundle::spec::parse(Path::new("bundle.yaml"), bad).is_err(),
+            "parser accepts {bad:?}"
+        );
+    }
+}
