@@ -8,6 +8,7 @@
 //! - [`spec`]: the spec file and the lock file, pure;
 //! - [`resolve`]: inputs to blobs (registries, local layouts and archives);
 //! - [`io`]: the local content-addressed cache and atomic files;
+//! - [`nixfmt`]: Nix's formats (nix32, narinfo, path signatures), pure;
 //! - [`commands`]: one orchestrator per subcommand; [`cli`]: the clap definitions.
 
 #![deny(missing_docs)]
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod commands;
 pub mod import;
 pub mod io;
+pub mod nixfmt;
 pub mod progress;
 pub mod resolve;
 pub mod spec;
