@@ -23,12 +23,15 @@ struct Work {
 
 impl Work {
     fn new() -> Self {
+        use std::os::unix::fs::PermissionsExt;
         let w = Work {
             dir: tempfile::tempdir().unwrap(),
         };
         run(gapbundle()
             .args(["key", "generate", "--name", "test-release", "--dir"])
             .arg(w.path("keys")));
+        let mode = fs::metadata(w.secret()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the secret key is private");
         w
     }
     fn path(&self, p: &str) -> PathBuf {
@@ -152,6 +155,23 @@ fn round_trip_through_skopeo_with_dedup() {
             .arg(format!("oci:{}:{}", x.display(), fx.multi.reference))
             .arg(format!("oci:{}:{}", copy.display(), p.architecture)));
     }
+
+    // Not a terminal: one plain line per transfer on stderr; --quiet: nothing.
+    let lines = stderr(&run(w
+        .create_cmd(&reg.addr, "again.gapb")
+        .args(["--update", "--cache"])
+        .arg(w.path("cache-lines"))));
+    assert!(lines.contains("fetched"), "{lines}");
+    assert!(
+        lines.lines().all(|l| !l.contains('\r')),
+        "no bars in a log: {lines}"
+    );
+    let quiet = run(w
+        .create_cmd(&reg.addr, "quiet.gapb")
+        .args(["--quiet", "--cache"])
+        .arg(w.path("cache-quiet")));
+    assert!(quiet.stderr.is_empty(), "{}", stderr(&quiet));
+    assert!(quiet.stdout.is_empty());
 
     let v = w.verify("site.gapb");
     assert_eq!(code(&v), 0, "{}", stderr(&v));
@@ -400,6 +420,9 @@ fn damaged_bundles_are_refused_naming_the_object() {
     let o = w.verify("cut.gapb");
     assert_eq!(code(&o), 3);
     assert!(stderr(&o).contains("truncated"), "{}", stderr(&o));
+    // inspect reads only the head, so it still works on the cut file.
+    let i = json_stdout(&run(gapbundle().args(["inspect", "--json"]).arg(&cut)));
+    assert_eq!(i["images"][0]["ref"], fx.app.reference.as_str());
 
     // Something appended after the end is refused, not ignored.
     let mut long = head_bytes.clone();

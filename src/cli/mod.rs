@@ -9,7 +9,12 @@ use clap::{Args, Parser, Subcommand};
 /// Carry OCI images, Nix closures and Kubernetes manifests across an air gap in one
 /// signed, content-addressed, reproducible bundle file.
 #[derive(Debug, Parser)]
-#[command(name = "gapbundle", version, propagate_version = true)]
+#[command(
+    name = "gapbundle",
+    version,
+    propagate_version = true,
+    args_override_self = true
+)]
 #[command(
     after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 verification failed (bad signature or damaged bundle), 4 bad input (spec, lock, key), 5 registry unreachable or refused."
 )]
@@ -47,6 +52,10 @@ pub enum Command {
     /// Make and convert signing keys (Nix's `name:base64` format).
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Print a shell completion script on stdout.
+    Completions(CompletionsArgs),
+    /// Write the man page on stdout, or one page per subcommand with `--dir`.
+    Man(ManArgs),
 }
 
 /// `gapbundle create`.
@@ -234,4 +243,25 @@ pub struct KeyGenerateArgs {
 pub struct KeyPublicArgs {
     /// Secret key file.
     pub secret: PathBuf,
+}
+
+/// `gapbundle completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    ///
+    /// Install, e.g.: `gapbundle completions bash > /etc/bash_completion.d/gapbundle`,
+    /// `gapbundle completions zsh > "${fpath[1]}/_gapbundle"`,
+    /// `gapbundle completions fish > ~/.config/fish/completions/gapbundle.fish`.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `gapbundle man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write gapbundle.1 and one page per subcommand (gapbundle-create.1, ...) into DIR
+    /// instead of printing gapbundle.1 on stdout.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
