@@ -3,6 +3,7 @@
 //! stdout; `progress` owns stderr.
 
 pub mod create;
+pub mod docs;
 pub mod import;
 pub mod inspect;
 pub mod key;
@@ -94,6 +95,8 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Import(a) => import::run(a, &out),
         Command::Key(KeyCommand::Generate(a)) => key::generate(a, &out),
         Command::Key(KeyCommand::Public(a)) => key::public(a, &out),
+        Command::Completions(a) => docs::completions(a),
+        Command::Man(a) => docs::man(a, &out),
     }
 }
 
