@@ -106,7 +106,7 @@ pub fn run(a: CreateArgs, out: &OutputArgs) -> Result<(), Failure> {
         };
         [
             k8s::render(&loaded, &cas, &mut ctx, &progress)?,
-            nix::resolve(&loaded, &cas, &mut ctx, &progress)?,
+            nix::resolve(&loaded, &cas, &mut ctx, &progress, &keys)?,
         ]
     };
     let mut requests = loaded.images.clone();

@@ -1,13 +1,267 @@
-//! Nix paths into a Nix store or binary cache. Not implemented yet (issue: Nix).
+//! Nix paths into a Nix store or a binary cache.
+//!
+//! `nix-store --import` reads each whole NAR into memory before it writes it (Nix
+//! issue 9610), so it cannot be the way in for a path of several gigabytes. The
+//! bundle's NAR blobs are already `.nar.zst` files, which is exactly what a Nix
+//! binary cache serves, so the import writes a binary cache and lets Nix stream from
+//! it:
+//!
+//! - `--nix-store file:///srv/cache`: the blobs stream straight to
+//!   `nar/<nix32 file hash>.nar.zst` (temporary name, renamed once the blob
+//!   verified), and after the whole bundle verified, `<hash>.narinfo` files are
+//!   written in reference order. That cache is the result: a fleet substitutes from
+//!   it, and its narinfos carry the bundle key's path signatures.
+//! - a store (the default local store, `/mnt/target` or `local?root=/mnt/target`,
+//!   or any URI `nix copy --to` takes): the same cache is written to a private
+//!   staging folder, then `nix copy --from file://STAGE --to STORE` adds the paths.
+//!   Nix checks every path's signature there against `trusted-public-keys`, which
+//!   is set (for that one command) to the keys given with `--trust`, so no
+//!   `--no-check-sigs` is needed: Nix itself checks what we checked. Only with
+//!   `--allow-unsigned` and no trusted key is `--no-check-sigs` passed. Then each
+//!   `gcRoot` becomes a symlink in `<root>/nix/var/nix/gcroots/gapbundle/`.
+//!
+//! On top of the bundle's own checks (each blob's sha256 while it streams), every
+//! NAR is decompressed on the fly and its sha256 and size compared with the NAR hash
+//! the path is registered under, and every path's signature by a trusted key is
+//! checked against Nix's fingerprint before anything is written. Paths already valid
+//! on the target are skipped, so a second import is a no-op, and since nothing is
+//! registered before the last byte of the bundle verified, an interrupted import
+//! completes on rerun.
 
-use super::Target;
-use crate::bundle::manifest::Kind;
-use crate::bundle::reader::Head;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use fs_err as fs;
+use serde_json::json;
+use tempfile::{NamedTempFile, TempDir};
+
+use super::{Target, TargetPlan};
+use crate::bundle::digest::HashingWriter;
+use crate::bundle::keys::PublicKey;
+use crate::bundle::manifest::{BlobEntry, Encoding, Kind, ManifestError};
+use crate::bundle::reader::{Head, ReadError};
+use crate::bundle::Digest;
 use crate::cli::ImportArgs;
-use crate::commands::InputFailure;
+use crate::commands::{load_public_keys, InputFailure};
+use crate::nixfmt::{
+    cache_info, closure_order, fingerprint, nix32, valid_root_name, verify_path, NarHash, NarInfo,
+    StorePath, NAR_ZSTD_MEDIA_TYPE,
+};
+use crate::progress::Progress;
+use crate::resolve::nix::nix_cmd;
+
+/// Where GC roots go, below a store's root.
+const GC_ROOTS: &str = "nix/var/nix/gcroots/gapbundle";
+
+/// One `nix-path` object of the bundle, checked.
+#[derive(Debug, Clone)]
+struct NixObject {
+    path: StorePath,
+    blob: Digest,
+    blob_size: u64,
+    nar_hash: NarHash,
+    nar_size: u64,
+    references: Vec<StorePath>,
+    deriver: Option<StorePath>,
+    ca: Option<String>,
+    sigs: Vec<String>,
+    gc_roots: Vec<String>,
+}
+
+impl NixObject {
+    fn narinfo(&self) -> NarInfo {
+        let file_hash = NarHash::from_digest(&self.blob);
+        NarInfo {
+            store_path: self.path.clone(),
+            url: NarInfo::nar_url(&file_hash, "zst"),
+            compression: "zstd".into(),
+            file_hash,
+            file_size: self.blob_size,
+            nar_hash: self.nar_hash,
+            nar_size: self.nar_size,
+            references: self.references.clone(),
+            deriver: self.deriver.clone(),
+            sigs: self.sigs.clone(),
+            ca: self.ca.clone(),
+        }
+    }
+}
+
+fn bad(msg: String) -> anyhow::Error {
+    ReadError::Manifest(ManifestError::Inconsistent(msg)).into()
+}
+
+/// Reads and checks every `nix-path` object: well-formed names and hashes, a NAR
+/// blob whose content is the NAR hash the path is registered under, and (when keys
+/// are trusted) a path signature by one of them over Nix's fingerprint.
+fn nix_objects(head: &Head, trusted: &[PublicKey]) -> Result<Vec<NixObject>> {
+    let mut out = Vec::new();
+    for o in head
+        .manifest
+        .objects
+        .iter()
+        .filter(|o| o.kind == Kind::NixPath)
+    {
+        let what = format!("nix-path `{}`", o.name);
+        let path = StorePath::parse(&o.name).map_err(|e| bad(format!("{what}: {e}")))?;
+        let meta_str = |k: &str| o.meta.get(k).and_then(|v| v.as_str());
+        let meta_list = |k: &str| -> Result<Vec<String>> {
+            match o.meta.get(k) {
+                None => Ok(Vec::new()),
+                Some(v) => serde_json::from_value(v.clone())
+                    .map_err(|_| bad(format!("{what}: meta.{k} is not a list of strings"))),
+            }
+        };
+        let nar_hash = NarHash::parse(meta_str("narHash").unwrap_or(""))
+            .map_err(|e| bad(format!("{what}: meta.narHash: {e}")))?;
+        let nar_size = o
+            .meta
+            .get("narSize")
+            .and_then(|v| v.as_u64())
+            .ok_or_else(|| bad(format!("{what}: meta.narSize is missing")))?;
+        let references = meta_list("references")?
+            .iter()
+            .map(|r| StorePath::parse(r))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| bad(format!("{what}: meta.references: {e}")))?;
+        let deriver = meta_str("deriver")
+            .map(StorePath::parse)
+            .transpose()
+            .map_err(|e| bad(format!("{what}: meta.deriver: {e}")))?;
+        let gc_roots = meta_list("gcRoots")?;
+        if let Some(r) = gc_roots.iter().find(|r| !valid_root_name(r)) {
+            return Err(bad(format!(
+                "{what}: GC root name `{r}` is not a plain file name"
+            )));
+        }
+        let blob = head
+            .manifest
+            .blob(&o.digest)
+            .ok_or_else(|| bad(format!("{what}: its blob {} is not listed", o.digest)))?;
+        let content_ok = blob.media_type == NAR_ZSTD_MEDIA_TYPE
+            && blob.encoding == Some(Encoding::Zstd)
+            && blob
+                .content
+                .as_ref()
+                .is_some_and(|c| c.digest == nar_hash.digest() && c.size == nar_size);
+        if !content_ok {
+            return Err(bad(format!(
+                "{what}: its blob {} is not a zstd NAR with hash {nar_hash} and size {nar_size} (the metadata says one NAR, the blob another)",
+                o.digest
+            )));
+        }
+        let sigs = meta_list("sigs")?;
+        let obj = NixObject {
+            path,
+            blob: o.digest,
+            blob_size: blob.size,
+            nar_hash,
+            nar_size,
+            references,
+            deriver,
+            ca: meta_str("ca").map(str::to_string),
+            sigs,
+            gc_roots,
+        };
+        if !trusted.is_empty() {
+            let fp = fingerprint(&obj.path, &obj.nar_hash, obj.nar_size, &obj.references);
+            if !trusted.iter().any(|k| verify_path(k, &fp, &obj.sigs)) {
+                return Err(bad(format!(
+                    "{what} carries no valid path signature by a trusted key over `{fp}`: its metadata was altered after signing"
+                )));
+            }
+        }
+        out.push(obj);
+    }
+    Ok(out)
+}
+
+/// Where the paths go.
+#[derive(Debug, Clone)]
+enum Dest {
+    /// A `file://` binary cache folder.
+    Cache(PathBuf),
+    /// A store `nix copy` can write to.
+    Store {
+        /// `--store`/`--to` URI; `None` is the default store.
+        uri: Option<String>,
+        /// Root of a chroot store (`local?root=`), for validity checks and GC roots.
+        root: Option<PathBuf>,
+        /// Where GC roots go; `None` when the store is remote.
+        gc_dir: Option<PathBuf>,
+    },
+}
+
+fn parse_dest(arg: Option<&str>) -> Result<Dest> {
+    let default_gc = Path::new("/").join(GC_ROOTS);
+    let Some(s) = arg else {
+        return Ok(Dest::Store {
+            uri: None,
+            root: None,
+            gc_dir: Some(default_gc),
+        });
+    };
+    if let Some(p) = s.strip_prefix("file://") {
+        let p = p.split('?').next().unwrap_or(p);
+        if !p.starts_with('/') {
+            return Err(InputFailure(format!(
+                "--nix-store {s}: a file:// cache needs an absolute path, e.g. file:///srv/cache"
+            ))
+            .into());
+        }
+        return Ok(Dest::Cache(PathBuf::from(p)));
+    }
+    let chroot = |root: &str| {
+        let root = std::path::absolute(root).unwrap_or_else(|_| PathBuf::from(root));
+        Dest::Store {
+            uri: Some(format!("local?root={}", root.display())),
+            gc_dir: Some(root.join(GC_ROOTS)),
+            root: Some(root),
+        }
+    };
+    if s.starts_with('/') || s.starts_with("./") {
+        return Ok(chroot(s));
+    }
+    if let Some(q) = s.strip_prefix("local?") {
+        if let Some(root) = q
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("root="))
+            .filter(|r| !r.is_empty())
+        {
+            return Ok(chroot(root));
+        }
+    }
+    let local = matches!(s, "auto" | "local" | "daemon");
+    Ok(Dest::Store {
+        uri: Some(s.to_string()),
+        root: None,
+        gc_dir: local.then_some(default_gc),
+    })
+}
+
+/// The blob being received.
+struct Receiving {
+    tmp: BufWriter<NamedTempFile>,
+    decoder: Option<zstd::stream::write::Decoder<'static, HashingWriter<io::Sink>>>,
+    decode_error: Option<String>,
+}
+
+/// The Nix target.
+pub struct NixTarget {
+    dest: Dest,
+    objects: Vec<NixObject>,
+    trusted: Vec<PublicKey>,
+    /// Paths to add, references first.
+    new_paths: Vec<StorePath>,
+    stage: Option<TempDir>,
+    receiving: Option<Receiving>,
+    progress_warned: bool,
+}
 
 /// The Nix target for this bundle, if it has Nix paths and `--skip-nix` was not given.
-pub fn target(args: &ImportArgs, head: &Head) -> anyhow::Result<Option<Box<dyn Target>>> {
+pub fn target(args: &ImportArgs, head: &Head) -> Result<Option<Box<dyn Target>>> {
     let has = head
         .manifest
         .objects
@@ -16,8 +270,377 @@ pub fn target(args: &ImportArgs, head: &Head) -> anyhow::Result<Option<Box<dyn T
     if !has || args.skip_nix {
         return Ok(None);
     }
-    Err(InputFailure(
-        "this bundle carries Nix paths, which this version cannot import yet; pass --skip-nix to import the rest".into(),
-    )
-    .into())
+    // Only keys that signed this bundle (the trust check already ran) vouch for paths.
+    let signers: BTreeSet<&str> = head
+        .envelope
+        .signatures
+        .iter()
+        .map(|s| s.public_key.as_str())
+        .collect();
+    let trusted: Vec<PublicKey> = load_public_keys(&args.trust.trust)?
+        .into_iter()
+        .filter(|k| signers.contains(k.to_string().as_str()))
+        .collect();
+    let objects = nix_objects(head, &trusted)?;
+    Ok(Some(Box::new(NixTarget {
+        dest: parse_dest(args.nix_store.as_deref())?,
+        objects,
+        trusted,
+        new_paths: Vec::new(),
+        stage: None,
+        receiving: None,
+        progress_warned: false,
+    })))
+}
+
+impl NixTarget {
+    /// The folder NARs and narinfos are written to.
+    fn cache_dir(&mut self) -> io::Result<PathBuf> {
+        match &self.dest {
+            Dest::Cache(p) => Ok(p.clone()),
+            Dest::Store { .. } => {
+                if self.stage.is_none() {
+                    self.stage = Some(
+                        tempfile::Builder::new()
+                            .prefix("gapbundle-nix-stage-")
+                            .tempdir()?,
+                    );
+                }
+                Ok(self.stage.as_ref().expect("just set").path().to_path_buf())
+            }
+        }
+    }
+
+    /// Which of `paths` are valid on the target.
+    fn valid(&self, paths: &[StorePath]) -> Result<BTreeSet<StorePath>> {
+        match &self.dest {
+            Dest::Cache(dir) => Ok(paths
+                .iter()
+                .filter(|p| dir.join(format!("{}.narinfo", p.hash_part())).is_file())
+                .cloned()
+                .collect()),
+            Dest::Store { uri, root, .. } => {
+                if let Some(r) = root {
+                    if !r.join("nix/var/nix/db").exists() {
+                        return Ok(BTreeSet::new()); // a fresh store: nothing is valid
+                    }
+                }
+                let mut invalid = BTreeSet::new();
+                for chunk in paths.chunks(500) {
+                    let mut cmd = nix_cmd("nix-store");
+                    if let Some(u) = uri {
+                        cmd = cmd.args(["--store", u]);
+                    }
+                    let out = cmd
+                        .args(["--check-validity", "--print-invalid"])
+                        .args(chunk.iter().map(|p| p.as_str()))
+                        .output()
+                        .with_context(|| {
+                            format!("asking {} which paths it has", self.describe())
+                        })?;
+                    invalid.extend(String::from_utf8_lossy(&out).lines().map(str::to_string));
+                }
+                Ok(paths
+                    .iter()
+                    .filter(|p| !invalid.contains(p.as_str()))
+                    .cloned()
+                    .collect())
+            }
+        }
+    }
+
+    fn write_cache(&mut self, dir: &Path) -> Result<()> {
+        let info_path = dir.join("nix-cache-info");
+        match std::fs::read_to_string(&info_path) {
+            Ok(text) => {
+                if let Some(sd) = text.lines().find_map(|l| l.strip_prefix("StoreDir:")) {
+                    if sd.trim() != "/nix/store" {
+                        return Err(InputFailure(format!(
+                            "{} is a binary cache for store {}, not /nix/store",
+                            dir.display(),
+                            sd.trim()
+                        ))
+                        .into());
+                    }
+                }
+            }
+            Err(_) => crate::io::atomic::write(&info_path, cache_info().as_bytes())?,
+        }
+        let by_path: BTreeMap<&StorePath, &NixObject> =
+            self.objects.iter().map(|o| (&o.path, o)).collect();
+        for p in &self.new_paths {
+            let o = by_path[p];
+            let nar = dir.join(&o.narinfo().url);
+            if !nar.is_file() {
+                return Err(anyhow::anyhow!(
+                    "{} is missing although its NAR verified; run the import again",
+                    nar.display()
+                ));
+            }
+            crate::io::atomic::write(
+                &dir.join(format!("{}.narinfo", p.hash_part())),
+                o.narinfo().to_text().as_bytes(),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn copy_into_store(&mut self, stage: &Path, progress: &Progress) -> Result<()> {
+        let Dest::Store { uri, .. } = &self.dest else {
+            return Ok(());
+        };
+        let mut cmd = nix_cmd("nix").args([
+            "copy",
+            "--from",
+            &format!("file://{}", stage.display()),
+            "--to",
+            uri.as_deref().unwrap_or("auto"),
+        ]);
+        if self.trusted.is_empty() {
+            if !self.progress_warned {
+                progress.warn("no trusted key signed this bundle (--allow-unsigned): Nix is told not to check path signatures (--no-check-sigs)");
+                self.progress_warned = true;
+            }
+            cmd = cmd.arg("--no-check-sigs");
+        } else {
+            let keys: Vec<String> = self.trusted.iter().map(|k| k.to_string()).collect();
+            cmd = cmd.args(["--option", "trusted-public-keys", &keys.join(" ")]);
+        }
+        cmd.args(self.new_paths.iter().map(|p| p.as_str()))
+            .output()
+            .with_context(|| {
+                format!(
+                    "adding {} paths to {}",
+                    self.new_paths.len(),
+                    self.describe()
+                )
+            })?;
+        Ok(())
+    }
+
+    fn make_gc_roots(&self) -> Result<Vec<String>> {
+        let Dest::Store { gc_dir, .. } = &self.dest else {
+            return Ok(Vec::new());
+        };
+        let mut made = Vec::new();
+        let Some(dir) = gc_dir else {
+            return Ok(made);
+        };
+        for o in &self.objects {
+            for name in &o.gc_roots {
+                fs::create_dir_all(dir)?;
+                let link = dir.join(name);
+                if std::fs::read_link(&link).ok().as_deref() == Some(Path::new(o.path.as_str())) {
+                    made.push(link.display().to_string());
+                    continue;
+                }
+                let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+                let _ = std::fs::remove_file(&tmp);
+                std::os::unix::fs::symlink(o.path.as_str(), &tmp)
+                    .with_context(|| format!("creating GC root {}", link.display()))?;
+                fs::rename(&tmp, &link)?;
+                made.push(link.display().to_string());
+            }
+        }
+        Ok(made)
+    }
+}
+
+impl Target for NixTarget {
+    fn describe(&self) -> String {
+        match &self.dest {
+            Dest::Cache(p) => format!("nix binary cache file://{}", p.display()),
+            Dest::Store { uri: None, .. } => "nix store (local)".into(),
+            Dest::Store { uri: Some(u), .. } => format!("nix store {u}"),
+        }
+    }
+
+    fn plan(&mut self, head: &Head) -> Result<TargetPlan> {
+        let in_bundle: BTreeSet<&StorePath> = self.objects.iter().map(|o| &o.path).collect();
+        let mut outside: Vec<StorePath> = self
+            .objects
+            .iter()
+            .flat_map(|o| o.references.iter())
+            .filter(|r| !in_bundle.contains(r))
+            .cloned()
+            .collect();
+        outside.sort();
+        outside.dedup();
+        let mut all: Vec<StorePath> = self.objects.iter().map(|o| o.path.clone()).collect();
+        all.extend(outside.iter().cloned());
+        let valid = self.valid(&all)?;
+        let refs: BTreeMap<StorePath, Vec<StorePath>> = self
+            .objects
+            .iter()
+            .map(|o| (o.path.clone(), o.references.clone()))
+            .collect();
+        let order = closure_order(&refs, |p| valid.contains(p)).map_err(|e| {
+            InputFailure(format!(
+                "{e}: it is neither in this bundle nor valid in {}; import the bundle that carries it first, or rebuild this one",
+                self.describe()
+            ))
+        })?;
+        let mut plan = TargetPlan::default();
+        let by_path: BTreeMap<&StorePath, &NixObject> =
+            self.objects.iter().map(|o| (&o.path, o)).collect();
+        self.new_paths.clear();
+        for (p, _) in order {
+            let o = by_path[&p];
+            if valid.contains(&p) {
+                plan.present_objects.push(format!("nix-path {p}"));
+                continue;
+            }
+            plan.new_objects.push(format!("nix-path {p}"));
+            if plan.needed.insert(o.blob) {
+                let b = head.manifest.blob(&o.blob).expect("checked in nix_objects");
+                if b.offset.is_none() {
+                    return Err(InputFailure(format!(
+                        "{p} is new on {} but this delta bundle does not carry its NAR",
+                        self.describe()
+                    ))
+                    .into());
+                }
+                plan.bytes_to_write += b.size;
+            }
+            self.new_paths.push(p);
+        }
+        Ok(plan)
+    }
+
+    fn begin(&mut self, blob: &BlobEntry) -> io::Result<()> {
+        let dir = self.cache_dir()?.join("nar");
+        fs::create_dir_all(&dir)?;
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!(".{}.", blob.digest.short()))
+            .suffix(".tmp")
+            .tempfile_in(&dir)?;
+        self.receiving = Some(Receiving {
+            tmp: BufWriter::with_capacity(1 << 20, tmp),
+            decoder: Some(zstd::stream::write::Decoder::new(HashingWriter::new(
+                io::sink(),
+            ))?),
+            decode_error: None,
+        });
+        Ok(())
+    }
+
+    fn write(&mut self, _blob: &BlobEntry, chunk: &[u8]) -> io::Result<()> {
+        let r = self
+            .receiving
+            .as_mut()
+            .ok_or_else(|| io::Error::other("write before begin"))?;
+        r.tmp.write_all(chunk)?;
+        // The bytes are not verified yet: a decoding error is only reported in
+        // commit, after the blob's digest matched, so damage reads as damage.
+        if let Some(d) = r.decoder.as_mut() {
+            if let Err(e) = d.write_all(chunk) {
+                r.decode_error = Some(e.to_string());
+                r.decoder = None;
+            }
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, blob: &BlobEntry) -> io::Result<()> {
+        let r = self
+            .receiving
+            .take()
+            .ok_or_else(|| io::Error::other("commit before begin"))?;
+        let users: Vec<String> = self
+            .objects
+            .iter()
+            .filter(|o| o.blob == blob.digest)
+            .map(|o| o.path.to_string())
+            .collect();
+        let decoded = match (r.decoder, r.decode_error) {
+            (Some(mut d), None) => {
+                d.flush()?;
+                let (_, digest, size) = d.into_inner().finish();
+                Ok((digest, size))
+            }
+            (_, e) => Err(e.unwrap_or_default()),
+        };
+        let want = blob.content.as_ref();
+        match decoded {
+            Ok((d, s)) if want.is_some_and(|c| c.digest == d && c.size == s) => {}
+            Ok((d, s)) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "the NAR of {} decompresses to {} ({s} bytes), not the NAR hash it is registered under; the bundle was made wrong, nothing was imported",
+                        users.join(", "),
+                        NarHash::from_digest(&d)
+                    ),
+                ))
+            }
+            Err(e) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "the NAR of {} is not valid zstd ({e}); nothing was imported",
+                        users.join(", ")
+                    ),
+                ))
+            }
+        }
+        let tmp = r.tmp.into_inner().map_err(|e| e.into_error())?;
+        let name = format!("{}.nar.zst", nix32::encode(blob.digest.as_bytes()));
+        let dir = self.cache_dir()?.join("nar");
+        tmp.persist(dir.join(name)).map_err(|e| e.error)?;
+        Ok(())
+    }
+
+    fn finish(&mut self, _head: &Head, progress: &Progress) -> Result<serde_json::Value> {
+        if !self.new_paths.is_empty() {
+            let dir = self.cache_dir()?;
+            self.write_cache(&dir)?;
+            if matches!(self.dest, Dest::Store { .. }) {
+                self.copy_into_store(&dir, progress)?;
+            }
+        }
+        let roots = self.make_gc_roots()?;
+        if let Dest::Store { gc_dir: None, .. } = &self.dest {
+            if self.objects.iter().any(|o| !o.gc_roots.is_empty()) {
+                progress.warn(format!(
+                    "{} is not a local store: no GC roots were made there",
+                    self.describe()
+                ));
+            }
+        }
+        let added: Vec<&str> = self.new_paths.iter().map(|p| p.as_str()).collect();
+        Ok(json!({
+            "added": added,
+            "present": self.objects.len() - added.len(),
+            "gcRoots": roots,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_arguments() {
+        assert!(
+            matches!(parse_dest(Some("file:///srv/cache")).unwrap(), Dest::Cache(p) if p == Path::new("/srv/cache"))
+        );
+        assert!(parse_dest(Some("file://relative")).is_err());
+        let Dest::Store { uri, gc_dir, .. } = parse_dest(Some("/mnt/t")).unwrap() else {
+            panic!()
+        };
+        assert_eq!(uri.as_deref(), Some("local?root=/mnt/t"));
+        assert_eq!(
+            gc_dir.unwrap(),
+            Path::new("/mnt/t/nix/var/nix/gcroots/gapbundle")
+        );
+        let Dest::Store { uri, .. } = parse_dest(Some("local?root=/mnt/t")).unwrap() else {
+            panic!()
+        };
+        assert_eq!(uri.as_deref(), Some("local?root=/mnt/t"));
+        let Dest::Store { gc_dir, .. } = parse_dest(Some("ssh://host")).unwrap() else {
+            panic!()
+        };
+        assert!(gc_dir.is_none());
+    }
 }

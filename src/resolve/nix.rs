@@ -1,35 +1,614 @@
-//! Nix installables to store paths and NARs.
+//! Nix installables and store paths to NAR blobs and `nix-path` objects.
 //!
-//! Not implemented yet (issue: Nix closures). The functions exist so that the spec,
-//! the lock and `create` already have their places; each refuses clearly instead of
-//! pretending.
+//! Nix is never evaluated here: the real `nix` CLI builds each installable
+//! (`nix build --json --no-link`) and reports its closure (`nix path-info
+//! --recursive --json`); `nix-store --dump` streams each path's NAR. While a NAR
+//! streams it is hashed (the NAR hash must be the one Nix recorded, or create stops
+//! with both values) and zstd-compressed at a fixed level into the cache, so no NAR is
+//! ever held in memory and the same store path always gives the same blob. A small
+//! index in the cache (`nix-nar/<nar sha256>`) remembers which blob holds which NAR,
+//! so a second create does not compress anything again.
+//!
+//! Each path is signed with the bundle key(s) over Nix's own fingerprint, so Nix
+//! accepts the imported paths with nothing but our public key in
+//! `trusted-public-keys`. Blobs are ranked by topological depth: in the file, every
+//! NAR comes after the NARs of its references.
 
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
+use anyhow::{anyhow, bail, Context, Result};
+use fs_err as fs;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::bundle::digest::HashingReader;
+use crate::bundle::keys::SecretKey;
+use crate::bundle::manifest::{BlobEntry, ContentInfo, Encoding, Kind, Object};
+use crate::bundle::Digest;
 use crate::commands::InputFailure;
+use crate::io::cas::Cas;
+use crate::io::process::Cmd;
+use crate::nixfmt::{
+    closure_order, parse_path_info, sign_path, valid_root_name, NarHash, PathInfo, StorePath,
+    NAR_ZSTD_MEDIA_TYPE,
+};
+use crate::progress::Progress;
 use crate::spec::LoadedSpec;
 
-/// Builds a flake installable that produces an OCI or docker archive and returns the
-/// archive's path.
-pub fn build_archive(_spec: &LoadedSpec, installable: &str) -> anyhow::Result<PathBuf> {
-    Err(InputFailure(format!(
-        "images entry `installable: {installable}` needs Nix support, which this version of gapbundle does not have yet"
-    ))
-    .into())
+/// zstd level for NARs. Fixed, so the same NAR always gives the same blob.
+pub const NAR_ZSTD_LEVEL: i32 = 3;
+
+/// What to tell someone without Nix.
+pub const NIX_HINT: &str =
+    "install Nix (Debian: `apt-get install nix-bin`; elsewhere https://nixos.org/download)";
+
+/// A `nix`, `nix-store` … command. Flakes and the `nix` command are experimental in
+/// Nix 2.8: unless the user's `NIX_CONFIG` already says something about
+/// `experimental-features`, `extra-experimental-features = nix-command flakes` is
+/// appended to it (extra- adds to what nix.conf enables instead of replacing it).
+pub fn nix_cmd(program: &str) -> Cmd {
+    let cmd = Cmd::new(program, NIX_HINT);
+    match std::env::var("NIX_CONFIG") {
+        Ok(c) if c.contains("experimental-features") => cmd,
+        Ok(c) => cmd.env(
+            "NIX_CONFIG",
+            format!("{c}\nextra-experimental-features = nix-command flakes"),
+        ),
+        Err(_) => cmd.env(
+            "NIX_CONFIG",
+            "extra-experimental-features = nix-command flakes",
+        ),
+    }
 }
 
-/// Resolves the spec's `nix:` entries to NAR blobs and store-path objects.
+/// The spec's folder as an absolute path (installables are relative to it).
+fn base_dir(spec: &LoadedSpec) -> PathBuf {
+    std::path::absolute(&spec.base).unwrap_or_else(|_| spec.base.clone())
+}
+
+#[derive(Deserialize)]
+struct BuildResult {
+    outputs: BTreeMap<String, String>,
+}
+
+/// Builds an installable and returns its output paths (in output-name order).
+fn build(spec: &LoadedSpec, installable: &str, progress: &Progress) -> Result<Vec<StorePath>> {
+    let base = base_dir(spec);
+    warn_untracked(&base, installable, progress);
+    let out = nix_cmd("nix")
+        .args(["build", "--json", "--no-link", installable])
+        .current_dir(&base)
+        .output()
+        .with_context(|| {
+            format!(
+                "building `{installable}` (relative to {}): fix the flake or the installable in {}",
+                base.display(),
+                spec.path.display()
+            )
+        })?;
+    let results: Vec<BuildResult> = serde_json::from_slice(&out)
+        .with_context(|| format!("unexpected `nix build --json` output for `{installable}`"))?;
+    let mut paths = Vec::new();
+    for r in results {
+        for p in r.outputs.values() {
+            paths.push(StorePath::parse(p)?);
+        }
+    }
+    if paths.is_empty() {
+        bail!("`nix build {installable}` produced no output path");
+    }
+    Ok(paths)
+}
+
+/// The flake reference part of an installable (`.` in `.#pkg`).
+fn flake_ref(installable: &str) -> &str {
+    installable.split_once('#').map_or(installable, |(f, _)| f)
+}
+
+/// The local folder of a flake reference, when it has one.
+fn flake_dir(base: &Path, flake: &str) -> Option<PathBuf> {
+    let f = flake
+        .strip_prefix("path:")
+        .or_else(|| flake.strip_prefix("git+file://"))
+        .unwrap_or(flake);
+    let f = f.split('?').next().unwrap_or(f);
+    (f.starts_with('.') || f.starts_with('/')).then(|| base.join(f))
+}
+
+/// Nix copies a flake in a git tree from git's index: untracked files are invisible
+/// to it, which surprises everyone once. Warn (with `git add`) when there are any.
+fn warn_untracked(base: &Path, installable: &str, progress: &Progress) {
+    let flake = flake_ref(installable);
+    if flake.starts_with("path:") {
+        return;
+    }
+    let Some(dir) = flake_dir(base, flake) else {
+        return;
+    };
+    let out = Cmd::new("git", "")
+        .args(["status", "--porcelain", "--untracked-files=all", "--", "."])
+        .current_dir(&dir)
+        .output();
+    let Ok(out) = out else {
+        return; // not a git tree, or no git: Nix copies the folder as it is
+    };
+    let untracked: Vec<String> = String::from_utf8_lossy(&out)
+        .lines()
+        .filter_map(|l| l.strip_prefix("?? "))
+        .map(str::to_string)
+        .collect();
+    if !untracked.is_empty() {
+        let shown: Vec<_> = untracked.iter().take(5).cloned().collect();
+        progress.warn(format!(
+            "{}: {} untracked file(s) in the flake's git tree ({}{}) are invisible to Nix; `git add` them if the flake needs them",
+            installable,
+            untracked.len(),
+            shown.join(", "),
+            if untracked.len() > 5 { ", …" } else { "" }
+        ));
+    }
+}
+
+fn single_output(installable: &str, paths: Vec<StorePath>) -> Result<PathBuf> {
+    match paths.as_slice() {
+        [p] => Ok(PathBuf::from(p.as_str())),
+        _ => Err(InputFailure(format!(
+            "`{installable}` has {} outputs ({}); name one, e.g. `{installable}^out`",
+            paths.len(),
+            paths
+                .iter()
+                .map(|p| p.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .into()),
+    }
+}
+
+/// Builds a flake installable that produces an OCI or docker archive and returns the
+/// archive's path: the output itself when it is a file, or the one `.tar` file in it
+/// when it is a folder.
+pub fn build_archive(spec: &LoadedSpec, installable: &str) -> Result<PathBuf> {
+    let progress = Progress::quiet();
+    let out = single_output(installable, build(spec, installable, &progress)?)?;
+    if out.is_file() {
+        return Ok(out);
+    }
+    let tars: Vec<PathBuf> = fs::read_dir(&out)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "tar"))
+        .collect();
+    match tars.as_slice() {
+        [t] => Ok(t.clone()),
+        _ => Err(InputFailure(format!(
+            "images entry `installable: {installable}` built {}, which is a folder without exactly one .tar file in it; make the output the archive itself (e.g. skopeo copy … oci-archive:$out)",
+            out.display()
+        ))
+        .into()),
+    }
+}
+
+/// Builds a flake installable that holds rendered Kubernetes YAML and returns its
+/// store path: a file, or a folder of YAML files. (Called by the manifests resolver.)
+pub fn build_manifests(spec: &LoadedSpec, installable: &str) -> Result<PathBuf> {
+    let progress = Progress::quiet();
+    single_output(installable, build(spec, installable, &progress)?)
+}
+
+/// `nix path-info --recursive --json` over `paths`.
+fn closure(paths: &[StorePath]) -> Result<Vec<PathInfo>> {
+    let out = nix_cmd("nix")
+        .args(["path-info", "--recursive", "--json"])
+        .args(paths.iter().map(|p| p.as_str()))
+        .output()?;
+    Ok(parse_path_info(&out)?)
+}
+
+#[derive(Deserialize)]
+struct Archived {
+    path: String,
+    #[serde(default)]
+    inputs: BTreeMap<String, Archived>,
+}
+
+fn archived_paths(a: &Archived, out: &mut Vec<StorePath>) -> Result<()> {
+    out.push(StorePath::parse(&a.path)?);
+    for i in a.inputs.values() {
+        archived_paths(i, out)?;
+    }
+    Ok(())
+}
+
+/// The flake's own source and its inputs' sources (`nix flake archive --json`).
+fn flake_inputs(base: &Path, flake: &str) -> Result<Vec<StorePath>> {
+    let out = nix_cmd("nix")
+        .args(["flake", "archive", "--json", flake])
+        .current_dir(base)
+        .output()
+        .with_context(|| format!("archiving the inputs of flake `{flake}`"))?;
+    let a: Archived = serde_json::from_slice(&out)
+        .with_context(|| format!("unexpected `nix flake archive --json` output for `{flake}`"))?;
+    let mut v = Vec::new();
+    archived_paths(&a, &mut v)?;
+    Ok(v)
+}
+
+/// What the lock records for one `nix:` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LockedNix {
+    /// The store paths the entry resolved to.
+    pub paths: Vec<String>,
+    /// sha256 of the flake.lock the installable was built with, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flake_lock: Option<Digest>,
+    /// Sources of the flake and its inputs (with `includeFlakeInputs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flake_inputs: Vec<String>,
+}
+
+struct Root {
+    key: String,
+    locked: LockedNix,
+    gc_root: Option<String>,
+}
+
+fn resolve_entry(
+    spec: &LoadedSpec,
+    i: usize,
+    progress: &Progress,
+) -> Result<(Root, Vec<StorePath>)> {
+    let e = &spec.spec.nix[i];
+    let base = base_dir(spec);
+    let bad = |m: String| -> anyhow::Error { InputFailure(format!("nix[{i}]: {m}")).into() };
+    if let Some(r) = &e.gc_root {
+        if !valid_root_name(r) {
+            return Err(bad(format!(
+                "gcRoot `{r}` must be a plain file name (letters, digits, `+-._`)"
+            )));
+        }
+    }
+    let (key, paths, flake, flake_lock) = match (&e.installable, &e.store_path) {
+        (Some(inst), None) => {
+            let paths = build(spec, inst, progress)?;
+            let flake = flake_ref(inst).to_string();
+            let lock = flake_dir(&base, &flake)
+                .map(|d| d.join("flake.lock"))
+                .filter(|p| p.is_file())
+                .map(|p| fs::read(p).map(|b| Digest::of(&b)))
+                .transpose()?;
+            (format!("installable:{inst}"), paths, flake, lock)
+        }
+        (None, Some(sp)) => {
+            let p = StorePath::parse(sp.trim_end_matches('/')).map_err(|e| bad(e.to_string()))?;
+            (
+                format!("storePath:{p}"),
+                vec![p.clone()],
+                format!("path:{p}"),
+                None,
+            )
+        }
+        _ => {
+            return Err(bad(
+                "give exactly one of `installable` or `storePath`".into()
+            ))
+        }
+    };
+    let mut inputs = Vec::new();
+    if e.include_flake_inputs {
+        inputs = flake_inputs(&base, &flake)?;
+    }
+    progress.message(format!(
+        "nix[{i}] {}: {}",
+        key.split_once(':').map_or(key.as_str(), |(_, k)| k),
+        paths
+            .iter()
+            .map(|p| p.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    ));
+    let mut all = paths.clone();
+    all.extend(inputs.iter().cloned());
+    let root = Root {
+        key,
+        locked: LockedNix {
+            paths: paths.iter().map(|p| p.to_string()).collect(),
+            flake_lock,
+            flake_inputs: inputs.iter().map(|p| p.to_string()).collect(),
+        },
+        gc_root: e.gc_root.clone(),
+    };
+    Ok((root, all))
+}
+
+/// Resolves the spec's `nix:` entries to NAR blobs and `nix-path` objects, each path
+/// signed with `keys` over its Nix fingerprint.
 pub fn resolve(
     spec: &LoadedSpec,
-    _cas: &crate::io::cas::Cas,
-    _lock: &mut super::LockCtx<'_>,
-    _progress: &crate::progress::Progress,
-) -> anyhow::Result<super::Contribution> {
-    if !spec.spec.nix.is_empty() {
-        return Err(InputFailure(
-            "`nix:` entries are not supported by this version of gapbundle yet; remove them or upgrade".into(),
-        )
-        .into());
+    cas: &Cas,
+    lock: &mut super::LockCtx<'_>,
+    progress: &Progress,
+    keys: &[SecretKey],
+) -> Result<super::Contribution> {
+    if spec.spec.nix.is_empty() {
+        return Ok(super::Contribution::default());
     }
-    Ok(super::Contribution::default())
+    let mut wanted: Vec<StorePath> = Vec::new();
+    let mut gc_roots: BTreeMap<StorePath, BTreeSet<String>> = BTreeMap::new();
+    for i in 0..spec.spec.nix.len() {
+        let (root, paths) = resolve_entry(spec, i, progress)?;
+        check_lock(lock, &root, progress)?;
+        if let Some(name) = &root.gc_root {
+            let outs: Vec<&String> = root.locked.paths.iter().collect();
+            for (k, p) in outs.iter().enumerate() {
+                let n = if outs.len() == 1 {
+                    name.clone()
+                } else {
+                    format!("{name}-{k}")
+                };
+                gc_roots.entry(StorePath::parse(p)?).or_default().insert(n);
+            }
+        }
+        lock.new
+            .nix
+            .insert(root.key.clone(), serde_json::to_value(&root.locked)?);
+        wanted.extend(paths);
+    }
+    wanted.sort();
+    wanted.dedup();
+    let infos = closure(&wanted)?;
+    let refs: BTreeMap<StorePath, Vec<StorePath>> = infos
+        .iter()
+        .map(|p| (p.path.clone(), p.references.clone()))
+        .collect();
+    let order = closure_order(&refs, |_| false).context("the closure Nix reported")?;
+    let depth: BTreeMap<&StorePath, u32> = order.iter().map(|(p, d)| (p, *d)).collect();
+
+    let total: u64 = infos.iter().map(|p| p.nar_size).sum();
+    let bar = progress.bar(format!("nix closure ({} paths)", infos.len()), total);
+    let blobs = nar_blobs(cas, &infos, &|n| bar.inc(n))?;
+    bar.finish("packed");
+
+    let mut c = super::Contribution::default();
+    for (info, (digest, size)) in infos.iter().zip(blobs) {
+        c.blobs.push((
+            BlobEntry {
+                digest,
+                size,
+                media_type: NAR_ZSTD_MEDIA_TYPE.into(),
+                offset: None,
+                encoding: Some(Encoding::Zstd),
+                content: Some(ContentInfo {
+                    digest: info.nar_hash.digest(),
+                    size: info.nar_size,
+                }),
+            },
+            depth.get(&info.path).copied().unwrap_or(0),
+        ));
+        let fp = info.fingerprint();
+        let mut sigs: Vec<String> = info.sigs.clone();
+        sigs.extend(keys.iter().map(|k| sign_path(k, &fp)));
+        sigs.sort();
+        sigs.dedup();
+        let mut meta = BTreeMap::new();
+        meta.insert("narHash".into(), json!(info.nar_hash.to_nix32_string()));
+        meta.insert("narSize".into(), json!(info.nar_size));
+        meta.insert(
+            "references".into(),
+            json!(info
+                .references
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()),
+        );
+        if let Some(d) = &info.deriver {
+            meta.insert("deriver".into(), json!(d.as_str()));
+        }
+        if let Some(ca) = &info.ca {
+            meta.insert("ca".into(), json!(ca));
+        }
+        meta.insert("sigs".into(), json!(sigs));
+        if let Some(r) = gc_roots.get(&info.path) {
+            meta.insert("gcRoots".into(), json!(r));
+        }
+        c.objects.push(Object {
+            kind: Kind::NixPath,
+            name: info.path.to_string(),
+            digest,
+            media_type: NAR_ZSTD_MEDIA_TYPE.into(),
+            size,
+            blobs: vec![digest],
+            meta,
+        });
+    }
+    Ok(c)
+}
+
+fn check_lock(lock: &super::LockCtx<'_>, root: &Root, progress: &Progress) -> Result<()> {
+    let old: Option<LockedNix> = lock
+        .old
+        .nix
+        .get(&root.key)
+        .and_then(|v| serde_json::from_value(v.clone()).ok());
+    match old {
+        None if lock.locked => Err(InputFailure(format!(
+            "--locked: nix entry `{}` is not in the lock file; run create without --locked to add it",
+            root.key
+        ))
+        .into()),
+        Some(old) if old != root.locked => {
+            let diff = lock_diff(&old, &root.locked);
+            if lock.locked {
+                return Err(InputFailure(format!(
+                    "--locked: nix entry `{}` resolves differently from the lock file ({diff}); run create without --locked to update the lock",
+                    root.key
+                ))
+                .into());
+            }
+            progress.message(format!("{}: changed ({diff})", root.key));
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// What changed between two lock entries, for messages.
+fn lock_diff(old: &LockedNix, new: &LockedNix) -> String {
+    let mut parts = Vec::new();
+    if old.paths != new.paths {
+        parts.push(format!(
+            "store paths {} -> {}",
+            old.paths.join(" "),
+            new.paths.join(" ")
+        ));
+    }
+    if old.flake_lock != new.flake_lock {
+        let show = |d: &Option<Digest>| d.map_or("none".to_string(), |d| d.to_string());
+        parts.push(format!(
+            "flake.lock {} -> {}",
+            show(&old.flake_lock),
+            show(&new.flake_lock)
+        ));
+    }
+    if old.flake_inputs != new.flake_inputs {
+        parts.push(format!(
+            "flake sources {} -> {}",
+            old.flake_inputs.join(" "),
+            new.flake_inputs.join(" ")
+        ));
+    }
+    parts.join("; ")
+}
+
+/// NAR blobs for every path, several at a time, in the order of `infos`.
+fn nar_blobs(
+    cas: &Cas,
+    infos: &[PathInfo],
+    on_bytes: &(dyn Fn(u64) + Sync),
+) -> Result<Vec<(Digest, u64)>> {
+    let jobs = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(infos.len().max(1));
+    let next = Mutex::new(0usize);
+    type Slot = Option<Result<(Digest, u64)>>;
+    let results: Mutex<Vec<Slot>> = Mutex::new((0..infos.len()).map(|_| None).collect());
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            s.spawn(|| loop {
+                if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                let i = {
+                    let mut n = next.lock().expect("not poisoned");
+                    let i = *n;
+                    *n += 1;
+                    i
+                };
+                let Some(info) = infos.get(i) else { return };
+                let r = nar_blob(cas, info, on_bytes);
+                if r.is_err() {
+                    failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                results.lock().expect("not poisoned")[i] = Some(r);
+            });
+        }
+    });
+    let results = results.into_inner().expect("not poisoned");
+    let mut out = Vec::with_capacity(infos.len());
+    for r in results {
+        match r {
+            Some(r) => out.push(r?),
+            None => continue,
+        }
+    }
+    if out.len() != infos.len() {
+        bail!("packing NARs stopped early");
+    }
+    Ok(out)
+}
+
+fn index_path(cas: &Cas, nar: &NarHash) -> PathBuf {
+    cas.root().join("nix-nar").join(nar.digest().hex())
+}
+
+/// The blob holding one path's NAR: from the cache index, or made by streaming
+/// `nix-store --dump` through a hasher and a zstd encoder into the cache.
+fn nar_blob(cas: &Cas, info: &PathInfo, on_bytes: &dyn Fn(u64)) -> Result<(Digest, u64)> {
+    let index = index_path(cas, &info.nar_hash);
+    if let Ok(text) = std::fs::read_to_string(&index) {
+        if let Some((d, s)) = text.trim().split_once(' ') {
+            if let (Ok(d), Ok(s)) = (d.parse::<Digest>(), s.parse::<u64>()) {
+                if cas.contains(&d, Some(s)) {
+                    on_bytes(info.nar_size);
+                    return Ok((d, s));
+                }
+            }
+        }
+    }
+    let mut dump = nix_cmd("nix-store")
+        .args(["--dump", info.path.as_str()])
+        .stream()?;
+    let mut hashing = HashingReader::new(ProgressReader {
+        inner: &mut dump,
+        on_bytes,
+    });
+    let mut enc = zstd::stream::write::Encoder::new(cas.writer()?, NAR_ZSTD_LEVEL)?;
+    io::copy(&mut hashing, &mut enc)
+        .with_context(|| format!("streaming the NAR of {}", info.path))?;
+    let writer = enc.finish()?;
+    let (found, found_size) = hashing.finish();
+    dump.finish()?;
+    if found != info.nar_hash.digest() || found_size != info.nar_size {
+        return Err(anyhow!(
+            "the NAR of {} does not match what Nix recorded: Nix says {} ({} bytes), `nix-store --dump` gave {} ({} bytes); run `nix-store --verify --check-contents --repair` and create again",
+            info.path,
+            info.nar_hash,
+            info.nar_size,
+            NarHash::from_digest(&found),
+            found_size
+        ));
+    }
+    let (d, s) = writer.finish(None)?;
+    if let Some(dir) = index.parent() {
+        fs::create_dir_all(dir)?;
+    }
+    crate::io::atomic::write(&index, format!("{d} {s}\n").as_bytes())?;
+    Ok((d, s))
+}
+
+struct ProgressReader<'a, R> {
+    inner: R,
+    on_bytes: &'a dyn Fn(u64),
+}
+
+impl<R: Read> Read for ProgressReader<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        (self.on_bytes)(n as u64);
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flake_refs_and_folders() {
+        assert_eq!(flake_ref(".#packages.x86_64-linux.a"), ".");
+        assert_eq!(flake_ref("path:./sub#x"), "path:./sub");
+        let b = Path::new("/spec");
+        assert_eq!(flake_dir(b, "."), Some(PathBuf::from("/spec/.")));
+        assert_eq!(
+            flake_dir(b, "path:./sub"),
+            Some(PathBuf::from("/spec/./sub"))
+        );
+        assert_eq!(flake_dir(b, "/abs?dir=x"), Some(PathBuf::from("/abs")));
+        assert_eq!(flake_dir(b, "github:o/r"), None);
+    }
 }

@@ -1,0 +1,596 @@
+//! End-to-end tests of Nix closures: a real flake built by the real Nix 2.8 goes into a
+//! bundle and out again into a fresh store and a `file://` binary cache, with Nix
+//! itself as the judge (`nix-store --verify --check-contents`, `nix path-info --sigs`,
+//! `nix copy` with only our key trusted).
+
+mod support;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use gapbundle::bundle::canonical;
+use gapbundle::bundle::keys::SecretKey;
+use gapbundle::bundle::layout;
+use gapbundle::bundle::manifest::{MANIFEST_PATH, SIGNATURES_PATH};
+use gapbundle::bundle::reader::read_head;
+use gapbundle::bundle::signature::Envelope;
+use gapbundle::bundle::Digest;
+use gapbundle::nixfmt::{fingerprint, sign_path, NarHash, StorePath};
+use serde_json::Value;
+use support::*;
+use tempfile::TempDir;
+
+/// The flake the tests build: `base` <- `lib` <- `app`, and `tool` -> {`lib`, `base`},
+/// so `lib` and `base` are shared by the two installables; `image` is an OCI archive
+/// made by a derivation; `manifests` holds rendered YAML.
+const FLAKE: &str = r#"{
+  outputs = { self }: let
+    mk = name: script: builtins.derivation {
+      inherit name;
+      system = "x86_64-linux";
+      builder = "/bin/sh";
+      args = [ "-c" script ];
+      PATH = "/usr/bin:/bin";
+    };
+    base = mk "gb-test-base" "echo base-content > $out";
+    lib = mk "gb-test-lib" "mkdir -p $out/share; echo ${base} > $out/share/base-ref; echo library > $out/share/lib.txt";
+    app = mk "gb-test-app" "mkdir -p $out/bin; printf '#!/bin/sh\necho %s\n' ${lib} > $out/bin/app; chmod +x $out/bin/app; ln -s bin/app $out/run";
+    tool = mk "gb-test-tool" "echo ${lib} ${base} > $out";
+  in {
+    packages.x86_64-linux = {
+      inherit app tool;
+      image = mk "gb-test-image.tar" "cp ${./image.tar} $out";
+      manifests = mk "gb-test-manifests" "mkdir -p $out; printf 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-nix\ndata:\n  k: v\n' > $out/cm.yaml";
+    };
+  };
+}
+"#;
+
+fn nix(program: &str) -> Command {
+    let mut c = tool(program);
+    c.env("NIX_CONFIG", NIX_CONFIG);
+    c
+}
+
+fn gb() -> Command {
+    let mut c = gapbundle();
+    c.env("NIX_CONFIG", NIX_CONFIG).stdin(Stdio::null());
+    c
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+struct Work {
+    dir: TempDir,
+}
+
+impl Work {
+    fn new() -> Self {
+        let w = Work {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        run(gb()
+            .args(["key", "generate", "--name", "test-release", "--dir"])
+            .arg(w.path("keys")));
+        let flake = w.path("flake");
+        fs::create_dir_all(&flake).unwrap();
+        fs::write(flake.join("flake.nix"), FLAKE).unwrap();
+        oci_archive_fixture(&flake.join("image.tar"));
+        fs::write(
+            // Beside the flake, not in it: with a `path:` flake every file is part of
+            // the flake's source, so a lock file written into it would change it.
+            w.path("bundle.yaml"),
+            "name: nixsite\nversion: \"1\"\nnix:\n  - installable: ./flake#packages.x86_64-linux.app\n    gcRoot: app\n    includeFlakeInputs: true\n  - installable: ./flake#packages.x86_64-linux.tool\n    gcRoot: tool\nimages:\n  - installable: ./flake#packages.x86_64-linux.image\n    name: example.test/nix/image:1\n",
+        )
+        .unwrap();
+        w
+    }
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+    fn secret(&self) -> PathBuf {
+        self.path("keys/test-release.sec")
+    }
+    fn public(&self) -> PathBuf {
+        self.path("keys/test-release.pub")
+    }
+    fn create(&self, out: &str, key: &Path) -> Output {
+        gb().arg("create")
+            .arg("-f")
+            .arg(self.path("bundle.yaml"))
+            .arg("-o")
+            .arg(self.path(out))
+            .arg("--key")
+            .arg(key)
+            .arg("--cache")
+            .arg(self.path("cache"))
+            .output()
+            .unwrap()
+    }
+    fn import(&self, bundle: &str, store: &str, trust: &Path) -> Output {
+        gb().args(["--json", "import", "--skip-images"])
+            .arg(self.path(bundle))
+            .arg("--trust")
+            .arg(trust)
+            .args(["--nix-store", store])
+            .output()
+            .unwrap()
+    }
+    /// A flake output's store path, as Nix builds it.
+    fn built(&self, attr: &str) -> String {
+        let out = run_stdout(
+            nix("nix")
+                .args(["build", "--json", "--no-link"])
+                .arg(format!(".#packages.x86_64-linux.{attr}"))
+                .current_dir(self.path("flake")),
+        );
+        let v: Value = serde_json::from_str(&out).unwrap();
+        v[0]["outputs"]["out"].as_str().unwrap().to_string()
+    }
+}
+
+fn ok(o: Output) -> Output {
+    assert!(
+        o.status.success(),
+        "exit {}\nstdout:\n{}\nstderr:\n{}",
+        code(&o),
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+    o
+}
+
+fn closure(path: &str) -> Vec<String> {
+    let out = run_stdout(nix("nix-store").args(["-qR", path]));
+    out.lines().map(str::to_string).collect()
+}
+
+/// Paths of `paths` that are valid in the chroot store at `root`.
+fn valid_in(root: &Path, paths: &[String]) -> Vec<String> {
+    if !root.join("nix/var/nix/db").exists() {
+        return Vec::new();
+    }
+    let out = run_stdout(
+        nix("nix-store")
+            .arg("--store")
+            .arg(format!("local?root={}", root.display()))
+            .args(["--check-validity", "--print-invalid"])
+            .args(paths),
+    );
+    let invalid: Vec<&str> = out.lines().collect();
+    paths
+        .iter()
+        .filter(|p| !invalid.contains(&p.as_str()))
+        .cloned()
+        .collect()
+}
+
+fn head_of(bundle: &Path) -> (Vec<u8>, gapbundle::bundle::reader::Head) {
+    let bytes = fs::read(bundle).unwrap();
+    let head = read_head(&mut bytes.as_slice()).unwrap();
+    (bytes, head)
+}
+
+fn nix_objects(manifest: &Value) -> Vec<&Value> {
+    manifest["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["kind"] == "nix-path")
+        .collect()
+}
+
+/// Rewrites a bundle's manifest with `edit`, re-signs it with `key`, keeps the data.
+fn rewrite(src: &Path, dst: &Path, key: &SecretKey, edit: impl FnOnce(&mut Value)) {
+    let (bytes, head) = head_of(src);
+    let mut m: Value = serde_json::from_slice(&head.manifest_bytes).unwrap();
+    edit(&mut m);
+    let text = canonical::to_vec(&m).unwrap();
+    let env = Envelope::sign(Digest::of(&text), std::slice::from_ref(key)).to_canonical();
+    let mut out = Vec::new();
+    layout::write_entry(
+        &mut out,
+        MANIFEST_PATH,
+        text.len() as u64,
+        0,
+        &mut text.as_slice(),
+    )
+    .unwrap();
+    layout::write_entry(
+        &mut out,
+        SIGNATURES_PATH,
+        env.len() as u64,
+        0,
+        &mut env.as_slice(),
+    )
+    .unwrap();
+    out.extend_from_slice(&bytes[head.data_start as usize..]);
+    fs::write(dst, out).unwrap();
+}
+
+#[test]
+fn round_trip_into_a_fresh_store() {
+    let w = Work::new();
+    let o = ok(w.create("site.gapb", &w.secret()));
+    let app = w.built("app");
+    let tool_path = w.built("tool");
+    let mut all = closure(&app);
+    all.extend(closure(&tool_path));
+    all.sort();
+    all.dedup();
+    assert!(all.len() >= 4, "{all:?}");
+
+    // The closure is in the bundle once per path, references first in the file.
+    let (_, head) = head_of(&w.path("site.gapb"));
+    let m: Value = serde_json::from_slice(&head.manifest_bytes).unwrap();
+    let objs = nix_objects(&m);
+    let names: Vec<&str> = objs.iter().map(|o| o["name"].as_str().unwrap()).collect();
+    for p in &all {
+        assert_eq!(
+            names.iter().filter(|n| *n == p).count(),
+            1,
+            "{p} in {names:?}"
+        );
+    }
+    // includeFlakeInputs: the flake's own source is there too.
+    assert!(
+        names.iter().any(|n| n.ends_with("-source")),
+        "no flake source in {names:?}"
+    );
+    let offset_of = |path: &str| {
+        let o = objs.iter().find(|o| o["name"] == path).unwrap();
+        let d = o["digest"].as_str().unwrap();
+        let b = m["blobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["digest"] == d)
+            .unwrap();
+        assert_eq!(b["encoding"], "zstd");
+        assert_eq!(b["mediaType"], "application/vnd.gapbundle.nix.nar.v1+zstd");
+        let nar = NarHash::parse(o["meta"]["narHash"].as_str().unwrap()).unwrap();
+        assert_eq!(b["content"]["digest"], nar.digest().to_string());
+        b["offset"].as_u64().unwrap()
+    };
+    for o in &objs {
+        let p = o["name"].as_str().unwrap();
+        for r in o["meta"]["references"].as_array().unwrap() {
+            let r = r.as_str().unwrap();
+            if r != p {
+                assert!(offset_of(r) < offset_of(p), "{r} must come before {p}");
+            }
+        }
+    }
+    let app_obj = objs.iter().find(|o| o["name"] == app.as_str()).unwrap();
+    assert_eq!(app_obj["meta"]["gcRoots"], serde_json::json!(["app"]));
+    assert!(m["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|o| o["kind"] == "image" && o["name"] == "example.test/nix/image:1"));
+    drop(o);
+
+    // Same spec, lock and key: the same bytes; and --locked accepts it.
+    let lock = fs::read_to_string(w.path("bundle.lock")).unwrap();
+    assert!(lock.contains(&app) && lock.contains("installable:./flake#packages.x86_64-linux.tool"));
+    let mut locked = gb();
+    locked
+        .arg("create")
+        .arg("-f")
+        .arg(w.path("bundle.yaml"))
+        .arg("-o")
+        .arg(w.path("again.gapb"))
+        .arg("--key")
+        .arg(w.secret())
+        .arg("--cache")
+        .arg(w.path("cache"))
+        .arg("--locked");
+    ok(locked.output().unwrap());
+    assert_eq!(
+        fs::read(w.path("site.gapb")).unwrap(),
+        fs::read(w.path("again.gapb")).unwrap()
+    );
+    ok(gb()
+        .arg("verify")
+        .arg(w.path("site.gapb"))
+        .arg("--trust")
+        .arg(w.public())
+        .output()
+        .unwrap());
+
+    // Into a fresh chroot store.
+    let root = w.path("target");
+    let store = root.display().to_string();
+    let dry = ok(gb()
+        .args(["import", "--dry-run", "--skip-images"])
+        .arg(w.path("site.gapb"))
+        .arg("--trust")
+        .arg(w.public())
+        .args(["--nix-store", &store])
+        .output()
+        .unwrap());
+    assert!(
+        valid_in(&root, &all).is_empty(),
+        "a dry run changed nothing"
+    );
+    assert!(String::from_utf8_lossy(&dry.stdout).contains(&app));
+
+    let imp = |w: &Work| {
+        gb().args(["--json", "import", "--skip-images"])
+            .arg(w.path("site.gapb"))
+            .arg("--trust")
+            .arg(w.public())
+            .args(["--nix-store", &store])
+            .output()
+            .unwrap()
+    };
+    let first = ok(imp(&w));
+    assert_eq!(valid_in(&root, &all), all);
+    let uri = format!("local?root={store}");
+    let verify = ok(nix("nix-store")
+        .args(["--store", &uri, "--verify", "--check-contents"])
+        .output()
+        .unwrap());
+    assert!(!stderr(&verify).contains("error"), "{}", stderr(&verify));
+    let sigs = run_stdout(nix("nix").args(["path-info", "--store", &uri, "--sigs", &app]));
+    assert!(sigs.contains("test-release:"), "{sigs}");
+    let info = run_stdout(nix("nix").args(["path-info", "--store", &uri, "--json", &app]));
+    assert!(info.contains("\"deriver\""), "deriver kept: {info}");
+    for (name, path) in [("app", &app), ("tool", &tool_path)] {
+        let link = root.join("nix/var/nix/gcroots/gapbundle").join(name);
+        assert_eq!(fs::read_link(&link).unwrap(), Path::new(path.as_str()));
+    }
+    let v: Value = serde_json::from_slice(&first.stdout).unwrap();
+    assert!(!v["targets"][0]["result"]["added"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+
+    // A second import is a no-op.
+    let second = ok(imp(&w));
+    let v: Value = serde_json::from_slice(&second.stdout).unwrap();
+    assert_eq!(v["targets"][0]["result"]["added"], serde_json::json!([]));
+
+    // The YAML output for the manifests resolver.
+    let spec = gapbundle::spec::load(&w.path("bundle.yaml")).unwrap();
+    let yaml =
+        gapbundle::resolve::nix::build_manifests(&spec, "./flake#packages.x86_64-linux.manifests")
+            .unwrap();
+    assert!(fs::read_to_string(yaml.join("cm.yaml"))
+        .unwrap()
+        .contains("from-nix"));
+}
+
+#[test]
+fn file_cache_serves_nix_copy_with_only_our_key_made_by_nix() {
+    let w = Work::new();
+    // A key from `nix key generate-secret` signs the bundle.
+    let sec = run_stdout(nix("nix").args(["key", "generate-secret", "--key-name", "nix-made-1"]));
+    fs::write(w.path("nix.sec"), &sec).unwrap();
+    let mut conv = nix("nix");
+    conv.args(["key", "convert-secret-to-public"])
+        .stdin(fs::File::open(w.path("nix.sec")).unwrap());
+    let out = conv.output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let public = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    fs::write(w.path("nix.pub"), &public).unwrap();
+    ok(w.create("site.gapb", &w.path("nix.sec")));
+    ok(gb()
+        .arg("verify")
+        .arg(w.path("site.gapb"))
+        .arg("--trust")
+        .arg(w.path("nix.pub"))
+        .output()
+        .unwrap());
+
+    let cache = w.path("cache-out");
+    let cache_uri = format!("file://{}", cache.display());
+    ok(w.import("site.gapb", &cache_uri, &w.path("nix.pub")));
+    let app = w.built("app");
+    let hash = StorePath::parse(&app).unwrap().hash_part().to_string();
+    let narinfo = fs::read_to_string(cache.join(format!("{hash}.narinfo"))).unwrap();
+    assert!(narinfo.contains("Compression: zstd"), "{narinfo}");
+    assert!(narinfo.contains("Sig: nix-made-1:"), "{narinfo}");
+    assert!(cache.join("nix-cache-info").is_file());
+
+    // Nix copies from it with only our key trusted, no --no-check-sigs.
+    let third = w.path("third");
+    let copy = |key: &str, to: &Path| {
+        nix("nix")
+            .args(["copy", "--from", &cache_uri, "--to"])
+            .arg(format!("local?root={}", to.display()))
+            .args([
+                "--option",
+                "trusted-public-keys",
+                key,
+                "--option",
+                "require-sigs",
+                "true",
+            ])
+            .arg(&app)
+            .output()
+            .unwrap()
+    };
+    ok(copy(&public, &third));
+    let mut app_closure = closure(&app);
+    app_closure.sort();
+    assert_eq!(valid_in(&third, &app_closure), app_closure);
+    // With another key trusted, Nix refuses.
+    let other = SecretKey::from_seed("other-key", [9; 32]).unwrap();
+    let refused = copy(&other.public().to_string(), &w.path("fourth"));
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("lacks a valid signature"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(valid_in(&w.path("fourth"), &[app.clone()]).is_empty());
+
+    // A second import into the cache writes nothing.
+    let again = ok(w.import("site.gapb", &cache_uri, &w.path("nix.pub")));
+    let v: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(v["targets"][0]["result"]["added"], serde_json::json!([]));
+}
+
+fn lib_of(m: &Value) -> String {
+    nix_objects(m)
+        .iter()
+        .map(|o| o["name"].as_str().unwrap().to_string())
+        .find(|n| n.ends_with("-gb-test-lib"))
+        .unwrap()
+}
+
+#[test]
+fn damaged_or_inconsistent_bundles_register_nothing() {
+    let w = Work::new();
+    ok(w.create("site.gapb", &w.secret()));
+    let key = SecretKey::parse(&fs::read_to_string(w.secret()).unwrap()).unwrap();
+    let (bytes, head) = head_of(&w.path("site.gapb"));
+    let m: Value = serde_json::from_slice(&head.manifest_bytes).unwrap();
+    let all: Vec<String> = nix_objects(&m)
+        .iter()
+        .map(|o| o["name"].as_str().unwrap().to_string())
+        .collect();
+    let lib = lib_of(&m);
+    let lib_obj = nix_objects(&m)
+        .into_iter()
+        .find(|o| o["name"] == lib.as_str())
+        .unwrap()
+        .clone();
+
+    // 1. A flipped byte in lib's NAR.
+    let blob = head
+        .manifest
+        .blobs
+        .iter()
+        .find(|b| b.digest.to_string() == lib_obj["digest"].as_str().unwrap())
+        .unwrap();
+    let mut flipped = bytes.clone();
+    let pos = (head.data_start + blob.offset.unwrap() + blob.size / 2) as usize;
+    flipped[pos] ^= 0x01;
+    fs::write(w.path("flipped.gapb"), &flipped).unwrap();
+    let root = w.path("t1");
+    let o = w.import("flipped.gapb", &root.display().to_string(), &w.public());
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    assert!(stderr(&o).contains(&lib), "{}", stderr(&o));
+    assert!(valid_in(&root, &all).is_empty());
+
+    // 2. A wrong NAR hash in the metadata (blob content and meta agree, so only the
+    //    path signature can tell), then with the path signature forged too (only
+    //    the NAR itself can tell).
+    let base_hash = nix_objects(&m)
+        .iter()
+        .find(|o| o["name"] != lib.as_str())
+        .unwrap()["meta"]["narHash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let wrong = NarHash::parse(&base_hash).unwrap();
+    let set_hash = |m: &mut Value, resign: bool| {
+        let lib_digest = lib_obj["digest"].clone();
+        for b in m["blobs"].as_array_mut().unwrap() {
+            if b["digest"] == lib_digest {
+                b["content"]["digest"] = Value::String(wrong.digest().to_string());
+            }
+        }
+        for o in m["objects"].as_array_mut().unwrap() {
+            if o["name"] == lib.as_str() {
+                o["meta"]["narHash"] = Value::String(wrong.to_string());
+                if resign {
+                    let refs: Vec<StorePath> = o["meta"]["references"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|r| StorePath::parse(r.as_str().unwrap()).unwrap())
+                        .collect();
+                    let size = o["meta"]["narSize"].as_u64().unwrap();
+                    let fp = fingerprint(&StorePath::parse(&lib).unwrap(), &wrong, size, &refs);
+                    o["meta"]["sigs"] = serde_json::json!([sign_path(&key, &fp)]);
+                }
+            }
+        }
+    };
+    rewrite(&w.path("site.gapb"), &w.path("hash.gapb"), &key, |m| {
+        set_hash(m, false)
+    });
+    let root = w.path("t2");
+    let o = w.import("hash.gapb", &root.display().to_string(), &w.public());
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no valid path signature") && stderr(&o).contains(&lib),
+        "{}",
+        stderr(&o)
+    );
+    assert!(valid_in(&root, &all).is_empty());
+    // Only the narHash changed, the blob still says the right NAR hash.
+    rewrite(&w.path("site.gapb"), &w.path("meta.gapb"), &key, |m| {
+        for o in m["objects"].as_array_mut().unwrap() {
+            if o["name"] == lib.as_str() {
+                o["meta"]["narHash"] = Value::String(wrong.to_string());
+            }
+        }
+    });
+    let o = w.import("meta.gapb", &root.display().to_string(), &w.public());
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    assert!(valid_in(&root, &all).is_empty());
+    rewrite(&w.path("site.gapb"), &w.path("forged.gapb"), &key, |m| {
+        set_hash(m, true)
+    });
+    let root = w.path("t3");
+    let o = w.import("forged.gapb", &root.display().to_string(), &w.public());
+    assert_ne!(code(&o), 0, "{}", stderr(&o));
+    assert!(stderr(&o).contains("decompresses to"), "{}", stderr(&o));
+    assert!(valid_in(&root, &all).is_empty());
+    // The same into a binary cache: no narinfo appears.
+    let cache = w.path("c3");
+    let o = w.import(
+        "forged.gapb",
+        &format!("file://{}", cache.display()),
+        &w.public(),
+    );
+    assert_ne!(code(&o), 0);
+    let narinfos = fs::read_dir(&cache)
+        .map(|d| {
+            d.filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".narinfo")
+            })
+            .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(narinfos, 0);
+
+    // 3. A missing reference: the bundle lacks `base`, which lib references.
+    let base = lib_obj["meta"]["references"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_string())
+        .find(|r| r.ends_with("-gb-test-base"))
+        .unwrap();
+    rewrite(&w.path("site.gapb"), &w.path("missing.gapb"), &key, |m| {
+        m["objects"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|o| o["name"] != base.as_str());
+    });
+    let root = w.path("t4");
+    let o = w.import("missing.gapb", &root.display().to_string(), &w.public());
+    assert_ne!(code(&o), 0);
+    assert!(
+        stderr(&o).contains(&base) && stderr(&o).contains("missing"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(valid_in(&root, &all).is_empty());
+}
