@@ -7,6 +7,7 @@
 //! - [`bundle`]: the file format, pure (no network, no processes, no async);
 //! - [`spec`]: the spec file and the lock file, pure;
 //! - [`resolve`]: inputs to blobs (registries, local layouts and archives);
+//! - [`k8s`]: Kubernetes manifests as data (documents, workload images, HelmChart), pure;
 //! - [`io`]: the local content-addressed cache and atomic files;
 //! - [`nixfmt`]: Nix's formats (nix32, narinfo, path signatures), pure;
 //! - [`commands`]: one orchestrator per subcommand; [`cli`]: the clap definitions.
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod commands;
 pub mod import;
 pub mod io;
+pub mod k8s;
 pub mod nixfmt;
 pub mod progress;
 pub mod resolve;

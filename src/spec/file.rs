@@ -255,6 +255,7 @@ pub fn parse(path: &Path, text: &str) -> Result<LoadedSpec, SpecError> {
             "name must be non-empty and contain no `/` (it names a folder on the target)",
         ));
     }
+    validate_kubernetes(path, &spec)?;
     let mut images = Vec::new();
     for (i, e) in spec.images.iter().enumerate() {
         let given = [&e.reference, &e.layout, &e.archive, &e.installable]
@@ -301,6 +302,74 @@ pub fn parse(path: &Path, text: &str) -> Result<LoadedSpec, SpecError> {
         spec,
         images,
     })
+}
+
+/// Checks `charts:`, `kustomize:` and `manifests:` entries for combinations that
+/// cannot work, before anything is fetched or rendered.
+fn validate_kubernetes(path: &Path, spec: &Spec) -> Result<(), SpecError> {
+    let bad = |m: String| Err(SpecError::new(path, m));
+    for (i, c) in spec.charts.iter().enumerate() {
+        let given = [&c.path, &c.repo, &c.oci]
+            .iter()
+            .filter(|x| x.is_some())
+            .count();
+        if given != 1 {
+            return bad(format!(
+                "charts[{i}]: give exactly one of `path` (local chart), `repo` (chart repository URL, with `name`) or `oci` (oci://host/repo/chart)"
+            ));
+        }
+        if c.repo.is_some() && c.name.as_deref().is_none_or(|n| n.trim().is_empty()) {
+            return bad(format!(
+                "charts[{i}]: a `repo` chart needs `name:` (the chart's name in the repository's index.yaml)"
+            ));
+        }
+        if c.repo.is_none() && c.name.is_some() {
+            return bad(format!(
+                "charts[{i}]: `name` is only for `repo` charts; a local or OCI chart's name comes from its Chart.yaml (use `release:` to name the release)"
+            ));
+        }
+        if let Some(o) = &c.oci {
+            if !o.starts_with("oci://") || o.len() <= "oci://".len() {
+                return bad(format!(
+                    "charts[{i}]: `oci: {o}` must look like oci://host/repo/chart (the version goes in `version:`)"
+                ));
+            }
+        }
+        if c.path.is_some() && c.version.is_some() {
+            return bad(format!(
+                "charts[{i}]: `version` is only for `repo` and `oci` charts; a local chart's version is in its Chart.yaml"
+            ));
+        }
+        if let Some(m) = &c.chart_mode {
+            if m != "manifests" && m != "helmchart" {
+                return bad(format!(
+                    "charts[{i}]: chartMode `{m}` is not one of `manifests` (rendered YAML) or `helmchart` (a K3s HelmChart resource)"
+                ));
+            }
+        }
+        if let Some(v) = &c.values {
+            if !(v.is_mapping() || v.is_null()) {
+                return bad(format!(
+                    "charts[{i}]: `values` must be a mapping, e.g. `values: {{replicaCount: 2}}`"
+                ));
+            }
+        }
+    }
+    for (i, k) in spec.kustomize.iter().enumerate() {
+        if k.path.trim().is_empty() {
+            return bad(format!(
+                "kustomize[{i}]: `path` is empty; give the overlay folder"
+            ));
+        }
+    }
+    for (i, m) in spec.manifests.iter().enumerate() {
+        if m.path.is_some() == m.installable.is_some() {
+            return bad(format!(
+                "manifests[{i}]: give exactly one of `path` (a file or glob) or `installable` (a flake output holding YAML)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Loads a spec file from disk.
@@ -378,6 +447,42 @@ images:
         assert!(e.to_string().starts_with("dir/bundle.yaml:2:10:"), "{e}");
         let e = p("name: [x\n").unwrap_err();
         assert!(e.location.starts_with(':'), "{e}");
+    }
+
+    #[test]
+    fn kubernetes_entries_are_checked() {
+        let head = "name: x\nversion: \"1\"\n";
+        for (body, want) in [
+            (
+                "charts:\n  - path: a\n    oci: oci://h/c\n",
+                "charts[0]: give exactly one",
+            ),
+            ("charts:\n  - repo: http://h/\n", "needs `name:`"),
+            ("charts:\n  - oci: h/c\n", "oci://host/repo/chart"),
+            (
+                "charts:\n  - path: a\n    name: b\n",
+                "`name` is only for `repo`",
+            ),
+            (
+                "charts:\n  - path: a\n    chartMode: helm\n",
+                "chartMode `helm`",
+            ),
+            (
+                "charts:\n  - path: a\n    values: [1]\n",
+                "must be a mapping",
+            ),
+            ("kustomize:\n  - path: ''\n", "kustomize[0]"),
+            ("manifests:\n  - {}\n", "manifests[0]: give exactly one"),
+        ] {
+            let e = p(&format!("{head}{body}")).unwrap_err();
+            assert!(e.message.contains(want), "{body}: {e}");
+        }
+        let ok = p(&format!(
+            "{head}discoverImages: false\ncharts:\n  - path: ./charts/app\n    chartMode: helmchart\n  - repo: http://h/\n    name: web\n    version: 0.1.0\n    values: {{a: 1}}\nkustomize:\n  - path: ./o\n    discoverImages: true\nmanifests:\n  - path: ./extra/*.yaml\n"
+        ))
+        .unwrap();
+        assert!(!ok.spec.discover_images);
+        assert_eq!(ok.spec.kustomize[0].discover_images, Some(true));
     }
 
     #[test]

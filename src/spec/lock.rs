@@ -39,9 +39,21 @@ pub struct Lock {
     /// Nix installables and store paths, keyed by the spec entry (owned by `resolve::nix`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub nix: BTreeMap<String, serde_json::Value>,
-    /// Pulled charts (version and digest), keyed by the spec entry (owned by the chart resolver).
+    /// Pulled charts (version and digest), keyed by the spec entry (owned by the chart
+    /// resolver, `resolve::k8s`): `repo:URL#NAME@VERSION` or `oci:REF@VERSION`, where
+    /// VERSION is the spec's version (constraint), or `*` when it gives none.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub charts: BTreeMap<String, serde_json::Value>,
+    pub charts: BTreeMap<String, LockedChart>,
+}
+
+/// One pulled chart, pinned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LockedChart {
+    /// The exact chart version pulled.
+    pub version: String,
+    /// sha256 of the chart archive (`.tgz`).
+    pub digest: Digest,
 }
 
 /// Why a lock file cannot be used.

@@ -6,5 +6,5 @@ pub mod lock;
 pub mod platform;
 
 pub use file::{load, parse, ImageRequest, ImageSource, LoadedSpec, SpecError};
-pub use lock::{Lock, LockedImage};
+pub use lock::{Lock, LockedChart, LockedImage};
 pub use platform::{Platform, Platforms};
