@@ -105,7 +105,7 @@ pub fn run(a: CreateArgs, out: &OutputArgs) -> Result<(), Failure> {
             update: a.update,
         };
         [
-            k8s::render(&loaded, &cas, &mut ctx, &progress)?,
+            k8s::render(&loaded, &cas, &mut ctx, &progress, &render_options(&a))?,
             nix::resolve(&loaded, &cas, &mut ctx, &progress, &keys)?,
         ]
     };
@@ -327,6 +327,12 @@ pub fn run(a: CreateArgs, out: &OutputArgs) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+fn render_options(a: &CreateArgs) -> k8s::RenderOptions {
+    k8s::RenderOptions {
+        insecure_hosts: a.insecure_registries.clone(),
+    }
 }
 
 fn registry_options(a: &CreateArgs) -> Result<RegistryOptions, Failure> {

@@ -75,6 +75,7 @@ pub fn run(a: InspectArgs, out: &OutputArgs) -> Result<(), Failure> {
                 "ref": o.name, "digest": o.digest.to_string(), "mediaType": o.media_type,
                 "platforms": o.meta.get("platforms").cloned().unwrap_or(json!([])),
                 "size": o.size,
+                "wantedBy": o.meta.get("wantedBy").cloned().unwrap_or(json!([])),
             })
         })
         .collect();
@@ -130,6 +131,17 @@ pub fn run(a: InspectArgs, out: &OutputArgs) -> Result<(), Failure> {
                 human_bytes(o.size),
                 platforms
             );
+            // Which rendered manifests asked for the image (`chart:web Deployment apps/web`).
+            for who in o
+                .meta
+                .get("wantedBy")
+                .and_then(|w| w.as_array())
+                .into_iter()
+                .flatten()
+                .filter_map(|x| x.as_str())
+            {
+                println!("    wanted by {who}");
+            }
         }
     }
     for o in m.objects.iter().filter(|o| o.kind != Kind::Image) {

@@ -1,33 +1,345 @@
 //! Helm charts, Kustomize overlays and plain manifests, rendered with the real tools.
 //!
-//! Not implemented yet (issue: Kubernetes). `render` refuses spec entries it cannot
-//! handle instead of silently leaving them out.
+//! `helm template` and `kubectl kustomize` are what a user would run, so they are
+//! run here too (through [`crate::io::process::Cmd`]) instead of being imitated.
+//! What happens to their output is pure and lives in [`crate::k8s`]: the stream is
+//! split into documents, each document becomes one `k8s-manifest` object whose
+//! root blob is its bytes as rendered, and the images that workloads run are handed
+//! back to `create` as [`WantedImage`]s, which bundles them like the spec's own images
+//! and records which manifests asked for them.
+//!
+//! Charts pulled from a repository or an OCI registry are checked against the
+//! repository's digest, stored as `chart` objects and pinned in the lock's `charts`
+//! section (see [`charts`]).
 
-use super::{Contribution, LockCtx};
+mod charts;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use fs_err as fs;
+use serde_json::json;
+
+use super::{Contribution, LockCtx, WantedImage};
+use crate::bundle::manifest::{BlobEntry, ContentInfo, Encoding, Kind, Object};
+use crate::bundle::Digest;
 use crate::commands::InputFailure;
 use crate::io::cas::Cas;
+use crate::io::process::Cmd;
+use crate::k8s::{self, names, Document};
 use crate::progress::Progress;
+use crate::spec::file::ManifestEntry;
 use crate::spec::LoadedSpec;
 
-/// Renders the spec's charts, overlays and manifests into blobs and objects.
+/// How to install Helm, for the error when it is missing.
+pub const HELM_HINT: &str =
+    "install Helm 3 (https://helm.sh/docs/intro/install/), or run scripts/install-test-deps";
+/// How to install kubectl, for the error when it is missing.
+pub const KUBECTL_HINT: &str =
+    "install kubectl 1.14 or newer, which has kustomize built in (https://kubernetes.io/docs/tasks/tools/)";
+
+/// What rendering needs from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct RenderOptions {
+    /// `--insecure-registry` hosts: OCI charts from them are pulled over plain HTTP.
+    pub insecure_hosts: Vec<String>,
+}
+
+/// The namespace Kubernetes uses for namespaced objects that name none.
+const DEFAULT_NAMESPACE: &str = "default";
+
+/// Renders the spec's charts, overlays and manifests into blobs and objects, and
+/// returns the images their workloads run.
 pub fn render(
     spec: &LoadedSpec,
-    _cas: &Cas,
-    _lock: &mut LockCtx<'_>,
-    _progress: &Progress,
+    cas: &Cas,
+    lock: &mut LockCtx<'_>,
+    progress: &Progress,
+    opts: &RenderOptions,
 ) -> anyhow::Result<Contribution> {
     let s = &spec.spec;
-    for (field, n) in [
-        ("charts", s.charts.len()),
-        ("kustomize", s.kustomize.len()),
-        ("manifests", s.manifests.len()),
-    ] {
-        if n > 0 {
+    let mut out = Collector::default();
+    if !(s.charts.is_empty() && s.kustomize.is_empty() && s.manifests.is_empty()) {
+        let tmp = tempfile::Builder::new()
+            .prefix("gapbundle-render-")
+            .tempdir()
+            .context("creating a temporary folder for rendering")?;
+        for (i, entry) in s.charts.iter().enumerate() {
+            let discover = entry.discover_images.unwrap_or(s.discover_images);
+            let dir = tmp.path().join(format!("chart-{i}"));
+            fs::create_dir_all(&dir)?;
+            charts::render_chart(
+                &charts::ChartJob {
+                    index: i,
+                    entry,
+                    spec,
+                    cas,
+                    progress,
+                    opts,
+                    tmp: &dir,
+                    discover,
+                },
+                lock,
+                &mut out,
+            )?;
+        }
+        for (i, entry) in s.kustomize.iter().enumerate() {
+            let discover = entry.discover_images.unwrap_or(s.discover_images);
+            let dir = spec.base.join(&entry.path);
+            let source = format!("kustomize:{}", names::tidy_path(&entry.path));
+            if !dir.is_dir() {
+                return Err(InputFailure(format!(
+                    "kustomize[{i}]: {} is not a directory; `path:` names an overlay folder with a kustomization.yaml, relative to {}",
+                    dir.display(),
+                    spec.base.display()
+                ))
+                .into());
+            }
+            progress.message(format!("rendering {source}"));
+            let yaml = Cmd::new("kubectl", KUBECTL_HINT)
+                .arg("kustomize")
+                .arg(&dir)
+                .output()
+                .map_err(|e| {
+                    InputFailure(format!(
+                        "kustomize[{i}] ({source}): kubectl could not build the overlay; fix it and run create again: {e}"
+                    ))
+                })?;
+            let docs = split(&source, &yaml, None)?;
+            out.add_rendered(cas, &source, docs, discover)?;
+        }
+        for (i, entry) in s.manifests.iter().enumerate() {
+            let discover = entry.discover_images.unwrap_or(s.discover_images);
+            for (source, path) in manifest_files(spec, i, entry)? {
+                let bytes = fs::read(&path)?;
+                let docs = split(&source, &bytes, None)?;
+                out.add_rendered(cas, &source, docs, discover)?;
+            }
+        }
+    }
+    charts::check_stale(lock)?;
+    Ok(out.finish())
+}
+
+/// Splits rendered YAML, turning a bad document into bad input (exit 4).
+fn split(source: &str, yaml: &[u8], namespace: Option<&str>) -> anyhow::Result<Vec<Document>> {
+    k8s::split_documents(source, yaml, Some(namespace.unwrap_or(DEFAULT_NAMESPACE)))
+        .map_err(|e| InputFailure(format!("{e}; fix the input and run create again")).into())
+}
+
+/// The files one `manifests:` entry names, each with its source name, sorted.
+fn manifest_files(
+    spec: &LoadedSpec,
+    i: usize,
+    entry: &ManifestEntry,
+) -> anyhow::Result<Vec<(String, PathBuf)>> {
+    if let Some(installable) = &entry.installable {
+        let built = crate::resolve::nix::build_manifests(spec, installable)?;
+        if built.is_dir() {
+            let files = k8s::glob::expand(&built, "**/*.yaml", &list_dir, &is_file)
+                .into_iter()
+                .chain(k8s::glob::expand(&built, "**/*.yml", &list_dir, &is_file))
+                .chain(k8s::glob::expand(&built, "**/*.json", &list_dir, &is_file));
+            let mut v: Vec<_> = files
+                .map(|p| {
+                    let rel = p.strip_prefix(&built).unwrap_or(&p).display().to_string();
+                    (format!("manifests:{installable}/{rel}"), p)
+                })
+                .collect();
+            v.sort();
+            if v.is_empty() {
+                return Err(InputFailure(format!(
+                    "manifests[{i}]: `{installable}` built {}, which holds no .yaml, .yml or .json file",
+                    built.display()
+                ))
+                .into());
+            }
+            return Ok(v);
+        }
+        return Ok(vec![(format!("manifests:{installable}"), built)]);
+    }
+    let Some(pattern) = &entry.path else {
+        return Err(InputFailure(format!("manifests[{i}]: give `path:` or `installable:`")).into());
+    };
+    let found = k8s::glob::expand(&spec.base, pattern, &list_dir, &is_file);
+    if found.is_empty() {
+        return Err(InputFailure(format!(
+            "manifests[{i}]: `{pattern}` matches no file under {}; paths are relative to the spec's folder",
+            spec.base.display()
+        ))
+        .into());
+    }
+    Ok(found
+        .into_iter()
+        .map(|p| {
+            let rel = p.strip_prefix(&spec.base).unwrap_or(&p);
+            (
+                format!("manifests:{}", names::tidy_path(&rel.to_string_lossy())),
+                p,
+            )
+        })
+        .collect())
+}
+
+fn list_dir(dir: &Path) -> Vec<k8s::glob::Entry> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    rd.filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let is_dir = std::fs::metadata(e.path()).ok()?.is_dir();
+            Some((name, is_dir))
+        })
+        .collect()
+}
+
+fn is_file(p: &Path) -> bool {
+    std::fs::metadata(p).is_ok_and(|m| m.is_file())
+}
+
+/// A document to store, with the images it uses.
+struct Stored {
+    doc: Document,
+    images: Vec<String>,
+}
+
+/// Everything rendering adds, gathered in spec order.
+#[derive(Default)]
+struct Collector {
+    blobs: Vec<(BlobEntry, u32)>,
+    objects: Vec<Object>,
+    /// file name on the target -> the source writing it
+    files: BTreeMap<String, String>,
+    wanted: Vec<WantedImage>,
+}
+
+impl Collector {
+    /// Records the images of `doc` as wanted by it.
+    fn want(&mut self, source: &str, doc: &Document, images: &[String]) {
+        let who = names::wanted_by(source, doc);
+        for image in images {
+            match self.wanted.iter_mut().find(|w| w.reference == *image) {
+                Some(w) => {
+                    if !w.wanted_by.contains(&who) {
+                        w.wanted_by.push(who.clone());
+                    }
+                }
+                None => self.wanted.push(WantedImage {
+                    reference: image.clone(),
+                    wanted_by: vec![who.clone()],
+                }),
+            }
+        }
+    }
+
+    /// Stores rendered documents of `source` as they are, and (if `discover`) asks
+    /// for the images they use.
+    fn add_rendered(
+        &mut self,
+        cas: &Cas,
+        source: &str,
+        docs: Vec<Document>,
+        discover: bool,
+    ) -> anyhow::Result<()> {
+        let stored: Vec<Stored> = docs
+            .into_iter()
+            .map(|doc| {
+                let images = k8s::workload_images(&doc.value);
+                if discover {
+                    self.want(source, &doc, &images);
+                }
+                Stored { doc, images }
+            })
+            .collect();
+        self.store(cas, source, stored)
+    }
+
+    /// Stores documents as one file's worth of `k8s-manifest` objects.
+    fn store(&mut self, cas: &Cas, source: &str, docs: Vec<Stored>) -> anyhow::Result<()> {
+        let file = names::file_name(source);
+        if let Some(other) = self.files.get(&file) {
             return Err(InputFailure(format!(
-                "`{field}:` entries are not supported by this version of gapbundle yet; remove them or upgrade"
+                "`{other}` and `{source}` would both be written to {file} on the target; give one of them another release name or path"
             ))
             .into());
         }
+        self.files.insert(file.clone(), source.to_string());
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        for (order, Stored { doc, images }) in docs.into_iter().enumerate() {
+            let mut name = names::object_name(source, &doc);
+            let n = seen.entry(name.clone()).or_insert(0);
+            *n += 1;
+            if *n > 1 {
+                name = format!("{name}#{n}");
+            }
+            let (blob, size) = store_document(cas, &doc.bytes)?;
+            let digest = blob.digest;
+            self.blobs.push((blob, k8s::RANK_MANIFEST));
+            let mut meta = BTreeMap::new();
+            meta.insert("source".into(), json!(source));
+            meta.insert("file".into(), json!(file));
+            meta.insert("order".into(), json!(order));
+            meta.insert("apiVersion".into(), json!(doc.api_version));
+            meta.insert("kind".into(), json!(doc.kind));
+            if let Some(ns) = &doc.namespace {
+                meta.insert("namespace".into(), json!(ns));
+            }
+            meta.insert("name".into(), json!(doc.name));
+            meta.insert("images".into(), json!(images));
+            self.objects.push(Object {
+                kind: Kind::K8sManifest,
+                name,
+                digest,
+                media_type: k8s::MANIFEST_MEDIA_TYPE.into(),
+                size,
+                blobs: vec![digest],
+                meta,
+            });
+        }
+        Ok(())
     }
-    Ok(Contribution::default())
+
+    fn finish(self) -> Contribution {
+        Contribution {
+            blobs: self.blobs,
+            objects: self.objects,
+            images: self.wanted,
+        }
+    }
+}
+
+/// Puts a document into the cache, zstd-compressed when it is large.
+fn store_document(cas: &Cas, bytes: &[u8]) -> anyhow::Result<(BlobEntry, u64)> {
+    if bytes.len() < k8s::COMPRESS_THRESHOLD {
+        let d = cas.put_bytes(bytes)?;
+        return Ok((
+            BlobEntry {
+                digest: d,
+                size: bytes.len() as u64,
+                media_type: k8s::MANIFEST_MEDIA_TYPE.into(),
+                offset: None,
+                encoding: None,
+                content: None,
+            },
+            bytes.len() as u64,
+        ));
+    }
+    let z = zstd::bulk::compress(bytes, 19).context("compressing a large manifest")?;
+    let d = cas.put_bytes(&z)?;
+    Ok((
+        BlobEntry {
+            digest: d,
+            size: z.len() as u64,
+            media_type: k8s::MANIFEST_MEDIA_TYPE.into(),
+            offset: None,
+            encoding: Some(Encoding::Zstd),
+            content: Some(ContentInfo {
+                digest: Digest::of(bytes),
+                size: bytes.len() as u64,
+            }),
+        },
+        z.len() as u64,
+    ))
 }

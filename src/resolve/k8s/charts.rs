@@ -1,0 +1,515 @@
+//! Charts: finding them (local, chart repository, OCI registry), pinning pulled ones
+//! in the lock, and rendering them with `helm template`.
+//!
+//! A chart repository is read with Helm itself, in a throw-away Helm home
+//! (`HELM_CONFIG_HOME`, `HELM_CACHE_HOME`, `HELM_DATA_HOME` in a temporary folder) so
+//! that the user's own repository list is neither used nor changed: `helm repo add`
+//! fetches `index.yaml`, `helm pull` the archive, and the archive's sha256 is then
+//! compared with the `digest` the index gives for that version. OCI charts are
+//! content-addressed already and checked by Helm as it pulls them. Either way the
+//! archive goes into the cache and the lock records its version and digest; a later
+//! create with the archive cached uses it without any network request.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use fs_err as fs;
+use serde_json::json;
+use serde_yaml_ng::Value;
+
+use super::{split, Collector, RenderOptions, Stored, HELM_HINT};
+use crate::bundle::manifest::{BlobEntry, Kind, Object};
+use crate::bundle::Digest;
+use crate::commands::{InputFailure, RegistryFailure};
+use crate::io::cas::Cas;
+use crate::io::process::{Cmd, ProcessError};
+use crate::k8s::{self, helmchart};
+use crate::progress::Progress;
+use crate::resolve::auth::normalize_host;
+use crate::resolve::LockCtx;
+use crate::spec::file::ChartEntry;
+use crate::spec::{LoadedSpec, LockedChart};
+
+/// One chart entry to render.
+pub(super) struct ChartJob<'a> {
+    pub index: usize,
+    pub entry: &'a ChartEntry,
+    pub spec: &'a LoadedSpec,
+    pub cas: &'a Cas,
+    pub progress: &'a Progress,
+    pub opts: &'a RenderOptions,
+    /// A private temporary folder for this entry.
+    pub tmp: &'a Path,
+    pub discover: bool,
+}
+
+/// A chart pulled from a repository or registry.
+struct Pulled {
+    /// The lock key.
+    key: String,
+    /// The chart's name in the bundle (`http://repo/web:0.1.0`, `oci://host/charts/web:0.1.0`).
+    object_name: String,
+    version: String,
+    digest: Digest,
+    size: u64,
+}
+
+/// What `helm show chart` says.
+struct ChartInfo {
+    name: String,
+    version: String,
+}
+
+fn helm() -> Cmd {
+    Cmd::new("helm", HELM_HINT)
+}
+
+/// Renders one `charts:` entry into the collector.
+pub(super) fn render_chart(
+    job: &ChartJob<'_>,
+    lock: &mut LockCtx<'_>,
+    out: &mut Collector,
+) -> anyhow::Result<()> {
+    let i = job.index;
+    let e = job.entry;
+    let (chart_path, pulled) = locate(job, lock)?;
+    let info = show_chart(&chart_path).map_err(|err| {
+        InputFailure(format!(
+            "charts[{i}]: {} is not a usable chart; fix it and run create again: {err}",
+            chart_path.display()
+        ))
+    })?;
+    let release = e.release.clone().unwrap_or_else(|| info.name.clone());
+    let source = format!("chart:{release}");
+    job.progress.message(format!(
+        "rendering {source} ({} {})",
+        info.name, info.version
+    ));
+
+    let mut values_args = Vec::new();
+    let mut merged = Value::Null;
+    for f in &e.values_files {
+        let p = job.spec.base.join(f);
+        let text = fs::read_to_string(&p).map_err(|err| {
+            InputFailure(format!(
+                "charts[{i}] ({source}): cannot read values file {}: {err}",
+                p.display()
+            ))
+        })?;
+        let v: Value = serde_yaml_ng::from_str(&text).map_err(|err| {
+            InputFailure(format!(
+                "charts[{i}] ({source}): values file {} is not YAML: {err}",
+                p.display()
+            ))
+        })?;
+        helmchart::merge_values(&mut merged, &v);
+        values_args.push(p);
+    }
+    if let Some(v) = &e.values {
+        let p = job.tmp.join("inline-values.yaml");
+        fs::write(&p, serde_yaml_ng::to_string(v)?)?;
+        helmchart::merge_values(&mut merged, v);
+        values_args.push(p);
+    }
+
+    let mut cmd = helm()
+        .arg("template")
+        .arg(&release)
+        .arg(&chart_path)
+        .args(["--include-crds", "--skip-tests"]);
+    if let Some(ns) = &e.namespace {
+        cmd = cmd.args(["--namespace", ns]);
+    }
+    for p in &values_args {
+        cmd = cmd.arg("-f").arg(p);
+    }
+    let rendered = cmd.output().map_err(|err| {
+        InputFailure(format!(
+            "charts[{i}] ({source}): helm could not render the chart; fix the chart or its values and run create again: {err}"
+        ))
+    })?;
+    let docs = split(&source, &rendered, e.namespace.as_deref())?;
+
+    if let Some(p) = &pulled {
+        let mut meta = std::collections::BTreeMap::new();
+        meta.insert("chart".into(), json!(info.name));
+        meta.insert("version".into(), json!(p.version));
+        meta.insert("digest".into(), json!(p.digest.to_string()));
+        meta.insert("source".into(), json!(p.key));
+        out.blobs.push((
+            BlobEntry {
+                digest: p.digest,
+                size: p.size,
+                media_type: k8s::CHART_MEDIA_TYPE.into(),
+                offset: None,
+                encoding: None,
+                content: None,
+            },
+            k8s::RANK_CHART,
+        ));
+        out.objects.push(Object {
+            kind: Kind::Chart,
+            name: p.object_name.clone(),
+            digest: p.digest,
+            media_type: k8s::CHART_MEDIA_TYPE.into(),
+            size: p.size,
+            blobs: vec![p.digest],
+            meta,
+        });
+    }
+
+    match e.chart_mode.as_deref().unwrap_or("manifests") {
+        "manifests" => out.add_rendered(job.cas, &source, docs, job.discover),
+        "helmchart" => {
+            let mut images = Vec::new();
+            for d in &docs {
+                let found = k8s::workload_images(&d.value);
+                if job.discover {
+                    out.want(&source, d, &found);
+                }
+                for f in found {
+                    if !images.contains(&f) {
+                        images.push(f);
+                    }
+                }
+            }
+            let tgz = chart_archive(job, &chart_path, pulled.as_ref())?;
+            let values = helmchart::values_yaml(&merged)?;
+            let bytes =
+                helmchart::helmchart_document(&release, e.namespace.as_deref(), &tgz, &values)?;
+            let mut doc = k8s::split_documents(&source, &bytes, None)?;
+            let doc = doc.pop().context("a HelmChart document")?;
+            out.store(job.cas, &source, vec![Stored { doc, images }])
+        }
+        other => Err(InputFailure(format!(
+            "charts[{i}]: chartMode `{other}` is not one of `manifests`, `helmchart`"
+        ))
+        .into()),
+    }
+}
+
+/// `helm show chart`: the chart's name and version.
+fn show_chart(chart: &Path) -> anyhow::Result<ChartInfo> {
+    let yaml = helm().args(["show", "chart"]).arg(chart).output()?;
+    let v: Value = serde_yaml_ng::from_slice(&yaml).context("`helm show chart` printed no YAML")?;
+    let field = |f: &str| {
+        v.get(f)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .with_context(|| format!("Chart.yaml has no `{f}`"))
+    };
+    Ok(ChartInfo {
+        name: field("name")?,
+        version: field("version")?,
+    })
+}
+
+/// The chart archive a `HelmChart` resource carries: the pulled or given `.tgz` as it
+/// is, or a local chart folder packaged by Helm and made reproducible.
+fn chart_archive(
+    job: &ChartJob<'_>,
+    chart: &Path,
+    pulled: Option<&Pulled>,
+) -> anyhow::Result<Vec<u8>> {
+    if pulled.is_some() || chart.is_file() {
+        return Ok(fs::read(chart)?);
+    }
+    let i = job.index;
+    let dest = job.tmp.join("package");
+    fs::create_dir_all(&dest)?;
+    helm()
+        .arg("package")
+        .arg(chart)
+        .arg("-d")
+        .arg(&dest)
+        .output()
+        .map_err(|err| {
+            InputFailure(format!(
+                "charts[{i}]: helm could not package {}; fix the chart and run create again: {err}",
+                chart.display()
+            ))
+        })?;
+    let tgz = single_tgz(&dest)?;
+    let tar = Cmd::new("gzip", "install gzip (Debian: apt-get install gzip)")
+        .arg("-dc")
+        .arg(&tgz)
+        .output()?;
+    k8s::archive::normalize_chart_tar(&tar).with_context(|| format!("repacking {}", tgz.display()))
+}
+
+fn single_tgz(dir: &Path) -> anyhow::Result<PathBuf> {
+    let mut found: Vec<PathBuf> = fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "tgz"))
+        .collect();
+    found.sort();
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        n => anyhow::bail!("expected one chart archive in {}, found {n}", dir.display()),
+    }
+}
+
+/// Finds the chart of an entry: a local path, or a pulled (and pinned) archive.
+fn locate(job: &ChartJob<'_>, lock: &mut LockCtx<'_>) -> anyhow::Result<(PathBuf, Option<Pulled>)> {
+    let i = job.index;
+    let e = job.entry;
+    if let Some(path) = &e.path {
+        let p = job.spec.base.join(path);
+        if !p.exists() {
+            return Err(InputFailure(format!(
+                "charts[{i}]: {} does not exist; `path:` names a chart folder or .tgz relative to {}",
+                p.display(),
+                job.spec.base.display()
+            ))
+            .into());
+        }
+        return Ok((p, None));
+    }
+    let requested = e
+        .version
+        .as_deref()
+        .map(str::trim)
+        .filter(|v| !v.is_empty());
+    let (key, what) = match (&e.repo, &e.oci, &e.name) {
+        (Some(url), None, Some(name)) => (
+            format!("repo:{url}#{name}@{}", requested.unwrap_or("*")),
+            Source::Repo { url, name },
+        ),
+        (None, Some(reference), _) => (
+            format!("oci:{reference}@{}", requested.unwrap_or("*")),
+            Source::Oci { reference },
+        ),
+        _ => {
+            return Err(InputFailure(format!(
+                "charts[{i}]: give `path:`, `repo:` with `name:`, or `oci:`"
+            ))
+            .into())
+        }
+    };
+    let pinned = if lock.update {
+        None
+    } else {
+        lock.old.charts.get(&key).cloned()
+    };
+    if lock.locked && pinned.is_none() {
+        return Err(InputFailure(format!(
+            "--locked: charts[{i}] ({key}) is not in the lock file; run create without --locked to add it"
+        ))
+        .into());
+    }
+    let object_name = |version: &str| match &what {
+        Source::Repo { url, name } => format!("{}/{name}:{version}", url.trim_end_matches('/')),
+        Source::Oci { reference } => format!("{reference}:{version}"),
+    };
+    // A pinned archive already in the cache needs no network at all.
+    if let Some(p) = &pinned {
+        if job.cas.contains(&p.digest, None) {
+            let path = job.cas.path(&p.digest);
+            let size = fs::metadata(&path)?.len();
+            lock.new.charts.insert(key.clone(), p.clone());
+            return Ok((
+                path,
+                Some(Pulled {
+                    object_name: object_name(&p.version),
+                    key,
+                    version: p.version.clone(),
+                    digest: p.digest,
+                    size,
+                }),
+            ));
+        }
+    }
+    let version = pinned.as_ref().map(|p| p.version.as_str()).or(requested);
+    let dest = job.tmp.join("pull");
+    fs::create_dir_all(&dest)?;
+    job.progress.message(format!("pulling chart {key}"));
+    let tgz = match &what {
+        Source::Repo { url, name } => pull_repo(job, url, name, version, &dest)?,
+        Source::Oci { reference } => pull_oci(job, reference, version, &dest)?,
+    };
+    let info = show_chart(&tgz).map_err(|err| {
+        RegistryFailure(format!(
+            "charts[{i}]: {key} gave an archive that is not a chart: {err:#}"
+        ))
+    })?;
+    let (digest, size) = job
+        .cas
+        .import_reader(fs::File::open(&tgz)?, None)
+        .context("storing the chart archive in the cache")?;
+    if let Source::Repo { url, name } = &what {
+        if let Some(want) = repo_index_digest(job.tmp, name, &info.version)? {
+            if want != digest {
+                return Err(RegistryFailure(format!(
+                    "charts[{i}]: {url} served {name} {} as {digest}, but its index.yaml says {want}; the repository is inconsistent or the download was altered",
+                    info.version
+                ))
+                .into());
+            }
+        }
+    }
+    if let Some(p) = &pinned {
+        if p.digest != digest || p.version != info.version {
+            if lock.locked {
+                return Err(InputFailure(format!(
+                    "--locked: {key} is now {} {digest} but the lock pins {} {}; run create without --locked to update the lock",
+                    info.version, p.version, p.digest
+                ))
+                .into());
+            }
+            job.progress.message(format!(
+                "{key}: changed from {} {} to {} {digest}",
+                p.version, p.digest, info.version
+            ));
+        }
+    }
+    lock.new.charts.insert(
+        key.clone(),
+        LockedChart {
+            version: info.version.clone(),
+            digest,
+        },
+    );
+    Ok((
+        job.cas.path(&digest),
+        Some(Pulled {
+            object_name: object_name(&info.version),
+            key,
+            version: info.version,
+            digest,
+            size,
+        }),
+    ))
+}
+
+enum Source<'a> {
+    Repo { url: &'a str, name: &'a str },
+    Oci { reference: &'a str },
+}
+
+/// Environment for Helm commands that must not touch the user's Helm home.
+fn isolated_helm(tmp: &Path) -> Cmd {
+    let home = tmp.join("helm-home");
+    helm()
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"))
+}
+
+const REPO_NAME: &str = "gapbundle";
+
+fn pull_failure(i: usize, what: &str, e: ProcessError) -> anyhow::Error {
+    RegistryFailure(format!(
+        "charts[{i}]: cannot pull {what}; check the URL, name and version, and that the repository is reachable: {e}"
+    ))
+    .into()
+}
+
+fn pull_repo(
+    job: &ChartJob<'_>,
+    url: &str,
+    name: &str,
+    version: Option<&str>,
+    dest: &Path,
+) -> anyhow::Result<PathBuf> {
+    let i = job.index;
+    let what = format!("chart {name} {} from {url}", version.unwrap_or("(latest)"));
+    isolated_helm(job.tmp)
+        .args(["repo", "add", REPO_NAME, url])
+        .output()
+        .map_err(|e| pull_failure(i, &what, e))?;
+    let mut cmd = isolated_helm(job.tmp)
+        .arg("pull")
+        .arg(format!("{REPO_NAME}/{name}"))
+        .arg("-d")
+        .arg(dest);
+    if let Some(v) = version {
+        cmd = cmd.args(["--version", v]);
+    }
+    cmd.output().map_err(|e| pull_failure(i, &what, e))?;
+    single_tgz(dest)
+}
+
+/// The digest `index.yaml` gives for `name` at `version`, if it gives one.
+fn repo_index_digest(tmp: &Path, name: &str, version: &str) -> anyhow::Result<Option<Digest>> {
+    let path = tmp
+        .join("helm-home/cache/repository")
+        .join(format!("{REPO_NAME}-index.yaml"));
+    let text = fs::read_to_string(&path)?;
+    let index: Value = serde_yaml_ng::from_str(&text)
+        .with_context(|| format!("{} is not YAML", path.display()))?;
+    let entry = index
+        .get("entries")
+        .and_then(|e| e.get(name))
+        .and_then(Value::as_sequence)
+        .and_then(|versions| {
+            versions
+                .iter()
+                .find(|v| v.get("version").and_then(Value::as_str) == Some(version))
+        });
+    let Some(digest) = entry
+        .and_then(|e| e.get("digest"))
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+    else {
+        return Ok(None);
+    };
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    Digest::from_hex(hex).map(Some).map_err(|e| {
+        RegistryFailure(format!(
+            "index.yaml gives {name} {version} the digest `{digest}`, which is not a sha256: {e}"
+        ))
+        .into()
+    })
+}
+
+fn pull_oci(
+    job: &ChartJob<'_>,
+    reference: &str,
+    version: Option<&str>,
+    dest: &Path,
+) -> anyhow::Result<PathBuf> {
+    let i = job.index;
+    let host = reference.strip_prefix("oci://").unwrap_or(reference);
+    let host = normalize_host(host.split('/').next().unwrap_or_default());
+    let insecure = job
+        .opts
+        .insecure_hosts
+        .iter()
+        .any(|h| normalize_host(h) == host);
+    // No isolated Helm home here: OCI pulls add no repository, and the user's
+    // `helm registry login` credentials should apply.
+    let mut cmd = helm().arg("pull").arg(reference).arg("-d").arg(dest);
+    if let Some(v) = version {
+        cmd = cmd.args(["--version", v]);
+    }
+    if insecure {
+        cmd = cmd.arg("--plain-http");
+    }
+    let what = format!("chart {reference} {}", version.unwrap_or("(latest)"));
+    cmd.output().map_err(|e| pull_failure(i, &what, e))?;
+    single_tgz(dest)
+}
+
+/// With `--locked`, a chart the lock pins that the spec no longer has is an error.
+pub(super) fn check_stale(lock: &LockCtx<'_>) -> anyhow::Result<()> {
+    if !lock.locked {
+        return Ok(());
+    }
+    let stale: Vec<&str> = lock
+        .old
+        .charts
+        .keys()
+        .filter(|k| !lock.new.charts.contains_key(*k))
+        .map(String::as_str)
+        .collect();
+    if stale.is_empty() {
+        return Ok(());
+    }
+    Err(InputFailure(format!(
+        "--locked: the lock pins charts the spec no longer has ({}); run create without --locked to update it",
+        stale.join(", ")
+    ))
+    .into())
+}

@@ -1,0 +1,841 @@
+//! End-to-end tests of rendering Helm charts, Kustomize overlays and plain manifests
+//! into a bundle, with the real `helm` (3.17), `kubectl kustomize` and the CNCF
+//! distribution registry. Charts come from a real chart repository layout
+//! (`helm package` + `helm repo index`, served over HTTP from 127.0.0.1 by a tiny
+//! std server in this file), from the registry as OCI artifacts (`helm push`), and
+//! from local folders. Every image the workloads run is one the test pushed.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use gapbundle::bundle::manifest::{Kind, Manifest, Object};
+use gapbundle::bundle::reader::read_head;
+use serde_json::Value;
+use support::*;
+use tempfile::TempDir;
+
+// ---------------------------------------------------------------------------
+// A chart repository: files served over HTTP/1.1 from a folder.
+// ---------------------------------------------------------------------------
+
+/// A static file server on 127.0.0.1 (a chart repository is nothing more than
+/// `index.yaml` and the archives it names). Counts the requests it answers.
+struct FileServer {
+    url: String,
+    hits: Arc<AtomicUsize>,
+}
+
+impl FileServer {
+    fn serve(dir: PathBuf) -> FileServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let dir = dir.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(&stream);
+                    let mut request_line = String::new();
+                    if reader.read_line(&mut request_line).is_err() {
+                        return;
+                    }
+                    loop {
+                        let mut line = String::new();
+                        match reader.read_line(&mut line) {
+                            Ok(0) | Err(_) => break,
+                            Ok(_) if line == "\r\n" || line == "\n" => break,
+                            _ => {}
+                        }
+                    }
+                    let path = request_line.split_whitespace().nth(1).unwrap_or("/");
+                    let path = path.split('?').next().unwrap_or("").trim_start_matches('/');
+                    let body = if path.split('/').any(|c| c == "..") {
+                        None
+                    } else {
+                        fs::read(dir.join(path)).ok()
+                    };
+                    let mut w = &stream;
+                    let _ = match body {
+                        Some(b) => w
+                            .write_all(
+                                format!(
+                                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                                    b.len()
+                                )
+                                .as_bytes(),
+                            )
+                            .and_then(|_| w.write_all(&b)),
+                        None => w.write_all(
+                            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        ),
+                    };
+                });
+            }
+        });
+        FileServer { url, hits }
+    }
+    fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Charts, written by hand so that each test knows exactly what they render.
+// ---------------------------------------------------------------------------
+
+const DEPLOYMENT: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ .Release.Name }}
+  namespace: {{ .Release.Namespace }}
+spec:
+  replicas: {{ .Values.replicaCount }}
+  selector:
+    matchLabels: {app: {{ .Release.Name }}}
+  template:
+    metadata:
+      labels: {app: {{ .Release.Name }}}
+    spec:
+      {{- with .Values.initImage }}
+      initContainers:
+        - name: init
+          image: {{ . | quote }}
+      {{- end }}
+      containers:
+        - name: main
+          image: {{ .Values.image | quote }}
+"#;
+
+const SERVICE: &str = r#"apiVersion: v1
+kind: Service
+metadata:
+  name: {{ .Release.Name }}
+spec:
+  selector: {app: {{ .Release.Name }}}
+  ports: [{port: 80}]
+"#;
+
+/// A chart folder `dir/name` with a Deployment and a Service.
+fn write_chart(dir: &Path, name: &str, version: &str, values: &str) -> PathBuf {
+    let c = dir.join(name);
+    fs::create_dir_all(c.join("templates")).unwrap();
+    fs::write(
+        c.join("Chart.yaml"),
+        format!("apiVersion: v2\nname: {name}\nversion: {version}\n"),
+    )
+    .unwrap();
+    fs::write(c.join("values.yaml"), format!("replicaCount: 1\n{values}")).unwrap();
+    fs::write(c.join("templates/deployment.yaml"), DEPLOYMENT).unwrap();
+    fs::write(c.join("templates/service.yaml"), SERVICE).unwrap();
+    // A disabled template renders an empty document, which must be dropped.
+    fs::write(
+        c.join("templates/disabled.yaml"),
+        "{{- if .Values.never }}\nkind: Secret\n{{- end }}\n",
+    )
+    .unwrap();
+    c
+}
+
+/// `helm package` into `dest`; returns the archive.
+fn package(chart: &Path, dest: &Path) -> PathBuf {
+    run(tool("helm").arg("package").arg(chart).arg("-d").arg(dest));
+    let name = fs::read_to_string(chart.join("Chart.yaml")).unwrap();
+    let field = |f: &str| {
+        name.lines()
+            .find_map(|l| l.strip_prefix(&format!("{f}: ")))
+            .unwrap()
+            .to_string()
+    };
+    dest.join(format!("{}-{}.tgz", field("name"), field("version")))
+}
+
+fn sha256_file(p: &Path) -> String {
+    sha256_digest(&fs::read(p).unwrap())
+}
+
+// ---------------------------------------------------------------------------
+// The work folder.
+// ---------------------------------------------------------------------------
+
+struct Work {
+    dir: TempDir,
+}
+
+impl Work {
+    fn new() -> Self {
+        require_tool("helm");
+        require_tool("kubectl");
+        let w = Work {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        run(gapbundle()
+            .args(["key", "generate", "--name", "k8s-test", "--dir"])
+            .arg(w.path("keys")));
+        w
+    }
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+    fn write(&self, p: &str, text: &str) {
+        let p = self.path(p);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, text).unwrap();
+    }
+    fn create(&self, reg: Option<&str>, out: &str, cache: &str, extra: &[&str]) -> Output {
+        let mut c = gapbundle();
+        c.arg("create")
+            .arg("-f")
+            .arg(self.path("bundle.yaml"))
+            .arg("-o")
+            .arg(self.path(out))
+            .arg("--key")
+            .arg(self.path("keys/k8s-test.sec"))
+            .arg("--cache")
+            .arg(self.path(cache))
+            .args(["--retries", "1"])
+            .args(extra);
+        if let Some(r) = reg {
+            c.args(["--insecure-registry", r]);
+        }
+        c.stdin(Stdio::null()).output().unwrap()
+    }
+    fn inspect(&self, bundle: &str) -> Value {
+        let o = run(gapbundle()
+            .args(["--json", "inspect"])
+            .arg(self.path(bundle)));
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+    fn manifest(&self, bundle: &str) -> Manifest {
+        let mut f = BufReader::new(fs::File::open(self.path(bundle)).unwrap());
+        read_head(&mut f).unwrap().manifest
+    }
+    fn verify(&self, bundle: &str) {
+        run(gapbundle()
+            .arg("verify")
+            .arg(self.path(bundle))
+            .arg("--trust")
+            .arg(self.path("keys/k8s-test.pub")));
+    }
+}
+
+fn ok(o: Output) -> Output {
+    assert!(
+        o.status.success(),
+        "create failed ({}):\n{}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+fn fails(o: &Output, code: i32) -> String {
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(code), "stderr:\n{err}");
+    err
+}
+
+fn manifests(m: &Manifest) -> BTreeMap<String, &Object> {
+    m.objects
+        .iter()
+        .filter(|o| o.kind == Kind::K8sManifest)
+        .map(|o| (o.name.clone(), o))
+        .collect()
+}
+
+/// The blob of `digest`, read from the extracted bundle.
+fn blob(x: &Path, digest: &str) -> Vec<u8> {
+    fs::read(
+        x.join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:")),
+    )
+    .unwrap()
+}
+
+fn wanted_by(inspect: &Value, reference: &str) -> Vec<String> {
+    let img = inspect["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["ref"] == reference)
+        .unwrap_or_else(|| panic!("{reference} is not in the bundle: {inspect:#}"));
+    img["wantedBy"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap().to_string())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+#[test]
+fn charts_overlays_and_manifests_bring_every_image() {
+    let reg = Registry::start();
+    let fx = push_fixture_images(&reg, None);
+    let app = fx.app.reference.clone();
+    let tool_ref = fx.tool.reference.clone();
+    let multi = fx.multi.reference.clone();
+    let w = Work::new();
+
+    // A chart repository on 127.0.0.1: web 0.1.0 runs team/app:1.2.
+    let repo_dir = w.path("repo");
+    fs::create_dir_all(&repo_dir).unwrap();
+    let server = FileServer::serve(repo_dir.clone());
+    let web = write_chart(&w.path("src"), "web", "0.1.0", &format!("image: {app}\n"));
+    let web_tgz = package(&web, &repo_dir);
+    run(tool("helm")
+        .args(["repo", "index"])
+        .arg(&repo_dir)
+        .args(["--url", &server.url]));
+
+    // An OCI chart in the registry: api 0.2.0 runs team/tool:0.3.
+    let api = write_chart(
+        &w.path("src"),
+        "api",
+        "0.2.0",
+        &format!("image: {tool_ref}\n"),
+    );
+    let api_tgz = package(&api, &w.path("pkg"));
+    run(tool("helm")
+        .arg("push")
+        .arg(&api_tgz)
+        .arg(format!("oci://{}/charts", reg.addr))
+        .arg("--plain-http"));
+
+    // A local chart whose Deployment has an initContainer.
+    write_chart(
+        &w.path("charts"),
+        "jobs",
+        "1.0.0",
+        &format!("image: {app}\ninitImage: {tool_ref}\n"),
+    );
+
+    // A kustomize overlay that moves team/multi from tag 0.9 to 1.0.
+    let multi_repo = multi.rsplit_once(':').unwrap().0.to_string();
+    w.write(
+        "deploy/base/kustomization.yaml",
+        "resources: [deployment.yaml]\n",
+    );
+    w.write(
+        "deploy/base/deployment.yaml",
+        &format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: edge\nspec:\n  selector: {{matchLabels: {{app: edge}}}}\n  template:\n    metadata: {{labels: {{app: edge}}}}\n    spec:\n      containers:\n        - name: edge\n          image: {multi_repo}:0.9\n"
+        ),
+    );
+    w.write(
+        "deploy/overlays/edge/kustomization.yaml",
+        &format!(
+            "resources: [../../base]\nnamespace: edge\nimages:\n  - name: {multi_repo}\n    newTag: \"1.0\"\n"
+        ),
+    );
+
+    // Plain manifests by glob; c.txt does not match.
+    w.write(
+        "extra/a.yaml",
+        &format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: settings}}\ndata: {{a: b}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: probe, namespace: ops}}\nspec:\n  containers: [{{name: p, image: \"{app}\"}}]\n"
+        ),
+    );
+    w.write(
+        "extra/b.yaml",
+        &format!(
+            "apiVersion: batch/v1\nkind: CronJob\nmetadata: {{name: nightly}}\nspec:\n  schedule: \"0 3 * * *\"\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: Never\n          containers: [{{name: n, image: \"{tool_ref}\"}}]\n"
+        ),
+    );
+    w.write("extra/c.txt", "not yaml: [\n");
+    w.write("values/edge.yaml", "replicaCount: 3\n");
+
+    w.write(
+        "bundle.yaml",
+        &format!(
+            r#"name: k8s-site
+version: "1.0"
+platforms: [linux/amd64]
+charts:
+  - repo: {repo}
+    name: web
+    version: 0.1.0
+    namespace: apps
+    valuesFiles: [./values/edge.yaml]
+    values: {{replicaCount: 2}}
+  - oci: oci://{reg}/charts/api
+    version: 0.2.0
+    release: backend
+    namespace: apps
+  - path: ./charts/jobs
+    namespace: batch
+kustomize:
+  - path: ./deploy/overlays/edge
+manifests:
+  - path: ./extra/*.yaml
+"#,
+            repo = server.url,
+            reg = reg.addr
+        ),
+    );
+
+    ok(w.create(Some(&reg.addr), "site.gapb", "cache", &[]));
+    w.verify("site.gapb");
+
+    // Every image is discovered and bundled, and says who wants it.
+    let info = w.inspect("site.gapb");
+    let mut refs: Vec<&str> = info["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["ref"].as_str().unwrap())
+        .collect();
+    refs.sort();
+    let mut want = vec![app.as_str(), tool_ref.as_str(), multi.as_str()];
+    want.sort();
+    assert_eq!(refs, want);
+    assert_eq!(
+        wanted_by(&info, &app),
+        [
+            "chart:web Deployment apps/web",
+            "chart:jobs Deployment batch/jobs",
+            "manifests:extra/a.yaml Pod ops/probe",
+        ]
+    );
+    assert_eq!(
+        wanted_by(&info, &tool_ref),
+        [
+            "chart:backend Deployment apps/backend",
+            "chart:jobs Deployment batch/jobs",
+            "manifests:extra/b.yaml CronJob default/nightly",
+        ]
+    );
+    assert_eq!(
+        wanted_by(&info, &multi),
+        ["kustomize:deploy/overlays/edge Deployment edge/edge"]
+    );
+    // Human inspect says it too.
+    let human = run_stdout(gapbundle().arg("inspect").arg(w.path("site.gapb")));
+    assert!(
+        human.contains("wanted by kustomize:deploy/overlays/edge Deployment edge/edge"),
+        "{human}"
+    );
+
+    // Documents: one object each, split as rendered, with their meta.
+    let m = w.manifest("site.gapb");
+    let docs = manifests(&m);
+    let names: Vec<&str> = docs.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "chart:backend/Deployment/apps/backend",
+            "chart:backend/Service/apps/backend",
+            "chart:jobs/Deployment/batch/jobs",
+            "chart:jobs/Service/batch/jobs",
+            "chart:web/Deployment/apps/web",
+            "chart:web/Service/apps/web",
+            "kustomize:deploy/overlays/edge/Deployment/edge/edge",
+            "manifests:extra/a.yaml/ConfigMap/default/settings",
+            "manifests:extra/a.yaml/Pod/ops/probe",
+            "manifests:extra/b.yaml/CronJob/default/nightly",
+        ]
+    );
+    let web_deploy = docs["chart:web/Deployment/apps/web"];
+    let meta = |o: &Object, k: &str| o.meta.get(k).cloned().unwrap_or(Value::Null);
+    assert_eq!(meta(web_deploy, "source"), "chart:web");
+    assert_eq!(meta(web_deploy, "file"), "chart-web.yaml");
+    assert_eq!(meta(web_deploy, "kind"), "Deployment");
+    assert_eq!(meta(web_deploy, "apiVersion"), "apps/v1");
+    assert_eq!(meta(web_deploy, "namespace"), "apps");
+    assert_eq!(meta(web_deploy, "name"), "web");
+    assert_eq!(meta(web_deploy, "images"), serde_json::json!([app]));
+    assert_eq!(web_deploy.media_type, "application/yaml");
+    let a_pod = docs["manifests:extra/a.yaml/Pod/ops/probe"];
+    assert_eq!(meta(a_pod, "file"), "manifests-extra-a.yaml");
+    assert_eq!(meta(a_pod, "order"), 1);
+    assert_eq!(
+        meta(
+            docs["kustomize:deploy/overlays/edge/Deployment/edge/edge"],
+            "file"
+        ),
+        "kustomize-deploy-overlays-edge.yaml"
+    );
+
+    // The stored bytes are the rendered document: values files then inline values.
+    let x = w.path("x");
+    fs::create_dir_all(&x).unwrap();
+    run(tool("tar")
+        .arg("xf")
+        .arg(w.path("site.gapb"))
+        .arg("-C")
+        .arg(&x));
+    let web_yaml = String::from_utf8(blob(&x, &web_deploy.digest.to_string())).unwrap();
+    assert!(
+        web_yaml.starts_with("# Source: web/templates/deployment.yaml\n"),
+        "{web_yaml}"
+    );
+    assert!(web_yaml.contains("replicas: 2\n"), "{web_yaml}");
+    let edge_yaml = String::from_utf8(blob(
+        &x,
+        &docs["kustomize:deploy/overlays/edge/Deployment/edge/edge"]
+            .digest
+            .to_string(),
+    ))
+    .unwrap();
+    assert!(
+        edge_yaml.contains(&format!("image: {multi}")),
+        "{edge_yaml}"
+    );
+
+    // Pulled charts are stored and pinned.
+    let charts: Vec<&Object> = m.objects.iter().filter(|o| o.kind == Kind::Chart).collect();
+    let chart_names: Vec<&str> = charts.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(
+        chart_names,
+        [
+            format!("{}/web:0.1.0", server.url.trim_end_matches('/')),
+            format!("oci://{}/charts/api:0.2.0", reg.addr),
+        ]
+    );
+    assert_eq!(charts[0].digest.to_string(), sha256_file(&web_tgz));
+    assert_eq!(charts[1].digest.to_string(), sha256_file(&api_tgz));
+    assert_eq!(
+        blob(&x, &charts[0].digest.to_string()),
+        fs::read(&web_tgz).unwrap()
+    );
+    let lock: Value = serde_json::from_slice(&fs::read(w.path("bundle.lock")).unwrap()).unwrap();
+    let repo_key = format!("repo:{}#web@0.1.0", server.url);
+    let oci_key = format!("oci:oci://{}/charts/api@0.2.0", reg.addr);
+    assert_eq!(lock["charts"][&repo_key]["version"], "0.1.0");
+    assert_eq!(lock["charts"][&repo_key]["digest"], sha256_file(&web_tgz));
+    assert_eq!(lock["charts"][&oci_key]["digest"], sha256_file(&api_tgz));
+
+    // Reproducible: the same spec, lock and key give the same bytes, and the pinned
+    // chart comes from the cache without asking the repository again.
+    let hits = server.hits();
+    ok(w.create(Some(&reg.addr), "again.gapb", "cache", &["--locked"]));
+    assert_eq!(server.hits(), hits, "the pinned chart was fetched again");
+    assert_eq!(
+        fs::read(w.path("site.gapb")).unwrap(),
+        fs::read(w.path("again.gapb")).unwrap(),
+        "two creates gave different bundles"
+    );
+
+    // The repository republishes web 0.1.0 with other content: --locked refuses it.
+    fs::write(
+        web.join("templates/extra.yaml"),
+        SERVICE.replace("{{ .Release.Name }}", "extra"),
+    )
+    .unwrap();
+    let old_web = sha256_file(&web_tgz);
+    fs::remove_file(&web_tgz).unwrap();
+    package(&web, &repo_dir);
+    run(tool("helm")
+        .args(["repo", "index"])
+        .arg(&repo_dir)
+        .args(["--url", &server.url]));
+    let o = w.create(
+        Some(&reg.addr),
+        "changed.gapb",
+        "fresh-cache",
+        &["--locked"],
+    );
+    let err = fails(&o, 4);
+    assert!(err.contains("--locked") && err.contains(&repo_key), "{err}");
+    assert!(!w.path("changed.gapb").exists());
+    // Without --locked it is taken, with a message, and the lock moves.
+    let o = ok(w.create(Some(&reg.addr), "changed.gapb", "fresh-cache", &[]));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("changed from"));
+    let lock: Value = serde_json::from_slice(&fs::read(w.path("bundle.lock")).unwrap()).unwrap();
+    assert_ne!(lock["charts"][&repo_key]["digest"], old_web);
+    assert_eq!(
+        lock["charts"][&repo_key]["digest"],
+        sha256_file(&repo_dir.join("web-0.1.0.tgz"))
+    );
+}
+
+#[test]
+fn a_repository_archive_that_does_not_match_its_index_is_refused() {
+    let w = Work::new();
+    let repo_dir = w.path("repo");
+    fs::create_dir_all(&repo_dir).unwrap();
+    let server = FileServer::serve(repo_dir.clone());
+    let web = write_chart(
+        &w.path("src"),
+        "web",
+        "0.1.0",
+        "image: 127.0.0.1:1/none:1\n",
+    );
+    package(&web, &repo_dir);
+    run(tool("helm")
+        .args(["repo", "index"])
+        .arg(&repo_dir)
+        .args(["--url", &server.url]));
+    let index = fs::read_to_string(repo_dir.join("index.yaml")).unwrap();
+    let line = index
+        .lines()
+        .find(|l| l.trim_start().starts_with("digest:"))
+        .unwrap();
+    fs::write(
+        repo_dir.join("index.yaml"),
+        index.replace(line, &format!("    digest: {}", "ab".repeat(32))),
+    )
+    .unwrap();
+    w.write(
+        "bundle.yaml",
+        &format!(
+            "name: x\nversion: \"1\"\ndiscoverImages: false\ncharts:\n  - repo: {}\n    name: web\n    version: 0.1.0\n",
+            server.url
+        ),
+    );
+    let err = fails(&w.create(None, "x.gapb", "cache", &[]), 5);
+    assert!(err.contains("index.yaml says sha256:abab"), "{err}");
+
+    // A version the repository lacks is a registry-side failure too, naming it.
+    w.write(
+        "bundle.yaml",
+        &format!(
+            "name: x\nversion: \"1\"\ncharts:\n  - repo: {}\n    name: web\n    version: 9.9.9\n",
+            server.url
+        ),
+    );
+    let err = fails(&w.create(None, "x.gapb", "cache", &[]), 5);
+    assert!(err.contains("charts[0]") && err.contains("9.9.9"), "{err}");
+}
+
+#[test]
+fn an_image_that_cannot_be_pulled_names_the_manifest_that_wants_it() {
+    let reg = Registry::start();
+    let w = Work::new();
+    let missing = reg.reference("team/missing:9");
+    write_chart(
+        &w.path("charts"),
+        "web",
+        "0.1.0",
+        &format!("image: {missing}\n"),
+    );
+    w.write(
+        "bundle.yaml",
+        "name: x\nversion: \"1\"\ncharts:\n  - path: ./charts/web\n    namespace: apps\n",
+    );
+    let err = fails(&w.create(Some(&reg.addr), "x.gapb", "cache", &[]), 5);
+    assert!(
+        err.contains(&format!(
+            "{missing} is wanted by chart:web Deployment apps/web"
+        )),
+        "{err}"
+    );
+    assert!(!w.path("x.gapb").exists());
+}
+
+#[test]
+fn discover_images_false_turns_discovery_off_per_entry() {
+    let reg = Registry::start();
+    let fx = push_fixture_images(&reg, None);
+    let w = Work::new();
+    // Nothing can pull this one: with discovery off it is simply not asked for.
+    let missing = reg.reference("team/missing:9");
+    w.write(
+        "a/pod.yaml",
+        &format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: a}}\nspec:\n  containers: [{{name: a, image: \"{missing}\"}}]\n"),
+    );
+    w.write(
+        "b/pod.yaml",
+        &format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: b}}\nspec:\n  containers: [{{name: b, image: \"{}\"}}]\n", fx.app.reference),
+    );
+    w.write(
+        "bundle.yaml",
+        "name: x\nversion: \"1\"\ndiscoverImages: false\nmanifests:\n  - path: a/*.yaml\n  - path: b/pod.yaml\n    discoverImages: true\n",
+    );
+    ok(w.create(Some(&reg.addr), "x.gapb", "cache", &[]));
+    let info = w.inspect("x.gapb");
+    let refs: Vec<&str> = info["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["ref"].as_str().unwrap())
+        .collect();
+    assert_eq!(refs, [fx.app.reference.as_str()]);
+    // The document still records the image it uses.
+    let m = w.manifest("x.gapb");
+    let a = manifests(&m)["manifests:a/pod.yaml/Pod/default/a"].clone();
+    assert_eq!(a.meta["images"], serde_json::json!([missing]));
+
+    // And a spec with no discovery at all needs no registry.
+    w.write(
+        "bundle.yaml",
+        "name: x\nversion: \"1\"\ndiscoverImages: false\nmanifests:\n  - path: a/*.yaml\n",
+    );
+    ok(w.create(None, "y.gapb", "cache", &[]));
+}
+
+#[test]
+fn a_broken_chart_or_overlay_gives_the_tool_s_stderr() {
+    let w = Work::new();
+    let c = write_chart(&w.path("charts"), "web", "0.1.0", "image: x/y:1\n");
+    fs::write(
+        c.join("templates/broken.yaml"),
+        "kind: ConfigMap\nname: {{ .Values.image | nosuchfunction }}\n",
+    )
+    .unwrap();
+    w.write(
+        "bundle.yaml",
+        "name: x\nversion: \"1\"\ncharts:\n  - path: ./charts/web\n",
+    );
+    let err = fails(&w.create(None, "x.gapb", "cache", &[]), 4);
+    assert!(err.contains("charts[0] (chart:web)"), "{err}");
+    assert!(err.contains("helm template web"), "{err}");
+    assert!(
+        err.contains("function \"nosuchfunction\" not defined"),
+        "{err}"
+    );
+
+    w.write("deploy/kustomization.yaml", "resources: [missing.yaml]\n");
+    w.write(
+        "bundle.yaml",
+        "name: x\nversion: \"1\"\nkustomize:\n  - path: ./deploy\n",
+    );
+    let err = fails(&w.create(None, "x.gapb", "cache", &[]), 4);
+    assert!(err.contains("kustomize[0] (kustomize:deploy)"), "{err}");
+    assert!(err.contains("missing.yaml"), "{err}");
+
+    // A manifest that is not a Kubernetes object, and a glob that matches nothing.
+    w.write("extra/bad.yaml", "just: a map\n");
+    w.write(
+        "bundle.yaml",
+        "name: x\nversion: \"1\"\nmanifests:\n  - path: ./extra/*.yaml\n  - path: ./none/*.yaml\n",
+    );
+    let err = fails(&w.create(None, "x.gapb", "cache", &[]), 4);
+    assert!(
+        err.contains("manifests:extra/bad.yaml: document 0 is not a Kubernetes object"),
+        "{err}"
+    );
+    w.write(
+        "bundle.yaml",
+        "name: x\nversion: \"1\"\nmanifests:\n  - path: ./none/*.yaml\n",
+    );
+    let err = fails(&w.create(None, "x.gapb", "cache", &[]), 4);
+    assert!(err.contains("`./none/*.yaml` matches no file"), "{err}");
+}
+
+#[test]
+fn helmchart_mode_carries_the_chart_for_k3s() {
+    let reg = Registry::start();
+    let fx = push_fixture_images(&reg, None);
+    let w = Work::new();
+    write_chart(
+        &w.path("charts"),
+        "web",
+        "0.1.0",
+        &format!("image: {}\n", fx.app.reference),
+    );
+    w.write("values/edge.yaml", "replicaCount: 3\nextra: {a: 1}\n");
+    w.write(
+        "bundle.yaml",
+        "name: x\nversion: \"1\"\nplatforms: [linux/amd64]\ncharts:\n  - path: ./charts/web\n    namespace: apps\n    chartMode: helmchart\n    valuesFiles: [values/edge.yaml]\n    values: {extra: {b: 2}}\n",
+    );
+    ok(w.create(Some(&reg.addr), "a.gapb", "cache", &[]));
+    ok(w.create(Some(&reg.addr), "b.gapb", "cache", &[]));
+    assert_eq!(
+        fs::read(w.path("a.gapb")).unwrap(),
+        fs::read(w.path("b.gapb")).unwrap(),
+        "packaging a local chart is not reproducible"
+    );
+    let info = w.inspect("a.gapb");
+    assert_eq!(
+        wanted_by(&info, &fx.app.reference),
+        ["chart:web Deployment apps/web"]
+    );
+    let m = w.manifest("a.gapb");
+    let docs = manifests(&m);
+    assert_eq!(
+        docs.keys().collect::<Vec<_>>(),
+        ["chart:web/HelmChart/kube-system/web"]
+    );
+    let o = docs["chart:web/HelmChart/kube-system/web"];
+    assert_eq!(o.meta["apiVersion"], "helm.cattle.io/v1");
+    assert_eq!(o.meta["images"], serde_json::json!([fx.app.reference]));
+
+    let x = w.path("x");
+    fs::create_dir_all(&x).unwrap();
+    run(tool("tar")
+        .arg("xf")
+        .arg(w.path("a.gapb"))
+        .arg("-C")
+        .arg(&x));
+    let doc: Value = serde_json::to_value(
+        serde_yaml_ng::from_slice::<serde_yaml_ng::Value>(&blob(&x, &o.digest.to_string()))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(doc["kind"], "HelmChart");
+    assert_eq!(doc["metadata"]["namespace"], "kube-system");
+    assert_eq!(doc["spec"]["targetNamespace"], "apps");
+    let values: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(doc["spec"]["valuesContent"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        values,
+        serde_yaml_ng::from_str::<serde_yaml_ng::Value>("replicaCount: 3\nextra: {a: 1, b: 2}\n")
+            .unwrap()
+    );
+    // chartContent is a chart Helm itself renders.
+    let tgz = base64_decode(doc["spec"]["chartContent"].as_str().unwrap());
+    fs::write(w.path("content.tgz"), tgz).unwrap();
+    let rendered = run_stdout(
+        tool("helm")
+            .args(["template", "web"])
+            .arg(w.path("content.tgz"))
+            .args(["--namespace", "apps"]),
+    );
+    assert!(rendered.contains(&fx.app.reference), "{rendered}");
+}
+
+#[test]
+fn large_documents_are_stored_compressed() {
+    let w = Work::new();
+    let big = "x".repeat(100 * 1024);
+    w.write(
+        "big.yaml",
+        &format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: big}}\ndata:\n  blob: {big}\n"
+        ),
+    );
+    w.write(
+        "bundle.yaml",
+        "name: x\nversion: \"1\"\nmanifests:\n  - path: big.yaml\n",
+    );
+    ok(w.create(None, "x.gapb", "cache", &[]));
+    w.verify("x.gapb");
+    let m = w.manifest("x.gapb");
+    let o = manifests(&m)["manifests:big.yaml/ConfigMap/default/big"].clone();
+    let b = m.blobs.iter().find(|b| b.digest == o.digest).unwrap();
+    let raw = fs::read(w.path("big.yaml")).unwrap();
+    let content = b.content.as_ref().expect("content info");
+    assert_eq!(content.size, raw.len() as u64);
+    assert_eq!(content.digest.to_string(), sha256_digest(&raw));
+    assert!(b.size < 10_000, "{}", b.size);
+    let x = w.path("x");
+    fs::create_dir_all(&x).unwrap();
+    run(tool("tar")
+        .arg("xf")
+        .arg(w.path("x.gapb"))
+        .arg("-C")
+        .arg(&x));
+    let out = run(Command::new(require_tool("zstd"))
+        .args(["-dc"])
+        .arg(x.join("blobs/sha256").join(o.digest.hex())));
+    assert_eq!(out.stdout, raw);
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+}
