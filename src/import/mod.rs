@@ -11,8 +11,11 @@
 //! was committed before the damage was found is verified content-addressed data that
 //! a rerun reuses: imports are idempotent and an interrupted one completes on rerun.
 
+pub mod containerd;
+pub mod k3s;
 pub mod nix;
 pub mod oci;
+pub mod push;
 
 use std::collections::BTreeSet;
 use std::io::{self, Read};

@@ -1,6 +1,21 @@
-//! Images and manifests into K3s (containerd, its folders) or a fleet registry.
-//! Not implemented yet (issue: Kubernetes).
+//! Images and manifests into K3s (containerd, its folders) or a fleet registry:
+//! which targets the import flags select.
+//!
+//! | flags | images go to | manifests go to |
+//! |---|---|---|
+//! | (none) | containerd at `--containerd`, unpacked ([`containerd`]) | `<k3s-root>/server/manifests/<bundle>/` |
+//! | `--staged` | `<k3s-root>/agent/images/<bundle>.tar` ([`k3s`]) | same folder |
+//! | `--registry HOST` | pushed to the registry ([`push`]), plus a `registries.yaml` mirror | same folder |
+//! | `--apply` | as above | `kubectl apply -f` |
+//!
+//! `--skip-images` and `--skip-manifests` drop either part.
+//!
+//! [`containerd`]: super::containerd
+//! [`k3s`]: super::k3s
+//! [`push`]: super::push
 
+use super::containerd::Containerd;
+use super::k3s::{ManifestMode, Manifests, StagedImages};
 use super::Target;
 use crate::bundle::manifest::Kind;
 use crate::bundle::reader::Head;
@@ -10,18 +25,34 @@ use crate::commands::InputFailure;
 /// The image and manifest targets for this bundle under the given flags.
 pub fn targets(args: &ImportArgs, head: &Head) -> anyhow::Result<Vec<Box<dyn Target>>> {
     let has = |k: Kind| head.manifest.objects.iter().any(|o| o.kind == k);
-    if has(Kind::Image) && !args.skip_images {
+    let mut v: Vec<Box<dyn Target>> = Vec::new();
+    if args.staged && args.registry.is_some() {
         return Err(InputFailure(
-            "this bundle carries images, which this version cannot import yet; pass --skip-images to import the rest"
-                .into(),
+            "--staged and --registry exclude each other: stage an archive for one node, or push to a registry for the fleet".into(),
         )
         .into());
+    }
+    if has(Kind::Image) && !args.skip_images {
+        if let Some(reg) = &args.registry {
+            v.push(Box::new(super::push::Push::new(args, reg, head)?));
+        } else if args.staged {
+            v.push(Box::new(StagedImages::new(&args.k3s_root, head)));
+        } else {
+            v.push(Box::new(Containerd::new(
+                &args.containerd,
+                &args.namespace,
+                &args.snapshotter,
+                head,
+            )?));
+        }
     }
     if has(Kind::K8sManifest) && !args.skip_manifests {
-        return Err(InputFailure(
-            "this bundle carries Kubernetes manifests, which this version cannot import yet; pass --skip-manifests".into(),
-        )
-        .into());
+        let mode = if args.apply {
+            ManifestMode::Apply(args.kubeconfig.clone())
+        } else {
+            ManifestMode::Folder(Manifests::folder(&args.k3s_root, head))
+        };
+        v.push(Box::new(Manifests::new(mode, head)?));
     }
-    Ok(Vec::new())
+    Ok(v)
 }

@@ -1,0 +1,572 @@
+//! K3s's folders: the staged image archive and the auto-deploy manifests, or
+//! `kubectl apply`.
+//!
+//! - **Staged images** (`--staged`): one OCI archive per bundle,
+//!   `<k3s-root>/agent/images/<bundle-name>.tar`, which K3s imports into its
+//!   containerd when it starts (the same importer `ctr images import` uses). It is an
+//!   OCI image layout in a tar: `oci-layout`, `index.json` (each image named by
+//!   `io.containerd.image.name`, as in the bundle), then `blobs/sha256/<hex>`. The
+//!   blobs are written as they stream out of the bundle and the file only gets its
+//!   name after the last one verified. `index.json` comes first and carries the
+//!   bundle digest (`io.gapbundle.bundle.digest`), so a rerun recognises an archive
+//!   it already wrote from its first kilobytes and leaves it alone.
+//! - **Manifests**: the documents of each target file (object meta `file`), in
+//!   `order`, joined with `---` lines, into `<k3s-root>/server/manifests/<bundle-name>/`
+//!   where K3s's deploy controller applies them; each file appears whole (temp +
+//!   rename). A file whose bytes already match is left alone. With `--apply`, the
+//!   same files are passed to `kubectl apply -f` instead.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use fs_err as fs;
+use serde_json::{json, Value};
+
+use super::{Target, TargetPlan};
+use crate::bundle::canonical;
+use crate::bundle::layout::{header, write_padding};
+use crate::bundle::manifest::{BlobEntry, Encoding, Kind, Object};
+use crate::bundle::oci::{index_bytes, oci_layout_bytes};
+use crate::bundle::reader::Head;
+use crate::bundle::Digest;
+use crate::commands::InputFailure;
+use crate::io::atomic::AtomicFile;
+use crate::io::process::Cmd;
+use crate::progress::Progress;
+
+/// Annotation on the staged archive's index naming the bundle it came from.
+pub const BUNDLE_ANNOTATION: &str = "io.gapbundle.bundle.digest";
+
+/// A file name made from a bundle name: letters, digits, `.`, `-`, `_` only.
+pub fn safe_name(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let s = s.trim_start_matches('.').to_string();
+    if s.is_empty() {
+        "bundle".into()
+    } else {
+        s
+    }
+}
+
+/// The `index.json` of the staged archive.
+fn archive_index(head: &Head) -> Vec<u8> {
+    let sizes: HashMap<Digest, u64> = head
+        .manifest
+        .blobs
+        .iter()
+        .map(|b| (b.digest, b.size))
+        .collect();
+    let bytes = index_bytes(&head.manifest.objects, |o| {
+        sizes.get(&o.digest).copied().unwrap_or(o.size)
+    });
+    let mut v: Value = serde_json::from_slice(&bytes).expect("our own JSON");
+    v["annotations"] = json!({ BUNDLE_ANNOTATION: head.digest.to_string() });
+    canonical::to_vec(&v).expect("no floats")
+}
+
+/// Writes the image archive K3s imports at start.
+pub struct StagedImages {
+    path: PathBuf,
+    out: Option<AtomicFile>,
+    mtime: u64,
+    present: bool,
+    written: u64,
+    images: Vec<String>,
+    index: Vec<u8>,
+    len: u64,
+}
+
+impl StagedImages {
+    /// The archive for `head` under `k3s_root`.
+    pub fn new(k3s_root: &Path, head: &Head) -> Self {
+        let path = k3s_root
+            .join("agent/images")
+            .join(format!("{}.tar", safe_name(&head.manifest.name)));
+        Self {
+            path,
+            out: None,
+            mtime: head.manifest.created,
+            present: false,
+            written: 0,
+            index: archive_index(head),
+            len: archive_len(head),
+            images: head
+                .manifest
+                .objects
+                .iter()
+                .filter(|o| o.kind == Kind::Image)
+                .map(|o| o.name.clone())
+                .collect(),
+        }
+    }
+
+    /// Whether the archive at `path` was written from this bundle (its first entries).
+    fn already_written(&self) -> bool {
+        let Ok(f) = std::fs::File::open(&self.path) else {
+            return false;
+        };
+        let mut r = io::BufReader::new(f).take(1 << 20);
+        let mut buf = Vec::new();
+        if r.read_to_end(&mut buf).is_err() {
+            return false;
+        }
+        let want = &self.index;
+        // entry 1: oci-layout (512 + 512), entry 2: index.json.
+        let start = 1024 + 512;
+        buf.get(start..start + want.len()) == Some(&want[..])
+            && std::fs::metadata(&self.path).map(|m| m.len()).ok() == Some(self.len)
+    }
+
+    fn open(&mut self) -> io::Result<&mut AtomicFile> {
+        if self.out.is_none() {
+            let dir = self.path.parent().expect("has a parent");
+            fs::create_dir_all(dir)?;
+            let mut f = AtomicFile::create(&self.path)?;
+            for (name, bytes) in [
+                ("oci-layout", oci_layout_bytes()),
+                ("index.json", self.index.clone()),
+            ] {
+                f.write_all(&header(name, bytes.len() as u64, self.mtime)?)?;
+                f.write_all(&bytes)?;
+                write_padding(&mut f, bytes.len() as u64)?;
+            }
+            self.out = Some(f);
+        }
+        Ok(self.out.as_mut().expect("just opened"))
+    }
+}
+
+fn image_blobs(head: &Head) -> BTreeSet<Digest> {
+    head.manifest
+        .objects
+        .iter()
+        .filter(|o| o.kind == Kind::Image)
+        .flat_map(|o| o.blobs.iter().copied())
+        .collect()
+}
+
+/// Length of the staged archive for `head`.
+fn archive_len(head: &Head) -> u64 {
+    use crate::bundle::layout::entry_len;
+    let needed = image_blobs(head);
+    let blobs: u64 = head
+        .manifest
+        .blobs
+        .iter()
+        .filter(|b| needed.contains(&b.digest))
+        .map(|b| entry_len(b.size))
+        .sum();
+    entry_len(oci_layout_bytes().len() as u64)
+        + entry_len(archive_index(head).len() as u64)
+        + blobs
+        + 1024
+}
+
+impl Target for StagedImages {
+    fn describe(&self) -> String {
+        format!("K3s image archive {}", self.path.display())
+    }
+
+    fn plan(&mut self, head: &Head) -> Result<TargetPlan> {
+        let mut plan = TargetPlan::default();
+        if self.already_written() {
+            self.present = true;
+            plan.present_objects = self.images.clone();
+            return Ok(plan);
+        }
+        let wanted = image_blobs(head);
+        for b in &head.manifest.blobs {
+            if wanted.contains(&b.digest) {
+                if b.offset.is_none() {
+                    bail!("blob {} is not carried by this delta bundle, and a staged archive must hold every blob: import the full bundle", b.digest);
+                }
+                plan.needed.insert(b.digest);
+            }
+        }
+        plan.bytes_to_write = self.len;
+        plan.new_objects = self.images.clone();
+        Ok(plan)
+    }
+
+    fn begin(&mut self, blob: &BlobEntry) -> io::Result<()> {
+        let mtime = self.mtime;
+        let f = self.open()?;
+        f.write_all(&header(&blob.path(), blob.size, mtime)?)
+    }
+
+    fn write(&mut self, _blob: &BlobEntry, chunk: &[u8]) -> io::Result<()> {
+        self.written += chunk.len() as u64;
+        self.out
+            .as_mut()
+            .ok_or_else(|| io::Error::other("staged archive not opened"))?
+            .write_all(chunk)
+    }
+
+    fn commit(&mut self, blob: &BlobEntry) -> io::Result<()> {
+        let f = self
+            .out
+            .as_mut()
+            .ok_or_else(|| io::Error::other("staged archive not opened"))?;
+        write_padding(f, blob.size)
+    }
+
+    fn finish(&mut self, _head: &Head, _progress: &Progress) -> Result<Value> {
+        if self.present {
+            return Ok(json!({"archive": self.path, "written": false}));
+        }
+        let path = self.path.clone();
+        let f = self.open()?;
+        f.write_all(&[0u8; 1024])?;
+        let f = self.out.take().expect("open");
+        f.commit()
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(json!({"archive": path, "written": true, "bytes": self.len}))
+    }
+}
+
+/// One document of a manifest file.
+#[derive(Clone, Debug)]
+struct Doc {
+    order: u64,
+    blob: Digest,
+    encoded: bool,
+    content: Digest,
+    size: u64,
+    name: String,
+}
+
+/// Manifests grouped by target file, documents in order.
+fn manifest_files(head: &Head) -> Result<BTreeMap<String, Vec<Doc>>> {
+    let blobs: HashMap<Digest, &BlobEntry> =
+        head.manifest.blobs.iter().map(|b| (b.digest, b)).collect();
+    let mut files: BTreeMap<String, Vec<Doc>> = BTreeMap::new();
+    for o in head
+        .manifest
+        .objects
+        .iter()
+        .filter(|o| o.kind == Kind::K8sManifest)
+    {
+        let file = manifest_file_name(o)?;
+        let order = o.meta.get("order").and_then(Value::as_u64).unwrap_or(0);
+        let b = blobs.get(&o.digest).ok_or_else(|| {
+            anyhow!(
+                "manifest {} names blob {} that is not listed",
+                o.name,
+                o.digest
+            )
+        })?;
+        let (encoded, content, size) = match (&b.encoding, &b.content) {
+            (Some(Encoding::Zstd), Some(c)) => (true, c.digest, c.size),
+            _ => (false, b.digest, b.size),
+        };
+        files.entry(file).or_default().push(Doc {
+            order,
+            blob: b.digest,
+            encoded,
+            content,
+            size,
+            name: o.name.clone(),
+        });
+    }
+    for docs in files.values_mut() {
+        docs.sort_by(|a, b| a.order.cmp(&b.order).then(a.name.cmp(&b.name)));
+    }
+    Ok(files)
+}
+
+fn manifest_file_name(o: &Object) -> Result<String> {
+    let file = o
+        .meta
+        .get("file")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            InputFailure(format!(
+                "Kubernetes manifest {} has no `file` in its meta: the bundle was made by an incompatible gapbundle",
+                o.name
+            ))
+        })?;
+    if file.is_empty()
+        || file.contains('/')
+        || file.contains('\\')
+        || file.starts_with('.')
+        || file.contains('\0')
+    {
+        return Err(InputFailure(format!(
+            "Kubernetes manifest {} wants the file name `{file}`, which is not a plain file name: refusing to write outside the manifests folder",
+            o.name
+        ))
+        .into());
+    }
+    Ok(file.to_string())
+}
+
+/// Whether `existing` is exactly what the documents give (checked by size and
+/// digest, document by document, without the documents' bytes).
+fn file_matches(existing: &[u8], docs: &[Doc]) -> bool {
+    let mut pos = 0usize;
+    for (i, d) in docs.iter().enumerate() {
+        if i > 0 {
+            if existing.get(pos..pos + 4) != Some(b"---\n") {
+                return false;
+            }
+            pos += 4;
+        }
+        let Some(body) = existing.get(pos..pos + d.size as usize) else {
+            return false;
+        };
+        if Digest::of(body) != d.content {
+            return false;
+        }
+        pos += d.size as usize;
+        if !body.ends_with(b"\n") {
+            if existing.get(pos) != Some(&b'\n') {
+                return false;
+            }
+            pos += 1;
+        }
+    }
+    pos == existing.len()
+}
+
+/// Where manifests go.
+pub enum ManifestMode {
+    /// K3s's auto-deploy folder for this bundle.
+    Folder(PathBuf),
+    /// `kubectl apply -f` with an optional kubeconfig.
+    Apply(Option<PathBuf>),
+}
+
+/// Installs the bundle's Kubernetes manifests.
+pub struct Manifests {
+    mode: ManifestMode,
+    files: BTreeMap<String, Vec<Doc>>,
+    todo: BTreeSet<String>,
+    staging: Option<tempfile::TempDir>,
+    current: Option<fs::File>,
+}
+
+impl Manifests {
+    /// Manifests of `head` into `mode`.
+    pub fn new(mode: ManifestMode, head: &Head) -> Result<Self> {
+        Ok(Self {
+            mode,
+            files: manifest_files(head)?,
+            todo: BTreeSet::new(),
+            staging: None,
+            current: None,
+        })
+    }
+
+    /// The folder for a bundle under `k3s_root`.
+    pub fn folder(k3s_root: &Path, head: &Head) -> PathBuf {
+        k3s_root
+            .join("server/manifests")
+            .join(safe_name(&head.manifest.name))
+    }
+
+    fn staging(&mut self) -> io::Result<&Path> {
+        if self.staging.is_none() {
+            let t = match &self.mode {
+                ManifestMode::Folder(dir) => {
+                    fs::create_dir_all(dir)?;
+                    tempfile::Builder::new()
+                        .prefix(".gapbundle-staging.")
+                        .tempdir_in(dir)?
+                }
+                ManifestMode::Apply(_) => tempfile::Builder::new()
+                    .prefix("gapbundle-manifests.")
+                    .tempdir()?,
+            };
+            self.staging = Some(t);
+        }
+        Ok(self.staging.as_ref().expect("set").path())
+    }
+
+    /// Writes file `name` (documents joined) to `out`.
+    fn render(&self, docs: &[Doc], staging: &Path, out: &mut dyn Write) -> Result<()> {
+        for (i, d) in docs.iter().enumerate() {
+            if i > 0 {
+                out.write_all(b"---\n")?;
+            }
+            let p = staging.join(d.blob.hex());
+            let f = fs::File::open(&p)?;
+            let mut body: Box<dyn Read> = if d.encoded {
+                Box::new(zstd::stream::read::Decoder::new(f)?)
+            } else {
+                Box::new(f)
+            };
+            let mut last = [0u8; 1];
+            let mut n = 0u64;
+            let mut buf = vec![0u8; 64 << 10];
+            loop {
+                let k = body.read(&mut buf)?;
+                if k == 0 {
+                    break;
+                }
+                out.write_all(&buf[..k])?;
+                last[0] = buf[k - 1];
+                n += k as u64;
+            }
+            if n != d.size {
+                bail!(
+                    "manifest {} decodes to {n} bytes, not the {} the bundle promises",
+                    d.name,
+                    d.size
+                );
+            }
+            if n > 0 && last[0] != b'\n' {
+                out.write_all(b"\n")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Target for Manifests {
+    fn describe(&self) -> String {
+        match &self.mode {
+            ManifestMode::Folder(d) => format!("K3s manifests {}", d.display()),
+            ManifestMode::Apply(Some(k)) => format!("kubectl apply (kubeconfig {})", k.display()),
+            ManifestMode::Apply(None) => "kubectl apply".into(),
+        }
+    }
+
+    fn plan(&mut self, head: &Head) -> Result<TargetPlan> {
+        let mut plan = TargetPlan::default();
+        let sizes: HashMap<Digest, &BlobEntry> =
+            head.manifest.blobs.iter().map(|b| (b.digest, b)).collect();
+        for (file, docs) in &self.files {
+            let current = match &self.mode {
+                ManifestMode::Folder(dir) => {
+                    let p = dir.join(file);
+                    let max: u64 = docs.iter().map(|d| d.size + 5).sum();
+                    match std::fs::metadata(&p) {
+                        Ok(m) if m.len() <= max => std::fs::read(&p)
+                            .map(|b| file_matches(&b, docs))
+                            .unwrap_or(false),
+                        _ => false,
+                    }
+                }
+                ManifestMode::Apply(_) => false,
+            };
+            if current {
+                plan.present_objects.push(file.clone());
+                continue;
+            }
+            plan.new_objects.push(file.clone());
+            self.todo.insert(file.clone());
+            for d in docs {
+                let b = sizes
+                    .get(&d.blob)
+                    .ok_or_else(|| anyhow!("blob {} missing", d.blob))?;
+                if b.offset.is_none() {
+                    bail!("manifest {} is not carried by this delta bundle", d.name);
+                }
+                if plan.needed.insert(d.blob) {
+                    plan.bytes_to_write += d.size;
+                }
+            }
+        }
+        Ok(plan)
+    }
+
+    fn begin(&mut self, blob: &BlobEntry) -> io::Result<()> {
+        let p = self.staging()?.join(blob.digest.hex());
+        self.current = Some(fs::File::create(p)?);
+        Ok(())
+    }
+
+    fn write(&mut self, _blob: &BlobEntry, chunk: &[u8]) -> io::Result<()> {
+        match self.current.as_mut() {
+            Some(f) => f.write_all(chunk),
+            None => Err(io::Error::other("manifest staging file not open")),
+        }
+    }
+
+    fn commit(&mut self, _blob: &BlobEntry) -> io::Result<()> {
+        self.current = None;
+        Ok(())
+    }
+
+    fn finish(&mut self, _head: &Head, progress: &Progress) -> Result<Value> {
+        if self.todo.is_empty() {
+            return Ok(json!({"written": []}));
+        }
+        let staging = self.staging()?.to_path_buf();
+        let mut done = Vec::new();
+        for file in &self.todo {
+            let docs = &self.files[file];
+            match &self.mode {
+                ManifestMode::Folder(dir) => {
+                    let target = dir.join(file);
+                    let mut f = AtomicFile::create(&target)?;
+                    self.render(docs, &staging, &mut f)?;
+                    f.commit()
+                        .with_context(|| format!("cannot write {}", target.display()))?;
+                }
+                ManifestMode::Apply(kubeconfig) => {
+                    let path = staging.join(format!("apply-{file}"));
+                    let mut f = fs::File::create(&path)?;
+                    self.render(docs, &staging, &mut f)?;
+                    drop(f);
+                    let mut cmd = Cmd::new(
+                        "kubectl",
+                        "kubectl is needed for --apply; install it or drop --apply to use K3s's auto-deploy folder",
+                    )
+                    .arg("apply")
+                    .arg("-f")
+                    .arg(&path);
+                    if let Some(k) = kubeconfig {
+                        cmd = cmd.arg("--kubeconfig").arg(k);
+                    }
+                    progress.message(format!("kubectl apply -f {file}"));
+                    cmd.output()
+                        .with_context(|| format!("kubectl apply of {file} failed"))?;
+                }
+            }
+            done.push(file.clone());
+        }
+        Ok(json!({"written": done}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(order: u64, bytes: &[u8]) -> Doc {
+        Doc {
+            order,
+            blob: Digest::of(bytes),
+            encoded: false,
+            content: Digest::of(bytes),
+            size: bytes.len() as u64,
+            name: format!("d{order}"),
+        }
+    }
+
+    #[test]
+    fn existing_files_are_recognised_exactly() {
+        let docs = vec![doc(0, b"a: 1\n"), doc(1, b"b: 2")];
+        assert!(file_matches(b"a: 1\n---\nb: 2\n", &docs));
+        assert!(!file_matches(b"a: 1\n---\nb: 2\nextra", &docs));
+        assert!(!file_matches(b"a: 1\nb: 2\n", &docs));
+    }
+
+    #[test]
+    fn names_are_made_safe() {
+        assert_eq!(safe_name("edge site/../x"), "edge_site_.._x");
+        assert_eq!(safe_name("..."), "bundle");
+    }
+}

@@ -1,0 +1,541 @@
+//! `gapbundle import` into K3s's parts, against the real things: a containerd 1.6
+//! started by the test on a K3s-style socket (namespace k8s.io), `ctr` as the
+//! independent judge of what containerd holds, a second containerd for the staged
+//! archive (imported with `ctr images import`, as K3s does at start), and a second
+//! CNCF registry for fleet mode, checked with skopeo.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use gapbundle::bundle::keys::SecretKey;
+use gapbundle::bundle::manifest::{BlobEntry, ContentInfo, Encoding, Kind, Object};
+use gapbundle::bundle::signature::Envelope;
+use gapbundle::bundle::writer::{write_bundle, BlobSource, BundleBuilder};
+use gapbundle::bundle::Digest;
+use serde_json::{json, Value};
+use support::*;
+use tempfile::TempDir;
+
+/// A work folder with a key pair, a cache and a K3s root.
+struct Work {
+    dir: TempDir,
+}
+
+impl Work {
+    fn new() -> Self {
+        let w = Work {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        run(gapbundle()
+            .args(["key", "generate", "--name", "k3s-test", "--dir"])
+            .arg(w.path("keys")));
+        w
+    }
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+    fn public(&self) -> PathBuf {
+        self.path("keys/k3s-test.pub")
+    }
+    fn secret(&self) -> SecretKey {
+        SecretKey::parse(&fs::read_to_string(self.path("keys/k3s-test.sec")).unwrap()).unwrap()
+    }
+    fn k3s_root(&self) -> PathBuf {
+        self.path("k3s")
+    }
+
+    /// Bundles the three fixture images (two sharing a base layer, one multi-arch).
+    fn bundle_fixtures(&self, reg: &Registry) -> PathBuf {
+        let spec = self.path("bundle.yaml");
+        fs::write(
+            &spec,
+            format!(
+                "name: edge-site\nversion: \"1.0\"\nimages:\n  - ref: {0}/team/app:1.2\n  - ref: {0}/team/tool:0.3\n  - ref: {0}/team/multi:1.0\n",
+                reg.addr
+            ),
+        )
+        .unwrap();
+        let out = self.path("site.gapb");
+        run(gapbundle()
+            .arg("create")
+            .arg("-f")
+            .arg(&spec)
+            .arg("-o")
+            .arg(&out)
+            .arg("--key")
+            .arg(self.path("keys/k3s-test.sec"))
+            .arg("--cache")
+            .arg(self.path("cache"))
+            .args(["--insecure-registry", &reg.addr, "--quiet"]));
+        out
+    }
+
+    fn import(&self, bundle: &Path) -> Command {
+        let mut c = gapbundle();
+        c.arg("import")
+            .arg(bundle)
+            .arg("--trust")
+            .arg(self.public())
+            .arg("--k3s-root")
+            .arg(self.k3s_root());
+        c
+    }
+}
+
+fn head_of(bundle: &Path) -> gapbundle::bundle::reader::Head {
+    let mut f = fs::File::open(bundle).unwrap();
+    gapbundle::bundle::reader::read_head(&mut f).unwrap()
+}
+
+/// Image objects of a bundle: (name, root digest).
+fn images_of(bundle: &Path) -> Vec<(String, String)> {
+    head_of(bundle)
+        .manifest
+        .objects
+        .iter()
+        .filter(|o| o.kind == Kind::Image)
+        .map(|o| (o.name.clone(), o.digest.to_string()))
+        .collect()
+}
+
+fn digest_ref(name: &str, digest: &str) -> String {
+    let slash = name.rfind('/').unwrap();
+    let repo = match name[slash..].rfind(':') {
+        Some(i) => &name[..slash + i],
+        None => name,
+    };
+    format!("{repo}@{digest}")
+}
+
+/// `ctr images ls` as REF -> (digest, labels).
+fn ctr_images(c: &Containerd) -> BTreeMap<String, (String, String)> {
+    let out = c.ctr_stdout(&["images", "ls"]);
+    out.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            // REF TYPE DIGEST SIZE(2 words) PLATFORMS LABELS
+            Some((
+                f.first()?.to_string(),
+                (f.get(2)?.to_string(), f.last()?.to_string()),
+            ))
+        })
+        .collect()
+}
+
+fn json_out(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    })
+}
+
+fn assert_all_imported(c: &Containerd, images: &[(String, String)]) {
+    let listed = ctr_images(c);
+    for (name, digest) in images {
+        for r in [name.clone(), digest_ref(name, digest)] {
+            let (d, labels) = listed
+                .get(&r)
+                .unwrap_or_else(|| panic!("ctr images ls lacks {r}: {listed:#?}"));
+            assert_eq!(d, digest, "{r} names the bundled root");
+            assert!(
+                labels.contains("io.cri-containerd.image=managed")
+                    && labels.contains("io.cri-containerd.pinned=pinned"),
+                "{r} lacks the CRI labels: {labels}"
+            );
+        }
+    }
+    // Every image is complete and unpacked for this machine's platform.
+    let check = c.ctr_stdout(&["images", "check"]);
+    for (name, _) in images {
+        let line = check
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("ctr images check lacks {name}:\n{check}"));
+        assert!(line.contains("complete"), "{name} incomplete: {line}");
+        assert!(
+            line.trim_end().ends_with("true"),
+            "{name} not unpacked: {line}"
+        );
+    }
+    let snaps = c.ctr_stdout(&["snapshots", "--snapshotter", "overlayfs", "ls"]);
+    assert!(
+        snaps.lines().filter(|l| l.contains("Committed")).count() >= 2,
+        "snapshots were created:\n{snaps}"
+    );
+}
+
+#[test]
+fn containerd_import_registers_every_ref_unpacks_and_is_idempotent() {
+    let reg = Registry::start();
+    push_fixture_images(&reg, None);
+    let ctd = Containerd::start();
+    let w = Work::new();
+    let bundle = w.bundle_fixtures(&reg);
+    let images = images_of(&bundle);
+    assert_eq!(images.len(), 3);
+
+    // Dry run first: everything new, nothing written.
+    let plan = json_out(&run(w
+        .import(&bundle)
+        .arg("--containerd")
+        .arg(ctd.socket())
+        .args(["--dry-run", "--json"])));
+    let t = &plan["targets"][0]["plan"];
+    assert_eq!(t["newObjects"].as_array().unwrap().len(), 3, "{plan}");
+    assert!(t["bytesToWrite"].as_u64().unwrap() > 0);
+    assert!(ctd.content_blobs().is_empty(), "dry run wrote nothing");
+
+    run(w.import(&bundle).arg("--containerd").arg(ctd.socket()));
+    assert_all_imported(&ctd, &images);
+    let content = ctd.content_blobs();
+    // Every blob of every image is in containerd's content store.
+    let head = head_of(&bundle);
+    for o in head
+        .manifest
+        .objects
+        .iter()
+        .filter(|o| o.kind == Kind::Image)
+    {
+        for d in &o.blobs {
+            assert!(content.contains(&d.hex()), "{d} of {} missing", o.name);
+        }
+    }
+    // GC labels: the multi-arch index references its manifests.
+    let multi = images.iter().find(|(n, _)| n.contains("multi")).unwrap();
+    let info = ctd.ctr_stdout(&["content", "ls"]);
+    let idx_line = info
+        .lines()
+        .find(|l| l.starts_with(&multi.1))
+        .expect("index in content ls");
+    assert!(
+        idx_line.contains("containerd.io/gc.ref.content.m.0="),
+        "{idx_line}"
+    );
+    assert_eq!(ctd.ingests(), 0, "no ingest left behind");
+
+    // Second run: the plan says all present, and nothing changes.
+    let plan = json_out(&run(w
+        .import(&bundle)
+        .arg("--containerd")
+        .arg(ctd.socket())
+        .args(["--dry-run", "--json"])));
+    let t = &plan["targets"][0]["plan"];
+    assert_eq!(t["presentObjects"].as_array().unwrap().len(), 3, "{plan}");
+    assert_eq!(t["bytesToWrite"], 0, "{plan}");
+    let before = ctd.ctr_stdout(&["images", "ls"]);
+    let out = json_out(&run(w
+        .import(&bundle)
+        .arg("--containerd")
+        .arg(ctd.socket())
+        .arg("--json")));
+    let result = &out["targets"][0]["result"];
+    assert_eq!(result["bytesWritten"], 0, "{out}");
+    for img in result["images"].as_array().unwrap() {
+        assert_eq!(img["recordsChanged"], json!([]), "{img}");
+        assert_eq!(img["snapshotsCreated"], 0, "{img}");
+    }
+    assert_eq!(ctd.ctr_stdout(&["images", "ls"]), before);
+    assert_eq!(ctd.content_blobs(), content);
+}
+
+#[test]
+fn containerd_import_killed_midway_completes_on_rerun() {
+    let reg = Registry::start();
+    push_fixture_images(&reg, None);
+    let ctd = Containerd::start();
+    let w = Work::new();
+    let bundle = w.bundle_fixtures(&reg);
+    let bytes = fs::read(&bundle).unwrap();
+    let head = head_of(&bundle);
+
+    // Feed the bundle on stdin, stop in the middle of the data, and kill -9 once
+    // containerd holds some of it.
+    let last = head.manifest.blobs.last().unwrap();
+    let cut = (head.data_start + last.offset.unwrap() + last.size / 2) as usize;
+    let mut child = w
+        .import(Path::new("-"))
+        .arg("--containerd")
+        .arg(ctd.socket())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&bytes[..cut]).unwrap();
+    stdin.flush().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ctd.content_blobs().len() + ctd.ingests() < 2 {
+        assert!(Instant::now() < deadline, "the import never wrote content");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    drop(stdin);
+    let listed = ctr_images(&ctd);
+    assert!(
+        listed.is_empty(),
+        "no image record before the bundle verified: {listed:?}"
+    );
+
+    let plan = json_out(&run(w
+        .import(&bundle)
+        .arg("--containerd")
+        .arg(ctd.socket())
+        .args(["--dry-run", "--json"])));
+    let partial = plan["targets"][0]["plan"]["bytesToWrite"].as_u64().unwrap();
+    let total: u64 = head.manifest.blobs.iter().map(|b| b.size).sum();
+    assert!(
+        partial < total,
+        "committed blobs are reused: {partial} of {total}"
+    );
+
+    run(w.import(&bundle).arg("--containerd").arg(ctd.socket()));
+    assert_all_imported(&ctd, &images_of(&bundle));
+}
+
+#[test]
+fn missing_containerd_names_the_socket_and_staged_mode() {
+    let reg = Registry::start();
+    push_fixture_images(&reg, None);
+    let w = Work::new();
+    let bundle = w.bundle_fixtures(&reg);
+    let out = w
+        .import(&bundle)
+        .arg("--containerd")
+        .arg(w.path("nowhere.sock"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nowhere.sock") && err.contains("--staged"),
+        "{err}"
+    );
+}
+
+/// Blobs of a library-built bundle.
+struct MemBlobs(BTreeMap<Digest, Vec<u8>>);
+
+impl BlobSource for MemBlobs {
+    fn open_blob(&self, d: &Digest) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+        Ok(Box::new(std::io::Cursor::new(self.0[d].clone())))
+    }
+}
+
+/// A bundle of Kubernetes manifests as the create side lays them out: one object
+/// per YAML document, meta file/order/source, one blob zstd-encoded.
+fn manifest_bundle(w: &Work, docs: &[(&str, u64, &str, bool)]) -> PathBuf {
+    let mut b = BundleBuilder::new("edge-site", "1.0", 0, vec!["all".into()]);
+    let mut blobs = BTreeMap::new();
+    for (file, order, text, zstd) in docs {
+        let content = text.as_bytes().to_vec();
+        let (stored, encoding, info) = if *zstd {
+            let z = zstd::encode_all(&content[..], 3).unwrap();
+            (
+                z,
+                Some(Encoding::Zstd),
+                Some(ContentInfo {
+                    digest: Digest::of(&content),
+                    size: content.len() as u64,
+                }),
+            )
+        } else {
+            (content.clone(), None, None)
+        };
+        let d = Digest::of(&stored);
+        b.add_blob(
+            BlobEntry {
+                digest: d,
+                size: stored.len() as u64,
+                media_type: "application/yaml".into(),
+                offset: None,
+                encoding,
+                content: info,
+            },
+            1,
+        )
+        .unwrap();
+        let mut meta = BTreeMap::new();
+        meta.insert("file".to_string(), json!(file));
+        meta.insert("order".to_string(), json!(order));
+        meta.insert("source".to_string(), json!("chart:web"));
+        b.add_object(Object {
+            kind: Kind::K8sManifest,
+            name: format!("{file}#{order}"),
+            digest: d,
+            media_type: "application/yaml".into(),
+            size: stored.len() as u64,
+            blobs: vec![d],
+            meta,
+        })
+        .unwrap();
+        blobs.insert(d, stored);
+    }
+    let plan = b.finish().unwrap();
+    let env = Envelope::sign(plan.digest, &[w.secret()]);
+    let out = w.path("manifests.gapb");
+    let f = fs::File::create(&out).unwrap();
+    write_bundle(f, &plan, &env, &MemBlobs(blobs), |_| {}).unwrap();
+    out
+}
+
+#[test]
+fn manifests_land_whole_in_the_auto_deploy_folder() {
+    let w = Work::new();
+    let bundle = manifest_bundle(
+        &w,
+        &[
+            (
+                "chart-web.yaml",
+                1,
+                "kind: Service\nmetadata:\n  name: web\n",
+                true,
+            ),
+            (
+                "chart-web.yaml",
+                0,
+                "kind: Deployment\nmetadata:\n  name: web",
+                false,
+            ),
+            ("extra.yaml", 0, "kind: ConfigMap\n", false),
+        ],
+    );
+    let plan = json_out(&run(w.import(&bundle).args(["--dry-run", "--json"])));
+    assert_eq!(
+        plan["targets"][0]["plan"]["newObjects"],
+        json!(["chart-web.yaml", "extra.yaml"])
+    );
+    run(&mut w.import(&bundle));
+    let dir = w.k3s_root().join("server/manifests/edge-site");
+    assert_eq!(
+        fs::read_to_string(dir.join("chart-web.yaml")).unwrap(),
+        "kind: Deployment\nmetadata:\n  name: web\n---\nkind: Service\nmetadata:\n  name: web\n"
+    );
+    assert_eq!(
+        fs::read_to_string(dir.join("extra.yaml")).unwrap(),
+        "kind: ConfigMap\n"
+    );
+    let names: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "no temporary file is left: {names:?}");
+    // Rerun: recognised as present.
+    let plan = json_out(&run(w.import(&bundle).args(["--dry-run", "--json"])));
+    assert_eq!(
+        plan["targets"][0]["plan"]["presentObjects"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    // --skip-manifests leaves nothing to import.
+    let out = w.import(&bundle).arg("--skip-manifests").output().unwrap();
+    assert!(!out.status.success());
+}
+
+#[test]
+fn staged_archive_is_what_ctr_images_import_accepts() {
+    let reg = Registry::start();
+    push_fixture_images(&reg, None);
+    let w = Work::new();
+    let bundle = w.bundle_fixtures(&reg);
+    let images = images_of(&bundle);
+    run(w.import(&bundle).arg("--staged"));
+    let archive = w.k3s_root().join("agent/images/edge-site.tar");
+    assert!(archive.is_file());
+    let first = fs::metadata(&archive).unwrap().modified().unwrap();
+
+    // A rerun recognises the archive and leaves it alone.
+    let plan = json_out(&run(w.import(&bundle).args([
+        "--staged",
+        "--dry-run",
+        "--json",
+    ])));
+    assert_eq!(plan["targets"][0]["plan"]["bytesToWrite"], 0, "{plan}");
+    run(w.import(&bundle).arg("--staged"));
+    assert_eq!(fs::metadata(&archive).unwrap().modified().unwrap(), first);
+
+    // What K3s does at start: import the archive into its containerd.
+    let ctd = Containerd::start();
+    let out = ctd.ctr_stdout(&[
+        "images",
+        "import",
+        "--all-platforms",
+        archive.to_str().unwrap(),
+    ]);
+    let listed = ctr_images(&ctd);
+    for (name, digest) in &images {
+        let (d, _) = listed
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} not imported: {out}\n{listed:#?}"));
+        assert_eq!(d, digest, "{name}: same digest after ctr images import");
+    }
+}
+
+#[test]
+fn fleet_mode_pushes_identical_digests_and_writes_a_mirror_snippet() {
+    let reg = Registry::start();
+    let fixtures = push_fixture_images(&reg, None);
+    let fleet = Registry::start_with_htpasswd("fleet", "s3cret");
+    let w = Work::new();
+    let bundle = w.bundle_fixtures(&reg);
+    let images = images_of(&bundle);
+    let push = |extra: &[&str]| {
+        let mut c = w.import(&bundle);
+        c.args([
+            "--registry",
+            &fleet.addr,
+            "--insecure-registry",
+            &fleet.addr,
+        ])
+        .args(["--registry-auth", &format!("{}=fleet:s3cret", fleet.addr)])
+        .args(extra);
+        c
+    };
+    run(&mut push(&[]));
+    let creds = Some(("fleet", "s3cret"));
+    for (name, digest) in &images {
+        let moved = name.replacen(&reg.addr, &fleet.addr, 1);
+        assert_eq!(
+            &skopeo_digest_with_creds(&format!("docker://{moved}"), creds),
+            digest,
+            "{moved} keeps its digest"
+        );
+    }
+    // Every platform of the multi-arch index is there, by digest.
+    for p in &fixtures.multi.platforms {
+        let r = format!("docker://{}/team/multi@{}", fleet.addr, p.manifest_digest);
+        let m = skopeo_manifest(&r, creds);
+        assert_eq!(manifest_layer_digests(&m), p.layer_digests);
+    }
+    let yaml = fs::read_to_string(w.k3s_root().join("registries.yaml.gapbundle")).unwrap();
+    assert!(
+        yaml.contains(&format!(
+            "mirrors:\n  \"{}\":\n    endpoint:\n      - \"http://{}\"",
+            reg.addr, fleet.addr
+        )),
+        "{yaml}"
+    );
+    // A second push finds everything there.
+    let plan = json_out(&run(&mut push(&["--dry-run", "--json"])));
+    assert_eq!(plan["targets"][0]["plan"]["bytesToWrite"], 0, "{plan}");
+    assert_eq!(
+        plan["targets"][0]["plan"]["presentObjects"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+}
