@@ -839,3 +839,50 @@ fn base64_decode(s: &str) -> Vec<u8> {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.decode(s).unwrap()
 }
+
+/// Copies `from` to `to`, replacing `old` with `new` in every file.
+fn copy_replacing(from: &Path, to: &Path, old: &str, new: &str) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_replacing(&e.path(), &dest, old, new);
+        } else {
+            let text = fs::read_to_string(e.path()).unwrap();
+            fs::write(dest, text.replace(old, new)).unwrap();
+        }
+    }
+}
+
+#[test]
+fn the_k3s_app_example_works() {
+    let reg = Registry::start();
+    let fx = push_fixture_images(&reg, None);
+    let w = Work::new();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/k3s-app");
+    copy_replacing(&example, &w.path("."), "127.0.0.1:5000", &reg.addr);
+    let _ = fs::remove_file(w.path("bundle.lock"));
+    ok(w.create(Some(&reg.addr), "k3s-app.gapb", "cache", &[]));
+    w.verify("k3s-app.gapb");
+    let info = w.inspect("k3s-app.gapb");
+    assert_eq!(
+        wanted_by(&info, &fx.app.reference),
+        ["chart:web Deployment apps/web"]
+    );
+    assert_eq!(
+        wanted_by(&info, &fx.multi.reference),
+        ["kustomize:deploy/overlays/edge Deployment edge/edge-agent"]
+    );
+    assert!(wanted_by(&info, &fx.tool.reference).is_empty());
+    let m = w.manifest("k3s-app.gapb");
+    assert_eq!(
+        manifests(&m).keys().collect::<Vec<_>>(),
+        [
+            "chart:web/Deployment/apps/web",
+            "chart:web/Service/apps/web",
+            "kustomize:deploy/overlays/edge/Deployment/edge/edge-agent",
+            "kustomize:deploy/overlays/edge/Namespace/_/edge",
+        ]
+    );
+}

@@ -25,11 +25,12 @@ pub const MANIFEST_MEDIA_TYPE: &str = "application/yaml";
 pub const CHART_MEDIA_TYPE: &str = "application/vnd.cncf.helm.chart.content.v1.tar+gzip";
 /// Documents at least this large are stored zstd-compressed (`encoding: zstd`).
 pub const COMPRESS_THRESHOLD: usize = 64 * 1024;
-/// Blob rank of chart archives: after every image (rank 0).
-pub const RANK_CHART: u32 = 1000;
+/// Blob rank of chart archives: after every image (rank 0) and every NAR (ranked by
+/// depth), before the documents.
+pub const RANK_CHART: u32 = u32::MAX - 1;
 /// Blob rank of rendered documents: last, so an importer streaming the bundle has
 /// every image before the first manifest that uses it.
-pub const RANK_MANIFEST: u32 = 1001;
+pub const RANK_MANIFEST: u32 = u32::MAX;
 
 /// A problem with rendered YAML, located for the person who wrote the input.
 #[derive(Debug, thiserror::Error)]
