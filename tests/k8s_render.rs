@@ -560,6 +560,24 @@ manifests:
         lock["charts"][&repo_key]["digest"],
         sha256_file(&repo_dir.join("web-0.1.0.tgz"))
     );
+
+    // A chart the lock pins but the spec dropped: --locked refuses, naming it.
+    let spec = fs::read_to_string(w.path("bundle.yaml")).unwrap();
+    let start = spec.find("  - oci:").unwrap();
+    let end = spec.find("  - path: ./charts/jobs").unwrap();
+    fs::write(
+        w.path("bundle.yaml"),
+        format!("{}{}", &spec[..start], &spec[end..]),
+    )
+    .unwrap();
+    let err = fails(
+        &w.create(Some(&reg.addr), "dropped.gapb", "cache", &["--locked"]),
+        4,
+    );
+    assert!(
+        err.contains("no longer has") && err.contains(&oci_key),
+        "{err}"
+    );
 }
 
 #[test]
@@ -884,5 +902,68 @@ fn the_k3s_app_example_works() {
             "kustomize:deploy/overlays/edge/Deployment/edge/edge-agent",
             "kustomize:deploy/overlays/edge/Namespace/_/edge",
         ]
+    );
+}
+
+#[test]
+fn manifests_from_a_flake_output() {
+    require_tool("nix");
+    let w = Work::new();
+    w.write(
+        "flake/flake.nix",
+        r#"{
+  outputs = { self }: let
+    mk = name: script: builtins.derivation {
+      inherit name;
+      system = "x86_64-linux";
+      builder = "/bin/sh";
+      args = [ "-c" script ];
+      PATH = "/usr/bin:/bin";
+    };
+  in {
+    packages.x86_64-linux.manifests = mk "gb-k8s-manifests" "mkdir -p $out/sub; printf 'apiVersion: v1\nkind: Pod\nmetadata:\n  name: from-nix\nspec:\n  containers: [{name: a, image: 127.0.0.1:1/nix/app:1}]\n' > $out/pod.yaml; printf 'apiVersion: v1\nkind: Namespace\nmetadata:\n  name: nixns\n' > $out/sub/ns.yml; echo ignored > $out/README";
+    packages.x86_64-linux.single = mk "gb-k8s-single.yaml" "printf 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: one\n' > $out";
+  };
+}
+"#,
+    );
+    w.write(
+        "bundle.yaml",
+        "name: x\nversion: \"1\"\ndiscoverImages: false\nmanifests:\n  - installable: ./flake#packages.x86_64-linux.manifests\n  - installable: ./flake#packages.x86_64-linux.single\n",
+    );
+    let o = {
+        let mut c = gapbundle();
+        c.env("NIX_CONFIG", NIX_CONFIG)
+            .arg("create")
+            .arg("-f")
+            .arg(w.path("bundle.yaml"))
+            .arg("-o")
+            .arg(w.path("x.gapb"))
+            .arg("--cache")
+            .arg(w.path("cache"))
+            .arg("--key")
+            .arg(w.path("keys/k8s-test.sec"));
+        c.stdin(Stdio::null()).output().unwrap()
+    };
+    ok(o);
+    let m = w.manifest("x.gapb");
+    let docs = manifests(&m);
+    let i = "./flake#packages.x86_64-linux";
+    assert_eq!(
+        docs.keys().cloned().collect::<Vec<_>>(),
+        [
+            format!("manifests:{i}.manifests/pod.yaml/Pod/default/from-nix"),
+            format!("manifests:{i}.manifests/sub/ns.yml/Namespace/_/nixns"),
+            format!("manifests:{i}.single/ConfigMap/default/one"),
+        ]
+    );
+    let pod = docs[&format!("manifests:{i}.manifests/pod.yaml/Pod/default/from-nix")];
+    assert_eq!(
+        pod.meta["images"],
+        serde_json::json!(["127.0.0.1:1/nix/app:1"])
+    );
+    assert_eq!(
+        pod.meta["file"],
+        "manifests-.-flake-packages.x86_64-linux.manifests-pod.yaml"
     );
 }
