@@ -390,10 +390,16 @@ enum Source<'a> {
 /// Environment for Helm commands that must not touch the user's Helm home.
 fn isolated_helm(tmp: &Path) -> Cmd {
     let home = tmp.join("helm-home");
+    // The two repository variables win over the homes when a user has set them.
     helm()
         .env("HELM_CACHE_HOME", home.join("cache"))
         .env("HELM_CONFIG_HOME", home.join("config"))
         .env("HELM_DATA_HOME", home.join("data"))
+        .env("HELM_REPOSITORY_CACHE", home.join("cache/repository"))
+        .env(
+            "HELM_REPOSITORY_CONFIG",
+            home.join("config/repositories.yaml"),
+        )
 }
 
 const REPO_NAME: &str = "gapbundle";
