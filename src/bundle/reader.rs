@@ -326,25 +326,7 @@ pub fn verify_stream<R: Read>(
     for entry in head.entries() {
         let path = entry.path();
         let block = layout::read_block(&mut r).map_err(|e| eof_to_truncated(e, &path))?;
-        match parse_header(&block) {
-            Ok(Block::File { path: found, size }) if found == path && size == entry.size() => {}
-            Ok(Block::File { path: found, size }) => {
-                return Err(ReadError::Unexpected {
-                    position: pos,
-                    found,
-                    found_size: size,
-                    expected: path,
-                    expected_size: entry.size(),
-                })
-            }
-            Ok(Block::End) => return Err(ReadError::Truncated(path)),
-            Err(problem) => {
-                return Err(ReadError::Header {
-                    position: pos,
-                    problem,
-                })
-            }
-        }
+        check_header(&block, &entry, pos)?;
         let mut hashing = HashingReader::new((&mut r).take(entry.size()));
         sink.consume(&entry, &mut hashing)
             .map_err(|source| consumer_error(&path, source))?;
@@ -383,6 +365,22 @@ pub fn verify_stream<R: Read>(
         rest += n as u64;
     }
     Ok(())
+}
+
+/// The header at `position` must be exactly the one the manifest puts there.
+fn check_header(block: &[u8; 512], entry: &Entry, position: u64) -> Result<(), ReadError> {
+    match parse_header(block) {
+        Ok(Block::File { path, size }) if path == entry.path() && size == entry.size() => Ok(()),
+        Ok(Block::File { path, size }) => Err(ReadError::Unexpected {
+            position,
+            found: path,
+            found_size: size,
+            expected: entry.path(),
+            expected_size: entry.size(),
+        }),
+        Ok(Block::End) => Err(ReadError::Truncated(entry.path())),
+        Err(problem) => Err(ReadError::Header { position, problem }),
+    }
 }
 
 fn consumer_error(path: &str, source: io::Error) -> ReadError {
@@ -515,25 +513,7 @@ fn check_entry<S: ReadAt>(
     RangeReader::new(src, header_pos, HEADER_LEN)
         .read_exact(&mut block)
         .map_err(|e| eof_to_truncated(e, &path))?;
-    match parse_header(&block) {
-        Ok(Block::File { path: found, size }) if found == path && size == entry.size() => {}
-        Ok(Block::File { path: found, size }) => {
-            return Err(ReadError::Unexpected {
-                position: header_pos,
-                found,
-                found_size: size,
-                expected: path,
-                expected_size: entry.size(),
-            })
-        }
-        Ok(Block::End) => return Err(ReadError::Truncated(path)),
-        Err(problem) => {
-            return Err(ReadError::Header {
-                position: header_pos,
-                problem,
-            })
-        }
-    }
+    check_header(&block, entry, header_pos)?;
     let mut hasher = Hasher::new();
     let mut r = RangeReader::new(src, data_pos, entry.size());
     loop {

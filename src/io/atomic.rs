@@ -28,9 +28,13 @@ impl AtomicFile {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        // Temporary files are private by default; what we write here (bundles, locks,
+        // manifests, public keys) is meant to be shared, so it gets the mode any
+        // other new file gets: 0666 less the umask. Secrets never go through here.
         let tmp = tempfile::Builder::new()
             .prefix(&format!(".{name}."))
             .suffix(".tmp")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
             .tempfile_in(&dir)
             .map_err(|e| {
                 io::Error::new(
@@ -64,6 +68,26 @@ impl Write for AtomicFile {
     }
     fn flush(&mut self) -> io::Result<()> {
         self.tmp.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn output_gets_an_ordinary_mode_not_a_private_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("out.gapb");
+        super::write(&p, b"x").unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        let umask = std::process::Command::new("sh")
+            .args(["-c", "umask"])
+            .output()
+            .unwrap();
+        let umask =
+            u32::from_str_radix(String::from_utf8(umask.stdout).unwrap().trim(), 8).unwrap();
+        assert_eq!(mode, 0o666 & !umask, "mode {mode:o} with umask {umask:o}");
     }
 }
 
