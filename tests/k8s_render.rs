@@ -671,7 +671,7 @@ fn discover_images_false_turns_discovery_off_per_entry() {
     );
     w.write(
         "bundle.yaml",
-        "name: x\nversion: \"1\"\ndiscoverImages: false\nmanifests:\n  - path: a/*.yaml\n  - path: b/pod.yaml\n    discoverImages: true\n",
+        "name: x\nversion: \"1\"\ndiscoverImages: false\nmanifests:\n  - path: a/*.yaml\n  - path: b/\n    discoverImages: true\n",
     );
     ok(w.create(Some(&reg.addr), "x.gapb", "cache", &[]));
     let info = w.inspect("x.gapb");

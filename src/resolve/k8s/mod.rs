@@ -162,7 +162,24 @@ fn manifest_files(
     let Some(pattern) = &entry.path else {
         return Err(InputFailure(format!("manifests[{i}]: give `path:` or `installable:`")).into());
     };
-    let found = k8s::glob::expand(&spec.base, pattern, &list_dir, &is_file);
+    // A folder stands for its YAML and JSON files (not recursive; use `dir/**/*.yaml`).
+    let found = if spec.base.join(pattern).is_dir() && !k8s::glob::has_wildcard(pattern) {
+        let mut v: Vec<PathBuf> = ["*.yaml", "*.yml", "*.json"]
+            .iter()
+            .flat_map(|ext| {
+                k8s::glob::expand(
+                    &spec.base,
+                    &format!("{}/{ext}", pattern.trim_end_matches('/')),
+                    &list_dir,
+                    &is_file,
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    } else {
+        k8s::glob::expand(&spec.base, pattern, &list_dir, &is_file)
+    };
     if found.is_empty() {
         return Err(InputFailure(format!(
             "manifests[{i}]: `{pattern}` matches no file under {}; paths are relative to the spec's folder",
