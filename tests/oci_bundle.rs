@@ -173,6 +173,14 @@ fn round_trip_through_skopeo_with_dedup() {
     assert!(quiet.stderr.is_empty(), "{}", stderr(&quiet));
     assert!(quiet.stdout.is_empty());
 
+    // On a terminal: indicatif bars with bytes, rate and ETA (`script` gives the
+    // command a pseudo-terminal).
+    let mut cmd = w.create_cmd(&reg.addr, "tty.gapb");
+    cmd.args(["--update", "--cache"]).arg(w.path("cache-tty"));
+    let line = describe(&cmd);
+    let tty = run_stdout(tool("script").args(["-qec", &line, "/dev/null"]));
+    assert!(tty.contains("eta") && tty.contains("/s"), "{tty}");
+
     let v = w.verify("site.gapb");
     assert_eq!(code(&v), 0, "{}", stderr(&v));
     assert!(String::from_utf8_lossy(&v.stdout).contains("signed by test-release"));
