@@ -903,6 +903,34 @@ fn the_k3s_app_example_works() {
             "kustomize:deploy/overlays/edge/Namespace/_/edge",
         ]
     );
+
+    // What the importer makes of it (staged K3s mode): one file per source, the
+    // documents in rendered order, byte for byte.
+    let k3s = w.path("k3s");
+    run(gapbundle()
+        .arg("import")
+        .arg(w.path("k3s-app.gapb"))
+        .arg("--trust")
+        .arg(w.path("keys/k8s-test.pub"))
+        .args(["--skip-nix", "--staged", "--k3s-root"])
+        .arg(&k3s));
+    let dir = k3s.join("server/manifests/k3s-app");
+    let mut files: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        ["chart-web.yaml", "kustomize-deploy-overlays-edge.yaml"]
+    );
+    let overlay = fs::read_to_string(dir.join("kustomize-deploy-overlays-edge.yaml")).unwrap();
+    let rendered = run_stdout(
+        tool("kubectl")
+            .arg("kustomize")
+            .arg(w.path("deploy/overlays/edge")),
+    );
+    assert_eq!(overlay, rendered);
 }
 
 #[test]
