@@ -708,6 +708,27 @@ fn a_broken_chart_or_overlay_gives_the_tool_s_stderr() {
         "bundle.yaml",
         "name: x\nversion: \"1\"\ncharts:\n  - path: ./charts/web\n",
     );
+    // Without helm on PATH it is this machine, not the chart, that is at fault.
+    let empty = w.path("empty-path");
+    fs::create_dir_all(&empty).unwrap();
+    let o = {
+        let mut c = gapbundle();
+        c.env("PATH", &empty)
+            .arg("create")
+            .arg("-f")
+            .arg(w.path("bundle.yaml"))
+            .arg("-o")
+            .arg(w.path("x.gapb"))
+            .arg("--cache")
+            .arg(w.path("cache"));
+        c.stdin(Stdio::null()).output().unwrap()
+    };
+    let err = fails(&o, 1);
+    assert!(
+        err.contains("`helm` was not found on PATH") && err.contains("install Helm"),
+        "{err}"
+    );
+
     let err = fails(&w.create(None, "x.gapb", "cache", &[]), 4);
     assert!(err.contains("charts[0] (chart:web)"), "{err}");
     assert!(err.contains("helm template web"), "{err}");

@@ -17,7 +17,7 @@ use fs_err as fs;
 use serde_json::json;
 use serde_yaml_ng::Value;
 
-use super::{split, Collector, RenderOptions, Stored, HELM_HINT};
+use super::{blame, split, Collector, RenderOptions, Stored, HELM_HINT};
 use crate::bundle::manifest::{BlobEntry, Kind, Object};
 use crate::bundle::Digest;
 use crate::commands::{InputFailure, RegistryFailure};
@@ -74,10 +74,12 @@ pub(super) fn render_chart(
     let e = job.entry;
     let (chart_path, pulled) = locate(job, lock)?;
     let info = show_chart(&chart_path).map_err(|err| {
-        InputFailure(format!(
-            "charts[{i}]: {} is not a usable chart; fix it and run create again: {err}",
-            chart_path.display()
-        ))
+        blame(err, |err| {
+            InputFailure(format!(
+                "charts[{i}]: {} is not a usable chart; fix it and run create again: {err:#}",
+                chart_path.display()
+            ))
+        })
     })?;
     let release = e.release.clone().unwrap_or_else(|| info.name.clone());
     let source = format!("chart:{release}");
@@ -124,9 +126,11 @@ pub(super) fn render_chart(
         cmd = cmd.arg("-f").arg(p);
     }
     let rendered = cmd.output().map_err(|err| {
-        InputFailure(format!(
-            "charts[{i}] ({source}): helm could not render the chart; fix the chart or its values and run create again: {err}"
-        ))
+        blame(err, |err| {
+            InputFailure(format!(
+                "charts[{i}] ({source}): helm could not render the chart; fix the chart or its values and run create again: {err:#}"
+            ))
+        })
     })?;
     let docs = split(&source, &rendered, e.namespace.as_deref())?;
 
@@ -224,10 +228,12 @@ fn chart_archive(
         .arg(&dest)
         .output()
         .map_err(|err| {
-            InputFailure(format!(
-                "charts[{i}]: helm could not package {}; fix the chart and run create again: {err}",
-                chart.display()
-            ))
+            blame(err, |err| {
+                InputFailure(format!(
+                    "charts[{i}]: helm could not package {}; fix the chart and run create again: {err:#}",
+                    chart.display()
+                ))
+            })
         })?;
     let tgz = single_tgz(&dest)?;
     let tar = Cmd::new("gzip", "install gzip (Debian: apt-get install gzip)")
@@ -329,9 +335,11 @@ fn locate(job: &ChartJob<'_>, lock: &mut LockCtx<'_>) -> anyhow::Result<(PathBuf
         Source::Oci { reference } => pull_oci(job, reference, version, &dest)?,
     };
     let info = show_chart(&tgz).map_err(|err| {
-        RegistryFailure(format!(
-            "charts[{i}]: {key} gave an archive that is not a chart: {err:#}"
-        ))
+        blame(err, |err| {
+            RegistryFailure(format!(
+                "charts[{i}]: {key} gave an archive that is not a chart: {err:#}"
+            ))
+        })
     })?;
     let (digest, size) = job
         .cas
@@ -405,10 +413,11 @@ fn isolated_helm(tmp: &Path) -> Cmd {
 const REPO_NAME: &str = "gapbundle";
 
 fn pull_failure(i: usize, what: &str, e: ProcessError) -> anyhow::Error {
-    RegistryFailure(format!(
-        "charts[{i}]: cannot pull {what}; check the URL, name and version, and that the repository is reachable: {e}"
-    ))
-    .into()
+    blame(e, |e| {
+        RegistryFailure(format!(
+            "charts[{i}]: cannot pull {what}; check the URL, name and version, and that the repository is reachable: {e:#}"
+        ))
+    })
 }
 
 fn pull_repo(

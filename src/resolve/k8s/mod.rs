@@ -26,7 +26,7 @@ use crate::bundle::manifest::{BlobEntry, ContentInfo, Encoding, Kind, Object};
 use crate::bundle::Digest;
 use crate::commands::InputFailure;
 use crate::io::cas::Cas;
-use crate::io::process::Cmd;
+use crate::io::process::{Cmd, ProcessError};
 use crate::k8s::{self, names, Document};
 use crate::progress::Progress;
 use crate::spec::file::ManifestEntry;
@@ -102,9 +102,11 @@ pub fn render(
                 .arg(&dir)
                 .output()
                 .map_err(|e| {
-                    InputFailure(format!(
-                        "kustomize[{i}] ({source}): kubectl could not build the overlay; fix it and run create again: {e}"
-                    ))
+                    blame(e, |e| {
+                        InputFailure(format!(
+                            "kustomize[{i}] ({source}): kubectl could not build the overlay; fix it and run create again: {e:#}"
+                        ))
+                    })
                 })?;
             let docs = split(&source, &yaml, None)?;
             out.add_rendered(cas, &source, docs, discover)?;
@@ -120,6 +122,21 @@ pub fn render(
     }
     charts::check_stale(lock)?;
     Ok(out.finish())
+}
+
+/// The failure a tool's error is. A tool that ran and failed is about the input, so
+/// `wrap` marks it (bad input, exit 4; or a registry failure, exit 5); a tool that is
+/// missing or cannot be started is about this machine and stays as it is (exit 1),
+/// carrying the hint on how to install it.
+fn blame<E: Into<anyhow::Error>>(
+    err: impl Into<anyhow::Error>,
+    wrap: impl FnOnce(anyhow::Error) -> E,
+) -> anyhow::Error {
+    let err = err.into();
+    match err.downcast_ref::<ProcessError>() {
+        Some(ProcessError::NotFound { .. } | ProcessError::Io { .. }) => err,
+        _ => wrap(err).into(),
+    }
 }
 
 /// Splits rendered YAML, turning a bad document into bad input (exit 4).
