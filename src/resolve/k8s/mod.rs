@@ -377,3 +377,73 @@ fn store_document(cas: &Cas, bytes: &[u8]) -> anyhow::Result<(BlobEntry, u64)> {
         z.len() as u64,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn docs(source: &str, yaml: &str) -> Vec<Document> {
+        k8s::split_documents(source, yaml.as_bytes(), Some("default")).unwrap()
+    }
+
+    #[test]
+    fn names_files_and_wanted_images() {
+        let dir = tempfile::tempdir().unwrap();
+        let cas = Cas::open(dir.path()).unwrap();
+        let mut c = Collector::default();
+        let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{image: r/a:1}]}\n";
+        c.add_rendered(
+            &cas,
+            "manifests:a.yaml",
+            docs("manifests:a.yaml", &format!("{pod}---\n{pod}")),
+            true,
+        )
+        .unwrap();
+        c.add_rendered(
+            &cas,
+            "manifests:b.yaml",
+            docs("manifests:b.yaml", pod),
+            false,
+        )
+        .unwrap();
+        let names: Vec<&str> = c.objects.iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "manifests:a.yaml/Pod/default/p",
+                "manifests:a.yaml/Pod/default/p#2",
+                "manifests:b.yaml/Pod/default/p"
+            ]
+        );
+        assert_eq!(c.objects[1].meta["order"], json!(1));
+        assert_eq!(c.objects[2].meta["images"], json!(["r/a:1"]));
+        // Discovery was off for b.yaml: only a.yaml's document wants the image.
+        assert_eq!(
+            c.wanted,
+            [WantedImage {
+                reference: "r/a:1".into(),
+                wanted_by: vec!["manifests:a.yaml Pod default/p".into()],
+            }]
+        );
+        // Two sources that would write the same file are refused.
+        let e = c
+            .add_rendered(&cas, "manifests:b.yml", docs("manifests:b.yml", pod), true)
+            .unwrap_err();
+        assert!(e.to_string().contains("manifests-b.yaml"), "{e}");
+    }
+
+    #[test]
+    fn large_documents_are_compressed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cas = Cas::open(dir.path()).unwrap();
+        let small = store_document(&cas, b"a: 1\n").unwrap().0;
+        assert!(small.encoding.is_none());
+        let big = vec![b'x'; k8s::COMPRESS_THRESHOLD];
+        let (b, size) = store_document(&cas, &big).unwrap();
+        assert_eq!(b.encoding, Some(Encoding::Zstd));
+        assert_eq!(b.content.as_ref().unwrap().digest, Digest::of(&big));
+        assert_eq!(size, b.size);
+        let stored = cas.read_small(&b.digest).unwrap();
+        assert_eq!(zstd::decode_all(stored.as_slice()).unwrap(), big);
+    }
+}
