@@ -718,8 +718,8 @@ struct Inbox {
 }
 
 impl Inbox {
-    /// An inbox, a state folder, and a bin folder put first on PATH with either the
-    /// real binary or a stand-in.
+    /// An inbox, a state folder, and a bin folder put first on PATH whose
+    /// `gapbundle` is the real binary behind a logging wrapper.
     fn new() -> Inbox {
         require_tool("jq");
         require_tool("flock");
@@ -727,37 +727,47 @@ impl Inbox {
         let bin = dir.path().join("bin");
         fs::create_dir_all(dir.path().join("inbox")).unwrap();
         fs::create_dir_all(&bin).unwrap();
-        std::os::unix::fs::symlink(gapbundle_bin(), bin.join("gapbundle")).unwrap();
-        Inbox { dir, bin }
+        let inbox = Inbox { dir, bin };
+        inbox.log_imports(0);
+        inbox
     }
 
-    /// Replaces `gapbundle import` with a stand-in that logs its arguments and
-    /// reports success with the bundle's digest, while every other subcommand is
-    /// the real binary. (Import into K3s and Nix is being written in other issues;
-    /// this tests the script's bookkeeping, not the import.)
-    fn fake_import(&self, sleep_secs: u32) {
-        let log = self.dir.path().join("import.log");
-        let real = gapbundle_bin();
+    /// Puts a wrapper in front of the real binary that records the arguments of
+    /// every `gapbundle import` (and sleeps before running it, to hold the lock).
+    fn log_imports(&self, sleep_secs: u32) {
         let script = format!(
             r#"#!/bin/sh
 if [ "$1" = import ]; then
     printf '%s\n' "$*" >>'{log}'
     sleep {sleep_secs}
-    for last; do :; done
-    digest=$('{real}' inspect --json -- "$last" | jq -r .digest) || exit 3
-    printf '{{"ok":true,"digest":"%s","targets":[]}}\n' "$digest"
-    exit 0
 fi
 exec '{real}' "$@"
 "#,
-            log = log.display(),
-            real = real.display()
+            log = self.dir.path().join("import.log").display(),
+            real = gapbundle_bin().display()
         );
         let path = self.bin.join("gapbundle");
-        fs::remove_file(&path).unwrap();
         fs::write(&path, script).unwrap();
         use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// Import arguments trusting `key` and staging images into a K3s folder (no
+    /// containerd needed), with spaces in both paths.
+    fn staged_args(&self, key: &Path) -> Vec<String> {
+        vec![
+            "--trust".into(),
+            key.display().to_string(),
+            "--threshold".into(),
+            "1".into(),
+            "--staged".into(),
+            "--k3s-root".into(),
+            self.k3s_root().display().to_string(),
+        ]
+    }
+
+    fn k3s_root(&self) -> PathBuf {
+        self.dir.path().join("k3s root")
     }
 
     fn imports(&self) -> Vec<String> {
@@ -780,7 +790,7 @@ exec '{real}' "$@"
         fs::copy(bundle, self.inbox().join(name)).unwrap();
     }
 
-    fn command(&self, import_args: &[&str]) -> Command {
+    fn command<S: AsRef<std::ffi::OsStr>>(&self, import_args: &[S]) -> Command {
         let mut c = tool("bash");
         c.arg(repo().join("nix/gapbundle-inbox.sh"))
             .arg("--inbox")
@@ -796,7 +806,7 @@ exec '{real}' "$@"
         c
     }
 
-    fn run(&self, import_args: &[&str]) -> String {
+    fn run<S: AsRef<std::ffi::OsStr>>(&self, import_args: &[S]) -> String {
         run_stdout(&mut self.command(import_args))
     }
 
@@ -825,7 +835,7 @@ exec '{real}' "$@"
 #[test]
 fn inbox_imports_each_bundle_once_and_files_it_with_a_receipt() {
     let inbox = Inbox::new();
-    let keys = inbox.dir.path().join("keys");
+    let keys = inbox.dir.path().join("key dir");
     run(gapbundle()
         .args(["key", "generate", "--quiet", "--name", "k1", "--dir"])
         .arg(&keys));
@@ -834,15 +844,7 @@ fn inbox_imports_each_bundle_once_and_files_it_with_a_receipt() {
         .as_str()
         .unwrap()
         .to_string();
-    inbox.fake_import(0);
-    let args = [
-        "--trust",
-        "/keys dir/k1.pub",
-        "--threshold",
-        "2",
-        "--containerd",
-        "/run/k3s/containerd/containerd.sock",
-    ];
+    let args = inbox.staged_args(&keys.join("k1.pub"));
 
     // The same bundle twice, under names with spaces and a leading dash.
     inbox.drop_in(&bundle, "first copy.gapb");
@@ -861,9 +863,7 @@ fn inbox_imports_each_bundle_once_and_files_it_with_a_receipt() {
         "first copy.gapb"
     };
     assert!(
-        imports[0].starts_with(
-            "import --json --trust /keys dir/k1.pub --threshold 2 --containerd /run/k3s/containerd/containerd.sock -- "
-        ),
+        imports[0].starts_with(&format!("import --json {} -- ", args.join(" "))),
         "{imports:?}"
     );
     let first = inbox.receipt("processed", first_name);
@@ -871,6 +871,13 @@ fn inbox_imports_each_bundle_once_and_files_it_with_a_receipt() {
     assert_eq!(first["exitCode"], 0);
     assert_eq!(first["digest"], digest.as_str());
     assert_eq!(first["result"]["ok"], true, "the --json output: {first}");
+    // The real import staged the image archive where K3s would load it.
+    let archive = inbox.k3s_root().join("agent/images/quickstart.tar");
+    assert!(archive.is_file(), "{first}");
+    assert_eq!(
+        first["result"]["targets"][0]["result"]["archive"],
+        archive.display().to_string()
+    );
     assert!(first["time"].as_str().unwrap().ends_with('Z'));
     let second = inbox.receipt("processed", second_name);
     assert_eq!(second["status"], "duplicate", "{second}");
@@ -959,12 +966,11 @@ fn inbox_files_failures_and_leaves_other_files_alone() {
         "nothing recorded as imported"
     );
 
-    // A failed bundle is not remembered: dropped in again (now trusted), it is
-    // imported (by the stand-in, as import into K3s is not written yet).
-    inbox.fake_import(0);
+    // A failed bundle is not remembered: dropped in again, now with its signer
+    // trusted, it is imported.
     inbox.drop_in(&bundle, "signed by k1.gapb");
-    inbox.run(&["--trust", k2]);
-    assert_eq!(inbox.imports().len(), 1);
+    inbox.run(&inbox.staged_args(&keys.join("k1.pub")));
+    assert_eq!(inbox.imports().len(), 3, "{:?}", inbox.imports());
     assert_eq!(
         inbox.receipt("processed", "signed by k1.gapb")["status"],
         "imported"
@@ -986,14 +992,21 @@ fn inbox_runs_wait_for_each_other() {
         .args(["key", "generate", "--quiet", "--name", "k1", "--dir"])
         .arg(&keys));
     let bundle = make_bundle(inbox.dir.path(), &keys.join("k1.sec"));
-    inbox.fake_import(1);
+    inbox.log_imports(1);
     for i in 0..3 {
         inbox.drop_in(&bundle, &format!("copy {i}.gapb"));
     }
     // Two triggers at once: the second waits on the lock, then finds the bundle
     // already imported (or nothing left at all).
-    let mut a = inbox.command(&[]).spawn().unwrap();
-    let mut b = inbox.command(&[]).spawn().unwrap();
+    let args = inbox.staged_args(&keys.join("k1.pub"));
+    let spawn = || {
+        inbox
+            .command(&args)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let (mut a, mut b) = (spawn(), spawn());
     assert!(a.wait().unwrap().success());
     assert!(b.wait().unwrap().success());
     assert_eq!(inbox.imports().len(), 1, "{:?}", inbox.imports());
