@@ -71,6 +71,13 @@ impl Write for AtomicFile {
     }
 }
 
+/// Writes `bytes` to `target` atomically.
+pub fn write(target: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut f = AtomicFile::create(target)?;
+    f.write_all(bytes)?;
+    f.commit()
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
@@ -89,11 +96,4 @@ mod tests {
             u32::from_str_radix(String::from_utf8(umask.stdout).unwrap().trim(), 8).unwrap();
         assert_eq!(mode, 0o666 & !umask, "mode {mode:o} with umask {umask:o}");
     }
-}
-
-/// Writes `bytes` to `target` atomically.
-pub fn write(target: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut f = AtomicFile::create(target)?;
-    f.write_all(bytes)?;
-    f.commit()
 }
