@@ -1017,3 +1017,74 @@ fn inbox_runs_wait_for_each_other() {
         .count();
     assert_eq!(filed, 3, "{listing:?}");
 }
+
+// ---------------------------------------------------------------------------
+// examples/ci-nightly, run against examples/quickstart (no network)
+// ---------------------------------------------------------------------------
+
+#[test]
+fn ci_nightly_example_runs() {
+    require_tool("jq");
+    let tmp = tempfile::tempdir().unwrap();
+    copy_into("examples/quickstart", tmp.path());
+    let spec = tmp.path().join("examples/quickstart/bundle.yaml");
+    let keys = tmp.path().join("keys");
+    run(gapbundle()
+        .args(["key", "generate", "--quiet", "--name", "release", "--dir"])
+        .arg(&keys));
+    let nightly = |out: &str| {
+        let mut c = tool("bash");
+        c.arg(repo().join("examples/ci-nightly/nightly.sh"))
+            .env("SPEC", &spec)
+            .env("KEY", keys.join("release.sec"))
+            .env("TRUST", keys.join("release.pub"))
+            .env("CACHE", tmp.path().join("cache"))
+            .env("OUT", tmp.path().join(out))
+            .env("GAPBUNDLE", gapbundle_bin())
+            .env("SOURCE_DATE_EPOCH", "1795000000")
+            .env_remove("GITHUB_STEP_SUMMARY");
+        c.output().unwrap()
+    };
+
+    // No committed lock yet: --locked refuses, with gapbundle's exit code 4.
+    let out = nightly("out0");
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lock"));
+
+    // With the lock (what a developer commits), the job builds and verifies.
+    run(gapbundle()
+        .args(["create", "--quiet", "-f"])
+        .arg(&spec)
+        .arg("-o")
+        .arg(tmp.path().join("first.gapb"))
+        .arg("--key")
+        .arg(keys.join("release.sec"))
+        .arg("--cache")
+        .arg(tmp.path().join("cache")));
+    let out = nightly("out1");
+    assert!(out.status.success(), "{out:?}");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let bundle = PathBuf::from(report["bundle"].as_str().unwrap());
+    let file_name = bundle.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        file_name.starts_with("quickstart-1.0-") && file_name.ends_with(".gapb"),
+        "{report}"
+    );
+    assert_eq!(report["signers"], json!(["release"]));
+    assert_eq!(report["images"], json!(["example.local/hello:1.0"]));
+    assert_eq!(
+        report["fetched"]["blobs"], 0,
+        "the cache and the lock: {report}"
+    );
+    let sums = fs::read_to_string(format!("{}.sha256", bundle.display())).unwrap();
+    assert!(sums.ends_with(&format!("  {file_name}\n")), "{sums}");
+    // The same commit (SOURCE_DATE_EPOCH), lock and key give the same bytes.
+    let out = nightly("out2");
+    assert!(out.status.success(), "{out:?}");
+    let again: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(again["digest"], report["digest"]);
+    assert_eq!(
+        fs::read(&bundle).unwrap(),
+        fs::read(again["bundle"].as_str().unwrap()).unwrap()
+    );
+}
