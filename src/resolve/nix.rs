@@ -15,7 +15,7 @@
 //! NAR comes after the NARs of its references.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -24,7 +24,7 @@ use fs_err as fs;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::bundle::digest::HashingReader;
+use crate::bundle::digest::HashingWriter;
 use crate::bundle::keys::SecretKey;
 use crate::bundle::manifest::{BlobEntry, ContentInfo, Encoding, Kind, Object};
 use crate::bundle::Digest;
@@ -32,7 +32,7 @@ use crate::commands::InputFailure;
 use crate::io::cas::Cas;
 use crate::io::process::Cmd;
 use crate::nixfmt::{
-    closure_order, parse_path_info, sign_path, valid_root_name, NarHash, PathInfo, StorePath,
+    closure_order, nar, parse_path_info, sign_path, valid_root_name, NarHash, PathInfo, StorePath,
     NAR_ZSTD_MEDIA_TYPE,
 };
 use crate::progress::Progress;
@@ -536,8 +536,10 @@ fn index_path(cas: &Cas, nar: &NarHash) -> PathBuf {
     cas.root().join("nix-nar").join(nar.digest().hex())
 }
 
-/// The blob holding one path's NAR: from the cache index, or made by streaming
-/// `nix-store --dump` through a hasher and a zstd encoder into the cache.
+/// The blob holding one path's NAR: from the cache index, or made by streaming the
+/// NAR through a hasher and a zstd encoder into the cache. The NAR comes from our own
+/// walk over the store path (no process per path); should its hash ever differ from
+/// Nix's, `nix-store --dump` is asked instead, and a mismatch there too stops create.
 fn nar_blob(cas: &Cas, info: &PathInfo, on_bytes: &dyn Fn(u64)) -> Result<(Digest, u64)> {
     let index = index_path(cas, &info.nar_hash);
     if let Ok(text) = std::fs::read_to_string(&index) {
@@ -550,47 +552,151 @@ fn nar_blob(cas: &Cas, info: &PathInfo, on_bytes: &dyn Fn(u64)) -> Result<(Diges
             }
         }
     }
-    let mut dump = nix_cmd("nix-store")
-        .args(["--dump", info.path.as_str()])
-        .stream()?;
-    let mut hashing = HashingReader::new(ProgressReader {
-        inner: &mut dump,
+    let want = (info.nar_hash.digest(), info.nar_size);
+    let own = pack(
+        cas,
+        info,
+        true,
+        |w| dump_nar(Path::new(info.path.as_str()), w),
         on_bytes,
-    });
-    let mut enc = zstd::stream::write::Encoder::new(cas.writer()?, NAR_ZSTD_LEVEL)?;
-    io::copy(&mut hashing, &mut enc)
-        .with_context(|| format!("streaming the NAR of {}", info.path))?;
-    let writer = enc.finish()?;
-    let (found, found_size) = hashing.finish();
-    dump.finish()?;
-    if found != info.nar_hash.digest() || found_size != info.nar_size {
+    );
+    let found = match own {
+        Ok(found) if found.1 == want => found,
+        _ => pack(
+            cas,
+            info,
+            false,
+            |w| {
+                let mut dump = nix_cmd("nix-store")
+                    .args(["--dump", info.path.as_str()])
+                    .stream()
+                    .map_err(io::Error::other)?;
+                io::copy(&mut dump, w)?;
+                dump.finish().map_err(io::Error::other)
+            },
+            &|_| {},
+        )?,
+    };
+    let (writer, (d, n)) = found;
+    if (d, n) != want {
         return Err(anyhow!(
-            "the NAR of {} does not match what Nix recorded: Nix says {} ({} bytes), `nix-store --dump` gave {} ({} bytes); run `nix-store --verify --check-contents --repair` and create again",
+            "the NAR of {} does not match what Nix recorded: Nix says {} ({} bytes), `nix-store --dump` gives {} ({n} bytes); run `nix-store --verify --check-contents --repair` and create again",
             info.path,
             info.nar_hash,
             info.nar_size,
-            NarHash::from_digest(&found),
-            found_size
+            NarHash::from_digest(&d),
         ));
     }
     let (d, s) = writer.finish(None)?;
     if let Some(dir) = index.parent() {
         fs::create_dir_all(dir)?;
     }
-    crate::io::atomic::write(&index, format!("{d} {s}\n").as_bytes())?;
+    // A hint, not data: temp + rename but no fsync (one per path would cost more than
+    // packing small paths); a lost or stale entry only means packing again.
+    let mut tmp = tempfile::NamedTempFile::new_in(index.parent().unwrap_or(cas.root()))?;
+    tmp.write_all(format!("{d} {s}\n").as_bytes())?;
+    tmp.persist(&index).map_err(|e| e.error)?;
     Ok((d, s))
 }
 
-struct ProgressReader<'a, R> {
-    inner: R,
+/// Streams a NAR made by `produce` through a hasher and the zstd encoder into a cache
+/// writer; returns the writer (not yet named) and the NAR's digest and size.
+/// Own walks go first; should one ever disagree with Nix (or fail), Nix's own dump
+/// is used instead.
+fn pack(
+    cas: &Cas,
+    info: &PathInfo,
+    pledge_size: bool,
+    produce: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    on_bytes: &dyn Fn(u64),
+) -> Result<(crate::io::cas::BlobWriter, (Digest, u64))> {
+    let mut enc = zstd::stream::write::Encoder::new(cas.writer()?, NAR_ZSTD_LEVEL)?;
+    // The size is known: zstd then sizes its window and tables to it (faster for
+    // the many small paths), and records it in the frame header.
+    // (Only for our own walk: if Nix's dump ever disagrees with narSize, the
+    // mismatch must reach the hash check rather than fail inside zstd.)
+    if pledge_size {
+        enc.set_pledged_src_size(Some(info.nar_size))?;
+    }
+    let mut w = io::BufWriter::with_capacity(
+        256 << 10,
+        HashingWriter::new(ProgressWriter {
+            inner: enc,
+            on_bytes,
+        }),
+    );
+    produce(&mut w).with_context(|| format!("streaming the NAR of {}", info.path))?;
+    let (pw, d, n) = w.into_inner().map_err(|e| e.into_error())?.finish();
+    let writer = pw.inner.finish()?;
+    Ok((writer, (d, n)))
+}
+
+/// Writes the NAR of `path` (Nix's format: entries sorted by name, the executable
+/// bit from the owner's x bit, symlinks as their target), as `nix-store --dump` does.
+pub fn dump_nar(path: &Path, w: &mut dyn Write) -> io::Result<()> {
+    nar::write_str(w, nar::MAGIC)?;
+    dump_node(path, w)
+}
+
+fn dump_node(path: &Path, w: &mut dyn Write) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    let meta = fs::symlink_metadata(path)?;
+    let ft = meta.file_type();
+    nar::write_strs(w, &[b"(", b"type"])?;
+    if ft.is_symlink() {
+        let target = fs::read_link(path)?;
+        nar::write_strs(w, &[b"symlink", b"target", target.as_os_str().as_bytes()])?;
+    } else if ft.is_file() {
+        nar::write_str(w, b"regular")?;
+        if meta.permissions().mode() & 0o100 != 0 {
+            nar::write_strs(w, &[b"executable", b""])?;
+        }
+        nar::write_str(w, b"contents")?;
+        let len = meta.len();
+        nar::write_u64(w, len)?;
+        let f = fs::File::open(path)?;
+        let copied = io::copy(&mut f.take(len), w)?;
+        if copied != len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{} changed size while it was read", path.display()),
+            ));
+        }
+        nar::write_padding(w, len)?;
+    } else if ft.is_dir() {
+        nar::write_str(w, b"directory")?;
+        let mut names: Vec<std::ffi::OsString> = fs::read_dir(path)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<io::Result<_>>()?;
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        for name in names {
+            nar::write_strs(w, &[b"entry", b"(", b"name", name.as_bytes(), b"node"])?;
+            dump_node(&path.join(&name), w)?;
+            nar::write_str(w, b")")?;
+        }
+    } else {
+        return Err(io::Error::other(format!(
+            "{} is neither a file, a folder nor a symlink, which a NAR cannot hold",
+            path.display()
+        )));
+    }
+    nar::write_str(w, b")")
+}
+
+struct ProgressWriter<'a, W> {
+    inner: W,
     on_bytes: &'a dyn Fn(u64),
 }
 
-impl<R: Read> Read for ProgressReader<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
+impl<W: Write> Write for ProgressWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
         (self.on_bytes)(n as u64);
         Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 
