@@ -688,13 +688,16 @@ impl Containerd {
     }
 
     fn send(&mut self, req: WriteContentRequest) -> Result<()> {
-        let ing = self.ingest.as_mut().expect("ingest open");
+        let Some(ing) = self.ingest.as_mut() else {
+            bail!("internal error: a blob chunk arrived before its write began");
+        };
         if ing.exists {
             return Ok(());
         }
-        let tx = ing.tx.as_ref().expect("sender open");
-        if tx.blocking_send(req).is_ok() {
-            return Ok(());
+        if let Some(tx) = ing.tx.as_ref() {
+            if tx.blocking_send(req).is_ok() {
+                return Ok(());
+            }
         }
         // The stream ended early: either containerd has the blob, or an error.
         let digest = ing.digest;
@@ -709,7 +712,9 @@ impl Containerd {
         };
         match r {
             Err(s) if s.code() == Code::AlreadyExists => {
-                self.ingest.as_mut().expect("ingest").exists = true;
+                if let Some(i) = self.ingest.as_mut() {
+                    i.exists = true;
+                }
                 Ok(())
             }
             Err(s) => Err(anyhow!(
