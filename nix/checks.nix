@@ -75,7 +75,7 @@ let
   withoutK3s = (nixos { }).config;
 in
 {
-  package = package;
+  inherit package;
   inbox-script = self.packages.${system}.gapbundle-inbox; # shellcheck runs in its build
 
   clippy = cargoCheck "clippy" [ pkgs.clippy ] "cargo clippy --all-targets --offline --locked -- -D warnings";
@@ -113,7 +113,11 @@ in
       grep -q '^ExecStart=.* --containerd /run/k3s/containerd/containerd.sock' "$service"
       grep -q '^After=.*k3s.service' "$service"
       grep -q '^Wants=.*k3s.service' "$service"
-      ! grep -q 'k3s.service' ${unitFile withoutK3s "gapbundle-inbox.service"}
+      # (not `! grep`: errexit ignores a negated command)
+      if grep -q 'k3s.service' ${unitFile withoutK3s "gapbundle-inbox.service"}; then
+        echo "ordered after k3s although services.k3s.enable is false" >&2
+        exit 1
+      fi
       grep -q '^PathExistsGlob=/var/lib/gapbundle/inbox/\*.gapb' ${unitFile withK3s "gapbundle-inbox.path"}
       touch $out
     '';

@@ -1088,3 +1088,52 @@ fn ci_nightly_example_runs() {
         fs::read(again["bundle"].as_str().unwrap()).unwrap()
     );
 }
+
+// ---------------------------------------------------------------------------
+// examples/flake-outputs: the part that needs no nixpkgs
+// ---------------------------------------------------------------------------
+
+/// Runs the `manifests` output's build script of examples/flake-outputs/flake.nix by
+/// hand (`helm template` of chart/, then the overlay; `kubectl kustomize` stands in
+/// for `kustomize build`), since the flake itself needs nixpkgs.
+#[test]
+fn flake_outputs_example_chart_and_overlay_render() {
+    let example = repo().join("examples/flake-outputs");
+    let flake = fs::read_to_string(example.join("flake.nix")).unwrap();
+    for step in [
+        "cp ${./overlay}/kustomization.yaml work/",
+        "helm template web ${./chart} --namespace apps > work/rendered.yaml",
+        "kustomize build work > $out",
+    ] {
+        assert!(flake.contains(step), "flake.nix no longer runs {step:?}");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let work = tmp.path().join("work");
+    fs::create_dir(&work).unwrap();
+    fs::copy(
+        example.join("overlay/kustomization.yaml"),
+        work.join("kustomization.yaml"),
+    )
+    .unwrap();
+    let rendered = run_stdout(
+        tool("helm")
+            .args(["template", "web"])
+            .arg(example.join("chart"))
+            .args(["--namespace", "apps"])
+            .env("HOME", tmp.path()),
+    );
+    fs::write(work.join("rendered.yaml"), rendered).unwrap();
+    let out = run_stdout(tool("kubectl").arg("kustomize").arg(&work));
+    for want in [
+        "kind: Deployment",
+        "kind: Service",
+        "namespace: apps",
+        "replicas: 2",
+        "site: edge",
+        "image: example.local/app:1.0",
+    ] {
+        assert!(out.contains(want), "{want:?} missing:\n{out}");
+    }
+    let spec = fs::read_to_string(example.join("bundle.yaml")).unwrap();
+    assert!(spec.contains("name: example.local/app:1.0"), "{spec}");
+}
