@@ -589,3 +589,193 @@ fn a_sparse_multi_arch_bundle_imports_for_this_platform() {
         );
     }
 }
+
+/// A CNCF registry serving HTTPS on 127.0.0.1 with a certificate from a private CA
+/// made here with openssl; killed on drop.
+struct TlsRegistry {
+    addr: String,
+    dir: TempDir,
+    child: std::process::Child,
+}
+
+impl TlsRegistry {
+    fn start() -> TlsRegistry {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let openssl = |args: &[&str]| {
+            run(tool("openssl").current_dir(d).args(args));
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=gapbundle-test-ca",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "srv.key",
+            "-out",
+            "srv.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        fs::write(
+            d.join("ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "srv.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ]);
+        fs::create_dir(d.join("certs")).unwrap();
+        fs::copy(d.join("ca.crt"), d.join("certs/ca.crt")).unwrap();
+        let addr = format!("127.0.0.1:{}", free_port());
+        fs::write(
+            d.join("config.yml"),
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {data}\n\
+                 http:\n  addr: {addr}\n  secret: tls-test\n  tls:\n    certificate: {crt}\n    key: {key}\n",
+                data = d.join("data").display(),
+                crt = d.join("srv.crt").display(),
+                key = d.join("srv.key").display(),
+            ),
+        )
+        .unwrap();
+        let child = Command::new(require_tool("docker-registry"))
+            .arg("serve")
+            .arg(d.join("config.yml"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ok = Command::new(require_tool("curl"))
+                .args(["-sf", "--cacert"])
+                .arg(d.join("ca.crt"))
+                .arg(format!("https://{addr}/v2/"))
+                .stdout(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if ok {
+                break;
+            }
+            assert!(Instant::now() < deadline, "TLS registry did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        TlsRegistry { addr, dir, child }
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    /// sha256 of what skopeo, trusting only our CA, reads at `reference`.
+    fn digest(&self, reference: &str) -> String {
+        let out = run(skopeo()
+            .args(["inspect", "--raw", "--no-creds", "--cert-dir"])
+            .arg(self.dir.path().join("certs"))
+            .arg(format!("docker://{reference}")));
+        sha256_digest(&out.stdout)
+    }
+}
+
+impl Drop for TlsRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn fleet_mode_trusts_a_private_ca_with_registry_ca() {
+    let reg = Registry::start();
+    push_fixture_images(&reg, None);
+    let fleet = TlsRegistry::start();
+    let w = Work::new();
+    let bundle = w.bundle_fixtures(&reg);
+
+    // Without the CA the registry's certificate is refused, and the error says how.
+    let out = w
+        .import(&bundle)
+        .args(["--registry", &fleet.addr])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&fleet.addr) && err.contains("--registry-ca"),
+        "{err}"
+    );
+
+    run(w
+        .import(&bundle)
+        .args(["--registry", &fleet.addr, "--registry-ca"])
+        .arg(fleet.ca()));
+    for (name, digest) in images_of(&bundle) {
+        let moved = name.replacen(&reg.addr, &fleet.addr, 1);
+        assert_eq!(fleet.digest(&moved), digest, "{moved}");
+    }
+    let yaml = fs::read_to_string(w.k3s_root().join("registries.yaml.gapbundle")).unwrap();
+    assert!(
+        yaml.contains(&format!("- \"https://{}\"", fleet.addr)),
+        "{yaml}"
+    );
+    assert!(yaml.contains("ca_file:"), "{yaml}");
+}
+
+#[test]
+fn apply_mode_reports_a_failing_kubectl() {
+    let w = Work::new();
+    let bundle = manifest_bundle(&w, &[("extra.yaml", 0, "kind: ConfigMap\n", false)]);
+    let kubeconfig = w.path("kubeconfig");
+    fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {server: \"https://127.0.0.1:1\"}\n\
+         contexts:\n- name: c\n  context: {cluster: c, user: u}\ncurrent-context: c\nusers:\n- name: u\n  user: {}\n",
+    )
+    .unwrap();
+    let out = w
+        .import(&bundle)
+        .arg("--apply")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("kubectl apply of extra.yaml failed"), "{err}");
+    assert!(
+        !w.k3s_root().join("server/manifests").exists(),
+        "--apply does not write the auto-deploy folder"
+    );
+}
