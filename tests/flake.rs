@@ -165,7 +165,7 @@ fn json_of(out: &Output) -> Value {
 /// imported), or None after saying loudly that the calling test did not run. The
 /// message goes straight to stderr, past cargo's capture, so it shows when the test
 /// "passes" too.
-fn nixpkgs_lib(test: &str) -> Option<PathBuf> {
+fn nixpkgs_lib(test: &str, what: &str) -> Option<PathBuf> {
     match std::env::var_os("NIXPKGS_LIB") {
         Some(dir) if !dir.is_empty() => {
             let dir = PathBuf::from(dir);
@@ -178,7 +178,7 @@ fn nixpkgs_lib(test: &str) -> Option<PathBuf> {
         }
         _ => {
             let msg = format!(
-                "\n\n*** {test}: module evaluation test did NOT run: set NIXPKGS_LIB=/path/to/nixpkgs.lib \
+                "\n\n*** {test}: {what} test did NOT run: set NIXPKGS_LIB=/path/to/nixpkgs.lib \
                  (a checkout of github.com/nix-community/nixpkgs.lib; never commit it) ***\n\n"
             );
             let _ = std::io::stderr().write_all(msg.as_bytes());
@@ -384,7 +384,10 @@ fn strings(v: &Value) -> Vec<String> {
 
 #[test]
 fn nixos_module_evaluates_with_nixpkgs_lib() {
-    let Some(lib) = nixpkgs_lib("nixos_module_evaluates_with_nixpkgs_lib") else {
+    let Some(lib) = nixpkgs_lib(
+        "nixos_module_evaluates_with_nixpkgs_lib",
+        "module evaluation",
+    ) else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -598,7 +601,10 @@ fn nixos_module_evaluates_with_nixpkgs_lib() {
 
 #[test]
 fn flake_outputs_evaluate_with_stub_nixpkgs() {
-    let Some(lib) = nixpkgs_lib("flake_outputs_evaluate_with_stub_nixpkgs") else {
+    let Some(lib) = nixpkgs_lib(
+        "flake_outputs_evaluate_with_stub_nixpkgs",
+        "flake outputs evaluation",
+    ) else {
         return;
     };
     let copy = FlakeCopy::new(
