@@ -617,8 +617,17 @@ impl Containerd {
             .rt
             .block_on(async { containerd_client::connect(&socket).await })
             .map_err(|e| {
+                let mut why = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(s) = src {
+                    let s_text = s.to_string();
+                    if !why.contains(&s_text) {
+                        why = format!("{why}: {s_text}");
+                    }
+                    src = s.source();
+                }
                 anyhow!(
-                    "cannot connect to containerd at {}: {e}: is K3s running? For a node where it is not, use --staged; for another containerd, pass --containerd SOCKET",
+                    "cannot connect to containerd at {} ({why}): is K3s running? For a node where it is not, use --staged; for another containerd, pass --containerd SOCKET",
                     socket.display()
                 )
             })?;
