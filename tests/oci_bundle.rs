@@ -647,3 +647,42 @@ fn bad_inputs_get_clear_errors_and_no_output() {
     assert_eq!(code(&o), 4, "{}", stderr(&o));
     assert!(stderr(&o).contains("bad.sec"), "{}", stderr(&o));
 }
+
+#[test]
+fn locked_names_the_entry_that_would_change() {
+    // Regression: renaming a layout image used to be refused with an empty list.
+    let w = Work::new();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart/images");
+    run(tool("cp").arg("-r").arg(&src).arg(w.path("images")));
+    let spec = |name: &str| {
+        w.spec(&format!(
+            "name: q\nversion: \"1\"\nimages:\n  - layout: ./images/hello:latest\n    name: {name}\n"
+        ))
+    };
+    spec("example.local/hello:1.0");
+    run(gapbundle()
+        .arg("create")
+        .arg("-f")
+        .arg(w.path("bundle.yaml"))
+        .arg("-o")
+        .arg(w.path("a.gapb"))
+        .arg("--key")
+        .arg(w.secret()));
+    spec("example.local/hello:2.0");
+    let o = gapbundle()
+        .arg("create")
+        .arg("-f")
+        .arg(w.path("bundle.yaml"))
+        .arg("-o")
+        .arg(w.path("b.gapb"))
+        .arg("--locked")
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("images `layout:images/hello:latest`") && e.contains("example.local/hello:2.0"),
+        "{e}"
+    );
+    assert!(!w.path("b.gapb").exists());
+}

@@ -220,16 +220,10 @@ pub fn run(a: CreateArgs, out: &OutputArgs) -> Result<(), Failure> {
         });
     }
     if a.locked && new_lock != old_lock {
-        let stale: Vec<_> = old_lock
-            .images
-            .keys()
-            .filter(|k| !new_lock.images.contains_key(*k))
-            .cloned()
-            .collect();
         return Err(InputFailure(format!(
-            "--locked: {} lists entries the spec no longer has ({}); run create without --locked to update it",
+            "--locked: {} would change:\n  {}\nrun create without --locked to update it",
             lock_path.display(),
-            stale.join(", ")
+            old_lock.differences(&new_lock).join("\n  ")
         ))
         .into());
     }

@@ -93,10 +93,71 @@ impl Lock {
         Ok(lock)
     }
 
+    /// What differs between this lock and `newer`, one line per entry, for a
+    /// `--locked` refusal that says exactly what would change.
+    pub fn differences(&self, newer: &Lock) -> Vec<String> {
+        fn section<T: Serialize + PartialEq>(
+            name: &str,
+            old: &BTreeMap<String, T>,
+            new: &BTreeMap<String, T>,
+            out: &mut Vec<String>,
+        ) {
+            let show = |v: &T| serde_json::to_string(v).unwrap_or_default();
+            for (k, o) in old {
+                match new.get(k) {
+                    None => out.push(format!("{name} `{k}`: in the lock, no longer in the spec")),
+                    Some(n) if n != o => out.push(format!(
+                        "{name} `{k}`: locked as {}, now {}",
+                        show(o),
+                        show(n)
+                    )),
+                    _ => {}
+                }
+            }
+            for k in new.keys().filter(|k| !old.contains_key(*k)) {
+                out.push(format!("{name} `{k}`: in the spec, not in the lock"));
+            }
+        }
+        let mut out = Vec::new();
+        section("images", &self.images, &newer.images, &mut out);
+        section("nix", &self.nix, &newer.nix, &mut out);
+        section("charts", &self.charts, &newer.charts, &mut out);
+        out
+    }
+
     /// Canonical bytes, with a final newline for editors.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut v = canonical::to_vec(self).expect("lock has no floats");
         v.push(b'\n');
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn differences_name_every_changed_added_and_dropped_entry() {
+        let img = |name: &str| LockedImage {
+            name: name.into(),
+            digest: Digest::of(b"x"),
+            media_type: "m".into(),
+        };
+        let mut old = Lock::new();
+        old.images.insert("layout:a".into(), img("example/a:1"));
+        old.images.insert("ref:gone".into(), img("gone"));
+        let mut new = Lock::new();
+        new.images.insert("layout:a".into(), img("example/b:1"));
+        new.images.insert("ref:new".into(), img("new"));
+        let d = old.differences(&new);
+        assert_eq!(d.len(), 3, "{d:#?}");
+        assert!(
+            d[0].contains("layout:a") && d[0].contains("example/b:1"),
+            "{d:#?}"
+        );
+        assert!(d[1].contains("ref:gone") && d[1].contains("no longer in the spec"));
+        assert!(d[2].contains("ref:new") && d[2].contains("not in the lock"));
+        assert!(old.differences(&old.clone()).is_empty());
     }
 }
