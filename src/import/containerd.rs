@@ -1046,6 +1046,11 @@ impl Target for Containerd {
         let images = self.images.clone();
         let blobs = self.blobs.clone();
         let lease = self.lease_id.clone().unwrap_or_default();
+        progress.message(format!(
+            "containerd: registering {} image(s), unpacking into {}",
+            images.len(),
+            self.snapshotter
+        ));
         let reports = self.rt.block_on(async move {
             // Hold everything the images need, present before or written now.
             let all: BTreeSet<Digest> = images.iter().flat_map(|o| o.blobs.clone()).collect();
