@@ -10,13 +10,15 @@
 //! - [`k8s`]: Kubernetes manifests as data (documents, workload images, HelmChart), pure;
 //! - [`io`]: the local content-addressed cache and atomic files;
 //! - [`nixfmt`]: Nix's formats (nix32, narinfo, path signatures), pure;
-//! - [`commands`]: one orchestrator per subcommand; [`cli`]: the clap definitions.
+//! - [`commands`]: one orchestrator per subcommand; [`cli`]: the clap definitions;
+//! - [`error`]: the markers that pick an exit code, used by every layer.
 
 #![deny(missing_docs)]
 
 pub mod bundle;
 pub mod cli;
 pub mod commands;
+pub mod error;
 pub mod import;
 pub mod io;
 pub mod k8s;
@@ -24,3 +26,4 @@ pub mod nixfmt;
 pub mod progress;
 pub mod resolve;
 pub mod spec;
+pub mod time;

@@ -957,7 +957,7 @@ async fn register(ctx: Ctx, o: Object, root_size: u64) -> Result<Value> {
 
 fn rfc3339(t: SystemTime) -> String {
     let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-    crate::commands::rfc3339(secs)
+    crate::time::rfc3339(secs)
 }
 
 impl Target for Containerd {

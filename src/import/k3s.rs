@@ -31,7 +31,7 @@ use crate::bundle::manifest::{BlobEntry, Encoding, Kind, Object};
 use crate::bundle::oci::{index_bytes, oci_layout_bytes};
 use crate::bundle::reader::Head;
 use crate::bundle::Digest;
-use crate::commands::InputFailure;
+use crate::error::InputFailure;
 use crate::io::atomic::AtomicFile;
 use crate::io::process::Cmd;
 use crate::progress::Progress;

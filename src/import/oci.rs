@@ -20,7 +20,7 @@ use super::Target;
 use crate::bundle::manifest::Kind;
 use crate::bundle::reader::Head;
 use crate::cli::ImportArgs;
-use crate::commands::InputFailure;
+use crate::error::InputFailure;
 
 /// The image and manifest targets for this bundle under the given flags.
 pub fn targets(args: &ImportArgs, head: &Head) -> anyhow::Result<Vec<Box<dyn Target>>> {

@@ -30,7 +30,7 @@ use crate::bundle::oci::{is_index, is_manifest};
 use crate::bundle::reader::Head;
 use crate::bundle::Digest;
 use crate::cli::ImportArgs;
-use crate::commands::InputFailure;
+use crate::error::InputFailure;
 use crate::io::atomic;
 use crate::progress::Progress;
 use crate::resolve::auth::{self, normalize_host, parse_registry_auth};

@@ -2,4 +2,5 @@
 
 pub mod atomic;
 pub mod cas;
+pub mod keys;
 pub mod process;

@@ -20,7 +20,7 @@ use serde_yaml_ng::Value;
 use super::{blame, split, Collector, RenderOptions, Stored, HELM_HINT};
 use crate::bundle::manifest::{BlobEntry, Kind, Object};
 use crate::bundle::Digest;
-use crate::commands::{InputFailure, RegistryFailure};
+use crate::error::{InputFailure, RegistryFailure};
 use crate::io::cas::Cas;
 use crate::io::process::{Cmd, ProcessError};
 use crate::k8s::{self, helmchart};

@@ -24,7 +24,7 @@ use serde_json::json;
 use super::{Contribution, LockCtx, WantedImage};
 use crate::bundle::manifest::{BlobEntry, ContentInfo, Encoding, Kind, Object};
 use crate::bundle::Digest;
-use crate::commands::InputFailure;
+use crate::error::InputFailure;
 use crate::io::cas::Cas;
 use crate::io::process::{Cmd, ProcessError};
 use crate::k8s::{self, names, Document};

@@ -1,0 +1,15 @@
+//! Error markers that tell the command line which exit code applies.
+//!
+//! Resolvers and importers know whether a failure is the user's input (exit 4) or a
+//! registry's answer (exit 5); the command layer only maps. Keeping the markers here,
+//! below everything, means no lower layer has to reach up into `commands` for them.
+
+/// Bad input: a spec, lock or key file, a flag combination, `--locked` (exit code 4).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InputFailure(pub String);
+
+/// A registry could not be reached, refused access or lacks the reference (exit code 5).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct RegistryFailure(pub String);
