@@ -12,8 +12,11 @@
 //!   written in reference order. That cache is the result: a fleet substitutes from
 //!   it, and its narinfos carry the bundle key's path signatures.
 //! - a store (the default local store, `/mnt/target` or `local?root=/mnt/target`,
-//!   or any URI `nix copy --to` takes): the same cache is written to a private
-//!   staging folder, then `nix copy --from file://STAGE --to STORE` adds the paths.
+//!   or any URI `nix copy --to` takes): a private staging cache is written in a
+//!   temporary folder, with the NARs already decompressed on the way in
+//!   (`Compression: none`, so Nix does not decompress a second time), then
+//!   `nix copy --from file://STAGE --to STORE` adds the paths, streaming each NAR
+//!   into the store with bounded memory.
 //!   Nix checks every path's signature there against `trusted-public-keys`, which
 //!   is set (for that one command) to the keys given with `--trust`, so no
 //!   `--no-check-sigs` is needed: Nix itself checks what we checked. Only with
@@ -21,7 +24,8 @@
 //!   `gcRoot` becomes a symlink in `<root>/nix/var/nix/gcroots/gapbundle/`.
 //!
 //! On top of the bundle's own checks (each blob's sha256 while it streams), every
-//! NAR is decompressed on the fly and its sha256 and size compared with the NAR hash
+//! NAR is decompressed on the fly (on a second thread) and its sha256 and size
+//! compared with the NAR hash
 //! the path is registered under, and every path's signature by a trusted key is
 //! checked against Nix's fingerprint before anything is written. Paths already valid
 //! on the target are skipped, so a second import is a no-op, and since nothing is
@@ -70,7 +74,23 @@ struct NixObject {
     gc_roots: Vec<String>,
 }
 
+/// Where an uncompressed NAR sits in the staging cache.
+fn staged_url(nar_hash: &NarHash) -> String {
+    format!("nar/{}.nar", nix32::encode(&nar_hash.0))
+}
+
 impl NixObject {
+    /// The narinfo of the staging cache of a store target: the NAR uncompressed.
+    fn staged_narinfo(&self) -> NarInfo {
+        NarInfo {
+            url: staged_url(&self.nar_hash),
+            compression: "none".into(),
+            file_hash: self.nar_hash,
+            file_size: self.nar_size,
+            ..self.narinfo()
+        }
+    }
+
     fn narinfo(&self) -> NarInfo {
         let file_hash = NarHash::from_digest(&self.blob);
         NarInfo {
@@ -241,11 +261,59 @@ fn parse_dest(arg: Option<&str>) -> Result<Dest> {
     })
 }
 
-/// The blob being received.
+/// What the decode worker hands back: the decoded NAR's digest and size, and (for a
+/// store target) the staged uncompressed NAR.
+type Decoded = Result<(Digest, u64, Option<NamedTempFile>), String>;
+
+/// The blob being received. The compressed bytes are written to the cache on the
+/// importing thread while a worker thread decompresses and hashes them (and, for a
+/// store target, writes the NAR uncompressed into the staging cache, so that `nix
+/// copy` does not decompress again): two cores instead of one. The channel holds a
+/// few chunks at most, so memory stays bounded.
 struct Receiving {
-    tmp: BufWriter<NamedTempFile>,
-    decoder: Option<zstd::stream::write::Decoder<'static, HashingWriter<io::Sink>>>,
-    decode_error: Option<String>,
+    /// The compressed file (binary cache targets only).
+    tmp: Option<BufWriter<NamedTempFile>>,
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    worker: std::thread::JoinHandle<Decoded>,
+}
+
+fn spawn_decoder(staged: Option<NamedTempFile>) -> io::Result<Receiving> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+    let worker = std::thread::Builder::new()
+        .name("nar-decode".into())
+        .spawn(move || -> Decoded {
+            let out: Box<dyn Write> = match &staged {
+                Some(f) => Box::new(BufWriter::with_capacity(
+                    1 << 20,
+                    f.reopen().map_err(|e| e.to_string())?,
+                )),
+                None => Box::new(io::sink()),
+            };
+            let mut dec = zstd::stream::write::Decoder::new(HashingWriter::new(out))
+                .map_err(|e| e.to_string())?;
+            let mut error = None;
+            // Drain the channel even after an error, so the sender never blocks.
+            for chunk in rx {
+                if error.is_none() {
+                    if let Err(e) = dec.write_all(&chunk) {
+                        error = Some(e.to_string());
+                    }
+                }
+            }
+            if let Some(e) = error {
+                return Err(e);
+            }
+            dec.flush().map_err(|e| e.to_string())?;
+            let (mut out, digest, size) = dec.into_inner().finish();
+            out.flush().map_err(|e| e.to_string())?;
+            drop(out);
+            Ok((digest, size, staged))
+        })?;
+    Ok(Receiving {
+        tmp: None,
+        tx: Some(tx),
+        worker,
+    })
 }
 
 /// The Nix target.
@@ -368,19 +436,30 @@ impl NixTarget {
         }
         let by_path: BTreeMap<&StorePath, &NixObject> =
             self.objects.iter().map(|o| (&o.path, o)).collect();
+        let durable = matches!(self.dest, Dest::Cache(_));
         for p in &self.new_paths {
             let o = by_path[p];
-            let nar = dir.join(&o.narinfo().url);
+            let info = match self.dest {
+                Dest::Cache(_) => o.narinfo(),
+                Dest::Store { .. } => o.staged_narinfo(),
+            };
+            let nar = dir.join(&info.url);
             if !nar.is_file() {
                 return Err(anyhow::anyhow!(
                     "{} is missing although its NAR verified; run the import again",
                     nar.display()
                 ));
             }
-            crate::io::atomic::write(
-                &dir.join(format!("{}.narinfo", p.hash_part())),
-                o.narinfo().to_text().as_bytes(),
-            )?;
+            let target = dir.join(format!("{}.narinfo", p.hash_part()));
+            if durable {
+                crate::io::atomic::write(&target, info.to_text().as_bytes())?;
+            } else {
+                // The private staging cache lives for one `nix copy`: temp + rename,
+                // but no fsync per file.
+                let mut tmp = NamedTempFile::new_in(dir)?;
+                tmp.write_all(info.to_text().as_bytes())?;
+                tmp.persist(&target).map_err(|e| e.error)?;
+            }
         }
         Ok(())
     }
@@ -510,16 +589,19 @@ impl Target for NixTarget {
     fn begin(&mut self, blob: &BlobEntry) -> io::Result<()> {
         let dir = self.cache_dir()?.join("nar");
         fs::create_dir_all(&dir)?;
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!(".{}.", blob.digest.short()))
-            .suffix(".tmp")
-            .tempfile_in(&dir)?;
-        self.receiving = Some(Receiving {
-            tmp: BufWriter::with_capacity(1 << 20, tmp),
-            decoder: Some(zstd::stream::write::Decoder::new(HashingWriter::new(
-                io::sink(),
-            ))?),
-            decode_error: None,
+        let temp = || {
+            tempfile::Builder::new()
+                .prefix(&format!(".{}.", blob.digest.short()))
+                .suffix(".tmp")
+                .tempfile_in(&dir)
+        };
+        self.receiving = Some(match self.dest {
+            Dest::Cache(_) => {
+                let mut r = spawn_decoder(None)?;
+                r.tmp = Some(BufWriter::with_capacity(1 << 20, temp()?));
+                r
+            }
+            Dest::Store { .. } => spawn_decoder(Some(temp()?))?,
         });
         Ok(())
     }
@@ -529,41 +611,38 @@ impl Target for NixTarget {
             .receiving
             .as_mut()
             .ok_or_else(|| io::Error::other("write before begin"))?;
-        r.tmp.write_all(chunk)?;
+        if let Some(t) = r.tmp.as_mut() {
+            t.write_all(chunk)?;
+        }
         // The bytes are not verified yet: a decoding error is only reported in
-        // commit, after the blob's digest matched, so damage reads as damage.
-        if let Some(d) = r.decoder.as_mut() {
-            if let Err(e) = d.write_all(chunk) {
-                r.decode_error = Some(e.to_string());
-                r.decoder = None;
-            }
+        // commit, after the blob's digest matched, so damage reads as damage. A
+        // worker that stopped early is found there too.
+        if let Some(tx) = &r.tx {
+            let _ = tx.send(chunk.to_vec());
         }
         Ok(())
     }
 
     fn commit(&mut self, blob: &BlobEntry) -> io::Result<()> {
-        let r = self
+        let mut r = self
             .receiving
             .take()
             .ok_or_else(|| io::Error::other("commit before begin"))?;
+        drop(r.tx.take());
+        let decoded = r
+            .worker
+            .join()
+            .unwrap_or_else(|_| Err("the decoding thread panicked".into()));
         let users: Vec<String> = self
             .objects
             .iter()
             .filter(|o| o.blob == blob.digest)
             .map(|o| o.path.to_string())
             .collect();
-        let decoded = match (r.decoder, r.decode_error) {
-            (Some(mut d), None) => {
-                d.flush()?;
-                let (_, digest, size) = d.into_inner().finish();
-                Ok((digest, size))
-            }
-            (_, e) => Err(e.unwrap_or_default()),
-        };
         let want = blob.content.as_ref();
-        match decoded {
-            Ok((d, s)) if want.is_some_and(|c| c.digest == d && c.size == s) => {}
-            Ok((d, s)) => {
+        let staged = match decoded {
+            Ok((d, s, staged)) if want.is_some_and(|c| c.digest == d && c.size == s) => staged,
+            Ok((d, s, _)) => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!(
@@ -582,11 +661,19 @@ impl Target for NixTarget {
                     ),
                 ))
             }
+        };
+        let dir = self.cache_dir()?;
+        if let Some(t) = r.tmp.take() {
+            let tmp = t.into_inner().map_err(|e| e.into_error())?;
+            // A fleet's cache must not end up with a narinfo whose NAR was lost.
+            tmp.as_file().sync_all()?;
+            let url = NarInfo::nar_url(&NarHash::from_digest(&blob.digest), "zst");
+            tmp.persist(dir.join(url)).map_err(|e| e.error)?;
         }
-        let tmp = r.tmp.into_inner().map_err(|e| e.into_error())?;
-        let name = format!("{}.nar.zst", nix32::encode(blob.digest.as_bytes()));
-        let dir = self.cache_dir()?.join("nar");
-        tmp.persist(dir.join(name)).map_err(|e| e.error)?;
+        if let (Some(tmp), Some(c)) = (staged, want) {
+            tmp.persist(dir.join(staged_url(&NarHash::from_digest(&c.digest))))
+                .map_err(|e| e.error)?;
+        }
         Ok(())
     }
 

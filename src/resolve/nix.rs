@@ -618,17 +618,53 @@ fn pack(
     if pledge_size {
         enc.set_pledged_src_size(Some(info.nar_size))?;
     }
-    let mut w = io::BufWriter::with_capacity(
-        256 << 10,
-        HashingWriter::new(ProgressWriter {
-            inner: enc,
-            on_bytes,
-        }),
-    );
-    produce(&mut w).with_context(|| format!("streaming the NAR of {}", info.path))?;
-    let (pw, d, n) = w.into_inner().map_err(|e| e.into_error())?.finish();
-    let writer = pw.inner.finish()?;
-    Ok((writer, (d, n)))
+    // Walking and hashing on this thread, compressing on another (like `nix-store
+    // --export | zstd`): a single large path uses two cores too. The channel holds
+    // a few 256 KiB chunks, so memory stays bounded.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+    std::thread::scope(|s| {
+        let compressor = s.spawn(move || -> io::Result<crate::io::cas::BlobWriter> {
+            let mut failed = None;
+            for chunk in rx {
+                if failed.is_none() {
+                    failed = enc.write_all(&chunk).err();
+                }
+            }
+            match failed {
+                Some(e) => Err(e),
+                None => enc.finish(),
+            }
+        });
+        let mut w = io::BufWriter::with_capacity(
+            256 << 10,
+            HashingWriter::new(ProgressWriter {
+                inner: ChannelWriter(tx),
+                on_bytes,
+            }),
+        );
+        let produced = produce(&mut w).and_then(|()| w.flush());
+        let (_, d, n) = w.into_inner().map_err(|e| e.into_error())?.finish();
+        let writer = compressor
+            .join()
+            .map_err(|_| anyhow!("the zstd thread panicked"))?;
+        produced.with_context(|| format!("streaming the NAR of {}", info.path))?;
+        Ok((writer?, (d, n)))
+    })
+}
+
+/// Sends what is written to the compressing thread.
+struct ChannelWriter(std::sync::mpsc::SyncSender<Vec<u8>>);
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0
+            .send(buf.to_vec())
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the zstd thread stopped"))?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Writes the NAR of `path` (Nix's format: entries sorted by name, the executable
