@@ -48,7 +48,8 @@ use crate::bundle::manifest::{BlobEntry, Encoding, Kind, ManifestError};
 use crate::bundle::reader::{Head, ReadError};
 use crate::bundle::Digest;
 use crate::cli::ImportArgs;
-use crate::commands::{load_public_keys, InputFailure};
+use crate::error::InputFailure;
+use crate::io::keys::load_public_keys;
 use crate::nixfmt::{
     cache_info, closure_order, fingerprint, nix32, valid_root_name, verify_path, NarHash, NarInfo,
     StorePath, NAR_ZSTD_MEDIA_TYPE,

@@ -28,7 +28,7 @@ use crate::bundle::digest::HashingWriter;
 use crate::bundle::keys::SecretKey;
 use crate::bundle::manifest::{BlobEntry, ContentInfo, Encoding, Kind, Object};
 use crate::bundle::Digest;
-use crate::commands::InputFailure;
+use crate::error::InputFailure;
 use crate::io::cas::Cas;
 use crate::io::process::Cmd;
 use crate::nixfmt::{
