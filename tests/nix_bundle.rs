@@ -605,3 +605,57 @@ fn damaged_or_inconsistent_bundles_register_nothing() {
     );
     assert!(valid_in(&root, &all).is_empty());
 }
+
+#[test]
+fn git_flakes_warn_about_untracked_files_and_locked_catches_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let flake = dir.path().join("gflake");
+    fs::create_dir_all(&flake).unwrap();
+    let write_flake = |text: &str| {
+        fs::write(
+            flake.join("flake.nix"),
+            format!(
+                "{{ outputs = {{ self }}: {{ packages.x86_64-linux.x = builtins.derivation {{ name = \"gb-git-x\"; system = \"x86_64-linux\"; builder = \"/bin/sh\"; args = [\"-c\" \"echo {text} > $out\"]; }}; }}; }}\n"
+            ),
+        )
+        .unwrap();
+    };
+    write_flake("one");
+    run(tool("git").args(["init", "-q", "."]).current_dir(&flake));
+    run(tool("git").args(["add", "flake.nix"]).current_dir(&flake));
+    fs::write(flake.join("forgotten.nix"), "{}\n").unwrap();
+    fs::write(
+        dir.path().join("bundle.yaml"),
+        "name: g\nversion: \"1\"\nnix:\n  - installable: ./gflake#packages.x86_64-linux.x\n",
+    )
+    .unwrap();
+    let create = |locked: bool| {
+        let mut c = gb();
+        c.arg("create")
+            .arg("-f")
+            .arg(dir.path().join("bundle.yaml"))
+            .arg("-o")
+            .arg(dir.path().join("g.gapb"))
+            .arg("--cache")
+            .arg(dir.path().join("cache"));
+        if locked {
+            c.arg("--locked");
+        }
+        c.output().unwrap()
+    };
+    let o = ok(create(false));
+    assert!(
+        stderr(&o).contains("untracked") && stderr(&o).contains("forgotten.nix"),
+        "{}",
+        stderr(&o)
+    );
+    ok(create(true));
+    write_flake("two");
+    let o = create(true);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--locked") && stderr(&o).contains("gb-git-x"),
+        "{}",
+        stderr(&o)
+    );
+}

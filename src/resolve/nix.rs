@@ -671,10 +671,12 @@ impl Write for ChannelWriter {
 /// bit from the owner's x bit, symlinks as their target), as `nix-store --dump` does.
 pub fn dump_nar(path: &Path, w: &mut dyn Write) -> io::Result<()> {
     nar::write_str(w, nar::MAGIC)?;
-    dump_node(path, w)
+    // One read buffer for the whole walk: large reads, and no 8 KiB io::copy loop.
+    let mut buf = vec![0u8; 256 << 10];
+    dump_node(path, w, &mut buf)
 }
 
-fn dump_node(path: &Path, w: &mut dyn Write) -> io::Result<()> {
+fn dump_node(path: &Path, w: &mut dyn Write, buf: &mut [u8]) -> io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::PermissionsExt;
     let meta = fs::symlink_metadata(path)?;
@@ -691,8 +693,17 @@ fn dump_node(path: &Path, w: &mut dyn Write) -> io::Result<()> {
         nar::write_str(w, b"contents")?;
         let len = meta.len();
         nar::write_u64(w, len)?;
-        let f = fs::File::open(path)?;
-        let copied = io::copy(&mut f.take(len), w)?;
+        let mut f = fs::File::open(path)?;
+        let mut copied = 0u64;
+        while copied < len {
+            let want = buf.len().min((len - copied) as usize);
+            let n = f.read(&mut buf[..want])?;
+            if n == 0 {
+                break;
+            }
+            w.write_all(&buf[..n])?;
+            copied += n as u64;
+        }
         if copied != len {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -708,7 +719,7 @@ fn dump_node(path: &Path, w: &mut dyn Write) -> io::Result<()> {
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
         for name in names {
             nar::write_strs(w, &[b"entry", b"(", b"name", name.as_bytes(), b"node"])?;
-            dump_node(&path.join(&name), w)?;
+            dump_node(&path.join(&name), w, buf)?;
             nar::write_str(w, b")")?;
         }
     } else {
