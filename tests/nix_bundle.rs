@@ -87,7 +87,7 @@ impl Work {
             // Beside the flake, not in it: with a `path:` flake every file is part of
             // the flake's source, so a lock file written into it would change it.
             w.path("bundle.yaml"),
-            "name: nixsite\nversion: \"1\"\nnix:\n  - installable: ./flake#packages.x86_64-linux.app\n    gcRoot: app\n    includeFlakeInputs: true\n  - installable: ./flake#packages.x86_64-linux.tool\n    gcRoot: tool\nimages:\n  - installable: ./flake#packages.x86_64-linux.image\n    name: example.test/nix/image:1\n",
+            "name: nixsite\nversion: \"1\"\nnix:\n  - installable: ./flake#packages.x86_64-linux.app\n    gcRoot: app\n    includeFlakeInputs: true\n  - installable: ./flake#packages.x86_64-linux.tool\n    gcRoot: tool\nimages:\n  - installable: ./flake#packages.x86_64-linux.image\n    name: example.test/nix/image:1\nmanifests:\n  - installable: ./flake#packages.x86_64-linux.manifests\n",
         )
         .unwrap();
         w
@@ -115,7 +115,7 @@ impl Work {
             .unwrap()
     }
     fn import(&self, bundle: &str, store: &str, trust: &Path) -> Output {
-        gb().args(["--json", "import", "--skip-images"])
+        gb().args(["--json", "import", "--skip-images", "--skip-manifests"])
             .arg(self.path(bundle))
             .arg("--trust")
             .arg(trust)
@@ -275,6 +275,18 @@ fn round_trip_into_a_fresh_store() {
         .unwrap()
         .iter()
         .any(|o| o["kind"] == "image" && o["name"] == "example.test/nix/image:1"));
+    // The YAML output went through the manifests resolver (build_manifests).
+    assert!(
+        m["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["kind"] == "k8s-manifest"
+                && o["name"].as_str().unwrap().contains("ConfigMap")
+                && o["name"].as_str().unwrap().contains("from-nix")),
+        "no ConfigMap from the flake in {}",
+        String::from_utf8_lossy(&head.manifest_bytes)
+    );
     drop(o);
 
     // Same spec, lock and key: the same bytes; and --locked accepts it.
@@ -309,7 +321,7 @@ fn round_trip_into_a_fresh_store() {
     let root = w.path("target");
     let store = root.display().to_string();
     let dry = ok(gb()
-        .args(["import", "--dry-run", "--skip-images"])
+        .args(["import", "--dry-run", "--skip-images", "--skip-manifests"])
         .arg(w.path("site.gapb"))
         .arg("--trust")
         .arg(w.public())
@@ -323,7 +335,7 @@ fn round_trip_into_a_fresh_store() {
     assert!(String::from_utf8_lossy(&dry.stdout).contains(&app));
 
     let imp = |w: &Work| {
-        gb().args(["--json", "import", "--skip-images"])
+        gb().args(["--json", "import", "--skip-images", "--skip-manifests"])
             .arg(w.path("site.gapb"))
             .arg("--trust")
             .arg(w.public())
