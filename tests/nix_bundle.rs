@@ -670,4 +670,13 @@ fn git_flakes_warn_about_untracked_files_and_locked_catches_changes() {
         "{}",
         stderr(&o)
     );
+    // An entry dropped from the spec is a change too.
+    fs::write(dir.path().join("bundle.yaml"), "name: g\nversion: \"1\"\n").unwrap();
+    let o = create(true);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no longer has") && stderr(&o).contains("installable:./gflake"),
+        "{}",
+        stderr(&o)
+    );
 }

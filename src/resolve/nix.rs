@@ -335,6 +335,7 @@ pub fn resolve(
     keys: &[SecretKey],
 ) -> Result<super::Contribution> {
     if spec.spec.nix.is_empty() {
+        check_stale(lock)?;
         return Ok(super::Contribution::default());
     }
     let mut wanted: Vec<StorePath> = Vec::new();
@@ -358,6 +359,7 @@ pub fn resolve(
             .insert(root.key.clone(), serde_json::to_value(&root.locked)?);
         wanted.extend(paths);
     }
+    check_stale(lock)?;
     wanted.sort();
     wanted.dedup();
     let infos = closure(&wanted)?;
@@ -426,6 +428,27 @@ pub fn resolve(
         });
     }
     Ok(c)
+}
+
+/// With `--locked`, a nix entry the lock has but the spec no longer has is a change.
+fn check_stale(lock: &super::LockCtx<'_>) -> Result<()> {
+    if !lock.locked {
+        return Ok(());
+    }
+    let stale: Vec<&String> = lock
+        .old
+        .nix
+        .keys()
+        .filter(|k| !lock.new.nix.contains_key(*k))
+        .collect();
+    if stale.is_empty() {
+        return Ok(());
+    }
+    Err(InputFailure(format!(
+        "--locked: the lock file has nix entries the spec no longer has ({}); run create without --locked to update it",
+        stale.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+    ))
+    .into())
 }
 
 fn check_lock(lock: &super::LockCtx<'_>, root: &Root, progress: &Progress) -> Result<()> {
