@@ -460,6 +460,16 @@ fn file_cache_serves_nix_copy_with_only_our_key_made_by_nix() {
     let again = ok(w.import("site.gapb", &cache_uri, &w.path("nix.pub")));
     let v: Value = serde_json::from_slice(&again.stdout).unwrap();
     assert_eq!(v["targets"][0]["result"]["added"], serde_json::json!([]));
+
+    // An import interrupted before its narinfos were written completes on rerun.
+    fs::remove_file(cache.join(format!("{hash}.narinfo"))).unwrap();
+    let rerun = ok(w.import("site.gapb", &cache_uri, &w.path("nix.pub")));
+    let v: Value = serde_json::from_slice(&rerun.stdout).unwrap();
+    assert_eq!(v["targets"][0]["result"]["added"], serde_json::json!([app]));
+    assert_eq!(
+        fs::read_to_string(cache.join(format!("{hash}.narinfo"))).unwrap(),
+        narinfo
+    );
 }
 
 fn lib_of(m: &Value) -> String {
