@@ -15,14 +15,16 @@ use fs_err as fs;
 use serde_json::json;
 
 use super::inspect::Totals;
-use super::{exit, load_secret_key, print_json, Failure, InputFailure};
+use super::{exit, print_json, Failure};
 use crate::bundle::manifest::{BlobEntry, Kind, Object};
 use crate::bundle::signature::Envelope;
 use crate::bundle::writer::{write_bundle, BundleBuilder};
 use crate::bundle::Digest;
 use crate::cli::{CreateArgs, OutputArgs};
+use crate::error::InputFailure;
 use crate::io::atomic::AtomicFile;
 use crate::io::cas::Cas;
+use crate::io::keys::load_secret_key;
 use crate::progress::{human_bytes, Progress};
 use crate::resolve::auth::parse_registry_auth;
 use crate::resolve::image::{self, Blob, ImagePlan};

@@ -10,9 +10,10 @@ use fs_err as fs;
 use serde_json::json;
 
 use super::verify::{check_trust, Trust};
-use super::{print_json, Failure, InputFailure};
+use super::{print_json, Failure};
 use crate::bundle::reader::{read_head, verify_stream, Head};
 use crate::cli::{ImportArgs, OutputArgs};
+use crate::error::InputFailure;
 use crate::import::{self, Fanout, Target};
 use crate::progress::{human_bytes, Progress};
 

@@ -6,11 +6,12 @@ use std::collections::{BTreeSet, HashMap};
 use fs_err as fs;
 use serde_json::json;
 
-use super::{print_json, rfc3339, Failure};
+use super::{print_json, Failure};
 use crate::bundle::manifest::{Kind, Manifest};
 use crate::bundle::reader::read_head;
 use crate::cli::{InspectArgs, OutputArgs};
 use crate::progress::human_bytes;
+use crate::time::rfc3339;
 
 /// Totals shown by inspect and create.
 #[derive(Debug, Clone, Copy)]

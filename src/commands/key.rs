@@ -5,9 +5,11 @@ use std::io::Write;
 use anyhow::Context;
 use fs_err as fs;
 
-use super::{load_secret_key, print_json, Failure, InputFailure};
+use super::{print_json, Failure};
 use crate::bundle::keys::SecretKey;
 use crate::cli::{KeyGenerateArgs, KeyPublicArgs, OutputArgs};
+use crate::error::InputFailure;
+use crate::io::keys::load_secret_key;
 
 /// Writes NAME.sec (0600, created exclusively) and NAME.pub.
 pub fn generate(a: KeyGenerateArgs, out: &OutputArgs) -> Result<(), Failure> {

@@ -8,10 +8,11 @@
 use fs_err as fs;
 use serde_json::json;
 
-use super::{load_public_keys, print_json, Failure};
+use super::{print_json, Failure};
 use crate::bundle::reader::{read_head, verify_parallel, verify_stream, Head, NoSink};
 use crate::bundle::signature::TrustError;
 use crate::cli::{OutputArgs, TrustArgs, VerifyArgs};
+use crate::io::keys::load_public_keys;
 use crate::progress::{human_bytes, Progress};
 
 /// Outcome of the trust check.
