@@ -686,3 +686,42 @@ fn locked_names_the_entry_that_would_change() {
     );
     assert!(!w.path("b.gapb").exists());
 }
+
+#[test]
+fn a_cache_damaged_between_runs_is_caught_not_bundled() {
+    let w = Work::new();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart/images");
+    run(tool("cp").arg("-r").arg(&src).arg(w.path("images")));
+    w.spec("name: q\nversion: \"1\"\nimages:\n  - layout: ./images/hello:latest\n    name: example.local/hello:1.0\n");
+    let create = |out: &str| {
+        gapbundle()
+            .arg("create")
+            .arg("-f")
+            .arg(w.path("bundle.yaml"))
+            .arg("-o")
+            .arg(w.path(out))
+            .arg("--key")
+            .arg(w.secret())
+            .arg("--cache")
+            .arg(w.path("cache"))
+            .output()
+            .unwrap()
+    };
+    assert!(create("a.gapb").status.success());
+    // Bit rot in the cache: same size, one byte different.
+    let layer = w
+        .path("cache/blobs/sha256")
+        .join("3e34c7b5b2e30cb87f0144b0e5f060deb52165f5f5d595b462d4af16c5389a32");
+    let mut bytes = fs::read(&layer).unwrap();
+    bytes[40] ^= 1;
+    fs::write(&layer, bytes).unwrap();
+    let o = create("b.gapb");
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("is damaged"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("delete it from the cache"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!w.path("b.gapb").exists());
+}

@@ -3,9 +3,10 @@
 //! Writing happens in two steps. [`BundleBuilder::finish`] is pure arithmetic: it
 //! orders the blobs, computes every offset and produces the manifest bytes, so the
 //! bundle's identity (and its signatures) exist before a single blob is copied.
-//! [`write_bundle`] then streams the blobs from wherever they are cached, hashing each
-//! on the way through, so a damaged cache can never produce a bundle that only fails
-//! in the field.
+//! [`write_bundle`] then streams the blobs from wherever they are cached, hashing on
+//! the way through each blob the source did not itself hash in this run, so a cache
+//! damaged since an earlier run can never produce a bundle that only fails in the
+//! field, and a cold-cache create still hashes every byte only once.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -23,6 +24,12 @@ use super::signature::Envelope;
 pub trait BlobSource {
     /// Opens the stored bytes of a blob.
     fn open_blob(&self, digest: &Digest) -> io::Result<Box<dyn Read + Send>>;
+
+    /// Whether the source itself hashed this blob's bytes moments ago (in this
+    /// process), so the writer need not hash them again; sizes are still checked.
+    fn verified_this_run(&self, _digest: &Digest) -> bool {
+        false
+    }
 }
 
 /// Why a bundle could not be written.
@@ -276,18 +283,29 @@ pub fn write_bundle<W: Write>(
                 digest: blob.digest,
                 source: e,
             })?;
-        let mut hw = HashingWriter::new(&mut out);
-        io::copy(&mut (&mut src).take(blob.size), &mut hw).map_err(|e| WriteError::Source {
+        let source_error = |e| WriteError::Source {
             digest: blob.digest,
             source: e,
-        })?;
-        let (_, found, size) = hw.finish();
-        if found != blob.digest || size != blob.size {
-            return Err(WriteError::DigestMismatch {
-                expected: blob.digest,
-                found,
-                size,
-            });
+        };
+        if source.verified_this_run(&blob.digest) {
+            let size = io::copy(&mut (&mut src).take(blob.size), &mut out).map_err(source_error)?;
+            if size != blob.size {
+                return Err(source_error(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("the cache gave {size} bytes, {} expected", blob.size),
+                )));
+            }
+        } else {
+            let mut hw = HashingWriter::new(&mut out);
+            io::copy(&mut (&mut src).take(blob.size), &mut hw).map_err(source_error)?;
+            let (_, found, size) = hw.finish();
+            if found != blob.digest || size != blob.size {
+                return Err(WriteError::DigestMismatch {
+                    expected: blob.digest,
+                    found,
+                    size,
+                });
+            }
         }
         layout::write_padding(&mut out, blob.size)?;
         n += entry_len(blob.size);

@@ -8,8 +8,10 @@
 //! `tmp/` but never a wrong blob. Interrupted downloads keep their bytes in `partial/`
 //! so the next attempt resumes with an HTTP Range request instead of starting over.
 
+use std::collections::HashSet;
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use fs_err as fs;
 use tempfile::NamedTempFile;
@@ -41,6 +43,10 @@ pub enum CasError {
 #[derive(Debug, Clone)]
 pub struct Cas {
     root: PathBuf,
+    /// Blobs whose bytes this process hashed on their way in. The writer re-hashes
+    /// only the others (earlier runs' blobs, which the disk may have damaged since),
+    /// so a cold-cache create hashes each byte once, not twice.
+    verified: Arc<Mutex<HashSet<Digest>>>,
 }
 
 impl Cas {
@@ -50,7 +56,14 @@ impl Cas {
         for sub in ["blobs/sha256", "tmp", "partial"] {
             fs::create_dir_all(root.join(sub))?;
         }
-        Ok(Self { root })
+        Ok(Self {
+            root,
+            verified: Arc::default(),
+        })
+    }
+
+    fn mark_verified(&self, d: Digest) {
+        self.verified.lock().expect("not poisoned").insert(d);
     }
 
     /// The default cache: `$XDG_CACHE_HOME/gapbundle` (or the platform's cache dir).
@@ -163,6 +176,7 @@ impl Cas {
             });
         }
         fs::rename(&path, self.path(d))?;
+        self.mark_verified(*d);
         Ok(())
     }
 }
@@ -173,6 +187,10 @@ impl BlobSource for Cas {
             1 << 20,
             self.open_read(digest)?,
         )))
+    }
+
+    fn verified_this_run(&self, digest: &Digest) -> bool {
+        self.verified.lock().expect("not poisoned").contains(digest)
     }
 }
 
@@ -209,6 +227,7 @@ impl BlobWriter {
         let tmp = buf.into_inner().map_err(|e| e.into_error())?;
         tmp.persist(self.cas.path(&digest))
             .map_err(|e| CasError::Io(e.error))?;
+        self.cas.mark_verified(digest);
         Ok((digest, size))
     }
 }
@@ -246,5 +265,8 @@ mod tests {
         drop(f);
         cas.finish_partial(&d, 10).unwrap();
         assert!(cas.contains(&d, Some(10)));
+        assert!(cas.verified_this_run(&d));
+        // Another process (a later create) has not seen these bytes.
+        assert!(!Cas::open(dir.path()).unwrap().verified_this_run(&d));
     }
 }
