@@ -113,6 +113,14 @@ impl Bar {
             pb.set_position(n);
         }
     }
+    /// Removes the bar without a line: for a whole-command bar whose result the
+    /// command prints itself.
+    pub fn clear(&self) {
+        if let Some(pb) = &self.inner {
+            pb.finish_and_clear();
+        }
+    }
+
     /// Marks the transfer done; in line mode prints one line.
     pub fn finish(&self, verb: &str) {
         if let Some(pb) = &self.inner {

@@ -285,7 +285,7 @@ pub fn run(a: CreateArgs, out: &OutputArgs) -> Result<(), Failure> {
     let mut file = AtomicFile::create(&a.output)?;
     write_bundle(&mut file, &plan, &envelope, &cas, |b| bar.inc(b.size + 512))?;
     file.commit()?;
-    bar.finish("wrote");
+    bar.clear();
     if lock_changed {
         crate::io::atomic::write(&lock_path, &lock_bytes)?;
     }
@@ -310,7 +310,7 @@ pub fn run(a: CreateArgs, out: &OutputArgs) -> Result<(), Failure> {
         }));
     } else if !out.quiet {
         println!(
-            "wrote {} ({}): {} images, {} blobs, {} saved by storing shared blobs once",
+            "wrote {} ({}): {} image(s), {} blobs, {} saved by storing shared blobs once",
             a.output.display(),
             human_bytes(total),
             resolved.len(),

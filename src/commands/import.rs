@@ -63,7 +63,7 @@ fn import_from<R: std::io::Read>(
     );
     let bar = progress.bar("bundle data", head.manifest.data_len());
     verify_stream(r, &head, &mut fanout, |n| bar.inc(n))?;
-    bar.finish("verified and imported");
+    bar.clear();
     drop(fanout);
     let mut reports = Vec::new();
     for t in targets.iter_mut() {

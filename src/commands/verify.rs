@@ -55,7 +55,7 @@ pub fn run(a: VerifyArgs, out: &OutputArgs) -> Result<(), Failure> {
         let trust = check_trust(&head, &a.trust, &progress)?;
         let bar = progress.bar("bundle data", head.manifest.data_len());
         verify_stream(&mut r, &head, &mut NoSink, |n| bar.inc(n))?;
-        bar.finish("verified");
+        bar.clear();
         (head, trust)
     } else {
         let file = fs::File::open(&a.bundle)?;
@@ -63,7 +63,7 @@ pub fn run(a: VerifyArgs, out: &OutputArgs) -> Result<(), Failure> {
         let trust = check_trust(&head, &a.trust, &progress)?;
         let bar = progress.bar("bundle data", head.manifest.data_len());
         verify_parallel(file.file(), &head, jobs, &|n| bar.inc(n))?;
-        bar.finish("verified");
+        bar.clear();
         (head, trust)
     };
     let m = &head.manifest;
