@@ -690,3 +690,90 @@ fn git_flakes_warn_about_untracked_files_and_locked_catches_changes() {
         stderr(&o)
     );
 }
+
+/// `includeFlakeInputs` carries the sources of the flake's inputs, not only its own,
+/// so the offline host can evaluate the flake again; and a `storePath:` entry carries
+/// a path already in the store with its closure. The input is a `path:` flake, which
+/// Nix resolves offline like any other input.
+#[test]
+fn flake_inputs_and_plain_store_paths_travel_too() {
+    let w = Work::new();
+    let dep = w.path("dep");
+    fs::create_dir_all(&dep).unwrap();
+    fs::write(
+        dep.join("flake.nix"),
+        "{ outputs = { self }: { greeting = builtins.readFile ./greeting.txt; }; }\n",
+    )
+    .unwrap();
+    fs::write(dep.join("greeting.txt"), "hello from an input").unwrap();
+    let main = w.path("withdep");
+    fs::create_dir_all(&main).unwrap();
+    fs::write(
+        main.join("flake.nix"),
+        format!(
+            r#"{{
+  inputs.dep.url = "path:{}";
+  outputs = {{ self, dep }}: {{
+    packages.x86_64-linux.hello = builtins.derivation {{
+      name = "gb-test-hello";
+      system = "x86_64-linux";
+      builder = "/bin/sh";
+      args = [ "-c" "echo '${{dep.greeting}}' > $out" ];
+    }};
+  }};
+}}
+"#,
+            dep.display()
+        ),
+    )
+    .unwrap();
+    let tool_path = w.built("tool");
+    fs::write(
+        w.path("bundle.yaml"),
+        format!(
+            "name: inputs\nversion: \"1\"\nnix:\n  - installable: ./withdep#packages.x86_64-linux.hello\n    gcRoot: hello\n    includeFlakeInputs: true\n  - storePath: {tool_path}\n"
+        ),
+    )
+    .unwrap();
+    ok(w.create("inputs.gapb", &w.secret()));
+
+    // What Nix itself says the flake's sources are: the flake and its `dep` input.
+    let archived: Value = serde_json::from_str(&run_stdout(
+        nix("nix")
+            .args(["flake", "archive", "--json"])
+            .arg(&main)
+            .current_dir(w.dir.path()),
+    ))
+    .unwrap();
+    let own = archived["path"].as_str().unwrap().to_string();
+    let input = archived["inputs"]["dep"]["path"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(own, input);
+
+    let (_, head) = head_of(&w.path("inputs.gapb"));
+    let m: Value = serde_json::from_slice(&head.manifest_bytes).unwrap();
+    let names: Vec<String> = nix_objects(&m)
+        .iter()
+        .map(|o| o["name"].as_str().unwrap().to_string())
+        .collect();
+    let mut expected = vec![own, input];
+    expected.extend(closure(&tool_path));
+    for p in &expected {
+        assert!(names.contains(p), "{p} is not in the bundle: {names:?}");
+    }
+
+    let store = w.path("store");
+    ok(w.import("inputs.gapb", &store.display().to_string(), &w.public()));
+    assert_eq!(
+        valid_in(&store, &expected),
+        expected,
+        "all valid in the new store"
+    );
+    // The input's source arrived whole: its file is there, byte for byte.
+    let copied = store
+        .join(expected[1].trim_start_matches('/'))
+        .join("greeting.txt");
+    assert_eq!(fs::read_to_string(copied).unwrap(), "hello from an input");
+}
