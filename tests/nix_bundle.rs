@@ -9,13 +9,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use gapbundle::bundle::canonical;
 use gapbundle::bundle::keys::SecretKey;
-use gapbundle::bundle::layout;
-use gapbundle::bundle::manifest::{MANIFEST_PATH, SIGNATURES_PATH};
 use gapbundle::bundle::reader::read_head;
-use gapbundle::bundle::signature::Envelope;
-use gapbundle::bundle::Digest;
 use gapbundle::nixfmt::{fingerprint, sign_path, NarHash, StorePath};
 use serde_json::Value;
 use support::*;
@@ -185,34 +180,6 @@ fn nix_objects(manifest: &Value) -> Vec<&Value> {
         .iter()
         .filter(|o| o["kind"] == "nix-path")
         .collect()
-}
-
-/// Rewrites a bundle's manifest with `edit`, re-signs it with `key`, keeps the data.
-fn rewrite(src: &Path, dst: &Path, key: &SecretKey, edit: impl FnOnce(&mut Value)) {
-    let (bytes, head) = head_of(src);
-    let mut m: Value = serde_json::from_slice(&head.manifest_bytes).unwrap();
-    edit(&mut m);
-    let text = canonical::to_vec(&m).unwrap();
-    let env = Envelope::sign(Digest::of(&text), std::slice::from_ref(key)).to_canonical();
-    let mut out = Vec::new();
-    layout::write_entry(
-        &mut out,
-        MANIFEST_PATH,
-        text.len() as u64,
-        0,
-        &mut text.as_slice(),
-    )
-    .unwrap();
-    layout::write_entry(
-        &mut out,
-        SIGNATURES_PATH,
-        env.len() as u64,
-        0,
-        &mut env.as_slice(),
-    )
-    .unwrap();
-    out.extend_from_slice(&bytes[head.data_start as usize..]);
-    fs::write(dst, out).unwrap();
 }
 
 #[test]
@@ -550,7 +517,7 @@ fn damaged_or_inconsistent_bundles_register_nothing() {
             }
         }
     };
-    rewrite(&w.path("site.gapb"), &w.path("hash.gapb"), &key, |m| {
+    support::forge::resign(&w.path("site.gapb"), &w.path("hash.gapb"), &key, |m| {
         set_hash(m, false)
     });
     let root = w.path("t2");
@@ -563,7 +530,7 @@ fn damaged_or_inconsistent_bundles_register_nothing() {
     );
     assert!(valid_in(&root, &all).is_empty());
     // Only the narHash changed, the blob still says the right NAR hash.
-    rewrite(&w.path("site.gapb"), &w.path("meta.gapb"), &key, |m| {
+    support::forge::resign(&w.path("site.gapb"), &w.path("meta.gapb"), &key, |m| {
         for o in m["objects"].as_array_mut().unwrap() {
             if o["name"] == lib.as_str() {
                 o["meta"]["narHash"] = Value::String(wrong.to_string());
@@ -573,7 +540,7 @@ fn damaged_or_inconsistent_bundles_register_nothing() {
     let o = w.import("meta.gapb", &root.display().to_string(), &w.public());
     assert_eq!(code(&o), 3, "{}", stderr(&o));
     assert!(valid_in(&root, &all).is_empty());
-    rewrite(&w.path("site.gapb"), &w.path("forged.gapb"), &key, |m| {
+    support::forge::resign(&w.path("site.gapb"), &w.path("forged.gapb"), &key, |m| {
         set_hash(m, true)
     });
     let root = w.path("t3");
@@ -611,7 +578,7 @@ fn damaged_or_inconsistent_bundles_register_nothing() {
         .map(|r| r.as_str().unwrap().to_string())
         .find(|r| r.ends_with("-gb-test-base"))
         .unwrap();
-    rewrite(&w.path("site.gapb"), &w.path("missing.gapb"), &key, |m| {
+    support::forge::resign(&w.path("site.gapb"), &w.path("missing.gapb"), &key, |m| {
         m["objects"]
             .as_array_mut()
             .unwrap()

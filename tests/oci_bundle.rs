@@ -8,10 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use gapbundle::bundle::keys::SecretKey;
-use gapbundle::bundle::layout;
 use gapbundle::bundle::manifest::{MANIFEST_PATH, SIGNATURES_PATH};
 use gapbundle::bundle::reader::read_head;
-use gapbundle::bundle::signature::Envelope;
 use serde_json::Value;
 use support::*;
 use tempfile::TempDir;
@@ -553,32 +551,11 @@ fn unknown_format_version_is_refused_even_when_validly_signed() {
         fx.app.reference
     ));
     run(&mut w.create_cmd(&reg.addr, "v1.gapb"));
-    let bytes = fs::read(w.path("v1.gapb")).unwrap();
-    let head = read_head(&mut bytes.as_slice()).unwrap();
-    let text = String::from_utf8(head.manifest_bytes.clone()).unwrap();
-    let v2 = text.replace("\"formatVersion\":\"1.0\"", "\"formatVersion\":\"2.0\"");
-    assert_ne!(v2, text);
     let key = SecretKey::parse(&fs::read_to_string(w.secret()).unwrap()).unwrap();
-    let env = Envelope::sign(gapbundle::bundle::Digest::of(v2.as_bytes()), &[key]).to_canonical();
-    let mut out = Vec::new();
-    layout::write_entry(
-        &mut out,
-        MANIFEST_PATH,
-        v2.len() as u64,
-        0,
-        &mut v2.as_bytes(),
-    )
-    .unwrap();
-    layout::write_entry(
-        &mut out,
-        SIGNATURES_PATH,
-        env.len() as u64,
-        0,
-        &mut env.as_slice(),
-    )
-    .unwrap();
-    out.extend_from_slice(&bytes[head.data_start as usize..]);
-    fs::write(w.path("v2.gapb"), out).unwrap();
+    support::forge::resign(&w.path("v1.gapb"), &w.path("v2.gapb"), &key, |m| {
+        assert_eq!(m["formatVersion"], "1.0");
+        m["formatVersion"] = "2.0".into();
+    });
     let o = w.verify("v2.gapb");
     assert_eq!(code(&o), 3);
     assert!(

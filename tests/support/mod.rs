@@ -35,6 +35,8 @@
 // Every test crate uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod forge;
+
 use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::fs::{self, File};
