@@ -4,6 +4,11 @@
 //! lock file with the final name would be trusted by the next step. Everything we
 //! write to a user-visible path goes to a temporary file in the same directory (so the
 //! rename cannot cross file systems) and is renamed over the target after fsync.
+//!
+//! Only regular files are replaced that way. `-o /dev/null`, `-o /dev/stdout` or a
+//! FIFO are written to directly (renaming over them, as root, would turn `/dev/null`
+//! into a regular file for the whole machine), and a symlink is followed, so the file
+//! it points to is replaced and the link stays.
 
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -14,12 +19,46 @@ use tempfile::NamedTempFile;
 /// if dropped before that.
 pub struct AtomicFile {
     target: PathBuf,
-    tmp: BufWriter<NamedTempFile>,
+    out: Out,
+}
+
+enum Out {
+    /// A temporary file beside a regular (or not yet existing) target.
+    Temp(BufWriter<NamedTempFile>),
+    /// A device, FIFO or socket, written in place.
+    Direct(BufWriter<std::fs::File>),
 }
 
 impl AtomicFile {
     /// Starts writing `target`.
     pub fn create(target: &Path) -> io::Result<Self> {
+        match std::fs::metadata(target) {
+            Ok(m) if m.is_dir() => {
+                return Err(io::Error::new(
+                    io::ErrorKind::IsADirectory,
+                    format!("{} is a directory: give a file name", target.display()),
+                ))
+            }
+            Ok(m) if !m.is_file() => {
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(target)
+                    .map_err(|e| {
+                        io::Error::new(e.kind(), format!("cannot open {}: {e}", target.display()))
+                    })?;
+                return Ok(Self {
+                    target: target.to_path_buf(),
+                    out: Out::Direct(BufWriter::with_capacity(1 << 20, f)),
+                });
+            }
+            _ => {}
+        }
+        // Through a symlink, replace the file it points to, not the link.
+        let target = match std::fs::symlink_metadata(target) {
+            Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(target)?,
+            _ => target.to_path_buf(),
+        };
+        let target = target.as_path();
         let dir = match target.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -44,13 +83,16 @@ impl AtomicFile {
             })?;
         Ok(Self {
             target: target.to_path_buf(),
-            tmp: BufWriter::with_capacity(1 << 20, tmp),
+            out: Out::Temp(BufWriter::with_capacity(1 << 20, tmp)),
         })
     }
 
-    /// Flushes, syncs and renames into place.
+    /// Flushes, syncs and renames into place (or just flushes, for a device or FIFO).
     pub fn commit(self) -> io::Result<()> {
-        let tmp = self.tmp.into_inner().map_err(|e| e.into_error())?;
+        let tmp = match self.out {
+            Out::Direct(mut f) => return f.flush(),
+            Out::Temp(tmp) => tmp.into_inner().map_err(|e| e.into_error())?,
+        };
         tmp.as_file().sync_all()?;
         tmp.persist(&self.target).map_err(|e| {
             io::Error::new(
@@ -64,10 +106,16 @@ impl AtomicFile {
 
 impl Write for AtomicFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.tmp.write(buf)
+        match &mut self.out {
+            Out::Temp(t) => t.write(buf),
+            Out::Direct(f) => f.write(buf),
+        }
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.tmp.flush()
+        match &mut self.out {
+            Out::Temp(t) => t.flush(),
+            Out::Direct(f) => f.flush(),
+        }
     }
 }
 
@@ -95,5 +143,46 @@ mod tests {
         let umask =
             u32::from_str_radix(String::from_utf8(umask.stdout).unwrap().trim(), 8).unwrap();
         assert_eq!(mode, 0o666 & !umask, "mode {mode:o} with umask {umask:o}");
+    }
+
+    /// Regression: `create -o /dev/null` as root replaced the machine's /dev/null
+    /// with a regular file. A FIFO stands in for the device here.
+    #[test]
+    fn devices_and_fifos_are_written_in_place_not_replaced() {
+        use std::os::unix::fs::FileTypeExt;
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe");
+        let ok = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::read(fifo).unwrap())
+        };
+        super::write(&fifo, b"through the pipe").unwrap();
+        assert_eq!(reader.join().unwrap(), b"through the pipe");
+        assert!(std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo());
+        let err = super::write(dir.path(), b"x").unwrap_err();
+        assert!(err.to_string().contains("is a directory"), "{err}");
+    }
+
+    #[test]
+    fn a_symlink_is_followed_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.gapb");
+        std::fs::write(&real, b"old").unwrap();
+        let link = dir.path().join("latest.gapb");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        super::write(&link, b"new").unwrap();
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(std::fs::read(&real).unwrap(), b"new");
     }
 }
