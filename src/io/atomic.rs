@@ -20,6 +20,51 @@ use tempfile::NamedTempFile;
 pub struct AtomicFile {
     target: PathBuf,
     out: Out,
+    early: EarlySync,
+}
+
+/// Bytes between two early flushes of a large output.
+const EARLY_SYNC_EVERY: u64 = 32 << 20;
+
+/// Starts the disk writeback of a large file while it is still being written, on a
+/// thread of its own, so the `fsync` that must precede the rename finds little left
+/// to do instead of stalling at the end (a bundle is hundreds of MiB).
+#[derive(Default)]
+struct EarlySync {
+    unsynced: u64,
+    wake: Option<std::sync::mpsc::SyncSender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EarlySync {
+    fn wrote(&mut self, n: usize, file: &std::fs::File) {
+        self.unsynced += n as u64;
+        if self.unsynced < EARLY_SYNC_EVERY {
+            return;
+        }
+        self.unsynced = 0;
+        if self.wake.is_none() {
+            let Ok(clone) = file.try_clone() else { return };
+            let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+            self.thread = Some(std::thread::spawn(move || {
+                while rx.recv().is_ok() {
+                    // Errors surface in the final, synchronous fsync.
+                    let _ = clone.sync_data();
+                }
+            }));
+            self.wake = Some(tx);
+        }
+        if let Some(tx) = &self.wake {
+            let _ = tx.try_send(());
+        }
+    }
+
+    fn finish(&mut self) {
+        self.wake = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 enum Out {
@@ -49,6 +94,7 @@ impl AtomicFile {
                 return Ok(Self {
                     target: target.to_path_buf(),
                     out: Out::Direct(BufWriter::with_capacity(1 << 20, f)),
+                    early: EarlySync::default(),
                 });
             }
             _ => {}
@@ -84,11 +130,13 @@ impl AtomicFile {
         Ok(Self {
             target: target.to_path_buf(),
             out: Out::Temp(BufWriter::with_capacity(1 << 20, tmp)),
+            early: EarlySync::default(),
         })
     }
 
     /// Flushes, syncs and renames into place (or just flushes, for a device or FIFO).
-    pub fn commit(self) -> io::Result<()> {
+    pub fn commit(mut self) -> io::Result<()> {
+        self.early.finish();
         let tmp = match self.out {
             Out::Direct(mut f) => return f.flush(),
             Out::Temp(tmp) => tmp.into_inner().map_err(|e| e.into_error())?,
@@ -107,7 +155,11 @@ impl AtomicFile {
 impl Write for AtomicFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match &mut self.out {
-            Out::Temp(t) => t.write(buf),
+            Out::Temp(t) => {
+                let n = t.write(buf)?;
+                self.early.wrote(n, t.get_ref().as_file());
+                Ok(n)
+            }
             Out::Direct(f) => f.write(buf),
         }
     }
@@ -184,5 +236,22 @@ mod tests {
             .file_type()
             .is_symlink());
         assert_eq!(std::fs::read(&real).unwrap(), b"new");
+    }
+
+    #[test]
+    fn large_outputs_sync_early_and_commit_whole() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("big.gapb");
+        let mut f = super::AtomicFile::create(&p).unwrap();
+        let chunk = vec![7u8; 1 << 20];
+        for _ in 0..(super::EARLY_SYNC_EVERY >> 20) * 2 + 3 {
+            f.write_all(&chunk).unwrap();
+        }
+        assert!(f.early.thread.is_some(), "the early-sync thread started");
+        assert!(!p.exists(), "nothing under the final name before commit");
+        f.commit().unwrap();
+        let len = std::fs::metadata(&p).unwrap().len();
+        assert_eq!(len, (super::EARLY_SYNC_EVERY * 2) + (3 << 20));
     }
 }
