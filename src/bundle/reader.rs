@@ -242,14 +242,25 @@ fn read_head_entry<R: Read>(r: &mut R, want: &str, pos: u64) -> Result<Vec<u8>, 
     let mut data = vec![0u8; size as usize];
     r.read_exact(&mut data)
         .map_err(|e| eof_to_truncated(e, want))?;
-    skip(r, layout::padded(size) - size).map_err(|e| eof_to_truncated(e, want))?;
+    read_padding(r, want, size, pos + HEADER_LEN + size)?;
     Ok(data)
 }
 
-fn skip<R: Read>(r: &mut R, n: u64) -> io::Result<()> {
-    let copied = io::copy(&mut r.take(n), &mut io::sink())?;
-    if copied != n {
-        return Err(io::ErrorKind::UnexpectedEof.into());
+/// Reads the padding after an entry of `size` bytes; it must be zeros, so that
+/// nothing can hide between entries (the parallel verifier checks the same).
+fn read_padding<R: Read>(r: &mut R, path: &str, size: u64, position: u64) -> Result<(), ReadError> {
+    let pad = (layout::padded(size) - size) as usize;
+    let mut zeros = [0u8; 512];
+    r.read_exact(&mut zeros[..pad])
+        .map_err(|e| eof_to_truncated(e, path))?;
+    if zeros[..pad].iter().any(|&b| b != 0) {
+        return Err(ReadError::Unexpected {
+            position,
+            found: "non-zero padding".into(),
+            found_size: pad as u64,
+            expected: format!("zero padding after `{path}`"),
+            expected_size: pad as u64,
+        });
     }
     Ok(())
 }
@@ -338,8 +349,7 @@ pub fn verify_stream<R: Read>(
         if found != entry.digest() {
             return Err(damage(head, &entry, Some(found), found_size));
         }
-        skip(&mut r, layout::padded(entry.size()) - entry.size())
-            .map_err(|e| eof_to_truncated(e, &path))?;
+        read_padding(&mut r, &path, entry.size(), pos + HEADER_LEN + entry.size())?;
         sink.verified(&entry)
             .map_err(|source| consumer_error(&path, source))?;
         pos += entry_len(entry.size());
