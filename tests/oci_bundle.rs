@@ -40,6 +40,12 @@ impl Work {
         fs::write(&p, yaml).unwrap();
         p
     }
+    /// A spec bundling one registry image.
+    fn one_image(&self, reference: &str) -> PathBuf {
+        self.spec(&format!(
+            "name: s\nversion: \"1\"\nimages:\n  - ref: {reference}\n"
+        ))
+    }
     fn secret(&self) -> PathBuf {
         self.path("keys/test-release.sec")
     }
@@ -237,10 +243,7 @@ fn registry_auth_basic_and_docker_config() {
     let reg = Registry::start_with_htpasswd("alice", "s3cret");
     let fx = push_fixture_images(&reg, reg.creds());
     let w = Work::new();
-    w.spec(&format!(
-        "name: s\nversion: \"1\"\nimages:\n  - ref: {}\n",
-        fx.app.reference
-    ));
+    w.one_image(&fx.app.reference);
     let denied = w
         .create_cmd(&reg.addr, "a.gapb")
         .arg("--docker-config")
@@ -316,10 +319,7 @@ fn locked_refuses_a_moved_tag() {
     let reg = Registry::start();
     let fx = push_fixture_images(&reg, None);
     let w = Work::new();
-    w.spec(&format!(
-        "name: s\nversion: \"1\"\nimages:\n  - ref: {}\n",
-        reg.reference("team/moving:1")
-    ));
+    w.one_image(&reg.reference("team/moving:1"));
     let push = |src: &FixtureImage| {
         run(skopeo()
             .args(["copy", "--src-tls-verify=false", "--dest-tls-verify=false"])
@@ -376,10 +376,7 @@ fn damaged_bundles_are_refused_naming_the_object() {
     let reg = Registry::start();
     let fx = push_fixture_images(&reg, None);
     let w = Work::new();
-    w.spec(&format!(
-        "name: s\nversion: \"1\"\nimages:\n  - ref: {}\n",
-        fx.app.reference
-    ));
+    w.one_image(&fx.app.reference);
     run(&mut w.create_cmd(&reg.addr, "good.gapb"));
     let good = w.path("good.gapb");
     let layer = fx.app.layer_digests.last().unwrap();
@@ -452,10 +449,7 @@ fn signatures_wrong_key_unsigned_threshold_and_nix_keys() {
     let reg = Registry::start();
     let fx = push_fixture_images(&reg, None);
     let w = Work::new();
-    w.spec(&format!(
-        "name: s\nversion: \"1\"\nimages:\n  - ref: {}\n",
-        fx.tool.reference
-    ));
+    w.one_image(&fx.tool.reference);
     // A key made by Nix itself signs a bundle that verifies.
     let nix_sec = w.path("nix.sec");
     let sec = run(tool("nix").env("NIX_CONFIG", NIX_CONFIG).args([
@@ -546,10 +540,7 @@ fn unknown_format_version_is_refused_even_when_validly_signed() {
     let reg = Registry::start();
     let fx = push_fixture_images(&reg, None);
     let w = Work::new();
-    w.spec(&format!(
-        "name: s\nversion: \"1\"\nimages:\n  - ref: {}\n",
-        fx.app.reference
-    ));
+    w.one_image(&fx.app.reference);
     run(&mut w.create_cmd(&reg.addr, "v1.gapb"));
     let key = SecretKey::parse(&fs::read_to_string(w.secret()).unwrap()).unwrap();
     support::forge::resign(&w.path("v1.gapb"), &w.path("v2.gapb"), &key, |m| {
@@ -588,19 +579,13 @@ fn bad_inputs_get_clear_errors_and_no_output() {
     );
 
     // A reference that does not exist.
-    w.spec(&format!(
-        "name: s\nversion: \"1\"\nimages:\n  - ref: {}\n",
-        reg.reference("team/app:9.9")
-    ));
+    w.one_image(&reg.reference("team/app:9.9"));
     let o = w.create_cmd(&reg.addr, "x.gapb").output().unwrap();
     assert_eq!(code(&o), 5);
     assert!(stderr(&o).contains("team/app:9.9"), "{}", stderr(&o));
 
     // A registry that is down.
-    w.spec(&format!(
-        "name: s\nversion: \"1\"\nimages:\n  - ref: {}\n",
-        reg.reference("team/app:1.2")
-    ));
+    w.one_image(&reg.reference("team/app:1.2"));
     reg.stop();
     let o = w.create_cmd(&reg.addr, "x.gapb").output().unwrap();
     assert_eq!(code(&o), 5);
