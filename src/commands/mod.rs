@@ -13,12 +13,9 @@ use crate::bundle::keys::KeyError;
 use crate::bundle::reader::ReadError;
 use crate::bundle::signature::TrustError;
 use crate::cli::{Cli, Command, KeyCommand};
-// Re-exported while code below `commands` moves to the new homes.
-pub use crate::error::{InputFailure, RegistryFailure};
-pub use crate::io::keys::{load_public_keys, load_secret_key};
+use crate::error::{InputFailure, RegistryFailure};
 use crate::spec::lock::LockError;
 use crate::spec::SpecError;
-pub use crate::time::rfc3339;
 
 /// Documented exit codes.
 pub mod exit {
