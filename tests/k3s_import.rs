@@ -24,27 +24,24 @@ use tempfile::TempDir;
 
 /// A work folder with a key pair, a cache and a K3s root.
 struct Work {
-    dir: TempDir,
+    base: Workdir,
+}
+
+impl std::ops::Deref for Work {
+    type Target = Workdir;
+    fn deref(&self) -> &Workdir {
+        &self.base
+    }
 }
 
 impl Work {
     fn new() -> Self {
-        let w = Work {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        run(gapbundle()
-            .args(["key", "generate", "--name", "k3s-test", "--dir"])
-            .arg(w.path("keys")));
-        w
+        Work {
+            base: Workdir::new("k3s-test"),
+        }
     }
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-    fn public(&self) -> PathBuf {
-        self.path("keys/k3s-test.pub")
-    }
-    fn secret(&self) -> SecretKey {
-        SecretKey::parse(&fs::read_to_string(self.path("keys/k3s-test.sec")).unwrap()).unwrap()
+    fn signing_key(&self) -> SecretKey {
+        SecretKey::parse(&fs::read_to_string(self.secret()).unwrap()).unwrap()
     }
     fn k3s_root(&self) -> PathBuf {
         self.path("k3s")
@@ -69,7 +66,7 @@ impl Work {
             .arg("-o")
             .arg(&out)
             .arg("--key")
-            .arg(self.path("keys/k3s-test.sec"))
+            .arg(self.secret())
             .arg("--cache")
             .arg(self.path("cache"))
             .args(["--insecure-registry", &reg.addr, "--quiet"]));
@@ -405,7 +402,7 @@ fn manifest_bundle(w: &Work, docs: &[(&str, u64, &str, bool)]) -> PathBuf {
         blobs.insert(d, stored);
     }
     let plan = b.finish().unwrap();
-    let env = Envelope::sign(plan.digest, &[w.secret()]);
+    let env = Envelope::sign(plan.digest, &[w.signing_key()]);
     let out = w.path("manifests.gapb");
     let f = fs::File::create(&out).unwrap();
     write_bundle(f, &plan, &env, &MemBlobs(blobs), |_| {}).unwrap();
@@ -585,7 +582,7 @@ fn a_sparse_multi_arch_bundle_imports_for_this_platform() {
         .arg("-o")
         .arg(&bundle)
         .arg("--key")
-        .arg(w.path("keys/k3s-test.sec"))
+        .arg(w.secret())
         .arg("--cache")
         .arg(w.path("cache"))
         .args(["--insecure-registry", &reg.addr, "--quiet"]));

@@ -20,7 +20,6 @@ use gapbundle::bundle::manifest::{Kind, Manifest, Object};
 use gapbundle::bundle::reader::read_head;
 use serde_json::Value;
 use support::*;
-use tempfile::TempDir;
 
 // ---------------------------------------------------------------------------
 // A chart repository: files served over HTTP/1.1 from a folder.
@@ -168,23 +167,23 @@ fn sha256_file(p: &Path) -> String {
 // ---------------------------------------------------------------------------
 
 struct Work {
-    dir: TempDir,
+    base: Workdir,
+}
+
+impl std::ops::Deref for Work {
+    type Target = Workdir;
+    fn deref(&self) -> &Workdir {
+        &self.base
+    }
 }
 
 impl Work {
     fn new() -> Self {
         require_tool("helm");
         require_tool("kubectl");
-        let w = Work {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        run(gapbundle()
-            .args(["key", "generate", "--name", "k8s-test", "--dir"])
-            .arg(w.path("keys")));
-        w
-    }
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
+        Work {
+            base: Workdir::new("k8s-test"),
+        }
     }
     fn write(&self, p: &str, text: &str) {
         let p = self.path(p);
@@ -199,7 +198,7 @@ impl Work {
             .arg("-o")
             .arg(self.path(out))
             .arg("--key")
-            .arg(self.path("keys/k8s-test.sec"))
+            .arg(self.secret())
             .arg("--cache")
             .arg(self.path(cache))
             .args(["--retries", "1"])
@@ -224,7 +223,7 @@ impl Work {
             .arg("verify")
             .arg(self.path(bundle))
             .arg("--trust")
-            .arg(self.path("keys/k8s-test.pub")));
+            .arg(self.public()));
     }
 }
 
@@ -932,7 +931,7 @@ fn the_k3s_app_example_works() {
         .arg("import")
         .arg(w.path("k3s-app.gapb"))
         .arg("--trust")
-        .arg(w.path("keys/k8s-test.pub"))
+        .arg(w.public())
         .args(["--skip-nix", "--staged", "--k3s-root"])
         .arg(&k3s));
     let dir = k3s.join("server/manifests/k3s-app");
@@ -991,7 +990,7 @@ fn manifests_from_a_flake_output() {
             .arg("--cache")
             .arg(w.path("cache"))
             .arg("--key")
-            .arg(w.path("keys/k8s-test.sec"));
+            .arg(w.secret());
         c.stdin(Stdio::null()).output().unwrap()
     };
     ok(o);

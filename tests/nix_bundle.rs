@@ -6,7 +6,7 @@
 mod support;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use gapbundle::bundle::keys::SecretKey;
@@ -14,7 +14,6 @@ use gapbundle::bundle::reader::read_head;
 use gapbundle::nixfmt::{fingerprint, sign_path, NarHash, StorePath};
 use serde_json::Value;
 use support::*;
-use tempfile::TempDir;
 
 /// The flake the tests build: `base` <- `lib` <- `app`, and `tool` -> {`lib`, `base`},
 /// so `lib` and `base` are shared by the two installables; `image` is an OCI archive
@@ -63,17 +62,21 @@ fn stderr(o: &Output) -> String {
 }
 
 struct Work {
-    dir: TempDir,
+    base: Workdir,
+}
+
+impl std::ops::Deref for Work {
+    type Target = Workdir;
+    fn deref(&self) -> &Workdir {
+        &self.base
+    }
 }
 
 impl Work {
     fn new() -> Self {
         let w = Work {
-            dir: tempfile::tempdir().unwrap(),
+            base: Workdir::new("test-release"),
         };
-        run(gb()
-            .args(["key", "generate", "--name", "test-release", "--dir"])
-            .arg(w.path("keys")));
         let flake = w.path("flake");
         fs::create_dir_all(&flake).unwrap();
         fs::write(flake.join("flake.nix"), FLAKE).unwrap();
@@ -86,15 +89,6 @@ impl Work {
         )
         .unwrap();
         w
-    }
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-    fn secret(&self) -> PathBuf {
-        self.path("keys/test-release.sec")
-    }
-    fn public(&self) -> PathBuf {
-        self.path("keys/test-release.pub")
     }
     fn create(&self, out: &str, key: &Path) -> Output {
         gb().arg("create")
@@ -709,7 +703,7 @@ fn flake_inputs_and_plain_store_paths_travel_too() {
         nix("nix")
             .args(["flake", "archive", "--json"])
             .arg(&main)
-            .current_dir(w.dir.path()),
+            .current_dir(w.root()),
     ))
     .unwrap();
     let own = archived["path"].as_str().unwrap().to_string();

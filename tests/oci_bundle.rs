@@ -12,28 +12,24 @@ use gapbundle::bundle::manifest::{MANIFEST_PATH, SIGNATURES_PATH};
 use gapbundle::bundle::reader::read_head;
 use serde_json::Value;
 use support::*;
-use tempfile::TempDir;
 
 /// A work folder with a key pair and a cache.
 struct Work {
-    dir: TempDir,
+    base: Workdir,
+}
+
+impl std::ops::Deref for Work {
+    type Target = Workdir;
+    fn deref(&self) -> &Workdir {
+        &self.base
+    }
 }
 
 impl Work {
     fn new() -> Self {
-        use std::os::unix::fs::PermissionsExt;
-        let w = Work {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        run(gapbundle()
-            .args(["key", "generate", "--name", "test-release", "--dir"])
-            .arg(w.path("keys")));
-        let mode = fs::metadata(w.secret()).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600, "the secret key is private");
-        w
-    }
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
+        Work {
+            base: Workdir::new("test-release"),
+        }
     }
     fn spec(&self, yaml: &str) -> PathBuf {
         let p = self.path("bundle.yaml");
@@ -45,12 +41,6 @@ impl Work {
         self.spec(&format!(
             "name: s\nversion: \"1\"\nimages:\n  - ref: {reference}\n"
         ))
-    }
-    fn secret(&self) -> PathBuf {
-        self.path("keys/test-release.sec")
-    }
-    fn public(&self) -> PathBuf {
-        self.path("keys/test-release.pub")
     }
     /// `gapbundle create` with the key, the cache, plain HTTP to `reg`.
     fn create_cmd(&self, reg: &str, out: &str) -> Command {
@@ -591,7 +581,7 @@ fn bad_inputs_get_clear_errors_and_no_output() {
     assert_eq!(code(&o), 5);
     assert!(stderr(&o).contains(&reg.addr), "{}", stderr(&o));
     assert!(!w.path("x.gapb").exists());
-    let leftovers: Vec<_> = fs::read_dir(w.dir.path())
+    let leftovers: Vec<_> = fs::read_dir(w.root())
         .unwrap()
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))

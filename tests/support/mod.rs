@@ -1426,3 +1426,47 @@ impl Drop for Containerd {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// A work folder with a key pair
+// ---------------------------------------------------------------------------
+
+/// A temporary folder holding a key pair made by `gapbundle key generate` under
+/// `keys/`; the base of each test file's own `Work`.
+pub struct Workdir {
+    dir: TempDir,
+    key_name: String,
+}
+
+impl Workdir {
+    /// A new folder with the key pair `keys/<key_name>.{sec,pub}`; the secret key must
+    /// come out private (0600).
+    pub fn new(key_name: &str) -> Self {
+        let w = Workdir {
+            dir: tempfile::tempdir().unwrap(),
+            key_name: key_name.to_string(),
+        };
+        run(gapbundle()
+            .args(["key", "generate", "--name", key_name, "--dir"])
+            .arg(w.path("keys")));
+        let mode = fs::metadata(w.secret()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the secret key is private");
+        w
+    }
+    /// The folder itself.
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+    /// A path inside the folder.
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+    /// The secret key file.
+    pub fn secret(&self) -> PathBuf {
+        self.path(&format!("keys/{}.sec", self.key_name))
+    }
+    /// The public key file.
+    pub fn public(&self) -> PathBuf {
+        self.path(&format!("keys/{}.pub", self.key_name))
+    }
+}
