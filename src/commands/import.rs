@@ -38,7 +38,7 @@ fn import_from<R: std::io::Read>(
 ) -> Result<(), Failure> {
     let head = read_head(r)?;
     let trust = check_trust(&head, &a.trust, progress)?;
-    let mut targets = select_targets(a, &head)?;
+    let mut targets = select_targets(a, &head, &trust)?;
     if targets.is_empty() {
         return Err(InputFailure(
             "nothing to import: every kind of object in this bundle was skipped".into(),
@@ -69,10 +69,7 @@ fn import_from<R: std::io::Read>(
     for t in targets.iter_mut() {
         reports.push(json!({"target": t.describe(), "result": t.finish(&head, progress)?}));
     }
-    let signers = match trust {
-        Trust::Signed(s) => s,
-        Trust::Unchecked => Vec::new(),
-    };
+    let signers = trust.signer_names();
     if out.json {
         print_json(&json!({
             "ok": true, "digest": head.digest.to_string(), "name": head.manifest.name,
@@ -95,9 +92,17 @@ fn import_from<R: std::io::Read>(
     Ok(())
 }
 
-fn select_targets(a: &ImportArgs, head: &Head) -> Result<Vec<Box<dyn Target>>, Failure> {
+fn select_targets(
+    a: &ImportArgs,
+    head: &Head,
+    trust: &Trust,
+) -> Result<Vec<Box<dyn Target>>, Failure> {
     let mut v: Vec<Box<dyn Target>> = Vec::new();
-    if let Some(t) = import::nix::target(a, head)? {
+    let signers = match trust {
+        Trust::Signed(keys) => keys.as_slice(),
+        Trust::Unchecked => &[],
+    };
+    if let Some(t) = import::nix::target(a, head, signers)? {
         v.push(t);
     }
     v.extend(import::oci::targets(a, head)?);

@@ -9,6 +9,7 @@ use fs_err as fs;
 use serde_json::json;
 
 use super::{print_json, Failure};
+use crate::bundle::keys::PublicKey;
 use crate::bundle::reader::{read_head, verify_parallel, verify_stream, Head, NoSink};
 use crate::bundle::signature::TrustError;
 use crate::cli::{OutputArgs, TrustArgs, VerifyArgs};
@@ -18,18 +19,26 @@ use crate::progress::{human_bytes, Progress};
 /// Outcome of the trust check.
 pub enum Trust {
     /// Signed by these trusted keys.
-    Signed(Vec<String>),
+    Signed(Vec<PublicKey>),
     /// Accepted without a trusted signature (`--allow-unsigned`).
     Unchecked,
+}
+
+impl Trust {
+    /// Names of the trusted keys that signed (none when unchecked).
+    pub fn signer_names(&self) -> Vec<String> {
+        match self {
+            Trust::Signed(keys) => keys.iter().map(|k| k.name().to_string()).collect(),
+            Trust::Unchecked => Vec::new(),
+        }
+    }
 }
 
 /// Decides trust for a head; shared with import.
 pub fn check_trust(head: &Head, t: &TrustArgs, progress: &Progress) -> Result<Trust, Failure> {
     let keys = load_public_keys(&t.trust)?;
     match head.envelope.check(&head.digest, &keys, t.threshold) {
-        Ok(signers) => Ok(Trust::Signed(
-            signers.iter().map(|k| k.name().to_string()).collect(),
-        )),
+        Ok(signers) => Ok(Trust::Signed(signers)),
         Err(TrustError::Unsigned | TrustError::NoTrustedKeys | TrustError::NotEnough { .. })
             if t.allow_unsigned =>
         {
@@ -67,10 +76,7 @@ pub fn run(a: VerifyArgs, out: &OutputArgs) -> Result<(), Failure> {
         (head, trust)
     };
     let m = &head.manifest;
-    let signers = match &trust {
-        Trust::Signed(s) => s.clone(),
-        Trust::Unchecked => Vec::new(),
-    };
+    let signers = trust.signer_names();
     if out.json {
         print_json(&json!({
             "ok": true, "digest": head.digest.to_string(), "name": m.name, "version": m.version,
@@ -79,7 +85,7 @@ pub fn run(a: VerifyArgs, out: &OutputArgs) -> Result<(), Failure> {
         }));
     } else if !out.quiet {
         let who = match trust {
-            Trust::Signed(s) => format!("signed by {}", s.join(", ")),
+            Trust::Signed(_) => format!("signed by {}", signers.join(", ")),
             Trust::Unchecked => "signature NOT checked".into(),
         };
         println!(

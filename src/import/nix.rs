@@ -53,7 +53,6 @@ use crate::bundle::reader::{Head, ReadError};
 use crate::bundle::Digest;
 use crate::cli::ImportArgs;
 use crate::error::InputFailure;
-use crate::io::keys::load_public_keys;
 use crate::nixfmt::{
     cache_info, closure_order, fingerprint, valid_root_name, verify_path, NarHash, NarInfo,
     StorePath, NAR_ZSTD_MEDIA_TYPE,
@@ -313,7 +312,13 @@ pub struct NixTarget {
 }
 
 /// The Nix target for this bundle, if it has Nix paths and `--skip-nix` was not given.
-pub fn target(args: &ImportArgs, head: &Head) -> Result<Option<Box<dyn Target>>> {
+/// `signers` are the `--trust` keys whose signature of the bundle was checked: only
+/// they vouch for paths.
+pub fn target(
+    args: &ImportArgs,
+    head: &Head,
+    signers: &[PublicKey],
+) -> Result<Option<Box<dyn Target>>> {
     let has = head
         .manifest
         .objects
@@ -322,17 +327,7 @@ pub fn target(args: &ImportArgs, head: &Head) -> Result<Option<Box<dyn Target>>>
     if !has || args.skip_nix {
         return Ok(None);
     }
-    // Only keys that signed this bundle (the trust check already ran) vouch for paths.
-    let signers: BTreeSet<&str> = head
-        .envelope
-        .signatures
-        .iter()
-        .map(|s| s.public_key.as_str())
-        .collect();
-    let trusted: Vec<PublicKey> = load_public_keys(&args.trust.trust)?
-        .into_iter()
-        .filter(|k| signers.contains(k.to_string().as_str()))
-        .collect();
+    let trusted = signers.to_vec();
     let objects = nix_objects(head, &trusted)?;
     Ok(Some(Box::new(NixTarget {
         dest: parse_dest(args.nix_store.as_deref())?,
