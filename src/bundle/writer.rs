@@ -6,7 +6,10 @@
 //! [`write_bundle`] then streams the blobs from wherever they are cached, hashing on
 //! the way through each blob the source did not itself hash in this run, so a cache
 //! damaged since an earlier run can never produce a bundle that only fails in the
-//! field, and a cold-cache create still hashes every byte only once.
+//! field, and a cold-cache create still hashes every byte only once. Because the
+//! offsets are fixed first, a writer with random access needs only
+//! [`write_prefix`] and [`Plan::blob_header`] to put the blobs in place in any order
+//! (`io::bundle_file` does, in parallel); the bytes are the same.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -228,26 +231,36 @@ impl BundleBuilder {
 impl Plan {
     /// Bytes the whole bundle file will have with `envelope` as its signatures.
     pub fn file_len(&self, envelope: &Envelope) -> u64 {
+        self.data_start(envelope) + self.manifest.data_len() + END_LEN
+    }
+
+    /// Where the data section starts with `envelope` as the signatures: blob
+    /// offsets count from here.
+    pub fn data_start(&self, envelope: &Envelope) -> u64 {
         entry_len(self.manifest_bytes.len() as u64)
             + entry_len(envelope.to_canonical().len() as u64)
-            + self.manifest.data_len()
-            + END_LEN
+    }
+
+    /// The stored blobs, in file order.
+    pub fn stored_blobs(&self) -> impl Iterator<Item = &BlobEntry> {
+        self.manifest.blobs.iter().filter(|b| b.offset.is_some())
+    }
+
+    /// The tar header that precedes a stored blob; it sits at
+    /// `data_start + offset - 512`.
+    pub fn blob_header(&self, blob: &BlobEntry) -> io::Result<[u8; 512]> {
+        layout::header(&blob.path(), blob.size, self.manifest.created)
     }
 }
 
-/// Writes the bundle to `out` and returns the bytes written. `on_blob` is told the
-/// size of each blob as it is copied (for progress).
-pub fn write_bundle<W: Write>(
-    out: W,
-    plan: &Plan,
-    envelope: &Envelope,
-    source: &dyn BlobSource,
-    mut on_blob: impl FnMut(&BlobEntry),
-) -> Result<u64, WriteError> {
+/// Writes everything before the first stored blob's header (the manifest, the
+/// signatures, `oci-layout` and `index.json`) and returns the bytes written. A
+/// writer with random access can put the blobs in place itself after this; the
+/// bytes between them are zeros.
+pub fn write_prefix<W: Write>(out: &mut W, plan: &Plan, envelope: &Envelope) -> io::Result<u64> {
     let mtime = plan.manifest.created;
-    let mut out = io::BufWriter::with_capacity(1 << 20, out);
     let mut n = layout::write_entry(
-        &mut out,
+        out,
         MANIFEST_PATH,
         plan.manifest_bytes.len() as u64,
         mtime,
@@ -255,7 +268,7 @@ pub fn write_bundle<W: Write>(
     )?;
     let env = envelope.to_canonical();
     n += layout::write_entry(
-        &mut out,
+        out,
         SIGNATURES_PATH,
         env.len() as u64,
         mtime,
@@ -267,16 +280,24 @@ pub fn write_bundle<W: Write>(
         .iter()
         .zip([&plan.oci_layout, &plan.index_json])
     {
-        n += layout::write_entry(
-            &mut out,
-            &file.path,
-            file.size,
-            mtime,
-            &mut bytes.as_slice(),
-        )?;
+        n += layout::write_entry(out, &file.path, file.size, mtime, &mut bytes.as_slice())?;
     }
-    for blob in plan.manifest.blobs.iter().filter(|b| b.offset.is_some()) {
-        out.write_all(&layout::header(&blob.path(), blob.size, mtime)?)?;
+    Ok(n)
+}
+
+/// Writes the bundle to `out` and returns the bytes written. `on_blob` is told the
+/// size of each blob as it is copied (for progress).
+pub fn write_bundle<W: Write>(
+    out: W,
+    plan: &Plan,
+    envelope: &Envelope,
+    source: &dyn BlobSource,
+    mut on_blob: impl FnMut(&BlobEntry),
+) -> Result<u64, WriteError> {
+    let mut out = io::BufWriter::with_capacity(1 << 20, out);
+    let mut n = write_prefix(&mut out, plan, envelope)?;
+    for blob in plan.stored_blobs() {
+        out.write_all(&plan.blob_header(blob)?)?;
         let mut src = source
             .open_blob(&blob.digest)
             .map_err(|e| WriteError::Source {

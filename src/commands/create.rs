@@ -23,6 +23,7 @@ use crate::bundle::Digest;
 use crate::cli::{CreateArgs, OutputArgs};
 use crate::error::InputFailure;
 use crate::io::atomic::AtomicFile;
+use crate::io::bundle_file::write_parallel;
 use crate::io::cas::Cas;
 use crate::io::keys::load_secret_key;
 use crate::progress::{human_bytes, Progress};
@@ -283,7 +284,17 @@ pub fn run(a: CreateArgs, out: &OutputArgs) -> Result<(), Failure> {
     let total = plan.file_len(&envelope);
     let bar = progress.bar(format!("bundle {}", a.output.display()), total);
     let mut file = AtomicFile::create(&a.output)?;
-    write_bundle(&mut file, &plan, &envelope, &cas, |b| bar.inc(b.size + 512))?;
+    match file.temp_path().map(std::path::Path::to_path_buf) {
+        Some(tmp) => {
+            let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
+            write_parallel(&tmp, &plan, &envelope, &cas, jobs, &|b| {
+                bar.inc(b.size + 512)
+            })?;
+        }
+        None => {
+            write_bundle(&mut file, &plan, &envelope, &cas, |b| bar.inc(b.size + 512))?;
+        }
+    }
     file.commit()?;
     bar.clear();
     if lock_changed {

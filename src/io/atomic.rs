@@ -134,6 +134,19 @@ impl AtomicFile {
         })
     }
 
+    /// The temporary file's path when the target is a regular file and nothing was
+    /// written through this handle yet: a writer with random access (see
+    /// [`bundle_file`](crate::io::bundle_file)) may fill it instead. `None` for a
+    /// device or FIFO, which only take a stream.
+    pub fn temp_path(&self) -> Option<&Path> {
+        match &self.out {
+            Out::Temp(t) if t.buffer().is_empty() && self.early.unsynced == 0 => {
+                Some(t.get_ref().path())
+            }
+            _ => None,
+        }
+    }
+
     /// Flushes, syncs and renames into place (or just flushes, for a device or FIFO).
     pub fn commit(mut self) -> io::Result<()> {
         self.early.finish();
