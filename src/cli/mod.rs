@@ -199,6 +199,9 @@ pub struct ImportArgs {
         help_heading = "Images"
     )]
     pub insecure_registries: Vec<String>,
+    /// Attempts per registry request before giving up.
+    #[arg(long, default_value_t = 5, help_heading = "Images")]
+    pub retries: u32,
 
     /// Do not install Kubernetes manifests.
     #[arg(long, help_heading = "Manifests")]

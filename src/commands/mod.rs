@@ -54,6 +54,18 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 
 fn classify(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
+        // A target that failed while the bundle streamed (a registry refusing a
+        // blob): its own marker decides, not the reader that carried the error.
+        // `io::Error::source` skips the error it wraps, so look inside it here.
+        if let Some(ReadError::Consumer { source, .. }) = cause.downcast_ref::<ReadError>() {
+            let inner = source.get_ref();
+            if inner.is_some_and(|i| i.is::<RegistryFailure>()) {
+                return exit::REGISTRY;
+            }
+            if inner.is_some_and(|i| i.is::<InputFailure>()) {
+                return exit::INPUT;
+            }
+        }
         if cause.is::<ReadError>() || cause.is::<TrustError>() {
             return exit::VERIFY;
         }
@@ -92,4 +104,23 @@ pub fn print_json(v: &serde_json::Value) {
         "{}",
         serde_json::to_string_pretty(v).expect("JSON values serialize")
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_registry_failure_inside_a_streaming_target_exits_5() {
+        let consumer = |e: std::io::Error| {
+            anyhow::Error::new(ReadError::Consumer {
+                path: "blobs/sha256/00".into(),
+                source: e,
+            })
+        };
+        let refused = consumer(std::io::Error::other(RegistryFailure("refused".into())));
+        assert_eq!(classify(&refused), exit::REGISTRY);
+        let direct = anyhow::Error::new(RegistryFailure("refused".into())).context("pushing");
+        assert_eq!(classify(&direct), exit::REGISTRY);
+    }
 }

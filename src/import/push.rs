@@ -10,14 +10,30 @@
 //! images share them), then child manifests by digest, then the root by tag, all as
 //! raw bytes, so every digest stays the one the bundle signed. Manifests and indexes
 //! (small) are kept in memory until the end; nothing else is.
+//!
+//! A registry inside an air gap is often a box on a flaky link, and a failed
+//! request should not cost a rerun of a many-gigabyte import. Every small request
+//! (login, blob HEADs, mounts, manifests) goes through the same retry loop and rule
+//! as `create`'s pulls ([`with_retries`]: connection errors, timeouts, 5xx, 408 and
+//! 429, `--retries` attempts with backoff). A blob upload cannot be retried in place:
+//! its bytes come from the bundle as it is verified, possibly from a pipe, and that
+//! stream cannot be replayed. So an upload that breaks off for a retryable reason
+//! only marks its blob; the import goes on, and [`Target::finish`] (reached only once
+//! the whole bundle verified) pushes each marked blob again from the bundle file,
+//! reading it afresh for every attempt and refusing bytes that no longer hash to the
+//! verified digest. From stdin there is nothing to re-read: the import then fails
+//! naming the blob, and a rerun skips every blob that did arrive. Refusals (401, 403,
+//! 400, a digest error) stop the import at once, as asking again cannot change them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io;
-use std::path::PathBuf;
+use std::error::Error as StdError;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use fs_err as fs;
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
 use serde_json::{json, Value};
@@ -25,18 +41,26 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::{Target, TargetPlan};
+use crate::bundle::digest::HashingReader;
 use crate::bundle::manifest::{BlobEntry, Kind, Object};
 use crate::bundle::oci::{is_index, is_manifest};
 use crate::bundle::reader::Head;
 use crate::bundle::Digest;
 use crate::cli::ImportArgs;
-use crate::error::InputFailure;
+use crate::error::{InputFailure, RegistryFailure};
 use crate::io::atomic;
 use crate::progress::Progress;
 use crate::resolve::auth::{self, normalize_host, parse_registry_auth};
+use crate::resolve::registry::{failure_reason, is_retryable, with_retries};
 
 /// Largest manifest or index kept in memory.
 const MANIFEST_LIMIT: usize = 8 << 20;
+
+/// Bytes read from the bundle file per chunk when a blob is pushed again.
+const REPUSH_CHUNK: usize = 1 << 20;
+
+/// Chunks of one upload in flight between the reader and the HTTP body.
+type Chunks = mpsc::Sender<Result<bytes::Bytes, OciDistributionError>>;
 
 /// One image to push.
 #[derive(Clone)]
@@ -53,8 +77,10 @@ struct Planned {
 
 struct Upload {
     digest: Digest,
-    tx: Option<mpsc::Sender<Result<bytes::Bytes, oci_client::errors::OciDistributionError>>>,
-    task: Option<JoinHandle<Result<String, oci_client::errors::OciDistributionError>>>,
+    tx: Option<Chunks>,
+    task: Option<JoinHandle<Result<String, OciDistributionError>>>,
+    /// Bytes handed to the upload so far.
+    sent: u64,
 }
 
 /// The fleet registry target.
@@ -74,6 +100,12 @@ pub struct Push {
     uploaded: HashMap<Digest, Reference>,
     upload: Option<Upload>,
     pushed_bytes: u64,
+    /// The bundle file, to push interrupted blobs again from; `None` for stdin.
+    bundle: Option<PathBuf>,
+    /// Attempts per request (`--retries`).
+    attempts: u32,
+    /// Blobs whose streamed upload broke off for a retryable reason -> that reason.
+    interrupted: BTreeMap<Digest, String>,
 }
 
 /// `registries.yaml` for K3s: each original registry mirrored by `endpoint`.
@@ -210,6 +242,9 @@ impl Push {
             uploaded: HashMap::new(),
             upload: None,
             pushed_bytes: 0,
+            bundle: (args.bundle.as_os_str() != "-").then(|| args.bundle.clone()),
+            attempts: args.retries.max(1),
+            interrupted: BTreeMap::new(),
         })
     }
 
@@ -227,31 +262,211 @@ impl Push {
         )
     }
 
-    fn explain(&self, what: &str, e: impl std::fmt::Display) -> anyhow::Error {
-        let hint = if self.insecure {
-            ""
+    /// The error for a request that failed `attempts` times; it carries
+    /// [`RegistryFailure`] (exit code 5).
+    fn explain(&self, what: &str, e: &OciDistributionError, attempts: u32) -> anyhow::Error {
+        let msg = if is_retryable(e) {
+            let why = failure_reason(e);
+            let tries = match attempts {
+                1 => String::new(),
+                n => format!(" {n} times in a row"),
+            };
+            format!(
+                "registry {} failed to {what}{tries} ({why}): check that it is running and reachable, then rerun the import (blobs already pushed are skipped), with --retries N for more attempts",
+                self.host
+            )
         } else {
-            " (for a plain-HTTP registry pass --insecure-registry HOST; for a private CA, --registry-ca FILE)"
+            let hint = if self.insecure {
+                ""
+            } else {
+                " (for a plain-HTTP registry pass --insecure-registry HOST; for a private CA, --registry-ca FILE)"
+            };
+            format!(
+                "registry {} refused to {what}: {}{hint}; check --registry and --registry-auth",
+                self.host,
+                error_text(e)
+            )
         };
-        anyhow!(
-            "registry {} refused to {what}: {e}{hint}; check --registry and --registry-auth",
-            self.host
-        )
+        RegistryFailure(msg).into()
     }
 
+    /// Waits for the current upload to end. One that broke off for a reason worth
+    /// another attempt is only remembered (see the module documentation).
     fn finish_upload(&mut self) -> Result<()> {
         let Some(mut up) = self.upload.take() else {
             return Ok(());
         };
         drop(up.tx.take());
-        if let Some(t) = up.task.take() {
-            match self.rt.block_on(t) {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => return Err(self.explain(&format!("accept blob {}", up.digest), e)),
-                Err(e) => bail!("upload task failed: {e}"),
+        let Some(t) = up.task.take() else {
+            return Ok(());
+        };
+        match self.rt.block_on(t) {
+            Ok(Ok(_)) => self.pushed_bytes += up.sent,
+            Ok(Err(e)) if self.attempts > 1 && is_retryable(&e) => {
+                self.interrupted.insert(up.digest, failure_reason(&e));
             }
+            Ok(Err(e)) => return Err(self.explain(&format!("accept blob {}", up.digest), &e, 1)),
+            Err(e) => bail!("the upload task of blob {} failed: {e}", up.digest),
         }
         Ok(())
+    }
+
+    /// Pushes each blob whose upload broke off again, from the bundle file.
+    fn push_interrupted(&mut self, head: &Head, progress: &Progress) -> Result<Vec<String>> {
+        let interrupted = std::mem::take(&mut self.interrupted);
+        let Some(path) = self.bundle.clone() else {
+            return Err(stdin_cannot_repush(&self.host, &interrupted));
+        };
+        let mut done = Vec::new();
+        for (d, why) in interrupted {
+            let b = self.blobs[&d].clone();
+            let repo = self.uploaded[&d].clone();
+            let pos = head
+                .blob_position(&b)
+                .ok_or_else(|| anyhow!("blob {d} is not stored in {}", path.display()))?;
+            progress.message(format!(
+                "the upload of blob {d} to {}/{} broke off ({why}): pushing it again from {}",
+                self.host,
+                repo.repository(),
+                path.display()
+            ));
+            self.push_from_file(&path, pos, &b, &repo)?;
+            self.pushed_bytes += b.size;
+            done.push(d.to_string());
+        }
+        Ok(done)
+    }
+
+    /// One blob from `path` at `pos` into `repo`, streamed, with the remaining
+    /// attempts (the broken streamed upload was the first).
+    fn push_from_file(&self, path: &Path, pos: u64, b: &BlobEntry, repo: &Reference) -> Result<()> {
+        let client = &self.client;
+        let digest = b.digest.to_string();
+        let r = self.rt.block_on(with_retries(self.attempts - 1, || {
+            let (tx, mut rx) = mpsc::channel(4);
+            let (path, blob) = (path.to_path_buf(), b.clone());
+            let reader = tokio::task::spawn_blocking(move || send_from_file(&path, pos, &blob, tx));
+            let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+            let push = client.push_blob_stream(repo, stream, &digest, Some(b.size));
+            async move {
+                let pushed = push.await;
+                // A local failure (file gone, bytes changed) is final, and not the
+                // registry's: report it instead of whatever the cut-off upload said.
+                match reader.await {
+                    Ok(Ok(())) => pushed.map(|_| Ok(())),
+                    Ok(Err(local)) => Ok(Err(local)),
+                    Err(e) => Ok(Err(anyhow!("the reading task failed: {e}"))),
+                }
+            }
+        }));
+        match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(local)) => Err(local),
+            Err((e, n)) => Err(self.explain(&format!("accept blob {}", b.digest), &e, n + 1)),
+        }
+    }
+}
+
+/// The error for blobs that cannot be pushed again because the bundle came from a pipe.
+fn stdin_cannot_repush(host: &str, interrupted: &BTreeMap<Digest, String>) -> anyhow::Error {
+    let blobs: Vec<String> = interrupted
+        .iter()
+        .map(|(d, why)| format!("{d} ({why})"))
+        .collect();
+    let (noun, verb) = if blobs.len() == 1 {
+        ("blob", "its upload")
+    } else {
+        ("blobs", "their uploads")
+    };
+    RegistryFailure(format!(
+        "registry {host} broke off the upload of {noun} {}, and the bundle came from stdin, which cannot be read twice to push {verb} again: rerun the import from the bundle file (`gapbundle import FILE ...`) or pipe the bundle in again; blobs already pushed are skipped",
+        blobs.join(", ")
+    ))
+    .into()
+}
+
+/// Sends the `b.size` bytes at `pos` of the bundle file through `tx`, hashing them,
+/// one chunk held back: the last goes out only if the whole still has the digest
+/// the import verified, so the registry never completes an upload of changed bytes.
+/// A closed `tx` (the upload failed) ends it quietly; on a local failure the
+/// upload is cut off with an error item and the failure is returned.
+fn send_from_file(path: &Path, pos: u64, b: &BlobEntry, tx: Chunks) -> Result<()> {
+    let d = b.digest;
+    let fail = |msg: String| {
+        let _ = tx.blocking_send(Err(OciDistributionError::GenericError(Some(msg.clone()))));
+        anyhow!(msg)
+    };
+    let again = "the bundle file must stay unchanged until the import ends: rerun the import";
+    let mut f = match fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) => return Err(fail(format!("cannot read blob {d} again: {e}; {again}"))),
+    };
+    if let Err(e) = f.seek(SeekFrom::Start(pos)) {
+        return Err(fail(format!("cannot read blob {d} again: {e}; {again}")));
+    }
+    let mut r = HashingReader::new(f.take(b.size));
+    let mut held: Option<bytes::Bytes> = None;
+    loop {
+        let mut buf = vec![0u8; REPUSH_CHUNK];
+        let mut n = 0;
+        while n < buf.len() {
+            match r.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Err(fail(format!(
+                        "cannot read blob {d} again from {}: {e}; {again}",
+                        path.display()
+                    )))
+                }
+            }
+        }
+        if n == 0 {
+            break;
+        }
+        buf.truncate(n);
+        if let Some(chunk) = held.replace(buf.into()) {
+            if tx.blocking_send(Ok(chunk)).is_err() {
+                return Ok(());
+            }
+        }
+    }
+    let (found, size) = r.finish();
+    if found != d || size != b.size {
+        return Err(fail(format!(
+            "blob {d} in {} changed after the import verified it (at offset {pos} there are now {size} bytes with digest {found}, not {} bytes with digest {d}); nothing of it was pushed: copy the bundle again, then rerun the import",
+            path.display(),
+            b.size
+        )));
+    }
+    if let Some(chunk) = held {
+        let _ = tx.blocking_send(Ok(chunk));
+    }
+    Ok(())
+}
+
+/// An error and its causes on one line (reqwest's own text omits the cause,
+/// e.g. `connection reset`), without repeating text a cause already showed.
+fn error_text(e: &(dyn StdError + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !t.is_empty() && !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        cur = c.source();
+    }
+    text
+}
+
+/// An error for the bundle reader that keeps the exit-code marker of a registry failure.
+fn to_io(e: anyhow::Error) -> io::Error {
+    match e.downcast::<RegistryFailure>() {
+        Ok(r) => io::Error::other(r),
+        Err(e) => io::Error::other(format!("{e:#}")),
     }
 }
 
@@ -271,38 +486,44 @@ impl Target for Push {
             .filter(|d| self.is_manifest_blob(d))
             .copied()
             .collect();
+        let attempts = self.attempts;
         let r = self.rt.block_on(async {
             let mut authed = BTreeSet::new();
             for p in images.iter_mut() {
-                if authed.insert(p.target.repository().to_string()) {
-                    client
-                        .auth(&p.target, &auth, RegistryOperation::Push)
-                        .await
-                        .map_err(|e| ("log in for pushing", e.to_string()))?;
+                let target = &p.target;
+                if authed.insert(target.repository().to_string()) {
+                    with_retries(attempts, || {
+                        client.auth(target, &auth, RegistryOperation::Push)
+                    })
+                    .await
+                    .map_err(|(e, n)| ("log in for pushing".to_string(), e, n))?;
                 }
                 for d in &p.object.blobs {
                     if manifest_blob.contains(d) {
                         continue;
                     }
-                    let exists = client
-                        .blob_exists(&p.target, &d.to_string())
+                    let digest = d.to_string();
+                    let exists = with_retries(attempts, || client.blob_exists(target, &digest))
                         .await
-                        .map_err(|e| ("answer a blob query", e.to_string()))?;
+                        .map_err(|(e, n)| (format!("answer whether it has blob {d}"), e, n))?;
                     if !exists {
                         p.missing.insert(*d);
                     }
                 }
+                // Not there (404) or not answered: either way, push it.
                 let current = if p.missing.is_empty() {
-                    client.fetch_manifest_digest(&p.target, &auth).await.ok()
+                    with_retries(attempts, || client.fetch_manifest_digest(&p.target, &auth))
+                        .await
+                        .ok()
                 } else {
                     None
                 };
                 p.present = current.as_deref() == Some(p.object.digest.to_string().as_str());
             }
-            Ok::<(), (&str, String)>(())
+            Ok::<(), (String, OciDistributionError, u32)>(())
         });
         self.images = images;
-        r.map_err(|(what, e)| self.explain(what, e))?;
+        r.map_err(|(what, e, n)| self.explain(&what, &e, n))?;
         for p in &self.images {
             if p.present {
                 plan.present_objects.push(p.target.whole());
@@ -325,8 +546,7 @@ impl Target for Push {
     }
 
     fn begin(&mut self, blob: &BlobEntry) -> io::Result<()> {
-        self.finish_upload()
-            .map_err(|e| io::Error::other(format!("{e:#}")))?;
+        self.finish_upload().map_err(to_io)?;
         if self.is_manifest_blob(&blob.digest) {
             if blob.size as usize > MANIFEST_LIMIT {
                 return Err(io::Error::other(format!(
@@ -362,6 +582,7 @@ impl Target for Push {
             digest: blob.digest,
             tx: Some(tx),
             task: Some(task),
+            sent: 0,
         });
         Ok(())
     }
@@ -371,6 +592,8 @@ impl Target for Push {
             m.extend_from_slice(chunk);
             return Ok(());
         }
+        // No upload: not needed here, or it broke off and the rest of the blob is
+        // ignored (it is pushed again in `finish`).
         let Some(up) = self.upload.as_mut() else {
             return Ok(());
         };
@@ -382,26 +605,35 @@ impl Target for Push {
                     .is_ok()
             })
             .unwrap_or(false);
-        self.pushed_bytes += chunk.len() as u64;
+        up.sent += chunk.len() as u64;
         if !sent {
-            // The upload ended early: report its error.
-            self.finish_upload()
-                .map_err(|e| io::Error::other(format!("{e:#}")))?;
-            return Err(io::Error::other(format!(
-                "registry {} closed the upload of {} early",
-                self.host, blob.digest
-            )));
+            // The upload ended early: a refusal is reported, a broken connection
+            // remembered.
+            self.finish_upload().map_err(to_io)?;
+            if !self.interrupted.contains_key(&blob.digest) {
+                return Err(to_io(
+                    RegistryFailure(format!(
+                        "registry {} closed the upload of blob {} early without an error: rerun the import; if it happens again, tell the registry's operator",
+                        self.host, blob.digest
+                    ))
+                    .into(),
+                ));
+            }
         }
         Ok(())
     }
 
     fn commit(&mut self, _blob: &BlobEntry) -> io::Result<()> {
-        self.finish_upload()
-            .map_err(|e| io::Error::other(format!("{e:#}")))
+        self.finish_upload().map_err(to_io)
     }
 
-    fn finish(&mut self, _head: &Head, progress: &Progress) -> Result<Value> {
+    fn finish(&mut self, head: &Head, progress: &Progress) -> Result<Value> {
         self.finish_upload()?;
+        let pushed_again = if self.interrupted.is_empty() {
+            Vec::new()
+        } else {
+            self.push_interrupted(head, progress)?
+        };
         let mut report = Vec::new();
         let client = self.client.clone();
         for p in self.images.clone() {
@@ -413,12 +645,17 @@ impl Target for Push {
             for d in &p.missing {
                 if let Some(src) = self.uploaded.get(d) {
                     if src.repository() != p.target.repository() {
-                        let src = src.clone();
-                        let t = p.target.clone();
+                        let (src, t, digest) = (src.clone(), p.target.clone(), d.to_string());
                         self.rt
-                            .block_on(client.mount_blob(&t, &src, &d.to_string()))
-                            .map_err(|e| {
-                                self.explain(&format!("mount blob {d} into {}", t.repository()), e)
+                            .block_on(with_retries(self.attempts, || {
+                                client.mount_blob(&t, &src, &digest)
+                            }))
+                            .map_err(|(e, n)| {
+                                self.explain(
+                                    &format!("mount blob {d} into {}", t.repository()),
+                                    &e,
+                                    n,
+                                )
                             })?;
                     }
                 }
@@ -454,10 +691,13 @@ impl Target for Push {
                 let ct = mt
                     .parse()
                     .map_err(|_| anyhow!("media type {mt} of {d} is not a valid header"))?;
+                let body = bytes::Bytes::from(body);
                 self.rt
-                    .block_on(client.push_manifest_raw(&r, body, ct))
-                    .map_err(|e| {
-                        self.explain(&format!("accept manifest {d} for {}", r.whole()), e)
+                    .block_on(with_retries(self.attempts, || {
+                        client.push_manifest_raw(&r, body.clone(), Clone::clone(&ct))
+                    }))
+                    .map_err(|(e, n)| {
+                        self.explain(&format!("accept manifest {d} for {}", r.whole()), &e, n)
                     })?;
             }
             report.push(json!({"image": p.target.whole(), "digest": p.object.digest.to_string(), "pushed": true}));
@@ -482,7 +722,7 @@ impl Target for Push {
         let mirrors: BTreeMap<&String, Vec<String>> =
             origins.iter().map(|o| (o, vec![self.endpoint()])).collect();
         Ok(json!({
-            "images": report, "bytesPushed": self.pushed_bytes,
+            "images": report, "bytesPushed": self.pushed_bytes, "blobsPushedAgain": pushed_again,
             "registriesYaml": self.mirror_file, "mirrors": mirrors,
         }))
     }
@@ -501,6 +741,89 @@ mod tests {
         let (r, o) = retarget("nginx:1", "mirror:443", &d).unwrap();
         assert_eq!(r.whole(), "mirror:443/library/nginx:1");
         assert_eq!(o, "docker.io");
+    }
+
+    /// `send_from_file` over a file holding `prefix` then `stored`, for a blob entry
+    /// that expects `blob`: its result and the items it sent.
+    fn send(stored: &[u8], blob: &[u8]) -> (Result<()>, Vec<Result<Vec<u8>, String>>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("site.gapb");
+        let prefix = [7u8; 1000];
+        std::fs::write(&path, [&prefix[..], stored].concat()).unwrap();
+        let b = BlobEntry {
+            digest: Digest::of(blob),
+            size: blob.len() as u64,
+            media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+            offset: Some(0),
+            encoding: None,
+            content: None,
+        };
+        let (tx, mut rx) = mpsc::channel(64);
+        let r = send_from_file(&path, prefix.len() as u64, &b, tx);
+        let mut items = Vec::new();
+        while let Ok(item) = rx.try_recv() {
+            items.push(item.map(|c| c.to_vec()).map_err(|e| e.to_string()));
+        }
+        (r, items)
+    }
+
+    #[test]
+    fn a_blob_is_pushed_again_only_with_the_bytes_that_verified() {
+        let blob: Vec<u8> = (0..REPUSH_CHUNK * 2 + 10)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let (r, items) = send(&blob, &blob);
+        r.unwrap();
+        let sent: Vec<u8> = items.into_iter().flat_map(|i| i.unwrap()).collect();
+        assert!(sent == blob, "every byte, once, in order");
+
+        // One byte changed on disk: the last chunk never goes, the upload is cut off
+        // with an error, and the message names the blob and what to do.
+        let mut changed = blob.clone();
+        changed[5] ^= 1;
+        let (r, items) = send(&changed, &blob);
+        let msg = format!("{:#}", r.unwrap_err());
+        assert!(msg.contains(&Digest::of(&blob).to_string()), "{msg}");
+        assert!(
+            msg.contains("changed after the import verified it"),
+            "{msg}"
+        );
+        let sent: usize = items
+            .iter()
+            .filter_map(|i| i.as_ref().ok())
+            .map(Vec::len)
+            .sum();
+        assert!(sent < blob.len());
+        assert!(items.last().unwrap().is_err());
+
+        // A file that ends early is refused the same way.
+        let (r, _) = send(&blob[..100], &blob);
+        assert!(format!("{:#}", r.unwrap_err()).contains("changed after the import verified it"));
+    }
+
+    #[test]
+    fn from_stdin_the_error_names_each_blob_and_the_rerun() {
+        let (a, b) = (Digest::of(b"a"), Digest::of(b"b"));
+        let one = stdin_cannot_repush("reg:5000", &[(a, "connection reset".into())].into());
+        let msg = one.to_string();
+        assert!(
+            msg.contains(&format!("blob {a} (connection reset)")),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("rerun the import from the bundle file"),
+            "{msg}"
+        );
+        assert!(one.is::<RegistryFailure>());
+        let two = stdin_cannot_repush(
+            "reg:5000",
+            &[(a, "timed out".into()), (b, "timed out".into())].into(),
+        )
+        .to_string();
+        assert!(
+            two.contains("blobs ") && two.contains(&b.to_string()),
+            "{two}"
+        );
     }
 
     #[test]

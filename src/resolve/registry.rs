@@ -10,7 +10,8 @@
 //! - **Retries.** Every request (manifest pulls, blob stream starts, and broken
 //!   blob bodies) is retried on connection errors, timeouts, 5xx, 408 and 429 with
 //!   exponential backoff (200 ms doubling, capped at 10 s). Other 4xx answers are
-//!   final: asking again will not change them.
+//!   final: asking again will not change them. The loop and the rule are
+//!   `with_retries` and `is_retryable`, which import's fleet push uses too.
 //! - **Resumable, bounded downloads.** Blobs are streamed chunk by chunk into the
 //!   cache's `partial/` file and only get their name after the cache has hashed
 //!   them ([`Cas::finish_partial`]). After a broken connection the next attempt
@@ -430,25 +431,12 @@ impl Inner {
     }
 
     /// Runs `op` until it succeeds, fails for good, or runs out of attempts.
-    async fn retry<T, F, Fut>(
-        &self,
-        mut op: F,
-    ) -> std::result::Result<T, (OciDistributionError, u32)>
+    async fn retry<T, F, Fut>(&self, op: F) -> std::result::Result<T, (OciDistributionError, u32)>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = oci_client::errors::Result<T>>,
     {
-        let mut attempt = 1;
-        loop {
-            match op().await {
-                Ok(v) => return Ok(v),
-                Err(e) if attempt < self.attempts && classify(&e).retryable() => {
-                    tokio::time::sleep(backoff(attempt)).await;
-                    attempt += 1;
-                }
-                Err(e) => return Err((e, attempt)),
-            }
-        }
+        with_retries(self.attempts, op).await
     }
 
     async fn pull_manifest(&self, target: &Reference, what: &What) -> Result<Vec<u8>> {
@@ -746,6 +734,51 @@ async fn copy_stream(
     Ok(Ok(()))
 }
 
+/// Runs `op` until it succeeds, fails for good (see [`is_retryable`]), or has been
+/// tried `attempts` times (at least once), sleeping [`backoff`] between attempts.
+/// The error comes with the number of attempts made, for messages.
+///
+/// Shared by everything that talks to a registry (create's pulls, import's fleet
+/// push), so all of them give up under the same rules.
+pub(crate) async fn with_retries<T, F, Fut>(
+    attempts: u32,
+    mut op: F,
+) -> std::result::Result<T, (OciDistributionError, u32)>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = oci_client::errors::Result<T>>,
+{
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt < attempts && is_retryable(&e) => {
+                tokio::time::sleep(backoff(attempt)).await;
+                attempt += 1;
+            }
+            Err(e) => return Err((e, attempt)),
+        }
+    }
+}
+
+/// Whether asking again may change the answer: connection errors, timeouts, broken
+/// bodies, 5xx, 408 and 429 are worth another attempt; other 4xx, TLS and digest
+/// errors are not.
+pub(crate) fn is_retryable(e: &OciDistributionError) -> bool {
+    classify(e).retryable()
+}
+
+/// What went wrong, in a few words (`connection reset`, `503 Service Unavailable
+/// (…)`), for messages that name the registry and the thing at fault themselves.
+pub(crate) fn failure_reason(e: &OciDistributionError) -> String {
+    match classify(e) {
+        Failure::Unreachable(r) | Failure::Other(r) => r,
+        Failure::Tls(r) => format!("TLS: {r}"),
+        Failure::Status { code, detail } => format!("{} ({detail})", status_text(code)),
+        Failure::Digest(d) => format!("content does not match its digest: {d}"),
+    }
+}
+
 fn backoff(attempt: u32) -> Duration {
     BACKOFF_START
         .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
@@ -970,6 +1003,63 @@ mod tests {
         assert!(!s(404).retryable() && !s(401).retryable() && !s(403).retryable());
         assert!(Failure::Unreachable("x".into()).retryable());
         assert!(!Failure::Tls("x".into()).retryable());
+    }
+
+    fn server_error(code: u16) -> OciDistributionError {
+        OciDistributionError::ServerError {
+            code,
+            url: "http://127.0.0.1/v2/".into(),
+            message: String::new(),
+        }
+    }
+
+    /// Runs `with_retries` over canned answers; returns its result and the calls made.
+    fn run_retries(
+        attempts: u32,
+        answers: Vec<oci_client::errors::Result<u8>>,
+    ) -> (std::result::Result<u8, (OciDistributionError, u32)>, usize) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let answers = std::sync::Mutex::new(answers.into_iter());
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let r = rt.block_on(with_retries(attempts, || {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let next = answers.lock().unwrap().next().expect("an answer per call");
+            async move { next }
+        }));
+        (r, calls.into_inner())
+    }
+
+    #[test]
+    fn with_retries_asks_again_only_while_it_may_help() {
+        // Two 503s, then success: three calls.
+        let (r, calls) = run_retries(
+            5,
+            vec![Err(server_error(503)), Err(server_error(503)), Ok(7)],
+        );
+        assert_eq!((r.unwrap(), calls), (7, 3));
+        // A 401 is final at once, and says it took one attempt.
+        let (r, calls) = run_retries(5, vec![Err(server_error(401)), Ok(7)]);
+        let (e, n) = r.unwrap_err();
+        assert!(!is_retryable(&e));
+        assert_eq!((n, calls), (1, 1));
+        // Out of attempts: the last error, with the count.
+        let (r, calls) = run_retries(2, vec![Err(server_error(502)), Err(server_error(429))]);
+        let (e, n) = r.unwrap_err();
+        assert!(matches!(
+            e,
+            OciDistributionError::ServerError { code: 429, .. }
+        ));
+        assert_eq!((n, calls), (2, 2));
+        assert_eq!(
+            failure_reason(&server_error(503)),
+            "503 Service Unavailable (no details)"
+        );
+        // Zero means one attempt, not none.
+        let (r, calls) = run_retries(0, vec![Err(server_error(500))]);
+        assert_eq!((r.unwrap_err().1, calls), (1, 1));
     }
 
     #[test]

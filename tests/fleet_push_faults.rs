@@ -1,0 +1,310 @@
+//! Fleet push (`gapbundle import --registry`) when the link to the registry breaks.
+//!
+//! The registry is the real CNCF distribution server started by `support`. A real
+//! server does not drop a connection in the middle of a blob upload on request, so
+//! (as the project's rules allow for faults only) a small std-only TCP proxy sits in
+//! front of it: it forwards everything unchanged, except that it cuts the first
+//! connection whose client-to-server bytes pass a threshold, which is a blob upload
+//! part-way through its body. Results are checked with skopeo against the registry
+//! itself, not through the proxy.
+
+mod support;
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+
+use gapbundle::bundle::manifest::Kind;
+use serde_json::Value;
+use support::*;
+
+/// Client-to-server bytes after which the proxy cuts a connection: more than
+/// login, HEADs and the small blobs, less than the fixture's ~1 MiB base layer.
+const CUT_AFTER: u64 = 64 << 10;
+
+/// A TCP proxy on 127.0.0.1 in front of `upstream` that cuts the first connection
+/// whose client-to-server byte count passes [`CUT_AFTER`], while armed.
+struct CuttingProxy {
+    /// `127.0.0.1:PORT`.
+    addr: String,
+    cut: Arc<AtomicUsize>,
+}
+
+impl CuttingProxy {
+    fn start(upstream: &str) -> CuttingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        let addr = listener.local_addr().unwrap().to_string();
+        let armed = Arc::new(AtomicBool::new(true));
+        let cut = Arc::new(AtomicUsize::new(0));
+        let (a, c, up) = (armed, cut.clone(), upstream.to_string());
+        // The accept loop lives as long as the test process; it holds nothing else.
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let (a, c, up) = (a.clone(), c.clone(), up.clone());
+                thread::spawn(move || relay(client, &up, &a, &c));
+            }
+        });
+        CuttingProxy { addr, cut }
+    }
+
+    /// Connections cut so far.
+    fn cuts(&self) -> usize {
+        self.cut.load(Ordering::SeqCst)
+    }
+}
+
+/// Forwards one connection both ways; server-to-client on its own thread.
+fn relay(client: TcpStream, upstream: &str, armed: &AtomicBool, cut: &AtomicUsize) {
+    let Ok(server) = TcpStream::connect(upstream) else {
+        return;
+    };
+    let (mut from_server, mut to_client) =
+        (server.try_clone().unwrap(), client.try_clone().unwrap());
+    let back = thread::spawn(move || {
+        let _ = io::copy(&mut from_server, &mut to_client);
+        let _ = to_client.shutdown(Shutdown::Write);
+    });
+    let (mut from_client, mut to_server) =
+        (client.try_clone().unwrap(), server.try_clone().unwrap());
+    let mut buf = vec![0u8; 16 << 10];
+    let mut total = 0u64;
+    loop {
+        let n = match from_client.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        total += n as u64;
+        if total > CUT_AFTER && armed.swap(false, Ordering::SeqCst) {
+            // Mid-body: close both sides without forwarding this chunk. The client
+            // sees its connection reset (or closed) while it is still sending.
+            cut.fetch_add(1, Ordering::SeqCst);
+            let _ = client.shutdown(Shutdown::Both);
+            let _ = server.shutdown(Shutdown::Both);
+            break;
+        }
+        if to_server.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = server.shutdown(Shutdown::Write);
+    let _ = back.join();
+}
+
+/// A work folder with a key pair and the bundle of the fixture image `team/app:1.2`
+/// (a ~1 MiB incompressible base layer and a small one).
+struct Work {
+    base: Workdir,
+    bundle: PathBuf,
+    /// `(name, root digest)` of the bundled image.
+    image: (String, String),
+}
+
+impl std::ops::Deref for Work {
+    type Target = Workdir;
+    fn deref(&self) -> &Workdir {
+        &self.base
+    }
+}
+
+impl Work {
+    fn new(source: &Registry) -> Work {
+        let base = Workdir::new("fleet-faults");
+        let spec = base.path("bundle.yaml");
+        fs::write(
+            &spec,
+            format!(
+                "name: fleet-faults\nversion: \"1\"\nimages:\n  - ref: {}/team/app:1.2\n",
+                source.addr
+            ),
+        )
+        .unwrap();
+        let bundle = base.path("site.gapb");
+        run(gapbundle()
+            .arg("create")
+            .arg("-f")
+            .arg(&spec)
+            .arg("-o")
+            .arg(&bundle)
+            .arg("--key")
+            .arg(base.secret())
+            .arg("--cache")
+            .arg(base.path("cache"))
+            .args(["--insecure-registry", &source.addr, "--quiet"]));
+        let head = read_head(&bundle);
+        let o = head
+            .manifest
+            .objects
+            .iter()
+            .find(|o| o.kind == Kind::Image)
+            .expect("the bundle carries the image");
+        let image = (o.name.clone(), o.digest.to_string());
+        Work {
+            base,
+            bundle,
+            image,
+        }
+    }
+
+    /// `gapbundle import BUNDLE --registry HOST` (plain HTTP), JSON report.
+    fn import(&self, bundle: &Path, host: &str) -> Command {
+        let mut c = gapbundle();
+        c.arg("import")
+            .arg(bundle)
+            .arg("--trust")
+            .arg(self.public())
+            .arg("--k3s-root")
+            .arg(self.path("k3s"))
+            .args(["--registry", host, "--insecure-registry", host, "--json"]);
+        c
+    }
+}
+
+fn read_head(bundle: &Path) -> gapbundle::bundle::reader::Head {
+    let mut f = fs::File::open(bundle).unwrap();
+    gapbundle::bundle::reader::read_head(&mut f).unwrap()
+}
+
+/// Size of a blob stored in the bundle.
+fn blob_size(bundle: &Path, digest: &str) -> u64 {
+    read_head(bundle)
+        .manifest
+        .blobs
+        .iter()
+        .find(|b| b.digest.to_string() == digest)
+        .unwrap_or_else(|| panic!("{digest} is not in the bundle"))
+        .size
+}
+
+/// Runs `cmd` with the bundle file as its stdin.
+fn output_with_stdin(cmd: &mut Command, bundle: &Path) -> Output {
+    cmd.stdin(fs::File::open(bundle).unwrap())
+        .output()
+        .unwrap_or_else(|e| panic!("could not start `{}`: {e}", describe(cmd)))
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn json_out(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", text(o)))
+}
+
+/// The fleet registry itself (not the proxy) serves the image with the bundled
+/// root digest and the fixture's layers.
+fn assert_pushed(fleet: &Registry, w: &Work, fx: &Fixtures) {
+    let (name, digest) = &w.image;
+    let moved = format!(
+        "docker://{}/{}",
+        fleet.addr,
+        name.split_once('/').expect("host/path").1
+    );
+    assert_eq!(&skopeo_digest(&moved), digest, "{moved} keeps its digest");
+    let m = skopeo_manifest(&moved, None);
+    assert_eq!(manifest_layer_digests(&m), fx.app.layer_digests);
+    assert_eq!(manifest_config_digest(&m), fx.app.config_digest);
+}
+
+#[test]
+fn an_upload_cut_mid_blob_is_pushed_again_from_the_bundle_file() {
+    let source = Registry::start();
+    let fx = push_fixture_images(&source, None);
+    let fleet = Registry::start();
+    let proxy = CuttingProxy::start(&fleet.addr);
+    let w = Work::new(&source);
+
+    let out = run(&mut w.import(&w.bundle, &proxy.addr));
+    assert_eq!(proxy.cuts(), 1, "the proxy cut one upload\n{}", text(&out));
+    let report = json_out(&out);
+    let result = &report["targets"][0]["result"];
+    assert_eq!(
+        result["blobsPushedAgain"],
+        serde_json::json!([fx.base_layer_digest]),
+        "the cut blob, the big base layer, was pushed again: {report}"
+    );
+    assert_pushed(&fleet, &w, &fx);
+}
+
+#[test]
+fn an_upload_cut_while_reading_stdin_fails_with_exit_5_and_a_rerun_completes() {
+    let source = Registry::start();
+    let fx = push_fixture_images(&source, None);
+    let fleet = Registry::start();
+    let proxy = CuttingProxy::start(&fleet.addr);
+    let w = Work::new(&source);
+    let stdin = Path::new("-");
+
+    let out = output_with_stdin(&mut w.import(stdin, &proxy.addr), &w.bundle);
+    assert_eq!(proxy.cuts(), 1, "the proxy cut one upload\n{}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "a registry failure\n{}",
+        text(&out)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    for part in [
+        fx.base_layer_digest.as_str(),
+        "came from stdin",
+        "rerun the import from the bundle file",
+        "pipe the bundle in again",
+        "blobs already pushed are skipped",
+    ] {
+        assert!(err.contains(part), "the error says {part:?}:\n{err}");
+    }
+    // Nothing was tagged: the image is incomplete.
+    let tag = format!("docker://{}/team/app:1.2", fleet.addr);
+    assert!(
+        try_skopeo_raw(&tag, None).is_err(),
+        "{tag} is not there yet"
+    );
+
+    // The proxy cuts no more; a rerun from stdin pushes only what is missing.
+    let out = output_with_stdin(&mut w.import(stdin, &proxy.addr), &w.bundle);
+    assert!(out.status.success(), "the rerun succeeds\n{}", text(&out));
+    assert_eq!(proxy.cuts(), 1);
+    let result = &json_out(&out)["targets"][0]["result"];
+    assert_eq!(
+        result["bytesPushed"],
+        blob_size(&w.bundle, &fx.base_layer_digest),
+        "only the cut blob was pushed on the rerun: {result}"
+    );
+    assert_pushed(&fleet, &w, &fx);
+}
+
+#[test]
+fn refused_credentials_fail_at_once_with_exit_5() {
+    let source = Registry::start();
+    push_fixture_images(&source, None);
+    let fleet = Registry::start_with_htpasswd("fleet", "s3cret");
+    let w = Work::new(&source);
+    let out = w
+        .import(&w.bundle, &fleet.addr)
+        .args(["--registry-auth", &format!("{}=fleet:wrong", fleet.addr)])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("registry {} refused to", fleet.addr))
+            && err.contains("401 Unauthorized")
+            && err.contains("--registry-auth"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("times in a row"),
+        "a refusal is not retried:\n{err}"
+    );
+}
