@@ -355,7 +355,12 @@ impl BlobSource for MemBlobs {
 /// A bundle of Kubernetes manifests as the create side lays them out: one object
 /// per YAML document, meta file/order/source, one blob zstd-encoded.
 fn manifest_bundle(w: &Work, docs: &[(&str, u64, &str, bool)]) -> PathBuf {
-    let mut b = BundleBuilder::new("edge-site", "1.0", 0, vec!["all".into()]);
+    manifest_bundle_version(w, "1.0", docs)
+}
+
+/// [`manifest_bundle`] as version `version` of bundle `edge-site`.
+fn manifest_bundle_version(w: &Work, version: &str, docs: &[(&str, u64, &str, bool)]) -> PathBuf {
+    let mut b = BundleBuilder::new("edge-site", version, 0, vec!["all".into()]);
     let mut blobs = BTreeMap::new();
     for (file, order, text, zstd) in docs {
         let content = text.as_bytes().to_vec();
@@ -403,7 +408,7 @@ fn manifest_bundle(w: &Work, docs: &[(&str, u64, &str, bool)]) -> PathBuf {
     }
     let plan = b.finish().unwrap();
     let env = Envelope::sign(plan.digest, &[w.signing_key()]);
-    let out = w.path("manifests.gapb");
+    let out = w.path(&format!("manifests-{version}.gapb"));
     let f = fs::File::create(&out).unwrap();
     write_bundle(f, &plan, &env, &MemBlobs(blobs), |_| {}).unwrap();
     out
@@ -462,6 +467,128 @@ fn manifests_land_whole_in_the_auto_deploy_folder() {
     // --skip-manifests leaves nothing to import.
     let out = w.import(&bundle).arg("--skip-manifests").output().unwrap();
     assert!(!out.status.success());
+}
+
+/// Everything under `root`, symlinks not followed: path -> file bytes, `dir` or
+/// `-> target`.
+fn tree(root: &Path) -> BTreeMap<PathBuf, String> {
+    let mut all = BTreeMap::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for e in fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let m = fs::symlink_metadata(&p).unwrap();
+            let what = if m.file_type().is_symlink() {
+                format!("-> {}", fs::read_link(&p).unwrap().display())
+            } else if m.is_dir() {
+                todo.push(p.clone());
+                "dir".into()
+            } else {
+                String::from_utf8_lossy(&fs::read(&p).unwrap()).into_owned()
+            };
+            all.insert(p.strip_prefix(root).unwrap().to_path_buf(), what);
+        }
+    }
+    all
+}
+
+#[test]
+fn a_newer_version_removes_the_manifest_files_it_no_longer_has() {
+    const WEB1: &str = "kind: Deployment\nmetadata:\n  name: web\n";
+    const WEB2: &str = "kind: Deployment\nmetadata:\n  name: web\n  labels: {v: \"2\"}\n";
+    const EXTRA: &str = "kind: ConfigMap\nmetadata:\n  name: extra\n";
+    let w = Work::new();
+    let v1 = manifest_bundle_version(
+        &w,
+        "1",
+        &[
+            ("chart-web.yaml", 0, WEB1, false),
+            ("extra.yaml", 0, EXTRA, true),
+        ],
+    );
+    let v2 = manifest_bundle_version(&w, "2", &[("chart-web.yaml", 0, WEB2, false)]);
+    run(&mut w.import(&v1));
+    let manifests = w.k3s_root().join("server/manifests");
+    let dir = manifests.join("edge-site");
+    assert_eq!(fs::read_to_string(dir.join("extra.yaml")).unwrap(), EXTRA);
+
+    // What people put elsewhere, named like ours: a folder of their own under
+    // server/manifests, a file beside the bundle folders. And in the bundle's own
+    // folder, things gapbundle never writes: another name, K3s's `.skip` marker, a
+    // symlink out (named like a manifest file), a folder.
+    let mine = manifests.join("mine");
+    fs::create_dir_all(&mine).unwrap();
+    fs::write(mine.join("extra.yaml"), EXTRA).unwrap();
+    fs::write(mine.join("chart-web.yaml"), WEB1).unwrap();
+    fs::write(manifests.join("extra.yaml"), EXTRA).unwrap();
+    fs::write(dir.join("notes.txt"), "mine\n").unwrap();
+    fs::write(dir.join("other.yaml.skip"), "").unwrap();
+    std::os::unix::fs::symlink(mine.join("extra.yaml"), dir.join("linked.yaml")).unwrap();
+    fs::create_dir(dir.join("folder.yaml")).unwrap();
+    fs::write(dir.join("folder.yaml/x.yaml"), EXTRA).unwrap();
+    let before = tree(&w.k3s_root());
+
+    // --dry-run says what would go and why it matters, and changes nothing.
+    let out = run(w.import(&v2).arg("--dry-run"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("would remove  extra.yaml (K3s deletes what it deployed from it)"),
+        "{text}"
+    );
+    assert!(text.contains("1 to remove"), "{text}");
+    let plan = json_out(&run(w.import(&v2).args(["--dry-run", "--json"])));
+    let p = &plan["targets"][0]["plan"];
+    assert_eq!(p["objectsToRemove"], json!(["extra.yaml"]), "{plan}");
+    assert_eq!(p["newObjects"], json!(["chart-web.yaml"]), "{plan}");
+    assert_eq!(tree(&w.k3s_root()), before, "a dry run changes nothing");
+
+    // The import: the changed file has the new bytes, the gone one is gone, and
+    // nothing else anywhere changed.
+    let out = json_out(&run(w.import(&v2).arg("--json")));
+    let result = &out["targets"][0]["result"];
+    assert_eq!(result["written"], json!(["chart-web.yaml"]), "{out}");
+    assert_eq!(result["removed"], json!(["extra.yaml"]), "{out}");
+    let mut expected = before.clone();
+    expected.insert(
+        "server/manifests/edge-site/chart-web.yaml".into(),
+        WEB2.into(),
+    );
+    expected.remove(Path::new("server/manifests/edge-site/extra.yaml"));
+    assert_eq!(tree(&w.k3s_root()), expected);
+    let plan = json_out(&run(w.import(&v2).args(["--dry-run", "--json"])));
+    assert!(
+        plan["targets"][0]["plan"].get("objectsToRemove").is_none(),
+        "{plan}"
+    );
+
+    // Killed after the new file was renamed in, before the old one was removed:
+    // the rerun finds the new file in place and removes the old one.
+    run(&mut w.import(&v1));
+    assert_eq!(tree(&w.k3s_root()), before);
+    fs::write(dir.join("chart-web.yaml"), WEB2).unwrap();
+    let out = run(&mut w.import(&v2));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("0 new, 1 already present, 1 removed"),
+        "{text}"
+    );
+    assert!(
+        text.contains("removed  extra.yaml (K3s deletes what it deployed from it)"),
+        "{text}"
+    );
+    assert_eq!(tree(&w.k3s_root()), expected);
+
+    // A version with no manifests at all empties the folder of ours, and keeps
+    // the folder because other things are in it.
+    let v3 = manifest_bundle_version(&w, "3", &[]);
+    let out = json_out(&run(w.import(&v3).arg("--json")));
+    assert_eq!(
+        out["targets"][0]["result"]["removed"],
+        json!(["chart-web.yaml"]),
+        "{out}"
+    );
+    expected.remove(Path::new("server/manifests/edge-site/chart-web.yaml"));
+    assert_eq!(tree(&w.k3s_root()), expected);
 }
 
 #[test]

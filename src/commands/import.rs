@@ -82,14 +82,29 @@ fn import_from<R: std::io::Read>(
         );
         for (t, p) in targets.iter().zip(&plans) {
             println!(
-                "  {}: {} new, {} already present",
+                "  {}: {} new, {} already present{}",
                 t.describe(),
                 p.new_objects.len(),
-                p.present_objects.len()
+                p.present_objects.len(),
+                removals(p, "removed")
             );
+            for o in &p.objects_to_remove {
+                println!("    removed  {o} {K3S_DELETES}");
+            }
         }
     }
     Ok(())
+}
+
+/// What removing a file from K3s's auto-deploy folder does, said wherever one is.
+const K3S_DELETES: &str = "(K3s deletes what it deployed from it)";
+
+/// `, 2 removed` (`what`) when the target removes anything, else nothing.
+fn removals(p: &import::TargetPlan, what: &str) -> String {
+    match p.objects_to_remove.len() {
+        0 => String::new(),
+        n => format!(", {n} {what}"),
+    }
 }
 
 fn select_targets(
@@ -132,10 +147,11 @@ fn report_plan(
     );
     for (t, p) in targets.iter().zip(plans) {
         println!(
-            "  {}: {} new, {} already present, {} to write",
+            "  {}: {} new, {} already present{}, {} to write",
             t.describe(),
             p.new_objects.len(),
             p.present_objects.len(),
+            removals(p, "to remove"),
             human_bytes(p.bytes_to_write)
         );
         for o in &p.new_objects {
@@ -143,6 +159,9 @@ fn report_plan(
         }
         for o in &p.present_objects {
             println!("    present  {o}");
+        }
+        for o in &p.objects_to_remove {
+            println!("    would remove  {o} {K3S_DELETES}");
         }
     }
 }

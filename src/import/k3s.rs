@@ -13,8 +13,13 @@
 //! - **Manifests**: the documents of each target file (object meta `file`), in
 //!   `order`, joined with `---` lines, into `<k3s-root>/server/manifests/<bundle-name>/`
 //!   where K3s's deploy controller applies them; each file appears whole (temp +
-//!   rename). A file whose bytes already match is left alone. With `--apply`, the
-//!   same files are passed to `kubectl apply -f` instead.
+//!   rename). A file whose bytes already match is left alone. Then the files an
+//!   earlier version of the bundle wrote there and this one no longer has are
+//!   removed, so the folder mirrors the bundle imported last (K3s deletes what it
+//!   deployed from a removed file). Only regular files named as gapbundle names them
+//!   ([`is_file_name`]) are removed; anything else in the folder, and everything
+//!   outside it, is left alone. With `--apply`, the same files are passed to
+//!   `kubectl apply -f` instead, and nothing is removed.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{self, Read, Write};
@@ -34,6 +39,7 @@ use crate::bundle::Digest;
 use crate::error::InputFailure;
 use crate::io::atomic::AtomicFile;
 use crate::io::process::Cmd;
+use crate::k8s::names::is_file_name;
 use crate::progress::Progress;
 
 /// Annotation on the staged archive's index naming the bundle it came from.
@@ -339,6 +345,69 @@ fn file_matches(existing: &[u8], docs: &[Doc]) -> bool {
     pos == existing.len()
 }
 
+/// The files in the bundle's own folder `dir` that an earlier import of it wrote and
+/// this version does not have (`keep`): regular files whose names gapbundle writes.
+/// Symlinks, folders and other names are not ours and never listed. `None` when
+/// `dir` is itself a symlink: what it points to is outside the manifests folder, so
+/// nothing is removed from it.
+fn stale_files(dir: &Path, keep: &BTreeMap<String, Vec<Doc>>) -> Result<Option<Vec<String>>> {
+    match std::fs::symlink_metadata(dir) {
+        Ok(m) if m.file_type().is_symlink() => return Ok(None),
+        Ok(m) if m.is_dir() => {}
+        // Not there yet (first import), or a file that the write will complain about.
+        Ok(_) => return Ok(Some(Vec::new())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Some(Vec::new())),
+        Err(e) => return Err(e).with_context(|| format!("cannot look at {}", dir.display())),
+    }
+    let mut stale = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if keep.contains_key(&name) || !is_file_name(&name) {
+            continue;
+        }
+        // The entry's own type: a symlink is not followed.
+        if entry.file_type()?.is_file() {
+            stale.push(name);
+        }
+    }
+    stale.sort();
+    Ok(Some(stale))
+}
+
+/// Removes the stale files `names` from `dir`, each with one `unlink` (a file is
+/// either there whole or gone, never cut short), then syncs the folder so the
+/// renames before and the removals survive a power cut. A name that is no longer a
+/// regular file (replaced since the plan) is left alone; one that is already gone
+/// counts as removed, so a rerun after an interruption converges.
+fn remove_stale(dir: &Path, names: &[String]) -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    for name in names {
+        let p = dir.join(name);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.is_file() => match std::fs::remove_file(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("cannot remove {}", p.display())),
+            },
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot look at {}", p.display())),
+        }
+        removed.push(name.clone());
+    }
+    Ok(removed)
+}
+
+/// Makes the renames and removals in `dir` durable.
+fn sync_dir(dir: &Path) -> Result<()> {
+    fs::File::open(dir)?
+        .sync_all()
+        .with_context(|| format!("cannot sync {}", dir.display()))
+}
+
 /// Where manifests go.
 pub enum ManifestMode {
     /// K3s's auto-deploy folder for this bundle.
@@ -352,6 +421,10 @@ pub struct Manifests {
     mode: ManifestMode,
     files: BTreeMap<String, Vec<Doc>>,
     todo: BTreeSet<String>,
+    /// Files of an earlier version to remove after the new ones are written.
+    stale: Vec<String>,
+    /// The bundle's folder is a symlink: nothing is removed from it.
+    folder_is_link: bool,
     staging: Option<tempfile::TempDir>,
     current: Option<fs::File>,
 }
@@ -363,6 +436,8 @@ impl Manifests {
             mode,
             files: manifest_files(head)?,
             todo: BTreeSet::new(),
+            stale: Vec::new(),
+            folder_is_link: false,
             staging: None,
             current: None,
         })
@@ -431,6 +506,48 @@ impl Manifests {
         }
         Ok(())
     }
+
+    /// Writes (or applies) the files the plan found new or changed.
+    fn write_files(&mut self, progress: &Progress) -> Result<Vec<String>> {
+        if self.todo.is_empty() {
+            return Ok(Vec::new());
+        }
+        let staging = self.staging()?.to_path_buf();
+        let mut done = Vec::new();
+        for file in &self.todo {
+            let docs = &self.files[file];
+            match &self.mode {
+                ManifestMode::Folder(dir) => {
+                    let target = dir.join(file);
+                    let mut f = AtomicFile::create(&target)?;
+                    self.render(docs, &staging, &mut f)?;
+                    f.commit()
+                        .with_context(|| format!("cannot write {}", target.display()))?;
+                }
+                ManifestMode::Apply(kubeconfig) => {
+                    let path = staging.join(format!("apply-{file}"));
+                    let mut f = fs::File::create(&path)?;
+                    self.render(docs, &staging, &mut f)?;
+                    drop(f);
+                    let mut cmd = Cmd::new(
+                        "kubectl",
+                        "kubectl is needed for --apply; install it or drop --apply to use K3s's auto-deploy folder",
+                    )
+                    .arg("apply")
+                    .arg("-f")
+                    .arg(&path);
+                    if let Some(k) = kubeconfig {
+                        cmd = cmd.arg("--kubeconfig").arg(k);
+                    }
+                    progress.message(format!("kubectl apply -f {file}"));
+                    cmd.output()
+                        .with_context(|| format!("kubectl apply of {file} failed"))?;
+                }
+            }
+            done.push(file.clone());
+        }
+        Ok(done)
+    }
 }
 
 impl Target for Manifests {
@@ -478,6 +595,13 @@ impl Target for Manifests {
                 }
             }
         }
+        if let ManifestMode::Folder(dir) = &self.mode {
+            match stale_files(dir, &self.files)? {
+                Some(stale) => self.stale = stale,
+                None => self.folder_is_link = true,
+            }
+            plan.objects_to_remove = self.stale.clone();
+        }
         Ok(plan)
     }
 
@@ -500,44 +624,28 @@ impl Target for Manifests {
     }
 
     fn finish(&mut self, _head: &Head, progress: &Progress) -> Result<Value> {
-        if self.todo.is_empty() {
-            return Ok(json!({"written": []}));
+        let done = self.write_files(progress)?;
+        let ManifestMode::Folder(dir) = &self.mode else {
+            return Ok(json!({"written": done}));
+        };
+        if self.folder_is_link {
+            progress.warn(format!(
+                "{} is a symlink: files an earlier version of the bundle left there are not removed",
+                dir.display()
+            ));
         }
-        let staging = self.staging()?.to_path_buf();
-        let mut done = Vec::new();
-        for file in &self.todo {
-            let docs = &self.files[file];
-            match &self.mode {
-                ManifestMode::Folder(dir) => {
-                    let target = dir.join(file);
-                    let mut f = AtomicFile::create(&target)?;
-                    self.render(docs, &staging, &mut f)?;
-                    f.commit()
-                        .with_context(|| format!("cannot write {}", target.display()))?;
-                }
-                ManifestMode::Apply(kubeconfig) => {
-                    let path = staging.join(format!("apply-{file}"));
-                    let mut f = fs::File::create(&path)?;
-                    self.render(docs, &staging, &mut f)?;
-                    drop(f);
-                    let mut cmd = Cmd::new(
-                        "kubectl",
-                        "kubectl is needed for --apply; install it or drop --apply to use K3s's auto-deploy folder",
-                    )
-                    .arg("apply")
-                    .arg("-f")
-                    .arg(&path);
-                    if let Some(k) = kubeconfig {
-                        cmd = cmd.arg("--kubeconfig").arg(k);
-                    }
-                    progress.message(format!("kubectl apply -f {file}"));
-                    cmd.output()
-                        .with_context(|| format!("kubectl apply of {file} failed"))?;
-                }
-            }
-            done.push(file.clone());
+        // Only after every new file is in place: an interruption leaves the new
+        // files and some old ones, never a folder missing a file both versions have.
+        let removed = remove_stale(dir, &self.stale)?;
+        if !done.is_empty() || !removed.is_empty() {
+            sync_dir(dir)?;
         }
-        Ok(json!({"written": done}))
+        if self.files.is_empty() && !self.folder_is_link {
+            // This version has no manifests: the folder goes too if nothing else
+            // is in it (remove_dir never removes a folder that holds anything).
+            let _ = std::fs::remove_dir(dir);
+        }
+        Ok(json!({"written": done, "removed": removed}))
     }
 }
 

@@ -36,6 +36,11 @@ pub struct TargetPlan {
     pub new_objects: Vec<String>,
     /// Objects already present (skipped).
     pub present_objects: Vec<String>,
+    /// Objects an earlier import of this bundle left on the target that this version
+    /// no longer has; they are removed after the new ones are in place (so far only
+    /// manifest files in K3s's auto-deploy folder).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub objects_to_remove: Vec<String>,
     /// Bytes the target will write.
     pub bytes_to_write: u64,
 }

@@ -8,7 +8,9 @@
 //! | `--registry HOST` | pushed to the registry ([`push`]), plus a `registries.yaml` mirror | same folder |
 //! | `--apply` | as above | `kubectl apply -f` |
 //!
-//! `--skip-images` and `--skip-manifests` drop either part.
+//! `--skip-images` and `--skip-manifests` drop either part. A bundle without
+//! manifests still gets the manifests target when its folder exists, so that the
+//! files an earlier version left there are removed.
 //!
 //! [`containerd`]: super::containerd
 //! [`k3s`]: super::k3s
@@ -46,13 +48,22 @@ pub fn targets(args: &ImportArgs, head: &Head) -> anyhow::Result<Vec<Box<dyn Tar
             )?));
         }
     }
-    if has(Kind::K8sManifest) && !args.skip_manifests {
-        let mode = if args.apply {
-            ManifestMode::Apply(args.kubeconfig.clone())
-        } else {
-            ManifestMode::Folder(Manifests::folder(&args.k3s_root, head))
-        };
-        v.push(Box::new(Manifests::new(mode, head)?));
+    if !args.skip_manifests {
+        let folder = Manifests::folder(&args.k3s_root, head);
+        if has(Kind::K8sManifest) {
+            let mode = if args.apply {
+                ManifestMode::Apply(args.kubeconfig.clone())
+            } else {
+                ManifestMode::Folder(folder)
+            };
+            v.push(Box::new(Manifests::new(mode, head)?));
+        } else if !args.apply && folder.is_dir() {
+            // A version without manifests: the files an earlier one left go.
+            v.push(Box::new(Manifests::new(
+                ManifestMode::Folder(folder),
+                head,
+            )?));
+        }
     }
     Ok(v)
 }

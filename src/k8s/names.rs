@@ -57,6 +57,23 @@ pub fn file_name(source: &str) -> String {
     format!("{s}.yaml")
 }
 
+/// Whether `name` is one [`file_name`] can give, i.e. matches
+/// `^[A-Za-z0-9_][A-Za-z0-9._-]{0,94}\.yaml$` (format spec 13.1). An importer only
+/// ever removes files named like this from a bundle's folder, so anything else a
+/// person put there (`notes.txt`, `app.yaml.skip`, a `.hidden` file) is left alone.
+pub fn is_file_name(name: &str) -> bool {
+    let Some(stem) = name.strip_suffix(".yaml") else {
+        return false;
+    };
+    let mut chars = stem.chars();
+    let Some(first) = chars.next() else {
+        return false;
+    };
+    stem.len() <= MAX_FILE_NAME - ".yaml".len()
+        && (first.is_ascii_alphanumeric() || first == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
 /// The object name of a document: `<source>/<Kind>/<namespace>/<name>`, with `_` as
 /// the namespace of cluster-scoped objects (no namespace can be called `_`).
 pub fn object_name(source: &str, doc: &Document) -> String {
@@ -104,6 +121,38 @@ mod tests {
             assert!(!n.starts_with(['.', '-', '/']), "{n}");
             assert!(!n.contains('/'), "{n}");
         }
+    }
+
+    #[test]
+    fn every_written_name_is_recognised_and_nothing_else() {
+        for source in [
+            "chart:web",
+            "kustomize:deploy/overlays/edge",
+            "manifests:../../etc/passwd",
+            "...",
+            "-rf",
+            "_x",
+            &format!("chart:{}", "x".repeat(300)),
+        ] {
+            let n = file_name(source);
+            assert!(is_file_name(&n), "{source} gives {n}");
+        }
+        for n in [
+            "",
+            ".yaml",
+            ".hidden.yaml",
+            "-rf.yaml",
+            "a.yml",
+            "a.json",
+            "a.yaml.skip",
+            "a b.yaml",
+            "a/b.yaml",
+            "wéb.yaml",
+            &format!("{}.yaml", "x".repeat(96)),
+        ] {
+            assert!(!is_file_name(n), "{n:?}");
+        }
+        assert!(is_file_name(&format!("{}.yaml", "x".repeat(95))));
     }
 
     #[test]
