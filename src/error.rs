@@ -1,8 +1,9 @@
 //! Error markers that tell the command line which exit code applies.
 //!
 //! Resolvers and importers know whether a failure is the user's input (exit 4) or a
-//! registry's answer (exit 5); the command layer only maps. Keeping the markers here,
-//! below everything, means no lower layer has to reach up into `commands` for them.
+//! registry's or containerd's answer (exit 5); the command layer only maps. Keeping
+//! the markers here, below everything, means no lower layer has to reach up into
+//! `commands` for them.
 
 /// Bad input: a spec, lock or key file, a flag combination, `--locked` (exit code 4).
 #[derive(Debug, thiserror::Error)]
@@ -13,3 +14,9 @@ pub struct InputFailure(pub String);
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct RegistryFailure(pub String);
+
+/// containerd could not be reached or refused access (exit code 5, as for a
+/// registry: the service an import writes to is not there for it).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ContainerdFailure(pub String);

@@ -324,23 +324,57 @@ fn containerd_import_killed_midway_completes_on_rerun() {
 }
 
 #[test]
-fn missing_containerd_names_the_socket_and_staged_mode() {
+fn unreachable_containerd_exits_5_naming_the_socket_and_what_to_do() {
     let reg = Registry::start();
     push_fixture_images(&reg, None);
     let w = Work::new();
     let bundle = w.bundle_fixtures(&reg);
-    let out = w
-        .import(&bundle)
-        .arg("--containerd")
-        .arg(w.path("nowhere.sock"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    // A socket file nothing listens on any more (connect: refused), and a path
+    // that does not exist.
+    let dead = w.path("dead.sock");
+    drop(std::os::unix::net::UnixListener::bind(&dead).unwrap());
     assert!(
-        err.contains("nowhere.sock") && err.contains("--staged"),
-        "{err}"
+        dead.exists(),
+        "the socket file stays after its listener is gone"
     );
+    for socket in [dead, w.path("nowhere.sock")] {
+        for extra in [&[][..], &["--dry-run"][..]] {
+            let out = w
+                .import(&bundle)
+                .arg("--containerd")
+                .arg(&socket)
+                .args(extra)
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(5), "{socket:?} {extra:?}: {out:?}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            for part in [
+                socket.to_str().unwrap(),
+                "is K3s running?",
+                "--containerd SOCKET",
+                "--staged",
+            ] {
+                assert!(err.contains(part), "{part:?} missing from: {err}");
+            }
+        }
+        let out = w
+            .import(&bundle)
+            .arg("--containerd")
+            .arg(&socket)
+            .arg("--json")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(5));
+        let v = json_out(&out);
+        assert_eq!(v["exitCode"], 5, "{v}");
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap()
+                .contains(socket.to_str().unwrap()),
+            "{v}"
+        );
+    }
 }
 
 /// Blobs of a library-built bundle.

@@ -13,7 +13,7 @@ use crate::bundle::keys::KeyError;
 use crate::bundle::reader::ReadError;
 use crate::bundle::signature::TrustError;
 use crate::cli::{Cli, Command, KeyCommand};
-use crate::error::{InputFailure, RegistryFailure};
+use crate::error::{ContainerdFailure, InputFailure, RegistryFailure};
 use crate::spec::lock::LockError;
 use crate::spec::SpecError;
 
@@ -29,7 +29,7 @@ pub mod exit {
     pub const VERIFY: u8 = 3;
     /// Bad input: spec, lock or key file, or `--locked` would change the lock.
     pub const INPUT: u8 = 4;
-    /// A registry could not be reached or refused access.
+    /// A registry or containerd could not be reached or refused access.
     pub const REGISTRY: u8 = 5;
 }
 
@@ -76,7 +76,7 @@ fn classify(e: &anyhow::Error) -> u8 {
         {
             return exit::INPUT;
         }
-        if cause.is::<RegistryFailure>() {
+        if cause.is::<RegistryFailure>() || cause.is::<ContainerdFailure>() {
             return exit::REGISTRY;
         }
     }

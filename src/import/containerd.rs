@@ -68,6 +68,7 @@ use crate::bundle::manifest::{BlobEntry, Kind, Object};
 use crate::bundle::oci::{is_index, is_manifest};
 use crate::bundle::reader::Head;
 use crate::bundle::Digest;
+use crate::error::ContainerdFailure;
 use crate::progress::Progress;
 
 /// Labels the CRI plugin (and kubelet's image GC) look at.
@@ -109,12 +110,19 @@ impl Ctx {
     }
 
     fn status(&self, what: &str, s: Status) -> anyhow::Error {
-        anyhow!(
+        let msg = format!(
             "containerd at {} refused to {what}: {} ({:?})",
             self.socket.display(),
             s.message(),
             s.code()
-        )
+        );
+        match s.code() {
+            // Gone since we connected, or not letting us in: as unreachable.
+            Code::Unavailable | Code::PermissionDenied | Code::Unauthenticated => {
+                ContainerdFailure(msg).into()
+            }
+            _ => anyhow!(msg),
+        }
     }
 
     async fn info(&self, d: &Digest) -> Result<Option<ContentInfo>> {
@@ -626,10 +634,10 @@ impl Containerd {
                     }
                     src = s.source();
                 }
-                anyhow!(
+                ContainerdFailure(format!(
                     "cannot connect to containerd at {} ({why}): is K3s running? For a node where it is not, use --staged; for another containerd, pass --containerd SOCKET",
                     socket.display()
-                )
+                ))
             })?;
         let ctx = Ctx {
             channel,
