@@ -1,6 +1,7 @@
 //! The `gapbundle` binary: parse, run, print the error chain, exit with the
 //! documented code. Everything else lives in the library.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -23,12 +24,11 @@ fn main() -> ExitCode {
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            if is_broken_pipe(&f.error) {
-                return ExitCode::SUCCESS;
-            }
             let chain: Vec<String> = f.error.chain().map(|c| c.to_string()).collect();
             if json {
-                println!(
+                // Not `say!`: a gone reader must not turn the failure into success.
+                let _ = writeln!(
+                    std::io::stdout(),
                     "{}",
                     serde_json::json!({"ok": false, "exitCode": f.code, "error": chain.join(": ")})
                 );
@@ -40,11 +40,4 @@ fn main() -> ExitCode {
             ExitCode::from(f.code)
         }
     }
-}
-
-fn is_broken_pipe(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-    })
 }

@@ -714,3 +714,51 @@ fn a_file_and_a_pipe_get_the_same_bytes() {
         "warm and cold differ"
     );
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_output_quietly() {
+    // `gapbundle inspect x.gapb | head -1`: the pipe closes early. That must be a
+    // quiet, successful end, not a panic, and not a failure hidden as success.
+    let w = Work::new();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart/images");
+    run(tool("cp").arg("-r").arg(&src).arg(w.path("images")));
+    w.spec("name: q\nversion: \"1\"\nimages:\n  - layout: ./images/hello:latest\n    name: example.local/hello:1.0\n");
+    let bundle = w.path("q.gapb");
+    let o = gapbundle()
+        .args(["create", "-f"])
+        .arg(w.path("bundle.yaml"))
+        .arg("-o")
+        .arg(&bundle)
+        .arg("--key")
+        .arg(w.secret())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    for args in [
+        vec!["inspect".to_string(), bundle.display().to_string()],
+        vec!["completions".to_string(), "bash".to_string()],
+    ] {
+        let mut child = gapbundle()
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take()); // the reader is gone before anything is written
+        let o = child.wait_with_output().unwrap();
+        let err = stderr(&o);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(code(&o), 0, "{args:?}: {err}");
+    }
+    // A failing command still fails when its JSON error cannot be printed.
+    let mut child = gapbundle()
+        .args(["--json", "verify"])
+        .arg(w.path("missing.gapb"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    assert_ne!(code(&o), 0, "{}", stderr(&o));
+}

@@ -320,7 +320,7 @@ pub fn run(a: CreateArgs, out: &OutputArgs) -> Result<(), Failure> {
             "storedBytes": totals.stored_bytes, "savedBytes": totals.saved(),
         }));
     } else if !out.quiet {
-        println!(
+        say!(
             "wrote {} ({}): {} image(s), {} blobs, {} saved by storing shared blobs once",
             a.output.display(),
             human_bytes(total),
@@ -328,9 +328,9 @@ pub fn run(a: CreateArgs, out: &OutputArgs) -> Result<(), Failure> {
             totals.blobs,
             human_bytes(totals.saved())
         );
-        println!("digest {}", plan.digest);
+        say!("digest {}", plan.digest);
         if lock_changed {
-            println!("updated {}", lock_path.display());
+            say!("updated {}", lock_path.display());
         }
     }
     Ok(())

@@ -6,13 +6,11 @@
 //! Both render into memory first and then write, so a closed pipe (`| head`) is an
 //! ordinary I/O error that `main` exits quietly on, not a panic inside a generator.
 
-use std::io::Write;
-
 use clap::CommandFactory;
 use fs_err as fs;
 use serde_json::json;
 
-use super::{print_json, Failure};
+use super::{print_json, say_bytes, Failure};
 use crate::cli::{Cli, CompletionsArgs, ManArgs, OutputArgs};
 
 /// Prints the completion script for one shell on stdout.
@@ -20,7 +18,7 @@ pub fn completions(a: CompletionsArgs) -> Result<(), Failure> {
     let mut cmd = Cli::command();
     let mut buf = Vec::new();
     clap_complete::generate(a.shell, &mut cmd, "gapbundle", &mut buf);
-    std::io::stdout().lock().write_all(&buf)?;
+    say_bytes(&buf);
     Ok(())
 }
 
@@ -30,7 +28,7 @@ pub fn man(a: ManArgs, out: &OutputArgs) -> Result<(), Failure> {
     let Some(dir) = a.dir else {
         let mut buf = Vec::new();
         clap_mangen::Man::new(cmd).render(&mut buf)?;
-        std::io::stdout().lock().write_all(&buf)?;
+        say_bytes(&buf);
         return Ok(());
     };
     fs::create_dir_all(&dir)?;
@@ -51,7 +49,7 @@ pub fn man(a: ManArgs, out: &OutputArgs) -> Result<(), Failure> {
         print_json(&json!({"ok": true, "pages": written}));
     } else if !out.quiet {
         for p in &written {
-            println!("{}", p.display());
+            say!("{}", p.display());
         }
     }
     Ok(())

@@ -76,12 +76,14 @@ fn import_from<R: std::io::Read>(
             "version": head.manifest.version, "signers": signers, "targets": reports,
         }));
     } else if !out.quiet {
-        println!(
+        say!(
             "imported {} {} ({})",
-            head.manifest.name, head.manifest.version, head.digest
+            head.manifest.name,
+            head.manifest.version,
+            head.digest
         );
         for (t, p) in targets.iter().zip(&plans) {
-            println!(
+            say!(
                 "  {}: {} new, {} already present{}",
                 t.describe(),
                 p.new_objects.len(),
@@ -89,7 +91,7 @@ fn import_from<R: std::io::Read>(
                 removals(p, "removed")
             );
             for o in &p.objects_to_remove {
-                println!("    removed  {o} {K3S_DELETES}");
+                say!("    removed  {o} {K3S_DELETES}");
             }
         }
     }
@@ -141,12 +143,14 @@ fn report_plan(
         );
         return;
     }
-    println!(
+    say!(
         "dry run: {} {} ({}), nothing changed",
-        head.manifest.name, head.manifest.version, head.digest
+        head.manifest.name,
+        head.manifest.version,
+        head.digest
     );
     for (t, p) in targets.iter().zip(plans) {
-        println!(
+        say!(
             "  {}: {} new, {} already present{}, {} to write",
             t.describe(),
             p.new_objects.len(),
@@ -155,13 +159,13 @@ fn report_plan(
             human_bytes(p.bytes_to_write)
         );
         for o in &p.new_objects {
-            println!("    new      {o}");
+            say!("    new      {o}");
         }
         for o in &p.present_objects {
-            println!("    present  {o}");
+            say!("    present  {o}");
         }
         for o in &p.objects_to_remove {
-            println!("    would remove  {o} {K3S_DELETES}");
+            say!("    would remove  {o} {K3S_DELETES}");
         }
     }
 }

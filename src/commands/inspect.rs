@@ -93,25 +93,25 @@ pub fn run(a: InspectArgs, out: &OutputArgs) -> Result<(), Failure> {
         }));
         return Ok(());
     }
-    println!("bundle    {} {}", m.name, m.version);
-    println!("digest    {}", head.digest);
-    println!(
+    say!("bundle    {} {}", m.name, m.version);
+    say!("digest    {}", head.digest);
+    say!(
         "format    {} ({}), created {}",
         m.format_version,
         m.generator,
         rfc3339(m.created)
     );
     if signers.is_empty() {
-        println!("signers   none (unsigned)");
+        say!("signers   none (unsigned)");
     } else {
         for (i, s) in signers.iter().enumerate() {
-            println!("{}{s}", if i == 0 { "signers   " } else { "          " });
+            say!("{}{s}", if i == 0 { "signers   " } else { "          " });
         }
-        println!("          (claimed; `gapbundle verify --trust KEY` checks them)");
+        say!("          (claimed; `gapbundle verify --trust KEY` checks them)");
     }
     let img: Vec<_> = m.objects.iter().filter(|o| o.kind == Kind::Image).collect();
     if !img.is_empty() {
-        println!("images");
+        say!("images");
         let w = img.iter().map(|o| o.name.len()).max().unwrap_or(0);
         for o in img {
             let platforms = o
@@ -125,7 +125,7 @@ pub fn run(a: InspectArgs, out: &OutputArgs) -> Result<(), Failure> {
                         .join(",")
                 })
                 .unwrap_or_default();
-            println!(
+            say!(
                 "  {:w$}  {}  {:>10}  {}",
                 o.name,
                 o.digest.short(),
@@ -141,14 +141,14 @@ pub fn run(a: InspectArgs, out: &OutputArgs) -> Result<(), Failure> {
                 .flatten()
                 .filter_map(|x| x.as_str())
             {
-                println!("    wanted by {who}");
+                say!("    wanted by {who}");
             }
         }
     }
     for o in m.objects.iter().filter(|o| o.kind != Kind::Image) {
-        println!("{:<9} {}  {}", o.kind.as_str(), o.name, human_bytes(o.size));
+        say!("{:<9} {}  {}", o.kind.as_str(), o.name, human_bytes(o.size));
     }
-    println!(
+    say!(
         "totals    {} objects, {} blobs, {} stored, {} saved by storing shared blobs once, file {}",
         totals.objects,
         totals.blobs,

@@ -46,9 +46,9 @@ pub fn generate(a: KeyGenerateArgs, out: &OutputArgs) -> Result<(), Failure> {
             "publicKey": key.public().to_string(),
         }));
     } else if !out.quiet {
-        println!("secret key: {} (keep it private)", sec.display());
-        println!("public key: {}", public.display());
-        println!("{}", key.public());
+        say!("secret key: {} (keep it private)", sec.display());
+        say!("public key: {}", public.display());
+        say!("{}", key.public());
     }
     Ok(())
 }
@@ -59,7 +59,7 @@ pub fn public(a: KeyPublicArgs, out: &OutputArgs) -> Result<(), Failure> {
     if out.json {
         print_json(&serde_json::json!({"name": key.name(), "publicKey": key.public().to_string()}));
     } else {
-        println!("{}", key.public());
+        say!("{}", key.public());
     }
     Ok(())
 }

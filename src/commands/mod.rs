@@ -2,6 +2,16 @@
 //! the cache together, decide the exit code, and own everything the user sees on
 //! stdout; `progress` owns stderr.
 
+/// `println!` for what the commands print on standard output, except that a reader
+/// that went away (`gapbundle inspect … | head`) ends the program quietly with
+/// success instead of a panic: nobody is left to tell anything. Defined before the
+/// command modules so they all see it.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::commands::say_line(format_args!($($arg)*))
+    };
+}
+
 pub mod create;
 pub mod docs;
 pub mod import;
@@ -100,10 +110,33 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
 
 /// Prints a JSON value on stdout.
 pub fn print_json(v: &serde_json::Value) {
-    println!(
+    say!(
         "{}",
         serde_json::to_string_pretty(v).expect("JSON values serialize")
     );
+}
+
+/// Writes one line to standard output (see `say!`).
+pub fn say_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    stdout_result(out.write_fmt(args).and_then(|()| out.write_all(b"\n")));
+}
+
+/// Writes bytes to standard output, a gone reader handled as in `say!`.
+pub fn say_bytes(bytes: &[u8]) {
+    use std::io::Write;
+    stdout_result(std::io::stdout().lock().write_all(bytes));
+}
+
+fn stdout_result(r: std::io::Result<()>) {
+    if let Err(e) = r {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(i32::from(exit::OK));
+        }
+        eprintln!("error: cannot write to standard output: {e}");
+        std::process::exit(i32::from(exit::ERROR));
+    }
 }
 
 #[cfg(test)]

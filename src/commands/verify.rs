@@ -88,7 +88,7 @@ pub fn run(a: VerifyArgs, out: &OutputArgs) -> Result<(), Failure> {
             Trust::Signed(_) => format!("signed by {}", signers.join(", ")),
             Trust::Unchecked => "signature NOT checked".into(),
         };
-        println!(
+        say!(
             "OK {} {} ({}): {who}; {} objects, {} blobs, {} verified",
             m.name,
             m.version,
