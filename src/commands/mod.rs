@@ -67,14 +67,18 @@ fn classify(e: &anyhow::Error) -> u8 {
         // A target that failed while the bundle streamed (a registry refusing a
         // blob): its own marker decides, not the reader that carried the error.
         // `io::Error::source` skips the error it wraps, so look inside it here.
+        // A target's own trouble (a full disk, a crashed service) is not a bundle
+        // that failed verification: only a target that found the bundle's content
+        // wrong (InvalidData) says so.
         if let Some(ReadError::Consumer { source, .. }) = cause.downcast_ref::<ReadError>() {
-            let inner = source.get_ref();
-            if inner.is_some_and(|i| i.is::<RegistryFailure>()) {
-                return exit::REGISTRY;
-            }
-            if inner.is_some_and(|i| i.is::<InputFailure>()) {
-                return exit::INPUT;
-            }
+            return match source.get_ref() {
+                Some(i) if i.is::<RegistryFailure>() || i.is::<ContainerdFailure>() => {
+                    exit::REGISTRY
+                }
+                Some(i) if i.is::<InputFailure>() => exit::INPUT,
+                _ if source.kind() == std::io::ErrorKind::InvalidData => exit::VERIFY,
+                _ => exit::ERROR,
+            };
         }
         if cause.is::<ReadError>() || cause.is::<TrustError>() {
             return exit::VERIFY;
@@ -155,5 +159,19 @@ mod tests {
         assert_eq!(classify(&refused), exit::REGISTRY);
         let direct = anyhow::Error::new(RegistryFailure("refused".into())).context("pushing");
         assert_eq!(classify(&direct), exit::REGISTRY);
+        let containerd = consumer(std::io::Error::other(ContainerdFailure("gone".into())));
+        assert_eq!(classify(&containerd), exit::REGISTRY);
+        // The bundle's content was wrong: verification failed.
+        let wrong = consumer(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "decompresses to another NAR hash",
+        ));
+        assert_eq!(classify(&wrong), exit::VERIFY);
+        // The target's own trouble is not the bundle's fault.
+        let full = consumer(std::io::Error::new(
+            std::io::ErrorKind::StorageFull,
+            "no space left on device",
+        ));
+        assert_eq!(classify(&full), exit::ERROR);
     }
 }

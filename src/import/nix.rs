@@ -643,7 +643,8 @@ impl Target for NixTarget {
         // Decoding is the slow part: let as many run as there are cores, while the
         // bundle goes on streaming.
         while self.decoding.len() > decoders() {
-            self.check_next_decoded().map_err(io::Error::other)?;
+            self.check_next_decoded()
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{e:#}")))?;
         }
         Ok(())
     }
