@@ -7,7 +7,7 @@
 //! chatty tool can never dead-lock against a full pipe while we stream its stdout.
 
 use std::ffi::OsStr;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::thread::JoinHandle;
@@ -51,6 +51,9 @@ pub struct Cmd {
     inner: Command,
     program: String,
     hint: String,
+    /// Bytes written to the command's stdin (a password for `--password-stdin`),
+    /// which, unlike arguments, no other user can read from the process list.
+    input: Option<Vec<u8>>,
 }
 
 impl Cmd {
@@ -62,7 +65,14 @@ impl Cmd {
             inner,
             program: program.to_string(),
             hint: hint.to_string(),
+            input: None,
         }
+    }
+    /// Gives the command `bytes` on stdin (by default it reads nothing). They are
+    /// never shown: not in [`Cmd::display`], not in errors.
+    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.input = Some(bytes.into());
+        self
     }
     /// Adds an argument.
     pub fn arg(mut self, a: impl AsRef<OsStr>) -> Self {
@@ -110,6 +120,9 @@ impl Cmd {
         if std::env::var_os("GAPBUNDLE_LOG_COMMANDS").is_some() {
             eprintln!("+ {command}");
         }
+        if self.input.is_some() {
+            self.inner.stdin(Stdio::piped());
+        }
         let mut child = self
             .inner
             .stdout(stdout)
@@ -128,6 +141,14 @@ impl Cmd {
                     }
                 }
             })?;
+        if let (Some(bytes), Some(mut stdin)) = (self.input.take(), child.stdin.take()) {
+            // On its own thread, so a tool that prints before it reads cannot
+            // dead-lock against us; a tool that exits without reading is its own
+            // error, reported by its exit status.
+            std::thread::spawn(move || {
+                let _ = stdin.write_all(&bytes);
+            });
+        }
         let mut err = child.stderr.take().expect("stderr is piped");
         let drain = std::thread::spawn(move || {
             let mut buf = Vec::new();
@@ -256,6 +277,15 @@ mod tests {
             .output()
             .unwrap_err();
         assert!(e.to_string().contains("install it with apt"));
+    }
+
+    #[test]
+    fn stdin_reaches_the_command_but_not_its_command_line() {
+        let cmd = Cmd::new("sh", "")
+            .args(["-c", "read -r p; echo \"got $p\""])
+            .stdin("s3cret\n");
+        assert!(!cmd.display().contains("s3cret"));
+        assert_eq!(cmd.output().unwrap(), b"got s3cret\n");
     }
 
     #[test]
