@@ -29,25 +29,40 @@ use support::*;
 /// `index.yaml` and the archives it names). Counts the requests it answers.
 struct FileServer {
     url: String,
+    /// `127.0.0.1:PORT`, the host `--registry-auth` names.
+    host: String,
     hits: Arc<AtomicUsize>,
 }
 
 impl FileServer {
     fn serve(dir: PathBuf) -> FileServer {
+        Self::start(dir, None)
+    }
+    /// Serves only requests that carry HTTP Basic credentials `user:pass`; others
+    /// get 401 with a `WWW-Authenticate: Basic` challenge, as a private chart
+    /// repository (Harbor, Nexus, ChartMuseum) answers.
+    fn serve_with_basic_auth(dir: PathBuf, user: &str, pass: &str) -> FileServer {
+        Self::start(dir, Some(format!("{user}:{pass}")))
+    }
+    fn start(dir: PathBuf, userpass: Option<String>) -> FileServer {
+        let expected = userpass.map(|up| format!("Basic {}", base64_encode(up.as_bytes())));
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let host = listener.local_addr().unwrap().to_string();
+        let url = format!("http://{host}/");
         let hits = Arc::new(AtomicUsize::new(0));
         let counter = hits.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 counter.fetch_add(1, Ordering::SeqCst);
                 let dir = dir.clone();
+                let expected = expected.clone();
                 std::thread::spawn(move || {
                     let mut reader = BufReader::new(&stream);
                     let mut request_line = String::new();
                     if reader.read_line(&mut request_line).is_err() {
                         return;
                     }
+                    let mut authorization = None;
                     loop {
                         let mut line = String::new();
                         match reader.read_line(&mut line) {
@@ -55,6 +70,18 @@ impl FileServer {
                             Ok(_) if line == "\r\n" || line == "\n" => break,
                             _ => {}
                         }
+                        if let Some((name, value)) = line.split_once(':') {
+                            if name.trim().eq_ignore_ascii_case("authorization") {
+                                authorization = Some(value.trim().to_string());
+                            }
+                        }
+                    }
+                    let mut w = &stream;
+                    if expected.is_some() && authorization != expected {
+                        let _ = w.write_all(
+                            b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"charts\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                        );
+                        return;
                     }
                     let path = request_line.split_whitespace().nth(1).unwrap_or("/");
                     let path = path.split('?').next().unwrap_or("").trim_start_matches('/');
@@ -63,7 +90,6 @@ impl FileServer {
                     } else {
                         fs::read(dir.join(path)).ok()
                     };
-                    let mut w = &stream;
                     let _ = match body {
                         Some(b) => w
                             .write_all(
@@ -81,7 +107,7 @@ impl FileServer {
                 });
             }
         });
-        FileServer { url, hits }
+        FileServer { url, host, hits }
     }
     fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
@@ -191,6 +217,12 @@ impl Work {
         fs::write(p, text).unwrap();
     }
     fn create(&self, reg: Option<&str>, out: &str, cache: &str, extra: &[&str]) -> Output {
+        self.create_cmd(reg, out, cache, extra)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+    fn create_cmd(&self, reg: Option<&str>, out: &str, cache: &str, extra: &[&str]) -> Command {
         let mut c = gapbundle();
         c.arg("create")
             .arg("-f")
@@ -206,7 +238,7 @@ impl Work {
         if let Some(r) = reg {
             c.args(["--insecure-registry", r]);
         }
-        c.stdin(Stdio::null()).output().unwrap()
+        c
     }
     fn inspect(&self, bundle: &str) -> Value {
         let o = run(gapbundle()
@@ -1013,5 +1045,271 @@ fn manifests_from_a_flake_output() {
     assert_eq!(
         pod.meta["file"],
         "manifests-.-flake-packages.x86_64-linux.manifests-pod.yaml"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Chart repositories and registries that need credentials.
+// ---------------------------------------------------------------------------
+
+/// A password that is easy to search for.
+const CHART_PASS: &str = "chart-pass-7f3a9c";
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+/// `secret` is nowhere in the bundle (as a file and unpacked), the lock, the cache
+/// or what create printed.
+fn assert_secret_absent(w: &Work, secret: &str, bundle: &str, cache: &str, o: &Output) {
+    let x = w.path(&format!("{bundle}.x"));
+    fs::create_dir_all(&x).unwrap();
+    run(tool("tar").arg("xf").arg(w.path(bundle)).arg("-C").arg(&x));
+    let mut files = vec![w.path(bundle), w.path("bundle.lock")];
+    files.extend(files_under(&x));
+    files.extend(files_under(&w.path(cache)));
+    assert!(files.len() > 4, "{files:?}");
+    for f in files {
+        let bytes = fs::read(&f).unwrap();
+        assert!(
+            !contains(&bytes, secret),
+            "{} holds the password",
+            f.display()
+        );
+    }
+    assert!(
+        !contains(&o.stdout, secret),
+        "create's stdout holds the password"
+    );
+    assert!(
+        !contains(&o.stderr, secret),
+        "create's stderr holds the password"
+    );
+}
+
+/// The one chart object of a bundle.
+fn chart_object(w: &Work, bundle: &str) -> Object {
+    let m = w.manifest(bundle);
+    let charts: Vec<&Object> = m.objects.iter().filter(|o| o.kind == Kind::Chart).collect();
+    assert_eq!(charts.len(), 1, "{charts:?}");
+    charts[0].clone()
+}
+
+#[test]
+fn a_chart_repository_behind_basic_auth_takes_registry_auth() {
+    let w = Work::new();
+    let repo_dir = w.path("repo");
+    fs::create_dir_all(&repo_dir).unwrap();
+    let server = FileServer::serve_with_basic_auth(repo_dir.clone(), "charts", CHART_PASS);
+    let web = write_chart(
+        &w.path("src"),
+        "web",
+        "0.1.0",
+        "image: 127.0.0.1:1/none:1\n",
+    );
+    let web_tgz = package(&web, &repo_dir);
+    run(tool("helm")
+        .args(["repo", "index"])
+        .arg(&repo_dir)
+        .args(["--url", &server.url]));
+    w.write(
+        "bundle.yaml",
+        &format!(
+            "name: x\nversion: \"1\"\ndiscoverImages: false\ncharts:\n  - repo: {}\n    name: web\n    version: 0.1.0\n",
+            server.url
+        ),
+    );
+    // No Docker config of whoever runs the tests: only what each create is given.
+    let no_docker = w.path("no-docker-config.json");
+    let no_docker = no_docker.to_str().unwrap();
+    let host = &server.host;
+
+    // Without credentials the repository refuses, and the error says what to pass.
+    let err = fails(
+        &w.create(None, "x.gapb", "cache", &["--docker-config", no_docker]),
+        5,
+    );
+    assert!(
+        err.contains(&format!(
+            "charts[0]: chart repository {host} refused access"
+        )) && err.contains("401 Unauthorized")
+            && err.contains(&format!("--registry-auth {host}=USER:PASS")),
+        "{err}"
+    );
+    assert!(!w.path("x.gapb").exists());
+
+    // A wrong password is named as the flag's, and not printed.
+    let wrong = format!("{host}=charts:wrong-pass-41d2");
+    let err = fails(
+        &w.create(
+            None,
+            "x.gapb",
+            "cache",
+            &["--registry-auth", &wrong, "--docker-config", no_docker],
+        ),
+        5,
+    );
+    assert!(
+        err.contains("charts[0]")
+            && err.contains(&format!("--registry-auth {host}=… were refused")),
+        "{err}"
+    );
+    assert!(!err.contains("wrong-pass-41d2"), "{err}");
+
+    // With them it renders, and the password stays out of everything it writes.
+    let auth = format!("{host}=charts:{CHART_PASS}");
+    let o = ok(w.create(
+        None,
+        "x.gapb",
+        "cache",
+        &["--registry-auth", &auth, "--docker-config", no_docker],
+    ));
+    let chart = chart_object(&w, "x.gapb");
+    assert_eq!(chart.digest.to_string(), sha256_file(&web_tgz));
+    assert!(manifests(&w.manifest("x.gapb")).contains_key("chart:web/Deployment/default/web"));
+    assert_secret_absent(&w, CHART_PASS, "x.gapb", "cache", &o);
+
+    // The same credentials from Docker's config.json, as for images.
+    let docker = w.path("docker/config.json");
+    w.write(
+        "docker/config.json",
+        &format!(
+            "{{\"auths\":{{\"{host}\":{{\"auth\":\"{}\"}}}}}}",
+            base64_encode(format!("charts:{CHART_PASS}").as_bytes())
+        ),
+    );
+    let o = ok(w.create(
+        None,
+        "y.gapb",
+        "cache-2",
+        &["--docker-config", docker.to_str().unwrap()],
+    ));
+    assert_eq!(chart_object(&w, "y.gapb").digest, chart.digest);
+    assert_secret_absent(&w, CHART_PASS, "y.gapb", "cache-2", &o);
+
+    // Credentials in the URL would travel in the bundle's spec and lock: refused.
+    w.write(
+        "bundle.yaml",
+        &format!(
+            "name: x\nversion: \"1\"\ndiscoverImages: false\ncharts:\n  - repo: http://charts:{CHART_PASS}@{host}/\n    name: web\n    version: 0.1.0\n"
+        ),
+    );
+    let err = fails(&w.create(None, "z.gapb", "cache-3", &[]), 4);
+    assert!(
+        err.contains("charts[0]") && err.contains(&format!("--registry-auth {host}=USER:PASS")),
+        "{err}"
+    );
+    assert!(!err.contains(CHART_PASS), "{err}");
+    assert!(!w.path("z.gapb").exists());
+}
+
+#[test]
+fn an_oci_chart_on_a_registry_with_htpasswd_takes_registry_auth() {
+    let reg = Registry::start_with_htpasswd("charts", CHART_PASS);
+    let w = Work::new();
+    let api = write_chart(
+        &w.path("src"),
+        "api",
+        "0.2.0",
+        "image: 127.0.0.1:1/none:1\n",
+    );
+    let api_tgz = package(&api, &w.path("pkg"));
+    // Pushed with a registry config of this test's own, not the user's.
+    let helm_registry = w.path("helm-registry.json");
+    run(tool("helm")
+        .env("HELM_REGISTRY_CONFIG", &helm_registry)
+        .args(["registry", "login", &reg.addr, "--username", "charts"])
+        .args(["--password", CHART_PASS]));
+    run(tool("helm")
+        .env("HELM_REGISTRY_CONFIG", &helm_registry)
+        .arg("push")
+        .arg(&api_tgz)
+        .arg(format!("oci://{}/charts", reg.addr))
+        .arg("--plain-http"));
+    w.write(
+        "bundle.yaml",
+        &format!(
+            "name: x\nversion: \"1\"\ndiscoverImages: false\ncharts:\n  - oci: oci://{}/charts/api\n    version: 0.2.0\n",
+            reg.addr
+        ),
+    );
+    let no_docker = w.path("no-docker-config.json");
+    let no_docker = no_docker.to_str().unwrap();
+    let addr = &reg.addr;
+    // An empty home: anything Helm would read or write there shows up.
+    let home = w.path("home");
+    fs::create_dir_all(&home).unwrap();
+    let create = |out: &str, extra: &[&str]| {
+        w.create_cmd(Some(addr), out, "cache", extra)
+            .env("HOME", &home)
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("XDG_CACHE_HOME")
+            .env_remove("XDG_DATA_HOME")
+            .env_remove("HELM_REGISTRY_CONFIG")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+
+    let err = fails(&create("x.gapb", &["--docker-config", no_docker]), 5);
+    assert!(
+        err.contains(&format!("charts[0]: registry {addr} refused access"))
+            && err.contains(&format!("--registry-auth {addr}=USER:PASS")),
+        "{err}"
+    );
+    assert!(!w.path("x.gapb").exists());
+
+    let wrong = format!("{addr}=charts:wrong-pass-41d2");
+    let err = fails(
+        &create(
+            "x.gapb",
+            &["--registry-auth", &wrong, "--docker-config", no_docker],
+        ),
+        5,
+    );
+    assert!(
+        err.contains("charts[0]")
+            && err.contains(&format!("--registry-auth {addr}=… were refused")),
+        "{err}"
+    );
+    assert!(!err.contains("wrong-pass-41d2"), "{err}");
+
+    let auth = format!("{addr}=charts:{CHART_PASS}");
+    let o = ok(create(
+        "x.gapb",
+        &["--registry-auth", &auth, "--docker-config", no_docker],
+    ));
+    assert_eq!(
+        chart_object(&w, "x.gapb").digest.to_string(),
+        sha256_file(&api_tgz)
+    );
+    let lock: Value = serde_json::from_slice(&fs::read(w.path("bundle.lock")).unwrap()).unwrap();
+    let key = format!("oci:oci://{addr}/charts/api@0.2.0");
+    assert_eq!(lock["charts"][&key]["digest"], sha256_file(&api_tgz));
+    assert_secret_absent(&w, CHART_PASS, "x.gapb", "cache", &o);
+    // Helm was logged in to a registry config of gapbundle's own.
+    let left: Vec<PathBuf> = files_under(&home.join(".config/helm"));
+    assert!(
+        left.is_empty(),
+        "the user's Helm config was written: {left:?}"
     );
 }

@@ -93,7 +93,7 @@ pub struct CreateArgs {
     /// Allow plain HTTP to this registry (HOST[:PORT]; repeatable).
     #[arg(long = "insecure-registry", value_name = "HOST")]
     pub insecure_registries: Vec<String>,
-    /// Credentials for a registry as HOST=USER:PASSWORD (repeatable).
+    /// Credentials for a registry or chart repository as HOST=USER:PASSWORD (repeatable).
     #[arg(long = "registry-auth", value_name = "HOST=USER:PASS")]
     pub registry_auth: Vec<String>,
     /// Docker config with registry credentials [default: ~/.docker/config.json].

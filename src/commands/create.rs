@@ -27,7 +27,7 @@ use crate::io::bundle_file::write_parallel;
 use crate::io::cas::Cas;
 use crate::io::keys::load_secret_key;
 use crate::progress::{human_bytes, Progress};
-use crate::resolve::auth::parse_registry_auth;
+use crate::resolve::auth::{parse_registry_auth, Credentials};
 use crate::resolve::image::{self, Blob, ImagePlan};
 use crate::resolve::registry::{Registry, RegistryOptions};
 use crate::resolve::{archive, k8s, layout, nix, LockCtx};
@@ -108,7 +108,7 @@ pub fn run(a: CreateArgs, out: &OutputArgs) -> Result<(), Failure> {
             update: a.update,
         };
         [
-            k8s::render(&loaded, &cas, &mut ctx, &progress, &render_options(&a))?,
+            k8s::render(&loaded, &cas, &mut ctx, &progress, &render_options(&a)?)?,
             nix::resolve(&loaded, &cas, &mut ctx, &progress, &keys)?,
         ]
     };
@@ -336,21 +336,27 @@ pub fn run(a: CreateArgs, out: &OutputArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-fn render_options(a: &CreateArgs) -> k8s::RenderOptions {
-    k8s::RenderOptions {
+/// Charts use the same `--insecure-registry`, `--registry-auth` and Docker config
+/// as images do.
+fn render_options(a: &CreateArgs) -> Result<k8s::RenderOptions, Failure> {
+    Ok(k8s::RenderOptions {
         insecure_hosts: a.insecure_registries.clone(),
-    }
+        credentials: registry_credentials(a)?,
+        docker_config: a.docker_config.clone(),
+    })
+}
+
+fn registry_credentials(a: &CreateArgs) -> Result<Vec<(String, Credentials)>, Failure> {
+    a.registry_auth
+        .iter()
+        .map(|s| parse_registry_auth(s).map_err(|e| InputFailure(format!("{e:#}")).into()))
+        .collect()
 }
 
 fn registry_options(a: &CreateArgs) -> Result<RegistryOptions, Failure> {
-    let credentials = a
-        .registry_auth
-        .iter()
-        .map(|s| parse_registry_auth(s).map_err(|e| InputFailure(format!("{e:#}")).into()))
-        .collect::<Result<Vec<_>, Failure>>()?;
     Ok(RegistryOptions {
         insecure_hosts: a.insecure_registries.clone(),
-        credentials,
+        credentials: registry_credentials(a)?,
         docker_config: a.docker_config.clone(),
         jobs: a.jobs.max(1),
         retries: a.retries.max(1),

@@ -9,6 +9,15 @@
 //! content-addressed already and checked by Helm as it pulls them. Either way the
 //! archive goes into the cache and the lock records its version and digest; a later
 //! create with the archive cached uses it without any network request.
+//!
+//! Credentials are the ones images use ([`crate::resolve::auth`]: `--registry-auth`,
+//! then Docker's `config.json`), looked up by the repository's or registry's
+//! host[:port]. Helm gets the password on stdin (`--password-stdin`), never as an
+//! argument, and keeps it only in the throw-away Helm home: `helm repo add` writes
+//! it to that home's `repositories.yaml`, `helm registry login` to a registry config
+//! there (`HELM_REGISTRY_CONFIG`), so the user's own Helm configuration is neither
+//! read nor changed. Both files are removed as soon as the chart is pulled. The
+//! credentials never reach the bundle or the lock, which name charts by URL only.
 
 use std::path::{Path, PathBuf};
 
@@ -25,7 +34,7 @@ use crate::io::cas::Cas;
 use crate::io::process::{Cmd, ProcessError};
 use crate::k8s::{self, helmchart};
 use crate::progress::Progress;
-use crate::resolve::auth::normalize_host;
+use crate::resolve::auth::{normalize_host, Credentials, Found, Origin, Store};
 use crate::resolve::LockCtx;
 use crate::spec::file::ChartEntry;
 use crate::spec::{LoadedSpec, LockedChart};
@@ -38,6 +47,8 @@ pub(super) struct ChartJob<'a> {
     pub cas: &'a Cas,
     pub progress: &'a Progress,
     pub opts: &'a RenderOptions,
+    /// Credentials for chart repositories and registries.
+    pub credentials: &'a Store,
     /// A private temporary folder for this entry.
     pub tmp: &'a Path,
     pub discover: bool,
@@ -293,6 +304,16 @@ fn locate(job: &ChartJob<'_>, lock: &mut LockCtx<'_>) -> anyhow::Result<(PathBuf
             .into())
         }
     };
+    if let Source::Repo { url, .. } = &what {
+        if url_authority(url).contains('@') {
+            // The spec and the lock both travel in the bundle.
+            return Err(InputFailure(format!(
+                "charts[{i}]: the `repo:` URL carries a user name or password, which would be stored in the bundle and the lock; remove it and pass --registry-auth {}=USER:PASS instead",
+                normalize_host(url_host(url))
+            ))
+            .into());
+        }
+    }
     let pinned = if lock.update {
         None
     } else {
@@ -408,15 +429,133 @@ fn isolated_helm(tmp: &Path) -> Cmd {
             "HELM_REPOSITORY_CONFIG",
             home.join("config/repositories.yaml"),
         )
+        .env("HELM_REGISTRY_CONFIG", registry_config(tmp))
+}
+
+/// The registry config (`helm registry login`'s credentials) of the throw-away home.
+fn registry_config(tmp: &Path) -> PathBuf {
+    tmp.join("helm-home/config/registry/config.json")
+}
+
+/// Where the credentials for one chart host come from.
+struct HostAuth {
+    /// host[:port], as `--registry-auth` takes it.
+    host: String,
+    found: Found,
+}
+
+impl HostAuth {
+    /// Looks `host` up as for an image registry.
+    fn lookup(job: &ChartJob<'_>, host: &str) -> anyhow::Result<HostAuth> {
+        let i = job.index;
+        let host = normalize_host(host);
+        let found = job
+            .credentials
+            .lookup(&host)
+            .map_err(|e| RegistryFailure(format!("charts[{i}]: {e:#}")))?;
+        Ok(HostAuth { host, found })
+    }
+
+    /// The user name and password to give Helm, if any. Helm takes no bearer
+    /// tokens for chart repositories, nor identity tokens from Docker's config.
+    fn basic(&self, i: usize) -> anyhow::Result<Option<(&str, &str)>> {
+        match &self.found.creds {
+            None => Ok(None),
+            Some(Credentials::Basic { username, password }) => Ok(Some((username, password))),
+            Some(Credentials::Bearer { .. }) => {
+                let from = match &self.found.origin {
+                    Origin::DockerConfig(p) => p.display().to_string(),
+                    _ => "the credentials".to_string(),
+                };
+                Err(RegistryFailure(format!(
+                    "charts[{i}]: {from} holds a token for {}, which Helm cannot use: pass --registry-auth {}=USER:PASS instead",
+                    self.host, self.host
+                ))
+                .into())
+            }
+        }
+    }
+
+    fn password(&self) -> Option<&str> {
+        match &self.found.creds {
+            Some(Credentials::Basic { password, .. }) => Some(password),
+            Some(Credentials::Bearer { token }) => Some(token),
+            None => None,
+        }
+    }
+}
+
+/// Whether Helm's stderr says the server refused access (401 or 403), and which.
+fn refusal(e: &ProcessError) -> Option<&'static str> {
+    let ProcessError::Failed { stderr, .. } = e else {
+        return None;
+    };
+    let s = stderr.to_ascii_lowercase();
+    if s.contains("403 forbidden") || s.contains("status: 403") {
+        Some("403 Forbidden")
+    } else if s.contains("401 unauthorized")
+        || s.contains("status: 401")
+        || s.contains("no basic auth credentials")
+        || s.contains("pull access denied")
+    {
+        Some("401 Unauthorized")
+    } else {
+        None
+    }
+}
+
+/// `text` with `secret` replaced, in case a tool ever echoes it. Secrets shorter
+/// than 4 characters are left alone: replacing them would garble the message and
+/// hide nothing a guess would not find.
+fn redact(text: String, secret: Option<&str>) -> String {
+    match secret {
+        Some(s) if s.len() >= 4 => text.replace(s, "<redacted>"),
+        _ => text,
+    }
 }
 
 const REPO_NAME: &str = "gapbundle";
 
-fn pull_failure(i: usize, what: &str, e: ProcessError) -> anyhow::Error {
+/// A failed `helm repo add`, `helm registry login` or `helm pull`. `server` is how
+/// the host is called in the message (`chart repository`, `registry`).
+fn pull_failure(
+    i: usize,
+    what: &str,
+    server: &str,
+    auth: &HostAuth,
+    e: ProcessError,
+) -> anyhow::Error {
+    let refused = refusal(&e);
+    let secret = auth.password();
     blame(e, |e| {
-        RegistryFailure(format!(
-            "charts[{i}]: cannot pull {what}; check the URL, name and version, and that the repository is reachable: {e:#}"
-        ))
+        let host = &auth.host;
+        let msg = match refused {
+            Some(status) => {
+                let hint = match &auth.found.origin {
+                    Origin::Flag => format!(
+                        "the credentials given with --registry-auth {host}=… were refused: check the user name and password, and that this user may read the chart"
+                    ),
+                    Origin::DockerConfig(p) => format!(
+                        "the credentials for {host} in {} were refused: update them there or pass --registry-auth {host}=USER:PASS",
+                        p.display()
+                    ),
+                    Origin::Anonymous { note } => {
+                        let mut h = format!(
+                            "pass --registry-auth {host}=USER:PASS (or put {host} in the `auths` of ~/.docker/config.json)"
+                        );
+                        if let Some(n) = note {
+                            h.push_str(&format!(" (note: {n})"));
+                        }
+                        h
+                    }
+                };
+                format!("charts[{i}]: {server} {host} refused access to {what} ({status}): {hint}: {e:#}")
+            }
+            None => format!(
+                "charts[{i}]: cannot pull {what}; check the URL, name and version, and that the repository is reachable: {e:#}"
+            ),
+        };
+        RegistryFailure(redact(msg, secret))
     })
 }
 
@@ -429,10 +568,17 @@ fn pull_repo(
 ) -> anyhow::Result<PathBuf> {
     let i = job.index;
     let what = format!("chart {name} {} from {url}", version.unwrap_or("(latest)"));
-    isolated_helm(job.tmp)
-        .args(["repo", "add", REPO_NAME, url])
-        .output()
-        .map_err(|e| pull_failure(i, &what, e))?;
+    let auth = HostAuth::lookup(job, url_host(url))?;
+    let fail = |e| pull_failure(i, &what, "chart repository", &auth, e);
+    let mut add = isolated_helm(job.tmp).args(["repo", "add", REPO_NAME, url]);
+    if let Some((user, pass)) = auth.basic(i)? {
+        // Kept in the throw-away repositories.yaml; `helm pull REPO/NAME` sends them
+        // to the repository's host (not to other hosts the index may point to).
+        add = add
+            .args(["--username", user, "--password-stdin"])
+            .stdin(pass);
+    }
+    add.output().map_err(fail)?;
     let mut cmd = isolated_helm(job.tmp)
         .arg("pull")
         .arg(format!("{REPO_NAME}/{name}"))
@@ -441,8 +587,31 @@ fn pull_repo(
     if let Some(v) = version {
         cmd = cmd.args(["--version", v]);
     }
-    cmd.output().map_err(|e| pull_failure(i, &what, e))?;
+    let pulled = cmd.output();
+    forget_credentials(job.tmp);
+    pulled.map_err(fail)?;
     single_tgz(dest)
+}
+
+/// The authority of a URL: `[user[:pass]@]host[:port]`.
+fn url_authority(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.split(['/', '?', '#']).next().unwrap_or_default()
+}
+
+/// The host[:port] of a repository URL (without scheme, user info and path).
+fn url_host(url: &str) -> &str {
+    let authority = url_authority(url);
+    authority.rsplit_once('@').map_or(authority, |(_, h)| h)
+}
+
+/// Removes the throw-away files that hold credentials, once they served.
+fn forget_credentials(tmp: &Path) {
+    let home = tmp.join("helm-home/config");
+    for f in [home.join("repositories.yaml"), registry_config(tmp)] {
+        // A file that is not there is fine; the whole folder goes at the end anyway.
+        let _ = std::fs::remove_file(f);
+    }
 }
 
 /// The digest `index.yaml` gives for `name` at `version`, if it gives one.
@@ -493,17 +662,45 @@ fn pull_oci(
         .insecure_hosts
         .iter()
         .any(|h| normalize_host(h) == host);
-    // No isolated Helm home here: OCI pulls add no repository, and the user's
-    // `helm registry login` credentials should apply.
-    let mut cmd = helm().arg("pull").arg(reference).arg("-d").arg(dest);
+    let what = format!("chart {reference} {}", version.unwrap_or("(latest)"));
+    let auth = HostAuth::lookup(job, &host)?;
+    let fail = |e| pull_failure(i, &what, "registry", &auth, e);
+    let mut cmd = match auth.basic(i)? {
+        // Logged in to the throw-away home's registry config only.
+        Some((user, pass)) => {
+            let mut login = isolated_helm(job.tmp)
+                .args([
+                    "registry",
+                    "login",
+                    &host,
+                    "--username",
+                    user,
+                    "--password-stdin",
+                ])
+                .stdin(pass);
+            if insecure {
+                // Helm's login has no --plain-http: --insecure lets it fall back
+                // to plain HTTP (and accept any certificate), as --insecure-registry
+                // means for images.
+                login = login.arg("--insecure");
+            }
+            login.output().map_err(fail)?;
+            isolated_helm(job.tmp)
+        }
+        // Nothing from gapbundle: the user's own `helm registry login`, if any,
+        // applies as it always did.
+        None => helm(),
+    };
+    cmd = cmd.arg("pull").arg(reference).arg("-d").arg(dest);
     if let Some(v) = version {
         cmd = cmd.args(["--version", v]);
     }
     if insecure {
         cmd = cmd.arg("--plain-http");
     }
-    let what = format!("chart {reference} {}", version.unwrap_or("(latest)"));
-    cmd.output().map_err(|e| pull_failure(i, &what, e))?;
+    let pulled = cmd.output();
+    forget_credentials(job.tmp);
+    pulled.map_err(fail)?;
     single_tgz(dest)
 }
 
@@ -527,4 +724,46 @@ pub(super) fn check_stale(lock: &LockCtx<'_>) -> anyhow::Result<()> {
         stale.join(", ")
     ))
     .into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repository_hosts_come_without_scheme_user_or_path() {
+        assert_eq!(url_host("http://127.0.0.1:8080/charts/"), "127.0.0.1:8080");
+        assert_eq!(url_host("https://u:p@charts.example/x?y"), "charts.example");
+        assert_eq!(url_host("charts.example"), "charts.example");
+    }
+
+    #[test]
+    fn helm_refusals_are_recognised_and_secrets_redacted() {
+        let failed = |stderr: &str| ProcessError::Failed {
+            command: "helm pull".into(),
+            status: "exit status: 1".into(),
+            stderr: stderr.into(),
+        };
+        let repo = "Error: looks like \"http://h/\" is not a valid chart repository or cannot be reached: failed to fetch http://h/index.yaml : 401 Unauthorized";
+        assert_eq!(refusal(&failed(repo)), Some("401 Unauthorized"));
+        let login = "Error: login attempt to http://h/v2/ failed with status: 401 Unauthorized";
+        assert_eq!(refusal(&failed(login)), Some("401 Unauthorized"));
+        let oci = "Error: pull access denied, repository does not exist or may require authorization: authorization failed: no basic auth credentials";
+        assert_eq!(refusal(&failed(oci)), Some("401 Unauthorized"));
+        assert_eq!(
+            refusal(&failed(
+                "failed to fetch http://h/index.yaml : 403 Forbidden"
+            )),
+            Some("403 Forbidden")
+        );
+        assert_eq!(
+            refusal(&failed("chart \"web\" version \"9.9.9\" not found")),
+            None
+        );
+        assert_eq!(
+            redact("a s3cret b".into(), Some("s3cret")),
+            "a <redacted> b"
+        );
+        assert_eq!(redact("a b".into(), Some("a")), "a b");
+    }
 }
