@@ -738,3 +738,74 @@ fn flake_inputs_and_plain_store_paths_travel_too() {
         .join("greeting.txt");
     assert_eq!(fs::read_to_string(copied).unwrap(), "hello from an input");
 }
+
+/// A small tmpfs, unmounted on drop: a file system that is really full.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn full(dir: &Path) -> Tmpfs {
+        fs::create_dir_all(dir).unwrap();
+        run(tool("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+            .arg(dir));
+        let t = Tmpfs(dir.to_path_buf());
+        // Fill it: whatever does not fit is the point.
+        let _ = fs::write(dir.join("fill"), vec![0u8; 64 << 10]);
+        t
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = tool("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn an_import_that_cannot_fit_stops_before_writing_anything() {
+    let w = Work::new();
+    ok(w.create("site.gapb", &w.secret()));
+    let full = w.path("full");
+    let _mount = Tmpfs::full(&full);
+    let import = |store: &str| {
+        gb().args(["import", "--skip-images", "--skip-manifests"])
+            .arg(w.path("site.gapb"))
+            .arg("--trust")
+            .arg(w.public())
+            .args(["--nix-store", store])
+            .env("TMPDIR", &full)
+            .output()
+            .unwrap()
+    };
+    // Into a store: the staging folder in $TMPDIR cannot hold the NAR blobs.
+    let root = w.path("t");
+    let o = import(&root.display().to_string());
+    let err = stderr(&o);
+    assert_eq!(code(&o), 1, "{err}");
+    assert!(
+        err.contains("the staging folder in $TMPDIR")
+            && err.contains(&full.display().to_string())
+            && err.contains("TMPDIR=/var/tmp"),
+        "{err}"
+    );
+    assert!(!root.exists(), "nothing may be written to the store");
+    // Into a binary cache on the full file system.
+    let cache = full.join("cache");
+    let o = import(&format!("file://{}", cache.display()));
+    let err = stderr(&o);
+    assert_eq!(code(&o), 1, "{err}");
+    assert!(err.contains("the binary cache folder"), "{err}");
+    assert!(!cache.exists());
+    // --dry-run says so too, and with room the same import works.
+    let o = gb()
+        .args(["import", "--dry-run", "--skip-images", "--skip-manifests"])
+        .arg(w.path("site.gapb"))
+        .arg("--trust")
+        .arg(w.public())
+        .args(["--nix-store", &root.display().to_string()])
+        .env("TMPDIR", &full)
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    ok(w.import("site.gapb", &root.display().to_string(), &w.public()));
+}

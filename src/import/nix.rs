@@ -53,6 +53,7 @@ use crate::bundle::reader::{Head, ReadError};
 use crate::bundle::Digest;
 use crate::cli::ImportArgs;
 use crate::error::InputFailure;
+use crate::io::space;
 use crate::nixfmt::{
     cache_info, closure_order, fingerprint, valid_root_name, verify_path, NarHash, NarInfo,
     StorePath, NAR_ZSTD_MEDIA_TYPE,
@@ -389,6 +390,54 @@ impl NixTarget {
         }
     }
 
+    /// Fails before anything is written when the new paths cannot fit: their
+    /// compressed NARs (`blob_bytes`) in the cache or the staging folder, their NARs
+    /// in a local store.
+    fn check_space(&self, blob_bytes: u64) -> Result<()> {
+        if self.new_paths.is_empty() {
+            return Ok(());
+        }
+        let new: BTreeSet<&StorePath> = self.new_paths.iter().collect();
+        let nar_bytes: u64 = self
+            .objects
+            .iter()
+            .filter(|o| new.contains(&o.path))
+            .map(|o| o.nar_size)
+            .sum();
+        match &self.dest {
+            Dest::Cache(dir) => space::ensure(
+                dir,
+                blob_bytes,
+                "the binary cache folder",
+                "free some space there or give another --nix-store file:// folder",
+            ),
+            Dest::Store { uri, root, .. } => {
+                space::ensure(
+                    &std::env::temp_dir(),
+                    blob_bytes,
+                    "the staging folder in $TMPDIR",
+                    "point TMPDIR at a disk with room, e.g. TMPDIR=/var/tmp gapbundle import …",
+                )?;
+                let store = match (uri.as_deref(), root) {
+                    (_, Some(r)) => Some(r.join("nix/store")),
+                    (None | Some("auto" | "local" | "daemon"), None) => {
+                        Some(PathBuf::from("/nix/store"))
+                    }
+                    _ => None, // a remote store: its own host's business
+                };
+                match store {
+                    Some(dir) => space::ensure(
+                        &dir,
+                        nar_bytes,
+                        "the Nix store",
+                        "make room there (nix-collect-garbage -d) or import into another store with --nix-store",
+                    ),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+
     /// Which of `paths` are valid on the target.
     fn valid(&self, paths: &[StorePath]) -> Result<BTreeSet<StorePath>> {
         match &self.dest {
@@ -590,6 +639,7 @@ impl Target for NixTarget {
             }
             self.new_paths.push(p);
         }
+        self.check_space(plan.bytes_to_write)?;
         Ok(plan)
     }
 

@@ -5,3 +5,4 @@ pub mod bundle_file;
 pub mod cas;
 pub mod keys;
 pub mod process;
+pub mod space;
