@@ -959,3 +959,33 @@ fn apply_mode_reports_a_failing_kubectl() {
         "--apply does not write the auto-deploy folder"
     );
 }
+
+#[test]
+fn a_staged_archive_that_cannot_fit_stops_before_writing() {
+    let reg = Registry::start();
+    push_fixture_images(&reg, None);
+    let w = Work::new();
+    let bundle = w.bundle_fixtures(&reg);
+    let images = w.k3s_root().join("agent/images");
+    let _full = FullTmpfs::mount(&images);
+    let o = w
+        .import(&bundle)
+        .args(["--staged", "--skip-manifests"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("the K3s images folder") && err.contains("--k3s-root"),
+        "{err}"
+    );
+    let left: Vec<_> = fs::read_dir(&images)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        left,
+        vec![std::ffi::OsString::from("fill")],
+        "nothing written"
+    );
+}

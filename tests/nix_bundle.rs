@@ -739,34 +739,12 @@ fn flake_inputs_and_plain_store_paths_travel_too() {
     assert_eq!(fs::read_to_string(copied).unwrap(), "hello from an input");
 }
 
-/// A small tmpfs, unmounted on drop: a file system that is really full.
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    fn full(dir: &Path) -> Tmpfs {
-        fs::create_dir_all(dir).unwrap();
-        run(tool("mount")
-            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
-            .arg(dir));
-        let t = Tmpfs(dir.to_path_buf());
-        // Fill it: whatever does not fit is the point.
-        let _ = fs::write(dir.join("fill"), vec![0u8; 64 << 10]);
-        t
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = tool("umount").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn an_import_that_cannot_fit_stops_before_writing_anything() {
     let w = Work::new();
     ok(w.create("site.gapb", &w.secret()));
     let full = w.path("full");
-    let _mount = Tmpfs::full(&full);
+    let _mount = FullTmpfs::mount(&full);
     let import = |store: &str| {
         gb().args(["import", "--skip-images", "--skip-manifests"])
             .arg(w.path("site.gapb"))

@@ -202,6 +202,14 @@ impl Target for StagedImages {
         }
         plan.bytes_to_write = self.len;
         plan.new_objects = self.images.clone();
+        if let Some(dir) = self.path.parent() {
+            crate::io::space::ensure(
+                dir,
+                self.len,
+                "the K3s images folder",
+                "make room there or give another --k3s-root",
+            )?;
+        }
         Ok(plan)
     }
 

@@ -1470,3 +1470,26 @@ impl Workdir {
         self.path(&format!("keys/{}.pub", self.key_name))
     }
 }
+
+/// A small tmpfs, filled, unmounted on drop: a file system that is really full
+/// (mounting needs root, which the test command runs as; it fails loudly otherwise).
+pub struct FullTmpfs(PathBuf);
+
+impl FullTmpfs {
+    pub fn mount(dir: &Path) -> FullTmpfs {
+        fs::create_dir_all(dir).unwrap();
+        run(tool("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+            .arg(dir));
+        let t = FullTmpfs(dir.to_path_buf());
+        // Fill it: whatever does not fit is the point.
+        let _ = fs::write(dir.join("fill"), vec![0u8; 64 << 10]);
+        t
+    }
+}
+
+impl Drop for FullTmpfs {
+    fn drop(&mut self) {
+        let _ = tool("umount").arg(&self.0).status();
+    }
+}
