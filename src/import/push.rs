@@ -408,20 +408,12 @@ fn send_from_file(path: &Path, pos: u64, b: &BlobEntry, tx: Chunks) -> Result<()
     let mut held: Option<bytes::Bytes> = None;
     loop {
         let mut buf = vec![0u8; REPUSH_CHUNK];
-        let mut n = 0;
-        while n < buf.len() {
-            match r.read(&mut buf[n..]) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    return Err(fail(format!(
-                        "cannot read blob {d} again from {}: {e}; {again}",
-                        path.display()
-                    )))
-                }
-            }
-        }
+        let n = crate::io::read_up_to(&mut r, &mut buf).map_err(|e| {
+            fail(format!(
+                "cannot read blob {d} again from {}: {e}; {again}",
+                path.display()
+            ))
+        })?;
         if n == 0 {
             break;
         }

@@ -6,3 +6,18 @@ pub mod cas;
 pub mod keys;
 pub mod process;
 pub mod space;
+
+/// Reads until `buf` is full or the reader ends; returns how many bytes were read.
+/// (`read_exact` fails on a short tail, `read` may stop anywhere.)
+pub fn read_up_to(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}

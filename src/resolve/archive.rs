@@ -23,7 +23,7 @@
 //! preferred, because it keeps the manifests Docker itself computed.
 
 use std::collections::HashMap;
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -121,7 +121,7 @@ impl TarIndex {
             )
         })?;
         let mut magic = [0u8; 6];
-        let n = read_up_to(&mut file, &mut magic)
+        let n = crate::io::read_up_to(&mut file, &mut magic)
             .with_context(|| format!("cannot read {}", path.display()))?;
         let compression = match &magic[..n] {
             [0x1f, 0x8b, ..] => Some(("gzip", "gunzip -k")),
@@ -210,19 +210,6 @@ impl TarIndex {
             self.remedy()
         )
     }
-}
-
-fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 fn remedy(path: &Path) -> String {
@@ -453,7 +440,7 @@ fn resolve_docker(
             )
         })?;
         let mut head = [0u8; 4];
-        let n = read_up_to(&mut tar.open(&path)?, &mut head)
+        let n = crate::io::read_up_to(&mut tar.open(&path)?, &mut head)
             .with_context(|| format!("cannot read {}", tar.display(&path)))?;
         let media_type = match &head[..n] {
             [0x1f, 0x8b, ..] => OCI_LAYER_TAR_GZIP,
