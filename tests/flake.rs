@@ -23,7 +23,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::{json, Value};
-use support::{gapbundle, gapbundle_bin, require_tool, run, run_stdout, tool, NIX_CONFIG};
+use support::{
+    create_cmd, gapbundle, gapbundle_bin, require_tool, run, run_stdout, tool, NIX_CONFIG,
+};
 use tempfile::TempDir;
 
 // ---------------------------------------------------------------------------
@@ -704,17 +706,15 @@ fn flake_outputs_evaluate_with_stub_nixpkgs() {
 /// A signed bundle of examples/quickstart (no network needed) at DIR/hello.gapb.
 fn make_bundle(dir: &Path, key: &Path) -> PathBuf {
     let out = dir.join("hello.gapb");
-    run(gapbundle()
-        .args(["create", "--quiet", "-f"])
-        .arg(repo().join("examples/quickstart/bundle.yaml"))
-        .arg("--lock")
-        .arg(dir.join("quickstart.lock"))
-        .arg("--cache")
-        .arg(dir.join("cache"))
-        .arg("-o")
-        .arg(&out)
-        .arg("--key")
-        .arg(key));
+    run(create_cmd(
+        &repo().join("examples/quickstart/bundle.yaml"),
+        &out,
+        key,
+        &dir.join("cache"),
+    )
+    .arg("--lock")
+    .arg(dir.join("quickstart.lock"))
+    .arg("--quiet"));
     out
 }
 
@@ -1058,15 +1058,13 @@ fn ci_nightly_example_runs() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("lock"));
 
     // With the lock (what a developer commits), the job builds and verifies.
-    run(gapbundle()
-        .args(["create", "--quiet", "-f"])
-        .arg(&spec)
-        .arg("-o")
-        .arg(tmp.path().join("first.gapb"))
-        .arg("--key")
-        .arg(keys.join("release.sec"))
-        .arg("--cache")
-        .arg(tmp.path().join("cache")));
+    run(create_cmd(
+        &spec,
+        &tmp.path().join("first.gapb"),
+        &keys.join("release.sec"),
+        &tmp.path().join("cache"),
+    )
+    .arg("--quiet"));
     let out = nightly("out1");
     assert!(out.status.success(), "{out:?}");
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();

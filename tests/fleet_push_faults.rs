@@ -125,17 +125,13 @@ impl Work {
         )
         .unwrap();
         let bundle = base.path("site.gapb");
-        run(gapbundle()
-            .arg("create")
-            .arg("-f")
-            .arg(&spec)
-            .arg("-o")
-            .arg(&bundle)
-            .arg("--key")
-            .arg(base.secret())
-            .arg("--cache")
-            .arg(base.path("cache"))
-            .args(["--insecure-registry", &source.addr, "--quiet"]));
+        run(
+            create_cmd(&spec, &bundle, &base.secret(), &base.path("cache")).args([
+                "--insecure-registry",
+                &source.addr,
+                "--quiet",
+            ]),
+        );
         let head = read_head(&bundle);
         let o = head
             .manifest

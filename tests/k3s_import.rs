@@ -59,18 +59,19 @@ impl Work {
         )
         .unwrap();
         let out = self.path("site.gapb");
-        run(gapbundle()
-            .arg("create")
-            .arg("-f")
-            .arg(&spec)
-            .arg("-o")
-            .arg(&out)
-            .arg("--key")
-            .arg(self.secret())
-            .arg("--cache")
-            .arg(self.path("cache"))
-            .args(["--insecure-registry", &reg.addr, "--quiet"]));
+        self.create(&spec, &out, reg);
         out
+    }
+
+    /// `gapbundle create` of `spec` to `out` with the key and the cache, quietly.
+    fn create(&self, spec: &Path, out: &Path, reg: &Registry) {
+        run(
+            create_cmd(spec, out, &self.secret(), &self.path("cache")).args([
+                "--insecure-registry",
+                &reg.addr,
+                "--quiet",
+            ]),
+        );
     }
 
     fn import(&self, bundle: &Path) -> Command {
@@ -736,17 +737,7 @@ fn a_sparse_multi_arch_bundle_imports_for_this_platform() {
     )
     .unwrap();
     let bundle = w.path("sparse.gapb");
-    run(gapbundle()
-        .arg("create")
-        .arg("-f")
-        .arg(&spec)
-        .arg("-o")
-        .arg(&bundle)
-        .arg("--key")
-        .arg(w.secret())
-        .arg("--cache")
-        .arg(w.path("cache"))
-        .args(["--insecure-registry", &reg.addr, "--quiet"]));
+    w.create(&spec, &bundle, &reg);
     run(w.import(&bundle).arg("--containerd").arg(ctd.socket()));
     // The index is registered unchanged (same digest as published) and this
     // machine's platform is complete and unpacked.

@@ -223,18 +223,13 @@ impl Work {
             .unwrap()
     }
     fn create_cmd(&self, reg: Option<&str>, out: &str, cache: &str, extra: &[&str]) -> Command {
-        let mut c = gapbundle();
-        c.arg("create")
-            .arg("-f")
-            .arg(self.path("bundle.yaml"))
-            .arg("-o")
-            .arg(self.path(out))
-            .arg("--key")
-            .arg(self.secret())
-            .arg("--cache")
-            .arg(self.path(cache))
-            .args(["--retries", "1"])
-            .args(extra);
+        let mut c = create_cmd(
+            &self.path("bundle.yaml"),
+            &self.path(out),
+            &self.secret(),
+            &self.path(cache),
+        );
+        c.args(["--retries", "1"]).args(extra);
         if let Some(r) = reg {
             c.args(["--insecure-registry", r]);
         }
@@ -743,15 +738,9 @@ fn a_broken_chart_or_overlay_gives_the_tool_s_stderr() {
     let empty = w.path("empty-path");
     fs::create_dir_all(&empty).unwrap();
     let o = {
-        let mut c = gapbundle();
-        c.env("PATH", &empty)
-            .arg("create")
-            .arg("-f")
-            .arg(w.path("bundle.yaml"))
-            .arg("-o")
-            .arg(w.path("x.gapb"))
-            .arg("--cache")
-            .arg(w.path("cache"));
+        let mut c =
+            create_unsigned_cmd(&w.path("bundle.yaml"), &w.path("x.gapb"), &w.path("cache"));
+        c.env("PATH", &empty);
         c.stdin(Stdio::null()).output().unwrap()
     };
     let err = fails(&o, 1);
@@ -1012,17 +1001,13 @@ fn manifests_from_a_flake_output() {
         "name: x\nversion: \"1\"\ndiscoverImages: false\nmanifests:\n  - installable: ./flake#packages.x86_64-linux.manifests\n  - installable: ./flake#packages.x86_64-linux.single\n",
     );
     let o = {
-        let mut c = gapbundle();
-        c.env("NIX_CONFIG", NIX_CONFIG)
-            .arg("create")
-            .arg("-f")
-            .arg(w.path("bundle.yaml"))
-            .arg("-o")
-            .arg(w.path("x.gapb"))
-            .arg("--cache")
-            .arg(w.path("cache"))
-            .arg("--key")
-            .arg(w.secret());
+        let mut c = create_cmd(
+            &w.path("bundle.yaml"),
+            &w.path("x.gapb"),
+            &w.secret(),
+            &w.path("cache"),
+        );
+        c.env("NIX_CONFIG", NIX_CONFIG);
         c.stdin(Stdio::null()).output().unwrap()
     };
     ok(o);
@@ -1106,6 +1091,35 @@ fn assert_secret_absent(w: &Work, secret: &str, bundle: &str, cache: &str, o: &O
     );
 }
 
+/// `create` (which takes extra flags) with a wrong password for `host` fails
+/// with exit 5, names the `--registry-auth` flag and never prints the
+/// password; with [`CHART_PASS`] it succeeds, and its output is returned.
+fn wrong_then_right_registry_auth(
+    host: &str,
+    no_docker: &str,
+    create: impl Fn(&[&str]) -> Output,
+) -> Output {
+    let wrong = format!("{host}=charts:wrong-pass-41d2");
+    let err = fails(
+        &create(&["--registry-auth", &wrong, "--docker-config", no_docker]),
+        5,
+    );
+    assert!(
+        err.contains("charts[0]")
+            && err.contains(&format!("--registry-auth {host}=… were refused")),
+        "{err}"
+    );
+    assert!(!err.contains("wrong-pass-41d2"), "{err}");
+
+    let auth = format!("{host}=charts:{CHART_PASS}");
+    ok(create(&[
+        "--registry-auth",
+        &auth,
+        "--docker-config",
+        no_docker,
+    ]))
+}
+
 /// The one chart object of a bundle.
 fn chart_object(w: &Work, bundle: &str) -> Object {
     let m = w.manifest(bundle);
@@ -1157,32 +1171,11 @@ fn a_chart_repository_behind_basic_auth_takes_registry_auth() {
     );
     assert!(!w.path("x.gapb").exists());
 
-    // A wrong password is named as the flag's, and not printed.
-    let wrong = format!("{host}=charts:wrong-pass-41d2");
-    let err = fails(
-        &w.create(
-            None,
-            "x.gapb",
-            "cache",
-            &["--registry-auth", &wrong, "--docker-config", no_docker],
-        ),
-        5,
-    );
-    assert!(
-        err.contains("charts[0]")
-            && err.contains(&format!("--registry-auth {host}=… were refused")),
-        "{err}"
-    );
-    assert!(!err.contains("wrong-pass-41d2"), "{err}");
-
-    // With them it renders, and the password stays out of everything it writes.
-    let auth = format!("{host}=charts:{CHART_PASS}");
-    let o = ok(w.create(
-        None,
-        "x.gapb",
-        "cache",
-        &["--registry-auth", &auth, "--docker-config", no_docker],
-    ));
+    // A wrong password is refused; with the right one it renders, and the
+    // password stays out of everything it writes.
+    let o = wrong_then_right_registry_auth(host, no_docker, |extra| {
+        w.create(None, "x.gapb", "cache", extra)
+    });
     let chart = chart_object(&w, "x.gapb");
     assert_eq!(chart.digest.to_string(), sha256_file(&web_tgz));
     assert!(manifests(&w.manifest("x.gapb")).contains_key("chart:web/Deployment/default/web"));
@@ -1278,26 +1271,7 @@ fn an_oci_chart_on_a_registry_with_htpasswd_takes_registry_auth() {
     );
     assert!(!w.path("x.gapb").exists());
 
-    let wrong = format!("{addr}=charts:wrong-pass-41d2");
-    let err = fails(
-        &create(
-            "x.gapb",
-            &["--registry-auth", &wrong, "--docker-config", no_docker],
-        ),
-        5,
-    );
-    assert!(
-        err.contains("charts[0]")
-            && err.contains(&format!("--registry-auth {addr}=… were refused")),
-        "{err}"
-    );
-    assert!(!err.contains("wrong-pass-41d2"), "{err}");
-
-    let auth = format!("{addr}=charts:{CHART_PASS}");
-    let o = ok(create(
-        "x.gapb",
-        &["--registry-auth", &auth, "--docker-config", no_docker],
-    ));
+    let o = wrong_then_right_registry_auth(addr, no_docker, |extra| create("x.gapb", extra));
     assert_eq!(
         chart_object(&w, "x.gapb").digest.to_string(),
         sha256_file(&api_tgz)

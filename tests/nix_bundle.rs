@@ -48,7 +48,11 @@ fn nix(program: &str) -> Command {
 }
 
 fn gb() -> Command {
-    let mut c = gapbundle();
+    with_nix_config(gapbundle())
+}
+
+/// `c` with [`NIX_CONFIG`] and no stdin, as every gapbundle run here.
+fn with_nix_config(mut c: Command) -> Command {
     c.env("NIX_CONFIG", NIX_CONFIG).stdin(Stdio::null());
     c
 }
@@ -91,17 +95,15 @@ impl Work {
         w
     }
     fn create(&self, out: &str, key: &Path) -> Output {
-        gb().arg("create")
-            .arg("-f")
-            .arg(self.path("bundle.yaml"))
-            .arg("-o")
-            .arg(self.path(out))
-            .arg("--key")
-            .arg(key)
-            .arg("--cache")
-            .arg(self.path("cache"))
-            .output()
-            .unwrap()
+        self.create_cmd(out, key).output().unwrap()
+    }
+    fn create_cmd(&self, out: &str, key: &Path) -> Command {
+        with_nix_config(create_cmd(
+            &self.path("bundle.yaml"),
+            &self.path(out),
+            key,
+            &self.path("cache"),
+        ))
     }
     fn import(&self, bundle: &str, store: &str, trust: &Path) -> Output {
         gb().args(["--json", "import", "--skip-images", "--skip-manifests"])
@@ -253,19 +255,10 @@ fn round_trip_into_a_fresh_store() {
     // Same spec, lock and key: the same bytes; and --locked accepts it.
     let lock = fs::read_to_string(w.path("bundle.lock")).unwrap();
     assert!(lock.contains(&app) && lock.contains("installable:./flake#packages.x86_64-linux.tool"));
-    let mut locked = gb();
-    locked
-        .arg("create")
-        .arg("-f")
-        .arg(w.path("bundle.yaml"))
-        .arg("-o")
-        .arg(w.path("again.gapb"))
-        .arg("--key")
-        .arg(w.secret())
-        .arg("--cache")
-        .arg(w.path("cache"))
-        .arg("--locked");
-    ok(locked.output().unwrap());
+    ok(w.create_cmd("again.gapb", &w.secret())
+        .arg("--locked")
+        .output()
+        .unwrap());
     assert_eq!(
         fs::read(w.path("site.gapb")).unwrap(),
         fs::read(w.path("again.gapb")).unwrap()
@@ -613,14 +606,11 @@ fn git_flakes_warn_about_untracked_files_and_locked_catches_changes() {
     )
     .unwrap();
     let create = |locked: bool| {
-        let mut c = gb();
-        c.arg("create")
-            .arg("-f")
-            .arg(dir.path().join("bundle.yaml"))
-            .arg("-o")
-            .arg(dir.path().join("g.gapb"))
-            .arg("--cache")
-            .arg(dir.path().join("cache"));
+        let mut c = with_nix_config(create_unsigned_cmd(
+            &dir.path().join("bundle.yaml"),
+            &dir.path().join("g.gapb"),
+            &dir.path().join("cache"),
+        ));
         if locked {
             c.arg("--locked");
         }

@@ -42,19 +42,34 @@ impl Work {
             "name: s\nversion: \"1\"\nimages:\n  - ref: {reference}\n"
         ))
     }
+    /// Copies examples/quickstart/images to `images/` here.
+    fn copy_quickstart_images(&self) {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart/images");
+        run(tool("cp").arg("-r").arg(&src).arg(self.path("images")));
+    }
+    /// A spec bundling the quickstart layout image once under each of `names`.
+    fn quickstart_spec(&self, names: &[&str]) -> PathBuf {
+        let mut yaml = String::from("name: q\nversion: \"1\"\nimages:\n");
+        for name in names {
+            yaml.push_str(&format!(
+                "  - layout: ./images/hello:latest\n    name: {name}\n"
+            ));
+        }
+        self.spec(&yaml)
+    }
+    /// `gapbundle create` of `bundle.yaml` with the key and the cache.
+    fn create_local_cmd(&self, out: &Path) -> Command {
+        create_cmd(
+            &self.path("bundle.yaml"),
+            out,
+            &self.secret(),
+            &self.path("cache"),
+        )
+    }
     /// `gapbundle create` with the key, the cache, plain HTTP to `reg`.
     fn create_cmd(&self, reg: &str, out: &str) -> Command {
-        let mut c = gapbundle();
-        c.arg("create")
-            .arg("-f")
-            .arg(self.path("bundle.yaml"))
-            .arg("-o")
-            .arg(self.path(out))
-            .arg("--key")
-            .arg(self.secret())
-            .arg("--cache")
-            .arg(self.path("cache"))
-            .args(["--insecure-registry", reg, "--retries", "2"]);
+        let mut c = self.create_local_cmd(&self.path(out));
+        c.args(["--insecure-registry", reg, "--retries", "2"]);
         c
     }
     fn verify(&self, bundle: &str) -> Output {
@@ -498,15 +513,12 @@ fn signatures_wrong_key_unsigned_threshold_and_nix_keys() {
     assert!(stderr(&o).contains("--trust"), "{}", stderr(&o));
 
     // Unsigned: refused unless explicitly allowed.
-    let mut c = gapbundle();
-    c.arg("create")
-        .arg("-f")
-        .arg(w.path("bundle.yaml"))
-        .arg("-o")
-        .arg(w.path("unsigned.gapb"))
-        .arg("--cache")
-        .arg(w.path("cache"))
-        .args(["--insecure-registry", &reg.addr]);
+    let mut c = create_unsigned_cmd(
+        &w.path("bundle.yaml"),
+        &w.path("unsigned.gapb"),
+        &w.path("cache"),
+    );
+    c.args(["--insecure-registry", &reg.addr]);
     let o = c.output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
@@ -604,14 +616,8 @@ fn bad_inputs_get_clear_errors_and_no_output() {
 fn locked_names_the_entry_that_would_change() {
     // Regression: renaming a layout image used to be refused with an empty list.
     let w = Work::new();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart/images");
-    run(tool("cp").arg("-r").arg(&src).arg(w.path("images")));
-    let spec = |name: &str| {
-        w.spec(&format!(
-            "name: q\nversion: \"1\"\nimages:\n  - layout: ./images/hello:latest\n    name: {name}\n"
-        ))
-    };
-    spec("example.local/hello:1.0");
+    w.copy_quickstart_images();
+    w.quickstart_spec(&["example.local/hello:1.0"]);
     run(gapbundle()
         .arg("create")
         .arg("-f")
@@ -620,7 +626,7 @@ fn locked_names_the_entry_that_would_change() {
         .arg(w.path("a.gapb"))
         .arg("--key")
         .arg(w.secret()));
-    spec("example.local/hello:2.0");
+    w.quickstart_spec(&["example.local/hello:2.0"]);
     let o = gapbundle()
         .arg("create")
         .arg("-f")
@@ -642,23 +648,9 @@ fn locked_names_the_entry_that_would_change() {
 #[test]
 fn a_cache_damaged_between_runs_is_caught_not_bundled() {
     let w = Work::new();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart/images");
-    run(tool("cp").arg("-r").arg(&src).arg(w.path("images")));
-    w.spec("name: q\nversion: \"1\"\nimages:\n  - layout: ./images/hello:latest\n    name: example.local/hello:1.0\n");
-    let create = |out: &str| {
-        gapbundle()
-            .arg("create")
-            .arg("-f")
-            .arg(w.path("bundle.yaml"))
-            .arg("-o")
-            .arg(w.path(out))
-            .arg("--key")
-            .arg(w.secret())
-            .arg("--cache")
-            .arg(w.path("cache"))
-            .output()
-            .unwrap()
-    };
+    w.copy_quickstart_images();
+    w.quickstart_spec(&["example.local/hello:1.0"]);
+    let create = |out: &str| w.create_local_cmd(&w.path(out)).output().unwrap();
     assert!(create("a.gapb").status.success());
     // Bit rot in the cache: same size, one byte different.
     let layer = w
@@ -683,23 +675,10 @@ fn a_file_and_a_pipe_get_the_same_bytes() {
     // A regular file is filled in parallel at computed offsets; a pipe gets the
     // sequential stream. Both must be the one bundle, with a cold and a warm cache.
     let w = Work::new();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart/images");
-    run(tool("cp").arg("-r").arg(&src).arg(w.path("images")));
-    w.spec("name: q\nversion: \"1\"\nimages:\n  - layout: ./images/hello:latest\n    name: example.local/hello:1.0\n  - layout: ./images/hello:latest\n    name: example.local/hello:2.0\n");
+    w.copy_quickstart_images();
+    w.quickstart_spec(&["example.local/hello:1.0", "example.local/hello:2.0"]);
     let create = |out: &Path| {
-        let o = gapbundle()
-            .arg("create")
-            .arg("-f")
-            .arg(w.path("bundle.yaml"))
-            .arg("-o")
-            .arg(out)
-            .arg("--key")
-            .arg(w.secret())
-            .arg("--cache")
-            .arg(w.path("cache"))
-            .arg("--quiet")
-            .output()
-            .unwrap();
+        let o = w.create_local_cmd(out).arg("--quiet").output().unwrap();
         assert!(o.status.success(), "{}", stderr(&o));
         o.stdout
     };
@@ -720,9 +699,8 @@ fn a_reader_that_goes_away_ends_output_quietly() {
     // `gapbundle inspect x.gapb | head -1`: the pipe closes early. That must be a
     // quiet, successful end, not a panic, and not a failure hidden as success.
     let w = Work::new();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart/images");
-    run(tool("cp").arg("-r").arg(&src).arg(w.path("images")));
-    w.spec("name: q\nversion: \"1\"\nimages:\n  - layout: ./images/hello:latest\n    name: example.local/hello:1.0\n");
+    w.copy_quickstart_images();
+    w.quickstart_spec(&["example.local/hello:1.0"]);
     let bundle = w.path("q.gapb");
     let o = gapbundle()
         .args(["create", "-f"])

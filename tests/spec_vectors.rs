@@ -56,17 +56,13 @@ fn assert_valid(v: &jsonschema::Validator, what: &str, doc: &Value) {
 fn create_vector(out: &Path) {
     let tmp = out.parent().unwrap();
     copy_dir(&vector("input"), &tmp.join("input"));
-    let mut cmd = gapbundle();
-    cmd.env_remove("SOURCE_DATE_EPOCH")
-        .arg("create")
-        .arg("-f")
-        .arg(tmp.join("input/bundle.yaml"))
-        .arg("-o")
-        .arg(out)
-        .arg("--key")
-        .arg(vector("tiny.sec"))
-        .arg("--cache")
-        .arg(tmp.join("cache"));
+    let mut cmd = create_cmd(
+        &tmp.join("input/bundle.yaml"),
+        out,
+        &vector("tiny.sec"),
+        &tmp.join("cache"),
+    );
+    cmd.env_remove("SOURCE_DATE_EPOCH");
     if vector("input/bundle.lock").exists() {
         cmd.arg("--locked");
     }

@@ -159,15 +159,12 @@ fn bearer_token_flow_in_front_of_the_real_registry() {
     )
     .unwrap();
     let create = |creds: Option<&str>, out: &str| {
-        let mut c = gapbundle();
-        c.arg("create")
-            .arg("-f")
-            .arg(dir.path().join("bundle.yaml"))
-            .arg("-o")
-            .arg(dir.path().join(out))
-            .arg("--cache")
-            .arg(dir.path().join("cache"))
-            .args(["--insecure-registry", &front.addr, "--retries", "1"])
+        let mut c = create_unsigned_cmd(
+            &dir.path().join("bundle.yaml"),
+            &dir.path().join(out),
+            &dir.path().join("cache"),
+        );
+        c.args(["--insecure-registry", &front.addr, "--retries", "1"])
             .arg("--docker-config")
             .arg(dir.path().join("no-docker-config.json"));
         if let Some(c2) = creds {

@@ -88,6 +88,29 @@ pub fn gapbundle() -> Command {
     Command::new(gapbundle_bin())
 }
 
+/// `gapbundle create -f SPEC -o OUT --key KEY --cache CACHE`, the command line
+/// most tests start from; callers add the rest (`--insecure-registry`,
+/// `--quiet`, `--locked`, an environment).
+pub fn create_cmd(spec: &Path, out: &Path, key: &Path, cache: &Path) -> Command {
+    let mut c = create_unsigned_cmd(spec, out, cache);
+    c.arg("--key").arg(key);
+    c
+}
+
+/// [`create_cmd`] without `--key`: an unsigned bundle, or a run that fails
+/// before signing matters.
+pub fn create_unsigned_cmd(spec: &Path, out: &Path, cache: &Path) -> Command {
+    let mut c = gapbundle();
+    c.arg("create")
+        .arg("-f")
+        .arg(spec)
+        .arg("-o")
+        .arg(out)
+        .arg("--cache")
+        .arg(cache);
+    c
+}
+
 // ---------------------------------------------------------------------------
 // Running tools
 // ---------------------------------------------------------------------------
