@@ -675,8 +675,16 @@ impl Containerd {
         Ok(ctx)
     }
 
+    /// For the streaming calls, which return `io::Error`: the text of the whole
+    /// chain, and the ContainerdFailure marker kept when there is one, so a
+    /// containerd that went away mid-stream still exits as unreachable.
     fn io_err(e: anyhow::Error) -> io::Error {
-        io::Error::other(format!("{e:#}"))
+        let msg = format!("{e:#}");
+        if e.chain().any(|c| c.is::<ContainerdFailure>()) {
+            io::Error::other(ContainerdFailure(msg))
+        } else {
+            io::Error::other(msg)
+        }
     }
 
     fn finish_ingest(&mut self) -> Result<()> {
@@ -1116,6 +1124,19 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_containerd_gone_mid_stream_keeps_its_marker() {
+        let gone = anyhow::Error::new(ContainerdFailure("containerd went away".into()))
+            .context("writing blob sha256:00");
+        let e = Containerd::io_err(gone);
+        assert!(e.get_ref().is_some_and(|i| i.is::<ContainerdFailure>()));
+        assert!(e
+            .to_string()
+            .contains("writing blob sha256:00: containerd went away"));
+        let other = Containerd::io_err(anyhow!("bad descriptor"));
+        assert!(!other.get_ref().is_some_and(|i| i.is::<ContainerdFailure>()));
+    }
 
     #[test]
     fn chain_ids_follow_the_oci_rule() {
