@@ -26,8 +26,8 @@
 //!   `gcRoot` becomes a symlink in `<root>/nix/var/nix/gcroots/gapbundle/`.
 //!
 //! On top of the bundle's own checks (each blob's sha256 while it streams), every
-//! NAR is decompressed on the fly (on worker threads, as many as there are cores,
-//! while the bundle goes on streaming) and its sha256 and size compared with the
+//! NAR is decompressed from its verified file (by one worker per core, while the
+//! bundle goes on streaming; see `Decoders`) and its sha256 and size compared with the
 //! NAR hash the path is registered under, and every path's signature by a trusted
 //! key is checked against Nix's fingerprint before anything is written. Nix checks
 //! the NAR hash again as it adds each path; ours is what makes a bundle that is
@@ -36,7 +36,7 @@
 //! registered before the last byte of the bundle verified, an interrupted import
 //! completes on rerun.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -251,51 +251,97 @@ fn parse_dest(arg: Option<&str>) -> Result<Dest> {
     })
 }
 
-/// What the decode worker hands back: the decoded NAR's digest and size.
+/// What decoding a NAR blob gives: the NAR's digest and size.
 type Decoded = Result<(Digest, u64), String>;
 
-/// The blob being received. The compressed bytes are written to the cache on the
-/// importing thread while a worker thread decompresses and hashes them: two cores
-/// instead of one. The channel holds a few chunks at most, so memory stays bounded.
-struct Receiving {
-    tmp: BufWriter<NamedTempFile>,
-    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
-    worker: std::thread::JoinHandle<Decoded>,
+/// Decompresses and hashes a staged `.nar.zst` file.
+fn decode_file(path: &Path) -> Decoded {
+    let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut dec = zstd::stream::read::Decoder::new(f).map_err(|e| e.to_string())?;
+    let mut hw = HashingWriter::new(io::sink());
+    io::copy(&mut dec, &mut hw).map_err(|e| e.to_string())?;
+    let (_, digest, size) = hw.finish();
+    Ok((digest, size))
 }
 
-fn spawn_decoder(tmp: NamedTempFile) -> io::Result<Receiving> {
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
-    let worker = std::thread::Builder::new()
-        .name("nar-decode".into())
-        .spawn(move || -> Decoded {
-            let mut dec = zstd::stream::write::Decoder::new(HashingWriter::new(io::sink()))
-                .map_err(|e| e.to_string())?;
-            let mut error = None;
-            // Drain the channel even after an error, so the sender never blocks.
-            for chunk in rx {
-                if error.is_none() {
-                    if let Err(e) = dec.write_all(&chunk) {
-                        error = Some(e.to_string());
-                    }
-                }
-            }
-            if let Some(e) = error {
-                return Err(e);
-            }
-            dec.flush().map_err(|e| e.to_string())?;
-            let (_, digest, size) = dec.into_inner().finish();
-            Ok((digest, size))
-        })?;
-    Ok(Receiving {
-        tmp: BufWriter::with_capacity(1 << 20, tmp),
-        tx: Some(tx),
-        worker,
-    })
+/// Checks that every NAR blob decodes to the NAR hash its path is registered under.
+///
+/// Decoding is most of an import's own CPU, and a large NAR is one zstd frame that
+/// only one thread can decode. So it is not done in step with the stream (a big
+/// blob would then hold the stream, and every core but one would idle): each blob,
+/// once its bytes verified and its file was renamed into place, is queued, and one
+/// worker per core decodes the files from the page cache while the bundle goes on
+/// streaming. Memory stays bounded: a worker holds a buffer and a zstd window. The
+/// results are only looked at once the whole bundle has streamed, and nothing is
+/// registered before all of them are good.
+struct Decoders {
+    jobs: Option<std::sync::mpsc::Sender<(usize, PathBuf)>>,
+    results: std::sync::mpsc::Receiver<(usize, Decoded)>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+    /// The queued blobs, in the order they streamed.
+    queued: Vec<BlobEntry>,
 }
 
-/// How many NARs may decode at once.
-fn decoders() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
+impl Decoders {
+    fn start() -> io::Result<Decoders> {
+        let (jobs, job_rx) = std::sync::mpsc::channel::<(usize, PathBuf)>();
+        let (result_tx, results) = std::sync::mpsc::channel();
+        let job_rx = std::sync::Arc::new(std::sync::Mutex::new(job_rx));
+        let n = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let mut workers = Vec::new();
+        for _ in 0..n {
+            let job_rx = job_rx.clone();
+            let result_tx = result_tx.clone();
+            workers.push(
+                std::thread::Builder::new()
+                    .name("nar-decode".into())
+                    .spawn(move || loop {
+                        let job = job_rx.lock().map(|rx| rx.recv());
+                        let Ok(Ok((i, path))) = job else { return };
+                        if result_tx.send((i, decode_file(&path))).is_err() {
+                            return;
+                        }
+                    })?,
+            );
+        }
+        Ok(Decoders {
+            jobs: Some(jobs),
+            results,
+            workers,
+            queued: Vec::new(),
+        })
+    }
+
+    fn queue(&mut self, blob: &BlobEntry, path: PathBuf) {
+        let i = self.queued.len();
+        self.queued.push(blob.clone());
+        if let Some(j) = &self.jobs {
+            let _ = j.send((i, path));
+        }
+    }
+
+    /// Waits for every queued blob; returns each with what it decoded to, in the
+    /// order they streamed.
+    fn finish(mut self) -> Vec<(BlobEntry, Decoded)> {
+        drop(self.jobs.take());
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+        let mut out: Vec<Option<Decoded>> = self.queued.iter().map(|_| None).collect();
+        for (i, d) in self.results.try_iter() {
+            out[i] = Some(d);
+        }
+        self.queued
+            .into_iter()
+            .zip(out)
+            .map(|(b, d)| {
+                (
+                    b,
+                    d.unwrap_or_else(|| Err("the decoding thread stopped".into())),
+                )
+            })
+            .collect()
+    }
 }
 
 /// The Nix target.
@@ -306,9 +352,10 @@ pub struct NixTarget {
     /// Paths to add, references first.
     new_paths: Vec<StorePath>,
     stage: Option<TempDir>,
-    receiving: Option<Receiving>,
-    /// Blobs whose bytes verified and whose NAR is still being decoded and hashed.
-    decoding: VecDeque<(BlobEntry, std::thread::JoinHandle<Decoded>)>,
+    /// The blob being received: its file in the cache, under a temporary name.
+    receiving: Option<BufWriter<NamedTempFile>>,
+    /// Verified blobs whose NARs are being decoded and hashed.
+    decoding: Option<Decoders>,
     progress_warned: bool,
 }
 
@@ -337,7 +384,7 @@ pub fn target(
         new_paths: Vec::new(),
         stage: None,
         receiving: None,
-        decoding: VecDeque::new(),
+        decoding: None,
         progress_warned: false,
     })))
 }
@@ -360,34 +407,38 @@ impl NixTarget {
         }
     }
 
-    /// Waits for the oldest decoding worker and checks its NAR against the hash
-    /// the path is registered under.
-    fn check_next_decoded(&mut self) -> Result<()> {
-        let Some((blob, worker)) = self.decoding.pop_front() else {
+    /// Waits for every NAR being decoded and checks each against the NAR hash its
+    /// path is registered under.
+    fn check_decoded(&mut self) -> Result<()> {
+        let Some(decoders) = self.decoding.take() else {
             return Ok(());
         };
-        let decoded = worker
-            .join()
-            .unwrap_or_else(|_| Err("the decoding thread panicked".into()));
-        let users: Vec<String> = self
-            .objects
-            .iter()
-            .filter(|o| o.blob == blob.digest)
-            .map(|o| o.path.to_string())
-            .collect();
-        let want = blob.content.as_ref();
-        match decoded {
-            Ok((d, s)) if want.is_some_and(|c| c.digest == d && c.size == s) => Ok(()),
-            Ok((d, s)) => Err(bad(format!(
-                "the NAR of {} decompresses to {} ({s} bytes), not the NAR hash it is registered under; the bundle was made wrong, nothing was imported",
-                users.join(", "),
-                NarHash::from_digest(&d)
-            ))),
-            Err(e) => Err(bad(format!(
-                "the NAR of {} is not valid zstd ({e}); nothing was imported",
-                users.join(", ")
-            ))),
+        for (blob, decoded) in decoders.finish() {
+            let users: Vec<String> = self
+                .objects
+                .iter()
+                .filter(|o| o.blob == blob.digest)
+                .map(|o| o.path.to_string())
+                .collect();
+            let want = blob.content.as_ref();
+            match decoded {
+                Ok((d, s)) if want.is_some_and(|c| c.digest == d && c.size == s) => {}
+                Ok((d, s)) => {
+                    return Err(bad(format!(
+                        "the NAR of {} decompresses to {} ({s} bytes), not the NAR hash it is registered under; the bundle was made wrong, nothing was imported",
+                        users.join(", "),
+                        NarHash::from_digest(&d)
+                    )))
+                }
+                Err(e) => {
+                    return Err(bad(format!(
+                        "the NAR of {} is not valid zstd ({e}); nothing was imported",
+                        users.join(", ")
+                    )))
+                }
+            }
         }
+        Ok(())
     }
 
     /// Fails before anything is written when the new paths cannot fit: their
@@ -652,57 +703,45 @@ impl Target for NixTarget {
                 .suffix(".tmp")
                 .tempfile_in(&dir)
         };
-        self.receiving = Some(spawn_decoder(temp()?)?);
+        self.receiving = Some(BufWriter::with_capacity(1 << 20, temp()?));
         Ok(())
     }
 
     fn write(&mut self, _blob: &BlobEntry, chunk: &[u8]) -> io::Result<()> {
-        let r = self
-            .receiving
+        self.receiving
             .as_mut()
-            .ok_or_else(|| io::Error::other("write before begin"))?;
-        r.tmp.write_all(chunk)?;
-        // The bytes are not verified yet: a decoding error is only reported in
-        // commit, after the blob's digest matched, so damage reads as damage. A
-        // worker that stopped early is found there too.
-        if let Some(tx) = &r.tx {
-            let _ = tx.send(chunk.to_vec());
-        }
-        Ok(())
+            .ok_or_else(|| io::Error::other("write before begin"))?
+            .write_all(chunk)
     }
 
     fn commit(&mut self, blob: &BlobEntry) -> io::Result<()> {
-        let mut r = self
+        let tmp = self
             .receiving
             .take()
             .ok_or_else(|| io::Error::other("commit before begin"))?;
-        drop(r.tx.take());
         // The compressed bytes verified: the file may take its content-addressed
-        // name. Whether it decodes to the NAR hash is known when its worker ends;
-        // nothing is registered before every worker ended well (`finish`).
+        // name. Whether it decodes to the NAR hash is checked in `finish`, before
+        // anything is registered.
         let dir = self.cache_dir()?;
-        let tmp = r.tmp.into_inner().map_err(|e| e.into_error())?;
+        let tmp = tmp.into_inner().map_err(|e| e.into_error())?;
         if matches!(self.dest, Dest::Cache(_)) {
             // A fleet's cache must not end up with a narinfo whose NAR was lost. The
             // private staging cache lives for one `nix copy` and needs no fsync.
             tmp.as_file().sync_all()?;
         }
-        let url = NarInfo::nar_url(&NarHash::from_digest(&blob.digest), "zst");
-        tmp.persist(dir.join(url)).map_err(|e| e.error)?;
-        self.decoding.push_back((blob.clone(), r.worker));
-        // Decoding is the slow part: let as many run as there are cores, while the
-        // bundle goes on streaming.
-        while self.decoding.len() > decoders() {
-            self.check_next_decoded()
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{e:#}")))?;
+        let path = dir.join(NarInfo::nar_url(&NarHash::from_digest(&blob.digest), "zst"));
+        tmp.persist(&path).map_err(|e| e.error)?;
+        if self.decoding.is_none() {
+            self.decoding = Some(Decoders::start()?);
+        }
+        if let Some(d) = self.decoding.as_mut() {
+            d.queue(blob, path);
         }
         Ok(())
     }
 
     fn finish(&mut self, _head: &Head, progress: &Progress) -> Result<serde_json::Value> {
-        while !self.decoding.is_empty() {
-            self.check_next_decoded()?;
-        }
+        self.check_decoded()?;
         if !self.new_paths.is_empty() {
             let dir = self.cache_dir()?;
             self.write_cache(&dir)?;
