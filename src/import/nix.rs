@@ -344,6 +344,11 @@ impl Decoders {
     }
 }
 
+/// The store path in Nix's "copying path '<path>' from '<store>'..." line.
+fn copying_path(line: &str) -> Option<&str> {
+    line.strip_prefix("copying path '")?.split('\'').next()
+}
+
 /// The Nix target.
 pub struct NixTarget {
     dest: Dest,
@@ -592,15 +597,39 @@ impl NixTarget {
             let keys: Vec<String> = self.trusted.iter().map(|k| k.to_string()).collect();
             cmd = cmd.args(["--option", "trusted-public-keys", &keys.join(" ")]);
         }
-        cmd.args(self.new_paths.iter().map(|p| p.as_str()))
-            .output()
-            .with_context(|| {
-                format!(
-                    "adding {} paths to {}",
-                    self.new_paths.len(),
-                    self.describe()
-                )
-            })?;
+        // Nix says "copying path '<path>' from '<cache>'..." as it starts each path:
+        // that drives a bar in bytes of NAR, so a long copy is not a silent minute.
+        let sizes: BTreeMap<String, u64> = self
+            .objects
+            .iter()
+            .map(|o| (o.path.to_string(), o.nar_size))
+            .collect();
+        let total: u64 = self
+            .new_paths
+            .iter()
+            .filter_map(|p| sizes.get(p.as_str()))
+            .sum();
+        let bar = progress.bar(format!("Nix paths into {}", self.describe()), total);
+        let shown = bar.clone();
+        let r = cmd
+            .args(self.new_paths.iter().map(|p| p.as_str()))
+            .on_stderr_line(move |line| {
+                if let Some(n) = copying_path(line).and_then(|p| sizes.get(p)) {
+                    shown.inc(*n);
+                }
+            })
+            .output();
+        match &r {
+            Ok(_) => bar.finish("added"),
+            Err(_) => bar.clear(),
+        }
+        r.with_context(|| {
+            format!(
+                "adding {} paths to {}",
+                self.new_paths.len(),
+                self.describe()
+            )
+        })?;
         Ok(())
     }
 
@@ -770,6 +799,16 @@ impl Target for NixTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nix_copy_progress_lines() {
+        assert_eq!(
+            copying_path("copying path '/nix/store/05mgdl19wlwc3dkxym9rciy2cj8m0lk2-bench-leaf-0279' from 'file:///tmp/gapbundle-nix-stage-x'..."),
+            Some("/nix/store/05mgdl19wlwc3dkxym9rciy2cj8m0lk2-bench-leaf-0279")
+        );
+        assert_eq!(copying_path("copying 331 paths..."), None);
+        assert_eq!(copying_path("warning: something"), None);
+    }
 
     #[test]
     fn store_arguments() {

@@ -54,6 +54,8 @@ pub struct Cmd {
     /// Bytes written to the command's stdin (a password for `--password-stdin`),
     /// which, unlike arguments, no other user can read from the process list.
     input: Option<Vec<u8>>,
+    /// Told each line the command writes to stderr, as it comes (for progress).
+    on_stderr_line: Option<Box<dyn FnMut(&str) + Send>>,
 }
 
 impl Cmd {
@@ -66,12 +68,19 @@ impl Cmd {
             program: program.to_string(),
             hint: hint.to_string(),
             input: None,
+            on_stderr_line: None,
         }
     }
     /// Gives the command `bytes` on stdin (by default it reads nothing). They are
     /// never shown: not in [`Cmd::display`], not in errors.
     pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Self {
         self.input = Some(bytes.into());
+        self
+    }
+    /// Calls `f` with each line the command writes to stderr while it runs (the
+    /// error report still gets the tail).
+    pub fn on_stderr_line(mut self, f: impl FnMut(&str) + Send + 'static) -> Self {
+        self.on_stderr_line = Some(Box::new(f));
         self
     }
     /// Adds an argument.
@@ -150,9 +159,24 @@ impl Cmd {
             });
         }
         let mut err = child.stderr.take().expect("stderr is piped");
+        let mut on_line = self.on_stderr_line.take();
         let drain = std::thread::spawn(move || {
             let mut buf = Vec::new();
-            let _ = err.read_to_end(&mut buf);
+            match on_line.as_mut() {
+                None => {
+                    let _ = err.read_to_end(&mut buf);
+                }
+                Some(f) => {
+                    let mut r = io::BufReader::new(err);
+                    let mut line = Vec::new();
+                    while matches!(io::BufRead::read_until(&mut r, b'\n', &mut line), Ok(n) if n > 0)
+                    {
+                        f(String::from_utf8_lossy(&line).trim_end());
+                        buf.extend_from_slice(&line);
+                        line.clear();
+                    }
+                }
+            }
             tail(&String::from_utf8_lossy(&buf))
         });
         Ok((child, command, drain))
@@ -286,6 +310,23 @@ mod tests {
             .stdin("s3cret\n");
         assert!(!cmd.display().contains("s3cret"));
         assert_eq!(cmd.output().unwrap(), b"got s3cret\n");
+    }
+
+    #[test]
+    fn stderr_lines_are_seen_as_they_come_and_failures_keep_them() {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let e = Cmd::new("sh", "")
+            .args([
+                "-c",
+                "echo one >&2; echo out; printf 'two\\nthree' >&2; exit 3",
+            ])
+            .on_stderr_line(move |l| s.lock().unwrap().push(l.to_string()))
+            .output()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(*seen.lock().unwrap(), ["one", "two", "three"]);
+        assert!(e.contains("one") && e.contains("three"), "{e}");
     }
 
     #[test]
