@@ -46,6 +46,9 @@ pub enum ProcessError {
     },
 }
 
+/// What is told each line a command writes to stderr.
+type LineSink = Box<dyn FnMut(&str) + Send>;
+
 /// A command to run.
 pub struct Cmd {
     inner: Command,
@@ -55,7 +58,7 @@ pub struct Cmd {
     /// which, unlike arguments, no other user can read from the process list.
     input: Option<Vec<u8>>,
     /// Told each line the command writes to stderr, as it comes (for progress).
-    on_stderr_line: Option<Box<dyn FnMut(&str) + Send>>,
+    on_stderr_line: Option<LineSink>,
 }
 
 impl Cmd {
