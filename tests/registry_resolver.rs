@@ -22,7 +22,7 @@ use gapbundle::io::cas::Cas;
 use gapbundle::progress::Progress;
 use gapbundle::resolve::auth::{self, parse_registry_auth};
 use gapbundle::resolve::image::{walk, Blob};
-use gapbundle::resolve::registry::{Registry as Resolver, RegistryOptions};
+use gapbundle::resolve::registry::{FetchStats, Registry as Resolver, RegistryOptions};
 use gapbundle::spec::Platforms;
 use support::*;
 
@@ -500,6 +500,15 @@ fn fake_blob(bytes: &[u8]) -> Blob {
     }
 }
 
+/// Fetches `blob` from the fake registry at `addr` (as `x/y`) into `cas`.
+fn fetch_one(res: &Resolver, cas: &Cas, addr: &str, blob: &Blob) -> anyhow::Result<FetchStats> {
+    res.fetch_blobs(
+        cas,
+        &[(format!("{addr}/x/y:1"), blob.clone())],
+        &Progress::quiet(),
+    )
+}
+
 #[test]
 fn an_interrupted_download_resumes_with_range() {
     let bytes = deterministic_bytes(42, 300_000);
@@ -508,13 +517,7 @@ fn an_interrupted_download_resumes_with_range() {
     let cas = cas_in(dir.path());
     let res = Resolver::new(options(&fake.addr, dir.path())).unwrap();
     let blob = fake_blob(&bytes);
-    let stats = res
-        .fetch_blobs(
-            &cas,
-            &[(format!("{}/x/y:1", fake.addr), blob.clone())],
-            &Progress::quiet(),
-        )
-        .unwrap();
+    let stats = fetch_one(&res, &cas, &fake.addr, &blob).unwrap();
     assert_eq!(stats.fetched, 1);
     assert_eq!(stats.fetched_bytes, bytes.len() as u64);
     assert_eq!(std::fs::read(cas.path(&blob.digest)).unwrap(), bytes);
@@ -534,12 +537,7 @@ fn wrong_bytes_are_retried_once_then_reported() {
     let cas = cas_in(dir.path());
     let res = Resolver::new(options(&fake.addr, dir.path())).unwrap();
     let blob = fake_blob(&bytes);
-    let err = res
-        .fetch_blobs(
-            &cas,
-            &[(format!("{}/x/y:1", fake.addr), blob.clone())],
-            &Progress::quiet(),
-        )
+    let err = fetch_one(&res, &cas, &fake.addr, &blob)
         .unwrap_err()
         .to_string();
     let mut bad = bytes.clone();
@@ -571,13 +569,7 @@ fn server_errors_are_retried() {
     let cas = cas_in(dir.path());
     let res = Resolver::new(options(&fake.addr, dir.path())).unwrap();
     let blob = fake_blob(&bytes);
-    let stats = res
-        .fetch_blobs(
-            &cas,
-            &[(format!("{}/x/y:1", fake.addr), blob.clone())],
-            &Progress::quiet(),
-        )
-        .unwrap();
+    let stats = fetch_one(&res, &cas, &fake.addr, &blob).unwrap();
     assert_eq!(stats.fetched, 1);
     assert_eq!(std::fs::read(cas.path(&blob.digest)).unwrap(), bytes);
     assert_eq!(fake.blob_requests.lock().unwrap().len(), 2);
@@ -587,15 +579,14 @@ fn server_errors_are_retried() {
     let mut o = options(&fake.addr, dir.path());
     o.retries = 1;
     let dir2 = tempfile::tempdir().unwrap();
-    let err = Resolver::new(o)
-        .unwrap()
-        .fetch_blobs(
-            &cas_in(dir2.path()),
-            &[(format!("{}/x/y:1", fake.addr), blob.clone())],
-            &Progress::quiet(),
-        )
-        .unwrap_err()
-        .to_string();
+    let err = fetch_one(
+        &Resolver::new(o).unwrap(),
+        &cas_in(dir2.path()),
+        &fake.addr,
+        &blob,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         err.contains(&format!(
             "registry {} failed with 503 Service Unavailable",
