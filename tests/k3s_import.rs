@@ -48,6 +48,14 @@ impl Work {
     }
 
     /// Bundles the three fixture images (two sharing a base layer, one multi-arch).
+    /// The fixture bundle, made from a registry of its own that is gone afterwards
+    /// (for tests that only need the bundle).
+    fn fixture_bundle(&self) -> PathBuf {
+        let reg = Registry::start();
+        push_fixture_images(&reg, None);
+        self.bundle_fixtures(&reg)
+    }
+
     fn bundle_fixtures(&self, reg: &Registry) -> PathBuf {
         let spec = self.path("bundle.yaml");
         fs::write(
@@ -174,11 +182,9 @@ fn assert_all_imported(c: &Containerd, images: &[(String, String)]) {
 
 #[test]
 fn containerd_import_registers_every_ref_unpacks_and_is_idempotent() {
-    let reg = Registry::start();
-    push_fixture_images(&reg, None);
     let ctd = Containerd::start();
     let w = Work::new();
-    let bundle = w.bundle_fixtures(&reg);
+    let bundle = w.fixture_bundle();
     let images = images_of(&bundle);
     assert_eq!(images.len(), 3);
 
@@ -248,11 +254,9 @@ fn containerd_import_registers_every_ref_unpacks_and_is_idempotent() {
 
 #[test]
 fn containerd_import_killed_midway_completes_on_rerun() {
-    let reg = Registry::start();
-    push_fixture_images(&reg, None);
     let ctd = Containerd::start();
     let w = Work::new();
-    let bundle = w.bundle_fixtures(&reg);
+    let bundle = w.fixture_bundle();
     let bytes = fs::read(&bundle).unwrap();
     let head = head_of(&bundle);
 
@@ -326,10 +330,8 @@ fn containerd_import_killed_midway_completes_on_rerun() {
 
 #[test]
 fn unreachable_containerd_exits_5_naming_the_socket_and_what_to_do() {
-    let reg = Registry::start();
-    push_fixture_images(&reg, None);
     let w = Work::new();
-    let bundle = w.bundle_fixtures(&reg);
+    let bundle = w.fixture_bundle();
     // A socket file nothing listens on any more (connect: refused), and a path
     // that does not exist.
     let dead = w.path("dead.sock");
@@ -628,10 +630,8 @@ fn a_newer_version_removes_the_manifest_files_it_no_longer_has() {
 
 #[test]
 fn staged_archive_is_what_ctr_images_import_accepts() {
-    let reg = Registry::start();
-    push_fixture_images(&reg, None);
     let w = Work::new();
-    let bundle = w.bundle_fixtures(&reg);
+    let bundle = w.fixture_bundle();
     let images = images_of(&bundle);
     run(w.import(&bundle).arg("--staged"));
     let archive = w.k3s_root().join("agent/images/edge-site.tar");
@@ -953,10 +953,8 @@ fn apply_mode_reports_a_failing_kubectl() {
 
 #[test]
 fn a_staged_archive_that_cannot_fit_stops_before_writing() {
-    let reg = Registry::start();
-    push_fixture_images(&reg, None);
     let w = Work::new();
-    let bundle = w.bundle_fixtures(&reg);
+    let bundle = w.fixture_bundle();
     let images = w.k3s_root().join("agent/images");
     let _full = FullTmpfs::mount(&images);
     let o = w
