@@ -149,14 +149,8 @@ impl Work {
 
     /// `gapbundle import BUNDLE --registry HOST` (plain HTTP), JSON report.
     fn import(&self, bundle: &Path, host: &str) -> Command {
-        let mut c = gapbundle();
-        c.arg("import")
-            .arg(bundle)
-            .arg("--trust")
-            .arg(self.public())
-            .arg("--k3s-root")
-            .arg(self.path("k3s"))
-            .args(["--registry", host, "--insecure-registry", host, "--json"]);
+        let mut c = import_cmd(bundle, &self.public(), &self.path("k3s"));
+        c.args(["--registry", host, "--insecure-registry", host, "--json"]);
         c
     }
 }

@@ -83,14 +83,7 @@ impl Work {
     }
 
     fn import(&self, bundle: &Path) -> Command {
-        let mut c = gapbundle();
-        c.arg("import")
-            .arg(bundle)
-            .arg("--trust")
-            .arg(self.public())
-            .arg("--k3s-root")
-            .arg(self.k3s_root());
-        c
+        import_cmd(bundle, &self.public(), &self.k3s_root())
     }
 }
 
@@ -188,12 +181,15 @@ fn containerd_import_registers_every_ref_unpacks_and_is_idempotent() {
     let images = images_of(&bundle);
     assert_eq!(images.len(), 3);
 
+    let dry_run = || {
+        json_out(&run(w
+            .import(&bundle)
+            .arg("--containerd")
+            .arg(ctd.socket())
+            .args(["--dry-run", "--json"])))
+    };
     // Dry run first: everything new, nothing written.
-    let plan = json_out(&run(w
-        .import(&bundle)
-        .arg("--containerd")
-        .arg(ctd.socket())
-        .args(["--dry-run", "--json"])));
+    let plan = dry_run();
     let t = &plan["targets"][0]["plan"];
     assert_eq!(t["newObjects"].as_array().unwrap().len(), 3, "{plan}");
     assert!(t["bytesToWrite"].as_u64().unwrap() > 0);
@@ -228,11 +224,7 @@ fn containerd_import_registers_every_ref_unpacks_and_is_idempotent() {
     assert_eq!(ctd.ingests(), 0, "no ingest left behind");
 
     // Second run: the plan says all present, and nothing changes.
-    let plan = json_out(&run(w
-        .import(&bundle)
-        .arg("--containerd")
-        .arg(ctd.socket())
-        .args(["--dry-run", "--json"])));
+    let plan = dry_run();
     let t = &plan["targets"][0]["plan"];
     assert_eq!(t["presentObjects"].as_array().unwrap().len(), 3, "{plan}");
     assert_eq!(t["bytesToWrite"], 0, "{plan}");

@@ -97,6 +97,19 @@ pub fn create_cmd(spec: &Path, out: &Path, key: &Path, cache: &Path) -> Command 
     c
 }
 
+/// `gapbundle import BUNDLE --trust KEY --k3s-root ROOT`, the import command line
+/// the K3s and fleet tests start from; callers add the targets and output flags.
+pub fn import_cmd(bundle: &Path, trust: &Path, k3s_root: &Path) -> Command {
+    let mut c = gapbundle();
+    c.arg("import")
+        .arg(bundle)
+        .arg("--trust")
+        .arg(trust)
+        .arg("--k3s-root")
+        .arg(k3s_root);
+    c
+}
+
 /// [`create_cmd`] without `--key`: an unsigned bundle, or a run that fails
 /// before signing matters.
 pub fn create_unsigned_cmd(spec: &Path, out: &Path, cache: &Path) -> Command {
