@@ -285,6 +285,43 @@ pub fn write_prefix<W: Write>(out: &mut W, plan: &Plan, envelope: &Envelope) -> 
     Ok(n)
 }
 
+/// Copies one stored blob's bytes from `src` to `out`: as they are when the source
+/// hashed them itself in this run (`hashed`, sizes still checked), otherwise hashed
+/// on the way and compared with the blob's digest.
+pub fn copy_blob_bytes<R: Read, W: Write>(
+    src: R,
+    out: &mut W,
+    blob: &BlobEntry,
+    hashed: bool,
+) -> Result<(), WriteError> {
+    let source_error = |e| WriteError::Source {
+        digest: blob.digest,
+        source: e,
+    };
+    let mut src = src.take(blob.size);
+    if hashed {
+        let size = io::copy(&mut src, out).map_err(source_error)?;
+        if size != blob.size {
+            return Err(source_error(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the cache gave {size} bytes, {} expected", blob.size),
+            )));
+        }
+    } else {
+        let mut hw = HashingWriter::new(&mut *out);
+        io::copy(&mut src, &mut hw).map_err(source_error)?;
+        let (_, found, size) = hw.finish();
+        if found != blob.digest || size != blob.size {
+            return Err(WriteError::DigestMismatch {
+                expected: blob.digest,
+                found,
+                size,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Writes the bundle to `out` and returns the bytes written. `on_blob` is told the
 /// size of each blob as it is copied (for progress).
 pub fn write_bundle<W: Write>(
@@ -298,36 +335,13 @@ pub fn write_bundle<W: Write>(
     let mut n = write_prefix(&mut out, plan, envelope)?;
     for blob in plan.stored_blobs() {
         out.write_all(&plan.blob_header(blob)?)?;
-        let mut src = source
+        let src = source
             .open_blob(&blob.digest)
             .map_err(|e| WriteError::Source {
                 digest: blob.digest,
                 source: e,
             })?;
-        let source_error = |e| WriteError::Source {
-            digest: blob.digest,
-            source: e,
-        };
-        if source.verified_this_run(&blob.digest) {
-            let size = io::copy(&mut (&mut src).take(blob.size), &mut out).map_err(source_error)?;
-            if size != blob.size {
-                return Err(source_error(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("the cache gave {size} bytes, {} expected", blob.size),
-                )));
-            }
-        } else {
-            let mut hw = HashingWriter::new(&mut out);
-            io::copy(&mut (&mut src).take(blob.size), &mut hw).map_err(source_error)?;
-            let (_, found, size) = hw.finish();
-            if found != blob.digest || size != blob.size {
-                return Err(WriteError::DigestMismatch {
-                    expected: blob.digest,
-                    found,
-                    size,
-                });
-            }
-        }
+        copy_blob_bytes(src, &mut out, blob, source.verified_this_run(&blob.digest))?;
         layout::write_padding(&mut out, blob.size)?;
         n += entry_len(blob.size);
         on_blob(blob);

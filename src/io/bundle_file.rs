@@ -14,16 +14,15 @@
 //! The bytes are exactly those of `write_bundle` (tested). Outputs that are not
 //! regular files (a pipe, `/dev/null`) keep using `write_bundle`.
 
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use crate::bundle::digest::HashingWriter;
 use crate::bundle::manifest::BlobEntry;
 use crate::bundle::signature::Envelope;
-use crate::bundle::writer::{write_prefix, BlobSource, Plan, WriteError};
+use crate::bundle::writer::{copy_blob_bytes, write_prefix, BlobSource, Plan, WriteError};
 use crate::io::cas::Cas;
 
 /// Bytes copied between two background syncs (see `atomic`'s early writeback).
@@ -117,35 +116,23 @@ fn copy_blob(
     out: &mut std::fs::File,
     at: u64,
 ) -> Result<(), WriteError> {
-    let source_error = |e| WriteError::Source {
-        digest: blob.digest,
-        source: e,
-    };
     file.write_all_at(&plan.blob_header(blob)?, at - 512)?;
-    let src = cas.open_read(&blob.digest).map_err(source_error)?;
-    let mut src = src.into_parts().0.take(blob.size);
+    let src = cas
+        .open_read(&blob.digest)
+        .map_err(|e| WriteError::Source {
+            digest: blob.digest,
+            source: e,
+        })?
+        .into_parts()
+        .0;
     out.seek(SeekFrom::Start(at))?;
     if cas.verified_this_run(&blob.digest) {
         // File to file: std hands this to copy_file_range where it can.
-        let size = io::copy(&mut src, out).map_err(source_error)?;
-        if size != blob.size {
-            return Err(source_error(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("the cache gave {size} bytes, {} expected", blob.size),
-            )));
-        }
+        copy_blob_bytes(src, out, blob, true)?;
     } else {
-        let mut hw = HashingWriter::new(io::BufWriter::with_capacity(1 << 20, &mut *out));
-        io::copy(&mut src, &mut hw).map_err(source_error)?;
-        let (mut w, found, size) = hw.finish();
+        let mut w = io::BufWriter::with_capacity(1 << 20, &mut *out);
+        copy_blob_bytes(src, &mut w, blob, false)?;
         w.flush()?;
-        if found != blob.digest || size != blob.size {
-            return Err(WriteError::DigestMismatch {
-                expected: blob.digest,
-                found,
-                size,
-            });
-        }
     }
     Ok(())
 }
