@@ -115,11 +115,7 @@ fn select_targets(
     trust: &Trust,
 ) -> Result<Vec<Box<dyn Target>>, Failure> {
     let mut v: Vec<Box<dyn Target>> = Vec::new();
-    let signers = match trust {
-        Trust::Signed(keys) => keys.as_slice(),
-        Trust::Unchecked => &[],
-    };
-    if let Some(t) = import::nix::target(a, head, signers)? {
+    if let Some(t) = import::nix::target(a, head, trust.signers())? {
         v.push(t);
     }
     v.extend(import::oci::targets(a, head)?);

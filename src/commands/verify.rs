@@ -25,12 +25,20 @@ pub enum Trust {
 }
 
 impl Trust {
-    /// Names of the trusted keys that signed (none when unchecked).
-    pub fn signer_names(&self) -> Vec<String> {
+    /// The trusted keys that signed (none when unchecked).
+    pub fn signers(&self) -> &[PublicKey] {
         match self {
-            Trust::Signed(keys) => keys.iter().map(|k| k.name().to_string()).collect(),
-            Trust::Unchecked => Vec::new(),
+            Trust::Signed(keys) => keys,
+            Trust::Unchecked => &[],
         }
+    }
+
+    /// Their names.
+    pub fn signer_names(&self) -> Vec<String> {
+        self.signers()
+            .iter()
+            .map(|k| k.name().to_string())
+            .collect()
     }
 }
 
