@@ -1,10 +1,12 @@
-//! Local I/O shared by the commands: the blob cache, atomic files, subprocesses.
+//! Local I/O shared by the commands: the blob cache, atomic files, subprocesses, and
+//! a bundle file served in place over loopback HTTP.
 
 pub mod atomic;
 pub mod bundle_file;
 pub mod cas;
 pub mod keys;
 pub mod process;
+pub mod serve;
 pub mod space;
 
 /// Reads until `buf` is full or the reader ends; returns how many bytes were read.

@@ -1,0 +1,532 @@
+//! A bundle file served in place over loopback HTTP.
+//!
+//! Nix already knows how to take paths from a binary cache, and a bundle's Nix blobs
+//! are exactly a binary cache's `.nar.zst` files. Copying them out of the bundle
+//! into a staging folder first (what a `file://` cache needs) writes every byte once
+//! more and then makes the disk write back and delete it while Nix fills the store:
+//! on the benchmark closure that staging was a third of the import. Served from the
+//! bundle file itself, the only writes are Nix's own.
+//!
+//! So this serves a fixed set of documents on `127.0.0.1` under a random path
+//! prefix: small ones held in memory (narinfos) and byte ranges of one open file.
+//! It is a server for one local client, not for a network: HTTP/1.1 with
+//! keep-alive, `GET` and `HEAD`, and the `Range: bytes=N-` form curl sends to resume
+//! a transfer. Anything else is refused.
+//!
+//! A range was verified when the bundle streamed, but the file could change between
+//! then and now (a flaky USB disk, someone writing to it). Each range is hashed again
+//! as it is served, and its last chunk is only sent once the digest matched: a
+//! client can never receive the whole of a range whose bytes are not the verified
+//! ones. A mismatch is recorded ([`Server::failures`]), the connection is dropped,
+//! and later requests for that document get `410 Gone`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::bundle::digest::{Digest, Hasher};
+
+/// How long an idle connection is kept open.
+const IDLE: Duration = Duration::from_secs(60);
+/// Bytes read from the file and written to the socket at a time.
+const CHUNK: usize = 256 << 10;
+/// Longest request head accepted.
+const MAX_HEAD: usize = 16 << 10;
+
+/// One document.
+#[derive(Debug, Clone)]
+pub enum Resource {
+    /// Bytes held in memory.
+    Text {
+        /// The body.
+        body: Arc<[u8]>,
+        /// Its media type.
+        content_type: &'static str,
+    },
+    /// A byte range of the served file, checked against `digest` as it is sent.
+    Range {
+        /// Where the range starts in the file.
+        offset: u64,
+        /// Its length.
+        size: u64,
+        /// The sha256 its bytes must have.
+        digest: Digest,
+    },
+}
+
+impl Resource {
+    /// A text document.
+    pub fn text(body: impl Into<Vec<u8>>, content_type: &'static str) -> Self {
+        Resource::Text {
+            body: body.into().into(),
+            content_type,
+        }
+    }
+}
+
+/// A range whose bytes were not the verified ones when they were served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    /// The document's name (below the prefix).
+    pub name: String,
+    /// The digest it must have.
+    pub expected: Digest,
+    /// The digest its bytes had, or why they could not be read.
+    pub found: Result<Digest, String>,
+}
+
+struct Shared {
+    file: std::fs::File,
+    site: BTreeMap<String, Resource>,
+    prefix: String,
+    failures: Mutex<Vec<Mismatch>>,
+    gone: Mutex<BTreeSet<String>>,
+    stop: AtomicBool,
+}
+
+/// A running server; stopped when dropped.
+pub struct Server {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Serves `site` (names without a leading `/`) from `file` on a free loopback
+    /// port, under a random path prefix so that no client cache can mistake one
+    /// run's documents for another's.
+    pub fn start(file: std::fs::File, site: BTreeMap<String, Resource>) -> io::Result<Server> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let addr = listener.local_addr()?;
+        let mut nonce = [0u8; 12];
+        getrandom::fill(&mut nonce).map_err(|e| io::Error::other(e.to_string()))?;
+        let prefix: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+        let shared = Arc::new(Shared {
+            file,
+            site,
+            prefix: format!("/{prefix}/"),
+            failures: Mutex::new(Vec::new()),
+            gone: Mutex::new(BTreeSet::new()),
+            stop: AtomicBool::new(false),
+        });
+        let s = shared.clone();
+        let acceptor = std::thread::Builder::new()
+            .name("serve-accept".into())
+            .spawn(move || accept_loop(listener, s))?;
+        Ok(Server {
+            shared,
+            addr,
+            acceptor: Some(acceptor),
+        })
+    }
+
+    /// The base URL, without a trailing slash (`http://127.0.0.1:PORT/PREFIX`).
+    pub fn url(&self) -> String {
+        format!(
+            "http://{}{}",
+            self.addr,
+            self.shared.prefix.trim_end_matches('/')
+        )
+    }
+
+    /// The ranges found not to be what they must be, so far.
+    pub fn failures(&self) -> Vec<Mismatch> {
+        self.shared
+            .failures
+            .lock()
+            .map(|f| f.clone())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        // Wakes the blocking accept so it sees the flag.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(t) = self.acceptor.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    for conn in listener.incoming() {
+        if shared.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(conn) = conn else { continue };
+        let s = shared.clone();
+        // One thread per connection: the client is one local process with a few
+        // connections, and a blocking thread each keeps the code plain.
+        let _ = std::thread::Builder::new()
+            .name("serve-conn".into())
+            .spawn(move || {
+                let _ = serve_connection(conn, &s);
+            });
+    }
+}
+
+/// A parsed request head.
+#[derive(Debug, PartialEq, Eq)]
+struct Request {
+    method: String,
+    target: String,
+    /// `Range: bytes=N-`, the only range form served.
+    resume_from: Option<u64>,
+    close: bool,
+}
+
+/// Reads one line of a request head into `line`, counting it against `MAX_HEAD`.
+fn head_line(r: &mut impl BufRead, line: &mut String, total: &mut usize) -> io::Result<usize> {
+    line.clear();
+    let n = io::Read::take(&mut *r, (MAX_HEAD - *total) as u64).read_line(line)?;
+    *total += n;
+    if n > 0 && !line.ends_with('\n') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "request head too long",
+        ));
+    }
+    Ok(n)
+}
+
+/// Reads one request head; `None` when the client closed the connection.
+fn read_request(r: &mut impl BufRead) -> io::Result<Option<Request>> {
+    let mut line = String::new();
+    let mut total = 0;
+    let mut next = |line: &mut String| head_line(r, line, &mut total);
+    if next(&mut line)? == 0 {
+        return Ok(None);
+    }
+    let mut parts = line.split_whitespace();
+    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "bad request line",
+        ));
+    };
+    let mut req = Request {
+        method: method.to_string(),
+        target: target.to_string(),
+        resume_from: None,
+        close: version == "HTTP/1.0",
+    };
+    loop {
+        if next(&mut line)? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let l = line.trim_end();
+        if l.is_empty() {
+            return Ok(Some(req));
+        }
+        let Some((k, v)) = l.split_once(':') else {
+            continue;
+        };
+        let v = v.trim();
+        if k.eq_ignore_ascii_case("connection") {
+            req.close = v.eq_ignore_ascii_case("close");
+        } else if k.eq_ignore_ascii_case("range") {
+            req.resume_from = v
+                .strip_prefix("bytes=")
+                .and_then(|r| r.strip_suffix('-'))
+                .and_then(|n| n.parse().ok());
+        } else if k.eq_ignore_ascii_case("content-length") && v != "0" {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "request bodies are not accepted",
+            ));
+        }
+    }
+}
+
+fn serve_connection(conn: TcpStream, shared: &Shared) -> io::Result<()> {
+    conn.set_read_timeout(Some(IDLE))?;
+    conn.set_nodelay(true)?;
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut out = conn;
+    loop {
+        let req = match read_request(&mut reader) {
+            Ok(Some(r)) => r,
+            Ok(None) => return Ok(()),
+            Err(_) => return status(&mut out, "400 Bad Request", true),
+        };
+        if shared.stop.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let head_only = match req.method.as_str() {
+            "GET" => false,
+            "HEAD" => true,
+            _ => {
+                status(&mut out, "405 Method Not Allowed", true)?;
+                return Ok(());
+            }
+        };
+        let name = req.target.strip_prefix(shared.prefix.as_str());
+        let found = name.and_then(|n| shared.site.get(n).map(|r| (n, r)));
+        let gone = name.is_some_and(|n| shared.gone.lock().is_ok_and(|g| g.contains(n)));
+        match found {
+            None => status(&mut out, "404 Not Found", req.close)?,
+            Some(_) if gone => status(&mut out, "410 Gone", req.close)?,
+            Some((_, Resource::Text { body, content_type })) => {
+                write!(
+                    out,
+                    "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{}\r\n",
+                    body.len(),
+                    connection_header(req.close)
+                )?;
+                if !head_only {
+                    out.write_all(body)?;
+                }
+            }
+            Some((
+                n,
+                Resource::Range {
+                    offset,
+                    size,
+                    digest,
+                },
+            )) => {
+                let from = req.resume_from.filter(|f| *f < *size);
+                let (code, extra) = match from {
+                    Some(f) => (
+                        "206 Partial Content",
+                        format!("Content-Range: bytes {f}-{}/{size}\r\n", size - 1),
+                    ),
+                    None => ("200 OK", String::new()),
+                };
+                write!(
+                    out,
+                    "HTTP/1.1 {code}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n{extra}{}\r\n",
+                    size - from.unwrap_or(0),
+                    connection_header(req.close)
+                )?;
+                if !head_only {
+                    let sent = send_range(
+                        &shared.file,
+                        *offset,
+                        *size,
+                        from.unwrap_or(0),
+                        digest,
+                        &mut out,
+                    );
+                    if let Err(found) = sent {
+                        let bad = Mismatch {
+                            name: n.to_string(),
+                            expected: *digest,
+                            found,
+                        };
+                        if let Ok(mut g) = shared.gone.lock() {
+                            g.insert(bad.name.clone());
+                        }
+                        if let Ok(mut f) = shared.failures.lock() {
+                            f.push(bad);
+                        }
+                        // The last chunk was not sent: the client sees a short body.
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        out.flush()?;
+        if req.close {
+            return Ok(());
+        }
+    }
+}
+
+fn connection_header(close: bool) -> &'static str {
+    if close {
+        "Connection: close\r\n"
+    } else {
+        ""
+    }
+}
+
+fn status(out: &mut TcpStream, code: &str, close: bool) -> io::Result<()> {
+    write!(
+        out,
+        "HTTP/1.1 {code}\r\nContent-Length: 0\r\n{}\r\n",
+        connection_header(close)
+    )?;
+    out.flush()?;
+    if close {
+        // Closing with unread request bytes makes the kernel reset the connection,
+        // and the client may then lose the answer: say we are done, then read
+        // what is left for a moment.
+        out.shutdown(std::net::Shutdown::Write)?;
+        out.set_read_timeout(Some(Duration::from_secs(1)))?;
+        let _ = io::copy(&mut io::Read::take(&mut *out, 1 << 20), &mut io::sink());
+    }
+    Ok(())
+}
+
+/// Sends bytes `from..size` of the range at `offset`, hashing all of it (the part
+/// before `from` too) and sending the last chunk only if the digest is `digest`.
+/// `Err` is what was found instead; a socket error is also `Err`, which only means
+/// the client went away.
+fn send_range(
+    file: &std::fs::File,
+    offset: u64,
+    size: u64,
+    from: u64,
+    digest: &Digest,
+    out: &mut impl Write,
+) -> Result<(), Result<Digest, String>> {
+    let mut hasher = Some(Hasher::new());
+    let mut buf = vec![0u8; CHUNK];
+    let mut pos = 0u64;
+    while pos < size {
+        let want = (size - pos).min(CHUNK as u64) as usize;
+        let chunk = &mut buf[..want];
+        file.read_exact_at(chunk, offset + pos)
+            .map_err(|e| Err(format!("reading the bundle file: {e}")))?;
+        let end = pos + want as u64;
+        let h = hasher.as_mut().expect("taken only at the end");
+        h.update(chunk);
+        if end == size {
+            let (found, _) = hasher.take().expect("taken only at the end").finish();
+            if found != *digest {
+                return Err(Ok(found));
+            }
+        }
+        if end > from {
+            let skip = from.saturating_sub(pos) as usize;
+            out.write_all(&chunk[skip..])
+                .map_err(|e| Err(format!("the client went away: {e}")))?;
+        }
+        pos = end;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn digest(b: &[u8]) -> Digest {
+        Digest::of(b)
+    }
+
+    /// A site with one text document and one range of a temp file.
+    fn site(data: &[u8], range_digest: Digest) -> (Server, tempfile::NamedTempFile) {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(data).unwrap();
+        let mut site = BTreeMap::new();
+        site.insert("info".into(), Resource::text("hello\n", "text/plain"));
+        site.insert(
+            "nar/x.nar.zst".into(),
+            Resource::Range {
+                offset: 3,
+                size: data.len() as u64 - 3,
+                digest: range_digest,
+            },
+        );
+        let s = Server::start(f.reopen().unwrap(), site).unwrap();
+        (s, f)
+    }
+
+    /// Sends raw requests on one connection and returns everything the server
+    /// sent until it closed the connection.
+    fn exchange(s: &Server, requests: &str) -> Vec<u8> {
+        let mut c = TcpStream::connect(s.addr).unwrap();
+        c.write_all(requests.as_bytes()).unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).unwrap();
+        got
+    }
+
+    fn prefix(s: &Server) -> String {
+        s.shared.prefix.clone()
+    }
+
+    #[test]
+    fn serves_text_ranges_and_resumes_on_one_connection() {
+        let data: Vec<u8> = (0..(3 * CHUNK as u32 + 10)).map(|i| i as u8).collect();
+        let (s, _f) = site(&data, digest(&data[3..]));
+        let p = prefix(&s);
+        let got = exchange(
+            &s,
+            &format!(
+                "GET {p}info HTTP/1.1\r\nHost: x\r\n\r\nHEAD {p}info HTTP/1.1\r\n\r\nGET {p}nar/x.nar.zst HTTP/1.1\r\n\r\nGET {p}nar/x.nar.zst HTTP/1.1\r\nRange: bytes=5-\r\n\r\nGET {p}missing HTTP/1.1\r\nConnection: close\r\n\r\n"
+            ),
+        );
+        let mut want = Vec::new();
+        want.extend_from_slice(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n\r\nhello\n",
+        );
+        want.extend_from_slice(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n\r\n",
+        );
+        let n = data.len() - 3;
+        want.extend_from_slice(
+            format!("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {n}\r\n\r\n").as_bytes(),
+        );
+        want.extend_from_slice(&data[3..]);
+        want.extend_from_slice(
+            format!("HTTP/1.1 206 Partial Content\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nContent-Range: bytes 5-{}/{n}\r\n\r\n", n - 5, n - 1).as_bytes(),
+        );
+        want.extend_from_slice(&data[8..]);
+        want.extend_from_slice(
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+        assert!(got == want, "response differs from the expected bytes");
+        assert!(s.failures().is_empty());
+    }
+
+    #[test]
+    fn a_range_that_changed_is_cut_short_and_then_gone() {
+        let data: Vec<u8> = (0..(2 * CHUNK as u32 + 100))
+            .map(|i| (i * 7) as u8)
+            .collect();
+        let wrong = digest(b"not these bytes");
+        let (s, _f) = site(&data, wrong);
+        let p = prefix(&s);
+        let got = exchange(&s, &format!("GET {p}nar/x.nar.zst HTTP/1.1\r\n\r\n"));
+        let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let body = &got[head_end..];
+        // Everything but the last chunk arrived, and the connection was closed.
+        assert_eq!(body.len(), 2 * CHUNK);
+        assert_eq!(body, &data[3..3 + 2 * CHUNK]);
+        let f = s.failures();
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].name, "nar/x.nar.zst");
+        assert_eq!(f[0].expected, wrong);
+        assert_eq!(f[0].found, Ok(digest(&data[3..])));
+        let again = exchange(
+            &s,
+            &format!("GET {p}nar/x.nar.zst HTTP/1.1\r\nConnection: close\r\n\r\n"),
+        );
+        assert!(again.starts_with(b"HTTP/1.1 410 Gone\r\n"));
+    }
+
+    #[test]
+    fn refuses_what_it_does_not_serve() {
+        let data = b"0123456789";
+        let (s, _f) = site(data, digest(&data[3..]));
+        let p = prefix(&s);
+        // Without the prefix nothing is found.
+        let got = exchange(&s, "GET /info HTTP/1.1\r\nConnection: close\r\n\r\n");
+        assert!(got.starts_with(b"HTTP/1.1 404 Not Found\r\n"));
+        let got = exchange(&s, &format!("PUT {p}info HTTP/1.1\r\n\r\n"));
+        assert!(got.starts_with(b"HTTP/1.1 405 Method Not Allowed\r\n"));
+        let got = exchange(&s, "garbage\r\n\r\n");
+        assert!(got.starts_with(b"HTTP/1.1 400 Bad Request\r\n"));
+        let long = format!(
+            "GET {p}info HTTP/1.1\r\nX: {}\r\n\r\n",
+            "a".repeat(MAX_HEAD)
+        );
+        let got = exchange(&s, &long);
+        assert!(got.starts_with(b"HTTP/1.1 400 Bad Request\r\n"));
+        assert!(s.url().starts_with("http://127.0.0.1:"));
+        assert!(s.url().ends_with(p.trim_end_matches('/')));
+    }
+}
