@@ -106,13 +106,19 @@ impl Work {
         ))
     }
     fn import(&self, bundle: &str, store: &str, trust: &Path) -> Output {
-        gb().args(["--json", "import", "--skip-images", "--skip-manifests"])
-            .arg(self.path(bundle))
-            .arg("--trust")
-            .arg(trust)
-            .args(["--nix-store", store])
-            .output()
-            .unwrap()
+        self.import_cmd(bundle, store, trust).output().unwrap()
+    }
+    /// The import command line; `bundle` `-` reads stdin.
+    fn import_cmd(&self, bundle: &str, store: &str, trust: &Path) -> Command {
+        let mut c = gb();
+        c.args(["--json", "import", "--skip-images", "--skip-manifests"]);
+        if bundle == "-" {
+            c.arg("-");
+        } else {
+            c.arg(self.path(bundle));
+        }
+        c.arg("--trust").arg(trust).args(["--nix-store", store]);
+        c
     }
     /// A flake output's store path, as Nix builds it.
     fn built(&self, attr: &str) -> String {
@@ -426,6 +432,31 @@ fn file_cache_serves_nix_copy_with_only_our_key_made_by_nix() {
     );
 }
 
+/// `path` and every nix-path of manifest `m` whose closure in the bundle holds it.
+fn with_referrers(m: &Value, path: &str) -> Vec<String> {
+    let objs = nix_objects(m);
+    let mut out = vec![path.to_string()];
+    loop {
+        let more: Vec<String> = objs
+            .iter()
+            .filter(|o| {
+                let name = o["name"].as_str().unwrap();
+                !out.iter().any(|p| p == name)
+                    && o["meta"]["references"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|r| out.iter().any(|p| p == r.as_str().unwrap()))
+            })
+            .map(|o| o["name"].as_str().unwrap().to_string())
+            .collect();
+        if more.is_empty() {
+            return out;
+        }
+        out.extend(more);
+    }
+}
+
 fn lib_of(m: &Value) -> String {
     nix_objects(m)
         .iter()
@@ -530,11 +561,18 @@ fn damaged_or_inconsistent_bundles_register_nothing() {
     support::forge::resign(&w.path("site.gapb"), &w.path("forged.gapb"), &key, |m| {
         set_hash(m, true)
     });
+    // Into a store, Nix checks each NAR against its signed hash as it adds the path:
+    // lib is refused, and so is everything that references it. (Paths that do not
+    // need lib may be added: they are exactly what was signed.)
     let root = w.path("t3");
     let o = w.import("forged.gapb", &root.display().to_string(), &w.public());
-    assert_ne!(code(&o), 0, "{}", stderr(&o));
-    assert!(stderr(&o).contains("decompresses to"), "{}", stderr(&o));
-    assert!(valid_in(&root, &all).is_empty());
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("decompresses to") && stderr(&o).contains(&lib),
+        "{}",
+        stderr(&o)
+    );
+    assert!(valid_in(&root, &with_referrers(&m, &lib)).is_empty());
     // The same into a binary cache: no narinfo appears.
     let cache = w.path("c3");
     let o = w.import(
@@ -556,6 +594,16 @@ fn damaged_or_inconsistent_bundles_register_nothing() {
         })
         .unwrap_or(0);
     assert_eq!(narinfos, 0);
+
+    // The same from stdin (staged in a file:// folder first): the same refusal.
+    let root = w.path("t3s");
+    let o = w
+        .import_cmd("-", &root.display().to_string(), &w.public())
+        .stdin(fs::File::open(w.path("forged.gapb")).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    assert!(valid_in(&root, &with_referrers(&m, &lib)).is_empty());
 
     // 3. A missing reference: the bundle lacks `base`, which lib references.
     let base = lib_obj["meta"]["references"]
@@ -580,6 +628,79 @@ fn damaged_or_inconsistent_bundles_register_nothing() {
         stderr(&o)
     );
     assert!(valid_in(&root, &all).is_empty());
+}
+
+/// A bundle file that changes after it verified (a failing USB disk) must not get a
+/// NAR into the store: the NARs are served from the file in place and hashed again
+/// as Nix reads them. No real service can make a file change on cue between the
+/// import's verification and Nix's read, so a `nix` in front of the real one flips
+/// one byte of lib's NAR in the bundle file just before `nix copy` runs; the real
+/// Nix does the rest.
+#[test]
+fn a_bundle_file_that_changes_after_it_verified_gets_no_nar_into_the_store() {
+    let w = Work::new();
+    ok(w.create("site.gapb", &w.secret()));
+    let (_, head) = head_of(&w.path("site.gapb"));
+    let m: Value = serde_json::from_slice(&head.manifest_bytes).unwrap();
+    let lib = lib_of(&m);
+    let lib_digest = nix_objects(&m)
+        .into_iter()
+        .find(|o| o["name"] == lib.as_str())
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let blob = head
+        .manifest
+        .blobs
+        .iter()
+        .find(|b| b.digest.to_string() == lib_digest)
+        .unwrap();
+    let at = head.blob_position(blob).unwrap() + blob.size / 2;
+    let real_nix = run_stdout(Command::new("sh").args(["-c", "command -v nix"]));
+    let bin = w.path("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let wrapper = bin.join("nix");
+    fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh
+if [ \"$1\" = copy ]; then
+  python3 -c 'import sys; f = open(sys.argv[1], \"r+b\"); f.seek(int(sys.argv[2])); b = f.read(1); f.seek(int(sys.argv[2])); f.write(bytes([b[0] ^ 1]))' {} {at} || exit 99
+fi
+exec {} \"$@\"
+",
+            w.path("site.gapb").display(),
+            real_nix.trim()
+        ),
+    )
+    .unwrap();
+    let mut perms = fs::metadata(&wrapper).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    fs::set_permissions(&wrapper, perms).unwrap();
+    let root = w.path("t");
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let o = w
+        .import_cmd("site.gapb", &root.display().to_string(), &w.public())
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(code(&o), 3, "{err}");
+    assert!(
+        err.contains("changed after it verified") && err.contains(&lib),
+        "{err}"
+    );
+    assert!(valid_in(&root, &with_referrers(&m, &lib)).is_empty());
+    // The wrapper did flip the byte: the file no longer verifies.
+    let o = gb()
+        .arg("verify")
+        .arg(w.path("site.gapb"))
+        .arg("--trust")
+        .arg(w.public())
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
 }
 
 #[test]
@@ -745,15 +866,30 @@ fn an_import_that_cannot_fit_stops_before_writing_anything() {
             .output()
             .unwrap()
     };
-    // Into a store: the staging folder in $TMPDIR cannot hold the NAR blobs.
+    // Into a store from the file: the NARs are served in place, but Nix's cache of
+    // the narinfos it is served needs a little room in $TMPDIR.
     let root = w.path("t");
     let o = import(&root.display().to_string());
     let err = stderr(&o);
     assert_eq!(code(&o), 1, "{err}");
     assert!(
-        err.contains("the staging folder in $TMPDIR")
+        err.contains("$TMPDIR (for Nix's cache of the narinfos")
             && err.contains(&full.display().to_string())
             && err.contains("TMPDIR=/var/tmp"),
+        "{err}"
+    );
+    assert!(!root.exists(), "nothing may be written to the store");
+    // From stdin the NARs are staged: the staging folder in $TMPDIR cannot hold them.
+    let o = w
+        .import_cmd("-", &root.display().to_string(), &w.public())
+        .stdin(fs::File::open(w.path("site.gapb")).unwrap())
+        .env("TMPDIR", &full)
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(code(&o), 1, "{err}");
+    assert!(
+        err.contains("the staging folder in $TMPDIR") && err.contains("TMPDIR=/var/tmp"),
         "{err}"
     );
     assert!(!root.exists(), "nothing may be written to the store");
@@ -793,4 +929,17 @@ fn an_import_that_cannot_fit_stops_before_writing_anything() {
         )),
         "{err}"
     );
+    // And from stdin, staged, into another store.
+    let (_, head) = head_of(&w.path("site.gapb"));
+    let m: Value = serde_json::from_slice(&head.manifest_bytes).unwrap();
+    let all: Vec<String> = nix_objects(&m)
+        .iter()
+        .map(|o| o["name"].as_str().unwrap().to_string())
+        .collect();
+    let root2 = w.path("t2");
+    ok(w.import_cmd("-", &root2.display().to_string(), &w.public())
+        .stdin(fs::File::open(w.path("site.gapb")).unwrap())
+        .output()
+        .unwrap());
+    assert_eq!(valid_in(&root2, &all), all);
 }

@@ -283,7 +283,9 @@ pub fn read_head<R: Read>(r: &mut R) -> Result<Head, ReadError> {
     })
 }
 
-fn damage(head: &Head, entry: &Entry, found: Option<Digest>, found_size: u64) -> ReadError {
+/// The error for an entry whose bytes are not what the manifest says (`found` is
+/// their digest when they could be read in full), naming the objects that use it.
+pub fn damage(head: &Head, entry: &Entry, found: Option<Digest>, found_size: u64) -> ReadError {
     let users = match entry {
         Entry::Blob(b) => head
             .manifest

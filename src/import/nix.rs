@@ -3,38 +3,48 @@
 //! `nix-store --import` reads each whole NAR into memory before it writes it (Nix
 //! issue 9610), so it cannot be the way in for a path of several gigabytes. The
 //! bundle's NAR blobs are already `.nar.zst` files, which is exactly what a Nix
-//! binary cache serves, so the import writes a binary cache and lets Nix stream from
-//! it:
+//! binary cache serves, so the import offers Nix a binary cache and lets it stream
+//! from it:
 //!
 //! - `--nix-store file:///srv/cache`: the blobs stream straight to
 //!   `nar/<nix32 file hash>.nar.zst` (temporary name, renamed once the blob
-//!   verified), and after the whole bundle verified, `<hash>.narinfo` files are
-//!   written in reference order. That cache is the result: a fleet substitutes from
-//!   it, and its narinfos carry the bundle key's path signatures.
+//!   verified), and after the whole bundle verified and every NAR decompressed to
+//!   its NAR hash (one worker per core, while the bundle goes on streaming; see
+//!   `Decoders`), `<hash>.narinfo` files are written in reference order. That cache
+//!   is the result: a fleet substitutes from it, nothing else checks it first, and
+//!   its narinfos carry the bundle key's path signatures.
 //! - a store (the default local store, `/mnt/target` or `local?root=/mnt/target`,
-//!   or any URI `nix copy --to` takes): the same cache is written to a private
-//!   staging folder (no fsync: it lives for one command), then
-//!   `nix copy --from file://STAGE --to STORE` adds the paths, decompressing and
-//!   streaming each NAR into the store with bounded memory, several paths at once.
-//!   The NARs stay compressed there on purpose: staging them uncompressed (so Nix
-//!   would not decompress) was measured slower, because it writes and reads back
-//!   every NAR byte once more, and on most disks bytes cost more than zstd does.
-//!   Nix checks every path's signature there against `trusted-public-keys`, which
-//!   is set (for that one command) to the keys given with `--trust`, so no
-//!   `--no-check-sigs` is needed: Nix itself checks what we checked. Only with
-//!   `--allow-unsigned` and no trusted key is `--no-check-sigs` passed. Then each
-//!   `gcRoot` becomes a symlink in `<root>/nix/var/nix/gcroots/gapbundle/`.
+//!   or any URI `nix copy --to` takes), from a bundle file: once the whole bundle
+//!   verified, the same cache is served from the bundle file in place on a loopback
+//!   port (`crate::io::serve`) and `nix copy --from http://127.0.0.1:PORT/<random>`
+//!   adds the paths, decompressing and streaming each NAR into the store with
+//!   bounded memory, several paths at once. Nothing is copied out of the bundle:
+//!   staging the blobs in a `file://` folder first wrote every byte once more and
+//!   then made the disk write it back and delete it while Nix filled the store, a
+//!   third of the whole import on the benchmark closure. The server hashes each
+//!   blob again as Nix reads it and holds back its last bytes if the file changed
+//!   since it verified.
+//! - a store, from stdin: a pipe can be read only once, so the cache is written to
+//!   a private staging folder (no fsync: it lives for one command) and `nix copy
+//!   --from file://STAGE` reads it. The NARs stay compressed there on purpose:
+//!   staging them uncompressed was measured slower still.
 //!
-//! On top of the bundle's own checks (each blob's sha256 while it streams), every
-//! NAR is decompressed from its verified file (by one worker per core, while the
-//! bundle goes on streaming; see `Decoders`) and its sha256 and size compared with the
-//! NAR hash the path is registered under, and every path's signature by a trusted
-//! key is checked against Nix's fingerprint before anything is written. Nix checks
-//! the NAR hash again as it adds each path; ours is what makes a bundle that is
-//! wrong anywhere register nothing at all, instead of the paths before the wrong one. Paths already valid
-//! on the target are skipped, so a second import is a no-op, and since nothing is
-//! registered before the last byte of the bundle verified, an interrupted import
-//! completes on rerun.
+//! For a store, Nix checks every path's signature against `trusted-public-keys`,
+//! which is set (for that one command) to the keys given with `--trust`, so no
+//! `--no-check-sigs` is needed: Nix itself checks what we checked. Only with
+//! `--allow-unsigned` and no trusted key is `--no-check-sigs` passed. Nix also
+//! checks each NAR against its signed NAR hash before it registers the path, and
+//! refuses every path that references one it refused; so the import does not
+//! decompress the NARs a second time for a store. A bundle damaged anywhere still
+//! registers nothing, since Nix is only started after every blob's digest matched;
+//! only a bundle *signed* with a wrong NAR hash (a faulty `create`) gets its other
+//! paths registered. Then each `gcRoot` becomes a symlink in
+//! `<root>/nix/var/nix/gcroots/gapbundle/`.
+//!
+//! Every path's signature by a trusted key is checked against Nix's fingerprint
+//! before anything is written. Paths already valid on the target are skipped, so a
+//! second import is a no-op, and since nothing is registered before the last byte of
+//! the bundle verified, an interrupted import completes on rerun.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, BufWriter, Write};
@@ -49,10 +59,11 @@ use super::{Target, TargetPlan};
 use crate::bundle::digest::HashingWriter;
 use crate::bundle::keys::PublicKey;
 use crate::bundle::manifest::{BlobEntry, Encoding, Kind, ManifestError};
-use crate::bundle::reader::{Head, ReadError};
+use crate::bundle::reader::{damage, Entry, Head, ReadError};
 use crate::bundle::Digest;
 use crate::cli::ImportArgs;
 use crate::error::InputFailure;
+use crate::io::serve::{Resource, Server};
 use crate::io::space;
 use crate::nixfmt::{
     cache_info, closure_order, fingerprint, valid_root_name, verify_path, NarHash, NarInfo,
@@ -63,6 +74,12 @@ use crate::resolve::nix::nix_cmd;
 
 /// Where GC roots go, below a store's root.
 const GC_ROOTS: &str = "nix/var/nix/gcroots/gapbundle";
+
+/// Room asked of `$TMPDIR` for Nix's narinfo cache when a store import is served in
+/// place: its SQLite file and journal, and about this much per path (a row and its
+/// index entries are a few hundred bytes; rounded up generously).
+const NIX_META_BASE: u64 = 1 << 20;
+const NIX_META_PER_PATH: u64 = 4 << 10;
 
 /// One `nix-path` object of the bundle, checked.
 #[derive(Debug, Clone)]
@@ -264,10 +281,11 @@ fn decode_file(path: &Path) -> Decoded {
     Ok((digest, size))
 }
 
-/// Checks that every NAR blob decodes to the NAR hash its path is registered under.
+/// Checks that every NAR blob of a `file://` cache decodes to the NAR hash its path
+/// is registered under.
 ///
-/// Decoding is most of an import's own CPU, and a large NAR is one zstd frame that
-/// only one thread can decode. So it is not done in step with the stream (a big
+/// Decoding is most of such an import's own CPU, and a large NAR's frames are one
+/// stream that only one thread can decode. So it is not done in step with the stream (a big
 /// blob would then hold the stream, and every core but one would idle): each blob,
 /// once its bytes verified and its file was renamed into place, is queued, and one
 /// worker per core decodes the files from the page cache while the bundle goes on
@@ -344,6 +362,15 @@ impl Decoders {
     }
 }
 
+/// The store path in Nix's "hash mismatch importing path '<path>'" (or "size
+/// mismatch") line: a NAR that is not the one its narinfo names.
+fn refused_path(line: &str) -> Option<&str> {
+    line.split_once("mismatch importing path '")?
+        .1
+        .split('\'')
+        .next()
+}
+
 /// The store path in Nix's "copying path '<path>' from '<store>'..." line.
 fn copying_path(line: &str) -> Option<&str> {
     line.strip_prefix("copying path '")?.split('\'').next()
@@ -357,6 +384,9 @@ pub struct NixTarget {
     /// Paths to add, references first.
     new_paths: Vec<StorePath>,
     stage: Option<TempDir>,
+    /// The bundle file, when the import reads one (not a pipe): a store then takes
+    /// the NARs from it in place (see `serve_in_place`) and nothing is staged.
+    bundle_file: Option<PathBuf>,
     /// The blob being received: its file in the cache, under a temporary name.
     receiving: Option<BufWriter<NamedTempFile>>,
     /// Verified blobs whose NARs are being decoded and hashed.
@@ -388,6 +418,10 @@ pub fn target(
         trusted,
         new_paths: Vec::new(),
         stage: None,
+        bundle_file: (args.bundle.as_os_str() != "-")
+            .then(|| std::path::absolute(&args.bundle).ok())
+            .flatten()
+            .filter(|p| p.is_file()),
         receiving: None,
         decoding: None,
         progress_warned: false,
@@ -395,6 +429,14 @@ pub fn target(
 }
 
 impl NixTarget {
+    /// Whether `nix copy` takes the NARs from the bundle file itself, served in
+    /// place, instead of from a staged copy: for a store, whenever the bundle is a
+    /// file. A `file://` cache is a copy by definition, and a pipe can only be read
+    /// once.
+    fn in_place(&self) -> bool {
+        matches!(self.dest, Dest::Store { .. }) && self.bundle_file.is_some()
+    }
+
     /// The folder NARs and narinfos are written to.
     fn cache_dir(&mut self) -> io::Result<PathBuf> {
         match &self.dest {
@@ -468,12 +510,24 @@ impl NixTarget {
                 "free some space there or give another --nix-store file:// folder",
             ),
             Dest::Store { uri, root, .. } => {
-                space::ensure(
-                    &std::env::temp_dir(),
-                    blob_bytes,
-                    "the staging folder in $TMPDIR",
-                    "point TMPDIR at a disk with room, e.g. TMPDIR=/var/tmp gapbundle import …",
-                )?;
+                let tmp_fix =
+                    "point TMPDIR at a disk with room, e.g. TMPDIR=/var/tmp gapbundle import …";
+                if self.in_place() {
+                    // Only Nix's metadata cache of the served narinfos goes there.
+                    space::ensure(
+                        &std::env::temp_dir(),
+                        NIX_META_BASE + NIX_META_PER_PATH * self.new_paths.len() as u64,
+                        "$TMPDIR (for Nix's cache of the narinfos it is served)",
+                        tmp_fix,
+                    )?;
+                } else {
+                    space::ensure(
+                        &std::env::temp_dir(),
+                        blob_bytes,
+                        "the staging folder in $TMPDIR",
+                        tmp_fix,
+                    )?;
+                }
                 let store = match (uri.as_deref(), root) {
                     (_, Some(r)) => Some(r.join("nix/store")),
                     (None | Some("auto" | "local" | "daemon"), None) => {
@@ -576,17 +630,85 @@ impl NixTarget {
         Ok(())
     }
 
-    fn copy_into_store(&mut self, stage: &Path, progress: &Progress) -> Result<()> {
+    /// Serves the new paths' narinfos and the bundle file's NAR blobs on a loopback
+    /// port ([`crate::io::serve`]) for one `nix copy`. The server hashes each blob
+    /// again as Nix reads it and holds back its last bytes if the file changed since
+    /// it verified, so Nix never completes a NAR we did not check.
+    fn serve_in_place(&mut self, head: &Head, progress: &Progress) -> Result<()> {
+        let file = self.bundle_file.clone().expect("in_place checked");
+        let by_path: BTreeMap<&StorePath, &NixObject> =
+            self.objects.iter().map(|o| (&o.path, o)).collect();
+        let mut site = BTreeMap::new();
+        site.insert(
+            "nix-cache-info".to_string(),
+            Resource::text(cache_info(), "text/x-nix-cache-info"),
+        );
+        let mut blobs = BTreeMap::new();
+        for p in &self.new_paths {
+            let o = by_path[p];
+            let info = o.narinfo();
+            let blob = head.manifest.blob(&o.blob).expect("checked in nix_objects");
+            let offset = head.blob_position(blob).expect("checked in plan");
+            site.insert(
+                format!("{}.narinfo", p.hash_part()),
+                Resource::text(info.to_text(), "text/x-nix-narinfo"),
+            );
+            site.insert(
+                info.url.clone(),
+                Resource::Range {
+                    offset,
+                    size: blob.size,
+                    digest: blob.digest,
+                },
+            );
+            blobs.insert(info.url, blob.clone());
+        }
+        let server = Server::start(fs::File::open(&file)?.into(), site)
+            .context("serving the bundle's NARs to Nix on a loopback port")?;
+        // Nix keeps what an HTTP cache said in a disk cache of its own; that one
+        // belongs to this server alone.
+        let cache_home = tempfile::Builder::new()
+            .prefix("gapbundle-nix-cache-")
+            .tempdir()?;
+        let copied = self.copy_into_store(&server.url(), Some(cache_home.path()), progress);
+        let failures = server.failures();
+        drop(server);
+        if let Some(m) = failures.first() {
+            let blob = &blobs[&m.name];
+            let err = damage(head, &Entry::Blob(blob), m.found.clone().ok(), blob.size);
+            let why = match &m.found {
+                Ok(_) => "changed",
+                Err(e) => e.as_str(),
+            };
+            return Err(anyhow::Error::new(err).context(format!(
+                "{} changed after it verified ({why}): Nix was not given that NAR; check the disk, copy the bundle again and rerun",
+                file.display()
+            )));
+        }
+        copied
+    }
+
+    /// `nix copy --from FROM` into the store of all new paths. `cache_home` is
+    /// where Nix keeps its HTTP cache metadata.
+    fn copy_into_store(
+        &mut self,
+        from: &str,
+        cache_home: Option<&Path>,
+        progress: &Progress,
+    ) -> Result<()> {
         let Dest::Store { uri, .. } = &self.dest else {
             return Ok(());
         };
         let mut cmd = nix_cmd("nix").args([
             "copy",
             "--from",
-            &format!("file://{}", stage.display()),
+            from,
             "--to",
             uri.as_deref().unwrap_or("auto"),
         ]);
+        if let Some(dir) = cache_home {
+            cmd = cmd.env("XDG_CACHE_HOME", dir);
+        }
         if self.trusted.is_empty() {
             if !self.progress_warned {
                 progress.warn("no trusted key signed this bundle (--allow-unsigned): Nix is told not to check path signatures (--no-check-sigs)");
@@ -611,17 +733,32 @@ impl NixTarget {
             .sum();
         let bar = progress.bar(format!("Nix paths into {}", self.describe()), total);
         let shown = bar.clone();
+        let refused = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+        let seen = refused.clone();
         let r = cmd
             .args(self.new_paths.iter().map(|p| p.as_str()))
             .on_stderr_line(move |line| {
                 if let Some(n) = copying_path(line).and_then(|p| sizes.get(p)) {
                     shown.inc(*n);
                 }
+                if let Some(p) = refused_path(line) {
+                    if let Ok(mut s) = seen.lock() {
+                        s.get_or_insert_with(|| p.to_string());
+                    }
+                }
             })
             .output();
         match &r {
             Ok(_) => bar.finish("added"),
             Err(_) => bar.clear(),
+        }
+        if let (Err(e), Some(p)) = (&r, refused.lock().ok().and_then(|s| s.clone())) {
+            // Only a signer can make this: the blob verified, but its NAR is not the
+            // one the path is signed under. Nix refused that path, and with it every
+            // path that references it.
+            return Err(bad(format!(
+                "the NAR of {p} decompresses to other bytes than the NAR hash it is signed under, so Nix refused it: the bundle was made wrong. Neither {p} nor any path that references it was registered; rebuild the bundle. ({e})"
+            )));
         }
         r.with_context(|| {
             format!(
@@ -720,6 +857,11 @@ impl Target for NixTarget {
             self.new_paths.push(p);
         }
         self.check_space(plan.bytes_to_write)?;
+        if self.in_place() {
+            // The stream still verifies every blob; the NARs are read from the file
+            // once it has.
+            plan.needed.clear();
+        }
         Ok(plan)
     }
 
@@ -760,22 +902,31 @@ impl Target for NixTarget {
         }
         let path = dir.join(NarInfo::nar_url(&NarHash::from_digest(&blob.digest), "zst"));
         tmp.persist(&path).map_err(|e| e.error)?;
-        if self.decoding.is_none() {
-            self.decoding = Some(Decoders::start()?);
-        }
-        if let Some(d) = self.decoding.as_mut() {
-            d.queue(blob, path);
+        // A fleet's cache is checked NAR by NAR before any narinfo appears: nothing
+        // else checks it before hosts substitute from it. A store checks each NAR
+        // against its signed NAR hash itself as it adds the path.
+        if matches!(self.dest, Dest::Cache(_)) {
+            if self.decoding.is_none() {
+                self.decoding = Some(Decoders::start()?);
+            }
+            if let Some(d) = self.decoding.as_mut() {
+                d.queue(blob, path);
+            }
         }
         Ok(())
     }
 
-    fn finish(&mut self, _head: &Head, progress: &Progress) -> Result<serde_json::Value> {
+    fn finish(&mut self, head: &Head, progress: &Progress) -> Result<serde_json::Value> {
         self.check_decoded()?;
         if !self.new_paths.is_empty() {
-            let dir = self.cache_dir()?;
-            self.write_cache(&dir)?;
-            if matches!(self.dest, Dest::Store { .. }) {
-                self.copy_into_store(&dir, progress)?;
+            if self.in_place() {
+                self.serve_in_place(head, progress)?;
+            } else {
+                let dir = self.cache_dir()?;
+                self.write_cache(&dir)?;
+                if matches!(self.dest, Dest::Store { .. }) {
+                    self.copy_into_store(&format!("file://{}", dir.display()), None, progress)?;
+                }
             }
         }
         let roots = self.make_gc_roots()?;
@@ -808,6 +959,14 @@ mod tests {
         );
         assert_eq!(copying_path("copying 331 paths..."), None);
         assert_eq!(copying_path("warning: something"), None);
+        assert_eq!(
+            refused_path("error: hash mismatch importing path '/nix/store/5d3l6hj3bzw8wh1fiqwv3mhxxnzyx7c1-gb-test-lib';"),
+            Some("/nix/store/5d3l6hj3bzw8wh1fiqwv3mhxxnzyx7c1-gb-test-lib")
+        );
+        assert_eq!(
+            refused_path("copying path '/nix/store/x' from 'y'..."),
+            None
+        );
     }
 
     #[test]
