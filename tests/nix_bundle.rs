@@ -17,7 +17,8 @@ use support::*;
 
 /// The flake the tests build: `base` <- `lib` <- `app`, and `tool` -> {`lib`, `base`},
 /// so `lib` and `base` are shared by the two installables; `image` is an OCI archive
-/// made by a derivation; `manifests` holds rendered YAML.
+/// made by a derivation; `manifests` holds rendered YAML. `base` is about 9.6 MB, so
+/// its NAR blob is several zstd frames (4 MiB of NAR each) that Nix must read as one.
 const FLAKE: &str = r#"{
   outputs = { self }: let
     mk = name: script: builtins.derivation {
@@ -27,7 +28,7 @@ const FLAKE: &str = r#"{
       args = [ "-c" script ];
       PATH = "/usr/bin:/bin";
     };
-    base = mk "gb-test-base" "echo base-content > $out";
+    base = mk "gb-test-base" "{ echo base-content; seq 1 1400000; } > $out";
     lib = mk "gb-test-lib" "mkdir -p $out/share; echo ${base} > $out/share/base-ref; echo library > $out/share/lib.txt";
     app = mk "gb-test-app" "mkdir -p $out/bin; printf '#!/bin/sh\necho %s\n' ${lib} > $out/bin/app; chmod +x $out/bin/app; ln -s bin/app $out/run";
     tool = mk "gb-test-tool" "echo ${lib} ${base} > $out";
@@ -175,6 +176,25 @@ fn head_of(bundle: &Path) -> (Vec<u8>, gapbundle::bundle::reader::Head) {
     (bytes, head)
 }
 
+/// How many zstd frames the root blob of `obj` (a manifest object) is made of.
+fn frames_of(bundle: &Path, obj: &Value) -> usize {
+    let (bytes, head) = head_of(bundle);
+    let blob = head
+        .manifest
+        .blobs
+        .iter()
+        .find(|b| b.digest.to_string() == obj["digest"].as_str().unwrap())
+        .unwrap();
+    let at = head.blob_position(blob).unwrap() as usize;
+    let mut z = &bytes[at..at + blob.size as usize];
+    let mut n = 0;
+    while !z.is_empty() {
+        z = &z[zstd::zstd_safe::find_frame_compressed_size(z).unwrap()..];
+        n += 1;
+    }
+    n
+}
+
 fn nix_objects(manifest: &Value) -> Vec<&Value> {
     manifest["objects"]
         .as_array()
@@ -237,6 +257,15 @@ fn round_trip_into_a_fresh_store() {
             }
         }
     }
+    // base's NAR is several frames, and the round trip below has Nix read them.
+    let base_obj = objs
+        .iter()
+        .find(|o| o["name"].as_str().unwrap().ends_with("-gb-test-base"))
+        .unwrap();
+    assert!(
+        frames_of(&w.path("site.gapb"), base_obj) >= 3,
+        "base's NAR should span several frames"
+    );
     let app_obj = objs.iter().find(|o| o["name"] == app.as_str()).unwrap();
     assert_eq!(app_obj["meta"]["gcRoots"], serde_json::json!(["app"]));
     assert!(m["objects"]

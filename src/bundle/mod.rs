@@ -8,6 +8,7 @@
 
 pub mod canonical;
 pub mod digest;
+pub mod frames;
 pub mod keys;
 pub mod layout;
 pub mod manifest;

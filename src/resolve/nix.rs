@@ -4,10 +4,11 @@
 //! (`nix build --json --no-link`) and reports its closure (`nix path-info
 //! --recursive --json`); `nix-store --dump` streams each path's NAR. While a NAR
 //! streams it is hashed (the NAR hash must be the one Nix recorded, or create stops
-//! with both values) and zstd-compressed at a fixed level into the cache, so no NAR is
-//! ever held in memory and the same store path always gives the same blob. A small
-//! index in the cache (`nix-nar/<nar sha256>`) remembers which blob holds which NAR,
-//! so a second create does not compress anything again.
+//! with both values) and zstd-compressed at a fixed level, in frames of a fixed size
+//! (`bundle::frames`), into the cache, so no NAR is ever held in memory and the same
+//! store path always gives the same blob. A small index in the cache
+//! (`nix-nar/<packing>/<nar sha256>`) remembers which blob holds which NAR, so a
+//! second create does not compress anything again.
 //!
 //! Each path is signed with the bundle key(s) over Nix's own fingerprint, so Nix
 //! accepts the imported paths with nothing but our public key in
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::bundle::digest::HashingWriter;
+use crate::bundle::frames::{FrameEncoder, FRAME_CONTENT};
 use crate::bundle::keys::SecretKey;
 use crate::bundle::manifest::{BlobEntry, ContentInfo, Encoding, Kind, Object};
 use crate::bundle::Digest;
@@ -522,22 +524,25 @@ fn nar_blobs(
     let failed = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {
         for _ in 0..jobs {
-            s.spawn(|| loop {
-                if failed.load(std::sync::atomic::Ordering::Relaxed) {
-                    return;
+            s.spawn(|| {
+                let mut packer = Packer::default();
+                loop {
+                    if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                        return;
+                    }
+                    let i = {
+                        let mut n = next.lock().expect("not poisoned");
+                        let i = *n;
+                        *n += 1;
+                        i
+                    };
+                    let Some(info) = infos.get(i) else { return };
+                    let r = nar_blob(cas, info, &mut packer, on_bytes);
+                    if r.is_err() {
+                        failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    results.lock().expect("not poisoned")[i] = Some(r);
                 }
-                let i = {
-                    let mut n = next.lock().expect("not poisoned");
-                    let i = *n;
-                    *n += 1;
-                    i
-                };
-                let Some(info) = infos.get(i) else { return };
-                let r = nar_blob(cas, info, on_bytes);
-                if r.is_err() {
-                    failed.store(true, std::sync::atomic::Ordering::Relaxed);
-                }
-                results.lock().expect("not poisoned")[i] = Some(r);
             });
         }
     });
@@ -555,15 +560,28 @@ fn nar_blobs(
     Ok(out)
 }
 
+/// How this version packs NARs (level, frame size). The cache index is kept per
+/// packing: a blob packed another way by an older version is never reused, since a
+/// warm cache would then give other bytes than a cold one for the same spec.
+const NAR_PACKING: &str = "zstd3-frames4m";
+
 fn index_path(cas: &Cas, nar: &NarHash) -> PathBuf {
-    cas.root().join("nix-nar").join(nar.digest().hex())
+    cas.root()
+        .join("nix-nar")
+        .join(NAR_PACKING)
+        .join(nar.digest().hex())
 }
 
 /// The blob holding one path's NAR: from the cache index, or made by streaming the
 /// NAR through a hasher and a zstd encoder into the cache. The NAR comes from our own
 /// walk over the store path (no process per path); should its hash ever differ from
 /// Nix's, `nix-store --dump` is asked instead, and a mismatch there too stops create.
-fn nar_blob(cas: &Cas, info: &PathInfo, on_bytes: &dyn Fn(u64)) -> Result<(Digest, u64)> {
+fn nar_blob(
+    cas: &Cas,
+    info: &PathInfo,
+    packer: &mut Packer,
+    on_bytes: &dyn Fn(u64),
+) -> Result<(Digest, u64)> {
     let index = index_path(cas, &info.nar_hash);
     if let Ok(text) = std::fs::read_to_string(&index) {
         if let Some((d, s)) = text.trim().split_once(' ') {
@@ -579,7 +597,7 @@ fn nar_blob(cas: &Cas, info: &PathInfo, on_bytes: &dyn Fn(u64)) -> Result<(Diges
     let own = pack(
         cas,
         info,
-        true,
+        packer,
         |w| dump_nar(Path::new(info.path.as_str()), w),
         on_bytes,
     );
@@ -588,7 +606,7 @@ fn nar_blob(cas: &Cas, info: &PathInfo, on_bytes: &dyn Fn(u64)) -> Result<(Diges
         _ => pack(
             cas,
             info,
-            false,
+            packer,
             |w| {
                 let mut dump = nix_cmd("nix-store")
                     .args(["--dump", info.path.as_str()])
@@ -624,67 +642,144 @@ fn nar_blob(cas: &Cas, info: &PathInfo, on_bytes: &dyn Fn(u64)) -> Result<(Diges
 
 /// Streams a NAR made by `produce` through a hasher and the zstd encoder into a cache
 /// writer; returns the writer (not yet named) and the NAR's digest and size.
-/// Own walks go first; should one ever disagree with Nix (or fail), Nix's own dump
-/// is used instead.
+///
+/// Walking and hashing run on this thread, compressing on another (like `nix-store
+/// --export | zstd`), so a single large path uses two cores too. The NAR travels in
+/// frames of [`FRAME_CONTENT`] bytes (see [`crate::bundle::frames`] for why): the
+/// walk fills one buffer while the other is compressed, and the two are handed back
+/// and forth, so memory stays at two frames whatever the path's size.
 fn pack(
     cas: &Cas,
     info: &PathInfo,
-    pledge_size: bool,
+    packer: &mut Packer,
     produce: impl FnOnce(&mut dyn Write) -> io::Result<()>,
     on_bytes: &dyn Fn(u64),
 ) -> Result<(crate::io::cas::BlobWriter, (Digest, u64))> {
-    let mut enc = zstd::stream::write::Encoder::new(cas.writer()?, NAR_ZSTD_LEVEL)?;
-    // The size is known: zstd then sizes its window and tables to it (faster for
-    // the many small paths), and records it in the frame header.
-    // (Only for our own walk: if Nix's dump ever disagrees with narSize, the
-    // mismatch must reach the hash check rather than fail inside zstd.)
-    if pledge_size {
-        enc.set_pledged_src_size(Some(info.nar_size))?;
+    let mut out = cas.writer()?;
+    if packer.encoder.is_none() {
+        packer.encoder = Some(FrameEncoder::new(NAR_ZSTD_LEVEL)?);
     }
-    // Walking and hashing on this thread, compressing on another (like `nix-store
-    // --export | zstd`): a single large path uses two cores too. The channel holds
-    // a few 256 KiB chunks, so memory stays bounded.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+    let encoder = packer.encoder.as_mut().expect("just made");
+    let mut buffers = std::mem::take(&mut packer.buffers);
+    buffers.resize_with(2, || Vec::with_capacity(FRAME_CONTENT));
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(1);
+    let (free_tx, free_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
     std::thread::scope(|s| {
         let compressor = s.spawn(move || -> io::Result<crate::io::cas::BlobWriter> {
             let mut failed = None;
-            for chunk in rx {
+            for frame in full_rx {
                 if failed.is_none() {
-                    failed = enc.write_all(&chunk).err();
+                    failed = encoder.encode(&frame, &mut out).err();
                 }
+                // The walk may be done already and gone; then the buffer just drops.
+                let _ = free_tx.send(frame);
             }
             match failed {
                 Some(e) => Err(e),
-                None => enc.finish(),
+                None => Ok(out),
             }
         });
+        let mut current = buffers.pop().expect("two buffers");
+        current.clear();
+        let feeder = FrameFeeder {
+            current,
+            spare: buffers.pop(),
+            full: full_tx,
+            free: free_rx,
+            sent: false,
+        };
         let mut w = io::BufWriter::with_capacity(
             256 << 10,
             HashingWriter::new(ProgressWriter {
-                inner: ChannelWriter(tx),
+                inner: feeder,
                 on_bytes,
             }),
         );
         let produced = produce(&mut w).and_then(|()| w.flush());
-        let (_, d, n) = w.into_inner().map_err(|e| e.into_error())?.finish();
+        let (feeder, d, n) = w.into_inner().map_err(|e| e.into_error())?.finish();
+        let sent = match produced {
+            Ok(()) => feeder.inner.finish().map(|b| packer.buffers = b),
+            Err(e) => Err(e), // dropping the feeder ends the compressor's loop
+        };
         let writer = compressor
             .join()
             .map_err(|_| anyhow!("the zstd thread panicked"))?;
-        produced.with_context(|| format!("streaming the NAR of {}", info.path))?;
+        sent.with_context(|| format!("streaming the NAR of {}", info.path))?;
         Ok((writer?, (d, n)))
     })
 }
 
-/// Sends what is written to the compressing thread.
-struct ChannelWriter(std::sync::mpsc::SyncSender<Vec<u8>>);
+/// What a packing worker keeps from one path to the next: the zstd context and the
+/// two frame buffers. (Made afresh for every path, 12 MiB of new memory per path
+/// showed up as page faults and zeroing on closures of many small paths.)
+#[derive(Default)]
+struct Packer {
+    encoder: Option<FrameEncoder>,
+    buffers: Vec<Vec<u8>>,
+}
 
-impl Write for ChannelWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0
-            .send(buf.to_vec())
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the zstd thread stopped"))?;
-        Ok(buf.len())
+/// Cuts what is written into frame buffers of exactly [`FRAME_CONTENT`] bytes and
+/// hands each full one to the compressing thread, taking an emptied one back.
+struct FrameFeeder {
+    current: Vec<u8>,
+    /// A buffer not yet handed over (there are two in all).
+    spare: Option<Vec<u8>>,
+    full: std::sync::mpsc::SyncSender<Vec<u8>>,
+    free: std::sync::mpsc::Receiver<Vec<u8>>,
+    /// Whether any frame was handed over.
+    sent: bool,
+}
+
+impl FrameFeeder {
+    fn stopped() -> io::Error {
+        io::Error::new(io::ErrorKind::BrokenPipe, "the zstd thread stopped")
     }
+
+    fn hand_over(&mut self) -> io::Result<()> {
+        let next = match self.spare.take() {
+            Some(b) => b,
+            None => self.free.recv().map_err(|_| Self::stopped())?,
+        };
+        let full = std::mem::replace(&mut self.current, next);
+        self.full.send(full).map_err(|_| Self::stopped())?;
+        self.current.clear();
+        self.sent = true;
+        Ok(())
+    }
+
+    /// Hands over the last frame (an empty one when nothing was written, so the blob
+    /// is still valid zstd), lets the compressing thread finish, and returns the
+    /// buffers for the next path.
+    fn finish(mut self) -> io::Result<Vec<Vec<u8>>> {
+        if !self.current.is_empty() || !self.sent {
+            self.hand_over()?;
+        }
+        let FrameFeeder {
+            current,
+            spare,
+            full,
+            free,
+            ..
+        } = self;
+        drop(full);
+        // Each buffer comes back once the compressor is done with it.
+        let mut buffers: Vec<Vec<u8>> = free.iter().collect();
+        buffers.push(current);
+        buffers.extend(spare);
+        Ok(buffers)
+    }
+}
+
+impl Write for FrameFeeder {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = buf.len().min(FRAME_CONTENT - self.current.len());
+        self.current.extend_from_slice(&buf[..n]);
+        if self.current.len() == FRAME_CONTENT {
+            self.hand_over()?;
+        }
+        Ok(n)
+    }
+    /// Does not cut a frame: the frames must not depend on how the NAR was written.
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
