@@ -58,52 +58,64 @@ impl FrameEncoder {
     }
 }
 
-/// A writer that cuts what it is given into frames of [`FRAME_CONTENT`] bytes.
-/// `flush` does not cut a frame (the frames must not depend on how the content was
-/// written); [`FrameWriter::finish`] writes the last one.
-pub struct FrameWriter<W: Write> {
-    inner: W,
-    encoder: FrameEncoder,
-    pending: Vec<u8>,
-    wrote_frame: bool,
+/// Where [`FrameCutter`] sends each frame's content: it gets a buffer of at most
+/// [`FRAME_CONTENT`] bytes and returns an empty one (with room for a frame) to fill
+/// next.
+pub trait FrameSink {
+    /// Takes one frame's content.
+    fn frame(&mut self, content: Vec<u8>) -> io::Result<Vec<u8>>;
 }
 
-impl<W: Write> FrameWriter<W> {
-    /// A writer into `inner` at zstd `level`.
-    pub fn new(inner: W, level: i32) -> io::Result<Self> {
-        Ok(Self {
-            inner,
-            encoder: FrameEncoder::new(level)?,
-            pending: Vec::with_capacity(FRAME_CONTENT),
-            wrote_frame: false,
-        })
-    }
+/// A writer that cuts what it is given into frames of exactly [`FRAME_CONTENT`]
+/// bytes (the last one shorter) for a [`FrameSink`]. `flush` does not cut a frame:
+/// the frames must not depend on how the content was written.
+pub struct FrameCutter<S: FrameSink> {
+    current: Vec<u8>,
+    sink: S,
+    handed: bool,
+}
 
-    /// Writes the last frame (an empty one if nothing was written at all, so the
-    /// result is always valid zstd) and returns the inner writer.
-    pub fn finish(mut self) -> io::Result<W> {
-        if !self.pending.is_empty() || !self.wrote_frame {
-            self.encoder.encode(&self.pending, &mut self.inner)?;
+impl<S: FrameSink> FrameCutter<S> {
+    /// A cutter filling `buffer` (cleared first) for `sink`.
+    pub fn new(mut buffer: Vec<u8>, sink: S) -> Self {
+        buffer.clear();
+        Self {
+            current: buffer,
+            sink,
+            handed: false,
         }
-        Ok(self.inner)
+    }
+
+    fn hand_over(&mut self) -> io::Result<()> {
+        let full = std::mem::take(&mut self.current);
+        self.current = self.sink.frame(full)?;
+        self.current.clear();
+        self.handed = true;
+        Ok(())
+    }
+
+    /// Hands over the last frame (an empty one if nothing was written at all, so the
+    /// result is always valid zstd); returns the sink and the buffer it gave back.
+    pub fn finish(mut self) -> io::Result<(S, Vec<u8>)> {
+        if !self.current.is_empty() || !self.handed {
+            self.hand_over()?;
+        }
+        Ok((self.sink, self.current))
     }
 }
 
-impl<W: Write> Write for FrameWriter<W> {
+impl<S: FrameSink> Write for FrameCutter<S> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let room = FRAME_CONTENT - self.pending.len();
-        let n = buf.len().min(room);
-        self.pending.extend_from_slice(&buf[..n]);
-        if self.pending.len() == FRAME_CONTENT {
-            self.encoder.encode(&self.pending, &mut self.inner)?;
-            self.pending.clear();
-            self.wrote_frame = true;
+        let n = buf.len().min(FRAME_CONTENT - self.current.len());
+        self.current.extend_from_slice(&buf[..n]);
+        if self.current.len() == FRAME_CONTENT {
+            self.hand_over()?;
         }
         Ok(n)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
+        Ok(())
     }
 }
 
@@ -137,13 +149,24 @@ mod tests {
         out
     }
 
+    /// The simplest sink: each frame compressed on the spot.
+    struct EncodeInto(FrameEncoder, Vec<u8>);
+
+    impl FrameSink for EncodeInto {
+        fn frame(&mut self, content: Vec<u8>) -> io::Result<Vec<u8>> {
+            self.0.encode(&content, &mut self.1)?;
+            Ok(content)
+        }
+    }
+
     fn encode(data: &[u8], write_size: usize) -> Vec<u8> {
-        let mut w = FrameWriter::new(Vec::new(), 3).unwrap();
+        let sink = EncodeInto(FrameEncoder::new(3).unwrap(), Vec::new());
+        let mut w = FrameCutter::new(Vec::new(), sink);
         for c in data.chunks(write_size.max(1)) {
             w.write_all(c).unwrap();
             w.flush().unwrap();
         }
-        w.finish().unwrap()
+        w.finish().unwrap().0 .1
     }
 
     #[test]

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::bundle::digest::HashingWriter;
-use crate::bundle::frames::{FrameEncoder, FRAME_CONTENT};
+use crate::bundle::frames::{FrameCutter, FrameEncoder, FrameSink, FRAME_CONTENT};
 use crate::bundle::keys::SecretKey;
 use crate::bundle::manifest::{BlobEntry, ContentInfo, Encoding, Kind, Object};
 use crate::bundle::Digest;
@@ -679,15 +679,15 @@ fn pack(
                 None => Ok(out),
             }
         });
-        let mut current = buffers.pop().expect("two buffers");
-        current.clear();
-        let feeder = FrameFeeder {
+        let current = buffers.pop().expect("two buffers");
+        let feeder = FrameCutter::new(
             current,
-            spare: buffers.pop(),
-            full: full_tx,
-            free: free_rx,
-            sent: false,
-        };
+            Handoff {
+                spare: buffers.pop(),
+                full: full_tx,
+                free: free_rx,
+            },
+        );
         let mut w = io::BufWriter::with_capacity(
             256 << 10,
             HashingWriter::new(ProgressWriter {
@@ -698,7 +698,10 @@ fn pack(
         let produced = produce(&mut w).and_then(|()| w.flush());
         let (feeder, d, n) = w.into_inner().map_err(|e| e.into_error())?.finish();
         let sent = match produced {
-            Ok(()) => feeder.inner.finish().map(|b| packer.buffers = b),
+            Ok(()) => feeder
+                .inner
+                .finish()
+                .map(|(handoff, last)| packer.buffers = handoff.buffers_back(last)),
             Err(e) => Err(e), // dropping the feeder ends the compressor's loop
         };
         let writer = compressor
@@ -718,70 +721,38 @@ struct Packer {
     buffers: Vec<Vec<u8>>,
 }
 
-/// Cuts what is written into frame buffers of exactly [`FRAME_CONTENT`] bytes and
-/// hands each full one to the compressing thread, taking an emptied one back.
-struct FrameFeeder {
-    current: Vec<u8>,
-    /// A buffer not yet handed over (there are two in all).
+/// Hands each full frame buffer to the compressing thread and takes an emptied one
+/// back (there are two in all).
+struct Handoff {
+    /// A buffer not yet handed over.
     spare: Option<Vec<u8>>,
     full: std::sync::mpsc::SyncSender<Vec<u8>>,
     free: std::sync::mpsc::Receiver<Vec<u8>>,
-    /// Whether any frame was handed over.
-    sent: bool,
 }
 
-impl FrameFeeder {
-    fn stopped() -> io::Error {
-        io::Error::new(io::ErrorKind::BrokenPipe, "the zstd thread stopped")
-    }
-
-    fn hand_over(&mut self) -> io::Result<()> {
+impl FrameSink for Handoff {
+    fn frame(&mut self, content: Vec<u8>) -> io::Result<Vec<u8>> {
+        let stopped = || io::Error::new(io::ErrorKind::BrokenPipe, "the zstd thread stopped");
         let next = match self.spare.take() {
             Some(b) => b,
-            None => self.free.recv().map_err(|_| Self::stopped())?,
+            None => self.free.recv().map_err(|_| stopped())?,
         };
-        let full = std::mem::replace(&mut self.current, next);
-        self.full.send(full).map_err(|_| Self::stopped())?;
-        self.current.clear();
-        self.sent = true;
-        Ok(())
+        self.full.send(content).map_err(|_| stopped())?;
+        Ok(next)
     }
+}
 
-    /// Hands over the last frame (an empty one when nothing was written, so the blob
-    /// is still valid zstd), lets the compressing thread finish, and returns the
-    /// buffers for the next path.
-    fn finish(mut self) -> io::Result<Vec<Vec<u8>>> {
-        if !self.current.is_empty() || !self.sent {
-            self.hand_over()?;
-        }
-        let FrameFeeder {
-            current,
-            spare,
-            full,
-            free,
-            ..
-        } = self;
+impl Handoff {
+    /// Lets the compressing thread finish and returns both buffers (`last` is the
+    /// one the cutter held) for the next path.
+    fn buffers_back(self, last: Vec<u8>) -> Vec<Vec<u8>> {
+        let Handoff { spare, full, free } = self;
         drop(full);
         // Each buffer comes back once the compressor is done with it.
         let mut buffers: Vec<Vec<u8>> = free.iter().collect();
-        buffers.push(current);
+        buffers.push(last);
         buffers.extend(spare);
-        Ok(buffers)
-    }
-}
-
-impl Write for FrameFeeder {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = buf.len().min(FRAME_CONTENT - self.current.len());
-        self.current.extend_from_slice(&buf[..n]);
-        if self.current.len() == FRAME_CONTENT {
-            self.hand_over()?;
-        }
-        Ok(n)
-    }
-    /// Does not cut a frame: the frames must not depend on how the NAR was written.
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        buffers
     }
 }
 
