@@ -10,7 +10,8 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use gapbundle::bundle::keys::SecretKey;
-use gapbundle::bundle::reader::read_head;
+use gapbundle::bundle::reader::{read_head, Head};
+use gapbundle::bundle::BlobEntry;
 use gapbundle::nixfmt::{fingerprint, sign_path, NarHash, StorePath};
 use serde_json::Value;
 use support::*;
@@ -176,15 +177,19 @@ fn head_of(bundle: &Path) -> (Vec<u8>, gapbundle::bundle::reader::Head) {
     (bytes, head)
 }
 
-/// How many zstd frames the root blob of `obj` (a manifest object) is made of.
-fn frames_of(bundle: &Path, obj: &Value) -> usize {
-    let (bytes, head) = head_of(bundle);
-    let blob = head
-        .manifest
+/// The root blob of `obj` (an object of the manifest as JSON).
+fn blob_of<'h>(head: &'h Head, obj: &Value) -> &'h BlobEntry {
+    head.manifest
         .blobs
         .iter()
         .find(|b| b.digest.to_string() == obj["digest"].as_str().unwrap())
-        .unwrap();
+        .unwrap()
+}
+
+/// How many zstd frames the root blob of `obj` (a manifest object) is made of.
+fn frames_of(bundle: &Path, obj: &Value) -> usize {
+    let (bytes, head) = head_of(bundle);
+    let blob = blob_of(&head, obj);
     let at = head.blob_position(blob).unwrap() as usize;
     let mut z = &bytes[at..at + blob.size as usize];
     let mut n = 0;
@@ -513,12 +518,7 @@ fn damaged_or_inconsistent_bundles_register_nothing() {
         .clone();
 
     // 1. A flipped byte in lib's NAR.
-    let blob = head
-        .manifest
-        .blobs
-        .iter()
-        .find(|b| b.digest.to_string() == lib_obj["digest"].as_str().unwrap())
-        .unwrap();
+    let blob = blob_of(&head, &lib_obj);
     let mut flipped = bytes.clone();
     let pos = (head.data_start + blob.offset.unwrap() + blob.size / 2) as usize;
     flipped[pos] ^= 0x01;
@@ -672,19 +672,11 @@ fn a_bundle_file_that_changes_after_it_verified_gets_no_nar_into_the_store() {
     let (_, head) = head_of(&w.path("site.gapb"));
     let m: Value = serde_json::from_slice(&head.manifest_bytes).unwrap();
     let lib = lib_of(&m);
-    let lib_digest = nix_objects(&m)
+    let lib_obj = nix_objects(&m)
         .into_iter()
         .find(|o| o["name"] == lib.as_str())
-        .unwrap()["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let blob = head
-        .manifest
-        .blobs
-        .iter()
-        .find(|b| b.digest.to_string() == lib_digest)
         .unwrap();
+    let blob = blob_of(&head, lib_obj);
     let at = head.blob_position(blob).unwrap() + blob.size / 2;
     let real_nix = run_stdout(Command::new("sh").args(["-c", "command -v nix"]));
     let bin = w.path("bin");
