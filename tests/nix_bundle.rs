@@ -659,6 +659,99 @@ fn damaged_or_inconsistent_bundles_register_nothing() {
     assert!(valid_in(&root, &all).is_empty());
 }
 
+/// The default target: the machine's own store (`nix copy --to auto`) and GC roots in
+/// /nix/var/nix/gcroots/gapbundle. Tests run side by side and share the fixture
+/// flake's paths, so this one builds two paths of its own (a random name), deletes
+/// them from the store, and puts them back from the bundle.
+#[test]
+fn import_into_the_machine_s_own_store_with_a_gc_root() {
+    let w = Work::new();
+    let mut nonce = [0u8; 6];
+    getrandom::fill(&mut nonce).unwrap();
+    let tag: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+    let expr = w.path("own.nix");
+    fs::write(
+        &expr,
+        format!(
+            r#"let
+  mk = name: script: builtins.derivation {{ inherit name; system = "x86_64-linux"; builder = "/bin/sh"; args = [ "-c" script ]; }};
+  dep = mk "gb-own-dep-{tag}" "echo {tag} > $out";
+in mk "gb-own-top-{tag}" "echo ${{dep}} > $out"
+"#
+        ),
+    )
+    .unwrap();
+    let top = run_stdout(nix("nix-build").arg("--no-out-link").arg(&expr))
+        .trim()
+        .to_string();
+    let paths = closure(&top);
+    assert_eq!(paths.len(), 2, "{paths:?}");
+    let root_name = format!("gb-own-{tag}");
+    fs::write(
+        w.path("own.yaml"),
+        format!("name: own\nversion: \"1\"\nnix:\n  - storePath: {top}\n    gcRoot: {root_name}\n"),
+    )
+    .unwrap();
+    ok(with_nix_config(create_cmd(
+        &w.path("own.yaml"),
+        &w.path("own.gapb"),
+        &w.secret(),
+        &w.path("cache"),
+    ))
+    .output()
+    .unwrap());
+    run_stdout(nix("nix-store").arg("--delete").args(&paths));
+    let valid = |p: &String| {
+        nix("nix-store")
+            .args(["--check-validity", p])
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(
+        !paths.iter().any(valid),
+        "the paths should be gone before the import"
+    );
+
+    let import = || {
+        gb().args(["--json", "import"])
+            .arg(w.path("own.gapb"))
+            .arg("--trust")
+            .arg(w.public())
+            .output()
+            .unwrap()
+    };
+    let o = ok(import());
+    let link = Path::new("/nix/var/nix/gcroots/gapbundle").join(&root_name);
+    let cleanup = || {
+        let _ = fs::remove_file(&link);
+        let _ = nix("nix-store").arg("--delete").args(&paths).output();
+    };
+    let checked = std::panic::catch_unwind(|| {
+        assert!(paths.iter().all(valid), "{}", stderr(&o));
+        assert_eq!(fs::read_link(&link).unwrap(), Path::new(&top));
+        let sigs = run_stdout(nix("nix").args(["path-info", "--sigs", &top]));
+        assert!(sigs.contains("test-release:"), "{sigs}");
+        let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(
+            r["targets"][0]["result"]["added"].as_array().unwrap().len(),
+            2
+        );
+        // A second import is a no-op.
+        let again: Value = serde_json::from_slice(&ok(import()).stdout).unwrap();
+        assert_eq!(again["targets"][0]["result"]["present"], 2);
+        assert!(again["targets"][0]["result"]["added"]
+            .as_array()
+            .unwrap()
+            .is_empty());
+    });
+    cleanup();
+    if let Err(e) = checked {
+        std::panic::resume_unwind(e);
+    }
+}
+
 /// A bundle file that changes after it verified (a failing USB disk) must not get a
 /// NAR into the store: the NARs are served from the file in place and hashed again
 /// as Nix reads them. No real service can make a file change on cue between the
