@@ -20,3 +20,10 @@ pub struct RegistryFailure(pub String);
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct ContainerdFailure(pub String);
+
+/// A Nix store (a daemon's, for a user it does not trust) refused paths whose
+/// signatures we checked, because it does not trust the key (exit code 5, as for a
+/// registry or containerd that refuses access).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct NixStoreFailure(pub String);

@@ -752,6 +752,124 @@ in mk "gb-own-top-{tag}" "echo ${{dep}} > $out"
     }
 }
 
+/// A real `nix-daemon` over a store of its own, on a socket of its own, that trusts
+/// `key` and requires signatures; killed when dropped.
+struct Daemon {
+    child: std::process::Child,
+    uri: String,
+}
+
+impl Daemon {
+    fn start(dir: &Path, name: &str, root: &Path, key: &str) -> Daemon {
+        let sock = dir.join(format!("{name}.sock"));
+        let child = nix("nix-daemon")
+            .env("NIX_DAEMON_SOCKET_PATH", &sock)
+            .args([
+                "--option",
+                "store",
+                &format!("local?root={}", root.display()),
+            ])
+            .args(["--option", "trusted-public-keys", key])
+            .args(["--option", "require-sigs", "true"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut d = Daemon {
+            child,
+            uri: format!("unix://{}", sock.display()),
+        };
+        for _ in 0..100 {
+            if sock.exists() {
+                return d;
+            }
+            if let Ok(Some(status)) = d.child.try_wait() {
+                panic!("nix-daemon exited at once ({status})");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("nix-daemon made no socket at {} in 10 s", sock.display());
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A multi-user Nix: a user the daemon does not trust (`nobody`) imports through
+/// it. The daemon checks the path signatures against its own trusted-public-keys:
+/// with the bundle key there, the paths go in; with another key, the import stops
+/// with exit 5 and says which key to add where, and no path that needs a signature
+/// is registered.
+#[test]
+fn a_nix_daemon_takes_the_paths_from_an_untrusted_user_only_with_the_key() {
+    let w = Work::new();
+    ok(w.create("site.gapb", &w.secret()));
+    let (_, head) = head_of(&w.path("site.gapb"));
+    let m: Value = serde_json::from_slice(&head.manifest_bytes).unwrap();
+    let all: Vec<String> = nix_objects(&m)
+        .iter()
+        .map(|o| o["name"].as_str().unwrap().to_string())
+        .collect();
+    // A folder `nobody` can use: the bundle, the key, $TMPDIR and the sockets.
+    let shared = tempfile::tempdir().unwrap();
+    let sh = shared.path();
+    fs::set_permissions(sh, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    fs::copy(w.path("site.gapb"), sh.join("site.gapb")).unwrap();
+    fs::copy(w.public(), sh.join("k.pub")).unwrap();
+    let key = fs::read_to_string(w.public()).unwrap().trim().to_string();
+    let as_nobody = |uri: &str| {
+        with_nix_config(tool("setpriv"))
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(gapbundle_bin())
+            .args(["import", "--skip-images", "--skip-manifests"])
+            .arg(sh.join("site.gapb"))
+            .arg("--trust")
+            .arg(sh.join("k.pub"))
+            .args(["--nix-store", uri])
+            .env("HOME", sh)
+            .env("TMPDIR", sh)
+            .output()
+            .unwrap()
+    };
+
+    let root = w.path("daemon-store");
+    let d = Daemon::start(sh, "trusting", &root, &key);
+    ok(as_nobody(&d.uri));
+    assert_eq!(valid_in(&root, &all), all);
+    drop(d);
+
+    ok(gb()
+        .args(["key", "generate", "--name", "other", "--dir"])
+        .arg(w.path("other"))
+        .output()
+        .unwrap());
+    let other = fs::read_to_string(w.path("other/other.pub")).unwrap();
+    let root2 = w.path("daemon-store-2");
+    let d = Daemon::start(sh, "other", &root2, other.trim());
+    let o = as_nobody(&d.uri);
+    let err = stderr(&o);
+    assert_eq!(code(&o), 5, "{err}");
+    assert!(
+        err.contains("does not trust the key")
+            && err.contains(&format!("add `{key}` to trusted-public-keys")),
+        "{err}"
+    );
+    // Only a content-addressed path (the flake's source) may go in: Nix checks those
+    // by their content address, not by a signature.
+    let signed_only: Vec<String> = nix_objects(&m)
+        .iter()
+        .filter(|o| o["meta"].get("ca").is_none())
+        .map(|o| o["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(signed_only.len() >= 4, "{signed_only:?}");
+    let got = valid_in(&root2, &signed_only);
+    assert!(got.is_empty(), "{got:?}");
+}
+
 /// A bundle file that changes after it verified (a failing USB disk) must not get a
 /// NAR into the store: the NARs are served from the file in place and hashed again
 /// as Nix reads them. No real service can make a file change on cue between the

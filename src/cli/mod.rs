@@ -16,7 +16,7 @@ use clap::{Args, Parser, Subcommand};
     args_override_self = true
 )]
 #[command(
-    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 verification failed (bad signature or damaged bundle), 4 bad input (spec, lock, key), 5 registry or containerd unreachable or refused."
+    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 verification failed (bad signature or damaged bundle), 4 bad input (spec, lock, key), 5 registry, containerd or Nix daemon unreachable or refused."
 )]
 pub struct Cli {
     /// Global output options.

@@ -23,7 +23,7 @@ use crate::bundle::keys::KeyError;
 use crate::bundle::reader::ReadError;
 use crate::bundle::signature::TrustError;
 use crate::cli::{Cli, Command, KeyCommand};
-use crate::error::{ContainerdFailure, InputFailure, RegistryFailure};
+use crate::error::{ContainerdFailure, InputFailure, NixStoreFailure, RegistryFailure};
 use crate::spec::lock::LockError;
 use crate::spec::SpecError;
 
@@ -39,7 +39,7 @@ pub mod exit {
     pub const VERIFY: u8 = 3;
     /// Bad input: spec, lock or key file, or `--locked` would change the lock.
     pub const INPUT: u8 = 4;
-    /// A registry or containerd could not be reached or refused access.
+    /// A registry, containerd or a Nix daemon could not be reached or refused access.
     pub const REGISTRY: u8 = 5;
 }
 
@@ -90,7 +90,10 @@ fn classify(e: &anyhow::Error) -> u8 {
         {
             return exit::INPUT;
         }
-        if cause.is::<RegistryFailure>() || cause.is::<ContainerdFailure>() {
+        if cause.is::<RegistryFailure>()
+            || cause.is::<ContainerdFailure>()
+            || cause.is::<NixStoreFailure>()
+        {
             return exit::REGISTRY;
         }
     }

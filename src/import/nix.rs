@@ -62,7 +62,7 @@ use crate::bundle::manifest::{BlobEntry, Encoding, Kind, ManifestError};
 use crate::bundle::reader::{damage, Entry, Head, ReadError};
 use crate::bundle::Digest;
 use crate::cli::ImportArgs;
-use crate::error::InputFailure;
+use crate::error::{InputFailure, NixStoreFailure};
 use crate::io::serve::{Resource, Server};
 use crate::io::space;
 use crate::nixfmt::{
@@ -362,13 +362,29 @@ impl Decoders {
     }
 }
 
-/// The store path in Nix's "hash mismatch importing path '<path>'" (or "size
-/// mismatch") line: a NAR that is not the one its narinfo names.
-fn refused_path(line: &str) -> Option<&str> {
-    line.split_once("mismatch importing path '")?
-        .1
-        .split('\'')
-        .next()
+/// Why Nix refused a path, from one line of its stderr.
+#[derive(Debug, PartialEq, Eq)]
+enum Refusal<'a> {
+    /// "hash mismatch importing path '<path>'" (or "size mismatch"): the NAR is not
+    /// the one its narinfo names.
+    Mismatch(&'a str),
+    /// "cannot add path '<path>' because it lacks a valid signature": the store
+    /// (a daemon, for a user it does not trust) does not trust the key.
+    Untrusted(&'a str),
+}
+
+fn refusal(line: &str) -> Option<Refusal<'_>> {
+    fn quoted(rest: &str) -> Option<&str> {
+        rest.split('\'').next()
+    }
+    if let Some((_, rest)) = line.split_once("mismatch importing path '") {
+        return quoted(rest).map(Refusal::Mismatch);
+    }
+    if line.contains("lacks a valid signature") {
+        let (_, rest) = line.split_once("cannot add path '")?;
+        return quoted(rest).map(Refusal::Untrusted);
+    }
+    None
 }
 
 /// The store path in Nix's "copying path '<path>' from '<store>'..." line.
@@ -733,7 +749,7 @@ impl NixTarget {
             .sum();
         let bar = progress.bar(format!("Nix paths into {}", self.describe()), total);
         let shown = bar.clone();
-        let refused = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+        let refused = std::sync::Arc::new(std::sync::Mutex::new(None::<(bool, String)>));
         let seen = refused.clone();
         let r = cmd
             .args(self.new_paths.iter().map(|p| p.as_str()))
@@ -741,10 +757,13 @@ impl NixTarget {
                 if let Some(n) = copying_path(line).and_then(|p| sizes.get(p)) {
                     shown.inc(*n);
                 }
-                if let Some(p) = refused_path(line) {
-                    if let Ok(mut s) = seen.lock() {
-                        s.get_or_insert_with(|| p.to_string());
-                    }
+                let why = match refusal(line) {
+                    Some(Refusal::Mismatch(p)) => Some((true, p.to_string())),
+                    Some(Refusal::Untrusted(p)) => Some((false, p.to_string())),
+                    None => None,
+                };
+                if let (Some(why), Ok(mut s)) = (why, seen.lock()) {
+                    s.get_or_insert(why);
                 }
             })
             .output();
@@ -752,13 +771,32 @@ impl NixTarget {
             Ok(_) => bar.finish("added"),
             Err(_) => bar.clear(),
         }
-        if let (Err(e), Some(p)) = (&r, refused.lock().ok().and_then(|s| s.clone())) {
-            // Only a signer can make this: the blob verified, but its NAR is not the
-            // one the path is signed under. Nix refused that path, and with it every
-            // path that references it.
-            return Err(bad(format!(
-                "the NAR of {p} decompresses to other bytes than the NAR hash it is signed under, so Nix refused it: the bundle was made wrong. Neither {p} nor any path that references it was registered; rebuild the bundle. ({e})"
-            )));
+        match (&r, refused.lock().ok().and_then(|s| s.clone())) {
+            (Err(e), Some((true, p))) => {
+                // Only a signer can make this: the blob verified, but its NAR is not
+                // the one the path is signed under. Nix refused that path, and with it
+                // every path that references it.
+                return Err(bad(format!(
+                    "the NAR of {p} decompresses to other bytes than the NAR hash it is signed under, so Nix refused it: the bundle was made wrong. Neither {p} nor any path that references it was registered; rebuild the bundle. ({e})"
+                )));
+            }
+            (Err(e), Some((false, p))) => {
+                let keys: Vec<String> = self.trusted.iter().map(|k| k.to_string()).collect();
+                let trust = if keys.is_empty() {
+                    "sign the bundle (create --key) and add that public key to trusted-public-keys in the daemon's nix.conf".to_string()
+                } else {
+                    format!(
+                        "add `{}` to trusted-public-keys in the daemon's nix.conf (NixOS: nix.settings.trusted-public-keys) and restart nix-daemon",
+                        keys.join(" ")
+                    )
+                };
+                return Err(NixStoreFailure(format!(
+                    "{} refused {p}: it does not trust the key that signed it. A Nix daemon checks signatures against its own trusted-public-keys unless the user is trusted: {trust}, or run the import as a trusted user (root, or one in trusted-users). ({e})",
+                    self.describe()
+                ))
+                .into());
+            }
+            _ => {}
         }
         r.with_context(|| {
             format!(
@@ -960,13 +998,14 @@ mod tests {
         assert_eq!(copying_path("copying 331 paths..."), None);
         assert_eq!(copying_path("warning: something"), None);
         assert_eq!(
-            refused_path("error: hash mismatch importing path '/nix/store/5d3l6hj3bzw8wh1fiqwv3mhxxnzyx7c1-gb-test-lib';"),
-            Some("/nix/store/5d3l6hj3bzw8wh1fiqwv3mhxxnzyx7c1-gb-test-lib")
+            refusal("error: hash mismatch importing path '/nix/store/5d3l6hj3bzw8wh1fiqwv3mhxxnzyx7c1-gb-test-lib';"),
+            Some(Refusal::Mismatch("/nix/store/5d3l6hj3bzw8wh1fiqwv3mhxxnzyx7c1-gb-test-lib"))
         );
         assert_eq!(
-            refused_path("copying path '/nix/store/x' from 'y'..."),
-            None
+            refusal("error: cannot add path '/nix/store/47ya82lx8w7kvbrqn21j2pq58m4i4hg4-bench-leaf-0270' because it lacks a valid signature"),
+            Some(Refusal::Untrusted("/nix/store/47ya82lx8w7kvbrqn21j2pq58m4i4hg4-bench-leaf-0270"))
         );
+        assert_eq!(refusal("copying path '/nix/store/x' from 'y'..."), None);
     }
 
     #[test]
