@@ -679,8 +679,12 @@ impl NixTarget {
             );
             blobs.insert(info.url, blob.clone());
         }
-        let server = Server::start(fs::File::open(&file)?.into(), site)
-            .context("serving the bundle's NARs to Nix on a loopback port")?;
+        let server = Server::start(fs::File::open(&file)?.into(), site).with_context(|| {
+            format!(
+                "serving the bundle's NARs to Nix on a loopback port (127.0.0.1); without one, pipe the bundle in instead, `gapbundle import - … < {}`, and its NARs are staged in $TMPDIR",
+                file.display()
+            )
+        })?;
         // Nix keeps what an HTTP cache said in a disk cache of its own; that one
         // belongs to this server alone.
         let cache_home = tempfile::Builder::new()
