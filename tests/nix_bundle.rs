@@ -200,6 +200,19 @@ fn frames_of(bundle: &Path, obj: &Value) -> usize {
     n
 }
 
+/// The manifest of `head`, as JSON.
+fn manifest_of(head: &Head) -> Value {
+    serde_json::from_slice(&head.manifest_bytes).unwrap()
+}
+
+/// The names of the manifest's nix-path objects.
+fn nix_names(manifest: &Value) -> Vec<String> {
+    nix_objects(manifest)
+        .iter()
+        .map(|o| o["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
 fn nix_objects(manifest: &Value) -> Vec<&Value> {
     manifest["objects"]
         .as_array()
@@ -223,7 +236,7 @@ fn round_trip_into_a_fresh_store() {
 
     // The closure is in the bundle once per path, references first in the file.
     let (_, head) = head_of(&w.path("site.gapb"));
-    let m: Value = serde_json::from_slice(&head.manifest_bytes).unwrap();
+    let m = manifest_of(&head);
     let objs = nix_objects(&m);
     let names: Vec<&str> = objs.iter().map(|o| o["name"].as_str().unwrap()).collect();
     for p in &all {
@@ -505,11 +518,8 @@ fn damaged_or_inconsistent_bundles_register_nothing() {
     ok(w.create("site.gapb", &w.secret()));
     let key = SecretKey::parse(&fs::read_to_string(w.secret()).unwrap()).unwrap();
     let (bytes, head) = head_of(&w.path("site.gapb"));
-    let m: Value = serde_json::from_slice(&head.manifest_bytes).unwrap();
-    let all: Vec<String> = nix_objects(&m)
-        .iter()
-        .map(|o| o["name"].as_str().unwrap().to_string())
-        .collect();
+    let m = manifest_of(&head);
+    let all = nix_names(&m);
     let lib = lib_of(&m);
     let lib_obj = nix_objects(&m)
         .into_iter()
@@ -809,11 +819,8 @@ fn a_nix_daemon_takes_the_paths_from_an_untrusted_user_only_with_the_key() {
     let w = Work::new();
     ok(w.create("site.gapb", &w.secret()));
     let (_, head) = head_of(&w.path("site.gapb"));
-    let m: Value = serde_json::from_slice(&head.manifest_bytes).unwrap();
-    let all: Vec<String> = nix_objects(&m)
-        .iter()
-        .map(|o| o["name"].as_str().unwrap().to_string())
-        .collect();
+    let m = manifest_of(&head);
+    let all = nix_names(&m);
     // A folder `nobody` can use: the bundle, the key, $TMPDIR and the sockets.
     let shared = tempfile::tempdir().unwrap();
     let sh = shared.path();
@@ -881,7 +888,7 @@ fn a_bundle_file_that_changes_after_it_verified_gets_no_nar_into_the_store() {
     let w = Work::new();
     ok(w.create("site.gapb", &w.secret()));
     let (_, head) = head_of(&w.path("site.gapb"));
-    let m: Value = serde_json::from_slice(&head.manifest_bytes).unwrap();
+    let m = manifest_of(&head);
     let lib = lib_of(&m);
     let lib_obj = nix_objects(&m)
         .into_iter()
@@ -1057,11 +1064,8 @@ fn flake_inputs_and_plain_store_paths_travel_too() {
     assert_ne!(own, input);
 
     let (_, head) = head_of(&w.path("inputs.gapb"));
-    let m: Value = serde_json::from_slice(&head.manifest_bytes).unwrap();
-    let names: Vec<String> = nix_objects(&m)
-        .iter()
-        .map(|o| o["name"].as_str().unwrap().to_string())
-        .collect();
+    let m = manifest_of(&head);
+    let names = nix_names(&m);
     let mut expected = vec![own, input];
     expected.extend(closure(&tool_path));
     for p in &expected {
@@ -1163,11 +1167,8 @@ fn an_import_that_cannot_fit_stops_before_writing_anything() {
     );
     // And from stdin, staged, into another store.
     let (_, head) = head_of(&w.path("site.gapb"));
-    let m: Value = serde_json::from_slice(&head.manifest_bytes).unwrap();
-    let all: Vec<String> = nix_objects(&m)
-        .iter()
-        .map(|o| o["name"].as_str().unwrap().to_string())
-        .collect();
+    let m = manifest_of(&head);
+    let all = nix_names(&m);
     let root2 = w.path("t2");
     ok(w.import_cmd("-", &root2.display().to_string(), &w.public())
         .stdin(fs::File::open(w.path("site.gapb")).unwrap())
