@@ -341,8 +341,14 @@ fn round_trip_into_a_fresh_store() {
     );
     assert!(String::from_utf8_lossy(&dry.stdout).contains(&app));
 
+    // With a proxy in the environment that goes nowhere, as on many field and CI
+    // machines: the NARs are served on a loopback port, which no proxy is asked for.
     let imp = |w: &Work| {
-        gb().args(["--json", "import", "--skip-images", "--skip-manifests"])
+        let mut c = gb();
+        for var in ["http_proxy", "HTTP_PROXY", "all_proxy"] {
+            c.env(var, "http://127.0.0.1:9");
+        }
+        c.args(["--json", "import", "--skip-images", "--skip-manifests"])
             .arg(w.path("site.gapb"))
             .arg("--trust")
             .arg(w.public())

@@ -362,6 +362,14 @@ impl Decoders {
     }
 }
 
+/// A `no_proxy` value: `current` with `127.0.0.1` added.
+fn with_loopback(current: Option<std::ffi::OsString>) -> String {
+    match current.map(|c| c.to_string_lossy().into_owned()) {
+        Some(c) if !c.trim().is_empty() => format!("{c},127.0.0.1"),
+        _ => "127.0.0.1".to_string(),
+    }
+}
+
 /// Why Nix refused a path, from one line of its stderr.
 #[derive(Debug, PartialEq, Eq)]
 enum Refusal<'a> {
@@ -686,11 +694,16 @@ impl NixTarget {
             )
         })?;
         // Nix keeps what an HTTP cache said in a disk cache of its own; that one
-        // belongs to this server alone.
+        // belongs to this server alone. And a proxy set for the machine (common in
+        // the field) must not be asked for a loopback address.
         let cache_home = tempfile::Builder::new()
             .prefix("gapbundle-nix-cache-")
             .tempdir()?;
-        let copied = self.copy_into_store(&server.url(), Some(cache_home.path()), progress);
+        let mut env = vec![("XDG_CACHE_HOME", cache_home.path().as_os_str().to_owned())];
+        for var in ["no_proxy", "NO_PROXY"] {
+            env.push((var, with_loopback(std::env::var_os(var)).into()));
+        }
+        let copied = self.copy_into_store(&server.url(), &env, progress);
         let failures = server.failures();
         drop(server);
         if let Some(m) = failures.first() {
@@ -708,12 +721,12 @@ impl NixTarget {
         copied
     }
 
-    /// `nix copy --from FROM` into the store of all new paths. `cache_home` is
-    /// where Nix keeps its HTTP cache metadata.
+    /// `nix copy --from FROM` into the store of all new paths, with `env` added to
+    /// its environment.
     fn copy_into_store(
         &mut self,
         from: &str,
-        cache_home: Option<&Path>,
+        env: &[(&str, std::ffi::OsString)],
         progress: &Progress,
     ) -> Result<()> {
         let Dest::Store { uri, .. } = &self.dest else {
@@ -726,8 +739,8 @@ impl NixTarget {
             "--to",
             uri.as_deref().unwrap_or("auto"),
         ]);
-        if let Some(dir) = cache_home {
-            cmd = cmd.env("XDG_CACHE_HOME", dir);
+        for (k, v) in env {
+            cmd = cmd.env(k, v);
         }
         if self.trusted.is_empty() {
             if !self.progress_warned {
@@ -967,7 +980,7 @@ impl Target for NixTarget {
                 let dir = self.cache_dir()?;
                 self.write_cache(&dir)?;
                 if matches!(self.dest, Dest::Store { .. }) {
-                    self.copy_into_store(&format!("file://{}", dir.display()), None, progress)?;
+                    self.copy_into_store(&format!("file://{}", dir.display()), &[], progress)?;
                 }
             }
         }
@@ -1010,6 +1023,12 @@ mod tests {
             Some(Refusal::Untrusted("/nix/store/47ya82lx8w7kvbrqn21j2pq58m4i4hg4-bench-leaf-0270"))
         );
         assert_eq!(refusal("copying path '/nix/store/x' from 'y'..."), None);
+        assert_eq!(with_loopback(None), "127.0.0.1");
+        assert_eq!(with_loopback(Some("".into())), "127.0.0.1");
+        assert_eq!(
+            with_loopback(Some(".corp.example,10.0.0.0/8".into())),
+            ".corp.example,10.0.0.0/8,127.0.0.1"
+        );
     }
 
     #[test]
