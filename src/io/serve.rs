@@ -160,7 +160,11 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         if shared.stop.load(Ordering::SeqCst) {
             return;
         }
-        let Ok(conn) = conn else { continue };
+        let Ok(conn) = conn else {
+            // Out of file descriptors, say: wait a little rather than spin.
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        };
         let s = shared.clone();
         // One thread per connection: the client is one local process with a few
         // connections, and a blocking thread each keeps the code plain.
