@@ -667,7 +667,6 @@ impl NixTarget {
             "nix-cache-info".to_string(),
             Resource::text(cache_info(), "text/x-nix-cache-info"),
         );
-        let mut blobs = BTreeMap::new();
         for p in &self.new_paths {
             let o = by_path[p];
             let info = o.narinfo();
@@ -678,14 +677,13 @@ impl NixTarget {
                 Resource::text(info.to_text(), "text/x-nix-narinfo"),
             );
             site.insert(
-                info.url.clone(),
+                info.url,
                 Resource::Range {
                     offset,
                     size: blob.size,
                     digest: blob.digest,
                 },
             );
-            blobs.insert(info.url, blob.clone());
         }
         let server = Server::start(fs::File::open(&file)?.into(), site).with_context(|| {
             format!(
@@ -707,7 +705,10 @@ impl NixTarget {
         let failures = server.failures();
         drop(server);
         if let Some(m) = failures.first() {
-            let blob = &blobs[&m.name];
+            let blob = head
+                .manifest
+                .blob(&m.expected)
+                .expect("served ranges are manifest blobs");
             let err = damage(head, &Entry::Blob(blob), m.found.clone().ok(), blob.size);
             let why = match &m.found {
                 Ok(_) => "changed",

@@ -20,7 +20,7 @@
 //! ones. A mismatch is recorded ([`Server::failures`]), the connection is dropped,
 //! and later requests for that document get `410 Gone`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::FileExt;
@@ -84,8 +84,8 @@ struct Shared {
     file: std::fs::File,
     site: BTreeMap<String, Resource>,
     prefix: String,
+    /// Ranges found changed; each is `410 Gone` from then on.
     failures: Mutex<Vec<Mismatch>>,
-    gone: Mutex<BTreeSet<String>>,
     stop: AtomicBool,
 }
 
@@ -111,7 +111,6 @@ impl Server {
             site,
             prefix: format!("/{prefix}/"),
             failures: Mutex::new(Vec::new()),
-            gone: Mutex::new(BTreeSet::new()),
             stop: AtomicBool::new(false),
         });
         let s = shared.clone();
@@ -177,7 +176,7 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 /// A parsed request head.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 struct Request {
     method: String,
     target: String,
@@ -274,7 +273,12 @@ fn serve_connection(conn: TcpStream, shared: &Shared) -> io::Result<()> {
         };
         let name = req.target.strip_prefix(shared.prefix.as_str());
         let found = name.and_then(|n| shared.site.get(n).map(|r| (n, r)));
-        let gone = name.is_some_and(|n| shared.gone.lock().is_ok_and(|g| g.contains(n)));
+        let gone = name.is_some_and(|n| {
+            shared
+                .failures
+                .lock()
+                .is_ok_and(|f| f.iter().any(|m| m.name == n))
+        });
         match found {
             None => status(&mut out, "404 Not Found", req.close)?,
             Some(_) if gone => status(&mut out, "410 Gone", req.close)?,
@@ -326,9 +330,6 @@ fn serve_connection(conn: TcpStream, shared: &Shared) -> io::Result<()> {
                             expected: *digest,
                             found,
                         };
-                        if let Ok(mut g) = shared.gone.lock() {
-                            g.insert(bad.name.clone());
-                        }
                         if let Ok(mut f) = shared.failures.lock() {
                             f.push(bad);
                         }
