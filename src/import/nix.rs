@@ -371,26 +371,26 @@ fn with_loopback(current: Option<std::ffi::OsString>) -> String {
 }
 
 /// Why Nix refused a path, from one line of its stderr.
-#[derive(Debug, PartialEq, Eq)]
-enum Refusal<'a> {
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Refusal {
     /// "hash mismatch importing path '<path>'" (or "size mismatch"): the NAR is not
     /// the one its narinfo names.
-    Mismatch(&'a str),
+    Mismatch(String),
     /// "cannot add path '<path>' because it lacks a valid signature": the store
     /// (a daemon, for a user it does not trust) does not trust the key.
-    Untrusted(&'a str),
+    Untrusted(String),
 }
 
-fn refusal(line: &str) -> Option<Refusal<'_>> {
+fn refusal(line: &str) -> Option<Refusal> {
     fn quoted(rest: &str) -> Option<&str> {
         rest.split('\'').next()
     }
     if let Some((_, rest)) = line.split_once("mismatch importing path '") {
-        return quoted(rest).map(Refusal::Mismatch);
+        return quoted(rest).map(|p| Refusal::Mismatch(p.to_string()));
     }
     if line.contains("lacks a valid signature") {
         let (_, rest) = line.split_once("cannot add path '")?;
-        return quoted(rest).map(Refusal::Untrusted);
+        return quoted(rest).map(|p| Refusal::Untrusted(p.to_string()));
     }
     None
 }
@@ -767,7 +767,7 @@ impl NixTarget {
             .sum();
         let bar = progress.bar(format!("Nix paths into {}", self.describe()), total);
         let shown = bar.clone();
-        let refused = std::sync::Arc::new(std::sync::Mutex::new(None::<(bool, String)>));
+        let refused = std::sync::Arc::new(std::sync::Mutex::new(None::<Refusal>));
         let seen = refused.clone();
         let r = cmd
             .args(self.new_paths.iter().map(|p| p.as_str()))
@@ -775,12 +775,7 @@ impl NixTarget {
                 if let Some(n) = copying_path(line).and_then(|p| sizes.get(p)) {
                     shown.inc(*n);
                 }
-                let why = match refusal(line) {
-                    Some(Refusal::Mismatch(p)) => Some((true, p.to_string())),
-                    Some(Refusal::Untrusted(p)) => Some((false, p.to_string())),
-                    None => None,
-                };
-                if let (Some(why), Ok(mut s)) = (why, seen.lock()) {
+                if let (Some(why), Ok(mut s)) = (refusal(line), seen.lock()) {
                     s.get_or_insert(why);
                 }
             })
@@ -790,7 +785,7 @@ impl NixTarget {
             Err(_) => bar.clear(),
         }
         match (&r, refused.lock().ok().and_then(|s| s.clone())) {
-            (Err(e), Some((true, p))) => {
+            (Err(e), Some(Refusal::Mismatch(p))) => {
                 // Only a signer can make this: the blob verified, but its NAR is not
                 // the one the path is signed under. Nix refused that path, and with it
                 // every path that references it.
@@ -798,7 +793,7 @@ impl NixTarget {
                     "the NAR of {p} decompresses to other bytes than the NAR hash it is signed under, so Nix refused it: the bundle was made wrong. Neither {p} nor any path that references it was registered; rebuild the bundle. ({e})"
                 )));
             }
-            (Err(e), Some((false, p))) => {
+            (Err(e), Some(Refusal::Untrusted(p))) => {
                 let keys: Vec<String> = self.trusted.iter().map(|k| k.to_string()).collect();
                 let trust = if keys.is_empty() {
                     "sign the bundle (create --key) and add that public key to trusted-public-keys in the daemon's nix.conf".to_string()
@@ -1017,11 +1012,15 @@ mod tests {
         assert_eq!(copying_path("warning: something"), None);
         assert_eq!(
             refusal("error: hash mismatch importing path '/nix/store/5d3l6hj3bzw8wh1fiqwv3mhxxnzyx7c1-gb-test-lib';"),
-            Some(Refusal::Mismatch("/nix/store/5d3l6hj3bzw8wh1fiqwv3mhxxnzyx7c1-gb-test-lib"))
+            Some(Refusal::Mismatch(
+                "/nix/store/5d3l6hj3bzw8wh1fiqwv3mhxxnzyx7c1-gb-test-lib".into()
+            ))
         );
         assert_eq!(
             refusal("error: cannot add path '/nix/store/47ya82lx8w7kvbrqn21j2pq58m4i4hg4-bench-leaf-0270' because it lacks a valid signature"),
-            Some(Refusal::Untrusted("/nix/store/47ya82lx8w7kvbrqn21j2pq58m4i4hg4-bench-leaf-0270"))
+            Some(Refusal::Untrusted(
+                "/nix/store/47ya82lx8w7kvbrqn21j2pq58m4i4hg4-bench-leaf-0270".into()
+            ))
         );
         assert_eq!(refusal("copying path '/nix/store/x' from 'y'..."), None);
         assert_eq!(with_loopback(None), "127.0.0.1");
