@@ -459,7 +459,7 @@ impl<S: ReadAt + ?Sized> Read for RangeReader<'_, S> {
 /// Checks the data section of a random-access source with up to `jobs` threads.
 /// Reports the damaged entry nearest the start of the file, like a one-pass read
 /// would, and stops early once one is found.
-pub fn verify_parallel<S: ReadAt>(
+pub fn verify_parallel<S: ReadAt + ?Sized>(
     src: &S,
     head: &Head,
     jobs: usize,
@@ -511,7 +511,7 @@ pub fn verify_parallel<S: ReadAt>(
     Ok(())
 }
 
-fn check_entry<S: ReadAt>(
+fn check_entry<S: ReadAt + ?Sized>(
     src: &S,
     head: &Head,
     entry: &Entry,

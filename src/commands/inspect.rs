@@ -3,13 +3,13 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use fs_err as fs;
 use serde_json::json;
 
 use super::{print_json, Failure};
 use crate::bundle::manifest::{Kind, Manifest};
 use crate::bundle::reader::read_head;
 use crate::cli::{InspectArgs, OutputArgs};
+use crate::io::source::BundleSource;
 use crate::progress::human_bytes;
 use crate::time::rfc3339;
 
@@ -62,8 +62,8 @@ impl Totals {
 
 /// Runs inspect.
 pub fn run(a: InspectArgs, out: &OutputArgs) -> Result<(), Failure> {
-    let mut f = std::io::BufReader::new(fs::File::open(&a.bundle)?);
-    let head = read_head(&mut f)?;
+    let source = BundleSource::open(&a.bundle)?;
+    let head = read_head(&mut source.reader()?)?;
     let m = &head.manifest;
     let totals = Totals::of(m);
     let signers: Vec<String> = head.envelope.claimed_signers();

@@ -64,6 +64,7 @@ use crate::bundle::Digest;
 use crate::cli::ImportArgs;
 use crate::error::{InputFailure, NixStoreFailure};
 use crate::io::serve::{Resource, Server};
+use crate::io::source::{BundleSource, RandomSource};
 use crate::io::space;
 use crate::nixfmt::{
     cache_info, closure_order, fingerprint, valid_root_name, verify_path, NarHash, NarInfo,
@@ -408,9 +409,9 @@ pub struct NixTarget {
     /// Paths to add, references first.
     new_paths: Vec<StorePath>,
     stage: Option<TempDir>,
-    /// The bundle file, when the import reads one (not a pipe): a store then takes
+    /// The bundle, when the import reads files (not a pipe): a store then takes
     /// the NARs from it in place (see `serve_in_place`) and nothing is staged.
-    bundle_file: Option<PathBuf>,
+    bundle: Option<std::sync::Arc<RandomSource>>,
     /// The blob being received: its file in the cache, under a temporary name.
     receiving: Option<BufWriter<NamedTempFile>>,
     /// Verified blobs whose NARs are being decoded and hashed.
@@ -425,6 +426,7 @@ pub fn target(
     args: &ImportArgs,
     head: &Head,
     signers: &[PublicKey],
+    source: &BundleSource,
 ) -> Result<Option<Box<dyn Target>>> {
     let has = head
         .manifest
@@ -442,10 +444,7 @@ pub fn target(
         trusted,
         new_paths: Vec::new(),
         stage: None,
-        bundle_file: (args.bundle.as_os_str() != "-")
-            .then(|| std::path::absolute(&args.bundle).ok())
-            .flatten()
-            .filter(|p| p.is_file()),
+        bundle: source.shared(),
         receiving: None,
         decoding: None,
         progress_warned: false,
@@ -458,7 +457,7 @@ impl NixTarget {
     /// file. A `file://` cache is a copy by definition, and a pipe can only be read
     /// once.
     fn in_place(&self) -> bool {
-        matches!(self.dest, Dest::Store { .. }) && self.bundle_file.is_some()
+        matches!(self.dest, Dest::Store { .. }) && self.bundle.is_some()
     }
 
     /// The folder NARs and narinfos are written to.
@@ -659,7 +658,7 @@ impl NixTarget {
     /// again as Nix reads it and holds back its last bytes if the file changed since
     /// it verified, so Nix never completes a NAR we did not check.
     fn serve_in_place(&mut self, head: &Head, progress: &Progress) -> Result<()> {
-        let file = self.bundle_file.clone().expect("in_place checked");
+        let src = self.bundle.clone().expect("in_place checked");
         let by_path: BTreeMap<&StorePath, &NixObject> =
             self.objects.iter().map(|o| (&o.path, o)).collect();
         let mut site = BTreeMap::new();
@@ -685,10 +684,10 @@ impl NixTarget {
                 },
             );
         }
-        let server = Server::start(fs::File::open(&file)?.into(), site).with_context(|| {
+        let server = Server::start(src.clone(), site).with_context(|| {
             format!(
                 "serving the bundle's NARs to Nix on a loopback port (127.0.0.1); without one, pipe the bundle in instead, `gapbundle import - … < {}`, and its NARs are staged in $TMPDIR",
-                file.display()
+                src.describe()
             )
         })?;
         // Nix keeps what an HTTP cache said in a disk cache of its own; that one
@@ -716,7 +715,7 @@ impl NixTarget {
             };
             return Err(anyhow::Error::new(err).context(format!(
                 "{} changed after it verified ({why}): Nix was not given that NAR; check the disk, copy the bundle again and rerun",
-                file.display()
+                src.describe()
             )));
         }
         copied
