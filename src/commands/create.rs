@@ -17,6 +17,7 @@ use serde_json::json;
 use super::inspect::Totals;
 use super::{exit, print_json, Failure};
 use crate::bundle::manifest::{BlobEntry, Kind, Object};
+use crate::bundle::meta::{ImageMeta, Meta};
 use crate::bundle::signature::Envelope;
 use crate::bundle::writer::{write_bundle, BundleBuilder};
 use crate::bundle::Digest;
@@ -275,7 +276,7 @@ pub fn run(a: CreateArgs, out: &OutputArgs) -> Result<(), Failure> {
             media_type: media_type.into(),
             size: bytes.len() as u64,
             blobs: vec![d],
-            meta: BTreeMap::new(),
+            meta: Meta::default(),
         })?;
     }
     let plan = builder.finish()?;
@@ -403,12 +404,12 @@ fn add_image(builder: &mut BundleBuilder, r: &ResolvedImage) -> Result<(), Failu
             size += b.size;
         }
     }
-    let mut meta = BTreeMap::new();
-    meta.insert("platforms".into(), json!(r.plan.platforms));
-    meta.insert("source".into(), json!(r.source));
-    if !r.wanted_by.is_empty() {
-        meta.insert("wantedBy".into(), json!(r.wanted_by));
-    }
+    let meta = Meta::Image(ImageMeta {
+        platforms: r.plan.platforms.clone(),
+        source: r.source.clone(),
+        wanted_by: (!r.wanted_by.is_empty()).then(|| r.wanted_by.clone()),
+        extra: Default::default(),
+    });
     builder.add_object(Object {
         kind: Kind::Image,
         name: r.name.clone(),

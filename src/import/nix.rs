@@ -58,7 +58,7 @@ use tempfile::{NamedTempFile, TempDir};
 use super::{Target, TargetPlan};
 use crate::bundle::digest::HashingWriter;
 use crate::bundle::keys::PublicKey;
-use crate::bundle::manifest::{BlobEntry, Encoding, Kind, ManifestError};
+use crate::bundle::manifest::{BlobEntry, Kind, ManifestError};
 use crate::bundle::reader::{damage, Entry, Head, ReadError};
 use crate::bundle::Digest;
 use crate::cli::ImportArgs;
@@ -67,8 +67,7 @@ use crate::io::serve::{Resource, Server};
 use crate::io::source::{BundleSource, RandomSource};
 use crate::io::space;
 use crate::nixfmt::{
-    cache_info, closure_order, fingerprint, valid_root_name, verify_path, NarHash, NarInfo,
-    StorePath, NAR_ZSTD_MEDIA_TYPE,
+    cache_info, closure_order, fingerprint, verify_path, NarHash, NarInfo, StorePath,
 };
 use crate::progress::Progress;
 use crate::resolve::nix::nix_cmd;
@@ -121,77 +120,29 @@ fn bad(msg: String) -> anyhow::Error {
     ReadError::Manifest(ManifestError::Inconsistent(msg)).into()
 }
 
-/// Reads and checks every `nix-path` object: well-formed names and hashes, a NAR
-/// blob whose content is the NAR hash the path is registered under, and (when keys
-/// are trusted) a path signature by one of them over Nix's fingerprint.
+/// Reads every `nix-path` object (its name, meta and NAR blob were checked when the
+/// manifest was parsed) and, when keys are trusted, checks that one of them signed
+/// the path over Nix's fingerprint.
 fn nix_objects(head: &Head, trusted: &[PublicKey]) -> Result<Vec<NixObject>> {
     let mut out = Vec::new();
-    for o in head
-        .manifest
-        .objects
-        .iter()
-        .filter(|o| o.kind == Kind::NixPath)
-    {
+    for (o, meta) in head.manifest.nix_paths() {
         let what = format!("nix-path `{}`", o.name);
         let path = StorePath::parse(&o.name).map_err(|e| bad(format!("{what}: {e}")))?;
-        let meta_str = |k: &str| o.meta.get(k).and_then(|v| v.as_str());
-        let meta_list = |k: &str| -> Result<Vec<String>> {
-            match o.meta.get(k) {
-                None => Ok(Vec::new()),
-                Some(v) => serde_json::from_value(v.clone())
-                    .map_err(|_| bad(format!("{what}: meta.{k} is not a list of strings"))),
-            }
-        };
-        let nar_hash = NarHash::parse(meta_str("narHash").unwrap_or(""))
-            .map_err(|e| bad(format!("{what}: meta.narHash: {e}")))?;
-        let nar_size = o
-            .meta
-            .get("narSize")
-            .and_then(|v| v.as_u64())
-            .ok_or_else(|| bad(format!("{what}: meta.narSize is missing")))?;
-        let references = meta_list("references")?
-            .iter()
-            .map(|r| StorePath::parse(r))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| bad(format!("{what}: meta.references: {e}")))?;
-        let deriver = meta_str("deriver")
-            .map(StorePath::parse)
-            .transpose()
-            .map_err(|e| bad(format!("{what}: meta.deriver: {e}")))?;
-        let gc_roots = meta_list("gcRoots")?;
-        if let Some(r) = gc_roots.iter().find(|r| !valid_root_name(r)) {
-            return Err(bad(format!(
-                "{what}: GC root name `{r}` is not a plain file name"
-            )));
-        }
         let blob = head
             .manifest
             .blob(&o.digest)
             .ok_or_else(|| bad(format!("{what}: its blob {} is not listed", o.digest)))?;
-        let content_ok = blob.media_type == NAR_ZSTD_MEDIA_TYPE
-            && blob.encoding == Some(Encoding::Zstd)
-            && blob
-                .content
-                .as_ref()
-                .is_some_and(|c| c.digest == nar_hash.digest() && c.size == nar_size);
-        if !content_ok {
-            return Err(bad(format!(
-                "{what}: its blob {} is not a zstd NAR with hash {nar_hash} and size {nar_size} (the metadata says one NAR, the blob another)",
-                o.digest
-            )));
-        }
-        let sigs = meta_list("sigs")?;
         let obj = NixObject {
             path,
             blob: o.digest,
             blob_size: blob.size,
-            nar_hash,
-            nar_size,
-            references,
-            deriver,
-            ca: meta_str("ca").map(str::to_string),
-            sigs,
-            gc_roots,
+            nar_hash: meta.nar_hash,
+            nar_size: meta.nar_size,
+            references: meta.references.clone(),
+            deriver: meta.deriver.clone(),
+            ca: meta.ca.clone(),
+            sigs: meta.sigs.clone(),
+            gc_roots: meta.gc_roots().to_vec(),
         };
         if !trusted.is_empty() {
             let fp = fingerprint(&obj.path, &obj.nar_hash, obj.nar_size, &obj.references);

@@ -23,12 +23,12 @@ use std::sync::Mutex;
 use anyhow::{anyhow, bail, Context, Result};
 use fs_err as fs;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::bundle::digest::HashingWriter;
 use crate::bundle::frames::{FrameCutter, FrameEncoder, FrameSink, FRAME_CONTENT};
 use crate::bundle::keys::SecretKey;
 use crate::bundle::manifest::{BlobEntry, ContentInfo, Encoding, Kind, Object};
+use crate::bundle::meta::{Meta, NixPathMeta};
 use crate::bundle::Digest;
 use crate::error::InputFailure;
 use crate::io::cas::Cas;
@@ -398,27 +398,18 @@ pub fn resolve(
         sigs.extend(keys.iter().map(|k| sign_path(k, &fp)));
         sigs.sort();
         sigs.dedup();
-        let mut meta = BTreeMap::new();
-        meta.insert("narHash".into(), json!(info.nar_hash.to_nix32_string()));
-        meta.insert("narSize".into(), json!(info.nar_size));
-        meta.insert(
-            "references".into(),
-            json!(info
-                .references
-                .iter()
-                .map(|r| r.as_str())
-                .collect::<Vec<_>>()),
-        );
-        if let Some(d) = &info.deriver {
-            meta.insert("deriver".into(), json!(d.as_str()));
-        }
-        if let Some(ca) = &info.ca {
-            meta.insert("ca".into(), json!(ca));
-        }
-        meta.insert("sigs".into(), json!(sigs));
-        if let Some(r) = gc_roots.get(&info.path) {
-            meta.insert("gcRoots".into(), json!(r));
-        }
+        let meta = Meta::NixPath(NixPathMeta {
+            nar_hash: info.nar_hash,
+            nar_size: info.nar_size,
+            references: info.references.clone(),
+            deriver: info.deriver.clone(),
+            ca: info.ca.clone(),
+            sigs,
+            gc_roots: gc_roots
+                .get(&info.path)
+                .map(|r| r.iter().cloned().collect()),
+            extra: Default::default(),
+        });
         c.objects.push(Object {
             kind: Kind::NixPath,
             name: info.path.to_string(),
