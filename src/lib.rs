@@ -11,6 +11,7 @@
 //! - [`io`]: the local content-addressed cache and atomic files;
 //! - [`nixfmt`]: Nix's formats (nix32, narinfo, path signatures), pure;
 //! - [`commands`]: one orchestrator per subcommand; [`cli`]: the clap definitions;
+//! - [`pool`]: the one worker pool (std threads only, so the format may use it);
 //! - [`error`]: the markers that pick an exit code, used by every layer.
 
 #![deny(missing_docs)]
@@ -23,6 +24,7 @@ pub mod import;
 pub mod io;
 pub mod k8s;
 pub mod nixfmt;
+pub mod pool;
 pub mod progress;
 pub mod resolve;
 pub mod spec;
