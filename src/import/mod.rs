@@ -76,18 +76,6 @@ impl<'a> Fanout<'a> {
         }
     }
 
-    /// Total bytes all targets need (for progress).
-    pub fn needed_bytes(&self, head: &Head) -> u64 {
-        let all: BTreeSet<&Digest> = self.targets.iter().flat_map(|(_, n)| n).collect();
-        head.manifest
-            .blobs
-            .iter()
-            .filter(|b| all.contains(&b.digest))
-            .map(|b| b.size)
-            .sum()
-    }
-}
-
 impl EntrySink for Fanout<'_> {
     fn consume(&mut self, entry: &Entry, data: &mut dyn Read) -> io::Result<()> {
         let Entry::Blob(blob) = entry else {

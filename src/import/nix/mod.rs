@@ -10,7 +10,7 @@
 //!   `nar/<nix32 file hash>.nar.zst` (temporary name, renamed once the blob
 //!   verified), and after the whole bundle verified and every NAR decompressed to
 //!   its NAR hash (one worker per core, while the bundle goes on streaming; see
-//!   [`cache`]), `<hash>.narinfo` files are written in reference order. That cache
+//!   `cache`), `<hash>.narinfo` files are written in reference order. That cache
 //!   is the result: a fleet substitutes from it, nothing else checks it first, and
 //!   its narinfos carry the bundle key's path signatures.
 //! - a store (the default local store, `/mnt/target` or `local?root=/mnt/target`,
@@ -46,9 +46,9 @@
 //! second import is a no-op, and since nothing is registered before the last byte of
 //! the bundle verified, an interrupted import completes on rerun.
 //!
-//! The parts: [`validate`] (what section 14.5 asks before anything is written),
-//! [`cache`] (the `file://` cache: NARs as they stream, decode checks, narinfos),
-//! [`store`] (a store: validity, `nix copy`, serving in place, GC roots); this file
+//! The parts: `validate` (what section 14.5 asks before anything is written),
+//! `cache` (the `file://` cache: NARs as they stream, decode checks, narinfos),
+//! `store` (a store: validity, `nix copy`, serving in place, GC roots); this file
 //! is the target that ties them together.
 
 mod cache;

@@ -1,9 +1,9 @@
 //! Nix installables and store paths to NAR blobs and `nix-path` objects.
 //!
 //! Nix is never evaluated here: the real `nix` CLI builds each installable and
-//! reports its closure ([`cmd`]); each path of the closure becomes one blob, its NAR
-//! packed into the cache ([`pack`]); what each entry resolved to goes into the lock
-//! ([`lock`]). Each path is signed with the bundle key(s) over Nix's own
+//! reports its closure (`cmd`); each path of the closure becomes one blob, its NAR
+//! packed into the cache (`pack`); what each entry resolved to goes into the lock
+//! (`lock`). Each path is signed with the bundle key(s) over Nix's own
 //! fingerprint, so Nix accepts the imported paths with nothing but our public key in
 //! `trusted-public-keys`. Blobs are ranked by topological depth: in the file, every
 //! NAR comes after the NARs of its references.
