@@ -75,6 +75,7 @@ impl<'a> Fanout<'a> {
             buf: vec![0; 1 << 20],
         }
     }
+}
 
 impl EntrySink for Fanout<'_> {
     fn consume(&mut self, entry: &Entry, data: &mut dyn Read) -> io::Result<()> {
