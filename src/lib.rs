@@ -8,9 +8,11 @@
 //! - [`spec`]: the spec file and the lock file, pure;
 //! - [`resolve`]: inputs to blobs (registries, local layouts and archives);
 //! - [`k8s`]: Kubernetes manifests as data (documents, workload images, HelmChart), pure;
-//! - [`io`]: the local content-addressed cache and atomic files;
+//! - [`io`]: the local content-addressed cache, atomic files, where a bundle's bytes
+//!   come from (stdin, a file, volumes), subprocesses, the loopback server;
 //! - [`nixfmt`]: Nix's formats (nix32, narinfo, path signatures), pure;
 //! - [`commands`]: one orchestrator per subcommand; [`cli`]: the clap definitions;
+//! - [`pool`]: the one worker pool (std threads only, so the format may use it);
 //! - [`error`]: the markers that pick an exit code, used by every layer.
 
 #![deny(missing_docs)]
@@ -23,6 +25,7 @@ pub mod import;
 pub mod io;
 pub mod k8s;
 pub mod nixfmt;
+pub mod pool;
 pub mod progress;
 pub mod resolve;
 pub mod spec;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use gapbundle::bundle::keys::SecretKey;
 use gapbundle::bundle::manifest::{BlobEntry, ContentInfo, Encoding, Kind, Object};
+use gapbundle::bundle::meta::{K8sManifestMeta, Meta};
 use gapbundle::bundle::signature::Envelope;
 use gapbundle::bundle::writer::{write_bundle, BlobSource, BundleBuilder};
 use gapbundle::bundle::Digest;
@@ -419,10 +420,17 @@ fn manifest_bundle_version(w: &Work, version: &str, docs: &[(&str, u64, &str, bo
             1,
         )
         .unwrap();
-        let mut meta = BTreeMap::new();
-        meta.insert("file".to_string(), json!(file));
-        meta.insert("order".to_string(), json!(order));
-        meta.insert("source".to_string(), json!("chart:web"));
+        let meta = Meta::K8sManifest(K8sManifestMeta {
+            source: "chart:web".into(),
+            file: file.to_string(),
+            order: *order,
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            namespace: Some("default".into()),
+            name: format!("doc-{order}"),
+            images: Vec::new(),
+            extra: Default::default(),
+        });
         b.add_object(Object {
             kind: Kind::K8sManifest,
             name: format!("{file}#{order}"),

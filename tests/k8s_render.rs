@@ -475,7 +475,7 @@ manifests:
         ]
     );
     let web_deploy = docs["chart:web/Deployment/apps/web"];
-    let meta = |o: &Object, k: &str| o.meta.get(k).cloned().unwrap_or(Value::Null);
+    let meta = |o: &Object, k: &str| o.meta.to_json().get(k).cloned().unwrap_or(Value::Null);
     assert_eq!(meta(web_deploy, "source"), "chart:web");
     assert_eq!(meta(web_deploy, "file"), "chart-web.yaml");
     assert_eq!(meta(web_deploy, "kind"), "Deployment");
@@ -711,7 +711,7 @@ fn discover_images_false_turns_discovery_off_per_entry() {
     // The document still records the image it uses.
     let m = w.manifest("x.gapb");
     let a = manifests(&m)["manifests:a/pod.yaml/Pod/default/a"].clone();
-    assert_eq!(a.meta["images"], serde_json::json!([missing]));
+    assert_eq!(a.meta.to_json()["images"], serde_json::json!([missing]));
 
     // And a spec with no discovery at all needs no registry.
     w.write(
@@ -820,8 +820,11 @@ fn helmchart_mode_carries_the_chart_for_k3s() {
         ["chart:web/HelmChart/kube-system/web"]
     );
     let o = docs["chart:web/HelmChart/kube-system/web"];
-    assert_eq!(o.meta["apiVersion"], "helm.cattle.io/v1");
-    assert_eq!(o.meta["images"], serde_json::json!([fx.app.reference]));
+    assert_eq!(o.meta.to_json()["apiVersion"], "helm.cattle.io/v1");
+    assert_eq!(
+        o.meta.to_json()["images"],
+        serde_json::json!([fx.app.reference])
+    );
 
     let x = w.path("x");
     fs::create_dir_all(&x).unwrap();
@@ -1024,11 +1027,11 @@ fn manifests_from_a_flake_output() {
     );
     let pod = docs[&format!("manifests:{i}.manifests/pod.yaml/Pod/default/from-nix")];
     assert_eq!(
-        pod.meta["images"],
+        pod.meta.to_json()["images"],
         serde_json::json!(["127.0.0.1:1/nix/app:1"])
     );
     assert_eq!(
-        pod.meta["file"],
+        pod.meta.to_json()["file"],
         "manifests-.-flake-packages.x86_64-linux.manifests-pod.yaml"
     );
 }

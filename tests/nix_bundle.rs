@@ -387,7 +387,7 @@ fn round_trip_into_a_fresh_store() {
     // symlink, folders), so create needs no process per path.
     for p in &all {
         let mut ours = Vec::new();
-        gapbundle::resolve::nix::dump_nar(Path::new(p), &mut ours).unwrap();
+        gapbundle::nixfmt::dump::dump_nar(Path::new(p), &mut ours).unwrap();
         assert!(
             ours == run(nix("nix-store").args(["--dump", p])).stdout,
             "{p}"

@@ -11,13 +11,15 @@
 //! entry; that way signatures can be added without moving a single offset, and the
 //! manifest does not depend on its own length.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
 use super::canonical;
 use super::digest::Digest;
 use super::layout::{padded, HEADER_LEN};
+use super::meta::{Meta, MetaError};
+use crate::nixfmt::StorePath;
 
 /// Major format version this code writes and reads.
 pub const FORMAT_MAJOR: u64 = 1;
@@ -178,9 +180,10 @@ pub struct Object {
     pub size: u64,
     /// Every blob the object needs, root included.
     pub blobs: Vec<Digest>,
-    /// Kind-specific metadata (see bundle-spec/).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub meta: BTreeMap<String, serde_json::Value>,
+    /// Kind-specific metadata (see bundle-spec/), typed for the kinds that have
+    /// one ([`Meta`]).
+    #[serde(default, skip_serializing_if = "Meta::is_empty")]
+    pub meta: Meta,
 }
 
 /// Marks a delta bundle: blobs without an offset are expected on the target.
@@ -233,6 +236,18 @@ pub enum ManifestError {
     /// A structural rule is broken.
     #[error("bundle manifest is inconsistent: {0}")]
     Inconsistent(String),
+    /// An object's name or meta breaks the rules of its kind.
+    #[error("bundle manifest is malformed: objects[{index}] {kind} {name}: {problem}")]
+    Object {
+        /// Its position in `objects`.
+        index: usize,
+        /// Its kind.
+        kind: Kind,
+        /// Its name.
+        name: String,
+        /// The field and what is wrong with it.
+        problem: MetaError,
+    },
     /// Canonical encoding failed.
     #[error(transparent)]
     Canonical(#[from] canonical::CanonicalError),
@@ -268,6 +283,8 @@ impl Manifest {
 
     /// Parses and validates manifest bytes. The version is checked before anything
     /// else so a newer bundle gets "upgrade" rather than a confusing field error.
+    /// Each object's meta is typed here ([`Meta::typed`]): a bad field is an error
+    /// naming the object and the field.
     pub fn parse(bytes: &[u8]) -> Result<Self, ManifestError> {
         let v: VersionOnly =
             serde_json::from_slice(bytes).map_err(|e| ManifestError::Malformed(e.to_string()))?;
@@ -275,8 +292,20 @@ impl Manifest {
             .format_version
             .ok_or_else(|| ManifestError::Malformed("missing formatVersion".into()))?;
         check_version(&version)?;
-        let m: Manifest =
+        let mut m: Manifest =
             serde_json::from_slice(bytes).map_err(|e| ManifestError::Malformed(e.to_string()))?;
+        for (index, o) in m.objects.iter_mut().enumerate() {
+            if let Meta::Untyped(fields) = &mut o.meta {
+                o.meta = Meta::typed(&o.kind, std::mem::take(fields)).map_err(|problem| {
+                    ManifestError::Object {
+                        index,
+                        kind: o.kind.clone(),
+                        name: o.name.clone(),
+                        problem,
+                    }
+                })?;
+            }
+        }
         m.validate()?;
         Ok(m)
     }
@@ -316,7 +345,7 @@ impl Manifest {
                 ));
             }
         }
-        for o in &self.objects {
+        for (index, o) in self.objects.iter().enumerate() {
             for d in o.blobs.iter().chain(std::iter::once(&o.digest)) {
                 if !seen.contains(d) {
                     return bad(format!(
@@ -325,6 +354,7 @@ impl Manifest {
                     ));
                 }
             }
+            self.check_object(index, o)?;
         }
         let mut expected = HEADER_LEN;
         let stored = self
@@ -345,6 +375,72 @@ impl Manifest {
             expected = offset + padded(size) + HEADER_LEN;
         }
         Ok(())
+    }
+
+    /// The rules of an object's kind that its meta alone cannot check: the meta is
+    /// the kind's own, a `nix-path` is named by a store path and its root blob is the
+    /// NAR its meta describes, a `chart`'s meta digest is its own.
+    fn check_object(&self, index: usize, o: &Object) -> Result<(), ManifestError> {
+        let fail = |field: &str, problem: String| {
+            Err(ManifestError::Object {
+                index,
+                kind: o.kind.clone(),
+                name: o.name.clone(),
+                problem: MetaError {
+                    field: field.into(),
+                    problem,
+                },
+            })
+        };
+        match o.meta.kind() {
+            Some(k) if k != o.kind => {
+                return fail("meta", format!("is the meta of a {k} object"));
+            }
+            None if Meta::has_typed(&o.kind) => {
+                return fail("meta", "was not read as its kind's meta".into())
+            }
+            _ => {}
+        }
+        match &o.meta {
+            Meta::NixPath(n) => {
+                if let Err(e) = StorePath::parse(&o.name) {
+                    return fail("name", e.to_string());
+                }
+                let blob = self.blob(&o.digest).expect("listed, checked above");
+                if let Err(e) = n.check_blob(blob) {
+                    return fail("digest", e);
+                }
+            }
+            Meta::Chart(c) if c.digest != o.digest => {
+                return fail(
+                    "meta.digest",
+                    format!("is {}, the chart's own digest is {}", c.digest, o.digest),
+                );
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The objects of one kind with their typed meta, in manifest order.
+    pub fn nix_paths(&self) -> impl Iterator<Item = (&Object, &super::meta::NixPathMeta)> {
+        self.objects
+            .iter()
+            .filter_map(|o| o.meta.nix_path().map(|m| (o, m)))
+    }
+
+    /// `image` objects with their meta.
+    pub fn images(&self) -> impl Iterator<Item = (&Object, &super::meta::ImageMeta)> {
+        self.objects
+            .iter()
+            .filter_map(|o| o.meta.image().map(|m| (o, m)))
+    }
+
+    /// `k8s-manifest` objects with their meta.
+    pub fn k8s_manifests(&self) -> impl Iterator<Item = (&Object, &super::meta::K8sManifestMeta)> {
+        self.objects
+            .iter()
+            .filter_map(|o| o.meta.k8s_manifest().map(|m| (o, m)))
     }
 
     /// End of the last stored entry's data, padding included, relative to the data
@@ -377,5 +473,150 @@ impl Manifest {
             .iter()
             .filter(|o| o.digest == *d || o.blobs.contains(d))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::meta::NixPathMeta;
+    use crate::bundle::writer::BundleBuilder;
+    use crate::nixfmt::{NarHash, NAR_ZSTD_MEDIA_TYPE};
+    use serde_json::{json, Value};
+
+    const PATH: &str = "/nix/store/094qif9n4cq4fdg459qzbhg1c6wywaww-a";
+
+    /// The canonical bytes of a small bundle's manifest: one Nix path (objects[0]) and
+    /// a spec (objects[1]).
+    fn manifest_json() -> Value {
+        let nar = Digest::of(b"nar");
+        let blob = Digest::of(b"blob");
+        let spec = Digest::of(b"spec");
+        let mut b = BundleBuilder::new("n", "1", 0, vec!["all".into()]);
+        let entry = |digest, media_type: &str, content: Option<ContentInfo>| BlobEntry {
+            digest,
+            size: 4,
+            media_type: media_type.into(),
+            offset: None,
+            encoding: content.as_ref().map(|_| Encoding::Zstd),
+            content,
+        };
+        let content = Some(ContentInfo {
+            digest: nar,
+            size: 3,
+        });
+        b.add_blob(entry(blob, NAR_ZSTD_MEDIA_TYPE, content), 0)
+            .unwrap();
+        b.add_blob(entry(spec, "text/yaml", None), 0).unwrap();
+        let object = |kind, name: &str, digest, meta| Object {
+            kind,
+            name: name.into(),
+            digest,
+            media_type: "x".into(),
+            size: 4,
+            blobs: vec![digest],
+            meta,
+        };
+        b.add_object(object(Kind::Spec, "bundle.yaml", spec, Meta::default()))
+            .unwrap();
+        let nix = NixPathMeta {
+            nar_hash: NarHash::from_digest(&nar),
+            nar_size: 3,
+            references: vec![StorePath::parse(PATH).unwrap()],
+            deriver: None,
+            ca: None,
+            sigs: vec![],
+            gc_roots: None,
+            extra: Default::default(),
+        };
+        b.add_object(object(Kind::NixPath, PATH, blob, Meta::NixPath(nix)))
+            .unwrap();
+        let plan = b.finish().unwrap();
+        serde_json::from_slice(&plan.manifest_bytes).unwrap()
+    }
+
+    fn parse(v: &Value) -> Result<Manifest, ManifestError> {
+        Manifest::parse(&canonical::to_vec(v).unwrap())
+    }
+
+    #[test]
+    fn metas_of_a_newer_minor_version_round_trip_byte_for_byte() {
+        let mut v = manifest_json();
+        v["formatVersion"] = json!("1.7");
+        v["objects"][0]["meta"]["signedBy"] = json!({"k": ["x", 1]});
+        v["objects"][1]["meta"] = json!({"renderedWith": "y"});
+        let bytes = canonical::to_vec(&v).unwrap();
+        let m = Manifest::parse(&bytes).unwrap();
+        assert_eq!(m.to_canonical().unwrap(), bytes);
+        let (o, nix) = m.nix_paths().next().unwrap();
+        assert_eq!(o.name, PATH);
+        assert_eq!(nix.extra["signedBy"], json!({"k": ["x", 1]}));
+    }
+
+    #[test]
+    fn a_bad_meta_field_is_named_with_its_object() {
+        let mut v = manifest_json();
+        v["objects"][0]["meta"]["narSize"] = json!("3");
+        let e = parse(&v).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!(
+                "objects[0] nix-path {PATH}: meta.narSize: invalid type"
+            )),
+            "{e}"
+        );
+        // The meta and the blob disagree on the NAR.
+        let mut v = manifest_json();
+        v["objects"][0]["meta"]["narSize"] = json!(4);
+        let e = parse(&v).unwrap_err().to_string();
+        assert!(
+            e.contains("objects[0] nix-path") && e.contains("digest: its blob"),
+            "{e}"
+        );
+        // A nix-path is named by a store path.
+        let mut v = manifest_json();
+        v["objects"][0]["name"] = json!("/etc/passwd");
+        let e = parse(&v).unwrap_err().to_string();
+        assert!(e.contains("objects[0] nix-path /etc/passwd: name:"), "{e}");
+        // A manifest made in code must carry its kind's meta.
+        let mut m = parse(&manifest_json()).unwrap();
+        m.objects[0].meta = Meta::default();
+        let e = m.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("objects[0] nix-path") && e.contains("meta: "),
+            "{e}"
+        );
+    }
+
+    /// bundle-spec/schema says of metas what the parser checks.
+    #[test]
+    fn the_schema_agrees_with_the_parser_on_metas() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/bundle-spec/schema/manifest.schema.json"
+        );
+        let schema: Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        let schema = jsonschema::validator_for(&schema).unwrap();
+        let good = manifest_json();
+        assert!(schema.is_valid(&good));
+        assert!(parse(&good).is_ok());
+        let bad: [(&str, Value); 5] = [
+            ("narSize", json!("3")),
+            ("narHash", json!(format!("sha256:{}", "0".repeat(64)))),
+            ("references", json!(["/etc/passwd"])),
+            ("gcRoots", json!(["../up"])),
+            ("sigs", json!(["k:x\nURL: y"])),
+        ];
+        for (field, value) in bad {
+            let mut v = good.clone();
+            v["objects"][0]["meta"][field] = value;
+            assert!(!schema.is_valid(&v), "the schema accepts a bad {field}");
+            assert!(parse(&v).is_err(), "the parser accepts a bad {field}");
+        }
+        let mut v = good.clone();
+        v["objects"][0]["meta"]
+            .as_object_mut()
+            .unwrap()
+            .remove("sigs");
+        assert!(!schema.is_valid(&v) && parse(&v).is_err());
     }
 }

@@ -12,6 +12,7 @@ pub mod frames;
 pub mod keys;
 pub mod layout;
 pub mod manifest;
+pub mod meta;
 pub mod oci;
 pub mod reader;
 pub mod signature;

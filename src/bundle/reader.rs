@@ -10,8 +10,6 @@
 //! (a file on disk, later a set of volumes), which hashes several blobs at once.
 
 use std::io::{self, Read};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 use super::digest::{Digest, Hasher, HashingReader};
 use super::layout::{self, entry_len, parse_header, Block, HeaderError, END_LEN, HEADER_LEN};
@@ -459,7 +457,7 @@ impl<S: ReadAt + ?Sized> Read for RangeReader<'_, S> {
 /// Checks the data section of a random-access source with up to `jobs` threads.
 /// Reports the damaged entry nearest the start of the file, like a one-pass read
 /// would, and stops early once one is found.
-pub fn verify_parallel<S: ReadAt>(
+pub fn verify_parallel<S: ReadAt + ?Sized>(
     src: &S,
     head: &Head,
     jobs: usize,
@@ -467,7 +465,7 @@ pub fn verify_parallel<S: ReadAt>(
 ) -> Result<(), ReadError> {
     let len = src.len()?;
     let expected_len = head.file_len();
-    let mut entries = head.entries();
+    let entries = head.entries();
     if len < expected_len {
         let cut = entries
             .iter()
@@ -476,32 +474,17 @@ pub fn verify_parallel<S: ReadAt>(
             .unwrap_or_else(|| "the end-of-archive marker".into());
         return Err(ReadError::Truncated(cut));
     }
-    // Largest first keeps the threads busy until the end.
-    entries.sort_by_key(|e| std::cmp::Reverse(e.size()));
-    let next = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
-    let failures: Mutex<Vec<(u64, ReadError)>> = Mutex::new(Vec::new());
-    let jobs = jobs.clamp(1, entries.len().max(1));
-    std::thread::scope(|s| {
-        for _ in 0..jobs {
-            s.spawn(|| {
-                let mut buf = vec![0u8; 1 << 20];
-                while !stop.load(Ordering::Relaxed) {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(entry) = entries.get(i) else { break };
-                    if let Err(e) = check_entry(src, head, entry, &mut buf, progress) {
-                        failures.lock().unwrap().push((entry.offset(), e));
-                        stop.store(true, Ordering::Relaxed);
-                    }
-                }
-            });
-        }
-    });
-    let mut failures = failures.into_inner().unwrap();
-    failures.sort_by_key(|(o, _)| *o);
-    if let Some((_, e)) = failures.into_iter().next() {
-        return Err(e);
-    }
+    // Largest first keeps the threads busy until the end; entries are in file
+    // order, so of the damaged ones the pool reports the one nearest the start.
+    let mut largest_first: Vec<usize> = (0..entries.len()).collect();
+    largest_first.sort_by_key(|&i| std::cmp::Reverse(entries[i].size()));
+    crate::pool::map_scheduled(
+        jobs,
+        &entries,
+        &largest_first,
+        || Ok(vec![0u8; 1 << 20]),
+        |buf, entry| check_entry(src, head, entry, buf, progress),
+    )?;
     let end_pos = expected_len - END_LEN;
     let mut end = vec![0u8; (len - end_pos).min(1 << 20) as usize];
     RangeReader::new(src, end_pos, end.len() as u64).read_exact(&mut end)?;
@@ -511,7 +494,7 @@ pub fn verify_parallel<S: ReadAt>(
     Ok(())
 }
 
-fn check_entry<S: ReadAt>(
+fn check_entry<S: ReadAt + ?Sized>(
     src: &S,
     head: &Head,
     entry: &Entry,

@@ -162,11 +162,6 @@ impl BundleBuilder {
         Ok(())
     }
 
-    /// Whether a blob is already added.
-    pub fn has_blob(&self, d: &Digest) -> bool {
-        self.blobs.contains_key(d)
-    }
-
     /// Orders everything and computes offsets and the manifest.
     pub fn finish(self) -> Result<Plan, WriteError> {
         let objects: Vec<Object> = self.objects.into_values().collect();

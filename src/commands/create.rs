@@ -6,6 +6,13 @@
 //! and streamed from the cache to a temporary file that is renamed over the output
 //! only when complete. A failure at any step leaves no half-written bundle and no
 //! half-updated lock.
+//!
+//! [`run`] is those steps as stages, each a function whose result carries what the
+//! next needs: `Inputs::load` (spec, lock, keys, cache), `resolve` (every input to
+//! digests, the new lock), `check_lock` (`--locked`), `fetch` (registry blobs into
+//! the cache), `assemble` (the manifest laid out: which blobs a bundle stores is
+//! decided here), `write` (signed, to the output: how the bytes land on disk is
+//! decided here) and `report`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -16,9 +23,11 @@ use serde_json::json;
 
 use super::inspect::Totals;
 use super::{exit, print_json, Failure};
+use crate::bundle::keys::SecretKey;
 use crate::bundle::manifest::{BlobEntry, Kind, Object};
+use crate::bundle::meta::{ImageMeta, Meta};
 use crate::bundle::signature::Envelope;
-use crate::bundle::writer::{write_bundle, BundleBuilder};
+use crate::bundle::writer::{write_bundle, BundleBuilder, Plan};
 use crate::bundle::Digest;
 use crate::cli::{CreateArgs, OutputArgs};
 use crate::error::InputFailure;
@@ -29,9 +38,9 @@ use crate::io::keys::load_secret_key;
 use crate::progress::{human_bytes, Progress};
 use crate::resolve::auth::{parse_registry_auth, Credentials};
 use crate::resolve::image::{self, Blob, ImagePlan};
-use crate::resolve::registry::{Registry, RegistryOptions};
-use crate::resolve::{archive, k8s, layout, nix, LockCtx};
-use crate::spec::{self, ImageRequest, ImageSource, Lock, LockedImage};
+use crate::resolve::registry::{FetchStats, Registry, RegistryOptions};
+use crate::resolve::{archive, k8s, layout, nix, Contribution, LockCtx};
+use crate::spec::{self, ImageRequest, ImageSource, LoadedSpec, Lock, LockedImage};
 
 /// Media type of the spec file stored in a bundle.
 pub const SPEC_MEDIA_TYPE: &str = "application/vnd.gapbundle.spec.v1+yaml";
@@ -65,51 +74,113 @@ fn source_date_epoch() -> Result<u64, Failure> {
     }
 }
 
-/// Runs create.
+/// Runs create, stage by stage: each stage's result carries what the next needs.
 pub fn run(a: CreateArgs, out: &OutputArgs) -> Result<(), Failure> {
     let progress = Progress::new(out.quiet || out.json);
-    let loaded = spec::load(&a.spec)?;
-    let lock_path = a
-        .lock
-        .clone()
-        .unwrap_or_else(|| a.spec.with_extension("lock"));
-    let old_lock = if lock_path.exists() {
-        Lock::parse(&lock_path.display().to_string(), &fs::read(&lock_path)?)?
-    } else if a.locked {
-        return Err(InputFailure(format!(
-            "--locked was given but there is no lock file at {}: run create once without --locked and commit the lock",
-            lock_path.display()
-        ))
-        .into());
-    } else {
-        Lock::new()
-    };
-    let keys = a
-        .keys
-        .iter()
-        .map(|k| load_secret_key(k))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    if keys.is_empty() {
-        progress.warn(
-            "no --key given: the bundle is unsigned, and verify/import refuse it without --allow-unsigned",
-        );
-    }
-    let cas = Cas::open(a.cache.clone().unwrap_or_else(Cas::default_root))
-        .context("opening the blob cache (choose another with --cache DIR)")?;
-    let created = source_date_epoch()?;
+    let inputs = Inputs::load(&a, &progress)?;
+    let resolved = resolve(&a, &inputs, &progress)?;
+    check_lock(&a, &inputs, &resolved)?;
+    let fetched = fetch(&inputs, &resolved, &progress)?;
+    let assembled = assemble(&a, &inputs, &resolved)?;
+    let written = write(&a, &inputs, &assembled, &progress)?;
+    report(
+        &a,
+        out,
+        &inputs,
+        &resolved,
+        &assembled,
+        &written,
+        fetched.as_ref(),
+    );
+    Ok(())
+}
 
+/// Stage 1, what is read before anything is resolved: the spec, the lock as it is,
+/// the signing keys, the cache, the bundle's timestamp.
+struct Inputs {
+    loaded: LoadedSpec,
+    lock_path: PathBuf,
+    old_lock: Lock,
+    keys: Vec<SecretKey>,
+    cas: Cas,
+    created: u64,
+}
+
+impl Inputs {
+    fn load(a: &CreateArgs, progress: &Progress) -> Result<Inputs, Failure> {
+        let loaded = spec::load(&a.spec)?;
+        let lock_path = a
+            .lock
+            .clone()
+            .unwrap_or_else(|| a.spec.with_extension("lock"));
+        let old_lock = if lock_path.exists() {
+            Lock::parse(&lock_path.display().to_string(), &fs::read(&lock_path)?)?
+        } else if a.locked {
+            return Err(InputFailure(format!(
+                "--locked was given but there is no lock file at {}: run create once without --locked and commit the lock",
+                lock_path.display()
+            ))
+            .into());
+        } else {
+            Lock::new()
+        };
+        let keys = a
+            .keys
+            .iter()
+            .map(|k| load_secret_key(k))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if keys.is_empty() {
+            progress.warn(
+                "no --key given: the bundle is unsigned, and verify/import refuse it without --allow-unsigned",
+            );
+        }
+        let cas = Cas::open(a.cache.clone().unwrap_or_else(Cas::default_root))
+            .context("opening the blob cache (choose another with --cache DIR)")?;
+        let created = source_date_epoch()?;
+        Ok(Inputs {
+            loaded,
+            lock_path,
+            old_lock,
+            keys,
+            cas,
+            created,
+        })
+    }
+}
+
+/// Stage 2, every input resolved to digests: rendered manifests and Nix closures
+/// (already packed into the cache), the images with the blobs still to download,
+/// and the lock they give.
+struct Resolved {
+    new_lock: Lock,
+    contributions: Vec<Contribution>,
+    images: Vec<ResolvedImage>,
+    /// Blobs of registry images, with the image that needs each.
+    downloads: Vec<(String, Blob)>,
+    /// Made on the first registry image, used again to download.
+    registry: Option<Registry>,
+}
+
+fn resolve(a: &CreateArgs, inputs: &Inputs, progress: &Progress) -> Result<Resolved, Failure> {
+    let Inputs {
+        loaded,
+        old_lock,
+        keys,
+        cas,
+        ..
+    } = inputs;
     let mut new_lock = Lock::new();
     // Rendering and Nix builds come first: they can ask for more images.
     let contributions = {
         let mut ctx = LockCtx {
-            old: &old_lock,
+            old: old_lock,
             new: &mut new_lock,
             locked: a.locked,
             update: a.update,
         };
-        [
-            k8s::render(&loaded, &cas, &mut ctx, &progress, &render_options(&a)?)?,
-            nix::resolve(&loaded, &cas, &mut ctx, &progress, &keys)?,
+        vec![
+            k8s::render(loaded, cas, &mut ctx, progress, &render_options(a)?)?,
+            nix::resolve(loaded, cas, &mut ctx, progress, keys)?,
         ]
     };
     let mut requests = loaded.images.clone();
@@ -128,140 +199,194 @@ pub fn run(a: CreateArgs, out: &OutputArgs) -> Result<(), Failure> {
             .or_default()
             .extend(w.wanted_by.iter().cloned());
     }
-
-    let mut registry: Option<Registry> = None;
-    let mut resolved = Vec::new();
-    let mut downloads: Vec<(String, Blob)> = Vec::new();
+    let mut resolved = Resolved {
+        new_lock,
+        contributions,
+        images: Vec::new(),
+        downloads: Vec::new(),
+        registry: None,
+    };
     for (i, req) in requests.iter().enumerate() {
-        let key = req.source.lock_key(&loaded.base);
-        let pinned = if a.update {
-            None
-        } else {
-            old_lock.images.get(&key).map(|l| l.digest)
-        };
-        if a.locked && pinned.is_none() {
-            return Err(InputFailure(format!(
-                "--locked: images[{i}] ({key}) is not in {}; run create without --locked to add it",
-                lock_path.display()
-            ))
-            .into());
-        }
-        let (name, plan) = match &req.source {
-            ImageSource::Registry(reference) => {
-                if registry.is_none() {
-                    registry = Some(Registry::new(registry_options(&a)?)?);
-                }
-                let reg = registry.as_ref().expect("just set");
-                let root = reg
-                    .resolve(&cas, reference, pinned)
-                    .map_err(|e| match wanted_by.get(reference) {
-                        Some(who) => {
-                            e.context(format!("{reference} is wanted by {}", who.join(", ")))
-                        }
-                        None => e,
-                    })
-                    .map_err(registry_failure)?;
-                let plan = {
-                    let mut fetch = reg.manifests(&cas, reference).map_err(registry_failure)?;
-                    image::walk(&root.bytes, &root.media_type, &req.platforms, &mut fetch)
-                        .with_context(|| format!("image {reference}"))
-                        .map_err(registry_failure)?
-                };
-                downloads.extend(plan.blobs.iter().map(|b| (root.name.clone(), b.clone())));
-                (root.name, plan)
-            }
-            ImageSource::Layout { dir, tag } => {
-                let li = layout::resolve_layout(&cas, dir, tag.as_deref(), &req.platforms)?;
-                (local_name(i, &key, req.name.as_ref(), li.name)?, li.plan)
-            }
-            ImageSource::Archive(path) => {
-                let li = archive::resolve_archive(&cas, path, None, &req.platforms)?;
-                (local_name(i, &key, req.name.as_ref(), li.name)?, li.plan)
-            }
-            ImageSource::Installable(installable) => {
-                let path = crate::resolve::nix::build_archive(&loaded, installable)?;
-                let li = archive::resolve_archive(&cas, &path, None, &req.platforms)?;
-                (local_name(i, &key, req.name.as_ref(), li.name)?, li.plan)
-            }
-        };
-        if let Some(p) = pinned {
-            if p != plan.root.digest {
-                if a.locked {
-                    return Err(InputFailure(format!(
-                        "--locked: {key} is now {} but {} pins {p}; run create without --locked to update the lock",
-                        plan.root.digest,
-                        lock_path.display()
-                    ))
-                    .into());
-                }
-                progress.message(format!("{key}: changed from {p} to {}", plan.root.digest));
-            }
-        }
-        if !plan.skipped_platforms.is_empty() {
-            progress.message(format!(
-                "{name}: keeping {}, leaving out {}",
-                plan.platforms.join(", "),
-                plan.skipped_platforms.join(", ")
-            ));
-        }
-        new_lock.images.insert(
-            key.clone(),
+        let image = resolve_image(a, inputs, &mut resolved, i, req, &wanted_by, progress)?;
+        resolved.new_lock.images.insert(
+            image.source.clone(),
             LockedImage {
-                name: name.clone(),
-                digest: plan.root.digest,
-                media_type: plan.root.media_type.clone(),
+                name: image.name.clone(),
+                digest: image.plan.root.digest,
+                media_type: image.plan.root.media_type.clone(),
             },
         );
-        resolved.push(ResolvedImage {
-            wanted_by: match &req.source {
-                ImageSource::Registry(r) => wanted_by.get(r).cloned().unwrap_or_default(),
-                _ => Vec::new(),
-            },
-            name,
-            source: key,
-            plan,
-        });
+        resolved.images.push(image);
     }
-    if a.locked && new_lock != old_lock {
+    Ok(resolved)
+}
+
+/// Resolves `images[i]` (or an image a document wants) against its pin in the lock.
+fn resolve_image(
+    a: &CreateArgs,
+    inputs: &Inputs,
+    resolved: &mut Resolved,
+    i: usize,
+    req: &ImageRequest,
+    wanted_by: &BTreeMap<String, Vec<String>>,
+    progress: &Progress,
+) -> Result<ResolvedImage, Failure> {
+    let Inputs {
+        loaded,
+        lock_path,
+        old_lock,
+        cas,
+        ..
+    } = inputs;
+    let key = req.source.lock_key(&loaded.base);
+    let pinned = if a.update {
+        None
+    } else {
+        old_lock.images.get(&key).map(|l| l.digest)
+    };
+    if a.locked && pinned.is_none() {
         return Err(InputFailure(format!(
-            "--locked: {} would change:\n  {}\nrun create without --locked to update it",
-            lock_path.display(),
-            old_lock.differences(&new_lock).join("\n  ")
+            "--locked: images[{i}] ({key}) is not in {}; run create without --locked to add it",
+            lock_path.display()
         ))
         .into());
     }
-
-    let stats = match &registry {
-        Some(reg) if !downloads.is_empty() => Some(
-            reg.fetch_blobs(&cas, &downloads, &progress)
-                .map_err(registry_failure)?,
-        ),
-        _ => None,
+    let (name, plan) = match &req.source {
+        ImageSource::Registry(reference) => {
+            if resolved.registry.is_none() {
+                resolved.registry = Some(Registry::new(registry_options(a)?)?);
+            }
+            let reg = resolved.registry.as_ref().expect("just set");
+            let root = reg
+                .resolve(cas, reference, pinned)
+                .map_err(|e| match wanted_by.get(reference) {
+                    Some(who) => e.context(format!("{reference} is wanted by {}", who.join(", "))),
+                    None => e,
+                })
+                .map_err(registry_failure)?;
+            let plan = {
+                let mut fetch = reg.manifests(cas, reference).map_err(registry_failure)?;
+                image::walk(&root.bytes, &root.media_type, &req.platforms, &mut fetch)
+                    .with_context(|| format!("image {reference}"))
+                    .map_err(registry_failure)?
+            };
+            resolved
+                .downloads
+                .extend(plan.blobs.iter().map(|b| (root.name.clone(), b.clone())));
+            (root.name, plan)
+        }
+        ImageSource::Layout { dir, tag } => {
+            let li = layout::resolve_layout(cas, dir, tag.as_deref(), &req.platforms)?;
+            (local_name(i, &key, req.name.as_ref(), li.name)?, li.plan)
+        }
+        ImageSource::Archive(path) => {
+            let li = archive::resolve_archive(cas, path, None, &req.platforms)?;
+            (local_name(i, &key, req.name.as_ref(), li.name)?, li.plan)
+        }
+        ImageSource::Installable(installable) => {
+            let path = crate::resolve::nix::build_archive(loaded, installable)?;
+            let li = archive::resolve_archive(cas, &path, None, &req.platforms)?;
+            (local_name(i, &key, req.name.as_ref(), li.name)?, li.plan)
+        }
     };
+    if let Some(p) = pinned {
+        if p != plan.root.digest {
+            if a.locked {
+                return Err(InputFailure(format!(
+                    "--locked: {key} is now {} but {} pins {p}; run create without --locked to update the lock",
+                    plan.root.digest,
+                    lock_path.display()
+                ))
+                .into());
+            }
+            progress.message(format!("{key}: changed from {p} to {}", plan.root.digest));
+        }
+    }
+    if !plan.skipped_platforms.is_empty() {
+        progress.message(format!(
+            "{name}: keeping {}, leaving out {}",
+            plan.platforms.join(", "),
+            plan.skipped_platforms.join(", ")
+        ));
+    }
+    Ok(ResolvedImage {
+        wanted_by: match &req.source {
+            ImageSource::Registry(r) => wanted_by.get(r).cloned().unwrap_or_default(),
+            _ => Vec::new(),
+        },
+        name,
+        source: key,
+        plan,
+    })
+}
 
-    let lock_bytes = new_lock.to_bytes();
-    let lock_changed = fs::read(&lock_path).ok().as_deref() != Some(lock_bytes.as_slice());
+/// Stage 3: with `--locked`, the lock the inputs resolved to must be the one on
+/// disk. (Each pin was already held against its image in stage 2.)
+fn check_lock(a: &CreateArgs, inputs: &Inputs, resolved: &Resolved) -> Result<(), Failure> {
+    if a.locked && resolved.new_lock != inputs.old_lock {
+        return Err(InputFailure(format!(
+            "--locked: {} would change:\n  {}\nrun create without --locked to update it",
+            inputs.lock_path.display(),
+            inputs.old_lock.differences(&resolved.new_lock).join("\n  ")
+        ))
+        .into());
+    }
+    Ok(())
+}
 
-    // Lay out the bundle.
+/// Stage 4: the registry images' blobs into the cache, in parallel (local images,
+/// documents and NARs are there already). `None` when nothing came from a registry.
+fn fetch(
+    inputs: &Inputs,
+    resolved: &Resolved,
+    progress: &Progress,
+) -> Result<Option<FetchStats>, Failure> {
+    match &resolved.registry {
+        Some(reg) if !resolved.downloads.is_empty() => Ok(Some(
+            reg.fetch_blobs(&inputs.cas, &resolved.downloads, progress)
+                .map_err(registry_failure)?,
+        )),
+        _ => Ok(None),
+    }
+}
+
+/// Stage 5, the bundle laid out: every blob and object in the manifest, offsets
+/// fixed, and the lock file's bytes (stored in the bundle, written beside the spec).
+struct Assembled {
+    plan: Plan,
+    lock_bytes: Vec<u8>,
+    lock_changed: bool,
+}
+
+fn assemble(a: &CreateArgs, inputs: &Inputs, resolved: &Resolved) -> Result<Assembled, Failure> {
+    let Inputs {
+        loaded,
+        lock_path,
+        cas,
+        created,
+        ..
+    } = inputs;
+    let lock_bytes = resolved.new_lock.to_bytes();
+    let lock_changed = fs::read(lock_path).ok().as_deref() != Some(lock_bytes.as_slice());
     let mut builder = BundleBuilder::new(
         &loaded.spec.name,
         &loaded.spec.version,
-        created,
+        *created,
         loaded.spec.platforms.to_strings(),
     );
-    for r in &resolved {
+    for r in &resolved.images {
         add_image(&mut builder, r)?;
     }
-    for c in contributions {
-        for (blob, rank) in c.blobs {
-            builder.add_blob(blob, rank)?;
+    for c in &resolved.contributions {
+        for (blob, rank) in &c.blobs {
+            builder.add_blob(blob.clone(), *rank)?;
         }
-        for o in c.objects {
-            builder.add_object(o)?;
+        for o in &c.objects {
+            builder.add_object(o.clone())?;
         }
     }
     let spec_name = file_name(&a.spec);
-    let lock_name = file_name(&lock_path);
+    let lock_name = file_name(lock_path);
     for (kind, name, bytes, media_type) in [
         (Kind::Spec, spec_name, &loaded.bytes, SPEC_MEDIA_TYPE),
         (Kind::Lock, lock_name, &lock_bytes, LOCK_MEDIA_TYPE),
@@ -275,48 +400,88 @@ pub fn run(a: CreateArgs, out: &OutputArgs) -> Result<(), Failure> {
             media_type: media_type.into(),
             size: bytes.len() as u64,
             blobs: vec![d],
-            meta: BTreeMap::new(),
+            meta: Meta::default(),
         })?;
     }
-    let plan = builder.finish()?;
-    let envelope = Envelope::sign(plan.digest, &keys);
+    Ok(Assembled {
+        plan: builder.finish()?,
+        lock_bytes,
+        lock_changed,
+    })
+}
 
+/// Stage 6, the bundle signed and written: to a temporary file renamed over the
+/// output once complete (blobs copied in parallel), or streamed to an output that
+/// is not a regular file; then the lock beside the spec, if it changed.
+struct Written {
+    /// Bytes of the bundle.
+    size: u64,
+}
+
+fn write(
+    a: &CreateArgs,
+    inputs: &Inputs,
+    assembled: &Assembled,
+    progress: &Progress,
+) -> Result<Written, Failure> {
+    let plan = &assembled.plan;
+    let envelope = Envelope::sign(plan.digest, &inputs.keys);
     let total = plan.file_len(&envelope);
     let bar = progress.bar(format!("bundle {}", a.output.display()), total);
     let mut file = AtomicFile::create(&a.output)?;
     match file.temp_path().map(std::path::Path::to_path_buf) {
         Some(tmp) => {
             let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
-            write_parallel(&tmp, &plan, &envelope, &cas, jobs, &|b| {
+            write_parallel(&tmp, plan, &envelope, &inputs.cas, jobs, &|b| {
                 bar.inc(b.size + 512)
             })?;
         }
         None => {
-            write_bundle(&mut file, &plan, &envelope, &cas, |b| bar.inc(b.size + 512))?;
+            write_bundle(&mut file, plan, &envelope, &inputs.cas, |b| {
+                bar.inc(b.size + 512)
+            })?;
         }
     }
     file.commit()?;
     bar.clear();
-    if lock_changed {
-        crate::io::atomic::write(&lock_path, &lock_bytes)?;
+    if assembled.lock_changed {
+        crate::io::atomic::write(&inputs.lock_path, &assembled.lock_bytes)?;
     }
+    Ok(Written { size: total })
+}
 
+/// Stage 7: what was written, on stdout.
+fn report(
+    a: &CreateArgs,
+    out: &OutputArgs,
+    inputs: &Inputs,
+    resolved: &Resolved,
+    assembled: &Assembled,
+    written: &Written,
+    stats: Option<&FetchStats>,
+) {
+    let Assembled {
+        plan, lock_changed, ..
+    } = assembled;
+    let (spec, lock_path) = (&inputs.loaded.spec, &inputs.lock_path);
+    let total = written.size;
     let totals = Totals::of(&plan.manifest);
-    let images: Vec<_> = resolved
-        .iter()
-        .map(|r| {
-            json!({"ref": r.name, "digest": r.plan.root.digest.to_string(),
-                   "mediaType": r.plan.root.media_type, "platforms": r.plan.platforms, "source": r.source})
-        })
-        .collect();
     if out.json {
+        let images: Vec<_> = resolved
+            .images
+            .iter()
+            .map(|r| {
+                json!({"ref": r.name, "digest": r.plan.root.digest.to_string(),
+                       "mediaType": r.plan.root.media_type, "platforms": r.plan.platforms, "source": r.source})
+            })
+            .collect();
         print_json(&json!({
             "bundle": a.output, "digest": plan.digest.to_string(), "size": total,
-            "name": loaded.spec.name, "version": loaded.spec.version,
-            "signers": keys.iter().map(|k| k.name().to_string()).collect::<Vec<_>>(),
+            "name": spec.name, "version": spec.version,
+            "signers": inputs.keys.iter().map(|k| k.name().to_string()).collect::<Vec<_>>(),
             "images": images, "lock": lock_path, "lockChanged": lock_changed,
-            "fetched": {"blobs": stats.as_ref().map_or(0, |s| s.fetched), "bytes": stats.as_ref().map_or(0, |s| s.fetched_bytes)},
-            "cachedBlobs": stats.as_ref().map_or(0, |s| s.cached),
+            "fetched": {"blobs": stats.map_or(0, |s| s.fetched), "bytes": stats.map_or(0, |s| s.fetched_bytes)},
+            "cachedBlobs": stats.map_or(0, |s| s.cached),
             "storedBytes": totals.stored_bytes, "savedBytes": totals.saved(),
         }));
     } else if !out.quiet {
@@ -324,16 +489,15 @@ pub fn run(a: CreateArgs, out: &OutputArgs) -> Result<(), Failure> {
             "wrote {} ({}): {} image(s), {} blobs, {} saved by storing shared blobs once",
             a.output.display(),
             human_bytes(total),
-            resolved.len(),
+            resolved.images.len(),
             totals.blobs,
             human_bytes(totals.saved())
         );
         say!("digest {}", plan.digest);
-        if lock_changed {
+        if *lock_changed {
             say!("updated {}", lock_path.display());
         }
     }
-    Ok(())
 }
 
 /// Charts use the same `--insecure-registry`, `--registry-auth` and Docker config
@@ -403,12 +567,12 @@ fn add_image(builder: &mut BundleBuilder, r: &ResolvedImage) -> Result<(), Failu
             size += b.size;
         }
     }
-    let mut meta = BTreeMap::new();
-    meta.insert("platforms".into(), json!(r.plan.platforms));
-    meta.insert("source".into(), json!(r.source));
-    if !r.wanted_by.is_empty() {
-        meta.insert("wantedBy".into(), json!(r.wanted_by));
-    }
+    let meta = Meta::Image(ImageMeta {
+        platforms: r.plan.platforms.clone(),
+        source: r.source.clone(),
+        wanted_by: (!r.wanted_by.is_empty()).then(|| r.wanted_by.clone()),
+        extra: Default::default(),
+    });
     builder.add_object(Object {
         kind: Kind::Image,
         name: r.name.clone(),
@@ -419,9 +583,4 @@ fn add_image(builder: &mut BundleBuilder, r: &ResolvedImage) -> Result<(), Failu
         meta,
     })?;
     Ok(())
-}
-
-/// Default lock path for a spec path (exposed for docs and tests).
-pub fn default_lock_path(spec: &std::path::Path) -> PathBuf {
-    spec.with_extension("lock")
 }

@@ -6,7 +6,6 @@
 //! once: every blob is hashed while it streams to the targets that need it, and the
 //! targets register their objects only after the last byte verified.
 
-use fs_err as fs;
 use serde_json::json;
 
 use super::verify::{check_trust, Trust};
@@ -15,30 +14,17 @@ use crate::bundle::reader::{read_head, verify_stream, Head};
 use crate::cli::{ImportArgs, OutputArgs};
 use crate::error::InputFailure;
 use crate::import::{self, Fanout, Target};
+use crate::io::source::BundleSource;
 use crate::progress::{human_bytes, Progress};
 
 /// Runs import.
 pub fn run(a: ImportArgs, out: &OutputArgs) -> Result<(), Failure> {
-    let progress = Progress::new(out.quiet || out.json);
-    if a.bundle.as_os_str() == "-" {
-        let mut r = std::io::stdin().lock();
-        import_from(&mut r, &a, out, &progress)
-    } else {
-        let f = fs::File::open(&a.bundle)?;
-        let mut r = std::io::BufReader::with_capacity(1 << 20, f);
-        import_from(&mut r, &a, out, &progress)
-    }
-}
-
-fn import_from<R: std::io::Read>(
-    r: &mut R,
-    a: &ImportArgs,
-    out: &OutputArgs,
-    progress: &Progress,
-) -> Result<(), Failure> {
-    let head = read_head(r)?;
+    let progress = &Progress::new(out.quiet || out.json);
+    let source = BundleSource::open(&a.bundle)?;
+    let mut r = source.reader()?;
+    let head = read_head(&mut r)?;
     let trust = check_trust(&head, &a.trust, progress)?;
-    let mut targets = select_targets(a, &head, &trust)?;
+    let mut targets = select_targets(&a, &head, &trust, &source)?;
     if targets.is_empty() {
         return Err(InputFailure(
             "nothing to import: every kind of object in this bundle was skipped".into(),
@@ -62,7 +48,7 @@ fn import_from<R: std::io::Read>(
             .collect(),
     );
     let bar = progress.bar("bundle data", head.manifest.data_len());
-    verify_stream(r, &head, &mut fanout, |n| bar.inc(n))?;
+    verify_stream(&mut r, &head, &mut fanout, |n| bar.inc(n))?;
     bar.clear();
     drop(fanout);
     let mut reports = Vec::new();
@@ -113,12 +99,13 @@ fn select_targets(
     a: &ImportArgs,
     head: &Head,
     trust: &Trust,
+    source: &BundleSource,
 ) -> Result<Vec<Box<dyn Target>>, Failure> {
     let mut v: Vec<Box<dyn Target>> = Vec::new();
-    if let Some(t) = import::nix::target(a, head, trust.signers())? {
+    if let Some(t) = import::nix::target(a, head, trust.signers(), source)? {
         v.push(t);
     }
-    v.extend(import::oci::targets(a, head)?);
+    v.extend(import::oci::targets(a, head, source)?);
     Ok(v)
 }
 

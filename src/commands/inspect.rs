@@ -3,13 +3,13 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use fs_err as fs;
 use serde_json::json;
 
 use super::{print_json, Failure};
 use crate::bundle::manifest::{Kind, Manifest};
 use crate::bundle::reader::read_head;
 use crate::cli::{InspectArgs, OutputArgs};
+use crate::io::source::BundleSource;
 use crate::progress::human_bytes;
 use crate::time::rfc3339;
 
@@ -62,21 +62,19 @@ impl Totals {
 
 /// Runs inspect.
 pub fn run(a: InspectArgs, out: &OutputArgs) -> Result<(), Failure> {
-    let mut f = std::io::BufReader::new(fs::File::open(&a.bundle)?);
-    let head = read_head(&mut f)?;
+    let source = BundleSource::open(&a.bundle)?;
+    let head = read_head(&mut source.reader()?)?;
     let m = &head.manifest;
     let totals = Totals::of(m);
     let signers: Vec<String> = head.envelope.claimed_signers();
     let images: Vec<serde_json::Value> = m
-        .objects
-        .iter()
-        .filter(|o| o.kind == Kind::Image)
-        .map(|o| {
+        .images()
+        .map(|(o, meta)| {
             json!({
                 "ref": o.name, "digest": o.digest.to_string(), "mediaType": o.media_type,
-                "platforms": o.meta.get("platforms").cloned().unwrap_or(json!([])),
+                "platforms": meta.platforms,
                 "size": o.size,
-                "wantedBy": o.meta.get("wantedBy").cloned().unwrap_or(json!([])),
+                "wantedBy": meta.wanted_by(),
             })
         })
         .collect();
@@ -109,38 +107,20 @@ pub fn run(a: InspectArgs, out: &OutputArgs) -> Result<(), Failure> {
         }
         say!("          (claimed; `gapbundle verify --trust KEY` checks them)");
     }
-    let img: Vec<_> = m.objects.iter().filter(|o| o.kind == Kind::Image).collect();
+    let img: Vec<_> = m.images().collect();
     if !img.is_empty() {
         say!("images");
-        let w = img.iter().map(|o| o.name.len()).max().unwrap_or(0);
-        for o in img {
-            let platforms = o
-                .meta
-                .get("platforms")
-                .and_then(|p| p.as_array())
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|x| x.as_str())
-                        .collect::<Vec<_>>()
-                        .join(",")
-                })
-                .unwrap_or_default();
+        let w = img.iter().map(|(o, _)| o.name.len()).max().unwrap_or(0);
+        for (o, meta) in img {
             say!(
                 "  {:w$}  {}  {:>10}  {}",
                 o.name,
                 o.digest.short(),
                 human_bytes(o.size),
-                platforms
+                meta.platforms.join(",")
             );
             // Which rendered manifests asked for the image (`chart:web Deployment apps/web`).
-            for who in o
-                .meta
-                .get("wantedBy")
-                .and_then(|w| w.as_array())
-                .into_iter()
-                .flatten()
-                .filter_map(|x| x.as_str())
-            {
+            for who in meta.wanted_by() {
                 say!("    wanted by {who}");
             }
         }

@@ -5,7 +5,6 @@
 //! hashed by several threads at positions the manifest gives; stdin (`-`) is read in
 //! one pass, which is also what an import over a pipe does.
 
-use fs_err as fs;
 use serde_json::json;
 
 use super::{print_json, Failure};
@@ -14,6 +13,7 @@ use crate::bundle::reader::{read_head, verify_parallel, verify_stream, Head, NoS
 use crate::bundle::signature::TrustError;
 use crate::cli::{OutputArgs, TrustArgs, VerifyArgs};
 use crate::io::keys::load_public_keys;
+use crate::io::source::BundleSource;
 use crate::progress::{human_bytes, Progress};
 
 /// Outcome of the trust check.
@@ -65,24 +65,16 @@ pub fn run(a: VerifyArgs, out: &OutputArgs) -> Result<(), Failure> {
     let jobs = a
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    let stdin = a.bundle.as_os_str() == "-";
-    let (head, trust) = if stdin {
-        let mut r = std::io::stdin().lock();
-        let head = read_head(&mut r)?;
-        let trust = check_trust(&head, &a.trust, &progress)?;
-        let bar = progress.bar("bundle data", head.manifest.data_len());
-        verify_stream(&mut r, &head, &mut NoSink, |n| bar.inc(n))?;
-        bar.clear();
-        (head, trust)
-    } else {
-        let file = fs::File::open(&a.bundle)?;
-        let head = read_head(&mut std::io::BufReader::new(file.file()))?;
-        let trust = check_trust(&head, &a.trust, &progress)?;
-        let bar = progress.bar("bundle data", head.manifest.data_len());
-        verify_parallel(file.file(), &head, jobs, &|n| bar.inc(n))?;
-        bar.clear();
-        (head, trust)
-    };
+    let source = BundleSource::open(&a.bundle)?;
+    let mut r = source.reader()?;
+    let head = read_head(&mut r)?;
+    let trust = check_trust(&head, &a.trust, &progress)?;
+    let bar = progress.bar("bundle data", head.manifest.data_len());
+    match source.random_access() {
+        Some(ra) => verify_parallel(ra, &head, jobs, &|n| bar.inc(n))?,
+        None => verify_stream(&mut r, &head, &mut NoSink, |n| bar.inc(n))?,
+    }
+    bar.clear();
     let m = &head.manifest;
     let signers = trust.signer_names();
     if out.json {

@@ -33,6 +33,7 @@ use super::{Target, TargetPlan};
 use crate::bundle::canonical;
 use crate::bundle::layout::{header, write_padding};
 use crate::bundle::manifest::{BlobEntry, Encoding, Kind, Object};
+use crate::bundle::meta::K8sManifestMeta;
 use crate::bundle::oci::{index_bytes, oci_layout_bytes};
 use crate::bundle::reader::Head;
 use crate::bundle::Digest;
@@ -265,14 +266,9 @@ fn manifest_files(head: &Head) -> Result<BTreeMap<String, Vec<Doc>>> {
     let blobs: HashMap<Digest, &BlobEntry> =
         head.manifest.blobs.iter().map(|b| (b.digest, b)).collect();
     let mut files: BTreeMap<String, Vec<Doc>> = BTreeMap::new();
-    for o in head
-        .manifest
-        .objects
-        .iter()
-        .filter(|o| o.kind == Kind::K8sManifest)
-    {
-        let file = manifest_file_name(o)?;
-        let order = o.meta.get("order").and_then(Value::as_u64).unwrap_or(0);
+    for (o, meta) in head.manifest.k8s_manifests() {
+        let file = manifest_file_name(o, meta)?;
+        let order = meta.order;
         let b = blobs.get(&o.digest).ok_or_else(|| {
             anyhow!(
                 "manifest {} names blob {} that is not listed",
@@ -299,17 +295,8 @@ fn manifest_files(head: &Head) -> Result<BTreeMap<String, Vec<Doc>>> {
     Ok(files)
 }
 
-fn manifest_file_name(o: &Object) -> Result<String> {
-    let file = o
-        .meta
-        .get("file")
-        .and_then(Value::as_str)
-        .ok_or_else(|| {
-            InputFailure(format!(
-                "Kubernetes manifest {} has no `file` in its meta: the bundle was made by an incompatible gapbundle",
-                o.name
-            ))
-        })?;
+fn manifest_file_name(o: &Object, meta: &K8sManifestMeta) -> Result<String> {
+    let file = &meta.file;
     if file.is_empty()
         || file.contains('/')
         || file.contains('\\')

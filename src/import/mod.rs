@@ -75,17 +75,6 @@ impl<'a> Fanout<'a> {
             buf: vec![0; 1 << 20],
         }
     }
-
-    /// Total bytes all targets need (for progress).
-    pub fn needed_bytes(&self, head: &Head) -> u64 {
-        let all: BTreeSet<&Digest> = self.targets.iter().flat_map(|(_, n)| n).collect();
-        head.manifest
-            .blobs
-            .iter()
-            .filter(|b| all.contains(&b.digest))
-            .map(|b| b.size)
-            .sum()
-    }
 }
 
 impl EntrySink for Fanout<'_> {

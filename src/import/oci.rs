@@ -23,9 +23,15 @@ use crate::bundle::manifest::Kind;
 use crate::bundle::reader::Head;
 use crate::cli::ImportArgs;
 use crate::error::InputFailure;
+use crate::io::source::BundleSource;
 
-/// The image and manifest targets for this bundle under the given flags.
-pub fn targets(args: &ImportArgs, head: &Head) -> anyhow::Result<Vec<Box<dyn Target>>> {
+/// The image and manifest targets for this bundle under the given flags; `source`
+/// is where the bundle is read from (a fleet push reads a blob again from it).
+pub fn targets(
+    args: &ImportArgs,
+    head: &Head,
+    source: &BundleSource,
+) -> anyhow::Result<Vec<Box<dyn Target>>> {
     let has = |k: Kind| head.manifest.objects.iter().any(|o| o.kind == k);
     let mut v: Vec<Box<dyn Target>> = Vec::new();
     if args.staged && args.registry.is_some() {
@@ -36,7 +42,7 @@ pub fn targets(args: &ImportArgs, head: &Head) -> anyhow::Result<Vec<Box<dyn Tar
     }
     if has(Kind::Image) && !args.skip_images {
         if let Some(reg) = &args.registry {
-            v.push(Box::new(super::push::Push::new(args, reg, head)?));
+            v.push(Box::new(super::push::Push::new(args, reg, head, source)?));
         } else if args.staged {
             v.push(Box::new(StagedImages::new(&args.k3s_root, head)));
         } else {

@@ -27,8 +27,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::error::Error as StdError;
-use std::io::{self, Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use fs_err as fs;
@@ -44,11 +45,12 @@ use super::{Target, TargetPlan};
 use crate::bundle::digest::HashingReader;
 use crate::bundle::manifest::{BlobEntry, Kind, Object};
 use crate::bundle::oci::{is_index, is_manifest};
-use crate::bundle::reader::Head;
+use crate::bundle::reader::{Head, RangeReader};
 use crate::bundle::Digest;
 use crate::cli::ImportArgs;
 use crate::error::{InputFailure, RegistryFailure};
 use crate::io::atomic;
+use crate::io::source::{BundleSource, RandomSource};
 use crate::progress::Progress;
 use crate::resolve::auth::{self, normalize_host, parse_registry_auth};
 use crate::resolve::registry::{failure_reason, is_retryable, with_retries};
@@ -100,8 +102,8 @@ pub struct Push {
     uploaded: HashMap<Digest, Reference>,
     upload: Option<Upload>,
     pushed_bytes: u64,
-    /// The bundle file, to push interrupted blobs again from; `None` for stdin.
-    bundle: Option<PathBuf>,
+    /// The bundle, to push interrupted blobs again from; `None` for stdin.
+    bundle: Option<Arc<RandomSource>>,
     /// Attempts per request (`--retries`).
     attempts: u32,
     /// Blobs whose streamed upload broke off for a retryable reason -> that reason.
@@ -146,7 +148,7 @@ fn by_digest(r: &Reference, d: &Digest) -> Reference {
 
 impl Push {
     /// A push target for `--registry HOST`.
-    pub fn new(args: &ImportArgs, host: &str, head: &Head) -> Result<Self> {
+    pub fn new(args: &ImportArgs, host: &str, head: &Head, source: &BundleSource) -> Result<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let host = host
             .trim()
@@ -242,7 +244,7 @@ impl Push {
             uploaded: HashMap::new(),
             upload: None,
             pushed_bytes: 0,
-            bundle: (args.bundle.as_os_str() != "-").then(|| args.bundle.clone()),
+            bundle: source.shared(),
             attempts: args.retries.max(1),
             interrupted: BTreeMap::new(),
         })
@@ -314,7 +316,7 @@ impl Push {
     /// Pushes each blob whose upload broke off again, from the bundle file.
     fn push_interrupted(&mut self, head: &Head, progress: &Progress) -> Result<Vec<String>> {
         let interrupted = std::mem::take(&mut self.interrupted);
-        let Some(path) = self.bundle.clone() else {
+        let Some(src) = self.bundle.clone() else {
             return Err(stdin_cannot_repush(&self.host, &interrupted));
         };
         let mut done = Vec::new();
@@ -323,29 +325,35 @@ impl Push {
             let repo = self.uploaded[&d].clone();
             let pos = head
                 .blob_position(&b)
-                .ok_or_else(|| anyhow!("blob {d} is not stored in {}", path.display()))?;
+                .ok_or_else(|| anyhow!("blob {d} is not stored in {}", src.describe()))?;
             progress.message(format!(
                 "the upload of blob {d} to {}/{} broke off ({why}): pushing it again from {}",
                 self.host,
                 repo.repository(),
-                path.display()
+                src.describe()
             ));
-            self.push_from_file(&path, pos, &b, &repo)?;
+            self.push_from_file(&src, pos, &b, &repo)?;
             self.pushed_bytes += b.size;
             done.push(d.to_string());
         }
         Ok(done)
     }
 
-    /// One blob from `path` at `pos` into `repo`, streamed, with the remaining
+    /// One blob from the bundle at `pos` into `repo`, streamed, with the remaining
     /// attempts (the broken streamed upload was the first).
-    fn push_from_file(&self, path: &Path, pos: u64, b: &BlobEntry, repo: &Reference) -> Result<()> {
+    fn push_from_file(
+        &self,
+        src: &Arc<RandomSource>,
+        pos: u64,
+        b: &BlobEntry,
+        repo: &Reference,
+    ) -> Result<()> {
         let client = &self.client;
         let digest = b.digest.to_string();
         let r = self.rt.block_on(with_retries(self.attempts - 1, || {
             let (tx, mut rx) = mpsc::channel(4);
-            let (path, blob) = (path.to_path_buf(), b.clone());
-            let reader = tokio::task::spawn_blocking(move || send_from_file(&path, pos, &blob, tx));
+            let (src, blob) = (src.clone(), b.clone());
+            let reader = tokio::task::spawn_blocking(move || send_from_file(&src, pos, &blob, tx));
             let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
             let push = client.push_blob_stream(repo, stream, &digest, Some(b.size));
             async move {
@@ -385,35 +393,33 @@ fn stdin_cannot_repush(host: &str, interrupted: &BTreeMap<Digest, String>) -> an
     .into()
 }
 
-/// Sends the `b.size` bytes at `pos` of the bundle file through `tx`, hashing them,
+/// Sends the `b.size` bytes at `pos` of the bundle through `tx`, hashing them,
 /// one chunk held back: the last goes out only if the whole still has the digest
 /// the import verified, so the registry never completes an upload of changed bytes.
 /// A closed `tx` (the upload failed) ends it quietly; on a local failure the
 /// upload is cut off with an error item and the failure is returned.
-fn send_from_file(path: &Path, pos: u64, b: &BlobEntry, tx: Chunks) -> Result<()> {
+fn send_from_file(src: &RandomSource, pos: u64, b: &BlobEntry, tx: Chunks) -> Result<()> {
     let d = b.digest;
     let fail = |msg: String| {
         let _ = tx.blocking_send(Err(OciDistributionError::GenericError(Some(msg.clone()))));
         anyhow!(msg)
     };
     let again = "the bundle file must stay unchanged until the import ends: rerun the import";
-    let mut f = match fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) => return Err(fail(format!("cannot read blob {d} again: {e}; {again}"))),
-    };
-    if let Err(e) = f.seek(SeekFrom::Start(pos)) {
-        return Err(fail(format!("cannot read blob {d} again: {e}; {again}")));
-    }
-    let mut r = HashingReader::new(f.take(b.size));
+    let mut r = HashingReader::new(RangeReader::new(src, pos, b.size));
     let mut held: Option<bytes::Bytes> = None;
     loop {
         let mut buf = vec![0u8; REPUSH_CHUNK];
-        let n = crate::io::read_up_to(&mut r, &mut buf).map_err(|e| {
-            fail(format!(
-                "cannot read blob {d} again from {}: {e}; {again}",
-                path.display()
-            ))
-        })?;
+        let n = match crate::io::read_up_to(&mut r, &mut buf) {
+            Ok(n) => n,
+            // Shorter than it was: told below as bytes that changed.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => 0,
+            Err(e) => {
+                return Err(fail(format!(
+                    "cannot read blob {d} again from {}: {e}; {again}",
+                    src.describe()
+                )))
+            }
+        };
         if n == 0 {
             break;
         }
@@ -428,7 +434,7 @@ fn send_from_file(path: &Path, pos: u64, b: &BlobEntry, tx: Chunks) -> Result<()
     if found != d || size != b.size {
         return Err(fail(format!(
             "blob {d} in {} changed after the import verified it (at offset {pos} there are now {size} bytes with digest {found}, not {} bytes with digest {d}); nothing of it was pushed: copy the bundle again, then rerun the import",
-            path.display(),
+            src.describe(),
             b.size
         )));
     }
@@ -751,7 +757,8 @@ mod tests {
             content: None,
         };
         let (tx, mut rx) = mpsc::channel(64);
-        let r = send_from_file(&path, prefix.len() as u64, &b, tx);
+        let src = BundleSource::open(&path).unwrap().shared().unwrap();
+        let r = send_from_file(&src, prefix.len() as u64, &b, tx);
         let mut items = Vec::new();
         while let Ok(item) = rx.try_recv() {
             items.push(item.map(|c| c.to_vec()).map_err(|e| e.to_string()));

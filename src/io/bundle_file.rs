@@ -17,8 +17,7 @@
 use std::io::{self, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::bundle::manifest::BlobEntry;
 use crate::bundle::signature::Envelope;
@@ -47,9 +46,6 @@ pub fn write_parallel(
     file.write_all_at(&prefix, 0)?;
     let data_start = plan.data_start(envelope);
     let blobs: Vec<&BlobEntry> = plan.stored_blobs().collect();
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let first_error: Mutex<Option<WriteError>> = Mutex::new(None);
     let copied = AtomicU64::new(0);
     let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
     std::thread::scope(|s| {
@@ -63,47 +59,30 @@ pub fn write_parallel(
                 }
             }
         });
-        for _ in 0..jobs.clamp(1, blobs.len().max(1)) {
-            let wake = wake.clone();
-            s.spawn(|| {
-                let wake = wake;
-                // One handle per worker: each has its own file position.
-                let mut out = match std::fs::OpenOptions::new().write(true).open(path) {
-                    Ok(f) => f,
-                    Err(e) => {
-                        failed.store(true, Ordering::Relaxed);
-                        first_error
-                            .lock()
-                            .expect("not poisoned")
-                            .get_or_insert(e.into());
-                        return;
-                    }
-                };
-                while !failed.load(Ordering::Relaxed) {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(blob) = blobs.get(i) else { return };
-                    let at = data_start + blob.offset.expect("stored blobs have offsets");
-                    match copy_blob(cas, plan, blob, &file, &mut out, at) {
-                        Ok(()) => {
-                            on_blob(blob);
-                            let before = copied.fetch_add(blob.size, Ordering::Relaxed);
-                            if (before + blob.size) / SYNC_EVERY != before / SYNC_EVERY {
-                                let _ = wake.try_send(());
-                            }
-                        }
-                        Err(e) => {
-                            failed.store(true, Ordering::Relaxed);
-                            first_error.lock().expect("not poisoned").get_or_insert(e);
-                        }
-                    }
+        let all_copied = crate::pool::map(
+            jobs,
+            &blobs,
+            // One handle per worker: each has its own file position.
+            || {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(WriteError::from)
+            },
+            |out, blob| {
+                let at = data_start + blob.offset.expect("stored blobs have offsets");
+                copy_blob(cas, plan, blob, &file, out, at)?;
+                on_blob(blob);
+                let before = copied.fetch_add(blob.size, Ordering::Relaxed);
+                if (before + blob.size) / SYNC_EVERY != before / SYNC_EVERY {
+                    let _ = wake.try_send(());
                 }
-            });
-        }
-        drop(wake);
-    });
-    if let Some(e) = first_error.into_inner().expect("not poisoned") {
-        return Err(e);
-    }
+                Ok(())
+            },
+        );
+        drop(wake); // ends the syncer
+        all_copied
+    })?;
     Ok(total)
 }
 

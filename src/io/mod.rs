@@ -1,5 +1,6 @@
-//! Local I/O shared by the commands: the blob cache, atomic files, subprocesses, and
-//! a bundle file served in place over loopback HTTP.
+//! Local I/O shared by the commands: the blob cache, atomic files, subprocesses,
+//! where a bundle's bytes come from (stdin, a file, volumes), and a bundle served in
+//! place over loopback HTTP.
 
 pub mod atomic;
 pub mod bundle_file;
@@ -7,6 +8,7 @@ pub mod cas;
 pub mod keys;
 pub mod process;
 pub mod serve;
+pub mod source;
 pub mod space;
 
 /// Reads until `buf` is full or the reader ends; returns how many bytes were read.

@@ -8,7 +8,9 @@
 //! bundle file itself, the only writes are Nix's own.
 //!
 //! So this serves a fixed set of documents on `127.0.0.1` under a random path
-//! prefix: small ones held in memory (narinfos) and byte ranges of one open file.
+//! prefix: small ones held in memory (narinfos) and byte ranges of one bundle source
+//! read at any offset (a file, or the volumes of a split bundle:
+//! [`crate::io::source`]).
 //! It is a server for one local client, not for a network: HTTP/1.1 with
 //! keep-alive, `GET` and `HEAD`, and the `Range: bytes=N-` form curl sends to resume
 //! a transfer. Anything else is refused.
@@ -21,15 +23,18 @@
 //! and later requests for that document get `410 Gone`.
 
 use std::collections::BTreeMap;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::bundle::digest::{Digest, Hasher};
+use crate::bundle::reader::{RangeReader, ReadAt};
+
+/// What ranges are read from: shared with the connection threads.
+pub type Served = Arc<dyn ReadAt + Send>;
 
 /// How long an idle connection is kept open.
 const IDLE: Duration = Duration::from_secs(60);
@@ -48,9 +53,9 @@ pub enum Resource {
         /// Its media type.
         content_type: &'static str,
     },
-    /// A byte range of the served file, checked against `digest` as it is sent.
+    /// A byte range of the served source, checked against `digest` as it is sent.
     Range {
-        /// Where the range starts in the file.
+        /// Where the range starts in the source.
         offset: u64,
         /// Its length.
         size: u64,
@@ -81,7 +86,7 @@ pub struct Mismatch {
 }
 
 struct Shared {
-    file: std::fs::File,
+    source: Served,
     site: BTreeMap<String, Resource>,
     prefix: String,
     /// Ranges found changed; each is `410 Gone` from then on.
@@ -97,17 +102,17 @@ pub struct Server {
 }
 
 impl Server {
-    /// Serves `site` (names without a leading `/`) from `file` on a free loopback
+    /// Serves `site` (names without a leading `/`) from `source` on a free loopback
     /// port, under a random path prefix so that no client cache can mistake one
     /// run's documents for another's.
-    pub fn start(file: std::fs::File, site: BTreeMap<String, Resource>) -> io::Result<Server> {
+    pub fn start(source: Served, site: BTreeMap<String, Resource>) -> io::Result<Server> {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
         let addr = listener.local_addr()?;
         let mut nonce = [0u8; 12];
         getrandom::fill(&mut nonce).map_err(|e| io::Error::other(e.to_string()))?;
         let prefix: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
         let shared = Arc::new(Shared {
-            file,
+            source,
             site,
             prefix: format!("/{prefix}/"),
             failures: Mutex::new(Vec::new()),
@@ -317,7 +322,7 @@ fn serve_connection(conn: TcpStream, shared: &Shared) -> io::Result<()> {
                 )?;
                 if !head_only {
                     let sent = send_range(
-                        &shared.file,
+                        &*shared.source,
                         *offset,
                         *size,
                         from.unwrap_or(0),
@@ -377,7 +382,7 @@ fn status(out: &mut TcpStream, code: &str, close: bool) -> io::Result<()> {
 /// `Err` is what was found instead; a socket error is also `Err`, which only means
 /// the client went away.
 fn send_range(
-    file: &std::fs::File,
+    source: &dyn ReadAt,
     offset: u64,
     size: u64,
     from: u64,
@@ -390,8 +395,9 @@ fn send_range(
     while pos < size {
         let want = (size - pos).min(CHUNK as u64) as usize;
         let chunk = &mut buf[..want];
-        file.read_exact_at(chunk, offset + pos)
-            .map_err(|e| Err(format!("reading the bundle file: {e}")))?;
+        RangeReader::new(source, offset + pos, want as u64)
+            .read_exact(chunk)
+            .map_err(|e| Err(format!("reading the bundle: {e}")))?;
         let end = pos + want as u64;
         let h = hasher.as_mut().expect("taken only at the end");
         h.update(chunk);
@@ -414,7 +420,6 @@ fn send_range(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
 
     fn digest(b: &[u8]) -> Digest {
         Digest::of(b)
@@ -434,7 +439,7 @@ mod tests {
                 digest: range_digest,
             },
         );
-        let s = Server::start(f.reopen().unwrap(), site).unwrap();
+        let s = Server::start(Arc::new(f.reopen().unwrap()), site).unwrap();
         (s, f)
     }
 

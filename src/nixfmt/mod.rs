@@ -16,6 +16,8 @@
 //! - [`PathInfo`]: `nix path-info --json` parsing;
 //! - [`closure_order`]: references before the paths that use them.
 
+pub mod dump;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 

@@ -23,11 +23,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use fs_err as fs;
-use serde_json::json;
 use serde_yaml_ng::Value;
 
 use super::{blame, split, Collector, RenderOptions, Stored, HELM_HINT};
 use crate::bundle::manifest::{BlobEntry, Kind, Object};
+use crate::bundle::meta::{ChartMeta, Meta};
 use crate::bundle::Digest;
 use crate::error::{InputFailure, RegistryFailure};
 use crate::io::cas::Cas;
@@ -146,11 +146,13 @@ pub(super) fn render_chart(
     let docs = split(&source, &rendered, e.namespace.as_deref())?;
 
     if let Some(p) = &pulled {
-        let mut meta = std::collections::BTreeMap::new();
-        meta.insert("chart".into(), json!(info.name));
-        meta.insert("version".into(), json!(p.version));
-        meta.insert("digest".into(), json!(p.digest.to_string()));
-        meta.insert("source".into(), json!(p.key));
+        let meta = Meta::Chart(ChartMeta {
+            chart: info.name.clone(),
+            version: p.version.clone(),
+            digest: p.digest,
+            source: p.key.clone(),
+            extra: Default::default(),
+        });
         out.blobs.push((
             BlobEntry {
                 digest: p.digest,

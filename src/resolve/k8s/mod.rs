@@ -19,10 +19,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use fs_err as fs;
-use serde_json::json;
 
 use super::{Contribution, LockCtx, WantedImage};
 use crate::bundle::manifest::{BlobEntry, ContentInfo, Encoding, Kind, Object};
+use crate::bundle::meta::{K8sManifestMeta, Meta};
 use crate::bundle::Digest;
 use crate::error::InputFailure;
 use crate::io::cas::Cas;
@@ -319,17 +319,17 @@ impl Collector {
             let (blob, size) = store_document(cas, &doc.bytes)?;
             let digest = blob.digest;
             self.blobs.push((blob, k8s::RANK_MANIFEST));
-            let mut meta = BTreeMap::new();
-            meta.insert("source".into(), json!(source));
-            meta.insert("file".into(), json!(file));
-            meta.insert("order".into(), json!(order));
-            meta.insert("apiVersion".into(), json!(doc.api_version));
-            meta.insert("kind".into(), json!(doc.kind));
-            if let Some(ns) = &doc.namespace {
-                meta.insert("namespace".into(), json!(ns));
-            }
-            meta.insert("name".into(), json!(doc.name));
-            meta.insert("images".into(), json!(images));
+            let meta = Meta::K8sManifest(K8sManifestMeta {
+                source: source.to_string(),
+                file: file.clone(),
+                order: order as u64,
+                api_version: doc.api_version.clone(),
+                kind: doc.kind.clone(),
+                namespace: doc.namespace.clone(),
+                name: doc.name.clone(),
+                images,
+                extra: Default::default(),
+            });
             self.objects.push(Object {
                 kind: Kind::K8sManifest,
                 name,
@@ -423,8 +423,8 @@ mod tests {
                 "manifests:b.yaml/Pod/default/p"
             ]
         );
-        assert_eq!(c.objects[1].meta["order"], json!(1));
-        assert_eq!(c.objects[2].meta["images"], json!(["r/a:1"]));
+        assert_eq!(c.objects[1].meta.k8s_manifest().unwrap().order, 1);
+        assert_eq!(c.objects[2].meta.k8s_manifest().unwrap().images, ["r/a:1"]);
         // Discovery was off for b.yaml: only a.yaml's document wants the image.
         assert_eq!(
             c.wanted,

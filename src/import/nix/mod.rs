@@ -1,0 +1,424 @@
+//! Nix paths into a Nix store or a binary cache.
+//!
+//! `nix-store --import` reads each whole NAR into memory before it writes it (Nix
+//! issue 9610), so it cannot be the way in for a path of several gigabytes. The
+//! bundle's NAR blobs are already `.nar.zst` files, which is exactly what a Nix
+//! binary cache serves, so the import offers Nix a binary cache and lets it stream
+//! from it:
+//!
+//! - `--nix-store file:///srv/cache`: the blobs stream straight to
+//!   `nar/<nix32 file hash>.nar.zst` (temporary name, renamed once the blob
+//!   verified), and after the whole bundle verified and every NAR decompressed to
+//!   its NAR hash (one worker per core, while the bundle goes on streaming; see
+//!   `cache`), `<hash>.narinfo` files are written in reference order. That cache
+//!   is the result: a fleet substitutes from it, nothing else checks it first, and
+//!   its narinfos carry the bundle key's path signatures.
+//! - a store (the default local store, `/mnt/target` or `local?root=/mnt/target`,
+//!   or any URI `nix copy --to` takes), from a bundle file: once the whole bundle
+//!   verified, the same cache is served from the bundle file in place on a loopback
+//!   port (`crate::io::serve`) and `nix copy --from http://127.0.0.1:PORT/<random>`
+//!   adds the paths, decompressing and streaming each NAR into the store with
+//!   bounded memory, several paths at once. Nothing is copied out of the bundle:
+//!   staging the blobs in a `file://` folder first wrote every byte once more and
+//!   then made the disk write it back and delete it while Nix filled the store, a
+//!   third of the whole import on the benchmark closure. The server hashes each
+//!   blob again as Nix reads it and holds back its last bytes if the file changed
+//!   since it verified.
+//! - a store, from stdin: a pipe can be read only once, so the cache is written to
+//!   a private staging folder (no fsync: it lives for one command) and `nix copy
+//!   --from file://STAGE` reads it. The NARs stay compressed there on purpose:
+//!   staging them uncompressed was measured slower still.
+//!
+//! For a store, Nix checks every path's signature against `trusted-public-keys`,
+//! which is set (for that one command) to the keys given with `--trust`, so no
+//! `--no-check-sigs` is needed: Nix itself checks what we checked. Only with
+//! `--allow-unsigned` and no trusted key is `--no-check-sigs` passed. Nix also
+//! checks each NAR against its signed NAR hash before it registers the path, and
+//! refuses every path that references one it refused; so the import does not
+//! decompress the NARs a second time for a store. A bundle damaged anywhere still
+//! registers nothing, since Nix is only started after every blob's digest matched;
+//! only a bundle *signed* with a wrong NAR hash (a faulty `create`) gets its other
+//! paths registered. Then each `gcRoot` becomes a symlink in
+//! `<root>/nix/var/nix/gcroots/gapbundle/`.
+//!
+//! Every path's signature by a trusted key is checked against Nix's fingerprint
+//! before anything is written. Paths already valid on the target are skipped, so a
+//! second import is a no-op, and since nothing is registered before the last byte of
+//! the bundle verified, an interrupted import completes on rerun.
+//!
+//! The parts: `validate` (what section 14.5 asks before anything is written),
+//! `cache` (the `file://` cache: NARs as they stream, decode checks, narinfos),
+//! `store` (a store: validity, `nix copy`, serving in place, GC roots); this file
+//! is the target that ties them together.
+
+mod cache;
+mod store;
+mod validate;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, BufWriter};
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use serde_json::json;
+use tempfile::{NamedTempFile, TempDir};
+
+use super::{Target, TargetPlan};
+use crate::bundle::keys::PublicKey;
+use crate::bundle::manifest::{BlobEntry, Kind};
+use crate::bundle::reader::Head;
+use crate::cli::ImportArgs;
+use crate::error::InputFailure;
+use crate::io::source::{BundleSource, RandomSource};
+use crate::io::space;
+use crate::nixfmt::{closure_order, StorePath};
+use crate::progress::Progress;
+use validate::{nix_objects, NixObject};
+
+/// Where GC roots go, below a store's root.
+const GC_ROOTS: &str = "nix/var/nix/gcroots/gapbundle";
+
+/// Room asked of `$TMPDIR` for Nix's narinfo cache when a store import is served in
+/// place: its SQLite file and journal, and about this much per path (a row and its
+/// index entries are a few hundred bytes; rounded up generously).
+const NIX_META_BASE: u64 = 1 << 20;
+const NIX_META_PER_PATH: u64 = 4 << 10;
+
+/// Where the paths go.
+#[derive(Debug, Clone)]
+enum Dest {
+    /// A `file://` binary cache folder.
+    Cache(PathBuf),
+    /// A store `nix copy` can write to.
+    Store {
+        /// `--store`/`--to` URI; `None` is the default store.
+        uri: Option<String>,
+        /// Root of a chroot store (`local?root=`), for validity checks and GC roots.
+        root: Option<PathBuf>,
+        /// Where GC roots go; `None` when the store is remote.
+        gc_dir: Option<PathBuf>,
+    },
+}
+
+fn parse_dest(arg: Option<&str>) -> Result<Dest> {
+    let default_gc = Path::new("/").join(GC_ROOTS);
+    let Some(s) = arg else {
+        return Ok(Dest::Store {
+            uri: None,
+            root: None,
+            gc_dir: Some(default_gc),
+        });
+    };
+    if let Some(p) = s.strip_prefix("file://") {
+        let p = p.split('?').next().unwrap_or(p);
+        if !p.starts_with('/') {
+            return Err(InputFailure(format!(
+                "--nix-store {s}: a file:// cache needs an absolute path, e.g. file:///srv/cache"
+            ))
+            .into());
+        }
+        return Ok(Dest::Cache(PathBuf::from(p)));
+    }
+    let chroot = |root: &str| {
+        let root = std::path::absolute(root).unwrap_or_else(|_| PathBuf::from(root));
+        Dest::Store {
+            uri: Some(format!("local?root={}", root.display())),
+            gc_dir: Some(root.join(GC_ROOTS)),
+            root: Some(root),
+        }
+    };
+    if s.starts_with('/') || s.starts_with("./") {
+        return Ok(chroot(s));
+    }
+    if let Some(q) = s.strip_prefix("local?") {
+        if let Some(root) = q
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("root="))
+            .filter(|r| !r.is_empty())
+        {
+            return Ok(chroot(root));
+        }
+    }
+    let local = matches!(s, "auto" | "local" | "daemon");
+    Ok(Dest::Store {
+        uri: Some(s.to_string()),
+        root: None,
+        gc_dir: local.then_some(default_gc),
+    })
+}
+
+/// The Nix target.
+pub struct NixTarget {
+    dest: Dest,
+    objects: Vec<NixObject>,
+    trusted: Vec<PublicKey>,
+    /// Paths to add, references first.
+    new_paths: Vec<StorePath>,
+    stage: Option<TempDir>,
+    /// The bundle, when the import reads files (not a pipe): a store then takes
+    /// the NARs from it in place (see `serve_in_place`) and nothing is staged.
+    bundle: Option<std::sync::Arc<RandomSource>>,
+    /// The blob being received: its file in the cache, under a temporary name.
+    receiving: Option<BufWriter<NamedTempFile>>,
+    /// Verified blobs whose NARs are being decoded and hashed.
+    decoding: Option<cache::Decoders>,
+    progress_warned: bool,
+}
+
+/// The Nix target for this bundle, if it has Nix paths and `--skip-nix` was not given.
+/// `signers` are the `--trust` keys whose signature of the bundle was checked: only
+/// they vouch for paths.
+pub fn target(
+    args: &ImportArgs,
+    head: &Head,
+    signers: &[PublicKey],
+    source: &BundleSource,
+) -> Result<Option<Box<dyn Target>>> {
+    let has = head
+        .manifest
+        .objects
+        .iter()
+        .any(|o| o.kind == Kind::NixPath);
+    if !has || args.skip_nix {
+        return Ok(None);
+    }
+    let trusted = signers.to_vec();
+    let objects = nix_objects(head, &trusted)?;
+    Ok(Some(Box::new(NixTarget {
+        dest: parse_dest(args.nix_store.as_deref())?,
+        objects,
+        trusted,
+        new_paths: Vec::new(),
+        stage: None,
+        bundle: source.shared(),
+        receiving: None,
+        decoding: None,
+        progress_warned: false,
+    })))
+}
+
+impl NixTarget {
+    /// Whether `nix copy` takes the NARs from the bundle file itself, served in
+    /// place, instead of from a staged copy: for a store, whenever the bundle is a
+    /// file. A `file://` cache is a copy by definition, and a pipe can only be read
+    /// once.
+    fn in_place(&self) -> bool {
+        matches!(self.dest, Dest::Store { .. }) && self.bundle.is_some()
+    }
+
+    /// The folder NARs and narinfos are written to.
+    fn cache_dir(&mut self) -> io::Result<PathBuf> {
+        match &self.dest {
+            Dest::Cache(p) => Ok(p.clone()),
+            Dest::Store { .. } => {
+                if self.stage.is_none() {
+                    self.stage = Some(
+                        tempfile::Builder::new()
+                            .prefix("gapbundle-nix-stage-")
+                            .tempdir()?,
+                    );
+                }
+                Ok(self.stage.as_ref().expect("just set").path().to_path_buf())
+            }
+        }
+    }
+
+    /// Fails before anything is written when the new paths cannot fit: their
+    /// compressed NARs (`blob_bytes`) in the cache or the staging folder, their NARs
+    /// in a local store.
+    fn check_space(&self, blob_bytes: u64) -> Result<()> {
+        if self.new_paths.is_empty() {
+            return Ok(());
+        }
+        let new: BTreeSet<&StorePath> = self.new_paths.iter().collect();
+        let nar_bytes: u64 = self
+            .objects
+            .iter()
+            .filter(|o| new.contains(&o.path))
+            .map(|o| o.nar_size)
+            .sum();
+        match &self.dest {
+            Dest::Cache(dir) => space::ensure(
+                dir,
+                blob_bytes,
+                "the binary cache folder",
+                "free some space there or give another --nix-store file:// folder",
+            ),
+            Dest::Store { uri, root, .. } => {
+                let tmp_fix =
+                    "point TMPDIR at a disk with room, e.g. TMPDIR=/var/tmp gapbundle import …";
+                if self.in_place() {
+                    // Only Nix's metadata cache of the served narinfos goes there.
+                    space::ensure(
+                        &std::env::temp_dir(),
+                        NIX_META_BASE + NIX_META_PER_PATH * self.new_paths.len() as u64,
+                        "$TMPDIR (for Nix's cache of the narinfos it is served)",
+                        tmp_fix,
+                    )?;
+                } else {
+                    space::ensure(
+                        &std::env::temp_dir(),
+                        blob_bytes,
+                        "the staging folder in $TMPDIR",
+                        tmp_fix,
+                    )?;
+                }
+                let store = match (uri.as_deref(), root) {
+                    (_, Some(r)) => Some(r.join("nix/store")),
+                    (None | Some("auto" | "local" | "daemon"), None) => {
+                        Some(PathBuf::from("/nix/store"))
+                    }
+                    _ => None, // a remote store: its own host's business
+                };
+                match store {
+                    Some(dir) => space::ensure(
+                        &dir,
+                        nar_bytes,
+                        "the Nix store",
+                        "make room there (nix-collect-garbage -d) or import into another store with --nix-store",
+                    ),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+impl Target for NixTarget {
+    fn describe(&self) -> String {
+        match &self.dest {
+            Dest::Cache(p) => format!("nix binary cache file://{}", p.display()),
+            Dest::Store { uri: None, .. } => "nix store (local)".into(),
+            Dest::Store { uri: Some(u), .. } => format!("nix store {u}"),
+        }
+    }
+
+    fn plan(&mut self, head: &Head) -> Result<TargetPlan> {
+        let in_bundle: BTreeSet<&StorePath> = self.objects.iter().map(|o| &o.path).collect();
+        let mut outside: Vec<StorePath> = self
+            .objects
+            .iter()
+            .flat_map(|o| o.references.iter())
+            .filter(|r| !in_bundle.contains(r))
+            .cloned()
+            .collect();
+        outside.sort();
+        outside.dedup();
+        let mut all: Vec<StorePath> = self.objects.iter().map(|o| o.path.clone()).collect();
+        all.extend(outside.iter().cloned());
+        let valid = self.valid(&all)?;
+        let refs: BTreeMap<StorePath, Vec<StorePath>> = self
+            .objects
+            .iter()
+            .map(|o| (o.path.clone(), o.references.clone()))
+            .collect();
+        let order = closure_order(&refs, |p| valid.contains(p)).map_err(|e| {
+            InputFailure(format!(
+                "{e}: it is neither in this bundle nor valid in {}; import the bundle that carries it first, or rebuild this one",
+                self.describe()
+            ))
+        })?;
+        let mut plan = TargetPlan::default();
+        let by_path: BTreeMap<&StorePath, &NixObject> =
+            self.objects.iter().map(|o| (&o.path, o)).collect();
+        self.new_paths.clear();
+        for (p, _) in order {
+            let o = by_path[&p];
+            if valid.contains(&p) {
+                plan.present_objects.push(format!("nix-path {p}"));
+                continue;
+            }
+            plan.new_objects.push(format!("nix-path {p}"));
+            if plan.needed.insert(o.blob) {
+                let b = head.manifest.blob(&o.blob).expect("checked in nix_objects");
+                if b.offset.is_none() {
+                    return Err(InputFailure(format!(
+                        "{p} is new on {} but this delta bundle does not carry its NAR",
+                        self.describe()
+                    ))
+                    .into());
+                }
+                plan.bytes_to_write += b.size;
+            }
+            self.new_paths.push(p);
+        }
+        self.check_space(plan.bytes_to_write)?;
+        if self.in_place() {
+            // The stream still verifies every blob; the NARs are read from the file
+            // once it has.
+            plan.needed.clear();
+        }
+        Ok(plan)
+    }
+
+    fn begin(&mut self, blob: &BlobEntry) -> io::Result<()> {
+        self.receive_begin(blob)
+    }
+
+    fn write(&mut self, _blob: &BlobEntry, chunk: &[u8]) -> io::Result<()> {
+        self.receive_chunk(chunk)
+    }
+
+    fn commit(&mut self, blob: &BlobEntry) -> io::Result<()> {
+        self.receive_commit(blob)
+    }
+
+    fn finish(&mut self, head: &Head, progress: &Progress) -> Result<serde_json::Value> {
+        self.check_decoded()?;
+        if !self.new_paths.is_empty() {
+            if self.in_place() {
+                self.serve_in_place(head, progress)?;
+            } else {
+                let dir = self.cache_dir()?;
+                self.write_cache(&dir)?;
+                if matches!(self.dest, Dest::Store { .. }) {
+                    self.copy_into_store(&format!("file://{}", dir.display()), &[], progress)?;
+                }
+            }
+        }
+        let roots = self.make_gc_roots()?;
+        if let Dest::Store { gc_dir: None, .. } = &self.dest {
+            if self.objects.iter().any(|o| !o.gc_roots.is_empty()) {
+                progress.warn(format!(
+                    "{} is not a local store: no GC roots were made there",
+                    self.describe()
+                ));
+            }
+        }
+        let added: Vec<&str> = self.new_paths.iter().map(|p| p.as_str()).collect();
+        Ok(json!({
+            "added": added,
+            "present": self.objects.len() - added.len(),
+            "gcRoots": roots,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_arguments() {
+        assert!(
+            matches!(parse_dest(Some("file:///srv/cache")).unwrap(), Dest::Cache(p) if p == Path::new("/srv/cache"))
+        );
+        assert!(parse_dest(Some("file://relative")).is_err());
+        let Dest::Store { uri, gc_dir, .. } = parse_dest(Some("/mnt/t")).unwrap() else {
+            panic!()
+        };
+        assert_eq!(uri.as_deref(), Some("local?root=/mnt/t"));
+        assert_eq!(
+            gc_dir.unwrap(),
+            Path::new("/mnt/t/nix/var/nix/gcroots/gapbundle")
+        );
+        let Dest::Store { uri, .. } = parse_dest(Some("local?root=/mnt/t")).unwrap() else {
+            panic!()
+        };
+        assert_eq!(uri.as_deref(), Some("local?root=/mnt/t"));
+        let Dest::Store { gc_dir, .. } = parse_dest(Some("ssh://host")).unwrap() else {
+            panic!()
+        };
+        assert!(gc_dir.is_none());
+    }
+}

@@ -1,0 +1,334 @@
+//! A Nix store as the target: what is valid there, `nix copy` into it (from the
+//! bundle served in place on a loopback port, or from the staged cache), and the GC
+//! roots.
+//!
+//! Nix checks every path's signature against `trusted-public-keys`, which is set
+//! (for that one command) to the keys given with `--trust`, so no `--no-check-sigs`
+//! is needed: Nix itself checks what we checked. Only with `--allow-unsigned` and no
+//! trusted key is `--no-check-sigs` passed. Nix also checks each NAR against its
+//! signed NAR hash before it registers the path, and refuses every path that
+//! references one it refused; so the import does not decompress the NARs a second
+//! time for a store.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use fs_err as fs;
+
+use super::validate::{bad, NixObject};
+use super::{Dest, NixTarget};
+use crate::bundle::reader::{damage, Entry, Head};
+use crate::error::NixStoreFailure;
+use crate::import::Target;
+use crate::io::serve::{Resource, Server};
+use crate::nixfmt::{cache_info, StorePath};
+use crate::progress::Progress;
+use crate::resolve::nix::nix_cmd;
+
+/// A `no_proxy` value: `current` with `127.0.0.1` added.
+fn with_loopback(current: Option<std::ffi::OsString>) -> String {
+    match current.map(|c| c.to_string_lossy().into_owned()) {
+        Some(c) if !c.trim().is_empty() => format!("{c},127.0.0.1"),
+        _ => "127.0.0.1".to_string(),
+    }
+}
+
+/// Why Nix refused a path, from one line of its stderr.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Refusal {
+    /// "hash mismatch importing path '<path>'" (or "size mismatch"): the NAR is not
+    /// the one its narinfo names.
+    Mismatch(String),
+    /// "cannot add path '<path>' because it lacks a valid signature": the store
+    /// (a daemon, for a user it does not trust) does not trust the key.
+    Untrusted(String),
+}
+
+fn refusal(line: &str) -> Option<Refusal> {
+    fn quoted(rest: &str) -> Option<&str> {
+        rest.split('\'').next()
+    }
+    if let Some((_, rest)) = line.split_once("mismatch importing path '") {
+        return quoted(rest).map(|p| Refusal::Mismatch(p.to_string()));
+    }
+    if line.contains("lacks a valid signature") {
+        let (_, rest) = line.split_once("cannot add path '")?;
+        return quoted(rest).map(|p| Refusal::Untrusted(p.to_string()));
+    }
+    None
+}
+
+/// The store path in Nix's "copying path '<path>' from '<store>'..." line.
+fn copying_path(line: &str) -> Option<&str> {
+    line.strip_prefix("copying path '")?.split('\'').next()
+}
+
+impl NixTarget {
+    /// Which of `paths` are valid on the target.
+    pub(super) fn valid(&self, paths: &[StorePath]) -> Result<BTreeSet<StorePath>> {
+        match &self.dest {
+            Dest::Cache(dir) => Ok(paths
+                .iter()
+                .filter(|p| dir.join(format!("{}.narinfo", p.hash_part())).is_file())
+                .cloned()
+                .collect()),
+            Dest::Store { uri, root, .. } => {
+                if let Some(r) = root {
+                    if !r.join("nix/var/nix/db").exists() {
+                        return Ok(BTreeSet::new()); // a fresh store: nothing is valid
+                    }
+                }
+                let mut invalid = BTreeSet::new();
+                for chunk in paths.chunks(500) {
+                    let mut cmd = nix_cmd("nix-store");
+                    if let Some(u) = uri {
+                        cmd = cmd.args(["--store", u]);
+                    }
+                    let out = cmd
+                        .args(["--check-validity", "--print-invalid"])
+                        .args(chunk.iter().map(|p| p.as_str()))
+                        .output()
+                        .with_context(|| {
+                            format!("asking {} which paths it has", self.describe())
+                        })?;
+                    invalid.extend(String::from_utf8_lossy(&out).lines().map(str::to_string));
+                }
+                Ok(paths
+                    .iter()
+                    .filter(|p| !invalid.contains(p.as_str()))
+                    .cloned()
+                    .collect())
+            }
+        }
+    }
+
+    /// Serves the new paths' narinfos and the bundle file's NAR blobs on a loopback
+    /// port ([`crate::io::serve`]) for one `nix copy`. The server hashes each blob
+    /// again as Nix reads it and holds back its last bytes if the file changed since
+    /// it verified, so Nix never completes a NAR we did not check.
+    pub(super) fn serve_in_place(&mut self, head: &Head, progress: &Progress) -> Result<()> {
+        let src = self.bundle.clone().expect("in_place checked");
+        let by_path: BTreeMap<&StorePath, &NixObject> =
+            self.objects.iter().map(|o| (&o.path, o)).collect();
+        let mut site = BTreeMap::new();
+        site.insert(
+            "nix-cache-info".to_string(),
+            Resource::text(cache_info(), "text/x-nix-cache-info"),
+        );
+        for p in &self.new_paths {
+            let o = by_path[p];
+            let info = o.narinfo();
+            let blob = head.manifest.blob(&o.blob).expect("checked in nix_objects");
+            let offset = head.blob_position(blob).expect("checked in plan");
+            site.insert(
+                format!("{}.narinfo", p.hash_part()),
+                Resource::text(info.to_text(), "text/x-nix-narinfo"),
+            );
+            site.insert(
+                info.url,
+                Resource::Range {
+                    offset,
+                    size: blob.size,
+                    digest: blob.digest,
+                },
+            );
+        }
+        let server = Server::start(src.clone(), site).with_context(|| {
+            format!(
+                "serving the bundle's NARs to Nix on a loopback port (127.0.0.1); without one, pipe the bundle in instead, `gapbundle import - … < {}`, and its NARs are staged in $TMPDIR",
+                src.describe()
+            )
+        })?;
+        // Nix keeps what an HTTP cache said in a disk cache of its own; that one
+        // belongs to this server alone. And a proxy set for the machine (common in
+        // the field) must not be asked for a loopback address.
+        let cache_home = tempfile::Builder::new()
+            .prefix("gapbundle-nix-cache-")
+            .tempdir()?;
+        let mut env = vec![("XDG_CACHE_HOME", cache_home.path().as_os_str().to_owned())];
+        for var in ["no_proxy", "NO_PROXY"] {
+            env.push((var, with_loopback(std::env::var_os(var)).into()));
+        }
+        let copied = self.copy_into_store(&server.url(), &env, progress);
+        let failures = server.failures();
+        drop(server);
+        if let Some(m) = failures.first() {
+            let blob = head
+                .manifest
+                .blob(&m.expected)
+                .expect("served ranges are manifest blobs");
+            let err = damage(head, &Entry::Blob(blob), m.found.clone().ok(), blob.size);
+            let why = match &m.found {
+                Ok(_) => "changed",
+                Err(e) => e.as_str(),
+            };
+            return Err(anyhow::Error::new(err).context(format!(
+                "{} changed after it verified ({why}): Nix was not given that NAR; check the disk, copy the bundle again and rerun",
+                src.describe()
+            )));
+        }
+        copied
+    }
+
+    /// `nix copy --from FROM` into the store of all new paths, with `env` added to
+    /// its environment.
+    pub(super) fn copy_into_store(
+        &mut self,
+        from: &str,
+        env: &[(&str, std::ffi::OsString)],
+        progress: &Progress,
+    ) -> Result<()> {
+        let Dest::Store { uri, .. } = &self.dest else {
+            return Ok(());
+        };
+        let mut cmd = nix_cmd("nix").args([
+            "copy",
+            "--from",
+            from,
+            "--to",
+            uri.as_deref().unwrap_or("auto"),
+        ]);
+        for (k, v) in env {
+            cmd = cmd.env(k, v);
+        }
+        if self.trusted.is_empty() {
+            if !self.progress_warned {
+                progress.warn("no trusted key signed this bundle (--allow-unsigned): Nix is told not to check path signatures (--no-check-sigs)");
+                self.progress_warned = true;
+            }
+            cmd = cmd.arg("--no-check-sigs");
+        } else {
+            let keys: Vec<String> = self.trusted.iter().map(|k| k.to_string()).collect();
+            cmd = cmd.args(["--option", "trusted-public-keys", &keys.join(" ")]);
+        }
+        // Nix says "copying path '<path>' from '<cache>'..." as it starts each path:
+        // that drives a bar in bytes of NAR, so a long copy is not a silent minute.
+        let sizes: BTreeMap<String, u64> = self
+            .objects
+            .iter()
+            .map(|o| (o.path.to_string(), o.nar_size))
+            .collect();
+        let total: u64 = self
+            .new_paths
+            .iter()
+            .filter_map(|p| sizes.get(p.as_str()))
+            .sum();
+        let bar = progress.bar(format!("Nix paths into {}", self.describe()), total);
+        let shown = bar.clone();
+        let refused = std::sync::Arc::new(std::sync::Mutex::new(None::<Refusal>));
+        let seen = refused.clone();
+        let r = cmd
+            .args(self.new_paths.iter().map(|p| p.as_str()))
+            .on_stderr_line(move |line| {
+                if let Some(n) = copying_path(line).and_then(|p| sizes.get(p)) {
+                    shown.inc(*n);
+                }
+                if let (Some(why), Ok(mut s)) = (refusal(line), seen.lock()) {
+                    s.get_or_insert(why);
+                }
+            })
+            .output();
+        match &r {
+            Ok(_) => bar.finish("added"),
+            Err(_) => bar.clear(),
+        }
+        match (&r, refused.lock().ok().and_then(|s| s.clone())) {
+            (Err(e), Some(Refusal::Mismatch(p))) => {
+                // Only a signer can make this: the blob verified, but its NAR is not
+                // the one the path is signed under. Nix refused that path, and with it
+                // every path that references it.
+                return Err(bad(format!(
+                    "the NAR of {p} decompresses to other bytes than the NAR hash it is signed under, so Nix refused it: the bundle was made wrong. Neither {p} nor any path that references it was registered; rebuild the bundle. ({e})"
+                )));
+            }
+            (Err(e), Some(Refusal::Untrusted(p))) => {
+                let keys: Vec<String> = self.trusted.iter().map(|k| k.to_string()).collect();
+                let trust = if keys.is_empty() {
+                    "sign the bundle (create --key) and add that public key to trusted-public-keys in the daemon's nix.conf".to_string()
+                } else {
+                    format!(
+                        "add `{}` to trusted-public-keys in the daemon's nix.conf (NixOS: nix.settings.trusted-public-keys) and restart nix-daemon",
+                        keys.join(" ")
+                    )
+                };
+                return Err(NixStoreFailure(format!(
+                    "{} refused {p}: it does not trust the key that signed it. A Nix daemon checks signatures against its own trusted-public-keys unless the user is trusted: {trust}, or run the import as a trusted user (root, or one in trusted-users). ({e})",
+                    self.describe()
+                ))
+                .into());
+            }
+            _ => {}
+        }
+        r.with_context(|| {
+            format!(
+                "adding {} paths to {}",
+                self.new_paths.len(),
+                self.describe()
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Makes each path's GC roots (for a store with a GC roots folder).
+    pub(super) fn make_gc_roots(&self) -> Result<Vec<String>> {
+        let Dest::Store { gc_dir, .. } = &self.dest else {
+            return Ok(Vec::new());
+        };
+        let mut made = Vec::new();
+        let Some(dir) = gc_dir else {
+            return Ok(made);
+        };
+        for o in &self.objects {
+            for name in &o.gc_roots {
+                fs::create_dir_all(dir)?;
+                let link = dir.join(name);
+                if std::fs::read_link(&link).ok().as_deref() == Some(Path::new(o.path.as_str())) {
+                    made.push(link.display().to_string());
+                    continue;
+                }
+                let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+                let _ = std::fs::remove_file(&tmp);
+                std::os::unix::fs::symlink(o.path.as_str(), &tmp)
+                    .with_context(|| format!("creating GC root {}", link.display()))?;
+                fs::rename(&tmp, &link)?;
+                made.push(link.display().to_string());
+            }
+        }
+        Ok(made)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nix_copy_progress_lines() {
+        assert_eq!(
+            copying_path("copying path '/nix/store/05mgdl19wlwc3dkxym9rciy2cj8m0lk2-bench-leaf-0279' from 'file:///tmp/gapbundle-nix-stage-x'..."),
+            Some("/nix/store/05mgdl19wlwc3dkxym9rciy2cj8m0lk2-bench-leaf-0279")
+        );
+        assert_eq!(copying_path("copying 331 paths..."), None);
+        assert_eq!(copying_path("warning: something"), None);
+        assert_eq!(
+            refusal("error: hash mismatch importing path '/nix/store/5d3l6hj3bzw8wh1fiqwv3mhxxnzyx7c1-gb-test-lib';"),
+            Some(Refusal::Mismatch(
+                "/nix/store/5d3l6hj3bzw8wh1fiqwv3mhxxnzyx7c1-gb-test-lib".into()
+            ))
+        );
+        assert_eq!(
+            refusal("error: cannot add path '/nix/store/47ya82lx8w7kvbrqn21j2pq58m4i4hg4-bench-leaf-0270' because it lacks a valid signature"),
+            Some(Refusal::Untrusted(
+                "/nix/store/47ya82lx8w7kvbrqn21j2pq58m4i4hg4-bench-leaf-0270".into()
+            ))
+        );
+        assert_eq!(refusal("copying path '/nix/store/x' from 'y'..."), None);
+        assert_eq!(with_loopback(None), "127.0.0.1");
+        assert_eq!(with_loopback(Some("".into())), "127.0.0.1");
+        assert_eq!(
+            with_loopback(Some(".corp.example,10.0.0.0/8".into())),
+            ".corp.example,10.0.0.0/8,127.0.0.1"
+        );
+    }
+}

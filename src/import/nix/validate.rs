@@ -1,0 +1,90 @@
+//! What section 14.5 of format.md asks of the `nix-path` objects before the import
+//! writes anything, beyond what parsing the manifest already checked (names, NAR
+//! hashes, references, GC root names, a NAR blob that matches its meta: see
+//! `bundle::meta`): a path signature by a trusted key over Nix's fingerprint. The
+//! third rule, references that are in the bundle or valid on the target, needs the
+//! target and is checked where the target plans (`super::NixTarget`'s `plan`).
+
+use anyhow::Result;
+
+use crate::bundle::keys::PublicKey;
+use crate::bundle::manifest::ManifestError;
+use crate::bundle::reader::{Head, ReadError};
+use crate::bundle::Digest;
+use crate::nixfmt::{fingerprint, verify_path, NarHash, NarInfo, StorePath};
+
+/// One `nix-path` object of the bundle, checked.
+#[derive(Debug, Clone)]
+pub(super) struct NixObject {
+    pub(super) path: StorePath,
+    pub(super) blob: Digest,
+    pub(super) blob_size: u64,
+    pub(super) nar_hash: NarHash,
+    pub(super) nar_size: u64,
+    pub(super) references: Vec<StorePath>,
+    pub(super) deriver: Option<StorePath>,
+    pub(super) ca: Option<String>,
+    pub(super) sigs: Vec<String>,
+    pub(super) gc_roots: Vec<String>,
+}
+
+impl NixObject {
+    /// The narinfo of this path in a cache: the bundle's own `.nar.zst` blob.
+    pub(super) fn narinfo(&self) -> NarInfo {
+        let file_hash = NarHash::from_digest(&self.blob);
+        NarInfo {
+            store_path: self.path.clone(),
+            url: NarInfo::nar_url(&file_hash, "zst"),
+            compression: "zstd".into(),
+            file_hash,
+            file_size: self.blob_size,
+            nar_hash: self.nar_hash,
+            nar_size: self.nar_size,
+            references: self.references.clone(),
+            deriver: self.deriver.clone(),
+            sigs: self.sigs.clone(),
+            ca: self.ca.clone(),
+        }
+    }
+}
+
+pub(super) fn bad(msg: String) -> anyhow::Error {
+    ReadError::Manifest(ManifestError::Inconsistent(msg)).into()
+}
+
+/// Reads every `nix-path` object (its name, meta and NAR blob were checked when the
+/// manifest was parsed) and, when keys are trusted, checks that one of them signed
+/// the path over Nix's fingerprint.
+pub(super) fn nix_objects(head: &Head, trusted: &[PublicKey]) -> Result<Vec<NixObject>> {
+    let mut out = Vec::new();
+    for (o, meta) in head.manifest.nix_paths() {
+        let what = format!("nix-path `{}`", o.name);
+        let path = StorePath::parse(&o.name).map_err(|e| bad(format!("{what}: {e}")))?;
+        let blob = head
+            .manifest
+            .blob(&o.digest)
+            .ok_or_else(|| bad(format!("{what}: its blob {} is not listed", o.digest)))?;
+        let obj = NixObject {
+            path,
+            blob: o.digest,
+            blob_size: blob.size,
+            nar_hash: meta.nar_hash,
+            nar_size: meta.nar_size,
+            references: meta.references.clone(),
+            deriver: meta.deriver.clone(),
+            ca: meta.ca.clone(),
+            sigs: meta.sigs.clone(),
+            gc_roots: meta.gc_roots().to_vec(),
+        };
+        if !trusted.is_empty() {
+            let fp = fingerprint(&obj.path, &obj.nar_hash, obj.nar_size, &obj.references);
+            if !trusted.iter().any(|k| verify_path(k, &fp, &obj.sigs)) {
+                return Err(bad(format!(
+                    "{what} carries no valid path signature by a trusted key over `{fp}`: its metadata was altered after signing"
+                )));
+            }
+        }
+        out.push(obj);
+    }
+    Ok(out)
+}
