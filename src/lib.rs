@@ -6,6 +6,7 @@
 //! tested on its own:
 //! - [`bundle`]: the file format, pure (no network, no processes, no async);
 //! - [`spec`]: the spec file and the lock file, pure;
+//! - [`oci`]: image references as Docker and containerd's CRI plugin read them, pure;
 //! - [`resolve`]: inputs to blobs (registries, local layouts and archives);
 //! - [`k8s`]: Kubernetes manifests as data (documents, workload images, HelmChart), pure;
 //! - [`io`]: the local content-addressed cache and atomic files;
@@ -23,6 +24,7 @@ pub mod import;
 pub mod io;
 pub mod k8s;
 pub mod nixfmt;
+pub mod oci;
 pub mod progress;
 pub mod resolve;
 pub mod spec;
