@@ -27,9 +27,10 @@ use crate::io::bundle_file::write_parallel;
 use crate::io::cas::Cas;
 use crate::io::keys::load_secret_key;
 use crate::progress::{human_bytes, Progress};
-use crate::resolve::auth::{parse_registry_auth, Credentials};
+use crate::registry::auth::parse_registry_auth;
+use crate::registry::{Credentials, Settings};
 use crate::resolve::image::{self, Blob, ImagePlan};
-use crate::resolve::registry::{Registry, RegistryOptions};
+use crate::resolve::registry::Registry;
 use crate::resolve::{archive, k8s, layout, nix, LockCtx};
 use crate::spec::{self, ImageRequest, ImageSource, Lock, LockedImage};
 
@@ -149,7 +150,7 @@ pub fn run(a: CreateArgs, out: &OutputArgs) -> Result<(), Failure> {
         let (name, plan) = match &req.source {
             ImageSource::Registry(reference) => {
                 if registry.is_none() {
-                    registry = Some(Registry::new(registry_options(&a)?)?);
+                    registry = Some(Registry::new(registry_settings(&a)?)?);
                 }
                 let reg = registry.as_ref().expect("just set");
                 let root = reg
@@ -340,9 +341,7 @@ pub fn run(a: CreateArgs, out: &OutputArgs) -> Result<(), Failure> {
 /// as images do.
 fn render_options(a: &CreateArgs) -> Result<k8s::RenderOptions, Failure> {
     Ok(k8s::RenderOptions {
-        insecure_hosts: a.insecure_registries.clone(),
-        credentials: registry_credentials(a)?,
-        docker_config: a.docker_config.clone(),
+        registry: registry_settings(a)?,
     })
 }
 
@@ -353,11 +352,13 @@ fn registry_credentials(a: &CreateArgs) -> Result<Vec<(String, Credentials)>, Fa
         .collect()
 }
 
-fn registry_options(a: &CreateArgs) -> Result<RegistryOptions, Failure> {
-    Ok(RegistryOptions {
+fn registry_settings(a: &CreateArgs) -> Result<Settings, Failure> {
+    Ok(Settings {
         insecure_hosts: a.insecure_registries.clone(),
         credentials: registry_credentials(a)?,
         docker_config: a.docker_config.clone(),
+        ca_files: Vec::new(),
+        ca_flag: None,
         jobs: a.jobs.max(1),
         retries: a.retries.max(1),
     })

@@ -35,6 +35,9 @@ pub fn targets(args: &ImportArgs, head: &Head) -> anyhow::Result<Vec<Box<dyn Tar
         .into());
     }
     if has(Kind::Image) && !args.skip_images {
+        // Every target below takes image names from the bundle: none is built
+        // unless all of them can be used.
+        super::images::checked(head)?;
         if let Some(reg) = &args.registry {
             v.push(Box::new(super::push::Push::new(args, reg, head)?));
         } else if args.staged {

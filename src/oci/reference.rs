@@ -39,7 +39,7 @@ use crate::bundle::Digest;
 /// Docker Hub's name in references.
 pub const DOCKER_HUB: &str = "docker.io";
 /// Docker Hub's legacy name, normalised to [`DOCKER_HUB`].
-const DOCKER_HUB_LEGACY: &str = "index.docker.io";
+pub const DOCKER_HUB_LEGACY: &str = "index.docker.io";
 /// The host Docker and containerd connect to for [`DOCKER_HUB`] (`docker.DefaultHost`).
 pub const DOCKER_HUB_API: &str = "registry-1.docker.io";
 /// The path prefix of Docker Hub's official images.
@@ -732,7 +732,9 @@ mod tests {
         use ReferenceError as E;
         let zeros = "0".repeat(64);
         let long_path = "a".repeat(NAME_MAX - "docker.io/library/".len() + 1);
-        let cases: Vec<(String, fn(&E) -> bool, &str)> = vec![
+        // input, the kind of error, what the message says.
+        type Case = (String, fn(&E) -> bool, &'static str);
+        let cases: Vec<Case> = vec![
             ("".into(), |e| matches!(e, E::Empty), "empty"),
             (
                 "a b:1".into(),
