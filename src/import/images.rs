@@ -36,7 +36,7 @@ pub fn checked(head: &Head) -> Result<Vec<CheckedImage>> {
         }
         let refused = |why: String| {
             BundleFailure(format!(
-                "objects[{i}] (an image): {why}; the bundle is refused before anything is written: get a bundle made by a sound gapbundle"
+                "objects[{i}] (an image): {why}; the bundle is refused before anything is written: ask whoever signed it for a bundle whose image names are image references"
             ))
         };
         let reference = Reference::parse(&o.name).map_err(|e| refused(e.to_string()))?;
