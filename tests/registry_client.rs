@@ -85,85 +85,82 @@ fn tiny_image() -> TinyImage {
     TinyImage { blobs, root }
 }
 
-/// A work folder with a key pair and a K3s root.
-struct Work {
-    base: Workdir,
+/// `Workdir::new` for these tests: a key pair the import trusts; the K3s root is
+/// [`k3s_root`].
+fn work() -> Workdir {
+    Workdir::new("names-test")
 }
 
-impl std::ops::Deref for Work {
-    type Target = Workdir;
-    fn deref(&self) -> &Workdir {
-        &self.base
-    }
+fn k3s_root(w: &Workdir) -> PathBuf {
+    w.path("k3s")
 }
 
-impl Work {
-    fn new() -> Self {
-        Work {
-            base: Workdir::new("names-test"),
-        }
-    }
-
-    fn k3s_root(&self) -> PathBuf {
-        self.path("k3s")
-    }
-
-    /// A bundle signed with the trusted key whose image objects are the tiny
-    /// image under each of `names`, written to `file`.
-    fn bundle(&self, file: &str, names: &[&str]) -> PathBuf {
-        let img = tiny_image();
-        let mut b = BundleBuilder::new("names", "1.0", 0, vec!["all".into()]);
-        let mut size = 0;
-        for (d, (bytes, mt)) in &img.blobs {
-            b.add_blob(
-                BlobEntry {
-                    digest: *d,
-                    size: bytes.len() as u64,
-                    media_type: mt.to_string(),
-                    offset: None,
-                    encoding: None,
-                    content: None,
-                },
-                0,
-            )
-            .unwrap();
-            size += bytes.len() as u64;
-        }
-        for name in names {
-            b.add_object(Object {
-                kind: Kind::Image,
-                name: name.to_string(),
-                digest: img.root,
-                media_type: MANIFEST_MEDIA_TYPE.into(),
-                size,
-                blobs: img.blobs.keys().copied().collect(),
-                meta: BTreeMap::new(),
-            })
-            .unwrap();
-        }
-        let plan = b.finish().unwrap();
-        let key = SecretKey::parse(&fs::read_to_string(self.secret()).unwrap()).unwrap();
-        let env = Envelope::sign(plan.digest, &[key]);
-        let out = self.path(file);
-        let blobs = img.blobs.into_iter().map(|(d, (b, _))| (d, b)).collect();
-        write_bundle(
-            fs::File::create(&out).unwrap(),
-            &plan,
-            &env,
-            &MemBlobs(blobs),
-            |_| {},
+/// A bundle signed with `w`'s key whose image objects are the tiny image under
+/// each of `names`, written to `file` in `w`.
+fn bundle(w: &Workdir, file: &str, names: &[&str]) -> PathBuf {
+    let img = tiny_image();
+    let mut b = BundleBuilder::new("names", "1.0", 0, vec!["all".into()]);
+    let mut size = 0;
+    for (d, (bytes, mt)) in &img.blobs {
+        b.add_blob(
+            BlobEntry {
+                digest: *d,
+                size: bytes.len() as u64,
+                media_type: mt.to_string(),
+                offset: None,
+                encoding: None,
+                content: None,
+            },
+            0,
         )
         .unwrap();
-        out
+        size += bytes.len() as u64;
     }
+    for name in names {
+        b.add_object(Object {
+            kind: Kind::Image,
+            name: name.to_string(),
+            digest: img.root,
+            media_type: MANIFEST_MEDIA_TYPE.into(),
+            size,
+            blobs: img.blobs.keys().copied().collect(),
+            meta: BTreeMap::new(),
+        })
+        .unwrap();
+    }
+    let plan = b.finish().unwrap();
+    let key = SecretKey::parse(&fs::read_to_string(w.secret()).unwrap()).unwrap();
+    let env = Envelope::sign(plan.digest, &[key]);
+    let out = w.path(file);
+    let blobs = img.blobs.into_iter().map(|(d, (b, _))| (d, b)).collect();
+    write_bundle(
+        fs::File::create(&out).unwrap(),
+        &plan,
+        &env,
+        &MemBlobs(blobs),
+        |_| {},
+    )
+    .unwrap();
+    out
+}
 
-    fn import(&self, bundle: &Path, target: &[&str]) -> Output {
-        import_cmd(bundle, &self.public(), &self.k3s_root())
-            .args(["--skip-manifests", "--retries", "1"])
-            .args(target)
-            .output()
-            .unwrap()
-    }
+/// `gapbundle import BUNDLE` into the images target `target` selects, manifests
+/// skipped, one attempt per request.
+fn import(w: &Workdir, bundle: &Path, target: &[&str]) -> Output {
+    import_cmd(bundle, &w.public(), &k3s_root(w))
+        .args(["--skip-manifests", "--retries", "1"])
+        .args(target)
+        .output()
+        .unwrap()
+}
+
+/// [`import`] into the fleet registry at `addr` over plain HTTP.
+fn push(w: &Workdir, bundle: &Path, addr: &str) -> Output {
+    import(
+        w,
+        bundle,
+        &["--registry", addr, "--insecure-registry", addr],
+    )
 }
 
 fn stderr(o: &Output) -> String {
@@ -199,12 +196,12 @@ fn assert_refused(o: &Output, what: &str, says: &str) {
 
 #[test]
 fn hostile_image_names_are_refused_before_containerd_is_touched() {
-    let w = Work::new();
+    let w = work();
     let ctrd = Containerd::start();
     let socket = ctrd.socket();
     for (i, (name, says)) in hostile_names().into_iter().enumerate() {
-        let bundle = w.bundle(&format!("hostile-{i}.gapb"), &[&name]);
-        let o = w.import(&bundle, &["--containerd", socket.to_str().unwrap()]);
+        let bundle = bundle(&w, &format!("hostile-{i}.gapb"), &[&name]);
+        let o = import(&w, &bundle, &["--containerd", socket.to_str().unwrap()]);
         assert_refused(&o, &format!("containerd, name {:.40?}", name), says);
         assert_eq!(
             ctrd.ctr_stdout(&["images", "ls", "-q"]).trim(),
@@ -219,8 +216,8 @@ fn hostile_image_names_are_refused_before_containerd_is_touched() {
         );
     }
     // The same image under a good name imports: the refusals were the names'.
-    let good = w.bundle("good.gapb", &["example.local/team/app:1.0"]);
-    let o = w.import(&good, &["--containerd", socket.to_str().unwrap()]);
+    let good = bundle(&w, "good.gapb", &["example.local/team/app:1.0"]);
+    let o = import(&w, &good, &["--containerd", socket.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(ctrd
         .ctr_stdout(&["images", "ls", "-q"])
@@ -229,55 +226,48 @@ fn hostile_image_names_are_refused_before_containerd_is_touched() {
 
 #[test]
 fn hostile_image_names_are_refused_before_the_staged_archive_is_written() {
-    let w = Work::new();
-    let images = w.k3s_root().join("agent/images");
+    let w = work();
+    let images = k3s_root(&w).join("agent/images");
     for (i, (name, says)) in hostile_names().into_iter().enumerate() {
-        let bundle = w.bundle(&format!("hostile-{i}.gapb"), &[&name]);
-        let o = w.import(&bundle, &["--staged"]);
+        let bundle = bundle(&w, &format!("hostile-{i}.gapb"), &[&name]);
+        let o = import(&w, &bundle, &["--staged"]);
         assert_refused(&o, &format!("staged, name {:.40?}", name), says);
         let written: Vec<_> = fs::read_dir(&images)
             .map(|r| r.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
             .unwrap_or_default();
         assert!(written.is_empty(), "nothing staged: {written:?}");
     }
-    let good = w.bundle("good.gapb", &["example.local/team/app:1.0"]);
-    let o = w.import(&good, &["--staged"]);
+    let good = bundle(&w, "good.gapb", &["example.local/team/app:1.0"]);
+    let o = import(&w, &good, &["--staged"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(images.join("names.tar").is_file());
 }
 
 #[test]
 fn hostile_image_names_are_refused_before_anything_is_pushed() {
-    let w = Work::new();
+    let w = work();
     let fleet = Registry::start();
     let catalog = || fleet.http("GET", "/v2/_catalog", &[], b"").text();
     for (i, (name, says)) in hostile_names().into_iter().enumerate() {
-        let bundle = w.bundle(&format!("hostile-{i}.gapb"), &[&name]);
-        let o = w.import(
-            &bundle,
-            &[
-                "--registry",
-                &fleet.addr,
-                "--insecure-registry",
-                &fleet.addr,
-            ],
-        );
+        let bundle = bundle(&w, &format!("hostile-{i}.gapb"), &[&name]);
+        let o = push(&w, &bundle, &fleet.addr);
         assert_refused(&o, &format!("fleet, name {:.40?}", name), says);
         assert!(
             catalog().contains("\"repositories\":[]"),
             "nothing pushed: {}",
             catalog()
         );
-        assert!(!w.k3s_root().join("registries.yaml.gapbundle").exists());
+        assert!(!k3s_root(&w).join("registries.yaml.gapbundle").exists());
     }
 }
 
 #[test]
 fn images_are_registered_under_the_names_cri_looks_up() {
-    let w = Work::new();
+    let w = work();
     let ctrd = Containerd::start();
     let root = tiny_image().root;
-    let bundle = w.bundle(
+    let bundle = bundle(
+        &w,
         "names.gapb",
         &[
             "app",
@@ -286,7 +276,11 @@ fn images_are_registered_under_the_names_cri_looks_up() {
             &format!("localhost:5000/pinned:1@{root}"),
         ],
     );
-    let o = w.import(&bundle, &["--containerd", ctrd.socket().to_str().unwrap()]);
+    let o = import(
+        &w,
+        &bundle,
+        &["--containerd", ctrd.socket().to_str().unwrap()],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let mut listed: Vec<String> = ctrd
         .ctr_stdout(&["images", "ls", "-q"])
@@ -317,12 +311,12 @@ fn images_are_registered_under_the_names_cri_looks_up() {
 
 #[test]
 fn a_push_shares_the_pulls_advice_and_checks_its_ca_file() {
-    let w = Work::new();
+    let w = work();
     let fleet = Registry::start();
-    let bundle = w.bundle("good.gapb", &["example.local/team/app:1.0"]);
+    let bundle = bundle(&w, "good.gapb", &["example.local/team/app:1.0"]);
 
     // A plain-HTTP registry reached over TLS: the advice names both fixes.
-    let o = w.import(&bundle, &["--registry", &fleet.addr]);
+    let o = import(&w, &bundle, &["--registry", &fleet.addr]);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(5), "{err}");
     assert!(
@@ -335,7 +329,8 @@ fn a_push_shares_the_pulls_advice_and_checks_its_ca_file() {
     // A CA file that is not PEM is bad input, named.
     let ca = w.path("ca.der");
     fs::write(&ca, [0x30u8, 0x82, 0x01, 0x0a]).unwrap();
-    let o = w.import(
+    let o = import(
+        &w,
         &bundle,
         &[
             "--registry",
@@ -352,15 +347,7 @@ fn a_push_shares_the_pulls_advice_and_checks_its_ca_file() {
     );
 
     // With the right flag it pushes, under the same path.
-    let o = w.import(
-        &bundle,
-        &[
-            "--registry",
-            &fleet.addr,
-            "--insecure-registry",
-            &fleet.addr,
-        ],
-    );
+    let o = push(&w, &bundle, &fleet.addr);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
         skopeo_digest(&fleet.docker_ref("team/app:1.0")),

@@ -34,6 +34,12 @@
 //! Per-host TLS (a client certificate for one mirror, a CA for another) is one
 //! `oci-client` client per distinct TLS setting; [`Client::transport`] is where a
 //! route picks its client, and there is one today.
+//!
+//! **Credentials** are looked up per route ([`Client::credentials`], by the host
+//! the route connects to), so a mirror gets its own. **Proxies**: reqwest, under
+//! `oci-client`, takes `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY` from the
+//! environment by default; proxies from settings would be `ClientConfig`'s
+//! `https_proxy`/`no_proxy`, set in [`Client::new`].
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
