@@ -5,6 +5,14 @@
 //! the markers here, below everything, means no lower layer has to reach up into
 //! `commands` for them.
 
+/// A bundle whose signature and digests check out but whose content breaks the
+/// format, found before a target is touched (an image name that is not a reference,
+/// or pins another image's digest): exit code 3, as for any bundle that fails
+/// verification.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BundleFailure(pub String);
+
 /// Bad input: a spec, lock or key file, a flag combination, `--locked` (exit code 4).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

@@ -6,6 +6,9 @@
 //! tested on its own:
 //! - [`bundle`]: the file format, pure (no network, no processes, no async);
 //! - [`spec`]: the spec file and the lock file, pure;
+//! - [`oci`]: image references as Docker and containerd's CRI plugin read them, pure;
+//! - [`registry`]: the one registry client (TLS, routes, credentials, retries, advice)
+//!   for pulls and pushes;
 //! - [`resolve`]: inputs to blobs (registries, local layouts and archives);
 //! - [`k8s`]: Kubernetes manifests as data (documents, workload images, HelmChart), pure;
 //! - [`io`]: the local content-addressed cache, atomic files, where a bundle's bytes
@@ -25,8 +28,10 @@ pub mod import;
 pub mod io;
 pub mod k8s;
 pub mod nixfmt;
+pub mod oci;
 pub mod pool;
 pub mod progress;
+pub mod registry;
 pub mod resolve;
 pub mod spec;
 pub mod time;

@@ -20,9 +20,10 @@ use std::time::{Duration, Instant};
 use gapbundle::bundle::Digest;
 use gapbundle::io::cas::Cas;
 use gapbundle::progress::Progress;
-use gapbundle::resolve::auth::{self, parse_registry_auth};
+use gapbundle::registry::auth::{self, parse_registry_auth};
+use gapbundle::registry::Settings as RegistryOptions;
 use gapbundle::resolve::image::{walk, Blob};
-use gapbundle::resolve::registry::{FetchStats, Registry as Resolver, RegistryOptions};
+use gapbundle::resolve::registry::{FetchStats, Registry as Resolver};
 use gapbundle::spec::Platforms;
 use support::*;
 
@@ -42,6 +43,7 @@ fn options(addr: &str, dir: &Path) -> RegistryOptions {
         docker_config: no_docker_config(dir),
         jobs: 4,
         retries: 2,
+        ..RegistryOptions::default()
     }
 }
 

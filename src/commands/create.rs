@@ -36,9 +36,10 @@ use crate::io::bundle_file::write_parallel;
 use crate::io::cas::Cas;
 use crate::io::keys::load_secret_key;
 use crate::progress::{human_bytes, Progress};
-use crate::resolve::auth::{parse_registry_auth, Credentials};
+use crate::registry::auth::parse_registry_auth;
+use crate::registry::{Credentials, Settings};
 use crate::resolve::image::{self, Blob, ImagePlan};
-use crate::resolve::registry::{FetchStats, Registry, RegistryOptions};
+use crate::resolve::registry::{FetchStats, Registry};
 use crate::resolve::{archive, k8s, layout, nix, Contribution, LockCtx};
 use crate::spec::{self, ImageRequest, ImageSource, LoadedSpec, Lock, LockedImage};
 
@@ -254,7 +255,7 @@ fn resolve_image(
     let (name, plan) = match &req.source {
         ImageSource::Registry(reference) => {
             if resolved.registry.is_none() {
-                resolved.registry = Some(Registry::new(registry_options(a)?)?);
+                resolved.registry = Some(Registry::new(registry_settings(a)?)?);
             }
             let reg = resolved.registry.as_ref().expect("just set");
             let root = reg
@@ -504,9 +505,7 @@ fn report(
 /// as images do.
 fn render_options(a: &CreateArgs) -> Result<k8s::RenderOptions, Failure> {
     Ok(k8s::RenderOptions {
-        insecure_hosts: a.insecure_registries.clone(),
-        credentials: registry_credentials(a)?,
-        docker_config: a.docker_config.clone(),
+        registry: registry_settings(a)?,
     })
 }
 
@@ -517,11 +516,13 @@ fn registry_credentials(a: &CreateArgs) -> Result<Vec<(String, Credentials)>, Fa
         .collect()
 }
 
-fn registry_options(a: &CreateArgs) -> Result<RegistryOptions, Failure> {
-    Ok(RegistryOptions {
+fn registry_settings(a: &CreateArgs) -> Result<Settings, Failure> {
+    Ok(Settings {
         insecure_hosts: a.insecure_registries.clone(),
         credentials: registry_credentials(a)?,
         docker_config: a.docker_config.clone(),
+        ca_files: Vec::new(),
+        ca_flag: None,
         jobs: a.jobs.max(1),
         retries: a.retries.max(1),
     })

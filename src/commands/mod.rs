@@ -23,7 +23,9 @@ use crate::bundle::keys::KeyError;
 use crate::bundle::reader::ReadError;
 use crate::bundle::signature::TrustError;
 use crate::cli::{Cli, Command, KeyCommand};
-use crate::error::{ContainerdFailure, InputFailure, NixStoreFailure, RegistryFailure};
+use crate::error::{
+    BundleFailure, ContainerdFailure, InputFailure, NixStoreFailure, RegistryFailure,
+};
 use crate::spec::lock::LockError;
 use crate::spec::SpecError;
 
@@ -76,11 +78,12 @@ fn classify(e: &anyhow::Error) -> u8 {
                     exit::REGISTRY
                 }
                 Some(i) if i.is::<InputFailure>() => exit::INPUT,
+                Some(i) if i.is::<BundleFailure>() => exit::VERIFY,
                 _ if source.kind() == std::io::ErrorKind::InvalidData => exit::VERIFY,
                 _ => exit::ERROR,
             };
         }
-        if cause.is::<ReadError>() || cause.is::<TrustError>() {
+        if cause.is::<ReadError>() || cause.is::<TrustError>() || cause.is::<BundleFailure>() {
             return exit::VERIFY;
         }
         if cause.is::<SpecError>()
@@ -170,6 +173,10 @@ mod tests {
             "decompresses to another NAR hash",
         ));
         assert_eq!(classify(&wrong), exit::VERIFY);
+        // A hostile name found before any target was touched: as damage.
+        let named = anyhow::Error::new(BundleFailure("objects[3]: bad name".into()))
+            .context("planning containerd");
+        assert_eq!(classify(&named), exit::VERIFY);
         // The target's own trouble is not the bundle's fault.
         let full = consumer(std::io::Error::new(
             std::io::ErrorKind::StorageFull,

@@ -12,6 +12,7 @@
 //! a rerun reuses: imports are idempotent and an interrupted one completes on rerun.
 
 pub mod containerd;
+pub mod images;
 pub mod k3s;
 pub mod nix;
 pub mod oci;

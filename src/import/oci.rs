@@ -41,6 +41,9 @@ pub fn targets(
         .into());
     }
     if has(Kind::Image) && !args.skip_images {
+        // Every target below takes image names from the bundle: none is built
+        // unless all of them can be used.
+        super::images::checked(head)?;
         if let Some(reg) = &args.registry {
             v.push(Box::new(super::push::Push::new(args, reg, head, source)?));
         } else if args.staged {

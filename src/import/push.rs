@@ -11,6 +11,10 @@
 //! raw bytes, so every digest stays the one the bundle signed. Manifests and indexes
 //! (small) are kept in memory until the end; nothing else is.
 //!
+//! Names are taken from the bundle only through [`super::images::checked`], and the
+//! HTTP side (TLS with `--registry-ca`, plain HTTP, credentials, timeouts, retries,
+//! error advice) is [`crate::registry`]'s one client, the one `create` pulls with.
+//!
 //! A registry inside an air gap is often a box on a flaky link, and a failed
 //! request should not cost a rerun of a many-gigabyte import. Every small request
 //! (login, blob HEADs, mounts, manifests) goes through the same retry loop and rule
@@ -26,14 +30,12 @@
 //! 400, a digest error) stop the import at once, as asking again cannot change them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::error::Error as StdError;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use fs_err as fs;
-use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
@@ -43,7 +45,7 @@ use tokio::task::JoinHandle;
 
 use super::{Target, TargetPlan};
 use crate::bundle::digest::HashingReader;
-use crate::bundle::manifest::{BlobEntry, Kind, Object};
+use crate::bundle::manifest::{BlobEntry, Object};
 use crate::bundle::oci::{is_index, is_manifest};
 use crate::bundle::reader::{Head, RangeReader};
 use crate::bundle::Digest;
@@ -51,9 +53,12 @@ use crate::cli::ImportArgs;
 use crate::error::{InputFailure, RegistryFailure};
 use crate::io::atomic;
 use crate::io::source::{BundleSource, RandomSource};
+use crate::oci::reference::DEFAULT_TAG;
 use crate::progress::Progress;
-use crate::resolve::auth::{self, normalize_host, parse_registry_auth};
-use crate::resolve::registry::{failure_reason, is_retryable, with_retries};
+use crate::registry::auth::{parse_registry_auth, Origin};
+use crate::registry::client::{runtime, with_retries};
+use crate::registry::errors::{failure_reason, is_retryable, What};
+use crate::registry::{self, Route, Settings};
 
 /// Largest manifest or index kept in memory.
 const MANIFEST_LIMIT: usize = 8 << 20;
@@ -88,11 +93,16 @@ struct Upload {
 /// The fleet registry target.
 pub struct Push {
     host: String,
-    insecure: bool,
+    /// The fleet registry (no repository); each image's route adds its path.
+    route: Route,
     ca: Option<PathBuf>,
     mirror_file: PathBuf,
+    registry: registry::Client,
+    /// `registry`'s transport for `route`.
     client: Client,
     auth: RegistryAuth,
+    /// Where `auth` came from, for advice.
+    origin: Origin,
     rt: tokio::runtime::Runtime,
     blobs: HashMap<Digest, BlobEntry>,
     images: Vec<Planned>,
@@ -129,17 +139,17 @@ pub fn registries_yaml(origins: &BTreeSet<String>, endpoint: &str, ca: Option<&s
     s
 }
 
-/// The image reference under the fleet registry, same path and tag.
-fn retarget(name: &str, host: &str, root: &Digest) -> Result<(Reference, String)> {
-    let r: Reference = name
-        .parse()
-        .map_err(|e| anyhow!("image name {name} is not a valid reference: {e}"))?;
-    let origin = normalize_host(r.registry());
-    let t = match r.tag() {
-        Some(tag) => Reference::with_tag(host.into(), r.repository().into(), tag.into()),
-        None => Reference::with_digest(host.into(), r.repository().into(), root.to_string()),
+/// The image under the fleet registry, same path and tag (`latest` for a name
+/// with neither tag nor digest), or its root digest for a name with a digest
+/// only; and the registry it came from, for the mirror.
+fn retarget(r: &crate::oci::Reference, fleet: &Route, root: &Digest) -> (Reference, String) {
+    let route = fleet.with_repository(r.path());
+    let t = match (r.tag(), r.digest()) {
+        (Some(tag), _) => route.tagged(tag),
+        (None, Some(_)) => route.by_digest(root),
+        (None, None) => route.tagged(DEFAULT_TAG),
     };
-    Ok((t, origin))
+    (t, r.domain().to_string())
 }
 
 fn by_digest(r: &Reference, d: &Digest) -> Reference {
@@ -149,7 +159,6 @@ fn by_digest(r: &Reference, d: &Digest) -> Reference {
 impl Push {
     /// A push target for `--registry HOST`.
     pub fn new(args: &ImportArgs, host: &str, head: &Head, source: &BundleSource) -> Result<Self> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let host = host
             .trim()
             .trim_start_matches("https://")
@@ -159,66 +168,18 @@ impl Push {
         if host.is_empty() || host.contains('/') {
             return Err(InputFailure(format!("--registry `{host}` is not HOST[:PORT]")).into());
         }
-        let insecure = args
-            .insecure_registries
-            .iter()
-            .any(|h| normalize_host(h) == normalize_host(&host));
-        let mut extra = Vec::new();
-        if let Some(ca) = &args.registry_ca {
-            let data = fs::read(ca)
-                .map_err(|e| InputFailure(format!("cannot read the --registry-ca file: {e}")))?;
-            if !String::from_utf8_lossy(&data).contains("-----BEGIN CERTIFICATE-----") {
-                return Err(InputFailure(format!(
-                    "{} is not a PEM certificate (expected -----BEGIN CERTIFICATE-----)",
-                    ca.display()
-                ))
-                .into());
-            }
-            extra.push(Certificate {
-                encoding: CertificateEncoding::Pem,
-                data,
-            });
-        }
-        let mut creds = Vec::new();
-        for a in &args.registry_auth {
-            creds.push(parse_registry_auth(a).map_err(|e| InputFailure(format!("{e:#}")))?);
-        }
-        let store = auth::Store::load(&creds, None);
-        let auth = store
-            .lookup(&host)?
-            .creds
-            .map(|c| c.to_registry_auth())
-            .unwrap_or(RegistryAuth::Anonymous);
-        let config = ClientConfig {
-            protocol: if insecure {
-                ClientProtocol::HttpsExcept(vec![host.clone()])
-            } else {
-                ClientProtocol::Https
-            },
-            extra_root_certificates: extra,
-            use_monolithic_push: true,
-            connect_timeout: Some(std::time::Duration::from_secs(15)),
-            read_timeout: Some(std::time::Duration::from_secs(120)),
-            user_agent: concat!("gapbundle/", env!("CARGO_PKG_VERSION")),
-            ..ClientConfig::default()
-        };
-        let client = Client::try_from(config).context("cannot set up the HTTP client")?;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("gapbundle-push")
-            .enable_all()
-            .build()
+        let registry = registry::Client::new(&registry_settings(args)?).map_err(|e| e.marked())?;
+        let route = registry.route_to(&host, "");
+        let (auth, origin) = registry.credentials(&route)?;
+        let client = registry.transport(&route).clone();
+        let rt = runtime(2, "gapbundle-push")
             .context("cannot start the async runtime for the registry")?;
         let mut images = Vec::new();
-        for o in head
-            .manifest
-            .objects
-            .iter()
-            .filter(|o| o.kind == Kind::Image)
-        {
-            let (target, origin) = retarget(&o.name, &host, &o.digest)?;
+        for image in super::images::checked(head)? {
+            let o = image.object;
+            let (target, origin) = retarget(&image.reference, &route, &o.digest);
             images.push(Planned {
-                object: o.clone(),
+                object: o,
                 target,
                 origin,
                 missing: BTreeSet::new(),
@@ -228,10 +189,12 @@ impl Push {
         Ok(Self {
             mirror_file: args.k3s_root.join("registries.yaml.gapbundle"),
             host,
-            insecure,
+            route,
             ca: args.registry_ca.clone(),
+            registry,
             client,
             auth,
+            origin,
             rt,
             blobs: head
                 .manifest
@@ -259,37 +222,28 @@ impl Push {
     fn endpoint(&self) -> String {
         format!(
             "{}://{}",
-            if self.insecure { "http" } else { "https" },
+            if self.route.plain_http {
+                "http"
+            } else {
+                "https"
+            },
             self.host
         )
     }
 
-    /// The error for a request that failed `attempts` times; it carries
-    /// [`RegistryFailure`] (exit code 5).
-    fn explain(&self, what: &str, e: &OciDistributionError, attempts: u32) -> anyhow::Error {
-        let msg = if is_retryable(e) {
-            let why = failure_reason(e);
-            let tries = match attempts {
-                1 => String::new(),
-                n => format!(" {n} times in a row"),
-            };
-            format!(
-                "registry {} failed to {what}{tries} ({why}): check that it is running and reachable, then rerun the import (blobs already pushed are skipped), with --retries N for more attempts",
-                self.host
-            )
-        } else {
-            let hint = if self.insecure {
-                ""
-            } else {
-                " (for a plain-HTTP registry pass --insecure-registry HOST; for a private CA, --registry-ca FILE)"
-            };
-            format!(
-                "registry {} refused to {what}: {}{hint}; check --registry and --registry-auth",
-                self.host,
-                error_text(e)
-            )
-        };
-        RegistryFailure(msg).into()
+    /// The error for a request about `repo` that failed `attempts` times, asked to
+    /// do `step` (`accept blob …`); it carries [`RegistryFailure`] (exit code 5).
+    fn explain(
+        &self,
+        repo: &Reference,
+        step: &str,
+        e: &OciDistributionError,
+        attempts: u32,
+    ) -> anyhow::Error {
+        let route = self.route.with_repository(repo.repository());
+        let what = What::Push { step: step.into() };
+        self.registry
+            .explain(e, &route, &what, attempts, &self.origin)
     }
 
     /// Waits for the current upload to end. One that broke off for a reason worth
@@ -307,7 +261,14 @@ impl Push {
             Ok(Err(e)) if self.attempts > 1 && is_retryable(&e) => {
                 self.interrupted.insert(up.digest, failure_reason(&e));
             }
-            Ok(Err(e)) => return Err(self.explain(&format!("accept blob {}", up.digest), &e, 1)),
+            Ok(Err(e)) => {
+                let repo = self
+                    .uploaded
+                    .get(&up.digest)
+                    .cloned()
+                    .unwrap_or_else(|| self.route.by_digest(&up.digest));
+                return Err(self.explain(&repo, &format!("accept blob {}", up.digest), &e, 1));
+            }
             Err(e) => bail!("the upload task of blob {} failed: {e}", up.digest),
         }
         Ok(())
@@ -370,7 +331,7 @@ impl Push {
         match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(local)) => Err(local),
-            Err((e, n)) => Err(self.explain(&format!("accept blob {}", b.digest), &e, n + 1)),
+            Err((e, n)) => Err(self.explain(repo, &format!("accept blob {}", b.digest), &e, n + 1)),
         }
     }
 }
@@ -444,28 +405,31 @@ fn send_from_file(src: &RandomSource, pos: u64, b: &BlobEntry, tx: Chunks) -> Re
     Ok(())
 }
 
-/// An error and its causes on one line (reqwest's own text omits the cause,
-/// e.g. `connection reset`), without repeating text a cause already showed.
-fn error_text(e: &(dyn StdError + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !t.is_empty() && !text.contains(&t) {
-            text.push_str(": ");
-            text.push_str(&t);
-        }
-        cur = c.source();
+/// An error for the bundle reader that keeps the exit-code marker of a registry
+/// failure (anywhere in the chain) and the sentence that explains it.
+fn to_io(e: anyhow::Error) -> io::Error {
+    if e.chain().any(|c| c.is::<RegistryFailure>()) {
+        io::Error::other(RegistryFailure(e.to_string()))
+    } else {
+        io::Error::other(format!("{e:#}"))
     }
-    text
 }
 
-/// An error for the bundle reader that keeps the exit-code marker of a registry failure.
-fn to_io(e: anyhow::Error) -> io::Error {
-    match e.downcast::<RegistryFailure>() {
-        Ok(r) => io::Error::other(r),
-        Err(e) => io::Error::other(format!("{e:#}")),
+/// Registry settings for the fleet push, from the import's flags.
+fn registry_settings(args: &ImportArgs) -> Result<Settings> {
+    let mut credentials = Vec::new();
+    for a in &args.registry_auth {
+        credentials.push(parse_registry_auth(a).map_err(|e| InputFailure(format!("{e:#}")))?);
     }
+    Ok(Settings {
+        insecure_hosts: args.insecure_registries.clone(),
+        credentials,
+        docker_config: None,
+        ca_files: args.registry_ca.iter().cloned().collect(),
+        ca_flag: Some("--registry-ca FILE"),
+        jobs: 1,
+        retries: args.retries.max(1),
+    })
 }
 
 impl Target for Push {
@@ -494,7 +458,7 @@ impl Target for Push {
                         client.auth(target, &auth, RegistryOperation::Push)
                     })
                     .await
-                    .map_err(|(e, n)| ("log in for pushing".to_string(), e, n))?;
+                    .map_err(|(e, n)| (target.clone(), "log in for pushing".to_string(), e, n))?;
                 }
                 for d in &p.object.blobs {
                     if manifest_blob.contains(d) {
@@ -503,7 +467,14 @@ impl Target for Push {
                     let digest = d.to_string();
                     let exists = with_retries(attempts, || client.blob_exists(target, &digest))
                         .await
-                        .map_err(|(e, n)| (format!("answer whether it has blob {d}"), e, n))?;
+                        .map_err(|(e, n)| {
+                            (
+                                target.clone(),
+                                format!("answer whether it has blob {d}"),
+                                e,
+                                n,
+                            )
+                        })?;
                     if !exists {
                         p.missing.insert(*d);
                     }
@@ -518,10 +489,10 @@ impl Target for Push {
                 };
                 p.present = current.as_deref() == Some(p.object.digest.to_string().as_str());
             }
-            Ok::<(), (String, OciDistributionError, u32)>(())
+            Ok::<(), (Reference, String, OciDistributionError, u32)>(())
         });
         self.images = images;
-        r.map_err(|(what, e, n)| self.explain(&what, &e, n))?;
+        r.map_err(|(repo, what, e, n)| self.explain(&repo, &what, &e, n))?;
         for p in &self.images {
             if p.present {
                 plan.present_objects.push(p.target.whole());
@@ -650,6 +621,7 @@ impl Target for Push {
                             }))
                             .map_err(|(e, n)| {
                                 self.explain(
+                                    &t,
                                     &format!("mount blob {d} into {}", t.repository()),
                                     &e,
                                     n,
@@ -695,7 +667,7 @@ impl Target for Push {
                         client.push_manifest_raw(&r, body.clone(), Clone::clone(&ct))
                     }))
                     .map_err(|(e, n)| {
-                        self.explain(&format!("accept manifest {d} for {}", r.whole()), &e, n)
+                        self.explain(&r, &format!("accept manifest {d} for {}", r.whole()), &e, n)
                     })?;
             }
             report.push(json!({"image": p.target.whole(), "digest": p.object.digest.to_string(), "pushed": true}));
@@ -733,12 +705,24 @@ mod tests {
     #[test]
     fn images_keep_path_and_tag_under_the_fleet_registry() {
         let d = Digest::of(b"x");
-        let (r, o) = retarget("reg.example:5000/team/app:1.2", "10.0.0.1:5000", &d).unwrap();
+        let client = registry::Client::new(&Settings::default()).unwrap();
+        let fleet = |h: &str| client.route_to(h, "");
+        let name = |s: &str| crate::oci::Reference::parse(s).unwrap();
+        let (r, o) = retarget(
+            &name("reg.example:5000/team/app:1.2"),
+            &fleet("10.0.0.1:5000"),
+            &d,
+        );
         assert_eq!(r.whole(), "10.0.0.1:5000/team/app:1.2");
         assert_eq!(o, "reg.example:5000");
-        let (r, o) = retarget("nginx:1", "mirror:443", &d).unwrap();
+        let (r, o) = retarget(&name("nginx:1"), &fleet("mirror:443"), &d);
         assert_eq!(r.whole(), "mirror:443/library/nginx:1");
         assert_eq!(o, "docker.io");
+        // No tag: `latest`, as the name means; a digest only: the root.
+        let (r, _) = retarget(&name("index.docker.io/team/app"), &fleet("mirror:443"), &d);
+        assert_eq!(r.whole(), "mirror:443/team/app:latest");
+        let (r, _) = retarget(&name(&format!("localhost/app@{d}")), &fleet("m:1"), &d);
+        assert_eq!(r.whole(), format!("m:1/app@{d}"));
     }
 
     /// `send_from_file` over a file holding `prefix` then `stored`, for a blob entry

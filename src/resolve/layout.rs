@@ -26,6 +26,7 @@ use serde::Deserialize;
 use crate::bundle::oci::{is_index, is_manifest, CONTAINERD_NAME, REF_NAME};
 use crate::bundle::Digest;
 use crate::io::cas::{Cas, CasError};
+use crate::oci::Reference;
 use crate::resolve::image::{self, Blob, ImagePlan, ManifestFetch};
 use crate::spec::Platforms;
 
@@ -331,39 +332,18 @@ fn fetch_verified(
     Ok(bytes)
 }
 
-/// Normalizes an image reference the way Docker does, so `foo` matches
-/// `docker.io/library/foo:latest` and `example/legacy:1.0` matches
-/// `docker.io/example/legacy:1.0`.
-pub(crate) fn normalize_reference(r: &str) -> String {
-    let (name, suffix) = match r.split_once('@') {
-        Some((n, d)) => (n, format!("@{d}")),
-        None => match r.rsplit_once(':') {
-            Some((n, t)) if !t.contains('/') => (n, format!(":{t}")),
-            _ => (r, ":latest".to_string()),
-        },
-    };
-    let first = name.split('/').next().unwrap_or_default();
-    let has_domain =
-        name.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
-    let mut full = if has_domain {
-        name.to_string()
-    } else {
-        format!("docker.io/{name}")
-    };
-    if let Some(rest) = full.strip_prefix("index.docker.io/") {
-        full = format!("docker.io/{rest}");
-    }
-    if let Some(rest) = full.strip_prefix("docker.io/") {
-        if !rest.contains('/') {
-            full = format!("docker.io/library/{rest}");
-        }
-    }
-    full + &suffix
-}
-
-/// Whether the name `candidate` (from the input) answers to `wanted` (from the spec).
+/// Whether the name `candidate` (from the input) answers to `wanted` (from the spec):
+/// the same text, or the same image once both are normalised as Docker does
+/// ([`Reference::normalized`]), so `foo` matches `docker.io/library/foo:latest` and
+/// `example/legacy:1.0` matches `docker.io/example/legacy:1.0`.
 pub(crate) fn reference_matches(candidate: &str, wanted: &str) -> bool {
-    candidate == wanted || normalize_reference(candidate) == normalize_reference(wanted)
+    if candidate == wanted {
+        return true;
+    }
+    match (Reference::parse(candidate), Reference::parse(wanted)) {
+        (Ok(c), Ok(w)) => c.normalized() == w.normalized(),
+        _ => false,
+    }
 }
 
 fn select<'a>(
@@ -555,9 +535,13 @@ mod tests {
             "legacy:1.0"
         ));
         assert!(!reference_matches("127.0.0.1:5000/a/b:1", "a/b:1"));
-        assert_eq!(
-            normalize_reference("localhost/x"),
-            "localhost/x:latest".to_string()
-        );
+        assert!(reference_matches("localhost/x:latest", "localhost/x"));
+        assert!(reference_matches(
+            "index.docker.io/library/foo",
+            "foo:latest"
+        ));
+        // Names that are not references match only themselves.
+        assert!(reference_matches("Not A Name", "Not A Name"));
+        assert!(!reference_matches("Not A Name", "not-a-name"));
     }
 }

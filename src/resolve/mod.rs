@@ -7,7 +7,6 @@
 //! images they ask for, which `create` then resolves like the spec's own images.
 
 pub mod archive;
-pub mod auth;
 pub mod image;
 pub mod k8s;
 pub mod layout;

@@ -10,7 +10,7 @@
 //! archive goes into the cache and the lock records its version and digest; a later
 //! create with the archive cached uses it without any network request.
 //!
-//! Credentials are the ones images use ([`crate::resolve::auth`]: `--registry-auth`,
+//! Credentials are the ones images use ([`crate::registry::auth`]: `--registry-auth`,
 //! then Docker's `config.json`), looked up by the repository's or registry's
 //! host[:port]. Helm gets the password on stdin (`--password-stdin`), never as an
 //! argument, and keeps it only in the throw-away Helm home: `helm repo add` writes
@@ -34,7 +34,8 @@ use crate::io::cas::Cas;
 use crate::io::process::{Cmd, ProcessError};
 use crate::k8s::{self, helmchart};
 use crate::progress::Progress;
-use crate::resolve::auth::{normalize_host, Credentials, Found, Origin, Store};
+use crate::registry::auth::{normalize_host, Credentials, Found, Origin, Store};
+use crate::registry::errors::refusal_hint;
 use crate::resolve::LockCtx;
 use crate::spec::file::ChartEntry;
 use crate::spec::{LoadedSpec, LockedChart};
@@ -533,24 +534,7 @@ fn pull_failure(
         let host = &auth.host;
         let msg = match refused {
             Some(status) => {
-                let hint = match &auth.found.origin {
-                    Origin::Flag => format!(
-                        "the credentials given with --registry-auth {host}=… were refused: check the user name and password, and that this user may read the chart"
-                    ),
-                    Origin::DockerConfig(p) => format!(
-                        "the credentials for {host} in {} were refused: update them there or pass --registry-auth {host}=USER:PASS",
-                        p.display()
-                    ),
-                    Origin::Anonymous { note } => {
-                        let mut h = format!(
-                            "pass --registry-auth {host}=USER:PASS (or put {host} in the `auths` of ~/.docker/config.json)"
-                        );
-                        if let Some(n) = note {
-                            h.push_str(&format!(" (note: {n})"));
-                        }
-                        h
-                    }
-                };
+                let hint = refusal_hint(host, &auth.found.origin, "read the chart");
                 format!("charts[{i}]: {server} {host} refused access to {what} ({status}): {hint}: {e:#}")
             }
             None => format!(
@@ -661,6 +645,7 @@ fn pull_oci(
     let host = normalize_host(host.split('/').next().unwrap_or_default());
     let insecure = job
         .opts
+        .registry
         .insecure_hosts
         .iter()
         .any(|h| normalize_host(h) == host);

@@ -29,7 +29,8 @@ use crate::io::cas::Cas;
 use crate::io::process::{Cmd, ProcessError};
 use crate::k8s::{self, names, Document};
 use crate::progress::Progress;
-use crate::resolve::auth::{self, Credentials};
+use crate::registry::auth;
+use crate::registry::Settings;
 use crate::spec::file::ManifestEntry;
 use crate::spec::LoadedSpec;
 
@@ -43,13 +44,10 @@ pub const KUBECTL_HINT: &str =
 /// What rendering needs from the command line.
 #[derive(Debug, Clone, Default)]
 pub struct RenderOptions {
-    /// `--insecure-registry` hosts: OCI charts from them are pulled over plain HTTP.
-    pub insecure_hosts: Vec<String>,
-    /// `--registry-auth` credentials, for chart repositories and OCI registries as
-    /// for image registries.
-    pub credentials: Vec<(String, Credentials)>,
-    /// `--docker-config`: Docker's `config.json`, else the default one.
-    pub docker_config: Option<PathBuf>,
+    /// The registry settings images use: `insecure_hosts` (OCI charts from them are
+    /// pulled over plain HTTP), `credentials` and `docker_config` (for chart
+    /// repositories and OCI registries as for image registries).
+    pub registry: Settings,
 }
 
 /// The namespace Kubernetes uses for namespaced objects that name none.
@@ -71,7 +69,10 @@ pub fn render(
             .prefix("gapbundle-render-")
             .tempdir()
             .context("creating a temporary folder for rendering")?;
-        let credentials = auth::Store::load(&opts.credentials, opts.docker_config.as_deref());
+        let credentials = auth::Store::load(
+            &opts.registry.credentials,
+            opts.registry.docker_config.as_deref(),
+        );
         for (i, entry) in s.charts.iter().enumerate() {
             let discover = entry.discover_images.unwrap_or(s.discover_images);
             let dir = tmp.path().join(format!("chart-{i}"));

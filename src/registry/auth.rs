@@ -13,6 +13,10 @@
 //! Desktop sets one by default) does not stop anonymous pulls of public images; it
 //! is only mentioned when the registry then refuses access.
 //!
+//! `Store::lookup` is the one place a credential for a host is found, so another
+//! source (a credential helper, Podman's `auth.json`, a K3s `registries.yaml`
+//! `configs.<host>.auth`) is one more step there, in the order docker and skopeo use.
+//!
 //! Hosts are compared after [`normalize_host`], so `https://index.docker.io/v1/`
 //! (Docker Hub's key in `config.json`), `index.docker.io` and `docker.io` are the
 //! same host, as they are for `docker`.
@@ -24,6 +28,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use base64::Engine as _;
 use serde::Deserialize;
+
+use crate::oci::reference::{DOCKER_HUB, DOCKER_HUB_API, DOCKER_HUB_LEGACY};
 
 /// Credentials for one registry host.
 #[derive(Clone, PartialEq, Eq)]
@@ -80,7 +86,7 @@ pub fn normalize_host(host: &str) -> String {
         .unwrap_or(h);
     let h = h.split('/').next().unwrap_or_default().to_ascii_lowercase();
     match h.as_str() {
-        "index.docker.io" | "registry-1.docker.io" => "docker.io".to_string(),
+        DOCKER_HUB_LEGACY | DOCKER_HUB_API => DOCKER_HUB.to_string(),
         _ => h,
     }
 }
@@ -146,13 +152,16 @@ struct DockerAuth {
 
 /// Where the credentials used for a host came from, for error messages.
 #[derive(Debug, Clone)]
-pub(crate) enum Origin {
+pub enum Origin {
     /// `--registry-auth`.
     Flag,
     /// Docker's `config.json` at this path.
     DockerConfig(PathBuf),
-    /// No credentials; `note` says why none were found when that is worth saying.
-    Anonymous { note: Option<String> },
+    /// No credentials.
+    Anonymous {
+        /// Why none were found, when that is worth saying.
+        note: Option<String>,
+    },
 }
 
 /// Credentials found for one host.

@@ -1,0 +1,49 @@
+//! Images into a running containerd (K3s's), over its gRPC API.
+//!
+//! This does what `ctr images import` followed by an unpack does, but straight from
+//! the bundle stream and without a subprocess:
+//!
+//! - **Content** is written through the content service's `Write` stream with the
+//!   expected digest and size, so containerd checks every blob itself as well. Each
+//!   blob goes to the ingest `gapbundle-<hex>`; its first write is at offset 0, which
+//!   truncates whatever a killed earlier import left there, and the blob is committed
+//!   only in [`Target::commit`](crate::import::Target::commit), after the bundle reader verified it. Blobs that
+//!   containerd already has (content `Info`) are not asked for at all.
+//! - **A lease** (`gapbundle-…`, expiring after 24 hours) holds everything written
+//!   until the image records exist, so containerd's garbage collector cannot take
+//!   content in between. A killed import leaves its committed content under that
+//!   lease; the rerun finds it present and skips it.
+//! - **GC labels** are set the way containerd's own pull does (`labels`).
+//! - **Unpack** (`unpack`) follows containerd 1.6's unpacker (`unpacker.go`): for the manifest
+//!   of the host's platform, chain ids from the config's `rootfs.diff_ids`; a layer
+//!   whose chain id is already a snapshot is skipped; otherwise prepare
+//!   `extract-<unique> <chainID>` on the parent chain with label
+//!   `containerd.io/snapshot.ref`, apply the layer with the diff service, check the
+//!   diff id, commit as the chain id, and label the layer
+//!   `containerd.io/uncompressed`; finally the config gets
+//!   `containerd.io/gc.ref.snapshot.<snapshotter>` = the top chain id.
+//! - **Image records** under the names the CRI plugin looks up (the reference as
+//!   `ParseDockerRef` normalises it, and `repo@sha256:<root>`), labelled
+//!   `io.cri-containerd.image=managed` and `io.cri-containerd.pinned=pinned` so the
+//!   CRI plugin lists them and kubelet's image GC never removes them (`labels`).
+//!   A bundle with an image name that is not a reference, or that pins another
+//!   image's digest, is refused before containerd is asked anything
+//!   ([`crate::import::images`]).
+//!
+//! Images are registered and unpacked concurrently (a few at a time) once the whole
+//! bundle verified. Memory stays bounded: chunks go to containerd as they arrive
+//! (at most a few in flight), and only manifests and configs are read back.
+
+//!
+//! The parts: `client` (the connection, namespace, leases, gRPC plumbing),
+//! `unpack`, `labels` (GC labels, image records, names) and `target` (the
+//! [`Target`](crate::import::Target) implementation: planning, streaming,
+//! registering).
+
+mod client;
+mod labels;
+mod target;
+mod unpack;
+
+pub use labels::{CRI_MANAGED, CRI_PINNED};
+pub use target::Containerd;

@@ -1,0 +1,500 @@
+//! The containerd target: planning what containerd lacks, streaming blobs into its
+//! content store, and registering each image once the bundle verified (see the
+//! module documentation of [`super`]).
+
+use std::collections::{BTreeSet, HashMap};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use containerd_client::services::v1::content_client::ContentClient;
+use containerd_client::services::v1::{WriteAction, WriteContentRequest};
+use containerd_client::tonic::{Code, Status};
+use containerd_client::types::Descriptor as CDescriptor;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::client::{async_stream, connect, valid_namespace, Ctx};
+use super::labels::{child_labels, names, parse_desc, parse_descs, Desc, CRI_MANAGED, CRI_PINNED};
+use super::unpack::{chain_id, host_manifest, host_platform};
+use crate::bundle::manifest::BlobEntry;
+use crate::bundle::oci::{is_index, is_manifest};
+use crate::bundle::reader::Head;
+use crate::bundle::Digest;
+use crate::error::ContainerdFailure;
+use crate::import::images::{self, CheckedImage};
+use crate::import::{Target, TargetPlan};
+use crate::progress::Progress;
+
+/// Images registered and unpacked at once.
+const PARALLEL_IMAGES: usize = 4;
+/// Chunks queued towards containerd per blob (each at most one reader chunk, 1 MiB).
+const INFLIGHT_CHUNKS: usize = 4;
+
+struct Ingest {
+    digest: Digest,
+    tx: Option<mpsc::Sender<WriteContentRequest>>,
+    task: Option<JoinHandle<std::result::Result<(), Status>>>,
+    offset: u64,
+    /// containerd answered that it already has the blob.
+    exists: bool,
+}
+
+/// The containerd target.
+pub struct Containerd {
+    socket: PathBuf,
+    namespace: String,
+    snapshotter: String,
+    rt: tokio::runtime::Runtime,
+    ctx: Option<Ctx>,
+    images: Vec<CheckedImage>,
+    blobs: HashMap<Digest, BlobEntry>,
+    ingest: Option<Ingest>,
+    written: u64,
+    lease_id: Option<String>,
+}
+
+impl Containerd {
+    /// A target for the image objects of `head` (their names checked, see
+    /// [`images::checked`]); connects lazily in plan.
+    pub fn new(socket: &Path, namespace: &str, snapshotter: &str, head: &Head) -> Result<Self> {
+        if !valid_namespace(namespace) {
+            bail!("namespace `{namespace}` is not a valid containerd namespace");
+        }
+        let images = images::checked(head)?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("gapbundle-containerd")
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime for containerd")?;
+        Ok(Self {
+            socket: socket.to_path_buf(),
+            namespace: namespace.into(),
+            snapshotter: snapshotter.into(),
+            rt,
+            ctx: None,
+            images,
+            blobs: head
+                .manifest
+                .blobs
+                .iter()
+                .map(|b| (b.digest, b.clone()))
+                .collect(),
+            ingest: None,
+            written: 0,
+            lease_id: None,
+        })
+    }
+
+    fn ctx(&mut self) -> Result<Ctx> {
+        if let Some(c) = &self.ctx {
+            return Ok(c.clone());
+        }
+        let ctx = self
+            .rt
+            .block_on(connect(&self.socket, &self.namespace, &self.snapshotter))?;
+        self.ctx = Some(ctx.clone());
+        Ok(ctx)
+    }
+
+    /// Creates the lease on first use.
+    fn leased(&mut self) -> Result<Ctx> {
+        let ctx = self.ctx()?;
+        if ctx.lease.is_some() {
+            return Ok(ctx);
+        }
+        let (ctx, id) = self.rt.block_on(ctx.with_new_lease())?;
+        self.lease_id = Some(id);
+        self.ctx = Some(ctx.clone());
+        Ok(ctx)
+    }
+
+    /// For the streaming calls, which return `io::Error`: the text of the whole
+    /// chain, and the ContainerdFailure marker kept when there is one, so a
+    /// containerd that went away mid-stream still exits as unreachable.
+    fn io_err(e: anyhow::Error) -> io::Error {
+        let msg = format!("{e:#}");
+        if e.chain().any(|c| c.is::<ContainerdFailure>()) {
+            io::Error::other(ContainerdFailure(msg))
+        } else {
+            io::Error::other(msg)
+        }
+    }
+
+    fn finish_ingest(&mut self) -> Result<()> {
+        let Some(mut ing) = self.ingest.take() else {
+            return Ok(());
+        };
+        drop(ing.tx.take());
+        let Some(task) = ing.task.take() else {
+            return Ok(());
+        };
+        let r = self
+            .rt
+            .block_on(task)
+            .map_err(|e| anyhow!("containerd write task failed: {e}"))?;
+        match r {
+            Ok(()) => Ok(()),
+            Err(s) if s.code() == Code::AlreadyExists => Ok(()),
+            Err(s) => Err(anyhow!(
+                "containerd at {} did not accept blob {}: {} ({:?})",
+                self.socket.display(),
+                ing.digest,
+                s.message(),
+                s.code()
+            )),
+        }
+    }
+
+    fn send(&mut self, req: WriteContentRequest) -> Result<()> {
+        let Some(ing) = self.ingest.as_mut() else {
+            bail!("internal error: a blob chunk arrived before its write began");
+        };
+        if ing.exists {
+            return Ok(());
+        }
+        if let Some(tx) = ing.tx.as_ref() {
+            if tx.blocking_send(req).is_ok() {
+                return Ok(());
+            }
+        }
+        // The stream ended early: either containerd has the blob, or an error.
+        let digest = ing.digest;
+        let task = ing.task.take();
+        ing.tx = None;
+        let r = match task {
+            Some(t) => self
+                .rt
+                .block_on(t)
+                .map_err(|e| anyhow!("containerd write task failed: {e}"))?,
+            None => Ok(()),
+        };
+        match r {
+            Err(s) if s.code() == Code::AlreadyExists => {
+                if let Some(i) = self.ingest.as_mut() {
+                    i.exists = true;
+                }
+                Ok(())
+            }
+            Err(s) => Err(anyhow!(
+                "containerd at {} did not accept blob {digest}: {} ({:?})",
+                self.socket.display(),
+                s.message(),
+                s.code()
+            )),
+            Ok(()) => Err(anyhow!(
+                "containerd at {} closed the write of {digest} early",
+                self.socket.display()
+            )),
+        }
+    }
+
+    fn plan_async(&mut self) -> Result<TargetPlan> {
+        let ctx = self.ctx()?;
+        let images = self.images.clone();
+        let blobs = self.blobs.clone();
+        self.rt.block_on(async move {
+            let mut plan = TargetPlan::default();
+            let mut known: HashMap<Digest, bool> = HashMap::new();
+            for img in &images {
+                let o = &img.object;
+                let mut complete = true;
+                for d in &o.blobs {
+                    let present = match known.get(d) {
+                        Some(p) => *p,
+                        None => {
+                            let p = ctx.info(d).await?.is_some();
+                            known.insert(*d, p);
+                            p
+                        }
+                    };
+                    if !present {
+                        complete = false;
+                        let b = blobs
+                            .get(d)
+                            .ok_or_else(|| anyhow!("blob {d} of {} is not in the bundle", o.name))?;
+                        if b.offset.is_none() {
+                            bail!("{} needs blob {d}, which this delta bundle does not carry and containerd does not have: import the full bundle first", o.name);
+                        }
+                        if plan.needed.insert(*d) {
+                            plan.bytes_to_write += b.size;
+                        }
+                    }
+                }
+                let registered = complete && image_registered(&ctx, img).await?;
+                if registered {
+                    plan.present_objects.push(o.name.clone());
+                } else {
+                    plan.new_objects.push(o.name.clone());
+                }
+            }
+            Ok(plan)
+        })
+    }
+}
+
+/// Whether every name of `img` names its root with both labels and the host's
+/// platform is unpacked (all content present).
+async fn image_registered(ctx: &Ctx, img: &CheckedImage) -> Result<bool> {
+    let o = &img.object;
+    let target_digest = o.digest.to_string();
+    for name in names(img) {
+        match ctx.image(&name).await? {
+            Some(img)
+                if img.target.as_ref().map(|t| &t.digest) == Some(&target_digest)
+                    && [CRI_MANAGED, CRI_PINNED]
+                        .iter()
+                        .all(|(k, v)| img.labels.get(*k).map(String::as_str) == Some(*v)) => {}
+            _ => return Ok(false),
+        }
+    }
+    match host_manifest(ctx, o).await? {
+        None => Ok(true),
+        Some((_, layers, diff_ids)) => {
+            if layers.is_empty() {
+                return Ok(true);
+            }
+            let mut chain = String::new();
+            for d in &diff_ids {
+                chain = chain_id(&chain, d);
+            }
+            ctx.snapshot_exists(&chain).await
+        }
+    }
+}
+
+/// Labels, unpacks and registers one image; returns its JSON report.
+async fn register(ctx: Ctx, img: CheckedImage, root_size: u64) -> Result<Value> {
+    let refs = names(&img);
+    let o = img.object;
+    let have: BTreeSet<String> = o.blobs.iter().map(|d| d.to_string()).collect();
+    // GC labels, from the root down.
+    let mut manifests = Vec::new();
+    if is_index(&o.media_type) {
+        let idx: Value = serde_json::from_slice(&ctx.read(&o.digest).await?)
+            .with_context(|| format!("index {} of {} is not JSON", o.digest, o.name))?;
+        let children: Vec<(Desc, bool)> = parse_descs(&idx["manifests"])
+            .into_iter()
+            .filter(|c| have.contains(&c.digest))
+            .map(|c| (c, false))
+            .collect();
+        ctx.label(&o.digest, child_labels(&children)).await?;
+        for (c, _) in children {
+            if is_manifest(&c.media_type) {
+                if let Ok(d) = c.digest.parse::<Digest>() {
+                    manifests.push(d);
+                }
+            }
+        }
+    } else if is_manifest(&o.media_type) {
+        manifests.push(o.digest);
+    }
+    for m in &manifests {
+        let v: Value = serde_json::from_slice(&ctx.read(m).await?)
+            .with_context(|| format!("manifest {m} of {} is not JSON", o.name))?;
+        let mut children = Vec::new();
+        if let Some(c) = parse_desc(&v["config"]) {
+            children.push((c, true));
+        }
+        children.extend(
+            parse_descs(&v["layers"])
+                .into_iter()
+                .filter(|l| have.contains(&l.digest))
+                .map(|l| (l, false)),
+        );
+        ctx.label(m, child_labels(&children)).await?;
+    }
+    // Unpack the host's platform.
+    let mut snapshots = 0;
+    let mut unpacked = Value::Null;
+    if let Some((config, layers, diff_ids)) = host_manifest(&ctx, &o).await? {
+        snapshots = ctx
+            .unpack(&layers, &diff_ids)
+            .await
+            .with_context(|| format!("cannot unpack {}", o.name))?;
+        let mut top = String::new();
+        for d in &diff_ids {
+            top = chain_id(&top, d);
+        }
+        if let Ok(cd) = config.digest.parse::<Digest>() {
+            if !top.is_empty() {
+                ctx.label(
+                    &cd,
+                    [(
+                        format!("containerd.io/gc.ref.snapshot.{}", ctx.snapshotter),
+                        top.clone(),
+                    )]
+                    .into(),
+                )
+                .await?;
+            }
+        }
+        let (os, arch) = host_platform();
+        unpacked = json!(format!("{os}/{arch}"));
+    }
+    // Image records.
+    let target = CDescriptor {
+        media_type: o.media_type.clone(),
+        digest: o.digest.to_string(),
+        size: root_size as i64,
+        annotations: HashMap::new(),
+    };
+    let mut changed = Vec::new();
+    for r in &refs {
+        if ctx.put_image(r, &target).await? {
+            changed.push(r.clone());
+        }
+    }
+    Ok(json!({
+        "name": o.name, "digest": o.digest.to_string(), "refs": refs,
+        "recordsChanged": changed, "unpacked": unpacked, "snapshotsCreated": snapshots,
+    }))
+}
+
+impl Target for Containerd {
+    fn describe(&self) -> String {
+        format!(
+            "containerd {} (namespace {}, snapshotter {})",
+            self.socket.display(),
+            self.namespace,
+            self.snapshotter
+        )
+    }
+
+    fn plan(&mut self, _head: &Head) -> Result<TargetPlan> {
+        self.plan_async()
+    }
+
+    fn begin(&mut self, blob: &BlobEntry) -> io::Result<()> {
+        self.finish_ingest().map_err(Self::io_err)?;
+        let ctx = self.leased().map_err(Self::io_err)?;
+        let (tx, mut rx) = mpsc::channel::<WriteContentRequest>(INFLIGHT_CHUNKS);
+        let stream = async_stream(move |cx| rx.poll_recv(cx));
+        let req = ctx.req(stream);
+        let ch = ctx.channel.clone();
+        let task = self.rt.spawn(async move {
+            let mut s = ContentClient::new(ch)
+                .max_decoding_message_size(64 << 20)
+                .write(req)
+                .await?
+                .into_inner();
+            while s.message().await?.is_some() {}
+            Ok(())
+        });
+        self.ingest = Some(Ingest {
+            digest: blob.digest,
+            tx: Some(tx),
+            task: Some(task),
+            offset: 0,
+            exists: false,
+        });
+        Ok(())
+    }
+
+    fn write(&mut self, blob: &BlobEntry, chunk: &[u8]) -> io::Result<()> {
+        let offset = self.ingest.as_ref().map(|i| i.offset).unwrap_or(0);
+        let req = WriteContentRequest {
+            action: WriteAction::Write as i32,
+            r#ref: format!("gapbundle-{}", blob.digest.hex()),
+            total: blob.size as i64,
+            expected: if offset == 0 {
+                blob.digest.to_string()
+            } else {
+                String::new()
+            },
+            offset: offset as i64,
+            data: chunk.to_vec(),
+            labels: HashMap::new(),
+        };
+        self.send(req).map_err(Self::io_err)?;
+        if let Some(i) = self.ingest.as_mut() {
+            i.offset += chunk.len() as u64;
+        }
+        self.written += chunk.len() as u64;
+        Ok(())
+    }
+
+    fn commit(&mut self, blob: &BlobEntry) -> io::Result<()> {
+        let offset = self.ingest.as_ref().map(|i| i.offset).unwrap_or(0);
+        let req = WriteContentRequest {
+            action: WriteAction::Commit as i32,
+            r#ref: format!("gapbundle-{}", blob.digest.hex()),
+            total: blob.size as i64,
+            expected: blob.digest.to_string(),
+            offset: offset as i64,
+            data: Vec::new(),
+            labels: HashMap::new(),
+        };
+        if self.ingest.is_some() {
+            self.send(req).map_err(Self::io_err)?;
+        }
+        self.finish_ingest().map_err(Self::io_err)
+    }
+
+    fn finish(&mut self, _head: &Head, progress: &Progress) -> Result<Value> {
+        self.finish_ingest()?;
+        let ctx = self.leased()?;
+        let images = self.images.clone();
+        let blobs = self.blobs.clone();
+        let lease = self.lease_id.clone().unwrap_or_default();
+        progress.message(format!(
+            "containerd: registering {} image(s), unpacking into {}",
+            images.len(),
+            self.snapshotter
+        ));
+        let reports = self.rt.block_on(async move {
+            // Hold everything the images need, present before or written now.
+            let all: BTreeSet<Digest> = images
+                .iter()
+                .flat_map(|i| i.object.blobs.clone())
+                .collect();
+            for d in &all {
+                if ctx.info(d).await?.is_none() {
+                    bail!("containerd at {} lacks blob {d} after the import: was it garbage-collected meanwhile? Run the import again", ctx.socket.display());
+                }
+                ctx.hold(&lease, d).await?;
+            }
+            let jobs = images.into_iter().map(|img| {
+                let o = &img.object;
+                let size = blobs.get(&o.digest).map(|b| b.size).unwrap_or(o.size);
+                register(ctx.clone(), img, size)
+            });
+            let results: Vec<Result<Value>> = futures_util::stream::iter(jobs)
+                .buffered(PARALLEL_IMAGES)
+                .collect()
+                .await;
+            results.into_iter().collect::<Result<Vec<Value>>>()
+        })?;
+        // Image records now hold the content: the lease can go.
+        if let (Some(ctx), Some(id)) = (self.ctx.clone(), self.lease_id.take()) {
+            if let Err(s) = self.rt.block_on(ctx.delete_lease(id)) {
+                progress.warn(format!(
+                    "could not delete the import lease (it expires within a day): {}",
+                    s.message()
+                ));
+            }
+        }
+        Ok(json!({"images": reports, "bytesWritten": self.written}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_containerd_gone_mid_stream_keeps_its_marker() {
+        let gone = anyhow::Error::new(ContainerdFailure("containerd went away".into()))
+            .context("writing blob sha256:00");
+        let e = Containerd::io_err(gone);
+        assert!(e.get_ref().is_some_and(|i| i.is::<ContainerdFailure>()));
+        assert!(e
+            .to_string()
+            .contains("writing blob sha256:00: containerd went away"));
+        let other = Containerd::io_err(anyhow!("bad descriptor"));
+        assert!(!other.get_ref().is_some_and(|i| i.is::<ContainerdFailure>()));
+    }
+}
