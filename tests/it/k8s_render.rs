@@ -5,8 +5,6 @@
 //! std server in this file), from the registry as OCI artifacts (`helm push`), and
 //! from local folders. Every image the workloads run is one the test pushed.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -16,10 +14,10 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use crate::support::*;
 use gapbundle::bundle::manifest::{Kind, Manifest, Object};
 use gapbundle::bundle::reader::read_head;
 use serde_json::Value;
-use support::*;
 
 // ---------------------------------------------------------------------------
 // A chart repository: files served over HTTP/1.1 from a folder.

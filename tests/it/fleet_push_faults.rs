@@ -8,8 +8,6 @@
 //! part-way through its body. Results are checked with skopeo against the registry
 //! itself, not through the proxy.
 
-mod support;
-
 use std::fs;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -19,9 +17,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
 
+use crate::support::*;
 use gapbundle::bundle::manifest::Kind;
 use serde_json::Value;
-use support::*;
 
 /// Client-to-server bytes after which the proxy cuts a connection: more than
 /// login, HEADs and the small blobs, less than the fixture's ~1 MiB base layer.

@@ -5,18 +5,16 @@
 //! hash to its name, and the image gapbundle reads out of a docker-archive must be
 //! readable by skopeo, with the same layers skopeo itself sees in the archive.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
 
+use crate::support::*;
 use gapbundle::bundle::oci::REF_NAME;
 use gapbundle::io::cas::Cas;
 use gapbundle::resolve::{archive, layout};
 use gapbundle::spec::Platforms;
 use serde_json::{json, Value};
-use support::*;
 
 fn fresh_cas(dir: &Path) -> Cas {
     Cas::open(dir.join("cas")).expect("open cache")

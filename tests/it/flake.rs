@@ -15,17 +15,15 @@
 //! * `gapbundle completions` and `gapbundle man`, which the package's postInstall
 //!   runs, produce what shells and `man` read.
 
-mod support;
-
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use serde_json::{json, Value};
-use support::{
+use crate::support::{
     create_cmd, gapbundle, gapbundle_bin, require_tool, run, run_stdout, tool, NIX_CONFIG,
 };
+use serde_json::{json, Value};
 use tempfile::TempDir;
 
 // ---------------------------------------------------------------------------

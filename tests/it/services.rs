@@ -7,11 +7,9 @@
 //! this file fails, fix the environment (`scripts/install-test-deps`) or the
 //! support module before reading anything into other failures.
 
-mod support;
-
 use std::collections::BTreeSet;
 
-use support::*;
+use crate::support::*;
 
 const USER: &str = "gap";
 const PASS: &str = "bundle-pass";

@@ -8,8 +8,6 @@
 //! bytes for a blob) use a tiny std-only HTTP server on 127.0.0.1 in this file.
 //! Nothing here talks to any address other than 127.0.0.1.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -17,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use gapbundle::bundle::Digest;
 use gapbundle::io::cas::Cas;
 use gapbundle::progress::Progress;
@@ -24,7 +23,6 @@ use gapbundle::resolve::auth::{self, parse_registry_auth};
 use gapbundle::resolve::image::{walk, Blob};
 use gapbundle::resolve::registry::{FetchStats, Registry as Resolver, RegistryOptions};
 use gapbundle::spec::Platforms;
-use support::*;
 
 const USER: &str = "gap";
 const PASS: &str = "bundle-pass";

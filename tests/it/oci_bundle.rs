@@ -1,17 +1,15 @@
 //! End-to-end tests of create / verify / inspect for OCI images, against the real
 //! CNCF distribution registry, with skopeo as the independent judge of the result.
 
-mod support;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use crate::support::*;
 use gapbundle::bundle::keys::SecretKey;
 use gapbundle::bundle::manifest::{MANIFEST_PATH, SIGNATURES_PATH};
 use gapbundle::bundle::reader::read_head;
 use serde_json::Value;
-use support::*;
 
 /// A work folder with a key pair and a cache.
 struct Work {
@@ -545,7 +543,7 @@ fn unknown_format_version_is_refused_even_when_validly_signed() {
     w.one_image(&fx.app.reference);
     run(&mut w.create_cmd(&reg.addr, "v1.gapb"));
     let key = SecretKey::parse(&fs::read_to_string(w.secret()).unwrap()).unwrap();
-    support::forge::resign(&w.path("v1.gapb"), &w.path("v2.gapb"), &key, |m| {
+    crate::support::forge::resign(&w.path("v1.gapb"), &w.path("v2.gapb"), &key, |m| {
         assert_eq!(m["formatVersion"], "1.0");
         m["formatVersion"] = "2.0".into();
     });

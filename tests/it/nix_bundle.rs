@@ -3,18 +3,16 @@
 //! itself as the judge (`nix-store --verify --check-contents`, `nix path-info --sigs`,
 //! `nix copy` with only our key trusted).
 
-mod support;
-
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use crate::support::*;
 use gapbundle::bundle::keys::SecretKey;
 use gapbundle::bundle::reader::{read_head, Head};
 use gapbundle::bundle::BlobEntry;
 use gapbundle::nixfmt::{fingerprint, sign_path, NarHash, StorePath};
 use serde_json::Value;
-use support::*;
 
 /// The flake the tests build: `base` <- `lib` <- `app`, and `tool` -> {`lib`, `base`},
 /// so `lib` and `base` are shared by the two installables; `image` is an OCI archive
@@ -580,7 +578,7 @@ fn damaged_or_inconsistent_bundles_register_nothing() {
             }
         }
     };
-    support::forge::resign(&w.path("site.gapb"), &w.path("hash.gapb"), &key, |m| {
+    crate::support::forge::resign(&w.path("site.gapb"), &w.path("hash.gapb"), &key, |m| {
         set_hash(m, false)
     });
     let root = w.path("t2");
@@ -593,7 +591,7 @@ fn damaged_or_inconsistent_bundles_register_nothing() {
     );
     assert!(valid_in(&root, &all).is_empty());
     // Only the narHash changed, the blob still says the right NAR hash.
-    support::forge::resign(&w.path("site.gapb"), &w.path("meta.gapb"), &key, |m| {
+    crate::support::forge::resign(&w.path("site.gapb"), &w.path("meta.gapb"), &key, |m| {
         for o in m["objects"].as_array_mut().unwrap() {
             if o["name"] == lib.as_str() {
                 o["meta"]["narHash"] = Value::String(wrong.to_string());
@@ -603,7 +601,7 @@ fn damaged_or_inconsistent_bundles_register_nothing() {
     let o = w.import("meta.gapb", &root.display().to_string(), &w.public());
     assert_eq!(code(&o), 3, "{}", stderr(&o));
     assert!(valid_in(&root, &all).is_empty());
-    support::forge::resign(&w.path("site.gapb"), &w.path("forged.gapb"), &key, |m| {
+    crate::support::forge::resign(&w.path("site.gapb"), &w.path("forged.gapb"), &key, |m| {
         set_hash(m, true)
     });
     // Into a store, Nix checks each NAR against its signed hash as it adds the path:
@@ -658,7 +656,7 @@ fn damaged_or_inconsistent_bundles_register_nothing() {
         .map(|r| r.as_str().unwrap().to_string())
         .find(|r| r.ends_with("-gb-test-base"))
         .unwrap();
-    support::forge::resign(&w.path("site.gapb"), &w.path("missing.gapb"), &key, |m| {
+    crate::support::forge::resign(&w.path("site.gapb"), &w.path("missing.gapb"), &key, |m| {
         m["objects"]
             .as_array_mut()
             .unwrap()

@@ -6,14 +6,12 @@
 //! registry: it issues and checks an opaque token and forwards authorised requests,
 //! byte for byte, to the real registry behind it.
 
-mod support;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use support::*;
+use crate::support::*;
 
 const TOKEN: &str = "opaque-test-token-1";
 

@@ -4,8 +4,6 @@
 //! archive (imported with `ctr images import`, as K3s does at start), and a second
 //! CNCF registry for fleet mode, checked with skopeo.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
@@ -13,13 +11,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use gapbundle::bundle::keys::SecretKey;
 use gapbundle::bundle::manifest::{BlobEntry, ContentInfo, Encoding, Kind, Object};
 use gapbundle::bundle::signature::Envelope;
 use gapbundle::bundle::writer::{write_bundle, BlobSource, BundleBuilder};
 use gapbundle::bundle::Digest;
 use serde_json::{json, Value};
-use support::*;
 use tempfile::TempDir;
 
 /// A work folder with a key pair, a cache and a K3s root.

@@ -6,15 +6,13 @@
 //! `GAPBUNDLE_BLESS=1 cargo test --test spec_vectors` and commit the result; the
 //! digest then changes in bundle-spec/vectors/tiny/tiny.digest, which a reviewer sees.
 
-mod support;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::support::*;
 use gapbundle::bundle::keys::PublicKey;
 use gapbundle::bundle::reader::{read_head, verify_parallel};
 use serde_json::Value;
-use support::*;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
