@@ -19,7 +19,6 @@ use std::thread;
 
 use crate::support::*;
 use gapbundle::bundle::manifest::Kind;
-use serde_json::Value;
 
 /// Client-to-server bytes after which the proxy cuts a connection: more than
 /// login, HEADs and the small blobs, less than the fixture's ~1 MiB base layer.
@@ -96,41 +95,28 @@ fn relay(client: TcpStream, upstream: &str, armed: &AtomicBool, cut: &AtomicUsiz
 
 /// A work folder with a key pair and the bundle of the fixture image `team/app:1.2`
 /// (a ~1 MiB incompressible base layer and a small one).
-struct Work {
-    base: Workdir,
+struct Site {
+    w: Work,
     bundle: PathBuf,
     /// `(name, root digest)` of the bundled image.
     image: (String, String),
 }
 
-impl std::ops::Deref for Work {
-    type Target = Workdir;
-    fn deref(&self) -> &Workdir {
-        &self.base
-    }
-}
-
-impl Work {
-    fn new(source: &Registry) -> Work {
-        let base = Workdir::new("fleet-faults");
-        let spec = base.path("bundle.yaml");
-        fs::write(
-            &spec,
-            format!(
+impl Site {
+    fn new(source: &Registry) -> Site {
+        let w = Work::new("fleet-faults");
+        w.write(
+            "bundle.yaml",
+            &format!(
                 "name: fleet-faults\nversion: \"1\"\nimages:\n  - ref: {}/team/app:1.2\n",
                 source.addr
             ),
-        )
-        .unwrap();
-        let bundle = base.path("site.gapb");
-        run(
-            create_cmd(&spec, &bundle, &base.secret(), &base.path("cache")).args([
-                "--insecure-registry",
-                &source.addr,
-                "--quiet",
-            ]),
         );
-        let head = read_head(&bundle);
+        let bundle = w.path("site.gapb");
+        run(w
+            .create(&bundle)
+            .args(["--insecure-registry", &source.addr, "--quiet"]));
+        let head = head_of(&bundle);
         let o = head
             .manifest
             .objects
@@ -138,29 +124,20 @@ impl Work {
             .find(|o| o.kind == Kind::Image)
             .expect("the bundle carries the image");
         let image = (o.name.clone(), o.digest.to_string());
-        Work {
-            base,
-            bundle,
-            image,
-        }
+        Site { w, bundle, image }
     }
 
     /// `gapbundle import BUNDLE --registry HOST` (plain HTTP), JSON report.
-    fn import(&self, bundle: &Path, host: &str) -> Command {
-        let mut c = import_cmd(bundle, &self.public(), &self.path("k3s"));
+    fn push(&self, bundle: &Path, host: &str) -> Command {
+        let mut c = self.w.import(bundle);
         c.args(["--registry", host, "--insecure-registry", host, "--json"]);
         c
     }
 }
 
-fn read_head(bundle: &Path) -> gapbundle::bundle::reader::Head {
-    let mut f = fs::File::open(bundle).unwrap();
-    gapbundle::bundle::reader::read_head(&mut f).unwrap()
-}
-
 /// Size of a blob stored in the bundle.
 fn blob_size(bundle: &Path, digest: &str) -> u64 {
-    read_head(bundle)
+    head_of(bundle)
         .manifest
         .blobs
         .iter()
@@ -176,22 +153,9 @@ fn output_with_stdin(cmd: &mut Command, bundle: &Path) -> Output {
         .unwrap_or_else(|e| panic!("could not start `{}`: {e}", describe(cmd)))
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn json_out(o: &Output) -> Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{}", text(o)))
-}
-
 /// The fleet registry itself (not the proxy) serves the image with the bundled
 /// root digest and the fixture's layers.
-fn assert_pushed(fleet: &Registry, w: &Work, fx: &Fixtures) {
+fn assert_pushed(fleet: &Registry, w: &Site, fx: &Fixtures) {
     let (name, digest) = &w.image;
     let moved = format!(
         "docker://{}/{}",
@@ -210,11 +174,16 @@ fn an_upload_cut_mid_blob_is_pushed_again_from_the_bundle_file() {
     let fx = push_fixture_images(&source, None);
     let fleet = Registry::start();
     let proxy = CuttingProxy::start(&fleet.addr);
-    let w = Work::new(&source);
+    let w = Site::new(&source);
 
-    let out = run(&mut w.import(&w.bundle, &proxy.addr));
-    assert_eq!(proxy.cuts(), 1, "the proxy cut one upload\n{}", text(&out));
-    let report = json_out(&out);
+    let out = run(&mut w.push(&w.bundle, &proxy.addr));
+    assert_eq!(
+        proxy.cuts(),
+        1,
+        "the proxy cut one upload\n{}",
+        output_text(&out)
+    );
+    let report = json_stdout(&out);
     let result = &report["targets"][0]["result"];
     assert_eq!(
         result["blobsPushedAgain"],
@@ -230,18 +199,18 @@ fn an_upload_cut_while_reading_stdin_fails_with_exit_5_and_a_rerun_completes() {
     let fx = push_fixture_images(&source, None);
     let fleet = Registry::start();
     let proxy = CuttingProxy::start(&fleet.addr);
-    let w = Work::new(&source);
+    let w = Site::new(&source);
     let stdin = Path::new("-");
 
-    let out = output_with_stdin(&mut w.import(stdin, &proxy.addr), &w.bundle);
-    assert_eq!(proxy.cuts(), 1, "the proxy cut one upload\n{}", text(&out));
+    let out = output_with_stdin(&mut w.push(stdin, &proxy.addr), &w.bundle);
     assert_eq!(
-        out.status.code(),
-        Some(5),
-        "a registry failure\n{}",
-        text(&out)
+        proxy.cuts(),
+        1,
+        "the proxy cut one upload\n{}",
+        output_text(&out)
     );
-    let err = String::from_utf8_lossy(&out.stderr);
+    // A registry failure.
+    let err = fails(&out, 5);
     for part in [
         fx.base_layer_digest.as_str(),
         "came from stdin",
@@ -259,10 +228,14 @@ fn an_upload_cut_while_reading_stdin_fails_with_exit_5_and_a_rerun_completes() {
     );
 
     // The proxy cuts no more; a rerun from stdin pushes only what is missing.
-    let out = output_with_stdin(&mut w.import(stdin, &proxy.addr), &w.bundle);
-    assert!(out.status.success(), "the rerun succeeds\n{}", text(&out));
+    let out = output_with_stdin(&mut w.push(stdin, &proxy.addr), &w.bundle);
+    assert!(
+        out.status.success(),
+        "the rerun succeeds\n{}",
+        output_text(&out)
+    );
     assert_eq!(proxy.cuts(), 1);
-    let result = &json_out(&out)["targets"][0]["result"];
+    let result = &json_stdout(&out)["targets"][0]["result"];
     assert_eq!(
         result["bytesPushed"],
         blob_size(&w.bundle, &fx.base_layer_digest),
@@ -276,15 +249,13 @@ fn refused_credentials_fail_at_once_with_exit_5() {
     let source = Registry::start();
     push_fixture_images(&source, None);
     let fleet = Registry::start_with_htpasswd("fleet", "s3cret");
-    let w = Work::new(&source);
+    let w = Site::new(&source);
     let out = w
-        .import(&w.bundle, &fleet.addr)
+        .push(&w.bundle, &fleet.addr)
         .args(["--registry-auth", &format!("{}=fleet:wrong", fleet.addr)])
-        .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = fails(&out, 5);
     assert!(
         err.contains(&format!("registry {} refused to", fleet.addr))
             && err.contains("401 Unauthorized")

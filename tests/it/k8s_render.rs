@@ -16,7 +16,6 @@ use std::sync::Arc;
 
 use crate::support::*;
 use gapbundle::bundle::manifest::{Kind, Manifest, Object};
-use gapbundle::bundle::reader::read_head;
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------
@@ -190,83 +189,37 @@ fn sha256_file(p: &Path) -> String {
 // The work folder.
 // ---------------------------------------------------------------------------
 
-struct Work {
-    base: Workdir,
+/// A work folder with the key pair `k8s-test`, for tests that run helm and kubectl.
+fn k8s_work() -> Work {
+    require_tool("helm");
+    require_tool("kubectl");
+    Work::new("k8s-test")
 }
 
-impl std::ops::Deref for Work {
-    type Target = Workdir;
-    fn deref(&self) -> &Workdir {
-        &self.base
-    }
+/// What `gapbundle create` of the work spec into `out` did, with the cache folder
+/// `cache`, one attempt per request, plain HTTP to `reg`, and `extra` flags.
+fn create(w: &Work, reg: Option<&str>, out: &str, cache: &str, extra: &[&str]) -> Output {
+    create_with(w, reg, out, cache, extra).output().unwrap()
 }
 
-impl Work {
-    fn new() -> Self {
-        require_tool("helm");
-        require_tool("kubectl");
-        Work {
-            base: Workdir::new("k8s-test"),
-        }
-    }
-    fn write(&self, p: &str, text: &str) {
-        let p = self.path(p);
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(p, text).unwrap();
-    }
-    fn create(&self, reg: Option<&str>, out: &str, cache: &str, extra: &[&str]) -> Output {
-        self.create_cmd(reg, out, cache, extra)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-    fn create_cmd(&self, reg: Option<&str>, out: &str, cache: &str, extra: &[&str]) -> Command {
-        let mut c = create_cmd(
-            &self.path("bundle.yaml"),
-            &self.path(out),
-            &self.secret(),
-            &self.path(cache),
-        );
-        c.args(["--retries", "1"]).args(extra);
-        if let Some(r) = reg {
-            c.args(["--insecure-registry", r]);
-        }
-        c
-    }
-    fn inspect(&self, bundle: &str) -> Value {
-        let o = run(gapbundle()
-            .args(["--json", "inspect"])
-            .arg(self.path(bundle)));
-        serde_json::from_slice(&o.stdout).unwrap()
-    }
-    fn manifest(&self, bundle: &str) -> Manifest {
-        let mut f = BufReader::new(fs::File::open(self.path(bundle)).unwrap());
-        read_head(&mut f).unwrap().manifest
-    }
-    fn verify(&self, bundle: &str) {
-        run(gapbundle()
-            .arg("verify")
-            .arg(self.path(bundle))
-            .arg("--trust")
-            .arg(self.public()));
-    }
-}
-
-fn ok(o: Output) -> Output {
-    assert!(
-        o.status.success(),
-        "create failed ({}):\n{}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
+/// The command line of [`create`].
+fn create_with(w: &Work, reg: Option<&str>, out: &str, cache: &str, extra: &[&str]) -> Command {
+    let mut c = create_cmd(
+        &w.path("bundle.yaml"),
+        &w.path(out),
+        &w.secret(),
+        &w.path(cache),
     );
-    o
+    c.args(["--retries", "1"]).args(extra).stdin(Stdio::null());
+    if let Some(r) = reg {
+        c.args(["--insecure-registry", r]);
+    }
+    c
 }
 
-fn fails(o: &Output, code: i32) -> String {
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(o.status.code(), Some(code), "stderr:\n{err}");
-    err
+/// The manifest of a bundle in the work folder.
+fn manifest(w: &Work, bundle: &str) -> Manifest {
+    head_of(&w.path(bundle)).manifest
 }
 
 fn manifests(m: &Manifest) -> BTreeMap<String, &Object> {
@@ -312,7 +265,7 @@ fn charts_overlays_and_manifests_bring_every_image() {
     let app = fx.app.reference.clone();
     let tool_ref = fx.tool.reference.clone();
     let multi = fx.multi.reference.clone();
-    let w = Work::new();
+    let w = k8s_work();
 
     // A chart repository on 127.0.0.1: web 0.1.0 runs team/app:1.2.
     let repo_dir = w.path("repo");
@@ -411,8 +364,8 @@ manifests:
         ),
     );
 
-    ok(w.create(Some(&reg.addr), "site.gapb", "cache", &[]));
-    w.verify("site.gapb");
+    ok(create(&w, Some(&reg.addr), "site.gapb", "cache", &[]));
+    ok(w.verify("site.gapb"));
 
     // Every image is discovered and bundled, and says who wants it.
     let info = w.inspect("site.gapb");
@@ -454,7 +407,7 @@ manifests:
     );
 
     // Documents: one object each, split as rendered, with their meta.
-    let m = w.manifest("site.gapb");
+    let m = manifest(&w, "site.gapb");
     let docs = manifests(&m);
     let names: Vec<&str> = docs.keys().map(String::as_str).collect();
     assert_eq!(
@@ -495,12 +448,7 @@ manifests:
 
     // The stored bytes are the rendered document: values files then inline values.
     let x = w.path("x");
-    fs::create_dir_all(&x).unwrap();
-    run(tool("tar")
-        .arg("xf")
-        .arg(w.path("site.gapb"))
-        .arg("-C")
-        .arg(&x));
+    extract(&w.path("site.gapb"), &x);
     let web_yaml = String::from_utf8(blob(&x, &web_deploy.digest.to_string())).unwrap();
     assert!(
         web_yaml.starts_with("# Source: web/templates/deployment.yaml\n"),
@@ -545,7 +493,13 @@ manifests:
     // Reproducible: the same spec, lock and key give the same bytes, and the pinned
     // chart comes from the cache without asking the repository again.
     let hits = server.hits();
-    ok(w.create(Some(&reg.addr), "again.gapb", "cache", &["--locked"]));
+    ok(create(
+        &w,
+        Some(&reg.addr),
+        "again.gapb",
+        "cache",
+        &["--locked"],
+    ));
     assert_eq!(server.hits(), hits, "the pinned chart was fetched again");
     assert_eq!(
         fs::read(w.path("site.gapb")).unwrap(),
@@ -566,7 +520,8 @@ manifests:
         .args(["repo", "index"])
         .arg(&repo_dir)
         .args(["--url", &server.url]));
-    let o = w.create(
+    let o = create(
+        &w,
         Some(&reg.addr),
         "changed.gapb",
         "fresh-cache",
@@ -576,7 +531,13 @@ manifests:
     assert!(err.contains("--locked") && err.contains(&repo_key), "{err}");
     assert!(!w.path("changed.gapb").exists());
     // Without --locked it is taken, with a message, and the lock moves.
-    let o = ok(w.create(Some(&reg.addr), "changed.gapb", "fresh-cache", &[]));
+    let o = ok(create(
+        &w,
+        Some(&reg.addr),
+        "changed.gapb",
+        "fresh-cache",
+        &[],
+    ));
     assert!(String::from_utf8_lossy(&o.stderr).contains("changed from"));
     let lock: Value = serde_json::from_slice(&fs::read(w.path("bundle.lock")).unwrap()).unwrap();
     assert_ne!(lock["charts"][&repo_key]["digest"], old_web);
@@ -595,7 +556,7 @@ manifests:
     )
     .unwrap();
     let err = fails(
-        &w.create(Some(&reg.addr), "dropped.gapb", "cache", &["--locked"]),
+        &create(&w, Some(&reg.addr), "dropped.gapb", "cache", &["--locked"]),
         4,
     );
     assert!(
@@ -606,7 +567,7 @@ manifests:
 
 #[test]
 fn a_repository_archive_that_does_not_match_its_index_is_refused() {
-    let w = Work::new();
+    let w = k8s_work();
     let repo_dir = w.path("repo");
     fs::create_dir_all(&repo_dir).unwrap();
     let server = FileServer::serve(repo_dir.clone());
@@ -638,7 +599,7 @@ fn a_repository_archive_that_does_not_match_its_index_is_refused() {
             server.url
         ),
     );
-    let err = fails(&w.create(None, "x.gapb", "cache", &[]), 5);
+    let err = fails(&create(&w, None, "x.gapb", "cache", &[]), 5);
     assert!(err.contains("index.yaml says sha256:abab"), "{err}");
 
     // A version the repository lacks is a registry-side failure too, naming it.
@@ -649,14 +610,14 @@ fn a_repository_archive_that_does_not_match_its_index_is_refused() {
             server.url
         ),
     );
-    let err = fails(&w.create(None, "x.gapb", "cache", &[]), 5);
+    let err = fails(&create(&w, None, "x.gapb", "cache", &[]), 5);
     assert!(err.contains("charts[0]") && err.contains("9.9.9"), "{err}");
 }
 
 #[test]
 fn an_image_that_cannot_be_pulled_names_the_manifest_that_wants_it() {
     let reg = Registry::start();
-    let w = Work::new();
+    let w = k8s_work();
     let missing = reg.reference("team/missing:9");
     write_chart(
         &w.path("charts"),
@@ -668,7 +629,7 @@ fn an_image_that_cannot_be_pulled_names_the_manifest_that_wants_it() {
         "bundle.yaml",
         "name: x\nversion: \"1\"\ncharts:\n  - path: ./charts/web\n    namespace: apps\n",
     );
-    let err = fails(&w.create(Some(&reg.addr), "x.gapb", "cache", &[]), 5);
+    let err = fails(&create(&w, Some(&reg.addr), "x.gapb", "cache", &[]), 5);
     assert!(
         err.contains(&format!(
             "{missing} is wanted by chart:web Deployment apps/web"
@@ -682,7 +643,7 @@ fn an_image_that_cannot_be_pulled_names_the_manifest_that_wants_it() {
 fn discover_images_false_turns_discovery_off_per_entry() {
     let reg = Registry::start();
     let fx = push_fixture_images(&reg, None);
-    let w = Work::new();
+    let w = k8s_work();
     // Nothing can pull this one: with discovery off it is simply not asked for.
     let missing = reg.reference("team/missing:9");
     w.write(
@@ -697,7 +658,7 @@ fn discover_images_false_turns_discovery_off_per_entry() {
         "bundle.yaml",
         "name: x\nversion: \"1\"\ndiscoverImages: false\nmanifests:\n  - path: a/*.yaml\n  - path: b/\n    discoverImages: true\n",
     );
-    ok(w.create(Some(&reg.addr), "x.gapb", "cache", &[]));
+    ok(create(&w, Some(&reg.addr), "x.gapb", "cache", &[]));
     let info = w.inspect("x.gapb");
     let refs: Vec<&str> = info["images"]
         .as_array()
@@ -707,7 +668,7 @@ fn discover_images_false_turns_discovery_off_per_entry() {
         .collect();
     assert_eq!(refs, [fx.app.reference.as_str()]);
     // The document still records the image it uses.
-    let m = w.manifest("x.gapb");
+    let m = manifest(&w, "x.gapb");
     let a = manifests(&m)["manifests:a/pod.yaml/Pod/default/a"].clone();
     assert_eq!(a.meta["images"], serde_json::json!([missing]));
 
@@ -716,12 +677,12 @@ fn discover_images_false_turns_discovery_off_per_entry() {
         "bundle.yaml",
         "name: x\nversion: \"1\"\ndiscoverImages: false\nmanifests:\n  - path: a/*.yaml\n",
     );
-    ok(w.create(None, "y.gapb", "cache", &[]));
+    ok(create(&w, None, "y.gapb", "cache", &[]));
 }
 
 #[test]
 fn a_broken_chart_or_overlay_gives_the_tool_s_stderr() {
-    let w = Work::new();
+    let w = k8s_work();
     let c = write_chart(&w.path("charts"), "web", "0.1.0", "image: x/y:1\n");
     fs::write(
         c.join("templates/broken.yaml"),
@@ -747,7 +708,7 @@ fn a_broken_chart_or_overlay_gives_the_tool_s_stderr() {
         "{err}"
     );
 
-    let err = fails(&w.create(None, "x.gapb", "cache", &[]), 4);
+    let err = fails(&create(&w, None, "x.gapb", "cache", &[]), 4);
     assert!(err.contains("charts[0] (chart:web)"), "{err}");
     assert!(err.contains("helm template web"), "{err}");
     assert!(
@@ -760,7 +721,7 @@ fn a_broken_chart_or_overlay_gives_the_tool_s_stderr() {
         "bundle.yaml",
         "name: x\nversion: \"1\"\nkustomize:\n  - path: ./deploy\n",
     );
-    let err = fails(&w.create(None, "x.gapb", "cache", &[]), 4);
+    let err = fails(&create(&w, None, "x.gapb", "cache", &[]), 4);
     assert!(err.contains("kustomize[0] (kustomize:deploy)"), "{err}");
     assert!(err.contains("missing.yaml"), "{err}");
 
@@ -770,7 +731,7 @@ fn a_broken_chart_or_overlay_gives_the_tool_s_stderr() {
         "bundle.yaml",
         "name: x\nversion: \"1\"\nmanifests:\n  - path: ./extra/*.yaml\n  - path: ./none/*.yaml\n",
     );
-    let err = fails(&w.create(None, "x.gapb", "cache", &[]), 4);
+    let err = fails(&create(&w, None, "x.gapb", "cache", &[]), 4);
     assert!(
         err.contains("manifests:extra/bad.yaml: document 0 is not a Kubernetes object"),
         "{err}"
@@ -779,7 +740,7 @@ fn a_broken_chart_or_overlay_gives_the_tool_s_stderr() {
         "bundle.yaml",
         "name: x\nversion: \"1\"\nmanifests:\n  - path: ./none/*.yaml\n",
     );
-    let err = fails(&w.create(None, "x.gapb", "cache", &[]), 4);
+    let err = fails(&create(&w, None, "x.gapb", "cache", &[]), 4);
     assert!(err.contains("`./none/*.yaml` matches no file"), "{err}");
 }
 
@@ -787,7 +748,7 @@ fn a_broken_chart_or_overlay_gives_the_tool_s_stderr() {
 fn helmchart_mode_carries_the_chart_for_k3s() {
     let reg = Registry::start();
     let fx = push_fixture_images(&reg, None);
-    let w = Work::new();
+    let w = k8s_work();
     write_chart(
         &w.path("charts"),
         "web",
@@ -799,8 +760,8 @@ fn helmchart_mode_carries_the_chart_for_k3s() {
         "bundle.yaml",
         "name: x\nversion: \"1\"\nplatforms: [linux/amd64]\ncharts:\n  - path: ./charts/web\n    namespace: apps\n    chartMode: helmchart\n    valuesFiles: [values/edge.yaml]\n    values: {extra: {b: 2}}\n",
     );
-    ok(w.create(Some(&reg.addr), "a.gapb", "cache", &[]));
-    ok(w.create(Some(&reg.addr), "b.gapb", "cache", &[]));
+    ok(create(&w, Some(&reg.addr), "a.gapb", "cache", &[]));
+    ok(create(&w, Some(&reg.addr), "b.gapb", "cache", &[]));
     assert_eq!(
         fs::read(w.path("a.gapb")).unwrap(),
         fs::read(w.path("b.gapb")).unwrap(),
@@ -811,7 +772,7 @@ fn helmchart_mode_carries_the_chart_for_k3s() {
         wanted_by(&info, &fx.app.reference),
         ["chart:web Deployment apps/web"]
     );
-    let m = w.manifest("a.gapb");
+    let m = manifest(&w, "a.gapb");
     let docs = manifests(&m);
     assert_eq!(
         docs.keys().collect::<Vec<_>>(),
@@ -822,12 +783,7 @@ fn helmchart_mode_carries_the_chart_for_k3s() {
     assert_eq!(o.meta["images"], serde_json::json!([fx.app.reference]));
 
     let x = w.path("x");
-    fs::create_dir_all(&x).unwrap();
-    run(tool("tar")
-        .arg("xf")
-        .arg(w.path("a.gapb"))
-        .arg("-C")
-        .arg(&x));
+    extract(&w.path("a.gapb"), &x);
     let doc: Value = serde_json::to_value(
         serde_yaml_ng::from_slice::<serde_yaml_ng::Value>(&blob(&x, &o.digest.to_string()))
             .unwrap(),
@@ -857,7 +813,7 @@ fn helmchart_mode_carries_the_chart_for_k3s() {
 
 #[test]
 fn large_documents_are_stored_compressed() {
-    let w = Work::new();
+    let w = k8s_work();
     let big = "x".repeat(100 * 1024);
     w.write(
         "big.yaml",
@@ -869,9 +825,9 @@ fn large_documents_are_stored_compressed() {
         "bundle.yaml",
         "name: x\nversion: \"1\"\nmanifests:\n  - path: big.yaml\n",
     );
-    ok(w.create(None, "x.gapb", "cache", &[]));
-    w.verify("x.gapb");
-    let m = w.manifest("x.gapb");
+    ok(create(&w, None, "x.gapb", "cache", &[]));
+    ok(w.verify("x.gapb"));
+    let m = manifest(&w, "x.gapb");
     let o = manifests(&m)["manifests:big.yaml/ConfigMap/default/big"].clone();
     let b = m.blobs.iter().find(|b| b.digest == o.digest).unwrap();
     let raw = fs::read(w.path("big.yaml")).unwrap();
@@ -880,12 +836,7 @@ fn large_documents_are_stored_compressed() {
     assert_eq!(content.digest.to_string(), sha256_digest(&raw));
     assert!(b.size < 10_000, "{}", b.size);
     let x = w.path("x");
-    fs::create_dir_all(&x).unwrap();
-    run(tool("tar")
-        .arg("xf")
-        .arg(w.path("x.gapb"))
-        .arg("-C")
-        .arg(&x));
+    extract(&w.path("x.gapb"), &x);
     let out = run(Command::new(require_tool("zstd"))
         .args(["-dc"])
         .arg(x.join("blobs/sha256").join(o.digest.hex())));
@@ -916,12 +867,12 @@ fn copy_replacing(from: &Path, to: &Path, old: &str, new: &str) {
 fn the_k3s_app_example_works() {
     let reg = Registry::start();
     let fx = push_fixture_images(&reg, None);
-    let w = Work::new();
+    let w = k8s_work();
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/k3s-app");
     copy_replacing(&example, &w.path("."), "127.0.0.1:5000", &reg.addr);
     let _ = fs::remove_file(w.path("bundle.lock"));
-    ok(w.create(Some(&reg.addr), "k3s-app.gapb", "cache", &[]));
-    w.verify("k3s-app.gapb");
+    ok(create(&w, Some(&reg.addr), "k3s-app.gapb", "cache", &[]));
+    ok(w.verify("k3s-app.gapb"));
     let info = w.inspect("k3s-app.gapb");
     assert_eq!(
         wanted_by(&info, &fx.app.reference),
@@ -932,7 +883,7 @@ fn the_k3s_app_example_works() {
         ["kustomize:deploy/overlays/edge Deployment edge/edge-agent"]
     );
     assert!(wanted_by(&info, &fx.tool.reference).is_empty());
-    let m = w.manifest("k3s-app.gapb");
+    let m = manifest(&w, "k3s-app.gapb");
     assert_eq!(
         manifests(&m).keys().collect::<Vec<_>>(),
         [
@@ -975,7 +926,7 @@ fn the_k3s_app_example_works() {
 #[test]
 fn manifests_from_a_flake_output() {
     require_tool("nix");
-    let w = Work::new();
+    let w = k8s_work();
     w.write(
         "flake/flake.nix",
         r#"{
@@ -1009,7 +960,7 @@ fn manifests_from_a_flake_output() {
         c.stdin(Stdio::null()).output().unwrap()
     };
     ok(o);
-    let m = w.manifest("x.gapb");
+    let m = manifest(&w, "x.gapb");
     let docs = manifests(&m);
     let i = "./flake#packages.x86_64-linux";
     assert_eq!(
@@ -1064,9 +1015,8 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 /// `secret` is nowhere in the bundle (as a file and unpacked), the lock, the cache
 /// or what create printed.
 fn assert_secret_absent(w: &Work, secret: &str, bundle: &str, cache: &str, o: &Output) {
-    let x = w.path(&format!("{bundle}.x"));
-    fs::create_dir_all(&x).unwrap();
-    run(tool("tar").arg("xf").arg(w.path(bundle)).arg("-C").arg(&x));
+    let x = w.path(format!("{bundle}.x"));
+    extract(&w.path(bundle), &x);
     let mut files = vec![w.path(bundle), w.path("bundle.lock")];
     files.extend(files_under(&x));
     files.extend(files_under(&w.path(cache)));
@@ -1120,7 +1070,7 @@ fn wrong_then_right_registry_auth(
 
 /// The one chart object of a bundle.
 fn chart_object(w: &Work, bundle: &str) -> Object {
-    let m = w.manifest(bundle);
+    let m = manifest(w, bundle);
     let charts: Vec<&Object> = m.objects.iter().filter(|o| o.kind == Kind::Chart).collect();
     assert_eq!(charts.len(), 1, "{charts:?}");
     charts[0].clone()
@@ -1128,7 +1078,7 @@ fn chart_object(w: &Work, bundle: &str) -> Object {
 
 #[test]
 fn a_chart_repository_behind_basic_auth_takes_registry_auth() {
-    let w = Work::new();
+    let w = k8s_work();
     let repo_dir = w.path("repo");
     fs::create_dir_all(&repo_dir).unwrap();
     let server = FileServer::serve_with_basic_auth(repo_dir.clone(), "charts", CHART_PASS);
@@ -1157,7 +1107,7 @@ fn a_chart_repository_behind_basic_auth_takes_registry_auth() {
 
     // Without credentials the repository refuses, and the error says what to pass.
     let err = fails(
-        &w.create(None, "x.gapb", "cache", &["--docker-config", no_docker]),
+        &create(&w, None, "x.gapb", "cache", &["--docker-config", no_docker]),
         5,
     );
     assert!(
@@ -1172,11 +1122,11 @@ fn a_chart_repository_behind_basic_auth_takes_registry_auth() {
     // A wrong password is refused; with the right one it renders, and the
     // password stays out of everything it writes.
     let o = wrong_then_right_registry_auth(host, no_docker, |extra| {
-        w.create(None, "x.gapb", "cache", extra)
+        create(&w, None, "x.gapb", "cache", extra)
     });
     let chart = chart_object(&w, "x.gapb");
     assert_eq!(chart.digest.to_string(), sha256_file(&web_tgz));
-    assert!(manifests(&w.manifest("x.gapb")).contains_key("chart:web/Deployment/default/web"));
+    assert!(manifests(&manifest(&w, "x.gapb")).contains_key("chart:web/Deployment/default/web"));
     assert_secret_absent(&w, CHART_PASS, "x.gapb", "cache", &o);
 
     // The same credentials from Docker's config.json, as for images.
@@ -1188,7 +1138,8 @@ fn a_chart_repository_behind_basic_auth_takes_registry_auth() {
             base64_encode(format!("charts:{CHART_PASS}").as_bytes())
         ),
     );
-    let o = ok(w.create(
+    let o = ok(create(
+        &w,
         None,
         "y.gapb",
         "cache-2",
@@ -1204,7 +1155,7 @@ fn a_chart_repository_behind_basic_auth_takes_registry_auth() {
             "name: x\nversion: \"1\"\ndiscoverImages: false\ncharts:\n  - repo: http://charts:{CHART_PASS}@{host}/\n    name: web\n    version: 0.1.0\n"
         ),
     );
-    let err = fails(&w.create(None, "z.gapb", "cache-3", &[]), 4);
+    let err = fails(&create(&w, None, "z.gapb", "cache-3", &[]), 4);
     assert!(
         err.contains("charts[0]") && err.contains(&format!("--registry-auth {host}=USER:PASS")),
         "{err}"
@@ -1216,7 +1167,7 @@ fn a_chart_repository_behind_basic_auth_takes_registry_auth() {
 #[test]
 fn an_oci_chart_on_a_registry_with_htpasswd_takes_registry_auth() {
     let reg = Registry::start_with_htpasswd("charts", CHART_PASS);
-    let w = Work::new();
+    let w = k8s_work();
     let api = write_chart(
         &w.path("src"),
         "api",
@@ -1250,7 +1201,7 @@ fn an_oci_chart_on_a_registry_with_htpasswd_takes_registry_auth() {
     let home = w.path("home");
     fs::create_dir_all(&home).unwrap();
     let create = |out: &str, extra: &[&str]| {
-        w.create_cmd(Some(addr), out, "cache", extra)
+        create_with(&w, Some(addr), out, "cache", extra)
             .env("HOME", &home)
             .env_remove("XDG_CONFIG_HOME")
             .env_remove("XDG_CACHE_HOME")

@@ -14,10 +14,6 @@ use gapbundle::bundle::keys::PublicKey;
 use gapbundle::bundle::reader::{read_head, verify_parallel};
 use serde_json::Value;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn vector(name: &str) -> PathBuf {
     repo().join("bundle-spec/vectors/tiny").join(name)
 }

@@ -197,12 +197,7 @@ fn bearer_token_flow_in_front_of_the_real_registry() {
     );
     // What came through the token front is the registry's image, digests unchanged.
     let x = dir.path().join("x");
-    std::fs::create_dir(&x).unwrap();
-    run(tool("tar")
-        .arg("xf")
-        .arg(dir.path().join("a.gapb"))
-        .arg("-C")
-        .arg(&x));
+    extract(&dir.path().join("a.gapb"), &x);
     assert_eq!(
         skopeo_digest(&format!("oci:{}:{reference}", x.display())),
         fx.app.manifest_digest

@@ -8,6 +8,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use serde_json::Value;
+
 use super::INSTALL_HINT;
 
 /// Path of the `gapbundle` binary built by cargo for this test run.
@@ -17,6 +19,12 @@ use super::INSTALL_HINT;
 /// function works; it would not compile if included from anywhere else.
 pub fn gapbundle_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_gapbundle"))
+}
+
+/// The repository's folder (where `Cargo.toml` is): examples, the bundle-spec,
+/// the Nix files.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// A `Command` running the `gapbundle` binary under test.
@@ -30,19 +38,6 @@ pub fn gapbundle() -> Command {
 pub fn create_cmd(spec: &Path, out: &Path, key: &Path, cache: &Path) -> Command {
     let mut c = create_unsigned_cmd(spec, out, cache);
     c.arg("--key").arg(key);
-    c
-}
-
-/// `gapbundle import BUNDLE --trust KEY --k3s-root ROOT`, the import command line
-/// the K3s and fleet tests start from; callers add the targets and output flags.
-pub fn import_cmd(bundle: &Path, trust: &Path, k3s_root: &Path) -> Command {
-    let mut c = gapbundle();
-    c.arg("import")
-        .arg(bundle)
-        .arg("--trust")
-        .arg(trust)
-        .arg("--k3s-root")
-        .arg(k3s_root);
     c
 }
 
@@ -139,4 +134,57 @@ pub fn run(cmd: &mut Command) -> Output {
 /// Runs `cmd` (must succeed) and returns its stdout as UTF-8.
 pub fn run_stdout(cmd: &mut Command) -> String {
     String::from_utf8(run(cmd).stdout).expect("tool printed non-UTF-8 output")
+}
+
+/// Unpacks `bundle` (a tar file) into `into` with the real `tar`.
+pub fn extract(bundle: &Path, into: &Path) {
+    fs::create_dir_all(into).unwrap();
+    run(tool("tar").arg("xf").arg(bundle).arg("-C").arg(into));
+}
+
+// ---------------------------------------------------------------------------
+// Judging what a command did
+// ---------------------------------------------------------------------------
+
+/// The exit code of `o` (-1 when a signal ended it).
+pub fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+/// What `o` wrote on stderr, as (lossy) text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The exit status, stdout and stderr of `o`, for a panic message.
+pub fn output_text(o: &Output) -> String {
+    format!(
+        "status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// `o`, after checking that it succeeded (else a panic with its output).
+pub fn ok(o: Output) -> Output {
+    assert!(
+        o.status.success(),
+        "the command failed\n{}",
+        output_text(&o)
+    );
+    o
+}
+
+/// Checks that `o` exited with `code` and returns its stderr, for the caller to
+/// check what the error says.
+pub fn fails(o: &Output, code: i32) -> String {
+    assert_eq!(o.status.code(), Some(code), "{}", output_text(o));
+    stderr(o)
+}
+
+/// The stdout of `o` as JSON (a panic with its output when it is not JSON).
+pub fn json_stdout(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e})\n{}", output_text(o)))
 }

@@ -28,11 +28,12 @@
 //! exports, is set).
 //!
 //! The files, by concern: [`commands`] runs gapbundle and the tools and judges
-//! exit codes and output; [`registry`] and [`containerd`] start the real
-//! services; [`skopeo`] reads images from the outside; [`fixtures`] makes the
+//! exit codes and output; [`registry`], [`containerd`] and [`nix`] start the
+//! real services; [`skopeo`] reads images from the outside; [`fixtures`] makes the
 //! images; [`work`] is the work folder every end-to-end test starts from;
 //! [`http`] is a raw HTTP client; [`encoding`] holds digests and base64 written
-//! independently of src/; [`forge`] makes faults with the library itself.
+//! independently of src/; [`bundles`] reads bundle heads and forges bundles with
+//! the library itself.
 //!
 //! Every module of the `it` binary uses it with `use crate::support::*;`. It
 //! compiles only into an integration test, because [`gapbundle_bin`] reads
@@ -40,21 +41,24 @@
 //! `CARGO_TARGET_TMPDIR`, which cargo sets only for those. Nothing here ever
 //! talks to any address other than 127.0.0.1.
 
+mod bundles;
 mod commands;
 mod containerd;
 mod encoding;
 mod fixtures;
-pub mod forge;
 mod http;
+mod nix;
 mod registry;
 mod skopeo;
 mod work;
 
+pub use bundles::*;
 pub use commands::*;
 pub use containerd::*;
 pub use encoding::*;
 pub use fixtures::*;
 pub use http::*;
+pub use nix::*;
 pub use registry::*;
 pub use skopeo::*;
 pub use work::*;
@@ -62,10 +66,6 @@ pub use work::*;
 /// What to tell a developer whose machine lacks a tool.
 pub const INSTALL_HINT: &str =
     "run `scripts/install-test-deps` (as root, Debian 12) to install the real services the tests need";
-
-/// `NIX_CONFIG` value for tests that run Nix: flakes on, and no substituters,
-/// so Nix does not spend ~5 s per build trying to reach cache.nixos.org.
-pub const NIX_CONFIG: &str = "experimental-features = nix-command flakes\nsubstituters =";
 
 /// OCI media type of an image index.
 pub const OCI_INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";

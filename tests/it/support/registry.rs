@@ -1,5 +1,6 @@
 //! The real CNCF distribution registry (`docker-registry serve`), on a free
-//! 127.0.0.1 port with its storage in a temporary folder.
+//! 127.0.0.1 port with its storage in a temporary folder: plain HTTP, with
+//! htpasswd, or with TLS from a private CA made with openssl.
 
 use std::fmt::Write as _;
 use std::fs::{self, File};
@@ -12,7 +13,10 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use super::{http_request, require_tool, run_stdout, tool, HttpResponse, LOG_TAIL_LINES};
+use super::{
+    http_request, require_tool, run, run_stdout, sha256_digest, skopeo, tool, HttpResponse,
+    LOG_TAIL_LINES,
+};
 
 /// A real `docker-registry` (CNCF distribution 2.8) on a free 127.0.0.1 port,
 /// with filesystem storage and its log in a temporary folder. The process is
@@ -245,4 +249,134 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("bind 127.0.0.1:0")
         .port()
+}
+
+/// A CNCF registry serving HTTPS on 127.0.0.1 with a certificate from a private CA
+/// made here with openssl; killed on drop.
+pub struct TlsRegistry {
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    dir: TempDir,
+    child: Child,
+}
+
+impl TlsRegistry {
+    /// Makes the CA and the certificate, starts the registry, and waits until it
+    /// answers over TLS.
+    pub fn start() -> TlsRegistry {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let openssl = |args: &[&str]| {
+            run(tool("openssl").current_dir(d).args(args));
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=gapbundle-test-ca",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "srv.key",
+            "-out",
+            "srv.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        fs::write(
+            d.join("ext"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "srv.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ]);
+        fs::create_dir(d.join("certs")).unwrap();
+        fs::copy(d.join("ca.crt"), d.join("certs/ca.crt")).unwrap();
+        let addr = format!("127.0.0.1:{}", free_port());
+        fs::write(
+            d.join("config.yml"),
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {data}\n\
+                 http:\n  addr: {addr}\n  secret: tls-test\n  tls:\n    certificate: {crt}\n    key: {key}\n",
+                data = d.join("data").display(),
+                crt = d.join("srv.crt").display(),
+                key = d.join("srv.key").display(),
+            ),
+        )
+        .unwrap();
+        let child = Command::new(require_tool("docker-registry"))
+            .arg("serve")
+            .arg(d.join("config.yml"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ok = Command::new(require_tool("curl"))
+                .args(["-sf", "--cacert"])
+                .arg(d.join("ca.crt"))
+                .arg(format!("https://{addr}/v2/"))
+                .stdout(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if ok {
+                break;
+            }
+            assert!(Instant::now() < deadline, "TLS registry did not start");
+            thread::sleep(Duration::from_millis(100));
+        }
+        TlsRegistry { addr, dir, child }
+    }
+
+    /// The private CA's certificate.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    /// sha256 of what skopeo, trusting only our CA, reads at `reference`.
+    pub fn digest(&self, reference: &str) -> String {
+        let out = run(skopeo()
+            .args(["inspect", "--raw", "--no-creds", "--cert-dir"])
+            .arg(self.dir.path().join("certs"))
+            .arg(format!("docker://{reference}")));
+        sha256_digest(&out.stdout)
+    }
+}
+
+impl Drop for TlsRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

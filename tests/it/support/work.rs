@@ -4,23 +4,31 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 
+use gapbundle::bundle::keys::SecretKey;
+use serde_json::Value;
 use tempfile::TempDir;
 
-use super::{gapbundle, run, tool};
+use super::{create_cmd, gapbundle, json_stdout, run, tool};
 
-/// A temporary folder holding a key pair made by `gapbundle key generate` under
-/// `keys/`; the base of each test file's own `Work`.
-pub struct Workdir {
+/// The folder an end-to-end test works in: a key pair made by `gapbundle key
+/// generate` under `keys/`, and by convention the spec `bundle.yaml`, the cache
+/// `cache/` and a K3s root `k3s/`, each beside the bundles the test makes.
+///
+/// The command lines here are the ones most tests start from; a test adds its
+/// own flags (`--insecure-registry`, `--locked`, a target) to the `Command`.
+pub struct Work {
     dir: TempDir,
     key_name: String,
 }
 
-impl Workdir {
-    /// A new folder with the key pair `keys/<key_name>.{sec,pub}`; the secret key must
-    /// come out private (0600).
-    pub fn new(key_name: &str) -> Self {
-        let w = Workdir {
+impl Work {
+    /// A new folder with the key pair `keys/<key_name>.{sec,pub}` (signatures
+    /// carry the key's name, so tests choose it); the secret key must come out
+    /// private (0600).
+    pub fn new(key_name: &str) -> Work {
+        let w = Work {
             dir: tempfile::tempdir().unwrap(),
             key_name: key_name.to_string(),
         };
@@ -31,21 +39,91 @@ impl Workdir {
         assert_eq!(mode & 0o777, 0o600, "the secret key is private");
         w
     }
+
     /// The folder itself.
     pub fn root(&self) -> &Path {
         self.dir.path()
     }
-    /// A path inside the folder.
-    pub fn path(&self, p: &str) -> PathBuf {
+
+    /// A path inside the folder (an absolute `p` is taken as it is).
+    pub fn path(&self, p: impl AsRef<Path>) -> PathBuf {
         self.dir.path().join(p)
     }
+
+    /// Writes `text` to `rel` inside the folder, making its parent folders.
+    pub fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let p = self.path(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, text).unwrap();
+        p
+    }
+
     /// The secret key file.
     pub fn secret(&self) -> PathBuf {
-        self.path(&format!("keys/{}.sec", self.key_name))
+        self.path(format!("keys/{}.sec", self.key_name))
     }
+
     /// The public key file.
     pub fn public(&self) -> PathBuf {
-        self.path(&format!("keys/{}.pub", self.key_name))
+        self.path(format!("keys/{}.pub", self.key_name))
+    }
+
+    /// The secret key, parsed by the library (to sign bundles built with it).
+    pub fn signing_key(&self) -> SecretKey {
+        SecretKey::parse(&fs::read_to_string(self.secret()).unwrap()).unwrap()
+    }
+
+    /// The K3s root the imports write to (`k3s/`).
+    pub fn k3s_root(&self) -> PathBuf {
+        self.path("k3s")
+    }
+
+    /// `gapbundle create -f bundle.yaml -o OUT --key KEY --cache cache`, stdin
+    /// closed; `out` is inside the folder unless it is absolute.
+    pub fn create(&self, out: impl AsRef<Path>) -> Command {
+        let mut c = create_cmd(
+            &self.path("bundle.yaml"),
+            &self.path(out),
+            &self.secret(),
+            &self.path("cache"),
+        );
+        c.stdin(Stdio::null());
+        c
+    }
+
+    /// `gapbundle import BUNDLE --trust PUBLIC-KEY --k3s-root k3s`, stdin closed
+    /// (a test that pipes the bundle in sets stdin again); callers add the
+    /// targets and output flags.
+    pub fn import(&self, bundle: &Path) -> Command {
+        let mut c = gapbundle();
+        c.arg("import")
+            .arg(bundle)
+            .arg("--trust")
+            .arg(self.public())
+            .arg("--k3s-root")
+            .arg(self.k3s_root())
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// What `gapbundle verify BUNDLE --trust PUBLIC-KEY` did, for a bundle in the
+    /// folder; the caller judges the exit code.
+    pub fn verify(&self, bundle: &str) -> Output {
+        gapbundle()
+            .arg("verify")
+            .arg(self.path(bundle))
+            .arg("--trust")
+            .arg(self.public())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// `gapbundle --json inspect BUNDLE` (must succeed), parsed.
+    pub fn inspect(&self, bundle: &str) -> Value {
+        json_stdout(&run(gapbundle()
+            .args(["--json", "inspect"])
+            .arg(self.path(bundle))))
     }
 }
 
