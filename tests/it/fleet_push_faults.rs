@@ -2,20 +2,15 @@
 //!
 //! The registry is the real CNCF distribution server started by `support`. A real
 //! server does not drop a connection in the middle of a blob upload on request, so
-//! (as the project's rules allow for faults only) a small std-only TCP proxy sits in
-//! front of it: it forwards everything unchanged, except that it cuts the first
-//! connection whose client-to-server bytes pass a threshold, which is a blob upload
-//! part-way through its body. Results are checked with skopeo against the registry
-//! itself, not through the proxy.
+//! (as the project's rules allow for faults only) the harness's [`CuttingProxy`]
+//! sits in front of it: it forwards everything unchanged, except that it cuts the
+//! first connection whose client-to-server bytes pass a threshold, which is a blob
+//! upload part-way through its body. Results are checked with skopeo against the
+//! registry itself, not through the proxy.
 
 use std::fs;
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::thread;
 
 use crate::support::*;
 use gapbundle::bundle::manifest::Kind;
@@ -23,75 +18,6 @@ use gapbundle::bundle::manifest::Kind;
 /// Client-to-server bytes after which the proxy cuts a connection: more than
 /// login, HEADs and the small blobs, less than the fixture's ~1 MiB base layer.
 const CUT_AFTER: u64 = 64 << 10;
-
-/// A TCP proxy on 127.0.0.1 in front of `upstream` that cuts the first connection
-/// whose client-to-server byte count passes [`CUT_AFTER`], while armed.
-struct CuttingProxy {
-    /// `127.0.0.1:PORT`.
-    addr: String,
-    cut: Arc<AtomicUsize>,
-}
-
-impl CuttingProxy {
-    fn start(upstream: &str) -> CuttingProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
-        let addr = listener.local_addr().unwrap().to_string();
-        let armed = Arc::new(AtomicBool::new(true));
-        let cut = Arc::new(AtomicUsize::new(0));
-        let (a, c, up) = (armed, cut.clone(), upstream.to_string());
-        // The accept loop lives as long as the test process; it holds nothing else.
-        thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { continue };
-                let (a, c, up) = (a.clone(), c.clone(), up.clone());
-                thread::spawn(move || relay(client, &up, &a, &c));
-            }
-        });
-        CuttingProxy { addr, cut }
-    }
-
-    /// Connections cut so far.
-    fn cuts(&self) -> usize {
-        self.cut.load(Ordering::SeqCst)
-    }
-}
-
-/// Forwards one connection both ways; server-to-client on its own thread.
-fn relay(client: TcpStream, upstream: &str, armed: &AtomicBool, cut: &AtomicUsize) {
-    let Ok(server) = TcpStream::connect(upstream) else {
-        return;
-    };
-    let (mut from_server, mut to_client) =
-        (server.try_clone().unwrap(), client.try_clone().unwrap());
-    let back = thread::spawn(move || {
-        let _ = io::copy(&mut from_server, &mut to_client);
-        let _ = to_client.shutdown(Shutdown::Write);
-    });
-    let (mut from_client, mut to_server) =
-        (client.try_clone().unwrap(), server.try_clone().unwrap());
-    let mut buf = vec![0u8; 16 << 10];
-    let mut total = 0u64;
-    loop {
-        let n = match from_client.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        total += n as u64;
-        if total > CUT_AFTER && armed.swap(false, Ordering::SeqCst) {
-            // Mid-body: close both sides without forwarding this chunk. The client
-            // sees its connection reset (or closed) while it is still sending.
-            cut.fetch_add(1, Ordering::SeqCst);
-            let _ = client.shutdown(Shutdown::Both);
-            let _ = server.shutdown(Shutdown::Both);
-            break;
-        }
-        if to_server.write_all(&buf[..n]).is_err() {
-            break;
-        }
-    }
-    let _ = server.shutdown(Shutdown::Write);
-    let _ = back.join();
-}
 
 /// A work folder with a key pair and the bundle of the fixture image `team/app:1.2`
 /// (a ~1 MiB incompressible base layer and a small one).
@@ -173,7 +99,7 @@ fn an_upload_cut_mid_blob_is_pushed_again_from_the_bundle_file() {
     let source = Registry::start();
     let fx = push_fixture_images(&source, None);
     let fleet = Registry::start();
-    let proxy = CuttingProxy::start(&fleet.addr);
+    let proxy = CuttingProxy::start(&fleet.addr, CUT_AFTER);
     let w = Site::new(&source);
 
     let out = run(&mut w.push(&w.bundle, &proxy.addr));
@@ -198,7 +124,7 @@ fn an_upload_cut_while_reading_stdin_fails_with_exit_5_and_a_rerun_completes() {
     let source = Registry::start();
     let fx = push_fixture_images(&source, None);
     let fleet = Registry::start();
-    let proxy = CuttingProxy::start(&fleet.addr);
+    let proxy = CuttingProxy::start(&fleet.addr, CUT_AFTER);
     let w = Site::new(&source);
     let stdin = Path::new("-");
 

@@ -1,14 +1,12 @@
 //! End-to-end tests of rendering Helm charts, Kustomize overlays and plain manifests
 //! into a bundle, with the real `helm` (3.17), `kubectl kustomize` and the CNCF
 //! distribution registry. Charts come from a real chart repository layout
-//! (`helm package` + `helm repo index`, served over HTTP from 127.0.0.1 by a tiny
-//! std server in this file), from the registry as OCI artifacts (`helm push`), and
-//! from local folders. Every image the workloads run is one the test pushed.
+//! (`helm package` + `helm repo index`, served over HTTP from 127.0.0.1 by the
+//! harness's small server, which also plays a repository behind basic auth), from
+//! the registry as OCI artifacts (`helm push`), and from local folders. Every image the workloads run is one the test pushed.
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,6 +27,7 @@ struct FileServer {
     /// `127.0.0.1:PORT`, the host `--registry-auth` names.
     host: String,
     hits: Arc<AtomicUsize>,
+    _server: FakeHttp,
 }
 
 impl FileServer {
@@ -43,68 +42,36 @@ impl FileServer {
     }
     fn start(dir: PathBuf, userpass: Option<String>) -> FileServer {
         let expected = userpass.map(|up| format!("Basic {}", base64_encode(up.as_bytes())));
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let host = listener.local_addr().unwrap().to_string();
-        let url = format!("http://{host}/");
         let hits = Arc::new(AtomicUsize::new(0));
         let counter = hits.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                counter.fetch_add(1, Ordering::SeqCst);
-                let dir = dir.clone();
-                let expected = expected.clone();
-                std::thread::spawn(move || {
-                    let mut reader = BufReader::new(&stream);
-                    let mut request_line = String::new();
-                    if reader.read_line(&mut request_line).is_err() {
-                        return;
-                    }
-                    let mut authorization = None;
-                    loop {
-                        let mut line = String::new();
-                        match reader.read_line(&mut line) {
-                            Ok(0) | Err(_) => break,
-                            Ok(_) if line == "\r\n" || line == "\n" => break,
-                            _ => {}
-                        }
-                        if let Some((name, value)) = line.split_once(':') {
-                            if name.trim().eq_ignore_ascii_case("authorization") {
-                                authorization = Some(value.trim().to_string());
-                            }
-                        }
-                    }
-                    let mut w = &stream;
-                    if expected.is_some() && authorization != expected {
-                        let _ = w.write_all(
-                            b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"charts\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                        );
-                        return;
-                    }
-                    let path = request_line.split_whitespace().nth(1).unwrap_or("/");
-                    let path = path.split('?').next().unwrap_or("").trim_start_matches('/');
-                    let body = if path.split('/').any(|c| c == "..") {
-                        None
-                    } else {
-                        fs::read(dir.join(path)).ok()
-                    };
-                    let _ = match body {
-                        Some(b) => w
-                            .write_all(
-                                format!(
-                                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                                    b.len()
-                                )
-                                .as_bytes(),
-                            )
-                            .and_then(|_| w.write_all(&b)),
-                        None => w.write_all(
-                            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                        ),
-                    };
-                });
+        let server = FakeHttp::start(move |req| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            if expected.is_some() && req.header("authorization") != expected.as_deref() {
+                return Response::new(401, "").header("WWW-Authenticate", "Basic realm=\"charts\"");
+            }
+            let path = req
+                .path
+                .split('?')
+                .next()
+                .unwrap_or("")
+                .trim_start_matches('/');
+            let body = if path.split('/').any(|c| c == "..") {
+                None
+            } else {
+                fs::read(dir.join(path)).ok()
+            };
+            match body {
+                Some(b) => Response::new(200, b),
+                None => Response::new(404, ""),
             }
         });
-        FileServer { url, host, hits }
+        let host = server.addr().to_string();
+        FileServer {
+            url: format!("http://{host}/"),
+            host,
+            hits,
+            _server: server,
+        }
     }
     fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)

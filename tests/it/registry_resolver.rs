@@ -5,12 +5,10 @@
 //! htpasswd), with images pushed by the real skopeo and checked by hashing the
 //! cached files independently. Two faults the real registry cannot be made to
 //! produce on demand (a connection dropped halfway through a blob, and wrong
-//! bytes for a blob) use a tiny std-only HTTP server on 127.0.0.1 in this file.
+//! bytes for a blob) use the harness's fake HTTP server on 127.0.0.1.
 //! Nothing here talks to any address other than 127.0.0.1.
 
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -379,115 +377,59 @@ struct Fake {
     addr: String,
     /// `Range` header of each blob request (`None` when absent).
     blob_requests: Arc<Mutex<Vec<Option<String>>>>,
+    _server: FakeHttp,
 }
 
+/// A registry that serves `blob` as `x/y` with `fault`, and nothing else.
 fn fake_registry(blob: Vec<u8>, fault: Fault) -> Fake {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
     let blob_path = format!("/v2/x/y/blobs/{}", sha256_digest(&blob));
     let blob_requests = Arc::new(Mutex::new(Vec::new()));
     let log = blob_requests.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            conn.set_read_timeout(Some(Duration::from_secs(10))).ok();
-            let Some((path, range)) = read_request(&mut conn) else {
-                continue;
-            };
-            if path == "/v2/" {
-                respond(&mut conn, "200 OK", &[], b"{}");
-            } else if path == blob_path {
-                let n = {
-                    let mut l = log.lock().unwrap();
-                    l.push(range.clone());
-                    l.len()
-                };
-                match (fault, n, range) {
-                    (Fault::DropHalfway, 1, _) => {
-                        let head = format!(
-                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
-                            blob.len()
-                        );
-                        conn.write_all(head.as_bytes()).unwrap();
-                        conn.write_all(&blob[..blob.len() / 2]).unwrap();
-                        conn.flush().unwrap();
-                        let _ = conn.shutdown(Shutdown::Both);
-                    }
-                    (Fault::DropHalfway, _, Some(r)) => {
-                        let from: usize = r
-                            .trim_start_matches("bytes=")
-                            .trim_end_matches('-')
-                            .parse()
-                            .expect("open-ended range");
-                        let cr = format!("bytes {from}-{}/{}", blob.len() - 1, blob.len());
-                        respond(
-                            &mut conn,
-                            "206 Partial Content",
-                            &[("Content-Range", &cr)],
-                            &blob[from..],
-                        );
-                    }
-                    (Fault::DropHalfway, _, None) => respond(&mut conn, "200 OK", &[], &blob),
-                    (Fault::UnavailableOnce, 1, _) => {
-                        respond(&mut conn, "503 Service Unavailable", &[], b"try later")
-                    }
-                    (Fault::UnavailableOnce, _, _) => respond(&mut conn, "200 OK", &[], &blob),
-                    (Fault::WrongBytes, _, _) => {
-                        let mut bad = blob.clone();
-                        bad[7] ^= 0xff;
-                        respond(&mut conn, "200 OK", &[], &bad);
-                    }
-                }
-            } else {
-                respond(
-                    &mut conn,
-                    "404 Not Found",
-                    &[("Content-Type", "application/json")],
-                    br#"{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown to registry"}]}"#,
-                );
+    let server = FakeHttp::start(move |req| {
+        if req.path == "/v2/" {
+            return Response::new(200, "{}");
+        }
+        if req.path != blob_path {
+            return Response::new(
+                404,
+                r#"{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown to registry"}]}"#,
+            )
+            .header("Content-Type", "application/json");
+        }
+        let range = req.header("range").map(str::to_string);
+        let n = {
+            let mut l = log.lock().unwrap();
+            l.push(range.clone());
+            l.len()
+        };
+        match (fault, n, range) {
+            (Fault::DropHalfway, 1, _) => Response::new(200, blob.clone())
+                .header("Content-Type", "application/octet-stream")
+                .cut_after(blob.len() / 2),
+            (Fault::DropHalfway, _, Some(r)) => {
+                let from: usize = r
+                    .trim_start_matches("bytes=")
+                    .trim_end_matches('-')
+                    .parse()
+                    .expect("open-ended range");
+                let cr = format!("bytes {from}-{}/{}", blob.len() - 1, blob.len());
+                Response::new(206, &blob[from..]).header("Content-Range", &cr)
+            }
+            (Fault::DropHalfway, _, None) => Response::new(200, blob.clone()),
+            (Fault::UnavailableOnce, 1, _) => Response::new(503, "try later"),
+            (Fault::UnavailableOnce, _, _) => Response::new(200, blob.clone()),
+            (Fault::WrongBytes, _, _) => {
+                let mut bad = blob.clone();
+                bad[7] ^= 0xff;
+                Response::new(200, bad)
             }
         }
     });
     Fake {
-        addr,
+        addr: server.addr().to_string(),
         blob_requests,
+        _server: server,
     }
-}
-
-/// Reads one request head; returns its path and `Range` header.
-fn read_request(conn: &mut TcpStream) -> Option<(String, Option<String>)> {
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = conn.read(&mut buf).ok()?;
-        if n == 0 {
-            return None;
-        }
-        raw.extend_from_slice(&buf[..n]);
-    }
-    let text = String::from_utf8_lossy(&raw);
-    let mut lines = text.split("\r\n");
-    let path = lines.next()?.split_whitespace().nth(1)?.to_string();
-    let range = lines
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("range"))
-        .map(|(_, v)| v.trim().to_string());
-    Some((path, range))
-}
-
-fn respond(conn: &mut TcpStream, status: &str, headers: &[(&str, &str)], body: &[u8]) {
-    let mut head = format!(
-        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    let _ = conn
-        .write_all(head.as_bytes())
-        .and_then(|_| conn.write_all(body));
-    let _ = conn.flush();
 }
 
 fn fake_blob(bytes: &[u8]) -> Blob {

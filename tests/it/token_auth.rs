@@ -6,10 +6,7 @@
 //! registry: it issues and checks an opaque token and forwards authorised requests,
 //! byte for byte, to the real registry behind it.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
-use std::thread;
 
 use crate::support::*;
 
@@ -18,129 +15,72 @@ const TOKEN: &str = "opaque-test-token-1";
 struct TokenFront {
     addr: String,
     token_requests: Arc<Mutex<Vec<String>>>,
+    _server: FakeHttp,
 }
 
-fn start_token_front(backend: String, user: &'static str, pass: &'static str) -> TokenFront {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
+/// A token service and registry front on 127.0.0.1: `/token` trades `user:pass`
+/// (basic auth) for [`TOKEN`]; a request with the token goes on to `backend`; any
+/// other gets the 401 challenge that names the realm and the repository's scope.
+fn start_token_front(backend: String, user: &str, pass: &str) -> TokenFront {
     let token_requests = Arc::new(Mutex::new(Vec::new()));
     let seen = token_requests.clone();
-    let me = addr.clone();
-    thread::spawn(move || {
-        for conn in listener.incoming().take(500) {
-            let Ok(conn) = conn else { continue };
-            let (backend, seen, me) = (backend.clone(), seen.clone(), me.clone());
-            thread::spawn(move || serve(conn, &backend, &me, &seen, user, pass));
-        }
-    });
-    TokenFront {
-        addr,
-        token_requests,
-    }
-}
-
-fn serve(
-    mut conn: TcpStream,
-    backend: &str,
-    me: &str,
-    seen: &Mutex<Vec<String>>,
-    user: &str,
-    pass: &str,
-) {
-    let mut reader = BufReader::new(conn.try_clone().unwrap());
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let mut parts = line.split_whitespace();
-        let (method, path) = (
-            parts.next().unwrap_or("").to_string(),
-            parts.next().unwrap_or("").to_string(),
-        );
-        let mut headers = Vec::new();
-        let mut len = 0usize;
-        loop {
-            let mut h = String::new();
-            reader.read_line(&mut h).unwrap();
-            let h = h.trim_end().to_string();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-            }
-        }
-        let mut body = vec![0; len];
-        reader.read_exact(&mut body).unwrap();
-        let header = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
-        let basic = format!(
-            "Basic {}",
-            base64_encode(format!("{user}:{pass}").as_bytes())
-        );
-        let (status, extra, out_body): (u16, Vec<(String, String)>, Vec<u8>) = if path
-            .starts_with("/token")
-        {
-            seen.lock().unwrap().push(path.clone());
-            if header("authorization").as_deref() == Some(basic.as_str()) {
-                (
-                    200,
-                    vec![("Content-Type".into(), "application/json".into())],
-                    format!(r#"{{"token":"{TOKEN}","expires_in":300}}"#).into_bytes(),
-                )
+    let basic = format!(
+        "Basic {}",
+        base64_encode(format!("{user}:{pass}").as_bytes())
+    );
+    let bearer = format!("Bearer {TOKEN}");
+    let server = FakeHttp::keep_alive(move |req| {
+        let authorization = req.header("authorization");
+        if req.path.starts_with("/token") {
+            seen.lock().unwrap().push(req.path.clone());
+            if authorization == Some(basic.as_str()) {
+                Response::new(200, format!(r#"{{"token":"{TOKEN}","expires_in":300}}"#))
+                    .header("Content-Type", "application/json")
             } else {
-                (401, vec![], b"bad credentials".to_vec())
+                Response::new(401, "bad credentials")
             }
-        } else if header("authorization").as_deref() == Some(&format!("Bearer {TOKEN}")) {
-            let fwd: Vec<(&str, &str)> = headers
+        } else if authorization == Some(bearer.as_str()) {
+            let fwd: Vec<(&str, &str)> = req
+                .headers
                 .iter()
                 .filter(|(k, _)| k == "accept" || k == "range")
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect();
-            let r = http_request(backend, &method, &path, None, &fwd, &body).unwrap();
+            let r = http_request(&backend, &req.method, &req.path, None, &fwd, &req.body).unwrap();
             let keep = [
                 "content-type",
                 "docker-content-digest",
                 "content-range",
                 "accept-ranges",
             ];
-            let extra = r
-                .headers
+            r.headers
                 .iter()
                 .filter(|(k, _)| keep.contains(&k.as_str()))
-                .cloned()
-                .collect();
-            (r.status, extra, r.body)
+                .fold(Response::new(r.status, r.body.clone()), |resp, (k, v)| {
+                    resp.header(k, v)
+                })
         } else {
-            let repo = path
+            let repo = req
+                .path
                 .strip_prefix("/v2/")
                 .and_then(|p| p.split("/manifests/").next())
                 .and_then(|p| p.split("/blobs/").next())
                 .unwrap_or("");
             let challenge = format!(
-                r#"Bearer realm="http://{me}/token",service="gapbundle-test",scope="repository:{repo}:pull""#
+                r#"Bearer realm="http://{}/token",service="gapbundle-test",scope="repository:{repo}:pull""#,
+                req.server_addr
             );
-            (401, vec![("WWW-Authenticate".into(), challenge)], b"{\"errors\":[{\"code\":\"UNAUTHORIZED\",\"message\":\"authentication required\"}]}".to_vec())
-        };
-        let mut resp = format!(
-            "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n",
-            out_body.len()
-        );
-        for (k, v) in extra {
-            resp.push_str(&format!("{k}: {v}\r\n"));
+            Response::new(
+                401,
+                r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
+            )
+            .header("WWW-Authenticate", &challenge)
         }
-        resp.push_str("\r\n");
-        let body_out: &[u8] = if method == "HEAD" { &[] } else { &out_body };
-        if conn
-            .write_all(resp.as_bytes())
-            .and_then(|_| conn.write_all(body_out))
-            .is_err()
-        {
-            return;
-        }
+    });
+    TokenFront {
+        addr: server.addr().to_string(),
+        token_requests,
+        _server: server,
     }
 }
 

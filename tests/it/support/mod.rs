@@ -31,7 +31,8 @@
 //! exit codes and output; [`registry`], [`containerd`] and [`nix`] start the
 //! real services; [`skopeo`] reads images from the outside; [`fixtures`] makes the
 //! images; [`work`] is the work folder every end-to-end test starts from;
-//! [`http`] is a raw HTTP client; [`encoding`] holds digests and base64 written
+//! [`http`] is a raw HTTP client; [`fake_http`] holds the fake servers for the
+//! faults a real server cannot produce; [`encoding`] holds digests and base64 written
 //! independently of src/; [`bundles`] reads bundle heads and forges bundles with
 //! the library itself.
 //!
@@ -45,6 +46,7 @@ mod bundles;
 mod commands;
 mod containerd;
 mod encoding;
+mod fake_http;
 mod fixtures;
 mod http;
 mod nix;
@@ -56,6 +58,7 @@ pub use bundles::*;
 pub use commands::*;
 pub use containerd::*;
 pub use encoding::*;
+pub use fake_http::*;
 pub use fixtures::*;
 pub use http::*;
 pub use nix::*;
