@@ -20,12 +20,13 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
 use crate::support::{
     create_cmd, gapbundle, gapbundle_bin, json_stdout, nix, repo, require_tool, run, run_stdout,
     tool,
 };
-use serde_json::{json, Value};
-use tempfile::TempDir;
 
 // ---------------------------------------------------------------------------
 // completions and man pages

@@ -12,8 +12,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::support::*;
 use gapbundle::bundle::manifest::Kind;
+
+use crate::support::*;
 
 /// Client-to-server bytes after which the proxy cuts a connection: more than
 /// login, HEADs and the small blobs, less than the fixture's ~1 MiB base layer.

@@ -11,12 +11,13 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::support::*;
 use gapbundle::bundle::manifest::{BlobEntry, ContentInfo, Encoding, Kind, Object};
 use gapbundle::bundle::signature::Envelope;
 use gapbundle::bundle::writer::{write_bundle, BlobSource, BundleBuilder};
 use gapbundle::bundle::Digest;
 use serde_json::json;
+
+use crate::support::*;
 
 /// The fixture bundle, made from a registry of its own that is gone afterwards
 /// (for tests that only need the bundle).

@@ -12,9 +12,10 @@ use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::support::*;
 use gapbundle::bundle::manifest::{Kind, Manifest, Object};
 use serde_json::Value;
+
+use crate::support::*;
 
 // ---------------------------------------------------------------------------
 // A chart repository: files served over HTTP/1.1 from a folder.

@@ -9,12 +9,13 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
 
-use crate::support::*;
 use gapbundle::bundle::oci::REF_NAME;
 use gapbundle::io::cas::Cas;
 use gapbundle::resolve::{archive, layout};
 use gapbundle::spec::Platforms;
 use serde_json::{json, Value};
+
+use crate::support::*;
 
 fn fresh_cas(dir: &Path) -> Cas {
     Cas::open(dir.join("cas")).expect("open cache")

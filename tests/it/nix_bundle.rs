@@ -7,12 +7,13 @@ use std::fs;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use crate::support::*;
 use gapbundle::bundle::keys::SecretKey;
 use gapbundle::bundle::reader::Head;
 use gapbundle::bundle::BlobEntry;
 use gapbundle::nixfmt::{fingerprint, sign_path, NarHash, StorePath};
 use serde_json::Value;
+
+use crate::support::*;
 
 /// The flake the tests build: `base` <- `lib` <- `app`, and `tool` -> {`lib`, `base`},
 /// so `lib` and `base` are shared by the two installables; `image` is an OCI archive
@@ -481,8 +482,8 @@ fn damaged_or_inconsistent_bundles_register_nothing() {
     fs::write(w.path("flipped.gapb"), &flipped).unwrap();
     let root = w.path("t1");
     let o = import(&w, "flipped.gapb", &root.display().to_string(), &w.public());
-    assert_eq!(code(&o), 3, "{}", stderr(&o));
-    assert!(stderr(&o).contains(&lib), "{}", stderr(&o));
+    let err = fails(&o, 3);
+    assert!(err.contains(&lib), "{err}");
     assert!(valid_in(&root, &all).is_empty());
 
     // 2. A wrong NAR hash in the metadata (blob content and meta agree, so only the
@@ -525,11 +526,10 @@ fn damaged_or_inconsistent_bundles_register_nothing() {
     });
     let root = w.path("t2");
     let o = import(&w, "hash.gapb", &root.display().to_string(), &w.public());
-    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    let err = fails(&o, 3);
     assert!(
-        stderr(&o).contains("no valid path signature") && stderr(&o).contains(&lib),
-        "{}",
-        stderr(&o)
+        err.contains("no valid path signature") && err.contains(&lib),
+        "{err}"
     );
     assert!(valid_in(&root, &all).is_empty());
     // Only the narHash changed, the blob still says the right NAR hash.
@@ -541,7 +541,7 @@ fn damaged_or_inconsistent_bundles_register_nothing() {
         }
     });
     let o = import(&w, "meta.gapb", &root.display().to_string(), &w.public());
-    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    fails(&o, 3);
     assert!(valid_in(&root, &all).is_empty());
     resign(&w.path("site.gapb"), &w.path("forged.gapb"), &key, |m| {
         set_hash(m, true)
@@ -551,11 +551,10 @@ fn damaged_or_inconsistent_bundles_register_nothing() {
     // need lib may be added: they are exactly what was signed.)
     let root = w.path("t3");
     let o = import(&w, "forged.gapb", &root.display().to_string(), &w.public());
-    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    let err = fails(&o, 3);
     assert!(
-        stderr(&o).contains("decompresses to") && stderr(&o).contains(&lib),
-        "{}",
-        stderr(&o)
+        err.contains("decompresses to") && err.contains(&lib),
+        "{err}"
     );
     assert!(valid_in(&root, &with_referrers(&m, &lib)).is_empty());
     // The same into a binary cache: no narinfo appears.
@@ -587,7 +586,7 @@ fn damaged_or_inconsistent_bundles_register_nothing() {
         .stdin(fs::File::open(w.path("forged.gapb")).unwrap())
         .output()
         .unwrap();
-    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    fails(&o, 3);
     assert!(valid_in(&root, &with_referrers(&m, &lib)).is_empty());
 
     // 3. A missing reference: the bundle lacks `base`, which lib references.
@@ -757,8 +756,7 @@ fn a_nix_daemon_takes_the_paths_from_an_untrusted_user_only_with_the_key() {
     let root2 = w.path("daemon-store-2");
     let d = NixDaemon::start(sh, "other", &root2, other.trim());
     let o = as_nobody(&d.uri);
-    let err = stderr(&o);
-    assert_eq!(code(&o), 5, "{err}");
+    let err = fails(&o, 5);
     assert!(
         err.contains("does not trust the key")
             && err.contains(&format!("add `{key}` to trusted-public-keys")),
@@ -822,8 +820,7 @@ exec {} \"$@\"
         .env("PATH", path)
         .output()
         .unwrap();
-    let err = stderr(&o);
-    assert_eq!(code(&o), 3, "{err}");
+    let err = fails(&o, 3);
     assert!(
         err.contains("changed after it verified") && err.contains(&lib),
         "{err}"
@@ -831,7 +828,7 @@ exec {} \"$@\"
     assert!(valid_in(&root, &with_referrers(&m, &lib)).is_empty());
     // The wrapper did flip the byte: the file no longer verifies.
     let o = w.verify("site.gapb");
-    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    fails(&o, 3);
 }
 
 #[test]
@@ -877,20 +874,18 @@ fn git_flakes_warn_about_untracked_files_and_locked_catches_changes() {
     ok(create(true));
     write_flake("two");
     let o = create(true);
-    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    let err = fails(&o, 4);
     assert!(
-        stderr(&o).contains("--locked") && stderr(&o).contains("gb-git-x"),
-        "{}",
-        stderr(&o)
+        err.contains("--locked") && err.contains("gb-git-x"),
+        "{err}"
     );
     // An entry dropped from the spec is a change too.
     fs::write(dir.path().join("bundle.yaml"), "name: g\nversion: \"1\"\n").unwrap();
     let o = create(true);
-    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    let err = fails(&o, 4);
     assert!(
-        stderr(&o).contains("no longer has") && stderr(&o).contains("installable:./gflake"),
-        "{}",
-        stderr(&o)
+        err.contains("no longer has") && err.contains("installable:./gflake"),
+        "{err}"
     );
 }
 
@@ -1003,8 +998,7 @@ fn an_import_that_cannot_fit_stops_before_writing_anything() {
     // the narinfos it is served needs a little room in $TMPDIR.
     let root = w.path("t");
     let o = import(&root.display().to_string());
-    let err = stderr(&o);
-    assert_eq!(code(&o), 1, "{err}");
+    let err = fails(&o, 1);
     assert!(
         err.contains("$TMPDIR (for Nix's cache of the narinfos")
             && err.contains(&full.display().to_string())
@@ -1018,8 +1012,7 @@ fn an_import_that_cannot_fit_stops_before_writing_anything() {
         .env("TMPDIR", &full)
         .output()
         .unwrap();
-    let err = stderr(&o);
-    assert_eq!(code(&o), 1, "{err}");
+    let err = fails(&o, 1);
     assert!(
         err.contains("the staging folder in $TMPDIR") && err.contains("TMPDIR=/var/tmp"),
         "{err}"
@@ -1028,8 +1021,7 @@ fn an_import_that_cannot_fit_stops_before_writing_anything() {
     // Into a binary cache on the full file system.
     let cache = full.join("cache");
     let o = import(&format!("file://{}", cache.display()));
-    let err = stderr(&o);
-    assert_eq!(code(&o), 1, "{err}");
+    let err = fails(&o, 1);
     assert!(err.contains("the binary cache folder"), "{err}");
     assert!(!cache.exists());
     // --dry-run says so too, and with room the same import works.
@@ -1042,7 +1034,7 @@ fn an_import_that_cannot_fit_stops_before_writing_anything() {
         .env("TMPDIR", &full)
         .output()
         .unwrap();
-    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    fails(&o, 1);
     // With room it works; in a log (stderr not a terminal) the copy into the store
     // ends with one line.
     let o = ok(gb()

@@ -5,9 +5,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::support::*;
 use gapbundle::bundle::manifest::{MANIFEST_PATH, SIGNATURES_PATH};
 use serde_json::Value;
+
+use crate::support::*;
 
 /// A spec bundling one registry image.
 fn one_image(w: &Work, reference: &str) -> PathBuf {
@@ -344,15 +345,15 @@ fn damaged_bundles_are_refused_naming_the_object() {
         .unwrap();
     let bad = flip_byte(&good, (name_at + 8) as u64);
     let o = w.verify(bad.file_name().unwrap().to_str().unwrap());
-    assert_eq!(code(&o), 3);
-    assert!(stderr(&o).contains("altered"), "{}", stderr(&o));
+    let err = fails(&o, 3);
+    assert!(err.contains("altered"), "{err}");
 
     // Truncated: names the entry that is cut and says to copy again.
     let cut = w.path("cut.gapb");
     fs::write(&cut, &head_bytes[..head_bytes.len() - 3000]).unwrap();
     let o = w.verify("cut.gapb");
-    assert_eq!(code(&o), 3);
-    assert!(stderr(&o).contains("truncated"), "{}", stderr(&o));
+    let err = fails(&o, 3);
+    assert!(err.contains("truncated"), "{err}");
     // inspect reads only the head, so it still works on the cut file.
     let i = json_stdout(&run(gapbundle().args(["inspect", "--json"]).arg(&cut)));
     assert_eq!(i["images"][0]["ref"], fx.app.reference.as_str());
@@ -366,12 +367,8 @@ fn damaged_bundles_are_refused_naming_the_object() {
     // Not a bundle at all.
     fs::write(w.path("junk.gapb"), b"hello").unwrap();
     let o = w.verify("junk.gapb");
-    assert_eq!(code(&o), 3);
-    assert!(
-        stderr(&o).contains("not a gapbundle file"),
-        "{}",
-        stderr(&o)
-    );
+    let err = fails(&o, 3);
+    assert!(err.contains("not a gapbundle file"), "{err}");
 }
 
 #[test]
@@ -400,8 +397,8 @@ fn signatures_wrong_key_unsigned_threshold_and_nix_keys() {
     assert_eq!(code(&both(&[w.path("nix.pub")], "1")), 0);
     assert_eq!(code(&both(&[w.public(), w.path("nix.pub")], "2")), 0);
     let o = both(&[w.public()], "2");
-    assert_eq!(code(&o), 3);
-    assert!(stderr(&o).contains("2 required"), "{}", stderr(&o));
+    let err = fails(&o, 3);
+    assert!(err.contains("2 required"), "{err}");
     // A directory of keys works as a trust store.
     fs::create_dir(w.path("trusted")).unwrap();
     fs::copy(w.path("nix.pub"), w.path("trusted/nix.pub")).unwrap();
@@ -419,8 +416,8 @@ fn signatures_wrong_key_unsigned_threshold_and_nix_keys() {
         .arg(w.path("other/stranger.pub"))
         .output()
         .unwrap();
-    assert_eq!(code(&o), 3);
-    assert!(stderr(&o).contains("--trust"), "{}", stderr(&o));
+    let err = fails(&o, 3);
+    assert!(err.contains("--trust"), "{err}");
 
     // Unsigned: refused unless explicitly allowed.
     let mut c = create_unsigned_cmd(
@@ -437,8 +434,8 @@ fn signatures_wrong_key_unsigned_threshold_and_nix_keys() {
         stderr(&o)
     );
     let o = w.verify("unsigned.gapb");
-    assert_eq!(code(&o), 3);
-    assert!(stderr(&o).contains("--allow-unsigned"), "{}", stderr(&o));
+    let err = fails(&o, 3);
+    assert!(err.contains("--allow-unsigned"), "{err}");
     let o = gapbundle()
         .args(["verify", "--allow-unsigned"])
         .arg(w.path("unsigned.gapb"))
@@ -460,13 +457,9 @@ fn unknown_format_version_is_refused_even_when_validly_signed() {
         m["formatVersion"] = "2.0".into();
     });
     let o = w.verify("v2.gapb");
-    assert_eq!(code(&o), 3);
-    assert!(
-        stderr(&o).contains("format version 2.0 is not supported"),
-        "{}",
-        stderr(&o)
-    );
-    assert!(stderr(&o).contains("upgrade gapbundle"), "{}", stderr(&o));
+    let err = fails(&o, 3);
+    assert!(err.contains("format version 2.0 is not supported"), "{err}");
+    assert!(err.contains("upgrade gapbundle"), "{err}");
 }
 
 #[test]
@@ -481,30 +474,29 @@ fn bad_inputs_get_clear_errors_and_no_output() {
         "name: s\nversion: \"1\"\nimages:\n  - ref: [oops\n",
     );
     let o = create_from(&w, &reg.addr, "x.gapb").output().unwrap();
-    assert_eq!(code(&o), 4);
-    assert!(stderr(&o).contains("bundle.yaml:"), "{}", stderr(&o));
+    let err = fails(&o, 4);
+    assert!(err.contains("bundle.yaml:"), "{err}");
     // An unknown key is a typo, reported where it is.
     w.write("bundle.yaml", "name: s\nversion: \"1\"\nimags: []\n");
     let o = create_from(&w, &reg.addr, "x.gapb").output().unwrap();
-    assert_eq!(code(&o), 4);
+    let err = fails(&o, 4);
     assert!(
-        stderr(&o).contains("bundle.yaml:3:1: unknown field `imags`"),
-        "{}",
-        stderr(&o)
+        err.contains("bundle.yaml:3:1: unknown field `imags`"),
+        "{err}"
     );
 
     // A reference that does not exist.
     one_image(&w, &reg.reference("team/app:9.9"));
     let o = create_from(&w, &reg.addr, "x.gapb").output().unwrap();
-    assert_eq!(code(&o), 5);
-    assert!(stderr(&o).contains("team/app:9.9"), "{}", stderr(&o));
+    let err = fails(&o, 5);
+    assert!(err.contains("team/app:9.9"), "{err}");
 
     // A registry that is down.
     one_image(&w, &reg.reference("team/app:1.2"));
     reg.stop();
     let o = create_from(&w, &reg.addr, "x.gapb").output().unwrap();
-    assert_eq!(code(&o), 5);
-    assert!(stderr(&o).contains(&reg.addr), "{}", stderr(&o));
+    let err = fails(&o, 5);
+    assert!(err.contains(&reg.addr), "{err}");
     assert!(!w.path("x.gapb").exists());
     let leftovers: Vec<_> = fs::read_dir(w.root())
         .unwrap()
@@ -520,8 +512,8 @@ fn bad_inputs_get_clear_errors_and_no_output() {
         .arg(w.path("bad.sec"))
         .output()
         .unwrap();
-    assert_eq!(code(&o), 4, "{}", stderr(&o));
-    assert!(stderr(&o).contains("bad.sec"), "{}", stderr(&o));
+    let err = fails(&o, 4);
+    assert!(err.contains("bad.sec"), "{err}");
 }
 
 #[test]
@@ -548,8 +540,7 @@ fn locked_names_the_entry_that_would_change() {
         .arg("--locked")
         .output()
         .unwrap();
-    assert_eq!(code(&o), 4, "{}", stderr(&o));
-    let e = stderr(&o);
+    let e = fails(&o, 4);
     assert!(
         e.contains("images `layout:images/hello:latest`") && e.contains("example.local/hello:2.0"),
         "{e}"
@@ -572,13 +563,9 @@ fn a_cache_damaged_between_runs_is_caught_not_bundled() {
     bytes[40] ^= 1;
     fs::write(&layer, bytes).unwrap();
     let o = create("b.gapb");
-    assert_eq!(code(&o), 1, "{}", stderr(&o));
-    assert!(stderr(&o).contains("is damaged"), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("delete it from the cache"),
-        "{}",
-        stderr(&o)
-    );
+    let err = fails(&o, 1);
+    assert!(err.contains("is damaged"), "{err}");
+    assert!(err.contains("delete it from the cache"), "{err}");
     assert!(!w.path("b.gapb").exists());
 }
 

@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::support::*;
 use gapbundle::bundle::Digest;
 use gapbundle::io::cas::Cas;
 use gapbundle::progress::Progress;
@@ -21,6 +20,9 @@ use gapbundle::resolve::auth::{self, parse_registry_auth};
 use gapbundle::resolve::image::{walk, Blob};
 use gapbundle::resolve::registry::{FetchStats, Registry as Resolver, RegistryOptions};
 use gapbundle::spec::Platforms;
+use tempfile::TempDir;
+
+use crate::support::*;
 
 const USER: &str = "gap";
 const PASS: &str = "bundle-pass";
@@ -449,81 +451,104 @@ fn fetch_one(res: &Resolver, cas: &Cas, addr: &str, blob: &Blob) -> anyhow::Resu
     )
 }
 
+/// `len` deterministic bytes (from `seed`) as one blob of a fake registry with
+/// `fault`, a fresh cache, and a resolver that fetches from the fake.
+struct FaultCase {
+    bytes: Vec<u8>,
+    blob: Blob,
+    fake: Fake,
+    dir: TempDir,
+    cas: Cas,
+    res: Resolver,
+}
+
+impl FaultCase {
+    fn new(seed: u64, len: usize, fault: Fault) -> FaultCase {
+        let bytes = deterministic_bytes(seed, len);
+        let fake = fake_registry(bytes.clone(), fault);
+        let dir = tempfile::tempdir().unwrap();
+        let cas = cas_in(dir.path());
+        let res = Resolver::new(options(&fake.addr, dir.path())).unwrap();
+        FaultCase {
+            blob: fake_blob(&bytes),
+            bytes,
+            fake,
+            dir,
+            cas,
+            res,
+        }
+    }
+
+    /// Fetches the blob into the cache.
+    fn fetch(&self) -> anyhow::Result<FetchStats> {
+        fetch_one(&self.res, &self.cas, &self.fake.addr, &self.blob)
+    }
+
+    /// `Range` header of each blob request the fake answered.
+    fn blob_requests(&self) -> Vec<Option<String>> {
+        self.fake.blob_requests.lock().unwrap().clone()
+    }
+}
+
 #[test]
 fn an_interrupted_download_resumes_with_range() {
-    let bytes = deterministic_bytes(42, 300_000);
-    let fake = fake_registry(bytes.clone(), Fault::DropHalfway);
-    let dir = tempfile::tempdir().unwrap();
-    let cas = cas_in(dir.path());
-    let res = Resolver::new(options(&fake.addr, dir.path())).unwrap();
-    let blob = fake_blob(&bytes);
-    let stats = fetch_one(&res, &cas, &fake.addr, &blob).unwrap();
+    let t = FaultCase::new(42, 300_000, Fault::DropHalfway);
+    let stats = t.fetch().unwrap();
     assert_eq!(stats.fetched, 1);
-    assert_eq!(stats.fetched_bytes, bytes.len() as u64);
-    assert_eq!(std::fs::read(cas.path(&blob.digest)).unwrap(), bytes);
-    let requests = fake.blob_requests.lock().unwrap().clone();
+    assert_eq!(stats.fetched_bytes, t.bytes.len() as u64);
+    assert_eq!(std::fs::read(t.cas.path(&t.blob.digest)).unwrap(), t.bytes);
     assert_eq!(
-        requests,
-        vec![None, Some(format!("bytes={}-", bytes.len() / 2))],
+        t.blob_requests(),
+        vec![None, Some(format!("bytes={}-", t.bytes.len() / 2))],
         "one full request, then a resume from the half"
     );
 }
 
 #[test]
 fn wrong_bytes_are_retried_once_then_reported() {
-    let bytes = deterministic_bytes(7, 50_000);
-    let fake = fake_registry(bytes.clone(), Fault::WrongBytes);
-    let dir = tempfile::tempdir().unwrap();
-    let cas = cas_in(dir.path());
-    let res = Resolver::new(options(&fake.addr, dir.path())).unwrap();
-    let blob = fake_blob(&bytes);
-    let err = fetch_one(&res, &cas, &fake.addr, &blob)
-        .unwrap_err()
-        .to_string();
-    let mut bad = bytes.clone();
+    let t = FaultCase::new(7, 50_000, Fault::WrongBytes);
+    let err = t.fetch().unwrap_err().to_string();
+    let mut bad = t.bytes.clone();
     bad[7] ^= 0xff;
-    assert!(err.contains(&blob.digest.to_string()), "{err}");
-    assert!(err.contains(&format!("{}/x/y", fake.addr)), "{err}");
+    assert!(err.contains(&t.blob.digest.to_string()), "{err}");
+    assert!(err.contains(&format!("{}/x/y", t.fake.addr)), "{err}");
     assert!(
         err.contains(&format!(
             "expected {} (50000 bytes), found {} (50000 bytes)",
-            blob.digest,
+            t.blob.digest,
             sha256_digest(&bad)
         )),
         "{err}"
     );
-    assert_eq!(
-        fake.blob_requests.lock().unwrap().len(),
-        2,
-        "retried once from scratch"
-    );
-    assert!(!cas.contains(&blob.digest, None));
-    assert!(!cas.root().join("partial").join(blob.digest.hex()).exists());
+    assert_eq!(t.blob_requests().len(), 2, "retried once from scratch");
+    assert!(!t.cas.contains(&t.blob.digest, None));
+    assert!(!t
+        .cas
+        .root()
+        .join("partial")
+        .join(t.blob.digest.hex())
+        .exists());
 }
 
 #[test]
 fn server_errors_are_retried() {
-    let bytes = deterministic_bytes(9, 10_000);
-    let fake = fake_registry(bytes.clone(), Fault::UnavailableOnce);
-    let dir = tempfile::tempdir().unwrap();
-    let cas = cas_in(dir.path());
-    let res = Resolver::new(options(&fake.addr, dir.path())).unwrap();
-    let blob = fake_blob(&bytes);
-    let stats = fetch_one(&res, &cas, &fake.addr, &blob).unwrap();
+    let t = FaultCase::new(9, 10_000, Fault::UnavailableOnce);
+    let stats = t.fetch().unwrap();
     assert_eq!(stats.fetched, 1);
-    assert_eq!(std::fs::read(cas.path(&blob.digest)).unwrap(), bytes);
-    assert_eq!(fake.blob_requests.lock().unwrap().len(), 2);
+    assert_eq!(std::fs::read(t.cas.path(&t.blob.digest)).unwrap(), t.bytes);
+    assert_eq!(t.blob_requests().len(), 2);
 
     // With a single attempt allowed, the 503 is final and says so.
+    let (bytes, blob) = (&t.bytes, &t.blob);
     let fake = fake_registry(bytes.clone(), Fault::UnavailableOnce);
-    let mut o = options(&fake.addr, dir.path());
+    let mut o = options(&fake.addr, t.dir.path());
     o.retries = 1;
     let dir2 = tempfile::tempdir().unwrap();
     let err = fetch_one(
         &Resolver::new(o).unwrap(),
         &cas_in(dir2.path()),
         &fake.addr,
-        &blob,
+        blob,
     )
     .unwrap_err()
     .to_string();

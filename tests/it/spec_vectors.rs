@@ -9,10 +9,11 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::support::*;
 use gapbundle::bundle::keys::PublicKey;
 use gapbundle::bundle::reader::{read_head, verify_parallel};
 use serde_json::Value;
+
+use crate::support::*;
 
 fn vector(name: &str) -> PathBuf {
     repo().join("bundle-spec/vectors/tiny").join(name)
