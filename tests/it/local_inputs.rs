@@ -1,6 +1,6 @@
 //! Image inputs from local files: `layout: DIR[:TAG]` and `archive: FILE.tar`.
 //!
-//! The fixtures are made by the real `umoci` and `skopeo` (see `tests/support`),
+//! The fixtures are made by the real `umoci` and `skopeo` (see `tests/it/support`),
 //! and results are checked from the outside: every blob left in the cache must
 //! hash to its name, and the image gapbundle reads out of a docker-archive must be
 //! readable by skopeo, with the same layers skopeo itself sees in the archive.

@@ -1,4 +1,4 @@
-//! Smoke test of the test infrastructure itself (`tests/support`).
+//! Smoke test of the test infrastructure itself (`tests/it/support`).
 //!
 //! Every other integration test trusts that the real registry, skopeo and
 //! umoci fixtures behave as `support` promises: plain and htpasswd

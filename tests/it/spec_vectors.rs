@@ -3,7 +3,7 @@
 //! and reject what the code rejects.
 //!
 //! Regenerate the vector after an intended format change with
-//! `GAPBUNDLE_BLESS=1 cargo test --test spec_vectors` and commit the result; the
+//! `GAPBUNDLE_BLESS=1 cargo test --test it -- spec_vectors::` and commit the result; the
 //! digest then changes in bundle-spec/vectors/tiny/tiny.digest, which a reviewer sees.
 
 use std::fs;
