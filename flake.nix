@@ -59,7 +59,7 @@
               kustomize
               kubectl
               distribution
-              # tests/support starts the registry under Debian's name for it.
+              # tests/it/support starts the registry under Debian's name for it.
               (writeShellScriptBin "docker-registry" ''exec ${distribution}/bin/registry "$@"'')
               zstd
               protobuf

@@ -1,5 +1,5 @@
 # The inbox processor as a package: nix/module.nix runs it from a oneshot service.
-# The logic lives in gapbundle-inbox.sh so that tests/flake.rs runs the very same
+# The logic lives in gapbundle-inbox.sh so that tests/it/flake.rs runs the very same
 # text with bash; writeShellApplication adds the shebang, `set -euo pipefail`, a PATH
 # of exactly these inputs, and a shellcheck pass at build time.
 {

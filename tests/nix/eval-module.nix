@@ -1,5 +1,5 @@
 # Evaluates nix/module.nix with nixpkgs' lib.evalModules and the stubs beside this
-# file, and returns what tests/flake.rs checks, as JSON-printable values:
+# file, and returns what tests/it/flake.rs checks, as JSON-printable values:
 #
 #   nix-instantiate --eval --strict --json tests/nix/eval-module.nix \
 #     --arg lib 'import /path/to/nixpkgs.lib/lib' \

@@ -1,5 +1,5 @@
 # A stand-in for the nixpkgs flake's outputs, built on nixpkgs' real lib, so that
-# tests/flake.rs can evaluate this repository's flake outputs offline:
+# tests/it/flake.rs can evaluate this repository's flake outputs offline:
 #   lib                       the real lib (from a nixpkgs.lib checkout)
 #   legacyPackages.<system>   fake packages; callPackage passes them to a file's
 #                             function like nixpkgs does; builders return fake

@@ -1,5 +1,5 @@
 # Stand-ins for the NixOS options and packages nix/module.nix uses, so the module can
-# be evaluated with nixpkgs' own lib.evalModules and nothing else (tests/flake.rs;
+# be evaluated with nixpkgs' own lib.evalModules and nothing else (tests/it/flake.rs;
 # nixpkgs itself cannot be fetched on the test machines).
 #
 # The declarations merge like NixOS's: lists concatenate, and attribute sets such as

@@ -1,25 +1,21 @@
 //! End-to-end tests of rendering Helm charts, Kustomize overlays and plain manifests
 //! into a bundle, with the real `helm` (3.17), `kubectl kustomize` and the CNCF
 //! distribution registry. Charts come from a real chart repository layout
-//! (`helm package` + `helm repo index`, served over HTTP from 127.0.0.1 by a tiny
-//! std server in this file), from the registry as OCI artifacts (`helm push`), and
-//! from local folders. Every image the workloads run is one the test pushed.
-
-mod support;
+//! (`helm package` + `helm repo index`, served over HTTP from 127.0.0.1 by the
+//! harness's small server, which also plays a repository behind basic auth), from
+//! the registry as OCI artifacts (`helm push`), and from local folders. Every image the workloads run is one the test pushed.
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use gapbundle::bundle::manifest::{Kind, Manifest, Object};
-use gapbundle::bundle::reader::read_head;
 use serde_json::Value;
-use support::*;
+
+use crate::support::*;
 
 // ---------------------------------------------------------------------------
 // A chart repository: files served over HTTP/1.1 from a folder.
@@ -32,6 +28,7 @@ struct FileServer {
     /// `127.0.0.1:PORT`, the host `--registry-auth` names.
     host: String,
     hits: Arc<AtomicUsize>,
+    _server: FakeHttp,
 }
 
 impl FileServer {
@@ -46,68 +43,36 @@ impl FileServer {
     }
     fn start(dir: PathBuf, userpass: Option<String>) -> FileServer {
         let expected = userpass.map(|up| format!("Basic {}", base64_encode(up.as_bytes())));
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let host = listener.local_addr().unwrap().to_string();
-        let url = format!("http://{host}/");
         let hits = Arc::new(AtomicUsize::new(0));
         let counter = hits.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                counter.fetch_add(1, Ordering::SeqCst);
-                let dir = dir.clone();
-                let expected = expected.clone();
-                std::thread::spawn(move || {
-                    let mut reader = BufReader::new(&stream);
-                    let mut request_line = String::new();
-                    if reader.read_line(&mut request_line).is_err() {
-                        return;
-                    }
-                    let mut authorization = None;
-                    loop {
-                        let mut line = String::new();
-                        match reader.read_line(&mut line) {
-                            Ok(0) | Err(_) => break,
-                            Ok(_) if line == "\r\n" || line == "\n" => break,
-                            _ => {}
-                        }
-                        if let Some((name, value)) = line.split_once(':') {
-                            if name.trim().eq_ignore_ascii_case("authorization") {
-                                authorization = Some(value.trim().to_string());
-                            }
-                        }
-                    }
-                    let mut w = &stream;
-                    if expected.is_some() && authorization != expected {
-                        let _ = w.write_all(
-                            b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"charts\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                        );
-                        return;
-                    }
-                    let path = request_line.split_whitespace().nth(1).unwrap_or("/");
-                    let path = path.split('?').next().unwrap_or("").trim_start_matches('/');
-                    let body = if path.split('/').any(|c| c == "..") {
-                        None
-                    } else {
-                        fs::read(dir.join(path)).ok()
-                    };
-                    let _ = match body {
-                        Some(b) => w
-                            .write_all(
-                                format!(
-                                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                                    b.len()
-                                )
-                                .as_bytes(),
-                            )
-                            .and_then(|_| w.write_all(&b)),
-                        None => w.write_all(
-                            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                        ),
-                    };
-                });
+        let server = FakeHttp::start(move |req| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            if expected.is_some() && req.header("authorization") != expected.as_deref() {
+                return Response::new(401, "").header("WWW-Authenticate", "Basic realm=\"charts\"");
+            }
+            let path = req
+                .path
+                .split('?')
+                .next()
+                .unwrap_or("")
+                .trim_start_matches('/');
+            let body = if path.split('/').any(|c| c == "..") {
+                None
+            } else {
+                fs::read(dir.join(path)).ok()
+            };
+            match body {
+                Some(b) => Response::new(200, b),
+                None => Response::new(404, ""),
             }
         });
-        FileServer { url, host, hits }
+        let host = server.addr().to_string();
+        FileServer {
+            url: format!("http://{host}/"),
+            host,
+            hits,
+            _server: server,
+        }
     }
     fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
@@ -192,83 +157,37 @@ fn sha256_file(p: &Path) -> String {
 // The work folder.
 // ---------------------------------------------------------------------------
 
-struct Work {
-    base: Workdir,
+/// A work folder with the key pair `k8s-test`, for tests that run helm and kubectl.
+fn k8s_work() -> Work {
+    require_tool("helm");
+    require_tool("kubectl");
+    Work::new("k8s-test")
 }
 
-impl std::ops::Deref for Work {
-    type Target = Workdir;
-    fn deref(&self) -> &Workdir {
-        &self.base
-    }
+/// What `gapbundle create` of the work spec into `out` did, with the cache folder
+/// `cache`, one attempt per request, plain HTTP to `reg`, and `extra` flags.
+fn create(w: &Work, reg: Option<&str>, out: &str, cache: &str, extra: &[&str]) -> Output {
+    create_with(w, reg, out, cache, extra).output().unwrap()
 }
 
-impl Work {
-    fn new() -> Self {
-        require_tool("helm");
-        require_tool("kubectl");
-        Work {
-            base: Workdir::new("k8s-test"),
-        }
-    }
-    fn write(&self, p: &str, text: &str) {
-        let p = self.path(p);
-        fs::create_dir_all(p.parent().unwrap()).unwrap();
-        fs::write(p, text).unwrap();
-    }
-    fn create(&self, reg: Option<&str>, out: &str, cache: &str, extra: &[&str]) -> Output {
-        self.create_cmd(reg, out, cache, extra)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
-    fn create_cmd(&self, reg: Option<&str>, out: &str, cache: &str, extra: &[&str]) -> Command {
-        let mut c = create_cmd(
-            &self.path("bundle.yaml"),
-            &self.path(out),
-            &self.secret(),
-            &self.path(cache),
-        );
-        c.args(["--retries", "1"]).args(extra);
-        if let Some(r) = reg {
-            c.args(["--insecure-registry", r]);
-        }
-        c
-    }
-    fn inspect(&self, bundle: &str) -> Value {
-        let o = run(gapbundle()
-            .args(["--json", "inspect"])
-            .arg(self.path(bundle)));
-        serde_json::from_slice(&o.stdout).unwrap()
-    }
-    fn manifest(&self, bundle: &str) -> Manifest {
-        let mut f = BufReader::new(fs::File::open(self.path(bundle)).unwrap());
-        read_head(&mut f).unwrap().manifest
-    }
-    fn verify(&self, bundle: &str) {
-        run(gapbundle()
-            .arg("verify")
-            .arg(self.path(bundle))
-            .arg("--trust")
-            .arg(self.public()));
-    }
-}
-
-fn ok(o: Output) -> Output {
-    assert!(
-        o.status.success(),
-        "create failed ({}):\n{}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
+/// The command line of [`create`].
+fn create_with(w: &Work, reg: Option<&str>, out: &str, cache: &str, extra: &[&str]) -> Command {
+    let mut c = create_cmd(
+        &w.path("bundle.yaml"),
+        &w.path(out),
+        &w.secret(),
+        &w.path(cache),
     );
-    o
+    c.args(["--retries", "1"]).args(extra).stdin(Stdio::null());
+    if let Some(r) = reg {
+        c.args(["--insecure-registry", r]);
+    }
+    c
 }
 
-fn fails(o: &Output, code: i32) -> String {
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(o.status.code(), Some(code), "stderr:\n{err}");
-    err
+/// The manifest of a bundle in the work folder.
+fn manifest(w: &Work, bundle: &str) -> Manifest {
+    head_of(&w.path(bundle)).manifest
 }
 
 fn manifests(m: &Manifest) -> BTreeMap<String, &Object> {
@@ -314,7 +233,7 @@ fn charts_overlays_and_manifests_bring_every_image() {
     let app = fx.app.reference.clone();
     let tool_ref = fx.tool.reference.clone();
     let multi = fx.multi.reference.clone();
-    let w = Work::new();
+    let w = k8s_work();
 
     // A chart repository on 127.0.0.1: web 0.1.0 runs team/app:1.2.
     let repo_dir = w.path("repo");
@@ -413,8 +332,8 @@ manifests:
         ),
     );
 
-    ok(w.create(Some(&reg.addr), "site.gapb", "cache", &[]));
-    w.verify("site.gapb");
+    ok(create(&w, Some(&reg.addr), "site.gapb", "cache", &[]));
+    ok(w.verify("site.gapb"));
 
     // Every image is discovered and bundled, and says who wants it.
     let info = w.inspect("site.gapb");
@@ -456,7 +375,7 @@ manifests:
     );
 
     // Documents: one object each, split as rendered, with their meta.
-    let m = w.manifest("site.gapb");
+    let m = manifest(&w, "site.gapb");
     let docs = manifests(&m);
     let names: Vec<&str> = docs.keys().map(String::as_str).collect();
     assert_eq!(
@@ -497,12 +416,7 @@ manifests:
 
     // The stored bytes are the rendered document: values files then inline values.
     let x = w.path("x");
-    fs::create_dir_all(&x).unwrap();
-    run(tool("tar")
-        .arg("xf")
-        .arg(w.path("site.gapb"))
-        .arg("-C")
-        .arg(&x));
+    extract(&w.path("site.gapb"), &x);
     let web_yaml = String::from_utf8(blob(&x, &web_deploy.digest.to_string())).unwrap();
     assert!(
         web_yaml.starts_with("# Source: web/templates/deployment.yaml\n"),
@@ -547,7 +461,13 @@ manifests:
     // Reproducible: the same spec, lock and key give the same bytes, and the pinned
     // chart comes from the cache without asking the repository again.
     let hits = server.hits();
-    ok(w.create(Some(&reg.addr), "again.gapb", "cache", &["--locked"]));
+    ok(create(
+        &w,
+        Some(&reg.addr),
+        "again.gapb",
+        "cache",
+        &["--locked"],
+    ));
     assert_eq!(server.hits(), hits, "the pinned chart was fetched again");
     assert_eq!(
         fs::read(w.path("site.gapb")).unwrap(),
@@ -568,7 +488,8 @@ manifests:
         .args(["repo", "index"])
         .arg(&repo_dir)
         .args(["--url", &server.url]));
-    let o = w.create(
+    let o = create(
+        &w,
         Some(&reg.addr),
         "changed.gapb",
         "fresh-cache",
@@ -578,7 +499,13 @@ manifests:
     assert!(err.contains("--locked") && err.contains(&repo_key), "{err}");
     assert!(!w.path("changed.gapb").exists());
     // Without --locked it is taken, with a message, and the lock moves.
-    let o = ok(w.create(Some(&reg.addr), "changed.gapb", "fresh-cache", &[]));
+    let o = ok(create(
+        &w,
+        Some(&reg.addr),
+        "changed.gapb",
+        "fresh-cache",
+        &[],
+    ));
     assert!(String::from_utf8_lossy(&o.stderr).contains("changed from"));
     let lock: Value = serde_json::from_slice(&fs::read(w.path("bundle.lock")).unwrap()).unwrap();
     assert_ne!(lock["charts"][&repo_key]["digest"], old_web);
@@ -597,7 +524,7 @@ manifests:
     )
     .unwrap();
     let err = fails(
-        &w.create(Some(&reg.addr), "dropped.gapb", "cache", &["--locked"]),
+        &create(&w, Some(&reg.addr), "dropped.gapb", "cache", &["--locked"]),
         4,
     );
     assert!(
@@ -608,7 +535,7 @@ manifests:
 
 #[test]
 fn a_repository_archive_that_does_not_match_its_index_is_refused() {
-    let w = Work::new();
+    let w = k8s_work();
     let repo_dir = w.path("repo");
     fs::create_dir_all(&repo_dir).unwrap();
     let server = FileServer::serve(repo_dir.clone());
@@ -640,7 +567,7 @@ fn a_repository_archive_that_does_not_match_its_index_is_refused() {
             server.url
         ),
     );
-    let err = fails(&w.create(None, "x.gapb", "cache", &[]), 5);
+    let err = fails(&create(&w, None, "x.gapb", "cache", &[]), 5);
     assert!(err.contains("index.yaml says sha256:abab"), "{err}");
 
     // A version the repository lacks is a registry-side failure too, naming it.
@@ -651,14 +578,14 @@ fn a_repository_archive_that_does_not_match_its_index_is_refused() {
             server.url
         ),
     );
-    let err = fails(&w.create(None, "x.gapb", "cache", &[]), 5);
+    let err = fails(&create(&w, None, "x.gapb", "cache", &[]), 5);
     assert!(err.contains("charts[0]") && err.contains("9.9.9"), "{err}");
 }
 
 #[test]
 fn an_image_that_cannot_be_pulled_names_the_manifest_that_wants_it() {
     let reg = Registry::start();
-    let w = Work::new();
+    let w = k8s_work();
     let missing = reg.reference("team/missing:9");
     write_chart(
         &w.path("charts"),
@@ -670,7 +597,7 @@ fn an_image_that_cannot_be_pulled_names_the_manifest_that_wants_it() {
         "bundle.yaml",
         "name: x\nversion: \"1\"\ncharts:\n  - path: ./charts/web\n    namespace: apps\n",
     );
-    let err = fails(&w.create(Some(&reg.addr), "x.gapb", "cache", &[]), 5);
+    let err = fails(&create(&w, Some(&reg.addr), "x.gapb", "cache", &[]), 5);
     assert!(
         err.contains(&format!(
             "{missing} is wanted by chart:web Deployment apps/web"
@@ -684,7 +611,7 @@ fn an_image_that_cannot_be_pulled_names_the_manifest_that_wants_it() {
 fn discover_images_false_turns_discovery_off_per_entry() {
     let reg = Registry::start();
     let fx = push_fixture_images(&reg, None);
-    let w = Work::new();
+    let w = k8s_work();
     // Nothing can pull this one: with discovery off it is simply not asked for.
     let missing = reg.reference("team/missing:9");
     w.write(
@@ -699,7 +626,7 @@ fn discover_images_false_turns_discovery_off_per_entry() {
         "bundle.yaml",
         "name: x\nversion: \"1\"\ndiscoverImages: false\nmanifests:\n  - path: a/*.yaml\n  - path: b/\n    discoverImages: true\n",
     );
-    ok(w.create(Some(&reg.addr), "x.gapb", "cache", &[]));
+    ok(create(&w, Some(&reg.addr), "x.gapb", "cache", &[]));
     let info = w.inspect("x.gapb");
     let refs: Vec<&str> = info["images"]
         .as_array()
@@ -709,7 +636,7 @@ fn discover_images_false_turns_discovery_off_per_entry() {
         .collect();
     assert_eq!(refs, [fx.app.reference.as_str()]);
     // The document still records the image it uses.
-    let m = w.manifest("x.gapb");
+    let m = manifest(&w, "x.gapb");
     let a = manifests(&m)["manifests:a/pod.yaml/Pod/default/a"].clone();
     assert_eq!(a.meta.to_json()["images"], serde_json::json!([missing]));
 
@@ -718,12 +645,12 @@ fn discover_images_false_turns_discovery_off_per_entry() {
         "bundle.yaml",
         "name: x\nversion: \"1\"\ndiscoverImages: false\nmanifests:\n  - path: a/*.yaml\n",
     );
-    ok(w.create(None, "y.gapb", "cache", &[]));
+    ok(create(&w, None, "y.gapb", "cache", &[]));
 }
 
 #[test]
 fn a_broken_chart_or_overlay_gives_the_tool_s_stderr() {
-    let w = Work::new();
+    let w = k8s_work();
     let c = write_chart(&w.path("charts"), "web", "0.1.0", "image: x/y:1\n");
     fs::write(
         c.join("templates/broken.yaml"),
@@ -749,7 +676,7 @@ fn a_broken_chart_or_overlay_gives_the_tool_s_stderr() {
         "{err}"
     );
 
-    let err = fails(&w.create(None, "x.gapb", "cache", &[]), 4);
+    let err = fails(&create(&w, None, "x.gapb", "cache", &[]), 4);
     assert!(err.contains("charts[0] (chart:web)"), "{err}");
     assert!(err.contains("helm template web"), "{err}");
     assert!(
@@ -762,7 +689,7 @@ fn a_broken_chart_or_overlay_gives_the_tool_s_stderr() {
         "bundle.yaml",
         "name: x\nversion: \"1\"\nkustomize:\n  - path: ./deploy\n",
     );
-    let err = fails(&w.create(None, "x.gapb", "cache", &[]), 4);
+    let err = fails(&create(&w, None, "x.gapb", "cache", &[]), 4);
     assert!(err.contains("kustomize[0] (kustomize:deploy)"), "{err}");
     assert!(err.contains("missing.yaml"), "{err}");
 
@@ -772,7 +699,7 @@ fn a_broken_chart_or_overlay_gives_the_tool_s_stderr() {
         "bundle.yaml",
         "name: x\nversion: \"1\"\nmanifests:\n  - path: ./extra/*.yaml\n  - path: ./none/*.yaml\n",
     );
-    let err = fails(&w.create(None, "x.gapb", "cache", &[]), 4);
+    let err = fails(&create(&w, None, "x.gapb", "cache", &[]), 4);
     assert!(
         err.contains("manifests:extra/bad.yaml: document 0 is not a Kubernetes object"),
         "{err}"
@@ -781,7 +708,7 @@ fn a_broken_chart_or_overlay_gives_the_tool_s_stderr() {
         "bundle.yaml",
         "name: x\nversion: \"1\"\nmanifests:\n  - path: ./none/*.yaml\n",
     );
-    let err = fails(&w.create(None, "x.gapb", "cache", &[]), 4);
+    let err = fails(&create(&w, None, "x.gapb", "cache", &[]), 4);
     assert!(err.contains("`./none/*.yaml` matches no file"), "{err}");
 }
 
@@ -789,7 +716,7 @@ fn a_broken_chart_or_overlay_gives_the_tool_s_stderr() {
 fn helmchart_mode_carries_the_chart_for_k3s() {
     let reg = Registry::start();
     let fx = push_fixture_images(&reg, None);
-    let w = Work::new();
+    let w = k8s_work();
     write_chart(
         &w.path("charts"),
         "web",
@@ -801,8 +728,8 @@ fn helmchart_mode_carries_the_chart_for_k3s() {
         "bundle.yaml",
         "name: x\nversion: \"1\"\nplatforms: [linux/amd64]\ncharts:\n  - path: ./charts/web\n    namespace: apps\n    chartMode: helmchart\n    valuesFiles: [values/edge.yaml]\n    values: {extra: {b: 2}}\n",
     );
-    ok(w.create(Some(&reg.addr), "a.gapb", "cache", &[]));
-    ok(w.create(Some(&reg.addr), "b.gapb", "cache", &[]));
+    ok(create(&w, Some(&reg.addr), "a.gapb", "cache", &[]));
+    ok(create(&w, Some(&reg.addr), "b.gapb", "cache", &[]));
     assert_eq!(
         fs::read(w.path("a.gapb")).unwrap(),
         fs::read(w.path("b.gapb")).unwrap(),
@@ -813,7 +740,7 @@ fn helmchart_mode_carries_the_chart_for_k3s() {
         wanted_by(&info, &fx.app.reference),
         ["chart:web Deployment apps/web"]
     );
-    let m = w.manifest("a.gapb");
+    let m = manifest(&w, "a.gapb");
     let docs = manifests(&m);
     assert_eq!(
         docs.keys().collect::<Vec<_>>(),
@@ -827,12 +754,7 @@ fn helmchart_mode_carries_the_chart_for_k3s() {
     );
 
     let x = w.path("x");
-    fs::create_dir_all(&x).unwrap();
-    run(tool("tar")
-        .arg("xf")
-        .arg(w.path("a.gapb"))
-        .arg("-C")
-        .arg(&x));
+    extract(&w.path("a.gapb"), &x);
     let doc: Value = serde_json::to_value(
         serde_yaml_ng::from_slice::<serde_yaml_ng::Value>(&blob(&x, &o.digest.to_string()))
             .unwrap(),
@@ -862,7 +784,7 @@ fn helmchart_mode_carries_the_chart_for_k3s() {
 
 #[test]
 fn large_documents_are_stored_compressed() {
-    let w = Work::new();
+    let w = k8s_work();
     let big = "x".repeat(100 * 1024);
     w.write(
         "big.yaml",
@@ -874,9 +796,9 @@ fn large_documents_are_stored_compressed() {
         "bundle.yaml",
         "name: x\nversion: \"1\"\nmanifests:\n  - path: big.yaml\n",
     );
-    ok(w.create(None, "x.gapb", "cache", &[]));
-    w.verify("x.gapb");
-    let m = w.manifest("x.gapb");
+    ok(create(&w, None, "x.gapb", "cache", &[]));
+    ok(w.verify("x.gapb"));
+    let m = manifest(&w, "x.gapb");
     let o = manifests(&m)["manifests:big.yaml/ConfigMap/default/big"].clone();
     let b = m.blobs.iter().find(|b| b.digest == o.digest).unwrap();
     let raw = fs::read(w.path("big.yaml")).unwrap();
@@ -885,12 +807,7 @@ fn large_documents_are_stored_compressed() {
     assert_eq!(content.digest.to_string(), sha256_digest(&raw));
     assert!(b.size < 10_000, "{}", b.size);
     let x = w.path("x");
-    fs::create_dir_all(&x).unwrap();
-    run(tool("tar")
-        .arg("xf")
-        .arg(w.path("x.gapb"))
-        .arg("-C")
-        .arg(&x));
+    extract(&w.path("x.gapb"), &x);
     let out = run(Command::new(require_tool("zstd"))
         .args(["-dc"])
         .arg(x.join("blobs/sha256").join(o.digest.hex())));
@@ -921,12 +838,12 @@ fn copy_replacing(from: &Path, to: &Path, old: &str, new: &str) {
 fn the_k3s_app_example_works() {
     let reg = Registry::start();
     let fx = push_fixture_images(&reg, None);
-    let w = Work::new();
+    let w = k8s_work();
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/k3s-app");
     copy_replacing(&example, &w.path("."), "127.0.0.1:5000", &reg.addr);
     let _ = fs::remove_file(w.path("bundle.lock"));
-    ok(w.create(Some(&reg.addr), "k3s-app.gapb", "cache", &[]));
-    w.verify("k3s-app.gapb");
+    ok(create(&w, Some(&reg.addr), "k3s-app.gapb", "cache", &[]));
+    ok(w.verify("k3s-app.gapb"));
     let info = w.inspect("k3s-app.gapb");
     assert_eq!(
         wanted_by(&info, &fx.app.reference),
@@ -937,7 +854,7 @@ fn the_k3s_app_example_works() {
         ["kustomize:deploy/overlays/edge Deployment edge/edge-agent"]
     );
     assert!(wanted_by(&info, &fx.tool.reference).is_empty());
-    let m = w.manifest("k3s-app.gapb");
+    let m = manifest(&w, "k3s-app.gapb");
     assert_eq!(
         manifests(&m).keys().collect::<Vec<_>>(),
         [
@@ -980,7 +897,7 @@ fn the_k3s_app_example_works() {
 #[test]
 fn manifests_from_a_flake_output() {
     require_tool("nix");
-    let w = Work::new();
+    let w = k8s_work();
     w.write(
         "flake/flake.nix",
         r#"{
@@ -1014,7 +931,7 @@ fn manifests_from_a_flake_output() {
         c.stdin(Stdio::null()).output().unwrap()
     };
     ok(o);
-    let m = w.manifest("x.gapb");
+    let m = manifest(&w, "x.gapb");
     let docs = manifests(&m);
     let i = "./flake#packages.x86_64-linux";
     assert_eq!(
@@ -1069,9 +986,8 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 /// `secret` is nowhere in the bundle (as a file and unpacked), the lock, the cache
 /// or what create printed.
 fn assert_secret_absent(w: &Work, secret: &str, bundle: &str, cache: &str, o: &Output) {
-    let x = w.path(&format!("{bundle}.x"));
-    fs::create_dir_all(&x).unwrap();
-    run(tool("tar").arg("xf").arg(w.path(bundle)).arg("-C").arg(&x));
+    let x = w.path(format!("{bundle}.x"));
+    extract(&w.path(bundle), &x);
     let mut files = vec![w.path(bundle), w.path("bundle.lock")];
     files.extend(files_under(&x));
     files.extend(files_under(&w.path(cache)));
@@ -1125,7 +1041,7 @@ fn wrong_then_right_registry_auth(
 
 /// The one chart object of a bundle.
 fn chart_object(w: &Work, bundle: &str) -> Object {
-    let m = w.manifest(bundle);
+    let m = manifest(w, bundle);
     let charts: Vec<&Object> = m.objects.iter().filter(|o| o.kind == Kind::Chart).collect();
     assert_eq!(charts.len(), 1, "{charts:?}");
     charts[0].clone()
@@ -1133,7 +1049,7 @@ fn chart_object(w: &Work, bundle: &str) -> Object {
 
 #[test]
 fn a_chart_repository_behind_basic_auth_takes_registry_auth() {
-    let w = Work::new();
+    let w = k8s_work();
     let repo_dir = w.path("repo");
     fs::create_dir_all(&repo_dir).unwrap();
     let server = FileServer::serve_with_basic_auth(repo_dir.clone(), "charts", CHART_PASS);
@@ -1162,7 +1078,7 @@ fn a_chart_repository_behind_basic_auth_takes_registry_auth() {
 
     // Without credentials the repository refuses, and the error says what to pass.
     let err = fails(
-        &w.create(None, "x.gapb", "cache", &["--docker-config", no_docker]),
+        &create(&w, None, "x.gapb", "cache", &["--docker-config", no_docker]),
         5,
     );
     assert!(
@@ -1177,11 +1093,11 @@ fn a_chart_repository_behind_basic_auth_takes_registry_auth() {
     // A wrong password is refused; with the right one it renders, and the
     // password stays out of everything it writes.
     let o = wrong_then_right_registry_auth(host, no_docker, |extra| {
-        w.create(None, "x.gapb", "cache", extra)
+        create(&w, None, "x.gapb", "cache", extra)
     });
     let chart = chart_object(&w, "x.gapb");
     assert_eq!(chart.digest.to_string(), sha256_file(&web_tgz));
-    assert!(manifests(&w.manifest("x.gapb")).contains_key("chart:web/Deployment/default/web"));
+    assert!(manifests(&manifest(&w, "x.gapb")).contains_key("chart:web/Deployment/default/web"));
     assert_secret_absent(&w, CHART_PASS, "x.gapb", "cache", &o);
 
     // The same credentials from Docker's config.json, as for images.
@@ -1193,7 +1109,8 @@ fn a_chart_repository_behind_basic_auth_takes_registry_auth() {
             base64_encode(format!("charts:{CHART_PASS}").as_bytes())
         ),
     );
-    let o = ok(w.create(
+    let o = ok(create(
+        &w,
         None,
         "y.gapb",
         "cache-2",
@@ -1209,7 +1126,7 @@ fn a_chart_repository_behind_basic_auth_takes_registry_auth() {
             "name: x\nversion: \"1\"\ndiscoverImages: false\ncharts:\n  - repo: http://charts:{CHART_PASS}@{host}/\n    name: web\n    version: 0.1.0\n"
         ),
     );
-    let err = fails(&w.create(None, "z.gapb", "cache-3", &[]), 4);
+    let err = fails(&create(&w, None, "z.gapb", "cache-3", &[]), 4);
     assert!(
         err.contains("charts[0]") && err.contains(&format!("--registry-auth {host}=USER:PASS")),
         "{err}"
@@ -1221,7 +1138,7 @@ fn a_chart_repository_behind_basic_auth_takes_registry_auth() {
 #[test]
 fn an_oci_chart_on_a_registry_with_htpasswd_takes_registry_auth() {
     let reg = Registry::start_with_htpasswd("charts", CHART_PASS);
-    let w = Work::new();
+    let w = k8s_work();
     let api = write_chart(
         &w.path("src"),
         "api",
@@ -1255,7 +1172,7 @@ fn an_oci_chart_on_a_registry_with_htpasswd_takes_registry_auth() {
     let home = w.path("home");
     fs::create_dir_all(&home).unwrap();
     let create = |out: &str, extra: &[&str]| {
-        w.create_cmd(Some(addr), out, "cache", extra)
+        create_with(&w, Some(addr), out, "cache", extra)
             .env("HOME", &home)
             .env_remove("XDG_CONFIG_HOME")
             .env_remove("XDG_CACHE_HOME")

@@ -1,11 +1,9 @@
 //! Image inputs from local files: `layout: DIR[:TAG]` and `archive: FILE.tar`.
 //!
-//! The fixtures are made by the real `umoci` and `skopeo` (see `tests/support`),
+//! The fixtures are made by the real `umoci` and `skopeo` (see `tests/it/support`),
 //! and results are checked from the outside: every blob left in the cache must
 //! hash to its name, and the image gapbundle reads out of a docker-archive must be
 //! readable by skopeo, with the same layers skopeo itself sees in the archive.
-
-mod support;
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -16,7 +14,8 @@ use gapbundle::io::cas::Cas;
 use gapbundle::resolve::{archive, layout};
 use gapbundle::spec::Platforms;
 use serde_json::{json, Value};
-use support::*;
+
+use crate::support::*;
 
 fn fresh_cas(dir: &Path) -> Cas {
     Cas::open(dir.join("cas")).expect("open cache")

@@ -1,21 +1,30 @@
-//! Forging bundles for refusal tests: rewrite the manifest and sign it again with a
-//! key the verifier trusts, keeping the data section as it is. The result is validly
-//! signed, so whatever the verifier refuses is refused for the edit alone.
+//! Reading a bundle's head, and forging bundles for refusal tests: rewrite the
+//! manifest and sign it again with a key the verifier trusts, keeping the data
+//! section as it is. The result is validly signed, so whatever the verifier
+//! refuses is refused for the edit alone.
 //!
-//! Unlike the rest of `support`, this uses the gapbundle library: it is a tool for
-//! making faults, not an independent check.
+//! Unlike the rest of `support`, this uses the gapbundle library: it is a tool
+//! for finding things in a bundle and making faults, not an independent check.
 
 use std::fs;
+use std::io::BufReader;
 use std::path::Path;
 
 use gapbundle::bundle::canonical;
 use gapbundle::bundle::keys::SecretKey;
 use gapbundle::bundle::layout;
 use gapbundle::bundle::manifest::{MANIFEST_PATH, SIGNATURES_PATH};
-use gapbundle::bundle::reader::read_head;
+use gapbundle::bundle::reader::{read_head, Head};
 use gapbundle::bundle::signature::Envelope;
 use gapbundle::bundle::Digest;
 use serde_json::Value;
+
+/// The head (manifest, signatures, where the data starts) of the bundle file at
+/// `bundle`, read by the library.
+pub fn head_of(bundle: &Path) -> Head {
+    let f = fs::File::open(bundle).unwrap_or_else(|e| panic!("{}: {e}", bundle.display()));
+    read_head(&mut BufReader::new(f)).unwrap_or_else(|e| panic!("{}: {e}", bundle.display()))
+}
 
 /// Rewrites `src`'s manifest with `edit`, signs it with `key`, writes `dst`.
 pub fn resign(src: &Path, dst: &Path, key: &SecretKey, edit: impl FnOnce(&mut Value)) {

@@ -15,18 +15,18 @@
 //! * `gapbundle completions` and `gapbundle man`, which the package's postInstall
 //!   runs, produce what shells and `man` read.
 
-mod support;
-
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use serde_json::{json, Value};
-use support::{
-    create_cmd, gapbundle, gapbundle_bin, require_tool, run, run_stdout, tool, NIX_CONFIG,
-};
 use tempfile::TempDir;
+
+use crate::support::{
+    create_cmd, gapbundle, gapbundle_bin, json_stdout, nix, repo, require_tool, run, run_stdout,
+    tool,
+};
 
 // ---------------------------------------------------------------------------
 // completions and man pages
@@ -141,27 +141,6 @@ fn support_has(name: &str) -> bool {
 // ---------------------------------------------------------------------------
 // helpers
 // ---------------------------------------------------------------------------
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A Nix command with flakes on and no substituters (nothing is fetched).
-fn nix(name: &str) -> Command {
-    let mut c = tool(name);
-    c.env("NIX_CONFIG", NIX_CONFIG);
-    c
-}
-
-fn json_of(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}):\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
 
 /// Where nixpkgs' lib is (a nix-community/nixpkgs.lib checkout, whose `lib/` is
 /// imported), or None after saying loudly that the calling test did not run. The
@@ -298,7 +277,7 @@ impl FlakeCopy {
             .nix(&["eval", "--json", "--impure"])
             .arg(format!("{}#{attr}", self.flake_ref()))
             .args(["--apply", apply]));
-        json_of(&out)
+        json_stdout(&out)
     }
 }
 
@@ -331,7 +310,7 @@ fn flake_metadata_offline() {
     let out = run(copy
         .nix(&["flake", "metadata", "--json"])
         .arg(copy.flake_ref()));
-    let meta = json_of(&out);
+    let meta = json_stdout(&out);
     assert!(
         meta["description"].as_str().unwrap().contains("air gap"),
         "{meta}"
@@ -373,7 +352,7 @@ fn eval_module(lib: &Path, config: &str, pkgs_has_gapbundle: bool) -> Value {
             "pkgsHasGapbundle",
             if pkgs_has_gapbundle { "true" } else { "false" },
         ]));
-    json_of(&out)
+    json_stdout(&out)
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -846,7 +825,7 @@ fn inbox_imports_each_bundle_once_and_files_it_with_a_receipt() {
         .args(["key", "generate", "--quiet", "--name", "k1", "--dir"])
         .arg(&keys));
     let bundle = make_bundle(inbox.dir.path(), &keys.join("k1.sec"));
-    let digest = json_of(&run(gapbundle().args(["inspect", "--json"]).arg(&bundle)))["digest"]
+    let digest = json_stdout(&run(gapbundle().args(["inspect", "--json"]).arg(&bundle)))["digest"]
         .as_str()
         .unwrap()
         .to_string();

@@ -4,93 +4,49 @@
 //! archive (imported with `ctr images import`, as K3s does at start), and a second
 //! CNCF registry for fleet mode, checked with skopeo.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use gapbundle::bundle::keys::SecretKey;
 use gapbundle::bundle::manifest::{BlobEntry, ContentInfo, Encoding, Kind, Object};
 use gapbundle::bundle::meta::{K8sManifestMeta, Meta};
 use gapbundle::bundle::signature::Envelope;
 use gapbundle::bundle::writer::{write_bundle, BlobSource, BundleBuilder};
 use gapbundle::bundle::Digest;
-use serde_json::{json, Value};
-use support::*;
-use tempfile::TempDir;
+use serde_json::json;
 
-/// A work folder with a key pair, a cache and a K3s root.
-struct Work {
-    base: Workdir,
+use crate::support::*;
+
+/// The fixture bundle, made from a registry of its own that is gone afterwards
+/// (for tests that only need the bundle).
+fn fixture_bundle(w: &Work) -> PathBuf {
+    let reg = Registry::start();
+    push_fixture_images(&reg, None);
+    bundle_fixtures(w, &reg)
 }
 
-impl std::ops::Deref for Work {
-    type Target = Workdir;
-    fn deref(&self) -> &Workdir {
-        &self.base
-    }
+/// Bundles the three fixture images (two sharing a base layer, one multi-arch)
+/// from `reg` into `site.gapb`.
+fn bundle_fixtures(w: &Work, reg: &Registry) -> PathBuf {
+    w.write(
+        "bundle.yaml",
+        &format!(
+            "name: edge-site\nversion: \"1.0\"\nimages:\n  - ref: {0}/team/app:1.2\n  - ref: {0}/team/tool:0.3\n  - ref: {0}/team/multi:1.0\n",
+            reg.addr
+        ),
+    );
+    create_quietly(w, "site.gapb", reg)
 }
 
-impl Work {
-    fn new() -> Self {
-        Work {
-            base: Workdir::new("k3s-test"),
-        }
-    }
-    fn signing_key(&self) -> SecretKey {
-        SecretKey::parse(&fs::read_to_string(self.secret()).unwrap()).unwrap()
-    }
-    fn k3s_root(&self) -> PathBuf {
-        self.path("k3s")
-    }
-
-    /// Bundles the three fixture images (two sharing a base layer, one multi-arch).
-    /// The fixture bundle, made from a registry of its own that is gone afterwards
-    /// (for tests that only need the bundle).
-    fn fixture_bundle(&self) -> PathBuf {
-        let reg = Registry::start();
-        push_fixture_images(&reg, None);
-        self.bundle_fixtures(&reg)
-    }
-
-    fn bundle_fixtures(&self, reg: &Registry) -> PathBuf {
-        let spec = self.path("bundle.yaml");
-        fs::write(
-            &spec,
-            format!(
-                "name: edge-site\nversion: \"1.0\"\nimages:\n  - ref: {0}/team/app:1.2\n  - ref: {0}/team/tool:0.3\n  - ref: {0}/team/multi:1.0\n",
-                reg.addr
-            ),
-        )
-        .unwrap();
-        let out = self.path("site.gapb");
-        self.create(&spec, &out, reg);
-        out
-    }
-
-    /// `gapbundle create` of `spec` to `out` with the key and the cache, quietly.
-    fn create(&self, spec: &Path, out: &Path, reg: &Registry) {
-        run(
-            create_cmd(spec, out, &self.secret(), &self.path("cache")).args([
-                "--insecure-registry",
-                &reg.addr,
-                "--quiet",
-            ]),
-        );
-    }
-
-    fn import(&self, bundle: &Path) -> Command {
-        import_cmd(bundle, &self.public(), &self.k3s_root())
-    }
-}
-
-fn head_of(bundle: &Path) -> gapbundle::bundle::reader::Head {
-    let mut f = fs::File::open(bundle).unwrap();
-    gapbundle::bundle::reader::read_head(&mut f).unwrap()
+/// `gapbundle create` of the work spec into `out` (must succeed), quietly.
+fn create_quietly(w: &Work, out: &str, reg: &Registry) -> PathBuf {
+    run(w
+        .create(out)
+        .args(["--insecure-registry", &reg.addr, "--quiet"]));
+    w.path(out)
 }
 
 /// Image objects of a bundle: (name, root digest).
@@ -127,16 +83,6 @@ fn ctr_images(c: &Containerd) -> BTreeMap<String, (String, String)> {
             ))
         })
         .collect()
-}
-
-fn json_out(o: &Output) -> Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "not JSON ({e}): {}\nstderr: {}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    })
 }
 
 fn assert_all_imported(c: &Containerd, images: &[(String, String)]) {
@@ -177,13 +123,13 @@ fn assert_all_imported(c: &Containerd, images: &[(String, String)]) {
 #[test]
 fn containerd_import_registers_every_ref_unpacks_and_is_idempotent() {
     let ctd = Containerd::start();
-    let w = Work::new();
-    let bundle = w.fixture_bundle();
+    let w = Work::new("k3s-test");
+    let bundle = fixture_bundle(&w);
     let images = images_of(&bundle);
     assert_eq!(images.len(), 3);
 
     let dry_run = || {
-        json_out(&run(w
+        json_stdout(&run(w
             .import(&bundle)
             .arg("--containerd")
             .arg(ctd.socket())
@@ -230,7 +176,7 @@ fn containerd_import_registers_every_ref_unpacks_and_is_idempotent() {
     assert_eq!(t["presentObjects"].as_array().unwrap().len(), 3, "{plan}");
     assert_eq!(t["bytesToWrite"], 0, "{plan}");
     let before = ctd.ctr_stdout(&["images", "ls"]);
-    let out = json_out(&run(w
+    let out = json_stdout(&run(w
         .import(&bundle)
         .arg("--containerd")
         .arg(ctd.socket())
@@ -248,8 +194,8 @@ fn containerd_import_registers_every_ref_unpacks_and_is_idempotent() {
 #[test]
 fn containerd_import_killed_midway_completes_on_rerun() {
     let ctd = Containerd::start();
-    let w = Work::new();
-    let bundle = w.fixture_bundle();
+    let w = Work::new("k3s-test");
+    let bundle = fixture_bundle(&w);
     let bytes = fs::read(&bundle).unwrap();
     let head = head_of(&bundle);
 
@@ -283,7 +229,7 @@ fn containerd_import_killed_midway_completes_on_rerun() {
         "no image record before the bundle verified: {listed:?}"
     );
 
-    let plan = json_out(&run(w
+    let plan = json_stdout(&run(w
         .import(&bundle)
         .arg("--containerd")
         .arg(ctd.socket())
@@ -323,8 +269,8 @@ fn containerd_import_killed_midway_completes_on_rerun() {
 
 #[test]
 fn unreachable_containerd_exits_5_naming_the_socket_and_what_to_do() {
-    let w = Work::new();
-    let bundle = w.fixture_bundle();
+    let w = Work::new("k3s-test");
+    let bundle = fixture_bundle(&w);
     // A socket file nothing listens on any more (connect: refused), and a path
     // that does not exist.
     let dead = w.path("dead.sock");
@@ -360,8 +306,8 @@ fn unreachable_containerd_exits_5_naming_the_socket_and_what_to_do() {
             .arg("--json")
             .output()
             .unwrap();
-        assert_eq!(out.status.code(), Some(5));
-        let v = json_out(&out);
+        fails(&out, 5);
+        let v = json_stdout(&out);
         assert_eq!(v["exitCode"], 5, "{v}");
         assert!(
             v["error"]
@@ -445,7 +391,7 @@ fn manifest_bundle_version(w: &Work, version: &str, docs: &[(&str, u64, &str, bo
     }
     let plan = b.finish().unwrap();
     let env = Envelope::sign(plan.digest, &[w.signing_key()]);
-    let out = w.path(&format!("manifests-{version}.gapb"));
+    let out = w.path(format!("manifests-{version}.gapb"));
     let f = fs::File::create(&out).unwrap();
     write_bundle(f, &plan, &env, &MemBlobs(blobs), |_| {}).unwrap();
     out
@@ -453,7 +399,7 @@ fn manifest_bundle_version(w: &Work, version: &str, docs: &[(&str, u64, &str, bo
 
 #[test]
 fn manifests_land_whole_in_the_auto_deploy_folder() {
-    let w = Work::new();
+    let w = Work::new("k3s-test");
     let bundle = manifest_bundle(
         &w,
         &[
@@ -472,7 +418,7 @@ fn manifests_land_whole_in_the_auto_deploy_folder() {
             ("extra.yaml", 0, "kind: ConfigMap\n", false),
         ],
     );
-    let plan = json_out(&run(w.import(&bundle).args(["--dry-run", "--json"])));
+    let plan = json_stdout(&run(w.import(&bundle).args(["--dry-run", "--json"])));
     assert_eq!(
         plan["targets"][0]["plan"]["newObjects"],
         json!(["chart-web.yaml", "extra.yaml"])
@@ -493,7 +439,7 @@ fn manifests_land_whole_in_the_auto_deploy_folder() {
         .collect();
     assert_eq!(names.len(), 2, "no temporary file is left: {names:?}");
     // Rerun: recognised as present.
-    let plan = json_out(&run(w.import(&bundle).args(["--dry-run", "--json"])));
+    let plan = json_stdout(&run(w.import(&bundle).args(["--dry-run", "--json"])));
     assert_eq!(
         plan["targets"][0]["plan"]["presentObjects"]
             .as_array()
@@ -534,7 +480,7 @@ fn a_newer_version_removes_the_manifest_files_it_no_longer_has() {
     const WEB1: &str = "kind: Deployment\nmetadata:\n  name: web\n";
     const WEB2: &str = "kind: Deployment\nmetadata:\n  name: web\n  labels: {v: \"2\"}\n";
     const EXTRA: &str = "kind: ConfigMap\nmetadata:\n  name: extra\n";
-    let w = Work::new();
+    let w = Work::new("k3s-test");
     let v1 = manifest_bundle_version(
         &w,
         "1",
@@ -573,7 +519,7 @@ fn a_newer_version_removes_the_manifest_files_it_no_longer_has() {
         "{text}"
     );
     assert!(text.contains("1 to remove"), "{text}");
-    let plan = json_out(&run(w.import(&v2).args(["--dry-run", "--json"])));
+    let plan = json_stdout(&run(w.import(&v2).args(["--dry-run", "--json"])));
     let p = &plan["targets"][0]["plan"];
     assert_eq!(p["objectsToRemove"], json!(["extra.yaml"]), "{plan}");
     assert_eq!(p["newObjects"], json!(["chart-web.yaml"]), "{plan}");
@@ -581,7 +527,7 @@ fn a_newer_version_removes_the_manifest_files_it_no_longer_has() {
 
     // The import: the changed file has the new bytes, the gone one is gone, and
     // nothing else anywhere changed.
-    let out = json_out(&run(w.import(&v2).arg("--json")));
+    let out = json_stdout(&run(w.import(&v2).arg("--json")));
     let result = &out["targets"][0]["result"];
     assert_eq!(result["written"], json!(["chart-web.yaml"]), "{out}");
     assert_eq!(result["removed"], json!(["extra.yaml"]), "{out}");
@@ -592,7 +538,7 @@ fn a_newer_version_removes_the_manifest_files_it_no_longer_has() {
     );
     expected.remove(Path::new("server/manifests/edge-site/extra.yaml"));
     assert_eq!(tree(&w.k3s_root()), expected);
-    let plan = json_out(&run(w.import(&v2).args(["--dry-run", "--json"])));
+    let plan = json_stdout(&run(w.import(&v2).args(["--dry-run", "--json"])));
     assert!(
         plan["targets"][0]["plan"].get("objectsToRemove").is_none(),
         "{plan}"
@@ -618,7 +564,7 @@ fn a_newer_version_removes_the_manifest_files_it_no_longer_has() {
     // A version with no manifests at all empties the folder of ours, and keeps
     // the folder because other things are in it.
     let v3 = manifest_bundle_version(&w, "3", &[]);
-    let out = json_out(&run(w.import(&v3).arg("--json")));
+    let out = json_stdout(&run(w.import(&v3).arg("--json")));
     assert_eq!(
         out["targets"][0]["result"]["removed"],
         json!(["chart-web.yaml"]),
@@ -630,8 +576,8 @@ fn a_newer_version_removes_the_manifest_files_it_no_longer_has() {
 
 #[test]
 fn staged_archive_is_what_ctr_images_import_accepts() {
-    let w = Work::new();
-    let bundle = w.fixture_bundle();
+    let w = Work::new("k3s-test");
+    let bundle = fixture_bundle(&w);
     let images = images_of(&bundle);
     run(w.import(&bundle).arg("--staged"));
     let archive = w.k3s_root().join("agent/images/edge-site.tar");
@@ -639,7 +585,7 @@ fn staged_archive_is_what_ctr_images_import_accepts() {
     let first = fs::metadata(&archive).unwrap().modified().unwrap();
 
     // A rerun recognises the archive and leaves it alone.
-    let plan = json_out(&run(w.import(&bundle).args([
+    let plan = json_stdout(&run(w.import(&bundle).args([
         "--staged",
         "--dry-run",
         "--json",
@@ -670,8 +616,8 @@ fn fleet_mode_pushes_identical_digests_and_writes_a_mirror_snippet() {
     let reg = Registry::start();
     let fixtures = push_fixture_images(&reg, None);
     let fleet = Registry::start_with_htpasswd("fleet", "s3cret");
-    let w = Work::new();
-    let bundle = w.bundle_fixtures(&reg);
+    let w = Work::new("k3s-test");
+    let bundle = bundle_fixtures(&w, &reg);
     let images = images_of(&bundle);
     let push = |extra: &[&str]| {
         let mut c = w.import(&bundle);
@@ -710,7 +656,7 @@ fn fleet_mode_pushes_identical_digests_and_writes_a_mirror_snippet() {
         "{yaml}"
     );
     // A second push finds everything there.
-    let plan = json_out(&run(&mut push(&["--dry-run", "--json"])));
+    let plan = json_stdout(&run(&mut push(&["--dry-run", "--json"])));
     assert_eq!(plan["targets"][0]["plan"]["bytesToWrite"], 0, "{plan}");
     assert_eq!(
         plan["targets"][0]["plan"]["presentObjects"]
@@ -726,18 +672,15 @@ fn a_sparse_multi_arch_bundle_imports_for_this_platform() {
     let reg = Registry::start();
     let fixtures = push_fixture_images(&reg, None);
     let ctd = Containerd::start();
-    let w = Work::new();
-    let spec = w.path("bundle.yaml");
-    fs::write(
-        &spec,
-        format!(
+    let w = Work::new("k3s-test");
+    w.write(
+        "bundle.yaml",
+        &format!(
             "name: sparse\nversion: \"1\"\nplatforms: [linux/amd64]\nimages:\n  - ref: {}\n",
             fixtures.multi.reference
         ),
-    )
-    .unwrap();
-    let bundle = w.path("sparse.gapb");
-    w.create(&spec, &bundle, &reg);
+    );
+    let bundle = create_quietly(&w, "sparse.gapb", &reg);
     run(w.import(&bundle).arg("--containerd").arg(ctd.socket()));
     // The index is registered unchanged (same digest as published) and this
     // machine's platform is complete and unpacked.
@@ -761,139 +704,13 @@ fn a_sparse_multi_arch_bundle_imports_for_this_platform() {
     }
 }
 
-/// A CNCF registry serving HTTPS on 127.0.0.1 with a certificate from a private CA
-/// made here with openssl; killed on drop.
-struct TlsRegistry {
-    addr: String,
-    dir: TempDir,
-    child: std::process::Child,
-}
-
-impl TlsRegistry {
-    fn start() -> TlsRegistry {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        let openssl = |args: &[&str]| {
-            run(tool("openssl").current_dir(d).args(args));
-        };
-        openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=gapbundle-test-ca",
-        ]);
-        openssl(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "srv.key",
-            "-out",
-            "srv.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ]);
-        fs::write(
-            d.join("ext"),
-            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
-        )
-        .unwrap();
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "srv.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "srv.crt",
-            "-days",
-            "2",
-            "-extfile",
-            "ext",
-        ]);
-        fs::create_dir(d.join("certs")).unwrap();
-        fs::copy(d.join("ca.crt"), d.join("certs/ca.crt")).unwrap();
-        let addr = format!("127.0.0.1:{}", free_port());
-        fs::write(
-            d.join("config.yml"),
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {data}\n\
-                 http:\n  addr: {addr}\n  secret: tls-test\n  tls:\n    certificate: {crt}\n    key: {key}\n",
-                data = d.join("data").display(),
-                crt = d.join("srv.crt").display(),
-                key = d.join("srv.key").display(),
-            ),
-        )
-        .unwrap();
-        let child = Command::new(require_tool("docker-registry"))
-            .arg("serve")
-            .arg(d.join("config.yml"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let ok = Command::new(require_tool("curl"))
-                .args(["-sf", "--cacert"])
-                .arg(d.join("ca.crt"))
-                .arg(format!("https://{addr}/v2/"))
-                .stdout(Stdio::null())
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
-            if ok {
-                break;
-            }
-            assert!(Instant::now() < deadline, "TLS registry did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        TlsRegistry { addr, dir, child }
-    }
-
-    fn ca(&self) -> PathBuf {
-        self.dir.path().join("ca.crt")
-    }
-
-    /// sha256 of what skopeo, trusting only our CA, reads at `reference`.
-    fn digest(&self, reference: &str) -> String {
-        let out = run(skopeo()
-            .args(["inspect", "--raw", "--no-creds", "--cert-dir"])
-            .arg(self.dir.path().join("certs"))
-            .arg(format!("docker://{reference}")));
-        sha256_digest(&out.stdout)
-    }
-}
-
-impl Drop for TlsRegistry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn fleet_mode_trusts_a_private_ca_with_registry_ca() {
     let reg = Registry::start();
     push_fixture_images(&reg, None);
     let fleet = TlsRegistry::start();
-    let w = Work::new();
-    let bundle = w.bundle_fixtures(&reg);
+    let w = Work::new("k3s-test");
+    let bundle = bundle_fixtures(&w, &reg);
 
     // Without the CA the registry's certificate is refused, and the error says how.
     let out = w
@@ -902,7 +719,7 @@ fn fleet_mode_trusts_a_private_ca_with_registry_ca() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = stderr(&out);
     assert!(
         err.contains(&fleet.addr) && err.contains("--registry-ca"),
         "{err}"
@@ -926,7 +743,7 @@ fn fleet_mode_trusts_a_private_ca_with_registry_ca() {
 
 #[test]
 fn apply_mode_reports_a_failing_kubectl() {
-    let w = Work::new();
+    let w = Work::new("k3s-test");
     let bundle = manifest_bundle(&w, &[("extra.yaml", 0, "kind: ConfigMap\n", false)]);
     let kubeconfig = w.path("kubeconfig");
     fs::write(
@@ -943,7 +760,7 @@ fn apply_mode_reports_a_failing_kubectl() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = stderr(&out);
     assert!(err.contains("kubectl apply of extra.yaml failed"), "{err}");
     assert!(
         !w.k3s_root().join("server/manifests").exists(),
@@ -953,8 +770,8 @@ fn apply_mode_reports_a_failing_kubectl() {
 
 #[test]
 fn a_staged_archive_that_cannot_fit_stops_before_writing() {
-    let w = Work::new();
-    let bundle = w.fixture_bundle();
+    let w = Work::new("k3s-test");
+    let bundle = fixture_bundle(&w);
     let images = w.k3s_root().join("agent/images");
     let _full = FullTmpfs::mount(&images);
     let o = w
@@ -962,8 +779,7 @@ fn a_staged_archive_that_cannot_fit_stops_before_writing() {
         .args(["--staged", "--skip-manifests"])
         .output()
         .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
+    let err = fails(&o, 1);
     assert!(
         err.contains("the K3s images folder") && err.contains("--k3s-root"),
         "{err}"

@@ -3,18 +3,17 @@
 //! itself as the judge (`nix-store --verify --check-contents`, `nix path-info --sigs`,
 //! `nix copy` with only our key trusted).
 
-mod support;
-
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 use gapbundle::bundle::keys::SecretKey;
-use gapbundle::bundle::reader::{read_head, Head};
+use gapbundle::bundle::reader::Head;
 use gapbundle::bundle::BlobEntry;
 use gapbundle::nixfmt::{fingerprint, sign_path, NarHash, StorePath};
 use serde_json::Value;
-use support::*;
+
+use crate::support::*;
 
 /// The flake the tests build: `base` <- `lib` <- `app`, and `tool` -> {`lib`, `base`},
 /// so `lib` and `base` are shared by the two installables; `image` is an OCI archive
@@ -43,107 +42,67 @@ const FLAKE: &str = r#"{
 }
 "#;
 
-fn nix(program: &str) -> Command {
-    let mut c = tool(program);
-    c.env("NIX_CONFIG", NIX_CONFIG);
-    c
-}
-
 fn gb() -> Command {
     with_nix_config(gapbundle())
 }
 
-/// `c` with [`NIX_CONFIG`] and no stdin, as every gapbundle run here.
-fn with_nix_config(mut c: Command) -> Command {
-    c.env("NIX_CONFIG", NIX_CONFIG).stdin(Stdio::null());
+/// A work folder with the key pair `test-release`, the flake [`FLAKE`] in
+/// `flake/` and a spec bundling its outputs.
+fn nix_work() -> Work {
+    let w = Work::new("test-release");
+    let flake = w.path("flake");
+    fs::create_dir_all(&flake).unwrap();
+    fs::write(flake.join("flake.nix"), FLAKE).unwrap();
+    oci_archive_fixture(&flake.join("image.tar"));
+    // Beside the flake, not in it: with a `path:` flake every file is part of the
+    // flake's source, so a lock file written into it would change it.
+    w.write(
+        "bundle.yaml",
+        "name: nixsite\nversion: \"1\"\nnix:\n  - installable: ./flake#packages.x86_64-linux.app\n    gcRoot: app\n    includeFlakeInputs: true\n  - installable: ./flake#packages.x86_64-linux.tool\n    gcRoot: tool\nimages:\n  - installable: ./flake#packages.x86_64-linux.image\n    name: example.test/nix/image:1\nmanifests:\n  - installable: ./flake#packages.x86_64-linux.manifests\n",
+    );
+    w
+}
+
+/// `gapbundle create` of the work spec into `out`, signed with `key`.
+fn create(w: &Work, out: &str, key: &Path) -> Output {
+    with_nix_config(create_cmd(
+        &w.path("bundle.yaml"),
+        &w.path(out),
+        key,
+        &w.path("cache"),
+    ))
+    .output()
+    .unwrap()
+}
+
+/// What the import of `bundle` (`-`: stdin) into the Nix store `store` did.
+fn import(w: &Work, bundle: &str, store: &str, trust: &Path) -> Output {
+    import_cmd(w, bundle, store, trust).output().unwrap()
+}
+
+/// The import command line (Nix only, JSON report); `bundle` `-` reads stdin.
+fn import_cmd(w: &Work, bundle: &str, store: &str, trust: &Path) -> Command {
+    let mut c = gb();
+    c.args(["--json", "import", "--skip-images", "--skip-manifests"]);
+    if bundle == "-" {
+        c.arg("-");
+    } else {
+        c.arg(w.path(bundle));
+    }
+    c.arg("--trust").arg(trust).args(["--nix-store", store]);
     c
 }
 
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-struct Work {
-    base: Workdir,
-}
-
-impl std::ops::Deref for Work {
-    type Target = Workdir;
-    fn deref(&self) -> &Workdir {
-        &self.base
-    }
-}
-
-impl Work {
-    fn new() -> Self {
-        let w = Work {
-            base: Workdir::new("test-release"),
-        };
-        let flake = w.path("flake");
-        fs::create_dir_all(&flake).unwrap();
-        fs::write(flake.join("flake.nix"), FLAKE).unwrap();
-        oci_archive_fixture(&flake.join("image.tar"));
-        fs::write(
-            // Beside the flake, not in it: with a `path:` flake every file is part of
-            // the flake's source, so a lock file written into it would change it.
-            w.path("bundle.yaml"),
-            "name: nixsite\nversion: \"1\"\nnix:\n  - installable: ./flake#packages.x86_64-linux.app\n    gcRoot: app\n    includeFlakeInputs: true\n  - installable: ./flake#packages.x86_64-linux.tool\n    gcRoot: tool\nimages:\n  - installable: ./flake#packages.x86_64-linux.image\n    name: example.test/nix/image:1\nmanifests:\n  - installable: ./flake#packages.x86_64-linux.manifests\n",
-        )
-        .unwrap();
-        w
-    }
-    fn create(&self, out: &str, key: &Path) -> Output {
-        self.create_cmd(out, key).output().unwrap()
-    }
-    fn create_cmd(&self, out: &str, key: &Path) -> Command {
-        with_nix_config(create_cmd(
-            &self.path("bundle.yaml"),
-            &self.path(out),
-            key,
-            &self.path("cache"),
-        ))
-    }
-    fn import(&self, bundle: &str, store: &str, trust: &Path) -> Output {
-        self.import_cmd(bundle, store, trust).output().unwrap()
-    }
-    /// The import command line; `bundle` `-` reads stdin.
-    fn import_cmd(&self, bundle: &str, store: &str, trust: &Path) -> Command {
-        let mut c = gb();
-        c.args(["--json", "import", "--skip-images", "--skip-manifests"]);
-        if bundle == "-" {
-            c.arg("-");
-        } else {
-            c.arg(self.path(bundle));
-        }
-        c.arg("--trust").arg(trust).args(["--nix-store", store]);
-        c
-    }
-    /// A flake output's store path, as Nix builds it.
-    fn built(&self, attr: &str) -> String {
-        let out = run_stdout(
-            nix("nix")
-                .args(["build", "--json", "--no-link"])
-                .arg(format!(".#packages.x86_64-linux.{attr}"))
-                .current_dir(self.path("flake")),
-        );
-        let v: Value = serde_json::from_str(&out).unwrap();
-        v[0]["outputs"]["out"].as_str().unwrap().to_string()
-    }
-}
-
-fn ok(o: Output) -> Output {
-    assert!(
-        o.status.success(),
-        "exit {}\nstdout:\n{}\nstderr:\n{}",
-        code(&o),
-        String::from_utf8_lossy(&o.stdout),
-        stderr(&o)
+/// A flake output's store path, as Nix builds it.
+fn built(w: &Work, attr: &str) -> String {
+    let out = run_stdout(
+        nix("nix")
+            .args(["build", "--json", "--no-link"])
+            .arg(format!(".#packages.x86_64-linux.{attr}"))
+            .current_dir(w.path("flake")),
     );
-    o
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v[0]["outputs"]["out"].as_str().unwrap().to_string()
 }
 
 fn closure(path: &str) -> Vec<String> {
@@ -171,12 +130,6 @@ fn valid_in(root: &Path, paths: &[String]) -> Vec<String> {
         .collect()
 }
 
-fn head_of(bundle: &Path) -> (Vec<u8>, gapbundle::bundle::reader::Head) {
-    let bytes = fs::read(bundle).unwrap();
-    let head = read_head(&mut bytes.as_slice()).unwrap();
-    (bytes, head)
-}
-
 /// The root blob of `obj` (an object of the manifest as JSON).
 fn blob_of<'h>(head: &'h Head, obj: &Value) -> &'h BlobEntry {
     head.manifest
@@ -188,7 +141,8 @@ fn blob_of<'h>(head: &'h Head, obj: &Value) -> &'h BlobEntry {
 
 /// How many zstd frames the root blob of `obj` (a manifest object) is made of.
 fn frames_of(bundle: &Path, obj: &Value) -> usize {
-    let (bytes, head) = head_of(bundle);
+    let bytes = fs::read(bundle).unwrap();
+    let head = head_of(bundle);
     let blob = blob_of(&head, obj);
     let at = head.blob_position(blob).unwrap() as usize;
     let mut z = &bytes[at..at + blob.size as usize];
@@ -224,10 +178,10 @@ fn nix_objects(manifest: &Value) -> Vec<&Value> {
 
 #[test]
 fn round_trip_into_a_fresh_store() {
-    let w = Work::new();
-    let o = ok(w.create("site.gapb", &w.secret()));
-    let app = w.built("app");
-    let tool_path = w.built("tool");
+    let w = nix_work();
+    let o = ok(create(&w, "site.gapb", &w.secret()));
+    let app = built(&w, "app");
+    let tool_path = built(&w, "tool");
     let mut all = closure(&app);
     all.extend(closure(&tool_path));
     all.sort();
@@ -235,7 +189,7 @@ fn round_trip_into_a_fresh_store() {
     assert!(all.len() >= 4, "{all:?}");
 
     // The closure is in the bundle once per path, references first in the file.
-    let (_, head) = head_of(&w.path("site.gapb"));
+    let head = head_of(&w.path("site.gapb"));
     let m = manifest_of(&head);
     let objs = nix_objects(&m);
     let names: Vec<&str> = objs.iter().map(|o| o["name"].as_str().unwrap()).collect();
@@ -308,7 +262,7 @@ fn round_trip_into_a_fresh_store() {
     // Same spec, lock and key: the same bytes; and --locked accepts it.
     let lock = fs::read_to_string(w.path("bundle.lock")).unwrap();
     assert!(lock.contains(&app) && lock.contains("installable:./flake#packages.x86_64-linux.tool"));
-    ok(w.create_cmd("again.gapb", &w.secret())
+    ok(with_nix_config(w.create("again.gapb"))
         .arg("--locked")
         .output()
         .unwrap());
@@ -316,13 +270,7 @@ fn round_trip_into_a_fresh_store() {
         fs::read(w.path("site.gapb")).unwrap(),
         fs::read(w.path("again.gapb")).unwrap()
     );
-    ok(gb()
-        .arg("verify")
-        .arg(w.path("site.gapb"))
-        .arg("--trust")
-        .arg(w.public())
-        .output()
-        .unwrap());
+    ok(w.verify("site.gapb"));
 
     // Into a fresh chroot store.
     let root = w.path("target");
@@ -406,18 +354,10 @@ fn round_trip_into_a_fresh_store() {
 
 #[test]
 fn file_cache_serves_nix_copy_with_only_our_key_made_by_nix() {
-    let w = Work::new();
+    let w = nix_work();
     // A key from `nix key generate-secret` signs the bundle.
-    let sec = run_stdout(nix("nix").args(["key", "generate-secret", "--key-name", "nix-made-1"]));
-    fs::write(w.path("nix.sec"), &sec).unwrap();
-    let mut conv = nix("nix");
-    conv.args(["key", "convert-secret-to-public"])
-        .stdin(fs::File::open(w.path("nix.sec")).unwrap());
-    let out = conv.output().unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let public = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    fs::write(w.path("nix.pub"), &public).unwrap();
-    ok(w.create("site.gapb", &w.path("nix.sec")));
+    let public = nix_key_pair(w.root(), "nix-made-1");
+    ok(create(&w, "site.gapb", &w.path("nix.sec")));
     ok(gb()
         .arg("verify")
         .arg(w.path("site.gapb"))
@@ -428,8 +368,8 @@ fn file_cache_serves_nix_copy_with_only_our_key_made_by_nix() {
 
     let cache = w.path("cache-out");
     let cache_uri = format!("file://{}", cache.display());
-    ok(w.import("site.gapb", &cache_uri, &w.path("nix.pub")));
-    let app = w.built("app");
+    ok(import(&w, "site.gapb", &cache_uri, &w.path("nix.pub")));
+    let app = built(&w, "app");
     let hash = StorePath::parse(&app).unwrap().hash_part().to_string();
     let narinfo = fs::read_to_string(cache.join(format!("{hash}.narinfo"))).unwrap();
     assert!(narinfo.contains("Compression: zstd"), "{narinfo}");
@@ -470,13 +410,13 @@ fn file_cache_serves_nix_copy_with_only_our_key_made_by_nix() {
     assert!(valid_in(&w.path("fourth"), std::slice::from_ref(&app)).is_empty());
 
     // A second import into the cache writes nothing.
-    let again = ok(w.import("site.gapb", &cache_uri, &w.path("nix.pub")));
+    let again = ok(import(&w, "site.gapb", &cache_uri, &w.path("nix.pub")));
     let v: Value = serde_json::from_slice(&again.stdout).unwrap();
     assert_eq!(v["targets"][0]["result"]["added"], serde_json::json!([]));
 
     // An import interrupted before its narinfos were written completes on rerun.
     fs::remove_file(cache.join(format!("{hash}.narinfo"))).unwrap();
-    let rerun = ok(w.import("site.gapb", &cache_uri, &w.path("nix.pub")));
+    let rerun = ok(import(&w, "site.gapb", &cache_uri, &w.path("nix.pub")));
     let v: Value = serde_json::from_slice(&rerun.stdout).unwrap();
     assert_eq!(v["targets"][0]["result"]["added"], serde_json::json!([app]));
     assert_eq!(
@@ -520,10 +460,11 @@ fn lib_of(m: &Value) -> String {
 
 #[test]
 fn damaged_or_inconsistent_bundles_register_nothing() {
-    let w = Work::new();
-    ok(w.create("site.gapb", &w.secret()));
-    let key = SecretKey::parse(&fs::read_to_string(w.secret()).unwrap()).unwrap();
-    let (bytes, head) = head_of(&w.path("site.gapb"));
+    let w = nix_work();
+    ok(create(&w, "site.gapb", &w.secret()));
+    let key = w.signing_key();
+    let bytes = fs::read(w.path("site.gapb")).unwrap();
+    let head = head_of(&w.path("site.gapb"));
     let m = manifest_of(&head);
     let all = nix_names(&m);
     let lib = lib_of(&m);
@@ -540,9 +481,9 @@ fn damaged_or_inconsistent_bundles_register_nothing() {
     flipped[pos] ^= 0x01;
     fs::write(w.path("flipped.gapb"), &flipped).unwrap();
     let root = w.path("t1");
-    let o = w.import("flipped.gapb", &root.display().to_string(), &w.public());
-    assert_eq!(code(&o), 3, "{}", stderr(&o));
-    assert!(stderr(&o).contains(&lib), "{}", stderr(&o));
+    let o = import(&w, "flipped.gapb", &root.display().to_string(), &w.public());
+    let err = fails(&o, 3);
+    assert!(err.contains(&lib), "{err}");
     assert!(valid_in(&root, &all).is_empty());
 
     // 2. A wrong NAR hash in the metadata (blob content and meta agree, so only the
@@ -580,47 +521,46 @@ fn damaged_or_inconsistent_bundles_register_nothing() {
             }
         }
     };
-    support::forge::resign(&w.path("site.gapb"), &w.path("hash.gapb"), &key, |m| {
+    resign(&w.path("site.gapb"), &w.path("hash.gapb"), &key, |m| {
         set_hash(m, false)
     });
     let root = w.path("t2");
-    let o = w.import("hash.gapb", &root.display().to_string(), &w.public());
-    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    let o = import(&w, "hash.gapb", &root.display().to_string(), &w.public());
+    let err = fails(&o, 3);
     assert!(
-        stderr(&o).contains("no valid path signature") && stderr(&o).contains(&lib),
-        "{}",
-        stderr(&o)
+        err.contains("no valid path signature") && err.contains(&lib),
+        "{err}"
     );
     assert!(valid_in(&root, &all).is_empty());
     // Only the narHash changed, the blob still says the right NAR hash.
-    support::forge::resign(&w.path("site.gapb"), &w.path("meta.gapb"), &key, |m| {
+    resign(&w.path("site.gapb"), &w.path("meta.gapb"), &key, |m| {
         for o in m["objects"].as_array_mut().unwrap() {
             if o["name"] == lib.as_str() {
                 o["meta"]["narHash"] = Value::String(wrong.to_string());
             }
         }
     });
-    let o = w.import("meta.gapb", &root.display().to_string(), &w.public());
-    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    let o = import(&w, "meta.gapb", &root.display().to_string(), &w.public());
+    fails(&o, 3);
     assert!(valid_in(&root, &all).is_empty());
-    support::forge::resign(&w.path("site.gapb"), &w.path("forged.gapb"), &key, |m| {
+    resign(&w.path("site.gapb"), &w.path("forged.gapb"), &key, |m| {
         set_hash(m, true)
     });
     // Into a store, Nix checks each NAR against its signed hash as it adds the path:
     // lib is refused, and so is everything that references it. (Paths that do not
     // need lib may be added: they are exactly what was signed.)
     let root = w.path("t3");
-    let o = w.import("forged.gapb", &root.display().to_string(), &w.public());
-    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    let o = import(&w, "forged.gapb", &root.display().to_string(), &w.public());
+    let err = fails(&o, 3);
     assert!(
-        stderr(&o).contains("decompresses to") && stderr(&o).contains(&lib),
-        "{}",
-        stderr(&o)
+        err.contains("decompresses to") && err.contains(&lib),
+        "{err}"
     );
     assert!(valid_in(&root, &with_referrers(&m, &lib)).is_empty());
     // The same into a binary cache: no narinfo appears.
     let cache = w.path("c3");
-    let o = w.import(
+    let o = import(
+        &w,
         "forged.gapb",
         &format!("file://{}", cache.display()),
         &w.public(),
@@ -642,12 +582,11 @@ fn damaged_or_inconsistent_bundles_register_nothing() {
 
     // The same from stdin (staged in a file:// folder first): the same refusal.
     let root = w.path("t3s");
-    let o = w
-        .import_cmd("-", &root.display().to_string(), &w.public())
+    let o = import_cmd(&w, "-", &root.display().to_string(), &w.public())
         .stdin(fs::File::open(w.path("forged.gapb")).unwrap())
         .output()
         .unwrap();
-    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    fails(&o, 3);
     assert!(valid_in(&root, &with_referrers(&m, &lib)).is_empty());
 
     // 3. A missing reference: the bundle lacks `base`, which lib references.
@@ -658,14 +597,14 @@ fn damaged_or_inconsistent_bundles_register_nothing() {
         .map(|r| r.as_str().unwrap().to_string())
         .find(|r| r.ends_with("-gb-test-base"))
         .unwrap();
-    support::forge::resign(&w.path("site.gapb"), &w.path("missing.gapb"), &key, |m| {
+    resign(&w.path("site.gapb"), &w.path("missing.gapb"), &key, |m| {
         m["objects"]
             .as_array_mut()
             .unwrap()
             .retain(|o| o["name"] != base.as_str());
     });
     let root = w.path("t4");
-    let o = w.import("missing.gapb", &root.display().to_string(), &w.public());
+    let o = import(&w, "missing.gapb", &root.display().to_string(), &w.public());
     assert_ne!(code(&o), 0);
     assert!(
         stderr(&o).contains(&base) && stderr(&o).contains("missing"),
@@ -681,7 +620,7 @@ fn damaged_or_inconsistent_bundles_register_nothing() {
 /// them from the store, and puts them back from the bundle.
 #[test]
 fn import_into_the_machine_s_own_store_with_a_gc_root() {
-    let w = Work::new();
+    let w = Work::new("test-release");
     let mut nonce = [0u8; 6];
     getrandom::fill(&mut nonce).unwrap();
     let tag: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
@@ -768,53 +707,6 @@ in mk "gb-own-top-{tag}" "echo ${{dep}} > $out"
     }
 }
 
-/// A real `nix-daemon` over a store of its own, on a socket of its own, that trusts
-/// `key` and requires signatures; killed when dropped.
-struct Daemon {
-    child: std::process::Child,
-    uri: String,
-}
-
-impl Daemon {
-    fn start(dir: &Path, name: &str, root: &Path, key: &str) -> Daemon {
-        let sock = dir.join(format!("{name}.sock"));
-        let child = nix("nix-daemon")
-            .env("NIX_DAEMON_SOCKET_PATH", &sock)
-            .args([
-                "--option",
-                "store",
-                &format!("local?root={}", root.display()),
-            ])
-            .args(["--option", "trusted-public-keys", key])
-            .args(["--option", "require-sigs", "true"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut d = Daemon {
-            child,
-            uri: format!("unix://{}", sock.display()),
-        };
-        for _ in 0..100 {
-            if sock.exists() {
-                return d;
-            }
-            if let Ok(Some(status)) = d.child.try_wait() {
-                panic!("nix-daemon exited at once ({status})");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        panic!("nix-daemon made no socket at {} in 10 s", sock.display());
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A multi-user Nix: a user the daemon does not trust (`nobody`) imports through
 /// it. The daemon checks the path signatures against its own trusted-public-keys:
 /// with the bundle key there, the paths go in; with another key, the import stops
@@ -822,9 +714,9 @@ impl Drop for Daemon {
 /// is registered.
 #[test]
 fn a_nix_daemon_takes_the_paths_from_an_untrusted_user_only_with_the_key() {
-    let w = Work::new();
-    ok(w.create("site.gapb", &w.secret()));
-    let (_, head) = head_of(&w.path("site.gapb"));
+    let w = nix_work();
+    ok(create(&w, "site.gapb", &w.secret()));
+    let head = head_of(&w.path("site.gapb"));
     let m = manifest_of(&head);
     let all = nix_names(&m);
     // A folder `nobody` can use: the bundle, the key, $TMPDIR and the sockets.
@@ -850,7 +742,7 @@ fn a_nix_daemon_takes_the_paths_from_an_untrusted_user_only_with_the_key() {
     };
 
     let root = w.path("daemon-store");
-    let d = Daemon::start(sh, "trusting", &root, &key);
+    let d = NixDaemon::start(sh, "trusting", &root, &key);
     ok(as_nobody(&d.uri));
     assert_eq!(valid_in(&root, &all), all);
     drop(d);
@@ -862,10 +754,9 @@ fn a_nix_daemon_takes_the_paths_from_an_untrusted_user_only_with_the_key() {
         .unwrap());
     let other = fs::read_to_string(w.path("other/other.pub")).unwrap();
     let root2 = w.path("daemon-store-2");
-    let d = Daemon::start(sh, "other", &root2, other.trim());
+    let d = NixDaemon::start(sh, "other", &root2, other.trim());
     let o = as_nobody(&d.uri);
-    let err = stderr(&o);
-    assert_eq!(code(&o), 5, "{err}");
+    let err = fails(&o, 5);
     assert!(
         err.contains("does not trust the key")
             && err.contains(&format!("add `{key}` to trusted-public-keys")),
@@ -891,9 +782,9 @@ fn a_nix_daemon_takes_the_paths_from_an_untrusted_user_only_with_the_key() {
 /// Nix does the rest.
 #[test]
 fn a_bundle_file_that_changes_after_it_verified_gets_no_nar_into_the_store() {
-    let w = Work::new();
-    ok(w.create("site.gapb", &w.secret()));
-    let (_, head) = head_of(&w.path("site.gapb"));
+    let w = nix_work();
+    ok(create(&w, "site.gapb", &w.secret()));
+    let head = head_of(&w.path("site.gapb"));
     let m = manifest_of(&head);
     let lib = lib_of(&m);
     let lib_obj = nix_objects(&m)
@@ -925,27 +816,19 @@ exec {} \"$@\"
     fs::set_permissions(&wrapper, perms).unwrap();
     let root = w.path("t");
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
-    let o = w
-        .import_cmd("site.gapb", &root.display().to_string(), &w.public())
+    let o = import_cmd(&w, "site.gapb", &root.display().to_string(), &w.public())
         .env("PATH", path)
         .output()
         .unwrap();
-    let err = stderr(&o);
-    assert_eq!(code(&o), 3, "{err}");
+    let err = fails(&o, 3);
     assert!(
         err.contains("changed after it verified") && err.contains(&lib),
         "{err}"
     );
     assert!(valid_in(&root, &with_referrers(&m, &lib)).is_empty());
     // The wrapper did flip the byte: the file no longer verifies.
-    let o = gb()
-        .arg("verify")
-        .arg(w.path("site.gapb"))
-        .arg("--trust")
-        .arg(w.public())
-        .output()
-        .unwrap();
-    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    let o = w.verify("site.gapb");
+    fails(&o, 3);
 }
 
 #[test]
@@ -991,20 +874,18 @@ fn git_flakes_warn_about_untracked_files_and_locked_catches_changes() {
     ok(create(true));
     write_flake("two");
     let o = create(true);
-    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    let err = fails(&o, 4);
     assert!(
-        stderr(&o).contains("--locked") && stderr(&o).contains("gb-git-x"),
-        "{}",
-        stderr(&o)
+        err.contains("--locked") && err.contains("gb-git-x"),
+        "{err}"
     );
     // An entry dropped from the spec is a change too.
     fs::write(dir.path().join("bundle.yaml"), "name: g\nversion: \"1\"\n").unwrap();
     let o = create(true);
-    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    let err = fails(&o, 4);
     assert!(
-        stderr(&o).contains("no longer has") && stderr(&o).contains("installable:./gflake"),
-        "{}",
-        stderr(&o)
+        err.contains("no longer has") && err.contains("installable:./gflake"),
+        "{err}"
     );
 }
 
@@ -1014,7 +895,7 @@ fn git_flakes_warn_about_untracked_files_and_locked_catches_changes() {
 /// Nix resolves offline like any other input.
 #[test]
 fn flake_inputs_and_plain_store_paths_travel_too() {
-    let w = Work::new();
+    let w = nix_work();
     let dep = w.path("dep");
     fs::create_dir_all(&dep).unwrap();
     fs::write(
@@ -1044,7 +925,7 @@ fn flake_inputs_and_plain_store_paths_travel_too() {
         ),
     )
     .unwrap();
-    let tool_path = w.built("tool");
+    let tool_path = built(&w, "tool");
     fs::write(
         w.path("bundle.yaml"),
         format!(
@@ -1052,7 +933,7 @@ fn flake_inputs_and_plain_store_paths_travel_too() {
         ),
     )
     .unwrap();
-    ok(w.create("inputs.gapb", &w.secret()));
+    ok(create(&w, "inputs.gapb", &w.secret()));
 
     // What Nix itself says the flake's sources are: the flake and its `dep` input.
     let archived: Value = serde_json::from_str(&run_stdout(
@@ -1069,7 +950,7 @@ fn flake_inputs_and_plain_store_paths_travel_too() {
         .to_string();
     assert_ne!(own, input);
 
-    let (_, head) = head_of(&w.path("inputs.gapb"));
+    let head = head_of(&w.path("inputs.gapb"));
     let m = manifest_of(&head);
     let names = nix_names(&m);
     let mut expected = vec![own, input];
@@ -1079,7 +960,12 @@ fn flake_inputs_and_plain_store_paths_travel_too() {
     }
 
     let store = w.path("store");
-    ok(w.import("inputs.gapb", &store.display().to_string(), &w.public()));
+    ok(import(
+        &w,
+        "inputs.gapb",
+        &store.display().to_string(),
+        &w.public(),
+    ));
     assert_eq!(
         valid_in(&store, &expected),
         expected,
@@ -1094,8 +980,8 @@ fn flake_inputs_and_plain_store_paths_travel_too() {
 
 #[test]
 fn an_import_that_cannot_fit_stops_before_writing_anything() {
-    let w = Work::new();
-    ok(w.create("site.gapb", &w.secret()));
+    let w = nix_work();
+    ok(create(&w, "site.gapb", &w.secret()));
     let full = w.path("full");
     let _mount = FullTmpfs::mount(&full);
     let import = |store: &str| {
@@ -1112,8 +998,7 @@ fn an_import_that_cannot_fit_stops_before_writing_anything() {
     // the narinfos it is served needs a little room in $TMPDIR.
     let root = w.path("t");
     let o = import(&root.display().to_string());
-    let err = stderr(&o);
-    assert_eq!(code(&o), 1, "{err}");
+    let err = fails(&o, 1);
     assert!(
         err.contains("$TMPDIR (for Nix's cache of the narinfos")
             && err.contains(&full.display().to_string())
@@ -1122,14 +1007,12 @@ fn an_import_that_cannot_fit_stops_before_writing_anything() {
     );
     assert!(!root.exists(), "nothing may be written to the store");
     // From stdin the NARs are staged: the staging folder in $TMPDIR cannot hold them.
-    let o = w
-        .import_cmd("-", &root.display().to_string(), &w.public())
+    let o = import_cmd(&w, "-", &root.display().to_string(), &w.public())
         .stdin(fs::File::open(w.path("site.gapb")).unwrap())
         .env("TMPDIR", &full)
         .output()
         .unwrap();
-    let err = stderr(&o);
-    assert_eq!(code(&o), 1, "{err}");
+    let err = fails(&o, 1);
     assert!(
         err.contains("the staging folder in $TMPDIR") && err.contains("TMPDIR=/var/tmp"),
         "{err}"
@@ -1138,8 +1021,7 @@ fn an_import_that_cannot_fit_stops_before_writing_anything() {
     // Into a binary cache on the full file system.
     let cache = full.join("cache");
     let o = import(&format!("file://{}", cache.display()));
-    let err = stderr(&o);
-    assert_eq!(code(&o), 1, "{err}");
+    let err = fails(&o, 1);
     assert!(err.contains("the binary cache folder"), "{err}");
     assert!(!cache.exists());
     // --dry-run says so too, and with room the same import works.
@@ -1152,7 +1034,7 @@ fn an_import_that_cannot_fit_stops_before_writing_anything() {
         .env("TMPDIR", &full)
         .output()
         .unwrap();
-    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    fails(&o, 1);
     // With room it works; in a log (stderr not a terminal) the copy into the store
     // ends with one line.
     let o = ok(gb()
@@ -1172,13 +1054,15 @@ fn an_import_that_cannot_fit_stops_before_writing_anything() {
         "{err}"
     );
     // And from stdin, staged, into another store.
-    let (_, head) = head_of(&w.path("site.gapb"));
+    let head = head_of(&w.path("site.gapb"));
     let m = manifest_of(&head);
     let all = nix_names(&m);
     let root2 = w.path("t2");
-    ok(w.import_cmd("-", &root2.display().to_string(), &w.public())
-        .stdin(fs::File::open(w.path("site.gapb")).unwrap())
-        .output()
-        .unwrap());
+    ok(
+        import_cmd(&w, "-", &root2.display().to_string(), &w.public())
+            .stdin(fs::File::open(w.path("site.gapb")).unwrap())
+            .output()
+            .unwrap(),
+    );
     assert_eq!(valid_in(&root2, &all), all);
 }

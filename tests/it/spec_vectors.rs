@@ -3,10 +3,8 @@
 //! and reject what the code rejects.
 //!
 //! Regenerate the vector after an intended format change with
-//! `GAPBUNDLE_BLESS=1 cargo test --test spec_vectors` and commit the result; the
+//! `GAPBUNDLE_BLESS=1 cargo test --test it -- spec_vectors::` and commit the result; the
 //! digest then changes in bundle-spec/vectors/tiny/tiny.digest, which a reviewer sees.
-
-mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -14,11 +12,8 @@ use std::path::{Path, PathBuf};
 use gapbundle::bundle::keys::PublicKey;
 use gapbundle::bundle::reader::{read_head, verify_parallel};
 use serde_json::Value;
-use support::*;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use crate::support::*;
 
 fn vector(name: &str) -> PathBuf {
     repo().join("bundle-spec/vectors/tiny").join(name)

@@ -1,105 +1,45 @@
 //! End-to-end tests of create / verify / inspect for OCI images, against the real
 //! CNCF distribution registry, with skopeo as the independent judge of the result.
 
-mod support;
-
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 
-use gapbundle::bundle::keys::SecretKey;
 use gapbundle::bundle::manifest::{MANIFEST_PATH, SIGNATURES_PATH};
-use gapbundle::bundle::reader::read_head;
 use serde_json::Value;
-use support::*;
 
-/// A work folder with a key pair and a cache.
-struct Work {
-    base: Workdir,
+use crate::support::*;
+
+/// A spec bundling one registry image.
+fn one_image(w: &Work, reference: &str) -> PathBuf {
+    w.write(
+        "bundle.yaml",
+        &format!("name: s\nversion: \"1\"\nimages:\n  - ref: {reference}\n"),
+    )
 }
 
-impl std::ops::Deref for Work {
-    type Target = Workdir;
-    fn deref(&self) -> &Workdir {
-        &self.base
-    }
+/// Copies examples/quickstart/images to `images/` in the work folder.
+fn copy_quickstart_images(w: &Work) {
+    let src = repo().join("examples/quickstart/images");
+    run(tool("cp").arg("-r").arg(&src).arg(w.path("images")));
 }
 
-impl Work {
-    fn new() -> Self {
-        Work {
-            base: Workdir::new("test-release"),
-        }
+/// A spec bundling the quickstart layout image once under each of `names`.
+fn quickstart_spec(w: &Work, names: &[&str]) -> PathBuf {
+    let mut yaml = String::from("name: q\nversion: \"1\"\nimages:\n");
+    for name in names {
+        yaml.push_str(&format!(
+            "  - layout: ./images/hello:latest\n    name: {name}\n"
+        ));
     }
-    fn spec(&self, yaml: &str) -> PathBuf {
-        let p = self.path("bundle.yaml");
-        fs::write(&p, yaml).unwrap();
-        p
-    }
-    /// A spec bundling one registry image.
-    fn one_image(&self, reference: &str) -> PathBuf {
-        self.spec(&format!(
-            "name: s\nversion: \"1\"\nimages:\n  - ref: {reference}\n"
-        ))
-    }
-    /// Copies examples/quickstart/images to `images/` here.
-    fn copy_quickstart_images(&self) {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart/images");
-        run(tool("cp").arg("-r").arg(&src).arg(self.path("images")));
-    }
-    /// A spec bundling the quickstart layout image once under each of `names`.
-    fn quickstart_spec(&self, names: &[&str]) -> PathBuf {
-        let mut yaml = String::from("name: q\nversion: \"1\"\nimages:\n");
-        for name in names {
-            yaml.push_str(&format!(
-                "  - layout: ./images/hello:latest\n    name: {name}\n"
-            ));
-        }
-        self.spec(&yaml)
-    }
-    /// `gapbundle create` of `bundle.yaml` with the key and the cache.
-    fn create_local_cmd(&self, out: &Path) -> Command {
-        create_cmd(
-            &self.path("bundle.yaml"),
-            out,
-            &self.secret(),
-            &self.path("cache"),
-        )
-    }
-    /// `gapbundle create` with the key, the cache, plain HTTP to `reg`.
-    fn create_cmd(&self, reg: &str, out: &str) -> Command {
-        let mut c = self.create_local_cmd(&self.path(out));
-        c.args(["--insecure-registry", reg, "--retries", "2"]);
-        c
-    }
-    fn verify(&self, bundle: &str) -> Output {
-        gapbundle()
-            .arg("verify")
-            .arg(self.path(bundle))
-            .arg("--trust")
-            .arg(self.public())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
+    w.write("bundle.yaml", &yaml)
 }
 
-fn code(o: &Output) -> i32 {
-    o.status.code().unwrap_or(-1)
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn json_stdout(o: &Output) -> Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}): {}\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            stderr(o)
-        )
-    })
+/// `gapbundle create` with the work key and cache, plain HTTP to `reg`.
+fn create_from(w: &Work, reg: &str, out: &str) -> Command {
+    let mut c = w.create(out);
+    c.args(["--insecure-registry", reg, "--retries", "2"]);
+    c
 }
 
 fn three_images_spec(reg: &Registry, platforms: &str) -> String {
@@ -111,18 +51,13 @@ fn three_images_spec(reg: &Registry, platforms: &str) -> String {
     )
 }
 
-fn extract(bundle: &Path, into: &Path) {
-    fs::create_dir_all(into).unwrap();
-    run(tool("tar").arg("xf").arg(bundle).arg("-C").arg(into));
-}
-
 #[test]
 fn round_trip_through_skopeo_with_dedup() {
     let reg = Registry::start();
     let fx = push_fixture_images(&reg, None);
-    let w = Work::new();
-    w.spec(&three_images_spec(&reg, "all"));
-    let out = run(w.create_cmd(&reg.addr, "site.gapb").arg("--json"));
+    let w = Work::new("test-release");
+    w.write("bundle.yaml", &three_images_spec(&reg, "all"));
+    let out = run(create_from(&w, &reg.addr, "site.gapb").arg("--json"));
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(summary["savedBytes"].as_u64().unwrap() >= BASE_BLOB_SIZE as u64);
 
@@ -166,8 +101,7 @@ fn round_trip_through_skopeo_with_dedup() {
     }
 
     // Not a terminal: one plain line per transfer on stderr; --quiet: nothing.
-    let lines = stderr(&run(w
-        .create_cmd(&reg.addr, "again.gapb")
+    let lines = stderr(&run(create_from(&w, &reg.addr, "again.gapb")
         .args(["--update", "--cache"])
         .arg(w.path("cache-lines"))));
     assert!(lines.contains("fetched"), "{lines}");
@@ -175,8 +109,7 @@ fn round_trip_through_skopeo_with_dedup() {
         lines.lines().all(|l| !l.contains('\r')),
         "no bars in a log: {lines}"
     );
-    let quiet = run(w
-        .create_cmd(&reg.addr, "quiet.gapb")
+    let quiet = run(create_from(&w, &reg.addr, "quiet.gapb")
         .args(["--quiet", "--cache"])
         .arg(w.path("cache-quiet")));
     assert!(quiet.stderr.is_empty(), "{}", stderr(&quiet));
@@ -184,7 +117,7 @@ fn round_trip_through_skopeo_with_dedup() {
 
     // On a terminal: indicatif bars with bytes, rate and ETA (`script` gives the
     // command a pseudo-terminal).
-    let mut cmd = w.create_cmd(&reg.addr, "tty.gapb");
+    let mut cmd = create_from(&w, &reg.addr, "tty.gapb");
     cmd.args(["--update", "--cache"]).arg(w.path("cache-tty"));
     let line = describe(&cmd);
     let tty = run_stdout(tool("script").args(["-qec", &line, "/dev/null"]));
@@ -195,9 +128,7 @@ fn round_trip_through_skopeo_with_dedup() {
     assert!(String::from_utf8_lossy(&v.stdout).contains("signed by test-release"));
 
     // inspect reads the head: name, images, platforms, signers, dedup savings.
-    let i = json_stdout(&run(gapbundle()
-        .args(["inspect", "--json"])
-        .arg(w.path("site.gapb"))));
+    let i = w.inspect("site.gapb");
     assert_eq!(i["name"], "edge-site");
     assert_eq!(i["images"].as_array().unwrap().len(), 3);
     let m = i["images"]
@@ -219,12 +150,15 @@ fn round_trip_through_skopeo_with_dedup() {
 fn platform_selection_keeps_the_index_digest_and_drops_other_platforms() {
     let reg = Registry::start();
     let fx = push_fixture_images(&reg, None);
-    let w = Work::new();
-    w.spec(&format!(
-        "name: s\nversion: \"1\"\nplatforms: [linux/arm64]\nimages:\n  - ref: {}\n",
-        fx.multi.reference
-    ));
-    run(&mut w.create_cmd(&reg.addr, "arm.gapb"));
+    let w = Work::new("test-release");
+    w.write(
+        "bundle.yaml",
+        &format!(
+            "name: s\nversion: \"1\"\nplatforms: [linux/arm64]\nimages:\n  - ref: {}\n",
+            fx.multi.reference
+        ),
+    );
+    run(&mut create_from(&w, &reg.addr, "arm.gapb"));
     let listing = run_stdout(tool("tar").arg("tf").arg(w.path("arm.gapb")));
     let has = |d: &str| listing.contains(d.trim_start_matches("sha256:"));
     let (amd, arm) = (fx.multi.platform("amd64"), fx.multi.platform("arm64"));
@@ -247,10 +181,9 @@ fn platform_selection_keeps_the_index_digest_and_drops_other_platforms() {
 fn registry_auth_basic_and_docker_config() {
     let reg = Registry::start_with_htpasswd("alice", "s3cret");
     let fx = push_fixture_images(&reg, reg.creds());
-    let w = Work::new();
-    w.one_image(&fx.app.reference);
-    let denied = w
-        .create_cmd(&reg.addr, "a.gapb")
+    let w = Work::new("test-release");
+    one_image(&w, &fx.app.reference);
+    let denied = create_from(&w, &reg.addr, "a.gapb")
         .arg("--docker-config")
         .arg(w.path("none.json"))
         .output()
@@ -263,8 +196,7 @@ fn registry_auth_basic_and_docker_config() {
     );
     assert!(!w.path("a.gapb").exists(), "no half-written bundle");
 
-    run(w
-        .create_cmd(&reg.addr, "a.gapb")
+    run(create_from(&w, &reg.addr, "a.gapb")
         .args(["--registry-auth", &format!("{}=alice:s3cret", reg.addr)]));
     assert_eq!(code(&w.verify("a.gapb")), 0);
 
@@ -280,8 +212,7 @@ fn registry_auth_basic_and_docker_config() {
     )
     .unwrap();
     fs::remove_dir_all(w.path("cache")).unwrap();
-    run(w
-        .create_cmd(&reg.addr, "b.gapb")
+    run(create_from(&w, &reg.addr, "b.gapb")
         .arg("--update")
         .arg("--docker-config")
         .arg(&cfg));
@@ -295,22 +226,20 @@ fn registry_auth_basic_and_docker_config() {
 fn reproducible_and_offline_once_locked() {
     let mut reg = Registry::start();
     push_fixture_images(&reg, None);
-    let w = Work::new();
-    w.spec(&three_images_spec(&reg, "[linux/amd64]"));
-    run(&mut w.create_cmd(&reg.addr, "one.gapb"));
+    let w = Work::new("test-release");
+    w.write("bundle.yaml", &three_images_spec(&reg, "[linux/amd64]"));
+    run(&mut create_from(&w, &reg.addr, "one.gapb"));
     assert!(w.path("bundle.lock").exists());
     // Same lock, empty cache: fetched again, same bytes.
     fs::remove_dir_all(w.path("cache")).unwrap();
-    run(w.create_cmd(&reg.addr, "two.gapb").arg("--locked"));
+    run(create_from(&w, &reg.addr, "two.gapb").arg("--locked"));
     assert_eq!(
         fs::read(w.path("one.gapb")).unwrap(),
         fs::read(w.path("two.gapb")).unwrap()
     );
     // Registry gone, warm cache: nothing to fetch, same bytes again.
     reg.stop();
-    let out = run(w
-        .create_cmd(&reg.addr, "three.gapb")
-        .args(["--locked", "--json"]));
+    let out = run(create_from(&w, &reg.addr, "three.gapb").args(["--locked", "--json"]));
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["fetched"]["blobs"], 0);
     assert_eq!(
@@ -323,8 +252,8 @@ fn reproducible_and_offline_once_locked() {
 fn locked_refuses_a_moved_tag() {
     let reg = Registry::start();
     let fx = push_fixture_images(&reg, None);
-    let w = Work::new();
-    w.one_image(&reg.reference("team/moving:1"));
+    let w = Work::new("test-release");
+    one_image(&w, &reg.reference("team/moving:1"));
     let push = |src: &FixtureImage| {
         run(skopeo()
             .args(["copy", "--src-tls-verify=false", "--dest-tls-verify=false"])
@@ -332,10 +261,9 @@ fn locked_refuses_a_moved_tag() {
             .arg(format!("docker://{}", reg.reference("team/moving:1"))));
     };
     push(&fx.app);
-    run(&mut w.create_cmd(&reg.addr, "a.gapb"));
+    run(&mut create_from(&w, &reg.addr, "a.gapb"));
     push(&fx.tool);
-    let o = w
-        .create_cmd(&reg.addr, "b.gapb")
+    let o = create_from(&w, &reg.addr, "b.gapb")
         .args(["--locked", "--update"])
         .output()
         .unwrap();
@@ -346,15 +274,13 @@ fn locked_refuses_a_moved_tag() {
         stderr(&o)
     );
     // --locked uses the pin: the old image, still in the registry by digest.
-    run(w.create_cmd(&reg.addr, "b.gapb").arg("--locked"));
+    run(create_from(&w, &reg.addr, "b.gapb").arg("--locked"));
     assert_eq!(
         fs::read(w.path("a.gapb")).unwrap(),
         fs::read(w.path("b.gapb")).unwrap()
     );
     // --update follows the tag and rewrites the lock.
-    let out = run(w
-        .create_cmd(&reg.addr, "c.gapb")
-        .args(["--update", "--json"]));
+    let out = run(create_from(&w, &reg.addr, "c.gapb").args(["--update", "--json"]));
     assert_eq!(json_stdout(&out)["lockChanged"], true);
     let lock = fs::read_to_string(w.path("bundle.lock")).unwrap();
     assert!(lock.contains(&fx.tool.manifest_digest), "{lock}");
@@ -362,7 +288,7 @@ fn locked_refuses_a_moved_tag() {
 
 /// Position of a blob's data in the bundle file.
 fn blob_position(bundle: &Path, digest: &str) -> u64 {
-    let head = read_head(&mut fs::File::open(bundle).unwrap()).unwrap();
+    let head = head_of(bundle);
     let d = digest.parse().unwrap();
     let b = head.manifest.blob(&d).expect("blob in bundle");
     head.blob_position(b).unwrap()
@@ -380,9 +306,9 @@ fn flip_byte(path: &Path, pos: u64) -> PathBuf {
 fn damaged_bundles_are_refused_naming_the_object() {
     let reg = Registry::start();
     let fx = push_fixture_images(&reg, None);
-    let w = Work::new();
-    w.one_image(&fx.app.reference);
-    run(&mut w.create_cmd(&reg.addr, "good.gapb"));
+    let w = Work::new("test-release");
+    one_image(&w, &fx.app.reference);
+    run(&mut create_from(&w, &reg.addr, "good.gapb"));
     let good = w.path("good.gapb");
     let layer = fx.app.layer_digests.last().unwrap();
     for (what, digest) in [
@@ -419,15 +345,15 @@ fn damaged_bundles_are_refused_naming_the_object() {
         .unwrap();
     let bad = flip_byte(&good, (name_at + 8) as u64);
     let o = w.verify(bad.file_name().unwrap().to_str().unwrap());
-    assert_eq!(code(&o), 3);
-    assert!(stderr(&o).contains("altered"), "{}", stderr(&o));
+    let err = fails(&o, 3);
+    assert!(err.contains("altered"), "{err}");
 
     // Truncated: names the entry that is cut and says to copy again.
     let cut = w.path("cut.gapb");
     fs::write(&cut, &head_bytes[..head_bytes.len() - 3000]).unwrap();
     let o = w.verify("cut.gapb");
-    assert_eq!(code(&o), 3);
-    assert!(stderr(&o).contains("truncated"), "{}", stderr(&o));
+    let err = fails(&o, 3);
+    assert!(err.contains("truncated"), "{err}");
     // inspect reads only the head, so it still works on the cut file.
     let i = json_stdout(&run(gapbundle().args(["inspect", "--json"]).arg(&cut)));
     assert_eq!(i["images"][0]["ref"], fx.app.reference.as_str());
@@ -441,40 +367,21 @@ fn damaged_bundles_are_refused_naming_the_object() {
     // Not a bundle at all.
     fs::write(w.path("junk.gapb"), b"hello").unwrap();
     let o = w.verify("junk.gapb");
-    assert_eq!(code(&o), 3);
-    assert!(
-        stderr(&o).contains("not a gapbundle file"),
-        "{}",
-        stderr(&o)
-    );
+    let err = fails(&o, 3);
+    assert!(err.contains("not a gapbundle file"), "{err}");
 }
 
 #[test]
 fn signatures_wrong_key_unsigned_threshold_and_nix_keys() {
     let reg = Registry::start();
     let fx = push_fixture_images(&reg, None);
-    let w = Work::new();
-    w.one_image(&fx.tool.reference);
+    let w = Work::new("test-release");
+    one_image(&w, &fx.tool.reference);
     // A key made by Nix itself signs a bundle that verifies.
+    nix_key_pair(w.root(), "nix-made-1");
     let nix_sec = w.path("nix.sec");
-    let sec = run(tool("nix").env("NIX_CONFIG", NIX_CONFIG).args([
-        "key",
-        "generate-secret",
-        "--key-name",
-        "nix-made-1",
-    ]))
-    .stdout;
-    fs::write(&nix_sec, &sec).unwrap();
-    let mut conv = tool("nix");
-    conv.env("NIX_CONFIG", NIX_CONFIG)
-        .args(["key", "convert-secret-to-public"])
-        .stdin(fs::File::open(&nix_sec).unwrap());
-    let pubk = conv.output().unwrap();
-    assert!(pubk.status.success(), "{}", stderr(&pubk));
-    fs::write(w.path("nix.pub"), &pubk.stdout).unwrap();
 
-    run(w
-        .create_cmd(&reg.addr, "two.gapb")
+    run(create_from(&w, &reg.addr, "two.gapb")
         .arg("--key")
         .arg(&nix_sec));
     let both = |t: &[PathBuf], threshold: &str| {
@@ -490,8 +397,8 @@ fn signatures_wrong_key_unsigned_threshold_and_nix_keys() {
     assert_eq!(code(&both(&[w.path("nix.pub")], "1")), 0);
     assert_eq!(code(&both(&[w.public(), w.path("nix.pub")], "2")), 0);
     let o = both(&[w.public()], "2");
-    assert_eq!(code(&o), 3);
-    assert!(stderr(&o).contains("2 required"), "{}", stderr(&o));
+    let err = fails(&o, 3);
+    assert!(err.contains("2 required"), "{err}");
     // A directory of keys works as a trust store.
     fs::create_dir(w.path("trusted")).unwrap();
     fs::copy(w.path("nix.pub"), w.path("trusted/nix.pub")).unwrap();
@@ -509,8 +416,8 @@ fn signatures_wrong_key_unsigned_threshold_and_nix_keys() {
         .arg(w.path("other/stranger.pub"))
         .output()
         .unwrap();
-    assert_eq!(code(&o), 3);
-    assert!(stderr(&o).contains("--trust"), "{}", stderr(&o));
+    let err = fails(&o, 3);
+    assert!(err.contains("--trust"), "{err}");
 
     // Unsigned: refused unless explicitly allowed.
     let mut c = create_unsigned_cmd(
@@ -527,8 +434,8 @@ fn signatures_wrong_key_unsigned_threshold_and_nix_keys() {
         stderr(&o)
     );
     let o = w.verify("unsigned.gapb");
-    assert_eq!(code(&o), 3);
-    assert!(stderr(&o).contains("--allow-unsigned"), "{}", stderr(&o));
+    let err = fails(&o, 3);
+    assert!(err.contains("--allow-unsigned"), "{err}");
     let o = gapbundle()
         .args(["verify", "--allow-unsigned"])
         .arg(w.path("unsigned.gapb"))
@@ -541,57 +448,55 @@ fn signatures_wrong_key_unsigned_threshold_and_nix_keys() {
 fn unknown_format_version_is_refused_even_when_validly_signed() {
     let reg = Registry::start();
     let fx = push_fixture_images(&reg, None);
-    let w = Work::new();
-    w.one_image(&fx.app.reference);
-    run(&mut w.create_cmd(&reg.addr, "v1.gapb"));
-    let key = SecretKey::parse(&fs::read_to_string(w.secret()).unwrap()).unwrap();
-    support::forge::resign(&w.path("v1.gapb"), &w.path("v2.gapb"), &key, |m| {
+    let w = Work::new("test-release");
+    one_image(&w, &fx.app.reference);
+    run(&mut create_from(&w, &reg.addr, "v1.gapb"));
+    let key = w.signing_key();
+    resign(&w.path("v1.gapb"), &w.path("v2.gapb"), &key, |m| {
         assert_eq!(m["formatVersion"], "1.0");
         m["formatVersion"] = "2.0".into();
     });
     let o = w.verify("v2.gapb");
-    assert_eq!(code(&o), 3);
-    assert!(
-        stderr(&o).contains("format version 2.0 is not supported"),
-        "{}",
-        stderr(&o)
-    );
-    assert!(stderr(&o).contains("upgrade gapbundle"), "{}", stderr(&o));
+    let err = fails(&o, 3);
+    assert!(err.contains("format version 2.0 is not supported"), "{err}");
+    assert!(err.contains("upgrade gapbundle"), "{err}");
 }
 
 #[test]
 fn bad_inputs_get_clear_errors_and_no_output() {
     let mut reg = Registry::start();
     push_fixture_images(&reg, None);
-    let w = Work::new();
+    let w = Work::new("test-release");
 
     // Bad YAML: file, line and column.
-    w.spec("name: s\nversion: \"1\"\nimages:\n  - ref: [oops\n");
-    let o = w.create_cmd(&reg.addr, "x.gapb").output().unwrap();
-    assert_eq!(code(&o), 4);
-    assert!(stderr(&o).contains("bundle.yaml:"), "{}", stderr(&o));
+    w.write(
+        "bundle.yaml",
+        "name: s\nversion: \"1\"\nimages:\n  - ref: [oops\n",
+    );
+    let o = create_from(&w, &reg.addr, "x.gapb").output().unwrap();
+    let err = fails(&o, 4);
+    assert!(err.contains("bundle.yaml:"), "{err}");
     // An unknown key is a typo, reported where it is.
-    w.spec("name: s\nversion: \"1\"\nimags: []\n");
-    let o = w.create_cmd(&reg.addr, "x.gapb").output().unwrap();
-    assert_eq!(code(&o), 4);
+    w.write("bundle.yaml", "name: s\nversion: \"1\"\nimags: []\n");
+    let o = create_from(&w, &reg.addr, "x.gapb").output().unwrap();
+    let err = fails(&o, 4);
     assert!(
-        stderr(&o).contains("bundle.yaml:3:1: unknown field `imags`"),
-        "{}",
-        stderr(&o)
+        err.contains("bundle.yaml:3:1: unknown field `imags`"),
+        "{err}"
     );
 
     // A reference that does not exist.
-    w.one_image(&reg.reference("team/app:9.9"));
-    let o = w.create_cmd(&reg.addr, "x.gapb").output().unwrap();
-    assert_eq!(code(&o), 5);
-    assert!(stderr(&o).contains("team/app:9.9"), "{}", stderr(&o));
+    one_image(&w, &reg.reference("team/app:9.9"));
+    let o = create_from(&w, &reg.addr, "x.gapb").output().unwrap();
+    let err = fails(&o, 5);
+    assert!(err.contains("team/app:9.9"), "{err}");
 
     // A registry that is down.
-    w.one_image(&reg.reference("team/app:1.2"));
+    one_image(&w, &reg.reference("team/app:1.2"));
     reg.stop();
-    let o = w.create_cmd(&reg.addr, "x.gapb").output().unwrap();
-    assert_eq!(code(&o), 5);
-    assert!(stderr(&o).contains(&reg.addr), "{}", stderr(&o));
+    let o = create_from(&w, &reg.addr, "x.gapb").output().unwrap();
+    let err = fails(&o, 5);
+    assert!(err.contains(&reg.addr), "{err}");
     assert!(!w.path("x.gapb").exists());
     let leftovers: Vec<_> = fs::read_dir(w.root())
         .unwrap()
@@ -602,22 +507,21 @@ fn bad_inputs_get_clear_errors_and_no_output() {
 
     // A broken key file.
     fs::write(w.path("bad.sec"), "not a key").unwrap();
-    let o = w
-        .create_cmd(&reg.addr, "x.gapb")
+    let o = create_from(&w, &reg.addr, "x.gapb")
         .arg("--key")
         .arg(w.path("bad.sec"))
         .output()
         .unwrap();
-    assert_eq!(code(&o), 4, "{}", stderr(&o));
-    assert!(stderr(&o).contains("bad.sec"), "{}", stderr(&o));
+    let err = fails(&o, 4);
+    assert!(err.contains("bad.sec"), "{err}");
 }
 
 #[test]
 fn locked_names_the_entry_that_would_change() {
     // Regression: renaming a layout image used to be refused with an empty list.
-    let w = Work::new();
-    w.copy_quickstart_images();
-    w.quickstart_spec(&["example.local/hello:1.0"]);
+    let w = Work::new("test-release");
+    copy_quickstart_images(&w);
+    quickstart_spec(&w, &["example.local/hello:1.0"]);
     run(gapbundle()
         .arg("create")
         .arg("-f")
@@ -626,7 +530,7 @@ fn locked_names_the_entry_that_would_change() {
         .arg(w.path("a.gapb"))
         .arg("--key")
         .arg(w.secret()));
-    w.quickstart_spec(&["example.local/hello:2.0"]);
+    quickstart_spec(&w, &["example.local/hello:2.0"]);
     let o = gapbundle()
         .arg("create")
         .arg("-f")
@@ -636,8 +540,7 @@ fn locked_names_the_entry_that_would_change() {
         .arg("--locked")
         .output()
         .unwrap();
-    assert_eq!(code(&o), 4, "{}", stderr(&o));
-    let e = stderr(&o);
+    let e = fails(&o, 4);
     assert!(
         e.contains("images `layout:images/hello:latest`") && e.contains("example.local/hello:2.0"),
         "{e}"
@@ -647,10 +550,10 @@ fn locked_names_the_entry_that_would_change() {
 
 #[test]
 fn a_cache_damaged_between_runs_is_caught_not_bundled() {
-    let w = Work::new();
-    w.copy_quickstart_images();
-    w.quickstart_spec(&["example.local/hello:1.0"]);
-    let create = |out: &str| w.create_local_cmd(&w.path(out)).output().unwrap();
+    let w = Work::new("test-release");
+    copy_quickstart_images(&w);
+    quickstart_spec(&w, &["example.local/hello:1.0"]);
+    let create = |out: &str| w.create(out).output().unwrap();
     assert!(create("a.gapb").status.success());
     // Bit rot in the cache: same size, one byte different.
     let layer = w
@@ -660,13 +563,9 @@ fn a_cache_damaged_between_runs_is_caught_not_bundled() {
     bytes[40] ^= 1;
     fs::write(&layer, bytes).unwrap();
     let o = create("b.gapb");
-    assert_eq!(code(&o), 1, "{}", stderr(&o));
-    assert!(stderr(&o).contains("is damaged"), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("delete it from the cache"),
-        "{}",
-        stderr(&o)
-    );
+    let err = fails(&o, 1);
+    assert!(err.contains("is damaged"), "{err}");
+    assert!(err.contains("delete it from the cache"), "{err}");
     assert!(!w.path("b.gapb").exists());
 }
 
@@ -674,11 +573,11 @@ fn a_cache_damaged_between_runs_is_caught_not_bundled() {
 fn a_file_and_a_pipe_get_the_same_bytes() {
     // A regular file is filled in parallel at computed offsets; a pipe gets the
     // sequential stream. Both must be the one bundle, with a cold and a warm cache.
-    let w = Work::new();
-    w.copy_quickstart_images();
-    w.quickstart_spec(&["example.local/hello:1.0", "example.local/hello:2.0"]);
+    let w = Work::new("test-release");
+    copy_quickstart_images(&w);
+    quickstart_spec(&w, &["example.local/hello:1.0", "example.local/hello:2.0"]);
     let create = |out: &Path| {
-        let o = w.create_local_cmd(out).arg("--quiet").output().unwrap();
+        let o = w.create(out).arg("--quiet").output().unwrap();
         assert!(o.status.success(), "{}", stderr(&o));
         o.stdout
     };
@@ -698,9 +597,9 @@ fn a_file_and_a_pipe_get_the_same_bytes() {
 fn a_reader_that_goes_away_ends_output_quietly() {
     // `gapbundle inspect x.gapb | head -1`: the pipe closes early. That must be a
     // quiet, successful end, not a panic, and not a failure hidden as success.
-    let w = Work::new();
-    w.copy_quickstart_images();
-    w.quickstart_spec(&["example.local/hello:1.0"]);
+    let w = Work::new("test-release");
+    copy_quickstart_images(&w);
+    quickstart_spec(&w, &["example.local/hello:1.0"]);
     let bundle = w.path("q.gapb");
     let o = gapbundle()
         .args(["create", "-f"])

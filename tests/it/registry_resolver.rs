@@ -5,14 +5,10 @@
 //! htpasswd), with images pushed by the real skopeo and checked by hashing the
 //! cached files independently. Two faults the real registry cannot be made to
 //! produce on demand (a connection dropped halfway through a blob, and wrong
-//! bytes for a blob) use a tiny std-only HTTP server on 127.0.0.1 in this file.
+//! bytes for a blob) use the harness's fake HTTP server on 127.0.0.1.
 //! Nothing here talks to any address other than 127.0.0.1.
 
-mod support;
-
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,7 +21,9 @@ use gapbundle::registry::Settings as RegistryOptions;
 use gapbundle::resolve::image::{walk, Blob};
 use gapbundle::resolve::registry::{FetchStats, Registry as Resolver};
 use gapbundle::spec::Platforms;
-use support::*;
+use tempfile::TempDir;
+
+use crate::support::*;
 
 const USER: &str = "gap";
 const PASS: &str = "bundle-pass";
@@ -383,115 +381,59 @@ struct Fake {
     addr: String,
     /// `Range` header of each blob request (`None` when absent).
     blob_requests: Arc<Mutex<Vec<Option<String>>>>,
+    _server: FakeHttp,
 }
 
+/// A registry that serves `blob` as `x/y` with `fault`, and nothing else.
 fn fake_registry(blob: Vec<u8>, fault: Fault) -> Fake {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
     let blob_path = format!("/v2/x/y/blobs/{}", sha256_digest(&blob));
     let blob_requests = Arc::new(Mutex::new(Vec::new()));
     let log = blob_requests.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            conn.set_read_timeout(Some(Duration::from_secs(10))).ok();
-            let Some((path, range)) = read_request(&mut conn) else {
-                continue;
-            };
-            if path == "/v2/" {
-                respond(&mut conn, "200 OK", &[], b"{}");
-            } else if path == blob_path {
-                let n = {
-                    let mut l = log.lock().unwrap();
-                    l.push(range.clone());
-                    l.len()
-                };
-                match (fault, n, range) {
-                    (Fault::DropHalfway, 1, _) => {
-                        let head = format!(
-                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
-                            blob.len()
-                        );
-                        conn.write_all(head.as_bytes()).unwrap();
-                        conn.write_all(&blob[..blob.len() / 2]).unwrap();
-                        conn.flush().unwrap();
-                        let _ = conn.shutdown(Shutdown::Both);
-                    }
-                    (Fault::DropHalfway, _, Some(r)) => {
-                        let from: usize = r
-                            .trim_start_matches("bytes=")
-                            .trim_end_matches('-')
-                            .parse()
-                            .expect("open-ended range");
-                        let cr = format!("bytes {from}-{}/{}", blob.len() - 1, blob.len());
-                        respond(
-                            &mut conn,
-                            "206 Partial Content",
-                            &[("Content-Range", &cr)],
-                            &blob[from..],
-                        );
-                    }
-                    (Fault::DropHalfway, _, None) => respond(&mut conn, "200 OK", &[], &blob),
-                    (Fault::UnavailableOnce, 1, _) => {
-                        respond(&mut conn, "503 Service Unavailable", &[], b"try later")
-                    }
-                    (Fault::UnavailableOnce, _, _) => respond(&mut conn, "200 OK", &[], &blob),
-                    (Fault::WrongBytes, _, _) => {
-                        let mut bad = blob.clone();
-                        bad[7] ^= 0xff;
-                        respond(&mut conn, "200 OK", &[], &bad);
-                    }
-                }
-            } else {
-                respond(
-                    &mut conn,
-                    "404 Not Found",
-                    &[("Content-Type", "application/json")],
-                    br#"{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown to registry"}]}"#,
-                );
+    let server = FakeHttp::start(move |req| {
+        if req.path == "/v2/" {
+            return Response::new(200, "{}");
+        }
+        if req.path != blob_path {
+            return Response::new(
+                404,
+                r#"{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown to registry"}]}"#,
+            )
+            .header("Content-Type", "application/json");
+        }
+        let range = req.header("range").map(str::to_string);
+        let n = {
+            let mut l = log.lock().unwrap();
+            l.push(range.clone());
+            l.len()
+        };
+        match (fault, n, range) {
+            (Fault::DropHalfway, 1, _) => Response::new(200, blob.clone())
+                .header("Content-Type", "application/octet-stream")
+                .cut_after(blob.len() / 2),
+            (Fault::DropHalfway, _, Some(r)) => {
+                let from: usize = r
+                    .trim_start_matches("bytes=")
+                    .trim_end_matches('-')
+                    .parse()
+                    .expect("open-ended range");
+                let cr = format!("bytes {from}-{}/{}", blob.len() - 1, blob.len());
+                Response::new(206, &blob[from..]).header("Content-Range", &cr)
+            }
+            (Fault::DropHalfway, _, None) => Response::new(200, blob.clone()),
+            (Fault::UnavailableOnce, 1, _) => Response::new(503, "try later"),
+            (Fault::UnavailableOnce, _, _) => Response::new(200, blob.clone()),
+            (Fault::WrongBytes, _, _) => {
+                let mut bad = blob.clone();
+                bad[7] ^= 0xff;
+                Response::new(200, bad)
             }
         }
     });
     Fake {
-        addr,
+        addr: server.addr().to_string(),
         blob_requests,
+        _server: server,
     }
-}
-
-/// Reads one request head; returns its path and `Range` header.
-fn read_request(conn: &mut TcpStream) -> Option<(String, Option<String>)> {
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = conn.read(&mut buf).ok()?;
-        if n == 0 {
-            return None;
-        }
-        raw.extend_from_slice(&buf[..n]);
-    }
-    let text = String::from_utf8_lossy(&raw);
-    let mut lines = text.split("\r\n");
-    let path = lines.next()?.split_whitespace().nth(1)?.to_string();
-    let range = lines
-        .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.trim().eq_ignore_ascii_case("range"))
-        .map(|(_, v)| v.trim().to_string());
-    Some((path, range))
-}
-
-fn respond(conn: &mut TcpStream, status: &str, headers: &[(&str, &str)], body: &[u8]) {
-    let mut head = format!(
-        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    let _ = conn
-        .write_all(head.as_bytes())
-        .and_then(|_| conn.write_all(body));
-    let _ = conn.flush();
 }
 
 fn fake_blob(bytes: &[u8]) -> Blob {
@@ -511,81 +453,104 @@ fn fetch_one(res: &Resolver, cas: &Cas, addr: &str, blob: &Blob) -> anyhow::Resu
     )
 }
 
+/// `len` deterministic bytes (from `seed`) as one blob of a fake registry with
+/// `fault`, a fresh cache, and a resolver that fetches from the fake.
+struct FaultCase {
+    bytes: Vec<u8>,
+    blob: Blob,
+    fake: Fake,
+    dir: TempDir,
+    cas: Cas,
+    res: Resolver,
+}
+
+impl FaultCase {
+    fn new(seed: u64, len: usize, fault: Fault) -> FaultCase {
+        let bytes = deterministic_bytes(seed, len);
+        let fake = fake_registry(bytes.clone(), fault);
+        let dir = tempfile::tempdir().unwrap();
+        let cas = cas_in(dir.path());
+        let res = Resolver::new(options(&fake.addr, dir.path())).unwrap();
+        FaultCase {
+            blob: fake_blob(&bytes),
+            bytes,
+            fake,
+            dir,
+            cas,
+            res,
+        }
+    }
+
+    /// Fetches the blob into the cache.
+    fn fetch(&self) -> anyhow::Result<FetchStats> {
+        fetch_one(&self.res, &self.cas, &self.fake.addr, &self.blob)
+    }
+
+    /// `Range` header of each blob request the fake answered.
+    fn blob_requests(&self) -> Vec<Option<String>> {
+        self.fake.blob_requests.lock().unwrap().clone()
+    }
+}
+
 #[test]
 fn an_interrupted_download_resumes_with_range() {
-    let bytes = deterministic_bytes(42, 300_000);
-    let fake = fake_registry(bytes.clone(), Fault::DropHalfway);
-    let dir = tempfile::tempdir().unwrap();
-    let cas = cas_in(dir.path());
-    let res = Resolver::new(options(&fake.addr, dir.path())).unwrap();
-    let blob = fake_blob(&bytes);
-    let stats = fetch_one(&res, &cas, &fake.addr, &blob).unwrap();
+    let t = FaultCase::new(42, 300_000, Fault::DropHalfway);
+    let stats = t.fetch().unwrap();
     assert_eq!(stats.fetched, 1);
-    assert_eq!(stats.fetched_bytes, bytes.len() as u64);
-    assert_eq!(std::fs::read(cas.path(&blob.digest)).unwrap(), bytes);
-    let requests = fake.blob_requests.lock().unwrap().clone();
+    assert_eq!(stats.fetched_bytes, t.bytes.len() as u64);
+    assert_eq!(std::fs::read(t.cas.path(&t.blob.digest)).unwrap(), t.bytes);
     assert_eq!(
-        requests,
-        vec![None, Some(format!("bytes={}-", bytes.len() / 2))],
+        t.blob_requests(),
+        vec![None, Some(format!("bytes={}-", t.bytes.len() / 2))],
         "one full request, then a resume from the half"
     );
 }
 
 #[test]
 fn wrong_bytes_are_retried_once_then_reported() {
-    let bytes = deterministic_bytes(7, 50_000);
-    let fake = fake_registry(bytes.clone(), Fault::WrongBytes);
-    let dir = tempfile::tempdir().unwrap();
-    let cas = cas_in(dir.path());
-    let res = Resolver::new(options(&fake.addr, dir.path())).unwrap();
-    let blob = fake_blob(&bytes);
-    let err = fetch_one(&res, &cas, &fake.addr, &blob)
-        .unwrap_err()
-        .to_string();
-    let mut bad = bytes.clone();
+    let t = FaultCase::new(7, 50_000, Fault::WrongBytes);
+    let err = t.fetch().unwrap_err().to_string();
+    let mut bad = t.bytes.clone();
     bad[7] ^= 0xff;
-    assert!(err.contains(&blob.digest.to_string()), "{err}");
-    assert!(err.contains(&format!("{}/x/y", fake.addr)), "{err}");
+    assert!(err.contains(&t.blob.digest.to_string()), "{err}");
+    assert!(err.contains(&format!("{}/x/y", t.fake.addr)), "{err}");
     assert!(
         err.contains(&format!(
             "expected {} (50000 bytes), found {} (50000 bytes)",
-            blob.digest,
+            t.blob.digest,
             sha256_digest(&bad)
         )),
         "{err}"
     );
-    assert_eq!(
-        fake.blob_requests.lock().unwrap().len(),
-        2,
-        "retried once from scratch"
-    );
-    assert!(!cas.contains(&blob.digest, None));
-    assert!(!cas.root().join("partial").join(blob.digest.hex()).exists());
+    assert_eq!(t.blob_requests().len(), 2, "retried once from scratch");
+    assert!(!t.cas.contains(&t.blob.digest, None));
+    assert!(!t
+        .cas
+        .root()
+        .join("partial")
+        .join(t.blob.digest.hex())
+        .exists());
 }
 
 #[test]
 fn server_errors_are_retried() {
-    let bytes = deterministic_bytes(9, 10_000);
-    let fake = fake_registry(bytes.clone(), Fault::UnavailableOnce);
-    let dir = tempfile::tempdir().unwrap();
-    let cas = cas_in(dir.path());
-    let res = Resolver::new(options(&fake.addr, dir.path())).unwrap();
-    let blob = fake_blob(&bytes);
-    let stats = fetch_one(&res, &cas, &fake.addr, &blob).unwrap();
+    let t = FaultCase::new(9, 10_000, Fault::UnavailableOnce);
+    let stats = t.fetch().unwrap();
     assert_eq!(stats.fetched, 1);
-    assert_eq!(std::fs::read(cas.path(&blob.digest)).unwrap(), bytes);
-    assert_eq!(fake.blob_requests.lock().unwrap().len(), 2);
+    assert_eq!(std::fs::read(t.cas.path(&t.blob.digest)).unwrap(), t.bytes);
+    assert_eq!(t.blob_requests().len(), 2);
 
     // With a single attempt allowed, the 503 is final and says so.
+    let (bytes, blob) = (&t.bytes, &t.blob);
     let fake = fake_registry(bytes.clone(), Fault::UnavailableOnce);
-    let mut o = options(&fake.addr, dir.path());
+    let mut o = options(&fake.addr, t.dir.path());
     o.retries = 1;
     let dir2 = tempfile::tempdir().unwrap();
     let err = fetch_one(
         &Resolver::new(o).unwrap(),
         &cas_in(dir2.path()),
         &fake.addr,
-        &blob,
+        blob,
     )
     .unwrap_err()
     .to_string();

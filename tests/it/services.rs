@@ -1,4 +1,4 @@
-//! Smoke test of the test infrastructure itself (`tests/support`).
+//! Smoke test of the test infrastructure itself (`tests/it/support`).
 //!
 //! Every other integration test trusts that the real registry, skopeo and
 //! umoci fixtures behave as `support` promises: plain and htpasswd
@@ -7,11 +7,9 @@
 //! this file fails, fix the environment (`scripts/install-test-deps`) or the
 //! support module before reading anything into other failures.
 
-mod support;
-
 use std::collections::BTreeSet;
 
-use support::*;
+use crate::support::*;
 
 const USER: &str = "gap";
 const PASS: &str = "bundle-pass";

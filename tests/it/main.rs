@@ -1,0 +1,30 @@
+//! gapbundle's integration tests: one test binary (`it`), one harness (`support`).
+//!
+//! Why one binary: cargo links every file in `tests/` into a binary of its own,
+//! each with its own copy of the harness and of the gapbundle library, and starts
+//! them one after the other. One binary with a module per area (as cargo's and
+//! uv's test suites are laid out) links once, builds the shared fixture images
+//! once per run instead of once per file, runs every test in one pool of threads,
+//! and lets the compiler tell which harness helper nobody uses.
+//!
+//! Run one area or one test by its path:
+//! `cargo test --test it -- oci_bundle::` or `cargo test --test it -- services::`.
+//!
+//! Tests in here share a process: none of them may change process-wide state
+//! (environment variables, the current folder); each sets what it needs on the
+//! commands it runs.
+
+mod support;
+
+mod flake;
+mod fleet_push_faults;
+mod k3s_import;
+mod k8s_render;
+mod local_inputs;
+mod never_panics;
+mod nix_bundle;
+mod oci_bundle;
+mod registry_resolver;
+mod services;
+mod spec_vectors;
+mod token_auth;

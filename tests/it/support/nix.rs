@@ -1,0 +1,93 @@
+//! The real Nix 2.8, told never to reach the network: its commands, a key pair
+//! made by Nix itself, and a `nix-daemon` of a test's own.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::Duration;
+
+use super::{ok, run, tool};
+
+/// `NIX_CONFIG` value for tests that run Nix: flakes on, and no substituters,
+/// so Nix does not spend ~5 s per build trying to reach cache.nixos.org.
+pub const NIX_CONFIG: &str = "experimental-features = nix-command flakes\nsubstituters =";
+
+/// A Nix command (`nix`, `nix-store`, `nix-instantiate`, …) with [`NIX_CONFIG`].
+pub fn nix(program: &str) -> Command {
+    let mut c = tool(program);
+    c.env("NIX_CONFIG", NIX_CONFIG);
+    c
+}
+
+/// `c` with [`NIX_CONFIG`] and stdin closed: a gapbundle run that calls Nix.
+pub fn with_nix_config(mut c: Command) -> Command {
+    c.env("NIX_CONFIG", NIX_CONFIG).stdin(Stdio::null());
+    c
+}
+
+/// A key pair made by Nix itself (`nix key generate-secret --key-name NAME`, then
+/// `convert-secret-to-public`), written to `dir/nix.sec` and `dir/nix.pub`;
+/// returns the public key (`NAME:BASE64`).
+pub fn nix_key_pair(dir: &Path, name: &str) -> String {
+    let secret = dir.join("nix.sec");
+    let sec = run(nix("nix").args(["key", "generate-secret", "--key-name", name])).stdout;
+    fs::write(&secret, sec).unwrap();
+    // Not `run`: it closes stdin, and the secret key comes in on stdin.
+    let out = ok(nix("nix")
+        .args(["key", "convert-secret-to-public"])
+        .stdin(fs::File::open(&secret).unwrap())
+        .output()
+        .unwrap());
+    fs::write(dir.join("nix.pub"), &out.stdout).unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A real `nix-daemon` over a store of its own (`local?root=ROOT`), on a socket of
+/// its own, that trusts `key` and requires signatures; killed when dropped.
+pub struct NixDaemon {
+    child: Child,
+    /// `unix://SOCKET`, the store URI clients give to reach it.
+    pub uri: String,
+}
+
+impl NixDaemon {
+    /// Starts a daemon with the socket `dir/<name>.sock` and waits for the socket.
+    pub fn start(dir: &Path, name: &str, root: &Path, key: &str) -> NixDaemon {
+        let sock = dir.join(format!("{name}.sock"));
+        let child = nix("nix-daemon")
+            .env("NIX_DAEMON_SOCKET_PATH", &sock)
+            .args([
+                "--option",
+                "store",
+                &format!("local?root={}", root.display()),
+            ])
+            .args(["--option", "trusted-public-keys", key])
+            .args(["--option", "require-sigs", "true"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut d = NixDaemon {
+            child,
+            uri: format!("unix://{}", sock.display()),
+        };
+        for _ in 0..100 {
+            if sock.exists() {
+                return d;
+            }
+            if let Ok(Some(status)) = d.child.try_wait() {
+                panic!("nix-daemon exited at once ({status})");
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        panic!("nix-daemon made no socket at {} in 10 s", sock.display());
+    }
+}
+
+impl Drop for NixDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
