@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use gapbundle::bundle::manifest::{BlobEntry, ContentInfo, Encoding, Kind, Object};
 use gapbundle::bundle::meta::{K8sManifestMeta, Meta};
 use gapbundle::bundle::signature::Envelope;
-use gapbundle::bundle::writer::{write_bundle, BlobSource, BundleBuilder};
+use gapbundle::bundle::writer::{write_bundle, BundleBuilder};
 use gapbundle::bundle::Digest;
 use serde_json::json;
 
@@ -316,15 +316,6 @@ fn unreachable_containerd_exits_5_naming_the_socket_and_what_to_do() {
                 .contains(socket.to_str().unwrap()),
             "{v}"
         );
-    }
-}
-
-/// Blobs of a library-built bundle.
-struct MemBlobs(BTreeMap<Digest, Vec<u8>>);
-
-impl BlobSource for MemBlobs {
-    fn open_blob(&self, d: &Digest) -> std::io::Result<Box<dyn std::io::Read + Send>> {
-        Ok(Box::new(std::io::Cursor::new(self.0[d].clone())))
     }
 }
 

@@ -16,6 +16,7 @@
 
 mod support;
 
+mod bundle_source;
 mod flake;
 mod fleet_push_faults;
 mod k3s_import;
@@ -24,6 +25,7 @@ mod local_inputs;
 mod never_panics;
 mod nix_bundle;
 mod oci_bundle;
+mod registry_client;
 mod registry_resolver;
 mod services;
 mod spec_vectors;

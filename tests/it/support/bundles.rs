@@ -6,6 +6,7 @@
 //! Unlike the rest of `support`, this uses the gapbundle library: it is a tool
 //! for finding things in a bundle and making faults, not an independent check.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::BufReader;
 use std::path::Path;
@@ -16,6 +17,7 @@ use gapbundle::bundle::layout;
 use gapbundle::bundle::manifest::{MANIFEST_PATH, SIGNATURES_PATH};
 use gapbundle::bundle::reader::{read_head, Head};
 use gapbundle::bundle::signature::Envelope;
+use gapbundle::bundle::writer::BlobSource;
 use gapbundle::bundle::Digest;
 use serde_json::Value;
 
@@ -41,4 +43,13 @@ pub fn resign(src: &Path, dst: &Path, key: &SecretKey, edit: impl FnOnce(&mut Va
     layout::write_entry(&mut out, SIGNATURES_PATH, len, 0, &mut env.as_slice()).unwrap();
     out.extend_from_slice(&bytes[head.data_start as usize..]);
     fs::write(dst, out).unwrap();
+}
+
+/// The blobs of a bundle a test builds with the library's writer, in memory.
+pub struct MemBlobs(pub BTreeMap<Digest, Vec<u8>>);
+
+impl BlobSource for MemBlobs {
+    fn open_blob(&self, d: &Digest) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+        Ok(Box::new(std::io::Cursor::new(self.0[d].clone())))
+    }
 }

@@ -18,6 +18,13 @@ pub struct HttpResponse {
     pub body: Vec<u8>,
 }
 
+impl HttpResponse {
+    /// Body as (lossy) text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
 /// One HTTP/1.1 request to `addr` ("127.0.0.1:PORT") with `Connection:
 /// close`; `creds` adds a basic `Authorization` header. Plain std TCP, so it
 /// shares nothing with gapbundle's HTTP stack. `Err` on connection or

@@ -6,23 +6,15 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use gapbundle::bundle::reader::{read_head, verify_parallel, verify_stream, NoSink, ReadError};
 use gapbundle::io::source::BundleSource;
 
+use crate::support::*;
+
 fn vector(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("bundle-spec/vectors/tiny")
-        .join(name)
-}
-
-fn gapbundle() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_gapbundle"))
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+    repo().join("bundle-spec/vectors/tiny").join(name)
 }
 
 /// `bytes` cut into volumes of the given sizes (the last takes the rest).

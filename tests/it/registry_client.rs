@@ -11,33 +11,23 @@
 //! writer (so `index.json` and the manifest agree, and nothing but the name is
 //! wrong) and signed with a key the import trusts.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use gapbundle::bundle::keys::SecretKey;
 use gapbundle::bundle::manifest::{BlobEntry, Kind, Object};
 use gapbundle::bundle::meta::{ImageMeta, Meta};
 use gapbundle::bundle::oci::MANIFEST_MEDIA_TYPE;
 use gapbundle::bundle::signature::Envelope;
-use gapbundle::bundle::writer::{write_bundle, BlobSource, BundleBuilder};
+use gapbundle::bundle::writer::{write_bundle, BundleBuilder};
 use gapbundle::bundle::Digest;
 use serde_json::json;
-use support::*;
+
+use crate::support::*;
 
 const LAYER_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar";
 const CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
-
-struct MemBlobs(BTreeMap<Digest, Vec<u8>>);
-
-impl BlobSource for MemBlobs {
-    fn open_blob(&self, d: &Digest) -> std::io::Result<Box<dyn std::io::Read + Send>> {
-        Ok(Box::new(std::io::Cursor::new(self.0[d].clone())))
-    }
-}
 
 /// One small image for this machine's platform: a layer holding one file, its
 /// config and its manifest.
@@ -86,19 +76,14 @@ fn tiny_image() -> TinyImage {
     TinyImage { blobs, root }
 }
 
-/// `Workdir::new` for these tests: a key pair the import trusts; the K3s root is
-/// [`k3s_root`].
-fn work() -> Workdir {
-    Workdir::new("names-test")
-}
-
-fn k3s_root(w: &Workdir) -> PathBuf {
-    w.path("k3s")
+/// The work folder of these tests: a key pair the import trusts.
+fn work() -> Work {
+    Work::new("names-test")
 }
 
 /// A bundle signed with `w`'s key whose image objects are the tiny image under
 /// each of `names`, written to `file` in `w`.
-fn bundle(w: &Workdir, file: &str, names: &[&str]) -> PathBuf {
+fn bundle(w: &Work, file: &str, names: &[&str]) -> PathBuf {
     let img = tiny_image();
     let mut b = BundleBuilder::new("names", "1.0", 0, vec!["all".into()]);
     let mut size = 0;
@@ -135,8 +120,7 @@ fn bundle(w: &Workdir, file: &str, names: &[&str]) -> PathBuf {
         .unwrap();
     }
     let plan = b.finish().unwrap();
-    let key = SecretKey::parse(&fs::read_to_string(w.secret()).unwrap()).unwrap();
-    let env = Envelope::sign(plan.digest, &[key]);
+    let env = Envelope::sign(plan.digest, &[w.signing_key()]);
     let out = w.path(file);
     let blobs = img.blobs.into_iter().map(|(d, (b, _))| (d, b)).collect();
     write_bundle(
@@ -152,8 +136,8 @@ fn bundle(w: &Workdir, file: &str, names: &[&str]) -> PathBuf {
 
 /// `gapbundle import BUNDLE` into the images target `target` selects, manifests
 /// skipped, one attempt per request.
-fn import(w: &Workdir, bundle: &Path, target: &[&str]) -> Output {
-    import_cmd(bundle, &w.public(), &k3s_root(w))
+fn import(w: &Work, bundle: &Path, target: &[&str]) -> Output {
+    w.import(bundle)
         .args(["--skip-manifests", "--retries", "1"])
         .args(target)
         .output()
@@ -161,16 +145,12 @@ fn import(w: &Workdir, bundle: &Path, target: &[&str]) -> Output {
 }
 
 /// [`import`] into the fleet registry at `addr` over plain HTTP.
-fn push(w: &Workdir, bundle: &Path, addr: &str) -> Output {
+fn push(w: &Work, bundle: &Path, addr: &str) -> Output {
     import(
         w,
         bundle,
         &["--registry", addr, "--insecure-registry", addr],
     )
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// Names a hostile writer gives images, and what the refusal says about each.
@@ -233,7 +213,7 @@ fn hostile_image_names_are_refused_before_containerd_is_touched() {
 #[test]
 fn hostile_image_names_are_refused_before_the_staged_archive_is_written() {
     let w = work();
-    let images = k3s_root(&w).join("agent/images");
+    let images = w.k3s_root().join("agent/images");
     for (i, (name, says)) in hostile_names().into_iter().enumerate() {
         let bundle = bundle(&w, &format!("hostile-{i}.gapb"), &[&name]);
         let o = import(&w, &bundle, &["--staged"]);
@@ -263,7 +243,7 @@ fn hostile_image_names_are_refused_before_anything_is_pushed() {
             "nothing pushed: {}",
             catalog()
         );
-        assert!(!k3s_root(&w).join("registries.yaml.gapbundle").exists());
+        assert!(!w.k3s_root().join("registries.yaml.gapbundle").exists());
     }
 }
 
