@@ -642,12 +642,12 @@ impl NixTarget {
             }
             let target = dir.join(format!("{}.narinfo", p.hash_part()));
             if durable {
-                crate::io::atomic::write(&target, info.to_text().as_bytes())?;
+                crate::io::atomic::write(&target, info.to_text()?.as_bytes())?;
             } else {
                 // The private staging cache lives for one `nix copy`: temp + rename,
                 // but no fsync per file.
                 let mut tmp = NamedTempFile::new_in(dir)?;
-                tmp.write_all(info.to_text().as_bytes())?;
+                tmp.write_all(info.to_text()?.as_bytes())?;
                 tmp.persist(&target).map_err(|e| e.error)?;
             }
         }
@@ -674,7 +674,7 @@ impl NixTarget {
             let offset = head.blob_position(blob).expect("checked in plan");
             site.insert(
                 format!("{}.narinfo", p.hash_part()),
-                Resource::text(info.to_text(), "text/x-nix-narinfo"),
+                Resource::text(info.to_text()?, "text/x-nix-narinfo"),
             );
             site.insert(
                 info.url,
