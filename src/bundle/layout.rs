@@ -52,6 +52,14 @@ pub fn header(path: &str, size: u64, mtime: u64) -> io::Result<[u8; 512]> {
     }
     let mut h = tar::Header::new_gnu();
     h.set_path(path)?;
+    // `set_path` normalises (`a//b` becomes `a/b`); a header must carry the path
+    // it is asked for, byte for byte, or a reader comparing headers disagrees.
+    if !path.is_ascii() || h.path_bytes().as_ref() != path.as_bytes() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("tar path `{}` is not a plain ASCII path in normal form", path.escape_default()),
+        ));
+    }
     h.set_size(size);
     h.set_mode(0o644);
     h.set_uid(0);

@@ -272,9 +272,15 @@ fn read_head_entry<R: Read>(
             "`{want}` is {size} bytes, more than the {MAX_HEAD_ENTRY} a reader accepts"
         )));
     }
-    let mut data = vec![0u8; size as usize];
-    r.read_exact(&mut data)
+    // Grown as bytes arrive, so a header that claims 256 MiB in a short file costs
+    // nothing; the bound above caps a long one.
+    let mut data = Vec::new();
+    r.take(size)
+        .read_to_end(&mut data)
         .map_err(|e| eof_to_truncated(e, want))?;
+    if data.len() as u64 != size {
+        return Err(ReadError::Truncated(want.to_string()));
+    }
     read_padding(r, want, size, pos + HEADER_LEN + size)?;
     Ok((block, data))
 }
