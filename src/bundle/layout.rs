@@ -57,7 +57,10 @@ pub fn header(path: &str, size: u64, mtime: u64) -> io::Result<[u8; 512]> {
     if !path.is_ascii() || h.path_bytes().as_ref() != path.as_bytes() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("tar path `{}` is not a plain ASCII path in normal form", path.escape_default()),
+            format!(
+                "tar path `{}` is not a plain ASCII path in normal form",
+                path.escape_default()
+            ),
         ));
     }
     h.set_size(size);
@@ -128,7 +131,7 @@ pub enum HeaderError {
     #[error("tar header has an unreadable path or size")]
     Unreadable,
     /// A field differs from the one header format.md section 3 allows.
-    #[error("tar header of `{path}` has {field} `{found}` where a bundle's header has `{expected}` (a tar tool would read it otherwise than gapbundle does)")]
+    #[error("tar header of `{path}` has {field} `{found}` where a bundle's header has {expected} (a tar tool would read it otherwise than gapbundle does)")]
     Field {
         /// The entry's path (as the name field gives it).
         path: String,
@@ -136,7 +139,7 @@ pub enum HeaderError {
         field: &'static str,
         /// What it holds (escaped).
         found: String,
-        /// What a bundle's header holds there.
+        /// What a bundle's header holds there (quoted, or `zeros`).
         expected: String,
     },
 }
@@ -168,7 +171,12 @@ const FIELDS: [(&str, usize, usize); 17] = [
 /// Checks that `block` is byte for byte the header the writer makes for (`path`,
 /// `size`, `mtime`); the first field that differs is named. This is the rule of
 /// format.md section 3: every tar reader then sees the same entry gapbundle sees.
-pub fn check_exact(block: &[u8; 512], path: &str, size: u64, mtime: u64) -> Result<(), HeaderError> {
+pub fn check_exact(
+    block: &[u8; 512],
+    path: &str,
+    size: u64,
+    mtime: u64,
+) -> Result<(), HeaderError> {
     let expected = header(path, size, mtime).map_err(|_| HeaderError::Unreadable)?;
     if *block == expected {
         return Ok(());
@@ -191,7 +199,10 @@ pub fn check_exact(block: &[u8; 512], path: &str, size: u64, mtime: u64) -> Resu
         path: show(&block[..100]),
         field,
         found: show(&block[start..end]),
-        expected: show(&expected[start..end]),
+        expected: match show(&expected[start..end]) {
+            e if e.is_empty() => "zeros".into(),
+            e => format!("`{e}`"),
+        },
     })
 }
 
