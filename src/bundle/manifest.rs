@@ -264,7 +264,10 @@ pub fn check_version(v: &str) -> Result<(), ManifestError> {
         }),
         None => Err(ManifestError::Malformed(format!(
             "formatVersion `{}` is not MAJOR.MINOR (two decimal numbers without leading zeros)",
-            v.chars().take(40).flat_map(char::escape_default).collect::<String>()
+            v.chars()
+                .take(40)
+                .flat_map(char::escape_default)
+                .collect::<String>()
         ))),
     }
 }

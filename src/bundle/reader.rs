@@ -630,7 +630,9 @@ pub fn verify_parallel<S: ReadAt>(
     let mut r = RangeReader::new(src, expected_len, len - expected_len);
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        let n = r.read(&mut buf).map_err(|e| eof_to_truncated(e, "the end"))?;
+        let n = r
+            .read(&mut buf)
+            .map_err(|e| eof_to_truncated(e, "the end"))?;
         if n == 0 {
             break;
         }

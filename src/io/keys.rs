@@ -199,7 +199,10 @@ mod tests {
         assert!(warnings[1].contains("c.txt:1"), "{warnings:?}");
         // Named directly, the same file is an input error naming it.
         let e = load_public_keys(&[dir.path().join("b.bin")], |_| {}).unwrap_err();
-        assert!(e.is::<InputFailure>() && e.to_string().contains("b.bin"), "{e}");
+        assert!(
+            e.is::<InputFailure>() && e.to_string().contains("b.bin"),
+            "{e}"
+        );
     }
 
     // Issue 11 item 17: a garbage --key exited 1, not 4.
@@ -209,7 +212,10 @@ mod tests {
         let bin = dir.path().join("k.sec");
         fs::write(&bin, [0x80, 0x81, 0x82]).unwrap();
         let e = load_secret_key(&bin).unwrap_err();
-        assert!(e.is::<InputFailure>() && format!("{e:#}").contains("k.sec"), "{e:#}");
+        assert!(
+            e.is::<InputFailure>() && format!("{e:#}").contains("k.sec"),
+            "{e:#}"
+        );
         fs::write(&bin, "k:AAAA\n").unwrap();
         let e = load_secret_key(&bin).unwrap_err();
         assert!(
