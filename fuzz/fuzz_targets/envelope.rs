@@ -1,5 +1,5 @@
 //! The signature envelope: parsing and the trust decision never panic, and an
-//! accepted envelope round-trips through its canonical bytes.
+//! accepted envelope is exactly its canonical bytes.
 #![no_main]
 
 use gapbundle::bundle::keys::SecretKey;
@@ -8,7 +8,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(e) = Envelope::parse(data) {
-        assert_eq!(Envelope::parse(&e.to_canonical()).unwrap(), e);
+        assert_eq!(e.to_canonical(), data);
         let trusted = [
             SecretKey::from_seed("fuzz-1", [1; 32]).unwrap().public(),
             SecretKey::from_seed("fuzz-2", [1; 32]).unwrap().public(),

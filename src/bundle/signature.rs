@@ -23,7 +23,7 @@ pub fn signed_message(digest: &Digest) -> Vec<u8> {
 
 /// One signature with the public key that made it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SignatureEntry {
     /// `name:base64` public key.
     pub public_key: String,
@@ -31,9 +31,10 @@ pub struct SignatureEntry {
     pub signature: String,
 }
 
-/// The envelope.
+/// The envelope. It has no room for fields of its own beyond these (a newer
+/// envelope has another `version`), so nothing unsigned can ride along in it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Envelope {
     /// Envelope version.
     pub version: u64,
@@ -108,8 +109,9 @@ impl Envelope {
         canonical::to_vec(self).expect("envelope has no floats")
     }
 
-    /// Parses envelope bytes: canonical JSON (section 9) of version 1, signatures
-    /// sorted by public key with none twice, as the writer makes them.
+    /// Parses envelope bytes: canonical JSON (section 9) of version 1 with no other
+    /// fields, signatures sorted by public key with none twice, as the writer
+    /// makes them; so the bytes are exactly [`Envelope::to_canonical`] of the result.
     pub fn parse(bytes: &[u8]) -> Result<Self, TrustError> {
         let e: Envelope =
             serde_json::from_slice(bytes).map_err(|e| TrustError::Malformed(e.to_string()))?;
