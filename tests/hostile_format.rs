@@ -377,7 +377,8 @@ fn no_narinfo_line_can_be_injected_through_meta() {
     let ca = format!("fixed:r:sha256:{}", "1".repeat(52));
     // The same bundle without the injection imports, so the refusal below is the
     // injection's alone.
-    let variants: [(&str, Box<dyn Fn(&mut serde_json::Value)>); 3] = [
+    type Edit<'a> = Box<dyn Fn(&mut serde_json::Value) + 'a>;
+    let variants: [(&str, Edit); 3] = [
         (
             "clean",
             Box::new(|m: &mut serde_json::Value| m["ca"] = ca.clone().into()),

@@ -313,7 +313,7 @@ mod tests {
             (with(297, b"root"), "gname"),
             (with(329, b"0000001\0"), "devmajor"),
             (with(337, b"0000001\0"), "devminor"),
-            (with(257, b"ustar\000"), "magic"),
+            (with(257, b"ustar\x0000"), "magic"),
             (with(500, b"x"), "padding"),
         ] {
             match check_exact(&h, "blobs/sha256/00", 5, 7) {
