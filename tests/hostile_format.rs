@@ -4,16 +4,16 @@
 //! `file://` cache import (what a narinfo line is), and the command line for key
 //! files and versions. Each test is the regression test of an item of issue 11.
 
-use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Read, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use gapbundle::bundle::canonical;
 use gapbundle::bundle::keys::SecretKey;
-use gapbundle::bundle::manifest::{BlobEntry, ContentInfo, Encoding, Kind, Manifest, Object};
+use gapbundle::bundle::layout;
+use gapbundle::bundle::manifest::{Manifest, MANIFEST_PATH, SIGNATURES_PATH};
 use gapbundle::bundle::signature::Envelope;
-use gapbundle::bundle::writer::{write_bundle, BlobSource, BundleBuilder};
 use gapbundle::bundle::Digest;
 use gapbundle::nixfmt::{
     check_nar, fingerprint, nar, sign_path, NarError, NarHash, NarReadError, StorePath,
@@ -301,16 +301,10 @@ fn nars_that_nix_refuses_are_refused_by_the_checker() {
     ));
 }
 
-struct Blobs(BTreeMap<Digest, Vec<u8>>);
-
-impl BlobSource for Blobs {
-    fn open_blob(&self, d: &Digest) -> io::Result<Box<dyn Read + Send>> {
-        Ok(Box::new(io::Cursor::new(self.0[d].clone())))
-    }
-}
-
 /// A signed bundle of one `nix-path` object, with `edit` applied to its meta
-/// before signing (the path signature stays valid: it does not cover `ca`).
+/// before signing (the path signature stays valid: it does not cover `ca`). The
+/// bundle is laid out here from the format's rules, not by the library's builder,
+/// which would refuse the edited meta before a reader could be shown it.
 fn nix_bundle(out: &Path, key: &SecretKey, edit: impl FnOnce(&mut serde_json::Value)) {
     let nar_bytes = tokens(&[
         nar::MAGIC,
@@ -333,36 +327,53 @@ fn nix_bundle(out: &Path, key: &SecretKey, edit: impl FnOnce(&mut serde_json::Va
         "sigs": [sign_path(key, &fp)],
     });
     edit(&mut meta);
-    let mut b = BundleBuilder::new("hostile-nix", "1", 0, vec!["all".into()]);
-    b.add_blob(
-        BlobEntry {
-            digest,
-            size: blob.len() as u64,
-            media_type: NAR_ZSTD_MEDIA_TYPE.into(),
-            offset: None,
-            encoding: Some(Encoding::Zstd),
-            content: Some(ContentInfo {
-                digest: nar_hash.digest(),
-                size: nar_bytes.len() as u64,
-            }),
-        },
-        0,
-    )
+    let oci_layout = br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec();
+    let index = canonical::to_vec(&json!({
+        "manifests": [],
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "schemaVersion": 2,
+    }))
     .unwrap();
-    b.add_object(Object {
-        kind: Kind::NixPath,
-        name: path.to_string(),
-        digest,
-        media_type: NAR_ZSTD_MEDIA_TYPE.into(),
-        size: blob.len() as u64,
-        blobs: vec![digest],
-        meta: serde_json::from_value(meta).unwrap(),
-    })
+    // Offsets as format.md section 5 rule 6 lays them out.
+    let entry = |size: usize| 512 + (size as u64).div_ceil(512) * 512;
+    let (o1, o2) = (512, 512 + entry(oci_layout.len()));
+    let o3 = o2 + entry(index.len());
+    let manifest = canonical::to_vec(&json!({
+        "formatVersion": "1.0",
+        "name": "hostile-nix",
+        "version": "1",
+        "created": 0,
+        "generator": "tests/hostile_format",
+        "platforms": ["all"],
+        "files": [
+            {"path": "oci-layout", "digest": Digest::of(&oci_layout).to_string(), "size": oci_layout.len(), "offset": o1},
+            {"path": "index.json", "digest": Digest::of(&index).to_string(), "size": index.len(), "offset": o2},
+        ],
+        "blobs": [{
+            "digest": digest.to_string(), "size": blob.len(), "mediaType": NAR_ZSTD_MEDIA_TYPE,
+            "offset": o3, "encoding": "zstd",
+            "content": {"digest": nar_hash.digest().to_string(), "size": nar_bytes.len()},
+        }],
+        "objects": [{
+            "kind": "nix-path", "name": path.to_string(), "digest": digest.to_string(),
+            "mediaType": NAR_ZSTD_MEDIA_TYPE, "size": blob.len(), "blobs": [digest.to_string()],
+            "meta": meta,
+        }],
+    }))
     .unwrap();
-    let plan = b.finish().unwrap();
-    let env = Envelope::sign(plan.digest, std::slice::from_ref(key));
-    let source = Blobs([(digest, blob)].into_iter().collect());
-    write_bundle(fs::File::create(out).unwrap(), &plan, &env, &source, |_| {}).unwrap();
+    let env = Envelope::sign(Digest::of(&manifest), std::slice::from_ref(key)).to_canonical();
+    let mut f = Vec::new();
+    for (name, bytes) in [
+        (MANIFEST_PATH, &manifest),
+        (SIGNATURES_PATH, &env),
+        ("oci-layout", &oci_layout),
+        ("index.json", &index),
+        (&*format!("blobs/sha256/{}", digest.hex()), &blob),
+    ] {
+        layout::write_entry(&mut f, name, bytes.len() as u64, 0, &mut bytes.as_slice()).unwrap();
+    }
+    f.extend_from_slice(&[0; 1024]);
+    fs::write(out, f).unwrap();
 }
 
 // Issue 11 item 10: a newline in meta.ca or meta.sigs went verbatim into the

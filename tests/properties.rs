@@ -122,7 +122,7 @@ proptest! {
                 media_type: "application/vnd.oci.image.manifest.v1+json".into(),
                 size,
                 blobs,
-                meta: BTreeMap::new(),
+                meta: Default::default(),
             });
         }
         let plan = builder.finish().unwrap();
