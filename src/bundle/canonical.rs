@@ -18,9 +18,15 @@ pub enum CanonicalError {
     /// The format has no floats; a float means a bug or hostile input.
     #[error("canonical JSON allows integers only, found {0}")]
     Float(String),
-    /// Serialization itself failed.
+    /// Serialization itself failed, or the bytes are not JSON.
     #[error(transparent)]
     Json(#[from] serde_json::Error),
+    /// The bytes are JSON but not its canonical form.
+    #[error("byte {at} differs from the canonical form (white space, key order, escapes, number form or a duplicate key)")]
+    NotCanonical {
+        /// Offset of the first byte that differs.
+        at: usize,
+    },
 }
 
 /// Canonical bytes of any serializable value.
@@ -29,6 +35,25 @@ pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CanonicalErro
     let mut out = Vec::new();
     write_value(&mut out, &value)?;
     Ok(out)
+}
+
+/// Checks that `bytes` are exactly the canonical form of the JSON they hold. A
+/// reader that requires this sees the same value as every other reader: no
+/// duplicate keys (parsers disagree on which one wins), no second spelling of a
+/// string or a number, nothing outside the value.
+pub fn check(bytes: &[u8]) -> Result<(), CanonicalError> {
+    let value: Value = serde_json::from_slice(bytes)?;
+    let mut canonical = Vec::with_capacity(bytes.len());
+    write_value(&mut canonical, &value)?;
+    if canonical != bytes {
+        let at = canonical
+            .iter()
+            .zip(bytes)
+            .position(|(a, b)| a != b)
+            .unwrap_or(canonical.len().min(bytes.len()));
+        return Err(CanonicalError::NotCanonical { at });
+    }
+    Ok(())
 }
 
 fn write_value(out: &mut Vec<u8>, v: &Value) -> Result<(), CanonicalError> {
@@ -89,6 +114,29 @@ mod tests {
         assert!(matches!(
             to_vec(&json!({"x": 1.5})),
             Err(CanonicalError::Float(_))
+        ));
+    }
+
+    #[test]
+    fn only_canonical_bytes_pass_the_check() {
+        check(br#"{"a":[1,"x\n"],"b":{}}"#).unwrap();
+        for bad in [
+            &br#"{"b":1,"a":2}"#[..],
+            br#"{"a":1,"a":2}"#,
+            br#"{"a": 1}"#,
+            br#"{"a":1} "#,
+            br#"{"a":"\u0041"}"#,
+            br#"{"a":"\/"}"#,
+            br#"{"a":1.0}"#,
+            br#"{"a":1e2}"#,
+            br#"{"a":-0}"#,
+            br#"{"a":"\u001F"}"#,
+        ] {
+            assert!(check(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+        assert!(matches!(
+            check(br#"{"a":1,"a":2}"#),
+            Err(CanonicalError::NotCanonical { at: 5 })
         ));
     }
 

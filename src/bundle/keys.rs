@@ -22,7 +22,7 @@ pub enum KeyError {
     },
     /// The key name is empty or has characters Nix would mangle.
     #[error(
-        "key name `{0}` is not usable: it must be non-empty and contain no `:` or white space"
+        "key name `{0}` is not usable: it must be non-empty and contain no `:`, white space or control characters"
     )]
     BadName(String),
     /// Base64 did not decode.
@@ -60,8 +60,13 @@ fn split<'a>(text: &'a str, what: &'static str) -> Result<(&'a str, Vec<u8>), Ke
 }
 
 fn check_name(name: &str) -> Result<(), KeyError> {
-    if name.is_empty() || name.contains(':') || name.chars().any(char::is_whitespace) {
-        return Err(KeyError::BadName(name.to_string()));
+    if name.is_empty()
+        || name.contains(':')
+        || name.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(KeyError::BadName(
+            name.chars().flat_map(char::escape_default).collect(),
+        ));
     }
     Ok(())
 }
@@ -181,6 +186,11 @@ impl PublicKey {
     /// The key's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The 32 key bytes: what makes two keys the same key, whatever their names.
+    pub fn key_bytes(&self) -> &[u8; 32] {
+        self.key.as_bytes()
     }
 
     /// Whether `sig` is this key's signature over `message`. The name must match

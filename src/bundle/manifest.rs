@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::canonical;
 use super::digest::Digest;
-use super::layout::{padded, HEADER_LEN};
+use super::layout::{checked_padded, padded, HEADER_LEN};
 use super::meta::{Meta, MetaError};
 use crate::nixfmt::StorePath;
 
@@ -259,14 +259,31 @@ struct VersionOnly {
     format_version: Option<String>,
 }
 
-/// Checks a `MAJOR.MINOR` string against what this code reads.
+/// Checks a `MAJOR.MINOR` string against what this code reads. The grammar is
+/// `^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$` (format.md section 5): one spelling per
+/// version, so `+1.0`, `1`, `01.5` and `1.0.0` are refused, not read as 1.x.
 pub fn check_version(v: &str) -> Result<(), ManifestError> {
-    let major = v.split('.').next().and_then(|m| m.parse::<u64>().ok());
-    match major {
-        Some(FORMAT_MAJOR) => Ok(()),
-        _ => Err(ManifestError::UnsupportedVersion {
-            found: v.to_string(),
+    let number = |part: &str| {
+        let canonical = !part.is_empty()
+            && part.bytes().all(|b| b.is_ascii_digit())
+            && (part == "0" || !part.starts_with('0'));
+        canonical.then(|| part.parse::<u64>().ok()).flatten()
+    };
+    let parsed = v
+        .split_once('.')
+        .and_then(|(major, minor)| Some((number(major)?, number(minor)?)));
+    match parsed {
+        Some((FORMAT_MAJOR, _)) => Ok(()),
+        Some(_) => Err(ManifestError::UnsupportedVersion {
+            found: v.chars().flat_map(char::escape_default).collect(),
         }),
+        None => Err(ManifestError::Malformed(format!(
+            "formatVersion `{}` is not MAJOR.MINOR (two decimal numbers without leading zeros)",
+            v.chars()
+                .take(40)
+                .flat_map(char::escape_default)
+                .collect::<String>()
+        ))),
     }
 }
 
@@ -356,6 +373,10 @@ impl Manifest {
             }
             self.check_object(index, o)?;
         }
+        // Checked arithmetic: sizes are hostile until validated. The whole file must
+        // stay far below u64::MAX, so that every sum a reader makes later (data
+        // start + offset + size + end marker) fits.
+        const MAX_DATA_LEN: u64 = 1 << 62;
         let mut expected = HEADER_LEN;
         let stored = self
             .files
@@ -372,7 +393,15 @@ impl Manifest {
                     "{path} is at offset {offset}, the layout puts it at {expected}"
                 ));
             }
-            expected = offset + padded(size) + HEADER_LEN;
+            expected = checked_padded(size)
+                .and_then(|p| p.checked_add(offset))
+                .and_then(|end| end.checked_add(HEADER_LEN))
+                .filter(|&e| e <= MAX_DATA_LEN)
+                .ok_or_else(|| {
+                    ManifestError::Inconsistent(format!(
+                        "{path} has size {size}: the bundle would be larger than {MAX_DATA_LEN} bytes"
+                    ))
+                })?;
         }
         Ok(())
     }

@@ -11,11 +11,15 @@
 
 use std::io::{self, Read};
 
+use super::canonical::{self, CanonicalError};
 use super::digest::{Digest, Hasher, HashingReader};
-use super::layout::{self, entry_len, parse_header, Block, HeaderError, END_LEN, HEADER_LEN};
+use super::layout::{
+    self, entry_len, parse_header, Block, HeaderError, END_LEN, HEADER_LEN, MAX_TRAILING_ZEROS,
+};
 use super::manifest::{
     BlobEntry, FileEntry, Manifest, ManifestError, MANIFEST_PATH, MAX_HEAD_ENTRY, SIGNATURES_PATH,
 };
+use super::oci;
 use super::signature::{Envelope, TrustError};
 
 /// The head of a bundle: what is needed to decide trust and to find any blob.
@@ -168,9 +172,32 @@ pub enum ReadError {
         /// Its size.
         expected_size: u64,
     },
-    /// Bytes follow the end of the bundle.
-    #[error("{0} unexpected bytes follow the end of the bundle: the file was altered")]
-    Trailing(u64),
+    /// The end-of-archive marker is not zeros.
+    #[error("at byte {position}: the end-of-archive marker (1024 zero bytes) holds data: the file was altered")]
+    EndMarker {
+        /// Absolute position of the first non-zero byte.
+        position: u64,
+    },
+    /// Data follows the end of the bundle.
+    #[error("at byte {position}: data follows the end of the bundle (only zero bytes may): the file was altered")]
+    Trailing {
+        /// Absolute position of the first non-zero byte after the marker.
+        position: u64,
+    },
+    /// More zero bytes follow the end than any tool appends.
+    #[error("more than {MAX_TRAILING_ZEROS} zero bytes follow the end of the bundle (at byte {position}); a bundle copied from a disk device carries the rest of the device: copy the file itself")]
+    TooManyZeros {
+        /// Absolute position where the zeros start.
+        position: u64,
+    },
+    /// A head entry is not in canonical JSON (section 9).
+    #[error("`{path}` is not in canonical JSON ({source}): the head of the file was altered or written by a faulty tool")]
+    NotCanonical {
+        /// The entry's path.
+        path: &'static str,
+        /// Where it differs.
+        source: CanonicalError,
+    },
     /// Content does not match the manifest.
     #[error("damaged object: {0}; the bundle is corrupt, get a fresh copy")]
     Damaged(Box<Damage>),
@@ -201,7 +228,13 @@ fn eof_to_truncated(e: io::Error, what: &str) -> ReadError {
     }
 }
 
-fn read_head_entry<R: Read>(r: &mut R, want: &str, pos: u64) -> Result<Vec<u8>, ReadError> {
+/// Reads one head entry; returns its header block (checked once the manifest, and so
+/// the mtime, is known) and its data.
+fn read_head_entry<R: Read>(
+    r: &mut R,
+    want: &str,
+    pos: u64,
+) -> Result<([u8; 512], Vec<u8>), ReadError> {
     let block = layout::read_block(r).map_err(|e| match e.kind() {
         io::ErrorKind::UnexpectedEof if pos == 0 => {
             ReadError::NotABundle("the file is shorter than one tar header".into())
@@ -237,11 +270,17 @@ fn read_head_entry<R: Read>(r: &mut R, want: &str, pos: u64) -> Result<Vec<u8>, 
             "`{want}` is {size} bytes, more than the {MAX_HEAD_ENTRY} a reader accepts"
         )));
     }
-    let mut data = vec![0u8; size as usize];
-    r.read_exact(&mut data)
+    // Grown as bytes arrive, so a header that claims 256 MiB in a short file costs
+    // nothing; the bound above caps a long one.
+    let mut data = Vec::new();
+    r.take(size)
+        .read_to_end(&mut data)
         .map_err(|e| eof_to_truncated(e, want))?;
+    if data.len() as u64 != size {
+        return Err(ReadError::Truncated(want.to_string()));
+    }
     read_padding(r, want, size, pos + HEADER_LEN + size)?;
-    Ok(data)
+    Ok((block, data))
 }
 
 /// Reads the padding after an entry of `size` bytes; it must be zeros, so that
@@ -266,12 +305,25 @@ fn read_padding<R: Read>(r: &mut R, path: &str, size: u64, position: u64) -> Res
 /// Reads the head (manifest and signatures) and leaves `r` at the data section.
 /// The manifest is parsed and validated; trust is not decided here.
 pub fn read_head<R: Read>(r: &mut R) -> Result<Head, ReadError> {
-    let manifest_bytes = read_head_entry(r, MANIFEST_PATH, 0)?;
+    let (m_block, manifest_bytes) = read_head_entry(r, MANIFEST_PATH, 0)?;
     let m_len = entry_len(manifest_bytes.len() as u64);
-    let envelope_bytes = read_head_entry(r, SIGNATURES_PATH, m_len)?;
+    let (s_block, envelope_bytes) = read_head_entry(r, SIGNATURES_PATH, m_len)?;
     let digest = Digest::of(&manifest_bytes);
+    canonical::check(&manifest_bytes).map_err(|source| ReadError::NotCanonical {
+        path: MANIFEST_PATH,
+        source,
+    })?;
     let manifest = Manifest::parse(&manifest_bytes)?;
+    check_layout_files(&manifest)?;
     let envelope = Envelope::parse(&envelope_bytes)?;
+    let mtime = manifest.created;
+    for (block, path, size, position) in [
+        (&m_block, MANIFEST_PATH, manifest_bytes.len(), 0),
+        (&s_block, SIGNATURES_PATH, envelope_bytes.len(), m_len),
+    ] {
+        layout::check_exact(block, path, size as u64, mtime)
+            .map_err(|problem| ReadError::Header { position, problem })?;
+    }
     Ok(Head {
         manifest,
         manifest_bytes,
@@ -279,6 +331,31 @@ pub fn read_head<R: Read>(r: &mut R) -> Result<Head, ReadError> {
         envelope,
         data_start: m_len + entry_len(envelope_bytes.len() as u64),
     })
+}
+
+/// `oci-layout` and `index.json` are derived from the manifest (format.md section 8),
+/// so their digests and sizes must be those of the bytes a writer derives: then the
+/// OCI view a tool reads after `tar x` names exactly the images the signed objects
+/// name, and no `index.json` can point a tool at a blob no object owns.
+fn check_layout_files(m: &Manifest) -> Result<(), ReadError> {
+    let sizes: std::collections::HashMap<&Digest, u64> =
+        m.blobs.iter().map(|b| (&b.digest, b.size)).collect();
+    let index = oci::index_bytes(&m.objects, |o| sizes.get(&o.digest).copied().unwrap_or(0));
+    let layout_bytes = oci::oci_layout_bytes();
+    for (file, bytes) in m.files.iter().zip([&layout_bytes, &index]) {
+        if file.digest != Digest::of(bytes) || file.size != bytes.len() as u64 {
+            return Err(ManifestError::Inconsistent(format!(
+                "`{}` is {} ({} bytes), but the file derived from the manifest's objects is {} ({} bytes)",
+                file.path,
+                file.digest,
+                file.size,
+                Digest::of(bytes),
+                bytes.len()
+            ))
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// The error for an entry whose bytes are not what the manifest says (`found` is
@@ -337,7 +414,7 @@ pub fn verify_stream<R: Read>(
     for entry in head.entries() {
         let path = entry.path();
         let block = layout::read_block(&mut r).map_err(|e| eof_to_truncated(e, &path))?;
-        check_header(&block, &entry, pos)?;
+        check_header(&block, &entry, pos, head.manifest.created)?;
         let mut hashing = HashingReader::new((&mut r).take(entry.size()));
         sink.consume(&entry, &mut hashing)
             .map_err(|source| consumer_error(&path, source))?;
@@ -358,29 +435,59 @@ pub fn verify_stream<R: Read>(
     let mut end = [0u8; END_LEN as usize];
     r.read_exact(&mut end)
         .map_err(|e| eof_to_truncated(e, "the end-of-archive marker"))?;
-    if end.iter().any(|&b| b != 0) {
-        return Err(ReadError::Trailing(END_LEN));
+    if let Some(i) = end.iter().position(|&b| b != 0) {
+        return Err(ReadError::EndMarker {
+            position: pos + i as u64,
+        });
     }
-    // Tools that re-block tar files may append zeros; anything else is smuggled data.
+    // Tools that re-block tar files append zeros, up to a bound (format.md section
+    // 3); anything else is smuggled data. Never more than the bound is read, so a
+    // pipe that keeps giving zeros is refused rather than read forever.
+    let start = pos + END_LEN;
     let mut rest = 0u64;
     let mut buf = [0u8; 8192];
     loop {
-        let n = r.read(&mut buf)?;
+        let n = match r.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
         if n == 0 {
             break;
         }
-        if buf[..n].iter().any(|&b| b != 0) {
-            return Err(ReadError::Trailing(rest + n as u64));
-        }
-        rest += n as u64;
+        trailing_zeros(&buf[..n], start, &mut rest)?;
     }
     Ok(())
 }
 
-/// The header at `position` must be exactly the one the manifest puts there.
-fn check_header(block: &[u8; 512], entry: &Entry, position: u64) -> Result<(), ReadError> {
+/// Checks `chunk`, the bytes after `seen` zeros after the end marker (which ends at
+/// `start`), against the rule for trailing bytes; counts them into `seen`.
+fn trailing_zeros(chunk: &[u8], start: u64, seen: &mut u64) -> Result<(), ReadError> {
+    if let Some(i) = chunk.iter().position(|&b| b != 0) {
+        return Err(ReadError::Trailing {
+            position: start + *seen + i as u64,
+        });
+    }
+    *seen += chunk.len() as u64;
+    if *seen > MAX_TRAILING_ZEROS {
+        return Err(ReadError::TooManyZeros { position: start });
+    }
+    Ok(())
+}
+
+/// The header at `position` must be exactly the one the manifest puts there: its
+/// path and size, and every other byte as the writer makes it (section 3).
+fn check_header(
+    block: &[u8; 512],
+    entry: &Entry,
+    position: u64,
+    mtime: u64,
+) -> Result<(), ReadError> {
     match parse_header(block) {
-        Ok(Block::File { path, size }) if path == entry.path() && size == entry.size() => Ok(()),
+        Ok(Block::File { path, size }) if path == entry.path() && size == entry.size() => {
+            layout::check_exact(block, &path, size, mtime)
+                .map_err(|problem| ReadError::Header { position, problem })
+        }
         Ok(Block::File { path, size }) => Err(ReadError::Unexpected {
             position,
             found: path,
@@ -485,11 +592,34 @@ pub fn verify_parallel<S: ReadAt + ?Sized>(
         || Ok(vec![0u8; 1 << 20]),
         |buf, entry| check_entry(src, head, entry, buf, progress),
     )?;
+    // The same rule as the one-pass reader: a zero marker, then at most
+    // MAX_TRAILING_ZEROS zero bytes.
     let end_pos = expected_len - END_LEN;
-    let mut end = vec![0u8; (len - end_pos).min(1 << 20) as usize];
-    RangeReader::new(src, end_pos, end.len() as u64).read_exact(&mut end)?;
-    if len > expected_len + (1 << 20) || end.iter().any(|&b| b != 0) {
-        return Err(ReadError::Trailing(len - expected_len));
+    let mut end = [0u8; END_LEN as usize];
+    RangeReader::new(src, end_pos, END_LEN)
+        .read_exact(&mut end)
+        .map_err(|e| eof_to_truncated(e, "the end-of-archive marker"))?;
+    if let Some(i) = end.iter().position(|&b| b != 0) {
+        return Err(ReadError::EndMarker {
+            position: end_pos + i as u64,
+        });
+    }
+    if len - expected_len > MAX_TRAILING_ZEROS {
+        return Err(ReadError::TooManyZeros {
+            position: expected_len,
+        });
+    }
+    let mut rest = 0u64;
+    let mut r = RangeReader::new(src, expected_len, len - expected_len);
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = r
+            .read(&mut buf)
+            .map_err(|e| eof_to_truncated(e, "the end"))?;
+        if n == 0 {
+            break;
+        }
+        trailing_zeros(&buf[..n], expected_len, &mut rest)?;
     }
     Ok(())
 }
@@ -508,7 +638,7 @@ fn check_entry<S: ReadAt + ?Sized>(
     RangeReader::new(src, header_pos, HEADER_LEN)
         .read_exact(&mut block)
         .map_err(|e| eof_to_truncated(e, &path))?;
-    check_header(&block, entry, header_pos)?;
+    check_header(&block, entry, header_pos, head.manifest.created)?;
     let mut hasher = Hasher::new();
     let mut r = RangeReader::new(src, data_pos, entry.size());
     loop {

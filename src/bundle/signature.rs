@@ -23,7 +23,7 @@ pub fn signed_message(digest: &Digest) -> Vec<u8> {
 
 /// One signature with the public key that made it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SignatureEntry {
     /// `name:base64` public key.
     pub public_key: String,
@@ -31,9 +31,10 @@ pub struct SignatureEntry {
     pub signature: String,
 }
 
-/// The envelope.
+/// The envelope. It has no room for fields of its own beyond these (a newer
+/// envelope has another `version`), so nothing unsigned can ride along in it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Envelope {
     /// Envelope version.
     pub version: u64,
@@ -108,7 +109,9 @@ impl Envelope {
         canonical::to_vec(self).expect("envelope has no floats")
     }
 
-    /// Parses envelope bytes.
+    /// Parses envelope bytes: canonical JSON (section 9) of version 1 with no other
+    /// fields, signatures sorted by public key with none twice, as the writer
+    /// makes them; so the bytes are exactly [`Envelope::to_canonical`] of the result.
     pub fn parse(bytes: &[u8]) -> Result<Self, TrustError> {
         let e: Envelope =
             serde_json::from_slice(bytes).map_err(|e| TrustError::Malformed(e.to_string()))?;
@@ -118,10 +121,25 @@ impl Envelope {
                 e.version
             )));
         }
+        canonical::check(bytes)
+            .map_err(|c| TrustError::Malformed(format!("not canonical JSON: {c}")))?;
+        if let Some(w) = e
+            .signatures
+            .windows(2)
+            .find(|w| w[0].public_key >= w[1].public_key)
+        {
+            return Err(TrustError::Malformed(format!(
+                "signatures must be sorted by publicKey with none twice, but `{}` follows `{}`",
+                escaped(&w[1].public_key),
+                escaped(&w[0].public_key)
+            )));
+        }
         Ok(e)
     }
 
-    /// Names of the keys that claim to have signed (not yet checked).
+    /// The keys that claim to have signed (not yet checked), as the envelope
+    /// spells them; they are untrusted text, so print them with
+    /// [`escaped`].
     pub fn claimed_signers(&self) -> Vec<String> {
         self.signatures
             .iter()
@@ -129,10 +147,12 @@ impl Envelope {
             .collect()
     }
 
-    /// Decides trust: at least `threshold` distinct trusted keys must have valid
-    /// signatures over `actual`. Any signature that claims a trusted key and fails is
-    /// an error on its own, since it means tampering rather than a missing key.
-    /// Returns the trusted keys that signed.
+    /// Decides trust (format.md section 7): at least `threshold` distinct trusted
+    /// keys must have valid signatures over `actual`, where distinct means distinct
+    /// key bytes (one key trusted under two names counts once). Any signature that
+    /// claims a trusted key and fails is an error on its own, since it means
+    /// tampering rather than a missing key; entries by untrusted keys are ignored,
+    /// however malformed. Returns the trusted keys that signed, one per key.
     pub fn check(
         &self,
         actual: &Digest,
@@ -154,20 +174,18 @@ impl Envelope {
         let msg = signed_message(actual);
         let mut ok: Vec<PublicKey> = Vec::new();
         for entry in &self.signatures {
-            let Ok(sig) = Signature::parse(&entry.signature) else {
-                return Err(TrustError::BadSignature {
-                    key: entry.public_key.clone(),
-                });
+            let Some(key) = trusted.iter().find(|k| k.to_string() == entry.public_key) else {
+                continue;
             };
-            for key in trusted.iter().filter(|k| k.to_string() == entry.public_key) {
-                if !key.verify(&msg, &sig) {
-                    return Err(TrustError::BadSignature {
-                        key: entry.public_key.clone(),
-                    });
-                }
-                if !ok.contains(key) {
-                    ok.push(key.clone());
-                }
+            let bad = || TrustError::BadSignature {
+                key: escaped(&entry.public_key),
+            };
+            let sig = Signature::parse(&entry.signature).map_err(|_| bad())?;
+            if !key.verify(&msg, &sig) {
+                return Err(bad());
+            }
+            if !ok.iter().any(|k| k.key_bytes() == key.key_bytes()) {
+                ok.push(key.clone());
             }
         }
         let threshold = threshold.max(1);
@@ -178,7 +196,7 @@ impl Envelope {
                 signers: self
                     .signatures
                     .iter()
-                    .map(|s| s.public_key.split(':').next().unwrap_or("").to_string())
+                    .map(|s| escaped(s.public_key.split(':').next().unwrap_or("")))
                     .collect::<Vec<_>>()
                     .join(", "),
                 trusted: trusted
@@ -190,6 +208,21 @@ impl Envelope {
         }
         Ok(ok)
     }
+}
+
+/// Untrusted text (a key name from an envelope) as a message may show it: control
+/// characters escaped, so nothing from a bundle can paint a terminal.
+pub fn escaped(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            let e: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            e
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -236,6 +269,56 @@ mod tests {
             forged.check(&Digest::of(b"other"), &[a.public()], 1),
             Err(TrustError::BadSignature { .. })
         ));
+    }
+
+    // Issue 11 item 15: the same key bytes trusted under two names counted twice.
+    #[test]
+    fn one_key_under_two_names_counts_once() {
+        let a = key("a", 1);
+        let a2 = key("a2", 1);
+        let d = Digest::of(b"manifest");
+        let env = Envelope::sign(d, &[a.clone(), a2.clone()]);
+        let trusted = [a.public(), a2.public()];
+        assert_eq!(env.check(&d, &trusted, 1).unwrap().len(), 1);
+        assert!(matches!(
+            env.check(&d, &trusted, 2),
+            Err(TrustError::NotEnough { found: 1, .. })
+        ));
+    }
+
+    // Issue 11 item 15: an unparseable signature by an untrusted key made a valid
+    // bundle fail, although section 7 says such entries are ignored.
+    #[test]
+    fn entries_by_untrusted_keys_are_ignored_however_malformed() {
+        let a = key("a", 1);
+        let d = Digest::of(b"manifest");
+        let mut env = Envelope::sign(d, std::slice::from_ref(&a));
+        env.signatures.push(SignatureEntry {
+            public_key: "zz-untrusted:garbage".into(),
+            signature: "not a signature\u{1b}[2J".into(),
+        });
+        assert_eq!(env.check(&d, &[a.public()], 1).unwrap().len(), 1);
+        // By a trusted key, the same garbage is tampering.
+        env.signatures[0].signature = "a:AAAA".into();
+        assert!(matches!(
+            env.check(&d, &[a.public()], 1),
+            Err(TrustError::BadSignature { .. })
+        ));
+    }
+
+    #[test]
+    fn only_the_envelope_the_writer_makes_parses() {
+        let env = Envelope::sign(Digest::of(b"m"), &[key("b", 2), key("a", 1)]);
+        let text = String::from_utf8(env.to_canonical()).unwrap();
+        Envelope::parse(text.as_bytes()).unwrap();
+        let mut unsorted = env.clone();
+        unsorted.signatures.reverse();
+        assert!(Envelope::parse(&unsorted.to_canonical()).is_err());
+        let mut twice = env.clone();
+        twice.signatures.insert(0, twice.signatures[0].clone());
+        assert!(Envelope::parse(&twice.to_canonical()).is_err());
+        let spaced = text.replacen(',', ", ", 1);
+        assert!(Envelope::parse(spaced.as_bytes()).is_err());
     }
 
     #[test]

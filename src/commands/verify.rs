@@ -44,7 +44,7 @@ impl Trust {
 
 /// Decides trust for a head; shared with import.
 pub fn check_trust(head: &Head, t: &TrustArgs, progress: &Progress) -> Result<Trust, Failure> {
-    let keys = load_public_keys(&t.trust)?;
+    let keys = load_public_keys(&t.trust, |w| progress.warn(w))?;
     match head.envelope.check(&head.digest, &keys, t.threshold) {
         Ok(signers) => Ok(Trust::Signed(signers)),
         Err(TrustError::Unsigned | TrustError::NoTrustedKeys | TrustError::NotEnough { .. })

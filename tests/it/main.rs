@@ -16,15 +16,18 @@
 
 mod support;
 
+mod bad_vectors;
 mod bundle_source;
 mod flake;
 mod fleet_push_faults;
+mod hostile_format;
 mod k3s_import;
 mod k8s_render;
 mod local_inputs;
 mod never_panics;
 mod nix_bundle;
 mod oci_bundle;
+mod properties;
 mod registry_client;
 mod registry_resolver;
 mod services;

@@ -1,10 +1,10 @@
 //! Every parser of untrusted input answers with an error, never a panic.
 //!
-//! A coverage-guided fuzzer (cargo fuzz) needs a nightly toolchain these machines
-//! cannot fetch, so this is its stable stand-in: a fixed-seed stream of mutations of
-//! real inputs (bit flips, byte overwrites, cuts, splices) and random bytes, fed to
-//! each parser. Fixed seeds keep a failure reproducible; the mutation count keeps the
-//! test under a second.
+//! The coverage-guided fuzzers live in `fuzz/` (scripts/fuzz, docs/fuzzing.md);
+//! this is their deterministic companion that plain `cargo test` runs: a fixed-seed
+//! stream of mutations of real inputs (bit flips, byte overwrites, cuts, splices)
+//! and random bytes, fed to each parser. Fixed seeds keep a failure reproducible;
+//! the mutation count keeps the test under a second.
 
 use std::path::Path;
 

@@ -188,12 +188,12 @@ impl NixTarget {
             }
             let target = dir.join(format!("{}.narinfo", p.hash_part()));
             if durable {
-                crate::io::atomic::write(&target, info.to_text().as_bytes())?;
+                crate::io::atomic::write(&target, info.to_text()?.as_bytes())?;
             } else {
                 // The private staging cache lives for one `nix copy`: temp + rename,
                 // but no fsync per file.
                 let mut tmp = NamedTempFile::new_in(dir)?;
-                tmp.write_all(info.to_text().as_bytes())?;
+                tmp.write_all(info.to_text()?.as_bytes())?;
                 tmp.persist(&target).map_err(|e| e.error)?;
             }
         }

@@ -123,7 +123,7 @@ impl NixTarget {
             let offset = head.blob_position(blob).expect("checked in plan");
             site.insert(
                 format!("{}.narinfo", p.hash_part()),
-                Resource::text(info.to_text(), "text/x-nix-narinfo"),
+                Resource::text(info.to_text()?, "text/x-nix-narinfo"),
             );
             site.insert(
                 info.url,
