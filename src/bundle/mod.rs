@@ -16,6 +16,7 @@ pub mod meta;
 pub mod oci;
 pub mod reader;
 pub mod signature;
+pub mod volumes;
 pub mod writer;
 
 pub use digest::Digest;

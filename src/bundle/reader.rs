@@ -116,6 +116,10 @@ pub struct Damage {
     pub found_size: u64,
     /// `kind name` of each object that uses it.
     pub users: Vec<String>,
+    /// Absolute position of the entry's data in the bundle.
+    pub position: u64,
+    /// Where those bytes are, when the bundle is in several files: the volume(s).
+    pub place: Option<String>,
 }
 
 impl std::fmt::Display for Damage {
@@ -128,13 +132,17 @@ impl std::fmt::Display for Damage {
         write!(f, "{who}: {} ", self.expected)?;
         match self.found {
             Some(found) if self.found_size == self.expected_size => {
-                write!(f, "has digest {found} instead")
+                write!(f, "has digest {found} instead")?
             }
             _ => write!(
                 f,
                 "has {} bytes instead of {}",
                 self.found_size, self.expected_size
-            ),
+            )?,
+        }
+        match &self.place {
+            Some(place) => write!(f, " (its bytes are in {place})"),
+            None => Ok(()),
         }
     }
 }
@@ -361,6 +369,10 @@ fn check_layout_files(m: &Manifest) -> Result<(), ReadError> {
 /// The error for an entry whose bytes are not what the manifest says (`found` is
 /// their digest when they could be read in full), naming the objects that use it.
 pub fn damage(head: &Head, entry: &Entry, found: Option<Digest>, found_size: u64) -> ReadError {
+    ReadError::Damaged(Box::new(damage_of(head, entry, found, found_size)))
+}
+
+fn damage_of(head: &Head, entry: &Entry, found: Option<Digest>, found_size: u64) -> Damage {
     let users = match entry {
         Entry::Blob(b) => head
             .manifest
@@ -370,14 +382,16 @@ pub fn damage(head: &Head, entry: &Entry, found: Option<Digest>, found_size: u64
             .collect(),
         Entry::File(_) => Vec::new(),
     };
-    ReadError::Damaged(Box::new(Damage {
+    Damage {
         path: entry.path(),
         expected: entry.digest(),
         expected_size: entry.size(),
         found,
         found_size,
         users,
-    }))
+        position: head.data_start + entry.offset(),
+        place: None,
+    }
 }
 
 /// Receives each entry's bytes during a one-pass read.
@@ -507,7 +521,7 @@ fn consumer_error(path: &str, source: io::Error) -> ReadError {
     }
 }
 
-/// Positional reads, implemented by a file and (later) by a set of volumes.
+/// Positional reads, implemented by a file and by a set of volumes.
 pub trait ReadAt: Sync {
     /// Reads at `offset`; returns bytes read, 0 at the end.
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
@@ -517,6 +531,23 @@ pub trait ReadAt: Sync {
     fn is_empty(&self) -> io::Result<bool> {
         Ok(self.len()? == 0)
     }
+    /// The `len` bytes at `offset` (`what`: the objects that use them) did not hash
+    /// to what the manifest says. A source that can get them another way (volumes
+    /// with parity, format.md section 11) switches to it and says
+    /// [`Reread::Again`]; otherwise it may say where the bytes are.
+    fn damaged(&self, offset: u64, len: u64, what: &str) -> io::Result<Reread> {
+        let _ = (offset, len, what);
+        Ok(Reread::No(None))
+    }
+}
+
+/// What a source did about damaged bytes ([`ReadAt::damaged`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reread {
+    /// Read the range again: it now comes from elsewhere (rebuilt from parity).
+    Again,
+    /// Nothing else to read; where the bytes are (`site.gapb.002`), if it knows.
+    No(Option<String>),
 }
 
 impl ReadAt for std::fs::File {
@@ -595,14 +626,27 @@ pub fn verify_parallel<S: ReadAt + ?Sized>(
     // The same rule as the one-pass reader: a zero marker, then at most
     // MAX_TRAILING_ZEROS zero bytes.
     let end_pos = expected_len - END_LEN;
-    let mut end = [0u8; END_LEN as usize];
-    RangeReader::new(src, end_pos, END_LEN)
-        .read_exact(&mut end)
-        .map_err(|e| eof_to_truncated(e, "the end-of-archive marker"))?;
-    if let Some(i) = end.iter().position(|&b| b != 0) {
-        return Err(ReadError::EndMarker {
-            position: end_pos + i as u64,
-        });
+    let end = || -> Result<(), ReadError> {
+        let mut end = [0u8; END_LEN as usize];
+        RangeReader::new(src, end_pos, END_LEN)
+            .read_exact(&mut end)
+            .map_err(|e| eof_to_truncated(e, "the end-of-archive marker"))?;
+        if let Some(i) = end.iter().position(|&b| b != 0) {
+            return Err(ReadError::EndMarker {
+                position: end_pos + i as u64,
+            });
+        }
+        Ok(())
+    };
+    // A damaged marker in a volume with parity is read again, rebuilt.
+    match end() {
+        Err(e @ ReadError::EndMarker { .. }) => {
+            match src.damaged(end_pos, END_LEN, "the end-of-archive marker")? {
+                Reread::Again => end()?,
+                Reread::No(_) => return Err(e),
+            }
+        }
+        other => other?,
     }
     if len - expected_len > MAX_TRAILING_ZEROS {
         return Err(ReadError::TooManyZeros {
@@ -634,41 +678,99 @@ fn check_entry<S: ReadAt + ?Sized>(
     let path = entry.path();
     let data_pos = head.data_start + entry.offset();
     let header_pos = data_pos - HEADER_LEN;
-    let mut block = [0u8; 512];
-    RangeReader::new(src, header_pos, HEADER_LEN)
-        .read_exact(&mut block)
-        .map_err(|e| eof_to_truncated(e, &path))?;
-    check_header(&block, entry, header_pos, head.manifest.created)?;
-    let mut hasher = Hasher::new();
-    let mut r = RangeReader::new(src, data_pos, entry.size());
-    loop {
-        let n = r.read(buf).map_err(|e| eof_to_truncated(e, &path))?;
-        if n == 0 {
-            break;
+    let header = || -> Result<(), ReadError> {
+        let mut block = [0u8; 512];
+        RangeReader::new(src, header_pos, HEADER_LEN)
+            .read_exact(&mut block)
+            .map_err(|e| eof_to_truncated(e, &path))?;
+        check_header(&block, entry, header_pos, head.manifest.created)
+    };
+    again_if_damaged(
+        src,
+        header_pos,
+        HEADER_LEN,
+        &format!("the tar header of `{path}`"),
+        header,
+    )?;
+    let hash = |buf: &mut [u8], count: bool| -> Result<(Digest, u64), ReadError> {
+        let mut hasher = Hasher::new();
+        let mut r = RangeReader::new(src, data_pos, entry.size());
+        loop {
+            let n = r.read(buf).map_err(|e| eof_to_truncated(e, &path))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            if count {
+                progress(n as u64);
+            }
         }
-        hasher.update(&buf[..n]);
-        progress(n as u64);
-    }
-    let (found, found_size) = hasher.finish();
+        Ok(hasher.finish())
+    };
+    let (found, found_size) = hash(buf, true)?;
     if found != entry.digest() || found_size != entry.size() {
-        return Err(damage(head, entry, Some(found), found_size));
+        let mut d = damage_of(head, entry, Some(found), found_size);
+        // The source may have another way to the bytes (parity): one more try.
+        match src.damaged(data_pos, entry.size(), &d.to_string())? {
+            Reread::Again => {
+                let (again, again_size) = hash(buf, false)?;
+                if again != entry.digest() || again_size != entry.size() {
+                    d.found = Some(again);
+                    d.found_size = again_size;
+                    d.place = match src.damaged(data_pos, entry.size(), &d.to_string())? {
+                        Reread::No(place) => place,
+                        Reread::Again => None,
+                    };
+                    return Err(ReadError::Damaged(Box::new(d)));
+                }
+            }
+            Reread::No(place) => {
+                d.place = place;
+                return Err(ReadError::Damaged(Box::new(d)));
+            }
+        }
     }
     // Padding must be zeros: nothing may hide between entries.
     let pad = (layout::padded(entry.size()) - entry.size()) as usize;
     if pad > 0 {
-        let mut zeros = [0u8; 512];
-        RangeReader::new(src, data_pos + entry.size(), pad as u64)
-            .read_exact(&mut zeros[..pad])
-            .map_err(|e| eof_to_truncated(e, &path))?;
-        if zeros[..pad].iter().any(|&b| b != 0) {
-            return Err(ReadError::Unexpected {
-                position: data_pos + entry.size(),
-                found: "non-zero padding".into(),
-                found_size: pad as u64,
-                expected: format!("zero padding after `{path}`"),
-                expected_size: pad as u64,
-            });
-        }
+        let padding = || -> Result<(), ReadError> {
+            let mut zeros = [0u8; 512];
+            RangeReader::new(src, data_pos + entry.size(), pad as u64)
+                .read_exact(&mut zeros[..pad])
+                .map_err(|e| eof_to_truncated(e, &path))?;
+            if zeros[..pad].iter().any(|&b| b != 0) {
+                return Err(ReadError::Unexpected {
+                    position: data_pos + entry.size(),
+                    found: "non-zero padding".into(),
+                    found_size: pad as u64,
+                    expected: format!("zero padding after `{path}`"),
+                    expected_size: pad as u64,
+                });
+            }
+            Ok(())
+        };
+        let what = format!("the padding after `{path}`");
+        again_if_damaged(src, data_pos + entry.size(), pad as u64, &what, padding)?;
     }
     Ok(())
+}
+
+/// Runs `check` on the `len` bytes at `offset`; when they are wrong, asks the source
+/// for them another way ([`ReadAt::damaged`]) and checks once more.
+fn again_if_damaged<S: ReadAt + ?Sized>(
+    src: &S,
+    offset: u64,
+    len: u64,
+    what: &str,
+    check: impl Fn() -> Result<(), ReadError>,
+) -> Result<(), ReadError> {
+    match check() {
+        Err(e @ (ReadError::Header { .. } | ReadError::Unexpected { .. })) => {
+            match src.damaged(offset, len, what)? {
+                Reread::Again => check(),
+                Reread::No(_) => Err(e),
+            }
+        }
+        other => other,
+    }
 }

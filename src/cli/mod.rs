@@ -47,6 +47,10 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Show what a bundle holds, reading only its head.
     Inspect(InspectArgs),
+    /// Cut a bundle into volumes (FAT32 sticks, several disks), with parity volumes.
+    Split(SplitArgs),
+    /// Join a bundle's volumes into one file, rebuilding lost ones from parity.
+    Join(JoinArgs),
     /// Verify a bundle and load it into Nix, containerd/K3s or a fleet registry.
     Import(ImportArgs),
     /// Make and convert signing keys (Nix's `name:base64` format).
@@ -102,12 +106,68 @@ pub struct CreateArgs {
     /// Attempts per registry request before giving up.
     #[arg(long, default_value_t = 5)]
     pub retries: u32,
+    /// Write the bundle as volumes BUNDLE.001, BUNDLE.002, … of at most SIZE bytes
+    /// each instead of one file: bytes, K/M/G/T (powers of 1024; KB/MB/GB/TB for
+    /// powers of 1000), or `fat32` (4 GiB - 1). `cat BUNDLE.[0-9]*` gives the bundle.
+    #[arg(long, value_name = "SIZE", value_parser = volume_size, help_heading = "Volumes")]
+    pub volume_size: Option<u64>,
+    /// Also write N parity volumes BUNDLE.p01 … (Reed-Solomon), so that any N lost or
+    /// damaged volumes can be rebuilt (by `join`, or as verify and import read).
+    #[arg(
+        long,
+        value_name = "N",
+        requires = "volume_size",
+        help_heading = "Volumes"
+    )]
+    pub parity: Option<u32>,
+}
+
+/// Parses `--volume-size`.
+fn volume_size(s: &str) -> Result<u64, String> {
+    crate::bundle::volumes::parse_size(s).map_err(|e| e.to_string())
+}
+
+/// `gapbundle split`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Volumes are plain byte ranges of the bundle: `cat BUNDLE.[0-9]* > BUNDLE` joins them, and verify, inspect and import take the first volume (BUNDLE.001) and find the others beside it. Every digest is checked while the bundle is cut, so a damaged bundle is not split."
+)]
+pub struct SplitArgs {
+    /// The bundle to cut (a file, a first volume, or `-` for stdin with `-o`).
+    pub bundle: PathBuf,
+    /// Largest volume: bytes, K/M/G/T (powers of 1024; KB/MB/GB/TB for powers of
+    /// 1000), or `fat32` (4 GiB - 1).
+    #[arg(long, value_name = "SIZE", value_parser = volume_size)]
+    pub volume_size: u64,
+    /// Also write N parity volumes PREFIX.p01 …: any N lost or damaged volumes can be
+    /// rebuilt.
+    #[arg(long, value_name = "N")]
+    pub parity: Option<u32>,
+    /// Names of the volumes: PREFIX.001, … [default: the bundle's own path].
+    #[arg(short = 'o', long = "output", value_name = "PREFIX")]
+    pub output: Option<PathBuf>,
+}
+
+/// `gapbundle join`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Missing and damaged volumes are found from the parity volumes' digests and the bundle's own, rebuilt from parity when there is enough of it, and named. Join checks every digest; the signature is checked by verify and import."
+)]
+pub struct JoinArgs {
+    /// The first volume (BUNDLE.001); the others are found beside it.
+    pub first: PathBuf,
+    /// Where to write the whole bundle.
+    #[arg(short = 'o', long = "output", value_name = "BUNDLE")]
+    pub output: PathBuf,
+    /// Threads hashing blobs [default: number of CPUs].
+    #[arg(long, short = 'j')]
+    pub jobs: Option<usize>,
 }
 
 /// `gapbundle verify`.
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// The bundle file, or `-` to read it from stdin in one pass.
+    /// The bundle file (or its first volume, BUNDLE.001), or `-` to read it from stdin in one pass.
     pub bundle: PathBuf,
     /// Who must have signed it.
     #[command(flatten)]
@@ -134,7 +194,7 @@ pub struct TrustArgs {
 /// `gapbundle import`.
 #[derive(Debug, Args, Clone)]
 pub struct ImportArgs {
-    /// The bundle file, or `-` for stdin.
+    /// The bundle file (or its first volume, BUNDLE.001), or `-` for stdin.
     pub bundle: PathBuf,
     /// Who must have signed it.
     #[command(flatten)]
@@ -217,7 +277,7 @@ pub struct ImportArgs {
 /// `gapbundle inspect`.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// The bundle file.
+    /// The bundle file (or its first volume, BUNDLE.001).
     pub bundle: PathBuf,
 }
 

@@ -22,19 +22,22 @@ use fs_err as fs;
 use serde_json::json;
 
 use super::inspect::Totals;
+use super::volumes::{commit, say_volumes, volume_failure};
 use super::{exit, print_json, Failure};
 use crate::bundle::keys::SecretKey;
 use crate::bundle::manifest::{BlobEntry, Kind, Object};
 use crate::bundle::meta::{ImageMeta, Meta};
 use crate::bundle::signature::Envelope;
+use crate::bundle::volumes::Layout;
 use crate::bundle::writer::{write_bundle, BundleBuilder, Plan};
 use crate::bundle::Digest;
 use crate::cli::{CreateArgs, OutputArgs};
 use crate::error::InputFailure;
 use crate::io::atomic::AtomicFile;
-use crate::io::bundle_file::write_parallel;
+use crate::io::bundle_file::{write_parallel, Pieces};
 use crate::io::cas::Cas;
 use crate::io::keys::load_secret_key;
+use crate::io::volumes::{Committed, VolumeOutput};
 use crate::progress::{human_bytes, Progress};
 use crate::registry::auth::parse_registry_auth;
 use crate::registry::{Credentials, Settings};
@@ -413,10 +416,14 @@ fn assemble(a: &CreateArgs, inputs: &Inputs, resolved: &Resolved) -> Result<Asse
 
 /// Stage 6, the bundle signed and written: to a temporary file renamed over the
 /// output once complete (blobs copied in parallel), or streamed to an output that
-/// is not a regular file; then the lock beside the spec, if it changed.
+/// is not a regular file, or, with `--volume-size`, to volumes (and parity volumes)
+/// that appear only once all of them are complete; then the lock beside the spec,
+/// if it changed.
 struct Written {
     /// Bytes of the bundle.
     size: u64,
+    /// The volumes, when it was split.
+    volumes: Option<(Layout, Committed)>,
 }
 
 fn write(
@@ -428,27 +435,51 @@ fn write(
     let plan = &assembled.plan;
     let envelope = Envelope::sign(plan.digest, &inputs.keys);
     let total = plan.file_len(&envelope);
+    let jobs = crate::pool::cores();
     let bar = progress.bar(format!("bundle {}", a.output.display()), total);
-    let mut file = AtomicFile::create(&a.output)?;
-    match file.temp_path().map(std::path::Path::to_path_buf) {
-        Some(tmp) => {
-            let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
-            write_parallel(&tmp, plan, &envelope, &inputs.cas, jobs, &|b| {
+    let volumes = match a.volume_size {
+        Some(volume_size) => {
+            let layout = Layout::new(total, volume_size, plan.data_start(&envelope))
+                .map_err(|e| volume_failure(e.into()))?;
+            let out = VolumeOutput::create(&a.output, layout, a.parity.unwrap_or(0))
+                .map_err(volume_failure)?;
+            write_parallel(&out.pieces(), plan, &envelope, &inputs.cas, jobs, &|b| {
                 bar.inc(b.size + 512)
             })?;
+            bar.clear();
+            Some((layout, commit(out, plan.digest, total, progress)?))
         }
         None => {
-            write_bundle(&mut file, plan, &envelope, &inputs.cas, |b| {
-                bar.inc(b.size + 512)
-            })?;
+            let mut file = AtomicFile::create(&a.output)?;
+            match file.temp_path().map(std::path::Path::to_path_buf) {
+                Some(tmp) => {
+                    write_parallel(
+                        &Pieces::one(&tmp),
+                        plan,
+                        &envelope,
+                        &inputs.cas,
+                        jobs,
+                        &|b| bar.inc(b.size + 512),
+                    )?;
+                }
+                None => {
+                    write_bundle(&mut file, plan, &envelope, &inputs.cas, |b| {
+                        bar.inc(b.size + 512)
+                    })?;
+                }
+            }
+            file.commit()?;
+            bar.clear();
+            None
         }
-    }
-    file.commit()?;
-    bar.clear();
+    };
     if assembled.lock_changed {
         crate::io::atomic::write(&inputs.lock_path, &assembled.lock_bytes)?;
     }
-    Ok(Written { size: total })
+    Ok(Written {
+        size: total,
+        volumes,
+    })
 }
 
 /// Stage 7: what was written, on stdout.
@@ -484,16 +515,26 @@ fn report(
             "fetched": {"blobs": stats.map_or(0, |s| s.fetched), "bytes": stats.map_or(0, |s| s.fetched_bytes)},
             "cachedBlobs": stats.map_or(0, |s| s.cached),
             "storedBytes": totals.stored_bytes, "savedBytes": totals.saved(),
+            "volumes": written.volumes.as_ref().map(|(_, c)| &c.data),
+            "parityVolumes": written.volumes.as_ref().map(|(_, c)| &c.parity),
         }));
     } else if !out.quiet {
         say!(
-            "wrote {} ({}): {} image(s), {} blobs, {} saved by storing shared blobs once",
+            "{} {} ({}): {} image(s), {} blobs, {} saved by storing shared blobs once",
+            if written.volumes.is_some() {
+                "bundled"
+            } else {
+                "wrote"
+            },
             a.output.display(),
             human_bytes(total),
             resolved.images.len(),
             totals.blobs,
             human_bytes(totals.saved())
         );
+        if let Some((layout, committed)) = &written.volumes {
+            say_volumes(&a.output, *layout, committed);
+        }
         say!("digest {}", plan.digest);
         if *lock_changed {
             say!("updated {}", lock_path.display());

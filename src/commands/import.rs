@@ -21,6 +21,7 @@ use crate::progress::{human_bytes, Progress};
 pub fn run(a: ImportArgs, out: &OutputArgs) -> Result<(), Failure> {
     let progress = &Progress::new(out.quiet || out.json);
     let source = BundleSource::open(&a.bundle)?;
+    source.report_to(progress);
     let mut r = source.reader()?;
     let head = read_head(&mut r)?;
     let trust = check_trust(&head, &a.trust, progress)?;
@@ -48,7 +49,8 @@ pub fn run(a: ImportArgs, out: &OutputArgs) -> Result<(), Failure> {
             .collect(),
     );
     let bar = progress.bar("bundle data", head.manifest.data_len());
-    verify_stream(&mut r, &head, &mut fanout, |n| bar.inc(n))?;
+    verify_stream(&mut r, &head, &mut fanout, |n| bar.inc(n))
+        .map_err(|e| source.place_damage(e))?;
     bar.clear();
     drop(fanout);
     let mut reports = Vec::new();

@@ -62,7 +62,8 @@ impl Totals {
 
 /// Runs inspect.
 pub fn run(a: InspectArgs, out: &OutputArgs) -> Result<(), Failure> {
-    let source = BundleSource::open(&a.bundle)?;
+    // The head is in the first volume of a set: the others are not needed.
+    let source = BundleSource::open_head(&a.bundle)?;
     let head = read_head(&mut source.reader()?)?;
     let m = &head.manifest;
     let totals = Totals::of(m);

@@ -18,6 +18,7 @@ pub mod import;
 pub mod inspect;
 pub mod key;
 pub mod verify;
+pub mod volumes;
 
 use crate::bundle::keys::KeyError;
 use crate::bundle::reader::ReadError;
@@ -26,6 +27,8 @@ use crate::cli::{Cli, Command, KeyCommand};
 use crate::error::{
     BundleFailure, ContainerdFailure, InputFailure, NixStoreFailure, RegistryFailure,
 };
+use crate::io::source::SourceError;
+use crate::io::volumes::VolumeSetError;
 use crate::spec::lock::LockError;
 use crate::spec::SpecError;
 
@@ -86,6 +89,17 @@ fn classify(e: &anyhow::Error) -> u8 {
         if cause.is::<ReadError>() || cause.is::<TrustError>() || cause.is::<BundleFailure>() {
             return exit::VERIFY;
         }
+        // Volumes missing or cut short: the bundle is incomplete.
+        if let Some(e) = cause.downcast_ref::<VolumeSetError>() {
+            if e.is_incomplete() {
+                return exit::VERIFY;
+            }
+        }
+        if let Some(SourceError::Volumes(e)) = cause.downcast_ref::<SourceError>() {
+            if e.is_incomplete() {
+                return exit::VERIFY;
+            }
+        }
         if cause.is::<SpecError>()
             || cause.is::<LockError>()
             || cause.is::<KeyError>()
@@ -110,6 +124,8 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Create(a) => create::run(a, &out),
         Command::Verify(a) => verify::run(a, &out),
         Command::Inspect(a) => inspect::run(a, &out),
+        Command::Split(a) => volumes::split(a, &out),
+        Command::Join(a) => volumes::join(a, &out),
         Command::Import(a) => import::run(a, &out),
         Command::Key(KeyCommand::Generate(a)) => key::generate(a, &out),
         Command::Key(KeyCommand::Public(a)) => key::public(a, &out),

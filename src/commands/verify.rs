@@ -66,6 +66,7 @@ pub fn run(a: VerifyArgs, out: &OutputArgs) -> Result<(), Failure> {
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let source = BundleSource::open(&a.bundle)?;
+    source.report_to(&progress);
     let mut r = source.reader()?;
     let head = read_head(&mut r)?;
     let trust = check_trust(&head, &a.trust, &progress)?;

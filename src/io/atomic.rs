@@ -104,29 +104,7 @@ impl AtomicFile {
             Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(target)?,
             _ => target.to_path_buf(),
         };
-        let target = target.as_path();
-        let dir = match target.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        // Temporary files are private by default; what we write here (bundles, locks,
-        // manifests, public keys) is meant to be shared, so it gets the mode any
-        // other new file gets: 0666 less the umask. Secrets never go through here.
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(".tmp")
-            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
-            .tempfile_in(&dir)
-            .map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("cannot create a file in {}: {e}", dir.display()),
-                )
-            })?;
+        let tmp = temp_beside(&target)?;
         Ok(Self {
             target: target.to_path_buf(),
             out: Out::Temp(BufWriter::with_capacity(1 << 20, tmp)),
@@ -182,6 +160,33 @@ impl Write for AtomicFile {
             Out::Direct(f) => f.flush(),
         }
     }
+}
+
+/// A new temporary file `.NAME.XXXXXX.tmp` in `target`'s folder (so that a rename
+/// onto `target` cannot cross file systems). Temporary files are private by
+/// default; what goes through here (bundles, volumes, locks, manifests, public
+/// keys) is meant to be shared, so it gets the mode any other new file gets: 0666
+/// less the umask. Secrets never go through here.
+pub fn temp_beside(target: &Path) -> io::Result<NamedTempFile> {
+    let dir = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+        .tempfile_in(&dir)
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot create a file in {}: {e}", dir.display()),
+            )
+        })
 }
 
 /// Writes `bytes` to `target` atomically.

@@ -1,9 +1,10 @@
-//! A bundle written into a regular file from the cache, blobs copied in parallel.
+//! A bundle written into a regular file, or into the data volumes of a split
+//! bundle, from the cache, blobs copied in parallel.
 //!
 //! Once [`BundleBuilder::finish`](crate::bundle::writer::BundleBuilder::finish) has
 //! fixed every offset, the blobs are independent byte ranges of one file: nothing
 //! forces them through one sequential stream. Copying is the whole of a warm-cache
-//! create and the last serial step of a cold one, so here the file is sized first
+//! create and the last serial step of a cold one, so here the files are sized first
 //! (the gaps between entries, tar padding and the end marker, are then zeros
 //! already), the prefix is written, and as many workers as there are cores each
 //! copy whole blobs to their offsets. A blob this run hashed itself is copied
@@ -11,13 +12,22 @@
 //! other is hashed on the way, as [`write_bundle`](crate::bundle::writer::write_bundle)
 //! does, so a cache damaged since an earlier run still cannot make a bundle.
 //!
+//! Volumes (format.md section 11) are byte ranges of the same bundle, so writing
+//! them is the same job with the bytes at offset `x` going to volume `x / S` at
+//! `x % S`: [`Pieces`] says where each byte goes. A blob that lies in one volume is
+//! copied in the kernel as for one file; the few that cross a boundary are copied in
+//! user space, cut at it. Each worker keeps one file open at a time, so a set of
+//! hundreds of volumes does not need hundreds of descriptors per worker.
+//!
 //! The bytes are exactly those of `write_bundle` (tested). Outputs that are not
 //! regular files (a pipe, `/dev/null`) keep using `write_bundle`.
 
-use std::io::{self, Seek, SeekFrom, Write};
+use std::collections::BTreeSet;
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use crate::bundle::manifest::BlobEntry;
 use crate::bundle::signature::Envelope;
@@ -27,23 +37,139 @@ use crate::io::cas::Cas;
 /// Bytes copied between two background syncs (see `atomic`'s early writeback).
 const SYNC_EVERY: u64 = 32 << 20;
 
-/// Writes the bundle into the regular file at `path` (created empty by the caller,
-/// normally an [`AtomicFile`](crate::io::atomic::AtomicFile)'s temporary file).
-/// `on_blob` is told of each blob once it is in place (for progress).
+/// The regular files a bundle's bytes go to: one file, or volumes of `volume_size`
+/// bytes each (the last one shorter), in order.
+#[derive(Debug, Clone)]
+pub struct Pieces {
+    paths: Vec<PathBuf>,
+    volume_size: u64,
+}
+
+impl Pieces {
+    /// The whole bundle in one file.
+    pub fn one(path: &Path) -> Pieces {
+        Pieces {
+            paths: vec![path.to_path_buf()],
+            volume_size: u64::MAX,
+        }
+    }
+
+    /// Volumes of `volume_size` bytes (`paths` in order: the first holds byte 0).
+    pub fn volumes(paths: Vec<PathBuf>, volume_size: u64) -> Pieces {
+        Pieces {
+            paths,
+            volume_size: volume_size.max(1),
+        }
+    }
+
+    /// The piece holding byte `at`, and where in it.
+    fn locate(&self, at: u64) -> (usize, u64) {
+        if self.paths.len() == 1 {
+            return (0, at);
+        }
+        (
+            ((at / self.volume_size) as usize).min(self.paths.len() - 1),
+            at % self.volume_size,
+        )
+    }
+
+    /// Bytes of piece `i` for a bundle of `total` bytes.
+    fn len_of(&self, i: usize, total: u64) -> u64 {
+        if self.paths.len() == 1 {
+            return total;
+        }
+        let start = i as u64 * self.volume_size;
+        self.volume_size.min(total.saturating_sub(start))
+    }
+}
+
+/// One worker's way into the pieces: one file open at a time, opened when needed.
+struct Cursor<'a> {
+    pieces: &'a Pieces,
+    open: Option<(usize, std::fs::File)>,
+    /// Pieces written to since the syncer last looked.
+    dirty: &'a Mutex<BTreeSet<usize>>,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(pieces: &'a Pieces, dirty: &'a Mutex<BTreeSet<usize>>) -> Self {
+        Cursor {
+            pieces,
+            open: None,
+            dirty,
+        }
+    }
+
+    fn file(&mut self, i: usize) -> io::Result<&mut std::fs::File> {
+        if self.open.as_ref().map(|(j, _)| *j) != Some(i) {
+            let path = &self.pieces.paths[i];
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+            self.open = Some((i, f));
+        }
+        if let Ok(mut d) = self.dirty.lock() {
+            d.insert(i);
+        }
+        Ok(&mut self.open.as_mut().expect("just opened").1)
+    }
+
+    /// Writes `buf` at bundle offset `at`, across pieces where it must.
+    fn write_all_at(&mut self, mut buf: &[u8], mut at: u64) -> io::Result<()> {
+        while !buf.is_empty() {
+            let (i, within) = self.pieces.locate(at);
+            let room = (self.pieces.volume_size - within).min(buf.len() as u64) as usize;
+            self.file(i)?.write_all_at(&buf[..room], within)?;
+            buf = &buf[room..];
+            at += room as u64;
+        }
+        Ok(())
+    }
+}
+
+/// A `Write` at a moving bundle offset, for a blob that crosses volumes.
+struct SpanWriter<'c, 'a> {
+    cursor: &'c mut Cursor<'a>,
+    at: u64,
+}
+
+impl Write for SpanWriter<'_, '_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let (_, within) = self.cursor.pieces.locate(self.at);
+        let n = (self.cursor.pieces.volume_size - within).min(buf.len() as u64) as usize;
+        self.cursor.write_all_at(&buf[..n], self.at)?;
+        self.at += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes the bundle into `out`'s regular files (created empty by the caller,
+/// normally temporary files renamed into place afterwards). `on_blob` is told of
+/// each blob once it is in place (for progress).
 pub fn write_parallel(
-    path: &Path,
+    out: &Pieces,
     plan: &Plan,
     envelope: &Envelope,
     cas: &Cas,
     jobs: usize,
     on_blob: &(dyn Fn(&BlobEntry) + Sync),
 ) -> Result<u64, WriteError> {
-    let file = std::fs::OpenOptions::new().write(true).open(path)?;
     let total = plan.file_len(envelope);
-    file.set_len(total)?;
+    for (i, path) in out.paths.iter().enumerate() {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_len(out.len_of(i, total)))
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    }
+    let dirty = Mutex::new(BTreeSet::new());
     let mut prefix = Vec::new();
     write_prefix(&mut prefix, plan, envelope)?;
-    file.write_all_at(&prefix, 0)?;
+    Cursor::new(out, &dirty).write_all_at(&prefix, 0)?;
     let data_start = plan.data_start(envelope);
     let blobs: Vec<&BlobEntry> = plan.stored_blobs().collect();
     let copied = AtomicU64::new(0);
@@ -51,33 +177,31 @@ pub fn write_parallel(
     std::thread::scope(|s| {
         // Starts the disk writeback while copying goes on, so the fsync before the
         // rename finds little left to do.
-        let syncer = file.try_clone().ok();
+        let dirty = &dirty;
         s.spawn(move || {
             while woken.recv().is_ok() {
-                if let Some(f) = &syncer {
-                    let _ = f.sync_data(); // errors surface in the final fsync
+                let touched = std::mem::take(&mut *dirty.lock().unwrap_or_else(|p| p.into_inner()));
+                for i in touched {
+                    if let Ok(f) = std::fs::File::open(&out.paths[i]) {
+                        let _ = f.sync_data(); // errors surface in the final fsync
+                    }
                 }
             }
         });
         let all_copied = crate::pool::map(
             jobs,
             &blobs,
-            // One handle per worker: each has its own file position.
-            || {
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(path)
-                    .map_err(WriteError::from)
-            },
-            |out, blob| {
+            // One cursor per worker: each has its own file and position.
+            || Ok(Cursor::new(out, dirty)),
+            |cursor, blob| {
                 let at = data_start + blob.offset.expect("stored blobs have offsets");
-                copy_blob(cas, plan, blob, &file, out, at)?;
+                copy_blob(cas, plan, blob, cursor, at)?;
                 on_blob(blob);
                 let before = copied.fetch_add(blob.size, Ordering::Relaxed);
                 if (before + blob.size) / SYNC_EVERY != before / SYNC_EVERY {
                     let _ = wake.try_send(());
                 }
-                Ok(())
+                Ok::<_, WriteError>(())
             },
         );
         drop(wake); // ends the syncer
@@ -86,16 +210,15 @@ pub fn write_parallel(
     Ok(total)
 }
 
-/// Puts one blob and its tar header in place at `at`.
+/// Puts one blob and its tar header in place at bundle offset `at`.
 fn copy_blob(
     cas: &Cas,
     plan: &Plan,
     blob: &BlobEntry,
-    file: &std::fs::File,
-    out: &mut std::fs::File,
+    cursor: &mut Cursor,
     at: u64,
 ) -> Result<(), WriteError> {
-    file.write_all_at(&plan.blob_header(blob)?, at - 512)?;
+    cursor.write_all_at(&plan.blob_header(blob)?, at - 512)?;
     let src = cas
         .open_read(&blob.digest)
         .map_err(|e| WriteError::Source {
@@ -104,14 +227,139 @@ fn copy_blob(
         })?
         .into_parts()
         .0;
-    out.seek(SeekFrom::Start(at))?;
-    if cas.verified_this_run(&blob.digest) {
+    let hashed = cas.verified_this_run(&blob.digest);
+    let (i, within) = cursor.pieces.locate(at);
+    let fits = within + blob.size <= cursor.pieces.volume_size;
+    if fits && hashed {
         // File to file: std hands this to copy_file_range where it can.
+        let out = cursor.file(i)?;
+        out.seek(SeekFrom::Start(within))?;
         copy_blob_bytes(src, out, blob, true)?;
+    } else if fits {
+        let out = cursor.file(i)?;
+        out.seek(SeekFrom::Start(within))?;
+        let mut w = io::BufWriter::with_capacity(1 << 20, out);
+        copy_blob_bytes(src, &mut w, blob, false)?;
+        w.flush()?;
+    } else if hashed {
+        // Across volumes, cut at each boundary: each piece file to file again.
+        let src = &src;
+        let mut done = 0u64;
+        while done < blob.size {
+            let (i, within) = cursor.pieces.locate(at + done);
+            let n = (cursor.pieces.volume_size - within).min(blob.size - done);
+            let out = cursor.file(i)?;
+            out.seek(SeekFrom::Start(within))?;
+            let copied = io::copy(&mut src.take(n), out).map_err(|e| WriteError::Source {
+                digest: blob.digest,
+                source: e,
+            })?;
+            if copied != n {
+                return Err(WriteError::Source {
+                    digest: blob.digest,
+                    source: io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!(
+                            "the cache gave {} bytes, {} expected",
+                            done + copied,
+                            blob.size
+                        ),
+                    ),
+                });
+            }
+            done += n;
+        }
     } else {
-        let mut w = io::BufWriter::with_capacity(1 << 20, &mut *out);
+        let mut w = io::BufWriter::with_capacity(1 << 20, SpanWriter { cursor, at });
         copy_blob_bytes(src, &mut w, blob, false)?;
         w.flush()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::keys::SecretKey;
+    use crate::bundle::manifest::BlobEntry;
+    use crate::bundle::writer::{write_bundle, BundleBuilder};
+    use crate::bundle::Digest;
+
+    /// A plan of blobs of awkward sizes, in a cache, with its envelope.
+    fn fixture(cas: &Cas) -> (Plan, Envelope) {
+        let mut b = BundleBuilder::new("t", "1", 0, vec!["all".into()]);
+        for (i, n) in [1usize, 511, 512, 513, 5000, 20_000, 70_001]
+            .iter()
+            .enumerate()
+        {
+            let bytes: Vec<u8> = (0..*n).map(|x| (x * 13 + i) as u8).collect();
+            let d = cas.put_bytes(&bytes).unwrap();
+            b.add_blob(
+                BlobEntry {
+                    digest: d,
+                    size: *n as u64,
+                    media_type: "application/octet-stream".into(),
+                    offset: None,
+                    encoding: None,
+                    content: None,
+                },
+                0,
+            )
+            .unwrap();
+        }
+        let plan = b.finish().unwrap();
+        let key = SecretKey::from_seed("t", [7; 32]).unwrap();
+        let env = Envelope::sign(plan.digest, &[key]);
+        (plan, env)
+    }
+
+    #[test]
+    fn volumes_hold_exactly_the_bytes_of_one_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let cas = Cas::open(dir.path().join("cache")).unwrap();
+        let (plan, env) = fixture(&cas);
+        let mut whole = Vec::new();
+        write_bundle(&mut whole, &plan, &env, &cas, |_| {}).unwrap();
+        let one = dir.path().join("one.gapb");
+        std::fs::File::create(&one).unwrap();
+        write_parallel(&Pieces::one(&one), &plan, &env, &cas, 3, &|_| {}).unwrap();
+        assert!(std::fs::read(&one).unwrap() == whole);
+        // A size that cuts headers, blobs and padding anywhere; blobs this run hashed
+        // (copied file to file) and blobs of an earlier run (hashed on the way).
+        let earlier = Cas::open(dir.path().join("cache")).unwrap();
+        for (size, cas) in [
+            (4999u64, &cas),
+            (8192, &cas),
+            (33_333, &cas),
+            (4999, &earlier),
+            (33_333, &earlier),
+        ] {
+            let count = (whole.len() as u64).div_ceil(size) as usize;
+            let paths: Vec<PathBuf> = (0..count)
+                .map(|i| dir.path().join(format!("v{size}.{i:03}")))
+                .collect();
+            for p in &paths {
+                std::fs::File::create(p).unwrap();
+            }
+            write_parallel(
+                &Pieces::volumes(paths.clone(), size),
+                &plan,
+                &env,
+                cas,
+                2,
+                &|_| {},
+            )
+            .unwrap();
+            let mut joined = Vec::new();
+            for (i, p) in paths.iter().enumerate() {
+                let v = std::fs::read(p).unwrap();
+                if i + 1 < count {
+                    assert_eq!(v.len() as u64, size);
+                }
+                joined.extend(v);
+            }
+            assert!(joined == whole, "volumes of {size}");
+            assert_eq!(Digest::of(&joined), Digest::of(&whole));
+        }
+    }
 }

@@ -22,12 +22,21 @@
 //!
 //! Paths that are neither `-` nor regular files (a FIFO from `<(…)`, `/dev/stdin`)
 //! are read in one pass, like standard input: positional reads do not work on them.
+//!
+//! A path that ends in `.001` is the first volume of a set: [`BundleSource::open`]
+//! finds the other volumes beside it (and parity volumes `.p01`…), so every command
+//! that takes a bundle takes a first volume too. A volume that is missing or has the
+//! wrong length is named before anything is read; with parity, its bytes are
+//! rebuilt as they are read instead (see [`crate::io::volumes`]), and what the set
+//! had to say about that reaches the user through [`BundleSource::report_to`].
 
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::bundle::reader::{RangeReader, ReadAt};
+use crate::bundle::reader::{RangeReader, ReadAt, ReadError, Reread};
+use crate::io::volumes::{self, Repair, VolumeSetError};
+use crate::progress::Progress;
 
 /// Bytes a one-pass reader asks of the medium at a time.
 const READ_BUFFER: usize = 1 << 20;
@@ -52,6 +61,9 @@ pub enum SourceError {
     /// A volume set needs at least one volume.
     #[error("no bundle volumes were given")]
     NoVolumes,
+    /// The volumes of a split bundle do not make a whole bundle.
+    #[error(transparent)]
+    Volumes(#[from] VolumeSetError),
     /// A pipe can be read only once.
     #[error("{what} was already read once and cannot be read again: give the bundle file instead")]
     AlreadyRead {
@@ -82,6 +94,17 @@ impl BundleSource {
         if path.as_os_str() == "-" {
             return Ok(BundleSource::stdin());
         }
+        if let Some(found) = volumes::find(path) {
+            let notes = Notes::default();
+            let (parts, repair) = volumes::open_set(&found, &notes)?;
+            let len = parts.iter().map(|p| p.len).sum();
+            return Ok(BundleSource::from(RandomSource {
+                parts,
+                len,
+                repair,
+                notes,
+            }));
+        }
         let open_err = |source| SourceError::Open {
             path: path.to_path_buf(),
             source,
@@ -99,12 +122,26 @@ impl BundleSource {
         Ok(BundleSource::from(RandomSource {
             parts: vec![Part {
                 path: path.to_path_buf(),
-                file,
+                file: Some(file),
                 start: 0,
                 len: meta.len(),
             }],
             len: meta.len(),
+            repair: None,
+            notes: Notes::default(),
         }))
+    }
+
+    /// The bundle at `path` for a reader of its head alone (inspect): for the first
+    /// volume of a set, that volume only, so that the head can be shown even when
+    /// other volumes are missing; otherwise as [`BundleSource::open`].
+    pub fn open_head(path: &Path) -> Result<BundleSource, SourceError> {
+        match volumes::find(path) {
+            Some(found) if found.data.contains_key(&1) => {
+                BundleSource::volumes(&[path.to_path_buf()])
+            }
+            _ => BundleSource::open(path),
+        }
     }
 
     /// Standard input, read once.
@@ -138,13 +175,18 @@ impl BundleSource {
             }
             parts.push(Part {
                 path: path.clone(),
-                file,
+                file: Some(file),
                 start,
                 len: meta.len(),
             });
             start += meta.len();
         }
-        Ok(BundleSource::from(RandomSource { parts, len: start }))
+        Ok(BundleSource::from(RandomSource {
+            parts,
+            len: start,
+            repair: None,
+            notes: Notes::default(),
+        }))
     }
 
     fn pass(what: String, r: impl Read + Send + 'static) -> BundleSource {
@@ -168,10 +210,61 @@ impl BundleSource {
                     None => Err(SourceError::AlreadyRead { what: what.clone() }),
                 }
             }
+            Inner::Random(src) if src.repair.is_some() => Ok(Box::new(BufReader::with_capacity(
+                READ_BUFFER,
+                CheckingReader { src, pos: 0 },
+            ))),
             Inner::Random(src) => Ok(Box::new(BufReader::with_capacity(
                 READ_BUFFER,
                 RangeReader::new(&**src, 0, src.len),
             ))),
+        }
+    }
+
+    /// Sends what the source has to say (volumes rebuilt from parity, parity volumes
+    /// not used) to `progress` as warnings: what was said already, and from now on
+    /// as it happens.
+    pub fn report_to(&self, progress: &Progress) {
+        if let Inner::Random(src) = &self.inner {
+            src.notes.report_to(progress);
+        }
+    }
+
+    /// Everything the source has said so far (see [`BundleSource::report_to`]).
+    pub fn said(&self) -> Vec<String> {
+        match &self.inner {
+            Inner::Random(src) => src.notes.said(),
+            Inner::Pass { .. } => Vec::new(),
+        }
+    }
+
+    /// The data volumes whose bytes are rebuilt from parity (missing, cut short, or
+    /// found damaged so far).
+    pub fn rebuilt_volumes(&self) -> Vec<PathBuf> {
+        match &self.inner {
+            Inner::Random(src) => match &src.repair {
+                Some(r) => src
+                    .parts
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| r.is_erased(*i))
+                    .map(|(_, p)| p.path.clone())
+                    .collect(),
+                None => Vec::new(),
+            },
+            Inner::Pass { .. } => Vec::new(),
+        }
+    }
+
+    /// Names the volume(s) holding the bytes of a damaged entry, when the bundle is
+    /// in several files and the error does not say yet (a one-pass read).
+    pub fn place_damage(&self, e: ReadError) -> ReadError {
+        match (e, &self.inner) {
+            (ReadError::Damaged(mut d), Inner::Random(src)) if d.place.is_none() => {
+                d.place = src.place(d.position, d.expected_size);
+                ReadError::Damaged(d)
+            }
+            (e, _) => e,
         }
     }
 
@@ -228,15 +321,91 @@ pub struct RandomSource {
     parts: Vec<Part>,
     /// Total length.
     len: u64,
+    /// For volumes with parity: how to rebuild the erased ones.
+    repair: Option<Repair>,
+    /// What the volumes had to say.
+    notes: Notes,
 }
 
-struct Part {
-    path: PathBuf,
-    file: std::fs::File,
+/// One file of a [`RandomSource`].
+pub(crate) struct Part {
+    pub(crate) path: PathBuf,
+    /// `None` for a volume that is missing (its bytes come from parity).
+    pub(crate) file: Option<std::fs::File>,
     /// Where it starts in the whole.
-    start: u64,
-    /// Its length when it was opened.
-    len: u64,
+    pub(crate) start: u64,
+    /// Its length when it was opened (or, missing, the length it must have).
+    pub(crate) len: u64,
+}
+
+/// Messages a source has for the user, kept until someone listens.
+#[derive(Default)]
+pub(crate) struct Notes {
+    inner: Mutex<NotesInner>,
+}
+
+#[derive(Default)]
+struct NotesInner {
+    said: Vec<String>,
+    to: Option<Progress>,
+}
+
+impl Notes {
+    /// Says `msg` now if someone listens, later otherwise.
+    pub(crate) fn say(&self, msg: String) {
+        let mut n = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = &n.to {
+            p.warn(&msg);
+        }
+        n.said.push(msg);
+    }
+
+    fn report_to(&self, progress: &Progress) {
+        let mut n = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        for msg in &n.said {
+            progress.warn(msg);
+        }
+        n.to = Some(progress.clone());
+    }
+
+    fn said(&self) -> Vec<String> {
+        self.inner
+            .lock()
+            .map(|n| n.said.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// A one-pass reader over volumes with parity: a data volume is checked against
+/// its digest before its first byte is handed out, and every volume before the
+/// first rebuilt byte, since a target that received a damaged byte cannot give it
+/// back (see [`crate::io::volumes`]).
+struct CheckingReader<'a> {
+    src: &'a RandomSource,
+    pos: u64,
+}
+
+impl Read for CheckingReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos >= self.src.len || buf.is_empty() {
+            return Ok(0);
+        }
+        if let Some(repair) = &self.src.repair {
+            let i = self.src.part_at(self.pos);
+            if repair.is_erased(i) {
+                // Rebuilt bytes are only as good as every volume they come from.
+                repair.check_everything(&self.src.parts, &self.src.notes)?;
+            } else if !repair.checked(i) {
+                repair.check_before_use(&self.src.parts, &self.src.notes, i)?;
+            }
+        }
+        let n = self.src.read_at(buf, self.pos)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
 }
 
 impl RandomSource {
@@ -259,13 +428,35 @@ impl RandomSource {
         self.parts.iter().map(|p| p.path.as_path())
     }
 
-    /// The part holding byte `offset`, with `offset < self.len`.
-    fn part_at(&self, offset: u64) -> &Part {
-        let i = self
-            .parts
+    /// The index of the part holding byte `offset`, with `offset < self.len`.
+    fn part_at(&self, offset: u64) -> usize {
+        self.parts
             .partition_point(|p| p.start + p.len <= offset)
-            .min(self.parts.len() - 1);
-        &self.parts[i]
+            .min(self.parts.len() - 1)
+    }
+
+    /// The volume(s) holding `len` bytes at `offset`, when there are several files.
+    fn place(&self, offset: u64, len: u64) -> Option<String> {
+        if self.parts.len() < 2 {
+            return None;
+        }
+        let end = offset + len.max(1);
+        let names: Vec<String> = self
+            .parts
+            .iter()
+            .filter(|p| p.start < end && offset < p.start + p.len)
+            .map(|p| p.path.display().to_string())
+            .collect();
+        match names.as_slice() {
+            [] => None,
+            [one] => Some(one.clone()),
+            few if few.len() <= 5 => Some(format!(
+                "{} and {}",
+                few[..few.len() - 1].join(", "),
+                few[few.len() - 1]
+            )),
+            [first, .., last] => Some(format!("{first} … {last} ({} volumes)", names.len())),
+        }
     }
 }
 
@@ -276,11 +467,22 @@ impl ReadAt for RandomSource {
         if offset >= self.len || buf.is_empty() {
             return Ok(0);
         }
-        let part = self.part_at(offset);
+        let i = self.part_at(offset);
+        let part = &self.parts[i];
         let within = offset - part.start;
+        let file = match (&self.repair, &part.file) {
+            (Some(r), _) if r.is_erased(i) => return r.rebuild(&self.parts, i, within, buf),
+            (_, Some(file)) => file,
+            (_, None) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("{} is missing", part.path.display()),
+                ))
+            }
+        };
         let want = buf.len().min((part.len - within) as usize);
         let n = loop {
-            match std::os::unix::fs::FileExt::read_at(&part.file, &mut buf[..want], within) {
+            match std::os::unix::fs::FileExt::read_at(file, &mut buf[..want], within) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     return Err(io::Error::new(
@@ -308,6 +510,15 @@ impl ReadAt for RandomSource {
 
     fn len(&self) -> io::Result<u64> {
         Ok(self.len)
+    }
+
+    fn damaged(&self, offset: u64, len: u64, what: &str) -> io::Result<Reread> {
+        if let Some(r) = &self.repair {
+            if r.damaged(&self.parts, &self.notes, offset, offset + len, what)? {
+                return Ok(Reread::Again);
+            }
+        }
+        Ok(Reread::No(self.place(offset, len)))
     }
 }
 

@@ -33,3 +33,4 @@ mod registry_resolver;
 mod services;
 mod spec_vectors;
 mod token_auth;
+mod volumes;
