@@ -2,10 +2,12 @@
 //! what a delta of the new one against the old one would store.
 //!
 //! Objects are matched by kind and name: an image whose name stays and whose digest
-//! changes is *changed*. A Nix store path's name carries its hash, so a rebuilt
-//! package is a new path; a removed and an added path with the same name after the
-//! hash (`…-agent`) are paired as one change, since that is how a person reads
-//! them. The delta figures come from the very rule `create --against` applies
+//! changes is *changed*. A name can carry the version too: a Nix store path's name
+//! carries its hash, so a rebuilt package is a new path, and an image's carries its
+//! tag (`team/app:1` becomes `team/app:2`). So a removed and an added object of the
+//! same kind that share what is left once that is taken away (the name after the
+//! hash, `…-agent`; the repository, `team/app`), one of each, are paired as one
+//! change, since that is how a person reads them. The delta figures come from the very rule `create --against` applies
 //! ([`super::delta::leave_out`]), with the old bundle as the base.
 
 use std::collections::{BTreeMap, HashMap};
@@ -17,6 +19,7 @@ use super::digest::Digest;
 use super::manifest::{Kind, Manifest, Object};
 use super::reader::Head;
 use crate::nixfmt::StorePath;
+use crate::oci::Reference;
 
 /// One object, as a diff lists it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -104,11 +107,14 @@ fn object_ref(o: &Object) -> ObjectRef {
     }
 }
 
-/// The name after a store path's hash, or `None` for an object that is not a path.
-fn path_name(o: &Object) -> Option<String> {
-    (o.kind == Kind::NixPath)
-        .then(|| StorePath::parse(&o.name).ok().map(|p| p.name().to_string()))
-        .flatten()
+/// What stays of an object's name across versions: the name after a store path's
+/// hash, an image's repository; `None` for other kinds.
+fn lasting_name(o: &Object) -> Option<String> {
+    match o.kind {
+        Kind::NixPath => StorePath::parse(&o.name).ok().map(|p| p.name().to_string()),
+        Kind::Image => Reference::parse(&o.name).ok().map(|r| r.name()),
+        _ => None,
+    }
 }
 
 /// Target file -> its documents (name, digest), for the Kubernetes documents of `m`.
@@ -158,7 +164,7 @@ pub fn diff(old: &Head, new: &Head) -> Diff {
             d.removed.push(object_ref(o));
         }
     }
-    pair_rebuilt_paths(&mut d, &old_objects, &new_objects);
+    pair_new_versions(&mut d, &old_objects, &new_objects);
     let (of, nf) = (files(om), files(nm));
     for (file, docs) in &nf {
         match of.get(file) {
@@ -192,41 +198,45 @@ pub fn diff(old: &Head, new: &Head) -> Diff {
     d
 }
 
-/// A removed and an added store path with the same name after the hash, when there
-/// is exactly one of each, become one change.
-fn pair_rebuilt_paths(
+/// A removed and an added object with the same lasting name ([`lasting_name`]),
+/// when there is exactly one of each, become one change.
+fn pair_new_versions(
     d: &mut Diff,
     old_objects: &BTreeMap<(String, String), &Object>,
     new_objects: &BTreeMap<(String, String), &Object>,
 ) {
-    let count = |v: &[ObjectRef], objects: &BTreeMap<(String, String), &Object>| {
-        let mut m: HashMap<String, Vec<String>> = HashMap::new();
+    type Objects<'a> = BTreeMap<(String, String), &'a Object>;
+    let lasting = |v: &[ObjectRef], objects: &Objects| {
+        let mut m: HashMap<(String, String), Vec<String>> = HashMap::new();
         for r in v {
-            if let Some(n) = objects
-                .get(&(r.kind.clone(), r.name.clone()))
-                .and_then(|o| path_name(o))
-            {
-                m.entry(n).or_default().push(r.name.clone());
+            let key = (r.kind.clone(), r.name.clone());
+            if let Some(n) = objects.get(&key).and_then(|o| lasting_name(o)) {
+                m.entry((r.kind.clone(), n))
+                    .or_default()
+                    .push(r.name.clone());
             }
         }
         m
     };
-    let (gone, came) = (count(&d.removed, old_objects), count(&d.added, new_objects));
+    let (gone, came) = (
+        lasting(&d.removed, old_objects),
+        lasting(&d.added, new_objects),
+    );
     let mut pairs = Vec::new();
-    for (name, old) in &gone {
-        if let (1, Some(new)) = (old.len(), came.get(name)) {
+    for (key, old) in &gone {
+        if let (1, Some(new)) = (old.len(), came.get(key)) {
             if new.len() == 1 {
-                pairs.push((old[0].clone(), new[0].clone()));
+                pairs.push((key.0.clone(), old[0].clone(), new[0].clone()));
             }
         }
     }
     pairs.sort();
-    for (old_name, new_name) in pairs {
-        let kind = Kind::NixPath.to_string();
+    for (kind, old_name, new_name) in pairs {
         let o = old_objects[&(kind.clone(), old_name.clone())];
         let n = new_objects[&(kind.clone(), new_name.clone())];
-        d.removed.retain(|r| r.name != old_name);
-        d.added.retain(|r| r.name != new_name);
+        d.removed
+            .retain(|r| !(r.kind == kind && r.name == old_name));
+        d.added.retain(|r| !(r.kind == kind && r.name == new_name));
         d.changed.push(Changed {
             kind,
             name: new_name,
