@@ -209,8 +209,13 @@ impl NixTarget {
         let Dest::Store { uri, .. } = &self.dest else {
             return Ok(());
         };
+        // `--no-recursive`: the new paths are the whole set, references first; the
+        // others are valid on the target already and not served (a delta does not
+        // even carry their NARs), and a recursive copy would ask the source for the
+        // whole closure and fail on the first of them.
         let mut cmd = nix_cmd("nix").args([
             "copy",
+            "--no-recursive",
             "--from",
             from,
             "--to",
