@@ -422,3 +422,183 @@ fn a_delta_against_a_fleet_registry_inventory_is_pushed_there() {
     assert_eq!(o.status.code(), Some(DELTA_DOES_NOT_FIT), "{}", stderr(&o));
     assert!(try_skopeo_raw(&format!("docker://{}", empty.reference("team/app:2")), None).is_err());
 }
+
+/// A flake of three paths, `base` <- `lib` <- `app`, where only `app` differs
+/// between versions: v2 changes a leaf of the closure (nothing references `app`).
+fn nix_flake(version: u32) -> String {
+    format!(
+        r#"{{
+  outputs = {{ self }}: let
+    mk = name: script: builtins.derivation {{
+      inherit name;
+      system = "x86_64-linux";
+      builder = "/bin/sh";
+      args = [ "-c" script ];
+      PATH = "/usr/bin:/bin";
+    }};
+    base = mk "gb-delta-base" "{{ echo base; seq 1 50000; }} > $out";
+    lib = mk "gb-delta-lib" "mkdir -p $out; echo ${{base}} > $out/base-ref";
+    app = mk "gb-delta-app" "mkdir -p $out; echo ${{lib}} app {version} > $out/app";
+  in {{ packages.x86_64-linux.app = app; }};
+}}
+"#
+    )
+}
+
+fn nix_tool(program: &str) -> std::process::Command {
+    let mut c = tool(program);
+    c.env("NIX_CONFIG", NIX_CONFIG);
+    c
+}
+
+/// The store path of the `app` of a flake folder, as Nix builds it.
+fn built_app(flake: &Path) -> String {
+    let out = run_stdout(
+        nix_tool("nix")
+            .args([
+                "build",
+                "--json",
+                "--no-link",
+                ".#packages.x86_64-linux.app",
+            ])
+            .current_dir(flake),
+    );
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v[0]["outputs"]["out"].as_str().unwrap().to_string()
+}
+
+/// The `nix-path` objects whose NARs a bundle stores.
+fn stored_paths(p: &Path) -> BTreeSet<String> {
+    let head = head_of(p);
+    let m = &head.manifest;
+    m.nix_paths()
+        .filter(|(o, _)| m.blob(&o.digest).is_some_and(|b| b.offset.is_some()))
+        .map(|(o, _)| o.name.clone())
+        .collect()
+}
+
+#[test]
+fn a_nix_delta_goes_into_the_store_and_the_file_cache_it_was_made_against() {
+    let w = Workdir::new("release");
+    for v in [1, 2] {
+        fs::create_dir_all(w.path(&format!("v{v}/flake"))).unwrap();
+        fs::write(w.path(&format!("v{v}/flake/flake.nix")), nix_flake(v)).unwrap();
+        fs::write(
+            w.path(&format!("v{v}/bundle.yaml")),
+            format!("name: nixsite\nversion: \"{v}\"\nnix:\n  - installable: ./flake#packages.x86_64-linux.app\n    gcRoot: app\n"),
+        )
+        .unwrap();
+    }
+    let gb = |args: &[&str]| -> Output {
+        let mut c = gapbundle();
+        c.env("NIX_CONFIG", NIX_CONFIG).args(args);
+        c.output().unwrap()
+    };
+    let p = |s: &str| w.path(s).display().to_string();
+    let (key, pubkey) = (
+        w.secret().display().to_string(),
+        w.public().display().to_string(),
+    );
+    let create = |v: u32, out: &str, more: &[&str]| {
+        let spec = p(&format!("v{v}/bundle.yaml"));
+        let mut args = vec!["create", "-f", &spec, "-o", out, "--key", &key, "--quiet"];
+        let cache = p("cache");
+        args.extend(["--cache", &cache]);
+        args.extend(more);
+        ok(gb(&args))
+    };
+    let (v1, v2, d2) = (p("v1.gapb"), p("v2.gapb"), p("d2.gapb"));
+    create(1, &v1, &[]);
+    create(2, &v2, &[]);
+    create(2, &d2, &["--against", &v1]);
+    let app2 = built_app(&w.path("v2/flake"));
+    let app1 = built_app(&w.path("v1/flake"));
+    assert_ne!(app1, app2);
+    let only_app2: BTreeSet<String> = [app2.clone()].into();
+    assert_eq!(stored_paths(Path::new(&d2)), only_app2);
+    ok(gb(&["patch", &v1, &d2, "-o", &p("p2.gapb")]));
+    assert!(
+        fs::read(p("p2.gapb")).unwrap() == fs::read(&v2).unwrap(),
+        "patch of the Nix delta"
+    );
+    ok(gb(&["verify", &p("p2.gapb"), "--trust", &pubkey]));
+
+    let import = |bundle: &str, store: &str| {
+        gb(&[
+            "--json",
+            "import",
+            bundle,
+            "--trust",
+            &pubkey,
+            "--skip-images",
+            "--skip-manifests",
+            "--nix-store",
+            store,
+        ])
+    };
+    let verify_store = |store: &str| {
+        let key = fs::read_to_string(w.public()).unwrap();
+        ok(nix_tool("nix")
+            .args([
+                "store",
+                "verify",
+                "--store",
+                store,
+                "--all",
+                "--option",
+                "trusted-public-keys",
+                key.trim(),
+            ])
+            .output()
+            .unwrap());
+    };
+    let closure2 = run_stdout(nix_tool("nix-store").args(["-qR", &app2]));
+    for (name, store) in [
+        ("store", format!("local?root={}", p("store"))),
+        ("cache", format!("file://{}", p("bcache"))),
+    ] {
+        ok(import(&v1, &store));
+        let inv = p(&format!("{name}.inv"));
+        ok(gb(&[
+            "inventory",
+            "-o",
+            &inv,
+            "--nix-store",
+            &store,
+            "--skip-images",
+            "--skip-manifests",
+        ]));
+        let delta = p(&format!("d2-{name}.gapb"));
+        create(2, &delta, &["--against", &inv]);
+        assert_eq!(stored_paths(Path::new(&delta)), only_app2, "{name}");
+        let o = ok(import(&delta, &store));
+        let added = json(&o)["targets"][0]["result"]["added"].clone();
+        assert_eq!(added, serde_json::json!([app2]), "{name}");
+        verify_store(&store);
+        if name == "store" {
+            let valid = run_stdout(
+                nix_tool("nix-store")
+                    .args(["--store", &store, "--check-validity", "--print-invalid"])
+                    .args(closure2.lines()),
+            );
+            assert_eq!(valid.trim(), "", "every path of v2 is valid in the store");
+        }
+    }
+    // The full v2 into a store that has v1: only the new path is added (its
+    // references are valid there already and not asked for again).
+    let store2 = format!("local?root={}", p("store2"));
+    ok(import(&v1, &store2));
+    let o = ok(import(&v2, &store2));
+    assert_eq!(json(&o)["targets"][0]["result"]["added"], serde_json::json!([app2]));
+    verify_store(&store2);
+
+    // Into a store that never had v1: refused, and the store is not even created.
+    let empty = format!("local?root={}", p("empty"));
+    let o = import(&p("d2-store.gapb"), &empty);
+    assert_eq!(o.status.code(), Some(DELTA_DOES_NOT_FIT), "{}", stderr(&o));
+    assert!(stderr(&o).contains("gb-delta-lib"), "{}", stderr(&o));
+    assert!(!w.path("empty").exists(), "the empty store was written to");
+    let o = import(&p("d2-cache.gapb"), &format!("file://{}", p("empty-cache")));
+    assert_eq!(o.status.code(), Some(DELTA_DOES_NOT_FIT), "{}", stderr(&o));
+    assert!(!w.path("empty-cache").exists());
+}
