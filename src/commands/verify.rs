@@ -119,12 +119,12 @@ pub fn run(a: VerifyArgs, out: &OutputArgs) -> Result<(), Failure> {
                 expected.len(),
                 human_bytes(expected.iter().map(|(b, _)| b.size).sum())
             );
+            let unstored = m.blobs.iter().filter(|b| b.offset.is_none());
+            let with_base: Vec<(&BlobEntry, u32)> =
+                unstored.zip(d.expected.iter().copied()).collect();
             for (i, base) in d.against.iter().enumerate() {
                 say!("  from {base}:");
-                for (b, _) in expected
-                    .iter()
-                    .filter(|(_, x)| std::ptr::eq(*x, &d.against[i]))
-                {
+                for (b, _) in with_base.iter().filter(|(_, x)| *x as usize == i) {
                     say!(
                         "    {}  {:>10}  {}",
                         b.digest,
