@@ -589,7 +589,10 @@ fn a_nix_delta_goes_into_the_store_and_the_file_cache_it_was_made_against() {
     let store2 = format!("local?root={}", p("store2"));
     ok(import(&v1, &store2));
     let o = ok(import(&v2, &store2));
-    assert_eq!(json(&o)["targets"][0]["result"]["added"], serde_json::json!([app2]));
+    assert_eq!(
+        json(&o)["targets"][0]["result"]["added"],
+        serde_json::json!([app2])
+    );
     verify_store(&store2);
 
     // Into a store that never had v1: refused, and the store is not even created.

@@ -156,8 +156,16 @@ fn delta_and_inventory_parsers_survive_arbitrary_bytes() {
     let mut refused = 0;
     for _ in 0..2000 {
         let _ = Manifest::parse(&mutate(&mut rng, &d.manifest_bytes));
-        let _ = check_full(&d.manifest_bytes, &mutate(&mut rng, &f.manifest_bytes), &full_env);
-        let _ = check_full(&mutate(&mut rng, &d.manifest_bytes), &f.manifest_bytes, &full_env);
+        let _ = check_full(
+            &d.manifest_bytes,
+            &mutate(&mut rng, &f.manifest_bytes),
+            &full_env,
+        );
+        let _ = check_full(
+            &mutate(&mut rng, &d.manifest_bytes),
+            &f.manifest_bytes,
+            &full_env,
+        );
         let _ = InventoryFile::parse(&mutate(&mut rng, &inv_file));
         let _ = InventoryFile::parse(&mutate(&mut rng, &inv_json));
         let text = String::from_utf8_lossy(&mutate(&mut rng, narinfo)).into_owned();
@@ -171,5 +179,8 @@ fn delta_and_inventory_parsers_survive_arbitrary_bytes() {
             refused += 1;
         }
     }
-    assert!(refused > 1900, "only {refused} of 2000 damaged deltas were refused");
+    assert!(
+        refused > 1900,
+        "only {refused} of 2000 damaged deltas were refused"
+    );
 }

@@ -216,13 +216,21 @@ fn golden_delta_is_reproduced_and_patches_to_the_full_bundle() {
     let full = made(2, "full.gapb", &[]);
     let delta = made(2, "delta.gapb", &[&tmp.path().join("base.gapb")]);
     if bless {
-        for (name, bytes) in [("base.gapb", &base), ("full.gapb", &full), ("delta.gapb", &delta)] {
+        for (name, bytes) in [
+            ("base.gapb", &base),
+            ("full.gapb", &full),
+            ("delta.gapb", &delta),
+        ] {
             fs::write(delta_vector(name), bytes).unwrap();
         }
         eprintln!("blessed new golden delta vectors");
         return;
     }
-    for (name, bytes) in [("base.gapb", &base), ("full.gapb", &full), ("delta.gapb", &delta)] {
+    for (name, bytes) in [
+        ("base.gapb", &base),
+        ("full.gapb", &full),
+        ("delta.gapb", &delta),
+    ] {
         let golden = fs::read(delta_vector(name)).expect("the golden delta vectors exist");
         assert!(
             *bytes == golden,
@@ -237,7 +245,10 @@ fn golden_delta_is_reproduced_and_patches_to_the_full_bundle() {
         .arg(delta_vector("delta.gapb"))
         .arg("-o")
         .arg(&out));
-    assert!(fs::read(&out).unwrap() == full, "patch of the golden base and delta");
+    assert!(
+        fs::read(&out).unwrap() == full,
+        "patch of the golden base and delta"
+    );
     let key = PublicKey::parse(&fs::read_to_string(vector("tiny.pub")).unwrap()).unwrap();
     let head = read_head(&mut full.as_slice()).unwrap();
     head.envelope.check(&head.digest, &[key], 1).unwrap();
@@ -248,10 +259,19 @@ fn golden_delta_is_reproduced_and_patches_to_the_full_bundle() {
     let info = d.manifest.delta.as_ref().unwrap();
     assert_eq!(info.against[0].digest, b.digest);
     assert_eq!(info.full.manifest, head.digest);
-    let left_out: Vec<_> = d.manifest.blobs.iter().filter(|x| x.offset.is_none()).collect();
+    let left_out: Vec<_> = d
+        .manifest
+        .blobs
+        .iter()
+        .filter(|x| x.offset.is_none())
+        .collect();
     assert_eq!(left_out.len(), 1, "the layer v1 and v2 share");
     let manifest: Value = serde_json::from_slice(&d.manifest_bytes).unwrap();
-    assert_valid(&schema("manifest.schema.json"), "the delta's manifest", &manifest);
+    assert_valid(
+        &schema("manifest.schema.json"),
+        "the delta's manifest",
+        &manifest,
+    );
 }
 
 /// The inventory schema accepts what `gapbundle inventory` writes (of an empty K3s
