@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use gapbundle::bundle::manifest::{BaseKind, FULL_MANIFEST_MEDIA_TYPE, FULL_SIGNATURES_MEDIA_TYPE};
+use serde_json::Value;
 
 use crate::support::*;
 
@@ -445,16 +446,10 @@ fn nix_flake(version: u32) -> String {
     )
 }
 
-fn nix_tool(program: &str) -> std::process::Command {
-    let mut c = tool(program);
-    c.env("NIX_CONFIG", NIX_CONFIG);
-    c
-}
-
 /// The store path of the `app` of a flake folder, as Nix builds it.
 fn built_app(flake: &Path) -> String {
     let out = run_stdout(
-        nix_tool("nix")
+        nix("nix")
             .args([
                 "build",
                 "--json",
@@ -479,7 +474,7 @@ fn stored_paths(p: &Path) -> BTreeSet<String> {
 
 #[test]
 fn a_nix_delta_goes_into_the_store_and_the_file_cache_it_was_made_against() {
-    let w = Workdir::new("release");
+    let w = Work::new("release");
     for v in [1, 2] {
         fs::create_dir_all(w.path(&format!("v{v}/flake"))).unwrap();
         fs::write(w.path(&format!("v{v}/flake/flake.nix")), nix_flake(v)).unwrap();
@@ -538,7 +533,7 @@ fn a_nix_delta_goes_into_the_store_and_the_file_cache_it_was_made_against() {
     };
     let verify_store = |store: &str| {
         let key = fs::read_to_string(w.public()).unwrap();
-        ok(nix_tool("nix")
+        ok(nix("nix")
             .args([
                 "store",
                 "verify",
@@ -552,7 +547,7 @@ fn a_nix_delta_goes_into_the_store_and_the_file_cache_it_was_made_against() {
             .output()
             .unwrap());
     };
-    let closure2 = run_stdout(nix_tool("nix-store").args(["-qR", &app2]));
+    let closure2 = run_stdout(nix("nix-store").args(["-qR", &app2]));
     for (name, store) in [
         ("store", format!("local?root={}", p("store"))),
         ("cache", format!("file://{}", p("bcache"))),
@@ -572,12 +567,12 @@ fn a_nix_delta_goes_into_the_store_and_the_file_cache_it_was_made_against() {
         create(2, &delta, &["--against", &inv]);
         assert_eq!(stored_paths(Path::new(&delta)), only_app2, "{name}");
         let o = ok(import(&delta, &store));
-        let added = json(&o)["targets"][0]["result"]["added"].clone();
+        let added = json_stdout(&o)["targets"][0]["result"]["added"].clone();
         assert_eq!(added, serde_json::json!([app2]), "{name}");
         verify_store(&store);
         if name == "store" {
             let valid = run_stdout(
-                nix_tool("nix-store")
+                nix("nix-store")
                     .args(["--store", &store, "--check-validity", "--print-invalid"])
                     .args(closure2.lines()),
             );
@@ -590,7 +585,7 @@ fn a_nix_delta_goes_into_the_store_and_the_file_cache_it_was_made_against() {
     ok(import(&v1, &store2));
     let o = ok(import(&v2, &store2));
     assert_eq!(
-        json(&o)["targets"][0]["result"]["added"],
+        json_stdout(&o)["targets"][0]["result"]["added"],
         serde_json::json!([app2])
     );
     verify_store(&store2);
