@@ -32,7 +32,7 @@ impl Site {
         let reg = Registry::start();
         push_versions(&reg);
         for v in [1, 2] {
-            let dir = work.path(&format!("v{v}"));
+            let dir = work.path(format!("v{v}"));
             fs::create_dir_all(&dir).unwrap();
             fs::write(dir.join("bundle.yaml"), versions_spec(&reg, v)).unwrap();
         }
@@ -476,10 +476,10 @@ fn stored_paths(p: &Path) -> BTreeSet<String> {
 fn a_nix_delta_goes_into_the_store_and_the_file_cache_it_was_made_against() {
     let w = Work::new("release");
     for v in [1, 2] {
-        fs::create_dir_all(w.path(&format!("v{v}/flake"))).unwrap();
-        fs::write(w.path(&format!("v{v}/flake/flake.nix")), nix_flake(v)).unwrap();
+        fs::create_dir_all(w.path(format!("v{v}/flake"))).unwrap();
+        fs::write(w.path(format!("v{v}/flake/flake.nix")), nix_flake(v)).unwrap();
         fs::write(
-            w.path(&format!("v{v}/bundle.yaml")),
+            w.path(format!("v{v}/bundle.yaml")),
             format!("name: nixsite\nversion: \"{v}\"\nnix:\n  - installable: ./flake#packages.x86_64-linux.app\n    gcRoot: app\n"),
         )
         .unwrap();

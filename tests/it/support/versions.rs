@@ -57,7 +57,7 @@ fn build() -> VersionsLayout {
     let img = |tag: &str| format!("{l}:{tag}");
     umoci(&["init", "--layout", &l]);
     umoci_new_image(&img("base"), "amd64");
-    let base = deterministic_bytes(0x7632_6465_6c74_61, 1 << 20);
+    let base = deterministic_bytes(0x0076_3264_656c_7461, 1 << 20);
     umoci_insert(&staging, &img("base"), None, "/base/blob.bin", &base);
     for (tag, file, text) in [
         ("app1", "/app/VERSION", "app 1\n"),
