@@ -245,17 +245,19 @@ pub enum BaseKind {
     Inventory,
 }
 
+/// A base as messages name it; its name and version come from a bundle and are
+/// shown with control characters escaped.
 impl std::fmt::Display for DeltaBase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = super::signature::escaped(&self.name);
         match self.kind {
             BaseKind::Bundle => write!(
                 f,
-                "bundle {} {} ({})",
-                self.name,
-                self.version.as_deref().unwrap_or("?"),
+                "bundle {name} {} ({})",
+                super::signature::escaped(self.version.as_deref().unwrap_or("?")),
                 self.digest
             ),
-            BaseKind::Inventory => write!(f, "inventory of {} ({})", self.name, self.digest),
+            BaseKind::Inventory => write!(f, "inventory of {name} ({})", self.digest),
         }
     }
 }

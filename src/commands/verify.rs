@@ -142,7 +142,7 @@ pub fn run(a: VerifyArgs, out: &OutputArgs) -> Result<(), Failure> {
 fn users(m: &Manifest, b: &BlobEntry) -> String {
     m.users_of(&b.digest)
         .iter()
-        .map(|o| format!("{} {}", o.kind, o.name))
+        .map(|o| format!("{} {}", o.kind, crate::bundle::signature::escaped(&o.name)))
         .collect::<Vec<_>>()
         .join(", ")
 }
