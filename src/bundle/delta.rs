@@ -13,7 +13,7 @@
 //!
 //! Which blobs may be left out is the writer's choice; this one leaves out only the
 //! blobs of images and the NARs of Nix paths (the bulk of any bundle), and only when
-//! a base holds them ([`Base::holds`]). Documents, charts, the spec and the lock are
+//! a base holds them (`Base::holds`). Documents, charts, the spec and the lock are
 //! small and always stored, so a target never has to rebuild a manifest file from
 //! what an earlier import left.
 
