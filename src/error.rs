@@ -35,3 +35,12 @@ pub struct ContainerdFailure(pub String);
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct NixStoreFailure(pub String);
+
+/// A delta bundle that does not fit where it goes: the target lacks blobs the delta
+/// leaves out, or must hold every blob itself (a staged archive), or `patch` was
+/// given bases that lack them (exit code 6). Nothing was written; what helps is
+/// importing the base first, or `gapbundle patch` into the full bundle, never a
+/// retry, which is why it is not a target that refused (exit code 5).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DeltaFailure(pub String);

@@ -186,12 +186,90 @@ pub struct Object {
     pub meta: Meta,
 }
 
-/// Marks a delta bundle: blobs without an offset are expected on the target.
+/// Media type of the blob of a delta that holds the full bundle's manifest bytes.
+pub const FULL_MANIFEST_MEDIA_TYPE: &str = "application/vnd.gapbundle.full-manifest.v1+json";
+/// Media type of the blob of a delta that holds the full bundle's signature envelope.
+pub const FULL_SIGNATURES_MEDIA_TYPE: &str = "application/vnd.gapbundle.full-signatures.v1+json";
+
+/// Marks a delta bundle (format.md section 10): blobs without an offset are not
+/// stored but expected on the target, and the two blobs that come first carry the
+/// full bundle's manifest and signatures, so the full bundle can be rebuilt
+/// without a key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Delta {
-    /// Identity of the inventory the delta was made against.
-    pub inventory: String,
+    /// What the delta was made against, in the order given to create.
+    pub against: Vec<DeltaBase>,
+    /// For each blob without an offset, in `blobs` order: the index in `against` of
+    /// the base that holds it.
+    pub expected: Vec<u32>,
+    /// The full bundle's manifest and envelope, stored as this delta's first blobs.
+    pub full: FullBundle,
+    /// Fields of a newer minor version, kept as they were.
+    #[serde(flatten)]
+    pub extra: super::meta::Extra,
+}
+
+/// One base of a delta: a bundle already shipped, or an inventory of a target.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeltaBase {
+    /// `bundle` or `inventory`.
+    pub kind: BaseKind,
+    /// The bundle digest, or the inventory digest.
+    pub digest: Digest,
+    /// The bundle's name, or the inventory's site.
+    pub name: String,
+    /// The bundle's version (bundles only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// When the inventory was taken (inventories only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<u64>,
+    /// How many of the delta's blobs without an offset this base holds.
+    pub blobs: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Fields of a newer minor version, kept as they were.
+    #[serde(flatten)]
+    pub extra: super::meta::Extra,
+}
+
+/// What a delta base is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BaseKind {
+    /// A bundle: it holds the blobs it stores.
+    Bundle,
+    /// An inventory of a target (format.md section 10.4).
+    Inventory,
+}
+
+/// A base as messages name it; its name and version come from a bundle and are
+/// shown with control characters escaped.
+impl std::fmt::Display for DeltaBase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = super::signature::escaped(&self.name);
+        match self.kind {
+            BaseKind::Bundle => write!(
+                f,
+                "bundle {name} {} ({})",
+                super::signature::escaped(self.version.as_deref().unwrap_or("?")),
+                self.digest
+            ),
+            BaseKind::Inventory => write!(f, "inventory of {name} ({})", self.digest),
+        }
+    }
+}
+
+/// Digests of the full bundle's head, carried by a delta.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FullBundle {
+    /// Digest of the full bundle's manifest: the full bundle's identity.
+    pub manifest: Digest,
+    /// Digest of the full bundle's signature envelope.
+    pub signatures: Digest,
 }
 
 /// The bundle manifest (`gapbundle/manifest.json`).
@@ -344,6 +422,9 @@ impl Manifest {
                 "files must be exactly {expect_files:?} in that order"
             ));
         }
+        if let Some(d) = &self.delta {
+            self.check_delta(d)?;
+        }
         let mut seen = HashSet::new();
         for b in &self.blobs {
             if !seen.insert(b.digest) {
@@ -404,6 +485,92 @@ impl Manifest {
                 })?;
         }
         Ok(())
+    }
+
+    /// The rules of section 10 for a delta's own fields: the full bundle's head in
+    /// the first two blobs, stored; one `expected` entry per blob without an offset,
+    /// naming a base; each base's counts equal to what `expected` gives it.
+    fn check_delta(&self, d: &Delta) -> Result<(), ManifestError> {
+        let bad = |m: String| Err(ManifestError::Inconsistent(format!("delta: {m}")));
+        if d.against.is_empty() {
+            return bad("`against` names no base".into());
+        }
+        for (i, (digest, media_type)) in [
+            (d.full.manifest, FULL_MANIFEST_MEDIA_TYPE),
+            (d.full.signatures, FULL_SIGNATURES_MEDIA_TYPE),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            match self.blobs.get(i) {
+                Some(b)
+                    if b.digest == digest
+                        && b.media_type == media_type
+                        && b.offset.is_some()
+                        && b.encoding.is_none()
+                        && b.size <= MAX_HEAD_ENTRY => {}
+                _ => {
+                    return bad(format!(
+                        "blobs[{i}] must be the full bundle's head blob {digest} ({media_type}, stored, at most {MAX_HEAD_ENTRY} bytes)"
+                    ))
+                }
+            }
+        }
+        if self.blobs[2..].iter().any(|b| {
+            b.media_type == FULL_MANIFEST_MEDIA_TYPE || b.media_type == FULL_SIGNATURES_MEDIA_TYPE
+        }) {
+            return bad("only blobs[0] and blobs[1] may hold the full bundle's head".into());
+        }
+        let unstored: Vec<&BlobEntry> = self.blobs.iter().filter(|b| b.offset.is_none()).collect();
+        if unstored.len() != d.expected.len() {
+            return bad(format!(
+                "{} blobs have no offset but `expected` has {} entries",
+                unstored.len(),
+                d.expected.len()
+            ));
+        }
+        let mut counts = vec![(0u64, 0u64); d.against.len()];
+        for (b, &i) in unstored.iter().zip(&d.expected) {
+            let Some(c) = counts.get_mut(i as usize) else {
+                return bad(format!(
+                    "blob {} is expected from base {i}, but `against` has {} bases",
+                    b.digest,
+                    d.against.len()
+                ));
+            };
+            c.0 += 1;
+            c.1 += b.size;
+        }
+        for (i, (base, (blobs, bytes))) in d.against.iter().zip(counts).enumerate() {
+            if base.blobs != blobs || base.bytes != bytes {
+                return bad(format!(
+                    "against[{i}] says it holds {} blobs ({} bytes), `expected` gives it {blobs} ({bytes} bytes)",
+                    base.blobs, base.bytes
+                ));
+            }
+            if (base.kind == BaseKind::Bundle) != base.version.is_some()
+                || (base.kind == BaseKind::Inventory) != base.created.is_some()
+            {
+                return bad(format!(
+                    "against[{i}]: a bundle base has a `version`, an inventory base a `created`"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// For a delta, each blob it does not store with the base that holds it, in
+    /// `blobs` order; empty for a full bundle.
+    pub fn expected(&self) -> Vec<(&BlobEntry, &DeltaBase)> {
+        let Some(d) = &self.delta else {
+            return Vec::new();
+        };
+        self.blobs
+            .iter()
+            .filter(|b| b.offset.is_none())
+            .zip(&d.expected)
+            .filter_map(|(b, &i)| d.against.get(i as usize).map(|base| (b, base)))
+            .collect()
     }
 
     /// The rules of an object's kind that its meta alone cannot check: the meta is

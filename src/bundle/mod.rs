@@ -7,8 +7,11 @@
 //! implementation.
 
 pub mod canonical;
+pub mod delta;
+pub mod diff;
 pub mod digest;
 pub mod frames;
+pub mod inventory;
 pub mod keys;
 pub mod layout;
 pub mod manifest;

@@ -18,7 +18,29 @@ pub const ENVELOPE_VERSION: u64 = 1;
 
 /// The bytes an Ed25519 signature covers for a bundle whose manifest has `digest`.
 pub fn signed_message(digest: &Digest) -> Vec<u8> {
-    format!("gapbundle-manifest-v1;{digest}").into_bytes()
+    Domain::Manifest.message(digest)
+}
+
+/// What an envelope's signatures vouch for; each has its own message prefix, so a
+/// signature of one can never pass for a signature of the other (nor for a Nix path
+/// signature, which signs `1;/nix/store/...`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Domain {
+    /// A bundle manifest: `gapbundle-manifest-v1;<digest>`.
+    Manifest,
+    /// A target inventory (a site key): `gapbundle-inventory-v1;<digest>`.
+    Inventory,
+}
+
+impl Domain {
+    /// The signed message for `digest`.
+    pub fn message(self, digest: &Digest) -> Vec<u8> {
+        let prefix = match self {
+            Domain::Manifest => "gapbundle-manifest-v1",
+            Domain::Inventory => "gapbundle-inventory-v1",
+        };
+        format!("{prefix};{digest}").into_bytes()
+    }
 }
 
 /// One signature with the public key that made it.
@@ -87,7 +109,12 @@ pub enum TrustError {
 impl Envelope {
     /// An envelope signed by `keys` (deterministic: Ed25519 and sorted entries).
     pub fn sign(manifest_digest: Digest, keys: &[SecretKey]) -> Self {
-        let msg = signed_message(&manifest_digest);
+        Self::sign_for(Domain::Manifest, manifest_digest, keys)
+    }
+
+    /// [`Envelope::sign`] for what `domain` says the digest is of.
+    pub fn sign_for(domain: Domain, manifest_digest: Digest, keys: &[SecretKey]) -> Self {
+        let msg = domain.message(&manifest_digest);
         let mut signatures: Vec<SignatureEntry> = keys
             .iter()
             .map(|k| SignatureEntry {
@@ -159,6 +186,17 @@ impl Envelope {
         trusted: &[PublicKey],
         threshold: usize,
     ) -> Result<Vec<PublicKey>, TrustError> {
+        self.check_for(Domain::Manifest, actual, trusted, threshold)
+    }
+
+    /// [`Envelope::check`] for what `domain` says the digest is of.
+    pub fn check_for(
+        &self,
+        domain: Domain,
+        actual: &Digest,
+        trusted: &[PublicKey],
+        threshold: usize,
+    ) -> Result<Vec<PublicKey>, TrustError> {
         if self.manifest_digest != *actual {
             return Err(TrustError::WrongManifest {
                 signed: self.manifest_digest,
@@ -171,7 +209,7 @@ impl Envelope {
         if trusted.is_empty() {
             return Err(TrustError::NoTrustedKeys);
         }
-        let msg = signed_message(actual);
+        let msg = domain.message(actual);
         let mut ok: Vec<PublicKey> = Vec::new();
         for entry in &self.signatures {
             let Some(key) = trusted.iter().find(|k| k.to_string() == entry.public_key) else {

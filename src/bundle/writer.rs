@@ -224,6 +224,52 @@ impl BundleBuilder {
 }
 
 impl Plan {
+    /// The plan for another manifest with this one's data-section files (a delta of
+    /// this bundle, format.md section 10), which already carries its offsets.
+    pub fn with_manifest(&self, manifest: Manifest) -> Result<Plan, WriteError> {
+        manifest.validate()?;
+        if manifest.files != self.manifest.files {
+            return Err(WriteError::Manifest(ManifestError::Inconsistent(
+                "a manifest written with this plan's files must list them as it does".into(),
+            )));
+        }
+        let manifest_bytes = manifest.to_canonical()?;
+        Ok(Plan {
+            digest: Digest::of(&manifest_bytes),
+            manifest,
+            manifest_bytes,
+            index_json: self.index_json.clone(),
+            oci_layout: self.oci_layout.clone(),
+        })
+    }
+
+    /// A plan for writing a bundle whose manifest bytes, `oci-layout` and
+    /// `index.json` already exist (`patch` writes the full bundle a delta carries).
+    /// The manifest must parse from `manifest_bytes`, and the files must be the ones
+    /// it lists.
+    pub fn from_parts(
+        manifest_bytes: Vec<u8>,
+        oci_layout: Vec<u8>,
+        index_json: Vec<u8>,
+    ) -> Result<Plan, WriteError> {
+        let manifest = Manifest::parse(&manifest_bytes)?;
+        for (f, bytes) in manifest.files.iter().zip([&oci_layout, &index_json]) {
+            if f.digest != Digest::of(bytes) || f.size != bytes.len() as u64 {
+                return Err(WriteError::Manifest(ManifestError::Inconsistent(format!(
+                    "{} is not the file the manifest lists",
+                    f.path
+                ))));
+            }
+        }
+        Ok(Plan {
+            digest: Digest::of(&manifest_bytes),
+            manifest,
+            manifest_bytes,
+            index_json,
+            oci_layout,
+        })
+    }
+
     /// Bytes the whole bundle file will have with `envelope` as its signatures.
     pub fn file_len(&self, envelope: &Envelope) -> u64 {
         self.data_start(envelope) + self.manifest.data_len() + END_LEN

@@ -16,7 +16,7 @@ use clap::{Args, Parser, Subcommand};
     args_override_self = true
 )]
 #[command(
-    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 verification failed (bad signature or damaged bundle), 4 bad input (spec, lock, key), 5 registry, containerd or Nix daemon unreachable or refused."
+    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 verification failed (bad signature or damaged bundle), 4 bad input (spec, lock, key), 5 registry, containerd or Nix daemon unreachable or refused, 6 a delta bundle does not fit: the target (or patch's bases) lacks blobs it leaves out, nothing written."
 )]
 pub struct Cli {
     /// Global output options.
@@ -53,6 +53,12 @@ pub enum Command {
     Join(JoinArgs),
     /// Verify a bundle and load it into Nix, containerd/K3s or a fleet registry.
     Import(ImportArgs),
+    /// Write down what a target holds, for `create --against` (delta bundles).
+    Inventory(InventoryArgs),
+    /// Rebuild the full bundle from a delta and its base bundle(s), without a key.
+    Patch(PatchArgs),
+    /// What changed between two bundles, from their heads.
+    Diff(DiffArgs),
     /// Make and convert signing keys (Nix's `name:base64` format).
     #[command(subcommand)]
     Key(KeyCommand),
@@ -106,6 +112,23 @@ pub struct CreateArgs {
     /// Attempts per registry request before giving up.
     #[arg(long, default_value_t = 5)]
     pub retries: u32,
+    /// Make a delta bundle: leave out the blobs this inventory (`gapbundle
+    /// inventory`) or earlier bundle (only its head is read) holds (repeatable).
+    #[arg(
+        long = "against",
+        value_name = "INVENTORY|BUNDLE",
+        help_heading = "Delta"
+    )]
+    pub against: Vec<PathBuf>,
+    /// With --against: each inventory and bundle must be signed by one of these keys
+    /// (repeatable; a file or a folder of them).
+    #[arg(
+        long = "trust",
+        value_name = "PUBKEY",
+        requires = "against",
+        help_heading = "Delta"
+    )]
+    pub trust: Vec<PathBuf>,
     /// Write the bundle as volumes BUNDLE.001, BUNDLE.002, … of at most SIZE bytes
     /// each instead of one file: bytes, K/M/G/T (powers of 1024; KB/MB/GB/TB for
     /// powers of 1000), or `fat32` (4 GiB - 1). `cat BUNDLE.[0-9]*` gives the bundle.
@@ -272,6 +295,101 @@ pub struct ImportArgs {
     /// kubeconfig for --apply.
     #[arg(long, value_name = "FILE", help_heading = "Manifests")]
     pub kubeconfig: Option<PathBuf>,
+}
+
+/// `gapbundle inventory`: the same target options as `import`.
+#[derive(Debug, Args, Clone)]
+pub struct InventoryArgs {
+    /// Where to write the inventory (zstd-compressed canonical JSON).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: PathBuf,
+    /// Sign it with this site key (repeatable).
+    #[arg(long = "key", value_name = "SECRET-KEY-FILE")]
+    pub keys: Vec<PathBuf>,
+    /// The site's name, recorded in the inventory [default: the host name].
+    #[arg(long, value_name = "NAME")]
+    pub site: Option<String>,
+
+    /// Nix store to list: a local store path or URI, or a binary cache
+    /// (`file:///srv/cache`) [default: the local store].
+    #[arg(long, value_name = "URI", help_heading = "Nix")]
+    pub nix_store: Option<String>,
+    /// Do not list Nix paths.
+    #[arg(long, help_heading = "Nix")]
+    pub skip_nix: bool,
+
+    /// containerd socket (K3s's by default).
+    #[arg(
+        long,
+        value_name = "SOCKET",
+        default_value = "/run/k3s/containerd/containerd.sock",
+        help_heading = "Images"
+    )]
+    pub containerd: PathBuf,
+    /// containerd namespace (K3s keeps Kubernetes images in k8s.io).
+    #[arg(long, default_value = "k8s.io", help_heading = "Images")]
+    pub namespace: String,
+    /// Do not list images.
+    #[arg(long, help_heading = "Images")]
+    pub skip_images: bool,
+    /// K3s data directory (the bundles its folders show).
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/var/lib/rancher/k3s",
+        help_heading = "Images"
+    )]
+    pub k3s_root: PathBuf,
+    /// List this fleet registry's repositories instead of containerd.
+    #[arg(long, value_name = "HOST[:PORT]", help_heading = "Images")]
+    pub registry: Option<String>,
+    /// Credentials for --registry as HOST=USER:PASS.
+    #[arg(
+        long = "registry-auth",
+        value_name = "HOST=USER:PASS",
+        help_heading = "Images"
+    )]
+    pub registry_auth: Vec<String>,
+    /// CA certificate (PEM) for --registry.
+    #[arg(long, value_name = "FILE", help_heading = "Images")]
+    pub registry_ca: Option<PathBuf>,
+    /// Allow plain HTTP to this registry.
+    #[arg(
+        long = "insecure-registry",
+        value_name = "HOST",
+        help_heading = "Images"
+    )]
+    pub insecure_registries: Vec<String>,
+    /// Attempts per registry request before giving up.
+    #[arg(long, default_value_t = 5, help_heading = "Images")]
+    pub retries: u32,
+
+    /// Do not list the bundles K3s's folders show.
+    #[arg(long, help_heading = "Manifests")]
+    pub skip_manifests: bool,
+}
+
+/// `gapbundle patch`.
+#[derive(Debug, Args)]
+pub struct PatchArgs {
+    /// The base bundle(s) the delta was made against, then the delta itself.
+    #[arg(value_name = "BASE... DELTA", num_args = 2.., required = true)]
+    pub bundles: Vec<PathBuf>,
+    /// Where to write the full bundle.
+    #[arg(short = 'o', long = "output", value_name = "FULL")]
+    pub output: PathBuf,
+    /// Threads copying and hashing blobs [default: number of CPUs].
+    #[arg(long, short = 'j')]
+    pub jobs: Option<usize>,
+}
+
+/// `gapbundle diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The older bundle.
+    pub old: PathBuf,
+    /// The newer bundle.
+    pub new: PathBuf,
 }
 
 /// `gapbundle inspect`.

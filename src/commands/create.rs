@@ -13,6 +13,12 @@
 //! the cache), `assemble` (the manifest laid out: which blobs a bundle stores is
 //! decided here), `write` (signed, to the output: how the bytes land on disk is
 //! decided here) and `report`.
+//!
+//! With `--against` the bases are read in `Inputs::load`, `fetch` downloads nothing
+//! a base holds, and `assemble` lays out the full bundle first, signs it, and turns
+//! it into the delta ([`crate::bundle::delta`]): the delta and a full create come
+//! from the same stages, so the full bundle that `patch` rebuilds is the one a full
+//! create writes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -24,6 +30,7 @@ use serde_json::json;
 use super::inspect::Totals;
 use super::volumes::{commit, say_volumes, volume_failure};
 use super::{exit, print_json, Failure};
+use crate::bundle::delta::{delta_manifest, leave_out, Base};
 use crate::bundle::keys::SecretKey;
 use crate::bundle::manifest::{BlobEntry, Kind, Object};
 use crate::bundle::meta::{ImageMeta, Meta};
@@ -67,14 +74,19 @@ fn registry_failure(e: anyhow::Error) -> Failure {
 
 /// `SOURCE_DATE_EPOCH`, or 0: bundles carry no wall-clock time unless asked to.
 fn source_date_epoch() -> Result<u64, Failure> {
+    Ok(source_date_epoch_set()?.unwrap_or(0))
+}
+
+/// `SOURCE_DATE_EPOCH` when it is set (also read by `inventory`).
+pub(super) fn source_date_epoch_set() -> Result<Option<u64>, Failure> {
     match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.trim().is_empty() => v.trim().parse().map_err(|_| {
+        Ok(v) if !v.trim().is_empty() => v.trim().parse().map(Some).map_err(|_| {
             InputFailure(format!(
                 "SOURCE_DATE_EPOCH=`{v}` is not a number of seconds since 1970"
             ))
             .into()
         }),
-        _ => Ok(0),
+        _ => Ok(None),
     }
 }
 
@@ -108,6 +120,8 @@ struct Inputs {
     keys: Vec<SecretKey>,
     cas: Cas,
     created: u64,
+    /// `--against`: what each base holds.
+    bases: Vec<Base>,
 }
 
 impl Inputs {
@@ -141,6 +155,7 @@ impl Inputs {
         let cas = Cas::open(a.cache.clone().unwrap_or_else(Cas::default_root))
             .context("opening the blob cache (choose another with --cache DIR)")?;
         let created = source_date_epoch()?;
+        let bases = super::against::load(&a.against, &a.trust, progress)?;
         Ok(Inputs {
             loaded,
             lock_path,
@@ -148,6 +163,7 @@ impl Inputs {
             keys,
             cas,
             created,
+            bases,
         })
     }
 }
@@ -345,9 +361,28 @@ fn fetch(
     resolved: &Resolved,
     progress: &Progress,
 ) -> Result<Option<FetchStats>, Failure> {
+    // A delta leaves out what a base holds: it is not downloaded. (A blob that
+    // some document or NAR shares is stored, so it is fetched: see `leave_out`.)
+    let shared: BTreeSet<Digest> = resolved
+        .contributions
+        .iter()
+        .flat_map(|c| c.blobs.iter().map(|(b, _)| b.digest))
+        .collect();
+    let downloads: Vec<(String, Blob)> = resolved
+        .downloads
+        .iter()
+        .filter(|(_, b)| {
+            shared.contains(&b.digest)
+                || !inputs
+                    .bases
+                    .iter()
+                    .any(|base| base.blobs.contains(&b.digest))
+        })
+        .cloned()
+        .collect();
     match &resolved.registry {
-        Some(reg) if !resolved.downloads.is_empty() => Ok(Some(
-            reg.fetch_blobs(&inputs.cas, &resolved.downloads, progress)
+        Some(reg) if !downloads.is_empty() => Ok(Some(
+            reg.fetch_blobs(&inputs.cas, &downloads, progress)
                 .map_err(registry_failure)?,
         )),
         _ => Ok(None),
@@ -357,9 +392,12 @@ fn fetch(
 /// Stage 5, the bundle laid out: every blob and object in the manifest, offsets
 /// fixed, and the lock file's bytes (stored in the bundle, written beside the spec).
 struct Assembled {
+    /// The bundle to write: the full one, or with `--against` the delta.
     plan: Plan,
     lock_bytes: Vec<u8>,
     lock_changed: bool,
+    /// With `--against`: the full bundle the delta patches to.
+    full: Option<Plan>,
 }
 
 fn assemble(a: &CreateArgs, inputs: &Inputs, resolved: &Resolved) -> Result<Assembled, Failure> {
@@ -407,10 +445,34 @@ fn assemble(a: &CreateArgs, inputs: &Inputs, resolved: &Resolved) -> Result<Asse
             meta: Meta::default(),
         })?;
     }
+    let full = builder.finish()?;
+    if inputs.bases.is_empty() {
+        return Ok(Assembled {
+            plan: full,
+            lock_bytes,
+            lock_changed,
+            full: None,
+        });
+    }
+    // The full bundle's head is what only the signer can make: it travels in the
+    // delta as its first two blobs, from the cache like every other blob.
+    let full_envelope = Envelope::sign(full.digest, &inputs.keys).to_canonical();
+    cas.put_bytes(&full.manifest_bytes)?;
+    cas.put_bytes(&full_envelope)?;
+    let left_out = leave_out(&full.manifest, &inputs.bases);
+    let against: Vec<_> = inputs.bases.iter().map(|b| b.describe.clone()).collect();
+    let delta = delta_manifest(
+        &full.manifest,
+        &full.manifest_bytes,
+        &full_envelope,
+        &against,
+        &left_out,
+    )?;
     Ok(Assembled {
-        plan: builder.finish()?,
+        plan: full.with_manifest(delta)?,
         lock_bytes,
         lock_changed,
+        full: Some(full),
     })
 }
 
@@ -517,6 +579,7 @@ fn report(
             "storedBytes": totals.stored_bytes, "savedBytes": totals.saved(),
             "volumes": written.volumes.as_ref().map(|(_, c)| &c.data),
             "parityVolumes": written.volumes.as_ref().map(|(_, c)| &c.parity),
+            "delta": delta_report(plan, assembled.full.as_ref(), &inputs.keys),
         }));
     } else if !out.quiet {
         say!(
@@ -536,9 +599,44 @@ fn report(
             say_volumes(&a.output, *layout, committed);
         }
         say!("digest {}", plan.digest);
+        if let (Some(full), Some(d)) = (&assembled.full, &plan.manifest.delta) {
+            let expected = plan.manifest.expected();
+            say!(
+                "delta of {} {}: {} blobs ({}) left out, expected on the target; `gapbundle patch` rebuilds the full bundle {}",
+                spec.name,
+                spec.version,
+                expected.len(),
+                human_bytes(expected.iter().map(|(b, _)| b.size).sum()),
+                full.digest
+            );
+            for base in &d.against {
+                say!(
+                    "  against {base}: {} blobs ({})",
+                    base.blobs,
+                    human_bytes(base.bytes)
+                );
+            }
+        }
         if *lock_changed {
             say!("updated {}", lock_path.display());
         }
+    }
+}
+
+/// The `delta` member of create's JSON report: `null` for a full bundle.
+fn delta_report(plan: &Plan, full: Option<&Plan>, keys: &[SecretKey]) -> serde_json::Value {
+    match (full, &plan.manifest.delta) {
+        (Some(full), Some(d)) => {
+            let expected = plan.manifest.expected();
+            json!({
+                "fullDigest": full.digest.to_string(),
+                "fullSize": full.file_len(&Envelope::sign(full.digest, keys)),
+                "against": d.against,
+                "expectedBlobs": expected.len(),
+                "expectedBytes": expected.iter().map(|(b, _)| b.size).sum::<u64>(),
+            })
+        }
+        _ => serde_json::Value::Null,
     }
 }
 

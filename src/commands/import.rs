@@ -12,7 +12,7 @@ use super::verify::{check_trust, Trust};
 use super::{print_json, Failure};
 use crate::bundle::reader::{read_head, verify_stream, Head};
 use crate::cli::{ImportArgs, OutputArgs};
-use crate::error::InputFailure;
+use crate::error::{DeltaFailure, InputFailure};
 use crate::import::{self, Fanout, Target};
 use crate::io::source::BundleSource;
 use crate::progress::{human_bytes, Progress};
@@ -37,6 +37,7 @@ pub fn run(a: ImportArgs, out: &OutputArgs) -> Result<(), Failure> {
         let plan = t.plan(&head)?;
         plans.push(plan);
     }
+    check_expected(&head, &source.describe(), &targets, &plans)?;
     if a.dry_run {
         report_plan(&head, &targets, &plans, out);
         return Ok(());
@@ -84,6 +85,70 @@ pub fn run(a: ImportArgs, out: &OutputArgs) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// Most blobs a refused delta names one by one; the rest are counted.
+const MISSING_SHOWN: usize = 50;
+
+/// A delta bundle leaves blobs out; each target said which of the ones it needs it
+/// lacks. Any at all: the import stops here, before anything is written, naming
+/// them, the objects that need them and the base the delta says holds them
+/// (format.md section 10.5).
+fn check_expected(
+    head: &Head,
+    bundle: &str,
+    targets: &[Box<dyn Target>],
+    plans: &[import::TargetPlan],
+) -> Result<(), Failure> {
+    let m = &head.manifest;
+    let Some(delta) = &m.delta else {
+        return Ok(());
+    };
+    let bases: std::collections::HashMap<_, _> = m
+        .expected()
+        .into_iter()
+        .map(|(b, base)| (b.digest, (b, base)))
+        .collect();
+    let mut lines = Vec::new();
+    let mut count = 0usize;
+    for (t, p) in targets.iter().zip(plans) {
+        for d in &p.missing {
+            count += 1;
+            if lines.len() >= MISSING_SHOWN {
+                continue;
+            }
+            let users: Vec<String> = m
+                .users_of(d)
+                .iter()
+                .map(|o| format!("{} {}", o.kind, crate::bundle::signature::escaped(&o.name)))
+                .collect();
+            let (size, base) = match bases.get(d) {
+                Some((b, base)) => (human_bytes(b.size), base.to_string()),
+                None => ("?".into(), "no base".into()),
+            };
+            lines.push(format!(
+                "  {d} ({size}) for {}: not in {}; held by {base}",
+                users.join(", "),
+                t.describe()
+            ));
+        }
+    }
+    if count == 0 {
+        return Ok(());
+    }
+    if count > lines.len() {
+        lines.push(format!("  … and {} more", count - lines.len()));
+    }
+    let against: Vec<String> = delta.against.iter().map(|b| b.to_string()).collect();
+    Err(DeltaFailure(format!(
+        "{} {} is a delta against {}, and {count} blob(s) it leaves out are not on the target, so nothing was imported:\n{}\nimport the base first, or ship the full bundle (`gapbundle patch BASE {} -o FULL` rebuilds it from the base)",
+        m.name,
+        m.version,
+        against.join(", "),
+        lines.join("\n"),
+        bundle,
+    ))
+    .into())
 }
 
 /// What removing a file from K3s's auto-deploy folder does, said wherever one is.

@@ -60,6 +60,21 @@ impl Totals {
     }
 }
 
+/// What a delta is against and expects on the target (`null` for a full bundle),
+/// for `inspect --json` and `verify --json`.
+pub fn delta_json(m: &Manifest) -> serde_json::Value {
+    let Some(d) = &m.delta else {
+        return serde_json::Value::Null;
+    };
+    let expected = m.expected();
+    json!({
+        "against": d.against,
+        "fullDigest": d.full.manifest.to_string(),
+        "expectedBlobs": expected.len(),
+        "expectedBytes": expected.iter().map(|(b, _)| b.size).sum::<u64>(),
+    })
+}
+
 /// Runs inspect.
 pub fn run(a: InspectArgs, out: &OutputArgs) -> Result<(), Failure> {
     // The head is in the first volume of a set: the others are not needed.
@@ -89,6 +104,7 @@ pub fn run(a: InspectArgs, out: &OutputArgs) -> Result<(), Failure> {
             "totals": {"objects": totals.objects, "blobs": totals.blobs, "storedBytes": totals.stored_bytes,
                        "logicalBytes": totals.logical_bytes, "savedBytes": totals.saved(),
                        "fileBytes": head.file_len()},
+            "delta": delta_json(m),
         }));
         return Ok(());
     }
@@ -107,6 +123,22 @@ pub fn run(a: InspectArgs, out: &OutputArgs) -> Result<(), Failure> {
             say!("{}{s}", if i == 0 { "signers   " } else { "          " });
         }
         say!("          (claimed; `gapbundle verify --trust KEY` checks them)");
+    }
+    if let Some(d) = &m.delta {
+        let expected = m.expected();
+        say!(
+            "delta     expects {} blobs ({}) on the target; `gapbundle patch` rebuilds the full bundle {}",
+            expected.len(),
+            human_bytes(expected.iter().map(|(b, _)| b.size).sum()),
+            d.full.manifest
+        );
+        for base in &d.against {
+            say!(
+                "  against {base}: {} blobs ({})",
+                base.blobs,
+                human_bytes(base.bytes)
+            );
+        }
     }
     let img: Vec<_> = m.images().collect();
     if !img.is_empty() {

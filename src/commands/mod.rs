@@ -12,11 +12,15 @@ macro_rules! say {
     };
 }
 
+pub mod against;
 pub mod create;
+pub mod diff;
 pub mod docs;
 pub mod import;
 pub mod inspect;
+pub mod inventory;
 pub mod key;
+pub mod patch;
 pub mod verify;
 pub mod volumes;
 
@@ -25,7 +29,7 @@ use crate::bundle::reader::ReadError;
 use crate::bundle::signature::TrustError;
 use crate::cli::{Cli, Command, KeyCommand};
 use crate::error::{
-    BundleFailure, ContainerdFailure, InputFailure, NixStoreFailure, RegistryFailure,
+    BundleFailure, ContainerdFailure, DeltaFailure, InputFailure, NixStoreFailure, RegistryFailure,
 };
 use crate::io::source::SourceError;
 use crate::io::volumes::VolumeSetError;
@@ -46,6 +50,9 @@ pub mod exit {
     pub const INPUT: u8 = 4;
     /// A registry, containerd or a Nix daemon could not be reached or refused access.
     pub const REGISTRY: u8 = 5;
+    /// A delta bundle does not fit: the target (or patch's bases) lacks blobs it
+    /// leaves out; nothing was written.
+    pub const DELTA: u8 = 6;
 }
 
 /// An error with the exit code it should produce.
@@ -85,6 +92,9 @@ fn classify(e: &anyhow::Error) -> u8 {
                 _ if source.kind() == std::io::ErrorKind::InvalidData => exit::VERIFY,
                 _ => exit::ERROR,
             };
+        }
+        if cause.is::<DeltaFailure>() {
+            return exit::DELTA;
         }
         if cause.is::<ReadError>() || cause.is::<TrustError>() || cause.is::<BundleFailure>() {
             return exit::VERIFY;
@@ -127,6 +137,9 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Split(a) => volumes::split(a, &out),
         Command::Join(a) => volumes::join(a, &out),
         Command::Import(a) => import::run(a, &out),
+        Command::Inventory(a) => inventory::run(a, &out),
+        Command::Patch(a) => patch::run(a, &out),
+        Command::Diff(a) => diff::run(a, &out),
         Command::Key(KeyCommand::Generate(a)) => key::generate(a, &out),
         Command::Key(KeyCommand::Public(a)) => key::public(a, &out),
         Command::Completions(a) => docs::completions(a),

@@ -9,9 +9,18 @@ use serde_json::json;
 
 use super::{print_json, Failure};
 use crate::bundle::keys::PublicKey;
-use crate::bundle::reader::{read_head, verify_parallel, verify_stream, Head, NoSink};
+use std::io::Read;
+
+use super::inspect::delta_json;
+use crate::bundle::delta::check_full;
+use crate::bundle::manifest::{BlobEntry, Manifest};
+use crate::bundle::reader::{
+    read_head, verify_parallel, verify_stream, Entry, EntrySink, Head, RangeReader, ReadAt,
+};
 use crate::bundle::signature::TrustError;
+use crate::bundle::Digest;
 use crate::cli::{OutputArgs, TrustArgs, VerifyArgs};
+use crate::error::BundleFailure;
 use crate::io::keys::load_public_keys;
 use crate::io::source::BundleSource;
 use crate::progress::{human_bytes, Progress};
@@ -71,11 +80,16 @@ pub fn run(a: VerifyArgs, out: &OutputArgs) -> Result<(), Failure> {
     let head = read_head(&mut r)?;
     let trust = check_trust(&head, &a.trust, &progress)?;
     let bar = progress.bar("bundle data", head.manifest.data_len());
+    let mut full_head = FullHead::new(&head);
     match source.random_access() {
-        Some(ra) => verify_parallel(ra, &head, jobs, &|n| bar.inc(n))?,
-        None => verify_stream(&mut r, &head, &mut NoSink, |n| bar.inc(n))?,
+        Some(ra) => {
+            verify_parallel(ra, &head, jobs, &|n| bar.inc(n))?;
+            full_head.read(ra, &head)?;
+        }
+        None => verify_stream(&mut r, &head, &mut full_head, |n| bar.inc(n))?,
     }
     bar.clear();
+    let full = full_head.check(&head)?;
     let m = &head.manifest;
     let signers = trust.signer_names();
     if out.json {
@@ -83,6 +97,7 @@ pub fn run(a: VerifyArgs, out: &OutputArgs) -> Result<(), Failure> {
             "ok": true, "digest": head.digest.to_string(), "name": m.name, "version": m.version,
             "signers": signers, "signatureChecked": matches!(trust, Trust::Signed(_)),
             "objects": m.objects.len(), "blobs": m.blobs.len(), "bytes": head.file_len(),
+            "delta": delta_report(&head, full.as_ref()),
         }));
     } else if !out.quiet {
         let who = match trust {
@@ -98,6 +113,127 @@ pub fn run(a: VerifyArgs, out: &OutputArgs) -> Result<(), Failure> {
             m.blobs.len(),
             human_bytes(head.file_len())
         );
+        if let (Some(d), Some(full)) = (&m.delta, &full) {
+            let expected = m.expected();
+            say!(
+                "delta of the full bundle {full}: its head checked; expects {} blobs ({}) on the target:",
+                expected.len(),
+                human_bytes(expected.iter().map(|(b, _)| b.size).sum())
+            );
+            let unstored = m.blobs.iter().filter(|b| b.offset.is_none());
+            let with_base: Vec<(&BlobEntry, u32)> =
+                unstored.zip(d.expected.iter().copied()).collect();
+            for (i, base) in d.against.iter().enumerate() {
+                say!("  from {base}:");
+                for (b, _) in with_base.iter().filter(|(_, x)| *x as usize == i) {
+                    say!(
+                        "    {}  {:>10}  {}",
+                        b.digest,
+                        human_bytes(b.size),
+                        users(m, b)
+                    );
+                }
+            }
+        }
     }
     Ok(())
+}
+
+/// `kind name` of the objects that need a blob.
+fn users(m: &Manifest, b: &BlobEntry) -> String {
+    m.users_of(&b.digest)
+        .iter()
+        .map(|o| format!("{} {}", o.kind, crate::bundle::signature::escaped(&o.name)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `verify --json`'s `delta`: what [`delta_json`] says, the full bundle's digest as
+/// checked, and every blob the delta expects on the target.
+fn delta_report(head: &Head, full: Option<&Digest>) -> serde_json::Value {
+    let mut v = delta_json(&head.manifest);
+    if let (Some(o), Some(full)) = (v.as_object_mut(), full) {
+        o.insert("fullChecked".into(), json!(full.to_string()));
+        let expected: Vec<_> = head
+            .manifest
+            .expected()
+            .iter()
+            .map(|(b, base)| {
+                json!({"digest": b.digest.to_string(), "size": b.size, "mediaType": b.media_type,
+                       "base": base.digest.to_string(), "neededBy": users(&head.manifest, b)})
+            })
+            .collect();
+        o.insert("expected".into(), json!(expected));
+    }
+    v
+}
+
+/// The two blobs of a delta that carry the full bundle's head, collected while the
+/// bundle is verified (they are small: at most a manifest's size each).
+struct FullHead {
+    want: [Option<Digest>; 2],
+    got: [Vec<u8>; 2],
+}
+
+impl FullHead {
+    fn new(head: &Head) -> Self {
+        let want = match &head.manifest.delta {
+            Some(d) => [Some(d.full.manifest), Some(d.full.signatures)],
+            None => [None, None],
+        };
+        FullHead {
+            want,
+            got: [Vec::new(), Vec::new()],
+        }
+    }
+
+    /// From a file: the blobs at their offsets (already verified).
+    fn read(&mut self, ra: &dyn ReadAt, head: &Head) -> Result<(), Failure> {
+        for i in 0..2 {
+            if self.want[i].is_none() {
+                continue;
+            }
+            let b = &head.manifest.blobs[i];
+            let pos = head.blob_position(b).expect("validated: stored");
+            let mut bytes = vec![0u8; b.size as usize];
+            RangeReader::new(ra, pos, b.size).read_exact(&mut bytes)?;
+            self.got[i] = bytes;
+        }
+        Ok(())
+    }
+
+    /// For a delta: the full bundle's head, checked against the delta's manifest;
+    /// the full bundle's digest.
+    fn check(&self, head: &Head) -> Result<Option<Digest>, Failure> {
+        if self.want[0].is_none() {
+            return Ok(None);
+        }
+        if Digest::of(&self.got[0]) != head.manifest.blobs[0].digest
+            || Digest::of(&self.got[1]) != head.manifest.blobs[1].digest
+        {
+            return Err(BundleFailure(
+                "the full bundle's head blobs changed while the delta was verified: copy it again"
+                    .into(),
+            )
+            .into());
+        }
+        let (_, env) = check_full(&head.manifest_bytes, &self.got[0], &self.got[1])
+            .map_err(|e| BundleFailure(e.to_string()))?;
+        Ok(Some(env.manifest_digest))
+    }
+}
+
+impl EntrySink for FullHead {
+    fn consume(&mut self, entry: &Entry, data: &mut dyn std::io::Read) -> std::io::Result<()> {
+        if let Entry::Blob(b) = entry {
+            if let Some(i) = self.want.iter().position(|w| *w == Some(b.digest)) {
+                self.got[i].clear();
+                data.read_to_end(&mut self.got[i])?;
+            }
+        }
+        Ok(())
+    }
+    fn verified(&mut self, _: &Entry) -> std::io::Result<()> {
+        Ok(())
+    }
 }

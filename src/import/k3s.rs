@@ -31,13 +31,14 @@ use serde_json::{json, Value};
 
 use super::{Target, TargetPlan};
 use crate::bundle::canonical;
+use crate::bundle::inventory::BundleSeen;
 use crate::bundle::layout::{header, write_padding};
 use crate::bundle::manifest::{BlobEntry, Encoding, Kind, Object};
 use crate::bundle::meta::K8sManifestMeta;
 use crate::bundle::oci::{index_bytes, oci_layout_bytes};
 use crate::bundle::reader::Head;
 use crate::bundle::Digest;
-use crate::error::InputFailure;
+use crate::error::{DeltaFailure, InputFailure};
 use crate::io::atomic::AtomicFile;
 use crate::io::process::Cmd;
 use crate::k8s::names::is_file_name;
@@ -193,11 +194,24 @@ impl Target for StagedImages {
             return Ok(plan);
         }
         let wanted = image_blobs(head);
+        let left_out = head
+            .manifest
+            .blobs
+            .iter()
+            .filter(|b| wanted.contains(&b.digest) && b.offset.is_none())
+            .count();
+        if left_out > 0 {
+            // The archive is what K3s imports at start: it must hold every blob
+            // itself, and the running containerd that might have them is not there.
+            return Err(DeltaFailure(format!(
+                "{} leaves out {left_out} image blob(s), and a staged archive ({}) must hold every blob: rebuild the full bundle first with `gapbundle patch BASE DELTA -o FULL` and stage that, or import the delta into a running containerd (without --staged)",
+                head.manifest.name,
+                self.path.display()
+            ))
+            .into());
+        }
         for b in &head.manifest.blobs {
             if wanted.contains(&b.digest) {
-                if b.offset.is_none() {
-                    bail!("blob {} is not carried by this delta bundle, and a staged archive must hold every blob: import the full bundle", b.digest);
-                }
                 plan.needed.insert(b.digest);
             }
         }
@@ -248,6 +262,83 @@ impl Target for StagedImages {
             .with_context(|| format!("cannot write {}", path.display()))?;
         Ok(json!({"archive": path, "written": true, "bytes": self.len}))
     }
+}
+
+/// The bundles K3s's folders under `k3s_root` show were imported: each folder of
+/// `server/manifests` that a bundle's manifests went to (by name), and each staged
+/// archive in `agent/images` (with the bundle digest its `index.json` carries).
+/// Folders that do not exist show none. (Import receipts, a later addition, will
+/// say more.)
+pub fn bundles_seen(k3s_root: &Path) -> Result<Vec<BundleSeen>> {
+    let mut out = Vec::new();
+    let manifests = k3s_root.join("server/manifests");
+    if manifests.is_dir() {
+        for e in fs::read_dir(&manifests)? {
+            let e = e?;
+            let Some(name) = e.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            if name.starts_with('.') || !e.file_type()?.is_dir() {
+                continue;
+            }
+            out.push(BundleSeen {
+                seen_in: "k3s-manifests".into(),
+                name,
+                digest: None,
+                version: None,
+            });
+        }
+    }
+    let images = k3s_root.join("agent/images");
+    if images.is_dir() {
+        for e in fs::read_dir(&images)? {
+            let e = e?;
+            let Some(name) = e
+                .file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(".tar"))
+                .map(str::to_owned)
+            else {
+                continue;
+            };
+            if !e.file_type()?.is_file() {
+                continue;
+            }
+            if let Some(digest) = staged_bundle_digest(&e.path()) {
+                out.push(BundleSeen {
+                    seen_in: "k3s-staged".into(),
+                    name,
+                    digest: Some(digest),
+                    version: None,
+                });
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The bundle digest in the `index.json` of a staged archive this importer wrote
+/// (its second entry), or `None` for any other file.
+fn staged_bundle_digest(path: &Path) -> Option<Digest> {
+    use crate::bundle::layout::{parse_header, Block};
+    let mut f = io::BufReader::new(std::fs::File::open(path).ok()?);
+    let mut block = [0u8; 512];
+    f.read_exact(&mut block).ok()?;
+    match parse_header(&block).ok()? {
+        Block::File { path, size } if path == "oci-layout" && size <= 512 => {}
+        _ => return None,
+    }
+    f.read_exact(&mut block).ok()?;
+    f.read_exact(&mut block).ok()?;
+    let size = match parse_header(&block).ok()? {
+        Block::File { path, size } if path == "index.json" && size <= 64 << 20 => size,
+        _ => return None,
+    };
+    let mut index = vec![0u8; size as usize];
+    f.read_exact(&mut index).ok()?;
+    let v: Value = serde_json::from_slice(&index).ok()?;
+    v["annotations"][BUNDLE_ANNOTATION].as_str()?.parse().ok()
 }
 
 /// One document of a manifest file.
@@ -583,9 +674,9 @@ impl Target for Manifests {
                     .get(&d.blob)
                     .ok_or_else(|| anyhow!("blob {} missing", d.blob))?;
                 if b.offset.is_none() {
-                    bail!("manifest {} is not carried by this delta bundle", d.name);
-                }
-                if plan.needed.insert(d.blob) {
+                    // A delta left out a document of a file that must be written.
+                    plan.missing.insert(d.blob);
+                } else if plan.needed.insert(d.blob) {
                     plan.bytes_to_write += d.size;
                 }
             }

@@ -12,6 +12,7 @@
 //! a rerun reuses: imports are idempotent and an interrupted one completes on rerun.
 
 pub mod containerd;
+pub mod fleet;
 pub mod images;
 pub mod k3s;
 pub mod nix;
@@ -44,13 +45,23 @@ pub struct TargetPlan {
     pub objects_to_remove: Vec<String>,
     /// Bytes the target will write.
     pub bytes_to_write: u64,
+    /// Blobs the target needs that this delta bundle does not store and the target
+    /// does not hold (format.md section 10.5). An import refuses the bundle before
+    /// anything is written when any target has one; always empty for a full bundle.
+    #[serde(skip_serializing_if = "BTreeSet::is_empty")]
+    pub missing: BTreeSet<Digest>,
 }
 
 /// One destination of an import.
 pub trait Target {
     /// What and where, for messages (`nix store /mnt/target`).
     fn describe(&self) -> String;
-    /// Decides what is new; must not change the target.
+    /// Decides what is new; must not change the target. For a delta bundle it also
+    /// checks that the target holds each blob it needs and the bundle does not store
+    /// (containerd content by digest and size, Nix paths valid with the right NAR
+    /// hash, registry blobs by HEAD) and lists the others in
+    /// [`TargetPlan::missing`]; a target that must receive every blob from the
+    /// bundle refuses a delta that leaves one out ([`crate::error::DeltaFailure`]).
     fn plan(&mut self, head: &Head) -> anyhow::Result<TargetPlan>;
     /// A needed blob starts streaming.
     fn begin(&mut self, blob: &BlobEntry) -> io::Result<()>;

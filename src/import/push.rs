@@ -43,6 +43,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::fleet::{Fault, Fleet};
 use super::{Target, TargetPlan};
 use crate::bundle::digest::HashingReader;
 use crate::bundle::manifest::{BlobEntry, Object};
@@ -336,6 +337,84 @@ impl Push {
     }
 }
 
+impl Push {
+    /// For a delta: finds each blob it leaves out that an image's repository needs
+    /// (`wanted`: the image's target and the blob) in the registry. A manifest is
+    /// read (from the image's repository by digest, else from any repository that
+    /// holds it) and pushed in `finish` like one the bundle carried; another blob is
+    /// mounted from a repository that holds it. Returns the blobs found nowhere.
+    fn find_left_out(&mut self, wanted: &[(Reference, Digest)]) -> Result<BTreeSet<Digest>> {
+        let fleet = Fleet {
+            registry: self.registry.clone(),
+            route: self.route.clone(),
+            client: self.client.clone(),
+            auth: self.auth.clone(),
+            origin: self.origin.clone(),
+            attempts: self.attempts,
+        };
+        let manifests: BTreeSet<Digest> = wanted
+            .iter()
+            .map(|(_, d)| *d)
+            .filter(|d| self.is_manifest_blob(d))
+            .collect();
+        let (found, mounts, missing) = self
+            .rt
+            .block_on(async {
+                let mut found: HashMap<Digest, Vec<u8>> = HashMap::new();
+                let mut mounts: HashMap<Digest, Reference> = HashMap::new();
+                let mut missing = BTreeSet::new();
+                let mut repositories: Option<Vec<String>> = None;
+                for (target, d) in wanted {
+                    if found.contains_key(d) || mounts.contains_key(d) {
+                        continue;
+                    }
+                    let is_manifest = manifests.contains(d);
+                    // The image's own repository first.
+                    if is_manifest {
+                        if let Ok((bytes, _)) = fleet.manifest(&by_digest(target, d), Some(d)).await
+                        {
+                            found.insert(*d, bytes);
+                            continue;
+                        }
+                    }
+                    if repositories.is_none() {
+                        repositories = Some(fleet.repositories().await?);
+                    }
+                    let mut hit = false;
+                    let digest = d.to_string();
+                    for r in repositories.iter().flatten() {
+                        let there = fleet.route.with_repository(r).by_digest(d);
+                        if is_manifest {
+                            if let Ok((bytes, _)) = fleet.manifest(&there, Some(d)).await {
+                                found.insert(*d, bytes);
+                                hit = true;
+                                break;
+                            }
+                        } else if with_retries(fleet.attempts, || {
+                            fleet.client.blob_exists(&there, &digest)
+                        })
+                        .await
+                        .unwrap_or(false)
+                        {
+                            mounts.insert(*d, there);
+                            hit = true;
+                            break;
+                        }
+                    }
+                    if !hit {
+                        missing.insert(*d);
+                    }
+                }
+                Ok::<_, Fault>((found, mounts, missing))
+            })
+            .map_err(|f| fleet.explain(&f))?;
+        self.manifests.extend(found);
+        // `finish` mounts every blob an image lacks from where it is known to be.
+        self.uploaded.extend(mounts);
+        Ok(missing)
+    }
+}
+
 /// The error for blobs that cannot be pushed again because the bundle came from a pipe.
 fn stdin_cannot_repush(host: &str, interrupted: &BTreeMap<Digest, String>) -> anyhow::Error {
     let blobs: Vec<String> = interrupted
@@ -493,6 +572,9 @@ impl Target for Push {
         });
         self.images = images;
         r.map_err(|(repo, what, e, n)| self.explain(&repo, &what, &e, n))?;
+        // What a delta leaves out and the image's repository lacks: (repository,
+        // blob), to be found elsewhere in the registry.
+        let mut elsewhere: Vec<(Reference, Digest)> = Vec::new();
         for p in &self.images {
             if p.present {
                 plan.present_objects.push(p.target.whole());
@@ -503,13 +585,15 @@ impl Target for Push {
                 if manifest_blob.contains(d) || p.missing.contains(d) {
                     let b = &self.blobs[d];
                     if b.offset.is_none() {
-                        bail!("blob {d} is not carried by this delta bundle: push the full bundle");
-                    }
-                    if plan.needed.insert(*d) && !manifest_blob.contains(d) {
+                        elsewhere.push((p.target.clone(), *d));
+                    } else if plan.needed.insert(*d) && !manifest_blob.contains(d) {
                         plan.bytes_to_write += b.size;
                     }
                 }
             }
+        }
+        if !elsewhere.is_empty() {
+            plan.missing = self.find_left_out(&elsewhere)?;
         }
         Ok(plan)
     }

@@ -34,7 +34,7 @@ pub mod store_path;
 
 pub use closure::closure_order;
 pub use nar_check::{check_nar, NarChecker, NarError, NarReadError, NarSummary};
-pub use narinfo::{cache_info, validate_ca, NarInfo};
+pub use narinfo::{cache_info, validate_ca, NarInfo, NarInfoIdentity};
 pub use path_info::{parse_path_info, PathInfo, PathInfoError, PathInfoJson};
 pub use signature::{fingerprint, sign_path, validate_path_signature, verify_path};
 pub use store_path::{valid_root_name, NarHash, StorePath};

@@ -136,6 +136,41 @@ pub fn validate_ca(ca: &str) -> Result<(), NixFormatError> {
     }
 }
 
+/// What a `.narinfo` says that identifies its path's content: the path, the NAR
+/// hash and the file's URL. Enough to tell whether a binary cache holds a path
+/// with a given NAR hash (an inventory, a delta's check), without trusting any
+/// other line of a file that may have come from anywhere.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NarInfoIdentity {
+    /// `StorePath:`.
+    pub store_path: StorePath,
+    /// `NarHash:`.
+    pub nar_hash: NarHash,
+    /// `URL:`, relative to the cache root.
+    pub url: String,
+}
+
+impl NarInfoIdentity {
+    /// Reads the three lines from a narinfo's text; `None` when one is missing or
+    /// malformed, or the URL is not one relative to the cache (see `valid_url`).
+    pub fn parse(text: &str) -> Option<Self> {
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(": ")))
+                .map(str::trim)
+        };
+        let url = field("URL")?;
+        if !valid_url(url) {
+            return None;
+        }
+        Some(NarInfoIdentity {
+            store_path: StorePath::parse(field("StorePath")?).ok()?,
+            nar_hash: NarHash::parse(field("NarHash")?).ok()?,
+            url: url.to_string(),
+        })
+    }
+}
+
 /// The `nix-cache-info` file of a binary cache holding `/nix/store` paths.
 pub fn cache_info() -> &'static str {
     "StoreDir: /nix/store\n"
@@ -168,6 +203,21 @@ mod tests {
             sigs: vec![],
             ca: None,
         }
+    }
+
+    #[test]
+    fn a_narinfo_says_which_path_and_nar_it_holds() {
+        let p = "/nix/store/094qif9n4cq4fdg459qzbhg1c6wywaww-a";
+        let text = format!("StorePath: {p}\nURL: nar/x.nar.zst\nCompression: zstd\nNarHash: {NAR_NIX32}\nNarSize: 3\n");
+        let id = NarInfoIdentity::parse(&text).unwrap();
+        assert_eq!(id.store_path.as_str(), p);
+        assert_eq!(id.nar_hash.to_string(), NAR_NIX32);
+        assert_eq!(id.url, "nar/x.nar.zst");
+        for url in ["/etc/passwd", "nar/../../x", "", "nar//x"] {
+            let t = text.replace("nar/x.nar.zst", url);
+            assert!(NarInfoIdentity::parse(&t).is_none(), "{url}");
+        }
+        assert!(NarInfoIdentity::parse(&text.replace(NAR_NIX32, "sha256:x")).is_none());
     }
 
     #[test]

@@ -39,7 +39,12 @@ struct Golden {
 
 impl Golden {
     fn load() -> Self {
-        let bytes = fs::read(vectors().join("tiny/tiny.gapb")).unwrap();
+        Self::load_path("tiny/tiny.gapb")
+    }
+
+    /// Another golden bundle signed with the tiny key (the delta vector).
+    fn load_path(rel: &str) -> Self {
+        let bytes = fs::read(vectors().join(rel)).unwrap();
         let head = read_head(&mut bytes.as_slice()).unwrap();
         let manifest = serde_json::from_slice(&head.manifest_bytes).unwrap();
         let key = SecretKey::parse(&fs::read_to_string(vectors().join("tiny/tiny.sec")).unwrap())
@@ -440,6 +445,52 @@ fn all() -> Vec<Vector> {
                 let mut b = g.bytes.clone();
                 b[g.blob_header(2) + 512 + 10] ^= 0x40;
                 b
+            },
+        },
+        Vector {
+            file: "bad-offset-missing.gapb",
+            rule: "10.1: a manifest without `delta` has an offset on every blob",
+            exit: 3,
+            error: "has no offset but the bundle is not a delta",
+            make: |g| {
+                g.resign(|m| {
+                    let last = m["blobs"].as_array().unwrap().len() - 1;
+                    m["blobs"][last].as_object_mut().unwrap().remove("offset");
+                })
+            },
+        },
+        Vector {
+            file: "bad-delta-counts.gapb",
+            rule: "10.1 rule 4: each base's blobs and bytes are what `expected` gives it",
+            exit: 3,
+            error: "against[0] says it holds",
+            make: |_| {
+                Golden::load_path("delta/delta.gapb").resign(|m| {
+                    let n = m["delta"]["against"][0]["blobs"].as_u64().unwrap();
+                    m["delta"]["against"][0]["blobs"] = (n + 1).into();
+                })
+            },
+        },
+        Vector {
+            file: "bad-delta-expected.gapb",
+            rule: "10.1 rule 3: one `expected` entry per blob without an offset, each naming a base",
+            exit: 3,
+            error: "blobs have no offset but `expected` has 2 entries",
+            make: |_| {
+                Golden::load_path("delta/delta.gapb").resign(|m| {
+                    m["delta"]["expected"].as_array_mut().unwrap().push(0.into());
+                })
+            },
+        },
+        Vector {
+            file: "bad-delta-head-blob.gapb",
+            rule: "10.1 rule 2: blobs[0] and blobs[1] carry the full bundle's manifest and signatures",
+            exit: 3,
+            error: "blobs[1] must be the full bundle's head blob",
+            make: |_| {
+                Golden::load_path("delta/delta.gapb").resign(|m| {
+                    m["blobs"][1]["mediaType"] = "application/octet-stream".into();
+                })
             },
         },
         Vector {

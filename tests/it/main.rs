@@ -18,6 +18,7 @@ mod support;
 
 mod bad_vectors;
 mod bundle_source;
+mod delta;
 mod flake;
 mod fleet_push_faults;
 mod hostile_format;

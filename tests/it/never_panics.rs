@@ -130,3 +130,57 @@ fn spec_and_nix_parsers_survive_arbitrary_text() {
         );
     }
 }
+
+#[test]
+fn delta_and_inventory_parsers_survive_arbitrary_bytes() {
+    use gapbundle::bundle::delta::check_full;
+    use gapbundle::bundle::inventory::{Inventory, InventoryFile};
+    use gapbundle::bundle::Digest;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("bundle-spec/vectors/delta");
+    let delta = std::fs::read(dir.join("delta.gapb")).unwrap();
+    let full = std::fs::read(dir.join("full.gapb")).unwrap();
+    let d = read_head(&mut delta.as_slice()).unwrap();
+    let f = read_head(&mut full.as_slice()).unwrap();
+    let full_env = f.envelope.to_canonical();
+    let mut inv = Inventory::new("site", 1);
+    inv.bundles.push(gapbundle::bundle::inventory::BundleSeen {
+        seen_in: "k3s-manifests".into(),
+        name: "edge".into(),
+        digest: Some(Digest::of(b"x")),
+        version: None,
+    });
+    let inv_file = inv.to_file(&[]).unwrap();
+    let inv_json = inv.to_canonical();
+    let narinfo = b"StorePath: /nix/store/094qif9n4cq4fdg459qzbhg1c6wywaww-a\nURL: nar/x.nar.zst\nNarHash: sha256:1xga7qa3wjdkhc71mbz9wm36q1nl7z2c95sl9529vindmjnrdn0z\n";
+    let mut rng = Rng(0xde17a);
+    let mut refused = 0;
+    for _ in 0..2000 {
+        let _ = Manifest::parse(&mutate(&mut rng, &d.manifest_bytes));
+        let _ = check_full(
+            &d.manifest_bytes,
+            &mutate(&mut rng, &f.manifest_bytes),
+            &full_env,
+        );
+        let _ = check_full(
+            &mutate(&mut rng, &d.manifest_bytes),
+            &f.manifest_bytes,
+            &full_env,
+        );
+        let _ = InventoryFile::parse(&mutate(&mut rng, &inv_file));
+        let _ = InventoryFile::parse(&mutate(&mut rng, &inv_json));
+        let text = String::from_utf8_lossy(&mutate(&mut rng, narinfo)).into_owned();
+        let _ = gapbundle::nixfmt::NarInfoIdentity::parse(&text);
+        let bad = mutate(&mut rng, &delta);
+        let mut r = bad.as_slice();
+        if read_head(&mut r)
+            .and_then(|head| verify_stream(&mut r, &head, &mut NoSink, |_| {}))
+            .is_err()
+        {
+            refused += 1;
+        }
+    }
+    assert!(
+        refused > 1900,
+        "only {refused} of 2000 damaged deltas were refused"
+    );
+}

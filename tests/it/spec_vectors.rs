@@ -172,3 +172,130 @@ fn schema_and_parser_reject_the_same_mistakes() {
         );
     }
 }
+
+/// A file of the delta vector (`bundle-spec/vectors/delta/`).
+fn delta_vector(name: &str) -> PathBuf {
+    repo().join("bundle-spec/vectors/delta").join(name)
+}
+
+/// The golden delta: `base.gapb` (v1), `full.gapb` (v2) and `delta.gapb` (v2 against
+/// base.gapb) are what create writes from `input/v1` and `input/v2` with the tiny
+/// key, byte for byte; patch of the base and the delta is the full bundle, byte for
+/// byte, and its signature verifies; the delta and its head match the schemas.
+#[test]
+fn golden_delta_is_reproduced_and_patches_to_the_full_bundle() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&delta_vector("input"), &tmp.path().join("input"));
+    let bless = std::env::var_os("GAPBUNDLE_BLESS").is_some();
+    let made = |v: u32, out: &str, more: &[&Path]| -> Vec<u8> {
+        let spec = tmp.path().join(format!("input/v{v}/bundle.yaml"));
+        let mut cmd = create_cmd(
+            &spec,
+            &tmp.path().join(out),
+            &vector("tiny.sec"),
+            &tmp.path().join("cache"),
+        );
+        cmd.env_remove("SOURCE_DATE_EPOCH");
+        if delta_vector(&format!("input/v{v}/bundle.lock")).exists() {
+            cmd.arg("--locked");
+        }
+        for a in more {
+            cmd.arg("--against").arg(a);
+        }
+        run(&mut cmd);
+        if bless {
+            fs::copy(
+                tmp.path().join(format!("input/v{v}/bundle.lock")),
+                delta_vector(&format!("input/v{v}/bundle.lock")),
+            )
+            .unwrap();
+        }
+        fs::read(tmp.path().join(out)).unwrap()
+    };
+    let base = made(1, "base.gapb", &[]);
+    let full = made(2, "full.gapb", &[]);
+    let delta = made(2, "delta.gapb", &[&tmp.path().join("base.gapb")]);
+    if bless {
+        for (name, bytes) in [
+            ("base.gapb", &base),
+            ("full.gapb", &full),
+            ("delta.gapb", &delta),
+        ] {
+            fs::write(delta_vector(name), bytes).unwrap();
+        }
+        eprintln!("blessed new golden delta vectors");
+        return;
+    }
+    for (name, bytes) in [
+        ("base.gapb", &base),
+        ("full.gapb", &full),
+        ("delta.gapb", &delta),
+    ] {
+        let golden = fs::read(delta_vector(name)).expect("the golden delta vectors exist");
+        assert!(
+            *bytes == golden,
+            "create no longer reproduces bundle-spec/vectors/delta/{name}; if the format change is intended, regenerate with GAPBUNDLE_BLESS=1"
+        );
+    }
+    // patch, keyless, from the committed files.
+    let out = tmp.path().join("patched.gapb");
+    run(gapbundle()
+        .arg("patch")
+        .arg(delta_vector("base.gapb"))
+        .arg(delta_vector("delta.gapb"))
+        .arg("-o")
+        .arg(&out));
+    assert!(
+        fs::read(&out).unwrap() == full,
+        "patch of the golden base and delta"
+    );
+    let key = PublicKey::parse(&fs::read_to_string(vector("tiny.pub")).unwrap()).unwrap();
+    let head = read_head(&mut full.as_slice()).unwrap();
+    head.envelope.check(&head.digest, &[key], 1).unwrap();
+
+    // The delta: what it is against, what it stores, its schema.
+    let d = read_head(&mut delta.as_slice()).unwrap();
+    let b = read_head(&mut base.as_slice()).unwrap();
+    let info = d.manifest.delta.as_ref().unwrap();
+    assert_eq!(info.against[0].digest, b.digest);
+    assert_eq!(info.full.manifest, head.digest);
+    let left_out: Vec<_> = d
+        .manifest
+        .blobs
+        .iter()
+        .filter(|x| x.offset.is_none())
+        .collect();
+    assert_eq!(left_out.len(), 1, "the layer v1 and v2 share");
+    let manifest: Value = serde_json::from_slice(&d.manifest_bytes).unwrap();
+    assert_valid(
+        &schema("manifest.schema.json"),
+        "the delta's manifest",
+        &manifest,
+    );
+}
+
+/// The inventory schema accepts what `gapbundle inventory` writes (of an empty K3s
+/// folder and a binary cache with nothing in it, so it runs anywhere).
+#[test]
+fn the_inventory_schema_accepts_what_the_code_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("site.inv");
+    run(gapbundle()
+        .args(["inventory", "--skip-images", "--site", "site-a", "-o"])
+        .arg(&out)
+        .arg("--nix-store")
+        .arg(format!("file://{}", tmp.path().join("cache").display()))
+        .arg("--k3s-root")
+        .arg(tmp.path().join("k3s"))
+        .arg("--key")
+        .arg(vector("tiny.sec")));
+    let bytes = fs::read(&out).unwrap();
+    let json = zstd::decode_all(bytes.as_slice()).unwrap();
+    let v: Value = serde_json::from_slice(&json).unwrap();
+    assert_valid(&schema("inventory.schema.json"), "the inventory", &v);
+    assert_eq!(v["inventory"]["site"], "site-a");
+    assert!(v["signatures"]["signatures"][0]["publicKey"]
+        .as_str()
+        .unwrap()
+        .starts_with("gapbundle-vector-1:"));
+}

@@ -14,8 +14,8 @@ use containerd_client::services::v1::images_client::ImagesClient;
 use containerd_client::services::v1::leases_client::LeasesClient;
 use containerd_client::services::v1::{
     AddResourceRequest, CreateRequest as CreateLeaseRequest, DeleteRequest as DeleteLeaseRequest,
-    GetImageRequest, Image, Info as ContentInfo, InfoRequest, ReadContentRequest, Resource,
-    UpdateRequest,
+    GetImageRequest, Image, Info as ContentInfo, InfoRequest, ListContentRequest,
+    ReadContentRequest, Resource, UpdateRequest,
 };
 use containerd_client::tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use containerd_client::tonic::transport::Channel;
@@ -81,6 +81,29 @@ impl Ctx {
             Err(s) if not_found(&s) => Ok(None),
             Err(s) => Err(self.status(&format!("look up content {d}"), s)),
         }
+    }
+
+    /// Every committed blob of the namespace's content store, by digest (content
+    /// under a digest this format does not use is left out).
+    pub(super) async fn list_content(&self) -> Result<Vec<Digest>> {
+        let mut s = ContentClient::new(self.channel.clone())
+            .list(self.req(ListContentRequest { filters: vec![] }))
+            .await
+            .map_err(|s| self.status("list its content", s))?
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(m) = s
+            .message()
+            .await
+            .map_err(|s| self.status("list its content", s))?
+        {
+            out.extend(
+                m.info
+                    .iter()
+                    .filter_map(|i| i.digest.parse::<Digest>().ok()),
+            );
+        }
+        Ok(out)
     }
 
     pub(super) async fn read(&self, d: &Digest) -> Result<Vec<u8>> {

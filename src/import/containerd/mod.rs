@@ -47,3 +47,25 @@ mod unpack;
 
 pub use labels::{CRI_MANAGED, CRI_PINNED};
 pub use target::Containerd;
+
+use crate::bundle::inventory::ContainerdHoldings;
+
+/// What containerd at `socket` holds in `namespace`, for an inventory: every
+/// committed blob of its content store. Unreachable is [`crate::error::ContainerdFailure`].
+pub fn inventory(socket: &std::path::Path, namespace: &str) -> anyhow::Result<ContainerdHoldings> {
+    if !client::valid_namespace(namespace) {
+        anyhow::bail!("namespace `{namespace}` is not a valid containerd namespace");
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let blobs = rt.block_on(async {
+        let ctx = client::connect(socket, namespace, "overlayfs").await?;
+        ctx.list_content().await
+    })?;
+    Ok(ContainerdHoldings {
+        socket: socket.display().to_string(),
+        namespace: namespace.to_string(),
+        blobs: blobs.into_iter().collect(),
+    })
+}

@@ -203,23 +203,28 @@ impl Containerd {
                 let o = &img.object;
                 let mut complete = true;
                 for d in &o.blobs {
+                    let b = blobs
+                        .get(d)
+                        .ok_or_else(|| anyhow!("blob {d} of {} is not in the bundle", o.name))?;
                     let present = match known.get(d) {
                         Some(p) => *p,
                         None => {
-                            let p = ctx.info(d).await?.is_some();
+                            // By digest and size: content of another size under this
+                            // digest is no use to an image that needs this blob.
+                            let p = ctx
+                                .info(d)
+                                .await?
+                                .is_some_and(|i| u64::try_from(i.size).ok() == Some(b.size));
                             known.insert(*d, p);
                             p
                         }
                     };
                     if !present {
                         complete = false;
-                        let b = blobs
-                            .get(d)
-                            .ok_or_else(|| anyhow!("blob {d} of {} is not in the bundle", o.name))?;
                         if b.offset.is_none() {
-                            bail!("{} needs blob {d}, which this delta bundle does not carry and containerd does not have: import the full bundle first", o.name);
-                        }
-                        if plan.needed.insert(*d) {
+                            // A delta left it out: containerd should have had it.
+                            plan.missing.insert(*d);
+                        } else if plan.needed.insert(*d) {
                             plan.bytes_to_write += b.size;
                         }
                     }

@@ -59,11 +59,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde_json::json;
 use tempfile::{NamedTempFile, TempDir};
 
 use super::{Target, TargetPlan};
+use crate::bundle::inventory::NixHoldings;
 use crate::bundle::keys::PublicKey;
 use crate::bundle::manifest::{BlobEntry, Kind};
 use crate::bundle::reader::Head;
@@ -197,6 +198,35 @@ pub fn target(
     })))
 }
 
+/// What the Nix store or binary cache `store` (as `--nix-store` takes it; `None`:
+/// the local store) holds, for an inventory: every valid path with its NAR hash.
+pub fn inventory(store: Option<&str>) -> Result<NixHoldings> {
+    let dest = parse_dest(store)?;
+    let paths = match &dest {
+        Dest::Cache(dir) => {
+            let mut paths = BTreeMap::new();
+            if dir.is_dir() {
+                for e in fs_err::read_dir(dir)? {
+                    let e = e?;
+                    if e.file_name().to_str().is_some_and(|n| n.ends_with(".narinfo")) {
+                        if let Some((p, h)) = store::cached_nar_hash(dir, &e.path()) {
+                            paths.insert(p, h);
+                        }
+                    }
+                }
+            }
+            paths
+        }
+        Dest::Store { root: Some(r), .. } if !r.join("nix/var/nix/db").exists() => BTreeMap::new(),
+        Dest::Store { uri, .. } => store::store_nar_hashes(uri.as_deref(), None)
+            .context("listing the valid paths of the Nix store (nix path-info --all --json); without Nix here, pass --skip-nix")?,
+    };
+    Ok(NixHoldings {
+        store: store.unwrap_or("local").to_string(),
+        paths,
+    })
+}
+
 impl NixTarget {
     /// Whether `nix copy` takes the NARs from the bundle file itself, served in
     /// place, instead of from a staged copy: for a store, whenever the bundle is a
@@ -321,23 +351,35 @@ impl Target for NixTarget {
         let mut plan = TargetPlan::default();
         let by_path: BTreeMap<&StorePath, &NixObject> =
             self.objects.iter().map(|o| (&o.path, o)).collect();
+        let stored = |o: &NixObject| {
+            head.manifest
+                .blob(&o.blob)
+                .is_some_and(|b| b.offset.is_some())
+        };
+        // A delta's paths whose NARs it leaves out must be valid here with the NAR
+        // hash the bundle signs, not merely valid.
+        let left_out: Vec<StorePath> = self
+            .objects
+            .iter()
+            .filter(|o| !stored(o) && valid.contains(&o.path))
+            .map(|o| o.path.clone())
+            .collect();
+        let held = self.nar_hashes(&left_out)?;
         self.new_paths.clear();
         for (p, _) in order {
             let o = by_path[&p];
             if valid.contains(&p) {
+                if !stored(o) && held.get(&p) != Some(&o.nar_hash) {
+                    plan.missing.insert(o.blob);
+                }
                 plan.present_objects.push(format!("nix-path {p}"));
                 continue;
             }
             plan.new_objects.push(format!("nix-path {p}"));
-            if plan.needed.insert(o.blob) {
+            if !stored(o) {
+                plan.missing.insert(o.blob);
+            } else if plan.needed.insert(o.blob) {
                 let b = head.manifest.blob(&o.blob).expect("checked in nix_objects");
-                if b.offset.is_none() {
-                    return Err(InputFailure(format!(
-                        "{p} is new on {} but this delta bundle does not carry its NAR",
-                        self.describe()
-                    ))
-                    .into());
-                }
                 plan.bytes_to_write += b.size;
             }
             self.new_paths.push(p);

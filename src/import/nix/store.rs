@@ -22,7 +22,7 @@ use crate::bundle::reader::{damage, Entry, Head};
 use crate::error::NixStoreFailure;
 use crate::import::Target;
 use crate::io::serve::{Resource, Server};
-use crate::nixfmt::{cache_info, StorePath};
+use crate::nixfmt::{cache_info, parse_path_info, NarHash, NarInfoIdentity, StorePath};
 use crate::progress::Progress;
 use crate::resolve::nix::nix_cmd;
 
@@ -99,6 +99,33 @@ impl NixTarget {
                     .filter(|p| !invalid.contains(p.as_str()))
                     .cloned()
                     .collect())
+            }
+        }
+    }
+
+    /// The NAR hash of each of `paths` (all valid on the target): for a cache, its
+    /// narinfo's (when the NAR file it names is there too); for a store, what
+    /// `nix path-info` says.
+    pub(super) fn nar_hashes(&self, paths: &[StorePath]) -> Result<BTreeMap<StorePath, NarHash>> {
+        if paths.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        match &self.dest {
+            Dest::Cache(dir) => Ok(paths
+                .iter()
+                .filter_map(|p| {
+                    cached_nar_hash(dir, &dir.join(format!("{}.narinfo", p.hash_part())))
+                        .filter(|(q, _)| q == p)
+                })
+                .collect()),
+            Dest::Store { uri, .. } => {
+                store_nar_hashes(uri.as_deref(), Some(paths)).with_context(|| {
+                    format!(
+                        "asking {} for the NAR hashes of {} paths",
+                        self.describe(),
+                        paths.len()
+                    )
+                })
             }
         }
     }
@@ -182,8 +209,13 @@ impl NixTarget {
         let Dest::Store { uri, .. } = &self.dest else {
             return Ok(());
         };
+        // `--no-recursive`: the new paths are the whole set, references first; the
+        // others are valid on the target already and not served (a delta does not
+        // even carry their NARs), and a recursive copy would ask the source for the
+        // whole closure and fail on the first of them.
         let mut cmd = nix_cmd("nix").args([
             "copy",
+            "--no-recursive",
             "--from",
             from,
             "--to",
@@ -297,6 +329,43 @@ impl NixTarget {
         }
         Ok(made)
     }
+}
+
+/// The path and NAR hash a cache's narinfo `file` gives, when its NAR file is in
+/// the cache `dir` too.
+pub(super) fn cached_nar_hash(dir: &Path, file: &Path) -> Option<(StorePath, NarHash)> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let id = NarInfoIdentity::parse(&text)?;
+    dir.join(&id.url)
+        .is_file()
+        .then_some((id.store_path, id.nar_hash))
+}
+
+/// `nix path-info --json` over `paths` (`None`: `--all`) in the store `uri`, as
+/// path -> NAR hash.
+pub(super) fn store_nar_hashes(
+    uri: Option<&str>,
+    paths: Option<&[StorePath]>,
+) -> Result<BTreeMap<StorePath, NarHash>> {
+    let mut out = BTreeMap::new();
+    let chunks: Vec<Vec<&str>> = match paths {
+        Some(p) => p
+            .chunks(500)
+            .map(|c| c.iter().map(|p| p.as_str()).collect())
+            .collect(),
+        None => vec![vec!["--all"]],
+    };
+    for chunk in chunks {
+        let mut cmd = nix_cmd("nix").args(["path-info", "--json"]);
+        if let Some(u) = uri {
+            cmd = cmd.args(["--store", u]);
+        }
+        let json = cmd.args(chunk).output()?;
+        for info in parse_path_info(&json)? {
+            out.insert(info.path, info.nar_hash);
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -133,7 +133,7 @@ struct FixtureLayout {
     layout: PathBuf,
 }
 
-const FIXTURE_DIR_PREFIX: &str = "gapbundle-fixtures-";
+pub(super) const FIXTURE_DIR_PREFIX: &str = "gapbundle-fixtures-";
 
 /// The shared fixture OCI layout, built once per test process with umoci
 /// (tags in [`tags`]). Treat it as read-only: several tests use it.
@@ -144,7 +144,7 @@ pub fn fixture_layout() -> &'static Path {
     &LAYOUT.get_or_init(build_fixture_layout).layout
 }
 
-fn fixture_tmp_root() -> PathBuf {
+pub(super) fn fixture_tmp_root() -> PathBuf {
     let root = option_env!("CARGO_TARGET_TMPDIR")
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
@@ -172,7 +172,7 @@ fn prune_dead_fixture_dirs(root: &Path) {
     }
 }
 
-fn umoci(args: &[&str]) {
+pub(super) fn umoci(args: &[&str]) {
     run(tool("umoci").args(args));
 }
 
@@ -190,7 +190,7 @@ fn write_fixture_file(path: &Path, bytes: &[u8]) {
 
 /// `umoci new` + set platform and a fixed creation time (`--no-history`
 /// keeps the config small).
-fn umoci_new_image(image: &str, arch: &str) {
+pub(super) fn umoci_new_image(image: &str, arch: &str) {
     umoci(&["new", "--image", image]);
     umoci(&[
         "config",
@@ -207,7 +207,13 @@ fn umoci_new_image(image: &str, arch: &str) {
 }
 
 /// `umoci insert` of a file with the given content at `target`.
-fn umoci_insert(staging: &Path, image: &str, new_tag: Option<&str>, target: &str, content: &[u8]) {
+pub(super) fn umoci_insert(
+    staging: &Path,
+    image: &str,
+    new_tag: Option<&str>,
+    target: &str,
+    content: &[u8],
+) {
     let src = staging.join(target.trim_start_matches('/').replace('/', "_"));
     write_fixture_file(&src, content);
     let src = src.to_str().expect("utf-8 temp path");

@@ -30,7 +30,8 @@
 //! The files, by concern: [`commands`] runs gapbundle and the tools and judges
 //! exit codes and output; [`registry`], [`containerd`] and [`nix`] start the
 //! real services; [`skopeo`] reads images from the outside; [`fixtures`] makes the
-//! images; [`work`] is the work folder every end-to-end test starts from;
+//! images; [`versions`] makes two versions of an image set (for deltas); [`work`] is the work
+//! folder every end-to-end test starts from;
 //! [`http`] is a raw HTTP client; [`fake_http`] holds the fake servers for the
 //! faults a real server cannot produce; [`encoding`] holds digests and base64 written
 //! independently of src/; [`bundles`] reads bundle heads and forges bundles with
@@ -52,6 +53,7 @@ mod http;
 mod nix;
 mod registry;
 mod skopeo;
+mod versions;
 mod work;
 
 pub use bundles::*;
@@ -64,6 +66,7 @@ pub use http::*;
 pub use nix::*;
 pub use registry::*;
 pub use skopeo::*;
+pub use versions::*;
 pub use work::*;
 
 /// What to tell a developer whose machine lacks a tool.
