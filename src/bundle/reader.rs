@@ -415,8 +415,29 @@ impl EntrySink for NoSink {
     }
 }
 
+/// Reports every byte of entry data as it is read, not each entry once it ended:
+/// a 300 MiB layer is one entry, and a bar that moves only between entries stands
+/// still for the whole layer (and its rate and ETA say days) while the target
+/// writes it.
+struct Counted<'a, R> {
+    inner: R,
+    progress: &'a mut dyn FnMut(u64),
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n > 0 {
+            (self.progress)(n as u64);
+        }
+        Ok(n)
+    }
+}
+
 /// Checks the data section in one pass from `r` (positioned right after the head),
-/// handing every entry to `sink`. Stops at the first damaged entry.
+/// handing every entry to `sink`. Stops at the first damaged entry. `progress` gets
+/// the bytes of the data section as they are read (headers, each chunk of data,
+/// padding): they add up to [`crate::bundle::manifest::Manifest::data_len`].
 pub fn verify_stream<R: Read>(
     r: &mut R,
     head: &Head,
@@ -429,7 +450,11 @@ pub fn verify_stream<R: Read>(
         let path = entry.path();
         let block = layout::read_block(&mut r).map_err(|e| eof_to_truncated(e, &path))?;
         check_header(&block, &entry, pos, head.manifest.created)?;
-        let mut hashing = HashingReader::new((&mut r).take(entry.size()));
+        progress(HEADER_LEN);
+        let mut hashing = HashingReader::new(Counted {
+            inner: (&mut r).take(entry.size()),
+            progress: &mut progress,
+        });
         sink.consume(&entry, &mut hashing)
             .map_err(|source| consumer_error(&path, source))?;
         io::copy(&mut hashing, &mut io::sink()).map_err(|e| eof_to_truncated(e, &path))?;
@@ -444,7 +469,7 @@ pub fn verify_stream<R: Read>(
         sink.verified(&entry)
             .map_err(|source| consumer_error(&path, source))?;
         pos += entry_len(entry.size());
-        progress(entry.size());
+        progress(layout::padded(entry.size()) - entry.size());
     }
     let mut end = [0u8; END_LEN as usize];
     r.read_exact(&mut end)

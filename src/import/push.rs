@@ -55,7 +55,7 @@ use crate::error::{InputFailure, RegistryFailure};
 use crate::io::atomic;
 use crate::io::source::{BundleSource, RandomSource};
 use crate::oci::reference::DEFAULT_TAG;
-use crate::progress::Progress;
+use crate::progress::{Bar, Progress};
 use crate::registry::auth::{parse_registry_auth, Origin};
 use crate::registry::client::{runtime, with_retries};
 use crate::registry::errors::{failure_reason, is_retryable, What};
@@ -294,7 +294,9 @@ impl Push {
                 repo.repository(),
                 src.describe()
             ));
-            self.push_from_file(&src, pos, &b, &repo)?;
+            let bar = progress.bar(format!("blob {} again", b.digest.short()), b.size);
+            self.push_from_file(&src, pos, &b, &repo, &bar)?;
+            bar.finish("pushed again");
             self.pushed_bytes += b.size;
             done.push(d.to_string());
         }
@@ -309,13 +311,16 @@ impl Push {
         pos: u64,
         b: &BlobEntry,
         repo: &Reference,
+        bar: &Bar,
     ) -> Result<()> {
         let client = &self.client;
         let digest = b.digest.to_string();
         let r = self.rt.block_on(with_retries(self.attempts - 1, || {
             let (tx, mut rx) = mpsc::channel(4);
-            let (src, blob) = (src.clone(), b.clone());
-            let reader = tokio::task::spawn_blocking(move || send_from_file(&src, pos, &blob, tx));
+            let (src, blob, bar) = (src.clone(), b.clone(), bar.clone());
+            bar.set_position(0);
+            let reader =
+                tokio::task::spawn_blocking(move || send_from_file(&src, pos, &blob, tx, &bar));
             let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
             let push = client.push_blob_stream(repo, stream, &digest, Some(b.size));
             async move {
@@ -438,7 +443,13 @@ fn stdin_cannot_repush(host: &str, interrupted: &BTreeMap<Digest, String>) -> an
 /// the import verified, so the registry never completes an upload of changed bytes.
 /// A closed `tx` (the upload failed) ends it quietly; on a local failure the
 /// upload is cut off with an error item and the failure is returned.
-fn send_from_file(src: &RandomSource, pos: u64, b: &BlobEntry, tx: Chunks) -> Result<()> {
+fn send_from_file(
+    src: &RandomSource,
+    pos: u64,
+    b: &BlobEntry,
+    tx: Chunks,
+    bar: &Bar,
+) -> Result<()> {
     let d = b.digest;
     let fail = |msg: String| {
         let _ = tx.blocking_send(Err(OciDistributionError::GenericError(Some(msg.clone()))));
@@ -464,6 +475,7 @@ fn send_from_file(src: &RandomSource, pos: u64, b: &BlobEntry, tx: Chunks) -> Re
             break;
         }
         buf.truncate(n);
+        bar.inc(n as u64);
         if let Some(chunk) = held.replace(buf.into()) {
             if tx.blocking_send(Ok(chunk)).is_err() {
                 return Ok(());
@@ -826,7 +838,13 @@ mod tests {
         };
         let (tx, mut rx) = mpsc::channel(64);
         let src = BundleSource::open(&path).unwrap().shared().unwrap();
-        let r = send_from_file(&src, prefix.len() as u64, &b, tx);
+        let r = send_from_file(
+            &src,
+            prefix.len() as u64,
+            &b,
+            tx,
+            &Progress::quiet().bar("", 0),
+        );
         let mut items = Vec::new();
         while let Ok(item) = rx.try_recv() {
             items.push(item.map(|c| c.to_vec()).map_err(|e| e.to_string()));

@@ -92,6 +92,8 @@ struct Shared {
     /// Ranges found changed; each is `410 Gone` from then on.
     failures: Mutex<Vec<Mismatch>>,
     stop: AtomicBool,
+    /// Bytes of ranges sent so far, for a progress bar.
+    served: std::sync::atomic::AtomicU64,
 }
 
 /// A running server; stopped when dropped.
@@ -117,6 +119,7 @@ impl Server {
             prefix: format!("/{prefix}/"),
             failures: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
+            served: std::sync::atomic::AtomicU64::new(0),
         });
         let s = shared.clone();
         let acceptor = std::thread::Builder::new()
@@ -136,6 +139,12 @@ impl Server {
             self.addr,
             self.shared.prefix.trim_end_matches('/')
         )
+    }
+
+    /// Bytes of ranges (NAR blobs) sent so far, resent bytes included: what a
+    /// progress bar of the client's download shows.
+    pub fn served(&self) -> u64 {
+        self.shared.served.load(Ordering::Relaxed)
     }
 
     /// The ranges found not to be what they must be, so far.
@@ -327,7 +336,10 @@ fn serve_connection(conn: TcpStream, shared: &Shared) -> io::Result<()> {
                         *size,
                         from.unwrap_or(0),
                         digest,
-                        &mut out,
+                        &mut Counting {
+                            inner: &mut out,
+                            count: &shared.served,
+                        },
                     );
                     if let Err(found) = sent {
                         let bad = Mismatch {
@@ -375,6 +387,23 @@ fn status(out: &mut TcpStream, code: &str, close: bool) -> io::Result<()> {
         let _ = io::copy(&mut io::Read::take(&mut *out, 1 << 20), &mut io::sink());
     }
     Ok(())
+}
+
+/// A writer that adds what it writes to a counter.
+struct Counting<'a, W> {
+    inner: W,
+    count: &'a std::sync::atomic::AtomicU64,
+}
+
+impl<W: Write> Write for Counting<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Sends bytes `from..size` of the range at `offset`, hashing all of it (the part

@@ -164,6 +164,8 @@ pub struct NixTarget {
     /// Verified blobs whose NARs are being decoded and hashed.
     decoding: Option<cache::Decoders>,
     progress_warned: bool,
+    /// What the plan said the target receives (see `plan`), reported by `finish`.
+    bytes_written: u64,
 }
 
 /// The Nix target for this bundle, if it has Nix paths and `--skip-nix` was not given.
@@ -195,6 +197,7 @@ pub fn target(
         receiving: None,
         decoding: None,
         progress_warned: false,
+        bytes_written: 0,
     })))
 }
 
@@ -366,6 +369,11 @@ impl Target for NixTarget {
             .collect();
         let held = self.nar_hashes(&left_out)?;
         self.new_paths.clear();
+        // What the target's disk receives: the compressed NARs for a cache, the
+        // NARs for a store (which stores them unpacked). The import reports the
+        // same figure (`finish`), so the plan and the result agree.
+        let mut blob_bytes = 0u64;
+        let mut counted = BTreeSet::new();
         for (p, _) in order {
             let o = by_path[&p];
             if valid.contains(&p) {
@@ -380,11 +388,24 @@ impl Target for NixTarget {
                 plan.missing.insert(o.blob);
             } else if plan.needed.insert(o.blob) {
                 let b = head.manifest.blob(&o.blob).expect("checked in nix_objects");
-                plan.bytes_to_write += b.size;
+                blob_bytes += b.size;
             }
+            plan.bytes_to_write += match self.dest {
+                Dest::Cache(_) => {
+                    let b = head.manifest.blob(&o.blob).expect("checked in nix_objects");
+                    if plan.needed.contains(&o.blob) && !counted.contains(&o.blob) {
+                        counted.insert(o.blob);
+                        b.size
+                    } else {
+                        0
+                    }
+                }
+                Dest::Store { .. } => o.nar_size,
+            };
             self.new_paths.push(p);
         }
-        self.check_space(plan.bytes_to_write)?;
+        self.bytes_written = plan.bytes_to_write;
+        self.check_space(blob_bytes)?;
         if self.in_place() {
             // The stream still verifies every blob; the NARs are read from the file
             // once it has.
@@ -414,7 +435,12 @@ impl Target for NixTarget {
                 let dir = self.cache_dir()?;
                 self.write_cache(&dir)?;
                 if matches!(self.dest, Dest::Store { .. }) {
-                    self.copy_into_store(&format!("file://{}", dir.display()), &[], progress)?;
+                    self.copy_into_store(
+                        &format!("file://{}", dir.display()),
+                        &[],
+                        progress,
+                        None,
+                    )?;
                 }
             }
         }
@@ -432,6 +458,7 @@ impl Target for NixTarget {
             "added": added,
             "present": self.objects.len() - added.len(),
             "gcRoots": roots,
+            "bytesWritten": if added.is_empty() { 0 } else { self.bytes_written },
         }))
     }
 }

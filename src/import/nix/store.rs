@@ -23,7 +23,7 @@ use crate::error::NixStoreFailure;
 use crate::import::Target;
 use crate::io::serve::{Resource, Server};
 use crate::nixfmt::{cache_info, parse_path_info, NarHash, NarInfoIdentity, StorePath};
-use crate::progress::Progress;
+use crate::progress::{Bar, Progress};
 use crate::resolve::nix::nix_cmd;
 
 /// A `no_proxy` value: `current` with `127.0.0.1` added.
@@ -177,7 +177,32 @@ impl NixTarget {
         for var in ["no_proxy", "NO_PROXY"] {
             env.push((var, with_loopback(std::env::var_os(var)).into()));
         }
-        let copied = self.copy_into_store(&server.url(), &env, progress);
+        // Nix names a path when it starts it, not its bytes: the bar follows the
+        // bytes the server hands Nix instead, so a path of several gigabytes moves
+        // it as it goes.
+        let total: u64 = self
+            .new_paths
+            .iter()
+            .filter_map(|p| head.manifest.blob(&by_path[p].blob))
+            .map(|b| b.size)
+            .sum();
+        let bar = progress.bar(format!("Nix NARs into {}", self.describe()), total);
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let copied = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    bar.set_position(server.served().min(total));
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+            });
+            let r = self.copy_into_store(&server.url(), &env, progress, Some(&bar));
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            r
+        });
+        match &copied {
+            Ok(()) => bar.finish("served"),
+            Err(_) => bar.clear(),
+        }
         let failures = server.failures();
         drop(server);
         if let Some(m) = failures.first() {
@@ -199,12 +224,14 @@ impl NixTarget {
     }
 
     /// `nix copy --from FROM` into the store of all new paths, with `env` added to
-    /// its environment.
+    /// its environment. With `bar`, the caller shows the bytes; without, a bar in
+    /// NAR bytes moves as Nix starts each path.
     pub(super) fn copy_into_store(
         &mut self,
         from: &str,
         env: &[(&str, std::ffi::OsString)],
         progress: &Progress,
+        bar: Option<&Bar>,
     ) -> Result<()> {
         let Dest::Store { uri, .. } = &self.dest else {
             return Ok(());
@@ -246,7 +273,11 @@ impl NixTarget {
             .iter()
             .filter_map(|p| sizes.get(p.as_str()))
             .sum();
-        let bar = progress.bar(format!("Nix paths into {}", self.describe()), total);
+        let own = bar.is_none();
+        let bar = match bar {
+            Some(b) => b.clone(),
+            None => progress.bar(format!("Nix paths into {}", self.describe()), total),
+        };
         let shown = bar.clone();
         let refused = std::sync::Arc::new(std::sync::Mutex::new(None::<Refusal>));
         let seen = refused.clone();
@@ -254,16 +285,20 @@ impl NixTarget {
             .args(self.new_paths.iter().map(|p| p.as_str()))
             .on_stderr_line(move |line| {
                 if let Some(n) = copying_path(line).and_then(|p| sizes.get(p)) {
-                    shown.inc(*n);
+                    if own {
+                        shown.inc(*n);
+                    }
                 }
                 if let (Some(why), Ok(mut s)) = (refusal(line), seen.lock()) {
                     s.get_or_insert(why);
                 }
             })
             .output();
-        match &r {
-            Ok(_) => bar.finish("added"),
-            Err(_) => bar.clear(),
+        if own {
+            match &r {
+                Ok(_) => bar.finish("added"),
+                Err(_) => bar.clear(),
+            }
         }
         match (&r, refused.lock().ok().and_then(|s| s.clone())) {
             (Err(e), Some(Refusal::Mismatch(p))) => {
