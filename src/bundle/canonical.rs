@@ -37,6 +37,59 @@ pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CanonicalErro
     Ok(out)
 }
 
+/// The canonical form laid out for people to read: the same keys in the same
+/// order, the same string escapes and integers, with each member and item on a
+/// line of its own, indented by two spaces per level, and `": "` after a key;
+/// empty objects and arrays stay `{}` and `[]`. As deterministic as [`to_vec`] (one
+/// value, one byte sequence), so a file written this way (the lock) is still
+/// byte-identical from run to run, and it diffs one entry a line in review.
+pub fn to_vec_pretty<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CanonicalError> {
+    let value = serde_json::to_value(value)?;
+    let mut out = Vec::new();
+    write_pretty(&mut out, &value, 0)?;
+    Ok(out)
+}
+
+fn newline(out: &mut Vec<u8>, depth: usize) {
+    out.push(b'\n');
+    out.extend(std::iter::repeat_n(b' ', 2 * depth));
+}
+
+fn write_pretty(out: &mut Vec<u8>, v: &Value, depth: usize) -> Result<(), CanonicalError> {
+    match v {
+        Value::Array(items) if !items.is_empty() => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                newline(out, depth + 1);
+                write_pretty(out, item, depth + 1)?;
+            }
+            newline(out, depth);
+            out.push(b']');
+        }
+        Value::Object(map) if !map.is_empty() => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+            out.push(b'{');
+            for (i, (k, val)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                newline(out, depth + 1);
+                serde_json::to_writer(&mut *out, k)?;
+                out.extend_from_slice(b": ");
+                write_pretty(out, val, depth + 1)?;
+            }
+            newline(out, depth);
+            out.push(b'}');
+        }
+        other => write_value(out, other)?,
+    }
+    Ok(())
+}
+
 /// Checks that `bytes` are exactly the canonical form of the JSON they hold. A
 /// reader that requires this sees the same value as every other reader: no
 /// duplicate keys (parsers disagree on which one wins), no second spelling of a
@@ -107,6 +160,21 @@ mod tests {
             String::from_utf8(to_vec(&v).unwrap()).unwrap(),
             r#"{"A":{"y":-5,"z":0},"a":[true,null,"x\ny\u0001"],"b":1}"#
         );
+    }
+
+    #[test]
+    fn pretty_form_is_the_canonical_one_laid_out() {
+        let v = serde_json::json!({"b": [1, {"y": "\u{1}", "x": []}], "a": {}, "é": true});
+        let pretty = to_vec_pretty(&v).unwrap();
+        assert_eq!(
+            String::from_utf8(pretty.clone()).unwrap(),
+            "{\n  \"a\": {},\n  \"b\": [\n    1,\n    {\n      \"x\": [],\n      \"y\": \"\\u0001\"\n    }\n  ],\n  \"é\": true\n}"
+        );
+        // The same value as the compact form, and the same bytes every time.
+        let back: Value = serde_json::from_slice(&pretty).unwrap();
+        assert_eq!(to_vec(&back).unwrap(), to_vec(&v).unwrap());
+        assert_eq!(to_vec_pretty(&back).unwrap(), pretty);
+        assert!(to_vec_pretty(&serde_json::json!({"f": 1.5})).is_err());
     }
 
     #[test]

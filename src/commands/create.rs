@@ -560,6 +560,8 @@ fn report(
     let (spec, lock_path) = (&inputs.loaded.spec, &inputs.lock_path);
     let total = written.size;
     let totals = Totals::of(&plan.manifest);
+    // Which pins moved (tags that now name another image: what `--update` is for).
+    let moved = inputs.old_lock.moved(&resolved.new_lock);
     if out.json {
         let images: Vec<_> = resolved
             .images
@@ -573,7 +575,7 @@ fn report(
             "bundle": a.output, "digest": plan.digest.to_string(), "size": total,
             "name": spec.name, "version": spec.version,
             "signers": inputs.keys.iter().map(|k| k.name().to_string()).collect::<Vec<_>>(),
-            "images": images, "lock": lock_path, "lockChanged": lock_changed,
+            "images": images, "lock": lock_path, "lockChanged": lock_changed, "moved": moved,
             "fetched": {"blobs": stats.map_or(0, |s| s.fetched), "bytes": stats.map_or(0, |s| s.fetched_bytes)},
             "cachedBlobs": stats.map_or(0, |s| s.cached),
             "storedBytes": totals.stored_bytes, "savedBytes": totals.saved(),
@@ -619,6 +621,9 @@ fn report(
         }
         if *lock_changed {
             say!("updated {}", lock_path.display());
+        }
+        for m in &moved {
+            say!("  moved {} ({}): {} -> {}", m.key, m.name, m.from, m.to);
         }
     }
 }

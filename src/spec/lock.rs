@@ -4,7 +4,10 @@
 //! later creates reuse it, so rebuilding a bundle from the same spec and lock gives
 //! the same bytes and needs no registry at all when the cache is warm. `--locked`
 //! turns any difference into an error, which is what a CI job wants. The file is
-//! canonical JSON so that it diffs cleanly and its digest is stable.
+//! canonical JSON laid out one member a line ([`canonical::to_vec_pretty`]: sorted
+//! keys, two-space indentation), so that it is read and diffed in review, and still
+//! the same bytes from run to run. Locks written before, in the compact canonical
+//! form, are read as they are (any JSON layout is).
 
 use std::collections::BTreeMap;
 
@@ -125,12 +128,60 @@ impl Lock {
         out
     }
 
-    /// Canonical bytes, with a final newline for editors.
+    /// The images and charts whose pins move from this lock to `newer` (what
+    /// `create --update` did): one entry per lock key present in both with another
+    /// digest.
+    pub fn moved(&self, newer: &Lock) -> Vec<Moved> {
+        let mut out = Vec::new();
+        for (k, o) in &self.images {
+            if let Some(n) = newer.images.get(k) {
+                if n.digest != o.digest {
+                    out.push(Moved {
+                        key: k.clone(),
+                        name: n.name.clone(),
+                        from: o.digest,
+                        to: n.digest,
+                    });
+                }
+            }
+        }
+        for (k, o) in &self.charts {
+            if let Some(n) = newer.charts.get(k) {
+                if n.digest != o.digest {
+                    out.push(Moved {
+                        key: k.clone(),
+                        name: format!("{} -> {}", o.version, n.version),
+                        from: o.digest,
+                        to: n.digest,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// The file's bytes: the canonical JSON laid out one member a line, and a
+    /// final newline for editors.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut v = canonical::to_vec(self).expect("lock has no floats");
+        let mut v = canonical::to_vec_pretty(self).expect("lock has no floats");
         v.push(b'\n');
         v
     }
+}
+
+/// A pin that moved (`--update`): a tag that now names another image, a chart
+/// version constraint that now picks another archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Moved {
+    /// The lock key (`ref:registry.example/team/app:1.2`).
+    pub key: String,
+    /// The image's name in the bundle; for a chart, `old version -> new version`.
+    pub name: String,
+    /// The digest it was pinned to.
+    pub from: Digest,
+    /// The digest it is pinned to now.
+    pub to: Digest,
 }
 
 #[cfg(test)]
@@ -159,5 +210,38 @@ mod tests {
         assert!(d[1].contains("ref:gone") && d[1].contains("no longer in the spec"));
         assert!(d[2].contains("ref:new") && d[2].contains("not in the lock"));
         assert!(old.differences(&old.clone()).is_empty());
+    }
+
+    #[test]
+    fn the_file_is_laid_out_and_old_compact_locks_still_read() {
+        let mut lock = Lock::new();
+        lock.images.insert(
+            "ref:r/a:1".into(),
+            LockedImage {
+                name: "r/a:1".into(),
+                digest: Digest::of(b"x"),
+                media_type: "m".into(),
+            },
+        );
+        let bytes = lock.to_bytes();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(
+            text.starts_with("{\n  \"images\": {\n    \"ref:r/a:1\": {\n      \"digest\": "),
+            "{text}"
+        );
+        assert!(text.ends_with("\n  \"lockVersion\": 1\n}\n"), "{text}");
+        assert_eq!(Lock::parse("l", &bytes).unwrap().to_bytes(), bytes);
+        let compact = canonical::to_vec(&lock).unwrap();
+        assert_eq!(Lock::parse("l", &compact).unwrap(), lock);
+        // A tag that moved is named with both digests; one that stayed is not.
+        let mut newer = lock.clone();
+        newer.images.get_mut("ref:r/a:1").unwrap().digest = Digest::of(b"y");
+        let moved = lock.moved(&newer);
+        assert_eq!(moved.len(), 1);
+        assert_eq!(
+            (moved[0].from, moved[0].to),
+            (Digest::of(b"x"), Digest::of(b"y"))
+        );
+        assert!(lock.moved(&lock).is_empty());
     }
 }
