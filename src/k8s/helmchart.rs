@@ -44,10 +44,12 @@ pub fn values_yaml(merged: &Value) -> Result<String, serde_yaml_ng::Error> {
 
 /// A K3s `HelmChart` resource for a release: in `kube-system` (where K3s's helm
 /// controller watches), installing into `target_namespace` the chart archive `tgz`
-/// with `values_yaml`.
+/// with `values_yaml`; with `create_namespace`, K3s's helm controller creates the
+/// target namespace when it is missing (`spec.createNamespace`).
 pub fn helmchart_document(
     release: &str,
     target_namespace: Option<&str>,
+    create_namespace: bool,
     tgz: &[u8],
     values_yaml: &str,
 ) -> Result<Vec<u8>, serde_yaml_ng::Error> {
@@ -62,6 +64,9 @@ pub fn helmchart_document(
     );
     if let Some(ns) = target_namespace {
         spec.insert(s("targetNamespace"), s(ns));
+        if create_namespace {
+            spec.insert(s("createNamespace"), Value::Bool(true));
+        }
     }
     if !values_yaml.is_empty() {
         spec.insert(s("valuesContent"), s(values_yaml));
@@ -102,7 +107,7 @@ mod tests {
     #[test]
     fn helmchart_round_trips() {
         let values = values_yaml(&y("replicaCount: 2\nimage: {tag: \"1.2\"}\n")).unwrap();
-        let doc = helmchart_document("web", Some("apps"), b"\x1f\x8bchart", &values).unwrap();
+        let doc = helmchart_document("web", Some("apps"), true, b"\x1f\x8bchart", &values).unwrap();
         let parsed = super::super::split_documents("chart:web", &doc, None).unwrap();
         assert_eq!(parsed.len(), 1);
         let d = &parsed[0];
@@ -117,13 +122,14 @@ mod tests {
             b"\x1f\x8bchart"
         );
         assert_eq!(spec.get("targetNamespace").unwrap().as_str(), Some("apps"));
+        assert_eq!(spec.get("createNamespace").unwrap().as_bool(), Some(true));
         let vc: Value =
             serde_yaml_ng::from_str(spec.get("valuesContent").unwrap().as_str().unwrap()).unwrap();
         assert_eq!(vc, y("replicaCount: 2\nimage: {tag: \"1.2\"}\n"));
         // Deterministic.
         assert_eq!(
             doc,
-            helmchart_document("web", Some("apps"), b"\x1f\x8bchart", &values).unwrap()
+            helmchart_document("web", Some("apps"), true, b"\x1f\x8bchart", &values).unwrap()
         );
     }
 }

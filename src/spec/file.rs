@@ -103,6 +103,10 @@ pub struct ChartEntry {
     pub release: Option<String>,
     /// Namespace to render into.
     pub namespace: Option<String>,
+    /// Create that namespace when nothing in the bundle does (default true): a
+    /// Namespace document first in the chart's file, or, with `chartMode:
+    /// helmchart`, K3s's `spec.createNamespace`.
+    pub create_namespace: Option<bool>,
     /// Inline values.
     pub values: Option<serde_yaml_ng::Value>,
     /// Values files, relative to the spec's folder.

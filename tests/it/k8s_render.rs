@@ -384,8 +384,12 @@ manifests:
             "chart:backend/Deployment/apps/backend",
             "chart:backend/Service/apps/backend",
             "chart:jobs/Deployment/batch/jobs",
+            // Namespaces nothing else creates, each once, in the first chart of
+            // the spec that renders into it.
+            "chart:jobs/Namespace/_/batch",
             "chart:jobs/Service/batch/jobs",
             "chart:web/Deployment/apps/web",
+            "chart:web/Namespace/_/apps",
             "chart:web/Service/apps/web",
             "kustomize:deploy/overlays/edge/Deployment/edge/edge",
             "manifests:extra/a.yaml/ConfigMap/default/settings",
@@ -763,6 +767,8 @@ fn helmchart_mode_carries_the_chart_for_k3s() {
     assert_eq!(doc["kind"], "HelmChart");
     assert_eq!(doc["metadata"]["namespace"], "kube-system");
     assert_eq!(doc["spec"]["targetNamespace"], "apps");
+    // K3s's helm controller creates the namespace (createNamespace defaults to true).
+    assert_eq!(doc["spec"]["createNamespace"], true);
     let values: serde_yaml_ng::Value =
         serde_yaml_ng::from_str(doc["spec"]["valuesContent"].as_str().unwrap()).unwrap();
     assert_eq!(
@@ -859,6 +865,9 @@ fn the_k3s_app_example_works() {
         manifests(&m).keys().collect::<Vec<_>>(),
         [
             "chart:web/Deployment/apps/web",
+            // The chart's namespace, which nothing else creates: on a fresh K3s
+            // the chart's documents would otherwise go nowhere.
+            "chart:web/Namespace/_/apps",
             "chart:web/Service/apps/web",
             "kustomize:deploy/overlays/edge/Deployment/edge/edge-agent",
             "kustomize:deploy/overlays/edge/Namespace/_/edge",
@@ -884,6 +893,13 @@ fn the_k3s_app_example_works() {
     assert_eq!(
         files,
         ["chart-web.yaml", "kustomize-deploy-overlays-edge.yaml"]
+    );
+    // The Namespace comes first in the chart's file, so K3s creates it before the
+    // documents that live in it.
+    let web = fs::read_to_string(dir.join("chart-web.yaml")).unwrap();
+    assert!(
+        web.starts_with("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: apps\n---\n"),
+        "{web}"
     );
     let overlay = fs::read_to_string(dir.join("kustomize-deploy-overlays-edge.yaml")).unwrap();
     let rendered = run_stdout(

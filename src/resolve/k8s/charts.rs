@@ -176,8 +176,15 @@ pub(super) fn render_chart(
         });
     }
 
+    let create_namespace = e.create_namespace.unwrap_or(true);
     match e.chart_mode.as_deref().unwrap_or("manifests") {
-        "manifests" => out.add_rendered(job.cas, &source, docs, job.discover),
+        "manifests" => {
+            // Whether anything else in the bundle creates the namespace is known
+            // only once every source rendered: the chart's documents wait for it.
+            let namespace = e.namespace.clone().filter(|_| create_namespace);
+            out.defer_rendered(&source, docs, job.discover, namespace);
+            Ok(())
+        }
         "helmchart" => {
             let mut images = Vec::new();
             for d in &docs {
@@ -193,8 +200,13 @@ pub(super) fn render_chart(
             }
             let tgz = chart_archive(job, &chart_path, pulled.as_ref())?;
             let values = helmchart::values_yaml(&merged)?;
-            let bytes =
-                helmchart::helmchart_document(&release, e.namespace.as_deref(), &tgz, &values)?;
+            let bytes = helmchart::helmchart_document(
+                &release,
+                e.namespace.as_deref(),
+                create_namespace,
+                &tgz,
+                &values,
+            )?;
             let mut doc = k8s::split_documents(&source, &bytes, None)?;
             let doc = doc.pop().context("a HelmChart document")?;
             out.store(job.cas, &source, vec![Stored { doc, images }])

@@ -129,8 +129,22 @@ pub fn render(
             }
         }
     }
+    out.store_deferred(cas)?;
     charts::check_stale(lock)?;
     Ok(out.finish())
+}
+
+/// Namespaces every cluster has: never created by a bundle (a Namespace document
+/// for one would make K3s own it, and delete it with the file).
+const BUILTIN_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// The Namespace document a chart rendered into `namespace` gets when nothing
+/// else in the bundle creates it (format.md section 13.1).
+fn namespace_document(source: &str, namespace: &str) -> anyhow::Result<Document> {
+    let yaml = format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {namespace}\n");
+    let mut docs = k8s::split_documents(source, yaml.as_bytes(), None)?;
+    docs.pop()
+        .context("the Namespace document the chart's namespace needs")
 }
 
 /// The failure a tool's error is. A tool that ran and failed is about the input, so
@@ -248,6 +262,14 @@ struct Stored {
     images: Vec<String>,
 }
 
+/// A chart's rendered documents, stored once every source rendered: the namespace
+/// it renders into gets a Namespace document first when nothing else creates it.
+struct Deferred {
+    source: String,
+    docs: Vec<Stored>,
+    create_namespace: Option<String>,
+}
+
 /// Everything rendering adds, gathered in spec order.
 #[derive(Default)]
 struct Collector {
@@ -256,6 +278,9 @@ struct Collector {
     /// file name on the target -> the source writing it
     files: BTreeMap<String, String>,
     wanted: Vec<WantedImage>,
+    deferred: Vec<Deferred>,
+    /// The parsed HelmChart documents stored, by blob (for `creates_namespace`).
+    documents: BTreeMap<Digest, serde_yaml_ng::Value>,
 }
 
 impl Collector {
@@ -299,6 +324,95 @@ impl Collector {
         self.store(cas, source, stored)
     }
 
+    /// As [`Self::add_rendered`], but stored by [`Self::store_deferred`], after every
+    /// source rendered; `create_namespace` is the namespace to create if nothing
+    /// in the bundle does. The images are asked for now, in spec order.
+    fn defer_rendered(
+        &mut self,
+        source: &str,
+        docs: Vec<Document>,
+        discover: bool,
+        create_namespace: Option<String>,
+    ) {
+        let docs = docs
+            .into_iter()
+            .map(|doc| {
+                let images = k8s::workload_images(&doc.value);
+                if discover {
+                    self.want(source, &doc, &images);
+                }
+                Stored { doc, images }
+            })
+            .collect();
+        self.deferred.push(Deferred {
+            source: source.to_string(),
+            docs,
+            create_namespace,
+        });
+    }
+
+    /// Whether a document of the bundle (stored, or waiting) creates namespace
+    /// `ns`: a Namespace of that name, or a K3s HelmChart that installs into it
+    /// with `createNamespace`.
+    fn creates_namespace(&self, ns: &str) -> bool {
+        let stored = self.objects.iter().filter_map(|o| o.meta.k8s_manifest());
+        let stored_hit = stored
+            .clone()
+            .any(|m| m.kind == "Namespace" && m.name == ns);
+        let waiting = self
+            .deferred
+            .iter()
+            .flat_map(|d| &d.docs)
+            .any(|s| s.doc.kind == "Namespace" && s.doc.name == ns);
+        let helmchart = self.objects.iter().any(|o| {
+            o.meta.k8s_manifest().is_some_and(|m| {
+                m.kind == "HelmChart" && m.api_version.starts_with("helm.cattle.io/")
+            }) && self.helmchart_creates(o, ns)
+        });
+        stored_hit || waiting || helmchart
+    }
+
+    /// Whether the stored HelmChart object `o` creates `ns` (its document has
+    /// `spec.targetNamespace: ns` and `spec.createNamespace: true`).
+    fn helmchart_creates(&self, o: &Object, ns: &str) -> bool {
+        self.documents.get(&o.digest).is_some_and(|v| {
+            let spec = v.get("spec");
+            spec.and_then(|s| s.get("targetNamespace"))
+                .and_then(|t| t.as_str())
+                == Some(ns)
+                && spec
+                    .and_then(|s| s.get("createNamespace"))
+                    .and_then(|c| c.as_bool())
+                    == Some(true)
+        })
+    }
+
+    /// Stores the charts' documents that waited, each with the Namespace document
+    /// its namespace needs when nothing else in the bundle creates it (once per
+    /// namespace, in the first chart's file).
+    fn store_deferred(&mut self, cas: &Cas) -> anyhow::Result<()> {
+        for i in 0..self.deferred.len() {
+            let ns = self.deferred[i].create_namespace.clone();
+            if let Some(ns) = ns.filter(|n| !BUILTIN_NAMESPACES.contains(&n.as_str())) {
+                if !self.creates_namespace(&ns) {
+                    let source = self.deferred[i].source.clone();
+                    let doc = namespace_document(&source, &ns)?;
+                    self.deferred[i].docs.insert(
+                        0,
+                        Stored {
+                            doc,
+                            images: Vec::new(),
+                        },
+                    );
+                }
+            }
+        }
+        for d in std::mem::take(&mut self.deferred) {
+            self.store(cas, &d.source, d.docs)?;
+        }
+        Ok(())
+    }
+
     /// Stores documents as one file's worth of `k8s-manifest` objects.
     fn store(&mut self, cas: &Cas, source: &str, docs: Vec<Stored>) -> anyhow::Result<()> {
         let file = names::file_name(source);
@@ -319,6 +433,9 @@ impl Collector {
             }
             let (blob, size) = store_document(cas, &doc.bytes)?;
             let digest = blob.digest;
+            if doc.kind == "HelmChart" {
+                self.documents.insert(digest, doc.value.clone());
+            }
             self.blobs.push((blob, k8s::RANK_MANIFEST));
             let meta = Meta::K8sManifest(K8sManifestMeta {
                 source: source.to_string(),
@@ -439,6 +556,94 @@ mod tests {
             .add_rendered(&cas, "manifests:b.yml", docs("manifests:b.yml", pod), true)
             .unwrap_err();
         assert!(e.to_string().contains("manifests-b.yaml"), "{e}");
+    }
+
+    #[test]
+    fn a_chart_namespace_nothing_creates_gets_a_namespace_document() {
+        let dir = tempfile::tempdir().unwrap();
+        let cas = Cas::open(dir.path()).unwrap();
+        let deploy = |ns: &str| {
+            k8s::split_documents(
+                "chart:web",
+                b"apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\n",
+                Some(ns),
+            )
+            .unwrap()
+        };
+        let mut c = Collector::default();
+        c.defer_rendered("chart:web", deploy("apps"), true, Some("apps".into()));
+        // A second chart into the same namespace, one into a namespace an overlay
+        // creates, one into kube-system, and one that asked for none.
+        let other = |src: &str, ns: &str| {
+            k8s::split_documents(
+                src,
+                b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n",
+                Some(ns),
+            )
+            .unwrap()
+        };
+        c.defer_rendered(
+            "chart:api",
+            other("chart:api", "apps"),
+            true,
+            Some("apps".into()),
+        );
+        c.defer_rendered(
+            "chart:db",
+            other("chart:db", "data"),
+            true,
+            Some("data".into()),
+        );
+        c.defer_rendered(
+            "chart:sys",
+            other("chart:sys", "kube-system"),
+            true,
+            Some("kube-system".into()),
+        );
+        c.defer_rendered("chart:off", other("chart:off", "quiet"), true, None);
+        c.add_rendered(
+            &cas,
+            "kustomize:ns",
+            k8s::split_documents(
+                "kustomize:ns",
+                b"apiVersion: v1\nkind: Namespace\nmetadata: {name: data}\n",
+                None,
+            )
+            .unwrap(),
+            true,
+        )
+        .unwrap();
+        c.store_deferred(&cas).unwrap();
+        let namespaces: Vec<(&str, u64)> = c
+            .objects
+            .iter()
+            .filter_map(|o| o.meta.k8s_manifest())
+            .filter(|m| m.kind == "Namespace")
+            .map(|m| (m.source.as_str(), m.order))
+            .collect();
+        assert_eq!(namespaces, [("kustomize:ns", 0), ("chart:web", 0)]);
+        let web: Vec<&str> = c
+            .objects
+            .iter()
+            .filter(|o| o.name.starts_with("chart:web/"))
+            .map(|o| o.name.as_str())
+            .collect();
+        assert_eq!(
+            web,
+            [
+                "chart:web/Namespace/_/apps",
+                "chart:web/Deployment/apps/web"
+            ]
+        );
+        let ns = c
+            .objects
+            .iter()
+            .find(|o| o.name == "chart:web/Namespace/_/apps")
+            .unwrap();
+        assert_eq!(
+            cas.read_small(&ns.digest).unwrap(),
+            b"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: apps\n"
+        );
     }
 
     #[test]
