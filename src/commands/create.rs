@@ -203,16 +203,40 @@ fn resolve(a: &CreateArgs, inputs: &Inputs, progress: &Progress) -> Result<Resol
             nix::resolve(loaded, cas, &mut ctx, progress, keys)?,
         ]
     };
-    let mut requests = loaded.images.clone();
+    // (the spec entry's index, for messages; the request)
+    let mut requests: Vec<(usize, ImageRequest)> = Vec::new();
+    for (i, r) in loaded.images.iter().enumerate() {
+        let ImageSource::List(path) = &r.source else {
+            requests.push((i, r.clone()));
+            continue;
+        };
+        // Each listed reference is a registry image of its own (`ref:` lock key).
+        for reference in image_list(i, path)? {
+            let source = ImageSource::Registry(reference);
+            if !requests.iter().any(|(_, r)| r.source == source) {
+                requests.push((
+                    i,
+                    ImageRequest {
+                        source,
+                        name: None,
+                        platforms: r.platforms.clone(),
+                    },
+                ));
+            }
+        }
+    }
     let mut wanted_by: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for w in contributions.iter().flat_map(|c| &c.images) {
         let source = ImageSource::Registry(w.reference.clone());
-        if !requests.iter().any(|r| r.source == source) {
-            requests.push(ImageRequest {
-                source,
-                name: None,
-                platforms: loaded.spec.platforms.clone(),
-            });
+        if !requests.iter().any(|(_, r)| r.source == source) {
+            requests.push((
+                requests.len(),
+                ImageRequest {
+                    source,
+                    name: None,
+                    platforms: loaded.spec.platforms.clone(),
+                },
+            ));
         }
         wanted_by
             .entry(w.reference.clone())
@@ -226,19 +250,150 @@ fn resolve(a: &CreateArgs, inputs: &Inputs, progress: &Progress) -> Result<Resol
         downloads: Vec::new(),
         registry: None,
     };
-    for (i, req) in requests.iter().enumerate() {
-        let image = resolve_image(a, inputs, &mut resolved, i, req, &wanted_by, progress)?;
-        resolved.new_lock.images.insert(
-            image.source.clone(),
-            LockedImage {
-                name: image.name.clone(),
-                digest: image.plan.root.digest,
-                media_type: image.plan.root.media_type.clone(),
-            },
-        );
-        resolved.images.push(image);
+    for (i, req) in &requests {
+        let images = match &req.source {
+            ImageSource::Archive(path) => resolve_archive(a, inputs, *i, req, path, progress)?,
+            _ => vec![resolve_image(
+                a,
+                inputs,
+                &mut resolved,
+                *i,
+                req,
+                &wanted_by,
+                progress,
+            )?],
+        };
+        for image in images {
+            resolved.new_lock.images.insert(
+                image.source.clone(),
+                LockedImage {
+                    name: image.name.clone(),
+                    digest: image.plan.root.digest,
+                    media_type: image.plan.root.media_type.clone(),
+                },
+            );
+            resolved.images.push(image);
+        }
     }
     Ok(resolved)
+}
+
+/// The references of the image list `images[i]` names (a `.txt` as K3s reads them).
+fn image_list(i: usize, path: &std::path::Path) -> Result<Vec<String>, Failure> {
+    let text = fs::read_to_string(path).map_err(|e| {
+        InputFailure(format!(
+            "images[{i}]: cannot read the image list {}: {e} (the `list:` path is relative to the spec file)",
+            path.display()
+        ))
+    })?;
+    crate::spec::file::parse_image_list(&text).map_err(|e| {
+        InputFailure(format!(
+            "images[{i}]: {}:{}: {}; write one image reference a line (blank lines and lines starting with # are skipped)",
+            path.display(),
+            e.line,
+            e.message
+        ))
+        .into()
+    })
+}
+
+/// The images of the archive `images[i]`: each image under each of its names, or
+/// the one image under `name:`. One image object gets the entry's lock key
+/// (`archive:<file>`), several get `archive:<file>#<name>` each.
+fn resolve_archive(
+    a: &CreateArgs,
+    inputs: &Inputs,
+    i: usize,
+    req: &ImageRequest,
+    path: &std::path::Path,
+    progress: &Progress,
+) -> Result<Vec<ResolvedImage>, Failure> {
+    let base_key = req.source.lock_key(&inputs.loaded.base);
+    let all = archive::resolve_archive_images(&inputs.cas, path, &req.platforms)?;
+    let mut named: Vec<(String, ImagePlan)> = Vec::new();
+    match (&req.name, all.as_slice()) {
+        (Some(name), [one]) => named.push((name.clone(), one.image.plan.clone())),
+        (Some(_), _) => {
+            return Err(InputFailure(format!(
+                "images[{i}] ({base_key}): `name` is for an archive of one image, and {} holds {}: drop `name:` to bundle each under its own names ({})",
+                path.display(),
+                all.len(),
+                all.iter().map(|x| x.label.clone()).collect::<Vec<_>>().join(", ")
+            ))
+            .into())
+        }
+        (None, _) => {
+            for x in &all {
+                if x.names.is_empty() {
+                    return Err(InputFailure(format!(
+                        "images[{i}] ({base_key}): image {} of {} has no name inside it: give the archive's images names (RepoTags, io.containerd.image.name), or, for an archive of one image, add `name: registry.example/team/app:1.0` to the entry",
+                        x.label,
+                        path.display()
+                    ))
+                    .into());
+                }
+                for n in &x.names {
+                    named.push((n.clone(), x.image.plan.clone()));
+                }
+            }
+        }
+    }
+    let single = named.len() == 1;
+    let mut out = Vec::new();
+    for (name, plan) in named {
+        let key = if single {
+            base_key.clone()
+        } else {
+            format!("{base_key}#{name}")
+        };
+        check_pin(a, inputs, i, &key, &plan, progress)?;
+        if !plan.skipped_platforms.is_empty() {
+            progress.message(format!(
+                "{name}: keeping {}, leaving out {}",
+                plan.platforms.join(", "),
+                plan.skipped_platforms.join(", ")
+            ));
+        }
+        out.push(ResolvedImage {
+            wanted_by: Vec::new(),
+            name,
+            source: key,
+            plan,
+        });
+    }
+    Ok(out)
+}
+
+/// A local image against its pin in the lock: with `--locked`, it must be there
+/// and the same; otherwise a change is said.
+fn check_pin(
+    a: &CreateArgs,
+    inputs: &Inputs,
+    i: usize,
+    key: &str,
+    plan: &ImagePlan,
+    progress: &Progress,
+) -> Result<(), Failure> {
+    let lock_path = &inputs.lock_path;
+    let pinned = inputs.old_lock.images.get(key).map(|l| l.digest);
+    match pinned {
+        None if a.locked => Err(InputFailure(format!(
+            "--locked: images[{i}] ({key}) is not in {}; run create without --locked to add it",
+            lock_path.display()
+        ))
+        .into()),
+        Some(p) if p != plan.root.digest && a.locked => Err(InputFailure(format!(
+            "--locked: {key} is now {} but {} pins {p}; run create without --locked to update the lock",
+            plan.root.digest,
+            lock_path.display()
+        ))
+        .into()),
+        Some(p) if p != plan.root.digest && !a.update => {
+            progress.message(format!("{key}: changed from {p} to {}", plan.root.digest));
+            Ok(())
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Resolves `images[i]` (or an image a document wants) against its pin in the lock.
@@ -299,9 +454,11 @@ fn resolve_image(
             let li = layout::resolve_layout(cas, dir, tag.as_deref(), &req.platforms)?;
             (local_name(i, &key, req.name.as_ref(), li.name)?, li.plan)
         }
-        ImageSource::Archive(path) => {
-            let li = archive::resolve_archive(cas, path, None, &req.platforms)?;
-            (local_name(i, &key, req.name.as_ref(), li.name)?, li.plan)
+        ImageSource::Archive(_) | ImageSource::List(_) => {
+            return Err(anyhow::anyhow!(
+                "internal error: images[{i}] ({key}) is resolved by resolve_archive or image_list"
+            )
+            .into())
         }
         ImageSource::Installable(installable) => {
             let path = crate::resolve::nix::build_archive(loaded, installable)?;

@@ -1,6 +1,10 @@
 //! Images from a local tar file (`archive: FILE.tar` in a spec): an oci-archive
 //! (an OCI image layout in a tar, from `skopeo copy … oci-archive:FILE`) or a
-//! docker-archive (`docker save`, `skopeo copy … docker-archive:FILE`).
+//! docker-archive (`docker save`, `skopeo copy … docker-archive:FILE`), with one
+//! image or several: K3s's own air-gap image tarball (`k3s-airgap-images-*.tar.zst`)
+//! is a docker-archive of every image K3s runs, and takes what K3s's `agent/images`
+//! takes, so each image of it is bundled under each of its names
+//! ([`resolve_archive_images`]).
 //!
 //! Archives of real images are large, and the air-gapped workflow often runs on a
 //! laptop with little spare disk, so the tar is neither extracted nor read into
@@ -21,6 +25,13 @@
 //! OCI-typed manifests by name in a layout. Newer `docker save` (Docker 25+) writes an
 //! OCI layout next to `manifest.json`; when `index.json` is there the OCI path is
 //! preferred, because it keeps the manifests Docker itself computed.
+//!
+//! A zstd- or gzip-compressed archive cannot be read by seeking. It is read once,
+//! decompressed as a stream, and every member goes straight into the cache as it
+//! passes, hashed on the way (memory stays bounded by a buffer): the members are
+//! then the cached blobs, found by the path they had, and everything above reads
+//! them exactly as members of a plain tar. The cost is the cache's room for the
+//! members, which the bundle needs anyway for the layers.
 
 use std::collections::HashMap;
 use std::io::{BufReader, Read, Seek, SeekFrom};
@@ -33,7 +44,7 @@ use serde_json::json;
 use crate::bundle::canonical;
 use crate::bundle::oci::MANIFEST_MEDIA_TYPE;
 use crate::bundle::Digest;
-use crate::io::cas::Cas;
+use crate::io::cas::{Cas, CasError};
 use crate::resolve::image::{self, ManifestFetch};
 use crate::resolve::layout::{
     corrupted, import, read_small, reference_matches, resolve_oci, LayoutFiles, LocalImage,
@@ -64,19 +75,111 @@ pub fn resolve_archive(
     tag: Option<&str>,
     platforms: &Platforms,
 ) -> Result<LocalImage> {
-    let tar = TarIndex::scan(path)?;
+    let tar = TarIndex::scan(cas, path)?;
+    match archive_kind(&tar)? {
+        ArchiveKind::Oci => resolve_oci(cas, &tar, tag, platforms),
+        ArchiveKind::Docker => resolve_docker(cas, &tar, tag, platforms),
+    }
+}
+
+enum ArchiveKind {
+    Oci,
+    Docker,
+}
+
+fn archive_kind(tar: &TarIndex) -> Result<ArchiveKind> {
     let has = |p: &str| tar.lookup(p).is_ok_and(|m| m.is_some());
     if has("index.json") && (has("oci-layout") || !has("manifest.json")) {
-        resolve_oci(cas, &tar, tag, platforms)
+        Ok(ArchiveKind::Oci)
     } else if has("manifest.json") {
-        resolve_docker(cas, &tar, tag, platforms)
+        Ok(ArchiveKind::Docker)
     } else {
         bail!(
             "{} is neither a docker-archive (manifest.json) nor an oci-archive (index.json): {}",
-            path.display(),
+            tar.what(),
             tar.remedy()
         )
     }
+}
+
+/// One image of an archive with the names it goes by.
+#[derive(Debug, Clone)]
+pub struct ArchiveImage {
+    /// Its names in the archive (`RepoTags`; `io.containerd.image.name`, or an
+    /// `org.opencontainers.image.ref.name` that is a reference), each once; empty
+    /// when it has none.
+    pub names: Vec<String>,
+    /// How to name it in a message when it has no name.
+    pub label: String,
+    /// The image, its blobs in the cache.
+    pub image: LocalImage,
+}
+
+/// Every image of the archive at `path` (plain, zstd or gzip), each with all its
+/// names, in the order the archive lists them; images listed twice (one image
+/// under two names) once.
+pub fn resolve_archive_images(
+    cas: &Cas,
+    path: &Path,
+    platforms: &Platforms,
+) -> Result<Vec<ArchiveImage>> {
+    let tar = TarIndex::scan(cas, path)?;
+    let mut out: Vec<(String, ArchiveImage)> = Vec::new();
+    match archive_kind(&tar)? {
+        ArchiveKind::Oci => {
+            let entries = crate::resolve::layout::read_index(&tar)?;
+            if entries.is_empty() {
+                bail!(
+                    "{} lists no images: {}",
+                    tar.display("index.json"),
+                    tar.remedy()
+                );
+            }
+            for e in &entries {
+                let name = e.image_name().map(str::to_string);
+                if let Some((_, seen)) = out.iter_mut().find(|(d, _)| d == e.digest()) {
+                    if let Some(n) = name {
+                        if !seen.names.contains(&n) {
+                            seen.names.push(n);
+                        }
+                    }
+                    continue;
+                }
+                let image = crate::resolve::layout::resolve_entry(cas, &tar, e, platforms)?;
+                out.push((
+                    e.digest().to_string(),
+                    ArchiveImage {
+                        names: name.into_iter().collect(),
+                        label: e.describe(),
+                        image,
+                    },
+                ));
+            }
+        }
+        ArchiveKind::Docker => {
+            for entry in docker_entries(&tar)? {
+                if out.iter().any(|(c, _)| *c == entry.config) {
+                    continue;
+                }
+                let image = resolve_docker_entry(cas, &tar, &entry, None, platforms)?;
+                let mut names: Vec<String> = Vec::new();
+                for t in entry.tags() {
+                    if !names.contains(t) {
+                        names.push(t.clone());
+                    }
+                }
+                out.push((
+                    entry.config.clone(),
+                    ArchiveImage {
+                        names,
+                        label: entry.label(),
+                        image,
+                    },
+                ));
+            }
+        }
+    }
+    Ok(out.into_iter().map(|(_, i)| i).collect())
 }
 
 /// A member of the tar as the scan found it.
@@ -84,6 +187,8 @@ pub fn resolve_archive(
 enum Member {
     /// A regular file: where its bytes start, and how many.
     File { offset: u64, size: u64 },
+    /// A regular file of a compressed archive, now the cached blob of this digest.
+    Cached { digest: Digest, size: u64 },
     /// A symbolic or hard link, to this (normalized) member path.
     Link(String),
     /// A GNU sparse file: its bytes are not contiguous.
@@ -94,6 +199,43 @@ enum Member {
 pub(crate) struct TarIndex {
     path: PathBuf,
     members: HashMap<String, Member>,
+    /// For a compressed archive: the cache holding its members, and the
+    /// compression (for messages).
+    unpacked: Option<(Cas, &'static str)>,
+}
+
+/// Where a member's bytes are.
+enum Located {
+    /// In the tar file itself.
+    InFile { offset: u64, size: u64 },
+    /// In the cache.
+    Cached { digest: Digest, size: u64 },
+}
+
+impl Located {
+    fn size(&self) -> u64 {
+        match self {
+            Located::InFile { size, .. } | Located::Cached { size, .. } => *size,
+        }
+    }
+}
+
+/// The member path as the archive names it, normalized; `None` for the root.
+fn member_name(path: &str) -> Option<String> {
+    Some(normalize(path)).filter(|n| !n.is_empty())
+}
+
+/// A link member's target, as a member path.
+fn link_target(name: &str, target: &str, symlink: bool) -> String {
+    if symlink && !target.starts_with('/') {
+        // Relative to the link's own folder.
+        match name.rsplit_once('/') {
+            Some((dir, _)) => normalize(&format!("{dir}/{target}")),
+            None => normalize(target),
+        }
+    } else {
+        normalize(target)
+    }
 }
 
 /// `a/./b/../c` -> `a/c`, leading `/` and `./` dropped; `..` never leaves the root.
@@ -112,8 +254,9 @@ fn normalize(path: &str) -> String {
 }
 
 impl TarIndex {
-    /// Scans `path`, recording each member's data offset and size.
-    pub(crate) fn scan(path: &Path) -> Result<Self> {
+    /// Scans `path`, recording each member's data offset and size; a compressed
+    /// archive is decompressed once, its members into `cas` ([`Self::unpack`]).
+    pub(crate) fn scan(cas: &Cas, path: &Path) -> Result<Self> {
         let mut file = std::fs::File::open(path).with_context(|| {
             format!(
                 "cannot open the archive {}: check the `archive:` path in the spec (it is relative to the spec file)",
@@ -124,18 +267,23 @@ impl TarIndex {
         let n = crate::io::read_up_to(&mut file, &mut magic)
             .with_context(|| format!("cannot read {}", path.display()))?;
         let compression = match &magic[..n] {
-            [0x1f, 0x8b, ..] => Some(("gzip", "gunzip -k")),
-            [0x28, 0xb5, 0x2f, 0xfd, ..] => Some(("zstd", "unzstd -k")),
-            [0xfd, b'7', b'z', b'X', b'Z', 0] => Some(("xz", "unxz -k")),
-            [b'B', b'Z', b'h', ..] => Some(("bzip2", "bunzip2 -k")),
+            [0x1f, 0x8b, ..] => Some("gzip"),
+            [0x28, 0xb5, 0x2f, 0xfd, ..] => Some("zstd"),
+            [0xfd, b'7', b'z', b'X', b'Z', 0] => Some("xz"),
+            [b'B', b'Z', b'h', ..] => Some("bzip2"),
             _ => None,
         };
-        if let Some((kind, cmd)) = compression {
-            bail!(
-                "{} is {kind}-compressed; gapbundle reads archives by seeking in them, which needs a plain tar: run `{cmd} {}` and point `archive:` at the uncompressed file",
+        match compression {
+            Some(kind @ ("gzip" | "zstd")) => {
+                file.seek(SeekFrom::Start(0))?;
+                return Self::unpack(cas, path, file, kind);
+            }
+            Some(kind) => bail!(
+                "{} is {kind}-compressed, which gapbundle does not read (K3s neither): recompress it with zstd (`{kind} -dc {p} | zstd -o {p}.zst`) or give the uncompressed tar",
                 path.display(),
-                path.display()
-            );
+                p = path.display()
+            ),
+            None => {}
         }
         file.seek(SeekFrom::Start(0))?;
         let not_tar = || {
@@ -149,10 +297,10 @@ impl TarIndex {
         let mut members = HashMap::new();
         for entry in archive.entries_with_seek().with_context(not_tar)? {
             let entry = entry.with_context(not_tar)?;
-            let name = normalize(&entry.path().with_context(not_tar)?.to_string_lossy());
-            if name.is_empty() {
+            let Some(name) = member_name(&entry.path().with_context(not_tar)?.to_string_lossy())
+            else {
                 continue;
-            }
+            };
             let kind = entry.header().entry_type();
             let member = if kind.is_gnu_sparse() {
                 Member::Sparse
@@ -167,16 +315,7 @@ impl TarIndex {
                     .with_context(not_tar)?
                     .map(|t| t.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                let resolved = if kind.is_symlink() && !target.starts_with('/') {
-                    // Relative to the link's own folder.
-                    match name.rsplit_once('/') {
-                        Some((dir, _)) => normalize(&format!("{dir}/{target}")),
-                        None => normalize(&target),
-                    }
-                } else {
-                    normalize(&target)
-                };
-                Member::Link(resolved)
+                Member::Link(link_target(&name, &target, kind.is_symlink()))
             } else {
                 continue;
             };
@@ -186,16 +325,89 @@ impl TarIndex {
         Ok(Self {
             path: path.to_path_buf(),
             members,
+            unpacked: None,
         })
     }
 
-    /// Offset and size of the file at `path`, following links; `None` when absent.
-    fn lookup(&self, path: &str) -> Result<Option<(u64, u64)>> {
+    /// Reads a `kind`-compressed archive once, as a stream: every regular member
+    /// goes into `cas` as it passes (hashed on the way), and is found afterwards by
+    /// its path as the blob it became.
+    fn unpack(cas: &Cas, path: &Path, file: std::fs::File, kind: &'static str) -> Result<Self> {
+        let not_tar = || {
+            format!(
+                "{} is not a readable {kind}-compressed tar archive: {}",
+                path.display(),
+                remedy(path)
+            )
+        };
+        let reader = BufReader::with_capacity(1 << 20, file);
+        let stream: Box<dyn Read> = match kind {
+            "gzip" => Box::new(flate2::read::MultiGzDecoder::new(reader)),
+            _ => Box::new(zstd::stream::read::Decoder::with_buffer(reader).with_context(not_tar)?),
+        };
+        let mut archive = tar::Archive::new(stream);
+        let mut members = HashMap::new();
+        for entry in archive.entries().with_context(not_tar)? {
+            let mut entry = entry.with_context(not_tar)?;
+            let Some(name) = member_name(&entry.path().with_context(not_tar)?.to_string_lossy())
+            else {
+                continue;
+            };
+            let kind = entry.header().entry_type();
+            let member = if kind.is_gnu_sparse() {
+                Member::Sparse
+            } else if kind.is_file() || kind.is_contiguous() {
+                let (digest, size) = cas.import_reader(&mut entry, None).map_err(|e| match e {
+                    CasError::Io(e)
+                        if e.kind() == std::io::ErrorKind::InvalidData
+                            || e.kind() == std::io::ErrorKind::UnexpectedEof =>
+                    {
+                        anyhow::Error::new(e).context(not_tar())
+                    }
+                    e => anyhow::Error::new(e).context(format!(
+                        "cannot copy member {name} of {} into the cache {}",
+                        path.display(),
+                        cas.root().display()
+                    )),
+                })?;
+                Member::Cached { digest, size }
+            } else if kind.is_symlink() || kind.is_hard_link() {
+                let target = entry
+                    .link_name()
+                    .with_context(not_tar)?
+                    .map(|t| t.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                Member::Link(link_target(&name, &target, kind.is_symlink()))
+            } else {
+                continue;
+            };
+            members.insert(name, member);
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            members,
+            unpacked: Some((cas.clone(), kind)),
+        })
+    }
+
+    /// Where the bytes of the file at `path` are, following links; `None` when absent.
+    fn lookup(&self, path: &str) -> Result<Option<Located>> {
         let mut name = normalize(path);
         for _ in 0..MAX_LINKS {
             match self.members.get(&name) {
                 None => return Ok(None),
-                Some(Member::File { offset, size }) => return Ok(Some((*offset, *size))),
+                Some(Member::File { offset, size }) => {
+                    return Ok(Some(Located::InFile {
+                        offset: *offset,
+                        size: *size,
+                    }))
+                }
+                Some(Member::Cached { digest, size }) => {
+                    return Ok(Some(Located::Cached {
+                        digest: *digest,
+                        size: *size,
+                    }))
+                }
                 Some(Member::Link(target)) => name = target.clone(),
                 Some(Member::Sparse) => bail!(
                     "{} is stored as a GNU sparse file, which gapbundle cannot read in place: {}",
@@ -221,7 +433,14 @@ fn remedy(path: &Path) -> String {
 
 impl LayoutFiles for TarIndex {
     fn display(&self, path: &str) -> String {
-        format!("{} (member {})", self.path.display(), normalize(path))
+        match &self.unpacked {
+            Some((_, kind)) => format!(
+                "{} (member {}, {kind}-decompressed)",
+                self.path.display(),
+                normalize(path)
+            ),
+            None => format!("{} (member {})", self.path.display(), normalize(path)),
+        }
     }
     fn what(&self) -> String {
         self.path.display().to_string()
@@ -236,12 +455,32 @@ impl LayoutFiles for TarIndex {
         )
     }
     fn size(&self, path: &str) -> Result<Option<u64>> {
-        Ok(self.lookup(path)?.map(|(_, size)| size))
+        Ok(self.lookup(path)?.map(|l| l.size()))
+    }
+    fn known_digest(&self, path: &str) -> Option<(Digest, u64)> {
+        match self.lookup(path) {
+            Ok(Some(Located::Cached { digest, size })) => Some((digest, size)),
+            _ => None,
+        }
     }
     fn open(&self, path: &str) -> Result<Box<dyn Read + '_>> {
-        let (offset, size) = self
+        let located = self
             .lookup(path)?
             .with_context(|| format!("{} does not exist", self.display(path)))?;
+        let (offset, size) = match located {
+            Located::InFile { offset, size } => (offset, size),
+            Located::Cached { digest, size } => {
+                let (cas, _) = self.unpacked.as_ref().expect("cached members are unpacked");
+                let f = cas.open_read(&digest).with_context(|| {
+                    format!(
+                        "member {} of {} left the cache",
+                        normalize(path),
+                        self.what()
+                    )
+                })?;
+                return Ok(Box::new(BufReader::with_capacity(1 << 20, f.take(size))));
+            }
+        };
         // A handle per member: readers never share a file position.
         let mut f = std::fs::File::open(&self.path)
             .with_context(|| format!("cannot open {}", self.path.display()))?;
@@ -370,12 +609,8 @@ fn digest_in_name(member: &str) -> Option<Digest> {
     Digest::from_hex(stem).ok()
 }
 
-fn resolve_docker(
-    cas: &Cas,
-    tar: &TarIndex,
-    tag: Option<&str>,
-    platforms: &Platforms,
-) -> Result<LocalImage> {
+/// The images `manifest.json` of a docker-archive lists.
+fn docker_entries(tar: &TarIndex) -> Result<Vec<DockerEntry>> {
     let manifest_path = "manifest.json";
     let raw = read_small(tar, manifest_path)?;
     let entries: Vec<DockerEntry> = serde_json::from_slice(&raw).with_context(|| {
@@ -385,7 +620,36 @@ fn resolve_docker(
             tar.remedy()
         )
     })?;
+    if entries.is_empty() {
+        bail!(
+            "{} lists no images: {}",
+            tar.display(manifest_path),
+            tar.remedy()
+        );
+    }
+    Ok(entries)
+}
+
+fn resolve_docker(
+    cas: &Cas,
+    tar: &TarIndex,
+    tag: Option<&str>,
+    platforms: &Platforms,
+) -> Result<LocalImage> {
+    let entries = docker_entries(tar)?;
     let (entry, name) = select_docker(tar, &entries, tag)?;
+    resolve_docker_entry(cas, tar, entry, name, platforms)
+}
+
+/// One image of a docker-archive, named `name`.
+fn resolve_docker_entry(
+    cas: &Cas,
+    tar: &TarIndex,
+    entry: &DockerEntry,
+    name: Option<String>,
+    platforms: &Platforms,
+) -> Result<LocalImage> {
+    let manifest_path = "manifest.json";
 
     // The config, as is: its sha256 is the image ID.
     let config_path = normalize(&entry.config);

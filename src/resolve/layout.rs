@@ -61,6 +61,12 @@ pub(crate) trait LayoutFiles {
     fn size(&self, path: &str) -> Result<Option<u64>>;
     /// Opens the file at `path` for streaming.
     fn open(&self, path: &str) -> Result<Box<dyn Read + '_>>;
+    /// The digest and size of the file at `path` when they are known without
+    /// reading it (a compressed archive's member, already hashed into the cache as
+    /// it was decompressed).
+    fn known_digest(&self, _path: &str) -> Option<(Digest, u64)> {
+        None
+    }
 }
 
 /// A layout directory on disk.
@@ -136,7 +142,7 @@ pub fn resolve_layout(
 /// One entry of `index.json`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct IndexEntry {
+pub(crate) struct IndexEntry {
     #[serde(default)]
     media_type: String,
     digest: String,
@@ -153,6 +159,27 @@ impl IndexEntry {
             .map(String::as_str)
             .filter(|s| !s.is_empty())
     }
+    /// The digest it names, as written.
+    pub(crate) fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// The image names it gives, for an archive of several images: the
+    /// `io.containerd.image.name` annotation (always a full reference), else the
+    /// `org.opencontainers.image.ref.name` one when it is a reference rather than a
+    /// bare tag (it holds `/` or `:`, which no tag holds).
+    pub(crate) fn image_name(&self) -> Option<&str> {
+        self.annotation(CONTAINERD_NAME).or_else(|| {
+            self.annotation(REF_NAME)
+                .filter(|n| n.contains('/') || n.contains(':'))
+        })
+    }
+
+    /// How to name it in a message.
+    pub(crate) fn describe(&self) -> String {
+        self.label()
+    }
+
     /// The names this entry answers to, best first.
     fn names(&self) -> Vec<&str> {
         let mut v: Vec<&str> = [self.annotation(CONTAINERD_NAME), self.annotation(REF_NAME)]
@@ -248,6 +275,13 @@ pub(crate) fn import(
         if cas.contains(&d, Some(s)) {
             return Ok((d, s));
         }
+    }
+    if let Some(known) = files.known_digest(path) {
+        // Hashed into the cache as the archive was decompressed.
+        return match expected {
+            Some(e) if e != known => Err(corrupted(files, path, e, known)),
+            _ => Ok(known),
+        };
     }
     let reader = files.open(path)?;
     match cas.import_reader(reader, expected) {
@@ -423,6 +457,13 @@ pub(crate) fn resolve_oci(
     tag: Option<&str>,
     platforms: &Platforms,
 ) -> Result<LocalImage> {
+    let entries = read_index(files)?;
+    let entry = select(files, &entries, tag)?;
+    resolve_entry(cas, files, entry, platforms)
+}
+
+/// Checks `oci-layout` and reads the entries of `index.json`.
+pub(crate) fn read_index(files: &dyn LayoutFiles) -> Result<Vec<IndexEntry>> {
     if files.size("oci-layout")?.is_none() {
         bail!(
             "{} is not an OCI image layout (no oci-layout file): {}",
@@ -454,7 +495,17 @@ pub(crate) fn resolve_oci(
             files.remedy()
         )
     })?;
-    let entry = select(files, &index.manifests, tag)?;
+    Ok(index.manifests)
+}
+
+/// One image of a layout, from its `index.json` entry: the root verified, the walk
+/// with `platforms`, every blob it needs streamed into `cas`.
+pub(crate) fn resolve_entry(
+    cas: &Cas,
+    files: &dyn LayoutFiles,
+    entry: &IndexEntry,
+    platforms: &Platforms,
+) -> Result<LocalImage> {
     let root_digest: Digest = entry.digest.parse().with_context(|| {
         format!(
             "{} names its image by `{}`, which gapbundle cannot verify (only sha256 is supported)",

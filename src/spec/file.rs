@@ -153,6 +153,9 @@ pub struct ImageEntry {
     pub archive: Option<String>,
     /// A flake output that is an OCI or docker archive.
     pub installable: Option<String>,
+    /// A `.txt` image list: one registry reference a line, as K3s reads the lists
+    /// in `agent/images` ([`parse_image_list`]).
+    pub list: Option<String>,
     /// Name to give a layout or archive image in the bundle.
     pub name: Option<String>,
     /// Platforms for this image, overriding the top-level list.
@@ -171,10 +174,14 @@ pub enum ImageSource {
         /// The ref name inside the layout.
         tag: Option<String>,
     },
-    /// A tar archive (resolved against the spec's folder).
+    /// A tar archive (resolved against the spec's folder): a docker-archive or an
+    /// oci-archive, plain or zstd/gzip-compressed, with one image or several.
     Archive(PathBuf),
     /// A flake output that builds an OCI or docker archive.
     Installable(String),
+    /// An image list file (resolved against the spec's folder): each reference in
+    /// it is bundled as a registry image.
+    List(PathBuf),
 }
 
 impl ImageSource {
@@ -194,8 +201,42 @@ impl ImageSource {
             },
             ImageSource::Archive(p) => format!("archive:{}", rel(p)),
             ImageSource::Installable(i) => format!("installable:{i}"),
+            ImageSource::List(p) => format!("list:{}", rel(p)),
         }
     }
+}
+
+/// One line of an image list that is not an image reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListError {
+    /// The line, from 1.
+    pub line: usize,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+/// The references of an image list, as K3s reads the `.txt` files in
+/// `agent/images`: one a line, white space around it trimmed, blank lines
+/// skipped. K3s logs a line it cannot parse as a reference and goes on; lines
+/// starting with `#` are such lines to K3s, so they are skipped here too, as
+/// comments. Any other line that is not a reference is an error here: a list
+/// that silently lacks an image is found out only across the gap.
+pub fn parse_image_list(text: &str) -> Result<Vec<String>, ListError> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let r = line.trim();
+        if r.is_empty() || r.starts_with('#') {
+            continue;
+        }
+        crate::oci::Reference::parse(r).map_err(|e| ListError {
+            line: i + 1,
+            message: format!("`{r}` is not an image reference ({e})"),
+        })?;
+        if !out.iter().any(|o| o == r) {
+            out.push(r.to_string());
+        }
+    }
+    Ok(out)
 }
 
 /// A validated image entry.
@@ -262,7 +303,7 @@ pub fn parse(path: &Path, text: &str) -> Result<LoadedSpec, SpecError> {
     validate_kubernetes(path, &spec)?;
     let mut images = Vec::new();
     for (i, e) in spec.images.iter().enumerate() {
-        let given = [&e.reference, &e.layout, &e.archive, &e.installable]
+        let given = [&e.reference, &e.layout, &e.archive, &e.installable, &e.list]
             .iter()
             .filter(|x| x.is_some())
             .count();
@@ -270,8 +311,14 @@ pub fn parse(path: &Path, text: &str) -> Result<LoadedSpec, SpecError> {
             return Err(SpecError::new(
                 path,
                 format!(
-                    "images[{i}]: give exactly one of `ref`, `layout`, `archive` or `installable`"
+                    "images[{i}]: give exactly one of `ref`, `layout`, `archive`, `installable` or `list`"
                 ),
+            ));
+        }
+        if let (Some(l), Some(_)) = (&e.list, &e.name) {
+            return Err(SpecError::new(
+                path,
+                format!("images[{i}]: `name` is not for `list: {l}`; each listed image keeps its reference"),
             ));
         }
         let source = if let Some(r) = &e.reference {
@@ -287,6 +334,8 @@ pub fn parse(path: &Path, text: &str) -> Result<LoadedSpec, SpecError> {
             ImageSource::Layout { dir, tag }
         } else if let Some(a) = &e.archive {
             ImageSource::Archive(base.join(a))
+        } else if let Some(l) = &e.list {
+            ImageSource::List(base.join(l))
         } else {
             ImageSource::Installable(e.installable.clone().unwrap_or_default())
         };
@@ -487,6 +536,31 @@ images:
         .unwrap();
         assert!(!ok.spec.discover_images);
         assert_eq!(ok.spec.kustomize[0].discover_images, Some(true));
+    }
+
+    #[test]
+    fn image_lists_read_as_k3s_reads_them() {
+        let refs = parse_image_list(
+            "# K3s images\n  docker.io/rancher/mirrored-pause:3.6  \n\n\r\nrancher/klipper-lb:v0.4.9\r\ndocker.io/rancher/mirrored-pause:3.6\n",
+        )
+        .unwrap();
+        assert_eq!(
+            refs,
+            [
+                "docker.io/rancher/mirrored-pause:3.6",
+                "rancher/klipper-lb:v0.4.9"
+            ]
+        );
+        let e = parse_image_list("a/b:1\nNot A Ref\n").unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(e.message.contains("`Not A Ref`"), "{e:?}");
+        let s = p("name: x\nversion: \"1\"\nimages:\n  - list: ./k3s-images.txt\n").unwrap();
+        assert_eq!(
+            s.images[0].source,
+            ImageSource::List("dir/./k3s-images.txt".into())
+        );
+        let e = p("name: x\nversion: \"1\"\nimages:\n  - list: a.txt\n    name: b\n").unwrap_err();
+        assert!(e.message.contains("`name` is not for `list"), "{e}");
     }
 
     #[test]

@@ -387,10 +387,19 @@ fn inputs_that_are_not_images_say_what_to_do() {
         "{e}"
     );
 
+    // A gzip archive is read (as K3s reads one); one cut short says so.
     let gz = tmp.path().join("legacy.tar.gz");
     fs::write(&gz, [0x1f, 0x8b, 8, 0, 0, 0, 0, 0]).unwrap();
     let e = err_text(archive::resolve_archive(&cas, &gz, None, &Platforms::All).unwrap_err());
-    assert!(e.contains("gzip-compressed") && e.contains("gunzip"), "{e}");
+    assert!(
+        e.contains("legacy.tar.gz is not a readable gzip-compressed tar archive"),
+        "{e}"
+    );
+    // What neither K3s nor gapbundle reads says how to recompress it.
+    let xz = tmp.path().join("legacy.tar.xz");
+    fs::write(&xz, [0xfd, b'7', b'z', b'X', b'Z', 0, 0, 0]).unwrap();
+    let e = err_text(archive::resolve_archive(&cas, &xz, None, &Platforms::All).unwrap_err());
+    assert!(e.contains("xz-compressed") && e.contains("zstd -o"), "{e}");
 }
 
 #[test]
