@@ -107,6 +107,12 @@ impl Bar {
             pb.inc(n);
         }
     }
+    /// Sets the total, once it is known (a download's `Content-Length`).
+    pub fn set_length(&self, n: u64) {
+        if let Some(pb) = &self.inner {
+            pb.set_length(n);
+        }
+    }
     /// Sets the position (after a resume or a restart).
     pub fn set_position(&self, n: u64) {
         if let Some(pb) = &self.inner {

@@ -50,6 +50,8 @@ pub enum Kind {
     K8sManifest,
     /// A Helm chart archive.
     Chart,
+    /// A file installed on the target host at the path it is named by.
+    File,
     /// The spec file the bundle was made from.
     Spec,
     /// The lock file the bundle was made from.
@@ -66,6 +68,7 @@ impl Kind {
             Kind::NixPath => "nix-path",
             Kind::K8sManifest => "k8s-manifest",
             Kind::Chart => "chart",
+            Kind::File => "file",
             Kind::Spec => "spec",
             Kind::Lock => "lock",
             Kind::Other(s) => s,
@@ -93,6 +96,7 @@ impl<'de> Deserialize<'de> for Kind {
             "nix-path" => Kind::NixPath,
             "k8s-manifest" => Kind::K8sManifest,
             "chart" => Kind::Chart,
+            "file" => Kind::File,
             "spec" => Kind::Spec,
             "lock" => Kind::Lock,
             _ => Kind::Other(s),
@@ -454,6 +458,14 @@ impl Manifest {
             }
             self.check_object(index, o)?;
         }
+        // A path on the target holds one file: two `file` objects of one name would
+        // leave which one is installed to the order of the writes.
+        let mut targets = HashSet::new();
+        for o in self.objects.iter().filter(|o| o.kind == Kind::File) {
+            if !targets.insert(o.name.as_str()) {
+                return bad(format!("two file objects install `{}`", o.name));
+            }
+        }
         // Checked arithmetic: sizes are hostile until validated. The whole file must
         // stay far below u64::MAX, so that every sum a reader makes later (data
         // start + offset + size + end marker) fits.
@@ -607,6 +619,21 @@ impl Manifest {
                     return fail("digest", e);
                 }
             }
+            Meta::File(_) => {
+                if let Err(e) = super::meta::target_components(&o.name) {
+                    return fail("name", e);
+                }
+                let blob = self.blob(&o.digest).expect("listed, checked above");
+                if o.blobs != [o.digest] || blob.encoding.is_some() || o.size != blob.size {
+                    return fail(
+                        "digest",
+                        format!(
+                            "a file is one blob stored as it is: blobs must be [{}], without encoding, and size {}",
+                            o.digest, blob.size
+                        ),
+                    );
+                }
+            }
             Meta::Chart(c) if c.digest != o.digest => {
                 return fail(
                     "meta.digest",
@@ -630,6 +657,13 @@ impl Manifest {
         self.objects
             .iter()
             .filter_map(|o| o.meta.image().map(|m| (o, m)))
+    }
+
+    /// `file` objects with their meta.
+    pub fn files(&self) -> impl Iterator<Item = (&Object, &super::meta::FileMeta)> {
+        self.objects
+            .iter()
+            .filter_map(|o| o.meta.file().map(|m| (o, m)))
     }
 
     /// `k8s-manifest` objects with their meta.

@@ -1,5 +1,5 @@
 //! Typed object metadata: what `meta` holds for each kind (format.md sections 5,
-//! 13.2, 13.4 and 14.2).
+//! 13.2, 13.4, 14.2 and 15).
 //!
 //! Every reader of a bundle (the importers, `inspect`) and every writer (the
 //! resolvers, `create`) needs the same few fields, and each used to read or write
@@ -42,6 +42,8 @@ pub enum Meta {
     K8sManifest(K8sManifestMeta),
     /// Of a `chart`.
     Chart(ChartMeta),
+    /// Of a `file`.
+    File(FileMeta),
     /// Of a kind with no typed meta (`spec`, `lock`, a kind of a newer version), or
     /// of any object before [`Meta::typed`] ran: the fields as they were written.
     Untyped(Extra),
@@ -91,6 +93,7 @@ impl Meta {
             Kind::NixPath => Meta::NixPath(parse(fields)?),
             Kind::K8sManifest => Meta::K8sManifest(parse(fields)?),
             Kind::Chart => Meta::Chart(parse(fields)?),
+            Kind::File => Meta::File(parse(fields)?),
             Kind::Spec | Kind::Lock | Kind::Other(_) => Meta::Untyped(fields),
         })
     }
@@ -99,7 +102,7 @@ impl Meta {
     pub fn has_typed(kind: &Kind) -> bool {
         matches!(
             kind,
-            Kind::Image | Kind::NixPath | Kind::K8sManifest | Kind::Chart
+            Kind::Image | Kind::NixPath | Kind::K8sManifest | Kind::Chart | Kind::File
         )
     }
 
@@ -110,6 +113,7 @@ impl Meta {
             Meta::NixPath(_) => Some(Kind::NixPath),
             Meta::K8sManifest(_) => Some(Kind::K8sManifest),
             Meta::Chart(_) => Some(Kind::Chart),
+            Meta::File(_) => Some(Kind::File),
             Meta::Untyped(_) => None,
         }
     }
@@ -151,6 +155,14 @@ impl Meta {
         }
     }
 
+    /// The file meta, for a `file` object.
+    pub fn file(&self) -> Option<&FileMeta> {
+        match self {
+            Meta::File(m) => Some(m),
+            _ => None,
+        }
+    }
+
     /// The meta as JSON, as the manifest writes it.
     pub fn to_json(&self) -> Value {
         serde_json::to_value(self).expect("metadata serializes")
@@ -164,6 +176,7 @@ impl Serialize for Meta {
             Meta::NixPath(m) => m.serialize(s),
             Meta::K8sManifest(m) => m.serialize(s),
             Meta::Chart(m) => m.serialize(s),
+            Meta::File(m) => m.serialize(s),
             Meta::Untyped(m) => m.serialize(s),
         }
     }
@@ -308,6 +321,98 @@ pub struct ChartMeta {
     /// Fields of a newer minor version.
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+/// Media type of a `file` object's blob: the file's bytes as they are.
+pub const FILE_MEDIA_TYPE: &str = "application/vnd.gapbundle.file.v1";
+
+/// Longest target path (Linux's `PATH_MAX`, the terminating NUL included).
+const MAX_TARGET: usize = 4095;
+/// Longest component of a target path (Linux's `NAME_MAX`).
+const MAX_COMPONENT: usize = 255;
+
+/// `meta` of a `file` object (format.md section 15). The object's name is the
+/// absolute path it is installed at ([`target_components`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileMeta {
+    /// Permission bits as four octal digits (`0644`, `0755`); no setuid, setgid
+    /// or sticky bit.
+    #[serde(deserialize_with = "file_mode")]
+    pub mode: String,
+    /// The spec entry it came from: `path:<file or folder>`, `url:<URL>`,
+    /// `installable:<installable>`.
+    pub source: String,
+    /// Fields of a newer minor version.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+impl FileMeta {
+    /// The permission bits.
+    pub fn mode_bits(&self) -> u32 {
+        u32::from_str_radix(&self.mode, 8).expect("checked when parsed")
+    }
+
+    /// `mode` as the meta writes it.
+    pub fn mode_string(bits: u32) -> String {
+        format!("{:04o}", bits & 0o777)
+    }
+}
+
+/// The components of a `file` object's target path, or why it is not one: an
+/// absolute path (`/` first) other than `/` itself, of components that are not
+/// empty, `.` or `..`, hold no control character (NUL included), at most 255 bytes
+/// each and 4095 in all, without a trailing `/`. An importer refuses a bundle with
+/// any other target before it writes anything (format.md section 15).
+pub fn target_components(path: &str) -> Result<Vec<&str>, String> {
+    let Some(rest) = path.strip_prefix('/') else {
+        return Err(format!("`{}` is not an absolute path", path.escape_debug()));
+    };
+    if path.len() > MAX_TARGET {
+        return Err(format!(
+            "is {} bytes long, more than {MAX_TARGET}",
+            path.len()
+        ));
+    }
+    if let Some(c) = path.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "`{}` holds the control character {c:?}",
+            path.escape_debug()
+        ));
+    }
+    let parts: Vec<&str> = rest.split('/').collect();
+    for p in &parts {
+        match *p {
+            "" => {
+                return Err(format!(
+                    "`{path}` has an empty component (`//`, a trailing `/`, or `/` alone)"
+                ))
+            }
+            "." | ".." => return Err(format!("`{path}` has a `{p}` component")),
+            p if p.len() > MAX_COMPONENT => {
+                return Err(format!(
+                    "`{path}` has a component of {} bytes, more than {MAX_COMPONENT}",
+                    p.len()
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(parts)
+}
+
+fn file_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    let ok = s.len() == 4 && s.starts_with('0') && s.bytes().all(|b| (b'0'..=b'7').contains(&b));
+    if ok {
+        Ok(s)
+    } else {
+        Err(invalid(format!(
+            "`{}` is not a file mode of four octal digits without setuid, setgid or sticky bit (0644, 0755)",
+            s.escape_debug()
+        )))
+    }
 }
 
 fn invalid<E: serde::de::Error>(what: impl std::fmt::Display) -> E {
@@ -464,6 +569,11 @@ mod tests {
                 Digest::of(b"x")
             ),
         );
+        let m = round_trip(
+            Kind::File,
+            r#"{"mode":"0755","newer":1,"source":"path:dist/k3s"}"#,
+        );
+        assert_eq!(m.file().unwrap().mode_bits(), 0o755);
         // Kinds without typed meta keep theirs as written.
         let m = Meta::typed(&Kind::Other("sbom".into()), fields(r#"{"a":1}"#)).unwrap();
         assert_eq!(m, Meta::Untyped(fields(r#"{"a":1}"#)));
@@ -522,5 +632,32 @@ mod tests {
             r#"{"chart":"c","version":"1","digest":"md5:x","source":"s"}"#,
         );
         assert_eq!(e.field, "meta.digest", "{e}");
+        for mode in ["4755", "755", "0x55", "0644 "] {
+            let e = err(Kind::File, &format!(r#"{{"mode":"{mode}","source":"s"}}"#));
+            assert_eq!(e.field, "meta.mode", "{e}");
+        }
+    }
+
+    #[test]
+    fn file_targets_are_absolute_plain_paths() {
+        assert_eq!(
+            target_components("/usr/local/bin/k3s").unwrap(),
+            ["usr", "local", "bin", "k3s"]
+        );
+        for bad in [
+            "usr/bin/x",
+            "/",
+            "/etc//x",
+            "/etc/x/",
+            "/etc/../x",
+            "/./x",
+            "/a\nb",
+            "/a\0b",
+            "",
+        ] {
+            assert!(target_components(bad).is_err(), "{bad:?}");
+        }
+        assert!(target_components(&format!("/{}", "a".repeat(256))).is_err());
+        assert!(target_components(&format!("/{}", "a".repeat(255))).is_ok());
     }
 }

@@ -18,6 +18,7 @@ pub mod manifest;
 pub mod meta;
 pub mod oci;
 pub mod reader;
+pub mod receipt;
 pub mod signature;
 pub mod volumes;
 pub mod writer;

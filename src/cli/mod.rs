@@ -55,6 +55,11 @@ pub enum Command {
     Import(ImportArgs),
     /// Write down what a target holds, for `create --against` (delta bundles).
     Inventory(InventoryArgs),
+    /// Show the bundles imported on this host (their receipts).
+    List(ListArgs),
+    /// Take an imported bundle away: its images unpinned, its manifests, files and
+    /// GC roots removed, except what another imported bundle still needs.
+    Remove(RemoveArgs),
     /// Rebuild the full bundle from a delta and its base bundle(s), without a key.
     Patch(PatchArgs),
     /// What changed between two bundles, from their heads.
@@ -295,6 +300,32 @@ pub struct ImportArgs {
     /// kubeconfig for --apply.
     #[arg(long, value_name = "FILE", help_heading = "Manifests")]
     pub kubeconfig: Option<PathBuf>,
+    /// With --registry: also write the manifests into this node's K3s auto-deploy
+    /// folder (a fleet import leaves them out, as the fleet's nodes are elsewhere).
+    #[arg(long, requires = "registry", help_heading = "Manifests")]
+    pub local_manifests: bool,
+
+    /// Install the bundle's files below DIR, as if DIR were `/` (symlinks inside
+    /// it resolve inside it).
+    #[arg(long, value_name = "DIR", default_value = "/", help_heading = "Files")]
+    pub root: PathBuf,
+    /// Do not install files.
+    #[arg(long, help_heading = "Files")]
+    pub skip_files: bool,
+
+    /// Where import receipts are kept (`gapbundle list`, `gapbundle remove`).
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "GAPBUNDLE_STATE_DIR",
+        default_value = "/var/lib/gapbundle",
+        help_heading = "Receipts"
+    )]
+    pub state_dir: PathBuf,
+    /// When a new version replaces an old one, also delete the images only the old
+    /// one had (and no other imported bundle names) instead of only unpinning them.
+    #[arg(long, help_heading = "Receipts")]
+    pub prune: bool,
 }
 
 /// `gapbundle inventory`: the same target options as `import`.
@@ -367,6 +398,40 @@ pub struct InventoryArgs {
     /// Do not list the bundles K3s's folders show.
     #[arg(long, help_heading = "Manifests")]
     pub skip_manifests: bool,
+}
+
+/// `gapbundle list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Where import receipts are kept.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "GAPBUNDLE_STATE_DIR",
+        default_value = "/var/lib/gapbundle"
+    )]
+    pub state_dir: PathBuf,
+}
+
+/// `gapbundle remove`.
+#[derive(Debug, Args)]
+pub struct RemoveArgs {
+    /// The bundle's name (as `gapbundle list` shows it).
+    pub name: String,
+    /// Show what would be removed and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Also delete the images (not only unpin them) that no other imported bundle names.
+    #[arg(long)]
+    pub prune: bool,
+    /// Where import receipts are kept.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "GAPBUNDLE_STATE_DIR",
+        default_value = "/var/lib/gapbundle"
+    )]
+    pub state_dir: PathBuf,
 }
 
 /// `gapbundle patch`.

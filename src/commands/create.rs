@@ -50,7 +50,7 @@ use crate::registry::auth::parse_registry_auth;
 use crate::registry::{Credentials, Settings};
 use crate::resolve::image::{self, Blob, ImagePlan};
 use crate::resolve::registry::{FetchStats, Registry};
-use crate::resolve::{archive, k8s, layout, nix, Contribution, LockCtx};
+use crate::resolve::{archive, files, k8s, layout, nix, Contribution, LockCtx};
 use crate::spec::{self, ImageRequest, ImageSource, LoadedSpec, Lock, LockedImage};
 
 /// Media type of the spec file stored in a bundle.
@@ -201,6 +201,7 @@ fn resolve(a: &CreateArgs, inputs: &Inputs, progress: &Progress) -> Result<Resol
         vec![
             k8s::render(loaded, cas, &mut ctx, progress, &render_options(a)?)?,
             nix::resolve(loaded, cas, &mut ctx, progress, keys)?,
+            files::resolve(loaded, cas, &registry_settings(a)?, progress)?,
         ]
     };
     // (the spec entry's index, for messages; the request)

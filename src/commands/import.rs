@@ -6,14 +6,18 @@
 //! once: every blob is hashed while it streams to the targets that need it, and the
 //! targets register their objects only after the last byte verified.
 
+use std::collections::BTreeSet;
+
 use serde_json::json;
 
 use super::verify::{check_trust, Trust};
 use super::{print_json, Failure};
+use crate::bundle::manifest::Kind;
 use crate::bundle::reader::{read_head, verify_stream, Head};
+use crate::bundle::receipt::{carried, replacement, Receipt, Retire, Section, RECEIPT_MAJOR};
 use crate::cli::{ImportArgs, OutputArgs};
 use crate::error::{DeltaFailure, InputFailure};
-use crate::import::{self, Fanout, Target};
+use crate::import::{self, receipts, Fanout, Target};
 use crate::io::source::BundleSource;
 use crate::progress::{human_bytes, Progress};
 
@@ -38,10 +42,56 @@ pub fn run(a: ImportArgs, out: &OutputArgs) -> Result<(), Failure> {
         plans.push(plan);
     }
     check_expected(&head, &source.describe(), &targets, &plans)?;
+    // What the bundle will hold on each target, and which targets this import
+    // speaks for: an earlier version's holdings there that this one lacks go.
+    let sections: Vec<Section> = targets.iter().filter_map(|t| t.receipt(&head)).collect();
+    let mut covered = coverage(&a, &head)?;
+    covered.extend(sections.iter().map(Section::id));
+    let name = &head.manifest.name;
     if a.dry_run {
-        report_plan(&head, &targets, &plans, out);
+        let stored = receipts::peek(&a.state_dir)?;
+        let (mine, others) = split(&stored, name);
+        let retire = replacement(&mine, &sections, &covered, &others, a.prune);
+        report_plan(&head, &targets, &plans, &retire, out);
         return Ok(());
     }
+    if head
+        .manifest
+        .objects
+        .iter()
+        .any(|o| o.kind == Kind::K8sManifest)
+        && a.registry.is_some()
+        && !a.local_manifests
+        && !a.skip_manifests
+    {
+        progress.message(
+            "the bundle's manifests are for the fleet's K3s servers and were not written here (--local-manifests writes them into this node's K3s folder too)",
+        );
+    }
+    // The receipt is on disk before any target is touched: a killed import leaves
+    // it (not complete), and the next import or removal takes its holdings into
+    // account.
+    let state = receipts::State::open(&a.state_dir)?;
+    let stored = state.receipts()?;
+    let (mine, others) = split(&stored, name);
+    let mut receipt = Receipt {
+        format_version: format!("{RECEIPT_MAJOR}.0"),
+        name: name.clone(),
+        version: head.manifest.version.clone(),
+        digest: head.digest,
+        signers: trust.signer_names(),
+        imported: now(),
+        generator: concat!("gapbundle ", env!("CARGO_PKG_VERSION")).into(),
+        complete: false,
+        targets: sections
+            .iter()
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .chain(carried(&mine, &covered))
+            .collect(),
+        extra: Default::default(),
+    };
+    state.write_pending(&receipt)?;
     let mut fanout = Fanout::new(
         targets
             .iter_mut()
@@ -58,11 +108,18 @@ pub fn run(a: ImportArgs, out: &OutputArgs) -> Result<(), Failure> {
     for t in targets.iter_mut() {
         reports.push(json!({"target": t.describe(), "result": t.finish(&head, progress)?}));
     }
+    // The new version is in place: what only the earlier one (or a killed import)
+    // held goes, except what another imported bundle names.
+    let retire = replacement(&mine, &sections, &covered, &others, a.prune);
+    let retired = receipts::execute(&retire, progress)?;
+    receipt.complete = true;
+    state.write_complete(&receipt)?;
     let signers = trust.signer_names();
     if out.json {
         print_json(&json!({
             "ok": true, "digest": head.digest.to_string(), "name": head.manifest.name,
             "version": head.manifest.version, "signers": signers, "targets": reports,
+            "retired": retired,
         }));
     } else if !out.quiet {
         say!(
@@ -83,8 +140,98 @@ pub fn run(a: ImportArgs, out: &OutputArgs) -> Result<(), Failure> {
                 say!("    removed  {o} {K3S_DELETES}");
             }
         }
+        if let Some(prev) = mine.iter().find(|r| r.complete) {
+            if prev.digest != head.digest {
+                say!(
+                    "  replaced {} {} ({})",
+                    prev.name,
+                    prev.version,
+                    prev.digest
+                );
+            }
+        }
+        for r in &retired {
+            say!("  {r}");
+        }
     }
     Ok(())
+}
+
+/// Seconds since the epoch, for the receipt.
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The receipts of the bundle `name` (complete and pending) and those of every
+/// other bundle.
+fn split<'a>(stored: &'a [receipts::Stored], name: &str) -> (Vec<&'a Receipt>, Vec<&'a Receipt>) {
+    stored
+        .iter()
+        .map(|s| &s.receipt)
+        .partition(|r| r.name == name)
+}
+
+/// The targets this import speaks for under its flags, each kind the bundle could
+/// carry whether or not this version has objects of it (a version without Nix
+/// paths still means the earlier one's GC roots go), as receipt section ids.
+fn coverage(a: &ImportArgs, head: &Head) -> Result<BTreeSet<String>, Failure> {
+    let mut ids = BTreeSet::new();
+    if !a.skip_images {
+        let s = if let Some(reg) = &a.registry {
+            Section::Registry {
+                host: import::push::fleet_host(reg),
+                images: Default::default(),
+            }
+        } else if a.staged {
+            Section::Staged {
+                archive: import::receipt_path(&import::k3s::StagedImages::path_for(
+                    &a.k3s_root,
+                    head,
+                )),
+                images: Vec::new(),
+            }
+        } else {
+            Section::Containerd {
+                socket: import::receipt_path(&a.containerd),
+                namespace: a.namespace.clone(),
+                images: Vec::new(),
+            }
+        };
+        ids.insert(s.id());
+    }
+    if !a.skip_nix {
+        let s = Section::Nix {
+            store: import::nix::store_receipt_id(a.nix_store.as_deref())?,
+            paths: Vec::new(),
+            gc_roots: Vec::new(),
+        };
+        ids.insert(s.id());
+    }
+    if !a.skip_manifests && (a.registry.is_none() || a.local_manifests) {
+        let s = if a.apply {
+            Section::Applied {
+                kubeconfig: a.kubeconfig.as_deref().map(import::receipt_path),
+                files: Vec::new(),
+            }
+        } else {
+            Section::Manifests {
+                folder: import::receipt_path(&import::k3s::Manifests::folder(&a.k3s_root, head)),
+                files: Vec::new(),
+            }
+        };
+        ids.insert(s.id());
+    }
+    if !a.skip_files {
+        let s = Section::Files {
+            root: import::receipt_path(&a.root),
+            files: Vec::new(),
+        };
+        ids.insert(s.id());
+    }
+    Ok(ids)
 }
 
 /// Most blobs a refused delta names one by one; the rest are counted.
@@ -173,6 +320,11 @@ fn select_targets(
         v.push(t);
     }
     v.extend(import::oci::targets(a, head, source)?);
+    if !a.skip_files {
+        if let Some(t) = import::files::target(head, &a.root)? {
+            v.push(t);
+        }
+    }
     Ok(v)
 }
 
@@ -180,17 +332,20 @@ fn report_plan(
     head: &Head,
     targets: &[Box<dyn Target>],
     plans: &[import::TargetPlan],
+    retire: &[Retire],
     out: &OutputArgs,
 ) {
+    let would: Vec<String> = retire.iter().map(|r| r.to_string()).collect();
     if out.json {
         let t: Vec<_> = targets
             .iter()
             .zip(plans)
             .map(|(t, p)| json!({"target": t.describe(), "plan": p}))
             .collect();
-        print_json(
-            &json!({"ok": true, "dryRun": true, "digest": head.digest.to_string(), "targets": t}),
-        );
+        print_json(&json!({
+            "ok": true, "dryRun": true, "digest": head.digest.to_string(), "targets": t,
+            "wouldRetire": would,
+        }));
         return;
     }
     say!(
@@ -217,5 +372,8 @@ fn report_plan(
         for o in &p.objects_to_remove {
             say!("    would remove  {o} {K3S_DELETES}");
         }
+    }
+    for w in &would {
+        say!("  would {w}");
     }
 }

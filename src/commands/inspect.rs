@@ -94,12 +94,21 @@ pub fn run(a: InspectArgs, out: &OutputArgs) -> Result<(), Failure> {
             })
         })
         .collect();
+    let files: Vec<serde_json::Value> = m
+        .files()
+        .map(|(o, meta)| {
+            json!({
+                "target": o.name, "mode": meta.mode, "digest": o.digest.to_string(),
+                "size": o.size, "source": meta.source,
+            })
+        })
+        .collect();
     if out.json {
         print_json(&json!({
             "name": m.name, "version": m.version, "digest": head.digest.to_string(),
             "formatVersion": m.format_version, "generator": m.generator,
             "created": rfc3339(m.created), "platforms": m.platforms,
-            "signers": signers, "images": images,
+            "signers": signers, "images": images, "files": files,
             "objects": m.objects.iter().map(|o| json!({"kind": o.kind.as_str(), "name": o.name, "digest": o.digest.to_string(), "size": o.size})).collect::<Vec<_>>(),
             "totals": {"objects": totals.objects, "blobs": totals.blobs, "storedBytes": totals.stored_bytes,
                        "logicalBytes": totals.logical_bytes, "savedBytes": totals.saved(),
@@ -158,8 +167,31 @@ pub fn run(a: InspectArgs, out: &OutputArgs) -> Result<(), Failure> {
             }
         }
     }
-    for o in m.objects.iter().filter(|o| o.kind != Kind::Image) {
+    for o in m
+        .objects
+        .iter()
+        .filter(|o| o.kind != Kind::Image && o.kind != Kind::File)
+    {
         say!("{:<9} {}  {}", o.kind.as_str(), o.name, human_bytes(o.size));
+    }
+    let file_list: Vec<_> = m.files().collect();
+    if !file_list.is_empty() {
+        say!("files");
+        let w = file_list
+            .iter()
+            .map(|(o, _)| o.name.len())
+            .max()
+            .unwrap_or(0);
+        for (o, meta) in file_list {
+            say!(
+                "  {:w$}  {}  {}  {:>10}  {}",
+                o.name,
+                meta.mode,
+                o.digest.short(),
+                human_bytes(o.size),
+                meta.source
+            );
+        }
     }
     say!(
         "totals    {} objects, {} blobs, {} stored, {} saved by storing shared blobs once, file {}",

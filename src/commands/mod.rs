@@ -21,6 +21,7 @@ pub mod inspect;
 pub mod inventory;
 pub mod key;
 pub mod patch;
+pub mod receipts;
 pub mod verify;
 pub mod volumes;
 
@@ -138,6 +139,8 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Join(a) => volumes::join(a, &out),
         Command::Import(a) => import::run(a, &out),
         Command::Inventory(a) => inventory::run(a, &out),
+        Command::List(a) => receipts::list(a, &out),
+        Command::Remove(a) => receipts::remove(a, &out),
         Command::Patch(a) => patch::run(a, &out),
         Command::Diff(a) => diff::run(a, &out),
         Command::Key(KeyCommand::Generate(a)) => key::generate(a, &out),

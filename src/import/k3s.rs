@@ -37,6 +37,7 @@ use crate::bundle::manifest::{BlobEntry, Encoding, Kind, Object};
 use crate::bundle::meta::K8sManifestMeta;
 use crate::bundle::oci::{index_bytes, oci_layout_bytes};
 use crate::bundle::reader::Head;
+use crate::bundle::receipt::Section;
 use crate::bundle::Digest;
 use crate::error::{DeltaFailure, InputFailure};
 use crate::io::atomic::AtomicFile;
@@ -96,11 +97,16 @@ pub struct StagedImages {
 }
 
 impl StagedImages {
+    /// Where the archive of `head` goes under `k3s_root`.
+    pub fn path_for(k3s_root: &Path, head: &Head) -> PathBuf {
+        k3s_root
+            .join("agent/images")
+            .join(format!("{}.tar", safe_name(&head.manifest.name)))
+    }
+
     /// The archive for `head` under `k3s_root`.
     pub fn new(k3s_root: &Path, head: &Head) -> Self {
-        let path = k3s_root
-            .join("agent/images")
-            .join(format!("{}.tar", safe_name(&head.manifest.name)));
+        let path = Self::path_for(k3s_root, head);
         Self {
             path,
             out: None,
@@ -262,6 +268,15 @@ impl Target for StagedImages {
             .with_context(|| format!("cannot write {}", path.display()))?;
         Ok(json!({"archive": path, "written": true, "bytes": self.len}))
     }
+
+    fn receipt(&self, _head: &Head) -> Option<Section> {
+        let mut images = self.images.clone();
+        images.sort();
+        Some(Section::Staged {
+            archive: crate::import::receipt_path(&self.path),
+            images,
+        })
+    }
 }
 
 /// The bundles K3s's folders under `k3s_root` show were imported: each folder of
@@ -320,7 +335,7 @@ pub fn bundles_seen(k3s_root: &Path) -> Result<Vec<BundleSeen>> {
 
 /// The bundle digest in the `index.json` of a staged archive this importer wrote
 /// (its second entry), or `None` for any other file.
-fn staged_bundle_digest(path: &Path) -> Option<Digest> {
+pub fn staged_bundle_digest(path: &Path) -> Option<Digest> {
     use crate::bundle::layout::{parse_header, Block};
     let mut f = io::BufReader::new(std::fs::File::open(path).ok()?);
     let mut block = [0u8; 512];
@@ -732,6 +747,20 @@ impl Target for Manifests {
             let _ = std::fs::remove_dir(dir);
         }
         Ok(json!({"written": done, "removed": removed}))
+    }
+
+    fn receipt(&self, _head: &Head) -> Option<Section> {
+        let files: Vec<String> = self.files.keys().cloned().collect();
+        Some(match &self.mode {
+            ManifestMode::Folder(dir) => Section::Manifests {
+                folder: crate::import::receipt_path(dir),
+                files,
+            },
+            ManifestMode::Apply(k) => Section::Applied {
+                kubeconfig: k.as_deref().map(crate::import::receipt_path),
+                files,
+            },
+        })
     }
 }
 

@@ -12,12 +12,14 @@
 //! a rerun reuses: imports are idempotent and an interrupted one completes on rerun.
 
 pub mod containerd;
+pub mod files;
 pub mod fleet;
 pub mod images;
 pub mod k3s;
 pub mod nix;
 pub mod oci;
 pub mod push;
+pub mod receipts;
 
 use std::collections::BTreeSet;
 use std::io::{self, Read};
@@ -71,6 +73,18 @@ pub trait Target {
     fn commit(&mut self, blob: &BlobEntry) -> io::Result<()>;
     /// The whole bundle verified: register objects. Returns a JSON report.
     fn finish(&mut self, head: &Head, progress: &Progress) -> anyhow::Result<serde_json::Value>;
+    /// What the target holds of the bundle once it is imported, for the import
+    /// receipt ([`crate::bundle::receipt`]): known from the head and the plan, so
+    /// the receipt can be written before anything is, and again after.
+    fn receipt(&self, head: &Head) -> Option<crate::bundle::receipt::Section>;
+}
+
+/// A path as receipts write it: absolute, so it means the same from any folder.
+pub fn receipt_path(p: &std::path::Path) -> String {
+    std::path::absolute(p)
+        .unwrap_or_else(|_| p.to_path_buf())
+        .display()
+        .to_string()
 }
 
 /// Sends each verified stream to every target that needs the blob.

@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | (none) | containerd at `--containerd`, unpacked ([`containerd`]) | `<k3s-root>/server/manifests/<bundle>/` |
 //! | `--staged` | `<k3s-root>/agent/images/<bundle>.tar` ([`k3s`]) | same folder |
-//! | `--registry HOST` | pushed to the registry ([`push`]), plus a `registries.yaml` mirror | same folder |
+//! | `--registry HOST` | pushed to the registry ([`push`]), plus a `registries.yaml` mirror | nowhere; with `--local-manifests` the folder above |
 //! | `--apply` | as above | `kubectl apply -f` |
 //!
 //! `--skip-images` and `--skip-manifests` drop either part. A bundle without
@@ -57,7 +57,9 @@ pub fn targets(
             )?));
         }
     }
-    if !args.skip_manifests {
+    // A fleet import's manifests are for the fleet's servers, not this node's
+    // K3s: only with --local-manifests do they go into its folder here.
+    if !args.skip_manifests && (args.registry.is_none() || args.local_manifests) {
         let folder = Manifests::folder(&args.k3s_root, head);
         if has(Kind::K8sManifest) {
             let mode = if args.apply {

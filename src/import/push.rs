@@ -49,6 +49,7 @@ use crate::bundle::digest::HashingReader;
 use crate::bundle::manifest::{BlobEntry, Object};
 use crate::bundle::oci::{is_index, is_manifest};
 use crate::bundle::reader::{Head, RangeReader};
+use crate::bundle::receipt::Section;
 use crate::bundle::Digest;
 use crate::cli::ImportArgs;
 use crate::error::{InputFailure, RegistryFailure};
@@ -121,6 +122,15 @@ pub struct Push {
     interrupted: BTreeMap<Digest, String>,
 }
 
+/// `--registry` as `host[:port]` (a scheme and trailing `/` dropped).
+pub fn fleet_host(arg: &str) -> String {
+    arg.trim()
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string()
+}
+
 /// `registries.yaml` for K3s: each original registry mirrored by `endpoint`.
 pub fn registries_yaml(origins: &BTreeSet<String>, endpoint: &str, ca: Option<&str>) -> String {
     let mut s = String::from("# Written by gapbundle: copy to /etc/rancher/k3s/registries.yaml on every node\n# (merge with what is there) and restart K3s.\nmirrors:\n");
@@ -160,12 +170,7 @@ fn by_digest(r: &Reference, d: &Digest) -> Reference {
 impl Push {
     /// A push target for `--registry HOST`.
     pub fn new(args: &ImportArgs, host: &str, head: &Head, source: &BundleSource) -> Result<Self> {
-        let host = host
-            .trim()
-            .trim_start_matches("https://")
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_string();
+        let host = fleet_host(host);
         if host.is_empty() || host.contains('/') {
             return Err(InputFailure(format!("--registry `{host}` is not HOST[:PORT]")).into());
         }
@@ -791,6 +796,17 @@ impl Target for Push {
             "images": report, "bytesPushed": self.pushed_bytes, "blobsPushedAgain": pushed_again,
             "registriesYaml": self.mirror_file, "mirrors": mirrors,
         }))
+    }
+
+    fn receipt(&self, _head: &Head) -> Option<Section> {
+        Some(Section::Registry {
+            host: self.host.clone(),
+            images: self
+                .images
+                .iter()
+                .map(|p| (p.target.whole(), p.object.digest))
+                .collect(),
+        })
     }
 }
 

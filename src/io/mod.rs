@@ -1,12 +1,14 @@
 //! Local I/O shared by the commands: the blob cache, atomic files, subprocesses,
 //! where a bundle's bytes come from (stdin, a file, volumes), volume sets with
-//! parity, and a bundle served in place over loopback HTTP.
+//! parity, a bundle served in place over loopback HTTP, and files below a root
+//! folder resolved as a chroot would.
 
 pub mod atomic;
 pub mod bundle_file;
 pub mod cas;
 pub mod keys;
 pub mod process;
+pub mod root;
 pub mod serve;
 pub mod source;
 pub mod space;

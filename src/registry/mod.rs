@@ -10,7 +10,9 @@
 //! - [`auth`]: where credentials come from (`--registry-auth`, Docker's
 //!   `config.json`);
 //! - [`errors`]: what a failed request means, one sentence of advice for it, and
-//!   which failures are worth another attempt.
+//!   which failures are worth another attempt;
+//! - [`http`]: a plain HTTP client with the same TLS, timeouts and proxies, for
+//!   files downloaded by URL.
 //!
 //! What is specific to one direction stays with it: downloading into the cache
 //! (resumable, verified) in `resolve::registry`, streaming a bundle's blobs out in
@@ -20,6 +22,7 @@
 pub mod auth;
 pub mod client;
 pub mod errors;
+pub mod http;
 
 use std::path::PathBuf;
 

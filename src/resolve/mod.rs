@@ -2,11 +2,12 @@
 //! and leaves it in the local cache for the writer.
 //!
 //! Image sources (registry, layout, archive) return an [`image::ImagePlan`]; the other
-//! kinds of input (Nix closures, rendered Kubernetes manifests) return a
+//! kinds of input (Nix closures, rendered Kubernetes manifests, files) return a
 //! [`Contribution`]: blobs already in the cache, the objects made of them, and any
 //! images they ask for, which `create` then resolves like the spec's own images.
 
 pub mod archive;
+pub mod files;
 pub mod image;
 pub mod k8s;
 pub mod layout;

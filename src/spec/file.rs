@@ -64,6 +64,63 @@ pub struct Spec {
     /// Plain manifests (files, globs) or flake outputs holding rendered YAML.
     #[serde(default)]
     pub manifests: Vec<ManifestEntry>,
+    /// Files for the target host (K3s's binary and install script, its air-gap
+    /// image tarball, configuration): local files or folders, downloads pinned by
+    /// sha256, flake outputs.
+    #[serde(default)]
+    pub files: Vec<FileEntry>,
+}
+
+/// One `files:` entry as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FileEntry {
+    /// A local file or folder, relative to the spec's folder.
+    pub path: Option<String>,
+    /// A file to download (http or https).
+    pub url: Option<String>,
+    /// The sha256 of the download (64 hex digits, optionally `sha256:` first).
+    pub sha256: Option<String>,
+    /// A flake output: a file or a folder.
+    pub installable: Option<String>,
+    /// The absolute path on the target (a folder's files go below it).
+    pub target: String,
+    /// Permission bits, quoted: `"0755"`.
+    pub mode: Option<serde_yaml_ng::Value>,
+}
+
+/// Where a file comes from, after validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileSource {
+    /// A local file or folder (resolved against the spec's folder), as written
+    /// in the spec too (for the object's `source`).
+    Path(PathBuf, String),
+    /// A download and the digest it must have.
+    Url(String, crate::bundle::Digest),
+    /// A flake output.
+    Installable(String),
+}
+
+impl FileSource {
+    /// `path:…`, `url:…`, `installable:…`: the object's `meta.source`.
+    pub fn describe(&self) -> String {
+        match self {
+            FileSource::Path(_, written) => format!("path:{written}"),
+            FileSource::Url(u, _) => format!("url:{u}"),
+            FileSource::Installable(i) => format!("installable:{i}"),
+        }
+    }
+}
+
+/// A validated `files:` entry.
+#[derive(Debug, Clone)]
+pub struct FileRequest {
+    /// Where it comes from.
+    pub source: FileSource,
+    /// The absolute path on the target.
+    pub target: String,
+    /// The mode given, if any (else each file's own: 0755 when executable, else 0644).
+    pub mode: Option<u32>,
 }
 
 fn yes() -> bool {
@@ -263,6 +320,8 @@ pub struct LoadedSpec {
     pub spec: Spec,
     /// Validated images.
     pub images: Vec<ImageRequest>,
+    /// Validated files.
+    pub files: Vec<FileRequest>,
 }
 
 /// Parses spec text. `path` is used for messages and to resolve relative paths.
@@ -348,13 +407,96 @@ pub fn parse(path: &Path, text: &str) -> Result<LoadedSpec, SpecError> {
                 .unwrap_or_else(|| spec.platforms.clone()),
         });
     }
+    let files = validate_files(path, &base, &spec)?;
     Ok(LoadedSpec {
         path: path.to_path_buf(),
         base,
         bytes: text.as_bytes().to_vec(),
         spec,
         images,
+        files,
     })
+}
+
+/// Checks the `files:` entries: one source each, a digest for every download, an
+/// absolute plain target (format.md section 15), a mode of octal digits.
+fn validate_files(path: &Path, base: &Path, spec: &Spec) -> Result<Vec<FileRequest>, SpecError> {
+    let bad = |m: String| Err(SpecError::new(path, m));
+    let mut out = Vec::new();
+    for (i, e) in spec.files.iter().enumerate() {
+        let given = [&e.path, &e.url, &e.installable]
+            .iter()
+            .filter(|x| x.is_some())
+            .count();
+        if given != 1 {
+            return bad(format!(
+                "files[{i}]: give exactly one of `path` (a local file or folder), `url` (with `sha256`) or `installable` (a flake output)"
+            ));
+        }
+        if let Err(why) = crate::bundle::meta::target_components(&e.target) {
+            return bad(format!(
+                "files[{i}]: target {why}; give the absolute path on the target host, e.g. /usr/local/bin/k3s"
+            ));
+        }
+        let source = match (&e.path, &e.url, &e.installable) {
+            (Some(p), _, _) => FileSource::Path(base.join(p), p.clone()),
+            (None, None, inst) => FileSource::Installable(inst.clone().unwrap_or_default()),
+            (None, Some(u), _) => {
+                if !(u.starts_with("https://") || u.starts_with("http://")) {
+                    return bad(format!("files[{i}]: url `{u}` is not http:// or https://"));
+                }
+                let Some(sum) = &e.sha256 else {
+                    return bad(format!(
+                        "files[{i}]: a `url` needs `sha256:` (64 hex digits, as sha256sum prints them): the download is checked against it, and the bundle pins it"
+                    ));
+                };
+                let hex = sum.trim().strip_prefix("sha256:").unwrap_or(sum.trim());
+                let digest =
+                    crate::bundle::Digest::from_hex(&hex.to_ascii_lowercase()).map_err(|_| {
+                        SpecError::new(
+                            path,
+                            format!("files[{i}]: sha256 `{sum}` is not 64 hex digits"),
+                        )
+                    })?;
+                FileSource::Url(u.clone(), digest)
+            }
+        };
+        if e.sha256.is_some() && e.url.is_none() {
+            return bad(format!(
+                "files[{i}]: `sha256` is only for `url` files (a local file or flake output is hashed as it is read)"
+            ));
+        }
+        let mode = match &e.mode {
+            None => None,
+            Some(serde_yaml_ng::Value::String(m)) => {
+                let digits = m.trim();
+                let ok = (3..=4).contains(&digits.len())
+                    && digits.bytes().all(|b| (b'0'..=b'7').contains(&b))
+                    && (digits.len() == 3 || digits.starts_with('0'));
+                if !ok {
+                    return bad(format!(
+                        "files[{i}]: mode `{m}` is not three or four octal digits without setuid, setgid or sticky bit (\"0644\", \"0755\")"
+                    ));
+                }
+                Some(u32::from_str_radix(digits, 8).expect("octal digits"))
+            }
+            Some(v) => {
+                return bad(format!(
+                    "files[{i}]: write the mode quoted, as octal digits: `mode: \"0755\"` (YAML reads {} as a number)",
+                    serde_yaml_ng::to_string(v).unwrap_or_default().trim()
+                ))
+            }
+        };
+        if out.iter().any(|f: &FileRequest| f.target == e.target) {
+            return bad(format!("files[{i}]: target {} is given twice", e.target));
+        }
+        out.push(FileRequest {
+            source,
+            target: e.target.clone(),
+            mode,
+        });
+    }
+    Ok(out)
 }
 
 /// Checks `charts:`, `kustomize:` and `manifests:` entries for combinations that
@@ -536,6 +678,58 @@ images:
         .unwrap();
         assert!(!ok.spec.discover_images);
         assert_eq!(ok.spec.kustomize[0].discover_images, Some(true));
+    }
+
+    #[test]
+    fn file_entries_are_checked() {
+        let head = "name: x\nversion: \"1\"\nfiles:\n";
+        let sum = "ab".repeat(32);
+        let s = p(&format!(
+            "{head}  - path: ./dist/k3s\n    target: /usr/local/bin/k3s\n    mode: \"0755\"\n  - url: https://example.org/a.tar.zst\n    sha256: \"{sum}\"\n    target: /var/lib/rancher/k3s/agent/images/a.tar.zst\n  - installable: .#site-config\n    target: /etc/site\n"
+        ))
+        .unwrap();
+        assert_eq!(s.files.len(), 3);
+        assert_eq!(s.files[0].mode, Some(0o755));
+        assert_eq!(s.files[0].source.describe(), "path:./dist/k3s");
+        assert_eq!(
+            s.files[1].source,
+            FileSource::Url(
+                "https://example.org/a.tar.zst".into(),
+                crate::bundle::Digest::from_hex(&sum).unwrap()
+            )
+        );
+        for (body, want) in [
+            ("  - url: https://e/x\n    target: /x\n", "needs `sha256:`"),
+            ("  - path: a\n    target: etc/x\n", "not an absolute path"),
+            ("  - path: a\n    target: /etc/../x\n", "`..` component"),
+            (
+                "  - path: a\n    target: /x\n    mode: 755\n",
+                "write the mode quoted",
+            ),
+            (
+                "  - path: a\n    target: /x\n    mode: \"4755\"\n",
+                "without setuid",
+            ),
+            (
+                "  - path: a\n    url: https://e/x\n    target: /x\n",
+                "exactly one of",
+            ),
+            (
+                "  - path: a\n    sha256: ab\n    target: /x\n",
+                "only for `url`",
+            ),
+            (
+                "  - url: ftp://e/x\n    sha256: ab\n    target: /x\n",
+                "not http",
+            ),
+            (
+                "  - path: a\n    target: /x\n  - path: b\n    target: /x\n",
+                "given twice",
+            ),
+        ] {
+            let e = p(&format!("{head}{body}")).unwrap_err();
+            assert!(e.message.contains(want), "{body}: {e}");
+        }
     }
 
     #[test]

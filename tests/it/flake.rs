@@ -788,6 +788,8 @@ exec '{real}' "$@"
         let mut dirs = vec![self.bin.clone()];
         dirs.extend(std::env::split_paths(&path));
         c.env("PATH", std::env::join_paths(dirs).unwrap());
+        // The imports' own receipts stay in the test's state folder too.
+        c.env("GAPBUNDLE_STATE_DIR", self.state());
         c
     }
 

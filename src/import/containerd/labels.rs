@@ -17,7 +17,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use anyhow::Result;
 use containerd_client::services::v1::images_client::ImagesClient;
-use containerd_client::services::v1::{CreateImageRequest, Image, UpdateImageRequest};
+use containerd_client::services::v1::{
+    CreateImageRequest, DeleteImageRequest, Image, UpdateImageRequest,
+};
 use containerd_client::tonic::Code;
 use containerd_client::types::Descriptor as CDescriptor;
 use serde_json::Value;
@@ -90,6 +92,60 @@ impl Ctx {
             }))
             .await
             .map_err(|s| self.status(&format!("update image {name}"), s))?;
+        Ok(true)
+    }
+}
+
+impl Ctx {
+    /// Takes the pin off the image record `name` (or, with `delete`, deletes the
+    /// record, and containerd's garbage collector then frees what nothing else
+    /// holds), only while it still names `digest`: a record that names another
+    /// image now is someone else's. Returns whether anything changed.
+    pub(super) async fn retire_image(
+        &self,
+        name: &str,
+        digest: &crate::bundle::Digest,
+        delete: bool,
+    ) -> Result<bool> {
+        let Some(img) = self.image(name).await? else {
+            return Ok(false);
+        };
+        let want = digest.to_string();
+        if img.target.as_ref().map(|t| &t.digest) != Some(&want) {
+            return Ok(false);
+        }
+        let mut client = ImagesClient::new(self.channel.clone());
+        if delete {
+            client
+                .delete(self.req(DeleteImageRequest {
+                    name: name.into(),
+                    sync: true,
+                    ..Default::default()
+                }))
+                .await
+                .map_err(|s| self.status(&format!("delete image {name}"), s))?;
+            return Ok(true);
+        }
+        if !img.labels.contains_key(CRI_PINNED.0) {
+            return Ok(false);
+        }
+        let mut labels = img.labels.clone();
+        labels.remove(CRI_PINNED.0);
+        client
+            .update(self.req(UpdateImageRequest {
+                image: Some(Image {
+                    name: name.into(),
+                    labels,
+                    target: img.target.clone(),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec![format!("labels.{}", CRI_PINNED.0)],
+                }),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|s| self.status(&format!("unpin image {name}"), s))?;
         Ok(true)
     }
 }

@@ -69,3 +69,31 @@ pub fn inventory(socket: &std::path::Path, namespace: &str) -> anyhow::Result<Co
         blobs: blobs.into_iter().collect(),
     })
 }
+
+/// Unpins, or with `delete` deletes, the image records `images` (name, the root
+/// each must still name) in containerd at `socket`, namespace `namespace`: what a
+/// bundle that is replaced or removed leaves ([`crate::bundle::receipt`]). Returns
+/// the names changed; unreachable is [`crate::error::ContainerdFailure`].
+pub fn retire_images(
+    socket: &std::path::Path,
+    namespace: &str,
+    images: &[(String, crate::bundle::Digest)],
+    delete: bool,
+) -> anyhow::Result<Vec<String>> {
+    if !client::valid_namespace(namespace) {
+        anyhow::bail!("namespace `{namespace}` is not a valid containerd namespace");
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let ctx = client::connect(socket, namespace, "overlayfs").await?;
+        let mut changed = Vec::new();
+        for (name, digest) in images {
+            if ctx.retire_image(name, digest, delete).await? {
+                changed.push(name.clone());
+            }
+        }
+        Ok(changed)
+    })
+}

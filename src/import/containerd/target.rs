@@ -22,6 +22,7 @@ use super::unpack::{chain_id, host_manifest, host_platform};
 use crate::bundle::manifest::BlobEntry;
 use crate::bundle::oci::{is_index, is_manifest};
 use crate::bundle::reader::Head;
+use crate::bundle::receipt::{ImageRecord, Section};
 use crate::bundle::Digest;
 use crate::error::ContainerdFailure;
 use crate::import::images::{self, CheckedImage};
@@ -483,6 +484,24 @@ impl Target for Containerd {
             }
         }
         Ok(json!({"images": reports, "bytesWritten": self.written}))
+    }
+
+    fn receipt(&self, _head: &Head) -> Option<Section> {
+        let mut images: Vec<ImageRecord> = self
+            .images
+            .iter()
+            .map(|i| ImageRecord {
+                name: i.object.name.clone(),
+                digest: i.object.digest,
+                refs: names(i),
+            })
+            .collect();
+        images.sort();
+        Some(Section::Containerd {
+            socket: crate::import::receipt_path(&self.socket),
+            namespace: self.namespace.clone(),
+            images,
+        })
     }
 }
 

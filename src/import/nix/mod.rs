@@ -461,6 +461,45 @@ impl Target for NixTarget {
             "bytesWritten": if added.is_empty() { 0 } else { self.bytes_written },
         }))
     }
+
+    fn receipt(&self, _head: &Head) -> Option<crate::bundle::receipt::Section> {
+        let mut paths: Vec<String> = self.objects.iter().map(|o| o.path.to_string()).collect();
+        paths.sort();
+        let mut gc_roots: Vec<String> = match &self.dest {
+            Dest::Store {
+                gc_dir: Some(dir), ..
+            } => self
+                .objects
+                .iter()
+                .flat_map(|o| o.gc_roots.iter())
+                .map(|n| dir.join(n).display().to_string())
+                .collect(),
+            _ => Vec::new(),
+        };
+        gc_roots.sort();
+        gc_roots.dedup();
+        Some(crate::bundle::receipt::Section::Nix {
+            store: store_id(&self.dest),
+            paths,
+            gc_roots,
+        })
+    }
+}
+
+/// How receipts name a store: `local` for the default one, the `nix copy` URI
+/// otherwise (`local?root=/mnt/target`), `file://<folder>` for a binary cache.
+fn store_id(dest: &Dest) -> String {
+    match dest {
+        Dest::Cache(p) => format!("file://{}", p.display()),
+        Dest::Store { uri: None, .. } => "local".into(),
+        Dest::Store { uri: Some(u), .. } => u.clone(),
+    }
+}
+
+/// How receipts name the store `--nix-store` gives (`None`: the local store), for
+/// an import of a bundle without Nix paths, which still covers that store.
+pub fn store_receipt_id(arg: Option<&str>) -> Result<String> {
+    Ok(store_id(&parse_dest(arg)?))
 }
 
 #[cfg(test)]

@@ -27,9 +27,23 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A `Command` running the `gapbundle` binary under test.
+/// A `Command` running the `gapbundle` binary under test. Its import receipts go
+/// to a state folder of its own (`GAPBUNDLE_STATE_DIR`, under cargo's temporary
+/// folder for this test binary): never to the machine's `/var/lib/gapbundle`, and
+/// never shared with another test, whose imports of a bundle of the same name
+/// would otherwise replace each other. A test that imports one bundle after
+/// another passes `--state-dir` (as [`super::Work::import`] does).
 pub fn gapbundle() -> Command {
-    Command::new(gapbundle_bin())
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let state = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "state/{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let mut c = Command::new(gapbundle_bin());
+    c.env("GAPBUNDLE_STATE_DIR", state);
+    c
 }
 
 /// `gapbundle create -f SPEC -o OUT --key KEY --cache CACHE`, the command line

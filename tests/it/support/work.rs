@@ -91,9 +91,9 @@ impl Work {
         c
     }
 
-    /// `gapbundle import BUNDLE --trust PUBLIC-KEY --k3s-root k3s`, stdin closed
-    /// (a test that pipes the bundle in sets stdin again); callers add the
-    /// targets and output flags.
+    /// `gapbundle import BUNDLE --trust PUBLIC-KEY --k3s-root k3s --state-dir
+    /// state`, stdin closed (a test that pipes the bundle in sets stdin again);
+    /// callers add the targets and output flags.
     pub fn import(&self, bundle: &Path) -> Command {
         let mut c = gapbundle();
         c.arg("import")
@@ -102,8 +102,15 @@ impl Work {
             .arg(self.public())
             .arg("--k3s-root")
             .arg(self.k3s_root())
+            .arg("--state-dir")
+            .arg(self.state_dir())
             .stdin(Stdio::null());
         c
+    }
+
+    /// The state folder the imports of this work folder keep receipts in (`state/`).
+    pub fn state_dir(&self) -> PathBuf {
+        self.path("state")
     }
 
     /// What `gapbundle verify BUNDLE --trust PUBLIC-KEY` did, for a bundle in the

@@ -1,0 +1,349 @@
+//! Files below a root folder, seen as a chroot would see them.
+//!
+//! `import --root DIR` installs a bundle's `file` objects below `DIR` (a system
+//! being built, a mounted disk, `/` itself). Inside such a tree an absolute
+//! symlink (`etc -> /etc`, `/opt/app -> /srv/app`) means the tree's own `/etc`,
+//! not the importing host's: following it as the kernel would outside a chroot
+//! writes into the host, and a `..` chain can climb out of `DIR` the same way.
+//! So every path is resolved here one component at a time from a handle on the
+//! root, the way Linux's `openat2(RESOLVE_IN_ROOT)` does it: each component is
+//! opened with `O_NOFOLLOW` relative to the handle of the folder before it; a
+//! symlink is read and its target resolved in turn, an absolute one from the
+//! root's handle; `..` goes back to the folder before, and never above the root.
+//! Nothing is ever opened by a path string that the kernel would resolve on its
+//! own, so nothing below can lead outside the root, even if the tree changes
+//! while we look.
+//!
+//! One walk (rather than `openat2` where the kernel has it, and a walk where it
+//! does not) because missing folders are created on the way, one component at a
+//! time, which `openat2` does not do; one code path is also one that is tested.
+
+use std::collections::VecDeque;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+
+/// Symlinks followed in one resolution at most (Linux's own limit is 40).
+const MAX_LINKS: usize = 40;
+
+/// A folder that cannot be used, named for the person who must fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum RootError {
+    /// A component that must be a folder is something else.
+    #[error("{path} is not a folder (a file is where a folder must be)")]
+    NotAFolder {
+        /// Where it is, as seen from outside the root.
+        path: PathBuf,
+    },
+    /// Symlinks that lead round in circles, or too many of them.
+    #[error("{path}: more than {MAX_LINKS} symlinks to follow (a loop?)")]
+    Loop {
+        /// Where the resolution was.
+        path: PathBuf,
+    },
+    /// The file system said no.
+    #[error("{path}: {source}")]
+    Io {
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+fn io_err(path: &Path, e: impl Into<io::Error>) -> RootError {
+    RootError::Io {
+        path: path.to_path_buf(),
+        source: e.into(),
+    }
+}
+
+/// A root folder, held open.
+pub struct Root {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+/// A folder inside a root, held open, and where it is (for messages).
+pub struct Dir {
+    fd: OwnedFd,
+    /// The folder as seen from outside the root (the root's path joined with the
+    /// resolved components).
+    pub shown: PathBuf,
+}
+
+/// What is at a name in a folder (not followed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    /// Nothing.
+    Missing,
+    /// A regular file of this size and these permission bits.
+    File {
+        /// Bytes.
+        size: u64,
+        /// `st_mode & 0o7777`.
+        mode: u32,
+    },
+    /// A folder.
+    Folder,
+    /// A symlink (never followed for the last component: it is replaced).
+    Symlink,
+    /// Something else (a device, a socket, a pipe).
+    Other,
+}
+
+impl Root {
+    /// Opens `path` (which must be a folder) as the root.
+    pub fn open(path: &Path) -> Result<Root, RootError> {
+        let fd = rustix::fs::open(
+            path,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io_err(path, e))?;
+        Ok(Root {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The root's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The folder `components` name inside the root, every symlink on the way
+    /// resolved inside it; missing folders are made (mode 0755) when `create`, and
+    /// otherwise mean `None`.
+    pub fn dir(&self, components: &[&str], create: bool) -> Result<Option<Dir>, RootError> {
+        let dup = |fd: &OwnedFd, shown: &Path| {
+            rustix::io::fcntl_dupfd_cloexec(fd, 0).map_err(|e| io_err(shown, e))
+        };
+        // The folders entered so far, the root first: `..` pops one.
+        let mut stack: Vec<(OwnedFd, PathBuf)> =
+            vec![(dup(&self.fd, &self.path)?, self.path.clone())];
+        let mut todo: VecDeque<Vec<u8>> =
+            components.iter().map(|c| c.as_bytes().to_vec()).collect();
+        let mut links = 0usize;
+        while let Some(c) = todo.pop_front() {
+            match c.as_slice() {
+                b"" | b"." => continue,
+                b".." => {
+                    if stack.len() > 1 {
+                        stack.pop();
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            let name = OsStr::from_bytes(&c);
+            let (cur, cur_shown) = stack.last().expect("the root stays");
+            let shown = cur_shown.join(name);
+            let opened = rustix::fs::openat(
+                cur,
+                name,
+                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            );
+            let fd = match opened {
+                Ok(fd) => fd,
+                Err(rustix::io::Errno::NOENT) if create => {
+                    match rustix::fs::mkdirat(cur, name, Mode::from_raw_mode(0o755)) {
+                        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                        Err(e) => return Err(io_err(&shown, e)),
+                    }
+                    rustix::fs::openat(
+                        cur,
+                        name,
+                        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .map_err(|e| io_err(&shown, e))?
+                }
+                Err(rustix::io::Errno::NOENT) => return Ok(None),
+                Err(e) => return Err(io_err(&shown, e)),
+            };
+            let st = rustix::fs::fstat(&fd).map_err(|e| io_err(&shown, e))?;
+            match FileType::from_raw_mode(st.st_mode) {
+                FileType::Directory => stack.push((fd, shown)),
+                FileType::Symlink => {
+                    links += 1;
+                    if links > MAX_LINKS {
+                        return Err(RootError::Loop { path: shown });
+                    }
+                    let target = rustix::fs::readlinkat(cur, name, Vec::new())
+                        .map_err(|e| io_err(&shown, e))?
+                        .into_bytes();
+                    if target.starts_with(b"/") {
+                        // Absolute: from the root, as inside a chroot.
+                        stack.truncate(1);
+                    }
+                    for part in target.split(|&b| b == b'/').rev() {
+                        todo.push_front(part.to_vec());
+                    }
+                }
+                _ => return Err(RootError::NotAFolder { path: shown }),
+            }
+        }
+        let (fd, shown) = stack.pop().expect("the root stays");
+        Ok(Some(Dir { fd, shown }))
+    }
+}
+
+impl Dir {
+    /// What is at `name` in this folder; a symlink is not followed.
+    pub fn entry(&self, name: &str) -> Result<Entry, RootError> {
+        match rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => Ok(match FileType::from_raw_mode(st.st_mode) {
+                FileType::RegularFile => Entry::File {
+                    size: st.st_size as u64,
+                    mode: st.st_mode & 0o7777,
+                },
+                FileType::Directory => Entry::Folder,
+                FileType::Symlink => Entry::Symlink,
+                _ => Entry::Other,
+            }),
+            Err(rustix::io::Errno::NOENT) => Ok(Entry::Missing),
+            Err(e) => Err(io_err(&self.shown.join(name), e)),
+        }
+    }
+
+    /// Opens the regular file `name` for reading, never through a symlink.
+    pub fn open_file(&self, name: &str) -> Result<File, RootError> {
+        let fd = rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io_err(&self.shown.join(name), e))?;
+        Ok(File::from(fd))
+    }
+
+    /// Creates a new file for `name` under a temporary name in this folder
+    /// (`.name.gapbundle-<pid>-<random>.tmp`, mode 0600 until [`Self::commit`]);
+    /// returns it and the temporary name.
+    pub fn temp_for(&self, name: &str) -> Result<(File, String), RootError> {
+        let mut r = [0u8; 6];
+        getrandom::fill(&mut r)
+            .map_err(|e| io_err(&self.shown, io::Error::other(e.to_string())))?;
+        let rand: String = r.iter().map(|b| format!("{b:02x}")).collect();
+        // Keep the name within NAME_MAX: the tail is what makes it ours.
+        let stem: String = name.chars().take(180).collect();
+        let tmp = format!(".{stem}.gapbundle-{}-{rand}.tmp", std::process::id());
+        let fd = rustix::fs::openat(
+            &self.fd,
+            tmp.as_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| io_err(&self.shown.join(&tmp), e))?;
+        Ok((File::from(fd), tmp))
+    }
+
+    /// Gives the temporary file `tmp` (written, still open as `file`) its mode,
+    /// makes it durable and renames it to `name`, replacing what is there (a
+    /// symlink there is replaced, never followed).
+    pub fn commit(&self, file: &File, tmp: &str, name: &str, mode: u32) -> Result<(), RootError> {
+        let at = self.shown.join(name);
+        rustix::fs::fchmod(file, Mode::from_raw_mode(mode)).map_err(|e| io_err(&at, e))?;
+        rustix::fs::fsync(file).map_err(|e| io_err(&at, e))?;
+        rustix::fs::renameat(&self.fd, tmp, &self.fd, name).map_err(|e| io_err(&at, e))?;
+        Ok(())
+    }
+
+    /// Removes `name` (a file or a symlink, never a folder); one already gone is fine.
+    pub fn remove(&self, name: &str) -> Result<(), RootError> {
+        match rustix::fs::unlinkat(&self.fd, name, AtFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+            Err(e) => Err(io_err(&self.shown.join(name), e)),
+        }
+    }
+
+    /// Makes the renames and removals in this folder durable.
+    pub fn sync(&self) -> Result<(), RootError> {
+        let fd = rustix::fs::openat(
+            &self.fd,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io_err(&self.shown, e))?;
+        rustix::fs::fsync(fd.as_fd()).map_err(|e| io_err(&self.shown, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn links_resolve_inside_the_root_and_never_above_it() {
+        let t = tempfile::tempdir().unwrap();
+        let root_path = t.path().join("root");
+        let outside = t.path().join("outside");
+        std::fs::create_dir_all(root_path.join("real/etc")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        // An absolute link (to the host's /etc, outside a chroot), a relative one
+        // that climbs past the root, and a link to a folder outside by full path.
+        symlink("/real/etc", root_path.join("etc")).unwrap();
+        symlink("../../../../..", root_path.join("up")).unwrap();
+        symlink(&outside, root_path.join("away")).unwrap();
+        let root = Root::open(&root_path).unwrap();
+
+        let d = root.dir(&["etc"], false).unwrap().unwrap();
+        assert_eq!(d.shown, root_path.join("real/etc"));
+        let d = root.dir(&["up", "real"], false).unwrap().unwrap();
+        assert_eq!(d.shown, root_path.join("real"));
+        // `away` points at <tmp>/outside: inside the root that is <root>/<tmp>/outside,
+        // made there when asked, and the real one is never touched.
+        let d = root.dir(&["away", "sub"], true).unwrap().unwrap();
+        let inside = root_path
+            .join(outside.strip_prefix("/").unwrap())
+            .join("sub");
+        assert_eq!(d.shown, inside);
+        assert!(inside.is_dir());
+        assert!(!outside.join("sub").exists());
+        let (f, tmp) = d.temp_for("x").unwrap();
+        d.commit(&f, &tmp, "x", 0o640).unwrap();
+        assert!(inside.join("x").is_file());
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+
+        // A missing folder without `create`; a file where a folder must be; a loop.
+        assert!(root.dir(&["nope"], false).unwrap().is_none());
+        std::fs::write(root_path.join("file"), b"x").unwrap();
+        assert!(matches!(
+            root.dir(&["file", "x"], true),
+            Err(RootError::NotAFolder { .. })
+        ));
+        symlink("loop", root_path.join("loop")).unwrap();
+        assert!(matches!(
+            root.dir(&["loop"], false),
+            Err(RootError::Loop { .. })
+        ));
+        // The last component is looked at, never followed.
+        let d = root.dir(&[], false).unwrap().unwrap();
+        assert_eq!(d.entry("etc").unwrap(), Entry::Symlink);
+        assert_eq!(d.entry("real").unwrap(), Entry::Folder);
+        assert!(matches!(
+            d.entry("file").unwrap(),
+            Entry::File { size: 1, .. }
+        ));
+        assert_eq!(d.entry("none").unwrap(), Entry::Missing);
+        // Replacing a symlink replaces the link, not what it points to.
+        std::fs::write(outside.join("target"), b"keep").unwrap();
+        symlink(outside.join("target"), root_path.join("link")).unwrap();
+        let (f, tmp) = d.temp_for("link").unwrap();
+        d.commit(&f, &tmp, "link", 0o644).unwrap();
+        assert_eq!(std::fs::read(outside.join("target")).unwrap(), b"keep");
+        assert!(std::fs::symlink_metadata(root_path.join("link"))
+            .unwrap()
+            .is_file());
+    }
+}
