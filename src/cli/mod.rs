@@ -313,15 +313,15 @@ pub struct ImportArgs {
     #[arg(long, help_heading = "Files")]
     pub skip_files: bool,
 
-    /// Where import receipts are kept (`gapbundle list`, `gapbundle remove`).
+    /// Where import receipts are kept (`gapbundle list`, `gapbundle remove`)
+    /// [default: /var/lib/gapbundle as root, else $XDG_STATE_HOME/gapbundle].
     #[arg(
         long,
         value_name = "DIR",
         env = "GAPBUNDLE_STATE_DIR",
-        default_value = "/var/lib/gapbundle",
         help_heading = "Receipts"
     )]
-    pub state_dir: PathBuf,
+    pub state_dir: Option<PathBuf>,
     /// When a new version replaces an old one, also delete the images only the old
     /// one had (and no other imported bundle names) instead of only unpinning them.
     #[arg(long, help_heading = "Receipts")]
@@ -403,14 +403,10 @@ pub struct InventoryArgs {
 /// `gapbundle list`.
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Where import receipts are kept.
-    #[arg(
-        long,
-        value_name = "DIR",
-        env = "GAPBUNDLE_STATE_DIR",
-        default_value = "/var/lib/gapbundle"
-    )]
-    pub state_dir: PathBuf,
+    /// Where import receipts are kept [default: /var/lib/gapbundle as root, else
+    /// $XDG_STATE_HOME/gapbundle].
+    #[arg(long, value_name = "DIR", env = "GAPBUNDLE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// `gapbundle remove`.
@@ -424,14 +420,10 @@ pub struct RemoveArgs {
     /// Also delete the images (not only unpin them) that no other imported bundle names.
     #[arg(long)]
     pub prune: bool,
-    /// Where import receipts are kept.
-    #[arg(
-        long,
-        value_name = "DIR",
-        env = "GAPBUNDLE_STATE_DIR",
-        default_value = "/var/lib/gapbundle"
-    )]
-    pub state_dir: PathBuf,
+    /// Where import receipts are kept [default: /var/lib/gapbundle as root, else
+    /// $XDG_STATE_HOME/gapbundle].
+    #[arg(long, value_name = "DIR", env = "GAPBUNDLE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// `gapbundle patch`.

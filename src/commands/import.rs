@@ -16,7 +16,9 @@ use crate::bundle::manifest::Kind;
 use crate::bundle::reader::{read_head, verify_stream, Head};
 use crate::bundle::receipt::{carried, replacement, Receipt, Retire, Section, RECEIPT_MAJOR};
 use crate::cli::{ImportArgs, OutputArgs};
-use crate::error::{DeltaFailure, InputFailure};
+use crate::error::{
+    ContainerdFailure, DeltaFailure, InputFailure, NixStoreFailure, RegistryFailure,
+};
 use crate::import::{self, receipts, Fanout, Target};
 use crate::io::source::BundleSource;
 use crate::progress::{human_bytes, Progress};
@@ -38,7 +40,17 @@ pub fn run(a: ImportArgs, out: &OutputArgs) -> Result<(), Failure> {
     }
     let mut plans = Vec::new();
     for t in targets.iter_mut() {
-        let plan = t.plan(&head)?;
+        let plan = match t.plan(&head) {
+            Ok(p) => p,
+            // A dry run still plans when a target is out of reach: it says which,
+            // and that it could not check what the target holds.
+            Err(e) if a.dry_run && unreachable(&e) => {
+                let mut p = t.plan_unreached(&head);
+                p.unreachable = Some(format!("{e:#}"));
+                p
+            }
+            Err(e) => return Err(e.into()),
+        };
         plans.push(plan);
     }
     check_expected(&head, &source.describe(), &targets, &plans)?;
@@ -49,7 +61,7 @@ pub fn run(a: ImportArgs, out: &OutputArgs) -> Result<(), Failure> {
     covered.extend(sections.iter().map(Section::id));
     let name = &head.manifest.name;
     if a.dry_run {
-        let stored = receipts::peek(&a.state_dir)?;
+        let stored = receipts::peek(&super::state_dir(a.state_dir.as_deref()))?;
         let (mine, others) = split(&stored, name);
         let retire = replacement(&mine, &sections, &covered, &others, a.prune);
         report_plan(&head, &targets, &plans, &retire, out);
@@ -71,7 +83,7 @@ pub fn run(a: ImportArgs, out: &OutputArgs) -> Result<(), Failure> {
     // The receipt is on disk before any target is touched: a killed import leaves
     // it (not complete), and the next import or removal takes its holdings into
     // account.
-    let state = receipts::State::open(&a.state_dir)?;
+    let state = receipts::State::open(&super::state_dir(a.state_dir.as_deref()))?;
     let stored = state.receipts()?;
     let (mine, others) = split(&stored, name);
     let mut receipt = Receipt {
@@ -130,11 +142,12 @@ pub fn run(a: ImportArgs, out: &OutputArgs) -> Result<(), Failure> {
         );
         for (t, p) in targets.iter().zip(&plans) {
             say!(
-                "  {}: {} new, {} already present{}",
+                "  {}: {} new, {} already present{}, {} written",
                 t.describe(),
                 p.new_objects.len(),
                 p.present_objects.len(),
-                removals(p, "removed")
+                removals(p, "removed"),
+                human_bytes(p.bytes_to_write)
             );
             for o in &p.objects_to_remove {
                 say!("    removed  {o} {K3S_DELETES}");
@@ -155,6 +168,17 @@ pub fn run(a: ImportArgs, out: &OutputArgs) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// Whether a target's plan failed because the target is out of reach (a service
+/// down or refusing, a tool missing) rather than because of the bundle.
+fn unreachable(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.is::<ContainerdFailure>()
+            || c.is::<RegistryFailure>()
+            || c.is::<NixStoreFailure>()
+            || c.is::<crate::io::process::ProcessError>()
+    })
 }
 
 /// Seconds since the epoch, for the receipt.
@@ -363,6 +387,9 @@ fn report_plan(
             removals(p, "to remove"),
             human_bytes(p.bytes_to_write)
         );
+        if let Some(why) = &p.unreachable {
+            say!("    not reachable, so what it holds was not checked: planned as if it held none of the bundle ({why})");
+        }
         for o in &p.new_objects {
             say!("    new      {o}");
         }

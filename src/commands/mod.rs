@@ -150,6 +150,23 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
     }
 }
 
+/// The state folder for import receipts: `--state-dir` (or `GAPBUNDLE_STATE_DIR`),
+/// else `/var/lib/gapbundle` for root (the host's own record) and the user's state
+/// folder (`$XDG_STATE_HOME/gapbundle`, `~/.local/state/gapbundle`) for anyone
+/// else, who cannot write the host's.
+pub fn state_dir(given: Option<&std::path::Path>) -> std::path::PathBuf {
+    if let Some(d) = given {
+        return d.to_path_buf();
+    }
+    let host = std::path::PathBuf::from("/var/lib/gapbundle");
+    if rustix::process::geteuid().is_root() {
+        return host;
+    }
+    dirs::state_dir()
+        .map(|d| d.join("gapbundle"))
+        .unwrap_or(host)
+}
+
 /// Prints a JSON value on stdout.
 pub fn print_json(v: &serde_json::Value) {
     say!(

@@ -21,17 +21,15 @@ use crate::time::rfc3339;
 
 /// Runs list.
 pub fn list(a: ListArgs, out: &OutputArgs) -> Result<(), Failure> {
-    let stored = receipts::peek(&a.state_dir)?;
+    let dir = super::state_dir(a.state_dir.as_deref());
+    let stored = receipts::peek(&dir)?;
     if out.json {
         let bundles: Vec<&Receipt> = stored.iter().map(|s| &s.receipt).collect();
-        print_json(&json!({"stateDir": a.state_dir, "bundles": bundles}));
+        print_json(&json!({"stateDir": dir, "bundles": bundles}));
         return Ok(());
     }
     if stored.is_empty() {
-        say!(
-            "no bundles imported (no receipts in {})",
-            a.state_dir.display()
-        );
+        say!("no bundles imported (no receipts in {})", dir.display());
         return Ok(());
     }
     for s in &stored {
@@ -63,14 +61,15 @@ pub fn list(a: ListArgs, out: &OutputArgs) -> Result<(), Failure> {
 /// Runs remove.
 pub fn remove(a: RemoveArgs, out: &OutputArgs) -> Result<(), Failure> {
     let progress = Progress::new(out.quiet || out.json);
+    let dir = super::state_dir(a.state_dir.as_deref());
     // A dry run changes nothing, not even the state folder.
     let held = if a.dry_run {
         None
     } else {
-        Some(State::open(&a.state_dir)?)
+        Some(State::open(&dir)?)
     };
     let stored = match &held {
-        None => receipts::peek(&a.state_dir)?,
+        None => receipts::peek(&dir)?,
         Some(s) => s.receipts()?,
     };
     let (mine, others): (Vec<&Receipt>, Vec<&Receipt>) = stored
@@ -81,7 +80,7 @@ pub fn remove(a: RemoveArgs, out: &OutputArgs) -> Result<(), Failure> {
         return Err(InputFailure(format!(
             "no bundle named `{}` was imported here (no receipt in {}); `gapbundle list` shows those that were",
             a.name,
-            a.state_dir.display()
+            dir.display()
         ))
         .into());
     }

@@ -47,6 +47,10 @@ pub struct TargetPlan {
     pub objects_to_remove: Vec<String>,
     /// Bytes the target will write.
     pub bytes_to_write: u64,
+    /// Only in a dry run: the target could not be reached (why), so what it holds
+    /// was not checked and the plan is as if it held none of the bundle.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unreachable: Option<String>,
     /// Blobs the target needs that this delta bundle does not store and the target
     /// does not hold (format.md section 10.5). An import refuses the bundle before
     /// anything is written when any target has one; always empty for a full bundle.
@@ -65,6 +69,13 @@ pub trait Target {
     /// [`TargetPlan::missing`]; a target that must receive every blob from the
     /// bundle refuses a delta that leaves one out ([`crate::error::DeltaFailure`]).
     fn plan(&mut self, head: &Head) -> anyhow::Result<TargetPlan>;
+    /// For a dry run when [`Target::plan`] could not reach the target (a service
+    /// that is down, a tool that is missing): the plan as if the target held none
+    /// of the bundle, with the sizes a real plan would give then. Targets that
+    /// never need a service keep the default, which is never called for them.
+    fn plan_unreached(&mut self, _head: &Head) -> TargetPlan {
+        TargetPlan::default()
+    }
     /// A needed blob starts streaming.
     fn begin(&mut self, blob: &BlobEntry) -> io::Result<()>;
     /// Next chunk of the blob's stored bytes (not yet verified).

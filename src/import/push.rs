@@ -53,7 +53,6 @@ use crate::bundle::receipt::Section;
 use crate::bundle::Digest;
 use crate::cli::ImportArgs;
 use crate::error::{InputFailure, RegistryFailure};
-use crate::io::atomic;
 use crate::io::source::{BundleSource, RandomSource};
 use crate::oci::reference::DEFAULT_TAG;
 use crate::progress::{Bar, Progress};
@@ -122,6 +121,20 @@ pub struct Push {
     interrupted: BTreeMap<Digest, String>,
 }
 
+/// Writes `bytes` to `path` atomically, readable and writable by its owner only
+/// (a temporary file, mode 0600, synced and renamed over `path`).
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".registries.yaml.gapbundle.")
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
 /// `--registry` as `host[:port]` (a scheme and trailing `/` dropped).
 pub fn fleet_host(arg: &str) -> String {
     arg.trim()
@@ -131,21 +144,60 @@ pub fn fleet_host(arg: &str) -> String {
         .to_string()
 }
 
-/// `registries.yaml` for K3s: each original registry mirrored by `endpoint`.
-pub fn registries_yaml(origins: &BTreeSet<String>, endpoint: &str, ca: Option<&str>) -> String {
+/// What the nodes need to reach the fleet registry, beside the mirror: its
+/// credentials and the CA its certificate is signed by (K3s's `configs` section).
+#[derive(Debug, Clone, Default)]
+pub struct NodeConfig {
+    /// `username` and `password` (Basic), as the push used them.
+    pub basic: Option<(String, String)>,
+    /// An identity token (a registry's bearer token), as the push used it.
+    pub identity_token: Option<String>,
+    /// The CA file (absolute path) the push trusted, to be found at the same path
+    /// on every node.
+    pub ca_file: Option<String>,
+}
+
+/// A YAML scalar, double-quoted (JSON's escapes are YAML's).
+fn quoted(s: &str) -> String {
+    serde_json::to_string(s).expect("strings serialize")
+}
+
+/// `registries.yaml` for K3s: each original registry mirrored by `endpoint`, and
+/// a `configs` entry for the endpoint's host with the credentials and CA the nodes
+/// need to pull from it.
+pub fn registries_yaml(origins: &BTreeSet<String>, endpoint: &str, node: &NodeConfig) -> String {
     let mut s = String::from("# Written by gapbundle: copy to /etc/rancher/k3s/registries.yaml on every node\n# (merge with what is there) and restart K3s.\nmirrors:\n");
     for o in origins {
         s.push_str(&format!(
-            "  \"{o}\":\n    endpoint:\n      - \"{endpoint}\"\n"
+            "  {}:\n    endpoint:\n      - {}\n",
+            quoted(o),
+            quoted(endpoint)
         ));
     }
-    if let Some(ca) = ca {
-        let host = endpoint
-            .trim_start_matches("https://")
-            .trim_start_matches("http://");
-        s.push_str(&format!(
-            "configs:\n  \"{host}\":\n    tls:\n      ca_file: \"{ca}\"\n"
+    let host = endpoint
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    let mut config = String::new();
+    if let Some((user, pass)) = &node.basic {
+        config.push_str(&format!(
+            "    auth:\n      username: {}\n      password: {}\n",
+            quoted(user),
+            quoted(pass)
         ));
+    } else if let Some(token) = &node.identity_token {
+        config.push_str(&format!(
+            "    auth:\n      identity_token: {}\n",
+            quoted(token)
+        ));
+    }
+    if let Some(ca) = &node.ca_file {
+        config.push_str(&format!(
+            "    tls:\n      # copy this CA to the same path on every node\n      ca_file: {}\n",
+            quoted(ca)
+        ));
+    }
+    if !config.is_empty() {
+        s.push_str(&format!("configs:\n  {}:\n{config}", quoted(host)));
     }
     s
 }
@@ -615,6 +667,21 @@ impl Target for Push {
         Ok(plan)
     }
 
+    fn plan_unreached(&mut self, _head: &Head) -> TargetPlan {
+        let mut plan = TargetPlan::default();
+        for p in &self.images {
+            plan.new_objects.push(p.target.whole());
+            for d in &p.object.blobs {
+                if let Some(b) = self.blobs.get(d).filter(|b| b.offset.is_some()) {
+                    if plan.needed.insert(*d) && !self.is_manifest_blob(d) {
+                        plan.bytes_to_write += b.size;
+                    }
+                }
+            }
+        }
+        plan
+    }
+
     fn begin(&mut self, blob: &BlobEntry) -> io::Result<()> {
         self.finish_upload().map_err(to_io)?;
         if self.is_manifest_blob(&blob.digest) {
@@ -780,11 +847,23 @@ impl Target for Push {
                 .display()
                 .to_string()
         });
-        let yaml = registries_yaml(&origins, &self.endpoint(), ca.as_deref());
+        let node = NodeConfig {
+            basic: match &self.auth {
+                RegistryAuth::Basic(u, p) => Some((u.clone(), p.clone())),
+                _ => None,
+            },
+            identity_token: match &self.auth {
+                RegistryAuth::Bearer(t) => Some(t.clone()),
+                _ => None,
+            },
+            ca_file: ca.clone(),
+        };
+        // The snippet may hold a password: readable by its owner only.
+        let yaml = registries_yaml(&origins, &self.endpoint(), &node);
         if let Some(dir) = self.mirror_file.parent() {
             fs::create_dir_all(dir)?;
         }
-        atomic::write(&self.mirror_file, yaml.as_bytes())
+        write_private(&self.mirror_file, yaml.as_bytes())
             .with_context(|| format!("cannot write {}", self.mirror_file.display()))?;
         progress.message(format!(
             "registries.yaml mirror snippet written to {} (copy it to /etc/rancher/k3s/registries.yaml on every node)",
@@ -792,9 +871,29 @@ impl Target for Push {
         ));
         let mirrors: BTreeMap<&String, Vec<String>> =
             origins.iter().map(|o| (o, vec![self.endpoint()])).collect();
+        // As in the snippet, but never the secret itself.
+        let mut config = serde_json::Map::new();
+        if let Some((user, _)) = &node.basic {
+            config.insert(
+                "auth".into(),
+                json!({"username": user, "password": "(in registriesYaml)"}),
+            );
+        } else if node.identity_token.is_some() {
+            config.insert(
+                "auth".into(),
+                json!({"identity_token": "(in registriesYaml)"}),
+            );
+        }
+        if let Some(ca) = &ca {
+            config.insert("tls".into(), json!({"ca_file": ca}));
+        }
+        let mut configs = serde_json::Map::new();
+        if !config.is_empty() {
+            configs.insert(self.host.clone(), Value::Object(config));
+        }
         Ok(json!({
             "images": report, "bytesPushed": self.pushed_bytes, "blobsPushedAgain": pushed_again,
-            "registriesYaml": self.mirror_file, "mirrors": mirrors,
+            "registriesYaml": self.mirror_file, "mirrors": mirrors, "configs": configs,
         }))
     }
 
@@ -932,10 +1031,29 @@ mod tests {
         let y = registries_yaml(
             &["docker.io".to_string()].into(),
             "https://mirror:5000",
-            None,
+            &NodeConfig::default(),
         );
         assert!(y.contains(
             "mirrors:\n  \"docker.io\":\n    endpoint:\n      - \"https://mirror:5000\"\n"
         ));
+        assert!(!y.contains("configs:"), "{y}");
+        let y = registries_yaml(
+            &["docker.io".to_string()].into(),
+            "https://mirror:5000",
+            &NodeConfig {
+                basic: Some(("ci".into(), "se\"cret".into())),
+                identity_token: None,
+                ca_file: Some("/etc/ca.pem".into()),
+            },
+        );
+        assert!(
+            y.ends_with("configs:\n  \"mirror:5000\":\n    auth:\n      username: \"ci\"\n      password: \"se\\\"cret\"\n    tls:\n      # copy this CA to the same path on every node\n      ca_file: \"/etc/ca.pem\"\n"),
+            "{y}"
+        );
+        let parsed: serde_yaml_ng::Value = serde_yaml_ng::from_str(&y).unwrap();
+        assert_eq!(
+            parsed["configs"]["mirror:5000"]["auth"]["password"].as_str(),
+            Some("se\"cret")
+        );
     }
 }

@@ -280,25 +280,51 @@ fn unreachable_containerd_exits_5_naming_the_socket_and_what_to_do() {
         "the socket file stays after its listener is gone"
     );
     for socket in [dead, w.path("nowhere.sock")] {
-        for extra in [&[][..], &["--dry-run"][..]] {
-            let out = w
-                .import(&bundle)
+        let out = w
+            .import(&bundle)
+            .arg("--containerd")
+            .arg(&socket)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(5), "{socket:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        for part in [
+            socket.to_str().unwrap(),
+            "is K3s running?",
+            "--containerd SOCKET",
+            "--staged",
+        ] {
+            assert!(err.contains(part), "{part:?} missing from: {err}");
+        }
+        // A dry run still plans: it says which target it could not reach and
+        // that it did not check what that target holds, and sizes everything.
+        let dry = run_stdout(
+            w.import(&bundle)
                 .arg("--containerd")
                 .arg(&socket)
-                .args(extra)
-                .output()
-                .unwrap();
-            assert_eq!(out.status.code(), Some(5), "{socket:?} {extra:?}: {out:?}");
-            let err = String::from_utf8_lossy(&out.stderr);
-            for part in [
-                socket.to_str().unwrap(),
-                "is K3s running?",
-                "--containerd SOCKET",
-                "--staged",
-            ] {
-                assert!(err.contains(part), "{part:?} missing from: {err}");
-            }
-        }
+                .arg("--dry-run"),
+        );
+        assert!(
+            dry.contains("3 new, 0 already present")
+                && dry.contains("not reachable, so what it holds was not checked")
+                && dry.contains(socket.to_str().unwrap())
+                && dry.contains("is K3s running?"),
+            "{dry}"
+        );
+        let plan = json_stdout(&run(w
+            .import(&bundle)
+            .arg("--containerd")
+            .arg(&socket)
+            .args(["--dry-run", "--json"])));
+        let t = &plan["targets"][0]["plan"];
+        assert!(
+            t["unreachable"]
+                .as_str()
+                .unwrap()
+                .contains("is K3s running?"),
+            "{plan}"
+        );
+        assert!(t["bytesToWrite"].as_u64().unwrap() > 0, "{plan}");
         let out = w
             .import(&bundle)
             .arg("--containerd")
@@ -638,7 +664,8 @@ fn fleet_mode_pushes_identical_digests_and_writes_a_mirror_snippet() {
         let m = skopeo_manifest(&r, creds);
         assert_eq!(manifest_layer_digests(&m), p.layer_digests);
     }
-    let yaml = fs::read_to_string(w.k3s_root().join("registries.yaml.gapbundle")).unwrap();
+    let snippet = w.k3s_root().join("registries.yaml.gapbundle");
+    let yaml = fs::read_to_string(&snippet).unwrap();
     assert!(
         yaml.contains(&format!(
             "mirrors:\n  \"{}\":\n    endpoint:\n      - \"http://{}\"",
@@ -646,6 +673,28 @@ fn fleet_mode_pushes_identical_digests_and_writes_a_mirror_snippet() {
         )),
         "{yaml}"
     );
+    // The nodes need the fleet registry's credentials too: K3s's `configs`
+    // section, in a file only its owner reads.
+    assert!(
+        yaml.contains(&format!(
+            "configs:\n  \"{}\":\n    auth:\n      username: \"fleet\"\n      password: \"s3cret\"\n",
+            fleet.addr
+        )),
+        "{yaml}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(&snippet).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // The --json report shows the configs, never the password.
+    let report = json_stdout(&run(&mut push(&["--json"])));
+    let result = &report["targets"][0]["result"];
+    assert_eq!(
+        result["configs"][&fleet.addr]["auth"]["username"], "fleet",
+        "{report}"
+    );
+    assert!(!report.to_string().contains("s3cret"), "{report}");
     // A second push finds everything there.
     let plan = json_stdout(&run(&mut push(&["--dry-run", "--json"])));
     assert_eq!(plan["targets"][0]["plan"]["bytesToWrite"], 0, "{plan}");

@@ -374,6 +374,21 @@ impl Target for Containerd {
         self.plan_async()
     }
 
+    fn plan_unreached(&mut self, _head: &Head) -> TargetPlan {
+        let mut plan = TargetPlan::default();
+        for img in &self.images {
+            plan.new_objects.push(img.object.name.clone());
+            for d in &img.object.blobs {
+                if let Some(b) = self.blobs.get(d).filter(|b| b.offset.is_some()) {
+                    if plan.needed.insert(*d) {
+                        plan.bytes_to_write += b.size;
+                    }
+                }
+            }
+        }
+        plan
+    }
+
     fn begin(&mut self, blob: &BlobEntry) -> io::Result<()> {
         self.finish_ingest().map_err(Self::io_err)?;
         let ctx = self.leased().map_err(Self::io_err)?;

@@ -369,11 +369,10 @@ impl Target for NixTarget {
             .collect();
         let held = self.nar_hashes(&left_out)?;
         self.new_paths.clear();
-        // What the target's disk receives: the compressed NARs for a cache, the
-        // NARs for a store (which stores them unpacked). The import reports the
-        // same figure (`finish`), so the plan and the result agree.
+        // The bytes of the NAR blobs the target is handed (written to a cache,
+        // served to or staged for a store): what the import's bar counts and its
+        // report says, so the plan and the result agree.
         let mut blob_bytes = 0u64;
-        let mut counted = BTreeSet::new();
         for (p, _) in order {
             let o = by_path[&p];
             if valid.contains(&p) {
@@ -390,20 +389,9 @@ impl Target for NixTarget {
                 let b = head.manifest.blob(&o.blob).expect("checked in nix_objects");
                 blob_bytes += b.size;
             }
-            plan.bytes_to_write += match self.dest {
-                Dest::Cache(_) => {
-                    let b = head.manifest.blob(&o.blob).expect("checked in nix_objects");
-                    if plan.needed.contains(&o.blob) && !counted.contains(&o.blob) {
-                        counted.insert(o.blob);
-                        b.size
-                    } else {
-                        0
-                    }
-                }
-                Dest::Store { .. } => o.nar_size,
-            };
             self.new_paths.push(p);
         }
+        plan.bytes_to_write = blob_bytes;
         self.bytes_written = plan.bytes_to_write;
         self.check_space(blob_bytes)?;
         if self.in_place() {
@@ -412,6 +400,20 @@ impl Target for NixTarget {
             plan.needed.clear();
         }
         Ok(plan)
+    }
+
+    fn plan_unreached(&mut self, head: &Head) -> TargetPlan {
+        let mut plan = TargetPlan::default();
+        for o in &self.objects {
+            plan.new_objects.push(format!("nix-path {}", o.path));
+            let Some(b) = head.manifest.blob(&o.blob).filter(|b| b.offset.is_some()) else {
+                continue;
+            };
+            if plan.needed.insert(o.blob) {
+                plan.bytes_to_write += b.size;
+            }
+        }
+        plan
     }
 
     fn begin(&mut self, blob: &BlobEntry) -> io::Result<()> {

@@ -186,7 +186,7 @@ impl NixTarget {
             .filter_map(|p| head.manifest.blob(&by_path[p].blob))
             .map(|b| b.size)
             .sum();
-        let bar = progress.bar(format!("Nix NARs into {}", self.describe()), total);
+        let bar = progress.bar(format!("Nix paths into {}", self.describe()), total);
         let done = std::sync::atomic::AtomicBool::new(false);
         let copied = std::thread::scope(|scope| {
             scope.spawn(|| {
@@ -200,7 +200,10 @@ impl NixTarget {
             r
         });
         match &copied {
-            Ok(()) => bar.finish("served"),
+            Ok(()) => {
+                bar.set_position(total);
+                bar.finish("added");
+            }
             Err(_) => bar.clear(),
         }
         let failures = server.failures();
@@ -262,11 +265,12 @@ impl NixTarget {
             cmd = cmd.args(["--option", "trusted-public-keys", &keys.join(" ")]);
         }
         // Nix says "copying path '<path>' from '<cache>'..." as it starts each path:
-        // that drives a bar in bytes of NAR, so a long copy is not a silent minute.
+        // that drives a bar in bytes of the NAR blobs (the unit of the plan), so a
+        // long copy is not a silent minute.
         let sizes: BTreeMap<String, u64> = self
             .objects
             .iter()
-            .map(|o| (o.path.to_string(), o.nar_size))
+            .map(|o| (o.path.to_string(), o.blob_size))
             .collect();
         let total: u64 = self
             .new_paths
