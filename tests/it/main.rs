@@ -32,6 +32,7 @@ mod properties;
 mod registry_client;
 mod registry_resolver;
 mod services;
+mod site;
 mod spec_vectors;
 mod token_auth;
 mod volumes;

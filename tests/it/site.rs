@@ -1,0 +1,913 @@
+//! From a bare host to a running site, against the real parts: files installed
+//! below a temporary `--root` (from a local folder, a URL served on loopback, a
+//! flake output built by the real Nix) with escapes tried and refused; v1 then v2
+//! of a bundle into a real containerd with a second bundle sharing an image, then
+//! `list`, `remove` and `--prune`, judged with `ctr`; K3s's own air-gap artifacts
+//! as inputs (a docker-archive of several images, a zstd oci-archive, an image
+//! list), judged with skopeo; fleet mode leaving manifests out; and the progress
+//! bar of a containerd import of a 300 MiB layer under a real terminal (`script`).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use sha2::Digest as _;
+
+use crate::support::*;
+
+// ---------------------------------------------------------------------------
+// Files
+// ---------------------------------------------------------------------------
+
+/// A download server on loopback: the files of `dir`, with Range requests, the
+/// first answer for `cut` cut short after half its body (a connection that
+/// breaks mid-download, which a real server will not do on demand). Counts the
+/// requests it answers.
+struct Downloads {
+    url: String,
+    hits: Arc<AtomicUsize>,
+    _server: FakeHttp,
+}
+
+impl Downloads {
+    fn serve(dir: PathBuf, cut: &str) -> Downloads {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        let cut = format!("/{cut}");
+        let cut_done = Arc::new(AtomicUsize::new(0));
+        let server = FakeHttp::start(move |req| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let path = req.path.split('?').next().unwrap_or("");
+            let Ok(body) = fs::read(dir.join(path.trim_start_matches('/'))) else {
+                return Response::new(404, "");
+            };
+            let from = req
+                .header("range")
+                .and_then(|r| r.strip_prefix("bytes="))
+                .and_then(|r| r.strip_suffix('-'))
+                .and_then(|n| n.parse::<usize>().ok());
+            match from {
+                Some(f) if f < body.len() => Response::new(206, body[f..].to_vec()).header(
+                    "Content-Range",
+                    &format!("bytes {f}-{}/{}", body.len() - 1, body.len()),
+                ),
+                _ if path == cut && cut_done.fetch_add(1, Ordering::SeqCst) == 0 => {
+                    let half = body.len() / 2;
+                    Response::new(200, body).cut_after(half)
+                }
+                _ => Response::new(200, body),
+            }
+        });
+        Downloads {
+            url: format!("http://{}", server.addr()),
+            hits,
+            _server: server,
+        }
+    }
+}
+
+/// Mode bits and bytes of the file at `p` (not followed).
+fn file_at(p: &Path) -> (u32, Vec<u8>) {
+    let m = fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    assert!(m.is_file(), "{} is not a regular file", p.display());
+    (m.permissions().mode() & 0o7777, fs::read(p).unwrap())
+}
+
+/// Every path below `dir`, relative, sorted (symlinks not followed).
+fn tree(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(rd) = fs::read_dir(dir) else { return };
+        for e in rd {
+            let e = e.unwrap();
+            let p = e.path();
+            out.push(p.strip_prefix(base).unwrap().display().to_string());
+            if e.file_type().unwrap().is_dir() {
+                walk(base, &p, out);
+            }
+        }
+    }
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+#[test]
+fn files_install_below_a_root_as_a_chroot_sees_it() {
+    require_tool("nix");
+    let w = Work::new("site-test");
+    let unique = format!("gapbundle-site-test-{}", std::process::id());
+    // A local file and a folder.
+    w.write("dist/k3s", "#!/bin/sh\necho k3s\n");
+    fs::set_permissions(w.path("dist/k3s"), fs::Permissions::from_mode(0o755)).unwrap();
+    w.write("conf/registries.yaml", "mirrors: {}\n");
+    w.write("conf/sub/extra.conf", "x = 1\n");
+    // A download: 3 MiB, cut off halfway on the first try.
+    let airgap = deterministic_bytes(0x6169_7267_6170, 3 << 20);
+    fs::create_dir_all(w.path("www")).unwrap();
+    fs::write(w.path("www/k3s-airgap-images-amd64.tar.zst"), &airgap).unwrap();
+    let server = Downloads::serve(w.path("www"), "k3s-airgap-images-amd64.tar.zst");
+    let sum = sha256_digest(&airgap);
+    // A flake output that is a folder (a file of config and an executable).
+    w.write(
+        "flake/flake.nix",
+        &format!(
+            r#"{{
+  outputs = {{ self }}: {{
+    packages.x86_64-linux.site-config = builtins.derivation {{
+      name = "gb-site-config";
+      system = "x86_64-linux";
+      builder = "/bin/sh";
+      args = [ "-c" "mkdir -p $out/bin; printf 'site=1\n' > $out/{unique}.conf; printf '#!/bin/sh\n' > $out/bin/run; chmod 755 $out/bin/run" ];
+      PATH = "/usr/bin:/bin";
+    }};
+  }};
+}}
+"#
+        ),
+    );
+    w.write(
+        "bundle.yaml",
+        &format!(
+            "name: bare-host\nversion: \"1\"\nfiles:\n  - path: ./dist/k3s\n    target: /usr/local/bin/k3s\n  - path: ./conf\n    target: /etc/rancher/k3s\n    mode: \"0600\"\n  - url: {}/k3s-airgap-images-amd64.tar.zst\n    sha256: \"{}\"\n    target: /var/lib/rancher/k3s/agent/images/k3s-airgap-images-amd64.tar.zst\n  - installable: ./flake#packages.x86_64-linux.site-config\n    target: /etc/site\n",
+            server.url,
+            sum.trim_start_matches("sha256:")
+        ),
+    );
+    ok(with_nix_config(w.create("site.gapb")).output().unwrap());
+    ok(w.verify("site.gapb"));
+    let hits = server.hits.load(Ordering::SeqCst);
+    assert!(hits >= 2, "the cut download was resumed: {hits} requests");
+
+    // inspect shows every file with its mode, digest, size and source.
+    let info = w.inspect("site.gapb");
+    let files: BTreeMap<String, Value> = info["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["target"].as_str().unwrap().to_string(), f.clone()))
+        .collect();
+    let targets: Vec<&str> = files.keys().map(String::as_str).collect();
+    let conf = format!("/etc/site/{unique}.conf");
+    let mut want = vec![
+        "/etc/rancher/k3s/registries.yaml",
+        "/etc/rancher/k3s/sub/extra.conf",
+        "/etc/site/bin/run",
+        conf.as_str(),
+        "/usr/local/bin/k3s",
+        "/var/lib/rancher/k3s/agent/images/k3s-airgap-images-amd64.tar.zst",
+    ];
+    want.sort();
+    assert_eq!(targets, want);
+    let f = |t: &str| &files[t];
+    assert_eq!(f("/usr/local/bin/k3s")["mode"], "0755");
+    assert_eq!(f("/usr/local/bin/k3s")["source"], "path:./dist/k3s");
+    assert_eq!(f("/etc/rancher/k3s/sub/extra.conf")["mode"], "0600");
+    assert_eq!(f("/etc/site/bin/run")["mode"], "0755");
+    assert_eq!(f(&conf)["mode"], "0644");
+    let air = f("/var/lib/rancher/k3s/agent/images/k3s-airgap-images-amd64.tar.zst");
+    assert_eq!(air["digest"], sum, "a file's digest is its bytes' sha256");
+    assert_eq!(air["size"], airgap.len());
+    let human = run_stdout(gapbundle().arg("inspect").arg(w.path("site.gapb")));
+    assert!(
+        human.contains("files\n") && human.contains("/usr/local/bin/k3s"),
+        "{human}"
+    );
+
+    // A second create takes the download from the cache.
+    let before = server.hits.load(Ordering::SeqCst);
+    ok(with_nix_config(w.create("again.gapb")).output().unwrap());
+    assert_eq!(
+        server.hits.load(Ordering::SeqCst),
+        before,
+        "no request for a cached file"
+    );
+
+    // The root: /etc/site is a symlink to the *host's* /etc (absolute), and
+    // /usr/local/bin one to a folder outside the root. Inside the root both mean
+    // the root's own paths; nothing may land in /etc or in `outside`.
+    let root = w.path("root");
+    let outside = w.path("outside");
+    fs::create_dir_all(root.join("etc")).unwrap();
+    fs::create_dir_all(root.join("usr/local")).unwrap();
+    fs::create_dir_all(&outside).unwrap();
+    symlink("/etc", root.join("etc/site")).unwrap();
+    symlink(&outside, root.join("usr/local/bin")).unwrap();
+    assert!(!Path::new("/etc").join(format!("{unique}.conf")).exists());
+    let out = ok(w
+        .import(&w.path("site.gapb"))
+        .arg("--root")
+        .arg(&root)
+        .output()
+        .unwrap());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("6 new, 0 already present"),
+        "{out:?}"
+    );
+    assert_eq!(
+        tree(&outside),
+        Vec::<String>::new(),
+        "nothing outside the root"
+    );
+    assert!(
+        !Path::new("/etc").join(format!("{unique}.conf")).exists(),
+        "nothing in the host's /etc"
+    );
+    let inside_outside = root.join(outside.strip_prefix("/").unwrap());
+    assert_eq!(
+        file_at(&inside_outside.join("k3s")),
+        (0o755, b"#!/bin/sh\necho k3s\n".to_vec())
+    );
+    assert_eq!(
+        file_at(&root.join(format!("etc/{unique}.conf"))),
+        (0o644, b"site=1\n".to_vec())
+    );
+    assert_eq!(file_at(&root.join("etc/bin/run")).0, 0o755);
+    assert_eq!(
+        file_at(&root.join("etc/rancher/k3s/sub/extra.conf")),
+        (0o600, b"x = 1\n".to_vec())
+    );
+    assert_eq!(
+        file_at(&root.join("var/lib/rancher/k3s/agent/images/k3s-airgap-images-amd64.tar.zst")),
+        (0o644, airgap.clone())
+    );
+    assert!(
+        !tree(&root).iter().any(|p| p.contains(".gapbundle-")),
+        "no temporary file left: {:?}",
+        tree(&root)
+    );
+    // A second import finds every file in place and writes nothing.
+    let again = ok(w
+        .import(&w.path("site.gapb"))
+        .arg("--root")
+        .arg(&root)
+        .output()
+        .unwrap());
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("0 new, 6 already present"),
+        "{again:?}"
+    );
+
+    // `..` in a target: refused before anything is written, even validly signed.
+    let key = w.signing_key();
+    resign(&w.path("site.gapb"), &w.path("dotdot.gapb"), &key, |m| {
+        for o in m["objects"].as_array_mut().unwrap() {
+            if o["name"] == "/usr/local/bin/k3s" {
+                o["name"] = json!("/usr/local/../../../escape");
+            }
+        }
+    });
+    let clean = w.path("clean");
+    fs::create_dir_all(&clean).unwrap();
+    let o = w
+        .import(&w.path("dotdot.gapb"))
+        .arg("--root")
+        .arg(&clean)
+        .output()
+        .unwrap();
+    let err = fails(&o, 3);
+    assert!(err.contains("`..` component"), "{err}");
+    assert_eq!(tree(&clean), Vec::<String>::new(), "nothing written");
+    assert!(!w.path("escape").exists() && !Path::new("/escape").exists());
+
+    // A target that is a folder on the host: refused before anything is written.
+    let dir_root = w.path("dir-root");
+    fs::create_dir_all(dir_root.join("usr/local/bin/k3s")).unwrap();
+    let o = w
+        .import(&w.path("site.gapb"))
+        .arg("--root")
+        .arg(&dir_root)
+        .output()
+        .unwrap();
+    let err = fails(&o, 1);
+    assert!(
+        err.contains("usr/local/bin/k3s is a folder on this host"),
+        "{err}"
+    );
+    assert_eq!(
+        tree(&dir_root),
+        ["usr", "usr/local", "usr/local/bin", "usr/local/bin/k3s"]
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The life of imported bundles
+// ---------------------------------------------------------------------------
+
+/// `ctr images ls` as REF -> labels.
+fn ctr_labels(c: &Containerd) -> BTreeMap<String, String> {
+    c.ctr_stdout(&["images", "ls"])
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some((f.first()?.to_string(), f.last()?.to_string()))
+        })
+        .collect()
+}
+
+fn pinned(labels: &BTreeMap<String, String>, r: &str) -> bool {
+    labels
+        .get(r)
+        .unwrap_or_else(|| panic!("{r} is not registered: {labels:#?}"))
+        .contains("io.cri-containerd.pinned=pinned")
+}
+
+/// The image records `name` (a registry reference) is registered under.
+fn refs_of(bundle: &Path, name: &str) -> Vec<String> {
+    let head = head_of(bundle);
+    let o = head
+        .manifest
+        .objects
+        .iter()
+        .find(|o| o.name == name)
+        .unwrap_or_else(|| panic!("{name} not in {}", bundle.display()));
+    let repo = &name[..name.rfind(':').unwrap()];
+    vec![name.to_string(), format!("{repo}@{}", o.digest)]
+}
+
+#[test]
+fn a_new_version_replaces_the_old_and_remove_leaves_what_another_bundle_needs() {
+    let reg = Registry::start();
+    push_versions(&reg);
+    let ctd = Containerd::start();
+    let w = Work::new("site-test");
+    let make = |spec: &str, out: &str| {
+        w.write("bundle.yaml", spec);
+        let _ = fs::remove_file(w.path("bundle.lock"));
+        ok(w.create(out)
+            .args(["--insecure-registry", &reg.addr, "--quiet"])
+            .output()
+            .unwrap());
+        w.path(out)
+    };
+    let v1 = make(&versions_spec(&reg, 1), "v1.gapb");
+    let v2 = make(&versions_spec(&reg, 2), "v2.gapb");
+    let tool = reg.reference("team/tool:1");
+    let other = make(
+        &format!("name: other\nversion: \"1\"\nplatforms: [linux/amd64]\nimages:\n  - ref: {}\n  - ref: {tool}\n", reg.reference("team/extra:1")),
+        "other.gapb",
+    );
+    let import = |b: &Path, extra: &[&str]| {
+        ok(w.import(b)
+            .arg("--containerd")
+            .arg(ctd.socket())
+            .args(extra)
+            .output()
+            .unwrap())
+    };
+    let list = || {
+        json_stdout(&run(gapbundle()
+            .args(["--json", "list", "--state-dir"])
+            .arg(w.state_dir())))
+    };
+    let app1 = refs_of(&v1, &reg.reference("team/app:1"));
+    let app2 = refs_of(&v2, &reg.reference("team/app:2"));
+    let extra = refs_of(&v2, &reg.reference("team/extra:1"));
+    let tools = refs_of(&v1, &tool);
+
+    import(&v1, &[]);
+    import(&other, &[]);
+    let l = list();
+    let names: Vec<(&str, &str)> = l["bundles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b["name"].as_str().unwrap(), b["version"].as_str().unwrap()))
+        .collect();
+    assert_eq!(names, [("other", "1"), ("site", "1")], "{l}");
+    let site = &l["bundles"][1];
+    assert_eq!(site["complete"], true);
+    assert_eq!(site["signers"], json!(["site-test"]));
+    assert_eq!(site["targets"][0]["kind"], "containerd");
+    assert_eq!(site["targets"][0]["images"].as_array().unwrap().len(), 2);
+
+    // v2: the dry run says what goes, the import does it. app:1 was only v1's: its
+    // records are unpinned (still there, kubelet may collect them); tool:1 is in
+    // v2 and in `other`, extra:1 is v2's and other's: all stay pinned.
+    let dry = run_stdout(
+        w.import(&v2)
+            .arg("--containerd")
+            .arg(ctd.socket())
+            .arg("--dry-run"),
+    );
+    for r in &app1 {
+        assert!(dry.contains(&format!("would unpin image {r}")), "{dry}");
+    }
+    assert!(
+        pinned(&ctr_labels(&ctd), &app1[0]),
+        "a dry run changes nothing"
+    );
+    let out = import(&v2, &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("replaced site 1"), "{text}");
+    let labels = ctr_labels(&ctd);
+    for r in &app1 {
+        assert!(!pinned(&labels, r), "{r} unpinned: {labels:#?}");
+        assert!(
+            labels[r].contains("io.cri-containerd.image=managed"),
+            "still listed by CRI"
+        );
+    }
+    for r in app2.iter().chain(&tools).chain(&extra) {
+        assert!(pinned(&labels, r), "{r}");
+    }
+    let l = list();
+    assert_eq!(l["bundles"][1]["version"], "2", "{l}");
+
+    // Back to v1 with --prune: what only v2 had (app:2) is deleted, not just
+    // unpinned; what `other` names (extra:1, tool:1) stays; app:1 is pinned again.
+    import(&v1, &["--prune"]);
+    let labels = ctr_labels(&ctd);
+    for r in &app2 {
+        assert!(!labels.contains_key(r), "{r} deleted: {labels:#?}");
+    }
+    for r in app1.iter().chain(&tools).chain(&extra) {
+        assert!(pinned(&labels, r), "{r}");
+    }
+
+    // remove: --dry-run first; then site goes and takes app:1 with it, while
+    // tool:1, which `other` needs, stays pinned.
+    let dry = run_stdout(
+        gapbundle()
+            .args(["remove", "site", "--dry-run", "--state-dir"])
+            .arg(w.state_dir()),
+    );
+    assert!(
+        dry.contains(&format!("would unpin image {}", app1[0])),
+        "{dry}"
+    );
+    assert!(!dry.contains(&tools[0]), "{dry}");
+    let out = run_stdout(
+        gapbundle()
+            .args(["remove", "site", "--state-dir"])
+            .arg(w.state_dir()),
+    );
+    assert!(
+        out.contains(&format!("unpinned image {}", app1[0])),
+        "{out}"
+    );
+    let labels = ctr_labels(&ctd);
+    assert!(!pinned(&labels, &app1[0]));
+    assert!(pinned(&labels, &tools[0]) && pinned(&labels, &extra[0]));
+    let l = list();
+    let names: Vec<&str> = l["bundles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["other"], "{l}");
+    let human = run_stdout(gapbundle().args(["list", "--state-dir"]).arg(w.state_dir()));
+    assert!(
+        human.contains("other 1") && human.contains("2 image(s) in containerd"),
+        "{human}"
+    );
+    // Removing what is not there says so (bad input).
+    let o = gapbundle()
+        .args(["remove", "site", "--state-dir"])
+        .arg(w.state_dir())
+        .output()
+        .unwrap();
+    assert!(fails(&o, 4).contains("no bundle named `site`"));
+    // Each receipt follows its schema.
+    let schema: Value = serde_json::from_slice(
+        &fs::read(repo().join("bundle-spec/schema/receipt.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    for e in fs::read_dir(w.state_dir().join("receipts")).unwrap() {
+        let v: Value = serde_json::from_slice(&fs::read(e.unwrap().path()).unwrap()).unwrap();
+        let errors: Vec<String> = validator.iter_errors(&v).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?}\n{v}");
+    }
+}
+
+#[test]
+fn a_killed_import_leaves_a_receipt_the_next_import_completes() {
+    let w = Work::new("site-test");
+    w.write("a.conf", "a\n");
+    w.write("b.conf", "b\n");
+    w.write(
+        "bundle.yaml",
+        "name: host\nversion: \"1\"\nfiles:\n  - path: ./a.conf\n    target: /etc/a.conf\n",
+    );
+    ok(w.create("v1.gapb").output().unwrap());
+    w.write(
+        "bundle.yaml",
+        "name: host\nversion: \"2\"\nfiles:\n  - path: ./b.conf\n    target: /etc/b.conf\n",
+    );
+    ok(w.create("v2.gapb").output().unwrap());
+    let root = w.path("root");
+    fs::create_dir_all(&root).unwrap();
+    let import = |b: &str| {
+        w.import(&w.path(b))
+            .arg("--root")
+            .arg(&root)
+            .output()
+            .unwrap()
+    };
+    ok(import("v1.gapb"));
+    // v2 dies half-way: its bundle is cut short, so the stream fails after the
+    // pending receipt was written and before anything was installed.
+    let bytes = fs::read(w.path("v2.gapb")).unwrap();
+    fs::write(w.path("cut.gapb"), &bytes[..bytes.len() - 2048]).unwrap();
+    fails(&import("cut.gapb"), 3);
+    let receipts = w.state_dir().join("receipts");
+    let pending: Value =
+        serde_json::from_slice(&fs::read(receipts.join("host.importing.json")).unwrap()).unwrap();
+    assert_eq!(pending["complete"], false);
+    assert_eq!(pending["version"], "2");
+    let l = run_stdout(gapbundle().args(["list", "--state-dir"]).arg(w.state_dir()));
+    assert!(l.contains("import not finished"), "{l}");
+    assert!(root.join("etc/a.conf").exists() && !root.join("etc/b.conf").exists());
+    // The rerun from the whole bundle completes it: v1's file goes, v2's is there,
+    // and one complete receipt is left.
+    ok(import("v2.gapb"));
+    assert!(!root.join("etc/a.conf").exists() && root.join("etc/b.conf").exists());
+    assert!(!receipts.join("host.importing.json").exists());
+    let done: Value =
+        serde_json::from_slice(&fs::read(receipts.join("host.json")).unwrap()).unwrap();
+    assert_eq!(
+        (done["version"].as_str(), done["complete"].as_bool()),
+        (Some("2"), Some(true))
+    );
+}
+
+// ---------------------------------------------------------------------------
+// K3s's own artifacts as inputs
+// ---------------------------------------------------------------------------
+
+/// One docker-archive of several images, as `docker save A B` (and K3s's air-gap
+/// tarball) lays it out: the members of single-image archives skopeo wrote, and
+/// one `manifest.json` listing all of their images.
+fn merge_docker_archives(parts: &[PathBuf], out: &Path) {
+    let mut entries: Vec<Value> = Vec::new();
+    let mut members: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for p in parts {
+        let mut a = tar::Archive::new(fs::File::open(p).unwrap());
+        for e in a.entries().unwrap() {
+            let mut e = e.unwrap();
+            let name = e.path().unwrap().display().to_string();
+            let mut b = Vec::new();
+            e.read_to_end(&mut b).unwrap();
+            if name == "manifest.json" {
+                let list: Vec<Value> = serde_json::from_slice(&b).unwrap();
+                entries.extend(list);
+            } else if name != "repositories" {
+                members.insert(name, b);
+            }
+        }
+    }
+    members.insert(
+        "manifest.json".into(),
+        serde_json::to_vec(&entries).unwrap(),
+    );
+    let mut b = tar::Builder::new(fs::File::create(out).unwrap());
+    for (name, bytes) in members {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, bytes.as_slice()).unwrap();
+    }
+    b.finish().unwrap();
+}
+
+#[test]
+fn k3s_air_gap_artifacts_are_inputs() {
+    let reg = Registry::start();
+    let fx = push_fixture_images(&reg, None);
+    let w = Work::new("site-test");
+    let layout = fixture_layout().display().to_string();
+    // A docker-archive of two images, the second under two names.
+    let a = w.path("app.tar");
+    let t = w.path("tool.tar");
+    run(skopeo().args([
+        "copy",
+        "--quiet",
+        &format!("oci:{layout}:{}", tags::APP),
+        &format!("docker-archive:{}:example/app:1.2", a.display()),
+    ]));
+    run(skopeo().args([
+        "copy",
+        "--quiet",
+        "--additional-tag",
+        "example/tool:latest",
+        &format!("oci:{layout}:{}", tags::TOOL),
+        &format!("docker-archive:{}:example/tool:0.3", t.display()),
+    ]));
+    merge_docker_archives(&[a.clone(), t.clone()], &w.path("k3s-airgap-images.tar"));
+    // A zstd-compressed oci-archive of the multi-arch image, named in its index.
+    let oci = w.path("multi.tar");
+    run(skopeo().args([
+        "copy",
+        "--quiet",
+        "--all",
+        &format!("oci:{layout}:{}", tags::MULTI),
+        &format!("oci-archive:{}:example/multi:1.0", oci.display()),
+    ]));
+    run(tool("zstd").args(["-q", "--rm"]).arg(&oci));
+    // An image list as K3s reads one: comments, blank lines, white space.
+    w.write(
+        "images.txt",
+        &format!(
+            "# K3s images\n\n  {}  \n{}\n",
+            fx.app.reference, fx.tool.reference
+        ),
+    );
+    w.write(
+        "bundle.yaml",
+        "name: airgap\nversion: \"1\"\nplatforms: [linux/amd64]\nimages:\n  - archive: ./k3s-airgap-images.tar\n  - archive: ./multi.tar.zst\n  - list: ./images.txt\n",
+    );
+    ok(w.create("airgap.gapb")
+        .args(["--insecure-registry", &reg.addr])
+        .output()
+        .unwrap());
+    ok(w.verify("airgap.gapb"));
+    let info = w.inspect("airgap.gapb");
+    let images: BTreeMap<String, String> = info["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["ref"].as_str().unwrap().to_string(),
+                i["digest"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    // Every image under each of its names, with the digests the registry and the
+    // fixture layout give.
+    let names: Vec<&str> = images.keys().map(String::as_str).collect();
+    let mut want = vec![
+        "docker.io/example/app:1.2",
+        "docker.io/example/tool:0.3",
+        "docker.io/example/tool:latest",
+        "example/multi:1.0",
+        fx.app.reference.as_str(),
+        fx.tool.reference.as_str(),
+    ];
+    want.sort();
+    assert_eq!(names, want, "{info}");
+    assert_eq!(
+        images["docker.io/example/tool:0.3"], images["docker.io/example/tool:latest"],
+        "one image, two names"
+    );
+    assert_eq!(
+        images["example/multi:1.0"], fx.multi.index_digest,
+        "the index as published"
+    );
+    assert_eq!(images[&fx.app.reference], fx.app.manifest_digest);
+    // The archive's manifests are the ones skopeo sees in it.
+    let tar = w.path("k3s-airgap-images.tar");
+    for n in ["docker.io/example/app:1.2", "docker.io/example/tool:0.3"] {
+        let m = skopeo_manifest(&format!("docker-archive:{}:{n}", tar.display()), None);
+        let head = head_of(&w.path("airgap.gapb"));
+        let o = head.manifest.objects.iter().find(|o| o.name == n).unwrap();
+        for layer in manifest_layer_digests(&m) {
+            assert!(
+                o.blobs.iter().any(|b| b.to_string() == layer),
+                "{n}: layer {layer} bundled"
+            );
+        }
+    }
+    // One lock key per name of a several-image archive.
+    let lock: Value = serde_json::from_slice(&fs::read(w.path("bundle.lock")).unwrap()).unwrap();
+    let keys: Vec<&str> = lock["images"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert!(
+        keys.contains(&"archive:k3s-airgap-images.tar#docker.io/example/tool:latest"),
+        "{keys:?}"
+    );
+    assert!(keys.contains(&"archive:multi.tar.zst"), "{keys:?}");
+    assert!(
+        keys.contains(&format!("ref:{}", fx.app.reference).as_str()),
+        "{keys:?}"
+    );
+    // A list line that is not a reference is refused, naming the line.
+    w.write("images.txt", "a/b:1\nnot a reference\n");
+    let o = w
+        .create("bad.gapb")
+        .args(["--insecure-registry", &reg.addr])
+        .output()
+        .unwrap();
+    let err = fails(&o, 4);
+    assert!(err.contains("images.txt:2: `not a reference`"), "{err}");
+}
+
+// ---------------------------------------------------------------------------
+// Fleet mode and manifests
+// ---------------------------------------------------------------------------
+
+#[test]
+fn fleet_mode_leaves_manifests_out_unless_asked() {
+    let reg = Registry::start();
+    let fx = push_fixture_images(&reg, None);
+    let fleet = Registry::start();
+    let w = Work::new("site-test");
+    w.write(
+        "pod.yaml",
+        &format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  containers: [{{name: a, image: \"{}\"}}]\n", fx.app.reference),
+    );
+    w.write(
+        "bundle.yaml",
+        "name: fleet-app\nversion: \"1\"\nplatforms: [linux/amd64]\nmanifests:\n  - path: ./pod.yaml\n",
+    );
+    ok(w.create("f.gapb")
+        .args(["--insecure-registry", &reg.addr])
+        .output()
+        .unwrap());
+    let push = |extra: &[&str]| {
+        ok(w.import(&w.path("f.gapb"))
+            .args([
+                "--registry",
+                &fleet.addr,
+                "--insecure-registry",
+                &fleet.addr,
+            ])
+            .args(extra)
+            .output()
+            .unwrap())
+    };
+    let folder = w.k3s_root().join("server/manifests/fleet-app");
+    let out = push(&[]);
+    assert!(!folder.exists(), "a fleet import writes no manifests here");
+    assert!(
+        stderr(&out).contains("--local-manifests"),
+        "{}",
+        stderr(&out)
+    );
+    push(&["--local-manifests"]);
+    assert!(folder.join("manifests-pod.yaml").is_file());
+}
+
+// ---------------------------------------------------------------------------
+// What an operator sees
+// ---------------------------------------------------------------------------
+
+/// A sha256 of a file, streamed.
+fn sha256_file(p: &Path) -> String {
+    let mut h = sha2::Sha256::new();
+    let mut f = fs::File::open(p).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// An OCI layout at `dir` with one image tagged `big`: one uncompressed layer
+/// holding a file of `size` zero bytes, written as a stream.
+fn big_layout(dir: &Path, size: u64) {
+    let blobs = dir.join("blobs/sha256");
+    fs::create_dir_all(&blobs).unwrap();
+    let layer = dir.join("layer.tar");
+    {
+        let mut b = tar::Builder::new(std::io::BufWriter::new(fs::File::create(&layer).unwrap()));
+        let mut h = tar::Header::new_gnu();
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "big.bin", std::io::repeat(0).take(size))
+            .unwrap();
+        b.into_inner().unwrap().flush().unwrap();
+    }
+    let layer_digest = sha256_file(&layer);
+    let layer_size = fs::metadata(&layer).unwrap().len();
+    fs::rename(
+        &layer,
+        blobs.join(layer_digest.trim_start_matches("sha256:")),
+    )
+    .unwrap();
+    let put = |bytes: Vec<u8>| {
+        let d = sha256_digest(&bytes);
+        fs::write(blobs.join(d.trim_start_matches("sha256:")), &bytes).unwrap();
+        (d, bytes.len())
+    };
+    let (config, config_size) = put(serde_json::to_vec(&json!({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+    }))
+    .unwrap());
+    let (manifest, manifest_size) = put(
+        serde_json::to_vec(&json!({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST_MEDIA_TYPE,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_size},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer_size}],
+        }))
+        .unwrap(),
+    );
+    fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "manifests": [{"mediaType": OCI_MANIFEST_MEDIA_TYPE, "digest": manifest, "size": manifest_size,
+                           "annotations": {"org.opencontainers.image.ref.name": "big"}}],
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+}
+
+/// The byte counts a progress bar drew (`12.50 MiB/300.01 MiB`) whose total is
+/// at least `min_total` MiB, in MiB.
+fn drawn_counts(screen: &str, min_total: f64) -> Vec<f64> {
+    let mib = |v: f64, unit: &str| match unit {
+        "B" => v / 1048576.0,
+        "KiB" => v / 1024.0,
+        "MiB" => v,
+        "GiB" => v * 1024.0,
+        _ => f64::NAN,
+    };
+    let mut out = Vec::new();
+    for (i, _) in screen.match_indices('/') {
+        let before: Vec<&str> = screen[..i].split_whitespace().rev().take(2).collect();
+        let after: Vec<&str> = screen[i + 1..].split_whitespace().take(2).collect();
+        let (Some(unit), Some(value), Some(total), Some(total_unit)) =
+            (before.first(), before.get(1), after.first(), after.get(1))
+        else {
+            continue;
+        };
+        let value = value.trim_start_matches(|c: char| !c.is_ascii_digit());
+        let (Ok(v), Ok(t)) = (value.parse::<f64>(), total.parse::<f64>()) else {
+            continue;
+        };
+        if mib(
+            t,
+            total_unit.trim_end_matches(|c: char| !c.is_ascii_alphabetic()),
+        ) >= min_total
+        {
+            out.push(mib(v, unit));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_containerd_bar_moves_with_the_bytes_of_a_300_mib_layer() {
+    require_tool("script");
+    let ctd = Containerd::start();
+    let w = Work::new("site-test");
+    big_layout(&w.path("big"), 300 << 20);
+    w.write(
+        "bundle.yaml",
+        "name: big\nversion: \"1\"\nimages:\n  - layout: ./big:big\n    name: example.test/big:1\n",
+    );
+    ok(w.create("big.gapb").arg("--quiet").output().unwrap());
+    fs::remove_dir_all(w.path("big")).unwrap();
+    // Under a terminal, as an operator runs it: `script` gives the command a pty
+    // and copies what it draws to our stdout.
+    let cmd = w.import(&w.path("big.gapb"));
+    let mut line = shell_quote(&gapbundle_bin().display().to_string());
+    for a in cmd.get_args() {
+        line.push(' ');
+        line.push_str(&shell_quote(&a.to_string_lossy()));
+    }
+    line.push_str(&format!(
+        " --containerd {}",
+        shell_quote(&ctd.socket().display().to_string())
+    ));
+    let out = ok(tool("script")
+        .args([
+            "--quiet",
+            "--flush",
+            "--return",
+            "--command",
+            &line,
+            "/dev/null",
+        ])
+        .env("GAPBUNDLE_STATE_DIR", w.state_dir())
+        .env("COLUMNS", "160")
+        .output()
+        .unwrap());
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(screen.contains("imported big 1"), "{screen}");
+    let counts = drawn_counts(&screen, 299.0);
+    let between: Vec<&f64> = counts.iter().filter(|c| **c > 1.0 && **c < 299.0).collect();
+    assert!(
+        !between.is_empty(),
+        "the bar showed intermediate byte counts of the 300 MiB layer: {counts:?}\n{screen}"
+    );
+    fs::remove_file(w.path("big.gapb")).unwrap();
+    fs::remove_dir_all(w.path("cache")).unwrap();
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
