@@ -288,6 +288,23 @@ fn round_trip_into_a_fresh_store() {
         "a dry run changed nothing"
     );
     assert!(String::from_utf8_lossy(&dry.stdout).contains(&app));
+    let planned = json_stdout(&ok(gb()
+        .args([
+            "--json",
+            "import",
+            "--dry-run",
+            "--skip-images",
+            "--skip-manifests",
+        ])
+        .arg(w.path("site.gapb"))
+        .arg("--trust")
+        .arg(w.public())
+        .args(["--nix-store", &store])
+        .output()
+        .unwrap()))["targets"][0]["plan"]["bytesToWrite"]
+        .as_u64()
+        .unwrap();
+    assert!(planned > 0);
 
     // With a proxy in the environment that goes nowhere, as on many field and CI
     // machines: the NARs are served on a loopback port, which no proxy is asked for.
@@ -325,6 +342,8 @@ fn round_trip_into_a_fresh_store() {
         .as_array()
         .unwrap()
         .is_empty());
+    // The dry run's size is the import's (the NAR blobs handed to the store).
+    assert_eq!(v["targets"][0]["result"]["bytesWritten"], planned, "{v}");
 
     // A second import is a no-op.
     let second = ok(imp(&w));
