@@ -566,8 +566,19 @@ fn assemble(a: &CreateArgs, inputs: &Inputs, resolved: &Resolved) -> Result<Asse
         created,
         ..
     } = inputs;
-    let lock_bytes = resolved.new_lock.to_bytes();
-    let lock_changed = fs::read(lock_path).ok().as_deref() != Some(lock_bytes.as_slice());
+    // A lock on disk that pins exactly what was resolved is kept as it is, in
+    // whatever layout it has (an older compact lock included): the bundle carries
+    // those bytes and the file is not rewritten, so an unchanged lock never shows
+    // up in a review. Any change writes the laid-out form.
+    let on_disk = fs::read(lock_path).ok();
+    let unchanged = on_disk.as_deref().filter(|b| {
+        Lock::parse(&lock_path.display().to_string(), b).is_ok_and(|l| l == resolved.new_lock)
+    });
+    let lock_bytes = match unchanged {
+        Some(b) => b.to_vec(),
+        None => resolved.new_lock.to_bytes(),
+    };
+    let lock_changed = on_disk.as_deref() != Some(lock_bytes.as_slice());
     let mut builder = BundleBuilder::new(
         &loaded.spec.name,
         &loaded.spec.version,

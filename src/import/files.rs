@@ -9,8 +9,9 @@
 //! name with one rename, so a file is either old or new, never cut short, and a
 //! damaged bundle installs nothing. A file that is already there with the same
 //! bytes and mode is left alone, so a second import writes nothing. A target that
-//! is a folder on the host is refused before anything is written; one that is a
-//! symlink is replaced by the file (the link is never followed).
+//! is a folder (or a device, socket or pipe) on the host is refused before
+//! anything is written; one that is a symlink is replaced by the file (the link is
+//! never followed).
 //!
 //! What may be a target is the format's rule (format.md section 15): the manifest
 //! reader refuses a bundle with a target that is not an absolute plain path (a
@@ -116,6 +117,11 @@ impl Files {
         match dir.entry(name)? {
             Entry::Folder => Err(anyhow::anyhow!(
                 "{} is a folder on this host, and the bundle installs a file there ({}): move the folder away, or import into another --root",
+                dir.shown.join(name).display(),
+                w.target
+            )),
+            Entry::Other => Err(anyhow::anyhow!(
+                "{} is a device, socket or pipe on this host, and the bundle installs a file there ({}): refusing to replace it",
                 dir.shown.join(name).display(),
                 w.target
             )),

@@ -7,7 +7,8 @@
 //! canonical JSON laid out one member a line ([`canonical::to_vec_pretty`]: sorted
 //! keys, two-space indentation), so that it is read and diffed in review, and still
 //! the same bytes from run to run. Locks written before, in the compact canonical
-//! form, are read as they are (any JSON layout is).
+//! form, are read as they are (any JSON layout is), and `create` keeps one that
+//! still pins exactly what it resolved in the layout it has.
 
 use std::collections::BTreeMap;
 
