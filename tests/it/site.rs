@@ -539,6 +539,53 @@ fn a_killed_import_leaves_a_receipt_the_next_import_completes() {
     );
 }
 
+#[test]
+fn the_lock_reads_in_review_and_update_says_which_tags_moved() {
+    let reg = Registry::start();
+    push_versions(&reg);
+    let w = Work::new("site-test");
+    w.write("bundle.yaml", &versions_spec(&reg, 1));
+    let create = |out: &str, extra: &[&str]| {
+        ok(w.create(out)
+            .args(["--insecure-registry", &reg.addr])
+            .args(extra)
+            .output()
+            .unwrap())
+    };
+    create("a.gapb", &[]);
+    let lock = fs::read_to_string(w.path("bundle.lock")).unwrap();
+    assert!(lock.starts_with("{\n  \"images\": {\n    \"ref:"), "{lock}");
+    assert!(lock.ends_with("\n  \"lockVersion\": 1\n}\n"), "{lock}");
+    let app = reg.reference("team/app:1");
+    let old: Value = serde_json::from_str(&lock).unwrap();
+    let old_digest = old["images"][format!("ref:{app}")]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The same inputs give the same lock bytes.
+    create("b.gapb", &[]);
+    assert_eq!(fs::read_to_string(w.path("bundle.lock")).unwrap(), lock);
+    // The tag moves upstream (app:1 now names app 2's image); --update says so.
+    run(skopeo().args([
+        "copy",
+        "--quiet",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:app2", versions_layout().display()),
+        &format!("docker://{app}"),
+    ]));
+    let moved = skopeo_digest(&reg.docker_ref("team/app:1"));
+    let out = create("c.gapb", &["--update"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("moved ref:{app} ({app}): {old_digest} -> {moved}")),
+        "{text}"
+    );
+    let tool = reg.reference("team/tool:1");
+    assert!(!text.contains(&format!("moved ref:{tool}")), "{text}");
+    let json = json_stdout(&create("d.gapb", &["--update", "--json"]));
+    assert_eq!(json["moved"], json!([]), "nothing moved since: {json}");
+}
+
 // ---------------------------------------------------------------------------
 // K3s's own artifacts as inputs
 // ---------------------------------------------------------------------------
