@@ -161,10 +161,10 @@ fn read_all(dir: &Path) -> Result<Vec<Stored>> {
 }
 
 fn remove_if_there(p: &Path) -> Result<()> {
-    match std::fs::remove_file(p) {
+    match fs::remove_file(p) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("cannot remove {}", p.display())),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -217,7 +217,7 @@ pub fn execute(actions: &[Retire], progress: &Progress) -> Result<Vec<String>> {
                     None => {}
                 }
             }
-            Retire::GcRoot { path } => match std::fs::symlink_metadata(path) {
+            Retire::GcRoot { path } => match fs::symlink_metadata(path) {
                 Ok(m) if m.file_type().is_symlink() => {
                     fs::remove_file(path)?;
                     done.push(format!("removed GC root {path}"));
@@ -230,7 +230,7 @@ pub fn execute(actions: &[Retire], progress: &Progress) -> Result<Vec<String>> {
                     continue;
                 }
                 let p = Path::new(folder).join(file);
-                match std::fs::symlink_metadata(&p) {
+                match fs::symlink_metadata(&p) {
                     Ok(m) if m.is_file() => {
                         fs::remove_file(&p)?;
                         done.push(format!(
@@ -241,7 +241,7 @@ pub fn execute(actions: &[Retire], progress: &Progress) -> Result<Vec<String>> {
                     _ => {}
                 }
                 // The bundle's folder goes once nothing is left in it.
-                let _ = std::fs::remove_dir(folder);
+                let _ = fs::remove_dir(folder);
             }
             Retire::File {
                 root,

@@ -281,15 +281,16 @@ impl Dir {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::symlink;
+    use fs_err as fs;
+    use fs_err::os::unix::fs::symlink;
 
     #[test]
     fn links_resolve_inside_the_root_and_never_above_it() {
         let t = tempfile::tempdir().unwrap();
         let root_path = t.path().join("root");
         let outside = t.path().join("outside");
-        std::fs::create_dir_all(root_path.join("real/etc")).unwrap();
-        std::fs::create_dir_all(&outside).unwrap();
+        fs::create_dir_all(root_path.join("real/etc")).unwrap();
+        fs::create_dir_all(&outside).unwrap();
         // An absolute link (to the host's /etc, outside a chroot), a relative one
         // that climbs past the root, and a link to a folder outside by full path.
         symlink("/real/etc", root_path.join("etc")).unwrap();
@@ -313,11 +314,11 @@ mod tests {
         let (f, tmp) = d.temp_for("x").unwrap();
         d.commit(&f, &tmp, "x", 0o640).unwrap();
         assert!(inside.join("x").is_file());
-        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+        assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
 
         // A missing folder without `create`; a file where a folder must be; a loop.
         assert!(root.dir(&["nope"], false).unwrap().is_none());
-        std::fs::write(root_path.join("file"), b"x").unwrap();
+        fs::write(root_path.join("file"), b"x").unwrap();
         assert!(matches!(
             root.dir(&["file", "x"], true),
             Err(RootError::NotAFolder { .. })
@@ -337,12 +338,12 @@ mod tests {
         ));
         assert_eq!(d.entry("none").unwrap(), Entry::Missing);
         // Replacing a symlink replaces the link, not what it points to.
-        std::fs::write(outside.join("target"), b"keep").unwrap();
+        fs::write(outside.join("target"), b"keep").unwrap();
         symlink(outside.join("target"), root_path.join("link")).unwrap();
         let (f, tmp) = d.temp_for("link").unwrap();
         d.commit(&f, &tmp, "link", 0o644).unwrap();
-        assert_eq!(std::fs::read(outside.join("target")).unwrap(), b"keep");
-        assert!(std::fs::symlink_metadata(root_path.join("link"))
+        assert_eq!(fs::read(outside.join("target")).unwrap(), b"keep");
+        assert!(fs::symlink_metadata(root_path.join("link"))
             .unwrap()
             .is_file());
     }

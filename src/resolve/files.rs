@@ -128,7 +128,7 @@ pub fn resolve(
 /// The size of a cached blob, when it is there (a download of an earlier run).
 fn cached_size(cas: &Cas, d: &Digest) -> Option<u64> {
     cas.contains(d, None)
-        .then(|| std::fs::metadata(cas.path(d)).ok().map(|m| m.len()))
+        .then(|| fs_err::metadata(cas.path(d)).ok().map(|m| m.len()))
         .flatten()
 }
 
@@ -141,10 +141,9 @@ fn local(
     root: &Path,
 ) -> Result<Vec<(String, Digest, u64, u32)>> {
     let what = f.source.describe();
-    let meta = std::fs::metadata(root).map_err(|e| {
+    let meta = fs_err::metadata(root).map_err(|e| {
         InputFailure(format!(
-            "files[{i}] ({what}): cannot read {}: {e} (a `path:` is relative to the spec file)",
-            root.display()
+            "files[{i}] ({what}): {e} (a `path:` is relative to the spec file)"
         ))
     })?;
     let mut found = Vec::new();
@@ -209,7 +208,7 @@ fn walk(
     seen: &mut BTreeSet<(u64, u64)>,
     out: &mut Vec<Found>,
 ) -> Result<()> {
-    let m = std::fs::metadata(dir)?;
+    let m = fs_err::metadata(dir)?;
     if depth > MAX_DEPTH || !seen.insert((m.dev(), m.ino())) {
         return Err(InputFailure(format!(
             "files[{i}] ({what}): {} links back into a folder above it (or nests more than {MAX_DEPTH} deep): give a folder without such links",
@@ -235,12 +234,8 @@ fn walk(
         } else {
             format!("{prefix}/{name}")
         };
-        let m = std::fs::metadata(&path).map_err(|e| {
-            InputFailure(format!(
-                "files[{i}] ({what}): cannot read {}: {e} (a link to nothing?)",
-                path.display()
-            ))
-        })?;
+        let m = fs_err::metadata(&path)
+            .map_err(|e| InputFailure(format!("files[{i}] ({what}): {e} (a link to nothing?)")))?;
         if m.is_dir() {
             walk(i, what, &path, &rel, depth + 1, seen, out)?;
         } else if m.is_file() {
