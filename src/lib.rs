@@ -18,8 +18,6 @@
 //! - [`pool`]: the one worker pool (std threads only, so the format may use it);
 //! - [`error`]: the markers that pick an exit code, used by every layer.
 
-#![deny(missing_docs)]
-
 pub mod bundle;
 pub mod cli;
 pub mod commands;

@@ -506,6 +506,10 @@ impl Manifest {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "test fixtures: std::fs and the tools that make them, where a failure is the test's"
+)]
 mod tests {
     use super::*;
     use crate::bundle::meta::NixPathMeta;

@@ -2,7 +2,6 @@
 
 use std::io::Write;
 
-use anyhow::Context;
 use fs_err as fs;
 
 use super::{print_json, Failure};
@@ -29,13 +28,12 @@ pub fn generate(a: KeyGenerateArgs, out: &OutputArgs) -> Result<(), Failure> {
         }
     }
     {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
+        use fs_err::os::unix::fs::OpenOptionsExt;
+        let mut f = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(&sec)
-            .with_context(|| format!("creating {}", sec.display()))?;
+            .open(&sec)?;
         f.write_all(key.to_nix_string().as_bytes())?;
         f.sync_all()?;
     }

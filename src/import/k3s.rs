@@ -120,7 +120,7 @@ impl StagedImages {
 
     /// Whether the archive at `path` was written from this bundle (its first entries).
     fn already_written(&self) -> bool {
-        let Ok(f) = std::fs::File::open(&self.path) else {
+        let Ok(f) = fs::File::open(&self.path) else {
             return false;
         };
         let mut r = io::BufReader::new(f).take(1 << 20);
@@ -132,7 +132,7 @@ impl StagedImages {
         // entry 1: oci-layout (512 + 512), entry 2: index.json.
         let start = 1024 + 512;
         buf.get(start..start + want.len()) == Some(&want[..])
-            && std::fs::metadata(&self.path).map(|m| m.len()).ok() == Some(self.len)
+            && fs::metadata(&self.path).map(|m| m.len()).ok() == Some(self.len)
     }
 
     fn open(&mut self) -> io::Result<&mut AtomicFile> {
@@ -345,6 +345,10 @@ fn file_matches(existing: &[u8], docs: &[Doc]) -> bool {
 /// Symlinks, folders and other names are not ours and never listed. `None` when
 /// `dir` is itself a symlink: what it points to is outside the manifests folder, so
 /// nothing is removed from it.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "NotFound is an answer; other errors name the path"
+)]
 fn stale_files(dir: &Path, keep: &BTreeMap<String, Vec<Doc>>) -> Result<Option<Vec<String>>> {
     match std::fs::symlink_metadata(dir) {
         Ok(m) if m.file_type().is_symlink() => return Ok(None),
@@ -377,6 +381,10 @@ fn stale_files(dir: &Path, keep: &BTreeMap<String, Vec<Doc>>) -> Result<Option<V
 /// renames before and the removals survive a power cut. A name that is no longer a
 /// regular file (replaced since the plan) is left alone; one that is already gone
 /// counts as removed, so a rerun after an interruption converges.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "NotFound is an answer; other errors name the path"
+)]
 fn remove_stale(dir: &Path, names: &[String]) -> Result<Vec<String>> {
     let mut removed = Vec::new();
     for name in names {
@@ -563,8 +571,8 @@ impl Target for Manifests {
                 ManifestMode::Folder(dir) => {
                     let p = dir.join(file);
                     let max: u64 = docs.iter().map(|d| d.size + 5).sum();
-                    match std::fs::metadata(&p) {
-                        Ok(m) if m.len() <= max => std::fs::read(&p)
+                    match fs::metadata(&p) {
+                        Ok(m) if m.len() <= max => fs::read(&p)
                             .map(|b| file_matches(&b, docs))
                             .unwrap_or(false),
                         _ => false,
@@ -638,7 +646,7 @@ impl Target for Manifests {
         if self.files.is_empty() && !self.folder_is_link {
             // This version has no manifests: the folder goes too if nothing else
             // is in it (remove_dir never removes a folder that holds anything).
-            let _ = std::fs::remove_dir(dir);
+            let _ = fs::remove_dir(dir);
         }
         Ok(json!({"written": done, "removed": removed}))
     }

@@ -699,6 +699,10 @@ impl Target for Push {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "test fixtures: std::fs and the tools that make them, where a failure is the test's"
+)]
 mod tests {
     use super::*;
 

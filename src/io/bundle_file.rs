@@ -38,7 +38,10 @@ pub fn write_parallel(
     jobs: usize,
     on_blob: &(dyn Fn(&BlobEntry) + Sync),
 ) -> Result<u64, WriteError> {
-    let file = std::fs::OpenOptions::new().write(true).open(path)?;
+    let file = fs_err::OpenOptions::new()
+        .write(true)
+        .open(path)?
+        .into_file();
     let total = plan.file_len(envelope);
     file.set_len(total)?;
     let mut prefix = Vec::new();
@@ -64,9 +67,10 @@ pub fn write_parallel(
             &blobs,
             // One handle per worker: each has its own file position.
             || {
-                std::fs::OpenOptions::new()
+                fs_err::OpenOptions::new()
                     .write(true)
                     .open(path)
+                    .map(fs_err::File::into_file)
                     .map_err(WriteError::from)
             },
             |out, blob| {

@@ -64,6 +64,10 @@ pub struct Cmd {
 impl Cmd {
     /// `program`, with `hint` telling how to install it when it is missing.
     pub fn new(program: &str, hint: &str) -> Self {
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "this is the one place that builds a std::process::Command"
+        )]
         let mut inner = Command::new(program);
         inner.stdin(Stdio::null());
         Self {

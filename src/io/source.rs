@@ -86,6 +86,10 @@ impl BundleSource {
             path: path.to_path_buf(),
             source,
         };
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "SourceError::Open names the path"
+        )]
         let file = std::fs::File::open(path).map_err(open_err)?;
         let meta = file.metadata().map_err(open_err)?;
         if meta.is_dir() {
@@ -125,6 +129,10 @@ impl BundleSource {
                 path: path.clone(),
                 source,
             };
+            #[allow(
+                clippy::disallowed_methods,
+                reason = "SourceError::Open names the path"
+            )]
             let file = std::fs::File::open(path).map_err(open_err)?;
             let meta = file.metadata().map_err(open_err)?;
             if !meta.is_file() {
@@ -312,6 +320,10 @@ impl ReadAt for RandomSource {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "test fixtures: std::fs and the tools that make them, where a failure is the test's"
+)]
 mod tests {
     use super::*;
     use std::io::Write;

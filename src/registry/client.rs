@@ -329,6 +329,10 @@ pub fn backoff(attempt: u32) -> Duration {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "test fixtures: std::fs and the tools that make them, where a failure is the test's"
+)]
 mod tests {
     use super::*;
 

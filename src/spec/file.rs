@@ -4,7 +4,7 @@
 //! otherwise produce a bundle that silently lacks what the field needs, found out
 //! only on the far side of the air gap. Each image entry is a flat struct validated
 //! after parsing, rather than an untagged enum, so a mistake is reported as
-//! "images[2]: give exactly one of ref, layout, archive" instead of serde's "did not
+//! `images[2]: give exactly one of ref, layout, archive` instead of serde's "did not
 //! match any variant".
 
 use std::path::{Path, PathBuf};
@@ -374,6 +374,7 @@ fn validate_kubernetes(path: &Path, spec: &Spec) -> Result<(), SpecError> {
 
 /// Loads a spec file from disk.
 pub fn load(path: &Path) -> Result<LoadedSpec, SpecError> {
+    #[allow(clippy::disallowed_methods, reason = "SpecError names the path")]
     let text = std::fs::read_to_string(path).map_err(|e| {
         SpecError::new(
             path,

@@ -283,13 +283,13 @@ impl NixTarget {
             for name in &o.gc_roots {
                 fs::create_dir_all(dir)?;
                 let link = dir.join(name);
-                if std::fs::read_link(&link).ok().as_deref() == Some(Path::new(o.path.as_str())) {
+                if fs::read_link(&link).ok().as_deref() == Some(Path::new(o.path.as_str())) {
                     made.push(link.display().to_string());
                     continue;
                 }
                 let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-                let _ = std::fs::remove_file(&tmp);
-                std::os::unix::fs::symlink(o.path.as_str(), &tmp)
+                let _ = fs::remove_file(&tmp);
+                fs::os::unix::fs::symlink(o.path.as_str(), &tmp)
                     .with_context(|| format!("creating GC root {}", link.display()))?;
                 fs::rename(&tmp, &link)?;
                 made.push(link.display().to_string());
