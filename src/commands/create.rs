@@ -22,6 +22,7 @@ use fs_err as fs;
 use serde_json::json;
 
 use super::inspect::Totals;
+use super::settings::CreateSettings;
 use super::{exit, print_json, Failure};
 use crate::bundle::keys::SecretKey;
 use crate::bundle::manifest::{BlobEntry, Kind, Object};
@@ -36,8 +37,6 @@ use crate::io::bundle_file::write_parallel;
 use crate::io::cas::Cas;
 use crate::io::keys::load_secret_key;
 use crate::progress::{human_bytes, Progress};
-use crate::registry::auth::parse_registry_auth;
-use crate::registry::{Credentials, Settings};
 use crate::resolve::image::{self, Blob, ImagePlan};
 use crate::resolve::registry::{FetchStats, Registry};
 use crate::resolve::{archive, k8s, layout, nix, Contribution, LockCtx};
@@ -62,30 +61,18 @@ fn registry_failure(e: anyhow::Error) -> Failure {
     }
 }
 
-/// `SOURCE_DATE_EPOCH`, or 0: bundles carry no wall-clock time unless asked to.
-fn source_date_epoch() -> Result<u64, Failure> {
-    match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.trim().is_empty() => v.trim().parse().map_err(|_| {
-            InputFailure(format!(
-                "SOURCE_DATE_EPOCH=`{v}` is not a number of seconds since 1970"
-            ))
-            .into()
-        }),
-        _ => Ok(0),
-    }
-}
-
 /// Runs create, stage by stage: each stage's result carries what the next needs.
 pub fn run(a: CreateArgs, out: &OutputArgs) -> Result<(), Failure> {
+    let a = &CreateSettings::resolve(a)?;
     let progress = Progress::new(out.quiet || out.json);
-    let inputs = Inputs::load(&a, &progress)?;
-    let resolved = resolve(&a, &inputs, &progress)?;
-    check_lock(&a, &inputs, &resolved)?;
+    let inputs = Inputs::load(a, &progress)?;
+    let resolved = resolve(a, &inputs, &progress)?;
+    check_lock(a, &inputs, &resolved)?;
     let fetched = fetch(&inputs, &resolved, &progress)?;
-    let assembled = assemble(&a, &inputs, &resolved)?;
-    let written = write(&a, &inputs, &assembled, &progress)?;
+    let assembled = assemble(a, &inputs, &resolved)?;
+    let written = write(a, &inputs, &assembled, &progress)?;
     report(
-        &a,
+        a,
         out,
         &inputs,
         &resolved,
@@ -108,12 +95,9 @@ struct Inputs {
 }
 
 impl Inputs {
-    fn load(a: &CreateArgs, progress: &Progress) -> Result<Inputs, Failure> {
+    fn load(a: &CreateSettings, progress: &Progress) -> Result<Inputs, Failure> {
         let loaded = spec::load(&a.spec)?;
-        let lock_path = a
-            .lock
-            .clone()
-            .unwrap_or_else(|| a.spec.with_extension("lock"));
+        let lock_path = a.lock.clone();
         let old_lock = if lock_path.exists() {
             Lock::parse(&lock_path.display().to_string(), &fs::read(&lock_path)?)?
         } else if a.locked {
@@ -135,9 +119,9 @@ impl Inputs {
                 "no --key given: the bundle is unsigned, and verify/import refuse it without --allow-unsigned",
             );
         }
-        let cas = Cas::open(a.cache.clone().unwrap_or_else(Cas::default_root))
+        let cas = Cas::open(a.cache.clone())
             .context("opening the blob cache (choose another with --cache DIR)")?;
-        let created = source_date_epoch()?;
+        let created = a.created;
         Ok(Inputs {
             loaded,
             lock_path,
@@ -162,7 +146,7 @@ struct Resolved {
     registry: Option<Registry>,
 }
 
-fn resolve(a: &CreateArgs, inputs: &Inputs, progress: &Progress) -> Result<Resolved, Failure> {
+fn resolve(a: &CreateSettings, inputs: &Inputs, progress: &Progress) -> Result<Resolved, Failure> {
     let Inputs {
         loaded,
         old_lock,
@@ -180,7 +164,7 @@ fn resolve(a: &CreateArgs, inputs: &Inputs, progress: &Progress) -> Result<Resol
             update: a.update,
         };
         vec![
-            k8s::render(loaded, cas, &mut ctx, progress, &render_options(a)?)?,
+            k8s::render(loaded, cas, &mut ctx, progress, &render_options(a))?,
             nix::resolve(loaded, cas, &mut ctx, progress, keys)?,
         ]
     };
@@ -224,7 +208,7 @@ fn resolve(a: &CreateArgs, inputs: &Inputs, progress: &Progress) -> Result<Resol
 
 /// Resolves `images[i]` (or an image a document wants) against its pin in the lock.
 fn resolve_image(
-    a: &CreateArgs,
+    a: &CreateSettings,
     inputs: &Inputs,
     resolved: &mut Resolved,
     i: usize,
@@ -255,7 +239,7 @@ fn resolve_image(
     let (name, plan) = match &req.source {
         ImageSource::Registry(reference) => {
             if resolved.registry.is_none() {
-                resolved.registry = Some(Registry::new(registry_settings(a)?)?);
+                resolved.registry = Some(Registry::new(a.registry.clone())?);
             }
             let reg = resolved.registry.as_ref().expect("just set");
             let root = reg
@@ -323,7 +307,7 @@ fn resolve_image(
 
 /// Stage 3: with `--locked`, the lock the inputs resolved to must be the one on
 /// disk. (Each pin was already held against its image in stage 2.)
-fn check_lock(a: &CreateArgs, inputs: &Inputs, resolved: &Resolved) -> Result<(), Failure> {
+fn check_lock(a: &CreateSettings, inputs: &Inputs, resolved: &Resolved) -> Result<(), Failure> {
     if a.locked && resolved.new_lock != inputs.old_lock {
         return Err(InputFailure(format!(
             "--locked: {} would change:\n  {}\nrun create without --locked to update it",
@@ -359,7 +343,11 @@ struct Assembled {
     lock_changed: bool,
 }
 
-fn assemble(a: &CreateArgs, inputs: &Inputs, resolved: &Resolved) -> Result<Assembled, Failure> {
+fn assemble(
+    a: &CreateSettings,
+    inputs: &Inputs,
+    resolved: &Resolved,
+) -> Result<Assembled, Failure> {
     let Inputs {
         loaded,
         lock_path,
@@ -420,7 +408,7 @@ struct Written {
 }
 
 fn write(
-    a: &CreateArgs,
+    a: &CreateSettings,
     inputs: &Inputs,
     assembled: &Assembled,
     progress: &Progress,
@@ -432,8 +420,7 @@ fn write(
     let mut file = AtomicFile::create(&a.output)?;
     match file.temp_path().map(std::path::Path::to_path_buf) {
         Some(tmp) => {
-            let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
-            write_parallel(&tmp, plan, &envelope, &inputs.cas, jobs, &|b| {
+            write_parallel(&tmp, plan, &envelope, &inputs.cas, a.threads, &|b| {
                 bar.inc(b.size + 512)
             })?;
         }
@@ -453,7 +440,7 @@ fn write(
 
 /// Stage 7: what was written, on stdout.
 fn report(
-    a: &CreateArgs,
+    a: &CreateSettings,
     out: &OutputArgs,
     inputs: &Inputs,
     resolved: &Resolved,
@@ -503,29 +490,10 @@ fn report(
 
 /// Charts use the same `--insecure-registry`, `--registry-auth` and Docker config
 /// as images do.
-fn render_options(a: &CreateArgs) -> Result<k8s::RenderOptions, Failure> {
-    Ok(k8s::RenderOptions {
-        registry: registry_settings(a)?,
-    })
-}
-
-fn registry_credentials(a: &CreateArgs) -> Result<Vec<(String, Credentials)>, Failure> {
-    a.registry_auth
-        .iter()
-        .map(|s| parse_registry_auth(s).map_err(|e| InputFailure(format!("{e:#}")).into()))
-        .collect()
-}
-
-fn registry_settings(a: &CreateArgs) -> Result<Settings, Failure> {
-    Ok(Settings {
-        insecure_hosts: a.insecure_registries.clone(),
-        credentials: registry_credentials(a)?,
-        docker_config: a.docker_config.clone(),
-        ca_files: Vec::new(),
-        ca_flag: None,
-        jobs: a.jobs.max(1),
-        retries: a.retries.max(1),
-    })
+fn render_options(a: &CreateSettings) -> k8s::RenderOptions {
+    k8s::RenderOptions {
+        registry: a.registry.clone(),
+    }
 }
 
 fn local_name(

@@ -8,6 +8,7 @@
 
 use serde_json::json;
 
+use super::settings::ImportSettings;
 use super::verify::{check_trust, Trust};
 use super::{print_json, Failure};
 use crate::bundle::reader::{read_head, verify_stream, Head};
@@ -19,6 +20,7 @@ use crate::progress::{human_bytes, Progress};
 
 /// Runs import.
 pub fn run(a: ImportArgs, out: &OutputArgs) -> Result<(), Failure> {
+    let a = ImportSettings::resolve(a)?;
     let progress = &Progress::new(out.quiet || out.json);
     let source = BundleSource::open(&a.bundle)?;
     let mut r = source.reader()?;
@@ -96,16 +98,16 @@ fn removals(p: &import::TargetPlan, what: &str) -> String {
 }
 
 fn select_targets(
-    a: &ImportArgs,
+    a: &ImportSettings,
     head: &Head,
     trust: &Trust,
     source: &BundleSource,
 ) -> Result<Vec<Box<dyn Target>>, Failure> {
     let mut v: Vec<Box<dyn Target>> = Vec::new();
-    if let Some(t) = import::nix::target(a, head, trust.signers(), source)? {
-        v.push(t);
+    if let Some(nix) = &a.nix {
+        v.extend(import::nix::target(nix, head, trust.signers(), source)?);
     }
-    v.extend(import::oci::targets(a, head, source)?);
+    v.extend(import::oci::targets(&a.oci, head, source)?);
     Ok(v)
 }
 

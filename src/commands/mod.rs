@@ -17,6 +17,7 @@ pub mod docs;
 pub mod import;
 pub mod inspect;
 pub mod key;
+pub mod settings;
 pub mod verify;
 
 use crate::bundle::keys::KeyError;

@@ -7,11 +7,12 @@
 
 use serde_json::json;
 
+use super::settings::{TrustSettings, VerifySettings};
 use super::{print_json, Failure};
 use crate::bundle::keys::PublicKey;
 use crate::bundle::reader::{read_head, verify_parallel, verify_stream, Head, NoSink};
 use crate::bundle::signature::TrustError;
-use crate::cli::{OutputArgs, TrustArgs, VerifyArgs};
+use crate::cli::{OutputArgs, VerifyArgs};
 use crate::io::keys::load_public_keys;
 use crate::io::source::BundleSource;
 use crate::progress::{human_bytes, Progress};
@@ -43,8 +44,8 @@ impl Trust {
 }
 
 /// Decides trust for a head; shared with import.
-pub fn check_trust(head: &Head, t: &TrustArgs, progress: &Progress) -> Result<Trust, Failure> {
-    let keys = load_public_keys(&t.trust, |w| progress.warn(w))?;
+pub fn check_trust(head: &Head, t: &TrustSettings, progress: &Progress) -> Result<Trust, Failure> {
+    let keys = load_public_keys(&t.keys, |w| progress.warn(w))?;
     match head.envelope.check(&head.digest, &keys, t.threshold) {
         Ok(signers) => Ok(Trust::Signed(signers)),
         Err(TrustError::Unsigned | TrustError::NoTrustedKeys | TrustError::NotEnough { .. })
@@ -61,17 +62,15 @@ pub fn check_trust(head: &Head, t: &TrustArgs, progress: &Progress) -> Result<Tr
 
 /// Runs verify.
 pub fn run(a: VerifyArgs, out: &OutputArgs) -> Result<(), Failure> {
+    let a = VerifySettings::resolve(a);
     let progress = Progress::new(out.quiet || out.json);
-    let jobs = a
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let source = BundleSource::open(&a.bundle)?;
     let mut r = source.reader()?;
     let head = read_head(&mut r)?;
     let trust = check_trust(&head, &a.trust, &progress)?;
     let bar = progress.bar("bundle data", head.manifest.data_len());
     match source.random_access() {
-        Some(ra) => verify_parallel(ra, &head, jobs, &|n| bar.inc(n))?,
+        Some(ra) => verify_parallel(ra, &head, a.threads, &|n| bar.inc(n))?,
         None => verify_stream(&mut r, &head, &mut NoSink, |n| bar.inc(n))?,
     }
     bar.clear();

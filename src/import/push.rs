@@ -49,13 +49,12 @@ use crate::bundle::manifest::{BlobEntry, Object};
 use crate::bundle::oci::{is_index, is_manifest};
 use crate::bundle::reader::{Head, RangeReader};
 use crate::bundle::Digest;
-use crate::cli::ImportArgs;
 use crate::error::{InputFailure, RegistryFailure};
 use crate::io::atomic;
 use crate::io::source::{BundleSource, RandomSource};
 use crate::oci::reference::DEFAULT_TAG;
 use crate::progress::Progress;
-use crate::registry::auth::{parse_registry_auth, Origin};
+use crate::registry::auth::Origin;
 use crate::registry::client::{runtime, with_retries};
 use crate::registry::errors::{failure_reason, is_retryable, What};
 use crate::registry::{self, Route, Settings};
@@ -156,10 +155,23 @@ fn by_digest(r: &Reference, d: &Digest) -> Reference {
     Reference::with_digest(r.registry().into(), r.repository().into(), d.to_string())
 }
 
+/// What the fleet push is told: the import flags, resolved by the command layer.
+#[derive(Debug, Clone)]
+pub struct PushOptions {
+    /// `--registry HOST[:PORT]`, as given.
+    pub host: String,
+    /// How to reach it: `--registry-auth`, `--registry-ca` (its one CA file, also
+    /// named in the mirror snippet), `--insecure-registry`, `--retries`.
+    pub registry: Settings,
+    /// Where the `registries.yaml` mirror snippet is written.
+    pub mirror_file: PathBuf,
+}
+
 impl Push {
     /// A push target for `--registry HOST`.
-    pub fn new(args: &ImportArgs, host: &str, head: &Head, source: &BundleSource) -> Result<Self> {
-        let host = host
+    pub fn new(opts: &PushOptions, head: &Head, source: &BundleSource) -> Result<Self> {
+        let host = opts
+            .host
             .trim()
             .trim_start_matches("https://")
             .trim_start_matches("http://")
@@ -168,7 +180,7 @@ impl Push {
         if host.is_empty() || host.contains('/') {
             return Err(InputFailure(format!("--registry `{host}` is not HOST[:PORT]")).into());
         }
-        let registry = registry::Client::new(&registry_settings(args)?).map_err(|e| e.marked())?;
+        let registry = registry::Client::new(&opts.registry).map_err(|e| e.marked())?;
         let route = registry.route_to(&host, "");
         let (auth, origin) = registry.credentials(&route)?;
         let client = registry.transport(&route).clone();
@@ -187,10 +199,10 @@ impl Push {
             });
         }
         Ok(Self {
-            mirror_file: args.k3s_root.join("registries.yaml.gapbundle"),
+            mirror_file: opts.mirror_file.clone(),
             host,
             route,
-            ca: args.registry_ca.clone(),
+            ca: opts.registry.ca_files.first().cloned(),
             registry,
             client,
             auth,
@@ -208,7 +220,7 @@ impl Push {
             upload: None,
             pushed_bytes: 0,
             bundle: source.shared(),
-            attempts: args.retries.max(1),
+            attempts: opts.registry.retries.max(1),
             interrupted: BTreeMap::new(),
         })
     }
@@ -413,23 +425,6 @@ fn to_io(e: anyhow::Error) -> io::Error {
     } else {
         io::Error::other(format!("{e:#}"))
     }
-}
-
-/// Registry settings for the fleet push, from the import's flags.
-fn registry_settings(args: &ImportArgs) -> Result<Settings> {
-    let mut credentials = Vec::new();
-    for a in &args.registry_auth {
-        credentials.push(parse_registry_auth(a).map_err(|e| InputFailure(format!("{e:#}")))?);
-    }
-    Ok(Settings {
-        insecure_hosts: args.insecure_registries.clone(),
-        credentials,
-        docker_config: None,
-        ca_files: args.registry_ca.iter().cloned().collect(),
-        ca_flag: Some("--registry-ca FILE"),
-        jobs: 1,
-        retries: args.retries.max(1),
-    })
 }
 
 impl Target for Push {

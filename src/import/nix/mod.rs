@@ -67,7 +67,6 @@ use super::{Target, TargetPlan};
 use crate::bundle::keys::PublicKey;
 use crate::bundle::manifest::{BlobEntry, Kind};
 use crate::bundle::reader::Head;
-use crate::cli::ImportArgs;
 use crate::error::InputFailure;
 use crate::io::source::{BundleSource, RandomSource};
 use crate::io::space;
@@ -165,11 +164,19 @@ pub struct NixTarget {
     progress_warned: bool,
 }
 
-/// The Nix target for this bundle, if it has Nix paths and `--skip-nix` was not given.
-/// `signers` are the `--trust` keys whose signature of the bundle was checked: only
-/// they vouch for paths.
+/// What the Nix target is told: the import flags, resolved by the command layer
+/// (which leaves the target out with `--skip-nix`).
+#[derive(Debug, Clone, Default)]
+pub struct NixOptions {
+    /// `--nix-store`: a store path or URI, or a `file://` binary cache; `None` is
+    /// the local store.
+    pub store: Option<String>,
+}
+
+/// The Nix target for this bundle, if it has Nix paths. `signers` are the `--trust`
+/// keys whose signature of the bundle was checked: only they vouch for paths.
 pub fn target(
-    args: &ImportArgs,
+    opts: &NixOptions,
     head: &Head,
     signers: &[PublicKey],
     source: &BundleSource,
@@ -179,13 +186,13 @@ pub fn target(
         .objects
         .iter()
         .any(|o| o.kind == Kind::NixPath);
-    if !has || args.skip_nix {
+    if !has {
         return Ok(None);
     }
     let trusted = signers.to_vec();
     let objects = nix_objects(head, &trusted)?;
     Ok(Some(Box::new(NixTarget {
-        dest: parse_dest(args.nix_store.as_deref())?,
+        dest: parse_dest(opts.store.as_deref())?,
         objects,
         trusted,
         new_paths: Vec::new(),

@@ -21,10 +21,10 @@ use super::{Dest, NixTarget};
 use crate::bundle::reader::{damage, Entry, Head};
 use crate::error::NixStoreFailure;
 use crate::import::Target;
+use crate::io::process::nix_cmd;
 use crate::io::serve::{Resource, Server};
 use crate::nixfmt::{cache_info, StorePath};
 use crate::progress::Progress;
-use crate::resolve::nix::nix_cmd;
 
 /// A `no_proxy` value: `current` with `127.0.0.1` added.
 fn with_loopback(current: Option<std::ffi::OsString>) -> String {

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{Context, Result};
 use fs_err as fs;
 
-pub use cmd::{build_archive, build_manifests, nix_cmd, NIX_HINT};
+pub use cmd::{build_archive, build_manifests};
 pub use lock::LockedNix;
 pub use pack::NAR_ZSTD_LEVEL;
 

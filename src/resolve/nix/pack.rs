@@ -13,11 +13,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context, Result};
 use fs_err as fs;
 
-use super::nix_cmd;
 use crate::bundle::digest::HashingWriter;
 use crate::bundle::frames::{FrameCutter, FrameEncoder, FrameSink, FRAME_CONTENT};
 use crate::bundle::Digest;
 use crate::io::cas::Cas;
+use crate::io::process::nix_cmd;
 use crate::nixfmt::dump::dump_nar;
 use crate::nixfmt::{NarHash, PathInfo};
 
