@@ -253,6 +253,14 @@ pub enum ManifestError {
     Canonical(#[from] canonical::CanonicalError),
 }
 
+impl crate::error::Classify for ManifestError {
+    /// Read from a bundle it is carried by a `ReadError` (verification); built by
+    /// `create` it is a bug, as for any other error.
+    fn class(&self) -> Option<crate::error::ErrorClass> {
+        None
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct VersionOnly {

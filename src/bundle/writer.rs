@@ -86,6 +86,14 @@ pub enum WriteError {
     Manifest(#[from] ManifestError),
 }
 
+impl crate::error::Classify for WriteError {
+    /// Writing a bundle fails for the local machine's reasons (a full disk, a
+    /// damaged cache).
+    fn class(&self) -> Option<crate::error::ErrorClass> {
+        Some(crate::error::ErrorClass::Other)
+    }
+}
+
 /// Collects blobs and objects, then lays them out.
 pub struct BundleBuilder {
     name: String,

@@ -19,11 +19,11 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use fs_err as fs;
-use serde_json::json;
 
 use super::inspect::Totals;
+use super::report::{CreateReport, CreatedImage, Fetched};
 use super::settings::CreateSettings;
-use super::{exit, print_json, Failure};
+use super::{print_json, Failure};
 use crate::bundle::keys::SecretKey;
 use crate::bundle::manifest::{BlobEntry, Kind, Object};
 use crate::bundle::meta::{ImageMeta, Meta};
@@ -31,7 +31,7 @@ use crate::bundle::signature::Envelope;
 use crate::bundle::writer::{write_bundle, BundleBuilder, Plan};
 use crate::bundle::Digest;
 use crate::cli::{CreateArgs, OutputArgs};
-use crate::error::InputFailure;
+use crate::error::{InputFailure, RegistryFailure};
 use crate::io::atomic::AtomicFile;
 use crate::io::bundle_file::write_parallel;
 use crate::io::cas::Cas;
@@ -54,10 +54,14 @@ struct ResolvedImage {
     plan: ImagePlan,
 }
 
-fn registry_failure(e: anyhow::Error) -> Failure {
-    Failure {
-        code: exit::REGISTRY,
-        error: e,
+/// What a registry sent that cannot be used (a manifest that cannot be walked, no
+/// platform the spec asks for) is the registry's failure, unless the error says
+/// otherwise: a full disk while caching what it sent is the machine's.
+fn served_by_registry(e: anyhow::Error) -> anyhow::Error {
+    if super::named_class(&e).is_some() {
+        e
+    } else {
+        RegistryFailure(format!("{e:#}")).into()
     }
 }
 
@@ -242,18 +246,17 @@ fn resolve_image(
                 resolved.registry = Some(Registry::new(a.registry.clone())?);
             }
             let reg = resolved.registry.as_ref().expect("just set");
-            let root = reg
-                .resolve(cas, reference, pinned)
-                .map_err(|e| match wanted_by.get(reference) {
+            let root = reg.resolve(cas, reference, pinned).map_err(|e| {
+                match wanted_by.get(reference) {
                     Some(who) => e.context(format!("{reference} is wanted by {}", who.join(", "))),
                     None => e,
-                })
-                .map_err(registry_failure)?;
+                }
+            })?;
             let plan = {
-                let mut fetch = reg.manifests(cas, reference).map_err(registry_failure)?;
+                let mut fetch = reg.manifests(cas, reference)?;
                 image::walk(&root.bytes, &root.media_type, &req.platforms, &mut fetch)
-                    .with_context(|| format!("image {reference}"))
-                    .map_err(registry_failure)?
+                    .map_err(served_by_registry)
+                    .with_context(|| format!("image {reference}"))?
             };
             resolved
                 .downloads
@@ -327,10 +330,11 @@ fn fetch(
     progress: &Progress,
 ) -> Result<Option<FetchStats>, Failure> {
     match &resolved.registry {
-        Some(reg) if !resolved.downloads.is_empty() => Ok(Some(
-            reg.fetch_blobs(&inputs.cas, &resolved.downloads, progress)
-                .map_err(registry_failure)?,
-        )),
+        Some(reg) if !resolved.downloads.is_empty() => Ok(Some(reg.fetch_blobs(
+            &inputs.cas,
+            &resolved.downloads,
+            progress,
+        )?)),
         _ => Ok(None),
     }
 }
@@ -455,23 +459,34 @@ fn report(
     let total = written.size;
     let totals = Totals::of(&plan.manifest);
     if out.json {
-        let images: Vec<_> = resolved
-            .images
-            .iter()
-            .map(|r| {
-                json!({"ref": r.name, "digest": r.plan.root.digest.to_string(),
-                       "mediaType": r.plan.root.media_type, "platforms": r.plan.platforms, "source": r.source})
-            })
-            .collect();
-        print_json(&json!({
-            "bundle": a.output, "digest": plan.digest.to_string(), "size": total,
-            "name": spec.name, "version": spec.version,
-            "signers": inputs.keys.iter().map(|k| k.name().to_string()).collect::<Vec<_>>(),
-            "images": images, "lock": lock_path, "lockChanged": lock_changed,
-            "fetched": {"blobs": stats.map_or(0, |s| s.fetched), "bytes": stats.map_or(0, |s| s.fetched_bytes)},
-            "cachedBlobs": stats.map_or(0, |s| s.cached),
-            "storedBytes": totals.stored_bytes, "savedBytes": totals.saved(),
-        }));
+        print_json(&CreateReport {
+            bundle: a.output.clone(),
+            digest: plan.digest.to_string(),
+            size: total,
+            name: spec.name.clone(),
+            version: spec.version.clone(),
+            signers: inputs.keys.iter().map(|k| k.name().to_string()).collect(),
+            images: resolved
+                .images
+                .iter()
+                .map(|r| CreatedImage {
+                    reference: r.name.clone(),
+                    digest: r.plan.root.digest.to_string(),
+                    media_type: r.plan.root.media_type.clone(),
+                    platforms: r.plan.platforms.clone(),
+                    source: r.source.clone(),
+                })
+                .collect(),
+            lock: lock_path.clone(),
+            lock_changed: *lock_changed,
+            fetched: Fetched {
+                blobs: stats.map_or(0, |s| s.fetched),
+                bytes: stats.map_or(0, |s| s.fetched_bytes),
+            },
+            cached_blobs: stats.map_or(0, |s| s.cached),
+            stored_bytes: totals.stored_bytes,
+            saved_bytes: totals.saved(),
+        });
     } else if !out.quiet {
         say!(
             "wrote {} ({}): {} image(s), {} blobs, {} saved by storing shared blobs once",

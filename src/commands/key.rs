@@ -4,6 +4,7 @@ use std::io::Write;
 
 use fs_err as fs;
 
+use super::report::{KeyGenerateReport, KeyPublicReport};
 use super::{print_json, Failure};
 use crate::bundle::keys::SecretKey;
 use crate::cli::{KeyGenerateArgs, KeyPublicArgs, OutputArgs};
@@ -39,10 +40,12 @@ pub fn generate(a: KeyGenerateArgs, out: &OutputArgs) -> Result<(), Failure> {
     }
     crate::io::atomic::write(&public, key.public().to_string().as_bytes())?;
     if out.json {
-        print_json(&serde_json::json!({
-            "name": a.name, "secretKeyFile": sec, "publicKeyFile": public,
-            "publicKey": key.public().to_string(),
-        }));
+        print_json(&KeyGenerateReport {
+            name: a.name.clone(),
+            secret_key_file: sec,
+            public_key_file: public,
+            public_key: key.public().to_string(),
+        });
     } else if !out.quiet {
         say!("secret key: {} (keep it private)", sec.display());
         say!("public key: {}", public.display());
@@ -55,7 +58,10 @@ pub fn generate(a: KeyGenerateArgs, out: &OutputArgs) -> Result<(), Failure> {
 pub fn public(a: KeyPublicArgs, out: &OutputArgs) -> Result<(), Failure> {
     let key = load_secret_key(&a.secret)?;
     if out.json {
-        print_json(&serde_json::json!({"name": key.name(), "publicKey": key.public().to_string()}));
+        print_json(&KeyPublicReport {
+            name: key.name().to_string(),
+            public_key: key.public().to_string(),
+        });
     } else {
         say!("{}", key.public());
     }

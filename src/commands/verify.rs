@@ -5,8 +5,7 @@
 //! hashed by several threads at positions the manifest gives; stdin (`-`) is read in
 //! one pass, which is also what an import over a pipe does.
 
-use serde_json::json;
-
+use super::report::VerifyReport;
 use super::settings::{TrustSettings, VerifySettings};
 use super::{print_json, Failure};
 use crate::bundle::keys::PublicKey;
@@ -77,11 +76,17 @@ pub fn run(a: VerifyArgs, out: &OutputArgs) -> Result<(), Failure> {
     let m = &head.manifest;
     let signers = trust.signer_names();
     if out.json {
-        print_json(&json!({
-            "ok": true, "digest": head.digest.to_string(), "name": m.name, "version": m.version,
-            "signers": signers, "signatureChecked": matches!(trust, Trust::Signed(_)),
-            "objects": m.objects.len(), "blobs": m.blobs.len(), "bytes": head.file_len(),
-        }));
+        print_json(&VerifyReport {
+            ok: true,
+            digest: head.digest.to_string(),
+            name: m.name.clone(),
+            version: m.version.clone(),
+            signers,
+            signature_checked: matches!(trust, Trust::Signed(_)),
+            objects: m.objects.len(),
+            blobs: m.blobs.len(),
+            bytes: head.file_len(),
+        });
     } else if !out.quiet {
         let who = match trust {
             Trust::Signed(_) => format!("signed by {}", signers.join(", ")),

@@ -29,6 +29,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use fs_err as fs;
 use serde_json::{json, Value};
 
+use super::report::{ManifestsReport, StagedReport, TargetReport};
 use super::{Target, TargetPlan};
 use crate::bundle::canonical;
 use crate::bundle::layout::{header, write_padding};
@@ -236,9 +237,13 @@ impl Target for StagedImages {
         write_padding(f, blob.size)
     }
 
-    fn finish(&mut self, _head: &Head, _progress: &Progress) -> Result<Value> {
+    fn finish(&mut self, _head: &Head, _progress: &Progress) -> Result<TargetReport> {
         if self.present {
-            return Ok(json!({"archive": self.path, "written": false}));
+            return Ok(TargetReport::Staged(StagedReport {
+                archive: self.path.clone(),
+                written: false,
+                bytes: None,
+            }));
         }
         let path = self.path.clone();
         let f = self.open()?;
@@ -246,7 +251,11 @@ impl Target for StagedImages {
         let f = self.out.take().expect("open");
         f.commit()
             .with_context(|| format!("cannot write {}", path.display()))?;
-        Ok(json!({"archive": path, "written": true, "bytes": self.len}))
+        Ok(TargetReport::Staged(StagedReport {
+            archive: path,
+            written: true,
+            bytes: Some(self.len),
+        }))
     }
 }
 
@@ -626,10 +635,13 @@ impl Target for Manifests {
         Ok(())
     }
 
-    fn finish(&mut self, _head: &Head, progress: &Progress) -> Result<Value> {
+    fn finish(&mut self, _head: &Head, progress: &Progress) -> Result<TargetReport> {
         let done = self.write_files(progress)?;
         let ManifestMode::Folder(dir) = &self.mode else {
-            return Ok(json!({"written": done}));
+            return Ok(TargetReport::Manifests(ManifestsReport {
+                written: done,
+                removed: None,
+            }));
         };
         if self.folder_is_link {
             progress.warn(format!(
@@ -648,7 +660,10 @@ impl Target for Manifests {
             // is in it (remove_dir never removes a folder that holds anything).
             let _ = fs::remove_dir(dir);
         }
-        Ok(json!({"written": done, "removed": removed}))
+        Ok(TargetReport::Manifests(ManifestsReport {
+            written: done,
+            removed: Some(removed),
+        }))
     }
 }
 

@@ -39,10 +39,11 @@ use fs_err as fs;
 use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::report::{PushReport, PushedImage, TargetReport};
 use super::{Target, TargetPlan};
 use crate::bundle::digest::HashingReader;
 use crate::bundle::manifest::{BlobEntry, Object};
@@ -180,7 +181,7 @@ impl Push {
         if host.is_empty() || host.contains('/') {
             return Err(InputFailure(format!("--registry `{host}` is not HOST[:PORT]")).into());
         }
-        let registry = registry::Client::new(&opts.registry).map_err(|e| e.marked())?;
+        let registry = registry::Client::new(&opts.registry)?;
         let route = registry.route_to(&host, "");
         let (auth, origin) = registry.credentials(&route)?;
         let client = registry.transport(&route).clone();
@@ -417,14 +418,10 @@ fn send_from_file(src: &RandomSource, pos: u64, b: &BlobEntry, tx: Chunks) -> Re
     Ok(())
 }
 
-/// An error for the bundle reader that keeps the exit-code marker of a registry
-/// failure (anywhere in the chain) and the sentence that explains it.
+/// An error for the bundle reader, carrying the whole error (its class decides the
+/// exit code).
 fn to_io(e: anyhow::Error) -> io::Error {
-    if e.chain().any(|c| c.is::<RegistryFailure>()) {
-        io::Error::other(RegistryFailure(e.to_string()))
-    } else {
-        io::Error::other(format!("{e:#}"))
-    }
+    crate::error::carried(e)
 }
 
 impl Target for Push {
@@ -591,7 +588,7 @@ impl Target for Push {
         self.finish_upload().map_err(to_io)
     }
 
-    fn finish(&mut self, head: &Head, progress: &Progress) -> Result<Value> {
+    fn finish(&mut self, head: &Head, progress: &Progress) -> Result<TargetReport> {
         self.finish_upload()?;
         let pushed_again = if self.interrupted.is_empty() {
             Vec::new()
@@ -602,7 +599,11 @@ impl Target for Push {
         let client = self.client.clone();
         for p in self.images.clone() {
             if p.present {
-                report.push(json!({"image": p.target.whole(), "pushed": false}));
+                report.push(PushedImage {
+                    image: p.target.whole(),
+                    digest: None,
+                    pushed: false,
+                });
                 continue;
             }
             // Blobs pushed to another repository of this run: mount them here.
@@ -665,7 +666,11 @@ impl Target for Push {
                         self.explain(&r, &format!("accept manifest {d} for {}", r.whole()), &e, n)
                     })?;
             }
-            report.push(json!({"image": p.target.whole(), "digest": p.object.digest.to_string(), "pushed": true}));
+            report.push(PushedImage {
+                image: p.target.whole(),
+                digest: Some(p.object.digest.to_string()),
+                pushed: true,
+            });
         }
         let origins: BTreeSet<String> = self.images.iter().map(|p| p.origin.clone()).collect();
         let ca = self.ca.as_ref().map(|c| {
@@ -684,11 +689,16 @@ impl Target for Push {
             "registries.yaml mirror snippet written to {} (copy it to /etc/rancher/k3s/registries.yaml on every node)",
             self.mirror_file.display()
         ));
-        let mirrors: BTreeMap<&String, Vec<String>> =
-            origins.iter().map(|o| (o, vec![self.endpoint()])).collect();
-        Ok(json!({
-            "images": report, "bytesPushed": self.pushed_bytes, "blobsPushedAgain": pushed_again,
-            "registriesYaml": self.mirror_file, "mirrors": mirrors,
+        let mirrors: BTreeMap<String, Vec<String>> = origins
+            .iter()
+            .map(|o| (o.clone(), vec![self.endpoint()]))
+            .collect();
+        Ok(TargetReport::Registry(PushReport {
+            images: report,
+            bytes_pushed: self.pushed_bytes,
+            blobs_pushed_again: pushed_again,
+            registries_yaml: self.mirror_file.clone(),
+            mirrors,
         }))
     }
 }

@@ -39,6 +39,13 @@ pub enum CasError {
     Io(#[from] io::Error),
 }
 
+impl crate::error::Classify for CasError {
+    /// The cache is the local machine's: its errors are any other error.
+    fn class(&self) -> Option<crate::error::ErrorClass> {
+        None
+    }
+}
+
 /// A cache directory.
 #[derive(Debug, Clone)]
 pub struct Cas {

@@ -47,6 +47,14 @@ pub enum ProcessError {
     },
 }
 
+impl crate::error::Classify for ProcessError {
+    /// A tool that is missing or failed is any other error, unless the caller says
+    /// what its failure means (a chart that cannot be rendered).
+    fn class(&self) -> Option<crate::error::ErrorClass> {
+        None
+    }
+}
+
 /// What is told each line a command writes to stderr.
 type LineSink = Box<dyn FnMut(&str) + Send>;
 

@@ -60,6 +60,13 @@ pub enum SourceError {
     },
 }
 
+impl crate::error::Classify for SourceError {
+    /// A bundle that cannot be opened is any other error.
+    fn class(&self) -> Option<crate::error::ErrorClass> {
+        None
+    }
+}
+
 /// The bytes of one bundle, from wherever they are.
 pub struct BundleSource {
     inner: Inner,

@@ -25,6 +25,13 @@ pub struct SpecError {
     pub message: String,
 }
 
+impl crate::error::Classify for SpecError {
+    /// A spec that cannot be used is bad input.
+    fn class(&self) -> Option<crate::error::ErrorClass> {
+        Some(crate::error::ErrorClass::Input)
+    }
+}
+
 impl SpecError {
     fn new(path: &Path, message: impl Into<String>) -> Self {
         Self {

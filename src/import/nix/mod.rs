@@ -60,9 +60,9 @@ use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use serde_json::json;
 use tempfile::{NamedTempFile, TempDir};
 
+use super::report::{NixReport, TargetReport};
 use super::{Target, TargetPlan};
 use crate::bundle::keys::PublicKey;
 use crate::bundle::manifest::{BlobEntry, Kind};
@@ -370,7 +370,7 @@ impl Target for NixTarget {
         self.receive_commit(blob)
     }
 
-    fn finish(&mut self, head: &Head, progress: &Progress) -> Result<serde_json::Value> {
+    fn finish(&mut self, head: &Head, progress: &Progress) -> Result<TargetReport> {
         self.check_decoded()?;
         if !self.new_paths.is_empty() {
             if self.in_place() {
@@ -392,11 +392,11 @@ impl Target for NixTarget {
                 ));
             }
         }
-        let added: Vec<&str> = self.new_paths.iter().map(|p| p.as_str()).collect();
-        Ok(json!({
-            "added": added,
-            "present": self.objects.len() - added.len(),
-            "gcRoots": roots,
+        let added: Vec<String> = self.new_paths.iter().map(|p| p.to_string()).collect();
+        Ok(TargetReport::Nix(NixReport {
+            present: self.objects.len() - added.len(),
+            added,
+            gc_roots: roots,
         }))
     }
 }
