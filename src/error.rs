@@ -60,10 +60,28 @@ pub trait Classify {
 }
 
 /// `err` as an `io::Error` for an interface that returns one (a bundle reader's
-/// sink), keeping the whole error inside it: its class still decides the exit code
-/// and every cause is still printed.
+/// sink), keeping the whole error inside it ([`Carried`]): its class still decides
+/// the exit code and every cause is still printed.
 pub fn carried(err: anyhow::Error) -> io::Error {
-    io::Error::other(err)
+    io::Error::other(Carried(err))
+}
+
+/// A whole error chain inside an `io::Error` (see [`carried`]). anyhow's own
+/// conversion to a boxed error hides the outermost error from downcasting, and
+/// with it a marker that is not wrapped in context; this keeps it reachable.
+#[derive(Debug)]
+pub struct Carried(pub anyhow::Error);
+
+impl std::fmt::Display for Carried {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for Carried {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.chain().nth(1)
+    }
 }
 
 /// Markers: an error that is nothing but a sentence and its class.

@@ -121,12 +121,17 @@ fn class_of(e: &(dyn std::error::Error + 'static)) -> Option<ErrorClass> {
         // An error carried inside (see `error::carried`) decides; `io::Error::source`
         // skips the error it carries, so look at it here. A bare I/O error is the
         // local machine's trouble.
-        let carried = io
+        let inner = io
             .get_ref()
             .map(|inner| inner as &(dyn std::error::Error + 'static));
-        return carried
-            .and_then(|inner| class_in(std::iter::successors(Some(inner), |c| c.source())))
-            .or(Some(ErrorClass::Other));
+        let class = match inner {
+            Some(i) => match i.downcast_ref::<crate::error::Carried>() {
+                Some(c) => class_in(c.0.chain()),
+                None => class_in(std::iter::successors(Some(i), |c| c.source())),
+            },
+            None => None,
+        };
+        return class.or(Some(ErrorClass::Other));
     }
     None
 }

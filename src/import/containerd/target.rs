@@ -493,10 +493,17 @@ mod tests {
         let gone = anyhow::Error::new(ContainerdFailure("containerd went away".into()))
             .context("writing blob sha256:00");
         let e = Containerd::io_err(gone);
-        let inner: &(dyn std::error::Error + 'static) = e.get_ref().expect("carries the error");
-        let chain: Vec<_> = std::iter::successors(Some(inner), |c| c.source()).collect();
-        assert!(chain.iter().any(|c| c.is::<ContainerdFailure>()));
-        let text: Vec<String> = chain.iter().map(|c| c.to_string()).collect();
+        let inner = e.get_ref().expect("carries the error");
+        let carried = inner
+            .downcast_ref::<crate::error::Carried>()
+            .expect("the whole error");
+        assert!(carried.0.chain().any(|c| c.is::<ContainerdFailure>()));
+        let text: Vec<String> =
+            std::iter::successors(Some(inner as &(dyn std::error::Error + 'static)), |c| {
+                c.source()
+            })
+            .map(|c| c.to_string())
+            .collect();
         assert_eq!(text, ["writing blob sha256:00", "containerd went away"]);
     }
 }
