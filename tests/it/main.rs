@@ -39,6 +39,7 @@ mod oci_bundle;
 mod properties;
 mod registry_client;
 mod registry_resolver;
+mod reports;
 mod services;
 mod spec_vectors;
 mod token_auth;

@@ -31,7 +31,8 @@
 //! exit codes and output; [`registry`], [`containerd`] and [`nix`] start the
 //! real services; [`skopeo`] reads images from the outside; [`fixtures`] makes the
 //! images; [`work`] is the work folder every end-to-end test starts from;
-//! [`http`] is a raw HTTP client; [`fake_http`] holds the fake servers for the
+//! [`http`] is a raw HTTP client; [`reports`] checks the `--json` reports against
+//! their schemas; [`fake_http`] holds the fake servers for the
 //! faults a real server cannot produce; [`encoding`] holds digests and base64 written
 //! independently of src/; [`bundles`] reads bundle heads and forges bundles with
 //! the library itself.
@@ -51,6 +52,7 @@ mod fixtures;
 mod http;
 mod nix;
 mod registry;
+mod reports;
 mod skopeo;
 mod work;
 
@@ -63,6 +65,7 @@ pub use fixtures::*;
 pub use http::*;
 pub use nix::*;
 pub use registry::*;
+pub use reports::*;
 pub use skopeo::*;
 pub use work::*;
 
