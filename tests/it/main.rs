@@ -27,6 +27,7 @@ mod support;
 
 mod bad_vectors;
 mod bundle_source;
+mod exit_codes;
 mod flake;
 mod fleet_push_faults;
 mod hostile_format;
