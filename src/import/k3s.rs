@@ -38,7 +38,7 @@ use crate::bundle::meta::K8sManifestMeta;
 use crate::bundle::oci::{index_bytes, oci_layout_bytes};
 use crate::bundle::reader::Head;
 use crate::bundle::Digest;
-use crate::error::InputFailure;
+use crate::error::{BundleFailure, InputFailure};
 use crate::io::atomic::AtomicFile;
 use crate::io::process::Cmd;
 use crate::k8s::names::is_file_name;
@@ -488,8 +488,18 @@ impl Manifests {
             }
             let p = staging.join(d.blob.hex());
             let f = fs::File::open(&p)?;
+            // The blob verified, so bytes that do not decode, or decode to another
+            // size, are the bundle's fault: it fails verification, naming the
+            // manifest.
+            let undecodable = |e: io::Error| -> anyhow::Error {
+                BundleFailure(format!(
+                    "manifest {}: its blob {} does not decode as zstd ({e}); the bundle was made wrong, get a bundle made again",
+                    d.name, d.blob
+                ))
+                .into()
+            };
             let mut body: Box<dyn Read> = if d.encoded {
-                Box::new(zstd::stream::read::Decoder::new(f)?)
+                Box::new(zstd::stream::read::Decoder::new(f).map_err(undecodable)?)
             } else {
                 Box::new(f)
             };
@@ -497,7 +507,11 @@ impl Manifests {
             let mut n = 0u64;
             let mut buf = vec![0u8; 64 << 10];
             loop {
-                let k = body.read(&mut buf)?;
+                let k = match body.read(&mut buf) {
+                    Ok(k) => k,
+                    Err(e) if d.encoded => return Err(undecodable(e)),
+                    Err(e) => return Err(e.into()),
+                };
                 if k == 0 {
                     break;
                 }
@@ -506,11 +520,12 @@ impl Manifests {
                 n += k as u64;
             }
             if n != d.size {
-                bail!(
-                    "manifest {} decodes to {n} bytes, not the {} the bundle promises",
+                return Err(BundleFailure(format!(
+                    "manifest {} decodes to {n} bytes, not the {} the bundle promises; the bundle was made wrong, get a bundle made again",
                     d.name,
                     d.size
-                );
+                ))
+                .into());
             }
             if n > 0 && last[0] != b'\n' {
                 out.write_all(b"\n")?;

@@ -2,6 +2,7 @@
 //! wrongly, each against the real service whose failure it is (a registry, Nix)
 //! and a real full file system (a small tmpfs).
 
+use std::fs;
 use std::process::Stdio;
 
 use crate::support::*;
@@ -127,5 +128,86 @@ fn a_full_nix_store_disk_exits_1_naming_the_store() {
             && err.contains("No space left on device")
             && !err.contains("changed after it verified"),
         "{err}"
+    );
+}
+
+/// The manifest object of `m` named `name`, and its blob entry, for editing.
+fn doc_blob<'m>(m: &'m mut serde_json::Value, name: &str) -> &'m mut serde_json::Value {
+    let digest = m["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["kind"] == "k8s-manifest" && o["name"] == name)
+        .unwrap_or_else(|| panic!("no k8s-manifest {name}"))["digest"]
+        .clone();
+    m["blobs"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|b| b["digest"] == digest)
+        .unwrap()
+}
+
+/// Regression (issue 11, item 17): a signed manifest blob that is not zstd, or
+/// decodes to another size than its content says, is a bundle that fails
+/// verification (exit 3, naming the manifest), not any other error (exit 1,
+/// "Unknown frame descriptor" and no name).
+#[test]
+fn manifests_that_do_not_decode_fail_verification_naming_them() {
+    let w = Work::new("test-release");
+    let big = "x".repeat(70_000);
+    w.write(
+        "extra/cm.yaml",
+        &format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: small\n  namespace: default\ndata:\n  k: v\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: big\n  namespace: default\ndata:\n  k: {big}\n"),
+    );
+    w.write(
+        "bundle.yaml",
+        "name: docs\nversion: \"1\"\nmanifests:\n  - path: ./extra/cm.yaml\n",
+    );
+    ok(w.create("site.gapb").output().unwrap());
+    let small = "manifests:extra/cm.yaml/ConfigMap/default/small";
+    let big = "manifests:extra/cm.yaml/ConfigMap/default/big";
+    let import = |bundle: &str| {
+        w.import(&w.path(bundle))
+            .arg("--skip-images")
+            .output()
+            .unwrap()
+    };
+    // A plain document declared zstd-encoded: not zstd at all.
+    resign(
+        &w.path("site.gapb"),
+        &w.path("not-zstd.gapb"),
+        &w.signing_key(),
+        |m| {
+            let b = doc_blob(m, small);
+            b["encoding"] = "zstd".into();
+            b["content"] =
+                serde_json::json!({"digest": b["digest"].clone(), "size": b["size"].clone()});
+        },
+    );
+    let err = fails(&import("not-zstd.gapb"), 3);
+    assert!(err.contains(small) && err.contains("zstd"), "{err}");
+    // A compressed document that decodes to fewer bytes than its content says.
+    resign(
+        &w.path("site.gapb"),
+        &w.path("size.gapb"),
+        &w.signing_key(),
+        |m| {
+            let b = doc_blob(m, big);
+            assert_eq!(
+                b["encoding"], "zstd",
+                "a document this large is stored compressed"
+            );
+            let size = b["content"]["size"].as_u64().unwrap();
+            b["content"]["size"] = (size + 1).into();
+        },
+    );
+    let err = fails(&import("size.gapb"), 3);
+    assert!(err.contains(big), "{err}");
+    // Nothing of either landed where K3s would deploy it.
+    let folder = w.k3s_root().join("server/manifests/docs");
+    assert!(
+        !folder.exists() || fs::read_dir(&folder).unwrap().next().is_none(),
+        "{folder:?}"
     );
 }
