@@ -25,6 +25,7 @@
 
 mod support;
 
+mod architecture;
 mod bad_vectors;
 mod bundle_source;
 mod exit_codes;
