@@ -331,6 +331,14 @@ pub enum ManifestError {
     Canonical(#[from] canonical::CanonicalError),
 }
 
+impl crate::error::Classify for ManifestError {
+    /// Read from a bundle it is carried by a `ReadError` (verification); built by
+    /// `create` it is a bug, as for any other error.
+    fn class(&self) -> Option<crate::error::ErrorClass> {
+        None
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct VersionOnly {
@@ -673,6 +681,10 @@ impl Manifest {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "test fixtures: std::fs and the tools that make them, where a failure is the test's"
+)]
 mod tests {
     use super::*;
     use crate::bundle::meta::NixPathMeta;

@@ -106,6 +106,13 @@ pub enum TrustError {
     Malformed(String),
 }
 
+impl crate::error::Classify for TrustError {
+    /// A bundle that is not trusted failed verification.
+    fn class(&self) -> Option<crate::error::ErrorClass> {
+        Some(crate::error::ErrorClass::Verify)
+    }
+}
+
 impl Envelope {
     /// An envelope signed by `keys` (deterministic: Ed25519 and sorted entries).
     pub fn sign(manifest_digest: Digest, keys: &[SecretKey]) -> Self {

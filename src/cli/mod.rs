@@ -1,6 +1,15 @@
 //! Command-line definitions, and nothing else: clap structs that the commands in
 //! `commands/` receive. Keeping them here lets `completions` and the man page be
 //! generated from one place and keeps parsing out of the orchestration code.
+//!
+//! The doc comments on the fields are clap's `--help` text, written for a terminal
+//! (`HOST[:PORT]`, `<k3s-root>/agent/images`), so rustdoc is not asked to read them
+//! as links or HTML.
+#![allow(
+    rustdoc::broken_intra_doc_links,
+    rustdoc::invalid_html_tags,
+    reason = "the doc comments are --help text for a terminal (see above)"
+)]
 
 use std::path::PathBuf;
 

@@ -25,11 +25,12 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use fs_err as fs;
-use serde_json::json;
 
 use super::inspect::Totals;
+use super::report::{CreateDelta, CreateReport, CreatedImage, DeltaSummary, Fetched};
+use super::settings::CreateSettings;
 use super::volumes::{commit, say_volumes, volume_failure};
-use super::{exit, print_json, Failure};
+use super::{print_json, Failure};
 use crate::bundle::delta::{delta_manifest, leave_out, Base};
 use crate::bundle::keys::SecretKey;
 use crate::bundle::manifest::{BlobEntry, Kind, Object};
@@ -39,15 +40,13 @@ use crate::bundle::volumes::Layout;
 use crate::bundle::writer::{write_bundle, BundleBuilder, Plan};
 use crate::bundle::Digest;
 use crate::cli::{CreateArgs, OutputArgs};
-use crate::error::InputFailure;
+use crate::error::{InputFailure, RegistryFailure};
 use crate::io::atomic::AtomicFile;
 use crate::io::bundle_file::{write_parallel, Pieces};
 use crate::io::cas::Cas;
 use crate::io::keys::load_secret_key;
 use crate::io::volumes::{Committed, VolumeOutput};
 use crate::progress::{human_bytes, Progress};
-use crate::registry::auth::parse_registry_auth;
-use crate::registry::{Credentials, Settings};
 use crate::resolve::image::{self, Blob, ImagePlan};
 use crate::resolve::registry::{FetchStats, Registry};
 use crate::resolve::{archive, k8s, layout, nix, Contribution, LockCtx};
@@ -65,42 +64,29 @@ struct ResolvedImage {
     plan: ImagePlan,
 }
 
-fn registry_failure(e: anyhow::Error) -> Failure {
-    Failure {
-        code: exit::REGISTRY,
-        error: e,
-    }
-}
-
-/// `SOURCE_DATE_EPOCH`, or 0: bundles carry no wall-clock time unless asked to.
-fn source_date_epoch() -> Result<u64, Failure> {
-    Ok(source_date_epoch_set()?.unwrap_or(0))
-}
-
-/// `SOURCE_DATE_EPOCH` when it is set (also read by `inventory`).
-pub(super) fn source_date_epoch_set() -> Result<Option<u64>, Failure> {
-    match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.trim().is_empty() => v.trim().parse().map(Some).map_err(|_| {
-            InputFailure(format!(
-                "SOURCE_DATE_EPOCH=`{v}` is not a number of seconds since 1970"
-            ))
-            .into()
-        }),
-        _ => Ok(None),
+/// What a registry sent that cannot be used (a manifest that cannot be walked, no
+/// platform the spec asks for) is the registry's failure, unless the error says
+/// otherwise: a full disk while caching what it sent is the machine's.
+fn served_by_registry(e: anyhow::Error) -> anyhow::Error {
+    if super::named_class(&e).is_some() {
+        e
+    } else {
+        RegistryFailure(format!("{e:#}")).into()
     }
 }
 
 /// Runs create, stage by stage: each stage's result carries what the next needs.
 pub fn run(a: CreateArgs, out: &OutputArgs) -> Result<(), Failure> {
+    let a = &CreateSettings::resolve(a)?;
     let progress = Progress::new(out.quiet || out.json);
-    let inputs = Inputs::load(&a, &progress)?;
-    let resolved = resolve(&a, &inputs, &progress)?;
-    check_lock(&a, &inputs, &resolved)?;
+    let inputs = Inputs::load(a, &progress)?;
+    let resolved = resolve(a, &inputs, &progress)?;
+    check_lock(a, &inputs, &resolved)?;
     let fetched = fetch(&inputs, &resolved, &progress)?;
-    let assembled = assemble(&a, &inputs, &resolved)?;
-    let written = write(&a, &inputs, &assembled, &progress)?;
+    let assembled = assemble(a, &inputs, &resolved)?;
+    let written = write(a, &inputs, &assembled, &progress)?;
     report(
-        &a,
+        a,
         out,
         &inputs,
         &resolved,
@@ -125,12 +111,9 @@ struct Inputs {
 }
 
 impl Inputs {
-    fn load(a: &CreateArgs, progress: &Progress) -> Result<Inputs, Failure> {
+    fn load(a: &CreateSettings, progress: &Progress) -> Result<Inputs, Failure> {
         let loaded = spec::load(&a.spec)?;
-        let lock_path = a
-            .lock
-            .clone()
-            .unwrap_or_else(|| a.spec.with_extension("lock"));
+        let lock_path = a.lock.clone();
         let old_lock = if lock_path.exists() {
             Lock::parse(&lock_path.display().to_string(), &fs::read(&lock_path)?)?
         } else if a.locked {
@@ -152,10 +135,10 @@ impl Inputs {
                 "no --key given: the bundle is unsigned, and verify/import refuse it without --allow-unsigned",
             );
         }
-        let cas = Cas::open(a.cache.clone().unwrap_or_else(Cas::default_root))
+        let cas = Cas::open(a.cache.clone())
             .context("opening the blob cache (choose another with --cache DIR)")?;
-        let created = source_date_epoch()?;
-        let bases = super::against::load(&a.against, &a.trust, progress)?;
+        let created = a.created;
+        let bases = super::against::load(&a.against, &a.against_trust, progress)?;
         Ok(Inputs {
             loaded,
             lock_path,
@@ -181,7 +164,7 @@ struct Resolved {
     registry: Option<Registry>,
 }
 
-fn resolve(a: &CreateArgs, inputs: &Inputs, progress: &Progress) -> Result<Resolved, Failure> {
+fn resolve(a: &CreateSettings, inputs: &Inputs, progress: &Progress) -> Result<Resolved, Failure> {
     let Inputs {
         loaded,
         old_lock,
@@ -199,7 +182,7 @@ fn resolve(a: &CreateArgs, inputs: &Inputs, progress: &Progress) -> Result<Resol
             update: a.update,
         };
         vec![
-            k8s::render(loaded, cas, &mut ctx, progress, &render_options(a)?)?,
+            k8s::render(loaded, cas, &mut ctx, progress, &render_options(a))?,
             nix::resolve(loaded, cas, &mut ctx, progress, keys)?,
         ]
     };
@@ -243,7 +226,7 @@ fn resolve(a: &CreateArgs, inputs: &Inputs, progress: &Progress) -> Result<Resol
 
 /// Resolves `images[i]` (or an image a document wants) against its pin in the lock.
 fn resolve_image(
-    a: &CreateArgs,
+    a: &CreateSettings,
     inputs: &Inputs,
     resolved: &mut Resolved,
     i: usize,
@@ -274,21 +257,20 @@ fn resolve_image(
     let (name, plan) = match &req.source {
         ImageSource::Registry(reference) => {
             if resolved.registry.is_none() {
-                resolved.registry = Some(Registry::new(registry_settings(a)?)?);
+                resolved.registry = Some(Registry::new(a.registry.clone())?);
             }
             let reg = resolved.registry.as_ref().expect("just set");
-            let root = reg
-                .resolve(cas, reference, pinned)
-                .map_err(|e| match wanted_by.get(reference) {
+            let root = reg.resolve(cas, reference, pinned).map_err(|e| {
+                match wanted_by.get(reference) {
                     Some(who) => e.context(format!("{reference} is wanted by {}", who.join(", "))),
                     None => e,
-                })
-                .map_err(registry_failure)?;
+                }
+            })?;
             let plan = {
-                let mut fetch = reg.manifests(cas, reference).map_err(registry_failure)?;
+                let mut fetch = reg.manifests(cas, reference)?;
                 image::walk(&root.bytes, &root.media_type, &req.platforms, &mut fetch)
-                    .with_context(|| format!("image {reference}"))
-                    .map_err(registry_failure)?
+                    .map_err(served_by_registry)
+                    .with_context(|| format!("image {reference}"))?
             };
             resolved
                 .downloads
@@ -342,7 +324,7 @@ fn resolve_image(
 
 /// Stage 3: with `--locked`, the lock the inputs resolved to must be the one on
 /// disk. (Each pin was already held against its image in stage 2.)
-fn check_lock(a: &CreateArgs, inputs: &Inputs, resolved: &Resolved) -> Result<(), Failure> {
+fn check_lock(a: &CreateSettings, inputs: &Inputs, resolved: &Resolved) -> Result<(), Failure> {
     if a.locked && resolved.new_lock != inputs.old_lock {
         return Err(InputFailure(format!(
             "--locked: {} would change:\n  {}\nrun create without --locked to update it",
@@ -381,10 +363,9 @@ fn fetch(
         .cloned()
         .collect();
     match &resolved.registry {
-        Some(reg) if !downloads.is_empty() => Ok(Some(
-            reg.fetch_blobs(&inputs.cas, &downloads, progress)
-                .map_err(registry_failure)?,
-        )),
+        Some(reg) if !downloads.is_empty() => {
+            Ok(Some(reg.fetch_blobs(&inputs.cas, &downloads, progress)?))
+        }
         _ => Ok(None),
     }
 }
@@ -400,7 +381,11 @@ struct Assembled {
     full: Option<Plan>,
 }
 
-fn assemble(a: &CreateArgs, inputs: &Inputs, resolved: &Resolved) -> Result<Assembled, Failure> {
+fn assemble(
+    a: &CreateSettings,
+    inputs: &Inputs,
+    resolved: &Resolved,
+) -> Result<Assembled, Failure> {
     let Inputs {
         loaded,
         lock_path,
@@ -489,7 +474,7 @@ struct Written {
 }
 
 fn write(
-    a: &CreateArgs,
+    a: &CreateSettings,
     inputs: &Inputs,
     assembled: &Assembled,
     progress: &Progress,
@@ -497,7 +482,6 @@ fn write(
     let plan = &assembled.plan;
     let envelope = Envelope::sign(plan.digest, &inputs.keys);
     let total = plan.file_len(&envelope);
-    let jobs = crate::pool::cores();
     let bar = progress.bar(format!("bundle {}", a.output.display()), total);
     let volumes = match a.volume_size {
         Some(volume_size) => {
@@ -505,9 +489,14 @@ fn write(
                 .map_err(|e| volume_failure(e.into()))?;
             let out = VolumeOutput::create(&a.output, layout, a.parity.unwrap_or(0))
                 .map_err(volume_failure)?;
-            write_parallel(&out.pieces(), plan, &envelope, &inputs.cas, jobs, &|b| {
-                bar.inc(b.size + 512)
-            })?;
+            write_parallel(
+                &out.pieces(),
+                plan,
+                &envelope,
+                &inputs.cas,
+                a.threads,
+                &|b| bar.inc(b.size + 512),
+            )?;
             bar.clear();
             Some((layout, commit(out, plan.digest, total, progress)?))
         }
@@ -520,7 +509,7 @@ fn write(
                         plan,
                         &envelope,
                         &inputs.cas,
-                        jobs,
+                        a.threads,
                         &|b| bar.inc(b.size + 512),
                     )?;
                 }
@@ -546,7 +535,7 @@ fn write(
 
 /// Stage 7: what was written, on stdout.
 fn report(
-    a: &CreateArgs,
+    a: &CreateSettings,
     out: &OutputArgs,
     inputs: &Inputs,
     resolved: &Resolved,
@@ -561,26 +550,37 @@ fn report(
     let total = written.size;
     let totals = Totals::of(&plan.manifest);
     if out.json {
-        let images: Vec<_> = resolved
-            .images
-            .iter()
-            .map(|r| {
-                json!({"ref": r.name, "digest": r.plan.root.digest.to_string(),
-                       "mediaType": r.plan.root.media_type, "platforms": r.plan.platforms, "source": r.source})
-            })
-            .collect();
-        print_json(&json!({
-            "bundle": a.output, "digest": plan.digest.to_string(), "size": total,
-            "name": spec.name, "version": spec.version,
-            "signers": inputs.keys.iter().map(|k| k.name().to_string()).collect::<Vec<_>>(),
-            "images": images, "lock": lock_path, "lockChanged": lock_changed,
-            "fetched": {"blobs": stats.map_or(0, |s| s.fetched), "bytes": stats.map_or(0, |s| s.fetched_bytes)},
-            "cachedBlobs": stats.map_or(0, |s| s.cached),
-            "storedBytes": totals.stored_bytes, "savedBytes": totals.saved(),
-            "volumes": written.volumes.as_ref().map(|(_, c)| &c.data),
-            "parityVolumes": written.volumes.as_ref().map(|(_, c)| &c.parity),
-            "delta": delta_report(plan, assembled.full.as_ref(), &inputs.keys),
-        }));
+        print_json(&CreateReport {
+            bundle: a.output.clone(),
+            digest: plan.digest.to_string(),
+            size: total,
+            name: spec.name.clone(),
+            version: spec.version.clone(),
+            signers: inputs.keys.iter().map(|k| k.name().to_string()).collect(),
+            images: resolved
+                .images
+                .iter()
+                .map(|r| CreatedImage {
+                    reference: r.name.clone(),
+                    digest: r.plan.root.digest.to_string(),
+                    media_type: r.plan.root.media_type.clone(),
+                    platforms: r.plan.platforms.clone(),
+                    source: r.source.clone(),
+                })
+                .collect(),
+            lock: lock_path.clone(),
+            lock_changed: *lock_changed,
+            fetched: Fetched {
+                blobs: stats.map_or(0, |s| s.fetched),
+                bytes: stats.map_or(0, |s| s.fetched_bytes),
+            },
+            cached_blobs: stats.map_or(0, |s| s.cached),
+            stored_bytes: totals.stored_bytes,
+            saved_bytes: totals.saved(),
+            volumes: written.volumes.as_ref().map(|(_, c)| c.data.clone()),
+            parity_volumes: written.volumes.as_ref().map(|(_, c)| c.parity.clone()),
+            delta: delta_report(plan, assembled.full.as_ref(), &inputs.keys),
+        });
     } else if !out.quiet {
         say!(
             "{} {} ({}): {} image(s), {} blobs, {} saved by storing shared blobs once",
@@ -623,48 +623,21 @@ fn report(
     }
 }
 
-/// The `delta` member of create's JSON report: `null` for a full bundle.
-fn delta_report(plan: &Plan, full: Option<&Plan>, keys: &[SecretKey]) -> serde_json::Value {
-    match (full, &plan.manifest.delta) {
-        (Some(full), Some(d)) => {
-            let expected = plan.manifest.expected();
-            json!({
-                "fullDigest": full.digest.to_string(),
-                "fullSize": full.file_len(&Envelope::sign(full.digest, keys)),
-                "against": d.against,
-                "expectedBlobs": expected.len(),
-                "expectedBytes": expected.iter().map(|(b, _)| b.size).sum::<u64>(),
-            })
-        }
-        _ => serde_json::Value::Null,
-    }
+/// The `delta` member of create's JSON report: `None` for a full bundle.
+fn delta_report(plan: &Plan, full: Option<&Plan>, keys: &[SecretKey]) -> Option<CreateDelta> {
+    let full = full?;
+    Some(CreateDelta {
+        summary: DeltaSummary::of(&plan.manifest)?,
+        full_size: full.file_len(&Envelope::sign(full.digest, keys)),
+    })
 }
 
 /// Charts use the same `--insecure-registry`, `--registry-auth` and Docker config
 /// as images do.
-fn render_options(a: &CreateArgs) -> Result<k8s::RenderOptions, Failure> {
-    Ok(k8s::RenderOptions {
-        registry: registry_settings(a)?,
-    })
-}
-
-fn registry_credentials(a: &CreateArgs) -> Result<Vec<(String, Credentials)>, Failure> {
-    a.registry_auth
-        .iter()
-        .map(|s| parse_registry_auth(s).map_err(|e| InputFailure(format!("{e:#}")).into()))
-        .collect()
-}
-
-fn registry_settings(a: &CreateArgs) -> Result<Settings, Failure> {
-    Ok(Settings {
-        insecure_hosts: a.insecure_registries.clone(),
-        credentials: registry_credentials(a)?,
-        docker_config: a.docker_config.clone(),
-        ca_files: Vec::new(),
-        ca_flag: None,
-        jobs: a.jobs.max(1),
-        retries: a.retries.max(1),
-    })
+fn render_options(a: &CreateSettings) -> k8s::RenderOptions {
+    k8s::RenderOptions {
+        registry: a.registry.clone(),
+    }
 }
 
 fn local_name(

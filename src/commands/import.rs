@@ -6,8 +6,8 @@
 //! once: every blob is hashed while it streams to the targets that need it, and the
 //! targets register their objects only after the last byte verified.
 
-use serde_json::json;
-
+use super::report::{ImportReport, PlanReport, TargetPlanReport, TargetResult};
+use super::settings::ImportSettings;
 use super::verify::{check_trust, Trust};
 use super::{print_json, Failure};
 use crate::bundle::reader::{read_head, verify_stream, Head};
@@ -19,6 +19,7 @@ use crate::progress::{human_bytes, Progress};
 
 /// Runs import.
 pub fn run(a: ImportArgs, out: &OutputArgs) -> Result<(), Failure> {
+    let a = ImportSettings::resolve(a)?;
     let progress = &Progress::new(out.quiet || out.json);
     let source = BundleSource::open(&a.bundle)?;
     source.report_to(progress);
@@ -56,14 +57,22 @@ pub fn run(a: ImportArgs, out: &OutputArgs) -> Result<(), Failure> {
     drop(fanout);
     let mut reports = Vec::new();
     for t in targets.iter_mut() {
-        reports.push(json!({"target": t.describe(), "result": t.finish(&head, progress)?}));
+        let result = t.finish(&head, progress)?;
+        reports.push(TargetResult {
+            target: t.describe(),
+            result,
+        });
     }
     let signers = trust.signer_names();
     if out.json {
-        print_json(&json!({
-            "ok": true, "digest": head.digest.to_string(), "name": head.manifest.name,
-            "version": head.manifest.version, "signers": signers, "targets": reports,
-        }));
+        print_json(&ImportReport {
+            ok: true,
+            digest: head.digest.to_string(),
+            name: head.manifest.name.clone(),
+            version: head.manifest.version.clone(),
+            signers,
+            targets: reports,
+        });
     } else if !out.quiet {
         say!(
             "imported {} {} ({})",
@@ -163,16 +172,16 @@ fn removals(p: &import::TargetPlan, what: &str) -> String {
 }
 
 fn select_targets(
-    a: &ImportArgs,
+    a: &ImportSettings,
     head: &Head,
     trust: &Trust,
     source: &BundleSource,
 ) -> Result<Vec<Box<dyn Target>>, Failure> {
     let mut v: Vec<Box<dyn Target>> = Vec::new();
-    if let Some(t) = import::nix::target(a, head, trust.signers(), source)? {
-        v.push(t);
+    if let Some(nix) = &a.nix {
+        v.extend(import::nix::target(nix, head, trust.signers(), source)?);
     }
-    v.extend(import::oci::targets(a, head, source)?);
+    v.extend(import::oci::targets(&a.oci, head, source)?);
     Ok(v)
 }
 
@@ -183,14 +192,19 @@ fn report_plan(
     out: &OutputArgs,
 ) {
     if out.json {
-        let t: Vec<_> = targets
-            .iter()
-            .zip(plans)
-            .map(|(t, p)| json!({"target": t.describe(), "plan": p}))
-            .collect();
-        print_json(
-            &json!({"ok": true, "dryRun": true, "digest": head.digest.to_string(), "targets": t}),
-        );
+        print_json(&PlanReport {
+            ok: true,
+            dry_run: true,
+            digest: head.digest.to_string(),
+            targets: targets
+                .iter()
+                .zip(plans)
+                .map(|(t, p)| TargetPlanReport {
+                    target: t.describe(),
+                    plan: p.clone(),
+                })
+                .collect(),
+        });
         return;
     }
     say!(

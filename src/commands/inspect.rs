@@ -3,8 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use serde_json::json;
-
+use super::report::{DeltaSummary, InspectImage, InspectObject, InspectReport, InspectTotals};
 use super::{print_json, Failure};
 use crate::bundle::manifest::{Kind, Manifest};
 use crate::bundle::reader::read_head;
@@ -60,21 +59,6 @@ impl Totals {
     }
 }
 
-/// What a delta is against and expects on the target (`null` for a full bundle),
-/// for `inspect --json` and `verify --json`.
-pub fn delta_json(m: &Manifest) -> serde_json::Value {
-    let Some(d) = &m.delta else {
-        return serde_json::Value::Null;
-    };
-    let expected = m.expected();
-    json!({
-        "against": d.against,
-        "fullDigest": d.full.manifest.to_string(),
-        "expectedBlobs": expected.len(),
-        "expectedBytes": expected.iter().map(|(b, _)| b.size).sum::<u64>(),
-    })
-}
-
 /// Runs inspect.
 pub fn run(a: InspectArgs, out: &OutputArgs) -> Result<(), Failure> {
     // The head is in the first volume of a set: the others are not needed.
@@ -83,29 +67,47 @@ pub fn run(a: InspectArgs, out: &OutputArgs) -> Result<(), Failure> {
     let m = &head.manifest;
     let totals = Totals::of(m);
     let signers: Vec<String> = head.envelope.claimed_signers();
-    let images: Vec<serde_json::Value> = m
-        .images()
-        .map(|(o, meta)| {
-            json!({
-                "ref": o.name, "digest": o.digest.to_string(), "mediaType": o.media_type,
-                "platforms": meta.platforms,
-                "size": o.size,
-                "wantedBy": meta.wanted_by(),
-            })
-        })
-        .collect();
     if out.json {
-        print_json(&json!({
-            "name": m.name, "version": m.version, "digest": head.digest.to_string(),
-            "formatVersion": m.format_version, "generator": m.generator,
-            "created": rfc3339(m.created), "platforms": m.platforms,
-            "signers": signers, "images": images,
-            "objects": m.objects.iter().map(|o| json!({"kind": o.kind.as_str(), "name": o.name, "digest": o.digest.to_string(), "size": o.size})).collect::<Vec<_>>(),
-            "totals": {"objects": totals.objects, "blobs": totals.blobs, "storedBytes": totals.stored_bytes,
-                       "logicalBytes": totals.logical_bytes, "savedBytes": totals.saved(),
-                       "fileBytes": head.file_len()},
-            "delta": delta_json(m),
-        }));
+        print_json(&InspectReport {
+            name: m.name.clone(),
+            version: m.version.clone(),
+            digest: head.digest.to_string(),
+            format_version: m.format_version.clone(),
+            generator: m.generator.clone(),
+            created: rfc3339(m.created),
+            platforms: m.platforms.clone(),
+            signers,
+            images: m
+                .images()
+                .map(|(o, meta)| InspectImage {
+                    reference: o.name.clone(),
+                    digest: o.digest.to_string(),
+                    media_type: o.media_type.clone(),
+                    platforms: meta.platforms.clone(),
+                    size: o.size,
+                    wanted_by: meta.wanted_by().to_vec(),
+                })
+                .collect(),
+            objects: m
+                .objects
+                .iter()
+                .map(|o| InspectObject {
+                    kind: o.kind.as_str().to_string(),
+                    name: o.name.clone(),
+                    digest: o.digest.to_string(),
+                    size: o.size,
+                })
+                .collect(),
+            totals: InspectTotals {
+                objects: totals.objects,
+                blobs: totals.blobs,
+                stored_bytes: totals.stored_bytes,
+                logical_bytes: totals.logical_bytes,
+                saved_bytes: totals.saved(),
+                file_bytes: head.file_len(),
+            },
+            delta: DeltaSummary::of(m),
+        });
         return Ok(());
     }
     say!("bundle    {} {}", m.name, m.version);

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use serde_json::json;
 
-use super::create::source_date_epoch_set;
+use super::settings::source_date_epoch;
 use super::{print_json, Failure};
 use crate::bundle::inventory::Inventory;
 use crate::cli::{InventoryArgs, OutputArgs};
@@ -36,7 +36,7 @@ pub fn run(a: InventoryArgs, out: &OutputArgs) -> Result<(), Failure> {
         )
         .into());
     }
-    let created = match source_date_epoch_set()? {
+    let created = match source_date_epoch()? {
         Some(t) => t,
         None => std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -25,10 +25,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use fs_err as fs;
 use serde_json::{json, Value};
 
+use super::report::{ManifestsReport, StagedReport, TargetReport};
 use super::{Target, TargetPlan};
 use crate::bundle::canonical;
 use crate::bundle::inventory::BundleSeen;
@@ -38,7 +39,7 @@ use crate::bundle::meta::K8sManifestMeta;
 use crate::bundle::oci::{index_bytes, oci_layout_bytes};
 use crate::bundle::reader::Head;
 use crate::bundle::Digest;
-use crate::error::{DeltaFailure, InputFailure};
+use crate::error::{BundleFailure, DeltaFailure, InputFailure};
 use crate::io::atomic::AtomicFile;
 use crate::io::process::Cmd;
 use crate::k8s::names::is_file_name;
@@ -121,7 +122,7 @@ impl StagedImages {
 
     /// Whether the archive at `path` was written from this bundle (its first entries).
     fn already_written(&self) -> bool {
-        let Ok(f) = std::fs::File::open(&self.path) else {
+        let Ok(f) = fs::File::open(&self.path) else {
             return false;
         };
         let mut r = io::BufReader::new(f).take(1 << 20);
@@ -133,7 +134,7 @@ impl StagedImages {
         // entry 1: oci-layout (512 + 512), entry 2: index.json.
         let start = 1024 + 512;
         buf.get(start..start + want.len()) == Some(&want[..])
-            && std::fs::metadata(&self.path).map(|m| m.len()).ok() == Some(self.len)
+            && fs::metadata(&self.path).map(|m| m.len()).ok() == Some(self.len)
     }
 
     fn open(&mut self) -> io::Result<&mut AtomicFile> {
@@ -250,9 +251,13 @@ impl Target for StagedImages {
         write_padding(f, blob.size)
     }
 
-    fn finish(&mut self, _head: &Head, _progress: &Progress) -> Result<Value> {
+    fn finish(&mut self, _head: &Head, _progress: &Progress) -> Result<TargetReport> {
         if self.present {
-            return Ok(json!({"archive": self.path, "written": false}));
+            return Ok(TargetReport::Staged(StagedReport {
+                archive: self.path.clone(),
+                written: false,
+                bytes: None,
+            }));
         }
         let path = self.path.clone();
         let f = self.open()?;
@@ -260,7 +265,11 @@ impl Target for StagedImages {
         let f = self.out.take().expect("open");
         f.commit()
             .with_context(|| format!("cannot write {}", path.display()))?;
-        Ok(json!({"archive": path, "written": true, "bytes": self.len}))
+        Ok(TargetReport::Staged(StagedReport {
+            archive: path,
+            written: true,
+            bytes: Some(self.len),
+        }))
     }
 }
 
@@ -436,6 +445,10 @@ fn file_matches(existing: &[u8], docs: &[Doc]) -> bool {
 /// Symlinks, folders and other names are not ours and never listed. `None` when
 /// `dir` is itself a symlink: what it points to is outside the manifests folder, so
 /// nothing is removed from it.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "NotFound is an answer; other errors name the path"
+)]
 fn stale_files(dir: &Path, keep: &BTreeMap<String, Vec<Doc>>) -> Result<Option<Vec<String>>> {
     match std::fs::symlink_metadata(dir) {
         Ok(m) if m.file_type().is_symlink() => return Ok(None),
@@ -468,6 +481,10 @@ fn stale_files(dir: &Path, keep: &BTreeMap<String, Vec<Doc>>) -> Result<Option<V
 /// renames before and the removals survive a power cut. A name that is no longer a
 /// regular file (replaced since the plan) is left alone; one that is already gone
 /// counts as removed, so a rerun after an interruption converges.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "NotFound is an answer; other errors name the path"
+)]
 fn remove_stale(dir: &Path, names: &[String]) -> Result<Vec<String>> {
     let mut removed = Vec::new();
     for name in names {
@@ -562,8 +579,18 @@ impl Manifests {
             }
             let p = staging.join(d.blob.hex());
             let f = fs::File::open(&p)?;
+            // The blob verified, so bytes that do not decode, or decode to another
+            // size, are the bundle's fault: it fails verification, naming the
+            // manifest.
+            let undecodable = |e: io::Error| -> anyhow::Error {
+                BundleFailure(format!(
+                    "manifest {}: its blob {} does not decode as zstd ({e}); the bundle was made wrong, get a bundle made again",
+                    d.name, d.blob
+                ))
+                .into()
+            };
             let mut body: Box<dyn Read> = if d.encoded {
-                Box::new(zstd::stream::read::Decoder::new(f)?)
+                Box::new(zstd::stream::read::Decoder::new(f).map_err(undecodable)?)
             } else {
                 Box::new(f)
             };
@@ -571,7 +598,11 @@ impl Manifests {
             let mut n = 0u64;
             let mut buf = vec![0u8; 64 << 10];
             loop {
-                let k = body.read(&mut buf)?;
+                let k = match body.read(&mut buf) {
+                    Ok(k) => k,
+                    Err(e) if d.encoded => return Err(undecodable(e)),
+                    Err(e) => return Err(e.into()),
+                };
                 if k == 0 {
                     break;
                 }
@@ -580,11 +611,12 @@ impl Manifests {
                 n += k as u64;
             }
             if n != d.size {
-                bail!(
-                    "manifest {} decodes to {n} bytes, not the {} the bundle promises",
+                return Err(BundleFailure(format!(
+                    "manifest {} decodes to {n} bytes, not the {} the bundle promises; the bundle was made wrong, get a bundle made again",
                     d.name,
                     d.size
-                );
+                ))
+                .into());
             }
             if n > 0 && last[0] != b'\n' {
                 out.write_all(b"\n")?;
@@ -654,8 +686,8 @@ impl Target for Manifests {
                 ManifestMode::Folder(dir) => {
                     let p = dir.join(file);
                     let max: u64 = docs.iter().map(|d| d.size + 5).sum();
-                    match std::fs::metadata(&p) {
-                        Ok(m) if m.len() <= max => std::fs::read(&p)
+                    match fs::metadata(&p) {
+                        Ok(m) if m.len() <= max => fs::read(&p)
                             .map(|b| file_matches(&b, docs))
                             .unwrap_or(false),
                         _ => false,
@@ -709,10 +741,13 @@ impl Target for Manifests {
         Ok(())
     }
 
-    fn finish(&mut self, _head: &Head, progress: &Progress) -> Result<Value> {
+    fn finish(&mut self, _head: &Head, progress: &Progress) -> Result<TargetReport> {
         let done = self.write_files(progress)?;
         let ManifestMode::Folder(dir) = &self.mode else {
-            return Ok(json!({"written": done}));
+            return Ok(TargetReport::Manifests(ManifestsReport {
+                written: done,
+                removed: None,
+            }));
         };
         if self.folder_is_link {
             progress.warn(format!(
@@ -729,9 +764,12 @@ impl Target for Manifests {
         if self.files.is_empty() && !self.folder_is_link {
             // This version has no manifests: the folder goes too if nothing else
             // is in it (remove_dir never removes a folder that holds anything).
-            let _ = std::fs::remove_dir(dir);
+            let _ = fs::remove_dir(dir);
         }
-        Ok(json!({"written": done, "removed": removed}))
+        Ok(TargetReport::Manifests(ManifestsReport {
+            written: done,
+            removed: Some(removed),
+        }))
     }
 }
 

@@ -76,6 +76,10 @@ enum Out {
 
 impl AtomicFile {
     /// Starts writing `target`.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "errors name the target by hand, with advice"
+    )]
     pub fn create(target: &Path) -> io::Result<Self> {
         match std::fs::metadata(target) {
             Ok(m) if m.is_dir() => {
@@ -101,7 +105,7 @@ impl AtomicFile {
         }
         // Through a symlink, replace the file it points to, not the link.
         let target = match std::fs::symlink_metadata(target) {
-            Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(target)?,
+            Ok(m) if m.file_type().is_symlink() => fs_err::canonicalize(target)?,
             _ => target.to_path_buf(),
         };
         let tmp = temp_beside(&target)?;
@@ -197,6 +201,10 @@ pub fn write(target: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "test fixtures: std::fs and the tools that make them, where a failure is the test's"
+)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
 

@@ -39,6 +39,13 @@ pub enum CasError {
     Io(#[from] io::Error),
 }
 
+impl crate::error::Classify for CasError {
+    /// The cache is the local machine's: its errors are any other error.
+    fn class(&self) -> Option<crate::error::ErrorClass> {
+        None
+    }
+}
+
 /// A cache directory.
 #[derive(Debug, Clone)]
 pub struct Cas {
@@ -86,7 +93,7 @@ impl Cas {
     /// Whether a blob is cached (with the given size, when known). Sizes are checked
     /// because a truncated file from an older, buggier writer must not count.
     pub fn contains(&self, d: &Digest, size: Option<u64>) -> bool {
-        match std::fs::metadata(self.path(d)) {
+        match fs::metadata(self.path(d)) {
             Ok(m) => m.is_file() && size.is_none_or(|s| s == m.len()),
             Err(_) => false,
         }

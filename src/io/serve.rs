@@ -328,7 +328,7 @@ fn serve_connection(conn: TcpStream, shared: &Shared) -> io::Result<()> {
                         from.unwrap_or(0),
                         digest,
                         &mut out,
-                    );
+                    )?;
                     if let Err(found) = sent {
                         let bad = Mismatch {
                             name: n.to_string(),
@@ -379,8 +379,14 @@ fn status(out: &mut TcpStream, code: &str, close: bool) -> io::Result<()> {
 
 /// Sends bytes `from..size` of the range at `offset`, hashing all of it (the part
 /// before `from` too) and sending the last chunk only if the digest is `digest`.
-/// `Err` is what was found instead; a socket error is also `Err`, which only means
-/// the client went away.
+/// The inner `Err` is what was found instead.
+///
+/// A client that goes away mid-range (a Nix that failed on its own: a full store
+/// disk, or bytes it could not decompress) may have been sent changed bytes, or
+/// may have failed for its own reasons. So the rest of the range is still read and
+/// hashed: a digest that differs is recorded as usual, and only when the bytes
+/// were the verified ones is the socket error returned (the outer `Err`), which is
+/// not recorded: the client's own error is then the one to report.
 fn send_range(
     source: &dyn ReadAt,
     offset: u64,
@@ -388,33 +394,36 @@ fn send_range(
     from: u64,
     digest: &Digest,
     out: &mut impl Write,
-) -> Result<(), Result<Digest, String>> {
+) -> io::Result<Result<(), Result<Digest, String>>> {
     let mut hasher = Some(Hasher::new());
     let mut buf = vec![0u8; CHUNK];
     let mut pos = 0u64;
+    let mut gone: Option<io::Error> = None;
     while pos < size {
         let want = (size - pos).min(CHUNK as u64) as usize;
         let chunk = &mut buf[..want];
-        RangeReader::new(source, offset + pos, want as u64)
-            .read_exact(chunk)
-            .map_err(|e| Err(format!("reading the bundle: {e}")))?;
+        if let Err(e) = RangeReader::new(source, offset + pos, want as u64).read_exact(chunk) {
+            return Ok(Err(Err(format!("reading the bundle: {e}"))));
+        }
         let end = pos + want as u64;
         let h = hasher.as_mut().expect("taken only at the end");
         h.update(chunk);
         if end == size {
             let (found, _) = hasher.take().expect("taken only at the end").finish();
             if found != *digest {
-                return Err(Ok(found));
+                return Ok(Err(Ok(found)));
             }
         }
-        if end > from {
+        if end > from && gone.is_none() {
             let skip = from.saturating_sub(pos) as usize;
-            out.write_all(&chunk[skip..])
-                .map_err(|e| Err(format!("the client went away: {e}")))?;
+            gone = out.write_all(&chunk[skip..]).err();
         }
         pos = end;
     }
-    Ok(())
+    match gone {
+        Some(e) => Err(e),
+        None => Ok(Ok(())),
+    }
 }
 
 #[cfg(test)]
@@ -456,6 +465,41 @@ mod tests {
 
     fn prefix(s: &Server) -> String {
         s.shared.prefix.clone()
+    }
+
+    /// A client that takes `n` bytes and then goes away.
+    struct Leaves(usize);
+
+    impl Write for Leaves {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            if self.0 == 0 {
+                return Err(io::ErrorKind::BrokenPipe.into());
+            }
+            let n = b.len().min(self.0);
+            self.0 -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_client_that_goes_away_is_not_a_changed_file() {
+        // Three chunks; the client leaves during the first.
+        let data: Vec<u8> = (0..CHUNK * 5 / 2).map(|i| (i % 251) as u8).collect();
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(&data).unwrap();
+        let file = f.reopen().unwrap();
+        let size = data.len() as u64;
+        // The bytes are the verified ones: the client's own trouble, not recorded.
+        let sent = send_range(&file, 0, size, 0, &digest(&data), &mut Leaves(1000));
+        assert_eq!(sent.unwrap_err().kind(), io::ErrorKind::BrokenPipe);
+        // They changed after the client left: still found, and recorded.
+        let mut changed = data.clone();
+        changed[CHUNK * 2] ^= 1;
+        let sent = send_range(&file, 0, size, 0, &digest(&changed), &mut Leaves(1000));
+        assert_eq!(sent.unwrap(), Err(Ok(digest(&data))));
     }
 
     #[test]

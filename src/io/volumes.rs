@@ -84,6 +84,23 @@ pub enum VolumeSetError {
     },
 }
 
+impl crate::error::Classify for VolumeSetError {
+    /// A set that is incomplete or holds another bundle's volume is a damaged
+    /// bundle (verification); a rule of the format decides by its own class (it is
+    /// transparent, so it is not in the chain on its own); an I/O failure is any
+    /// other error.
+    fn class(&self) -> Option<crate::error::ErrorClass> {
+        use crate::error::ErrorClass;
+        match self {
+            VolumeSetError::Incomplete { .. } | VolumeSetError::Extra { .. } => {
+                Some(ErrorClass::Verify)
+            }
+            VolumeSetError::Format(e) => e.class(),
+            VolumeSetError::Io { .. } => None,
+        }
+    }
+}
+
 impl VolumeSetError {
     /// Whether it means the set is incomplete or not this bundle's (a damaged
     /// bundle: exit code 3), rather than an I/O failure.

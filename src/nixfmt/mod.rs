@@ -85,6 +85,13 @@ pub enum NixFormatError {
     },
 }
 
+impl crate::error::Classify for NixFormatError {
+    /// Whoever parsed the field decides.
+    fn class(&self) -> Option<crate::error::ErrorClass> {
+        None
+    }
+}
+
 /// `s` as an error message may show it: control characters escaped, at most 200
 /// characters (then `…`).
 pub(crate) fn shown(s: &str) -> String {

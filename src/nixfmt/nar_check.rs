@@ -151,6 +151,13 @@ pub enum NarError {
     },
 }
 
+impl crate::error::Classify for NarError {
+    /// A NAR that Nix would not restore comes from a bundle: verification failed.
+    fn class(&self) -> Option<crate::error::ErrorClass> {
+        Some(crate::error::ErrorClass::Verify)
+    }
+}
+
 /// The next token the grammar allows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Want {
@@ -555,6 +562,16 @@ pub enum NarReadError {
     /// Reading them failed (a zstd decoder's error included).
     #[error("reading the NAR: {0}")]
     Io(#[from] io::Error),
+}
+
+impl crate::error::Classify for NarReadError {
+    /// As [`NarError`] for bad bytes; reading them is the cause's business.
+    fn class(&self) -> Option<crate::error::ErrorClass> {
+        match self {
+            NarReadError::Nar(e) => crate::error::Classify::class(e),
+            NarReadError::Io(_) => None,
+        }
+    }
 }
 
 /// Reads `reader` to its end through a [`NarChecker`] (with `limit`, when given)

@@ -174,6 +174,13 @@ pub enum ReferenceError {
     },
 }
 
+impl crate::error::Classify for ReferenceError {
+    /// Whoever gave the name decides (a spec: bad input; a bundle: verification).
+    fn class(&self) -> Option<crate::error::ErrorClass> {
+        None
+    }
+}
+
 /// A parsed, normalised image reference (`ParseNormalizedNamed`).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Reference {

@@ -12,7 +12,7 @@ use containerd_client::services::v1::{WriteAction, WriteContentRequest};
 use containerd_client::tonic::{Code, Status};
 use containerd_client::types::Descriptor as CDescriptor;
 use futures_util::StreamExt;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -23,8 +23,8 @@ use crate::bundle::manifest::BlobEntry;
 use crate::bundle::oci::{is_index, is_manifest};
 use crate::bundle::reader::Head;
 use crate::bundle::Digest;
-use crate::error::ContainerdFailure;
 use crate::import::images::{self, CheckedImage};
+use crate::import::report::{ContainerdImage, ContainerdReport, TargetReport};
 use crate::import::{Target, TargetPlan};
 use crate::progress::Progress;
 
@@ -112,16 +112,11 @@ impl Containerd {
         Ok(ctx)
     }
 
-    /// For the streaming calls, which return `io::Error`: the text of the whole
-    /// chain, and the ContainerdFailure marker kept when there is one, so a
-    /// containerd that went away mid-stream still exits as unreachable.
+    /// For the streaming calls, which return `io::Error`: the whole error carried
+    /// inside, so a containerd that went away mid-stream still exits as
+    /// unreachable.
     fn io_err(e: anyhow::Error) -> io::Error {
-        let msg = format!("{e:#}");
-        if e.chain().any(|c| c.is::<ContainerdFailure>()) {
-            io::Error::other(ContainerdFailure(msg))
-        } else {
-            io::Error::other(msg)
-        }
+        crate::error::carried(e)
     }
 
     fn finish_ingest(&mut self) -> Result<()> {
@@ -272,7 +267,7 @@ async fn image_registered(ctx: &Ctx, img: &CheckedImage) -> Result<bool> {
 }
 
 /// Labels, unpacks and registers one image; returns its JSON report.
-async fn register(ctx: Ctx, img: CheckedImage, root_size: u64) -> Result<Value> {
+async fn register(ctx: Ctx, img: CheckedImage, root_size: u64) -> Result<ContainerdImage> {
     let refs = names(&img);
     let o = img.object;
     let have: BTreeSet<String> = o.blobs.iter().map(|d| d.to_string()).collect();
@@ -314,7 +309,7 @@ async fn register(ctx: Ctx, img: CheckedImage, root_size: u64) -> Result<Value> 
     }
     // Unpack the host's platform.
     let mut snapshots = 0;
-    let mut unpacked = Value::Null;
+    let mut unpacked = None;
     if let Some((config, layers, diff_ids)) = host_manifest(&ctx, &o).await? {
         snapshots = ctx
             .unpack(&layers, &diff_ids)
@@ -338,7 +333,7 @@ async fn register(ctx: Ctx, img: CheckedImage, root_size: u64) -> Result<Value> 
             }
         }
         let (os, arch) = host_platform();
-        unpacked = json!(format!("{os}/{arch}"));
+        unpacked = Some(format!("{os}/{arch}"));
     }
     // Image records.
     let target = CDescriptor {
@@ -353,10 +348,14 @@ async fn register(ctx: Ctx, img: CheckedImage, root_size: u64) -> Result<Value> 
             changed.push(r.clone());
         }
     }
-    Ok(json!({
-        "name": o.name, "digest": o.digest.to_string(), "refs": refs,
-        "recordsChanged": changed, "unpacked": unpacked, "snapshotsCreated": snapshots,
-    }))
+    Ok(ContainerdImage {
+        name: o.name.clone(),
+        digest: o.digest.to_string(),
+        refs,
+        records_changed: changed,
+        unpacked,
+        snapshots_created: snapshots,
+    })
 }
 
 impl Target for Containerd {
@@ -439,7 +438,7 @@ impl Target for Containerd {
         self.finish_ingest().map_err(Self::io_err)
     }
 
-    fn finish(&mut self, _head: &Head, progress: &Progress) -> Result<Value> {
+    fn finish(&mut self, _head: &Head, progress: &Progress) -> Result<TargetReport> {
         self.finish_ingest()?;
         let ctx = self.leased()?;
         let images = self.images.clone();
@@ -467,11 +466,11 @@ impl Target for Containerd {
                 let size = blobs.get(&o.digest).map(|b| b.size).unwrap_or(o.size);
                 register(ctx.clone(), img, size)
             });
-            let results: Vec<Result<Value>> = futures_util::stream::iter(jobs)
+            let results: Vec<Result<ContainerdImage>> = futures_util::stream::iter(jobs)
                 .buffered(PARALLEL_IMAGES)
                 .collect()
                 .await;
-            results.into_iter().collect::<Result<Vec<Value>>>()
+            results.into_iter().collect::<Result<Vec<ContainerdImage>>>()
         })?;
         // Image records now hold the content: the lease can go.
         if let (Some(ctx), Some(id)) = (self.ctx.clone(), self.lease_id.take()) {
@@ -482,7 +481,10 @@ impl Target for Containerd {
                 ));
             }
         }
-        Ok(json!({"images": reports, "bytesWritten": self.written}))
+        Ok(TargetReport::Containerd(ContainerdReport {
+            images: reports,
+            bytes_written: self.written,
+        }))
     }
 }
 
@@ -492,14 +494,21 @@ mod tests {
 
     #[test]
     fn a_containerd_gone_mid_stream_keeps_its_marker() {
+        use crate::error::ContainerdFailure;
         let gone = anyhow::Error::new(ContainerdFailure("containerd went away".into()))
             .context("writing blob sha256:00");
         let e = Containerd::io_err(gone);
-        assert!(e.get_ref().is_some_and(|i| i.is::<ContainerdFailure>()));
-        assert!(e
-            .to_string()
-            .contains("writing blob sha256:00: containerd went away"));
-        let other = Containerd::io_err(anyhow!("bad descriptor"));
-        assert!(!other.get_ref().is_some_and(|i| i.is::<ContainerdFailure>()));
+        let inner = e.get_ref().expect("carries the error");
+        let carried = inner
+            .downcast_ref::<crate::error::Carried>()
+            .expect("the whole error");
+        assert!(carried.0.chain().any(|c| c.is::<ContainerdFailure>()));
+        let text: Vec<String> =
+            std::iter::successors(Some(inner as &(dyn std::error::Error + 'static)), |c| {
+                c.source()
+            })
+            .map(|c| c.to_string())
+            .collect();
+        assert_eq!(text, ["writing blob sha256:00", "containerd went away"]);
     }
 }

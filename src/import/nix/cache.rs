@@ -62,7 +62,7 @@ fn start_decoders() -> io::Result<Decoders> {
 
 /// Decompresses and hashes a staged `.nar.zst` file.
 fn decode_file(path: &Path) -> Result<(Digest, u64), String> {
-    let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let f = fs::File::open(path).map_err(|e| e.to_string())?;
     let mut dec = zstd::stream::read::Decoder::new(f).map_err(|e| e.to_string())?;
     let mut hw = HashingWriter::new(io::sink());
     io::copy(&mut dec, &mut hw).map_err(|e| e.to_string())?;
@@ -158,7 +158,7 @@ impl NixTarget {
     /// new paths' narinfos, whose NARs are in place and checked.
     pub(super) fn write_cache(&mut self, dir: &Path) -> Result<()> {
         let info_path = dir.join("nix-cache-info");
-        match std::fs::read_to_string(&info_path) {
+        match fs::read_to_string(&info_path) {
             Ok(text) => {
                 if let Some(sd) = text.lines().find_map(|l| l.strip_prefix("StoreDir:")) {
                     if sd.trim() != "/nix/store" {

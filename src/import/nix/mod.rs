@@ -60,15 +60,14 @@ use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use serde_json::json;
 use tempfile::{NamedTempFile, TempDir};
 
+use super::report::{NixReport, TargetReport};
 use super::{Target, TargetPlan};
 use crate::bundle::inventory::NixHoldings;
 use crate::bundle::keys::PublicKey;
 use crate::bundle::manifest::{BlobEntry, Kind};
 use crate::bundle::reader::Head;
-use crate::cli::ImportArgs;
 use crate::error::InputFailure;
 use crate::io::source::{BundleSource, RandomSource};
 use crate::io::space;
@@ -166,11 +165,19 @@ pub struct NixTarget {
     progress_warned: bool,
 }
 
-/// The Nix target for this bundle, if it has Nix paths and `--skip-nix` was not given.
-/// `signers` are the `--trust` keys whose signature of the bundle was checked: only
-/// they vouch for paths.
+/// What the Nix target is told: the import flags, resolved by the command layer
+/// (which leaves the target out with `--skip-nix`).
+#[derive(Debug, Clone, Default)]
+pub struct NixOptions {
+    /// `--nix-store`: a store path or URI, or a `file://` binary cache; `None` is
+    /// the local store.
+    pub store: Option<String>,
+}
+
+/// The Nix target for this bundle, if it has Nix paths. `signers` are the `--trust`
+/// keys whose signature of the bundle was checked: only they vouch for paths.
 pub fn target(
-    args: &ImportArgs,
+    opts: &NixOptions,
     head: &Head,
     signers: &[PublicKey],
     source: &BundleSource,
@@ -180,13 +187,13 @@ pub fn target(
         .objects
         .iter()
         .any(|o| o.kind == Kind::NixPath);
-    if !has || args.skip_nix {
+    if !has {
         return Ok(None);
     }
     let trusted = signers.to_vec();
     let objects = nix_objects(head, &trusted)?;
     Ok(Some(Box::new(NixTarget {
-        dest: parse_dest(args.nix_store.as_deref())?,
+        dest: parse_dest(opts.store.as_deref())?,
         objects,
         trusted,
         new_paths: Vec::new(),
@@ -405,7 +412,7 @@ impl Target for NixTarget {
         self.receive_commit(blob)
     }
 
-    fn finish(&mut self, head: &Head, progress: &Progress) -> Result<serde_json::Value> {
+    fn finish(&mut self, head: &Head, progress: &Progress) -> Result<TargetReport> {
         self.check_decoded()?;
         if !self.new_paths.is_empty() {
             if self.in_place() {
@@ -427,11 +434,11 @@ impl Target for NixTarget {
                 ));
             }
         }
-        let added: Vec<&str> = self.new_paths.iter().map(|p| p.as_str()).collect();
-        Ok(json!({
-            "added": added,
-            "present": self.objects.len() - added.len(),
-            "gcRoots": roots,
+        let added: Vec<String> = self.new_paths.iter().map(|p| p.to_string()).collect();
+        Ok(TargetReport::Nix(NixReport {
+            present: self.objects.len() - added.len(),
+            added,
+            gc_roots: roots,
         }))
     }
 }

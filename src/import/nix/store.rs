@@ -21,10 +21,10 @@ use super::{Dest, NixTarget};
 use crate::bundle::reader::{damage, Entry, Head};
 use crate::error::NixStoreFailure;
 use crate::import::Target;
+use crate::io::process::nix_cmd;
 use crate::io::serve::{Resource, Server};
 use crate::nixfmt::{cache_info, parse_path_info, NarHash, NarInfoIdentity, StorePath};
 use crate::progress::Progress;
-use crate::resolve::nix::nix_cmd;
 
 /// A `no_proxy` value: `current` with `127.0.0.1` added.
 fn with_loopback(current: Option<std::ffi::OsString>) -> String {
@@ -315,13 +315,13 @@ impl NixTarget {
             for name in &o.gc_roots {
                 fs::create_dir_all(dir)?;
                 let link = dir.join(name);
-                if std::fs::read_link(&link).ok().as_deref() == Some(Path::new(o.path.as_str())) {
+                if fs::read_link(&link).ok().as_deref() == Some(Path::new(o.path.as_str())) {
                     made.push(link.display().to_string());
                     continue;
                 }
                 let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-                let _ = std::fs::remove_file(&tmp);
-                std::os::unix::fs::symlink(o.path.as_str(), &tmp)
+                let _ = fs::remove_file(&tmp);
+                fs::os::unix::fs::symlink(o.path.as_str(), &tmp)
                     .with_context(|| format!("creating GC root {}", link.display()))?;
                 fs::rename(&tmp, &link)?;
                 made.push(link.display().to_string());

@@ -10,7 +10,7 @@
 //!
 //! Charts pulled from a repository or an OCI registry are checked against the
 //! repository's digest, stored as `chart` objects and pinned in the lock's `charts`
-//! section (see [`charts`]).
+//! section (see `charts.rs`).
 
 mod charts;
 
@@ -226,20 +226,20 @@ fn manifest_files(
 }
 
 fn list_dir(dir: &Path) -> Vec<k8s::glob::Entry> {
-    let Ok(rd) = std::fs::read_dir(dir) else {
+    let Ok(rd) = fs::read_dir(dir) else {
         return Vec::new();
     };
     rd.filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
-            let is_dir = std::fs::metadata(e.path()).ok()?.is_dir();
+            let is_dir = fs::metadata(e.path()).ok()?.is_dir();
             Some((name, is_dir))
         })
         .collect()
 }
 
 fn is_file(p: &Path) -> bool {
-    std::fs::metadata(p).is_ok_and(|m| m.is_file())
+    fs::metadata(p).is_ok_and(|m| m.is_file())
 }
 
 /// A document to store, with the images it uses.

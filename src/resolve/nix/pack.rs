@@ -13,11 +13,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context, Result};
 use fs_err as fs;
 
-use super::nix_cmd;
 use crate::bundle::digest::HashingWriter;
 use crate::bundle::frames::{FrameCutter, FrameEncoder, FrameSink, FRAME_CONTENT};
 use crate::bundle::Digest;
 use crate::io::cas::Cas;
+use crate::io::process::nix_cmd;
 use crate::nixfmt::dump::dump_nar;
 use crate::nixfmt::{NarHash, PathInfo};
 
@@ -61,7 +61,7 @@ fn nar_blob(
     on_bytes: &dyn Fn(u64),
 ) -> Result<(Digest, u64)> {
     let index = index_path(cas, &info.nar_hash);
-    if let Ok(text) = std::fs::read_to_string(&index) {
+    if let Ok(text) = fs::read_to_string(&index) {
         if let Some((d, s)) = text.trim().split_once(' ') {
             if let (Ok(d), Ok(s)) = (d.parse::<Digest>(), s.parse::<u64>()) {
                 if cas.contains(&d, Some(s)) {

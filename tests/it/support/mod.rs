@@ -30,9 +30,10 @@
 //! The files, by concern: [`commands`] runs gapbundle and the tools and judges
 //! exit codes and output; [`registry`], [`containerd`] and [`nix`] start the
 //! real services; [`skopeo`] reads images from the outside; [`fixtures`] makes the
-//! images; [`versions`] makes two versions of an image set (for deltas); [`work`] is the work
-//! folder every end-to-end test starts from;
-//! [`http`] is a raw HTTP client; [`fake_http`] holds the fake servers for the
+//! images; [`versions`] makes two versions of an image set (for deltas); [`work`] is
+//! the work folder every end-to-end test starts from;
+//! [`http`] is a raw HTTP client; [`reports`] checks the `--json` reports against
+//! their schemas; [`fake_http`] holds the fake servers for the
 //! faults a real server cannot produce; [`encoding`] holds digests and base64 written
 //! independently of src/; [`bundles`] reads bundle heads and forges bundles with
 //! the library itself.
@@ -52,6 +53,7 @@ mod fixtures;
 mod http;
 mod nix;
 mod registry;
+mod reports;
 mod skopeo;
 mod versions;
 mod work;
@@ -65,6 +67,7 @@ pub use fixtures::*;
 pub use http::*;
 pub use nix::*;
 pub use registry::*;
+pub use reports::*;
 pub use skopeo::*;
 pub use versions::*;
 pub use work::*;

@@ -10,7 +10,7 @@ use gapbundle::bundle::keys::SecretKey;
 use serde_json::Value;
 use tempfile::TempDir;
 
-use super::{create_cmd, gapbundle, json_stdout, run, tool};
+use super::{cli_report, create_cmd, gapbundle, run, tool};
 
 /// The folder an end-to-end test works in: a key pair made by `gapbundle key
 /// generate` under `keys/`, and by convention the spec `bundle.yaml`, the cache
@@ -121,9 +121,12 @@ impl Work {
 
     /// `gapbundle --json inspect BUNDLE` (must succeed), parsed.
     pub fn inspect(&self, bundle: &str) -> Value {
-        json_stdout(&run(gapbundle()
-            .args(["--json", "inspect"])
-            .arg(self.path(bundle))))
+        cli_report(
+            &run(gapbundle()
+                .args(["--json", "inspect"])
+                .arg(self.path(bundle))),
+            "inspect",
+        )
     }
 }
 
@@ -133,14 +136,21 @@ pub struct FullTmpfs(PathBuf);
 
 impl FullTmpfs {
     pub fn mount(dir: &Path) -> FullTmpfs {
-        fs::create_dir_all(dir).unwrap();
-        run(tool("mount")
-            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
-            .arg(dir));
-        let t = FullTmpfs(dir.to_path_buf());
+        let t = FullTmpfs::with_options(dir, "size=64k");
         // Fill it: whatever does not fit is the point.
         let _ = fs::write(dir.join("fill"), vec![0u8; 64 << 10]);
         t
+    }
+
+    /// An empty tmpfs mounted with `options` (`size=256k`, `size=80m,nr_inodes=64`):
+    /// a disk that fills up while something is written to it, after any check of
+    /// free space passed.
+    pub fn with_options(dir: &Path, options: &str) -> FullTmpfs {
+        fs::create_dir_all(dir).unwrap();
+        run(tool("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(dir));
+        FullTmpfs(dir.to_path_buf())
     }
 }
 
