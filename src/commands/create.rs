@@ -29,7 +29,7 @@ use fs_err as fs;
 use super::inspect::Totals;
 use super::report::{CreateDelta, CreateReport, CreatedImage, DeltaSummary, Fetched};
 use super::settings::CreateSettings;
-use super::volumes::{commit, say_volumes, volume_failure};
+use super::volumes::{commit, say_volumes};
 use super::{print_json, Failure};
 use crate::bundle::delta::{delta_manifest, leave_out, Base};
 use crate::bundle::keys::SecretKey;
@@ -485,10 +485,8 @@ fn write(
     let bar = progress.bar(format!("bundle {}", a.output.display()), total);
     let volumes = match a.volume_size {
         Some(volume_size) => {
-            let layout = Layout::new(total, volume_size, plan.data_start(&envelope))
-                .map_err(|e| volume_failure(e.into()))?;
-            let out = VolumeOutput::create(&a.output, layout, a.parity.unwrap_or(0))
-                .map_err(volume_failure)?;
+            let layout = Layout::new(total, volume_size, plan.data_start(&envelope))?;
+            let out = VolumeOutput::create(&a.output, layout, a.parity.unwrap_or(0))?;
             write_parallel(
                 &out.pieces(),
                 plan,

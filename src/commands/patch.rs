@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde_json::json;
 
+use super::settings::PatchSettings;
 use super::{print_json, Failure};
 use crate::bundle::delta::check_full;
 use crate::bundle::digest::Hasher;
@@ -97,8 +98,9 @@ impl Input {
 
 /// Runs patch.
 pub fn run(a: PatchArgs, out: &OutputArgs) -> Result<(), Failure> {
+    let a = PatchSettings::resolve(a);
     let progress = Progress::new(out.quiet || out.json);
-    let (delta_path, base_paths) = a.bundles.split_last().expect("clap asks for two or more");
+    let (delta_path, base_paths) = (&a.delta, &a.bases);
     let delta = Input::open(delta_path)?;
     let Some(d) = &delta.head.manifest.delta else {
         return Err(InputFailure(format!(
@@ -229,7 +231,7 @@ pub fn run(a: PatchArgs, out: &OutputArgs) -> Result<(), Failure> {
             write_prefix(&mut prefix, &plan, &envelope)?;
             f.write_all_at(&prefix, 0)?;
             let data_start = plan.data_start(&envelope);
-            let jobs = a.jobs.unwrap_or_else(crate::pool::cores).max(1);
+            let jobs = a.threads;
             crate::pool::map(
                 jobs,
                 &blobs,

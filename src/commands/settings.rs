@@ -17,7 +17,11 @@
 use std::path::PathBuf;
 
 use super::Failure;
-use crate::cli::{CreateArgs, ImportArgs, TrustArgs, VerifyArgs};
+use crate::bundle::volumes::parse_size;
+use crate::cli::{
+    CreateArgs, ImportArgs, InventoryArgs, JoinArgs, PatchArgs, SplitArgs, TargetArgs, TrustArgs,
+    VerifyArgs,
+};
 use crate::error::InputFailure;
 use crate::import::nix::NixOptions;
 use crate::import::oci::{ImageDest, ManifestDest, OciOptions};
@@ -91,7 +95,7 @@ impl CreateSettings {
             threads: default_threads(),
             against: a.against,
             against_trust: a.trust,
-            volume_size: a.volume_size,
+            volume_size: a.volume_size.as_deref().map(volume_size).transpose()?,
             parity: a.parity,
         })
     }
@@ -159,38 +163,31 @@ pub struct ImportSettings {
 impl ImportSettings {
     /// Resolves import's flags.
     pub fn resolve(a: ImportArgs) -> Result<Self, Failure> {
-        if a.staged && a.registry.is_some() {
+        let t = a.targets;
+        if a.staged && t.registry.is_some() {
             return Err(InputFailure(
                 "--staged and --registry exclude each other: stage an archive for one node, or push to a registry for the fleet".into(),
             )
             .into());
         }
-        let images = if a.skip_images {
+        let images = if t.skip_images {
             None
-        } else if let Some(host) = a.registry {
+        } else if let Some((host, registry)) = fleet_registry(&t)? {
             Some(ImageDest::Registry(PushOptions {
                 host,
-                registry: registry::Settings {
-                    insecure_hosts: a.insecure_registries,
-                    credentials: credentials(&a.registry_auth)?,
-                    docker_config: default_docker_config(),
-                    ca_files: a.registry_ca.into_iter().collect(),
-                    ca_flag: Some("--registry-ca FILE"),
-                    jobs: 1,
-                    retries: a.retries.max(1),
-                },
-                mirror_file: a.k3s_root.join("registries.yaml.gapbundle"),
+                registry,
+                mirror_file: t.k3s_root.join("registries.yaml.gapbundle"),
             }))
         } else if a.staged {
             Some(ImageDest::Staged)
         } else {
             Some(ImageDest::Containerd {
-                socket: a.containerd,
-                namespace: a.namespace,
+                socket: t.containerd,
+                namespace: t.namespace,
                 snapshotter: a.snapshotter,
             })
         };
-        let manifests = match (a.skip_manifests, a.apply) {
+        let manifests = match (t.skip_manifests, a.apply) {
             (true, _) => None,
             (false, true) => Some(ManifestDest::Apply(a.kubeconfig)),
             (false, false) => Some(ManifestDest::Folder),
@@ -199,13 +196,217 @@ impl ImportSettings {
             bundle: a.bundle,
             trust: TrustSettings::resolve(a.trust),
             dry_run: a.dry_run,
-            nix: (!a.skip_nix).then_some(NixOptions { store: a.nix_store }),
+            nix: (!t.skip_nix).then_some(NixOptions { store: t.nix_store }),
             oci: OciOptions {
                 images,
                 manifests,
-                k3s_root: a.k3s_root,
+                k3s_root: t.k3s_root,
             },
         })
+    }
+}
+
+/// `--registry HOST` of the target options, with the settings that reach it
+/// (`--registry-auth`, `--registry-ca`, `--insecure-registry`, `--retries`, the
+/// user's Docker config); `None` without `--registry`. Import pushes there,
+/// inventory lists it: one resolution for both.
+fn fleet_registry(t: &TargetArgs) -> Result<Option<(String, registry::Settings)>, Failure> {
+    let Some(host) = &t.registry else {
+        return Ok(None);
+    };
+    Ok(Some((
+        host.clone(),
+        registry::Settings {
+            insecure_hosts: t.insecure_registries.clone(),
+            credentials: credentials(&t.registry_auth)?,
+            docker_config: default_docker_config(),
+            ca_files: t.registry_ca.iter().cloned().collect(),
+            ca_flag: Some("--registry-ca FILE"),
+            jobs: 1,
+            retries: t.retries.max(1),
+        },
+    )))
+}
+
+/// Where `inventory` lists images.
+#[derive(Debug, Clone)]
+pub enum InventoryImages {
+    /// The repositories of a fleet registry (`--registry`).
+    Registry {
+        /// `--registry HOST[:PORT]`, as given.
+        host: String,
+        /// How to reach it.
+        registry: registry::Settings,
+    },
+    /// The content store of containerd.
+    Containerd {
+        /// Its socket.
+        socket: PathBuf,
+        /// Its namespace.
+        namespace: String,
+    },
+}
+
+/// `gapbundle inventory`, resolved.
+#[derive(Debug, Clone)]
+pub struct InventorySettings {
+    /// Where the inventory goes.
+    pub output: PathBuf,
+    /// Site keys to sign it with.
+    pub keys: Vec<PathBuf>,
+    /// The site's name: `--site`, else the host name.
+    pub site: String,
+    /// When it is taken: `SOURCE_DATE_EPOCH`, else now.
+    pub created: u64,
+    /// The Nix store or cache to list; `None` with `--skip-nix`.
+    pub nix: Option<NixOptions>,
+    /// Where to list images; `None` with `--skip-images`.
+    pub images: Option<InventoryImages>,
+    /// The K3s data directory whose folders' bundles are listed; `None` with
+    /// `--skip-manifests`.
+    pub k3s_root: Option<PathBuf>,
+}
+
+impl InventorySettings {
+    /// Resolves inventory's flags, from the same target options as import's.
+    pub fn resolve(a: InventoryArgs) -> Result<Self, Failure> {
+        let t = a.targets;
+        if t.skip_images && t.skip_nix && t.skip_manifests {
+            return Err(InputFailure(
+                "nothing to list: --skip-images, --skip-nix and --skip-manifests were all given"
+                    .into(),
+            )
+            .into());
+        }
+        let site = match &a.site {
+            Some(s) if !s.trim().is_empty() => s.trim().to_string(),
+            Some(_) => return Err(InputFailure("--site must not be empty".into()).into()),
+            None => host_name(),
+        };
+        let created = match source_date_epoch()? {
+            Some(t) => t,
+            None => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        };
+        let images = if t.skip_images {
+            None
+        } else if let Some((host, registry)) = fleet_registry(&t)? {
+            Some(InventoryImages::Registry { host, registry })
+        } else {
+            Some(InventoryImages::Containerd {
+                socket: t.containerd,
+                namespace: t.namespace,
+            })
+        };
+        Ok(InventorySettings {
+            output: a.output,
+            keys: a.keys,
+            site,
+            created,
+            nix: (!t.skip_nix).then_some(NixOptions { store: t.nix_store }),
+            images,
+            k3s_root: (!t.skip_manifests).then_some(t.k3s_root),
+        })
+    }
+}
+
+/// The machine's host name, or `site` when it has none.
+fn host_name() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|p| fs_err::read_to_string(p).ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "site".into())
+}
+
+/// `--volume-size`, parsed; a size that is not one is bad input.
+fn volume_size(s: &str) -> Result<u64, Failure> {
+    Ok(parse_size(s)?)
+}
+
+/// `gapbundle split`, resolved.
+#[derive(Debug, Clone)]
+pub struct SplitSettings {
+    /// The bundle to cut (`-` for stdin).
+    pub bundle: PathBuf,
+    /// Largest volume, in bytes.
+    pub volume_size: u64,
+    /// Parity volumes to write.
+    pub parity: u32,
+    /// The volumes' prefix: `-o`, else the bundle's own path.
+    pub prefix: PathBuf,
+}
+
+impl SplitSettings {
+    /// Resolves split's flags.
+    pub fn resolve(a: SplitArgs) -> Result<Self, Failure> {
+        let prefix = match (a.output, a.bundle.as_os_str() == "-") {
+            (Some(p), _) => p,
+            (None, true) => {
+                return Err(InputFailure(
+                    "splitting standard input needs -o PREFIX for the volumes' names".into(),
+                )
+                .into())
+            }
+            (None, false) => a.bundle.clone(),
+        };
+        Ok(SplitSettings {
+            volume_size: volume_size(&a.volume_size)?,
+            parity: a.parity.unwrap_or(0),
+            bundle: a.bundle,
+            prefix,
+        })
+    }
+}
+
+/// `gapbundle join`, resolved.
+#[derive(Debug, Clone)]
+pub struct JoinSettings {
+    /// The first volume.
+    pub first: PathBuf,
+    /// Where the whole bundle goes.
+    pub output: PathBuf,
+    /// Threads hashing blobs: `--jobs`, else [`default_threads`].
+    pub threads: usize,
+}
+
+impl JoinSettings {
+    /// Resolves join's flags.
+    pub fn resolve(a: JoinArgs) -> Self {
+        JoinSettings {
+            first: a.first,
+            output: a.output,
+            threads: a.jobs.unwrap_or_else(default_threads).max(1),
+        }
+    }
+}
+
+/// `gapbundle patch`, resolved.
+#[derive(Debug, Clone)]
+pub struct PatchSettings {
+    /// The base bundles, in the order given.
+    pub bases: Vec<PathBuf>,
+    /// The delta (the last path given).
+    pub delta: PathBuf,
+    /// Where the full bundle goes.
+    pub output: PathBuf,
+    /// Threads copying and hashing blobs: `--jobs`, else [`default_threads`].
+    pub threads: usize,
+}
+
+impl PatchSettings {
+    /// Resolves patch's flags.
+    pub fn resolve(a: PatchArgs) -> Self {
+        let mut bases = a.bundles;
+        let delta = bases.pop().expect("clap asks for two or more");
+        PatchSettings {
+            bases,
+            delta,
+            output: a.output,
+            threads: a.jobs.unwrap_or_else(default_threads).max(1),
+        }
     }
 }
 
@@ -272,5 +473,91 @@ mod tests {
         assert_eq!(refused.code, super::super::exit::INPUT);
         let refused = import(&["--registry", "r", "--registry-auth", "nope"]).unwrap_err();
         assert_eq!(refused.code, super::super::exit::INPUT);
+    }
+
+    fn command(args: &[&str]) -> crate::cli::Command {
+        crate::cli::Cli::try_parse_from(std::iter::once(&"gapbundle").chain(args))
+            .unwrap()
+            .command
+    }
+
+    #[test]
+    fn inventory_takes_import_s_target_options() {
+        let crate::cli::Command::Inventory(a) = command(&[
+            "inventory",
+            "-o",
+            "i.json.zst",
+            "--site",
+            "north",
+            "--registry",
+            "r:5000",
+            "--registry-auth",
+            "r:5000=u:p",
+            "--skip-nix",
+            "--skip-manifests",
+        ]) else {
+            unreachable!("parsed as inventory")
+        };
+        let s = InventorySettings::resolve(a).unwrap();
+        let Some(InventoryImages::Registry { host, registry }) = s.images else {
+            panic!("--registry lists the fleet registry")
+        };
+        assert_eq!((host.as_str(), registry.jobs), ("r:5000", 1));
+        assert_eq!(registry.credentials.len(), 1);
+        assert!(s.nix.is_none() && s.k3s_root.is_none());
+        assert_eq!(s.site, "north");
+
+        let crate::cli::Command::Inventory(a) = command(&["inventory", "-o", "i"]) else {
+            unreachable!("parsed as inventory")
+        };
+        let s = InventorySettings::resolve(a).unwrap();
+        assert!(matches!(
+            s.images,
+            Some(InventoryImages::Containerd { ref namespace, .. }) if namespace == "k8s.io"
+        ));
+        assert_eq!(s.k3s_root, Some(PathBuf::from("/var/lib/rancher/k3s")));
+
+        let crate::cli::Command::Inventory(a) = command(&[
+            "inventory",
+            "-o",
+            "i",
+            "--skip-nix",
+            "--skip-images",
+            "--skip-manifests",
+        ]) else {
+            unreachable!("parsed as inventory")
+        };
+        let refused = InventorySettings::resolve(a).unwrap_err();
+        assert_eq!(refused.code, super::super::exit::INPUT);
+    }
+
+    #[test]
+    fn a_volume_size_that_is_not_one_is_bad_input() {
+        let crate::cli::Command::Split(a) =
+            command(&["split", "b.gapb", "--volume-size", "fat32", "--parity", "2"])
+        else {
+            unreachable!("parsed as split")
+        };
+        let s = SplitSettings::resolve(a).unwrap();
+        assert_eq!(
+            (s.volume_size, s.parity, s.prefix),
+            ((4 << 30) - 1, 2, PathBuf::from("b.gapb"))
+        );
+        let crate::cli::Command::Split(a) = command(&["split", "b.gapb", "--volume-size", "4Q"])
+        else {
+            unreachable!("parsed as split")
+        };
+        let refused = SplitSettings::resolve(a).unwrap_err();
+        assert_eq!(refused.code, super::super::exit::INPUT);
+        assert!(format!("{:#}", refused.error).contains("`4Q` is not a volume size"));
+        let crate::cli::Command::Create(a) =
+            command(&["create", "-f", "s.yaml", "-o", "b", "--volume-size", "x"])
+        else {
+            unreachable!("parsed as create")
+        };
+        assert_eq!(
+            CreateSettings::resolve(a).unwrap_err().code,
+            super::super::exit::INPUT
+        );
     }
 }

@@ -17,6 +17,7 @@ use std::sync::Mutex;
 
 use serde_json::json;
 
+use super::settings::{JoinSettings, SplitSettings};
 use super::{print_json, Failure};
 use crate::bundle::reader::{
     read_head, verify_parallel, verify_stream, NoSink, RangeReader, ReadAt, Reread,
@@ -26,35 +27,18 @@ use crate::cli::{JoinArgs, OutputArgs, SplitArgs};
 use crate::error::InputFailure;
 use crate::io::atomic::AtomicFile;
 use crate::io::source::BundleSource;
-use crate::io::volumes::{Committed, VolumeOutput, VolumeSetError};
+use crate::io::volumes::{Committed, VolumeOutput};
 use crate::progress::{human_bytes, Progress};
-
-/// A volume set error as the user should see it: a size or count out of range is
-/// bad input (exit 4), the rest keeps its own class.
-pub(super) fn volume_failure(e: VolumeSetError) -> Failure {
-    match e {
-        VolumeSetError::Format(f) => InputFailure(f.to_string()).into(),
-        other => other.into(),
-    }
-}
 
 /// Runs split.
 pub fn split(a: SplitArgs, out: &OutputArgs) -> Result<(), Failure> {
+    let a = SplitSettings::resolve(a)?;
     let progress = Progress::new(out.quiet || out.json);
-    let prefix = match (&a.output, a.bundle.as_os_str() == "-") {
-        (Some(p), _) => p.clone(),
-        (None, true) => {
-            return Err(InputFailure(
-                "splitting standard input needs -o PREFIX for the volumes' names".into(),
-            )
-            .into())
-        }
-        (None, false) => a.bundle.clone(),
-    };
+    let prefix = a.prefix.clone();
     let source = BundleSource::open(&a.bundle)?;
     source.report_to(&progress);
     if let Some(src) = source.shared() {
-        refuse_overwrite(src.paths(), &prefix, a.parity.unwrap_or(0))?;
+        refuse_overwrite(src.paths(), &prefix, a.parity)?;
     }
     let mut r = source.reader()?;
     let mut recording = Recording {
@@ -63,10 +47,8 @@ pub fn split(a: SplitArgs, out: &OutputArgs) -> Result<(), Failure> {
     };
     let head = read_head(&mut recording)?;
     let head_bytes = recording.bytes;
-    let layout = Layout::new(head.file_len(), a.volume_size, head.data_start)
-        .map_err(|e| volume_failure(e.into()))?;
-    let volumes =
-        VolumeOutput::create(&prefix, layout, a.parity.unwrap_or(0)).map_err(volume_failure)?;
+    let layout = Layout::new(head.file_len(), a.volume_size, head.data_start)?;
+    let volumes = VolumeOutput::create(&prefix, layout, a.parity)?;
     let bar = progress.bar(
         format!("volumes {}", prefix.display()),
         head.manifest.data_len(),
@@ -80,7 +62,7 @@ pub fn split(a: SplitArgs, out: &OutputArgs) -> Result<(), Failure> {
             out: &mut w,
         };
         verify_stream(&mut tee, &head, &mut NoSink, |n| bar.inc(n))?;
-        w.finish().map_err(volume_failure)?;
+        w.finish()?;
     }
     bar.clear();
     let committed = commit(volumes, head.digest, layout.bundle_size, &progress)?;
@@ -96,9 +78,7 @@ pub(super) fn commit(
     progress: &Progress,
 ) -> Result<Committed, Failure> {
     let bar = progress.bar("parity", total);
-    let committed = volumes
-        .commit(digest, &|n| bar.inc(n))
-        .map_err(volume_failure)?;
+    let committed = volumes.commit(digest, &|n| bar.inc(n))?;
     bar.clear();
     Ok(committed)
 }
@@ -290,8 +270,9 @@ fn copy_out(
 
 /// Runs join.
 pub fn join(a: JoinArgs, out: &OutputArgs) -> Result<(), Failure> {
+    let a = JoinSettings::resolve(a);
     let progress = Progress::new(out.quiet || out.json);
-    let jobs = a.jobs.unwrap_or_else(crate::pool::cores);
+    let jobs = a.threads;
     let source = BundleSource::open(&a.first)?;
     source.report_to(&progress);
     let Some(src) = source.shared() else {
