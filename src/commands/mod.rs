@@ -255,4 +255,54 @@ mod tests {
         // A sentence with no class is any other error.
         assert_eq!(classify(&anyhow::anyhow!("no")), ErrorClass::Other);
     }
+
+    #[test]
+    fn main_s_delta_and_volume_errors_keep_their_codes() {
+        use crate::bundle::volumes::VolumeError;
+        use crate::error::DeltaFailure;
+        use crate::io::source::SourceError;
+        use crate::io::volumes::VolumeSetError;
+
+        // A delta that does not fit exits 6, also when a target found it out.
+        let direct = anyhow::Error::new(DeltaFailure("lacks blobs".into())).context("importing");
+        assert_eq!(classify(&direct).exit_code(), exit::DELTA);
+        let carried_delta = consumer(carried(anyhow::Error::new(DeltaFailure("lacks".into()))));
+        assert_eq!(classify(&carried_delta), ErrorClass::Delta);
+        // Volumes missing or not this bundle's: a damaged bundle, also through the
+        // bundle source (whose variant is transparent).
+        let incomplete = || VolumeSetError::Incomplete {
+            problems: vec!["site.gapb.002 is missing".into()],
+            hint: "copy it again".into(),
+        };
+        assert_eq!(
+            classify(&anyhow::Error::new(incomplete())),
+            ErrorClass::Verify
+        );
+        assert_eq!(
+            classify(&anyhow::Error::new(SourceError::Volumes(incomplete())).context("opening")),
+            ErrorClass::Verify
+        );
+        // A volume size or parity count out of range is bad input, wherever it is
+        // found; a volume's I/O trouble is the machine's.
+        let parity = VolumeError::BadParity {
+            data: 3,
+            parity: 100,
+            max_parity: 99,
+            max_shards: 256,
+        };
+        assert_eq!(
+            classify(&anyhow::Error::new(VolumeSetError::Format(parity))),
+            ErrorClass::Input
+        );
+        let small = VolumeError::TooSmall {
+            volume_size: 10,
+            minimum: 4096,
+        };
+        assert_eq!(classify(&anyhow::Error::new(small)), ErrorClass::Input);
+        let io = VolumeSetError::Io {
+            path: "site.gapb.001".into(),
+            source: std::io::Error::from(std::io::ErrorKind::StorageFull),
+        };
+        assert_eq!(classify(&anyhow::Error::new(io)), ErrorClass::Other);
+    }
 }
