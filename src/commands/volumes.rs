@@ -141,7 +141,7 @@ fn refuse_overwrite<'a>(
     prefix: &Path,
     parity: u32,
 ) -> Result<(), Failure> {
-    let canon = |p: &Path| std::fs::canonicalize(p).ok();
+    let canon = |p: &Path| fs_err::canonicalize(p).ok();
     let inputs: Vec<PathBuf> = inputs.filter_map(canon).collect();
     let probe = [
         crate::bundle::volumes::data_volume_path(prefix, 1),
@@ -282,11 +282,11 @@ pub fn join(a: JoinArgs, out: &OutputArgs) -> Result<(), Failure> {
         ))
         .into());
     };
-    let target = std::fs::canonicalize(&a.output).ok();
+    let target = fs_err::canonicalize(&a.output).ok();
     if let Some(t) = &target {
         if src
             .paths()
-            .any(|p| std::fs::canonicalize(p).ok().as_ref() == Some(t))
+            .any(|p| fs_err::canonicalize(p).ok().as_ref() == Some(t))
         {
             return Err(InputFailure(format!(
                 "{} is one of the volumes being joined: give another -o",
@@ -306,7 +306,7 @@ pub fn join(a: JoinArgs, out: &OutputArgs) -> Result<(), Failure> {
     };
     match file.temp_path().map(Path::to_path_buf) {
         Some(tmp) => {
-            let out = std::fs::OpenOptions::new().write(true).open(&tmp)?;
+            let out = fs_err::OpenOptions::new().write(true).open(&tmp)?;
             copy_out(
                 &*src,
                 len,
@@ -317,10 +317,11 @@ pub fn join(a: JoinArgs, out: &OutputArgs) -> Result<(), Failure> {
             // The copy is checked from the page cache, in parallel; what is damaged
             // in it is copied again once the volumes had their say (rebuilt).
             let copy = CopyBack {
-                copy: std::fs::OpenOptions::new()
+                copy: fs_err::OpenOptions::new()
                     .read(true)
                     .write(true)
-                    .open(&tmp)?,
+                    .open(&tmp)?
+                    .into_file(),
                 src: &*src,
                 again: Mutex::new(BTreeSet::new()),
             };

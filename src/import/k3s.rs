@@ -331,7 +331,7 @@ pub fn bundles_seen(k3s_root: &Path) -> Result<Vec<BundleSeen>> {
 /// (its second entry), or `None` for any other file.
 fn staged_bundle_digest(path: &Path) -> Option<Digest> {
     use crate::bundle::layout::{parse_header, Block};
-    let mut f = io::BufReader::new(std::fs::File::open(path).ok()?);
+    let mut f = io::BufReader::new(fs::File::open(path).ok()?);
     let mut block = [0u8; 512];
     f.read_exact(&mut block).ok()?;
     match parse_header(&block).ok()? {

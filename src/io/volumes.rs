@@ -149,6 +149,10 @@ impl TempVolume {
         })
     }
 
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "each error is a VolumeSetError::Io naming the volume"
+    )]
     fn sync(&self) -> Result<(), VolumeSetError> {
         std::fs::OpenOptions::new()
             .write(true)
@@ -287,6 +291,10 @@ impl VolumeOutput {
                 dir
             };
             // The renames are durable once the folder is.
+            #[allow(
+                clippy::disallowed_methods,
+                reason = "best effort: a folder that cannot be opened is not synced"
+            )]
             if let Ok(d) = std::fs::File::open(dir) {
                 let _ = d.sync_all();
             }
@@ -351,10 +359,11 @@ impl Write for SeqWriter<'_> {
                     )
                 })?;
             }
-            let f = std::fs::OpenOptions::new()
+            let f = fs_err::OpenOptions::new()
                 .write(true)
                 .truncate(true)
-                .open(&self.out.data[i].temp)?;
+                .open(&self.out.data[i].temp)?
+                .into_file();
             self.current = Some((i, io::BufWriter::with_capacity(1 << 20, f)));
         }
         let room = (start + len - self.pos).min(buf.len() as u64) as usize;
@@ -372,6 +381,10 @@ impl Write for SeqWriter<'_> {
     }
 }
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a path that is not a file is left alone; a failed removal names the volume (VolumeSetError::Io)"
+)]
 fn remove_if_file(path: &Path, removed: &mut Vec<PathBuf>) -> Result<(), VolumeSetError> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.is_file() => {
@@ -430,10 +443,18 @@ pub fn write_parity(
         parity: vec![bundle_digest; p],
     };
     let header_len = header.to_bytes().len() as u64;
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "each error is a VolumeSetError::Io naming the volume"
+    )]
     let data_files = data
         .iter()
         .map(|path| std::fs::File::open(path).map_err(io_at(path)))
         .collect::<Result<Vec<_>, _>>()?;
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "each error is a VolumeSetError::Io naming the volume"
+    )]
     let parity_files = parity
         .iter()
         .map(|path| {
@@ -565,6 +586,10 @@ pub fn find(first: &Path) -> Option<Found> {
         data: BTreeMap::new(),
         parity: BTreeMap::new(),
     };
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "a folder that cannot be listed holds no volumes beside the first"
+    )]
     for entry in std::fs::read_dir(&dir).ok()?.flatten() {
         let path = prefix.with_file_name(entry.file_name());
         let Some((p, which)) = parse_volume_path(&path) else {
@@ -573,6 +598,10 @@ pub fn find(first: &Path) -> Option<Found> {
         if p.file_name() != Some(stem.as_os_str()) {
             continue;
         }
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "a file that cannot be read is not a volume of the set"
+        )]
         if !std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
             continue;
         }
@@ -930,6 +959,10 @@ pub(crate) fn open_set(
 ) -> Result<(Vec<Part>, Option<Repair>), VolumeSetError> {
     let parity = open_parity(found, notes);
     let first = data_volume_path(&found.prefix, 1);
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "each error is a VolumeSetError::Io naming the volume"
+    )]
     let first_file = found
         .data
         .get(&1)
@@ -986,6 +1019,10 @@ pub(crate) fn open_set(
                 let Some(path) = found.data.get(&n) else {
                     break;
                 };
+                #[allow(
+                    clippy::disallowed_methods,
+                    reason = "each error is a VolumeSetError::Io naming the volume"
+                )]
                 let file = std::fs::File::open(path).map_err(io_at(path))?;
                 let len = file.metadata().map_err(io_at(path))?.len();
                 parts.push(Part {
@@ -1041,6 +1078,10 @@ pub(crate) fn open_set(
                 None
             }
             Some(p) => {
+                #[allow(
+                    clippy::disallowed_methods,
+                    reason = "each error is a VolumeSetError::Io naming the volume"
+                )]
                 let file = std::fs::File::open(p).map_err(io_at(p))?;
                 let actual = file.metadata().map_err(io_at(p))?.len();
                 // Without parity the last volume may carry zeros after the end
@@ -1127,6 +1168,10 @@ pub(crate) fn open_set(
 fn open_parity(found: &Found, notes: &Notes) -> Vec<(ParityHeader, ParityVolume)> {
     let mut out: Vec<(ParityHeader, ParityVolume)> = Vec::new();
     for (&n, path) in &found.parity {
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "a parity volume that cannot be opened is named in the notes and left out"
+        )]
         let opened = std::fs::File::open(path).and_then(|f| {
             let len = f.metadata()?.len();
             Ok((f, len))

@@ -334,7 +334,7 @@ impl NixTarget {
 /// The path and NAR hash a cache's narinfo `file` gives, when its NAR file is in
 /// the cache `dir` too.
 pub(super) fn cached_nar_hash(dir: &Path, file: &Path) -> Option<(StorePath, NarHash)> {
-    let text = std::fs::read_to_string(file).ok()?;
+    let text = fs_err::read_to_string(file).ok()?;
     let id = NarInfoIdentity::parse(&text)?;
     dir.join(&id.url)
         .is_file()
