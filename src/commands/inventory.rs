@@ -7,8 +7,7 @@
 //! goes to a file atomically, signed with `--key` (a site key) when given, so the
 //! online side can check that it is this site's.
 
-use serde_json::json;
-
+use super::report::InventoryReport;
 use super::settings::{InventoryImages, InventorySettings};
 use super::{print_json, Failure};
 use crate::bundle::inventory::Inventory;
@@ -66,12 +65,19 @@ pub fn run(a: InventoryArgs, out: &OutputArgs) -> Result<(), Failure> {
     let paths = inv.nix.as_ref().map_or(0, |n| n.paths.len());
     let digest = inv.digest();
     if out.json {
-        print_json(&json!({
-            "inventory": a.output, "digest": digest.to_string(), "site": site, "created": created,
-            "size": bytes.len(), "signers": keys.iter().map(|k| k.name().to_string()).collect::<Vec<_>>(),
-            "containerdBlobs": blobs, "registryRepositories": repositories, "registryBlobs": registry_blobs,
-            "nixPaths": paths, "bundles": inv.bundles,
-        }));
+        print_json(&InventoryReport {
+            inventory: a.output.clone(),
+            digest: digest.to_string(),
+            site: site.clone(),
+            created,
+            size: bytes.len() as u64,
+            signers: keys.iter().map(|k| k.name().to_string()).collect(),
+            containerd_blobs: blobs,
+            registry_repositories: repositories,
+            registry_blobs,
+            nix_paths: paths,
+            bundles: inv.bundles.clone(),
+        });
     } else if !out.quiet {
         say!(
             "wrote {} ({}): site {site}, {} containerd blobs, {} registry blobs in {} repositories, {} Nix paths, {} bundles seen",

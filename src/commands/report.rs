@@ -11,6 +11,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::bundle::diff::{Changed, DeltaSize, Files, ObjectRef};
+use crate::bundle::inventory::BundleSeen;
 use crate::bundle::manifest::{DeltaBase, Manifest};
 use crate::import::report::TargetReport;
 use crate::import::TargetPlan;
@@ -324,6 +326,141 @@ pub struct TargetPlanReport {
     pub target: String,
     /// What it would do.
     pub plan: TargetPlan,
+}
+
+/// `split --json`, and the volumes of `create --volume-size`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SplitReport {
+    /// Always true.
+    pub ok: bool,
+    /// The volumes' prefix (`PREFIX.001`, …).
+    pub prefix: PathBuf,
+    /// The bundle digest.
+    pub digest: String,
+    /// Bytes of the whole bundle.
+    pub size: u64,
+    /// Largest volume, in bytes.
+    pub volume_size: u64,
+    /// The data volumes, first first.
+    pub volumes: Vec<PathBuf>,
+    /// The parity volumes.
+    pub parity_volumes: Vec<PathBuf>,
+    /// Volumes of an earlier set with the same prefix that were removed.
+    pub removed: Vec<PathBuf>,
+}
+
+/// `join --json`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinReport {
+    /// Always true.
+    pub ok: bool,
+    /// The whole bundle written.
+    pub bundle: PathBuf,
+    /// Its digest.
+    pub digest: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// The data volumes read.
+    pub volumes: Vec<PathBuf>,
+    /// The volumes rebuilt from parity.
+    pub rebuilt: Vec<PathBuf>,
+    /// What was found wrong with the set on the way (a volume set aside, …).
+    pub notes: Vec<String>,
+    /// Always false: join checks digests, verify and import the signature.
+    pub signature_checked: bool,
+}
+
+/// `inventory --json`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InventoryReport {
+    /// The inventory file written.
+    pub inventory: PathBuf,
+    /// Its digest (what a delta names as its base).
+    pub digest: String,
+    /// The site's name.
+    pub site: String,
+    /// When it was taken (seconds since 1970).
+    pub created: u64,
+    /// Bytes of the file.
+    pub size: u64,
+    /// Names of the site keys that signed it.
+    pub signers: Vec<String>,
+    /// Blobs listed in containerd's content store.
+    pub containerd_blobs: usize,
+    /// Repositories listed in the fleet registry.
+    pub registry_repositories: usize,
+    /// Distinct blobs those repositories reach.
+    pub registry_blobs: usize,
+    /// Valid Nix paths listed.
+    pub nix_paths: usize,
+    /// The bundles K3s's folders show.
+    pub bundles: Vec<BundleSeen>,
+}
+
+/// `patch --json`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PatchReport {
+    /// The full bundle written.
+    pub bundle: PathBuf,
+    /// Its digest.
+    pub digest: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// The delta it was rebuilt from.
+    pub delta: PathBuf,
+    /// The delta's digest.
+    pub delta_digest: String,
+    /// The base bundles, as given.
+    pub bases: Vec<PathBuf>,
+    /// Blobs copied from the delta.
+    pub blobs_from_delta: usize,
+    /// Blobs copied from the bases.
+    pub blobs_from_bases: usize,
+    /// Names of the keys whose signatures the full bundle carries (not checked:
+    /// `verify` does).
+    pub signers: Vec<String>,
+}
+
+/// `diff --json`.
+#[derive(Debug, Serialize)]
+pub struct DiffReport {
+    /// The older bundle.
+    pub old: DiffSide,
+    /// The newer bundle.
+    pub new: DiffSide,
+    /// Objects only in the new bundle.
+    pub added: Vec<ObjectRef>,
+    /// Objects only in the old bundle.
+    pub removed: Vec<ObjectRef>,
+    /// Objects in both with another root digest (or a new version of a name).
+    pub changed: Vec<Changed>,
+    /// Objects in both, the same.
+    pub unchanged: usize,
+    /// Kubernetes target files added, removed or changed.
+    pub files: Files,
+    /// What a delta of the new against the old would store.
+    pub delta: DeltaSize,
+}
+
+/// One bundle of `diff --json`.
+#[derive(Debug, Serialize)]
+pub struct DiffSide {
+    /// Its path, as given.
+    pub bundle: PathBuf,
+    /// Its name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// Its digest.
+    pub digest: String,
 }
 
 /// `key generate --json`.

@@ -15,8 +15,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use serde_json::json;
-
+use super::report::{JoinReport, SplitReport};
 use super::settings::{JoinSettings, SplitSettings};
 use super::{print_json, Failure};
 use crate::bundle::reader::{
@@ -92,11 +91,16 @@ pub(super) fn report_volumes(
     c: &Committed,
 ) {
     if out.json {
-        print_json(&json!({
-            "ok": true, "prefix": prefix, "digest": digest, "size": layout.bundle_size,
-            "volumeSize": layout.volume_size, "volumes": c.data, "parityVolumes": c.parity,
-            "removed": c.removed,
-        }));
+        print_json(&SplitReport {
+            ok: true,
+            prefix: prefix.to_path_buf(),
+            digest: digest.to_string(),
+            size: layout.bundle_size,
+            volume_size: layout.volume_size,
+            volumes: c.data.clone(),
+            parity_volumes: c.parity.clone(),
+            removed: c.removed.clone(),
+        });
     } else if !out.quiet {
         say_volumes(prefix, layout, c);
         say!("digest {digest}");
@@ -337,11 +341,16 @@ pub fn join(a: JoinArgs, out: &OutputArgs) -> Result<(), Failure> {
     file.commit()?;
     let rebuilt = source.rebuilt_volumes();
     if out.json {
-        print_json(&json!({
-            "ok": true, "bundle": a.output, "digest": head.digest.to_string(), "size": len,
-            "volumes": src.paths().collect::<Vec<_>>(), "rebuilt": rebuilt,
-            "notes": source.said(), "signatureChecked": false,
-        }));
+        print_json(&JoinReport {
+            ok: true,
+            bundle: a.output.clone(),
+            digest: head.digest.to_string(),
+            size: len,
+            volumes: src.paths().map(Path::to_path_buf).collect(),
+            rebuilt: rebuilt.clone(),
+            notes: source.said(),
+            signature_checked: false,
+        });
     } else if !out.quiet {
         say!(
             "joined {} into {} ({}): every digest checked (the signature is checked by verify and import)",
