@@ -25,12 +25,7 @@ pub fn run(a: DiffArgs, out: &OutputArgs) -> Result<(), Failure> {
         print_json(&DiffReport {
             old: side(&a.old, &old),
             new: side(&a.new, &new),
-            added: d.added,
-            removed: d.removed,
-            changed: d.changed,
-            unchanged: d.unchanged,
-            files: d.files,
-            delta: d.delta,
+            diff: d,
         });
         return Ok(());
     }

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::bundle::diff::{Changed, DeltaSize, Files, ObjectRef};
+use crate::bundle::diff::Diff;
 use crate::bundle::inventory::BundleSeen;
 use crate::bundle::manifest::{DeltaBase, Manifest};
 use crate::import::report::TargetReport;
@@ -429,25 +429,16 @@ pub struct PatchReport {
     pub signers: Vec<String>,
 }
 
-/// `diff --json`.
+/// `diff --json`: the two bundles, then the difference ([`Diff`]'s fields).
 #[derive(Debug, Serialize)]
 pub struct DiffReport {
     /// The older bundle.
     pub old: DiffSide,
     /// The newer bundle.
     pub new: DiffSide,
-    /// Objects only in the new bundle.
-    pub added: Vec<ObjectRef>,
-    /// Objects only in the old bundle.
-    pub removed: Vec<ObjectRef>,
-    /// Objects in both with another root digest (or a new version of a name).
-    pub changed: Vec<Changed>,
-    /// Objects in both, the same.
-    pub unchanged: usize,
-    /// Kubernetes target files added, removed or changed.
-    pub files: Files,
-    /// What a delta of the new against the old would store.
-    pub delta: DeltaSize,
+    /// What changed, and what a delta of the new against the old would store.
+    #[serde(flatten)]
+    pub diff: Diff,
 }
 
 /// One bundle of `diff --json`.
