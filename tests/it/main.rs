@@ -23,6 +23,7 @@ mod fleet_push_faults;
 mod hostile_format;
 mod k3s_import;
 mod k8s_render;
+mod kill_import;
 mod local_inputs;
 mod never_panics;
 mod nix_bundle;
