@@ -16,7 +16,8 @@
 //! - [`nixfmt`]: Nix's formats (nix32, narinfo, path signatures), pure;
 //! - [`commands`]: one orchestrator per subcommand; [`cli`]: the clap definitions;
 //! - [`pool`]: the one worker pool (std threads only, so the format may use it);
-//! - [`error`]: the markers that pick an exit code, used by every layer.
+//! - [`error`]: the markers that pick an exit code, used by every layer;
+//! - [`text`]: bundle text escaped for a terminal, used by every print of it.
 
 #![deny(missing_docs)]
 
@@ -34,4 +35,5 @@ pub mod progress;
 pub mod registry;
 pub mod resolve;
 pub mod spec;
+pub mod text;
 pub mod time;
