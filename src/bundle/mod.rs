@@ -7,6 +7,7 @@
 //! implementation.
 
 pub mod canonical;
+pub mod decode;
 pub mod digest;
 pub mod frames;
 pub mod keys;
