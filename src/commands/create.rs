@@ -13,9 +13,19 @@
 //! the cache), `assemble` (the manifest laid out: which blobs a bundle stores is
 //! decided here), `write` (signed, to the output: how the bytes land on disk is
 //! decided here) and `report`.
+//!
+//! Two checks come before any of it. The output must not be one of the inputs
+//! (`-o k.sec --key k.sec` would replace the signing key with the bundle; so would
+//! `-o` naming the spec, the lock, a values file or anything inside a layout or the
+//! cache): [`check_output`] compares it, by device and inode and by path, with every
+//! local input and refuses with exit code 4 naming both. And `-o -` (or `-o
+//! /dev/stdout`, or any path that is the file standard output already is) writes the
+//! bundle to standard output, which then carries nothing else: the report goes to
+//! stderr, and `--json`, whose report would go to stdout, is refused.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use fs_err as fs;
@@ -31,7 +41,7 @@ use crate::bundle::writer::{write_bundle, BundleBuilder, Plan};
 use crate::bundle::Digest;
 use crate::cli::{CreateArgs, OutputArgs};
 use crate::error::InputFailure;
-use crate::io::atomic::AtomicFile;
+use crate::io::atomic::{sweep_beside, AtomicFile};
 use crate::io::bundle_file::write_parallel;
 use crate::io::cas::Cas;
 use crate::io::keys::load_secret_key;
@@ -75,17 +85,71 @@ fn source_date_epoch() -> Result<u64, Failure> {
     }
 }
 
+/// Where the bundle goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Output {
+    /// A file (or a device, FIFO or symlink: see [`AtomicFile`]).
+    File(PathBuf),
+    /// Standard output: `-o -`, or a path that is the file stdout already is.
+    Stdout,
+}
+
+impl Output {
+    fn of(path: &Path) -> Output {
+        if path == Path::new("-") || is_stdout(path) {
+            Output::Stdout
+        } else {
+            Output::File(path.to_path_buf())
+        }
+    }
+
+    /// For messages.
+    fn shown(&self) -> String {
+        match self {
+            Output::File(p) => p.display().to_string(),
+            Output::Stdout => "standard output".into(),
+        }
+    }
+}
+
+/// Whether `path` is the very file standard output is (`/dev/stdout`,
+/// `/proc/self/fd/1`, or the file stdout was redirected to).
+fn is_stdout(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(target) = std::fs::metadata(path) else {
+        return false;
+    };
+    // The file descriptor's own link: a pipe, a terminal or a file, whatever it is.
+    let Ok(out) = std::fs::metadata("/proc/self/fd/1") else {
+        return false;
+    };
+    target.dev() == out.dev() && target.ino() == out.ino()
+}
+
 /// Runs create, stage by stage: each stage's result carries what the next needs.
 pub fn run(a: CreateArgs, out: &OutputArgs) -> Result<(), Failure> {
+    let output = Output::of(&a.output);
+    if output == Output::Stdout {
+        if out.json {
+            return Err(usage(
+                "--json prints its report on standard output, which `-o -` gives to the bundle: write the bundle to a file, or leave out --json",
+            ));
+        }
+        if std::io::stdout().is_terminal() {
+            return Err(usage(
+                "standard output is a terminal: pipe the bundle into a command or redirect it to a file, or give -o FILE",
+            ));
+        }
+    }
     let progress = Progress::new(out.quiet || out.json);
-    let inputs = Inputs::load(&a, &progress)?;
+    let inputs = Inputs::load(&a, &output, &progress)?;
     let resolved = resolve(&a, &inputs, &progress)?;
     check_lock(&a, &inputs, &resolved)?;
     let fetched = fetch(&inputs, &resolved, &progress)?;
     let assembled = assemble(&a, &inputs, &resolved)?;
-    let written = write(&a, &inputs, &assembled, &progress)?;
+    let written = write(&output, &inputs, &assembled, &progress)?;
     report(
-        &a,
+        &output,
         out,
         &inputs,
         &resolved,
@@ -108,12 +172,16 @@ struct Inputs {
 }
 
 impl Inputs {
-    fn load(a: &CreateArgs, progress: &Progress) -> Result<Inputs, Failure> {
+    fn load(a: &CreateArgs, output: &Output, progress: &Progress) -> Result<Inputs, Failure> {
         let loaded = spec::load(&a.spec)?;
         let lock_path = a
             .lock
             .clone()
             .unwrap_or_else(|| a.spec.with_extension("lock"));
+        let cache_root = a.cache.clone().unwrap_or_else(Cas::default_root);
+        if let Output::File(out) = output {
+            check_output(out, &input_paths(a, &loaded, &lock_path, &cache_root))?;
+        }
         let old_lock = if lock_path.exists() {
             Lock::parse(&lock_path.display().to_string(), &fs::read(&lock_path)?)?
         } else if a.locked {
@@ -135,7 +203,7 @@ impl Inputs {
                 "no --key given: the bundle is unsigned, and verify/import refuse it without --allow-unsigned",
             );
         }
-        let cas = Cas::open(a.cache.clone().unwrap_or_else(Cas::default_root))
+        let cas = Cas::open(cache_root)
             .context("opening the blob cache (choose another with --cache DIR)")?;
         let created = source_date_epoch()?;
         Ok(Inputs {
@@ -420,7 +488,7 @@ struct Written {
 }
 
 fn write(
-    a: &CreateArgs,
+    output: &Output,
     inputs: &Inputs,
     assembled: &Assembled,
     progress: &Progress,
@@ -428,32 +496,47 @@ fn write(
     let plan = &assembled.plan;
     let envelope = Envelope::sign(plan.digest, &inputs.keys);
     let total = plan.file_len(&envelope);
-    let bar = progress.bar(format!("bundle {}", a.output.display()), total);
-    let mut file = AtomicFile::create(&a.output)?;
-    match file.temp_path().map(std::path::Path::to_path_buf) {
-        Some(tmp) => {
-            let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
-            write_parallel(&tmp, plan, &envelope, &inputs.cas, jobs, &|b| {
+    let bar = progress.bar(format!("bundle {}", output.shown()), total);
+    match output {
+        Output::Stdout => {
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+            write_bundle(&mut w, plan, &envelope, &inputs.cas, |b| {
                 bar.inc(b.size + 512)
-            })?;
+            })
+            .context("writing the bundle to standard output")?;
+            w.flush().context("writing the bundle to standard output")?;
         }
-        None => {
-            write_bundle(&mut file, plan, &envelope, &inputs.cas, |b| {
-                bar.inc(b.size + 512)
-            })?;
+        Output::File(path) => {
+            // What a killed create left here (a half bundle of hundreds of MiB).
+            sweep_beside(path);
+            let mut file = AtomicFile::create(path)?;
+            match file.temp_path().map(std::path::Path::to_path_buf) {
+                Some(tmp) => {
+                    let jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
+                    write_parallel(&tmp, plan, &envelope, &inputs.cas, jobs, &|b| {
+                        bar.inc(b.size + 512)
+                    })?;
+                }
+                None => {
+                    write_bundle(&mut file, plan, &envelope, &inputs.cas, |b| {
+                        bar.inc(b.size + 512)
+                    })?;
+                }
+            }
+            file.commit()?;
         }
     }
-    file.commit()?;
     bar.clear();
     if assembled.lock_changed {
+        sweep_beside(&inputs.lock_path);
         crate::io::atomic::write(&inputs.lock_path, &assembled.lock_bytes)?;
     }
     Ok(Written { size: total })
 }
 
-/// Stage 7: what was written, on stdout.
+/// Stage 7: what was written, on stdout (on stderr when the bundle went there).
 fn report(
-    a: &CreateArgs,
+    output: &Output,
     out: &OutputArgs,
     inputs: &Inputs,
     resolved: &Resolved,
@@ -476,8 +559,12 @@ fn report(
                        "mediaType": r.plan.root.media_type, "platforms": r.plan.platforms, "source": r.source})
             })
             .collect();
+        let bundle = match output {
+            Output::File(p) => p.display().to_string(),
+            Output::Stdout => "-".into(),
+        };
         print_json(&json!({
-            "bundle": a.output, "digest": plan.digest.to_string(), "size": total,
+            "bundle": bundle, "digest": plan.digest.to_string(), "size": total,
             "name": spec.name, "version": spec.version,
             "signers": inputs.keys.iter().map(|k| k.name().to_string()).collect::<Vec<_>>(),
             "images": images, "lock": lock_path, "lockChanged": lock_changed,
@@ -486,19 +573,122 @@ fn report(
             "storedBytes": totals.stored_bytes, "savedBytes": totals.saved(),
         }));
     } else if !out.quiet {
-        say!(
-            "wrote {} ({}): {} image(s), {} blobs, {} saved by storing shared blobs once",
-            a.output.display(),
-            human_bytes(total),
-            resolved.images.len(),
-            totals.blobs,
-            human_bytes(totals.saved())
-        );
-        say!("digest {}", plan.digest);
+        let mut lines = vec![
+            format!(
+                "wrote {} ({}): {} image(s), {} blobs, {} saved by storing shared blobs once",
+                output.shown(),
+                human_bytes(total),
+                resolved.images.len(),
+                totals.blobs,
+                human_bytes(totals.saved())
+            ),
+            format!("digest {}", plan.digest),
+        ];
         if *lock_changed {
-            say!("updated {}", lock_path.display());
+            lines.push(format!("updated {}", lock_path.display()));
+        }
+        for l in lines {
+            match output {
+                // Standard output is the bundle: nothing else may go there.
+                Output::Stdout => eprintln!("{l}"),
+                Output::File(_) => say!("{l}"),
+            }
         }
     }
+}
+
+/// A usage error (exit code 2).
+fn usage(msg: &str) -> Failure {
+    Failure {
+        code: exit::USAGE,
+        error: anyhow::anyhow!("{msg}"),
+    }
+}
+
+/// Every local file and folder `create` reads, as (what, path, whether every file
+/// below a folder is read): the spec, the lock, the keys, the cache, local
+/// layouts and archives, and what rendering reads.
+fn input_paths(
+    a: &CreateArgs,
+    loaded: &LoadedSpec,
+    lock_path: &Path,
+    cache_root: &Path,
+) -> Vec<(String, PathBuf, bool)> {
+    let mut v = vec![
+        ("the spec".to_string(), a.spec.clone(), false),
+        ("the lock file".to_string(), lock_path.to_path_buf(), false),
+        (
+            "the cache (--cache)".to_string(),
+            cache_root.to_path_buf(),
+            true,
+        ),
+    ];
+    for k in &a.keys {
+        v.push(("the key (--key)".to_string(), k.clone(), false));
+    }
+    for (i, r) in loaded.images.iter().enumerate() {
+        match &r.source {
+            ImageSource::Layout { dir, .. } => {
+                v.push((format!("the layout of images[{i}]"), dir.clone(), true))
+            }
+            ImageSource::Archive(p) => {
+                v.push((format!("the archive of images[{i}]"), p.clone(), false))
+            }
+            ImageSource::Registry(_) | ImageSource::Installable(_) => {}
+        }
+    }
+    v.extend(
+        k8s::local_inputs(loaded)
+            .into_iter()
+            .map(|(what, p, whole)| (format!("{what} of the spec"), p, whole)),
+    );
+    v
+}
+
+/// `path` made absolute with `.` and `..` resolved through the file system where
+/// it exists (the folder of a file that does not exist yet).
+fn resolved_path(path: &Path) -> PathBuf {
+    if let Ok(p) = std::fs::canonicalize(path) {
+        return p;
+    }
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    match (abs.parent(), abs.file_name()) {
+        (Some(dir), Some(name)) => std::fs::canonicalize(dir)
+            .map(|d| d.join(name))
+            .unwrap_or(abs.clone()),
+        _ => abs,
+    }
+}
+
+/// Refuses an output that is one of `inputs` (the same file by device and inode,
+/// or by path for an input that does not exist yet, like a new lock file), or that
+/// lies inside an input folder all of whose files are read.
+fn check_output(output: &Path, inputs: &[(String, PathBuf, bool)]) -> Result<(), Failure> {
+    use std::os::unix::fs::MetadataExt;
+    let out_meta = std::fs::metadata(output).ok();
+    let out_path = resolved_path(output);
+    for (what, input, whole) in inputs {
+        let in_meta = std::fs::metadata(input).ok();
+        let same = match (&out_meta, &in_meta) {
+            (Some(o), Some(i)) => o.dev() == i.dev() && o.ino() == i.ino(),
+            _ => resolved_path(input) == out_path,
+        };
+        // A folder read whole (a layout, the cache), or one that does not exist
+        // yet but will be made and filled (a new cache).
+        let inside = *whole
+            && in_meta.as_ref().is_none_or(|m| m.is_dir())
+            && out_path.starts_with(resolved_path(input));
+        if same || inside {
+            return Err(InputFailure(format!(
+                "-o {} {} {what} {}: refusing to write the bundle over an input; give another output file",
+                output.display(),
+                if same { "is" } else { "is inside" },
+                input.display()
+            ))
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// Charts use the same `--insecure-registry`, `--registry-auth` and Docker config
