@@ -47,7 +47,7 @@ pub fn targets(
         if let Some(reg) = &args.registry {
             v.push(Box::new(super::push::Push::new(args, reg, head, source)?));
         } else if args.staged {
-            v.push(Box::new(StagedImages::new(&args.k3s_root, head)));
+            v.push(Box::new(StagedImages::new(&args.k3s_root, head)?));
         } else {
             v.push(Box::new(Containerd::new(
                 &args.containerd,
@@ -58,20 +58,26 @@ pub fn targets(
         }
     }
     if !args.skip_manifests {
-        let folder = Manifests::folder(&args.k3s_root, head);
-        if has(Kind::K8sManifest) {
-            let mode = if args.apply {
-                ManifestMode::Apply(args.kubeconfig.clone())
-            } else {
-                ManifestMode::Folder(folder)
-            };
-            v.push(Box::new(Manifests::new(mode, head)?));
-        } else if !args.apply && folder.is_dir() {
-            // A version without manifests: the files an earlier one left go.
+        if args.apply {
+            if has(Kind::K8sManifest) {
+                let mode = ManifestMode::Apply(args.kubeconfig.clone());
+                v.push(Box::new(Manifests::new(mode, head)?));
+            }
+        } else if has(Kind::K8sManifest) {
+            let folder = Manifests::folder(&args.k3s_root, head)?;
             v.push(Box::new(Manifests::new(
                 ManifestMode::Folder(folder),
                 head,
             )?));
+        } else if let Ok(folder) = Manifests::folder(&args.k3s_root, head) {
+            // A version without manifests: the files an earlier one left go. (A
+            // bundle whose name names no folder cannot have left any.)
+            if folder.is_dir() {
+                v.push(Box::new(Manifests::new(
+                    ManifestMode::Folder(folder),
+                    head,
+                )?));
+            }
         }
     }
     Ok(v)

@@ -21,6 +21,15 @@
 //! client can never receive the whole of a range whose bytes are not the verified
 //! ones. A mismatch is recorded ([`Server::failures`]), the connection is dropped,
 //! and later requests for that document get `410 Gone`.
+//!
+//! A range may also be a zstd NAR ([`Resource::Range`]'s `nar`), which the client
+//! decompresses and restores as it reads, before it can compare the NAR's hash: a
+//! signed bundle whose NAR decompresses to gigabytes (or to no valid NAR) would
+//! fill the client's store first. Such a range is decompressed and parsed
+//! ([`crate::nixfmt::NarChecker`], limited to the declared NAR size) as it is
+//! served, each chunk before it is sent: the client never receives a chunk that
+//! decompresses past the declared size or into an invalid NAR, nor the last chunk
+//! of a NAR whose hash or size is not the declared one.
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -30,8 +39,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::bundle::decode::zstd_writer;
 use crate::bundle::digest::{Digest, Hasher};
+use crate::bundle::manifest::ContentInfo;
 use crate::bundle::reader::{RangeReader, ReadAt};
+use crate::nixfmt::NarChecker;
 
 /// What ranges are read from: shared with the connection threads.
 pub type Served = Arc<dyn ReadAt + Send>;
@@ -61,6 +73,9 @@ pub enum Resource {
         size: u64,
         /// The sha256 its bytes must have.
         digest: Digest,
+        /// When the range is a zstd-compressed NAR: the NAR's hash and size, which
+        /// what it decompresses to must be.
+        nar: Option<ContentInfo>,
     },
 }
 
@@ -74,15 +89,27 @@ impl Resource {
     }
 }
 
-/// A range whose bytes were not the verified ones when they were served.
+/// A range that was cut short as it was served.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mismatch {
     /// The document's name (below the prefix).
     pub name: String,
     /// The digest it must have.
     pub expected: Digest,
-    /// The digest its bytes had, or why they could not be read.
-    pub found: Result<Digest, String>,
+    /// What was wrong.
+    pub found: Fault,
+}
+
+/// Why a range was cut short.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Its bytes had this digest, not the verified one: the file changed.
+    Changed(Digest),
+    /// Its bytes could not be read (the message says why).
+    Unreadable(String),
+    /// Its bytes are the verified ones, but what they decompress to is not the
+    /// declared NAR (the message says why).
+    Content(String),
 }
 
 struct Shared {
@@ -304,6 +331,7 @@ fn serve_connection(conn: TcpStream, shared: &Shared) -> io::Result<()> {
                     offset,
                     size,
                     digest,
+                    nar,
                 },
             )) => {
                 let from = req.resume_from.filter(|f| *f < *size);
@@ -323,10 +351,13 @@ fn serve_connection(conn: TcpStream, shared: &Shared) -> io::Result<()> {
                 if !head_only {
                     let sent = send_range(
                         &*shared.source,
-                        *offset,
-                        *size,
+                        Range {
+                            offset: *offset,
+                            size: *size,
+                            digest,
+                            nar: nar.as_ref(),
+                        },
                         from.unwrap_or(0),
-                        digest,
                         &mut out,
                     );
                     if let Err(found) = sent {
@@ -377,19 +408,87 @@ fn status(out: &mut TcpStream, code: &str, close: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// Sends bytes `from..size` of the range at `offset`, hashing all of it (the part
-/// before `from` too) and sending the last chunk only if the digest is `digest`.
-/// `Err` is what was found instead; a socket error is also `Err`, which only means
-/// the client went away.
-fn send_range(
-    source: &dyn ReadAt,
+/// One range to serve: where it is, what it must hash to, and (for a NAR) what it
+/// must decompress to.
+struct Range<'a> {
     offset: u64,
     size: u64,
+    digest: &'a Digest,
+    nar: Option<&'a ContentInfo>,
+}
+
+/// Decompresses and parses a zstd NAR chunk by chunk, as it is served.
+struct NarCheck {
+    decoder: zstd::stream::write::Decoder<'static, NarChecker>,
+    content: ContentInfo,
+}
+
+impl NarCheck {
+    fn new(content: &ContentInfo) -> Result<Self, Fault> {
+        Ok(NarCheck {
+            decoder: zstd_writer(NarChecker::with_limit(content.size))
+                .map_err(|e| Fault::Content(format!("cannot start a zstd decoder: {e}")))?,
+            content: content.clone(),
+        })
+    }
+
+    /// Takes the next chunk of compressed bytes: every byte it decompresses to has
+    /// been parsed when this returns `Ok`.
+    fn feed(&mut self, chunk: &[u8]) -> Result<(), Fault> {
+        self.decoder
+            .write_all(chunk)
+            .and_then(|()| self.decoder.flush())
+            .map_err(|e| Fault::Content(nar_fault(e)))
+    }
+
+    /// After the last chunk: the NAR is complete and exactly the declared one.
+    fn finish(self) -> Result<(), Fault> {
+        let summary = self
+            .decoder
+            .into_inner()
+            .finish()
+            .map_err(|e| Fault::Content(e.to_string()))?;
+        if summary.digest != self.content.digest || summary.size != self.content.size {
+            return Err(Fault::Content(format!(
+                "it decompresses to a NAR of {} bytes with sha256 {}, not the declared {} bytes with sha256 {}",
+                summary.size, summary.digest, self.content.size, self.content.digest
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What a decoder or the NAR checker said, without the `io::Error` wrapping.
+fn nar_fault(e: io::Error) -> String {
+    match e.get_ref() {
+        Some(inner) => inner.to_string(),
+        None => format!("not valid zstd: {e}"),
+    }
+}
+
+/// Sends bytes `from..size` of `range`, hashing all of it (the part before `from`
+/// too) and, for a NAR, decompressing and parsing each chunk before it is sent;
+/// the last chunk goes only if the digest (and the NAR) is right. `Err` is what
+/// was wrong; a socket error is also `Err` (unreadable), which only means the
+/// client went away.
+fn send_range(
+    source: &dyn ReadAt,
+    range: Range<'_>,
     from: u64,
-    digest: &Digest,
     out: &mut impl Write,
-) -> Result<(), Result<Digest, String>> {
-    let mut hasher = Some(Hasher::new());
+) -> Result<(), Fault> {
+    let Range {
+        offset,
+        size,
+        digest,
+        nar,
+    } = range;
+    let mut hasher = Hasher::new();
+    let mut check = nar.map(NarCheck::new).transpose()?;
+    // A NAR found wrong mid-range: nothing more is sent, but the rest is still
+    // hashed, to tell a changed file (which decompresses to garbage too) from a
+    // bundle made wrong.
+    let mut wrong: Option<Fault> = None;
     let mut buf = vec![0u8; CHUNK];
     let mut pos = 0u64;
     while pos < size {
@@ -397,20 +496,30 @@ fn send_range(
         let chunk = &mut buf[..want];
         RangeReader::new(source, offset + pos, want as u64)
             .read_exact(chunk)
-            .map_err(|e| Err(format!("reading the bundle: {e}")))?;
+            .map_err(|e| Fault::Unreadable(format!("reading the bundle: {e}")))?;
         let end = pos + want as u64;
-        let h = hasher.as_mut().expect("taken only at the end");
-        h.update(chunk);
-        if end == size {
-            let (found, _) = hasher.take().expect("taken only at the end").finish();
-            if found != *digest {
-                return Err(Ok(found));
+        hasher.update(chunk);
+        if wrong.is_none() {
+            if let Some(c) = check.as_mut() {
+                wrong = c.feed(chunk).err();
             }
         }
-        if end > from {
+        if end == size {
+            let (found, _) = std::mem::take(&mut hasher).finish();
+            if found != *digest {
+                return Err(Fault::Changed(found));
+            }
+            if let Some(fault) = wrong.take() {
+                return Err(fault);
+            }
+            if let Some(c) = check.take() {
+                c.finish()?;
+            }
+        }
+        if end > from && wrong.is_none() {
             let skip = from.saturating_sub(pos) as usize;
             out.write_all(&chunk[skip..])
-                .map_err(|e| Err(format!("the client went away: {e}")))?;
+                .map_err(|e| Fault::Unreadable(format!("the client went away: {e}")))?;
         }
         pos = end;
     }
@@ -437,6 +546,7 @@ mod tests {
                 offset: 3,
                 size: data.len() as u64 - 3,
                 digest: range_digest,
+                nar: None,
             },
         );
         let s = Server::start(Arc::new(f.reopen().unwrap()), site).unwrap();
@@ -510,7 +620,7 @@ mod tests {
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].name, "nar/x.nar.zst");
         assert_eq!(f[0].expected, wrong);
-        assert_eq!(f[0].found, Ok(digest(&data[3..])));
+        assert_eq!(f[0].found, Fault::Changed(digest(&data[3..])));
         let again = exchange(
             &s,
             &format!("GET {p}nar/x.nar.zst HTTP/1.1\r\nConnection: close\r\n\r\n"),

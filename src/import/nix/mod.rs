@@ -61,7 +61,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use serde_json::json;
-use tempfile::{NamedTempFile, TempDir};
+use tempfile::NamedTempFile;
 
 use super::{Target, TargetPlan};
 use crate::bundle::keys::PublicKey;
@@ -71,6 +71,7 @@ use crate::cli::ImportArgs;
 use crate::error::InputFailure;
 use crate::io::source::{BundleSource, RandomSource};
 use crate::io::space;
+use crate::io::temp::{self, TempFolder};
 use crate::nixfmt::{closure_order, StorePath};
 use crate::progress::Progress;
 use validate::{nix_objects, NixObject};
@@ -154,14 +155,16 @@ pub struct NixTarget {
     trusted: Vec<PublicKey>,
     /// Paths to add, references first.
     new_paths: Vec<StorePath>,
-    stage: Option<TempDir>,
+    stage: Option<TempFolder>,
     /// The bundle, when the import reads files (not a pipe): a store then takes
     /// the NARs from it in place (see `serve_in_place`) and nothing is staged.
     bundle: Option<std::sync::Arc<RandomSource>>,
     /// The blob being received: its file in the cache, under a temporary name.
     receiving: Option<BufWriter<NamedTempFile>>,
-    /// Verified blobs whose NARs are being decoded and hashed.
+    /// Verified blobs whose NARs are being decoded and checked.
     decoding: Option<cache::Decoders>,
+    /// Whether the cache folders were swept of killed imports' temporary files.
+    swept: bool,
     progress_warned: bool,
 }
 
@@ -193,6 +196,7 @@ pub fn target(
         bundle: source.shared(),
         receiving: None,
         decoding: None,
+        swept: false,
         progress_warned: false,
     })))
 }
@@ -212,11 +216,7 @@ impl NixTarget {
             Dest::Cache(p) => Ok(p.clone()),
             Dest::Store { .. } => {
                 if self.stage.is_none() {
-                    self.stage = Some(
-                        tempfile::Builder::new()
-                            .prefix("gapbundle-nix-stage-")
-                            .tempdir()?,
-                    );
+                    self.stage = Some(temp::folder("nix-stage")?);
                 }
                 Ok(self.stage.as_ref().expect("just set").path().to_path_buf())
             }
@@ -366,15 +366,22 @@ impl Target for NixTarget {
     fn finish(&mut self, head: &Head, progress: &Progress) -> Result<serde_json::Value> {
         self.check_decoded()?;
         if !self.new_paths.is_empty() {
-            if self.in_place() {
-                self.serve_in_place(head, progress)?;
+            let added = if self.in_place() {
+                self.serve_in_place(head, progress)
             } else {
                 let dir = self.cache_dir()?;
                 self.write_cache(&dir)?;
-                if matches!(self.dest, Dest::Store { .. }) {
-                    self.copy_into_store(&format!("file://{}", dir.display()), &[], progress)?;
+                match self.dest {
+                    Dest::Store { .. } => {
+                        self.copy_into_store(&format!("file://{}", dir.display()), &[], progress)
+                    }
+                    Dest::Cache(_) => Ok(()),
                 }
+            };
+            if added.is_err() {
+                self.remove_unregistered(progress);
             }
+            added?;
         }
         let roots = self.make_gc_roots()?;
         if let Dest::Store { gc_dir: None, .. } = &self.dest {
