@@ -41,7 +41,7 @@ fn ingest_bytes(ctd: &Containerd) -> u64 {
         .skip(1)
         .filter(|l| l.starts_with("gapbundle"))
         .filter_map(|l| l.split_whitespace().nth(1))
-        .filter_map(|s| parse_size(s))
+        .filter_map(parse_size)
         .sum()
 }
 

@@ -21,6 +21,7 @@ mod bundle_source;
 mod flake;
 mod fleet_push_faults;
 mod hostile_format;
+mod hostile_import;
 mod k3s_import;
 mod k8s_render;
 mod kill_import;
