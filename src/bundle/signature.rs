@@ -211,8 +211,8 @@ impl Envelope {
 }
 
 /// Untrusted text (a key name from an envelope) as a message may show it: see
-/// [`crate::text::escaped`].
-fn escaped(s: &str) -> String {
+/// [`crate::text::escaped`], which every print of bundle text uses.
+pub fn escaped(s: &str) -> String {
     crate::text::escaped(s).into_owned()
 }
 

@@ -12,58 +12,9 @@ use std::process::{Output, Stdio};
 
 use gapbundle::bundle::Digest;
 use gapbundle::nixfmt::NarHash;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::support::*;
-
-/// A stored Kubernetes document: `stored` as the blob's bytes, declared (when
-/// zstd-encoded) as `content`.
-fn doc_blob(stored: Vec<u8>, content: Option<(&[u8], u64)>) -> Stored {
-    let fields = match content {
-        Some((text, size)) => json!({
-            "mediaType": "application/yaml", "encoding": "zstd",
-            "content": {"digest": Digest::of(text).to_string(), "size": size},
-        }),
-        None => json!({"mediaType": "application/yaml"}),
-    };
-    Stored {
-        bytes: stored,
-        fields,
-    }
-}
-
-/// The `k8s-manifest` object for `blob`, going to `file` as document `order`.
-fn doc_object(blob: &Stored, file: &str, order: u64) -> Value {
-    let d = blob.digest().to_string();
-    json!({
-        "kind": "k8s-manifest", "name": format!("manifests:{file}/ConfigMap/default/doc-{order}"),
-        "digest": d, "mediaType": "application/yaml", "size": blob.bytes.len(), "blobs": [d],
-        "meta": {
-            "source": format!("manifests:{file}"), "file": file, "order": order,
-            "apiVersion": "v1", "kind": "ConfigMap", "namespace": "default",
-            "name": format!("doc-{order}"), "images": [],
-        },
-    })
-}
-
-/// A signed bundle `name` of the documents `docs`, written to `out`.
-fn docs_bundle(w: &Work, out: &str, name: &str, docs: Vec<(Stored, &str)>) -> PathBuf {
-    let objects: Vec<Value> = docs
-        .iter()
-        .enumerate()
-        .map(|(i, (b, file))| doc_object(b, file, i as u64))
-        .collect();
-    let blobs: Vec<Stored> = docs.into_iter().map(|(b, _)| b).collect();
-    let path = w.path(out);
-    forge(
-        &path,
-        &w.signing_key(),
-        json!({"name": name, "version": "1", "objects": objects}),
-        &blobs,
-        |_| {},
-    );
-    path
-}
 
 /// Every file (not folder) under `dir`, relative.
 fn files_under(dir: &Path) -> Vec<String> {

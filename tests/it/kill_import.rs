@@ -158,3 +158,274 @@ fn containerd_import_killed_while_a_layer_streams_or_unpacks_completes_on_rerun(
     assert_no_containerd_leftovers(&ctd);
     assert_nothing_left(&tmp, "$TMPDIR");
 }
+
+/// The bundle's bytes up to the middle of its largest blob: fed through a pipe,
+/// they stop an import there.
+fn up_to_middle_of_largest_blob(bundle: &Path) -> Vec<u8> {
+    let head = head_of(bundle);
+    let big = head.manifest.blobs.iter().max_by_key(|b| b.size).unwrap();
+    let cut = (head.data_start + big.offset.unwrap() + big.size / 2) as usize;
+    let mut bytes = fs::read(bundle).unwrap();
+    bytes.truncate(cut);
+    bytes
+}
+
+/// Whether `dir` holds, at any depth, a file with bytes in it that is a temporary
+/// file of ours or inside a temporary folder of ours.
+fn temp_with_bytes(dir: &Path) -> bool {
+    tree_of(dir).iter().any(|p| {
+        p.split('/').any(|c| c.starts_with(".gapbundle."))
+            && fs::metadata(dir.join(p)).is_ok_and(|m| m.is_file() && m.len() > 0)
+    })
+}
+
+/// Runs `import` with the first half of `bundle` on its stdin and kills it once
+/// `reached` holds (the pipe holds it there, so this does not depend on timing).
+fn kill_mid_stream(mut import: Command, bundle: &Path, what: &str, reached: impl FnMut() -> bool) {
+    let part = up_to_middle_of_largest_blob(bundle);
+    let mut child = spawn_quiet(import.stdin(Stdio::piped()));
+    let stdin = feed_part(&mut child, &part);
+    assert!(
+        kill_when(&mut child, what, reached),
+        "the import cannot finish on half a bundle"
+    );
+    drop(stdin);
+}
+
+/// `--staged`: killed while the archive streams into `agent/images`, the rerun
+/// writes the whole archive (which `ctr images import` takes) and removes the
+/// killed run's temporary file.
+#[test]
+fn a_staged_archive_killed_while_it_streams_is_whole_after_a_rerun() {
+    let w = Work::new("kill-test");
+    let (bundle, name) = big_image_bundle(&w, 24 << 20);
+    let tmp = private_tmp(w.root());
+    let images = w.k3s_root().join("agent/images");
+    let staged = |b: &Path| {
+        let mut c = w.import(b);
+        c.arg("--staged").env("TMPDIR", &tmp);
+        c
+    };
+    kill_mid_stream(
+        staged(Path::new("-")),
+        &bundle,
+        "the archive has bytes",
+        || temp_with_bytes(&images),
+    );
+    assert_eq!(temp_names(&images).len(), 1, "{:?}", tree_of(&images));
+    assert!(
+        !images.join("big.tar").exists(),
+        "no half archive under its name"
+    );
+
+    run(&mut staged(&bundle));
+    assert_eq!(tree_of(&images), vec!["big.tar".to_string()]);
+    assert_nothing_left(&tmp, "$TMPDIR");
+    let ctd = Containerd::start();
+    let archive = images.join("big.tar");
+    ctd.ctr_stdout(&["images", "import", archive.to_str().unwrap()]);
+    assert_image_complete(&ctd, &name);
+}
+
+/// A signed bundle of one Nix path whose NAR is a file of `len` random bytes.
+fn big_nix_bundle(w: &Work, len: usize) -> (PathBuf, String) {
+    let path = format!("/nix/store/{}-kill-test-big", "c".repeat(32));
+    let bundle = w.path("big-nix.gapb");
+    nix_path_bundle(
+        &bundle,
+        &w.signing_key(),
+        "big-nix",
+        &path,
+        &file_nar(&deterministic_bytes(5, len)),
+        None,
+        |_| {},
+    );
+    (bundle, path)
+}
+
+/// `gapbundle import BUNDLE --nix-store TARGET`, Nix offline, `$TMPDIR` at `tmp`.
+fn nix_import(w: &Work, bundle: &Path, target: &str, tmp: &Path) -> Command {
+    let mut c = with_nix_config(w.import(bundle));
+    c.arg("--nix-store").arg(target).env("TMPDIR", tmp);
+    c
+}
+
+/// A Nix store: killed while a piped bundle is staged in `$TMPDIR`, and killed
+/// while Nix restores the path from the bundle served in place; each time the
+/// rerun adds the path, Nix finds every path of the store registered and sound
+/// (`nix store verify`), and `$TMPDIR` is empty.
+#[test]
+fn a_nix_store_import_killed_while_staging_or_copying_completes_on_rerun() {
+    let w = Work::new("kill-test");
+    let (bundle, path) = big_nix_bundle(&w, 32 << 20);
+    let tmp = private_tmp(w.root());
+
+    let root = w.path("store-1");
+    let target = root.display().to_string();
+    kill_mid_stream(
+        nix_import(&w, Path::new("-"), &target, &tmp),
+        &bundle,
+        "the staged NAR has bytes",
+        || temp_with_bytes(&tmp),
+    );
+    assert!(!tree_of(&tmp).is_empty(), "the killed run left its stage");
+    run(&mut nix_import(&w, &bundle, &target, &tmp));
+    assert_eq!(valid_in(&root, std::slice::from_ref(&path)), [path.clone()]);
+    assert_store_sound(&root);
+    assert_nothing_left(&tmp, "$TMPDIR");
+
+    let root = w.path("store-2");
+    let target = root.display().to_string();
+    let mut caught = false;
+    for attempt in 0..3 {
+        let root = w.path(format!("store-2-{attempt}"));
+        let mut child = spawn_quiet(
+            nix_import(&w, &bundle, &root.display().to_string(), &tmp).stdin(Stdio::null()),
+        );
+        caught = kill_when(&mut child, "Nix is restoring the path", || {
+            store_entries(&root).contains(&path)
+        });
+        if caught {
+            fs::rename(&root, w.path("store-2")).unwrap();
+            break;
+        }
+    }
+    assert!(caught, "never caught Nix while it restored the path");
+    run(&mut nix_import(&w, &bundle, &target, &tmp));
+    assert_eq!(valid_in(&root, std::slice::from_ref(&path)), [path.clone()]);
+    assert_store_sound(&root);
+    assert_nothing_left(&tmp, "$TMPDIR");
+}
+
+/// A `file://` cache: killed while a NAR streams into `nar/`, the rerun leaves a
+/// cache Nix copies the path from (and checks), with no temporary file in it.
+#[test]
+fn a_file_cache_import_killed_while_a_nar_streams_completes_on_rerun() {
+    let w = Work::new("kill-test");
+    let (bundle, path) = big_nix_bundle(&w, 24 << 20);
+    let tmp = private_tmp(w.root());
+    let cache = w.path("cache");
+    let url = format!("file://{}", cache.display());
+    kill_mid_stream(
+        nix_import(&w, Path::new("-"), &url, &tmp),
+        &bundle,
+        "the NAR in nar/ has bytes",
+        || temp_with_bytes(&cache.join("nar")),
+    );
+    assert_eq!(temp_names(&cache.join("nar")).len(), 1);
+    run(&mut nix_import(&w, &bundle, &url, &tmp));
+    assert_eq!(temp_names(&cache), Vec::<String>::new());
+    assert_eq!(temp_names(&cache.join("nar")), Vec::<String>::new());
+    assert_nothing_left(&tmp, "$TMPDIR");
+    let store = w.path("store");
+    run(nix("nix")
+        .args(["copy", "--from", &url, "--to"])
+        .arg(chroot_store(&store))
+        .args(["--option", "trusted-public-keys"])
+        .arg(fs::read_to_string(w.public()).unwrap().trim())
+        .arg(&path));
+    assert_store_sound(&store);
+}
+
+/// Files in `dir` and below named `name` with bytes in them.
+fn files_named(dir: &Path, name: &str) -> usize {
+    tree_of(dir)
+        .iter()
+        .filter(|p| Path::new(p).file_name().is_some_and(|n| n == name))
+        .filter(|p| fs::metadata(dir.join(p)).is_ok_and(|m| m.len() > 0))
+        .count()
+}
+
+/// A fleet registry: killed while the large layer uploads, the rerun pushes the
+/// image, which skopeo copies out of the registry with every digest checked.
+#[test]
+fn a_fleet_push_killed_while_a_layer_uploads_completes_on_rerun() {
+    let w = Work::new("kill-test");
+    let (bundle, name) = big_image_bundle(&w, 24 << 20);
+    let tmp = private_tmp(w.root());
+    let fleet = Registry::start();
+    let push = |b: &Path| {
+        let mut c = w.import(b);
+        c.args([
+            "--registry",
+            &fleet.addr,
+            "--insecure-registry",
+            &fleet.addr,
+        ])
+        .arg("--skip-manifests")
+        .env("TMPDIR", &tmp);
+        c
+    };
+    kill_mid_stream(
+        push(Path::new("-")),
+        &bundle,
+        "the registry holds part of the upload",
+        || {
+            files_named(&fleet.storage(), "data") > 0
+                && tree_of(&fleet.storage())
+                    .iter()
+                    .any(|p| p.contains("_uploads"))
+        },
+    );
+    run(&mut push(&bundle));
+    assert_nothing_left(&tmp, "$TMPDIR");
+    let repo = name.split_once('/').unwrap().1;
+    let pushed = format!("docker://{}/{repo}", fleet.addr);
+    let root = head_of(&bundle)
+        .manifest
+        .objects
+        .iter()
+        .find(|o| o.name == name)
+        .unwrap()
+        .digest
+        .to_string();
+    assert_eq!(
+        skopeo_digest(&pushed),
+        root,
+        "the fleet serves the bundled image"
+    );
+    run(skopeo()
+        .args(["copy", "--quiet", "--src-tls-verify=false", &pushed])
+        .arg(format!("oci:{}:x", w.path("copied").display())));
+}
+
+/// Manifests: killed while a large document streams into the staging folder, the
+/// rerun writes the file whole and leaves no staging folder behind.
+#[test]
+fn manifests_killed_while_a_document_streams_are_whole_after_a_rerun() {
+    let w = Work::new("kill-test");
+    let tmp = private_tmp(w.root());
+    let mut text =
+        b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: big\ndata:\n  blob: ".to_vec();
+    for b in deterministic_bytes(9, 6 << 20) {
+        text.extend_from_slice(format!("{b:02x}").as_bytes());
+    }
+    text.push(b'\n');
+    let stored = zstd::encode_all(&text[..], 3).unwrap();
+    let bundle = docs_bundle(
+        &w,
+        "docs.gapb",
+        "docs",
+        vec![(
+            doc_blob(stored, Some((&text, text.len() as u64))),
+            "big.yaml",
+        )],
+    );
+    let folder = w.k3s_root().join("server/manifests/docs");
+    let import = |b: &Path| {
+        let mut c = w.import(b);
+        c.env("TMPDIR", &tmp);
+        c
+    };
+    kill_mid_stream(
+        import(Path::new("-")),
+        &bundle,
+        "the document is staged",
+        || temp_with_bytes(&folder),
+    );
+    assert_eq!(temp_names(&folder).len(), 1, "{:?}", tree_of(&folder));
+    run(&mut import(&bundle));
+    assert_eq!(tree_of(&folder), vec!["big.yaml".to_string()]);
+    assert!(fs::read(folder.join("big.yaml")).unwrap() == text);
+    assert_nothing_left(&tmp, "$TMPDIR");
+}

@@ -290,3 +290,57 @@ pub fn nix_path_bundle(
     );
     path
 }
+
+/// A stored Kubernetes document: `stored` as the blob's bytes, declared (when
+/// zstd-encoded) as `content`.
+pub fn doc_blob(stored: Vec<u8>, content: Option<(&[u8], u64)>) -> Stored {
+    let fields = match content {
+        Some((text, size)) => serde_json::json!({
+            "mediaType": "application/yaml", "encoding": "zstd",
+            "content": {"digest": Digest::of(text).to_string(), "size": size},
+        }),
+        None => serde_json::json!({"mediaType": "application/yaml"}),
+    };
+    Stored {
+        bytes: stored,
+        fields,
+    }
+}
+
+/// The `k8s-manifest` object for `blob`, going to `file` as document `order`.
+pub fn doc_object(blob: &Stored, file: &str, order: u64) -> Value {
+    let d = blob.digest().to_string();
+    serde_json::json!({
+        "kind": "k8s-manifest", "name": format!("manifests:{file}/ConfigMap/default/doc-{order}"),
+        "digest": d, "mediaType": "application/yaml", "size": blob.bytes.len(), "blobs": [d],
+        "meta": {
+            "source": format!("manifests:{file}"), "file": file, "order": order,
+            "apiVersion": "v1", "kind": "ConfigMap", "namespace": "default",
+            "name": format!("doc-{order}"), "images": [],
+        },
+    })
+}
+
+/// A signed bundle `name` of the documents `docs`, written to `out`.
+pub fn docs_bundle(
+    w: &super::Work,
+    out: &str,
+    name: &str,
+    docs: Vec<(Stored, &str)>,
+) -> std::path::PathBuf {
+    let objects: Vec<Value> = docs
+        .iter()
+        .enumerate()
+        .map(|(i, (b, file))| doc_object(b, file, i as u64))
+        .collect();
+    let blobs: Vec<Stored> = docs.into_iter().map(|(b, _)| b).collect();
+    let path = w.path(out);
+    forge(
+        &path,
+        &w.signing_key(),
+        serde_json::json!({"name": name, "version": "1", "objects": objects}),
+        &blobs,
+        |_| {},
+    );
+    path
+}
