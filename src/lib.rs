@@ -11,8 +11,9 @@
 //!   for pulls and pushes;
 //! - [`resolve`]: inputs to blobs (registries, local layouts and archives);
 //! - [`k8s`]: Kubernetes manifests as data (documents, workload images, HelmChart), pure;
-//! - [`io`]: the local content-addressed cache, atomic files, where a bundle's bytes
-//!   come from (stdin, a file, volumes), subprocesses, the loopback server;
+//! - [`io`]: the local content-addressed cache, atomic files, temporary files a rerun
+//!   cleans up after a kill, where a bundle's bytes come from (stdin, a file,
+//!   volumes), subprocesses, the loopback server;
 //! - [`nixfmt`]: Nix's formats (nix32, narinfo, path signatures), pure;
 //! - [`commands`]: one orchestrator per subcommand; [`cli`]: the clap definitions;
 //! - [`pool`]: the one worker pool (std threads only, so the format may use it);

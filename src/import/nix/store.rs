@@ -7,8 +7,12 @@
 //! is needed: Nix itself checks what we checked. Only with `--allow-unsigned` and no
 //! trusted key is `--no-check-sigs` passed. Nix also checks each NAR against its
 //! signed NAR hash before it registers the path, and refuses every path that
-//! references one it refused; so the import does not decompress the NARs a second
-//! time for a store.
+//! references one it refused. But it restores a NAR into the store before it
+//! compares the hash, so what it is handed is checked first: served in place, each
+//! NAR is decompressed and parsed chunk by chunk by the server before it is sent
+//! (see [`crate::io::serve`]); staged, each was checked before it took its name
+//! (see `super::cache`). Whatever Nix restored of a path it then refused is
+//! removed ([`NixTarget::remove_unregistered`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
