@@ -17,7 +17,7 @@
 //! Two checks come before any of it. The output must not be one of the inputs
 //! (`-o k.sec --key k.sec` would replace the signing key with the bundle; so would
 //! `-o` naming the spec, the lock, a values file or anything inside a layout or the
-//! cache): [`check_output`] compares it, by device and inode and by path, with every
+//! cache): `check_output` compares it, by device and inode and by path, with every
 //! local input and refuses with exit code 4 naming both. And `-o -` (or `-o
 //! /dev/stdout`, or any path that is the file standard output already is) writes the
 //! bundle to standard output, which then carries nothing else: the report goes to
