@@ -255,19 +255,10 @@ impl Envelope {
     }
 }
 
-/// Untrusted text (a key name from an envelope) as a message may show it: control
-/// characters escaped, so nothing from a bundle can paint a terminal.
+/// Untrusted text (a key name from an envelope) as a message may show it: see
+/// [`crate::text::escaped`], which every print of bundle text uses.
 pub fn escaped(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| {
-            let e: Vec<char> = if c.is_control() {
-                c.escape_default().collect()
-            } else {
-                vec![c]
-            };
-            e
-        })
-        .collect()
+    crate::text::escaped(s).into_owned()
 }
 
 #[cfg(test)]

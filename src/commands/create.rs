@@ -19,9 +19,19 @@
 //! it into the delta ([`crate::bundle::delta`]): the delta and a full create come
 //! from the same stages, so the full bundle that `patch` rebuilds is the one a full
 //! create writes.
+//!
+//! Two checks come before any of it. The output must not be one of the inputs
+//! (`-o k.sec --key k.sec` would replace the signing key with the bundle; so would
+//! `-o` naming the spec, the lock, a values file or anything inside a layout or the
+//! cache): `check_output` compares it, by device and inode and by path, with every
+//! local input and refuses with exit code 4 naming both. And `-o -` (or `-o
+//! /dev/stdout`, or any path that is the file standard output already is) writes the
+//! bundle to standard output, which then carries nothing else: the report goes to
+//! stderr, and `--json`, whose report would go to stdout, is refused.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use fs_err as fs;
@@ -30,7 +40,7 @@ use super::inspect::Totals;
 use super::report::{CreateDelta, CreateReport, CreatedImage, DeltaSummary, Fetched};
 use super::settings::CreateSettings;
 use super::volumes::{commit, say_volumes};
-use super::{print_json, Failure};
+use super::{exit, print_json, Failure};
 use crate::bundle::delta::{delta_manifest, leave_out, Base};
 use crate::bundle::keys::SecretKey;
 use crate::bundle::manifest::{BlobEntry, Kind, Object};
@@ -41,7 +51,7 @@ use crate::bundle::writer::{write_bundle, BundleBuilder, Plan};
 use crate::bundle::Digest;
 use crate::cli::{CreateArgs, OutputArgs};
 use crate::error::{InputFailure, RegistryFailure};
-use crate::io::atomic::AtomicFile;
+use crate::io::atomic::{sweep_beside, AtomicFile};
 use crate::io::bundle_file::{write_parallel, Pieces};
 use crate::io::cas::Cas;
 use crate::io::keys::load_secret_key;
@@ -75,18 +85,73 @@ fn served_by_registry(e: anyhow::Error) -> anyhow::Error {
     }
 }
 
+/// Where the bundle goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Output {
+    /// A file (or a device, FIFO or symlink: see [`AtomicFile`]).
+    File(PathBuf),
+    /// Standard output: `-o -`, or a path that is the file stdout already is.
+    Stdout,
+}
+
+impl Output {
+    fn of(path: &Path) -> Output {
+        if path == Path::new("-") || is_stdout(path) {
+            Output::Stdout
+        } else {
+            Output::File(path.to_path_buf())
+        }
+    }
+
+    /// For messages.
+    fn shown(&self) -> String {
+        match self {
+            Output::File(p) => p.display().to_string(),
+            Output::Stdout => "standard output".into(),
+        }
+    }
+}
+
+/// Whether `path` is the very file standard output is (`/dev/stdout`,
+/// `/proc/self/fd/1`, or the file stdout was redirected to).
+fn is_stdout(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(target) = std::fs::metadata(path) else {
+        return false;
+    };
+    // The file descriptor's own link: a pipe, a terminal or a file, whatever it is.
+    let Ok(out) = std::fs::metadata("/proc/self/fd/1") else {
+        return false;
+    };
+    target.dev() == out.dev() && target.ino() == out.ino()
+}
+
 /// Runs create, stage by stage: each stage's result carries what the next needs.
 pub fn run(a: CreateArgs, out: &OutputArgs) -> Result<(), Failure> {
     let a = &CreateSettings::resolve(a)?;
+    let output = Output::of(&a.output);
+    if output == Output::Stdout {
+        if out.json {
+            return Err(usage(
+                "--json prints its report on standard output, which `-o -` gives to the bundle: write the bundle to a file, or leave out --json",
+            ));
+        }
+        if std::io::stdout().is_terminal() {
+            return Err(usage(
+                "standard output is a terminal: pipe the bundle into a command or redirect it to a file, or give -o FILE",
+            ));
+        }
+    }
     let progress = Progress::new(out.quiet || out.json);
-    let inputs = Inputs::load(a, &progress)?;
+    let inputs = Inputs::load(a, &output, &progress)?;
     let resolved = resolve(a, &inputs, &progress)?;
     check_lock(a, &inputs, &resolved)?;
     let fetched = fetch(&inputs, &resolved, &progress)?;
     let assembled = assemble(a, &inputs, &resolved)?;
-    let written = write(a, &inputs, &assembled, &progress)?;
+    let written = write(a, &output, &inputs, &assembled, &progress)?;
     report(
         a,
+        &output,
         out,
         &inputs,
         &resolved,
@@ -111,9 +176,12 @@ struct Inputs {
 }
 
 impl Inputs {
-    fn load(a: &CreateSettings, progress: &Progress) -> Result<Inputs, Failure> {
+    fn load(a: &CreateSettings, output: &Output, progress: &Progress) -> Result<Inputs, Failure> {
         let loaded = spec::load(&a.spec)?;
         let lock_path = a.lock.clone();
+        if let Output::File(out) = output {
+            check_output(out, &input_paths(a, &loaded))?;
+        }
         let old_lock = if lock_path.exists() {
             Lock::parse(&lock_path.display().to_string(), &fs::read(&lock_path)?)?
         } else if a.locked {
@@ -475,6 +543,7 @@ struct Written {
 
 fn write(
     a: &CreateSettings,
+    output: &Output,
     inputs: &Inputs,
     assembled: &Assembled,
     progress: &Progress,
@@ -482,11 +551,21 @@ fn write(
     let plan = &assembled.plan;
     let envelope = Envelope::sign(plan.digest, &inputs.keys);
     let total = plan.file_len(&envelope);
-    let bar = progress.bar(format!("bundle {}", a.output.display()), total);
-    let volumes = match a.volume_size {
-        Some(volume_size) => {
+    let bar = progress.bar(format!("bundle {}", output.shown()), total);
+    let volumes = match (a.volume_size, output) {
+        (_, Output::Stdout) => {
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+            write_bundle(&mut w, plan, &envelope, &inputs.cas, |b| {
+                bar.inc(b.size + 512)
+            })
+            .context("writing the bundle to standard output")?;
+            w.flush().context("writing the bundle to standard output")?;
+            bar.clear();
+            None
+        }
+        (Some(volume_size), Output::File(path)) => {
             let layout = Layout::new(total, volume_size, plan.data_start(&envelope))?;
-            let out = VolumeOutput::create(&a.output, layout, a.parity.unwrap_or(0))?;
+            let out = VolumeOutput::create(path, layout, a.parity.unwrap_or(0))?;
             write_parallel(
                 &out.pieces(),
                 plan,
@@ -498,8 +577,10 @@ fn write(
             bar.clear();
             Some((layout, commit(out, plan.digest, total, progress)?))
         }
-        None => {
-            let mut file = AtomicFile::create(&a.output)?;
+        (None, Output::File(path)) => {
+            // What a killed create left here (a half bundle of hundreds of MiB).
+            sweep_beside(path);
+            let mut file = AtomicFile::create(path)?;
             match file.temp_path().map(std::path::Path::to_path_buf) {
                 Some(tmp) => {
                     write_parallel(
@@ -523,6 +604,7 @@ fn write(
         }
     };
     if assembled.lock_changed {
+        sweep_beside(&inputs.lock_path);
         crate::io::atomic::write(&inputs.lock_path, &assembled.lock_bytes)?;
     }
     Ok(Written {
@@ -531,9 +613,10 @@ fn write(
     })
 }
 
-/// Stage 7: what was written, on stdout.
+/// Stage 7: what was written, on stdout (on stderr when the bundle went there).
 fn report(
     a: &CreateSettings,
+    output: &Output,
     out: &OutputArgs,
     inputs: &Inputs,
     resolved: &Resolved,
@@ -549,7 +632,10 @@ fn report(
     let totals = Totals::of(&plan.manifest);
     if out.json {
         print_json(&CreateReport {
-            bundle: a.output.clone(),
+            bundle: match output {
+                Output::File(p) => p.clone(),
+                Output::Stdout => PathBuf::from("-"),
+            },
             digest: plan.digest.to_string(),
             size: total,
             name: spec.name.clone(),
@@ -580,43 +666,48 @@ fn report(
             delta: delta_report(plan, assembled.full.as_ref(), &inputs.keys),
         });
     } else if !out.quiet {
-        say!(
+        // Standard output may be the bundle: then nothing else may go there.
+        let line = |l: String| match output {
+            Output::Stdout => eprintln!("{l}"),
+            Output::File(_) => say!("{l}"),
+        };
+        line(format!(
             "{} {} ({}): {} image(s), {} blobs, {} saved by storing shared blobs once",
             if written.volumes.is_some() {
                 "bundled"
             } else {
                 "wrote"
             },
-            a.output.display(),
+            output.shown(),
             human_bytes(total),
             resolved.images.len(),
             totals.blobs,
             human_bytes(totals.saved())
-        );
+        ));
         if let Some((layout, committed)) = &written.volumes {
             say_volumes(&a.output, *layout, committed);
         }
-        say!("digest {}", plan.digest);
+        line(format!("digest {}", plan.digest));
         if let (Some(full), Some(d)) = (&assembled.full, &plan.manifest.delta) {
             let expected = plan.manifest.expected();
-            say!(
+            line(format!(
                 "delta of {} {}: {} blobs ({}) left out, expected on the target; `gapbundle patch` rebuilds the full bundle {}",
                 spec.name,
                 spec.version,
                 expected.len(),
                 human_bytes(expected.iter().map(|(b, _)| b.size).sum()),
                 full.digest
-            );
+            ));
             for base in &d.against {
-                say!(
+                line(format!(
                     "  against {base}: {} blobs ({})",
                     base.blobs,
                     human_bytes(base.bytes)
-                );
+                ));
             }
         }
         if *lock_changed {
-            say!("updated {}", lock_path.display());
+            line(format!("updated {}", lock_path.display()));
         }
     }
 }
@@ -628,6 +719,91 @@ fn delta_report(plan: &Plan, full: Option<&Plan>, keys: &[SecretKey]) -> Option<
         summary: DeltaSummary::of(&plan.manifest)?,
         full_size: full.file_len(&Envelope::sign(full.digest, keys)),
     })
+}
+
+/// A usage error (exit code 2).
+fn usage(msg: &str) -> Failure {
+    Failure {
+        code: exit::USAGE,
+        error: anyhow::anyhow!("{msg}"),
+    }
+}
+
+/// Every local file and folder `create` reads, as (what, path, whether every file
+/// below a folder is read): the spec, the lock, the keys, the cache, local
+/// layouts and archives, and what rendering reads.
+fn input_paths(a: &CreateSettings, loaded: &LoadedSpec) -> Vec<(String, PathBuf, bool)> {
+    let mut v = vec![
+        ("the spec".to_string(), a.spec.clone(), false),
+        ("the lock file".to_string(), a.lock.clone(), false),
+        ("the cache (--cache)".to_string(), a.cache.clone(), true),
+    ];
+    for k in &a.keys {
+        v.push(("the key (--key)".to_string(), k.clone(), false));
+    }
+    for (i, r) in loaded.images.iter().enumerate() {
+        match &r.source {
+            ImageSource::Layout { dir, .. } => {
+                v.push((format!("the layout of images[{i}]"), dir.clone(), true))
+            }
+            ImageSource::Archive(p) => {
+                v.push((format!("the archive of images[{i}]"), p.clone(), false))
+            }
+            ImageSource::Registry(_) | ImageSource::Installable(_) => {}
+        }
+    }
+    v.extend(
+        k8s::local_inputs(loaded)
+            .into_iter()
+            .map(|(what, p, whole)| (format!("{what} of the spec"), p, whole)),
+    );
+    v
+}
+
+/// `path` made absolute with `.` and `..` resolved through the file system where
+/// it exists (the folder of a file that does not exist yet).
+fn resolved_path(path: &Path) -> PathBuf {
+    if let Ok(p) = std::fs::canonicalize(path) {
+        return p;
+    }
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    match (abs.parent(), abs.file_name()) {
+        (Some(dir), Some(name)) => std::fs::canonicalize(dir)
+            .map(|d| d.join(name))
+            .unwrap_or(abs.clone()),
+        _ => abs,
+    }
+}
+
+/// Refuses an output that is one of `inputs` (the same file by device and inode,
+/// or by path for an input that does not exist yet, like a new lock file), or that
+/// lies inside an input folder all of whose files are read.
+fn check_output(output: &Path, inputs: &[(String, PathBuf, bool)]) -> Result<(), Failure> {
+    use std::os::unix::fs::MetadataExt;
+    let out_meta = std::fs::metadata(output).ok();
+    let out_path = resolved_path(output);
+    for (what, input, whole) in inputs {
+        let in_meta = std::fs::metadata(input).ok();
+        let same = match (&out_meta, &in_meta) {
+            (Some(o), Some(i)) => o.dev() == i.dev() && o.ino() == i.ino(),
+            _ => resolved_path(input) == out_path,
+        };
+        // A folder read whole (a layout, the cache), or one that does not exist
+        // yet but will be made and filled (a new cache).
+        let inside = *whole
+            && in_meta.as_ref().is_none_or(|m| m.is_dir())
+            && out_path.starts_with(resolved_path(input));
+        if same || inside {
+            return Err(InputFailure(format!(
+                "-o {} {} {what} {}: refusing to write the bundle over an input; give another output file",
+                output.display(),
+                if same { "is" } else { "is inside" },
+                input.display()
+            ))
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// Charts use the same `--insecure-registry`, `--registry-auth` and Docker config
