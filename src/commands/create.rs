@@ -22,12 +22,14 @@
 //!
 //! Two checks come before any of it. The output must not be one of the inputs
 //! (`-o k.sec --key k.sec` would replace the signing key with the bundle; so would
-//! `-o` naming the spec, the lock, a values file or anything inside a layout or the
-//! cache): `check_output` compares it, by device and inode and by path, with every
-//! local input and refuses with exit code 4 naming both. And `-o -` (or `-o
-//! /dev/stdout`, or any path that is the file standard output already is) writes the
-//! bundle to standard output, which then carries nothing else: the report goes to
-//! stderr, and `--json`, whose report would go to stdout, is refused.
+//! `-o` naming the spec, the lock, a values file, a `--against` base or anything
+//! inside a layout or the cache): `check_output` compares it (with `--volume-size`,
+//! every volume name of the set), by device and inode and by path, with every local
+//! input and refuses with exit code 4 naming both. And `-o -` (or `-o /dev/stdout`,
+//! or any path that is the file standard output already is) writes the bundle to
+//! standard output, which then carries nothing else: the report goes to stderr, and
+//! `--json` (whose report would go to stdout) and `--volume-size` (volumes need
+//! names) are usage errors.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{IsTerminal, Write};
@@ -40,7 +42,7 @@ use super::inspect::Totals;
 use super::report::{CreateDelta, CreateReport, CreatedImage, DeltaSummary, Fetched};
 use super::settings::CreateSettings;
 use super::volumes::{commit, say_volumes};
-use super::{exit, print_json, Failure};
+use super::{print_json, Failure};
 use crate::bundle::delta::{delta_manifest, leave_out, Base};
 use crate::bundle::keys::SecretKey;
 use crate::bundle::manifest::{BlobEntry, Kind, Object};
@@ -50,7 +52,7 @@ use crate::bundle::volumes::Layout;
 use crate::bundle::writer::{write_bundle, BundleBuilder, Plan};
 use crate::bundle::Digest;
 use crate::cli::{CreateArgs, OutputArgs};
-use crate::error::{InputFailure, RegistryFailure};
+use crate::error::{InputFailure, RegistryFailure, UsageFailure};
 use crate::io::atomic::{sweep_beside, AtomicFile};
 use crate::io::bundle_file::{write_parallel, Pieces};
 use crate::io::cas::Cas;
@@ -131,15 +133,17 @@ pub fn run(a: CreateArgs, out: &OutputArgs) -> Result<(), Failure> {
     let a = &CreateSettings::resolve(a)?;
     let output = Output::of(&a.output);
     if output == Output::Stdout {
-        if out.json {
-            return Err(usage(
-                "--json prints its report on standard output, which `-o -` gives to the bundle: write the bundle to a file, or leave out --json",
-            ));
-        }
-        if std::io::stdout().is_terminal() {
-            return Err(usage(
-                "standard output is a terminal: pipe the bundle into a command or redirect it to a file, or give -o FILE",
-            ));
+        let refused = if out.json {
+            Some("--json prints its report on standard output, which `-o -` gives to the bundle: write the bundle to a file, or leave out --json")
+        } else if a.volume_size.is_some() {
+            Some("--volume-size writes volumes named after -o (PREFIX.001 …), which standard output cannot be: give -o PREFIX, or leave out --volume-size and pipe the bundle into `gapbundle split - -o PREFIX`")
+        } else if std::io::stdout().is_terminal() {
+            Some("standard output is a terminal: pipe the bundle into a command or redirect it to a file, or give -o FILE")
+        } else {
+            None
+        };
+        if let Some(why) = refused {
+            return Err(UsageFailure(why.into()).into());
         }
     }
     let progress = Progress::new(out.quiet || out.json);
@@ -180,7 +184,7 @@ impl Inputs {
         let loaded = spec::load(&a.spec)?;
         let lock_path = a.lock.clone();
         if let Output::File(out) = output {
-            check_output(out, &input_paths(a, &loaded))?;
+            check_output(out, a.volume_size.is_some(), &input_paths(a, &loaded))?;
         }
         let old_lock = if lock_path.exists() {
             Lock::parse(&lock_path.display().to_string(), &fs::read(&lock_path)?)?
@@ -721,17 +725,10 @@ fn delta_report(plan: &Plan, full: Option<&Plan>, keys: &[SecretKey]) -> Option<
     })
 }
 
-/// A usage error (exit code 2).
-fn usage(msg: &str) -> Failure {
-    Failure {
-        code: exit::USAGE,
-        error: anyhow::anyhow!("{msg}"),
-    }
-}
-
 /// Every local file and folder `create` reads, as (what, path, whether every file
-/// below a folder is read): the spec, the lock, the keys, the cache, local
-/// layouts and archives, and what rendering reads.
+/// below a folder is read): the spec, the lock, the keys, the Docker config, the
+/// cache, the `--against` bases (every volume of a split one) and their `--trust`
+/// keys, local layouts and archives, and what rendering reads.
 fn input_paths(a: &CreateSettings, loaded: &LoadedSpec) -> Vec<(String, PathBuf, bool)> {
     let mut v = vec![
         ("the spec".to_string(), a.spec.clone(), false),
@@ -740,6 +737,24 @@ fn input_paths(a: &CreateSettings, loaded: &LoadedSpec) -> Vec<(String, PathBuf,
     ];
     for k in &a.keys {
         v.push(("the key (--key)".to_string(), k.clone(), false));
+    }
+    if let Some(p) = &a.registry.docker_config {
+        v.push(("the Docker config".to_string(), p.clone(), false));
+    }
+    for p in &a.against {
+        v.push(("the base (--against)".to_string(), p.clone(), false));
+        // A base given as its first volume is read from every volume of its set.
+        if let Some(set) = crate::io::volumes::find(p) {
+            v.extend(
+                set.data
+                    .into_values()
+                    .chain(set.parity.into_values())
+                    .map(|v| ("a volume of the base (--against)".to_string(), v, false)),
+            );
+        }
+    }
+    for p in &a.against_trust {
+        v.push(("the trusted keys (--trust)".to_string(), p.clone(), true));
     }
     for (i, r) in loaded.images.iter().enumerate() {
         match &r.source {
@@ -763,12 +778,16 @@ fn input_paths(a: &CreateSettings, loaded: &LoadedSpec) -> Vec<(String, PathBuf,
 /// `path` made absolute with `.` and `..` resolved through the file system where
 /// it exists (the folder of a file that does not exist yet).
 fn resolved_path(path: &Path) -> PathBuf {
-    if let Ok(p) = std::fs::canonicalize(path) {
-        return p;
-    }
+    fs::canonicalize(path).unwrap_or_else(|_| resolved_beside(path))
+}
+
+/// `path` made absolute with its folder resolved through the file system (where it
+/// exists) and its own name kept, whatever that names: where a file of that name
+/// is created or renamed to.
+fn resolved_beside(path: &Path) -> PathBuf {
     let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     match (abs.parent(), abs.file_name()) {
-        (Some(dir), Some(name)) => std::fs::canonicalize(dir)
+        (Some(dir), Some(name)) => fs::canonicalize(dir)
             .map(|d| d.join(name))
             .unwrap_or(abs.clone()),
         _ => abs,
@@ -777,27 +796,51 @@ fn resolved_path(path: &Path) -> PathBuf {
 
 /// Refuses an output that is one of `inputs` (the same file by device and inode,
 /// or by path for an input that does not exist yet, like a new lock file), or that
-/// lies inside an input folder all of whose files are read.
-fn check_output(output: &Path, inputs: &[(String, PathBuf, bool)]) -> Result<(), Failure> {
+/// lies inside an input folder all of whose files are read. With `volumes`,
+/// `output` is the prefix of a set, and every name the set may write or remove
+/// (`PREFIX.001` …, `PREFIX.p01` …: a new set removes the volumes of an earlier one
+/// it lacks) is an output; volumes are renamed into place, never written through a
+/// link, so their names are all there is to compare.
+fn check_output(
+    output: &Path,
+    volumes: bool,
+    inputs: &[(String, PathBuf, bool)],
+) -> Result<(), Failure> {
     use std::os::unix::fs::MetadataExt;
-    let out_meta = std::fs::metadata(output).ok();
-    let out_path = resolved_path(output);
+    let out_meta = if volumes {
+        None
+    } else {
+        fs::metadata(output).ok()
+    };
+    let out_path = if volumes {
+        resolved_beside(output)
+    } else {
+        resolved_path(output)
+    };
     for (what, input, whole) in inputs {
-        let in_meta = std::fs::metadata(input).ok();
-        let same = match (&out_meta, &in_meta) {
-            (Some(o), Some(i)) => o.dev() == i.dev() && o.ino() == i.ino(),
-            _ => resolved_path(input) == out_path,
+        let in_meta = fs::metadata(input).ok();
+        let in_path = resolved_path(input);
+        let same = if volumes {
+            super::volumes::names_a_volume_of(output, &in_path)
+        } else {
+            match (&out_meta, &in_meta) {
+                (Some(o), Some(i)) => o.dev() == i.dev() && o.ino() == i.ino(),
+                _ => in_path == out_path,
+            }
         };
         // A folder read whole (a layout, the cache), or one that does not exist
         // yet but will be made and filled (a new cache).
-        let inside = *whole
-            && in_meta.as_ref().is_none_or(|m| m.is_dir())
-            && out_path.starts_with(resolved_path(input));
+        let inside =
+            *whole && in_meta.as_ref().is_none_or(|m| m.is_dir()) && out_path.starts_with(&in_path);
         if same || inside {
+            let relation = match (same, volumes) {
+                (true, false) => "is",
+                (true, true) => "with --volume-size would write or remove the volume",
+                (false, _) => "is inside",
+            };
             return Err(InputFailure(format!(
-                "-o {} {} {what} {}: refusing to write the bundle over an input; give another output file",
+                "-o {} {relation} {what} {}: refusing to write the bundle over an input; give another output file",
                 output.display(),
-                if same { "is" } else { "is inside" },
                 input.display()
             ))
             .into());

@@ -100,6 +100,7 @@ fn class_of(e: &(dyn std::error::Error + 'static)) -> Option<ErrorClass> {
     known!(
         crate::error::BundleFailure,
         crate::error::InputFailure,
+        crate::error::UsageFailure,
         crate::error::RegistryFailure,
         crate::error::ContainerdFailure,
         crate::error::NixStoreFailure,

@@ -8,7 +8,7 @@
 use std::fs;
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::{Command, Output, Stdio};
 
 use gapbundle::bundle::Digest;
 use gapbundle::nixfmt::NarHash;
@@ -343,6 +343,121 @@ fn create_refuses_an_output_that_is_one_of_its_inputs() {
         assert_eq!(fs::read(&out).unwrap(), before);
     }
     SecretKeyFile::check(&w.secret());
+}
+
+/// Regression (issue 11, item 6, for what main's create reads and writes besides):
+/// a `--against` base (a bundle, or any volume of a split one) and its `--trust`
+/// keys are inputs too, and with `--volume-size` every volume name of the set
+/// (`OUT.001`, `OUT.p01`, …, which a new set writes or removes) is an output. Each
+/// is refused with exit 4 naming both, before anything is written; `-o -` with
+/// `--volume-size` is a usage error (exit 2).
+#[test]
+fn create_refuses_bases_and_volumes_that_are_its_inputs() {
+    let w = Work::new("hostile-import");
+    oci_layout_fixture(&w.path("img"));
+    w.write(
+        "bundle.yaml",
+        "name: inputs\nversion: \"1\"\nimages:\n  - layout: ./img:latest\n    name: example.local/a:1\n",
+    );
+    run(w.create("base.gapb").arg("--quiet"));
+    run(gapbundle()
+        .arg("split")
+        .arg(w.path("base.gapb"))
+        .args(["--volume-size", "1M", "--parity", "1", "-o"])
+        .arg(w.path("set.gapb")));
+    let tree = || tree_of(w.root());
+    let key_copy = w.path("out.p01");
+    fs::copy(w.secret(), &key_copy).unwrap();
+    let cases: Vec<(Command, &str, PathBuf)> = vec![
+        (
+            {
+                let mut c = w.create("base.gapb");
+                c.arg("--against").arg(w.path("base.gapb"));
+                c
+            },
+            "is the base (--against)",
+            w.path("base.gapb"),
+        ),
+        (
+            {
+                let mut c = w.create("set.gapb.p01");
+                c.arg("--against").arg(w.path("set.gapb.001"));
+                c
+            },
+            "is a volume of the base (--against)",
+            w.path("set.gapb.p01"),
+        ),
+        (
+            {
+                let mut c = w.create("set.gapb");
+                c.args(["--volume-size", "1M", "--against"])
+                    .arg(w.path("set.gapb.001"));
+                c
+            },
+            "with --volume-size would write or remove the volume the base (--against)",
+            w.path("set.gapb.001"),
+        ),
+        (
+            {
+                let mut c = w.create("out");
+                c.args(["--volume-size", "1M", "--key"]).arg(&key_copy);
+                c
+            },
+            "with --volume-size would write or remove the volume the key (--key)",
+            key_copy.clone(),
+        ),
+        (
+            {
+                let mut c = w.create("keys/new.gapb");
+                c.arg("--against")
+                    .arg(w.path("base.gapb"))
+                    .arg("--trust")
+                    .arg(w.path("keys"));
+                c
+            },
+            "is inside the trusted keys (--trust)",
+            w.path("keys"),
+        ),
+    ];
+    for (mut c, what, input) in cases {
+        let (before, bytes) = (tree(), fs::read(&input).ok());
+        let err = fails(&c.output().unwrap(), 4);
+        assert!(
+            err.contains(what) && err.contains(&input.display().to_string()),
+            "{what}: {err}"
+        );
+        assert_eq!(tree(), before, "{what}: something was written");
+        assert_eq!(fs::read(&input).ok(), bytes, "{what}: the input changed");
+    }
+    // Standard output cannot take volumes.
+    let before = tree();
+    let o = create_cmd(
+        &w.path("bundle.yaml"),
+        Path::new("-"),
+        &w.secret(),
+        &w.path("cache"),
+    )
+    .args(["--volume-size", "1M"])
+    .current_dir(w.root())
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .output()
+    .unwrap();
+    let err = fails(&o, 2);
+    assert!(err.contains("--volume-size"), "{err}");
+    assert!(o.stdout.is_empty());
+    assert_eq!(tree(), before);
+    // split holds the same rule (one function decides what a set's names are).
+    let o = gapbundle()
+        .arg("split")
+        .arg(w.path("set.gapb.001"))
+        .args(["--volume-size", "2M", "-o"])
+        .arg(w.path("set.gapb"))
+        .output()
+        .unwrap();
+    let err = fails(&o, 4);
+    assert!(err.contains("which is being read"), "{err}");
+    assert_eq!(tree(), before);
 }
 
 /// The secret key file still holds a secret key.
