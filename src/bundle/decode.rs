@@ -60,6 +60,15 @@ impl DecodeError {
     }
 }
 
+impl crate::error::Classify for DecodeError {
+    /// Content that is not what it says fails verification (exit 3); a sink that
+    /// refused the bytes is the target's own trouble, which its error decides.
+    fn class(&self) -> Option<crate::error::ErrorClass> {
+        self.is_content()
+            .then_some(crate::error::ErrorClass::Verify)
+    }
+}
+
 /// A zstd decoder over `r` that refuses windows over [`MAX_WINDOW_LOG`].
 pub fn zstd_reader<R: Read>(
     r: R,

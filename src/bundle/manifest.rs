@@ -269,12 +269,12 @@ pub enum BaseKind {
 /// shown with control characters escaped.
 impl std::fmt::Display for DeltaBase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let name = super::signature::escaped(&self.name);
+        let name = crate::text::escaped(&self.name);
         match self.kind {
             BaseKind::Bundle => write!(
                 f,
                 "bundle {name} {} ({})",
-                super::signature::escaped(self.version.as_deref().unwrap_or("?")),
+                crate::text::escaped(self.version.as_deref().unwrap_or("?")),
                 self.digest
             ),
             BaseKind::Inventory => write!(f, "inventory of {name} ({})", self.digest),

@@ -118,11 +118,11 @@ impl Output {
 /// `/proc/self/fd/1`, or the file stdout was redirected to).
 fn is_stdout(path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
-    let Ok(target) = std::fs::metadata(path) else {
+    let Ok(target) = fs_err::metadata(path) else {
         return false;
     };
     // The file descriptor's own link: a pipe, a terminal or a file, whatever it is.
-    let Ok(out) = std::fs::metadata("/proc/self/fd/1") else {
+    let Ok(out) = fs_err::metadata("/proc/self/fd/1") else {
         return false;
     };
     target.dev() == out.dev() && target.ino() == out.ino()
@@ -155,7 +155,6 @@ pub fn run(a: CreateArgs, out: &OutputArgs) -> Result<(), Failure> {
     let written = write(a, &output, &inputs, &assembled, &progress)?;
     report(
         a,
-        &output,
         out,
         &inputs,
         &resolved,
@@ -539,6 +538,8 @@ fn assemble(
 /// that appear only once all of them are complete; then the lock beside the spec,
 /// if it changed.
 struct Written {
+    /// Where the bundle went.
+    output: Output,
     /// Bytes of the bundle.
     size: u64,
     /// The volumes, when it was split.
@@ -612,6 +613,7 @@ fn write(
         crate::io::atomic::write(&inputs.lock_path, &assembled.lock_bytes)?;
     }
     Ok(Written {
+        output: output.clone(),
         size: total,
         volumes,
     })
@@ -620,7 +622,6 @@ fn write(
 /// Stage 7: what was written, on stdout (on stderr when the bundle went there).
 fn report(
     a: &CreateSettings,
-    output: &Output,
     out: &OutputArgs,
     inputs: &Inputs,
     resolved: &Resolved,
@@ -631,6 +632,7 @@ fn report(
     let Assembled {
         plan, lock_changed, ..
     } = assembled;
+    let output = &written.output;
     let (spec, lock_path) = (&inputs.loaded.spec, &inputs.lock_path);
     let total = written.size;
     let totals = Totals::of(&plan.manifest);

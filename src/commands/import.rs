@@ -131,7 +131,7 @@ fn check_expected(
             let users: Vec<String> = m
                 .users_of(d)
                 .iter()
-                .map(|o| format!("{} {}", o.kind, crate::bundle::signature::escaped(&o.name)))
+                .map(|o| format!("{} {}", o.kind, crate::text::escaped(&o.name)))
                 .collect();
             let (size, base) = match bases.get(d) {
                 Some((b, base)) => (human_bytes(b.size), base.to_string()),

@@ -106,6 +106,7 @@ fn class_of(e: &(dyn std::error::Error + 'static)) -> Option<ErrorClass> {
         crate::error::NixStoreFailure,
         crate::error::DeltaFailure,
         crate::bundle::canonical::CanonicalError,
+        crate::bundle::decode::DecodeError,
         crate::bundle::delta::DeltaError,
         crate::bundle::digest::DigestParseError,
         crate::bundle::inventory::InventoryError,

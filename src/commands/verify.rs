@@ -147,7 +147,7 @@ pub fn run(a: VerifyArgs, out: &OutputArgs) -> Result<(), Failure> {
 fn users(m: &Manifest, b: &BlobEntry) -> String {
     m.users_of(&b.digest)
         .iter()
-        .map(|o| format!("{} {}", o.kind, crate::bundle::signature::escaped(&o.name)))
+        .map(|o| format!("{} {}", o.kind, crate::text::escaped(&o.name)))
         .collect::<Vec<_>>()
         .join(", ")
 }

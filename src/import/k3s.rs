@@ -648,11 +648,11 @@ impl Manifests {
                 .map_err(crate::bundle::decode::DecodeError::Write)
         });
         drop(out);
-        let _ = std::fs::remove_file(&stored);
+        let _ = fs::remove_file(&stored);
         match decoded {
             Ok(()) => Ok(()),
             Err(e) => {
-                let _ = std::fs::remove_file(&doc);
+                let _ = fs::remove_file(&doc);
                 let names: Vec<String> = names.iter().map(|n| escaped(n).into_owned()).collect();
                 let msg = format!(
                     "Kubernetes manifest {} (blob {}): {e}; nothing was written to the manifests folder",

@@ -179,7 +179,7 @@ impl Write for AtomicFile {
 /// goes through here (bundles, volumes, locks, manifests, public keys) is meant to
 /// be shared, so it gets the mode any other new file gets: 0666 less the umask.
 /// Secrets never go through here.
-pub fn temp_beside(target: &Path) -> io::Result<NamedTempFile> {
+fn temp_beside(target: &Path) -> io::Result<NamedTempFile> {
     let name = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -18,7 +18,7 @@
 //! folder). Each writer sweeps the folders it writes temporary files to before it
 //! makes its own, so a rerun after a kill leaves nothing behind.
 
-use std::fs::File;
+use fs_err::File;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -52,7 +52,7 @@ fn clean(label: &str) -> String {
         .collect()
 }
 
-fn locked(f: &File, path: &Path) -> io::Result<()> {
+fn locked(f: &impl std::os::fd::AsFd, path: &Path) -> io::Result<()> {
     flock(f, FlockOperation::NonBlockingLockExclusive).map_err(|e| {
         io::Error::new(
             io::Error::from(e).kind(),
@@ -169,7 +169,7 @@ fn runs(pid: u32) -> bool {
 /// that cannot be read is no error, since sweeping is never what a command is for.
 pub fn sweep(dir: &Path) -> Vec<PathBuf> {
     let mut removed = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
+    let Ok(entries) = fs_err::read_dir(dir) else {
         return removed;
     };
     for entry in entries.flatten() {
@@ -186,7 +186,7 @@ pub fn sweep(dir: &Path) -> Vec<PathBuf> {
         };
         let gone = if kind.is_symlink() {
             // A link cannot be locked; the dead pid is all there is to go by.
-            std::fs::remove_file(&path).is_ok()
+            fs_err::remove_file(&path).is_ok()
         } else {
             // Holding the lock while removing: nobody can take the name over.
             let Ok(f) = File::open(&path) else { continue };
@@ -194,9 +194,9 @@ pub fn sweep(dir: &Path) -> Vec<PathBuf> {
                 continue; // someone holds it: its owner runs after all
             }
             if kind.is_dir() {
-                std::fs::remove_dir_all(&path).is_ok()
+                fs_err::remove_dir_all(&path).is_ok()
             } else {
-                std::fs::remove_file(&path).is_ok()
+                fs_err::remove_file(&path).is_ok()
             }
         };
         if gone {
@@ -241,18 +241,18 @@ mod tests {
         // A dead owner: a pid no process has (pid_max is at most 2^22).
         let dead = 4_194_304 + 17;
         let dead_file = dir.path().join(format!("{PREFIX}{dead}.out.abc{SUFFIX}"));
-        std::fs::write(&dead_file, b"half a bundle").unwrap();
+        fs_err::write(&dead_file, b"half a bundle").unwrap();
         let dead_dir = dir.path().join(format!("{PREFIX}{dead}.stage.abc{SUFFIX}"));
-        std::fs::create_dir_all(dead_dir.join("nar")).unwrap();
-        std::fs::write(dead_dir.join("nar/x"), b"x").unwrap();
+        fs_err::create_dir_all(dead_dir.join("nar")).unwrap();
+        fs_err::write(dead_dir.join("nar/x"), b"x").unwrap();
         // Files that are not temporary names of ours.
-        std::fs::write(dir.path().join("site.gapb"), b"keep").unwrap();
-        std::fs::write(dir.path().join(".site.gapb.XYZ.tmp"), b"keep").unwrap();
+        fs_err::write(dir.path().join("site.gapb"), b"keep").unwrap();
+        fs_err::write(dir.path().join(".site.gapb.XYZ.tmp"), b"keep").unwrap();
         // A dead pid's name whose lock someone holds (a pid from elsewhere).
         let foreign = dir
             .path()
             .join(format!("{PREFIX}{dead}.foreign.abc{SUFFIX}"));
-        std::fs::write(&foreign, b"x").unwrap();
+        fs_err::write(&foreign, b"x").unwrap();
         let hold = File::open(&foreign).unwrap();
         flock(&hold, FlockOperation::NonBlockingLockExclusive).unwrap();
 

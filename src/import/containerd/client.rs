@@ -379,7 +379,7 @@ pub(super) fn unique_part() -> String {
 
 /// This machine's host name (the UTS namespace's), or empty when unknown.
 fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
+    fs_err::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
 }

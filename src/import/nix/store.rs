@@ -250,7 +250,7 @@ impl NixTarget {
             .new_paths
             .iter()
             .filter(|p| !valid.contains(*p))
-            .filter(|p| std::fs::symlink_metadata(store_dir.join(p.base_name())).is_ok())
+            .filter(|p| fs_err::symlink_metadata(store_dir.join(p.base_name())).is_ok())
             .collect();
         if left.is_empty() {
             return;
