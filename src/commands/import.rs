@@ -4,12 +4,17 @@
 //! signed by nobody we trust never causes a single write. Then each target plans
 //! (what is new, what is present), `--dry-run` stops there, and the bundle is read
 //! once: every blob is hashed while it streams to the targets that need it, and the
-//! targets register their objects only after the last byte verified.
+//! targets register their objects only after the last byte verified. What it prints
+//! of the bundle (names, versions, objects) goes through [`escaped`].
+//!
+//! Every import records a receipt in the state folder (format.md section 16):
+//! pending before any target is touched, complete after; a new version of a bundle
+//! then retires what only the earlier one held ([`crate::bundle::receipt`]).
 
 use std::collections::BTreeSet;
 
-use serde_json::json;
-
+use super::report::{ImportReport, PlanReport, TargetPlanReport, TargetResult};
+use super::settings::ImportSettings;
 use super::verify::{check_trust, Trust};
 use super::{print_json, Failure};
 use crate::bundle::manifest::Kind;
@@ -19,12 +24,15 @@ use crate::cli::{ImportArgs, OutputArgs};
 use crate::error::{
     ContainerdFailure, DeltaFailure, InputFailure, NixStoreFailure, RegistryFailure,
 };
+use crate::import::oci::{ImageDest, ManifestDest};
 use crate::import::{self, receipts, Fanout, Target};
 use crate::io::source::BundleSource;
 use crate::progress::{human_bytes, Progress};
+use crate::text::escaped;
 
 /// Runs import.
 pub fn run(a: ImportArgs, out: &OutputArgs) -> Result<(), Failure> {
+    let a = ImportSettings::resolve(a)?;
     let progress = &Progress::new(out.quiet || out.json);
     let source = BundleSource::open(&a.bundle)?;
     source.report_to(progress);
@@ -61,20 +69,18 @@ pub fn run(a: ImportArgs, out: &OutputArgs) -> Result<(), Failure> {
     covered.extend(sections.iter().map(Section::id));
     let name = &head.manifest.name;
     if a.dry_run {
-        let stored = receipts::peek(&super::state_dir(a.state_dir.as_deref()))?;
+        let stored = receipts::peek(&a.state_dir)?;
         let (mine, others) = split(&stored, name);
         let retire = replacement(&mine, &sections, &covered, &others, a.prune);
         report_plan(&head, &targets, &plans, &retire, out);
         return Ok(());
     }
-    if head
-        .manifest
-        .objects
-        .iter()
-        .any(|o| o.kind == Kind::K8sManifest)
-        && a.registry.is_some()
-        && !a.local_manifests
-        && !a.skip_manifests
+    if a.fleet_manifests_left_out
+        && head
+            .manifest
+            .objects
+            .iter()
+            .any(|o| o.kind == Kind::K8sManifest)
     {
         progress.message(
             "the bundle's manifests are for the fleet's K3s servers and were not written here (--local-manifests writes them into this node's K3s folder too)",
@@ -83,7 +89,7 @@ pub fn run(a: ImportArgs, out: &OutputArgs) -> Result<(), Failure> {
     // The receipt is on disk before any target is touched: a killed import leaves
     // it (not complete), and the next import or removal takes its holdings into
     // account.
-    let state = receipts::State::open(&super::state_dir(a.state_dir.as_deref()))?;
+    let state = receipts::State::open(&a.state_dir)?;
     let stored = state.receipts()?;
     let (mine, others) = split(&stored, name);
     let mut receipt = Receipt {
@@ -118,7 +124,11 @@ pub fn run(a: ImportArgs, out: &OutputArgs) -> Result<(), Failure> {
     drop(fanout);
     let mut reports = Vec::new();
     for t in targets.iter_mut() {
-        reports.push(json!({"target": t.describe(), "result": t.finish(&head, progress)?}));
+        let result = t.finish(&head, progress)?;
+        reports.push(TargetResult {
+            target: t.describe(),
+            result,
+        });
     }
     // The new version is in place: what only the earlier one (or a killed import)
     // held goes, except what another imported bundle names.
@@ -128,37 +138,41 @@ pub fn run(a: ImportArgs, out: &OutputArgs) -> Result<(), Failure> {
     state.write_complete(&receipt)?;
     let signers = trust.signer_names();
     if out.json {
-        print_json(&json!({
-            "ok": true, "digest": head.digest.to_string(), "name": head.manifest.name,
-            "version": head.manifest.version, "signers": signers, "targets": reports,
-            "retired": retired,
-        }));
+        print_json(&ImportReport {
+            ok: true,
+            digest: head.digest.to_string(),
+            name: head.manifest.name.clone(),
+            version: head.manifest.version.clone(),
+            signers,
+            targets: reports,
+            retired,
+        });
     } else if !out.quiet {
         say!(
             "imported {} {} ({})",
-            head.manifest.name,
-            head.manifest.version,
+            escaped(&head.manifest.name),
+            escaped(&head.manifest.version),
             head.digest
         );
         for (t, p) in targets.iter().zip(&plans) {
             say!(
                 "  {}: {} new, {} already present{}, {} written",
-                t.describe(),
+                escaped(&t.describe()),
                 p.new_objects.len(),
                 p.present_objects.len(),
                 removals(p, "removed"),
                 human_bytes(p.bytes_to_write)
             );
             for o in &p.objects_to_remove {
-                say!("    removed  {o} {K3S_DELETES}");
+                say!("    removed  {} {K3S_DELETES}", escaped(o));
             }
         }
         if let Some(prev) = mine.iter().find(|r| r.complete) {
             if prev.digest != head.digest {
                 say!(
                     "  replaced {} {} ({})",
-                    prev.name,
-                    prev.version,
+                    escaped(&prev.name),
+                    escaped(&prev.version),
                     prev.digest
                 );
             }
@@ -201,56 +215,58 @@ fn split<'a>(stored: &'a [receipts::Stored], name: &str) -> (Vec<&'a Receipt>, V
 /// The targets this import speaks for under its flags, each kind the bundle could
 /// carry whether or not this version has objects of it (a version without Nix
 /// paths still means the earlier one's GC roots go), as receipt section ids.
-fn coverage(a: &ImportArgs, head: &Head) -> Result<BTreeSet<String>, Failure> {
+fn coverage(a: &ImportSettings, head: &Head) -> Result<BTreeSet<String>, Failure> {
     let mut ids = BTreeSet::new();
-    if !a.skip_images {
-        let s = if let Some(reg) = &a.registry {
-            Section::Registry {
-                host: import::push::fleet_host(reg),
+    if let Some(dest) = &a.oci.images {
+        let s = match dest {
+            ImageDest::Registry(push) => Section::Registry {
+                host: import::push::fleet_host(&push.host),
                 images: Default::default(),
-            }
-        } else if a.staged {
-            Section::Staged {
+            },
+            ImageDest::Staged => Section::Staged {
                 archive: import::receipt_path(&import::k3s::StagedImages::path_for(
-                    &a.k3s_root,
+                    &a.oci.k3s_root,
                     head,
-                )),
+                )?),
                 images: Vec::new(),
-            }
-        } else {
-            Section::Containerd {
-                socket: import::receipt_path(&a.containerd),
-                namespace: a.namespace.clone(),
+            },
+            ImageDest::Containerd {
+                socket, namespace, ..
+            } => Section::Containerd {
+                socket: import::receipt_path(socket),
+                namespace: namespace.clone(),
                 images: Vec::new(),
-            }
+            },
         };
         ids.insert(s.id());
     }
-    if !a.skip_nix {
+    if let Some(nix) = &a.nix {
         let s = Section::Nix {
-            store: import::nix::store_receipt_id(a.nix_store.as_deref())?,
+            store: import::nix::store_receipt_id(nix.store.as_deref())?,
             paths: Vec::new(),
             gc_roots: Vec::new(),
         };
         ids.insert(s.id());
     }
-    if !a.skip_manifests && (a.registry.is_none() || a.local_manifests) {
-        let s = if a.apply {
-            Section::Applied {
-                kubeconfig: a.kubeconfig.as_deref().map(import::receipt_path),
+    if let Some(dest) = &a.oci.manifests {
+        let s = match dest {
+            ManifestDest::Apply(kubeconfig) => Section::Applied {
+                kubeconfig: kubeconfig.as_deref().map(import::receipt_path),
                 files: Vec::new(),
-            }
-        } else {
-            Section::Manifests {
-                folder: import::receipt_path(&import::k3s::Manifests::folder(&a.k3s_root, head)),
+            },
+            ManifestDest::Folder => Section::Manifests {
+                folder: import::receipt_path(&import::k3s::Manifests::folder(
+                    &a.oci.k3s_root,
+                    head,
+                )?),
                 files: Vec::new(),
-            }
+            },
         };
         ids.insert(s.id());
     }
-    if !a.skip_files {
+    if let Some(root) = &a.files_root {
         let s = Section::Files {
-            root: import::receipt_path(&a.root),
+            root: import::receipt_path(root),
             files: Vec::new(),
         };
         ids.insert(s.id());
@@ -291,7 +307,7 @@ fn check_expected(
             let users: Vec<String> = m
                 .users_of(d)
                 .iter()
-                .map(|o| format!("{} {}", o.kind, crate::bundle::signature::escaped(&o.name)))
+                .map(|o| format!("{} {}", o.kind, crate::text::escaped(&o.name)))
                 .collect();
             let (size, base) = match bases.get(d) {
                 Some((b, base)) => (human_bytes(b.size), base.to_string()),
@@ -334,20 +350,18 @@ fn removals(p: &import::TargetPlan, what: &str) -> String {
 }
 
 fn select_targets(
-    a: &ImportArgs,
+    a: &ImportSettings,
     head: &Head,
     trust: &Trust,
     source: &BundleSource,
 ) -> Result<Vec<Box<dyn Target>>, Failure> {
     let mut v: Vec<Box<dyn Target>> = Vec::new();
-    if let Some(t) = import::nix::target(a, head, trust.signers(), source)? {
-        v.push(t);
+    if let Some(nix) = &a.nix {
+        v.extend(import::nix::target(nix, head, trust.signers(), source)?);
     }
-    v.extend(import::oci::targets(a, head, source)?);
-    if !a.skip_files {
-        if let Some(t) = import::files::target(head, &a.root)? {
-            v.push(t);
-        }
+    v.extend(import::oci::targets(&a.oci, head, source)?);
+    if let Some(root) = &a.files_root {
+        v.extend(import::files::target(head, root)?);
     }
     Ok(v)
 }
@@ -361,27 +375,32 @@ fn report_plan(
 ) {
     let would: Vec<String> = retire.iter().map(|r| r.to_string()).collect();
     if out.json {
-        let t: Vec<_> = targets
-            .iter()
-            .zip(plans)
-            .map(|(t, p)| json!({"target": t.describe(), "plan": p}))
-            .collect();
-        print_json(&json!({
-            "ok": true, "dryRun": true, "digest": head.digest.to_string(), "targets": t,
-            "wouldRetire": would,
-        }));
+        print_json(&PlanReport {
+            ok: true,
+            dry_run: true,
+            digest: head.digest.to_string(),
+            targets: targets
+                .iter()
+                .zip(plans)
+                .map(|(t, p)| TargetPlanReport {
+                    target: t.describe(),
+                    plan: p.clone(),
+                })
+                .collect(),
+            would_retire: would,
+        });
         return;
     }
     say!(
         "dry run: {} {} ({}), nothing changed",
-        head.manifest.name,
-        head.manifest.version,
+        escaped(&head.manifest.name),
+        escaped(&head.manifest.version),
         head.digest
     );
     for (t, p) in targets.iter().zip(plans) {
         say!(
             "  {}: {} new, {} already present{}, {} to write",
-            t.describe(),
+            escaped(&t.describe()),
             p.new_objects.len(),
             p.present_objects.len(),
             removals(p, "to remove"),
@@ -391,13 +410,13 @@ fn report_plan(
             say!("    not reachable, so what it holds was not checked: planned as if it held none of the bundle ({why})");
         }
         for o in &p.new_objects {
-            say!("    new      {o}");
+            say!("    new      {}", escaped(o));
         }
         for o in &p.present_objects {
-            say!("    present  {o}");
+            say!("    present  {}", escaped(o));
         }
         for o in &p.objects_to_remove {
-            say!("    would remove  {o} {K3S_DELETES}");
+            say!("    would remove  {} {K3S_DELETES}", escaped(o));
         }
     }
     for w in &would {

@@ -9,23 +9,26 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::json;
-
+use super::report::{ListReport, RemoveReport};
+use super::settings::{ListSettings, RemoveSettings};
 use super::{print_json, Failure};
 use crate::bundle::receipt::{replacement, Receipt, Section};
 use crate::cli::{ListArgs, OutputArgs, RemoveArgs};
 use crate::error::InputFailure;
 use crate::import::receipts::{self, State};
 use crate::progress::Progress;
+use crate::text::escaped;
 use crate::time::rfc3339;
 
 /// Runs list.
 pub fn list(a: ListArgs, out: &OutputArgs) -> Result<(), Failure> {
-    let dir = super::state_dir(a.state_dir.as_deref());
+    let dir = ListSettings::resolve(a).state_dir;
     let stored = receipts::peek(&dir)?;
     if out.json {
-        let bundles: Vec<&Receipt> = stored.iter().map(|s| &s.receipt).collect();
-        print_json(&json!({"stateDir": dir, "bundles": bundles}));
+        print_json(&ListReport {
+            bundles: stored.iter().map(|s| &s.receipt).collect(),
+            state_dir: dir,
+        });
         return Ok(());
     }
     if stored.is_empty() {
@@ -42,14 +45,14 @@ pub fn list(a: ListArgs, out: &OutputArgs) -> Result<(), Failure> {
         };
         say!(
             "{} {}  {}  imported {}{}",
-            crate::bundle::signature::escaped(&r.name),
-            crate::bundle::signature::escaped(&r.version),
+            escaped(&r.name),
+            escaped(&r.version),
             r.digest,
             rfc3339(r.imported),
             state
         );
         if !r.signers.is_empty() {
-            say!("  signed by {}", r.signers.join(", "));
+            say!("  signed by {}", escaped(&r.signers.join(", ")));
         }
         for t in &r.targets {
             say!("  {}", t.summary());
@@ -60,16 +63,17 @@ pub fn list(a: ListArgs, out: &OutputArgs) -> Result<(), Failure> {
 
 /// Runs remove.
 pub fn remove(a: RemoveArgs, out: &OutputArgs) -> Result<(), Failure> {
+    let a = RemoveSettings::resolve(a);
     let progress = Progress::new(out.quiet || out.json);
-    let dir = super::state_dir(a.state_dir.as_deref());
+    let dir = &a.state_dir;
     // A dry run changes nothing, not even the state folder.
     let held = if a.dry_run {
         None
     } else {
-        Some(State::open(&dir)?)
+        Some(State::open(dir)?)
     };
     let stored = match &held {
-        None => receipts::peek(&dir)?,
+        None => receipts::peek(dir)?,
         Some(s) => s.receipts()?,
     };
     let (mine, others): (Vec<&Receipt>, Vec<&Receipt>) = stored
@@ -92,9 +96,15 @@ pub fn remove(a: RemoveArgs, out: &OutputArgs) -> Result<(), Failure> {
     if a.dry_run {
         let would: Vec<String> = retire.iter().map(|r| r.to_string()).collect();
         if out.json {
-            print_json(&json!({"ok": true, "dryRun": true, "name": a.name, "wouldRetire": would}));
+            print_json(&RemoveReport {
+                ok: true,
+                name: a.name.clone(),
+                dry_run: true,
+                retired: None,
+                would_retire: Some(would),
+            });
         } else {
-            say!("dry run: remove {}, nothing changed", a.name);
+            say!("dry run: remove {}, nothing changed", escaped(&a.name));
             for w in &would {
                 say!("  would {w}");
             }
@@ -106,10 +116,20 @@ pub fn remove(a: RemoveArgs, out: &OutputArgs) -> Result<(), Failure> {
         s.forget(&a.name)?;
     }
     if out.json {
-        print_json(&json!({"ok": true, "name": a.name, "retired": done}));
+        print_json(&RemoveReport {
+            ok: true,
+            name: a.name.clone(),
+            dry_run: false,
+            retired: Some(done),
+            would_retire: None,
+        });
     } else if !out.quiet {
         let versions: Vec<String> = mine.iter().map(|r| r.version.clone()).collect();
-        say!("removed {} {}", a.name, versions.join(", "));
+        say!(
+            "removed {} {}",
+            escaped(&a.name),
+            escaped(&versions.join(", "))
+        );
         for d in &done {
             say!("  {d}");
         }

@@ -23,8 +23,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use serde_json::{json, Value};
 
+use super::report::{FilesReport, TargetReport};
 use super::{Target, TargetPlan};
 use crate::bundle::digest::hash_reader;
 use crate::bundle::manifest::BlobEntry;
@@ -71,6 +71,8 @@ pub struct Files {
     receiving: Vec<Staged>,
     /// Verified, waiting for `finish` to give them their names.
     staged: Vec<Staged>,
+    /// Folders swept of killed imports' temporary files, as shown.
+    swept: BTreeSet<PathBuf>,
     written: u64,
 }
 
@@ -102,6 +104,7 @@ pub fn target(head: &Head, root: &Path) -> Result<Option<Box<dyn Target>>> {
         todo: BTreeSet::new(),
         receiving: Vec::new(),
         staged: Vec::new(),
+        swept: BTreeSet::new(),
         written: 0,
     })))
 }
@@ -132,6 +135,14 @@ impl Files {
                 Ok(d == w.digest && n == w.size)
             }
             _ => Ok(false),
+        }
+    }
+
+    /// Sweeps `dir` of the temporary files a killed import left there, once per
+    /// folder and import.
+    fn sweep(&mut self, dir: &Dir) {
+        if self.swept.insert(dir.shown.clone()) {
+            dir.sweep();
         }
     }
 
@@ -197,12 +208,14 @@ impl Target for Files {
             .filter(|i| self.wanted[*i].digest == blob.digest)
             .collect();
         for index in mine {
-            let (dirs, name) = self.wanted[index].split();
+            let w = self.wanted[index].clone();
+            let (dirs, name) = w.split();
             let dir = self
                 .root
                 .dir(&dirs, true)
                 .map_err(to_io)?
                 .ok_or_else(|| io::Error::other("a created folder is there"))?;
+            self.sweep(&dir);
             if dir.entry(name).map_err(to_io)? == Entry::Folder {
                 return Err(io::Error::other(format!(
                     "{} is a folder now, and the bundle installs a file there",
@@ -233,7 +246,7 @@ impl Target for Files {
         Ok(())
     }
 
-    fn finish(&mut self, _head: &Head, _progress: &Progress) -> Result<Value> {
+    fn finish(&mut self, _head: &Head, _progress: &Progress) -> Result<TargetReport> {
         let mut written = Vec::new();
         let mut done: Vec<Staged> = Vec::new();
         while let Some(s) = self.staged.pop() {
@@ -254,12 +267,20 @@ impl Target for Files {
                 synced.push(&s.dir.shown);
             }
         }
+        // A killed import's temporary files in a folder this one had nothing new
+        // for (every file there present) go too.
+        for i in 0..self.wanted.len() {
+            let (dirs, _) = self.wanted[i].split();
+            if let Ok(Some(dir)) = self.root.dir(&dirs, false) {
+                self.sweep(&dir);
+            }
+        }
         written.sort();
-        Ok(json!({
-            "root": self.root.path(),
-            "written": written,
-            "present": self.wanted.len() - self.todo.len(),
-            "bytesWritten": self.written,
+        Ok(TargetReport::Files(FilesReport {
+            root: self.root.path().to_path_buf(),
+            written,
+            present: self.wanted.len() - self.todo.len(),
+            bytes_written: self.written,
         }))
     }
 

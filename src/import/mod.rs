@@ -20,6 +20,7 @@ pub mod nix;
 pub mod oci;
 pub mod push;
 pub mod receipts;
+pub mod report;
 
 use std::collections::BTreeSet;
 use std::io::{self, Read};
@@ -82,8 +83,8 @@ pub trait Target {
     fn write(&mut self, blob: &BlobEntry, chunk: &[u8]) -> io::Result<()>;
     /// The blob verified: what was staged may become visible.
     fn commit(&mut self, blob: &BlobEntry) -> io::Result<()>;
-    /// The whole bundle verified: register objects. Returns a JSON report.
-    fn finish(&mut self, head: &Head, progress: &Progress) -> anyhow::Result<serde_json::Value>;
+    /// The whole bundle verified: register objects. Returns what was done.
+    fn finish(&mut self, head: &Head, progress: &Progress) -> anyhow::Result<report::TargetReport>;
     /// What the target holds of the bundle once it is imported, for the import
     /// receipt ([`crate::bundle::receipt`]): known from the head and the plan, so
     /// the receipt can be written before anything is, and again after.

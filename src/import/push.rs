@@ -39,11 +39,14 @@ use fs_err as fs;
 use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::fleet::{Fault, Fleet};
+use super::report::{
+    NodeAuthReport, NodeConfigReport, NodeTlsReport, PushReport, PushedImage, TargetReport,
+};
 use super::{Target, TargetPlan};
 use crate::bundle::digest::HashingReader;
 use crate::bundle::manifest::{BlobEntry, Object};
@@ -51,12 +54,11 @@ use crate::bundle::oci::{is_index, is_manifest};
 use crate::bundle::reader::{Head, RangeReader};
 use crate::bundle::receipt::Section;
 use crate::bundle::Digest;
-use crate::cli::ImportArgs;
 use crate::error::{InputFailure, RegistryFailure};
 use crate::io::source::{BundleSource, RandomSource};
 use crate::oci::reference::DEFAULT_TAG;
 use crate::progress::{Bar, Progress};
-use crate::registry::auth::{parse_registry_auth, Origin};
+use crate::registry::auth::Origin;
 use crate::registry::client::{runtime, with_retries};
 use crate::registry::errors::{failure_reason, is_retryable, What};
 use crate::registry::{self, Route, Settings};
@@ -125,10 +127,13 @@ pub struct Push {
 /// (a temporary file, mode 0600, synced and renamed over `path`).
 fn write_private(path: &std::path::Path, bytes: &[u8]) -> io::Result<()> {
     use std::io::Write;
-    let dir = path.parent().unwrap_or(std::path::Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".registries.yaml.gapbundle.")
-        .tempfile_in(dir)?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    crate::io::temp::sweep(dir);
+    // 0600 from the start: the secret is never readable by others, even briefly.
+    let mut tmp = crate::io::temp::file_in(dir, "registries.yaml")?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
@@ -219,14 +224,29 @@ fn by_digest(r: &Reference, d: &Digest) -> Reference {
     Reference::with_digest(r.registry().into(), r.repository().into(), d.to_string())
 }
 
+/// What the `--json` report says in place of a secret the snippet holds.
+const IN_SNIPPET: &str = "(in registriesYaml)";
+
+/// What the fleet push is told: the import flags, resolved by the command layer.
+#[derive(Debug, Clone)]
+pub struct PushOptions {
+    /// `--registry HOST[:PORT]`, as given.
+    pub host: String,
+    /// How to reach it: `--registry-auth`, `--registry-ca` (its one CA file, also
+    /// named in the mirror snippet), `--insecure-registry`, `--retries`.
+    pub registry: Settings,
+    /// Where the `registries.yaml` mirror snippet is written.
+    pub mirror_file: PathBuf,
+}
+
 impl Push {
     /// A push target for `--registry HOST`.
-    pub fn new(args: &ImportArgs, host: &str, head: &Head, source: &BundleSource) -> Result<Self> {
-        let host = fleet_host(host);
+    pub fn new(opts: &PushOptions, head: &Head, source: &BundleSource) -> Result<Self> {
+        let host = fleet_host(&opts.host);
         if host.is_empty() || host.contains('/') {
             return Err(InputFailure(format!("--registry `{host}` is not HOST[:PORT]")).into());
         }
-        let registry = registry::Client::new(&registry_settings(args)?).map_err(|e| e.marked())?;
+        let registry = registry::Client::new(&opts.registry)?;
         let route = registry.route_to(&host, "");
         let (auth, origin) = registry.credentials(&route)?;
         let client = registry.transport(&route).clone();
@@ -245,10 +265,10 @@ impl Push {
             });
         }
         Ok(Self {
-            mirror_file: args.k3s_root.join("registries.yaml.gapbundle"),
+            mirror_file: opts.mirror_file.clone(),
             host,
             route,
-            ca: args.registry_ca.clone(),
+            ca: opts.registry.ca_files.first().cloned(),
             registry,
             client,
             auth,
@@ -266,7 +286,7 @@ impl Push {
             upload: None,
             pushed_bytes: 0,
             bundle: source.shared(),
-            attempts: args.retries.max(1),
+            attempts: opts.registry.retries.max(1),
             interrupted: BTreeMap::new(),
         })
     }
@@ -553,31 +573,10 @@ fn send_from_file(
     Ok(())
 }
 
-/// An error for the bundle reader that keeps the exit-code marker of a registry
-/// failure (anywhere in the chain) and the sentence that explains it.
+/// An error for the bundle reader, carrying the whole error (its class decides the
+/// exit code).
 fn to_io(e: anyhow::Error) -> io::Error {
-    if e.chain().any(|c| c.is::<RegistryFailure>()) {
-        io::Error::other(RegistryFailure(e.to_string()))
-    } else {
-        io::Error::other(format!("{e:#}"))
-    }
-}
-
-/// Registry settings for the fleet push, from the import's flags.
-fn registry_settings(args: &ImportArgs) -> Result<Settings> {
-    let mut credentials = Vec::new();
-    for a in &args.registry_auth {
-        credentials.push(parse_registry_auth(a).map_err(|e| InputFailure(format!("{e:#}")))?);
-    }
-    Ok(Settings {
-        insecure_hosts: args.insecure_registries.clone(),
-        credentials,
-        docker_config: None,
-        ca_files: args.registry_ca.iter().cloned().collect(),
-        ca_flag: Some("--registry-ca FILE"),
-        jobs: 1,
-        retries: args.retries.max(1),
-    })
+    crate::error::carried(e)
 }
 
 impl Target for Push {
@@ -764,7 +763,7 @@ impl Target for Push {
         self.finish_upload().map_err(to_io)
     }
 
-    fn finish(&mut self, head: &Head, progress: &Progress) -> Result<Value> {
+    fn finish(&mut self, head: &Head, progress: &Progress) -> Result<TargetReport> {
         self.finish_upload()?;
         let pushed_again = if self.interrupted.is_empty() {
             Vec::new()
@@ -775,7 +774,11 @@ impl Target for Push {
         let client = self.client.clone();
         for p in self.images.clone() {
             if p.present {
-                report.push(json!({"image": p.target.whole(), "pushed": false}));
+                report.push(PushedImage {
+                    image: p.target.whole(),
+                    digest: None,
+                    pushed: false,
+                });
                 continue;
             }
             // Blobs pushed to another repository of this run: mount them here.
@@ -838,7 +841,11 @@ impl Target for Push {
                         self.explain(&r, &format!("accept manifest {d} for {}", r.whole()), &e, n)
                     })?;
             }
-            report.push(json!({"image": p.target.whole(), "digest": p.object.digest.to_string(), "pushed": true}));
+            report.push(PushedImage {
+                image: p.target.whole(),
+                digest: Some(p.object.digest.to_string()),
+                pushed: true,
+            });
         }
         let origins: BTreeSet<String> = self.images.iter().map(|p| p.origin.clone()).collect();
         let ca = self.ca.as_ref().map(|c| {
@@ -869,31 +876,37 @@ impl Target for Push {
             "registries.yaml mirror snippet written to {} (copy it to /etc/rancher/k3s/registries.yaml on every node)",
             self.mirror_file.display()
         ));
-        let mirrors: BTreeMap<&String, Vec<String>> =
-            origins.iter().map(|o| (o, vec![self.endpoint()])).collect();
+        let mirrors: BTreeMap<String, Vec<String>> = origins
+            .iter()
+            .map(|o| (o.clone(), vec![self.endpoint()]))
+            .collect();
         // As in the snippet, but never the secret itself.
-        let mut config = serde_json::Map::new();
-        if let Some((user, _)) = &node.basic {
-            config.insert(
-                "auth".into(),
-                json!({"username": user, "password": "(in registriesYaml)"}),
-            );
-        } else if node.identity_token.is_some() {
-            config.insert(
-                "auth".into(),
-                json!({"identity_token": "(in registriesYaml)"}),
-            );
+        let config = NodeConfigReport {
+            auth: if let Some((user, _)) = &node.basic {
+                Some(NodeAuthReport::Basic {
+                    username: user.clone(),
+                    password: IN_SNIPPET.into(),
+                })
+            } else if node.identity_token.is_some() {
+                Some(NodeAuthReport::Token {
+                    identity_token: IN_SNIPPET.into(),
+                })
+            } else {
+                None
+            },
+            tls: ca.map(|ca_file| NodeTlsReport { ca_file }),
+        };
+        let mut configs = BTreeMap::new();
+        if config.auth.is_some() || config.tls.is_some() {
+            configs.insert(self.host.clone(), config);
         }
-        if let Some(ca) = &ca {
-            config.insert("tls".into(), json!({"ca_file": ca}));
-        }
-        let mut configs = serde_json::Map::new();
-        if !config.is_empty() {
-            configs.insert(self.host.clone(), Value::Object(config));
-        }
-        Ok(json!({
-            "images": report, "bytesPushed": self.pushed_bytes, "blobsPushedAgain": pushed_again,
-            "registriesYaml": self.mirror_file, "mirrors": mirrors, "configs": configs,
+        Ok(TargetReport::Registry(PushReport {
+            images: report,
+            bytes_pushed: self.pushed_bytes,
+            blobs_pushed_again: pushed_again,
+            registries_yaml: self.mirror_file.clone(),
+            mirrors,
+            configs,
         }))
     }
 
@@ -910,6 +923,10 @@ impl Target for Push {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "test fixtures: std::fs and the tools that make them, where a failure is the test's"
+)]
 mod tests {
     use super::*;
 

@@ -67,6 +67,8 @@ impl State {
             .open(dir.join("lock"))?;
         rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
             .with_context(|| format!("cannot lock {}", dir.join("lock").display()))?;
+        // What a receipt write killed half-way left (its temporary file).
+        crate::io::temp::sweep(&receipts);
         Ok(State {
             dir: dir.to_path_buf(),
             _lock: lock,

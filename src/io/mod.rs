@@ -1,7 +1,7 @@
-//! Local I/O shared by the commands: the blob cache, atomic files, subprocesses,
-//! where a bundle's bytes come from (stdin, a file, volumes), volume sets with
-//! parity, a bundle served in place over loopback HTTP, and files below a root
-//! folder resolved as a chroot would.
+//! Local I/O shared by the commands: the blob cache, atomic files, temporary files
+//! a rerun cleans up after a kill, subprocesses, where a bundle's bytes come from
+//! (stdin, a file, volumes), volume sets with parity, a bundle served in place over
+//! loopback HTTP, and files below a root folder resolved as a chroot would.
 
 pub mod atomic;
 pub mod bundle_file;
@@ -12,6 +12,7 @@ pub mod root;
 pub mod serve;
 pub mod source;
 pub mod space;
+pub mod temp;
 pub mod volumes;
 
 /// Reads until `buf` is full or the reader ends; returns how many bytes were read.

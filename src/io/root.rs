@@ -56,6 +56,14 @@ pub enum RootError {
     },
 }
 
+impl crate::error::Classify for RootError {
+    /// The root folder is the local machine's (what is in it, how it is linked):
+    /// its errors are any other error, exit code 1.
+    fn class(&self) -> Option<crate::error::ErrorClass> {
+        None
+    }
+}
+
 fn io_err(path: &Path, e: impl Into<io::Error>) -> RootError {
     RootError::Io {
         path: path.to_path_buf(),
@@ -225,25 +233,70 @@ impl Dir {
         Ok(File::from(fd))
     }
 
-    /// Creates a new file for `name` under a temporary name in this folder
-    /// (`.name.gapbundle-<pid>-<random>.tmp`, mode 0600 until [`Self::commit`]);
-    /// returns it and the temporary name.
+    /// Creates a new file for `name` under a temporary name in this folder, one
+    /// [`crate::io::temp`] gives (`.gapbundle.<pid>.<name>.<random>.tmp`, locked
+    /// while it is open, mode 0600 until [`Self::commit`]), so that after a kill the
+    /// next import's [`Self::sweep`] removes it; returns it and the temporary name.
     pub fn temp_for(&self, name: &str) -> Result<(File, String), RootError> {
-        let mut r = [0u8; 6];
-        getrandom::fill(&mut r)
-            .map_err(|e| io_err(&self.shown, io::Error::other(e.to_string())))?;
-        let rand: String = r.iter().map(|b| format!("{b:02x}")).collect();
-        // Keep the name within NAME_MAX: the tail is what makes it ours.
-        let stem: String = name.chars().take(180).collect();
-        let tmp = format!(".{stem}.gapbundle-{}-{rand}.tmp", std::process::id());
+        let tmp = crate::io::temp::name(name);
+        let at = self.shown.join(&tmp);
         let fd = rustix::fs::openat(
             &self.fd,
             tmp.as_str(),
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o600),
         )
-        .map_err(|e| io_err(&self.shown.join(&tmp), e))?;
-        Ok((File::from(fd), tmp))
+        .map_err(|e| io_err(&at, e))?;
+        let file = File::from(fd);
+        if let Err(e) = crate::io::temp::lock(&file, &at) {
+            let _ = rustix::fs::unlinkat(&self.fd, tmp.as_str(), AtFlags::empty());
+            return Err(io_err(&at, e));
+        }
+        Ok((file, tmp))
+    }
+
+    /// Removes the temporary files of ours in this folder whose owner is gone (a
+    /// killed import's), as [`crate::io::temp::sweep`] does for a path, but through
+    /// this folder's handle: nothing is resolved outside the root. Returns the
+    /// names removed; best effort, like that sweep.
+    pub fn sweep(&self) -> Vec<String> {
+        let mut removed = Vec::new();
+        let Ok(fd) = rustix::fs::openat(
+            &self.fd,
+            ".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) else {
+            return removed;
+        };
+        let Ok(mut dir) = rustix::fs::Dir::read_from(&fd) else {
+            return removed;
+        };
+        let mut names = Vec::new();
+        while let Some(Ok(entry)) = dir.read() {
+            if let Ok(name) = entry.file_name().to_str() {
+                if crate::io::temp::orphaned(name) {
+                    names.push(name.to_string());
+                }
+            }
+        }
+        for name in names {
+            let gone = match self.entry(&name) {
+                // A link cannot be locked: the dead pid is all there is to go by.
+                Ok(Entry::Symlink) => self.remove(&name).is_ok(),
+                Ok(Entry::File { .. }) => match self.open_file(&name) {
+                    // Holding the lock while removing: nobody takes the name over.
+                    Ok(f) if crate::io::temp::unlocked(&f) => self.remove(&name).is_ok(),
+                    _ => false,
+                },
+                // Folders are never made here under a temporary name.
+                _ => false,
+            };
+            if gone {
+                removed.push(name);
+            }
+        }
+        removed
     }
 
     /// Gives the temporary file `tmp` (written, still open as `file`) its mode,

@@ -73,7 +73,7 @@ pub fn resolve(
                     Some(size) => size,
                     None => {
                         if client.is_none() {
-                            client = Some(http::client(settings).map_err(|e| e.marked())?);
+                            client = Some(http::client(settings)?);
                         }
                         download(
                             client.as_ref().expect("just set"),
