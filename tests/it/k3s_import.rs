@@ -319,11 +319,14 @@ fn unreachable_containerd_exits_5_naming_the_socket_and_what_to_do() {
                 && dry.contains("is K3s running?"),
             "{dry}"
         );
-        let plan = json_stdout(&run(w
-            .import(&bundle)
-            .arg("--containerd")
-            .arg(&socket)
-            .args(["--dry-run", "--json"])));
+        let plan = cli_report(
+            &run(w
+                .import(&bundle)
+                .arg("--containerd")
+                .arg(&socket)
+                .args(["--dry-run", "--json"])),
+            "import-plan",
+        );
         let t = &plan["targets"][0]["plan"];
         assert!(
             t["unreachable"]
@@ -707,7 +710,7 @@ fn fleet_mode_pushes_identical_digests_and_writes_a_mirror_snippet() {
         0o600
     );
     // The --json report shows the configs, never the password.
-    let report = json_stdout(&run(&mut push(&["--json"])));
+    let report = cli_report(&run(&mut push(&["--json"])), "import");
     let result = &report["targets"][0]["result"];
     assert_eq!(
         result["configs"][&fleet.addr]["auth"]["username"], "fleet",

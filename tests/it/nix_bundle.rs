@@ -268,20 +268,23 @@ fn round_trip_into_a_fresh_store() {
         "a dry run changed nothing"
     );
     assert!(String::from_utf8_lossy(&dry.stdout).contains(&app));
-    let planned = json_stdout(&ok(gb()
-        .args([
-            "--json",
-            "import",
-            "--dry-run",
-            "--skip-images",
-            "--skip-manifests",
-        ])
-        .arg(w.path("site.gapb"))
-        .arg("--trust")
-        .arg(w.public())
-        .args(["--nix-store", &store])
-        .output()
-        .unwrap()))["targets"][0]["plan"]["bytesToWrite"]
+    let planned = cli_report(
+        &ok(gb()
+            .args([
+                "--json",
+                "import",
+                "--dry-run",
+                "--skip-images",
+                "--skip-manifests",
+            ])
+            .arg(w.path("site.gapb"))
+            .arg("--trust")
+            .arg(w.public())
+            .args(["--nix-store", &store])
+            .output()
+            .unwrap()),
+        "import-plan",
+    )["targets"][0]["plan"]["bytesToWrite"]
         .as_u64()
         .unwrap();
     assert!(planned > 0);

@@ -362,9 +362,12 @@ fn a_new_version_replaces_the_old_and_remove_leaves_what_another_bundle_needs() 
             .unwrap())
     };
     let list = || {
-        json_stdout(&run(gapbundle()
-            .args(["--json", "list", "--state-dir"])
-            .arg(w.state_dir())))
+        cli_report(
+            &run(gapbundle()
+                .args(["--json", "list", "--state-dir"])
+                .arg(w.state_dir())),
+            "list",
+        )
     };
     let app1 = refs_of(&v1, &reg.reference("team/app:1"));
     let app2 = refs_of(&v2, &reg.reference("team/app:2"));
@@ -433,6 +436,21 @@ fn a_new_version_replaces_the_old_and_remove_leaves_what_another_bundle_needs() 
 
     // remove: --dry-run first; then site goes and takes app:1 with it, while
     // tool:1, which `other` needs, stays pinned.
+    let dry_json = cli_report(
+        &run(gapbundle()
+            .args(["--json", "remove", "site", "--dry-run", "--state-dir"])
+            .arg(w.state_dir())),
+        "remove",
+    );
+    assert_eq!(dry_json["dryRun"], true, "{dry_json}");
+    assert!(
+        dry_json["wouldRetire"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l.as_str() == Some(&format!("unpin image {}", app1[0]))),
+        "{dry_json}"
+    );
     let dry = run_stdout(
         gapbundle()
             .args(["remove", "site", "--dry-run", "--state-dir"])
@@ -582,7 +600,7 @@ fn the_lock_reads_in_review_and_update_says_which_tags_moved() {
     );
     let tool = reg.reference("team/tool:1");
     assert!(!text.contains(&format!("moved ref:{tool}")), "{text}");
-    let json = json_stdout(&create("d.gapb", &["--update", "--json"]));
+    let json = cli_report(&create("d.gapb", &["--update", "--json"]), "create");
     assert_eq!(json["moved"], json!([]), "nothing moved since: {json}");
 }
 
