@@ -400,4 +400,32 @@ mod tests {
             .unwrap()
             .is_file());
     }
+
+    #[test]
+    fn temporary_files_are_ours_and_a_sweep_removes_only_the_dead_ones() {
+        let t = tempfile::tempdir().unwrap();
+        let root = Root::open(t.path()).unwrap();
+        let d = root.dir(&["etc"], true).unwrap().unwrap();
+        let (live, live_name) = d.temp_for("k3s.yaml").unwrap();
+        assert_eq!(
+            crate::io::temp::owner(&live_name),
+            Some(std::process::id()),
+            "{live_name}"
+        );
+        // A killed import's (a pid no process has), its link, and a file of the
+        // host's with a name like ours but not ours.
+        let dead = format!(".gapbundle.{}.k3s-yaml.abcd.tmp", 4_194_304 + 9);
+        fs::write(t.path().join("etc").join(&dead), b"half").unwrap();
+        let dead_link = format!(".gapbundle.{}.x.abcd.tmp", 4_194_304 + 9);
+        symlink("/etc/passwd", t.path().join("etc").join(&dead_link)).unwrap();
+        fs::write(t.path().join("etc/.k3s.yaml.tmp"), b"keep").unwrap();
+        let mut removed = d.sweep();
+        removed.sort();
+        let mut want = vec![dead, dead_link];
+        want.sort();
+        assert_eq!(removed, want);
+        assert!(t.path().join("etc").join(&live_name).exists());
+        assert!(t.path().join("etc/.k3s.yaml.tmp").exists());
+        drop(live);
+    }
 }

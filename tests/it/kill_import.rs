@@ -438,3 +438,93 @@ fn manifests_killed_while_a_document_streams_are_whole_after_a_rerun() {
     assert!(fs::read(folder.join("big.yaml")).unwrap() == text);
     assert_nothing_left(&tmp, "$TMPDIR");
 }
+
+/// Files below `--root` (issue 13): killed while the largest file streams into its
+/// temporary file beside its target, the killed run has replaced nothing (a file
+/// already there keeps its old bytes, none is there cut short under its name);
+/// the rerun installs every file whole with its mode, sweeps the killed run's
+/// temporary file, completes the receipt the killed run left pending, and leaves
+/// no temporary name anywhere below the root, in the state folder or in `$TMPDIR`.
+#[test]
+fn files_killed_while_one_streams_are_whole_with_their_modes_after_a_rerun() {
+    use std::os::unix::fs::PermissionsExt;
+    let w = Work::new("kill-test");
+    let tmp = private_tmp(w.root());
+    let big = deterministic_bytes(13, 24 << 20);
+    fs::create_dir_all(w.path("dist")).unwrap();
+    fs::write(w.path("dist/big.tar.zst"), &big).unwrap();
+    w.write("dist/k3s", "#!/bin/sh\necho k3s\n");
+    fs::set_permissions(w.path("dist/k3s"), fs::Permissions::from_mode(0o755)).unwrap();
+    w.write("dist/site.conf", "site = 2\n");
+    w.write(
+        "bundle.yaml",
+        "name: host\nversion: \"1\"\nfiles:\n  - path: ./dist/big.tar.zst\n    target: /var/lib/rancher/k3s/agent/images/big.tar.zst\n  - path: ./dist/k3s\n    target: /usr/local/bin/k3s\n  - path: ./dist/site.conf\n    target: /etc/site/site.conf\n    mode: \"0600\"\n",
+    );
+    run(w.create("host.gapb").arg("--quiet"));
+    let bundle = w.path("host.gapb");
+    let root = w.path("root");
+    // An older file at one target: the killed run must leave it as it was.
+    fs::create_dir_all(root.join("etc/site")).unwrap();
+    fs::write(root.join("etc/site/site.conf"), "site = 1\n").unwrap();
+    let images = root.join("var/lib/rancher/k3s/agent/images");
+    let import = |b: &Path| {
+        let mut c = w.import(b);
+        c.arg("--root").arg(&root).env("TMPDIR", &tmp);
+        c
+    };
+
+    kill_mid_stream(
+        import(Path::new("-")),
+        &bundle,
+        "the big file's temporary file has bytes",
+        || temp_with_bytes(&images),
+    );
+    assert_eq!(temp_names(&images).len(), 1, "{:?}", tree_of(&images));
+    assert!(
+        !images.join("big.tar.zst").exists(),
+        "no file cut short under its name"
+    );
+    assert_eq!(
+        fs::read_to_string(root.join("etc/site/site.conf")).unwrap(),
+        "site = 1\n",
+        "the killed run replaced nothing"
+    );
+    let receipts = w.state_dir().join("receipts");
+    assert!(
+        receipts.join("host.importing.json").exists(),
+        "the killed run left its pending receipt: {:?}",
+        tree_of(&receipts)
+    );
+
+    run(&mut import(&bundle));
+    let mode = |p: &str| fs::metadata(root.join(p)).unwrap().permissions().mode() & 0o7777;
+    assert!(fs::read(images.join("big.tar.zst")).unwrap() == big);
+    assert_eq!(mode("var/lib/rancher/k3s/agent/images/big.tar.zst"), 0o644);
+    assert_eq!(
+        fs::read_to_string(root.join("usr/local/bin/k3s")).unwrap(),
+        "#!/bin/sh\necho k3s\n"
+    );
+    assert_eq!(mode("usr/local/bin/k3s"), 0o755);
+    assert_eq!(
+        fs::read_to_string(root.join("etc/site/site.conf")).unwrap(),
+        "site = 2\n"
+    );
+    assert_eq!(mode("etc/site/site.conf"), 0o600);
+    let below_root: Vec<String> = tree_of(&root)
+        .into_iter()
+        .filter(|p| p.split('/').any(|c| c.starts_with(".gapbundle.")))
+        .collect();
+    assert!(
+        below_root.is_empty(),
+        "temporary files left: {below_root:?}"
+    );
+    assert_eq!(tree_of(&receipts), vec!["host.json".to_string()]);
+    assert_nothing_left(&tmp, "$TMPDIR");
+    // A second rerun writes nothing.
+    let again = cli_report(&run(import(&bundle).arg("--json")), "import");
+    assert_eq!(
+        again["targets"][0]["result"]["written"],
+        serde_json::json!([])
+    );
+    assert_eq!(again["targets"][0]["result"]["bytesWritten"], 0);
+}
