@@ -178,7 +178,7 @@ pub fn run(a: ImportArgs, out: &OutputArgs) -> Result<(), Failure> {
             }
         }
         for r in &retired {
-            say!("  {r}");
+            say!("  {}", escaped(r));
         }
     }
     Ok(())
@@ -420,6 +420,6 @@ fn report_plan(
         }
     }
     for w in &would {
-        say!("  would {w}");
+        say!("  would {}", escaped(w));
     }
 }

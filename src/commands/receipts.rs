@@ -55,7 +55,7 @@ pub fn list(a: ListArgs, out: &OutputArgs) -> Result<(), Failure> {
             say!("  signed by {}", escaped(&r.signers.join(", ")));
         }
         for t in &r.targets {
-            say!("  {}", t.summary());
+            say!("  {}", escaped(&t.summary()));
         }
     }
     Ok(())
@@ -106,7 +106,7 @@ pub fn remove(a: RemoveArgs, out: &OutputArgs) -> Result<(), Failure> {
         } else {
             say!("dry run: remove {}, nothing changed", escaped(&a.name));
             for w in &would {
-                say!("  would {w}");
+                say!("  would {}", escaped(w));
             }
         }
         return Ok(());
@@ -131,7 +131,7 @@ pub fn remove(a: RemoveArgs, out: &OutputArgs) -> Result<(), Failure> {
             escaped(&versions.join(", "))
         );
         for d in &done {
-            say!("  {d}");
+            say!("  {}", escaped(d));
         }
     }
     Ok(())
