@@ -1,542 +1,1340 @@
-//! A bundle file served in place over loopback HTTP.
+//! The one HTTP server: byte ranges of verified bundles, checked again as they go out.
 //!
-//! Nix already knows how to take paths from a binary cache, and a bundle's Nix blobs
-//! are exactly a binary cache's `.nar.zst` files. Copying them out of the bundle
-//! into a staging folder first (what a `file://` cache needs) writes every byte once
-//! more and then makes the disk write back and delete it while Nix fills the store:
-//! on the benchmark closure that staging was a third of the import. Served from the
-//! bundle file itself, the only writes are Nix's own.
+//! Two commands serve a bundle in place, straight from its file (or the volumes of a
+//! split bundle, [`crate::io::source`]), with no copy first: the Nix store import
+//! hands Nix a binary cache on a loopback port for one `nix copy` (copying the NARs
+//! out of the bundle first cost a third of the import), and `gapbundle serve` is a
+//! site's registry and binary cache on the network. Both stand on this module, so
+//! there is one server to keep, and it stands on hyper's HTTP/1.1 server over tokio,
+//! with TLS by rustls: no HTTP parser of our own faces a network.
 //!
-//! So this serves a fixed set of documents on `127.0.0.1` under a random path
-//! prefix: small ones held in memory (narinfos) and byte ranges of one bundle source
-//! read at any offset (a file, or the volumes of a split bundle:
-//! [`crate::io::source`]).
-//! It is a server for one local client, not for a network: HTTP/1.1 with
-//! keep-alive, `GET` and `HEAD`, and the `Range: bytes=N-` form curl sends to resume
-//! a transfer. Anything else is refused.
+//! What is served is decided by a [`Site`]: for each request it gives a [`Reply`],
+//! whose body is empty, a few bytes held in memory, or a [`Blob`], a byte range of a
+//! bundle source with the digest it must have. The server does the rest the same way
+//! for every site:
 //!
-//! A range was verified when the bundle streamed, but the file could change between
-//! then and now (a flaky USB disk, someone writing to it). Each range is hashed again
-//! as it is served, and its last chunk is only sent once the digest matched: a
-//! client can never receive the whole of a range whose bytes are not the verified
-//! ones. A mismatch is recorded ([`Server::failures`]), the connection is dropped,
-//! and later requests for that document get `410 Gone`.
+//! - **Every byte sent is checked again.** A range verified when the server started
+//!   can change on disk later (a flaky USB disk, someone writing to the file). A blob
+//!   is read in chunks and hashed as it goes out, from its first byte to its last
+//!   even when a `Range` asks for less, and the chunk that ends the response is only
+//!   sent once the whole blob hashed to its digest: no client ever receives the whole
+//!   of a range whose bytes are not the verified ones. A mismatch (or a read error)
+//!   cuts the response short, is recorded ([`Server::failures`]) and reported, and
+//!   later requests for that blob get the site's [`Site::gone`] reply.
+//! - **`Range`** (RFC 9110 section 14) on blobs a site allows it for: one range
+//!   (`bytes=A-B`, `bytes=A-`, `bytes=-N`) gives `206` with `Content-Range`, one that
+//!   cannot be satisfied or is malformed gives `416` with `Content-Range: bytes */SIZE`
+//!   (as Go's `http.ServeContent` answers); several ranges, or a unit other than
+//!   bytes, are ignored and the whole blob is sent, as the RFC allows.
+//! - **Bounded resources.** At most [`Config::max_connections`] connections at once
+//!   (more wait in the kernel's backlog); a request head must arrive within
+//!   [`Config::header_timeout`] (which is also how long an idle keep-alive connection
+//!   is kept) and within 16 KiB; a response the client stops reading is dropped
+//!   after [`Config::stall_timeout`] without progress; request bodies are never
+//!   read. Memory does not grow with blob size: a response holds one chunk
+//!   ([`CHUNK`]) at a time, read and hashed on tokio's blocking pool so that a slow
+//!   client holds a buffer, not a thread.
+//! - **A log line per request** (time, client, method, path, status, body bytes sent,
+//!   duration) when [`Config::log`] is set, written when the response ends.
+//!
+//! HEAD gets the headers of GET with no body. HTTP/2 is not offered (ALPN says
+//! `http/1.1`): registry clients and Nix speak HTTP/1.1 to a server that offers
+//! nothing else, and one protocol keeps the limits above simple.
 
-use std::collections::BTreeMap;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{BTreeMap, BTreeSet};
+use std::convert::Infallible;
+use std::future::Future;
+use std::io::{self, Read};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE};
+use hyper::{HeaderMap, Method, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
 
 use crate::bundle::digest::{Digest, Hasher};
 use crate::bundle::reader::{RangeReader, ReadAt};
 
-/// What ranges are read from: shared with the connection threads.
+/// What blobs are read from: a bundle source, shared with the connections.
 pub type Served = Arc<dyn ReadAt + Send>;
 
-/// How long an idle connection is kept open.
-const IDLE: Duration = Duration::from_secs(60);
-/// Bytes read from the file and written to the socket at a time.
-const CHUNK: usize = 256 << 10;
-/// Longest request head accepted.
+/// Bytes read from a source, hashed and sent at a time.
+pub const CHUNK: usize = 128 << 10;
+/// Longest request head (request line and headers) read from a client.
 const MAX_HEAD: usize = 16 << 10;
+/// Largest read buffer of a connection (hyper's minimum is 8 KiB).
+const MAX_BUFFER: usize = 64 << 10;
+/// How long a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// One document.
-#[derive(Debug, Clone)]
-pub enum Resource {
-    /// Bytes held in memory.
-    Text {
-        /// The body.
-        body: Arc<[u8]>,
-        /// Its media type.
-        content_type: &'static str,
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The address could not be bound (in use, not this host's, not allowed).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// What the system said.
+        source: io::Error,
     },
-    /// A byte range of the served source, checked against `digest` as it is sent.
-    Range {
-        /// Where the range starts in the source.
-        offset: u64,
-        /// Its length.
-        size: u64,
-        /// The sha256 its bytes must have.
-        digest: Digest,
+    /// A TLS certificate or key file could not be read or holds no usable PEM.
+    #[error("cannot use {} as the TLS {what}: {why}", path.display())]
+    TlsFile {
+        /// The file.
+        path: PathBuf,
+        /// `certificate` or `key`.
+        what: &'static str,
+        /// What is wrong with it.
+        why: String,
     },
+    /// rustls refused the certificate and key together.
+    #[error("the TLS certificate {} and key {} do not make a server configuration: {why}", cert.display(), key.display())]
+    Tls {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// What rustls said.
+        why: String,
+    },
+    /// The runtime or its threads could not be started.
+    #[error("cannot start the server's threads: {0}")]
+    Runtime(io::Error),
 }
 
-impl Resource {
+/// A byte range of a source that must hash to `digest`.
+#[derive(Clone)]
+pub struct Blob {
+    /// Where the bytes are.
+    pub source: Served,
+    /// Where the range starts in the source.
+    pub offset: u64,
+    /// Its length.
+    pub size: u64,
+    /// The sha256 of its bytes.
+    pub digest: Digest,
+}
+
+impl std::fmt::Debug for Blob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Blob")
+            .field("offset", &self.offset)
+            .field("size", &self.size)
+            .field("digest", &self.digest)
+            .finish()
+    }
+}
+
+impl Blob {
+    /// Which blob of which source this is: what a recorded failure is keyed by.
+    fn key(&self) -> (usize, u64) {
+        (Arc::as_ptr(&self.source) as *const () as usize, self.offset)
+    }
+}
+
+/// The body of a [`Reply`].
+#[derive(Debug, Clone)]
+pub enum Body {
+    /// No body (`Content-Length: 0`).
+    Empty,
+    /// Bytes held in memory (small documents).
+    Bytes(Bytes),
+    /// A blob, read and checked as it is sent.
+    Blob(Blob),
+}
+
+/// What a site answers to a request. HEAD is answered with GET's headers.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// The status code.
+    pub status: u16,
+    /// Headers beside `Content-Length` (and, for ranges, `Content-Range`), which the
+    /// server sets.
+    pub headers: Vec<(&'static str, String)>,
+    /// The body.
+    pub body: Body,
+    /// Whether a `Range` header is honoured (blobs only).
+    pub ranges: bool,
+}
+
+impl Reply {
+    /// A reply with no headers of its own.
+    pub fn new(status: u16, body: Body) -> Reply {
+        Reply {
+            status,
+            headers: Vec::new(),
+            body,
+            ranges: false,
+        }
+    }
+
     /// A text document.
-    pub fn text(body: impl Into<Vec<u8>>, content_type: &'static str) -> Self {
-        Resource::Text {
-            body: body.into().into(),
-            content_type,
+    pub fn text(status: u16, content_type: &str, body: impl Into<Bytes>) -> Reply {
+        Reply::new(status, Body::Bytes(body.into())).header("Content-Type", content_type)
+    }
+
+    /// This reply with one more header.
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// The value of the header `name` (ASCII case ignored), if the reply sets it.
+    pub fn header_value(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A request as a site sees it.
+pub struct Request<'a> {
+    /// `GET`, `HEAD`, …
+    pub method: &'a str,
+    /// The path, as sent (not percent-decoded).
+    pub path: &'a str,
+    /// The query string, without `?`.
+    pub query: Option<&'a str>,
+    headers: &'a HeaderMap,
+}
+
+impl Request<'_> {
+    /// A header's value, when it is present and visible ASCII.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Every value of a header (a header given several times, like `Accept`).
+    pub fn headers(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect()
+    }
+}
+
+/// What is served: a reply for each request.
+pub trait Site: Send + Sync + 'static {
+    /// The reply to `req`. Called on the server's threads; must not block.
+    fn reply(&self, req: &Request<'_>) -> Reply;
+
+    /// The reply to a request whose reply is `blob`, which was found changed (or
+    /// unreadable) on an earlier request: by default `410 Gone`.
+    fn gone(&self, req: &Request<'_>, blob: &Blob) -> Reply {
+        let _ = (req, blob);
+        Reply::text(
+            410,
+            "text/plain; charset=utf-8",
+            "this document changed on disk after it verified\n",
+        )
+    }
+}
+
+/// Why a blob was cut short as it was served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Its bytes had this digest, not the verified one: the file changed.
+    Changed(Digest),
+    /// Its bytes could not be read (the message says why).
+    Unreadable(String),
+}
+
+impl std::fmt::Display for Fault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fault::Changed(d) => write!(f, "its bytes now hash to {d}"),
+            Fault::Unreadable(why) => write!(f, "it could not be read: {why}"),
         }
     }
 }
 
-/// A range whose bytes were not the verified ones when they were served.
+/// A blob that was cut short as it was served.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mismatch {
-    /// The document's name (below the prefix).
-    pub name: String,
+    /// The request path that asked for it.
+    pub path: String,
     /// The digest it must have.
     pub expected: Digest,
-    /// The digest its bytes had, or why they could not be read.
-    pub found: Result<Digest, String>,
+    /// Where it is in its source.
+    pub offset: u64,
+    /// What was wrong.
+    pub found: Fault,
+}
+
+/// Something the server has to say: a line of the request log, or a blob cut short.
+pub type Sink = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// How the server listens and what it tells.
+#[derive(Clone)]
+pub struct Config {
+    /// The address to listen on (port 0: any free port).
+    pub listen: SocketAddr,
+    /// TLS, or plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// How long a request head may take to arrive, and an idle connection is kept.
+    pub header_timeout: Duration,
+    /// How long a response may wait for the client to read before it is dropped.
+    pub stall_timeout: Duration,
+    /// Where request log lines go; `None` keeps quiet.
+    pub log: Option<Sink>,
+    /// Where blobs cut short are reported as they happen (besides
+    /// [`Server::failures`]).
+    pub faults: Option<Sink>,
+}
+
+impl Config {
+    /// Plain HTTP on `listen`, at most 256 connections, 30 s for a request head (and
+    /// of idleness), 60 s for a stalled response, no log.
+    pub fn new(listen: SocketAddr) -> Config {
+        Config {
+            listen,
+            tls: None,
+            max_connections: 256,
+            header_timeout: Duration::from_secs(30),
+            stall_timeout: Duration::from_secs(60),
+            log: None,
+            faults: None,
+        }
+    }
+
+    /// A loopback port chosen by the system, for one local client.
+    pub fn loopback() -> Config {
+        Config::new(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+    }
+}
+
+/// The TLS configuration for a certificate chain and its key (PEM files): TLS 1.2 and
+/// 1.3 by rustls with ring, ALPN `http/1.1`.
+pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, ServeError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let file_err = |path: &Path, what, why: String| ServeError::TlsFile {
+        path: path.to_path_buf(),
+        what,
+        why,
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect())
+        .map_err(|e| file_err(cert, "certificate", e.to_string()))?;
+    if certs.is_empty() {
+        return Err(file_err(
+            cert,
+            "certificate",
+            "it holds no PEM CERTIFICATE block".into(),
+        ));
+    }
+    let private = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        file_err(
+            key,
+            "key",
+            format!("{e} (expected a PEM PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY)"),
+        )
+    })?;
+    let tls_err = |why: String| ServeError::Tls {
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+        why,
+    };
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| tls_err(e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(certs, private)
+    .map_err(|e| tls_err(e.to_string()))?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
 }
 
 struct Shared {
-    source: Served,
-    site: BTreeMap<String, Resource>,
-    prefix: String,
-    /// Ranges found changed; each is `410 Gone` from then on.
+    site: Box<dyn Site>,
+    log: Option<Sink>,
+    faults: Option<Sink>,
+    /// Blobs found changed, by [`Blob::key`]: refused from then on.
+    gone: Mutex<BTreeSet<(usize, u64)>>,
     failures: Mutex<Vec<Mismatch>>,
-    stop: AtomicBool,
+}
+
+impl Shared {
+    fn record(&self, blob: &Blob, path: &str, found: Fault) {
+        let m = Mismatch {
+            path: path.to_string(),
+            expected: blob.digest,
+            offset: blob.offset,
+            found,
+        };
+        if let Some(f) = &self.faults {
+            f(&format!(
+                "{} (blob {}) was cut short: {}; it changed on disk after it verified, and is refused from now on",
+                m.path, m.expected, m.found
+            ));
+        }
+        lock(&self.gone).insert(blob.key());
+        lock(&self.failures).push(m);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A running server; stopped when dropped.
 pub struct Server {
     shared: Arc<Shared>,
     addr: SocketAddr,
+    tls: bool,
+    runtime: Option<tokio::runtime::Runtime>,
     acceptor: Option<JoinHandle<()>>,
 }
 
 impl Server {
-    /// Serves `site` (names without a leading `/`) from `source` on a free loopback
-    /// port, under a random path prefix so that no client cache can mistake one
-    /// run's documents for another's.
-    pub fn start(source: Served, site: BTreeMap<String, Resource>) -> io::Result<Server> {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-        let addr = listener.local_addr()?;
-        let mut nonce = [0u8; 12];
-        getrandom::fill(&mut nonce).map_err(|e| io::Error::other(e.to_string()))?;
-        let prefix: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
-        let shared = Arc::new(Shared {
+    /// Binds `config.listen` and serves `site` there on threads of its own until
+    /// dropped (or, with [`Server::run`], for good).
+    pub fn start(config: Config, site: impl Site) -> Result<Server, ServeError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(crate::pool::cores().clamp(1, 4))
+            .max_blocking_threads(64)
+            .thread_name("serve")
+            .enable_all()
+            .build()
+            .map_err(ServeError::Runtime)?;
+        let listener = runtime
+            .block_on(async { TcpListener::bind(config.listen).await })
+            .map_err(|source| ServeError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+            addr: config.listen,
             source,
-            site,
-            prefix: format!("/{prefix}/"),
+        })?;
+        let shared = Arc::new(Shared {
+            site: Box::new(site),
+            log: config.log.clone(),
+            faults: config.faults.clone(),
+            gone: Mutex::new(BTreeSet::new()),
             failures: Mutex::new(Vec::new()),
-            stop: AtomicBool::new(false),
         });
-        let s = shared.clone();
-        let acceptor = std::thread::Builder::new()
-            .name("serve-accept".into())
-            .spawn(move || accept_loop(listener, s))?;
+        let tls = config.tls.is_some();
+        let acceptor = runtime.spawn(accept_loop(listener, config, shared.clone()));
         Ok(Server {
             shared,
             addr,
+            tls,
+            runtime: Some(runtime),
             acceptor: Some(acceptor),
         })
     }
 
-    /// The base URL, without a trailing slash (`http://127.0.0.1:PORT/PREFIX`).
+    /// The address it listens on (the port chosen, for port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR` or `https://ADDR`.
     pub fn url(&self) -> String {
         format!(
-            "http://{}{}",
-            self.addr,
-            self.shared.prefix.trim_end_matches('/')
+            "{}://{}",
+            if self.tls { "https" } else { "http" },
+            self.addr
         )
     }
 
-    /// The ranges found not to be what they must be, so far.
+    /// The blobs cut short so far.
     pub fn failures(&self) -> Vec<Mismatch> {
-        self.shared
-            .failures
-            .lock()
-            .map(|f| f.clone())
-            .unwrap_or_default()
+        lock(&self.shared.failures).clone()
+    }
+
+    /// Serves until the process ends.
+    pub fn run(mut self) -> io::Result<()> {
+        let (Some(rt), Some(acceptor)) = (self.runtime.as_ref(), self.acceptor.take()) else {
+            return Ok(());
+        };
+        rt.block_on(acceptor)
+            .map_err(|e| io::Error::other(format!("the server stopped: {e}")))
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        // Wakes the blocking accept so it sees the flag.
-        let _ = TcpStream::connect(self.addr);
-        if let Some(t) = self.acceptor.take() {
-            let _ = t.join();
+        if let Some(rt) = self.runtime.take() {
+            // Ends the listener and every connection; a read on the blocking pool
+            // finishes on its own.
+            rt.shutdown_background();
         }
     }
 }
 
-fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    for conn in listener.incoming() {
-        if shared.stop.load(Ordering::SeqCst) {
+async fn accept_loop(listener: TcpListener, config: Config, shared: Arc<Shared>) {
+    let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let tls = config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
-        }
-        let Ok(conn) = conn else {
-            // Out of file descriptors, say: wait a little rather than spin.
-            std::thread::sleep(Duration::from_millis(10));
-            continue;
         };
-        let s = shared.clone();
-        // One thread per connection: the client is one local process with a few
-        // connections, and a blocking thread each keeps the code plain.
-        let _ = std::thread::Builder::new()
-            .name("serve-conn".into())
-            .spawn(move || {
-                let _ = serve_connection(conn, &s);
-            });
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(_) => {
+                // Out of file descriptors, say: wait a little rather than spin.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let shared = shared.clone();
+        let tls = tls.clone();
+        let (header_timeout, stall) = (config.header_timeout, config.stall_timeout);
+        tokio::spawn(async move {
+            let _permit = permit;
+            match tls {
+                Some(acceptor) => {
+                    let Ok(Ok(stream)) =
+                        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+                    else {
+                        return;
+                    };
+                    connection(stream, peer, shared, header_timeout, stall).await;
+                }
+                None => connection(tcp, peer, shared, header_timeout, stall).await,
+            }
+        });
     }
 }
 
-/// A parsed request head.
-#[derive(Debug)]
-struct Request {
+async fn connection<S>(
+    stream: S,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    header_timeout: Duration,
+    stall: Duration,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(Guarded::new(stream, stall));
+    let service = hyper::service::service_fn(move |req| {
+        let shared = shared.clone();
+        async move { Ok::<_, Infallible>(respond(&shared, req, peer)) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(MAX_BUFFER)
+        .max_header_size(MAX_HEAD)
+        .title_case_headers(true)
+        .serve_connection(io, service)
+        .await;
+}
+
+/// A stream whose writes fail once they have made no progress for `limit`: a client
+/// that stops reading a response gives its connection up.
+struct Guarded<S> {
+    inner: S,
+    limit: Duration,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> Guarded<S> {
+    fn new(inner: S, limit: Duration) -> Self {
+        Guarded {
+            inner,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// After a write returned `Pending`: an error once it has been pending too long.
+    fn check_stall(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let limit = self.limit;
+        let timer = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client stopped reading",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Pending => self.check_stall(cx),
+            done => {
+                self.stalled = None;
+                done
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
+            Poll::Pending => self.check_stall(cx),
+            done => {
+                self.stalled = None;
+                done
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match Pin::new(&mut self.inner).poll_flush(cx) {
+            Poll::Pending => self.check_stall(cx).map_ok(|_| ()),
+            done => {
+                self.stalled = None;
+                done
+            }
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// What a `Range` header asks of a blob of `size` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeAsked {
+    /// The whole blob (no header, several ranges, or a unit other than bytes).
+    Whole,
+    /// Bytes `start..end` (end exclusive).
+    Part(u64, u64),
+    /// Nothing that can be sent: `416`.
+    Unsatisfiable,
+}
+
+/// Reads a `Range` header value against a blob of `size` bytes.
+pub fn range_asked(value: Option<&str>, size: u64) -> RangeAsked {
+    let Some(v) = value else {
+        return RangeAsked::Whole;
+    };
+    let Some((unit, spec)) = v.trim().split_once('=') else {
+        return RangeAsked::Unsatisfiable;
+    };
+    if !unit.trim().eq_ignore_ascii_case("bytes") {
+        return RangeAsked::Whole;
+    }
+    if spec.contains(',') {
+        return RangeAsked::Whole;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return RangeAsked::Unsatisfiable;
+    };
+    let num = |s: &str| {
+        let s = s.trim();
+        (!s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
+            .then(|| s.parse::<u64>().ok())
+            .flatten()
+    };
+    match (a.trim().is_empty(), num(a), num(b)) {
+        // bytes=-N: the last N bytes.
+        (true, _, Some(n)) if n > 0 && size > 0 => RangeAsked::Part(size - n.min(size), size),
+        (false, Some(start), None) if b.trim().is_empty() && start < size => {
+            RangeAsked::Part(start, size)
+        }
+        (false, Some(start), Some(last)) if start <= last && start < size => {
+            RangeAsked::Part(start, last.saturating_add(1).min(size))
+        }
+        _ => RangeAsked::Unsatisfiable,
+    }
+}
+
+fn respond(
+    shared: &Arc<Shared>,
+    req: hyper::Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Outgoing> {
+    let started = Instant::now();
+    let (parts, _body) = req.into_parts();
+    let path = parts.uri.path().to_string();
+    let query = parts.uri.query().map(str::to_string);
+    let request = Request {
+        method: parts.method.as_str(),
+        path: &path,
+        query: query.as_deref(),
+        headers: &parts.headers,
+    };
+    let mut reply = shared.site.reply(&request);
+    if let Body::Blob(b) = &reply.body {
+        if lock(&shared.gone).contains(&b.key()) {
+            let b = b.clone();
+            reply = shared.site.gone(&request, &b);
+        }
+    }
+    let head = parts.method == Method::HEAD;
+    let mut status = reply.status;
+    let mut extra: Vec<(HeaderName, String)> = Vec::new();
+    let (length, inner) = match reply.body {
+        Body::Empty => (0, Inner::Done),
+        Body::Bytes(b) => (
+            b.len() as u64,
+            if head {
+                Inner::Done
+            } else {
+                Inner::Bytes(Some(b))
+            },
+        ),
+        Body::Blob(blob) => {
+            let asked = match reply.ranges {
+                true => range_asked(request.header(RANGE.as_str()), blob.size),
+                false => RangeAsked::Whole,
+            };
+            let (from, to) = match asked {
+                RangeAsked::Whole => (0, blob.size),
+                RangeAsked::Part(a, b) => {
+                    status = 206;
+                    extra.push((CONTENT_RANGE, format!("bytes {a}-{}/{}", b - 1, blob.size)));
+                    (a, b)
+                }
+                RangeAsked::Unsatisfiable => {
+                    status = 416;
+                    extra.push((CONTENT_RANGE, format!("bytes */{}", blob.size)));
+                    (0, 0)
+                }
+            };
+            let inner = if head || from == to {
+                Inner::Done
+            } else {
+                Inner::Checked(Box::new(Checked {
+                    shared: shared.clone(),
+                    path: path.clone(),
+                    job: None,
+                    state: Some(Reading {
+                        blob,
+                        pos: 0,
+                        from,
+                        to,
+                        hasher: Hasher::new(),
+                    }),
+                }))
+            };
+            (to - from, inner)
+        }
+    };
+    let mut response = Response::new(Outgoing {
+        inner,
+        remaining: if head { 0 } else { length },
+        sent: 0,
+        log: shared.log.clone().map(|sink| LogLine {
+            sink,
+            peer,
+            method: parts.method.to_string(),
+            target: match &query {
+                Some(q) => format!("{path}?{q}"),
+                None => path.clone(),
+            },
+            status,
+            started,
+        }),
+    });
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = response.headers_mut();
+    for (name, value) in &reply.headers {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::try_from(*name),
+            HeaderValue::try_from(value.as_str()),
+        ) {
+            if n != CONTENT_LENGTH && n != CONTENT_RANGE {
+                headers.append(n, v);
+            }
+        }
+    }
+    for (n, v) in extra {
+        if let Ok(v) = HeaderValue::try_from(v) {
+            headers.insert(n, v);
+        }
+    }
+    if status == 416 {
+        headers.remove(CONTENT_TYPE);
+    }
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
+    response
+}
+
+/// A response body: what it sends, counted, and its log line written when it ends.
+pub struct Outgoing {
+    inner: Inner,
+    /// Bytes still to send (what `Content-Length` promises).
+    remaining: u64,
+    sent: u64,
+    log: Option<LogLine>,
+}
+
+enum Inner {
+    Done,
+    Bytes(Option<Bytes>),
+    Checked(Box<Checked>),
+}
+
+struct LogLine {
+    sink: Sink,
+    peer: SocketAddr,
     method: String,
     target: String,
-    /// `Range: bytes=N-`, the only range form served.
-    resume_from: Option<u64>,
-    close: bool,
+    status: u16,
+    started: Instant,
 }
 
-/// Reads one line of a request head into `line`, counting it against `MAX_HEAD`.
-fn head_line(r: &mut impl BufRead, line: &mut String, total: &mut usize) -> io::Result<usize> {
-    line.clear();
-    let n = io::Read::take(&mut *r, (MAX_HEAD - *total) as u64).read_line(line)?;
-    *total += n;
-    if n > 0 && !line.ends_with('\n') {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "request head too long",
-        ));
-    }
-    Ok(n)
-}
-
-/// Reads one request head; `None` when the client closed the connection.
-fn read_request(r: &mut impl BufRead) -> io::Result<Option<Request>> {
-    let mut line = String::new();
-    let mut total = 0;
-    let mut next = |line: &mut String| head_line(r, line, &mut total);
-    if next(&mut line)? == 0 {
-        return Ok(None);
-    }
-    let mut parts = line.split_whitespace();
-    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
-    else {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "bad request line",
-        ));
-    };
-    let mut req = Request {
-        method: method.to_string(),
-        target: target.to_string(),
-        resume_from: None,
-        close: version == "HTTP/1.0",
-    };
-    loop {
-        if next(&mut line)? == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        let l = line.trim_end();
-        if l.is_empty() {
-            return Ok(Some(req));
-        }
-        let Some((k, v)) = l.split_once(':') else {
-            continue;
-        };
-        let v = v.trim();
-        if k.eq_ignore_ascii_case("connection") {
-            req.close = v.eq_ignore_ascii_case("close");
-        } else if k.eq_ignore_ascii_case("range") {
-            req.resume_from = v
-                .strip_prefix("bytes=")
-                .and_then(|r| r.strip_suffix('-'))
-                .and_then(|n| n.parse().ok());
-        } else if k.eq_ignore_ascii_case("content-length") && v != "0" {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "request bodies are not accepted",
+impl Drop for Outgoing {
+    fn drop(&mut self) {
+        if let Some(l) = &self.log {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let cut = if self.remaining > 0 {
+                " (cut short)"
+            } else {
+                ""
+            };
+            (l.sink)(&format!(
+                "{} {} {} {} {} {} {:.1}ms{cut}",
+                crate::time::rfc3339(now),
+                l.peer,
+                l.method,
+                l.target,
+                l.status,
+                self.sent,
+                l.started.elapsed().as_secs_f64() * 1000.0
             ));
         }
     }
 }
 
-fn serve_connection(conn: TcpStream, shared: &Shared) -> io::Result<()> {
-    conn.set_read_timeout(Some(IDLE))?;
-    conn.set_nodelay(true)?;
-    let mut reader = BufReader::new(conn.try_clone()?);
-    let mut out = conn;
-    loop {
-        let req = match read_request(&mut reader) {
-            Ok(Some(r)) => r,
-            Ok(None) => return Ok(()),
-            Err(_) => return status(&mut out, "400 Bad Request", true),
+impl HttpBody for Outgoing {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = &mut *self;
+        let polled = match &mut this.inner {
+            Inner::Done => Poll::Ready(None),
+            Inner::Bytes(b) => Poll::Ready(b.take().map(Ok)),
+            Inner::Checked(c) => c.poll_next(cx),
         };
-        if shared.stop.load(Ordering::SeqCst) {
-            return Ok(());
+        if let Poll::Ready(Some(Ok(b))) = &polled {
+            this.sent += b.len() as u64;
+            this.remaining = this.remaining.saturating_sub(b.len() as u64);
         }
-        let head_only = match req.method.as_str() {
-            "GET" => false,
-            "HEAD" => true,
-            _ => {
-                status(&mut out, "405 Method Not Allowed", true)?;
-                return Ok(());
-            }
-        };
-        let name = req.target.strip_prefix(shared.prefix.as_str());
-        let found = name.and_then(|n| shared.site.get(n).map(|r| (n, r)));
-        let gone = name.is_some_and(|n| {
-            shared
-                .failures
-                .lock()
-                .is_ok_and(|f| f.iter().any(|m| m.name == n))
-        });
-        match found {
-            None => status(&mut out, "404 Not Found", req.close)?,
-            Some(_) if gone => status(&mut out, "410 Gone", req.close)?,
-            Some((_, Resource::Text { body, content_type })) => {
-                write!(
-                    out,
-                    "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{}\r\n",
-                    body.len(),
-                    connection_header(req.close)
-                )?;
-                if !head_only {
-                    out.write_all(body)?;
-                }
-            }
-            Some((
-                n,
-                Resource::Range {
-                    offset,
-                    size,
-                    digest,
-                },
-            )) => {
-                let from = req.resume_from.filter(|f| *f < *size);
-                let (code, extra) = match from {
-                    Some(f) => (
-                        "206 Partial Content",
-                        format!("Content-Range: bytes {f}-{}/{size}\r\n", size - 1),
-                    ),
-                    None => ("200 OK", String::new()),
-                };
-                write!(
-                    out,
-                    "HTTP/1.1 {code}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n{extra}{}\r\n",
-                    size - from.unwrap_or(0),
-                    connection_header(req.close)
-                )?;
-                if !head_only {
-                    let sent = send_range(
-                        &*shared.source,
-                        *offset,
-                        *size,
-                        from.unwrap_or(0),
-                        digest,
-                        &mut out,
-                    );
-                    if let Err(found) = sent {
-                        let bad = Mismatch {
-                            name: n.to_string(),
-                            expected: *digest,
-                            found,
-                        };
-                        if let Ok(mut f) = shared.failures.lock() {
-                            f.push(bad);
-                        }
-                        // The last chunk was not sent: the client sees a short body.
-                        return Ok(());
-                    }
-                }
-            }
+        if let Poll::Ready(None | Some(Err(_))) = &polled {
+            this.inner = Inner::Done;
         }
-        out.flush()?;
-        if req.close {
-            return Ok(());
-        }
+        polled.map(|o| o.map(|r| r.map(Frame::data)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.inner, Inner::Done) || self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
     }
 }
 
-fn connection_header(close: bool) -> &'static str {
-    if close {
-        "Connection: close\r\n"
-    } else {
-        ""
-    }
+/// A blob being sent: `to - from` bytes of it, all of it hashed.
+struct Checked {
+    shared: Arc<Shared>,
+    path: String,
+    job: Option<JoinHandle<Piece>>,
+    /// `None` while a job reads, and once the last piece was handed out.
+    state: Option<Reading>,
 }
 
-fn status(out: &mut TcpStream, code: &str, close: bool) -> io::Result<()> {
-    write!(
-        out,
-        "HTTP/1.1 {code}\r\nContent-Length: 0\r\n{}\r\n",
-        connection_header(close)
-    )?;
-    out.flush()?;
-    if close {
-        // Closing with unread request bytes makes the kernel reset the connection,
-        // and the client may then lose the answer: say we are done, then read
-        // what is left for a moment.
-        out.shutdown(std::net::Shutdown::Write)?;
-        out.set_read_timeout(Some(Duration::from_secs(1)))?;
-        let _ = io::copy(&mut io::Read::take(&mut *out, 1 << 20), &mut io::sink());
-    }
-    Ok(())
-}
-
-/// Sends bytes `from..size` of the range at `offset`, hashing all of it (the part
-/// before `from` too) and sending the last chunk only if the digest is `digest`.
-/// `Err` is what was found instead; a socket error is also `Err`, which only means
-/// the client went away.
-fn send_range(
-    source: &dyn ReadAt,
-    offset: u64,
-    size: u64,
+struct Reading {
+    blob: Blob,
+    /// Bytes of the blob read and hashed so far.
+    pos: u64,
     from: u64,
-    digest: &Digest,
-    out: &mut impl Write,
-) -> Result<(), Result<Digest, String>> {
-    let mut hasher = Some(Hasher::new());
-    let mut buf = vec![0u8; CHUNK];
-    let mut pos = 0u64;
-    while pos < size {
-        let want = (size - pos).min(CHUNK as u64) as usize;
-        let chunk = &mut buf[..want];
-        RangeReader::new(source, offset + pos, want as u64)
-            .read_exact(chunk)
-            .map_err(|e| Err(format!("reading the bundle: {e}")))?;
-        let end = pos + want as u64;
-        let h = hasher.as_mut().expect("taken only at the end");
-        h.update(chunk);
-        if end == size {
-            let (found, _) = hasher.take().expect("taken only at the end").finish();
-            if found != *digest {
-                return Err(Ok(found));
+    to: u64,
+    hasher: Hasher,
+}
+
+impl Checked {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        if self.job.is_none() {
+            let Some(state) = self.state.take() else {
+                return Poll::Ready(None);
+            };
+            self.job = Some(tokio::task::spawn_blocking(move || next_piece(state)));
+        }
+        let job = self.job.as_mut().expect("just set");
+        let done = match Pin::new(job).poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(done) => done,
+        };
+        self.job = None;
+        match done {
+            Ok(Ok((state, bytes, last))) => {
+                if !last {
+                    self.state = Some(state);
+                }
+                Poll::Ready(Some(Ok(bytes)))
             }
+            Ok(Err((fault, blob))) => {
+                self.shared.record(&blob, &self.path, fault.clone());
+                Poll::Ready(Some(Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("blob {} cut short: {fault}", blob.digest),
+                ))))
+            }
+            Err(e) => Poll::Ready(Some(Err(io::Error::other(e.to_string())))),
         }
-        if end > from {
-            let skip = from.saturating_sub(pos) as usize;
-            out.write_all(&chunk[skip..])
-                .map_err(|e| Err(format!("the client went away: {e}")))?;
-        }
-        pos = end;
     }
-    Ok(())
+}
+
+/// What one read on the blocking pool gives: the state to go on from, the bytes to
+/// send and whether they end the response; or what was wrong, and with which blob.
+type Piece = Result<(Reading, Bytes, bool), (Fault, Blob)>;
+
+/// Reads and hashes the blob from where `r` stands until it has bytes of the range
+/// to send. The piece that ends the range is only handed out once the rest of the
+/// blob, to its last byte, hashed to the blob's digest.
+fn next_piece(mut r: Reading) -> Piece {
+    let fail = |r: Reading, f: Fault| Err((f, r.blob));
+    loop {
+        let size = r.blob.size;
+        let want = (size - r.pos).min(CHUNK as u64) as usize;
+        let mut chunk = vec![0u8; want];
+        if let Err(e) = RangeReader::new(&*r.blob.source, r.blob.offset + r.pos, want as u64)
+            .read_exact(&mut chunk)
+        {
+            let why = format!(
+                "reading the bundle at offset {}: {e}",
+                r.blob.offset + r.pos
+            );
+            return fail(r, Fault::Unreadable(why));
+        }
+        r.hasher.update(&chunk);
+        let (start, end) = (r.pos, r.pos + want as u64);
+        r.pos = end;
+        let (a, b) = (r.from.max(start), r.to.min(end));
+        if a >= b {
+            continue; // before the range: hashed, not sent
+        }
+        let piece = Bytes::from(chunk).slice((a - start) as usize..(b - start) as usize);
+        if b < r.to {
+            return Ok((r, piece, false));
+        }
+        // The last piece: the whole blob must hash right before it goes out.
+        let mut buf = vec![0u8; CHUNK];
+        while r.pos < size {
+            let n = (size - r.pos).min(CHUNK as u64) as usize;
+            if let Err(e) = RangeReader::new(&*r.blob.source, r.blob.offset + r.pos, n as u64)
+                .read_exact(&mut buf[..n])
+            {
+                let why = format!(
+                    "reading the bundle at offset {}: {e}",
+                    r.blob.offset + r.pos
+                );
+                return fail(r, Fault::Unreadable(why));
+            }
+            r.hasher.update(&buf[..n]);
+            r.pos += n as u64;
+        }
+        let (found, _) = std::mem::take(&mut r.hasher).finish();
+        if found != r.blob.digest {
+            return fail(r, Fault::Changed(found));
+        }
+        return Ok((r, piece, true));
+    }
+}
+
+/// A fixed set of documents under a random path prefix: what the Nix import serves
+/// to one `nix copy` on a loopback port. The prefix keeps any client cache from
+/// mistaking one run's documents for another's.
+pub struct Documents {
+    prefix: String,
+    docs: BTreeMap<String, Document>,
+}
+
+/// One of the [`Documents`].
+#[derive(Debug, Clone)]
+pub enum Document {
+    /// Bytes held in memory, with their media type.
+    Text(Bytes, &'static str),
+    /// A blob (`Range: bytes=N-` resumes it).
+    Blob(Blob),
+}
+
+impl Documents {
+    /// `docs` (names without a leading `/`) under a fresh random prefix.
+    pub fn new(docs: BTreeMap<String, Document>) -> io::Result<Documents> {
+        let mut nonce = [0u8; 12];
+        getrandom::fill(&mut nonce).map_err(|e| io::Error::other(e.to_string()))?;
+        let prefix: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+        Ok(Documents {
+            prefix: format!("/{prefix}"),
+            docs,
+        })
+    }
+
+    /// The path prefix, `/` and 24 hex digits: a server's URL plus this is the base
+    /// URL of the documents.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+}
+
+impl Site for Documents {
+    fn reply(&self, req: &Request<'_>) -> Reply {
+        if req.method != "GET" && req.method != "HEAD" {
+            return Reply::new(405, Body::Empty).header("Allow", "GET, HEAD");
+        }
+        let found = req
+            .path
+            .strip_prefix(self.prefix.as_str())
+            .and_then(|p| p.strip_prefix('/'))
+            .and_then(|name| self.docs.get(name));
+        match found {
+            None => Reply::new(404, Body::Empty),
+            Some(Document::Text(body, content_type)) => {
+                Reply::text(200, content_type, body.clone())
+            }
+            Some(Document::Blob(blob)) => Reply {
+                ranges: true,
+                ..Reply::new(200, Body::Blob(blob.clone()))
+                    .header("Content-Type", "application/octet-stream")
+            },
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+    use std::net::TcpStream as StdTcp;
 
-    fn digest(b: &[u8]) -> Digest {
-        Digest::of(b)
-    }
-
-    /// A site with one text document and one range of a temp file.
-    fn site(data: &[u8], range_digest: Digest) -> (Server, tempfile::NamedTempFile) {
+    /// A server of one text document and one blob (a range of a temp file that must
+    /// hash to `digest`).
+    fn site(
+        data: &[u8],
+        digest: Digest,
+        config: Config,
+    ) -> (Server, String, tempfile::NamedTempFile) {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(data).unwrap();
-        let mut site = BTreeMap::new();
-        site.insert("info".into(), Resource::text("hello\n", "text/plain"));
-        site.insert(
-            "nar/x.nar.zst".into(),
-            Resource::Range {
+        let source: Served = Arc::new(f.reopen().unwrap());
+        let mut docs = BTreeMap::new();
+        docs.insert(
+            "info".to_string(),
+            Document::Text(Bytes::from_static(b"hello\n"), "text/plain"),
+        );
+        docs.insert(
+            "nar/x.nar.zst".to_string(),
+            Document::Blob(Blob {
+                source,
                 offset: 3,
                 size: data.len() as u64 - 3,
-                digest: range_digest,
-            },
+                digest,
+            }),
         );
-        let s = Server::start(Arc::new(f.reopen().unwrap()), site).unwrap();
-        (s, f)
+        let docs = Documents::new(docs).unwrap();
+        let prefix = docs.prefix().to_string();
+        (Server::start(config, docs).unwrap(), prefix, f)
     }
 
-    /// Sends raw requests on one connection and returns everything the server
-    /// sent until it closed the connection.
-    fn exchange(s: &Server, requests: &str) -> Vec<u8> {
-        let mut c = TcpStream::connect(s.addr).unwrap();
+    /// One parsed response.
+    struct Got {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    }
+
+    impl std::fmt::Debug for Got {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(
+                f,
+                "{} {:?} ({} body bytes)",
+                self.status,
+                self.headers,
+                self.body.len()
+            )
+        }
+    }
+
+    impl Got {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        }
+    }
+
+    /// Sends raw requests on one connection, then parses every response the server
+    /// sent until it closed the connection (`heads`: which requests were HEAD). The
+    /// last request asks for the connection to be closed, or the server closes it.
+    fn exchange(s: &Server, requests: &str, heads: &[bool]) -> (Vec<Got>, Vec<u8>) {
+        let mut c = StdTcp::connect(s.addr()).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
         c.write_all(requests.as_bytes()).unwrap();
-        c.shutdown(std::net::Shutdown::Write).unwrap();
-        let mut got = Vec::new();
-        c.read_to_end(&mut got).unwrap();
-        got
-    }
-
-    fn prefix(s: &Server) -> String {
-        s.shared.prefix.clone()
+        let mut raw = Vec::new();
+        let _ = c.read_to_end(&mut raw);
+        let mut out = Vec::new();
+        let mut rest = &raw[..];
+        for &head in heads {
+            let Some(end) = rest.windows(4).position(|w| w == b"\r\n\r\n") else {
+                break;
+            };
+            let text = String::from_utf8_lossy(&rest[..end]).into_owned();
+            let mut lines = text.split("\r\n");
+            let status = lines
+                .next()
+                .unwrap()
+                .split(' ')
+                .nth(1)
+                .unwrap()
+                .parse()
+                .unwrap();
+            let headers: Vec<(String, String)> = lines
+                .filter_map(|l| l.split_once(": "))
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect();
+            let len: usize = headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+                .map_or(0, |(_, v)| v.parse().unwrap());
+            rest = &rest[end + 4..];
+            let take = if head { 0 } else { len.min(rest.len()) };
+            out.push(Got {
+                status,
+                headers,
+                body: rest[..take].to_vec(),
+            });
+            rest = &rest[take..];
+        }
+        (out, raw)
     }
 
     #[test]
-    fn serves_text_ranges_and_resumes_on_one_connection() {
+    fn serves_text_blobs_and_ranges_on_one_connection() {
         let data: Vec<u8> = (0..(3 * CHUNK as u32 + 10)).map(|i| i as u8).collect();
-        let (s, _f) = site(&data, digest(&data[3..]));
-        let p = prefix(&s);
-        let got = exchange(
+        let (s, p, _f) = site(&data, Digest::of(&data[3..]), Config::loopback());
+        let n = data.len() - 3;
+        let (got, _) = exchange(
             &s,
             &format!(
-                "GET {p}info HTTP/1.1\r\nHost: x\r\n\r\nHEAD {p}info HTTP/1.1\r\n\r\nGET {p}nar/x.nar.zst HTTP/1.1\r\n\r\nGET {p}nar/x.nar.zst HTTP/1.1\r\nRange: bytes=5-\r\n\r\nGET {p}missing HTTP/1.1\r\nConnection: close\r\n\r\n"
+                "GET {p}/info HTTP/1.1\r\nHost: x\r\n\r\n\
+                 HEAD {p}/info HTTP/1.1\r\nHost: x\r\n\r\n\
+                 GET {p}/nar/x.nar.zst HTTP/1.1\r\nHost: x\r\n\r\n\
+                 GET {p}/nar/x.nar.zst HTTP/1.1\r\nHost: x\r\nRange: bytes=5-\r\n\r\n\
+                 GET {p}/nar/x.nar.zst HTTP/1.1\r\nHost: x\r\nRange: bytes=1-2\r\n\r\n\
+                 GET {p}/nar/x.nar.zst HTTP/1.1\r\nHost: x\r\nRange: bytes={n}-\r\n\r\n\
+                 HEAD {p}/nar/x.nar.zst HTTP/1.1\r\nHost: x\r\n\r\n\
+                 GET {p}/missing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
             ),
+            &[false, true, false, false, false, false, true, false],
         );
-        let mut want = Vec::new();
-        want.extend_from_slice(
-            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n\r\nhello\n",
+        assert_eq!(got.len(), 8, "{got:?}");
+        assert_eq!((got[0].status, &got[0].body[..]), (200, &b"hello\n"[..]));
+        assert_eq!(got[0].header("content-type"), Some("text/plain"));
+        assert_eq!(
+            (got[1].status, got[1].header("content-length")),
+            (200, Some("6"))
         );
-        want.extend_from_slice(
-            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 6\r\n\r\n",
+        assert!(got[1].body.is_empty());
+        assert_eq!(got[2].status, 200);
+        assert!(got[2].body == data[3..], "the whole blob");
+        assert_eq!(got[3].status, 206);
+        assert_eq!(
+            got[3].header("content-range"),
+            Some(format!("bytes 5-{}/{n}", n - 1).as_str())
         );
-        let n = data.len() - 3;
-        want.extend_from_slice(
-            format!("HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {n}\r\n\r\n").as_bytes(),
+        assert!(got[3].body == data[8..]);
+        assert_eq!(got[4].status, 206);
+        assert_eq!(got[4].body, &data[4..6]);
+        assert_eq!(got[5].status, 416);
+        assert_eq!(
+            got[5].header("content-range"),
+            Some(format!("bytes */{n}").as_str())
         );
-        want.extend_from_slice(&data[3..]);
-        want.extend_from_slice(
-            format!("HTTP/1.1 206 Partial Content\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nContent-Range: bytes 5-{}/{n}\r\n\r\n", n - 5, n - 1).as_bytes(),
+        assert_eq!(
+            got[6].header("content-length"),
+            Some(n.to_string().as_str())
         );
-        want.extend_from_slice(&data[8..]);
-        want.extend_from_slice(
-            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        );
-        assert!(got == want, "response differs from the expected bytes");
+        assert_eq!(got[7].status, 404);
         assert!(s.failures().is_empty());
     }
 
     #[test]
-    fn a_range_that_changed_is_cut_short_and_then_gone() {
+    fn a_blob_that_changed_is_cut_short_and_then_gone() {
         let data: Vec<u8> = (0..(2 * CHUNK as u32 + 100))
             .map(|i| (i * 7) as u8)
             .collect();
-        let wrong = digest(b"not these bytes");
-        let (s, _f) = site(&data, wrong);
-        let p = prefix(&s);
-        let got = exchange(&s, &format!("GET {p}nar/x.nar.zst HTTP/1.1\r\n\r\n"));
-        let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-        let body = &got[head_end..];
+        let wrong = Digest::of(b"not these bytes");
+        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+        let (l1, l2) = (lines.clone(), lines.clone());
+        let mut config = Config::loopback();
+        config.log = Some(Arc::new(move |l: &str| lock(&l1).push(format!("log {l}"))));
+        config.faults = Some(Arc::new(move |l: &str| {
+            lock(&l2).push(format!("fault {l}"))
+        }));
+        let (s, p, _f) = site(&data, wrong, config);
+        let (got, _) = exchange(
+            &s,
+            &format!("GET {p}/nar/x.nar.zst HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+            &[false],
+        );
         // Everything but the last chunk arrived, and the connection was closed.
-        assert_eq!(body.len(), 2 * CHUNK);
-        assert_eq!(body, &data[3..3 + 2 * CHUNK]);
+        assert_eq!(got[0].status, 200);
+        assert_eq!(got[0].body.len(), 2 * CHUNK);
+        assert!(got[0].body == data[3..3 + 2 * CHUNK]);
         let f = s.failures();
         assert_eq!(f.len(), 1);
-        assert_eq!(f[0].name, "nar/x.nar.zst");
+        assert_eq!(f[0].path, format!("{p}/nar/x.nar.zst"));
         assert_eq!(f[0].expected, wrong);
-        assert_eq!(f[0].found, Ok(digest(&data[3..])));
-        let again = exchange(
+        assert_eq!(f[0].found, Fault::Changed(Digest::of(&data[3..])));
+        // A range of its first bytes is cut short too: the last piece waits for the
+        // whole blob's digest. And from now on it is gone.
+        let (again, _) = exchange(
             &s,
-            &format!("GET {p}nar/x.nar.zst HTTP/1.1\r\nConnection: close\r\n\r\n"),
+            &format!("GET {p}/nar/x.nar.zst HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+            &[false],
         );
-        assert!(again.starts_with(b"HTTP/1.1 410 Gone\r\n"));
+        assert_eq!(again[0].status, 410);
+        let lines = lock(&lines).clone();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("fault ") && l.contains("cut short")),
+            "{lines:?}"
+        );
+        assert!(
+            lines.iter().any(|l| l.starts_with("log ")
+                && l.contains(" GET ")
+                && l.contains(" 200 ")
+                && l.ends_with("(cut short)")),
+            "{lines:?}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("log ") && l.contains(" 410 ")),
+            "{lines:?}"
+        );
     }
 
     #[test]
-    fn refuses_what_it_does_not_serve() {
+    fn a_range_of_a_changed_blob_never_gets_its_last_piece() {
+        let data: Vec<u8> = (0..(3 * CHUNK as u32)).map(|i| (i * 3) as u8).collect();
+        let (s, p, _f) = site(&data, Digest::of(b"other"), Config::loopback());
+        let (got, raw) = exchange(
+            &s,
+            &format!("GET {p}/nar/x.nar.zst HTTP/1.1\r\nHost: x\r\nRange: bytes=0-99\r\nConnection: close\r\n\r\n"),
+            &[false],
+        );
+        assert_eq!(got[0].status, 206);
+        assert!(
+            got[0].body.is_empty(),
+            "{} bytes of {}",
+            got[0].body.len(),
+            raw.len()
+        );
+        assert_eq!(s.failures().len(), 1);
+    }
+
+    #[test]
+    fn refuses_what_it_does_not_serve_and_slow_clients() {
         let data = b"0123456789";
-        let (s, _f) = site(data, digest(&data[3..]));
-        let p = prefix(&s);
+        let mut config = Config::loopback();
+        config.header_timeout = Duration::from_millis(300);
+        let (s, p, _f) = site(data, Digest::of(&data[3..]), config);
         // Without the prefix nothing is found.
-        let got = exchange(&s, "GET /info HTTP/1.1\r\nConnection: close\r\n\r\n");
-        assert!(got.starts_with(b"HTTP/1.1 404 Not Found\r\n"));
-        let got = exchange(&s, &format!("PUT {p}info HTTP/1.1\r\n\r\n"));
-        assert!(got.starts_with(b"HTTP/1.1 405 Method Not Allowed\r\n"));
-        let got = exchange(&s, "garbage\r\n\r\n");
-        assert!(got.starts_with(b"HTTP/1.1 400 Bad Request\r\n"));
+        let (got, _) = exchange(
+            &s,
+            "GET /info HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            &[false],
+        );
+        assert_eq!(got[0].status, 404);
+        let (got, _) = exchange(
+            &s,
+            &format!("PUT {p}/info HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc"),
+            &[false],
+        );
+        assert_eq!(got[0].status, 405);
+        let (got, _) = exchange(&s, "garbage\r\n\r\n", &[false]);
+        assert_eq!(got[0].status, 400);
         let long = format!(
-            "GET {p}info HTTP/1.1\r\nX: {}\r\n\r\n",
+            "GET {p}/info HTTP/1.1\r\nX: {}\r\n\r\n",
             "a".repeat(MAX_HEAD)
         );
-        let got = exchange(&s, &long);
-        assert!(got.starts_with(b"HTTP/1.1 400 Bad Request\r\n"));
+        let (got, _) = exchange(&s, &long, &[false]);
+        assert_eq!(got[0].status, 431);
+        // A request head that does not arrive in time: the connection is closed.
+        let mut c = StdTcp::connect(s.addr()).unwrap();
+        c.write_all(b"GET /info HTTP/1.1\r\n").unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let started = Instant::now();
+        let mut buf = Vec::new();
+        let _ = c.read_to_end(&mut buf);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "closed after the header timeout"
+        );
         assert!(s.url().starts_with("http://127.0.0.1:"));
-        assert!(s.url().ends_with(p.trim_end_matches('/')));
+    }
+
+    #[test]
+    fn ranges_as_rfc_9110_reads_them() {
+        use RangeAsked::*;
+        assert_eq!(range_asked(None, 10), Whole);
+        assert_eq!(range_asked(Some("bytes=0-9"), 10), Part(0, 10));
+        assert_eq!(range_asked(Some("bytes=2-"), 10), Part(2, 10));
+        assert_eq!(range_asked(Some("bytes=-3"), 10), Part(7, 10));
+        assert_eq!(range_asked(Some("bytes=-30"), 10), Part(0, 10));
+        assert_eq!(range_asked(Some("bytes=5-1000"), 10), Part(5, 10));
+        assert_eq!(range_asked(Some("bytes=10-"), 10), Unsatisfiable);
+        assert_eq!(range_asked(Some("bytes=-0"), 10), Unsatisfiable);
+        assert_eq!(range_asked(Some("bytes=5-2"), 10), Unsatisfiable);
+        assert_eq!(range_asked(Some("bytes=a-b"), 10), Unsatisfiable);
+        assert_eq!(range_asked(Some("bytes=0-0"), 0), Unsatisfiable);
+        assert_eq!(range_asked(Some("bytes=0-1,3-4"), 10), Whole);
+        assert_eq!(range_asked(Some("items=0-1"), 10), Whole);
+        assert_eq!(range_asked(Some("bytes=+1-2"), 10), Unsatisfiable);
     }
 }

@@ -17,11 +17,11 @@ use anyhow::{Context, Result};
 use fs_err as fs;
 
 use super::validate::{bad, NixObject};
-use super::{Dest, NixTarget};
+use super::{cached_path, Dest, NixTarget};
 use crate::bundle::reader::{damage, Entry, Head};
 use crate::error::NixStoreFailure;
 use crate::import::Target;
-use crate::io::serve::{Resource, Server};
+use crate::io::serve::{Blob, Config, Document, Documents, Fault, Served, Server};
 use crate::nixfmt::{cache_info, parse_path_info, NarHash, NarInfoIdentity, StorePath};
 use crate::progress::Progress;
 use crate::resolve::nix::nix_cmd;
@@ -131,37 +131,40 @@ impl NixTarget {
     }
 
     /// Serves the new paths' narinfos and the bundle file's NAR blobs on a loopback
-    /// port ([`crate::io::serve`]) for one `nix copy`. The server hashes each blob
+    /// port ([`crate::io::serve`]) for one `nix copy`: the documents `gapbundle serve`
+    /// serves for them too ([`super::cached_path`]). The server hashes each blob
     /// again as Nix reads it and holds back its last bytes if the file changed since
     /// it verified, so Nix never completes a NAR we did not check.
     pub(super) fn serve_in_place(&mut self, head: &Head, progress: &Progress) -> Result<()> {
         let src = self.bundle.clone().expect("in_place checked");
+        let source: Served = src.clone();
         let by_path: BTreeMap<&StorePath, &NixObject> =
             self.objects.iter().map(|o| (&o.path, o)).collect();
-        let mut site = BTreeMap::new();
-        site.insert(
+        let mut docs = BTreeMap::new();
+        docs.insert(
             "nix-cache-info".to_string(),
-            Resource::text(cache_info(), "text/x-nix-cache-info"),
+            Document::Text(cache_info().into(), "text/x-nix-cache-info"),
         );
         for p in &self.new_paths {
-            let o = by_path[p];
-            let info = o.narinfo();
-            let blob = head.manifest.blob(&o.blob).expect("checked in nix_objects");
-            let offset = head.blob_position(blob).expect("checked in plan");
-            site.insert(
-                format!("{}.narinfo", p.hash_part()),
-                Resource::text(info.to_text()?, "text/x-nix-narinfo"),
+            let c = cached_path(head, by_path[p])?;
+            let offset = head.blob_position(&c.blob).expect("checked in plan");
+            docs.insert(
+                c.narinfo_name,
+                Document::Text(c.narinfo.into(), "text/x-nix-narinfo"),
             );
-            site.insert(
-                info.url,
-                Resource::Range {
+            docs.insert(
+                c.nar_name,
+                Document::Blob(Blob {
+                    source: source.clone(),
                     offset,
-                    size: blob.size,
-                    digest: blob.digest,
-                },
+                    size: c.blob.size,
+                    digest: c.blob.digest,
+                }),
             );
         }
-        let server = Server::start(src.clone(), site).with_context(|| {
+        let docs = Documents::new(docs)?;
+        let prefix = docs.prefix().to_string();
+        let server = Server::start(Config::loopback(), docs).with_context(|| {
             format!(
                 "serving the bundle's NARs to Nix on a loopback port (127.0.0.1); without one, pipe the bundle in instead, `gapbundle import - … < {}`, and its NARs are staged in $TMPDIR",
                 src.describe()
@@ -177,7 +180,7 @@ impl NixTarget {
         for var in ["no_proxy", "NO_PROXY"] {
             env.push((var, with_loopback(std::env::var_os(var)).into()));
         }
-        let copied = self.copy_into_store(&server.url(), &env, progress);
+        let copied = self.copy_into_store(&format!("{}{prefix}", server.url()), &env, progress);
         let failures = server.failures();
         drop(server);
         if let Some(m) = failures.first() {
@@ -185,11 +188,11 @@ impl NixTarget {
                 .manifest
                 .blob(&m.expected)
                 .expect("served ranges are manifest blobs");
-            let err = damage(head, &Entry::Blob(blob), m.found.clone().ok(), blob.size);
-            let why = match &m.found {
-                Ok(_) => "changed",
-                Err(e) => e.as_str(),
+            let (found, why) = match &m.found {
+                Fault::Changed(d) => (Some(*d), "changed".to_string()),
+                Fault::Unreadable(e) => (None, e.clone()),
             };
+            let err = damage(head, &Entry::Blob(blob), found, blob.size);
             return Err(anyhow::Error::new(err).context(format!(
                 "{} changed after it verified ({why}): Nix was not given that NAR; check the disk, copy the bundle again and rerun",
                 src.describe()
