@@ -8,7 +8,12 @@
 //! normalisation of Docker's `distribution/reference` and containerd's CRI plugin
 //! rule for rule. The network side (which host to connect to, over which transport)
 //! lives in [`crate::registry`], which takes its names from here.
+//!
+//! [`distribution`] is the other side of the same protocol: the distribution-spec's
+//! pull API as `gapbundle serve` answers it (routes, error envelopes, pagination,
+//! referrers), as data, so that its rules can be tested without a socket.
 
+pub mod distribution;
 pub mod reference;
 
 pub use reference::{Reference, ReferenceError};
