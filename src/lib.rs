@@ -12,8 +12,10 @@
 //! - [`resolve`]: inputs to blobs (registries, local layouts and archives);
 //! - [`k8s`]: Kubernetes manifests as data (documents, workload images, HelmChart), pure;
 //! - [`io`]: the local content-addressed cache, atomic files, where a bundle's bytes
-//!   come from (stdin, a file, volumes), subprocesses, the loopback server;
+//!   come from (stdin, a file, volumes), subprocesses, the one HTTP server;
 //! - [`nixfmt`]: Nix's formats (nix32, narinfo, path signatures), pure;
+//! - [`serve`]: verified bundles as one OCI registry and Nix binary cache, the view
+//!   `gapbundle serve` answers from ([`io::serve`] is its HTTP server);
 //! - [`commands`]: one orchestrator per subcommand; [`cli`]: the clap definitions;
 //! - [`pool`]: the one worker pool (std threads only, so the format may use it);
 //! - [`error`]: the markers that pick an exit code, used by every layer.
@@ -33,5 +35,6 @@ pub mod pool;
 pub mod progress;
 pub mod registry;
 pub mod resolve;
+pub mod serve;
 pub mod spec;
 pub mod time;

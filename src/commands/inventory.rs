@@ -113,7 +113,7 @@ pub fn run(a: InventoryArgs, out: &OutputArgs) -> Result<(), Failure> {
 }
 
 /// The machine's host name, or `site` when it has none.
-fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     ["/proc/sys/kernel/hostname", "/etc/hostname"]
         .iter()
         .find_map(|p| std::fs::read_to_string(Path::new(p)).ok())

@@ -21,6 +21,7 @@ pub mod inspect;
 pub mod inventory;
 pub mod key;
 pub mod patch;
+pub mod serve;
 pub mod verify;
 pub mod volumes;
 
@@ -137,6 +138,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Split(a) => volumes::split(a, &out),
         Command::Join(a) => volumes::join(a, &out),
         Command::Import(a) => import::run(a, &out),
+        Command::Serve(a) => serve::run(a, &out),
         Command::Inventory(a) => inventory::run(a, &out),
         Command::Patch(a) => patch::run(a, &out),
         Command::Diff(a) => diff::run(a, &out),
