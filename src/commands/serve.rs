@@ -156,7 +156,7 @@ pub fn run(a: ServeArgs, out: &OutputArgs) -> Result<(), Failure> {
             "# With a private CA, also (ca_file: the CA certificate that signed the server's):\n# configs:\n#   \"{}\":\n#     tls:\n#       ca_file: \"/etc/rancher/k3s/gapbundle-ca.pem\"\n",
             url.trim_start_matches("https://")
         ));
-        nix_conf.push_str("# With a private CA, also: ssl-cert-file = /path/to/ca-bundle.pem (it replaces the system's CAs for Nix)\n");
+        nix_conf.push_str("# With a private CA, also: ssl-cert-file = /path/to/ca-bundle.pem (it replaces the system's\n# CAs for Nix; Nix 2.8 has no such setting and reads NIX_SSL_CERT_FILE from the environment)\n");
     }
     let report = ServeReport {
         ok: true,

@@ -31,6 +31,7 @@ mod oci_bundle;
 mod properties;
 mod registry_client;
 mod registry_resolver;
+mod serve;
 mod services;
 mod spec_vectors;
 mod token_auth;
