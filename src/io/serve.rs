@@ -21,6 +21,14 @@
 //!   of a range whose bytes are not the verified ones. A mismatch (or a read error)
 //!   cuts the response short, is recorded ([`Server::failures`]) and reported, and
 //!   later requests for that blob get the site's [`Site::gone`] reply.
+//! - **A NAR is checked for what it decodes to.** A Nix client decompresses and
+//!   restores a NAR as it reads it, and compares its hash only at the end: a signed
+//!   bundle whose NAR decodes to gigabytes (or to no valid NAR) would fill the
+//!   client's store first. A blob that is a zstd NAR ([`Blob::nar`]) is decoded
+//!   (windows of at most 8 MiB) and parsed ([`NarChecker`], limited to the declared
+//!   NAR size) as it is served, each chunk before it is sent: a client never
+//!   receives a chunk that decodes past the declared size or into an invalid NAR,
+//!   nor the last chunk of a NAR whose hash or size is not the declared one.
 //! - **`Range`** (RFC 9110 section 14) on blobs a site allows it for: one range
 //!   (`bytes=A-B`, `bytes=A-`, `bytes=-N`) gives `206` with `Content-Range`, one that
 //!   cannot be satisfied or is malformed gives `416` with `Content-Range: bytes */SIZE`
@@ -64,7 +72,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
 use crate::bundle::digest::{Digest, Hasher};
+use crate::bundle::manifest::ContentInfo;
 use crate::bundle::reader::{RangeReader, ReadAt};
+use crate::nixfmt::NarChecker;
 
 /// What blobs are read from: a bundle source, shared with the connections.
 pub type Served = Arc<dyn ReadAt + Send>;
@@ -125,6 +135,10 @@ pub struct Blob {
     pub size: u64,
     /// The sha256 of its bytes.
     pub digest: Digest,
+    /// When the bytes are a zstd-compressed NAR: the NAR's sha256 and size, which
+    /// what they decode to must be (checked as they are served, see the module
+    /// documentation).
+    pub nar: Option<ContentInfo>,
 }
 
 impl std::fmt::Debug for Blob {
@@ -251,6 +265,9 @@ pub enum Fault {
     Changed(Digest),
     /// Its bytes could not be read (the message says why).
     Unreadable(String),
+    /// Its bytes are the verified ones, but what they decode to is not the declared
+    /// NAR (the message says why): the bundle was made wrong.
+    Content(String),
 }
 
 impl std::fmt::Display for Fault {
@@ -258,6 +275,7 @@ impl std::fmt::Display for Fault {
         match self {
             Fault::Changed(d) => write!(f, "its bytes now hash to {d}"),
             Fault::Unreadable(why) => write!(f, "it could not be read: {why}"),
+            Fault::Content(why) => write!(f, "it is not the NAR it is signed as: {why}"),
         }
     }
 }
@@ -381,8 +399,12 @@ impl Shared {
             found,
         };
         if let Some(f) = &self.faults {
+            let why = match &m.found {
+                Fault::Content(_) => "the bundle was made wrong",
+                _ => "it changed on disk after it verified",
+            };
             f(&format!(
-                "{} (blob {}) was cut short: {}; it changed on disk after it verified, and is refused from now on",
+                "{} (blob {}) was cut short: {}; {why}, and it is refused from now on",
                 m.path, m.expected, m.found
             ));
         }
@@ -736,11 +758,18 @@ fn respond(
             let inner = if head || from == to {
                 Inner::Done
             } else {
+                let (nar, wrong) = match blob.nar.as_ref().map(NarCheck::new) {
+                    None => (None, None),
+                    Some(Ok(n)) => (Some(n), None),
+                    Some(Err(why)) => (None, Some(why)),
+                };
                 Inner::Checked(Box::new(Checked {
                     shared: shared.clone(),
                     path: path.clone(),
                     job: None,
                     state: Some(Reading {
+                        nar,
+                        wrong,
                         blob,
                         pos: 0,
                         from,
@@ -891,6 +920,10 @@ struct Reading {
     from: u64,
     to: u64,
     hasher: Hasher,
+    /// For a NAR: its decoder and parser, until it is found wrong.
+    nar: Option<NarCheck>,
+    /// Why the NAR is not the declared one, once found.
+    wrong: Option<String>,
 }
 
 impl Checked {
@@ -914,7 +947,8 @@ impl Checked {
                 }
                 Poll::Ready(Some(Ok(bytes)))
             }
-            Ok(Err((fault, blob))) => {
+            Ok(Err(failed)) => {
+                let (fault, blob) = *failed;
                 self.shared.record(&blob, &self.path, fault.clone());
                 Poll::Ready(Some(Err(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -928,58 +962,134 @@ impl Checked {
 
 /// What one read on the blocking pool gives: the state to go on from, the bytes to
 /// send and whether they end the response; or what was wrong, and with which blob.
-type Piece = Result<(Reading, Bytes, bool), (Fault, Blob)>;
+type Piece = Result<(Reading, Bytes, bool), Box<(Fault, Blob)>>;
 
 /// Reads and hashes the blob from where `r` stands until it has bytes of the range
 /// to send. The piece that ends the range is only handed out once the rest of the
-/// blob, to its last byte, hashed to the blob's digest.
+/// blob, to its last byte, hashed to the blob's digest (and, for a NAR, decoded to
+/// exactly the declared NAR); once a NAR is found wrong nothing more is sent.
 fn next_piece(mut r: Reading) -> Piece {
-    let fail = |r: Reading, f: Fault| Err((f, r.blob));
     loop {
-        let size = r.blob.size;
-        let want = (size - r.pos).min(CHUNK as u64) as usize;
-        let mut chunk = vec![0u8; want];
-        if let Err(e) = RangeReader::new(&*r.blob.source, r.blob.offset + r.pos, want as u64)
-            .read_exact(&mut chunk)
-        {
-            let why = format!(
-                "reading the bundle at offset {}: {e}",
-                r.blob.offset + r.pos
-            );
-            return fail(r, Fault::Unreadable(why));
-        }
-        r.hasher.update(&chunk);
-        let (start, end) = (r.pos, r.pos + want as u64);
-        r.pos = end;
+        let (start, chunk) = match r.advance() {
+            Ok(c) => c,
+            Err(f) => return Err(Box::new((f, r.blob))),
+        };
+        let end = start + chunk.len() as u64;
         let (a, b) = (r.from.max(start), r.to.min(end));
-        if a >= b {
-            continue; // before the range: hashed, not sent
+        if a >= b && r.wrong.is_none() {
+            continue; // before the range: checked, not sent
         }
-        let piece = Bytes::from(chunk).slice((a - start) as usize..(b - start) as usize);
-        if b < r.to {
+        if b < r.to && r.wrong.is_none() {
+            let piece = Bytes::from(chunk).slice((a - start) as usize..(b - start) as usize);
             return Ok((r, piece, false));
         }
-        // The last piece: the whole blob must hash right before it goes out.
-        let mut buf = vec![0u8; CHUNK];
-        while r.pos < size {
-            let n = (size - r.pos).min(CHUNK as u64) as usize;
-            if let Err(e) = RangeReader::new(&*r.blob.source, r.blob.offset + r.pos, n as u64)
-                .read_exact(&mut buf[..n])
-            {
-                let why = format!(
-                    "reading the bundle at offset {}: {e}",
-                    r.blob.offset + r.pos
-                );
-                return fail(r, Fault::Unreadable(why));
-            }
-            r.hasher.update(&buf[..n]);
-            r.pos += n as u64;
+        // The last piece, or a NAR found wrong: the whole blob is read to its end
+        // first, to send the piece only if everything checks, or to tell a file that
+        // changed (which decodes to garbage too) from a NAR made wrong.
+        if let Err(f) = r.rest().and_then(|()| r.verdict()) {
+            return Err(Box::new((f, r.blob)));
         }
-        let (found, _) = std::mem::take(&mut r.hasher).finish();
-        if found != r.blob.digest {
-            return fail(r, Fault::Changed(found));
-        }
+        let piece = Bytes::from(chunk).slice((a - start) as usize..(b - start) as usize);
         return Ok((r, piece, true));
+    }
+}
+
+impl Reading {
+    /// Reads the next chunk, hashes it and (for a NAR not found wrong yet) decodes
+    /// and parses it; gives where it starts in the blob, and its bytes.
+    fn advance(&mut self) -> Result<(u64, Vec<u8>), Fault> {
+        let want = (self.blob.size - self.pos).min(CHUNK as u64) as usize;
+        let mut chunk = vec![0u8; want];
+        let at = self.blob.offset + self.pos;
+        RangeReader::new(&*self.blob.source, at, want as u64)
+            .read_exact(&mut chunk)
+            .map_err(|e| Fault::Unreadable(format!("reading the bundle at offset {at}: {e}")))?;
+        self.hasher.update(&chunk);
+        if self.wrong.is_none() {
+            if let Some(n) = self.nar.as_mut() {
+                self.wrong = n.feed(&chunk).err();
+            }
+        }
+        let start = self.pos;
+        self.pos += want as u64;
+        Ok((start, chunk))
+    }
+
+    /// Reads (and checks) the rest of the blob.
+    fn rest(&mut self) -> Result<(), Fault> {
+        while self.pos < self.blob.size {
+            self.advance()?;
+        }
+        Ok(())
+    }
+
+    /// After the last byte: the digest, then the NAR it decodes to.
+    fn verdict(&mut self) -> Result<(), Fault> {
+        let (found, _) = std::mem::take(&mut self.hasher).finish();
+        if found != self.blob.digest {
+            return Err(Fault::Changed(found));
+        }
+        if let Some(why) = self.wrong.take() {
+            return Err(Fault::Content(why));
+        }
+        match self.nar.take() {
+            Some(n) => n.finish().map_err(Fault::Content),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Largest zstd window the NAR check decodes with: 2^23 bytes (8 MiB), the most RFC
+/// 8878 (section 3.1.1.1.2) recommends a decoder support; a frame asking for more
+/// (up to the 2 GiB zstd allows) is refused rather than allocated per connection.
+const NAR_WINDOW_LOG_MAX: u32 = 23;
+
+/// A zstd NAR decoded and parsed chunk by chunk as it is served.
+struct NarCheck {
+    decoder: zstd::stream::write::Decoder<'static, NarChecker>,
+    content: ContentInfo,
+}
+
+impl NarCheck {
+    fn new(content: &ContentInfo) -> Result<NarCheck, String> {
+        let mut decoder = zstd::stream::write::Decoder::new(NarChecker::with_limit(content.size))
+            .map_err(|e| format!("cannot start a zstd decoder: {e}"))?;
+        decoder
+            .window_log_max(NAR_WINDOW_LOG_MAX)
+            .map_err(|e| format!("cannot start a zstd decoder: {e}"))?;
+        Ok(NarCheck {
+            decoder,
+            content: content.clone(),
+        })
+    }
+
+    /// The next compressed bytes: everything they decode to has been parsed when this
+    /// returns `Ok`.
+    fn feed(&mut self, chunk: &[u8]) -> Result<(), String> {
+        use std::io::Write;
+        self.decoder
+            .write_all(chunk)
+            .and_then(|()| self.decoder.flush())
+            .map_err(|e| match e.get_ref() {
+                Some(inner) => inner.to_string(),
+                None => format!("it is not valid zstd: {e}"),
+            })
+    }
+
+    /// After the last byte: a whole NAR, exactly the declared one.
+    fn finish(self) -> Result<(), String> {
+        let summary = self
+            .decoder
+            .into_inner()
+            .finish()
+            .map_err(|e| e.to_string())?;
+        if summary.digest != self.content.digest || summary.size != self.content.size {
+            return Err(format!(
+                "it decompresses to a NAR of {} bytes with sha256 {}, not the declared {} bytes with sha256 {}",
+                summary.size, summary.digest, self.content.size, self.content.digest
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -1071,6 +1181,7 @@ mod tests {
                 offset: 3,
                 size: data.len() as u64 - 3,
                 digest,
+                nar: None,
             }),
         );
         let docs = Documents::new(docs).unwrap();
@@ -1317,6 +1428,92 @@ mod tests {
             "closed after the header timeout"
         );
         assert!(s.url().starts_with("http://127.0.0.1:"));
+    }
+
+    /// The NAR of one regular file holding `contents` (format.md 14.7).
+    fn nar_of(contents: &[u8]) -> Vec<u8> {
+        fn token(out: &mut Vec<u8>, t: &[u8]) {
+            out.extend_from_slice(&(t.len() as u64).to_le_bytes());
+            out.extend_from_slice(t);
+            out.resize(out.len().div_ceil(8) * 8, 0);
+        }
+        let mut out = Vec::new();
+        for t in [
+            &b"nix-archive-1"[..],
+            b"(",
+            b"type",
+            b"regular",
+            b"contents",
+        ] {
+            token(&mut out, t);
+        }
+        token(&mut out, contents);
+        token(&mut out, b")");
+        out
+    }
+
+    /// Serves `stored` (zstd bytes) as a NAR that must decode to `nar_digest` and
+    /// `nar_size`; the response to one GET and the failures.
+    fn serve_nar(stored: &[u8], nar_digest: Digest, nar_size: u64) -> (Got, Vec<Mismatch>) {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(stored).unwrap();
+        let mut docs = BTreeMap::new();
+        docs.insert(
+            "x.nar.zst".to_string(),
+            Document::Blob(Blob {
+                source: Arc::new(f.reopen().unwrap()),
+                offset: 0,
+                size: stored.len() as u64,
+                digest: Digest::of(stored),
+                nar: Some(ContentInfo {
+                    digest: nar_digest,
+                    size: nar_size,
+                }),
+            }),
+        );
+        let docs = Documents::new(docs).unwrap();
+        let p = docs.prefix().to_string();
+        let s = Server::start(Config::loopback(), docs).unwrap();
+        let (mut got, _) = exchange(
+            &s,
+            &format!("GET {p}/x.nar.zst HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+            &[false],
+        );
+        (got.remove(0), s.failures())
+    }
+
+    #[test]
+    fn a_nar_is_served_only_as_what_it_is_signed_as() {
+        let contents: Vec<u8> = (0..(3 * CHUNK as u32)).map(|i| (i % 251) as u8).collect();
+        let nar = nar_of(&contents);
+        let zst = zstd::encode_all(&nar[..], 3).unwrap();
+        let (got, failures) = serve_nar(&zst, Digest::of(&nar), nar.len() as u64);
+        assert_eq!(got.body, zst, "a good NAR goes out whole");
+        assert!(failures.is_empty());
+        // Declared a byte shorter than it decodes to (a bomb, in small): cut short.
+        let (got, failures) = serve_nar(&zst, Digest::of(&nar), nar.len() as u64 - 1);
+        assert!(got.body.len() < zst.len());
+        assert!(
+            matches!(&failures[0].found, Fault::Content(_)),
+            "{failures:?}"
+        );
+        // Valid zstd of bytes that are no NAR: refused although the blob is intact.
+        let junk: Vec<u8> = (0..(2 * CHUNK as u32)).map(|i| (i * 13) as u8).collect();
+        let zst = zstd::encode_all(&junk[..], 3).unwrap();
+        let (got, failures) = serve_nar(&zst, Digest::of(&junk), junk.len() as u64);
+        assert!(got.body.len() < zst.len());
+        match &failures[0].found {
+            Fault::Content(why) => assert!(
+                why.contains("nix-archive-1") || why.contains("NAR"),
+                "{why}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        // The right NAR under a wrong declared hash: its last chunk never goes out.
+        let zst = zstd::encode_all(&nar[..], 3).unwrap();
+        let (got, failures) = serve_nar(&zst, Digest::of(b"other"), nar.len() as u64);
+        assert!(got.body.len() < zst.len());
+        assert!(matches!(&failures[0].found, Fault::Content(_)));
     }
 
     #[test]

@@ -62,7 +62,13 @@ impl Cache {
                     c.narinfo_name,
                     Doc::Text(c.narinfo.into(), "text/x-nix-narinfo"),
                 );
-                docs.insert(c.nar_name, Doc::Nar(s.blob.clone()));
+                // Checked for what it decodes to as it is served: a Nix client
+                // restores a NAR before it can compare its hash.
+                let nar = Blob {
+                    nar: c.blob.content.clone(),
+                    ..s.blob.clone()
+                };
+                docs.insert(c.nar_name, Doc::Nar(nar));
             }
         }
         Ok(Cache {

@@ -143,6 +143,7 @@ impl Blobs {
                         offset,
                         size: e.size,
                         digest: e.digest,
+                        nar: None,
                     },
                     media_type: e.media_type.clone(),
                 });

@@ -159,6 +159,9 @@ impl NixTarget {
                     offset,
                     size: c.blob.size,
                     digest: c.blob.digest,
+                    // Nix restores what it is sent before it checks the hash: the
+                    // server checks the NAR first (a bomb, an invalid NAR).
+                    nar: c.blob.content.clone(),
                 }),
             );
         }
@@ -191,6 +194,19 @@ impl NixTarget {
             let (found, why) = match &m.found {
                 Fault::Changed(d) => (Some(*d), "changed".to_string()),
                 Fault::Unreadable(e) => (None, e.clone()),
+                Fault::Content(why) => {
+                    let users: Vec<&str> = self
+                        .objects
+                        .iter()
+                        .filter(|o| o.blob == blob.digest)
+                        .map(|o| o.path.as_str())
+                        .collect();
+                    return Err(bad(format!(
+                        "the NAR of {} (blob {}) is not the NAR it is signed as: {why}. Nix was not given all of it, and neither it nor any path that references it was registered; rebuild the bundle",
+                        users.join(", "),
+                        blob.digest
+                    )));
+                }
             };
             let err = damage(head, &Entry::Blob(blob), found, blob.size);
             return Err(anyhow::Error::new(err).context(format!(
