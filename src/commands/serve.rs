@@ -202,7 +202,10 @@ pub fn run(a: ServeArgs, out: &OutputArgs) -> Result<(), Failure> {
         }
         let bytes: u64 = bundles.iter().map(|b| b.head.file_len()).sum();
         say!(
-            "serving {repositories} repositories ({tags} tags) and {nix_paths} Nix paths from {} verified, read-only, on {}",
+            "serving {} ({}) and {} from {} verified, read-only, on {}",
+            count(repositories, "repository", "repositories"),
+            count(tags, "tag", "tags"),
+            count(nix_paths, "Nix path", "Nix paths"),
             human_bytes(bytes),
             report.listen
         );
@@ -217,6 +220,11 @@ pub fn run(a: ServeArgs, out: &OutputArgs) -> Result<(), Failure> {
     }
     server.run().context("serving the bundles")?;
     Ok(())
+}
+
+/// `1 tag`, `3 tags`.
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// The URL clients are told to use when `--url` is not given: the address listened
