@@ -131,6 +131,23 @@ fn fixture_bundle(w: &Work, reg: &Registry, out: &str, platforms: &str) -> PathB
     w.path(out)
 }
 
+/// A registry with the fixture images, a work folder, and a bundle of the images.
+struct Fixture {
+    reg: Registry,
+    fx: Fixtures,
+    w: Work,
+    bundle: PathBuf,
+}
+
+/// [`Fixture`] with the bundle `out` of the fixture images' `platforms`.
+fn fixture(out: &str, platforms: &str) -> Fixture {
+    let reg = Registry::start();
+    let fx = push_fixture_images(&reg, None);
+    let w = Work::new("serve-test");
+    let bundle = fixture_bundle(&w, &reg, out, platforms);
+    Fixture { reg, fx, w, bundle }
+}
+
 fn header<'a>(r: &'a HttpResponse, name: &str) -> Option<&'a str> {
     r.headers
         .iter()
@@ -155,10 +172,7 @@ fn copy_out(src: &str, dir: &Path, all: bool, extra: &[&str]) -> String {
 
 #[test]
 fn skopeo_pulls_what_the_registry_had_sixteen_at_once() {
-    let reg = Registry::start();
-    let fx = push_fixture_images(&reg, None);
-    let w = Work::new("serve-test");
-    let bundle = fixture_bundle(&w, &reg, "site.gapb", "all");
+    let Fixture { reg, fx, w, bundle } = fixture("site.gapb", "all");
     let s = Serving::start(&w, &[bundle], &[]);
     assert_eq!(s.report["repositories"], 3);
     assert_eq!(s.report["tags"], 3);
@@ -244,10 +258,12 @@ fn skopeo_pulls_what_the_registry_had_sixteen_at_once() {
 
 #[test]
 fn a_sparse_index_serves_only_the_platforms_kept() {
-    let reg = Registry::start();
-    let fx = push_fixture_images(&reg, None);
-    let w = Work::new("serve-test");
-    let bundle = fixture_bundle(&w, &reg, "amd64.gapb", "[linux/amd64]");
+    let Fixture {
+        reg: _reg,
+        fx,
+        w,
+        bundle,
+    } = fixture("amd64.gapb", "[linux/amd64]");
     let s = Serving::start(&w, &[bundle], &[]);
     let accept = [("Accept", ACCEPT)];
     let index = s.get("/v2/team/multi/manifests/1.0", &accept);
@@ -293,10 +309,7 @@ fn a_sparse_index_serves_only_the_platforms_kept() {
 
 #[test]
 fn the_same_answers_as_the_cncf_registry() {
-    let reg = Registry::start();
-    let fx = push_fixture_images(&reg, None);
-    let w = Work::new("serve-test");
-    let bundle = fixture_bundle(&w, &reg, "site.gapb", "all");
+    let Fixture { reg, fx, w, bundle } = fixture("site.gapb", "all");
     let s = Serving::start(&w, &[bundle], &[]);
     let zero = format!("sha256:{}", "0".repeat(64));
     let amd = fx.multi.platform("amd64");
@@ -523,43 +536,25 @@ fn containerd_pulls_under_the_original_name_through_a_mirror() {
 }
 
 /// A flake of two paths, `app` referring to `lib`, built by the real Nix.
-const FLAKE: &str = r#"{
-  outputs = { self }: let
-    mk = name: script: builtins.derivation {
-      inherit name;
-      system = "x86_64-linux";
-      builder = "/bin/sh";
-      args = [ "-c" script ];
-      PATH = "/usr/bin:/bin";
-    };
-    lib = mk "gb-serve-lib" "mkdir -p $out; seq 1 300000 > $out/data";
-    app = mk "gb-serve-app" "mkdir -p $out; echo ${lib} > $out/uses";
-  in { packages.x86_64-linux.app = app; };
+fn flake() -> String {
+    sh_flake(
+        r#"    lib = mk "gb-serve-lib" "mkdir -p $out; seq 1 300000 > $out/data";
+    app = mk "gb-serve-app" "mkdir -p $out; echo ${lib} > $out/uses";"#,
+        "inherit app;",
+    )
 }
-"#;
 
 /// Writes the flake, a spec bundling its `app` (and `images`), creates `out`;
 /// returns the app's store path and its closure.
 fn nix_bundle(w: &Work, images: &str, out: &str) -> (String, Vec<String>) {
     fs::create_dir_all(w.path("flake")).unwrap();
-    fs::write(w.path("flake/flake.nix"), FLAKE).unwrap();
+    fs::write(w.path("flake/flake.nix"), flake()).unwrap();
     w.write(
         "bundle.yaml",
         &format!("name: n\nversion: \"1\"\nnix:\n  - installable: ./flake#packages.x86_64-linux.app\n{images}"),
     );
     run(&mut with_nix_config(w.create(out)));
-    let built = run_stdout(
-        nix("nix")
-            .args([
-                "build",
-                "--json",
-                "--no-link",
-                ".#packages.x86_64-linux.app",
-            ])
-            .current_dir(w.path("flake")),
-    );
-    let v: Value = serde_json::from_str(&built).unwrap();
-    let app = v[0]["outputs"]["out"].as_str().unwrap().to_string();
+    let app = nix_built(&w.path("flake"), "app");
     let closure = run_stdout(nix("nix-store").args(["-qR", &app]))
         .lines()
         .map(str::to_string)
@@ -577,14 +572,7 @@ fn nix_fresh(program: &str, cache: &Path) -> Command {
 
 /// Whether every one of `paths` is valid in the chroot store at `root`.
 fn all_valid(root: &Path, paths: &[String]) -> bool {
-    let out = run_stdout(
-        nix("nix-store")
-            .arg("--store")
-            .arg(format!("local?root={}", root.display()))
-            .args(["--check-validity", "--print-invalid"])
-            .args(paths),
-    );
-    out.trim().is_empty()
+    nix_valid_in(root, paths).len() == paths.len()
 }
 
 #[test]
@@ -761,10 +749,12 @@ fn get_cut(addr: &str, path: &str) -> (u16, u64, usize) {
 
 #[test]
 fn a_blob_changed_on_disk_while_served_never_reaches_a_client_whole() {
-    let reg = Registry::start();
-    let fx = push_fixture_images(&reg, None);
-    let w = Work::new("serve-test");
-    let bundle = fixture_bundle(&w, &reg, "site.gapb", "[linux/amd64]");
+    let Fixture {
+        reg: _reg,
+        fx,
+        w,
+        bundle,
+    } = fixture("site.gapb", "[linux/amd64]");
     let s = Serving::start(&w, std::slice::from_ref(&bundle), &[]);
     let base = &fx.base_layer_digest;
     let path = format!("/v2/team/app/blobs/{base}");
@@ -806,10 +796,7 @@ fn a_blob_changed_on_disk_while_served_never_reaches_a_client_whole() {
 
 #[test]
 fn untrusted_or_damaged_bundles_are_not_served() {
-    let reg = Registry::start();
-    let fx = push_fixture_images(&reg, None);
-    let w = Work::new("serve-test");
-    let bundle = fixture_bundle(&w, &reg, "site.gapb", "[linux/amd64]");
+    let Fixture { reg, fx, w, bundle } = fixture("site.gapb", "[linux/amd64]");
     let other = Work::new("someone-else");
     let o = serve_output(&w, std::slice::from_ref(&bundle), &other.public());
     let err = fails(&o, 3);
