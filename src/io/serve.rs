@@ -1526,6 +1526,58 @@ mod tests {
     }
 
     #[test]
+    fn a_client_that_stops_reading_gives_its_connection_up() {
+        // One connection at a time: a second client is served only once the first,
+        // which asked for 16 MiB and reads none of it, has been dropped.
+        let data: Vec<u8> = (0..(16u32 << 20)).map(|i| (i >> 8) as u8).collect();
+        let mut config = Config::loopback();
+        config.max_connections = 1;
+        config.stall_timeout = Duration::from_millis(500);
+        let (s, p, _f) = site(&data, Digest::of(&data[3..]), config);
+        let mut stalled = StdTcp::connect(s.addr()).unwrap();
+        stalled
+            .write_all(format!("GET {p}/nar/x.nar.zst HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let started = Instant::now();
+        let (got, _) = exchange(
+            &s,
+            &format!("GET {p}/info HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+            &[false],
+        );
+        let waited = started.elapsed();
+        assert_eq!(got[0].status, 200);
+        assert!(
+            waited >= Duration::from_millis(300),
+            "served after {waited:?}"
+        );
+        assert!(waited < Duration::from_secs(10), "served after {waited:?}");
+        drop(stalled);
+    }
+
+    #[test]
+    fn tls_files_that_cannot_be_used_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("cert.pem");
+        fs_err::write(&junk, "not a certificate\n").unwrap();
+        let key = dir.path().join("key.pem");
+        let e = tls_config(&junk, &key).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ServeError::TlsFile {
+                    what: "certificate",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("cert.pem"), "{e}");
+        let e = tls_config(&dir.path().join("absent.pem"), &key).unwrap_err();
+        assert!(e.to_string().contains("absent.pem"), "{e}");
+    }
+
+    #[test]
     fn ranges_as_rfc_9110_reads_them() {
         use RangeAsked::*;
         assert_eq!(range_asked(None, 10), Whole);
