@@ -313,7 +313,7 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub trust: TrustArgs,
     /// Address and port to listen on; every interface only when asked for
-    /// (0.0.0.0:5000, [::]:5000); port 0 takes a free one.
+    /// (`0.0.0.0:5000`, `[::]:5000`); port 0 takes a free one.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5000")]
     pub listen: std::net::SocketAddr,
     /// Serve HTTPS with this certificate chain (PEM).
