@@ -29,6 +29,13 @@ pub enum CanonicalError {
     },
 }
 
+impl crate::error::Classify for CanonicalError {
+    /// Whoever asked for canonical bytes decides (a bundle's head: verification).
+    fn class(&self) -> Option<crate::error::ErrorClass> {
+        None
+    }
+}
+
 /// Canonical bytes of any serializable value.
 pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CanonicalError> {
     let value = serde_json::to_value(value)?;

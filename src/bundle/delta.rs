@@ -261,6 +261,13 @@ pub enum DeltaError {
     Disagree(String),
 }
 
+impl crate::error::Classify for DeltaError {
+    /// A delta whose carried head does not match it failed verification.
+    fn class(&self) -> Option<crate::error::ErrorClass> {
+        Some(crate::error::ErrorClass::Verify)
+    }
+}
+
 /// Checks the full bundle's head that a delta carries against the delta's own
 /// manifest (section 10.3): the full manifest parses and validates as a manifest
 /// without `delta`; the envelope signs exactly it; and the delta's manifest, without

@@ -25,6 +25,13 @@ pub struct DigestParseError {
     pub input: String,
 }
 
+impl crate::error::Classify for DigestParseError {
+    /// Whoever parsed the digest decides (a spec, a lock, a bundle).
+    fn class(&self) -> Option<crate::error::ErrorClass> {
+        None
+    }
+}
+
 impl Digest {
     /// The digest of `bytes`.
     pub fn of(bytes: &[u8]) -> Self {

@@ -142,6 +142,18 @@ pub enum InventoryError {
     Trust(#[from] TrustError),
 }
 
+impl crate::error::Classify for InventoryError {
+    /// An inventory is an input file given to `create --against`: one that cannot
+    /// be read is bad input; one whose signature fails decides as a trust failure
+    /// (its cause).
+    fn class(&self) -> Option<crate::error::ErrorClass> {
+        match self {
+            InventoryError::Trust(_) => None,
+            _ => Some(crate::error::ErrorClass::Input),
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct Wire {
     inventory: Value,

@@ -49,6 +49,13 @@ pub enum KeyError {
     BadPoint(String),
 }
 
+impl crate::error::Classify for KeyError {
+    /// A key or signature string that cannot be used is bad input.
+    fn class(&self) -> Option<crate::error::ErrorClass> {
+        Some(crate::error::ErrorClass::Input)
+    }
+}
+
 fn split<'a>(text: &'a str, what: &'static str) -> Result<(&'a str, Vec<u8>), KeyError> {
     let text = text.trim();
     let (name, b64) = text.split_once(':').ok_or(KeyError::NoName { what })?;

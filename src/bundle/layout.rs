@@ -144,6 +144,13 @@ pub enum HeaderError {
     },
 }
 
+impl crate::error::Classify for HeaderError {
+    /// Carried by a [`crate::bundle::reader::ReadError`], which decides.
+    fn class(&self) -> Option<crate::error::ErrorClass> {
+        None
+    }
+}
+
 /// The fields of a GNU tar header, as (name, start, end). Bytes 345..500 are the
 /// POSIX `prefix`, which POSIX readers (Python's, Go's) prepend to the name, and
 /// GNU's atime, ctime and sparse map; bundles leave them zero.

@@ -228,6 +228,20 @@ pub enum ReadError {
     Io(#[from] io::Error),
 }
 
+impl crate::error::Classify for ReadError {
+    /// The bundle failed verification, except when a target that consumed an entry
+    /// failed: then what it carries decides (a registry that refused, a full disk),
+    /// and only a target that found the entry's content wrong (`InvalidData`) makes
+    /// it a verification failure.
+    fn class(&self) -> Option<crate::error::ErrorClass> {
+        match self {
+            ReadError::Consumer { source, .. } => (source.kind() == io::ErrorKind::InvalidData)
+                .then_some(crate::error::ErrorClass::Verify),
+            _ => Some(crate::error::ErrorClass::Verify),
+        }
+    }
+}
+
 fn eof_to_truncated(e: io::Error, what: &str) -> ReadError {
     if e.kind() == io::ErrorKind::UnexpectedEof {
         ReadError::Truncated(what.to_string())
@@ -378,7 +392,7 @@ fn damage_of(head: &Head, entry: &Entry, found: Option<Digest>, found_size: u64)
             .manifest
             .users_of(&b.digest)
             .iter()
-            .map(|o| format!("{} `{}`", o.kind, o.name))
+            .map(|o| format!("{} `{}`", o.kind, crate::text::escaped(&o.name)))
             .collect(),
         Entry::File(_) => Vec::new(),
     };

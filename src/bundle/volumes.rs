@@ -93,6 +93,23 @@ pub enum VolumeError {
     Rebuild(String),
 }
 
+impl crate::error::Classify for VolumeError {
+    /// A volume size or parity count the user gave is bad input; a parity header
+    /// that cannot be read is a damaged volume set (verification); a code that
+    /// cannot rebuild what it was given is any other error.
+    fn class(&self) -> Option<crate::error::ErrorClass> {
+        use crate::error::ErrorClass;
+        Some(match self {
+            VolumeError::BadSize(_)
+            | VolumeError::TooSmall { .. }
+            | VolumeError::TooMany { .. }
+            | VolumeError::BadParity { .. } => ErrorClass::Input,
+            VolumeError::Header(_) => ErrorClass::Verify,
+            VolumeError::Rebuild(_) => ErrorClass::Other,
+        })
+    }
+}
+
 /// Parses a volume size: bytes, a number with `K`, `M`, `G`, `T` (powers of 1024,
 /// also written `KiB`…) or `KB`, `MB`, `GB`, `TB` (powers of 1000), or `fat32`.
 pub fn parse_size(s: &str) -> Result<u64, VolumeError> {

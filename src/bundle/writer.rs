@@ -86,6 +86,14 @@ pub enum WriteError {
     Manifest(#[from] ManifestError),
 }
 
+impl crate::error::Classify for WriteError {
+    /// Writing a bundle fails for the local machine's reasons (a full disk, a
+    /// damaged cache).
+    fn class(&self) -> Option<crate::error::ErrorClass> {
+        Some(crate::error::ErrorClass::Other)
+    }
+}
+
 /// Collects blobs and objects, then lays them out.
 pub struct BundleBuilder {
     name: String,
@@ -390,4 +398,61 @@ pub fn write_bundle<W: Write>(
     out.write_all(&[0u8; END_LEN as usize])?;
     out.flush()?;
     Ok(n + END_LEN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::manifest::Kind;
+
+    #[test]
+    fn objects_are_sorted_by_kind_then_name_as_format_md_says() {
+        let d = Digest::of(b"x");
+        let mut b = BundleBuilder::new("n", "1", 0, vec!["all".into()]);
+        b.add_blob(
+            BlobEntry {
+                digest: d,
+                size: 1,
+                media_type: "text/plain".into(),
+                offset: None,
+                encoding: None,
+                content: None,
+            },
+            0,
+        )
+        .unwrap();
+        for (kind, name) in [
+            (Kind::Spec, "a:1"),
+            (Kind::Spec, "a/b:1"),
+            (Kind::Lock, "a"),
+            (Kind::Other("alpha".into()), "z"),
+        ] {
+            b.add_object(Object {
+                kind,
+                name: name.into(),
+                digest: d,
+                media_type: "text/plain".into(),
+                size: 1,
+                blobs: vec![d],
+                meta: Default::default(),
+            })
+            .unwrap();
+        }
+        let plan = b.finish().unwrap();
+        let order: Vec<(&str, &str)> = plan
+            .manifest
+            .objects
+            .iter()
+            .map(|o| (o.kind.as_str(), o.name.as_str()))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                ("alpha", "z"),
+                ("lock", "a"),
+                ("spec", "a/b:1"),
+                ("spec", "a:1")
+            ]
+        );
+    }
 }

@@ -1,6 +1,15 @@
 //! Command-line definitions, and nothing else: clap structs that the commands in
 //! `commands/` receive. Keeping them here lets `completions` and the man page be
 //! generated from one place and keeps parsing out of the orchestration code.
+//!
+//! The doc comments on the fields are clap's `--help` text, written for a terminal
+//! (`HOST[:PORT]`, `<k3s-root>/agent/images`), so rustdoc is not asked to read them
+//! as links or HTML.
+#![allow(
+    rustdoc::broken_intra_doc_links,
+    rustdoc::invalid_html_tags,
+    reason = "the doc comments are --help text for a terminal (see above)"
+)]
 
 use std::path::PathBuf;
 
@@ -134,8 +143,8 @@ pub struct CreateArgs {
     /// Write the bundle as volumes BUNDLE.001, BUNDLE.002, … of at most SIZE bytes
     /// each instead of one file: bytes, K/M/G/T (powers of 1024; KB/MB/GB/TB for
     /// powers of 1000), or `fat32` (4 GiB - 1). `cat BUNDLE.[0-9]*` gives the bundle.
-    #[arg(long, value_name = "SIZE", value_parser = volume_size, help_heading = "Volumes")]
-    pub volume_size: Option<u64>,
+    #[arg(long, value_name = "SIZE", help_heading = "Volumes")]
+    pub volume_size: Option<String>,
     /// Also write N parity volumes BUNDLE.p01 … (Reed-Solomon), so that any N lost or
     /// damaged volumes can be rebuilt (by `join`, or as verify and import read).
     #[arg(
@@ -145,11 +154,6 @@ pub struct CreateArgs {
         help_heading = "Volumes"
     )]
     pub parity: Option<u32>,
-}
-
-/// Parses `--volume-size`.
-fn volume_size(s: &str) -> Result<u64, String> {
-    crate::bundle::volumes::parse_size(s).map_err(|e| e.to_string())
 }
 
 /// `gapbundle split`.
@@ -162,8 +166,8 @@ pub struct SplitArgs {
     pub bundle: PathBuf,
     /// Largest volume: bytes, K/M/G/T (powers of 1024; KB/MB/GB/TB for powers of
     /// 1000), or `fat32` (4 GiB - 1).
-    #[arg(long, value_name = "SIZE", value_parser = volume_size)]
-    pub volume_size: u64,
+    #[arg(long, value_name = "SIZE")]
+    pub volume_size: String,
     /// Also write N parity volumes PREFIX.p01 …: any N lost or damaged volumes can be
     /// rebuilt.
     #[arg(long, value_name = "N")]
@@ -227,12 +231,34 @@ pub struct ImportArgs {
     /// Show what would be imported and change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Where the targets are (shared with `inventory`).
+    #[command(flatten)]
+    pub targets: TargetArgs,
 
-    /// Nix store to import into: a local store path or URI (`/mnt/target`,
+    /// Snapshotter to unpack images into.
+    #[arg(long, default_value = "overlayfs", help_heading = "Images")]
+    pub snapshotter: String,
+    /// K3s is not running yet: write an image archive into <k3s-root>/agent/images instead of using containerd.
+    #[arg(long, help_heading = "Images")]
+    pub staged: bool,
+
+    /// Apply manifests with kubectl instead of the auto-deploy folder.
+    #[arg(long, help_heading = "Manifests")]
+    pub apply: bool,
+    /// kubeconfig for --apply.
+    #[arg(long, value_name = "FILE", help_heading = "Manifests")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// Where an import's targets are: the options `import` and `inventory` share, so
+/// that an inventory lists exactly what an import with the same options would find.
+#[derive(Debug, Args, Clone)]
+pub struct TargetArgs {
+    /// Nix store to import into (or list): a local store path or URI (`/mnt/target`,
     /// `local?root=/mnt/target`) or a binary cache (`file:///srv/cache`) [default: the local store].
     #[arg(long, value_name = "URI", help_heading = "Nix")]
     pub nix_store: Option<String>,
-    /// Do not import Nix paths.
+    /// Leave out Nix paths.
     #[arg(long, help_heading = "Nix")]
     pub skip_nix: bool,
 
@@ -247,10 +273,7 @@ pub struct ImportArgs {
     /// containerd namespace (K3s keeps Kubernetes images in k8s.io).
     #[arg(long, default_value = "k8s.io", help_heading = "Images")]
     pub namespace: String,
-    /// Snapshotter to unpack images into.
-    #[arg(long, default_value = "overlayfs", help_heading = "Images")]
-    pub snapshotter: String,
-    /// Do not import images.
+    /// Leave out images.
     #[arg(long, help_heading = "Images")]
     pub skip_images: bool,
     /// K3s data directory (agent/images, server/manifests).
@@ -261,10 +284,7 @@ pub struct ImportArgs {
         help_heading = "Images"
     )]
     pub k3s_root: PathBuf,
-    /// K3s is not running yet: write an image archive into <k3s-root>/agent/images instead of using containerd.
-    #[arg(long, help_heading = "Images")]
-    pub staged: bool,
-    /// Push images to this registry (fleet mode) instead of containerd.
+    /// Push images to (or list) this registry (fleet mode) instead of containerd.
     #[arg(long, value_name = "HOST[:PORT]", help_heading = "Images")]
     pub registry: Option<String>,
     /// Credentials for --registry as HOST=USER:PASS.
@@ -288,15 +308,9 @@ pub struct ImportArgs {
     #[arg(long, default_value_t = 5, help_heading = "Images")]
     pub retries: u32,
 
-    /// Do not install Kubernetes manifests.
+    /// Leave out Kubernetes manifests (and, for inventory, the bundles K3s's folders show).
     #[arg(long, help_heading = "Manifests")]
     pub skip_manifests: bool,
-    /// Apply manifests with kubectl instead of the auto-deploy folder.
-    #[arg(long, help_heading = "Manifests")]
-    pub apply: bool,
-    /// kubeconfig for --apply.
-    #[arg(long, value_name = "FILE", help_heading = "Manifests")]
-    pub kubeconfig: Option<PathBuf>,
 }
 
 /// `gapbundle serve`.
@@ -346,64 +360,9 @@ pub struct InventoryArgs {
     /// The site's name, recorded in the inventory [default: the host name].
     #[arg(long, value_name = "NAME")]
     pub site: Option<String>,
-
-    /// Nix store to list: a local store path or URI, or a binary cache
-    /// (`file:///srv/cache`) [default: the local store].
-    #[arg(long, value_name = "URI", help_heading = "Nix")]
-    pub nix_store: Option<String>,
-    /// Do not list Nix paths.
-    #[arg(long, help_heading = "Nix")]
-    pub skip_nix: bool,
-
-    /// containerd socket (K3s's by default).
-    #[arg(
-        long,
-        value_name = "SOCKET",
-        default_value = "/run/k3s/containerd/containerd.sock",
-        help_heading = "Images"
-    )]
-    pub containerd: PathBuf,
-    /// containerd namespace (K3s keeps Kubernetes images in k8s.io).
-    #[arg(long, default_value = "k8s.io", help_heading = "Images")]
-    pub namespace: String,
-    /// Do not list images.
-    #[arg(long, help_heading = "Images")]
-    pub skip_images: bool,
-    /// K3s data directory (the bundles its folders show).
-    #[arg(
-        long,
-        value_name = "DIR",
-        default_value = "/var/lib/rancher/k3s",
-        help_heading = "Images"
-    )]
-    pub k3s_root: PathBuf,
-    /// List this fleet registry's repositories instead of containerd.
-    #[arg(long, value_name = "HOST[:PORT]", help_heading = "Images")]
-    pub registry: Option<String>,
-    /// Credentials for --registry as HOST=USER:PASS.
-    #[arg(
-        long = "registry-auth",
-        value_name = "HOST=USER:PASS",
-        help_heading = "Images"
-    )]
-    pub registry_auth: Vec<String>,
-    /// CA certificate (PEM) for --registry.
-    #[arg(long, value_name = "FILE", help_heading = "Images")]
-    pub registry_ca: Option<PathBuf>,
-    /// Allow plain HTTP to this registry.
-    #[arg(
-        long = "insecure-registry",
-        value_name = "HOST",
-        help_heading = "Images"
-    )]
-    pub insecure_registries: Vec<String>,
-    /// Attempts per registry request before giving up.
-    #[arg(long, default_value_t = 5, help_heading = "Images")]
-    pub retries: u32,
-
-    /// Do not list the bundles K3s's folders show.
-    #[arg(long, help_heading = "Manifests")]
-    pub skip_manifests: bool,
+    /// Where the targets are (the same options as `import`).
+    #[command(flatten)]
+    pub targets: TargetArgs,
 }
 
 /// `gapbundle patch`.

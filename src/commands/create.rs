@@ -19,17 +19,30 @@
 //! it into the delta ([`crate::bundle::delta`]): the delta and a full create come
 //! from the same stages, so the full bundle that `patch` rebuilds is the one a full
 //! create writes.
+//!
+//! Two checks come before any of it. The output must not be one of the inputs
+//! (`-o k.sec --key k.sec` would replace the signing key with the bundle; so would
+//! `-o` naming the spec, the lock, a values file, a `--against` base or anything
+//! inside a layout or the cache): `check_output` compares it (with `--volume-size`,
+//! every volume name of the set), by device and inode and by path, with every local
+//! input and refuses with exit code 4 naming both. And `-o -` (or `-o /dev/stdout`,
+//! or any path that is the file standard output already is) writes the bundle to
+//! standard output, which then carries nothing else: the report goes to stderr, and
+//! `--json` (whose report would go to stdout) and `--volume-size` (volumes need
+//! names) are usage errors.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use fs_err as fs;
-use serde_json::json;
 
 use super::inspect::Totals;
-use super::volumes::{commit, say_volumes, volume_failure};
-use super::{exit, print_json, Failure};
+use super::report::{CreateDelta, CreateReport, CreatedImage, DeltaSummary, Fetched};
+use super::settings::CreateSettings;
+use super::volumes::{commit, say_volumes};
+use super::{print_json, Failure};
 use crate::bundle::delta::{delta_manifest, leave_out, Base};
 use crate::bundle::keys::SecretKey;
 use crate::bundle::manifest::{BlobEntry, Kind, Object};
@@ -39,15 +52,13 @@ use crate::bundle::volumes::Layout;
 use crate::bundle::writer::{write_bundle, BundleBuilder, Plan};
 use crate::bundle::Digest;
 use crate::cli::{CreateArgs, OutputArgs};
-use crate::error::InputFailure;
-use crate::io::atomic::AtomicFile;
+use crate::error::{InputFailure, RegistryFailure, UsageFailure};
+use crate::io::atomic::{sweep_beside, AtomicFile};
 use crate::io::bundle_file::{write_parallel, Pieces};
 use crate::io::cas::Cas;
 use crate::io::keys::load_secret_key;
 use crate::io::volumes::{Committed, VolumeOutput};
 use crate::progress::{human_bytes, Progress};
-use crate::registry::auth::parse_registry_auth;
-use crate::registry::{Credentials, Settings};
 use crate::resolve::image::{self, Blob, ImagePlan};
 use crate::resolve::registry::{FetchStats, Registry};
 use crate::resolve::{archive, k8s, layout, nix, Contribution, LockCtx};
@@ -65,42 +76,85 @@ struct ResolvedImage {
     plan: ImagePlan,
 }
 
-fn registry_failure(e: anyhow::Error) -> Failure {
-    Failure {
-        code: exit::REGISTRY,
-        error: e,
+/// What a registry sent that cannot be used (a manifest that cannot be walked, no
+/// platform the spec asks for) is the registry's failure, unless the error says
+/// otherwise: a full disk while caching what it sent is the machine's.
+fn served_by_registry(e: anyhow::Error) -> anyhow::Error {
+    if super::named_class(&e).is_some() {
+        e
+    } else {
+        RegistryFailure(format!("{e:#}")).into()
     }
 }
 
-/// `SOURCE_DATE_EPOCH`, or 0: bundles carry no wall-clock time unless asked to.
-fn source_date_epoch() -> Result<u64, Failure> {
-    Ok(source_date_epoch_set()?.unwrap_or(0))
+/// Where the bundle goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Output {
+    /// A file (or a device, FIFO or symlink: see [`AtomicFile`]).
+    File(PathBuf),
+    /// Standard output: `-o -`, or a path that is the file stdout already is.
+    Stdout,
 }
 
-/// `SOURCE_DATE_EPOCH` when it is set (also read by `inventory`).
-pub(super) fn source_date_epoch_set() -> Result<Option<u64>, Failure> {
-    match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.trim().is_empty() => v.trim().parse().map(Some).map_err(|_| {
-            InputFailure(format!(
-                "SOURCE_DATE_EPOCH=`{v}` is not a number of seconds since 1970"
-            ))
-            .into()
-        }),
-        _ => Ok(None),
+impl Output {
+    fn of(path: &Path) -> Output {
+        if path == Path::new("-") || is_stdout(path) {
+            Output::Stdout
+        } else {
+            Output::File(path.to_path_buf())
+        }
     }
+
+    /// For messages.
+    fn shown(&self) -> String {
+        match self {
+            Output::File(p) => p.display().to_string(),
+            Output::Stdout => "standard output".into(),
+        }
+    }
+}
+
+/// Whether `path` is the very file standard output is (`/dev/stdout`,
+/// `/proc/self/fd/1`, or the file stdout was redirected to).
+fn is_stdout(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(target) = fs_err::metadata(path) else {
+        return false;
+    };
+    // The file descriptor's own link: a pipe, a terminal or a file, whatever it is.
+    let Ok(out) = fs_err::metadata("/proc/self/fd/1") else {
+        return false;
+    };
+    target.dev() == out.dev() && target.ino() == out.ino()
 }
 
 /// Runs create, stage by stage: each stage's result carries what the next needs.
 pub fn run(a: CreateArgs, out: &OutputArgs) -> Result<(), Failure> {
+    let a = &CreateSettings::resolve(a)?;
+    let output = Output::of(&a.output);
+    if output == Output::Stdout {
+        let refused = if out.json {
+            Some("--json prints its report on standard output, which `-o -` gives to the bundle: write the bundle to a file, or leave out --json")
+        } else if a.volume_size.is_some() {
+            Some("--volume-size writes volumes named after -o (PREFIX.001 …), which standard output cannot be: give -o PREFIX, or leave out --volume-size and pipe the bundle into `gapbundle split - -o PREFIX`")
+        } else if std::io::stdout().is_terminal() {
+            Some("standard output is a terminal: pipe the bundle into a command or redirect it to a file, or give -o FILE")
+        } else {
+            None
+        };
+        if let Some(why) = refused {
+            return Err(UsageFailure(why.into()).into());
+        }
+    }
     let progress = Progress::new(out.quiet || out.json);
-    let inputs = Inputs::load(&a, &progress)?;
-    let resolved = resolve(&a, &inputs, &progress)?;
-    check_lock(&a, &inputs, &resolved)?;
+    let inputs = Inputs::load(a, &output, &progress)?;
+    let resolved = resolve(a, &inputs, &progress)?;
+    check_lock(a, &inputs, &resolved)?;
     let fetched = fetch(&inputs, &resolved, &progress)?;
-    let assembled = assemble(&a, &inputs, &resolved)?;
-    let written = write(&a, &inputs, &assembled, &progress)?;
+    let assembled = assemble(a, &inputs, &resolved)?;
+    let written = write(a, &output, &inputs, &assembled, &progress)?;
     report(
-        &a,
+        a,
         out,
         &inputs,
         &resolved,
@@ -125,12 +179,12 @@ struct Inputs {
 }
 
 impl Inputs {
-    fn load(a: &CreateArgs, progress: &Progress) -> Result<Inputs, Failure> {
+    fn load(a: &CreateSettings, output: &Output, progress: &Progress) -> Result<Inputs, Failure> {
         let loaded = spec::load(&a.spec)?;
-        let lock_path = a
-            .lock
-            .clone()
-            .unwrap_or_else(|| a.spec.with_extension("lock"));
+        let lock_path = a.lock.clone();
+        if let Output::File(out) = output {
+            check_output(out, a.volume_size.is_some(), &input_paths(a, &loaded))?;
+        }
         let old_lock = if lock_path.exists() {
             Lock::parse(&lock_path.display().to_string(), &fs::read(&lock_path)?)?
         } else if a.locked {
@@ -152,10 +206,10 @@ impl Inputs {
                 "no --key given: the bundle is unsigned, and verify/import refuse it without --allow-unsigned",
             );
         }
-        let cas = Cas::open(a.cache.clone().unwrap_or_else(Cas::default_root))
+        let cas = Cas::open(a.cache.clone())
             .context("opening the blob cache (choose another with --cache DIR)")?;
-        let created = source_date_epoch()?;
-        let bases = super::against::load(&a.against, &a.trust, progress)?;
+        let created = a.created;
+        let bases = super::against::load(&a.against, &a.against_trust, progress)?;
         Ok(Inputs {
             loaded,
             lock_path,
@@ -181,7 +235,7 @@ struct Resolved {
     registry: Option<Registry>,
 }
 
-fn resolve(a: &CreateArgs, inputs: &Inputs, progress: &Progress) -> Result<Resolved, Failure> {
+fn resolve(a: &CreateSettings, inputs: &Inputs, progress: &Progress) -> Result<Resolved, Failure> {
     let Inputs {
         loaded,
         old_lock,
@@ -199,7 +253,7 @@ fn resolve(a: &CreateArgs, inputs: &Inputs, progress: &Progress) -> Result<Resol
             update: a.update,
         };
         vec![
-            k8s::render(loaded, cas, &mut ctx, progress, &render_options(a)?)?,
+            k8s::render(loaded, cas, &mut ctx, progress, &render_options(a))?,
             nix::resolve(loaded, cas, &mut ctx, progress, keys)?,
         ]
     };
@@ -243,7 +297,7 @@ fn resolve(a: &CreateArgs, inputs: &Inputs, progress: &Progress) -> Result<Resol
 
 /// Resolves `images[i]` (or an image a document wants) against its pin in the lock.
 fn resolve_image(
-    a: &CreateArgs,
+    a: &CreateSettings,
     inputs: &Inputs,
     resolved: &mut Resolved,
     i: usize,
@@ -274,21 +328,20 @@ fn resolve_image(
     let (name, plan) = match &req.source {
         ImageSource::Registry(reference) => {
             if resolved.registry.is_none() {
-                resolved.registry = Some(Registry::new(registry_settings(a)?)?);
+                resolved.registry = Some(Registry::new(a.registry.clone())?);
             }
             let reg = resolved.registry.as_ref().expect("just set");
-            let root = reg
-                .resolve(cas, reference, pinned)
-                .map_err(|e| match wanted_by.get(reference) {
+            let root = reg.resolve(cas, reference, pinned).map_err(|e| {
+                match wanted_by.get(reference) {
                     Some(who) => e.context(format!("{reference} is wanted by {}", who.join(", "))),
                     None => e,
-                })
-                .map_err(registry_failure)?;
+                }
+            })?;
             let plan = {
-                let mut fetch = reg.manifests(cas, reference).map_err(registry_failure)?;
+                let mut fetch = reg.manifests(cas, reference)?;
                 image::walk(&root.bytes, &root.media_type, &req.platforms, &mut fetch)
-                    .with_context(|| format!("image {reference}"))
-                    .map_err(registry_failure)?
+                    .map_err(served_by_registry)
+                    .with_context(|| format!("image {reference}"))?
             };
             resolved
                 .downloads
@@ -342,7 +395,7 @@ fn resolve_image(
 
 /// Stage 3: with `--locked`, the lock the inputs resolved to must be the one on
 /// disk. (Each pin was already held against its image in stage 2.)
-fn check_lock(a: &CreateArgs, inputs: &Inputs, resolved: &Resolved) -> Result<(), Failure> {
+fn check_lock(a: &CreateSettings, inputs: &Inputs, resolved: &Resolved) -> Result<(), Failure> {
     if a.locked && resolved.new_lock != inputs.old_lock {
         return Err(InputFailure(format!(
             "--locked: {} would change:\n  {}\nrun create without --locked to update it",
@@ -381,10 +434,9 @@ fn fetch(
         .cloned()
         .collect();
     match &resolved.registry {
-        Some(reg) if !downloads.is_empty() => Ok(Some(
-            reg.fetch_blobs(&inputs.cas, &downloads, progress)
-                .map_err(registry_failure)?,
-        )),
+        Some(reg) if !downloads.is_empty() => {
+            Ok(Some(reg.fetch_blobs(&inputs.cas, &downloads, progress)?))
+        }
         _ => Ok(None),
     }
 }
@@ -400,7 +452,11 @@ struct Assembled {
     full: Option<Plan>,
 }
 
-fn assemble(a: &CreateArgs, inputs: &Inputs, resolved: &Resolved) -> Result<Assembled, Failure> {
+fn assemble(
+    a: &CreateSettings,
+    inputs: &Inputs,
+    resolved: &Resolved,
+) -> Result<Assembled, Failure> {
     let Inputs {
         loaded,
         lock_path,
@@ -482,6 +538,8 @@ fn assemble(a: &CreateArgs, inputs: &Inputs, resolved: &Resolved) -> Result<Asse
 /// that appear only once all of them are complete; then the lock beside the spec,
 /// if it changed.
 struct Written {
+    /// Where the bundle went.
+    output: Output,
     /// Bytes of the bundle.
     size: u64,
     /// The volumes, when it was split.
@@ -489,7 +547,8 @@ struct Written {
 }
 
 fn write(
-    a: &CreateArgs,
+    a: &CreateSettings,
+    output: &Output,
     inputs: &Inputs,
     assembled: &Assembled,
     progress: &Progress,
@@ -497,22 +556,36 @@ fn write(
     let plan = &assembled.plan;
     let envelope = Envelope::sign(plan.digest, &inputs.keys);
     let total = plan.file_len(&envelope);
-    let jobs = crate::pool::cores();
-    let bar = progress.bar(format!("bundle {}", a.output.display()), total);
-    let volumes = match a.volume_size {
-        Some(volume_size) => {
-            let layout = Layout::new(total, volume_size, plan.data_start(&envelope))
-                .map_err(|e| volume_failure(e.into()))?;
-            let out = VolumeOutput::create(&a.output, layout, a.parity.unwrap_or(0))
-                .map_err(volume_failure)?;
-            write_parallel(&out.pieces(), plan, &envelope, &inputs.cas, jobs, &|b| {
+    let bar = progress.bar(format!("bundle {}", output.shown()), total);
+    let volumes = match (a.volume_size, output) {
+        (_, Output::Stdout) => {
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+            write_bundle(&mut w, plan, &envelope, &inputs.cas, |b| {
                 bar.inc(b.size + 512)
-            })?;
+            })
+            .context("writing the bundle to standard output")?;
+            w.flush().context("writing the bundle to standard output")?;
+            bar.clear();
+            None
+        }
+        (Some(volume_size), Output::File(path)) => {
+            let layout = Layout::new(total, volume_size, plan.data_start(&envelope))?;
+            let out = VolumeOutput::create(path, layout, a.parity.unwrap_or(0))?;
+            write_parallel(
+                &out.pieces(),
+                plan,
+                &envelope,
+                &inputs.cas,
+                a.threads,
+                &|b| bar.inc(b.size + 512),
+            )?;
             bar.clear();
             Some((layout, commit(out, plan.digest, total, progress)?))
         }
-        None => {
-            let mut file = AtomicFile::create(&a.output)?;
+        (None, Output::File(path)) => {
+            // What a killed create left here (a half bundle of hundreds of MiB).
+            sweep_beside(path);
+            let mut file = AtomicFile::create(path)?;
             match file.temp_path().map(std::path::Path::to_path_buf) {
                 Some(tmp) => {
                     write_parallel(
@@ -520,7 +593,7 @@ fn write(
                         plan,
                         &envelope,
                         &inputs.cas,
-                        jobs,
+                        a.threads,
                         &|b| bar.inc(b.size + 512),
                     )?;
                 }
@@ -536,17 +609,19 @@ fn write(
         }
     };
     if assembled.lock_changed {
+        sweep_beside(&inputs.lock_path);
         crate::io::atomic::write(&inputs.lock_path, &assembled.lock_bytes)?;
     }
     Ok(Written {
+        output: output.clone(),
         size: total,
         volumes,
     })
 }
 
-/// Stage 7: what was written, on stdout.
+/// Stage 7: what was written, on stdout (on stderr when the bundle went there).
 fn report(
-    a: &CreateArgs,
+    a: &CreateSettings,
     out: &OutputArgs,
     inputs: &Inputs,
     resolved: &Resolved,
@@ -557,114 +632,231 @@ fn report(
     let Assembled {
         plan, lock_changed, ..
     } = assembled;
+    let output = &written.output;
     let (spec, lock_path) = (&inputs.loaded.spec, &inputs.lock_path);
     let total = written.size;
     let totals = Totals::of(&plan.manifest);
     if out.json {
-        let images: Vec<_> = resolved
-            .images
-            .iter()
-            .map(|r| {
-                json!({"ref": r.name, "digest": r.plan.root.digest.to_string(),
-                       "mediaType": r.plan.root.media_type, "platforms": r.plan.platforms, "source": r.source})
-            })
-            .collect();
-        print_json(&json!({
-            "bundle": a.output, "digest": plan.digest.to_string(), "size": total,
-            "name": spec.name, "version": spec.version,
-            "signers": inputs.keys.iter().map(|k| k.name().to_string()).collect::<Vec<_>>(),
-            "images": images, "lock": lock_path, "lockChanged": lock_changed,
-            "fetched": {"blobs": stats.map_or(0, |s| s.fetched), "bytes": stats.map_or(0, |s| s.fetched_bytes)},
-            "cachedBlobs": stats.map_or(0, |s| s.cached),
-            "storedBytes": totals.stored_bytes, "savedBytes": totals.saved(),
-            "volumes": written.volumes.as_ref().map(|(_, c)| &c.data),
-            "parityVolumes": written.volumes.as_ref().map(|(_, c)| &c.parity),
-            "delta": delta_report(plan, assembled.full.as_ref(), &inputs.keys),
-        }));
+        print_json(&CreateReport {
+            bundle: match output {
+                Output::File(p) => p.clone(),
+                Output::Stdout => PathBuf::from("-"),
+            },
+            digest: plan.digest.to_string(),
+            size: total,
+            name: spec.name.clone(),
+            version: spec.version.clone(),
+            signers: inputs.keys.iter().map(|k| k.name().to_string()).collect(),
+            images: resolved
+                .images
+                .iter()
+                .map(|r| CreatedImage {
+                    reference: r.name.clone(),
+                    digest: r.plan.root.digest.to_string(),
+                    media_type: r.plan.root.media_type.clone(),
+                    platforms: r.plan.platforms.clone(),
+                    source: r.source.clone(),
+                })
+                .collect(),
+            lock: lock_path.clone(),
+            lock_changed: *lock_changed,
+            fetched: Fetched {
+                blobs: stats.map_or(0, |s| s.fetched),
+                bytes: stats.map_or(0, |s| s.fetched_bytes),
+            },
+            cached_blobs: stats.map_or(0, |s| s.cached),
+            stored_bytes: totals.stored_bytes,
+            saved_bytes: totals.saved(),
+            volumes: written.volumes.as_ref().map(|(_, c)| c.data.clone()),
+            parity_volumes: written.volumes.as_ref().map(|(_, c)| c.parity.clone()),
+            delta: delta_report(plan, assembled.full.as_ref(), &inputs.keys),
+        });
     } else if !out.quiet {
-        say!(
+        // Standard output may be the bundle: then nothing else may go there.
+        let line = |l: String| match output {
+            Output::Stdout => eprintln!("{l}"),
+            Output::File(_) => say!("{l}"),
+        };
+        line(format!(
             "{} {} ({}): {} image(s), {} blobs, {} saved by storing shared blobs once",
             if written.volumes.is_some() {
                 "bundled"
             } else {
                 "wrote"
             },
-            a.output.display(),
+            output.shown(),
             human_bytes(total),
             resolved.images.len(),
             totals.blobs,
             human_bytes(totals.saved())
-        );
+        ));
         if let Some((layout, committed)) = &written.volumes {
             say_volumes(&a.output, *layout, committed);
         }
-        say!("digest {}", plan.digest);
+        line(format!("digest {}", plan.digest));
         if let (Some(full), Some(d)) = (&assembled.full, &plan.manifest.delta) {
             let expected = plan.manifest.expected();
-            say!(
+            line(format!(
                 "delta of {} {}: {} blobs ({}) left out, expected on the target; `gapbundle patch` rebuilds the full bundle {}",
                 spec.name,
                 spec.version,
                 expected.len(),
                 human_bytes(expected.iter().map(|(b, _)| b.size).sum()),
                 full.digest
-            );
+            ));
             for base in &d.against {
-                say!(
+                line(format!(
                     "  against {base}: {} blobs ({})",
                     base.blobs,
                     human_bytes(base.bytes)
-                );
+                ));
             }
         }
         if *lock_changed {
-            say!("updated {}", lock_path.display());
+            line(format!("updated {}", lock_path.display()));
         }
     }
 }
 
-/// The `delta` member of create's JSON report: `null` for a full bundle.
-fn delta_report(plan: &Plan, full: Option<&Plan>, keys: &[SecretKey]) -> serde_json::Value {
-    match (full, &plan.manifest.delta) {
-        (Some(full), Some(d)) => {
-            let expected = plan.manifest.expected();
-            json!({
-                "fullDigest": full.digest.to_string(),
-                "fullSize": full.file_len(&Envelope::sign(full.digest, keys)),
-                "against": d.against,
-                "expectedBlobs": expected.len(),
-                "expectedBytes": expected.iter().map(|(b, _)| b.size).sum::<u64>(),
-            })
-        }
-        _ => serde_json::Value::Null,
+/// The `delta` member of create's JSON report: `None` for a full bundle.
+fn delta_report(plan: &Plan, full: Option<&Plan>, keys: &[SecretKey]) -> Option<CreateDelta> {
+    let full = full?;
+    Some(CreateDelta {
+        summary: DeltaSummary::of(&plan.manifest)?,
+        full_size: full.file_len(&Envelope::sign(full.digest, keys)),
+    })
+}
+
+/// Every local file and folder `create` reads, as (what, path, whether every file
+/// below a folder is read): the spec, the lock, the keys, the Docker config, the
+/// cache, the `--against` bases (every volume of a split one) and their `--trust`
+/// keys, local layouts and archives, and what rendering reads.
+fn input_paths(a: &CreateSettings, loaded: &LoadedSpec) -> Vec<(String, PathBuf, bool)> {
+    let mut v = vec![
+        ("the spec".to_string(), a.spec.clone(), false),
+        ("the lock file".to_string(), a.lock.clone(), false),
+        ("the cache (--cache)".to_string(), a.cache.clone(), true),
+    ];
+    for k in &a.keys {
+        v.push(("the key (--key)".to_string(), k.clone(), false));
     }
+    if let Some(p) = &a.registry.docker_config {
+        v.push(("the Docker config".to_string(), p.clone(), false));
+    }
+    for p in &a.against {
+        v.push(("the base (--against)".to_string(), p.clone(), false));
+        // A base given as its first volume is read from every volume of its set.
+        if let Some(set) = crate::io::volumes::find(p) {
+            v.extend(
+                set.data
+                    .into_values()
+                    .chain(set.parity.into_values())
+                    .map(|v| ("a volume of the base (--against)".to_string(), v, false)),
+            );
+        }
+    }
+    for p in &a.against_trust {
+        v.push(("the trusted keys (--trust)".to_string(), p.clone(), true));
+    }
+    for (i, r) in loaded.images.iter().enumerate() {
+        match &r.source {
+            ImageSource::Layout { dir, .. } => {
+                v.push((format!("the layout of images[{i}]"), dir.clone(), true))
+            }
+            ImageSource::Archive(p) => {
+                v.push((format!("the archive of images[{i}]"), p.clone(), false))
+            }
+            ImageSource::Registry(_) | ImageSource::Installable(_) => {}
+        }
+    }
+    v.extend(
+        k8s::local_inputs(loaded)
+            .into_iter()
+            .map(|(what, p, whole)| (format!("{what} of the spec"), p, whole)),
+    );
+    v
+}
+
+/// `path` made absolute with `.` and `..` resolved through the file system where
+/// it exists (the folder of a file that does not exist yet).
+fn resolved_path(path: &Path) -> PathBuf {
+    fs::canonicalize(path).unwrap_or_else(|_| resolved_beside(path))
+}
+
+/// `path` made absolute with its folder resolved through the file system (where it
+/// exists) and its own name kept, whatever that names: where a file of that name
+/// is created or renamed to.
+fn resolved_beside(path: &Path) -> PathBuf {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    match (abs.parent(), abs.file_name()) {
+        (Some(dir), Some(name)) => fs::canonicalize(dir)
+            .map(|d| d.join(name))
+            .unwrap_or(abs.clone()),
+        _ => abs,
+    }
+}
+
+/// Refuses an output that is one of `inputs` (the same file by device and inode,
+/// or by path for an input that does not exist yet, like a new lock file), or that
+/// lies inside an input folder all of whose files are read. With `volumes`,
+/// `output` is the prefix of a set, and every name the set may write or remove
+/// (`PREFIX.001` …, `PREFIX.p01` …: a new set removes the volumes of an earlier one
+/// it lacks) is an output; volumes are renamed into place, never written through a
+/// link, so their names are all there is to compare.
+fn check_output(
+    output: &Path,
+    volumes: bool,
+    inputs: &[(String, PathBuf, bool)],
+) -> Result<(), Failure> {
+    use std::os::unix::fs::MetadataExt;
+    let out_meta = if volumes {
+        None
+    } else {
+        fs::metadata(output).ok()
+    };
+    let out_path = if volumes {
+        resolved_beside(output)
+    } else {
+        resolved_path(output)
+    };
+    for (what, input, whole) in inputs {
+        let in_meta = fs::metadata(input).ok();
+        let in_path = resolved_path(input);
+        let same = if volumes {
+            super::volumes::names_a_volume_of(output, &in_path)
+        } else {
+            match (&out_meta, &in_meta) {
+                (Some(o), Some(i)) => o.dev() == i.dev() && o.ino() == i.ino(),
+                _ => in_path == out_path,
+            }
+        };
+        // A folder read whole (a layout, the cache), or one that does not exist
+        // yet but will be made and filled (a new cache).
+        let inside =
+            *whole && in_meta.as_ref().is_none_or(|m| m.is_dir()) && out_path.starts_with(&in_path);
+        if same || inside {
+            let relation = match (same, volumes) {
+                (true, false) => "is",
+                (true, true) => "with --volume-size would write or remove the volume",
+                (false, _) => "is inside",
+            };
+            return Err(InputFailure(format!(
+                "-o {} {relation} {what} {}: refusing to write the bundle over an input; give another output file",
+                output.display(),
+                input.display()
+            ))
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// Charts use the same `--insecure-registry`, `--registry-auth` and Docker config
 /// as images do.
-fn render_options(a: &CreateArgs) -> Result<k8s::RenderOptions, Failure> {
-    Ok(k8s::RenderOptions {
-        registry: registry_settings(a)?,
-    })
-}
-
-fn registry_credentials(a: &CreateArgs) -> Result<Vec<(String, Credentials)>, Failure> {
-    a.registry_auth
-        .iter()
-        .map(|s| parse_registry_auth(s).map_err(|e| InputFailure(format!("{e:#}")).into()))
-        .collect()
-}
-
-fn registry_settings(a: &CreateArgs) -> Result<Settings, Failure> {
-    Ok(Settings {
-        insecure_hosts: a.insecure_registries.clone(),
-        credentials: registry_credentials(a)?,
-        docker_config: a.docker_config.clone(),
-        ca_files: Vec::new(),
-        ca_flag: None,
-        jobs: a.jobs.max(1),
-        retries: a.retries.max(1),
-    })
+fn render_options(a: &CreateSettings) -> k8s::RenderOptions {
+    k8s::RenderOptions {
+        registry: a.registry.clone(),
+    }
 }
 
 fn local_name(

@@ -2,9 +2,8 @@
 //! and what a delta of NEW against OLD would store, from their heads alone (so it is
 //! instant, and works on a bundle whose blobs are still being copied).
 
-use serde_json::json;
-
 use super::against::read_bundle_head;
+use super::report::{DiffReport, DiffSide};
 use super::{print_json, Failure};
 use crate::bundle::diff::diff;
 use crate::cli::{DiffArgs, OutputArgs};
@@ -17,12 +16,17 @@ pub fn run(a: DiffArgs, out: &OutputArgs) -> Result<(), Failure> {
     let d = diff(&old, &new);
     let (om, nm) = (&old.manifest, &new.manifest);
     if out.json {
-        print_json(&json!({
-            "old": {"bundle": a.old, "name": om.name, "version": om.version, "digest": old.digest.to_string()},
-            "new": {"bundle": a.new, "name": nm.name, "version": nm.version, "digest": new.digest.to_string()},
-            "added": d.added, "removed": d.removed, "changed": d.changed, "unchanged": d.unchanged,
-            "files": d.files, "delta": d.delta,
-        }));
+        let side = |bundle: &std::path::Path, h: &crate::bundle::reader::Head| DiffSide {
+            bundle: bundle.to_path_buf(),
+            name: h.manifest.name.clone(),
+            version: h.manifest.version.clone(),
+            digest: h.digest.to_string(),
+        };
+        print_json(&DiffReport {
+            old: side(&a.old, &old),
+            new: side(&a.new, &new),
+            diff: d,
+        });
         return Ok(());
     }
     say!(

@@ -8,8 +8,8 @@
 
 use clap::CommandFactory;
 use fs_err as fs;
-use serde_json::json;
 
+use super::report::ManReport;
 use super::{print_json, say_bytes, Failure};
 use crate::cli::{Cli, CompletionsArgs, ManArgs, OutputArgs};
 
@@ -46,7 +46,10 @@ pub fn man(a: ManArgs, out: &OutputArgs) -> Result<(), Failure> {
         written.push(path);
     }
     if out.json {
-        print_json(&json!({"ok": true, "pages": written}));
+        print_json(&ManReport {
+            ok: true,
+            pages: written,
+        });
     } else if !out.quiet {
         for p in &written {
             say!("{}", p.display());

@@ -4,10 +4,11 @@
 //! signed by nobody we trust never causes a single write. Then each target plans
 //! (what is new, what is present), `--dry-run` stops there, and the bundle is read
 //! once: every blob is hashed while it streams to the targets that need it, and the
-//! targets register their objects only after the last byte verified.
+//! targets register their objects only after the last byte verified. What it prints
+//! of the bundle (names, versions, objects) goes through [`escaped`].
 
-use serde_json::json;
-
+use super::report::{ImportReport, PlanReport, TargetPlanReport, TargetResult};
+use super::settings::ImportSettings;
 use super::verify::{check_trust, Trust};
 use super::{print_json, Failure};
 use crate::bundle::reader::{read_head, verify_stream, Head};
@@ -16,9 +17,11 @@ use crate::error::{DeltaFailure, InputFailure};
 use crate::import::{self, Fanout, Target};
 use crate::io::source::BundleSource;
 use crate::progress::{human_bytes, Progress};
+use crate::text::escaped;
 
 /// Runs import.
 pub fn run(a: ImportArgs, out: &OutputArgs) -> Result<(), Failure> {
+    let a = ImportSettings::resolve(a)?;
     let progress = &Progress::new(out.quiet || out.json);
     let source = BundleSource::open(&a.bundle)?;
     source.report_to(progress);
@@ -56,31 +59,39 @@ pub fn run(a: ImportArgs, out: &OutputArgs) -> Result<(), Failure> {
     drop(fanout);
     let mut reports = Vec::new();
     for t in targets.iter_mut() {
-        reports.push(json!({"target": t.describe(), "result": t.finish(&head, progress)?}));
+        let result = t.finish(&head, progress)?;
+        reports.push(TargetResult {
+            target: t.describe(),
+            result,
+        });
     }
     let signers = trust.signer_names();
     if out.json {
-        print_json(&json!({
-            "ok": true, "digest": head.digest.to_string(), "name": head.manifest.name,
-            "version": head.manifest.version, "signers": signers, "targets": reports,
-        }));
+        print_json(&ImportReport {
+            ok: true,
+            digest: head.digest.to_string(),
+            name: head.manifest.name.clone(),
+            version: head.manifest.version.clone(),
+            signers,
+            targets: reports,
+        });
     } else if !out.quiet {
         say!(
             "imported {} {} ({})",
-            head.manifest.name,
-            head.manifest.version,
+            escaped(&head.manifest.name),
+            escaped(&head.manifest.version),
             head.digest
         );
         for (t, p) in targets.iter().zip(&plans) {
             say!(
                 "  {}: {} new, {} already present{}",
-                t.describe(),
+                escaped(&t.describe()),
                 p.new_objects.len(),
                 p.present_objects.len(),
                 removals(p, "removed")
             );
             for o in &p.objects_to_remove {
-                say!("    removed  {o} {K3S_DELETES}");
+                say!("    removed  {} {K3S_DELETES}", escaped(o));
             }
         }
     }
@@ -120,7 +131,7 @@ fn check_expected(
             let users: Vec<String> = m
                 .users_of(d)
                 .iter()
-                .map(|o| format!("{} {}", o.kind, crate::bundle::signature::escaped(&o.name)))
+                .map(|o| format!("{} {}", o.kind, crate::text::escaped(&o.name)))
                 .collect();
             let (size, base) = match bases.get(d) {
                 Some((b, base)) => (human_bytes(b.size), base.to_string()),
@@ -163,16 +174,16 @@ fn removals(p: &import::TargetPlan, what: &str) -> String {
 }
 
 fn select_targets(
-    a: &ImportArgs,
+    a: &ImportSettings,
     head: &Head,
     trust: &Trust,
     source: &BundleSource,
 ) -> Result<Vec<Box<dyn Target>>, Failure> {
     let mut v: Vec<Box<dyn Target>> = Vec::new();
-    if let Some(t) = import::nix::target(a, head, trust.signers(), source)? {
-        v.push(t);
+    if let Some(nix) = &a.nix {
+        v.extend(import::nix::target(nix, head, trust.signers(), source)?);
     }
-    v.extend(import::oci::targets(a, head, source)?);
+    v.extend(import::oci::targets(&a.oci, head, source)?);
     Ok(v)
 }
 
@@ -183,39 +194,44 @@ fn report_plan(
     out: &OutputArgs,
 ) {
     if out.json {
-        let t: Vec<_> = targets
-            .iter()
-            .zip(plans)
-            .map(|(t, p)| json!({"target": t.describe(), "plan": p}))
-            .collect();
-        print_json(
-            &json!({"ok": true, "dryRun": true, "digest": head.digest.to_string(), "targets": t}),
-        );
+        print_json(&PlanReport {
+            ok: true,
+            dry_run: true,
+            digest: head.digest.to_string(),
+            targets: targets
+                .iter()
+                .zip(plans)
+                .map(|(t, p)| TargetPlanReport {
+                    target: t.describe(),
+                    plan: p.clone(),
+                })
+                .collect(),
+        });
         return;
     }
     say!(
         "dry run: {} {} ({}), nothing changed",
-        head.manifest.name,
-        head.manifest.version,
+        escaped(&head.manifest.name),
+        escaped(&head.manifest.version),
         head.digest
     );
     for (t, p) in targets.iter().zip(plans) {
         say!(
             "  {}: {} new, {} already present{}, {} to write",
-            t.describe(),
+            escaped(&t.describe()),
             p.new_objects.len(),
             p.present_objects.len(),
             removals(p, "to remove"),
             human_bytes(p.bytes_to_write)
         );
         for o in &p.new_objects {
-            say!("    new      {o}");
+            say!("    new      {}", escaped(o));
         }
         for o in &p.present_objects {
-            say!("    present  {o}");
+            say!("    present  {}", escaped(o));
         }
         for o in &p.objects_to_remove {
-            say!("    would remove  {o} {K3S_DELETES}");
+            say!("    would remove  {} {K3S_DELETES}", escaped(o));
         }
     }
 }

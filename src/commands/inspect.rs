@@ -1,16 +1,20 @@
 //! `gapbundle inspect`: what a bundle holds, from its head alone, so it is instant
 //! even on a 50 GB bundle on a slow USB disk.
+//!
+//! Nothing it shows has been verified (inspect checks no signature), so every
+//! text from the bundle is printed through [`escaped`]; `--json` needs no more
+//! than serde's string escaping.
 
 use std::collections::{BTreeSet, HashMap};
 
-use serde_json::json;
-
+use super::report::{DeltaSummary, InspectImage, InspectObject, InspectReport, InspectTotals};
 use super::{print_json, Failure};
 use crate::bundle::manifest::{Kind, Manifest};
 use crate::bundle::reader::read_head;
 use crate::cli::{InspectArgs, OutputArgs};
 use crate::io::source::BundleSource;
 use crate::progress::human_bytes;
+use crate::text::escaped;
 use crate::time::rfc3339;
 
 /// Totals shown by inspect and create.
@@ -60,21 +64,6 @@ impl Totals {
     }
 }
 
-/// What a delta is against and expects on the target (`null` for a full bundle),
-/// for `inspect --json` and `verify --json`.
-pub fn delta_json(m: &Manifest) -> serde_json::Value {
-    let Some(d) = &m.delta else {
-        return serde_json::Value::Null;
-    };
-    let expected = m.expected();
-    json!({
-        "against": d.against,
-        "fullDigest": d.full.manifest.to_string(),
-        "expectedBlobs": expected.len(),
-        "expectedBytes": expected.iter().map(|(b, _)| b.size).sum::<u64>(),
-    })
-}
-
 /// Runs inspect.
 pub fn run(a: InspectArgs, out: &OutputArgs) -> Result<(), Failure> {
     // The head is in the first volume of a set: the others are not needed.
@@ -83,44 +72,66 @@ pub fn run(a: InspectArgs, out: &OutputArgs) -> Result<(), Failure> {
     let m = &head.manifest;
     let totals = Totals::of(m);
     let signers: Vec<String> = head.envelope.claimed_signers();
-    let images: Vec<serde_json::Value> = m
-        .images()
-        .map(|(o, meta)| {
-            json!({
-                "ref": o.name, "digest": o.digest.to_string(), "mediaType": o.media_type,
-                "platforms": meta.platforms,
-                "size": o.size,
-                "wantedBy": meta.wanted_by(),
-            })
-        })
-        .collect();
     if out.json {
-        print_json(&json!({
-            "name": m.name, "version": m.version, "digest": head.digest.to_string(),
-            "formatVersion": m.format_version, "generator": m.generator,
-            "created": rfc3339(m.created), "platforms": m.platforms,
-            "signers": signers, "images": images,
-            "objects": m.objects.iter().map(|o| json!({"kind": o.kind.as_str(), "name": o.name, "digest": o.digest.to_string(), "size": o.size})).collect::<Vec<_>>(),
-            "totals": {"objects": totals.objects, "blobs": totals.blobs, "storedBytes": totals.stored_bytes,
-                       "logicalBytes": totals.logical_bytes, "savedBytes": totals.saved(),
-                       "fileBytes": head.file_len()},
-            "delta": delta_json(m),
-        }));
+        print_json(&InspectReport {
+            name: m.name.clone(),
+            version: m.version.clone(),
+            digest: head.digest.to_string(),
+            format_version: m.format_version.clone(),
+            generator: m.generator.clone(),
+            created: rfc3339(m.created),
+            platforms: m.platforms.clone(),
+            signers,
+            images: m
+                .images()
+                .map(|(o, meta)| InspectImage {
+                    reference: o.name.clone(),
+                    digest: o.digest.to_string(),
+                    media_type: o.media_type.clone(),
+                    platforms: meta.platforms.clone(),
+                    size: o.size,
+                    wanted_by: meta.wanted_by().to_vec(),
+                })
+                .collect(),
+            objects: m
+                .objects
+                .iter()
+                .map(|o| InspectObject {
+                    kind: o.kind.as_str().to_string(),
+                    name: o.name.clone(),
+                    digest: o.digest.to_string(),
+                    size: o.size,
+                })
+                .collect(),
+            totals: InspectTotals {
+                objects: totals.objects,
+                blobs: totals.blobs,
+                stored_bytes: totals.stored_bytes,
+                logical_bytes: totals.logical_bytes,
+                saved_bytes: totals.saved(),
+                file_bytes: head.file_len(),
+            },
+            delta: DeltaSummary::of(m),
+        });
         return Ok(());
     }
-    say!("bundle    {} {}", m.name, m.version);
+    say!("bundle    {} {}", escaped(&m.name), escaped(&m.version));
     say!("digest    {}", head.digest);
     say!(
         "format    {} ({}), created {}",
-        m.format_version,
-        m.generator,
+        escaped(&m.format_version),
+        escaped(&m.generator),
         rfc3339(m.created)
     );
     if signers.is_empty() {
         say!("signers   none (unsigned)");
     } else {
         for (i, s) in signers.iter().enumerate() {
-            say!("{}{s}", if i == 0 { "signers   " } else { "          " });
+            say!(
+                "{}{}",
+                if i == 0 { "signers   " } else { "          " },
+                escaped(s)
+            );
         }
         say!("          (claimed; `gapbundle verify --trust KEY` checks them)");
     }
@@ -143,23 +154,32 @@ pub fn run(a: InspectArgs, out: &OutputArgs) -> Result<(), Failure> {
     let img: Vec<_> = m.images().collect();
     if !img.is_empty() {
         say!("images");
-        let w = img.iter().map(|(o, _)| o.name.len()).max().unwrap_or(0);
-        for (o, meta) in img {
+        let names: Vec<String> = img
+            .iter()
+            .map(|(o, _)| escaped(&o.name).into_owned())
+            .collect();
+        let w = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
+        for ((o, meta), name) in img.into_iter().zip(&names) {
             say!(
                 "  {:w$}  {}  {:>10}  {}",
-                o.name,
+                name,
                 o.digest.short(),
                 human_bytes(o.size),
-                meta.platforms.join(",")
+                escaped(&meta.platforms.join(","))
             );
             // Which rendered manifests asked for the image (`chart:web Deployment apps/web`).
             for who in meta.wanted_by() {
-                say!("    wanted by {who}");
+                say!("    wanted by {}", escaped(who));
             }
         }
     }
     for o in m.objects.iter().filter(|o| o.kind != Kind::Image) {
-        say!("{:<9} {}  {}", o.kind.as_str(), o.name, human_bytes(o.size));
+        say!(
+            "{:<9} {}  {}",
+            escaped(o.kind.as_str()),
+            escaped(&o.name),
+            human_bytes(o.size)
+        );
     }
     say!(
         "totals    {} objects, {} blobs, {} stored, {} saved by storing shared blobs once, file {}",

@@ -2,9 +2,9 @@
 
 use std::io::Write;
 
-use anyhow::Context;
 use fs_err as fs;
 
+use super::report::{KeyGenerateReport, KeyPublicReport};
 use super::{print_json, Failure};
 use crate::bundle::keys::SecretKey;
 use crate::cli::{KeyGenerateArgs, KeyPublicArgs, OutputArgs};
@@ -29,22 +29,23 @@ pub fn generate(a: KeyGenerateArgs, out: &OutputArgs) -> Result<(), Failure> {
         }
     }
     {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
+        use fs_err::os::unix::fs::OpenOptionsExt;
+        let mut f = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
-            .open(&sec)
-            .with_context(|| format!("creating {}", sec.display()))?;
+            .open(&sec)?;
         f.write_all(key.to_nix_string().as_bytes())?;
         f.sync_all()?;
     }
     crate::io::atomic::write(&public, key.public().to_string().as_bytes())?;
     if out.json {
-        print_json(&serde_json::json!({
-            "name": a.name, "secretKeyFile": sec, "publicKeyFile": public,
-            "publicKey": key.public().to_string(),
-        }));
+        print_json(&KeyGenerateReport {
+            name: a.name.clone(),
+            secret_key_file: sec,
+            public_key_file: public,
+            public_key: key.public().to_string(),
+        });
     } else if !out.quiet {
         say!("secret key: {} (keep it private)", sec.display());
         say!("public key: {}", public.display());
@@ -57,7 +58,10 @@ pub fn generate(a: KeyGenerateArgs, out: &OutputArgs) -> Result<(), Failure> {
 pub fn public(a: KeyPublicArgs, out: &OutputArgs) -> Result<(), Failure> {
     let key = load_secret_key(&a.secret)?;
     if out.json {
-        print_json(&serde_json::json!({"name": key.name(), "publicKey": key.public().to_string()}));
+        print_json(&KeyPublicReport {
+            name: key.name().to_string(),
+            public_key: key.public().to_string(),
+        });
     } else {
         say!("{}", key.public());
     }

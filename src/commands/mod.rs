@@ -21,45 +21,40 @@ pub mod inspect;
 pub mod inventory;
 pub mod key;
 pub mod patch;
+pub mod report;
 pub mod serve;
+pub mod settings;
 pub mod verify;
 pub mod volumes;
 
-use crate::bundle::keys::KeyError;
-use crate::bundle::reader::ReadError;
-use crate::bundle::signature::TrustError;
 use crate::cli::{Cli, Command, KeyCommand};
-use crate::error::{
-    BundleFailure, ContainerdFailure, DeltaFailure, InputFailure, NixStoreFailure, RegistryFailure,
-};
-use crate::io::source::SourceError;
-use crate::io::volumes::VolumeSetError;
-use crate::spec::lock::LockError;
-use crate::spec::SpecError;
+use crate::error::{Classify, ErrorClass};
 
-/// Documented exit codes.
+/// Documented exit codes, from [`ErrorClass::exit_code`] (the one table).
 pub mod exit {
+    use crate::error::ErrorClass;
+
     /// Success.
     pub const OK: u8 = 0;
     /// Any other failure.
-    pub const ERROR: u8 = 1;
+    pub const ERROR: u8 = ErrorClass::Other.exit_code();
     /// Bad command-line usage (clap).
-    pub const USAGE: u8 = 2;
+    pub const USAGE: u8 = ErrorClass::Usage.exit_code();
     /// The bundle failed verification: do not use it.
-    pub const VERIFY: u8 = 3;
+    pub const VERIFY: u8 = ErrorClass::Verify.exit_code();
     /// Bad input: spec, lock or key file, or `--locked` would change the lock.
-    pub const INPUT: u8 = 4;
+    pub const INPUT: u8 = ErrorClass::Input.exit_code();
     /// A registry, containerd or a Nix daemon could not be reached or refused access.
-    pub const REGISTRY: u8 = 5;
+    pub const REGISTRY: u8 = ErrorClass::Service.exit_code();
     /// A delta bundle does not fit: the target (or patch's bases) lacks blobs it
     /// leaves out; nothing was written.
-    pub const DELTA: u8 = 6;
+    pub const DELTA: u8 = ErrorClass::Delta.exit_code();
 }
 
-/// An error with the exit code it should produce.
+/// An error and the exit code it gives.
 #[derive(Debug)]
 pub struct Failure {
-    /// Exit code.
+    /// Exit code, from the error's class ([`classify`]).
     pub code: u8,
     /// The error chain.
     pub error: anyhow::Error,
@@ -69,63 +64,92 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
     fn from(e: E) -> Self {
         let error = e.into();
         Failure {
-            code: classify(&error),
+            code: classify(&error).exit_code(),
             error,
         }
     }
 }
 
-fn classify(e: &anyhow::Error) -> u8 {
-    for cause in e.chain() {
-        // A target that failed while the bundle streamed (a registry refusing a
-        // blob): its own marker decides, not the reader that carried the error.
-        // `io::Error::source` skips the error it wraps, so look inside it here.
-        // A target's own trouble (a full disk, a crashed service) is not a bundle
-        // that failed verification: only a target that found the bundle's content
-        // wrong (InvalidData) says so.
-        if let Some(ReadError::Consumer { source, .. }) = cause.downcast_ref::<ReadError>() {
-            return match source.get_ref() {
-                Some(i) if i.is::<RegistryFailure>() || i.is::<ContainerdFailure>() => {
-                    exit::REGISTRY
-                }
-                Some(i) if i.is::<InputFailure>() => exit::INPUT,
-                Some(i) if i.is::<BundleFailure>() => exit::VERIFY,
-                _ if source.kind() == std::io::ErrorKind::InvalidData => exit::VERIFY,
-                _ => exit::ERROR,
-            };
-        }
-        if cause.is::<DeltaFailure>() {
-            return exit::DELTA;
-        }
-        if cause.is::<ReadError>() || cause.is::<TrustError>() || cause.is::<BundleFailure>() {
-            return exit::VERIFY;
-        }
-        // Volumes missing or cut short: the bundle is incomplete.
-        if let Some(e) = cause.downcast_ref::<VolumeSetError>() {
-            if e.is_incomplete() {
-                return exit::VERIFY;
+/// The class of `error`: that of the outermost error in its chain that names one
+/// (an error carried inside an `io::Error` included), else [`ErrorClass::Other`].
+pub fn classify(error: &anyhow::Error) -> ErrorClass {
+    named_class(error).unwrap_or(ErrorClass::Other)
+}
+
+/// The class an error in `error`'s chain names, if any does (an I/O error names
+/// [`ErrorClass::Other`]).
+pub fn named_class(error: &anyhow::Error) -> Option<ErrorClass> {
+    class_in(error.chain())
+}
+
+fn class_in<'a>(
+    mut chain: impl Iterator<Item = &'a (dyn std::error::Error + 'static)>,
+) -> Option<ErrorClass> {
+    chain.find_map(class_of)
+}
+
+/// The class `e` itself names, if it is one of the crate's error types (each says
+/// its class in its own module) or an I/O error.
+fn class_of(e: &(dyn std::error::Error + 'static)) -> Option<ErrorClass> {
+    macro_rules! known {
+        ($($t:ty),* $(,)?) => {$(
+            if let Some(x) = e.downcast_ref::<$t>() {
+                return x.class();
             }
-        }
-        if let Some(SourceError::Volumes(e)) = cause.downcast_ref::<SourceError>() {
-            if e.is_incomplete() {
-                return exit::VERIFY;
-            }
-        }
-        if cause.is::<SpecError>()
-            || cause.is::<LockError>()
-            || cause.is::<KeyError>()
-            || cause.is::<InputFailure>()
-        {
-            return exit::INPUT;
-        }
-        if cause.is::<RegistryFailure>()
-            || cause.is::<ContainerdFailure>()
-            || cause.is::<NixStoreFailure>()
-        {
-            return exit::REGISTRY;
-        }
+        )*};
     }
-    exit::ERROR
+    known!(
+        crate::error::BundleFailure,
+        crate::error::InputFailure,
+        crate::error::UsageFailure,
+        crate::error::RegistryFailure,
+        crate::error::ContainerdFailure,
+        crate::error::NixStoreFailure,
+        crate::error::DeltaFailure,
+        crate::bundle::canonical::CanonicalError,
+        crate::bundle::decode::DecodeError,
+        crate::bundle::delta::DeltaError,
+        crate::bundle::digest::DigestParseError,
+        crate::bundle::inventory::InventoryError,
+        crate::bundle::keys::KeyError,
+        crate::bundle::layout::HeaderError,
+        crate::bundle::manifest::ManifestError,
+        crate::bundle::reader::ReadError,
+        crate::bundle::signature::TrustError,
+        crate::bundle::volumes::VolumeError,
+        crate::bundle::writer::WriteError,
+        crate::io::cas::CasError,
+        crate::io::keys::KeyFileError,
+        crate::io::process::ProcessError,
+        crate::io::source::SourceError,
+        crate::io::volumes::VolumeSetError,
+        crate::k8s::K8sError,
+        crate::nixfmt::NarError,
+        crate::nixfmt::NarReadError,
+        crate::nixfmt::NixFormatError,
+        crate::nixfmt::PathInfoError,
+        crate::oci::ReferenceError,
+        crate::registry::ClientError,
+        crate::spec::SpecError,
+        crate::spec::lock::LockError,
+    );
+    if let Some(io) = e.downcast_ref::<std::io::Error>() {
+        // An error carried inside (see `error::carried`) decides; `io::Error::source`
+        // skips the error it carries, so look at it here. A bare I/O error is the
+        // local machine's trouble.
+        let inner = io
+            .get_ref()
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        let class = match inner {
+            Some(i) => match i.downcast_ref::<crate::error::Carried>() {
+                Some(c) => class_in(c.0.chain()),
+                None => class_in(std::iter::successors(Some(i), |c| c.source())),
+            },
+            None => None,
+        };
+        return class.or(Some(ErrorClass::Other));
+    }
+    None
 }
 
 /// Runs the parsed command line.
@@ -149,13 +173,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
     }
 }
 
-/// Prints a JSON value on stdout.
-pub fn print_json(v: &serde_json::Value) {
-    say!(
-        "{}",
-        serde_json::to_string_pretty(v).expect("JSON values serialize")
-    );
-}
+pub use report::print_json;
 
 /// Writes one line to standard output (see `say!`).
 pub fn say_line(args: std::fmt::Arguments<'_>) {
@@ -183,36 +201,112 @@ fn stdout_result(r: std::io::Result<()>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bundle::reader::ReadError;
+    use crate::error::{
+        carried, BundleFailure, ContainerdFailure, NixStoreFailure, RegistryFailure,
+    };
+
+    fn consumer(e: std::io::Error) -> anyhow::Error {
+        anyhow::Error::new(ReadError::Consumer {
+            path: "blobs/sha256/00".into(),
+            source: e,
+        })
+    }
 
     #[test]
     fn a_registry_failure_inside_a_streaming_target_exits_5() {
-        let consumer = |e: std::io::Error| {
-            anyhow::Error::new(ReadError::Consumer {
-                path: "blobs/sha256/00".into(),
-                source: e,
-            })
-        };
-        let refused = consumer(std::io::Error::other(RegistryFailure("refused".into())));
-        assert_eq!(classify(&refused), exit::REGISTRY);
+        let refused = consumer(carried(
+            anyhow::Error::new(RegistryFailure("refused".into())).context("pushing blob 00"),
+        ));
+        assert_eq!(classify(&refused), ErrorClass::Service);
         let direct = anyhow::Error::new(RegistryFailure("refused".into())).context("pushing");
-        assert_eq!(classify(&direct), exit::REGISTRY);
+        assert_eq!(classify(&direct), ErrorClass::Service);
         let containerd = consumer(std::io::Error::other(ContainerdFailure("gone".into())));
-        assert_eq!(classify(&containerd), exit::REGISTRY);
+        assert_eq!(classify(&containerd), ErrorClass::Service);
+        // One list for every place: a Nix store's refusal carried by a target too.
+        let nix = consumer(carried(anyhow::Error::new(NixStoreFailure(
+            "refused".into(),
+        ))));
+        assert_eq!(classify(&nix), ErrorClass::Service);
+        assert_eq!(
+            classify(&anyhow::Error::new(NixStoreFailure("refused".into()))),
+            ErrorClass::Service
+        );
         // The bundle's content was wrong: verification failed.
         let wrong = consumer(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             "decompresses to another NAR hash",
         ));
-        assert_eq!(classify(&wrong), exit::VERIFY);
+        assert_eq!(classify(&wrong), ErrorClass::Verify);
         // A hostile name found before any target was touched: as damage.
         let named = anyhow::Error::new(BundleFailure("objects[3]: bad name".into()))
             .context("planning containerd");
-        assert_eq!(classify(&named), exit::VERIFY);
+        assert_eq!(classify(&named), ErrorClass::Verify);
         // The target's own trouble is not the bundle's fault.
         let full = consumer(std::io::Error::new(
             std::io::ErrorKind::StorageFull,
             "no space left on device",
         ));
-        assert_eq!(classify(&full), exit::ERROR);
+        assert_eq!(classify(&full), ErrorClass::Other);
+        let full = consumer(carried(
+            anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::StorageFull))
+                .context("writing the staged archive"),
+        ));
+        assert_eq!(classify(&full), ErrorClass::Other);
+        // Reading the bundle itself failed: it is damaged (or its disk is).
+        let eio = anyhow::Error::new(ReadError::Io(std::io::Error::other("EIO")));
+        assert_eq!(classify(&eio), ErrorClass::Verify);
+        // A sentence with no class is any other error.
+        assert_eq!(classify(&anyhow::anyhow!("no")), ErrorClass::Other);
+    }
+
+    #[test]
+    fn main_s_delta_and_volume_errors_keep_their_codes() {
+        use crate::bundle::volumes::VolumeError;
+        use crate::error::DeltaFailure;
+        use crate::io::source::SourceError;
+        use crate::io::volumes::VolumeSetError;
+
+        // A delta that does not fit exits 6, also when a target found it out.
+        let direct = anyhow::Error::new(DeltaFailure("lacks blobs".into())).context("importing");
+        assert_eq!(classify(&direct).exit_code(), exit::DELTA);
+        let carried_delta = consumer(carried(anyhow::Error::new(DeltaFailure("lacks".into()))));
+        assert_eq!(classify(&carried_delta), ErrorClass::Delta);
+        // Volumes missing or not this bundle's: a damaged bundle, also through the
+        // bundle source (whose variant is transparent).
+        let incomplete = || VolumeSetError::Incomplete {
+            problems: vec!["site.gapb.002 is missing".into()],
+            hint: "copy it again".into(),
+        };
+        assert_eq!(
+            classify(&anyhow::Error::new(incomplete())),
+            ErrorClass::Verify
+        );
+        assert_eq!(
+            classify(&anyhow::Error::new(SourceError::Volumes(incomplete())).context("opening")),
+            ErrorClass::Verify
+        );
+        // A volume size or parity count out of range is bad input, wherever it is
+        // found; a volume's I/O trouble is the machine's.
+        let parity = VolumeError::BadParity {
+            data: 3,
+            parity: 100,
+            max_parity: 99,
+            max_shards: 256,
+        };
+        assert_eq!(
+            classify(&anyhow::Error::new(VolumeSetError::Format(parity))),
+            ErrorClass::Input
+        );
+        let small = VolumeError::TooSmall {
+            volume_size: 10,
+            minimum: 4096,
+        };
+        assert_eq!(classify(&anyhow::Error::new(small)), ErrorClass::Input);
+        let io = VolumeSetError::Io {
+            path: "site.gapb.001".into(),
+            source: std::io::Error::from(std::io::ErrorKind::StorageFull),
+        };
+        assert_eq!(classify(&anyhow::Error::new(io)), ErrorClass::Other);
     }
 }

@@ -18,8 +18,9 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use serde_json::json;
 
+use super::report::PatchReport;
+use super::settings::PatchSettings;
 use super::{print_json, Failure};
 use crate::bundle::delta::check_full;
 use crate::bundle::digest::Hasher;
@@ -97,8 +98,9 @@ impl Input {
 
 /// Runs patch.
 pub fn run(a: PatchArgs, out: &OutputArgs) -> Result<(), Failure> {
+    let a = PatchSettings::resolve(a);
     let progress = Progress::new(out.quiet || out.json);
-    let (delta_path, base_paths) = a.bundles.split_last().expect("clap asks for two or more");
+    let (delta_path, base_paths) = (&a.delta, &a.bases);
     let delta = Input::open(delta_path)?;
     let Some(d) = &delta.head.manifest.delta else {
         return Err(InputFailure(format!(
@@ -229,7 +231,7 @@ pub fn run(a: PatchArgs, out: &OutputArgs) -> Result<(), Failure> {
             write_prefix(&mut prefix, &plan, &envelope)?;
             f.write_all_at(&prefix, 0)?;
             let data_start = plan.data_start(&envelope);
-            let jobs = a.jobs.unwrap_or_else(crate::pool::cores).max(1);
+            let jobs = a.threads;
             crate::pool::map(
                 jobs,
                 &blobs,
@@ -265,13 +267,19 @@ pub fn run(a: PatchArgs, out: &OutputArgs) -> Result<(), Failure> {
     bar.clear();
     let from_delta = blobs.iter().filter(|b| stored[&b.digest].0 == 0).count();
     if out.json {
-        print_json(&json!({
-            "bundle": a.output, "digest": plan.digest.to_string(), "size": total,
-            "name": plan.manifest.name, "version": plan.manifest.version,
-            "delta": delta_path, "deltaDigest": delta.head.digest.to_string(),
-            "bases": base_paths, "blobsFromDelta": from_delta, "blobsFromBases": blobs.len() - from_delta,
-            "signers": envelope_signers(&envelope),
-        }));
+        print_json(&PatchReport {
+            bundle: a.output.clone(),
+            digest: plan.digest.to_string(),
+            size: total,
+            name: plan.manifest.name.clone(),
+            version: plan.manifest.version.clone(),
+            delta: delta_path.clone(),
+            delta_digest: delta.head.digest.to_string(),
+            bases: base_paths.clone(),
+            blobs_from_delta: from_delta,
+            blobs_from_bases: blobs.len() - from_delta,
+            signers: envelope_signers(&envelope),
+        });
     } else if !out.quiet {
         say!(
             "wrote {} ({}): {} {}, {} blobs from the delta, {} from the base(s)",

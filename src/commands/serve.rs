@@ -16,13 +16,13 @@
 //! server. Then a log line per request goes to stderr (`--quiet`: none); a blob cut
 //! short because its bytes changed on disk is reported there in any case.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use serde::Serialize;
 
+use super::report::{print_json_line, ServeReport, ServedBundle};
+use super::settings::ServeSettings;
 use super::verify::check_trust;
 use super::Failure;
 use crate::bundle::reader::{read_head, verify_parallel};
@@ -33,55 +33,12 @@ use crate::io::serve::{tls_config, Config, Server, Sink};
 use crate::io::source::BundleSource;
 use crate::progress::{human_bytes, Progress};
 use crate::serve::{Bundle, View};
-
-/// `serve --json`: what the server serves and how clients reach it.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ServeReport {
-    /// Always true: the server started.
-    pub ok: bool,
-    /// The base URL clients are told to use.
-    pub url: String,
-    /// The address it listens on (the port chosen, for port 0).
-    pub listen: String,
-    /// The bundles served.
-    pub bundles: Vec<ServedBundle>,
-    /// Repositories served.
-    pub repositories: usize,
-    /// Tags served.
-    pub tags: usize,
-    /// Nix store paths served.
-    pub nix_paths: usize,
-    /// Registry host -> endpoints, for a K3s `registries.yaml` `mirrors` section.
-    pub mirrors: BTreeMap<String, Vec<String>>,
-    /// The `registries.yaml` snippet.
-    pub registries_yaml: String,
-    /// The `nix.conf` lines.
-    pub nix_conf: String,
-}
-
-/// One bundle of [`ServeReport`].
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ServedBundle {
-    /// The file (or first volume) given.
-    pub path: String,
-    /// Its manifest digest.
-    pub digest: String,
-    /// Its name.
-    pub name: String,
-    /// Its version.
-    pub version: String,
-    /// Names of the trusted keys whose signatures verified.
-    pub signers: Vec<String>,
-}
+use crate::text::escaped;
 
 /// Runs serve.
 pub fn run(a: ServeArgs, out: &OutputArgs) -> Result<(), Failure> {
+    let a = ServeSettings::resolve(a);
     let progress = Progress::new(out.quiet || out.json);
-    let jobs = a
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     // Every head and signature first.
     let mut opened = Vec::new();
     for path in &a.bundles {
@@ -110,7 +67,7 @@ pub fn run(a: ServeArgs, out: &OutputArgs) -> Result<(), Failure> {
     let bar = progress.bar("bundle data", total);
     let mut bundles = Vec::new();
     for (path, source, shared, head, trust) in opened {
-        verify_parallel(&*shared, &head, jobs, &|n| bar.inc(n))
+        verify_parallel(&*shared, &head, a.threads, &|n| bar.inc(n))
             .map_err(|e| source.place_damage(e))
             .with_context(|| format!("{} is not served", path.display()))?;
         bundles.push(Bundle {
@@ -124,7 +81,7 @@ pub fn run(a: ServeArgs, out: &OutputArgs) -> Result<(), Failure> {
     let view = View::build(&bundles)?;
     let mut config = Config::new(a.listen);
     config.max_connections = a.max_connections;
-    if let (Some(cert), Some(key)) = (&a.tls_cert, &a.tls_key) {
+    if let Some((cert, key)) = &a.tls {
         config.tls = Some(tls_config(cert, key).map_err(|e| InputFailure(e.to_string()))?);
     }
     let log: Sink = Arc::new(|line: &str| eprintln!("{line}"));
@@ -137,8 +94,8 @@ pub fn run(a: ServeArgs, out: &OutputArgs) -> Result<(), Failure> {
     let (repositories, tags, nix_paths) = view.counts();
     let server = Server::start(config, view)?;
     let url = match &a.url {
-        Some(u) => u.trim_end_matches('/').to_string(),
-        None => advertised(server.addr(), tls),
+        Some(u) => u.clone(),
+        None => advertised(server.addr(), tls, &a.host_name),
     };
     let mut keys: Vec<String> = bundles
         .iter()
@@ -184,18 +141,17 @@ pub fn run(a: ServeArgs, out: &OutputArgs) -> Result<(), Failure> {
     };
     if out.json {
         // One line: a script reads it, then points its clients at the server.
-        let value = serde_json::to_value(&report).expect("reports serialize");
-        say!("{value}");
+        print_json_line(&report);
     } else if !out.quiet {
         for b in &report.bundles {
             let who = match b.signers.as_slice() {
                 [] => "signature NOT checked".to_string(),
-                s => format!("signed by {}", s.join(", ")),
+                s => format!("signed by {}", escaped(&s.join(", "))),
             };
             say!(
                 "{} {} ({}) from {}: {who}",
-                b.name,
-                b.version,
+                escaped(&b.name),
+                escaped(&b.version),
                 b.digest,
                 b.path
             );
@@ -229,14 +185,10 @@ fn count(n: usize, one: &str, many: &str) -> String {
 
 /// The URL clients are told to use when `--url` is not given: the address listened
 /// on, or this host's name when that is every interface.
-fn advertised(addr: SocketAddr, tls: bool) -> String {
+fn advertised(addr: SocketAddr, tls: bool, host_name: &str) -> String {
     let scheme = if tls { "https" } else { "http" };
     if addr.ip().is_unspecified() {
-        format!(
-            "{scheme}://{}:{}",
-            super::inventory::host_name(),
-            addr.port()
-        )
+        format!("{scheme}://{host_name}:{}", addr.port())
     } else {
         format!("{scheme}://{addr}")
     }

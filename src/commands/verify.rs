@@ -5,25 +5,25 @@
 //! hashed by several threads at positions the manifest gives; stdin (`-`) is read in
 //! one pass, which is also what an import over a pipe does.
 
-use serde_json::json;
-
-use super::{print_json, Failure};
-use crate::bundle::keys::PublicKey;
 use std::io::Read;
 
-use super::inspect::delta_json;
+use super::report::{DeltaSummary, ExpectedBlob, VerifyDelta, VerifyReport};
+use super::settings::{TrustSettings, VerifySettings};
+use super::{print_json, Failure};
 use crate::bundle::delta::check_full;
+use crate::bundle::keys::PublicKey;
 use crate::bundle::manifest::{BlobEntry, Manifest};
 use crate::bundle::reader::{
     read_head, verify_parallel, verify_stream, Entry, EntrySink, Head, RangeReader, ReadAt,
 };
 use crate::bundle::signature::TrustError;
 use crate::bundle::Digest;
-use crate::cli::{OutputArgs, TrustArgs, VerifyArgs};
+use crate::cli::{OutputArgs, VerifyArgs};
 use crate::error::BundleFailure;
 use crate::io::keys::load_public_keys;
 use crate::io::source::BundleSource;
 use crate::progress::{human_bytes, Progress};
+use crate::text::escaped;
 
 /// Outcome of the trust check.
 pub enum Trust {
@@ -52,8 +52,8 @@ impl Trust {
 }
 
 /// Decides trust for a head; shared with import.
-pub fn check_trust(head: &Head, t: &TrustArgs, progress: &Progress) -> Result<Trust, Failure> {
-    let keys = load_public_keys(&t.trust, |w| progress.warn(w))?;
+pub fn check_trust(head: &Head, t: &TrustSettings, progress: &Progress) -> Result<Trust, Failure> {
+    let keys = load_public_keys(&t.keys, |w| progress.warn(w))?;
     match head.envelope.check(&head.digest, &keys, t.threshold) {
         Ok(signers) => Ok(Trust::Signed(signers)),
         Err(TrustError::Unsigned | TrustError::NoTrustedKeys | TrustError::NotEnough { .. })
@@ -70,10 +70,8 @@ pub fn check_trust(head: &Head, t: &TrustArgs, progress: &Progress) -> Result<Tr
 
 /// Runs verify.
 pub fn run(a: VerifyArgs, out: &OutputArgs) -> Result<(), Failure> {
+    let a = VerifySettings::resolve(a);
     let progress = Progress::new(out.quiet || out.json);
-    let jobs = a
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let source = BundleSource::open(&a.bundle)?;
     source.report_to(&progress);
     let mut r = source.reader()?;
@@ -83,7 +81,7 @@ pub fn run(a: VerifyArgs, out: &OutputArgs) -> Result<(), Failure> {
     let mut full_head = FullHead::new(&head);
     match source.random_access() {
         Some(ra) => {
-            verify_parallel(ra, &head, jobs, &|n| bar.inc(n))?;
+            verify_parallel(ra, &head, a.threads, &|n| bar.inc(n))?;
             full_head.read(ra, &head)?;
         }
         None => verify_stream(&mut r, &head, &mut full_head, |n| bar.inc(n))?,
@@ -93,21 +91,27 @@ pub fn run(a: VerifyArgs, out: &OutputArgs) -> Result<(), Failure> {
     let m = &head.manifest;
     let signers = trust.signer_names();
     if out.json {
-        print_json(&json!({
-            "ok": true, "digest": head.digest.to_string(), "name": m.name, "version": m.version,
-            "signers": signers, "signatureChecked": matches!(trust, Trust::Signed(_)),
-            "objects": m.objects.len(), "blobs": m.blobs.len(), "bytes": head.file_len(),
-            "delta": delta_report(&head, full.as_ref()),
-        }));
+        print_json(&VerifyReport {
+            ok: true,
+            digest: head.digest.to_string(),
+            name: m.name.clone(),
+            version: m.version.clone(),
+            signers: signers.clone(),
+            signature_checked: matches!(trust, Trust::Signed(_)),
+            objects: m.objects.len(),
+            blobs: m.blobs.len(),
+            bytes: head.file_len(),
+            delta: delta_report(&head, full.as_ref()),
+        });
     } else if !out.quiet {
         let who = match trust {
-            Trust::Signed(_) => format!("signed by {}", signers.join(", ")),
+            Trust::Signed(_) => format!("signed by {}", escaped(&signers.join(", "))),
             Trust::Unchecked => "signature NOT checked".into(),
         };
         say!(
             "OK {} {} ({}): {who}; {} objects, {} blobs, {} verified",
-            m.name,
-            m.version,
+            escaped(&m.name),
+            escaped(&m.version),
             head.digest,
             m.objects.len(),
             m.blobs.len(),
@@ -143,29 +147,30 @@ pub fn run(a: VerifyArgs, out: &OutputArgs) -> Result<(), Failure> {
 fn users(m: &Manifest, b: &BlobEntry) -> String {
     m.users_of(&b.digest)
         .iter()
-        .map(|o| format!("{} {}", o.kind, crate::bundle::signature::escaped(&o.name)))
+        .map(|o| format!("{} {}", o.kind, crate::text::escaped(&o.name)))
         .collect::<Vec<_>>()
         .join(", ")
 }
 
-/// `verify --json`'s `delta`: what [`delta_json`] says, the full bundle's digest as
-/// checked, and every blob the delta expects on the target.
-fn delta_report(head: &Head, full: Option<&Digest>) -> serde_json::Value {
-    let mut v = delta_json(&head.manifest);
-    if let (Some(o), Some(full)) = (v.as_object_mut(), full) {
-        o.insert("fullChecked".into(), json!(full.to_string()));
-        let expected: Vec<_> = head
-            .manifest
+/// `verify --json`'s `delta`: what [`DeltaSummary`] says, the full bundle's digest
+/// as checked, and every blob the delta expects on the target.
+fn delta_report(head: &Head, full: Option<&Digest>) -> Option<VerifyDelta> {
+    let m = &head.manifest;
+    Some(VerifyDelta {
+        summary: DeltaSummary::of(m)?,
+        full_checked: full?.to_string(),
+        expected: m
             .expected()
             .iter()
-            .map(|(b, base)| {
-                json!({"digest": b.digest.to_string(), "size": b.size, "mediaType": b.media_type,
-                       "base": base.digest.to_string(), "neededBy": users(&head.manifest, b)})
+            .map(|(b, base)| ExpectedBlob {
+                digest: b.digest.to_string(),
+                size: b.size,
+                media_type: b.media_type.clone(),
+                base: base.digest.to_string(),
+                needed_by: users(m, b),
             })
-            .collect();
-        o.insert("expected".into(), json!(expected));
-    }
-    v
+            .collect(),
+    })
 }
 
 /// The two blobs of a delta that carry the full bundle's head, collected while the

@@ -15,8 +15,8 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use serde_json::json;
-
+use super::report::{JoinReport, SplitReport};
+use super::settings::{JoinSettings, SplitSettings};
 use super::{print_json, Failure};
 use crate::bundle::reader::{
     read_head, verify_parallel, verify_stream, NoSink, RangeReader, ReadAt, Reread,
@@ -26,35 +26,18 @@ use crate::cli::{JoinArgs, OutputArgs, SplitArgs};
 use crate::error::InputFailure;
 use crate::io::atomic::AtomicFile;
 use crate::io::source::BundleSource;
-use crate::io::volumes::{Committed, VolumeOutput, VolumeSetError};
+use crate::io::volumes::{Committed, VolumeOutput};
 use crate::progress::{human_bytes, Progress};
-
-/// A volume set error as the user should see it: a size or count out of range is
-/// bad input (exit 4), the rest keeps its own class.
-pub(super) fn volume_failure(e: VolumeSetError) -> Failure {
-    match e {
-        VolumeSetError::Format(f) => InputFailure(f.to_string()).into(),
-        other => other.into(),
-    }
-}
 
 /// Runs split.
 pub fn split(a: SplitArgs, out: &OutputArgs) -> Result<(), Failure> {
+    let a = SplitSettings::resolve(a)?;
     let progress = Progress::new(out.quiet || out.json);
-    let prefix = match (&a.output, a.bundle.as_os_str() == "-") {
-        (Some(p), _) => p.clone(),
-        (None, true) => {
-            return Err(InputFailure(
-                "splitting standard input needs -o PREFIX for the volumes' names".into(),
-            )
-            .into())
-        }
-        (None, false) => a.bundle.clone(),
-    };
+    let prefix = a.prefix.clone();
     let source = BundleSource::open(&a.bundle)?;
     source.report_to(&progress);
     if let Some(src) = source.shared() {
-        refuse_overwrite(src.paths(), &prefix, a.parity.unwrap_or(0))?;
+        refuse_overwrite(src.paths(), &prefix, a.parity)?;
     }
     let mut r = source.reader()?;
     let mut recording = Recording {
@@ -63,10 +46,8 @@ pub fn split(a: SplitArgs, out: &OutputArgs) -> Result<(), Failure> {
     };
     let head = read_head(&mut recording)?;
     let head_bytes = recording.bytes;
-    let layout = Layout::new(head.file_len(), a.volume_size, head.data_start)
-        .map_err(|e| volume_failure(e.into()))?;
-    let volumes =
-        VolumeOutput::create(&prefix, layout, a.parity.unwrap_or(0)).map_err(volume_failure)?;
+    let layout = Layout::new(head.file_len(), a.volume_size, head.data_start)?;
+    let volumes = VolumeOutput::create(&prefix, layout, a.parity)?;
     let bar = progress.bar(
         format!("volumes {}", prefix.display()),
         head.manifest.data_len(),
@@ -80,7 +61,7 @@ pub fn split(a: SplitArgs, out: &OutputArgs) -> Result<(), Failure> {
             out: &mut w,
         };
         verify_stream(&mut tee, &head, &mut NoSink, |n| bar.inc(n))?;
-        w.finish().map_err(volume_failure)?;
+        w.finish()?;
     }
     bar.clear();
     let committed = commit(volumes, head.digest, layout.bundle_size, &progress)?;
@@ -96,9 +77,7 @@ pub(super) fn commit(
     progress: &Progress,
 ) -> Result<Committed, Failure> {
     let bar = progress.bar("parity", total);
-    let committed = volumes
-        .commit(digest, &|n| bar.inc(n))
-        .map_err(volume_failure)?;
+    let committed = volumes.commit(digest, &|n| bar.inc(n))?;
     bar.clear();
     Ok(committed)
 }
@@ -112,11 +91,16 @@ pub(super) fn report_volumes(
     c: &Committed,
 ) {
     if out.json {
-        print_json(&json!({
-            "ok": true, "prefix": prefix, "digest": digest, "size": layout.bundle_size,
-            "volumeSize": layout.volume_size, "volumes": c.data, "parityVolumes": c.parity,
-            "removed": c.removed,
-        }));
+        print_json(&SplitReport {
+            ok: true,
+            prefix: prefix.to_path_buf(),
+            digest: digest.to_string(),
+            size: layout.bundle_size,
+            volume_size: layout.volume_size,
+            volumes: c.data.clone(),
+            parity_volumes: c.parity.clone(),
+            removed: c.removed.clone(),
+        });
     } else if !out.quiet {
         say_volumes(prefix, layout, c);
         say!("digest {digest}");
@@ -161,20 +145,16 @@ fn refuse_overwrite<'a>(
     prefix: &Path,
     parity: u32,
 ) -> Result<(), Failure> {
-    let canon = |p: &Path| std::fs::canonicalize(p).ok();
+    let canon = |p: &Path| fs_err::canonicalize(p).ok();
     let inputs: Vec<PathBuf> = inputs.filter_map(canon).collect();
     let probe = [
         crate::bundle::volumes::data_volume_path(prefix, 1),
         crate::bundle::volumes::parity_volume_path(prefix, parity.max(1)),
     ];
-    let dir = prefix.parent().filter(|p| !p.as_os_str().is_empty());
-    let dir = canon(dir.unwrap_or(Path::new(".")));
-    let stem = prefix.file_name();
     for input in &inputs {
-        let same_set = dir.as_deref() == input.parent()
-            && crate::bundle::volumes::parse_volume_path(input)
-                .is_some_and(|(p, _)| p.file_name() == stem);
-        if same_set || probe.iter().filter_map(|p| canon(p)).any(|p| &p == input) {
+        if names_a_volume_of(prefix, input)
+            || probe.iter().filter_map(|p| canon(p)).any(|p| &p == input)
+        {
             return Err(InputFailure(format!(
                 "the volumes {}.* would replace {}, which is being read: give another -o PREFIX",
                 prefix.display(),
@@ -184,6 +164,17 @@ fn refuse_overwrite<'a>(
         }
     }
     Ok(())
+}
+
+/// Whether `path` (absolute, its folder resolved) names a volume of the set with
+/// `prefix` (`PREFIX.NNN` or `PREFIX.pNN` in the prefix's folder): one that writing
+/// that set writes or, as left from an earlier set, removes.
+pub(super) fn names_a_volume_of(prefix: &Path, path: &Path) -> bool {
+    let dir = prefix.parent().filter(|p| !p.as_os_str().is_empty());
+    let dir = fs_err::canonicalize(dir.unwrap_or(Path::new("."))).ok();
+    dir.as_deref() == path.parent()
+        && crate::bundle::volumes::parse_volume_path(path)
+            .is_some_and(|(p, _)| p.file_name() == prefix.file_name())
 }
 
 /// Keeps a copy of every byte read (the head, which `split` writes too).
@@ -290,8 +281,9 @@ fn copy_out(
 
 /// Runs join.
 pub fn join(a: JoinArgs, out: &OutputArgs) -> Result<(), Failure> {
+    let a = JoinSettings::resolve(a);
     let progress = Progress::new(out.quiet || out.json);
-    let jobs = a.jobs.unwrap_or_else(crate::pool::cores);
+    let jobs = a.threads;
     let source = BundleSource::open(&a.first)?;
     source.report_to(&progress);
     let Some(src) = source.shared() else {
@@ -301,11 +293,11 @@ pub fn join(a: JoinArgs, out: &OutputArgs) -> Result<(), Failure> {
         ))
         .into());
     };
-    let target = std::fs::canonicalize(&a.output).ok();
+    let target = fs_err::canonicalize(&a.output).ok();
     if let Some(t) = &target {
         if src
             .paths()
-            .any(|p| std::fs::canonicalize(p).ok().as_ref() == Some(t))
+            .any(|p| fs_err::canonicalize(p).ok().as_ref() == Some(t))
         {
             return Err(InputFailure(format!(
                 "{} is one of the volumes being joined: give another -o",
@@ -325,7 +317,7 @@ pub fn join(a: JoinArgs, out: &OutputArgs) -> Result<(), Failure> {
     };
     match file.temp_path().map(Path::to_path_buf) {
         Some(tmp) => {
-            let out = std::fs::OpenOptions::new().write(true).open(&tmp)?;
+            let out = fs_err::OpenOptions::new().write(true).open(&tmp)?;
             copy_out(
                 &*src,
                 len,
@@ -336,10 +328,11 @@ pub fn join(a: JoinArgs, out: &OutputArgs) -> Result<(), Failure> {
             // The copy is checked from the page cache, in parallel; what is damaged
             // in it is copied again once the volumes had their say (rebuilt).
             let copy = CopyBack {
-                copy: std::fs::OpenOptions::new()
+                copy: fs_err::OpenOptions::new()
                     .read(true)
                     .write(true)
-                    .open(&tmp)?,
+                    .open(&tmp)?
+                    .into_file(),
                 src: &*src,
                 again: Mutex::new(BTreeSet::new()),
             };
@@ -355,11 +348,16 @@ pub fn join(a: JoinArgs, out: &OutputArgs) -> Result<(), Failure> {
     file.commit()?;
     let rebuilt = source.rebuilt_volumes();
     if out.json {
-        print_json(&json!({
-            "ok": true, "bundle": a.output, "digest": head.digest.to_string(), "size": len,
-            "volumes": src.paths().collect::<Vec<_>>(), "rebuilt": rebuilt,
-            "notes": source.said(), "signatureChecked": false,
-        }));
+        print_json(&JoinReport {
+            ok: true,
+            bundle: a.output.clone(),
+            digest: head.digest.to_string(),
+            size: len,
+            volumes: src.paths().map(Path::to_path_buf).collect(),
+            rebuilt: rebuilt.clone(),
+            notes: source.said(),
+            signature_checked: false,
+        });
     } else if !out.quiet {
         say!(
             "joined {} into {} ({}): every digest checked (the signature is checked by verify and import)",

@@ -72,7 +72,7 @@ pub struct Fleet {
 impl Fleet {
     /// The fleet registry `host` under `settings`.
     pub fn new(settings: &Settings, host: &str) -> Result<Fleet> {
-        let registry = registry::Client::new(settings).map_err(|e| e.marked())?;
+        let registry = registry::Client::new(settings)?;
         let route = registry.route_to(host, "");
         let (auth, origin) = registry.credentials(&route)?;
         let client = registry.transport(&route).clone();

@@ -13,13 +13,23 @@
 //! - **Manifests**: the documents of each target file (object meta `file`), in
 //!   `order`, joined with `---` lines, into `<k3s-root>/server/manifests/<bundle-name>/`
 //!   where K3s's deploy controller applies them; each file appears whole (temp +
-//!   rename). A file whose bytes already match is left alone. Then the files an
+//!   rename). A zstd-stored document is decoded as soon as its blob verified, into a
+//!   private staging folder, through [`crate::bundle::decode::decode_checked`]:
+//!   never more than its declared content size, and only a document of exactly its
+//!   declared digest is ever put into a file. A file whose bytes already match is
+//!   left alone. Then the files an
 //!   earlier version of the bundle wrote there and this one no longer has are
 //!   removed, so the folder mirrors the bundle imported last (K3s deletes what it
 //!   deployed from a removed file). Only regular files named as gapbundle names them
 //!   ([`is_file_name`]) are removed; anything else in the folder, and everything
 //!   outside it, is left alone. With `--apply`, the same files are passed to
 //!   `kubectl apply -f` instead, and nothing is removed.
+//!
+//! Both folders are named after the bundle as it is: a bundle whose name is not a
+//! valid bundle name ([`valid_bundle_name`]) is refused before anything is written,
+//! so two bundles share a folder or an archive only when they share a name.
+//! Temporary files and folders here carry [`crate::io::temp`]'s names, and each
+//! target sweeps its folder of those a killed import left before it writes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{self, Read, Write};
@@ -29,42 +39,42 @@ use anyhow::{anyhow, bail, Context, Result};
 use fs_err as fs;
 use serde_json::{json, Value};
 
+use super::report::{ManifestsReport, StagedReport, TargetReport};
 use super::{Target, TargetPlan};
 use crate::bundle::canonical;
+use crate::bundle::decode::decode_checked;
 use crate::bundle::inventory::BundleSeen;
 use crate::bundle::layout::{header, write_padding};
-use crate::bundle::manifest::{BlobEntry, Encoding, Kind, Object};
+use crate::bundle::manifest::{valid_bundle_name, BlobEntry, ContentInfo, Encoding, Kind, Object};
 use crate::bundle::meta::K8sManifestMeta;
 use crate::bundle::oci::{index_bytes, oci_layout_bytes};
 use crate::bundle::reader::Head;
 use crate::bundle::Digest;
-use crate::error::{DeltaFailure, InputFailure};
-use crate::io::atomic::AtomicFile;
+use crate::error::{BundleFailure, DeltaFailure};
+use crate::io::atomic::{sweep_beside, AtomicFile};
 use crate::io::process::Cmd;
+use crate::io::temp::{self, TempFolder};
 use crate::k8s::names::is_file_name;
 use crate::progress::Progress;
+use crate::text::escaped;
 
 /// Annotation on the staged archive's index naming the bundle it came from.
 pub const BUNDLE_ANNOTATION: &str = "io.gapbundle.bundle.digest";
 
-/// A file name made from a bundle name: letters, digits, `.`, `-`, `_` only.
-pub fn safe_name(name: &str) -> String {
-    let s: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let s = s.trim_start_matches('.').to_string();
-    if s.is_empty() {
-        "bundle".into()
-    } else {
-        s
+/// The bundle's name, which names its folder and its archive on the target; a
+/// [`BundleFailure`] (the bundle is refused, exit code 3) when it is not a valid
+/// bundle name.
+pub fn folder_name(head: &Head) -> Result<&str> {
+    let name = head.manifest.name.as_str();
+    if !valid_bundle_name(name) {
+        return Err(BundleFailure(format!(
+            "the bundle's name `{}` is not a bundle name (1 to {} letters, digits, `.`, `_` and `-`, starting with a letter or digit), and it would name a folder and a file here; the bundle is refused before anything is written: ask whoever made it to create it again with a valid `name:`",
+            crate::text::shortened(name, 100),
+            crate::bundle::manifest::MAX_NAME_LEN
+        ))
+        .into());
     }
+    Ok(name)
 }
 
 /// The `index.json` of the staged archive.
@@ -97,11 +107,11 @@ pub struct StagedImages {
 
 impl StagedImages {
     /// The archive for `head` under `k3s_root`.
-    pub fn new(k3s_root: &Path, head: &Head) -> Self {
+    pub fn new(k3s_root: &Path, head: &Head) -> Result<Self> {
         let path = k3s_root
             .join("agent/images")
-            .join(format!("{}.tar", safe_name(&head.manifest.name)));
-        Self {
+            .join(format!("{}.tar", folder_name(head)?));
+        Ok(Self {
             path,
             out: None,
             mtime: head.manifest.created,
@@ -116,12 +126,12 @@ impl StagedImages {
                 .filter(|o| o.kind == Kind::Image)
                 .map(|o| o.name.clone())
                 .collect(),
-        }
+        })
     }
 
     /// Whether the archive at `path` was written from this bundle (its first entries).
     fn already_written(&self) -> bool {
-        let Ok(f) = std::fs::File::open(&self.path) else {
+        let Ok(f) = fs::File::open(&self.path) else {
             return false;
         };
         let mut r = io::BufReader::new(f).take(1 << 20);
@@ -133,13 +143,15 @@ impl StagedImages {
         // entry 1: oci-layout (512 + 512), entry 2: index.json.
         let start = 1024 + 512;
         buf.get(start..start + want.len()) == Some(&want[..])
-            && std::fs::metadata(&self.path).map(|m| m.len()).ok() == Some(self.len)
+            && fs::metadata(&self.path).map(|m| m.len()).ok() == Some(self.len)
     }
 
     fn open(&mut self) -> io::Result<&mut AtomicFile> {
         if self.out.is_none() {
             let dir = self.path.parent().expect("has a parent");
             fs::create_dir_all(dir)?;
+            // A killed import's half archive (hundreds of MiB) goes first.
+            sweep_beside(&self.path);
             let mut f = AtomicFile::create(&self.path)?;
             for (name, bytes) in [
                 ("oci-layout", oci_layout_bytes()),
@@ -250,9 +262,13 @@ impl Target for StagedImages {
         write_padding(f, blob.size)
     }
 
-    fn finish(&mut self, _head: &Head, _progress: &Progress) -> Result<Value> {
+    fn finish(&mut self, _head: &Head, _progress: &Progress) -> Result<TargetReport> {
         if self.present {
-            return Ok(json!({"archive": self.path, "written": false}));
+            return Ok(TargetReport::Staged(StagedReport {
+                archive: self.path.clone(),
+                written: false,
+                bytes: None,
+            }));
         }
         let path = self.path.clone();
         let f = self.open()?;
@@ -260,7 +276,11 @@ impl Target for StagedImages {
         let f = self.out.take().expect("open");
         f.commit()
             .with_context(|| format!("cannot write {}", path.display()))?;
-        Ok(json!({"archive": path, "written": true, "bytes": self.len}))
+        Ok(TargetReport::Staged(StagedReport {
+            archive: path,
+            written: true,
+            bytes: Some(self.len),
+        }))
     }
 }
 
@@ -322,7 +342,7 @@ pub fn bundles_seen(k3s_root: &Path) -> Result<Vec<BundleSeen>> {
 /// (its second entry), or `None` for any other file.
 fn staged_bundle_digest(path: &Path) -> Option<Digest> {
     use crate::bundle::layout::{parse_header, Block};
-    let mut f = io::BufReader::new(std::fs::File::open(path).ok()?);
+    let mut f = io::BufReader::new(fs::File::open(path).ok()?);
     let mut block = [0u8; 512];
     f.read_exact(&mut block).ok()?;
     match parse_header(&block).ok()? {
@@ -363,7 +383,7 @@ fn manifest_files(head: &Head) -> Result<BTreeMap<String, Vec<Doc>>> {
         let b = blobs.get(&o.digest).ok_or_else(|| {
             anyhow!(
                 "manifest {} names blob {} that is not listed",
-                o.name,
+                escaped(&o.name),
                 o.digest
             )
         })?;
@@ -388,15 +408,11 @@ fn manifest_files(head: &Head) -> Result<BTreeMap<String, Vec<Doc>>> {
 
 fn manifest_file_name(o: &Object, meta: &K8sManifestMeta) -> Result<String> {
     let file = &meta.file;
-    if file.is_empty()
-        || file.contains('/')
-        || file.contains('\\')
-        || file.starts_with('.')
-        || file.contains('\0')
-    {
-        return Err(InputFailure(format!(
-            "Kubernetes manifest {} wants the file name `{file}`, which is not a plain file name: refusing to write outside the manifests folder",
-            o.name
+    if !is_file_name(file) {
+        return Err(BundleFailure(format!(
+            "Kubernetes manifest {} wants the file name `{}`, which is not one a writer gives (`[A-Za-z0-9_][A-Za-z0-9._-]*.yaml`, at most 100 bytes): refusing to write it into the manifests folder",
+            escaped(&o.name),
+            crate::text::shortened(file, 100)
         ))
         .into());
     }
@@ -436,6 +452,10 @@ fn file_matches(existing: &[u8], docs: &[Doc]) -> bool {
 /// Symlinks, folders and other names are not ours and never listed. `None` when
 /// `dir` is itself a symlink: what it points to is outside the manifests folder, so
 /// nothing is removed from it.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "NotFound is an answer; other errors name the path"
+)]
 fn stale_files(dir: &Path, keep: &BTreeMap<String, Vec<Doc>>) -> Result<Option<Vec<String>>> {
     match std::fs::symlink_metadata(dir) {
         Ok(m) if m.file_type().is_symlink() => return Ok(None),
@@ -468,6 +488,10 @@ fn stale_files(dir: &Path, keep: &BTreeMap<String, Vec<Doc>>) -> Result<Option<V
 /// renames before and the removals survive a power cut. A name that is no longer a
 /// regular file (replaced since the plan) is left alone; one that is already gone
 /// counts as removed, so a rerun after an interruption converges.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "NotFound is an answer; other errors name the path"
+)]
 fn remove_stale(dir: &Path, names: &[String]) -> Result<Vec<String>> {
     let mut removed = Vec::new();
     for name in names {
@@ -511,62 +535,75 @@ pub struct Manifests {
     stale: Vec<String>,
     /// The bundle's folder is a symlink: nothing is removed from it.
     folder_is_link: bool,
-    staging: Option<tempfile::TempDir>,
+    /// Received documents (decoded, checked), by blob digest: `<hex>.doc`.
+    staging: Option<TempFolder>,
+    /// The blob being received, into `<hex>.stored` in the staging folder.
     current: Option<fs::File>,
+    /// Each encoded blob's content (digest and size) and the documents it is.
+    encoded: HashMap<Digest, (ContentInfo, Vec<String>)>,
 }
 
 impl Manifests {
     /// Manifests of `head` into `mode`.
     pub fn new(mode: ManifestMode, head: &Head) -> Result<Self> {
+        let files = manifest_files(head)?;
+        let mut encoded: HashMap<Digest, (ContentInfo, Vec<String>)> = HashMap::new();
+        for d in files.values().flatten().filter(|d| d.encoded) {
+            let e = encoded.entry(d.blob).or_insert_with(|| {
+                (
+                    ContentInfo {
+                        digest: d.content,
+                        size: d.size,
+                    },
+                    Vec::new(),
+                )
+            });
+            e.1.push(d.name.clone());
+        }
         Ok(Self {
             mode,
-            files: manifest_files(head)?,
+            files,
             todo: BTreeSet::new(),
             stale: Vec::new(),
             folder_is_link: false,
             staging: None,
             current: None,
+            encoded,
         })
     }
 
-    /// The folder for a bundle under `k3s_root`.
-    pub fn folder(k3s_root: &Path, head: &Head) -> PathBuf {
-        k3s_root
-            .join("server/manifests")
-            .join(safe_name(&head.manifest.name))
+    /// The folder for a bundle under `k3s_root` (refused for a bundle whose name
+    /// is not a bundle name, see [`folder_name`]).
+    pub fn folder(k3s_root: &Path, head: &Head) -> Result<PathBuf> {
+        Ok(k3s_root.join("server/manifests").join(folder_name(head)?))
     }
 
+    /// The private staging folder: in the bundle's folder (so the renames do not
+    /// cross file systems), or in `$TMPDIR` for `--apply`; made after sweeping
+    /// that folder of what killed imports left.
     fn staging(&mut self) -> io::Result<&Path> {
         if self.staging.is_none() {
             let t = match &self.mode {
                 ManifestMode::Folder(dir) => {
                     fs::create_dir_all(dir)?;
-                    tempfile::Builder::new()
-                        .prefix(".gapbundle-staging.")
-                        .tempdir_in(dir)?
+                    temp::folder_in(dir, "staging")?
                 }
-                ManifestMode::Apply(_) => tempfile::Builder::new()
-                    .prefix("gapbundle-manifests.")
-                    .tempdir()?,
+                ManifestMode::Apply(_) => temp::folder("manifests")?,
             };
             self.staging = Some(t);
         }
         Ok(self.staging.as_ref().expect("set").path())
     }
 
-    /// Writes file `name` (documents joined) to `out`.
+    /// Writes one file's documents, joined, to `out`: each from its checked copy
+    /// in the staging folder.
     fn render(&self, docs: &[Doc], staging: &Path, out: &mut dyn Write) -> Result<()> {
         for (i, d) in docs.iter().enumerate() {
             if i > 0 {
                 out.write_all(b"---\n")?;
             }
-            let p = staging.join(d.blob.hex());
-            let f = fs::File::open(&p)?;
-            let mut body: Box<dyn Read> = if d.encoded {
-                Box::new(zstd::stream::read::Decoder::new(f)?)
-            } else {
-                Box::new(f)
-            };
+            let p = staging.join(format!("{}.doc", d.blob.hex()));
+            let mut body = fs::File::open(&p)?.take(d.size + 1);
             let mut last = [0u8; 1];
             let mut n = 0u64;
             let mut buf = vec![0u8; 64 << 10];
@@ -581,8 +618,9 @@ impl Manifests {
             }
             if n != d.size {
                 bail!(
-                    "manifest {} decodes to {n} bytes, not the {} the bundle promises",
-                    d.name,
+                    "manifest {}: its staged copy {} has {n} bytes, not {}; run the import again",
+                    escaped(&d.name),
+                    p.display(),
                     d.size
                 );
             }
@@ -591,6 +629,43 @@ impl Manifests {
             }
         }
         Ok(())
+    }
+
+    /// The blob `blob` verified: its stored bytes become the document they are
+    /// (`<hex>.doc`), decoded within its declared size and checked against its
+    /// declared digest when it is zstd-stored. A document that is not what the
+    /// bundle says is refused as damage (`InvalidData`), naming it.
+    fn settle(&mut self, blob: &BlobEntry) -> io::Result<()> {
+        let staging = self.staging()?.to_path_buf();
+        let stored = staging.join(format!("{}.stored", blob.digest.hex()));
+        let doc = staging.join(format!("{}.doc", blob.digest.hex()));
+        let Some((content, names)) = self.encoded.get(&blob.digest) else {
+            return fs::rename(&stored, &doc);
+        };
+        let mut out = io::BufWriter::new(fs::File::create(&doc)?);
+        let decoded = decode_checked(fs::File::open(&stored)?, content, &mut out).and_then(|()| {
+            out.flush()
+                .map_err(crate::bundle::decode::DecodeError::Write)
+        });
+        drop(out);
+        let _ = fs::remove_file(&stored);
+        match decoded {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = fs::remove_file(&doc);
+                let names: Vec<String> = names.iter().map(|n| escaped(n).into_owned()).collect();
+                let msg = format!(
+                    "Kubernetes manifest {} (blob {}): {e}; nothing was written to the manifests folder",
+                    names.join(", "),
+                    blob.digest
+                );
+                Err(if e.is_content() {
+                    io::Error::new(io::ErrorKind::InvalidData, msg)
+                } else {
+                    io::Error::other(msg)
+                })
+            }
+        }
     }
 
     /// Writes (or applies) the files the plan found new or changed.
@@ -654,8 +729,8 @@ impl Target for Manifests {
                 ManifestMode::Folder(dir) => {
                     let p = dir.join(file);
                     let max: u64 = docs.iter().map(|d| d.size + 5).sum();
-                    match std::fs::metadata(&p) {
-                        Ok(m) if m.len() <= max => std::fs::read(&p)
+                    match fs::metadata(&p) {
+                        Ok(m) if m.len() <= max => fs::read(&p)
                             .map(|b| file_matches(&b, docs))
                             .unwrap_or(false),
                         _ => false,
@@ -687,12 +762,32 @@ impl Target for Manifests {
                 None => self.folder_is_link = true,
             }
             plan.objects_to_remove = self.stale.clone();
+            // The documents are staged beside the files they go to (as stored, then
+            // as decoded) and written once more into those files.
+            let stored: u64 = plan
+                .needed
+                .iter()
+                .filter_map(|d| sizes.get(d))
+                .map(|b| b.size)
+                .sum();
+            let room = stored.saturating_add(plan.bytes_to_write.saturating_mul(2));
+            if room > 0 {
+                let existing = dir.ancestors().find(|p| p.is_dir()).unwrap_or(dir);
+                crate::io::space::ensure(
+                    existing,
+                    room,
+                    "the K3s manifests folder",
+                    "make room there or give another --k3s-root",
+                )?;
+            }
         }
         Ok(plan)
     }
 
     fn begin(&mut self, blob: &BlobEntry) -> io::Result<()> {
-        let p = self.staging()?.join(blob.digest.hex());
+        let p = self
+            .staging()?
+            .join(format!("{}.stored", blob.digest.hex()));
         self.current = Some(fs::File::create(p)?);
         Ok(())
     }
@@ -704,15 +799,18 @@ impl Target for Manifests {
         }
     }
 
-    fn commit(&mut self, _blob: &BlobEntry) -> io::Result<()> {
+    fn commit(&mut self, blob: &BlobEntry) -> io::Result<()> {
         self.current = None;
-        Ok(())
+        self.settle(blob)
     }
 
-    fn finish(&mut self, _head: &Head, progress: &Progress) -> Result<Value> {
+    fn finish(&mut self, _head: &Head, progress: &Progress) -> Result<TargetReport> {
         let done = self.write_files(progress)?;
         let ManifestMode::Folder(dir) = &self.mode else {
-            return Ok(json!({"written": done}));
+            return Ok(TargetReport::Manifests(ManifestsReport {
+                written: done,
+                removed: None,
+            }));
         };
         if self.folder_is_link {
             progress.warn(format!(
@@ -729,9 +827,12 @@ impl Target for Manifests {
         if self.files.is_empty() && !self.folder_is_link {
             // This version has no manifests: the folder goes too if nothing else
             // is in it (remove_dir never removes a folder that holds anything).
-            let _ = std::fs::remove_dir(dir);
+            let _ = fs::remove_dir(dir);
         }
-        Ok(json!({"written": done, "removed": removed}))
+        Ok(TargetReport::Manifests(ManifestsReport {
+            written: done,
+            removed: Some(removed),
+        }))
     }
 }
 
@@ -756,11 +857,5 @@ mod tests {
         assert!(file_matches(b"a: 1\n---\nb: 2\n", &docs));
         assert!(!file_matches(b"a: 1\n---\nb: 2\nextra", &docs));
         assert!(!file_matches(b"a: 1\nb: 2\n", &docs));
-    }
-
-    #[test]
-    fn names_are_made_safe() {
-        assert_eq!(safe_name("edge site/../x"), "edge_site_.._x");
-        assert_eq!(safe_name("..."), "bundle");
     }
 }

@@ -18,6 +18,7 @@ pub mod k3s;
 pub mod nix;
 pub mod oci;
 pub mod push;
+pub mod report;
 
 use std::collections::BTreeSet;
 use std::io::{self, Read};
@@ -69,8 +70,8 @@ pub trait Target {
     fn write(&mut self, blob: &BlobEntry, chunk: &[u8]) -> io::Result<()>;
     /// The blob verified: what was staged may become visible.
     fn commit(&mut self, blob: &BlobEntry) -> io::Result<()>;
-    /// The whole bundle verified: register objects. Returns a JSON report.
-    fn finish(&mut self, head: &Head, progress: &Progress) -> anyhow::Result<serde_json::Value>;
+    /// The whole bundle verified: register objects. Returns what was done.
+    fn finish(&mut self, head: &Head, progress: &Progress) -> anyhow::Result<report::TargetReport>;
 }
 
 /// Sends each verified stream to every target that needs the blob.

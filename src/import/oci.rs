@@ -8,7 +8,9 @@
 //! | `--registry HOST` | pushed to the registry ([`push`]), plus a `registries.yaml` mirror | same folder |
 //! | `--apply` | as above | `kubectl apply -f` |
 //!
-//! `--skip-images` and `--skip-manifests` drop either part. A bundle without
+//! `--skip-images` and `--skip-manifests` drop either part. The command layer
+//! resolves the flags into [`OciOptions`] (and refuses `--staged` with
+//! `--registry`). A bundle without
 //! manifests still gets the manifests target when its folder exists, so that the
 //! files an earlier version left there are removed.
 //!
@@ -16,62 +18,112 @@
 //! [`k3s`]: super::k3s
 //! [`push`]: super::push
 
+use std::path::PathBuf;
+
 use super::containerd::Containerd;
 use super::k3s::{ManifestMode, Manifests, StagedImages};
+use super::push::PushOptions;
 use super::Target;
 use crate::bundle::manifest::Kind;
 use crate::bundle::reader::Head;
-use crate::cli::ImportArgs;
-use crate::error::InputFailure;
 use crate::io::source::BundleSource;
 
-/// The image and manifest targets for this bundle under the given flags; `source`
+/// Where the import puts images and manifests: the import flags, resolved by the
+/// command layer.
+#[derive(Debug, Clone)]
+pub struct OciOptions {
+    /// Where images go; `None` with `--skip-images`.
+    pub images: Option<ImageDest>,
+    /// Where manifests go; `None` with `--skip-manifests`.
+    pub manifests: Option<ManifestDest>,
+    /// K3s's data folder (`agent/images`, `server/manifests`).
+    pub k3s_root: PathBuf,
+}
+
+/// Where images go.
+#[derive(Debug, Clone)]
+pub enum ImageDest {
+    /// Into containerd, unpacked.
+    Containerd {
+        /// Its socket.
+        socket: PathBuf,
+        /// The namespace (K3s's is `k8s.io`).
+        namespace: String,
+        /// The snapshotter to unpack into.
+        snapshotter: String,
+    },
+    /// An image archive in `<k3s-root>/agent/images` (`--staged`).
+    Staged,
+    /// Pushed to a fleet registry (`--registry`).
+    Registry(PushOptions),
+}
+
+/// Where manifests go.
+#[derive(Debug, Clone)]
+pub enum ManifestDest {
+    /// The bundle's folder in `<k3s-root>/server/manifests`.
+    Folder,
+    /// `kubectl apply -f`, with this kubeconfig if given.
+    Apply(Option<PathBuf>),
+}
+
+/// The image and manifest targets for this bundle under the given options; `source`
 /// is where the bundle is read from (a fleet push reads a blob again from it).
 pub fn targets(
-    args: &ImportArgs,
+    opts: &OciOptions,
     head: &Head,
     source: &BundleSource,
 ) -> anyhow::Result<Vec<Box<dyn Target>>> {
     let has = |k: Kind| head.manifest.objects.iter().any(|o| o.kind == k);
     let mut v: Vec<Box<dyn Target>> = Vec::new();
-    if args.staged && args.registry.is_some() {
-        return Err(InputFailure(
-            "--staged and --registry exclude each other: stage an archive for one node, or push to a registry for the fleet".into(),
-        )
-        .into());
-    }
-    if has(Kind::Image) && !args.skip_images {
+    if let Some(dest) = opts.images.as_ref().filter(|_| has(Kind::Image)) {
         // Every target below takes image names from the bundle: none is built
         // unless all of them can be used.
         super::images::checked(head)?;
-        if let Some(reg) = &args.registry {
-            v.push(Box::new(super::push::Push::new(args, reg, head, source)?));
-        } else if args.staged {
-            v.push(Box::new(StagedImages::new(&args.k3s_root, head)));
-        } else {
-            v.push(Box::new(Containerd::new(
-                &args.containerd,
-                &args.namespace,
-                &args.snapshotter,
+        match dest {
+            ImageDest::Registry(push) => {
+                v.push(Box::new(super::push::Push::new(push, head, source)?));
+            }
+            ImageDest::Staged => v.push(Box::new(StagedImages::new(&opts.k3s_root, head)?)),
+            ImageDest::Containerd {
+                socket,
+                namespace,
+                snapshotter,
+            } => v.push(Box::new(Containerd::new(
+                socket,
+                namespace,
+                snapshotter,
                 head,
-            )?));
+            )?)),
         }
     }
-    if !args.skip_manifests {
-        let folder = Manifests::folder(&args.k3s_root, head);
-        if has(Kind::K8sManifest) {
-            let mode = if args.apply {
-                ManifestMode::Apply(args.kubeconfig.clone())
-            } else {
-                ManifestMode::Folder(folder)
-            };
-            v.push(Box::new(Manifests::new(mode, head)?));
-        } else if !args.apply && folder.is_dir() {
-            // A version without manifests: the files an earlier one left go.
-            v.push(Box::new(Manifests::new(
-                ManifestMode::Folder(folder),
-                head,
-            )?));
+    if let Some(dest) = &opts.manifests {
+        match dest {
+            ManifestDest::Apply(kubeconfig) => {
+                if has(Kind::K8sManifest) {
+                    let mode = ManifestMode::Apply(kubeconfig.clone());
+                    v.push(Box::new(Manifests::new(mode, head)?));
+                }
+            }
+            ManifestDest::Folder if has(Kind::K8sManifest) => {
+                let folder = Manifests::folder(&opts.k3s_root, head)?;
+                v.push(Box::new(Manifests::new(
+                    ManifestMode::Folder(folder),
+                    head,
+                )?));
+            }
+            ManifestDest::Folder => {
+                // A version without manifests: the files an earlier one left go. (A
+                // bundle whose name names no folder cannot have left any.)
+                if let Ok(folder) = Manifests::folder(&opts.k3s_root, head) {
+                    if folder.is_dir() {
+                        v.push(Box::new(Manifests::new(
+                            ManifestMode::Folder(folder),
+                            head,
+                        )?));
+                    }
+                }
+            }
         }
     }
     Ok(v)

@@ -39,24 +39,24 @@ use fs_err as fs;
 use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::fleet::{Fault, Fleet};
+use super::report::{PushReport, PushedImage, TargetReport};
 use super::{Target, TargetPlan};
 use crate::bundle::digest::HashingReader;
 use crate::bundle::manifest::{BlobEntry, Object};
 use crate::bundle::oci::{is_index, is_manifest};
 use crate::bundle::reader::{Head, RangeReader};
 use crate::bundle::Digest;
-use crate::cli::ImportArgs;
 use crate::error::{InputFailure, RegistryFailure};
 use crate::io::atomic;
 use crate::io::source::{BundleSource, RandomSource};
 use crate::oci::reference::DEFAULT_TAG;
 use crate::progress::Progress;
-use crate::registry::auth::{parse_registry_auth, Origin};
+use crate::registry::auth::Origin;
 use crate::registry::client::{runtime, with_retries};
 use crate::registry::errors::{failure_reason, is_retryable, What};
 use crate::registry::{self, Route, Settings};
@@ -157,10 +157,23 @@ fn by_digest(r: &Reference, d: &Digest) -> Reference {
     Reference::with_digest(r.registry().into(), r.repository().into(), d.to_string())
 }
 
+/// What the fleet push is told: the import flags, resolved by the command layer.
+#[derive(Debug, Clone)]
+pub struct PushOptions {
+    /// `--registry HOST[:PORT]`, as given.
+    pub host: String,
+    /// How to reach it: `--registry-auth`, `--registry-ca` (its one CA file, also
+    /// named in the mirror snippet), `--insecure-registry`, `--retries`.
+    pub registry: Settings,
+    /// Where the `registries.yaml` mirror snippet is written.
+    pub mirror_file: PathBuf,
+}
+
 impl Push {
     /// A push target for `--registry HOST`.
-    pub fn new(args: &ImportArgs, host: &str, head: &Head, source: &BundleSource) -> Result<Self> {
-        let host = host
+    pub fn new(opts: &PushOptions, head: &Head, source: &BundleSource) -> Result<Self> {
+        let host = opts
+            .host
             .trim()
             .trim_start_matches("https://")
             .trim_start_matches("http://")
@@ -169,7 +182,7 @@ impl Push {
         if host.is_empty() || host.contains('/') {
             return Err(InputFailure(format!("--registry `{host}` is not HOST[:PORT]")).into());
         }
-        let registry = registry::Client::new(&registry_settings(args)?).map_err(|e| e.marked())?;
+        let registry = registry::Client::new(&opts.registry)?;
         let route = registry.route_to(&host, "");
         let (auth, origin) = registry.credentials(&route)?;
         let client = registry.transport(&route).clone();
@@ -188,10 +201,10 @@ impl Push {
             });
         }
         Ok(Self {
-            mirror_file: args.k3s_root.join("registries.yaml.gapbundle"),
+            mirror_file: opts.mirror_file.clone(),
             host,
             route,
-            ca: args.registry_ca.clone(),
+            ca: opts.registry.ca_files.first().cloned(),
             registry,
             client,
             auth,
@@ -209,7 +222,7 @@ impl Push {
             upload: None,
             pushed_bytes: 0,
             bundle: source.shared(),
-            attempts: args.retries.max(1),
+            attempts: opts.registry.retries.max(1),
             interrupted: BTreeMap::new(),
         })
     }
@@ -484,31 +497,10 @@ fn send_from_file(src: &RandomSource, pos: u64, b: &BlobEntry, tx: Chunks) -> Re
     Ok(())
 }
 
-/// An error for the bundle reader that keeps the exit-code marker of a registry
-/// failure (anywhere in the chain) and the sentence that explains it.
+/// An error for the bundle reader, carrying the whole error (its class decides the
+/// exit code).
 fn to_io(e: anyhow::Error) -> io::Error {
-    if e.chain().any(|c| c.is::<RegistryFailure>()) {
-        io::Error::other(RegistryFailure(e.to_string()))
-    } else {
-        io::Error::other(format!("{e:#}"))
-    }
-}
-
-/// Registry settings for the fleet push, from the import's flags.
-fn registry_settings(args: &ImportArgs) -> Result<Settings> {
-    let mut credentials = Vec::new();
-    for a in &args.registry_auth {
-        credentials.push(parse_registry_auth(a).map_err(|e| InputFailure(format!("{e:#}")))?);
-    }
-    Ok(Settings {
-        insecure_hosts: args.insecure_registries.clone(),
-        credentials,
-        docker_config: None,
-        ca_files: args.registry_ca.iter().cloned().collect(),
-        ca_flag: Some("--registry-ca FILE"),
-        jobs: 1,
-        retries: args.retries.max(1),
-    })
+    crate::error::carried(e)
 }
 
 impl Target for Push {
@@ -680,7 +672,7 @@ impl Target for Push {
         self.finish_upload().map_err(to_io)
     }
 
-    fn finish(&mut self, head: &Head, progress: &Progress) -> Result<Value> {
+    fn finish(&mut self, head: &Head, progress: &Progress) -> Result<TargetReport> {
         self.finish_upload()?;
         let pushed_again = if self.interrupted.is_empty() {
             Vec::new()
@@ -691,7 +683,11 @@ impl Target for Push {
         let client = self.client.clone();
         for p in self.images.clone() {
             if p.present {
-                report.push(json!({"image": p.target.whole(), "pushed": false}));
+                report.push(PushedImage {
+                    image: p.target.whole(),
+                    digest: None,
+                    pushed: false,
+                });
                 continue;
             }
             // Blobs pushed to another repository of this run: mount them here.
@@ -754,7 +750,11 @@ impl Target for Push {
                         self.explain(&r, &format!("accept manifest {d} for {}", r.whole()), &e, n)
                     })?;
             }
-            report.push(json!({"image": p.target.whole(), "digest": p.object.digest.to_string(), "pushed": true}));
+            report.push(PushedImage {
+                image: p.target.whole(),
+                digest: Some(p.object.digest.to_string()),
+                pushed: true,
+            });
         }
         let origins: BTreeSet<String> = self.images.iter().map(|p| p.origin.clone()).collect();
         let ca = self.ca.as_ref().map(|c| {
@@ -773,16 +773,25 @@ impl Target for Push {
             "registries.yaml mirror snippet written to {} (copy it to /etc/rancher/k3s/registries.yaml on every node)",
             self.mirror_file.display()
         ));
-        let mirrors: BTreeMap<&String, Vec<String>> =
-            origins.iter().map(|o| (o, vec![self.endpoint()])).collect();
-        Ok(json!({
-            "images": report, "bytesPushed": self.pushed_bytes, "blobsPushedAgain": pushed_again,
-            "registriesYaml": self.mirror_file, "mirrors": mirrors,
+        let mirrors: BTreeMap<String, Vec<String>> = origins
+            .iter()
+            .map(|o| (o.clone(), vec![self.endpoint()]))
+            .collect();
+        Ok(TargetReport::Registry(PushReport {
+            images: report,
+            bytes_pushed: self.pushed_bytes,
+            blobs_pushed_again: pushed_again,
+            registries_yaml: self.mirror_file.clone(),
+            mirrors,
         }))
     }
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "test fixtures: std::fs and the tools that make them, where a failure is the test's"
+)]
 mod tests {
     use super::*;
 

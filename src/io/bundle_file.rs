@@ -103,10 +103,10 @@ impl<'a> Cursor<'a> {
     fn file(&mut self, i: usize) -> io::Result<&mut std::fs::File> {
         if self.open.as_ref().map(|(j, _)| *j) != Some(i) {
             let path = &self.pieces.paths[i];
-            let f = std::fs::OpenOptions::new()
+            let f = fs_err::OpenOptions::new()
                 .write(true)
-                .open(path)
-                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+                .open(path)?
+                .into_file();
             self.open = Some((i, f));
         }
         if let Ok(mut d) = self.dirty.lock() {
@@ -160,11 +160,10 @@ pub fn write_parallel(
 ) -> Result<u64, WriteError> {
     let total = plan.file_len(envelope);
     for (i, path) in out.paths.iter().enumerate() {
-        std::fs::OpenOptions::new()
+        fs_err::OpenOptions::new()
             .write(true)
-            .open(path)
-            .and_then(|f| f.set_len(out.len_of(i, total)))
-            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+            .open(path)?
+            .set_len(out.len_of(i, total))?;
     }
     let dirty = Mutex::new(BTreeSet::new());
     let mut prefix = Vec::new();
@@ -182,7 +181,7 @@ pub fn write_parallel(
             while woken.recv().is_ok() {
                 let touched = std::mem::take(&mut *dirty.lock().unwrap_or_else(|p| p.into_inner()));
                 for i in touched {
-                    if let Ok(f) = std::fs::File::open(&out.paths[i]) {
+                    if let Ok(f) = fs_err::File::open(&out.paths[i]) {
                         let _ = f.sync_data(); // errors surface in the final fsync
                     }
                 }
@@ -278,6 +277,10 @@ fn copy_blob(
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "test fixtures: std::fs and the tools that make them, where a failure is the test's"
+)]
 mod tests {
     use super::*;
     use crate::bundle::keys::SecretKey;

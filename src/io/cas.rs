@@ -5,7 +5,8 @@
 //! second `create` with nothing changed reads everything from disk and a blob shared by
 //! many images is fetched once. A blob only gets its final name after its bytes hashed
 //! to that name (temp file + rename), so a crash or a lying server can leave garbage in
-//! `tmp/` but never a wrong blob. Interrupted downloads keep their bytes in `partial/`
+//! `tmp/` but never a wrong blob; the temporary names are [`crate::io::temp`]'s, and
+//! opening the cache removes what killed runs left there. Interrupted downloads keep their bytes in `partial/`
 //! so the next attempt resumes with an HTTP Range request instead of starting over.
 
 use std::collections::HashSet;
@@ -39,6 +40,13 @@ pub enum CasError {
     Io(#[from] io::Error),
 }
 
+impl crate::error::Classify for CasError {
+    /// The cache is the local machine's: its errors are any other error.
+    fn class(&self) -> Option<crate::error::ErrorClass> {
+        None
+    }
+}
+
 /// A cache directory.
 #[derive(Debug, Clone)]
 pub struct Cas {
@@ -56,6 +64,7 @@ impl Cas {
         for sub in ["blobs/sha256", "tmp", "partial"] {
             fs::create_dir_all(root.join(sub))?;
         }
+        crate::io::temp::sweep(&root.join("tmp"));
         Ok(Self {
             root,
             verified: Arc::default(),
@@ -86,7 +95,7 @@ impl Cas {
     /// Whether a blob is cached (with the given size, when known). Sizes are checked
     /// because a truncated file from an older, buggier writer must not count.
     pub fn contains(&self, d: &Digest, size: Option<u64>) -> bool {
-        match std::fs::metadata(self.path(d)) {
+        match fs::metadata(self.path(d)) {
             Ok(m) => m.is_file() && size.is_none_or(|s| s == m.len()),
             Err(_) => false,
         }
@@ -94,7 +103,7 @@ impl Cas {
 
     /// A writer whose bytes become a blob on [`BlobWriter::finish`].
     pub fn writer(&self) -> io::Result<BlobWriter> {
-        let tmp = NamedTempFile::new_in(self.root.join("tmp"))?;
+        let tmp = crate::io::temp::file_in(&self.root.join("tmp"), "blob")?;
         Ok(BlobWriter {
             inner: HashingWriter::new(BufWriter::with_capacity(1 << 20, tmp)),
             cas: self.clone(),

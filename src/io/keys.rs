@@ -60,6 +60,13 @@ pub enum KeyFileError {
     },
 }
 
+impl crate::error::Classify for KeyFileError {
+    /// A file given as a key that is not one is bad input.
+    fn class(&self) -> Option<crate::error::ErrorClass> {
+        Some(crate::error::ErrorClass::Input)
+    }
+}
+
 /// Reads a text file of at most `max` bytes; input errors name the file.
 fn read_bounded(path: &Path, max: u64) -> anyhow::Result<Result<String, KeyFileError>> {
     let f = fs::File::open(path)?;

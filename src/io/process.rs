@@ -1,4 +1,5 @@
-//! The one way we run `nix`, `helm` and `kubectl`.
+//! The one way we run `nix`, `helm` and `kubectl` (and [`nix_cmd`], Nix as both
+//! sides run it).
 //!
 //! These tools are the real thing a user has, so we shell out instead of
 //! re-implementing them, but their failures must still read like ours: the error
@@ -46,6 +47,14 @@ pub enum ProcessError {
     },
 }
 
+impl crate::error::Classify for ProcessError {
+    /// A tool that is missing or failed is any other error, unless the caller says
+    /// what its failure means (a chart that cannot be rendered).
+    fn class(&self) -> Option<crate::error::ErrorClass> {
+        None
+    }
+}
+
 /// What is told each line a command writes to stderr.
 type LineSink = Box<dyn FnMut(&str) + Send>;
 
@@ -64,6 +73,10 @@ pub struct Cmd {
 impl Cmd {
     /// `program`, with `hint` telling how to install it when it is missing.
     pub fn new(program: &str, hint: &str) -> Self {
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "this is the one place that builds a std::process::Command"
+        )]
         let mut inner = Command::new(program);
         inner.stdin(Stdio::null());
         Self {
@@ -279,6 +292,29 @@ fn tail(s: &str) -> String {
     let lines: Vec<&str> = s.lines().collect();
     let start = lines.len().saturating_sub(STDERR_TAIL);
     lines[start..].join("\n")
+}
+
+/// What to tell someone without Nix.
+pub const NIX_HINT: &str =
+    "install Nix (Debian: `apt-get install nix-bin`; elsewhere https://nixos.org/download)";
+
+/// A `nix`, `nix-store` … command (create and import run the same Nix the same way). Flakes and the `nix` command are experimental in
+/// Nix 2.8: unless the user's `NIX_CONFIG` already says something about
+/// `experimental-features`, `extra-experimental-features = nix-command flakes` is
+/// appended to it (extra- adds to what nix.conf enables instead of replacing it).
+pub fn nix_cmd(program: &str) -> Cmd {
+    let cmd = Cmd::new(program, NIX_HINT);
+    match std::env::var("NIX_CONFIG") {
+        Ok(c) if c.contains("experimental-features") => cmd,
+        Ok(c) => cmd.env(
+            "NIX_CONFIG",
+            format!("{c}\nextra-experimental-features = nix-command flakes"),
+        ),
+        Err(_) => cmd.env(
+            "NIX_CONFIG",
+            "extra-experimental-features = nix-command flakes",
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -20,15 +20,21 @@
 //!   sent once the whole blob hashed to its digest: no client ever receives the whole
 //!   of a range whose bytes are not the verified ones. A mismatch (or a read error)
 //!   cuts the response short, is recorded ([`Server::failures`]) and reported, and
-//!   later requests for that blob get the site's [`Site::gone`] reply.
+//!   later requests for that blob get the site's [`Site::gone`] reply. A client
+//!   that goes away mid-blob is not taken for a changed file, nor the other way
+//!   round: the rest of the blob is still read and checked, and only a blob that is
+//!   not the verified one is recorded ([`Server::finish`]).
 //! - **A NAR is checked for what it decodes to.** A Nix client decompresses and
 //!   restores a NAR as it reads it, and compares its hash only at the end: a signed
 //!   bundle whose NAR decodes to gigabytes (or to no valid NAR) would fill the
 //!   client's store first. A blob that is a zstd NAR ([`Blob::nar`]) is decoded
-//!   (windows of at most 8 MiB) and parsed ([`NarChecker`], limited to the declared
-//!   NAR size) as it is served, each chunk before it is sent: a client never
-//!   receives a chunk that decodes past the declared size or into an invalid NAR,
-//!   nor the last chunk of a NAR whose hash or size is not the declared one.
+//!   (by [`crate::bundle::decode`]'s decoder: windows of at most 8 MiB) and parsed
+//!   and hashed ([`NarChecker`], limited to the declared NAR size) as it is served,
+//!   each chunk before it is sent: a client never receives a chunk that decodes
+//!   past the declared size or into an invalid NAR, nor the last chunk of a NAR
+//!   whose hash or size is not the declared one. (Nix compares the hash itself
+//!   before it registers a path; the server does not rely on any client doing so.
+//!   docs/benchmarks.md has what the hash costs.)
 //! - **`Range`** (RFC 9110 section 14) on blobs a site allows it for: one range
 //!   (`bytes=A-B`, `bytes=A-`, `bytes=-N`) gives `206` with `Content-Range`, one that
 //!   cannot be satisfied or is malformed gives `416` with `Content-Range: bytes */SIZE`
@@ -56,7 +62,7 @@ use std::io::{self, Read};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -68,9 +74,10 @@ use hyper::{HeaderMap, Method, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
+use crate::bundle::decode::zstd_writer;
 use crate::bundle::digest::{Digest, Hasher};
 use crate::bundle::manifest::ContentInfo;
 use crate::bundle::reader::{RangeReader, ReadAt};
@@ -391,6 +398,10 @@ struct Shared {
     /// Blobs found changed, by [`Blob::key`]: refused from then on.
     gone: Mutex<BTreeSet<(usize, u64)>>,
     failures: Mutex<Vec<Mismatch>>,
+    /// Blob responses being sent or, after their client left, checked to their end
+    /// ([`InFlight`]); [`Server::finish`] waits for none.
+    in_flight: Mutex<usize>,
+    settled: Condvar,
 }
 
 impl Shared {
@@ -420,11 +431,38 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// One blob response, from its first byte until it was checked to its end (after
+/// its client left, too). It holds its connection's slot: a client that asks for
+/// blobs and leaves at once cannot pile up checks beyond the connection limit.
+struct InFlight {
+    shared: Arc<Shared>,
+    _slot: Arc<OwnedSemaphorePermit>,
+}
+
+impl InFlight {
+    fn new(shared: &Arc<Shared>, slot: &Arc<OwnedSemaphorePermit>) -> InFlight {
+        *lock(&shared.in_flight) += 1;
+        InFlight {
+            shared: shared.clone(),
+            _slot: slot.clone(),
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut n = lock(&self.shared.in_flight);
+        *n = n.saturating_sub(1);
+        self.shared.settled.notify_all();
+    }
+}
+
 /// A running server; stopped when dropped.
 pub struct Server {
     shared: Arc<Shared>,
     addr: SocketAddr,
     tls: bool,
+    stall_timeout: Duration,
     runtime: Option<tokio::runtime::Runtime>,
     acceptor: Option<JoinHandle<()>>,
 }
@@ -456,13 +494,17 @@ impl Server {
             faults: config.faults.clone(),
             gone: Mutex::new(BTreeSet::new()),
             failures: Mutex::new(Vec::new()),
+            in_flight: Mutex::new(0),
+            settled: Condvar::new(),
         });
         let tls = config.tls.is_some();
+        let stall_timeout = config.stall_timeout;
         let acceptor = runtime.spawn(accept_loop(listener, config, shared.clone()));
         Ok(Server {
             shared,
             addr,
             tls,
+            stall_timeout,
             runtime: Some(runtime),
             acceptor: Some(acceptor),
         })
@@ -485,6 +527,33 @@ impl Server {
     /// The blobs cut short so far.
     pub fn failures(&self) -> Vec<Mismatch> {
         lock(&self.shared.failures).clone()
+    }
+
+    /// Once the clients are done (the one `nix copy` of an import exited): waits
+    /// until every blob response has ended and been checked to its end, then stops
+    /// the server and gives the blobs cut short. A client that went away mid-blob
+    /// (a Nix that failed on its own, a full store disk) may have been sent changed
+    /// bytes, or may have failed for its own reasons: the rest of such a blob is
+    /// still read and checked, and it is recorded only if it is not the verified
+    /// blob, so that a client's own failure is not reported as a changed file, nor
+    /// a changed file as the client's failure. The wait is bounded: a response
+    /// whose client neither reads nor closes is dropped after the stall timeout.
+    pub fn finish(self) -> Vec<Mismatch> {
+        let deadline = Instant::now() + self.stall_timeout + Duration::from_secs(5);
+        let mut n = lock(&self.shared.in_flight);
+        while *n > 0 {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            n = self
+                .shared
+                .settled
+                .wait_timeout(n, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        drop(n);
+        self.failures()
     }
 
     /// Serves until the process ends.
@@ -514,6 +583,7 @@ async fn accept_loop(listener: TcpListener, config: Config, shared: Arc<Shared>)
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
         };
+        let slot = Arc::new(permit);
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(_) => {
@@ -527,7 +597,6 @@ async fn accept_loop(listener: TcpListener, config: Config, shared: Arc<Shared>)
         let tls = tls.clone();
         let (header_timeout, stall) = (config.header_timeout, config.stall_timeout);
         tokio::spawn(async move {
-            let _permit = permit;
             match tls {
                 Some(acceptor) => {
                     let Ok(Ok(stream)) =
@@ -535,9 +604,9 @@ async fn accept_loop(listener: TcpListener, config: Config, shared: Arc<Shared>)
                     else {
                         return;
                     };
-                    connection(stream, peer, shared, header_timeout, stall).await;
+                    connection(stream, peer, shared, slot, header_timeout, stall).await;
                 }
-                None => connection(tcp, peer, shared, header_timeout, stall).await,
+                None => connection(tcp, peer, shared, slot, header_timeout, stall).await,
             }
         });
     }
@@ -547,6 +616,7 @@ async fn connection<S>(
     stream: S,
     peer: SocketAddr,
     shared: Arc<Shared>,
+    slot: Arc<OwnedSemaphorePermit>,
     header_timeout: Duration,
     stall: Duration,
 ) where
@@ -555,7 +625,8 @@ async fn connection<S>(
     let io = TokioIo::new(Guarded::new(stream, stall));
     let service = hyper::service::service_fn(move |req| {
         let shared = shared.clone();
-        async move { Ok::<_, Infallible>(respond(&shared, req, peer)) }
+        let slot = slot.clone();
+        async move { Ok::<_, Infallible>(respond(&shared, &slot, req, peer)) }
     });
     let _ = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -707,6 +778,7 @@ pub fn range_asked(value: Option<&str>, size: u64) -> RangeAsked {
 
 fn respond(
     shared: &Arc<Shared>,
+    slot: &Arc<OwnedSemaphorePermit>,
     req: hyper::Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Outgoing> {
@@ -769,6 +841,7 @@ fn respond(
                 Inner::Checked(Box::new(Checked {
                     shared: shared.clone(),
                     path: path.clone(),
+                    flight: Some(InFlight::new(shared, slot)),
                     job: None,
                     state: Some(Reading {
                         nar,
@@ -858,10 +931,10 @@ impl Drop for Outgoing {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
-            let cut = if self.remaining > 0 {
-                " (cut short)"
-            } else {
-                ""
+            let cut = match (self.remaining > 0, self.failed) {
+                (false, _) => "",
+                (true, true) => " (cut short: a check failed)",
+                (true, false) => " (cut short: the client went away)",
             };
             (l.sink)(&format!(
                 "{} {} {} {} {} {} {:.1}ms{cut}",
@@ -917,9 +990,53 @@ impl HttpBody for Outgoing {
 struct Checked {
     shared: Arc<Shared>,
     path: String,
+    /// Until the blob was checked to its end.
+    flight: Option<InFlight>,
     job: Option<JoinHandle<Piece>>,
     /// `None` while a job reads, and once the last piece was handed out.
     state: Option<Reading>,
+}
+
+impl Drop for Checked {
+    /// A response dropped before its end (its client went away, or stopped reading):
+    /// the rest of the blob is still read and checked, on the blocking pool, and a
+    /// blob that is not the verified one recorded (see [`Server::finish`]).
+    fn drop(&mut self) {
+        let (job, state) = (self.job.take(), self.state.take());
+        if job.is_none() && state.is_none() {
+            return; // ended, or cut short and recorded
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return; // the server is being stopped
+        };
+        let (shared, path, flight) = (self.shared.clone(), self.path.clone(), self.flight.take());
+        rt.spawn(async move {
+            let state = match (job, state) {
+                (Some(job), _) => match job.await {
+                    Ok(Ok((state, _, false))) => state,
+                    Ok(Err(failed)) => {
+                        let (fault, blob) = *failed;
+                        shared.record(&blob, &path, fault);
+                        return drop(flight);
+                    }
+                    // The piece that ended it (checked), or the server stopping.
+                    Ok(Ok((_, _, true))) | Err(_) => return drop(flight),
+                },
+                (None, Some(state)) => state,
+                (None, None) => return drop(flight),
+            };
+            let drained = tokio::task::spawn_blocking(move || {
+                let mut r = state;
+                let verdict = r.rest().and_then(|()| r.verdict());
+                verdict.err().map(|fault| (fault, r.blob))
+            })
+            .await;
+            if let Ok(Some((fault, blob))) = drained {
+                shared.record(&blob, &path, fault);
+            }
+            drop(flight);
+        });
+    }
 }
 
 struct Reading {
@@ -1048,11 +1165,6 @@ impl Reading {
     }
 }
 
-/// Largest zstd window the NAR check decodes with: 2^23 bytes (8 MiB), the most RFC
-/// 8878 (section 3.1.1.1.2) recommends a decoder support; a frame asking for more
-/// (up to the 2 GiB zstd allows) is refused rather than allocated per connection.
-const NAR_WINDOW_LOG_MAX: u32 = 23;
-
 /// A zstd NAR decoded and parsed chunk by chunk as it is served.
 struct NarCheck {
     decoder: zstd::stream::write::Decoder<'static, NarChecker>,
@@ -1061,10 +1173,8 @@ struct NarCheck {
 
 impl NarCheck {
     fn new(content: &ContentInfo) -> Result<NarCheck, String> {
-        let mut decoder = zstd::stream::write::Decoder::new(NarChecker::with_limit(content.size))
-            .map_err(|e| format!("cannot start a zstd decoder: {e}"))?;
-        decoder
-            .window_log_max(NAR_WINDOW_LOG_MAX)
+        // The one bounded decoder (windows of at most 8 MiB, `bundle::decode`).
+        let decoder = zstd_writer(NarChecker::with_limit(content.size))
             .map_err(|e| format!("cannot start a zstd decoder: {e}"))?;
         Ok(NarCheck {
             decoder,
@@ -1368,7 +1478,7 @@ mod tests {
             lines.iter().any(|l| l.starts_with("log ")
                 && l.contains(" GET ")
                 && l.contains(" 200 ")
-                && l.ends_with("(cut short)")),
+                && l.ends_with("(cut short: a check failed)")),
             "{lines:?}"
         );
         assert!(
@@ -1523,6 +1633,101 @@ mod tests {
         let (got, failures) = serve_nar(&zst, Digest::of(b"other"), nar.len() as u64);
         assert!(got.body.len() < zst.len());
         assert!(matches!(&failures[0].found, Fault::Content(_)));
+    }
+
+    /// Asks for `path`, reads `n` bytes of the response and goes away.
+    fn take_and_leave(s: &Server, path: &str, n: usize) {
+        let mut c = StdTcp::connect(s.addr()).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        c.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+            .unwrap();
+        let mut buf = vec![0u8; n];
+        c.read_exact(&mut buf).unwrap();
+    }
+
+    /// Regression (ground issue): a Nix that failed on its own (a full store disk)
+    /// went away mid-NAR and was reported as a changed file. Now the rest of the
+    /// blob is still read and checked: when it is the verified one nothing is
+    /// recorded (the client's own error is the one to report); when its bytes
+    /// changed, it is recorded though the client left before the change reached it.
+    #[test]
+    fn a_client_that_goes_away_is_not_a_changed_file() {
+        // Far more than the socket buffers hold: the client leaves mid-blob.
+        let data: Vec<u8> = (0..(32u32 << 20)).map(|i| (i % 251) as u8).collect();
+        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+        let l = lines.clone();
+        let mut config = Config::loopback();
+        config.log = Some(Arc::new(move |line: &str| lock(&l).push(line.to_string())));
+        let (s, p, _f) = site(&data, Digest::of(&data[3..]), config);
+        take_and_leave(&s, &format!("{p}/nar/x.nar.zst"), 1000);
+        assert_eq!(s.finish(), Vec::<Mismatch>::new());
+        let lines = lock(&lines).clone();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.ends_with("(cut short: the client went away)")),
+            "{lines:?}"
+        );
+        // The file is not the verified one (its last byte changed): found after the
+        // client left, and recorded.
+        let mut changed = data.clone();
+        *changed.last_mut().unwrap() ^= 1;
+        let (s, p, _f) = site(&changed, Digest::of(&data[3..]), Config::loopback());
+        take_and_leave(&s, &format!("{p}/nar/x.nar.zst"), 1000);
+        let f = s.finish();
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].found, Fault::Changed(Digest::of(&changed[3..])));
+    }
+
+    #[test]
+    fn a_bad_nar_is_recorded_even_when_the_client_went_away() {
+        // The verified bytes, a NAR that starts well and ends short of the file it
+        // declares: the bundle's fault, whatever the client did. The contents do
+        // not compress, so the blob is far larger than the socket buffers and the
+        // client leaves mid-blob.
+        fn nar_str(out: &mut Vec<u8>, s: &[u8]) {
+            out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+            out.extend_from_slice(s);
+            out.resize(out.len().next_multiple_of(8), 0);
+        }
+        let mut plain = Vec::new();
+        for s in ["nix-archive-1", "(", "type", "regular", "contents"] {
+            nar_str(&mut plain, s.as_bytes());
+        }
+        let len = 16usize << 20;
+        plain.extend_from_slice(&(4 * len as u64).to_le_bytes());
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        plain.extend((0..len).map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        }));
+        let data = zstd::encode_all(&plain[..], 1).unwrap();
+        assert!(data.len() > len);
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(&data).unwrap();
+        let mut docs = BTreeMap::new();
+        docs.insert(
+            "x.nar.zst".to_string(),
+            Document::Blob(Blob {
+                source: Arc::new(f.reopen().unwrap()),
+                offset: 0,
+                size: data.len() as u64,
+                digest: Digest::of(&data),
+                nar: Some(ContentInfo {
+                    digest: Digest::of(&plain),
+                    size: plain.len() as u64,
+                }),
+            }),
+        );
+        let docs = Documents::new(docs).unwrap();
+        let p = docs.prefix().to_string();
+        let s = Server::start(Config::loopback(), docs).unwrap();
+        take_and_leave(&s, &format!("{p}/x.nar.zst"), 1000);
+        let f = s.finish();
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert!(matches!(&f[0].found, Fault::Content(_)), "{f:?}");
     }
 
     #[test]

@@ -3,12 +3,17 @@
 //! while they are read (format.md section 11; the pure rules are in
 //! [`crate::bundle::volumes`]).
 //!
-//! Writing: every volume is a temporary file beside its final name until all of them
-//! are complete and synced; then the parity volumes and the data volumes from the
-//! last to the second are renamed into place, volumes of an earlier set with the
-//! same prefix that this set lacks are removed, and the first volume comes last. A
-//! killed `create` or `split` therefore leaves no volume under a final name while it
-//! writes, and a first volume that exists belongs to a whole set.
+//! Writing: every volume is a temporary file until all of them are complete and
+//! synced; then the parity volumes and the data volumes from the last to the second
+//! are renamed into place, volumes of an earlier set with the same prefix that this
+//! set lacks are removed, and the first volume comes last. A killed `create` or
+//! `split` therefore leaves no volume under a final name while it writes, and a first
+//! volume that exists belongs to a whole set. The temporary files are in one
+//! temporary folder beside the volumes ([`crate::io::temp`]'s
+//! `.gapbundle.<pid>.<prefix>.<random>.tmp`, so the renames stay on one file system),
+//! locked by one descriptor for the whole set (a set may have 999 volumes, more
+//! than a process may keep open) and removed when the set is dropped; the next
+//! writer into that folder sweeps what a killed one left.
 //!
 //! Reading: a set is whatever `PREFIX.NNN` and `PREFIX.pNN` files exist beside the
 //! first volume. The head (in volume 1) or a parity header says how many data
@@ -39,6 +44,7 @@ use crate::bundle::volumes::{
 };
 use crate::io::bundle_file::Pieces;
 use crate::io::source::{Notes, Part};
+use crate::io::temp::{self, TempFolder};
 
 /// Bytes of each volume processed at once when parity is made or used, at most:
 /// memory is (data + parity volumes) times this, see [`stripe_len`].
@@ -84,6 +90,23 @@ pub enum VolumeSetError {
     },
 }
 
+impl crate::error::Classify for VolumeSetError {
+    /// A set that is incomplete or holds another bundle's volume is a damaged
+    /// bundle (verification); a rule of the format decides by its own class (it is
+    /// transparent, so it is not in the chain on its own); an I/O failure is any
+    /// other error.
+    fn class(&self) -> Option<crate::error::ErrorClass> {
+        use crate::error::ErrorClass;
+        match self {
+            VolumeSetError::Incomplete { .. } | VolumeSetError::Extra { .. } => {
+                Some(ErrorClass::Verify)
+            }
+            VolumeSetError::Format(e) => e.class(),
+            VolumeSetError::Io { .. } => None,
+        }
+    }
+}
+
 impl VolumeSetError {
     /// Whether it means the set is incomplete or not this bundle's (a damaged
     /// bundle: exit code 3), rather than an I/O failure.
@@ -109,29 +132,39 @@ fn io_at(path: &Path) -> impl Fn(io::Error) -> VolumeSetError + '_ {
 // ---------------------------------------------------------------------------
 // Writing
 
-/// A temporary file that becomes `target` when its set is committed.
+/// A temporary file that becomes `target` when its set is committed; it lives in
+/// its set's temporary folder, which removes it if it never does.
 struct TempVolume {
     target: PathBuf,
-    temp: tempfile::TempPath,
+    temp: PathBuf,
 }
 
 impl TempVolume {
-    fn create(target: &Path) -> Result<TempVolume, VolumeSetError> {
+    fn create(target: &Path, folder: &TempFolder) -> Result<TempVolume, VolumeSetError> {
         if target.is_dir() {
             return Err(VolumeSetError::Io {
                 path: target.to_path_buf(),
                 source: io::Error::new(io::ErrorKind::IsADirectory, "is a directory"),
             });
         }
-        let temp = crate::io::atomic::temp_beside(target)
-            .map_err(io_at(target))?
-            .into_temp_path();
+        let name = target.file_name().unwrap_or(target.as_os_str());
+        let temp = folder.path().join(name);
+        // The mode any new file gets (0666 less the umask): volumes are shared.
+        fs_err::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .map_err(io_at(target))?;
         Ok(TempVolume {
             target: target.to_path_buf(),
             temp,
         })
     }
 
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "each error is a VolumeSetError::Io naming the volume"
+    )]
     fn sync(&self) -> Result<(), VolumeSetError> {
         std::fs::OpenOptions::new()
             .write(true)
@@ -140,13 +173,13 @@ impl TempVolume {
             .map_err(io_at(&self.target))
     }
 
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the error is a VolumeSetError::Io naming the volume"
+    )]
     fn persist(self) -> Result<PathBuf, VolumeSetError> {
-        let target = self.target;
-        self.temp.persist(&target).map_err(|e| VolumeSetError::Io {
-            path: target.clone(),
-            source: e.error,
-        })?;
-        Ok(target)
+        std::fs::rename(&self.temp, &self.target).map_err(io_at(&self.target))?;
+        Ok(self.target)
     }
 }
 
@@ -157,6 +190,8 @@ pub struct VolumeOutput {
     layout: Layout,
     data: Vec<TempVolume>,
     parity: Vec<TempVolume>,
+    /// Where the volumes are until they are committed (dropped last).
+    _folder: TempFolder,
 }
 
 /// What [`VolumeOutput::commit`] left on disk.
@@ -178,24 +213,32 @@ impl VolumeOutput {
         if parity > 0 {
             check_parity_count(count, parity)?;
         }
+        let dir = match prefix.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        // Sweeps the folder of what killed writers left, then makes the set's own.
+        let label = prefix.file_name().unwrap_or_default().to_string_lossy();
+        let folder = temp::folder_in(dir, &label).map_err(io_at(prefix))?;
         let data = (1..=count)
-            .map(|n| TempVolume::create(&data_volume_path(prefix, n)))
+            .map(|n| TempVolume::create(&data_volume_path(prefix, n), &folder))
             .collect::<Result<Vec<_>, _>>()?;
         let parity = (1..=parity)
-            .map(|n| TempVolume::create(&parity_volume_path(prefix, n)))
+            .map(|n| TempVolume::create(&parity_volume_path(prefix, n), &folder))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(VolumeOutput {
             prefix: prefix.to_path_buf(),
             layout,
             data,
             parity,
+            _folder: folder,
         })
     }
 
     /// Where the bundle's bytes go: the data volumes' temporary files.
     pub fn pieces(&self) -> Pieces {
         Pieces::volumes(
-            self.data.iter().map(|v| v.temp.to_path_buf()).collect(),
+            self.data.iter().map(|v| v.temp.clone()).collect(),
             self.layout.volume_size,
         )
     }
@@ -230,8 +273,8 @@ impl VolumeOutput {
         progress: &dyn Fn(u64),
     ) -> Result<Committed, VolumeSetError> {
         if !self.parity.is_empty() {
-            let data: Vec<&Path> = self.data.iter().map(|v| v.temp.as_ref()).collect();
-            let parity: Vec<&Path> = self.parity.iter().map(|v| v.temp.as_ref()).collect();
+            let data: Vec<&Path> = self.data.iter().map(|v| v.temp.as_path()).collect();
+            let parity: Vec<&Path> = self.parity.iter().map(|v| v.temp.as_path()).collect();
             write_parity(&data, &parity, self.layout, bundle_digest, progress)?;
         }
         for v in self.data.iter().chain(&self.parity) {
@@ -270,6 +313,10 @@ impl VolumeOutput {
                 dir
             };
             // The renames are durable once the folder is.
+            #[allow(
+                clippy::disallowed_methods,
+                reason = "best effort: a folder that cannot be opened is not synced"
+            )]
             if let Ok(d) = std::fs::File::open(dir) {
                 let _ = d.sync_all();
             }
@@ -334,10 +381,11 @@ impl Write for SeqWriter<'_> {
                     )
                 })?;
             }
-            let f = std::fs::OpenOptions::new()
+            let f = fs_err::OpenOptions::new()
                 .write(true)
                 .truncate(true)
-                .open(&self.out.data[i].temp)?;
+                .open(&self.out.data[i].temp)?
+                .into_file();
             self.current = Some((i, io::BufWriter::with_capacity(1 << 20, f)));
         }
         let room = (start + len - self.pos).min(buf.len() as u64) as usize;
@@ -355,6 +403,10 @@ impl Write for SeqWriter<'_> {
     }
 }
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a path that is not a file is left alone; a failed removal names the volume (VolumeSetError::Io)"
+)]
 fn remove_if_file(path: &Path, removed: &mut Vec<PathBuf>) -> Result<(), VolumeSetError> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.is_file() => {
@@ -413,10 +465,18 @@ pub fn write_parity(
         parity: vec![bundle_digest; p],
     };
     let header_len = header.to_bytes().len() as u64;
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "each error is a VolumeSetError::Io naming the volume"
+    )]
     let data_files = data
         .iter()
         .map(|path| std::fs::File::open(path).map_err(io_at(path)))
         .collect::<Result<Vec<_>, _>>()?;
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "each error is a VolumeSetError::Io naming the volume"
+    )]
     let parity_files = parity
         .iter()
         .map(|path| {
@@ -548,6 +608,10 @@ pub fn find(first: &Path) -> Option<Found> {
         data: BTreeMap::new(),
         parity: BTreeMap::new(),
     };
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "a folder that cannot be listed holds no volumes beside the first"
+    )]
     for entry in std::fs::read_dir(&dir).ok()?.flatten() {
         let path = prefix.with_file_name(entry.file_name());
         let Some((p, which)) = parse_volume_path(&path) else {
@@ -556,6 +620,10 @@ pub fn find(first: &Path) -> Option<Found> {
         if p.file_name() != Some(stem.as_os_str()) {
             continue;
         }
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "a file that cannot be read is not a volume of the set"
+        )]
         if !std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
             continue;
         }
@@ -913,6 +981,10 @@ pub(crate) fn open_set(
 ) -> Result<(Vec<Part>, Option<Repair>), VolumeSetError> {
     let parity = open_parity(found, notes);
     let first = data_volume_path(&found.prefix, 1);
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "each error is a VolumeSetError::Io naming the volume"
+    )]
     let first_file = found
         .data
         .get(&1)
@@ -969,6 +1041,10 @@ pub(crate) fn open_set(
                 let Some(path) = found.data.get(&n) else {
                     break;
                 };
+                #[allow(
+                    clippy::disallowed_methods,
+                    reason = "each error is a VolumeSetError::Io naming the volume"
+                )]
                 let file = std::fs::File::open(path).map_err(io_at(path))?;
                 let len = file.metadata().map_err(io_at(path))?.len();
                 parts.push(Part {
@@ -1024,6 +1100,10 @@ pub(crate) fn open_set(
                 None
             }
             Some(p) => {
+                #[allow(
+                    clippy::disallowed_methods,
+                    reason = "each error is a VolumeSetError::Io naming the volume"
+                )]
                 let file = std::fs::File::open(p).map_err(io_at(p))?;
                 let actual = file.metadata().map_err(io_at(p))?.len();
                 // Without parity the last volume may carry zeros after the end
@@ -1110,6 +1190,10 @@ pub(crate) fn open_set(
 fn open_parity(found: &Found, notes: &Notes) -> Vec<(ParityHeader, ParityVolume)> {
     let mut out: Vec<(ParityHeader, ParityVolume)> = Vec::new();
     for (&n, path) in &found.parity {
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "a parity volume that cannot be opened is named in the notes and left out"
+        )]
         let opened = std::fs::File::open(path).and_then(|f| {
             let len = f.metadata()?.len();
             Ok((f, len))

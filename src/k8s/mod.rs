@@ -65,3 +65,10 @@ pub enum K8sError {
     #[error("chart archive: {0}")]
     Archive(String),
 }
+
+impl crate::error::Classify for K8sError {
+    /// Whoever rendered or read the documents decides (create: bad input).
+    fn class(&self) -> Option<crate::error::ErrorClass> {
+        None
+    }
+}

@@ -85,20 +85,15 @@ pub enum NixFormatError {
     },
 }
 
-/// `s` as an error message may show it: control characters escaped, at most 200
-/// characters (then `…`).
-pub(crate) fn shown(s: &str) -> String {
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i == 200 {
-            out.push('…');
-            break;
-        }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
+impl crate::error::Classify for NixFormatError {
+    /// Whoever parsed the field decides.
+    fn class(&self) -> Option<crate::error::ErrorClass> {
+        None
     }
-    out
+}
+
+/// `s` as an error message may show it: see [`crate::text::shortened`] (at most
+/// about 200 characters).
+pub(crate) fn shown(s: &str) -> String {
+    crate::text::shortened(s, 200)
 }

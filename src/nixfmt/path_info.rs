@@ -82,6 +82,13 @@ pub enum PathInfoError {
     },
 }
 
+impl crate::error::Classify for PathInfoError {
+    /// Nix's own output that cannot be used is any other error.
+    fn class(&self) -> Option<crate::error::ErrorClass> {
+        None
+    }
+}
+
 /// Parses `nix path-info --json` output; every path must be valid.
 pub fn parse_path_info(json: &[u8]) -> Result<Vec<PathInfo>, PathInfoError> {
     let raw: Vec<PathInfoJson> =

@@ -194,6 +194,7 @@ impl Store {
             .or_else(default_docker_config);
         let docker = match &docker_path {
             None => Ok(DockerConfig::default()),
+            #[allow(clippy::disallowed_methods, reason = "NotFound means no logins; other errors name the path")]
             Some(p) => match std::fs::read(p) {
                 Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
                     format!(
@@ -310,6 +311,10 @@ impl DockerAuth {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "test fixtures: std::fs and the tools that make them, where a failure is the test's"
+)]
 mod tests {
     use super::*;
 

@@ -86,13 +86,15 @@ pub enum ClientError {
     Http(#[source] OciDistributionError),
 }
 
-impl ClientError {
-    /// As an error for the command layer: a CA file that cannot be used is bad
-    /// input (exit code 4); anything else is this program's own trouble.
-    pub fn marked(self) -> anyhow::Error {
+impl crate::error::Classify for ClientError {
+    /// A CA file that cannot be used is bad input; anything else is this program's
+    /// own trouble.
+    fn class(&self) -> Option<crate::error::ErrorClass> {
         match self {
-            ClientError::Http(_) => anyhow::Error::new(self),
-            _ => InputFailure(self.to_string()).into(),
+            ClientError::CaUnreadable { .. } | ClientError::CaNotPem { .. } => {
+                Some(crate::error::ErrorClass::Input)
+            }
+            ClientError::Http(_) => Some(crate::error::ErrorClass::Other),
         }
     }
 }
@@ -242,7 +244,11 @@ impl Client {
     /// Credentials for `route` and where they came from. Fails when the Docker
     /// config cannot be read, or a credential helper would be in charge.
     pub fn credentials(&self, route: &Route) -> anyhow::Result<(RegistryAuth, Origin)> {
-        let found = self.credentials.lookup(&route.host)?;
+        // A Docker config that cannot be read, or a helper in charge: bad input.
+        let found = self
+            .credentials
+            .lookup(&route.host)
+            .map_err(|e| InputFailure(format!("{e:#}")))?;
         let auth = found
             .creds
             .as_ref()
@@ -329,6 +335,10 @@ pub fn backoff(attempt: u32) -> Duration {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "test fixtures: std::fs and the tools that make them, where a failure is the test's"
+)]
 mod tests {
     use super::*;
 

@@ -114,6 +114,7 @@ fn normalize(path: &str) -> String {
 impl TarIndex {
     /// Scans `path`, recording each member's data offset and size.
     pub(crate) fn scan(path: &Path) -> Result<Self> {
+        #[allow(clippy::disallowed_methods, reason = "the context names the path, with advice")]
         let mut file = std::fs::File::open(path).with_context(|| {
             format!(
                 "cannot open the archive {}: check the `archive:` path in the spec (it is relative to the spec file)",
@@ -243,8 +244,7 @@ impl LayoutFiles for TarIndex {
             .lookup(path)?
             .with_context(|| format!("{} does not exist", self.display(path)))?;
         // A handle per member: readers never share a file position.
-        let mut f = std::fs::File::open(&self.path)
-            .with_context(|| format!("cannot open {}", self.path.display()))?;
+        let mut f = fs_err::File::open(&self.path)?;
         f.seek(SeekFrom::Start(offset))
             .with_context(|| format!("cannot seek in {}", self.path.display()))?;
         Ok(Box::new(BufReader::with_capacity(1 << 20, f.take(size))))

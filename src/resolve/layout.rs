@@ -90,6 +90,10 @@ impl LayoutFiles for DirFiles<'_> {
     fn pick_hint(&self) -> String {
         format!("write `layout: {}:NAME` in the spec", self.dir.display())
     }
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "NotFound is an answer; other errors name the path"
+    )]
     fn size(&self, path: &str) -> Result<Option<u64>> {
         match std::fs::metadata(self.full(path)) {
             Ok(m) if m.is_file() => Ok(Some(m.len())),
@@ -99,6 +103,10 @@ impl LayoutFiles for DirFiles<'_> {
         }
     }
     fn open(&self, path: &str) -> Result<Box<dyn Read + '_>> {
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "the context names the path as the spec gives it"
+        )]
         let f = std::fs::File::open(self.full(path))
             .with_context(|| format!("cannot open {}", self.display(path)))?;
         Ok(Box::new(io::BufReader::with_capacity(1 << 20, f)))
@@ -117,7 +125,12 @@ pub fn resolve_layout(
     tag: Option<&str>,
     platforms: &Platforms,
 ) -> Result<LocalImage> {
-    match std::fs::metadata(dir) {
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "each error names the path, with advice"
+    )]
+    let meta = std::fs::metadata(dir);
+    match meta {
         Ok(m) if m.is_dir() => {}
         Ok(_) => bail!(
             "{} is not a directory: `layout:` needs an OCI image layout directory (for a tar file use `archive:`)",
@@ -503,7 +516,7 @@ pub(crate) fn resolve_oci(
 fn check_manifest_sizes(cas: &Cas, files: &dyn LayoutFiles, manifests: &[Blob]) -> Result<()> {
     for m in manifests {
         if !cas.contains(&m.digest, Some(m.size)) {
-            let actual = std::fs::metadata(cas.path(&m.digest))
+            let actual = fs_err::metadata(cas.path(&m.digest))
                 .map(|x| x.len())
                 .unwrap_or(0);
             bail!(

@@ -33,7 +33,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::SeekFrom;
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use futures_util::StreamExt;
 use oci_client::client::{BlobResponse, SizedStream};
 use oci_client::errors::OciDistributionError;
@@ -44,6 +44,7 @@ use crate::bundle::oci::{
     MANIFEST_MEDIA_TYPE,
 };
 use crate::bundle::Digest;
+use crate::error::{InputFailure, RegistryFailure};
 use crate::io::cas::{Cas, CasError};
 use crate::oci::reference::{Reference, DEFAULT_TAG};
 use crate::progress::{Bar, Progress};
@@ -104,7 +105,7 @@ impl Registry {
     /// Sets up the client and its runtime.
     pub fn new(settings: Settings) -> Result<Self> {
         let jobs = settings.jobs.max(1);
-        let client = Client::new(&settings).map_err(|e| e.marked())?;
+        let client = Client::new(&settings)?;
         let rt = runtime(jobs.clamp(2, 8), "gapbundle-registry")
             .context("cannot start the async runtime for registry access")?;
         Ok(Registry {
@@ -129,15 +130,18 @@ impl Registry {
         let named = r.digest().copied();
         if let (Some(n), Some(p)) = (named, pinned) {
             if n != p {
-                bail!("{name} names digest {n} but the lock file pins {p} for it: remove its entry from the lock file to resolve it again");
+                return Err(InputFailure(format!("{name} names digest {n} but the lock file pins {p} for it: remove its entry from the lock file to resolve it again")).into());
             }
         }
         let want = pinned.or(named);
         if let Some(d) = want {
             if cas.contains(&d, None) {
-                let bytes = cas
-                    .read_small(&d)
-                    .with_context(|| format!("cannot read {d} ({name}) from the cache"))?;
+                let bytes = cas.read_small(&d).with_context(|| {
+                    format!(
+                        "cannot read {d} ({name}) from the cache {}",
+                        cas.root().display()
+                    )
+                })?;
                 let media_type = media_type_of(&bytes, None)
                     .with_context(|| format!("{name}: cached root {d} is not a manifest"))?;
                 return Ok(ResolvedRoot {
@@ -165,16 +169,24 @@ impl Registry {
         let digest = Digest::of(&bytes);
         if let Some(w) = want {
             if digest != w {
-                bail!(
+                return Err(RegistryFailure(format!(
                     "registry {} sent a manifest for {name} with digest {digest}, not the requested {w}: the registry or a proxy in between is serving wrong data",
                     route.host
-                );
+                ))
+                .into());
             }
         }
-        let media_type = media_type_of(&bytes, None)
-            .with_context(|| format!("{name}: the registry's manifest cannot be used"))?;
-        cas.put_bytes(&bytes)
-            .with_context(|| format!("cannot store the manifest of {name} in the cache"))?;
+        let media_type = media_type_of(&bytes, None).map_err(|e| {
+            RegistryFailure(format!(
+                "{name}: the registry's manifest cannot be used: {e:#}"
+            ))
+        })?;
+        cas.put_bytes(&bytes).with_context(|| {
+            format!(
+                "cannot store the manifest of {name} in the cache {}",
+                cas.root().display()
+            )
+        })?;
         Ok(ResolvedRoot {
             name,
             digest,
@@ -286,10 +298,12 @@ struct RegistryManifests<'a> {
 impl ManifestFetch for RegistryManifests<'_> {
     fn fetch(&mut self, digest: &Digest, media_type: &str) -> Result<Vec<u8>> {
         if self.cas.contains(digest, None) {
-            return self
-                .cas
-                .read_small(digest)
-                .with_context(|| format!("cannot read {digest} from the cache"));
+            return self.cas.read_small(digest).with_context(|| {
+                format!(
+                    "cannot read {digest} from the cache {}",
+                    self.cas.root().display()
+                )
+            });
         }
         let target = self.route.by_digest(digest);
         let name = self.reference.with_digest(*digest).to_string();
@@ -320,15 +334,19 @@ impl ManifestFetch for RegistryManifests<'_> {
         })?;
         let found = Digest::of(&bytes);
         if found != digest {
-            bail!(
+            return Err(RegistryFailure(format!(
                 "registry {} sent {found} for {digest} of {}: the registry or a proxy in between is serving wrong data",
                 self.route.host,
                 self.route.repository
-            );
+            ))
+            .into());
         }
-        self.cas
-            .put_bytes(&bytes)
-            .with_context(|| format!("cannot store {digest} in the cache"))?;
+        self.cas.put_bytes(&bytes).with_context(|| {
+            format!(
+                "cannot store {digest} in the cache {}",
+                self.cas.root().display()
+            )
+        })?;
         Ok(bytes)
     }
 }
@@ -407,14 +425,17 @@ impl Inner {
                 }
                 Err(CasError::DigestMismatch {
                     found, found_size, ..
-                }) => bail!(
-                    "blob {} of {}/{} is corrupt: expected {} ({} bytes), found {found} ({found_size} bytes), twice in a row; the registry (or a proxy in between) serves wrong data for it: push the image again or tell the registry's operator",
-                    b.digest,
-                    route.host,
-                    route.repository,
-                    b.digest,
-                    b.size
-                ),
+                }) => {
+                    return Err(RegistryFailure(format!(
+                        "blob {} of {}/{} is corrupt: expected {} ({} bytes), found {found} ({found_size} bytes), twice in a row; the registry (or a proxy in between) serves wrong data for it: push the image again or tell the registry's operator",
+                        b.digest,
+                        route.host,
+                        route.repository,
+                        b.digest,
+                        b.size
+                    ))
+                    .into())
+                }
                 Err(CasError::Io(e)) => {
                     return Err(anyhow::Error::new(e).context(format!(
                         "cannot store blob {} in the cache {}",
@@ -551,7 +572,7 @@ async fn copy_stream(
 }
 
 fn parse_reference(reference: &str) -> Result<Reference> {
-    Ok(Reference::parse(reference.trim())?)
+    Reference::parse(reference.trim()).map_err(|e| InputFailure(e.to_string()).into())
 }
 
 #[cfg(test)]

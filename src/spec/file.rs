@@ -4,7 +4,7 @@
 //! otherwise produce a bundle that silently lacks what the field needs, found out
 //! only on the far side of the air gap. Each image entry is a flat struct validated
 //! after parsing, rather than an untagged enum, so a mistake is reported as
-//! "images[2]: give exactly one of ref, layout, archive" instead of serde's "did not
+//! `images[2]: give exactly one of ref, layout, archive` instead of serde's "did not
 //! match any variant".
 
 use std::path::{Path, PathBuf};
@@ -23,6 +23,13 @@ pub struct SpecError {
     pub location: String,
     /// What is wrong and what to do.
     pub message: String,
+}
+
+impl crate::error::Classify for SpecError {
+    /// A spec that cannot be used is bad input.
+    fn class(&self) -> Option<crate::error::ErrorClass> {
+        Some(crate::error::ErrorClass::Input)
+    }
 }
 
 impl SpecError {
@@ -249,10 +256,14 @@ pub fn parse(path: &Path, text: &str) -> Result<LoadedSpec, SpecError> {
         })
         .unwrap_or(Path::new("."))
         .to_path_buf();
-    if spec.name.trim().is_empty() || spec.name.contains('/') {
+    if !crate::bundle::manifest::valid_bundle_name(&spec.name) {
         return Err(SpecError::new(
             path,
-            "name must be non-empty and contain no `/` (it names a folder on the target)",
+            format!(
+                "name `{}` cannot name a bundle: use 1 to {} letters, digits, `.`, `_` and `-`, starting with a letter or digit (it names a folder and a file on every target, as it is)",
+                crate::text::escaped(&spec.name),
+                crate::bundle::manifest::MAX_NAME_LEN
+            ),
         ));
     }
     validate_kubernetes(path, &spec)?;
@@ -374,6 +385,7 @@ fn validate_kubernetes(path: &Path, spec: &Spec) -> Result<(), SpecError> {
 
 /// Loads a spec file from disk.
 pub fn load(path: &Path) -> Result<LoadedSpec, SpecError> {
+    #[allow(clippy::disallowed_methods, reason = "SpecError names the path")]
     let text = std::fs::read_to_string(path).map_err(|e| {
         SpecError::new(
             path,

@@ -69,6 +69,13 @@ pub enum LockError {
     },
 }
 
+impl crate::error::Classify for LockError {
+    /// A lock file that cannot be used is bad input.
+    fn class(&self) -> Option<crate::error::ErrorClass> {
+        Some(crate::error::ErrorClass::Input)
+    }
+}
+
 impl Lock {
     /// An empty lock.
     pub fn new() -> Self {

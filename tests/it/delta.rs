@@ -114,7 +114,10 @@ fn a_delta_against_the_previous_bundle_stores_only_new_blobs_and_patches_to_the_
     s.create(1, "v1.gapb", "cache", &[]);
     s.create(2, "v2.gapb", "cache", &[]);
     // A cold cache: what v1 holds is not even downloaded.
-    s.create(2, "d2.gapb", "cold", &["--against", "v1.gapb"]);
+    let created = cli_report(
+        &s.create(2, "d2.gapb", "cold", &["--json", "--against", "v1.gapb"]),
+        "create",
+    );
     let new = new_in_v2(&s.reg);
     assert_eq!(
         new.len(),
@@ -161,7 +164,12 @@ fn a_delta_against_the_previous_bundle_stores_only_new_blobs_and_patches_to_the_
         head_of(&s.path("d2.gapb")),
     );
     assert_eq!(d2.manifest.objects, v2.manifest.objects);
-    let inspect = json_stdout(&ok(s.gb(&["--json", "inspect", "d2.gapb"])));
+    assert_eq!(created["delta"]["fullDigest"], v2.digest.to_string());
+    assert_eq!(
+        created["delta"]["fullSize"],
+        fs::metadata(s.path("v2.gapb")).unwrap().len()
+    );
+    let inspect = cli_report(&ok(s.gb(&["--json", "inspect", "d2.gapb"])), "inspect");
     assert_eq!(inspect["delta"]["against"][0]["kind"], "bundle");
     assert_eq!(
         inspect["delta"]["against"][0]["digest"],
@@ -177,9 +185,10 @@ fn a_delta_against_the_previous_bundle_stores_only_new_blobs_and_patches_to_the_
     // verify checks the signature, every stored blob and the full head, and lists
     // what the delta expects on the target.
     let pubkey = s.work.public().display().to_string();
-    let v = json_stdout(&ok(
-        s.gb(&["--json", "verify", "d2.gapb", "--trust", &pubkey])
-    ));
+    let v = cli_report(
+        &ok(s.gb(&["--json", "verify", "d2.gapb", "--trust", &pubkey])),
+        "verify",
+    );
     assert_eq!(v["delta"]["fullChecked"], v2.digest.to_string());
     let expected: BTreeSet<String> = v["delta"]["expected"]
         .as_array()
@@ -193,7 +202,12 @@ fn a_delta_against_the_previous_bundle_stores_only_new_blobs_and_patches_to_the_
     assert!(text.contains(&base_layer), "{text}");
 
     // patch, without a key, gives the full bundle byte for byte, and it verifies.
-    ok(s.gb(&["patch", "v1.gapb", "d2.gapb", "-o", "p2.gapb"]));
+    let patched = cli_report(
+        &ok(s.gb(&["--json", "patch", "v1.gapb", "d2.gapb", "-o", "p2.gapb"])),
+        "patch",
+    );
+    assert_eq!(patched["digest"], v2.digest.to_string());
+    assert_eq!(patched["blobsFromBases"], kept.len());
     assert!(
         fs::read(s.path("p2.gapb")).unwrap() == fs::read(s.path("v2.gapb")).unwrap(),
         "patch of v1 + delta is not the full v2 bundle"
@@ -201,7 +215,7 @@ fn a_delta_against_the_previous_bundle_stores_only_new_blobs_and_patches_to_the_
     ok(s.gb(&["verify", "p2.gapb", "--trust", &pubkey]));
 
     // diff says what changed and what the delta stores.
-    let d = json_stdout(&ok(s.gb(&["--json", "diff", "v1.gapb", "v2.gapb"])));
+    let d = cli_report(&ok(s.gb(&["--json", "diff", "v1.gapb", "v2.gapb"])), "diff");
     let names = |k: &str| -> Vec<String> {
         d[k].as_array()
             .unwrap()
@@ -273,20 +287,23 @@ fn a_delta_against_a_containerd_inventory_imports_there_and_is_refused_elsewhere
 
     // The inventory of that containerd, signed with the site key.
     let sock = a.socket().display().to_string();
-    let inv = json_stdout(&ok(s.gb(&[
-        "--json",
+    let inv = cli_report(
+        &ok(s.gb(&[
+            "--json",
+            "inventory",
+            "-o",
+            "site.inv",
+            "--containerd",
+            &sock,
+            "--skip-nix",
+            "--skip-manifests",
+            "--key",
+            &site_key,
+            "--site",
+            "site-a",
+        ])),
         "inventory",
-        "-o",
-        "site.inv",
-        "--containerd",
-        &sock,
-        "--skip-nix",
-        "--skip-manifests",
-        "--key",
-        &site_key,
-        "--site",
-        "site-a",
-    ])));
+    );
     assert_eq!(
         inv["containerdBlobs"].as_u64().unwrap() as usize,
         a.content_blobs().len()
@@ -380,17 +397,22 @@ fn a_delta_against_a_fleet_registry_inventory_is_pushed_there() {
         cmd.output().unwrap()
     };
     ok(push("v1.gapb"));
-    ok(s.gb(&[
+    let inv = cli_report(
+        &ok(s.gb(&[
+            "--json",
+            "inventory",
+            "-o",
+            "fleet.inv",
+            "--registry",
+            &fleet.addr,
+            "--insecure-registry",
+            &fleet.addr,
+            "--skip-nix",
+            "--skip-manifests",
+        ])),
         "inventory",
-        "-o",
-        "fleet.inv",
-        "--registry",
-        &fleet.addr,
-        "--insecure-registry",
-        &fleet.addr,
-        "--skip-nix",
-        "--skip-manifests",
-    ]));
+    );
+    assert!(inv["registryRepositories"].as_u64().unwrap() >= 1, "{inv}");
     s.create(2, "d2.gapb", "cache", &["--against", "fleet.inv"]);
     assert_eq!(stored_image_blobs(&s.path("d2.gapb")), new_in_v2(&s.reg));
     ok(push("d2.gapb"));
@@ -554,20 +576,25 @@ fn a_nix_delta_goes_into_the_store_and_the_file_cache_it_was_made_against() {
     ] {
         ok(import(&v1, &store));
         let inv = p(&format!("{name}.inv"));
-        ok(gb(&[
+        let listed = cli_report(
+            &ok(gb(&[
+                "--json",
+                "inventory",
+                "-o",
+                &inv,
+                "--nix-store",
+                &store,
+                "--skip-images",
+                "--skip-manifests",
+            ])),
             "inventory",
-            "-o",
-            &inv,
-            "--nix-store",
-            &store,
-            "--skip-images",
-            "--skip-manifests",
-        ]));
+        );
+        assert!(listed["nixPaths"].as_u64().unwrap() > 0, "{listed}");
         let delta = p(&format!("d2-{name}.gapb"));
         create(2, &delta, &["--against", &inv]);
         assert_eq!(stored_paths(Path::new(&delta)), only_app2, "{name}");
         let o = ok(import(&delta, &store));
-        let added = json_stdout(&o)["targets"][0]["result"]["added"].clone();
+        let added = cli_report(&o, "import")["targets"][0]["result"]["added"].clone();
         assert_eq!(added, serde_json::json!([app2]), "{name}");
         verify_store(&store);
         if name == "store" {
@@ -585,7 +612,7 @@ fn a_nix_delta_goes_into_the_store_and_the_file_cache_it_was_made_against() {
     ok(import(&v1, &store2));
     let o = ok(import(&v2, &store2));
     assert_eq!(
-        json_stdout(&o)["targets"][0]["result"]["added"],
+        cli_report(&o, "import")["targets"][0]["result"]["added"],
         serde_json::json!([app2])
     );
     verify_store(&store2);

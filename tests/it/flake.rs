@@ -24,8 +24,8 @@ use serde_json::{json, Value};
 use tempfile::TempDir;
 
 use crate::support::{
-    create_cmd, gapbundle, gapbundle_bin, json_stdout, nix, repo, require_tool, run, run_stdout,
-    tool,
+    assert_report, cli_report, create_cmd, gapbundle, gapbundle_bin, json_stdout, nix, repo,
+    require_tool, run, run_stdout, tool,
 };
 
 // ---------------------------------------------------------------------------
@@ -89,6 +89,7 @@ fn man_page_on_stdout_and_one_page_per_subcommand() {
             .arg(dir.path().join("man1")),
     );
     let v: Value = serde_json::from_str(&out).unwrap();
+    assert_report(&v, "man");
     assert_eq!(v["ok"], true);
     let mut names: Vec<String> = fs::read_dir(dir.path().join("man1"))
         .unwrap()
@@ -825,7 +826,10 @@ fn inbox_imports_each_bundle_once_and_files_it_with_a_receipt() {
         .args(["key", "generate", "--quiet", "--name", "k1", "--dir"])
         .arg(&keys));
     let bundle = make_bundle(inbox.dir.path(), &keys.join("k1.sec"));
-    let digest = json_stdout(&run(gapbundle().args(["inspect", "--json"]).arg(&bundle)))["digest"]
+    let digest = cli_report(
+        &run(gapbundle().args(["inspect", "--json"]).arg(&bundle)),
+        "inspect",
+    )["digest"]
         .as_str()
         .unwrap()
         .to_string();
@@ -856,6 +860,7 @@ fn inbox_imports_each_bundle_once_and_files_it_with_a_receipt() {
     assert_eq!(first["exitCode"], 0);
     assert_eq!(first["digest"], digest.as_str());
     assert_eq!(first["result"]["ok"], true, "the --json output: {first}");
+    assert_report(&first["result"], "import");
     // The real import staged the image archive where K3s would load it.
     let archive = inbox.k3s_root().join("agent/images/quickstart.tar");
     assert!(archive.is_file(), "{first}");

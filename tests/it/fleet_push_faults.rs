@@ -110,7 +110,7 @@ fn an_upload_cut_mid_blob_is_pushed_again_from_the_bundle_file() {
         "the proxy cut one upload\n{}",
         output_text(&out)
     );
-    let report = json_stdout(&out);
+    let report = cli_report(&out, "import");
     let result = &report["targets"][0]["result"];
     assert_eq!(
         result["blobsPushedAgain"],
@@ -162,7 +162,7 @@ fn an_upload_cut_while_reading_stdin_fails_with_exit_5_and_a_rerun_completes() {
         output_text(&out)
     );
     assert_eq!(proxy.cuts(), 1);
-    let result = &json_stdout(&out)["targets"][0]["result"];
+    let result = &cli_report(&out, "import")["targets"][0]["result"];
     assert_eq!(
         result["bytesPushed"],
         blob_size(&w.bundle, &fx.base_layer_digest),

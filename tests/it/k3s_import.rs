@@ -129,11 +129,14 @@ fn containerd_import_registers_every_ref_unpacks_and_is_idempotent() {
     assert_eq!(images.len(), 3);
 
     let dry_run = || {
-        json_stdout(&run(w
-            .import(&bundle)
-            .arg("--containerd")
-            .arg(ctd.socket())
-            .args(["--dry-run", "--json"])))
+        cli_report(
+            &run(w
+                .import(&bundle)
+                .arg("--containerd")
+                .arg(ctd.socket())
+                .args(["--dry-run", "--json"])),
+            "import-plan",
+        )
     };
     // Dry run first: everything new, nothing written.
     let plan = dry_run();
@@ -176,11 +179,14 @@ fn containerd_import_registers_every_ref_unpacks_and_is_idempotent() {
     assert_eq!(t["presentObjects"].as_array().unwrap().len(), 3, "{plan}");
     assert_eq!(t["bytesToWrite"], 0, "{plan}");
     let before = ctd.ctr_stdout(&["images", "ls"]);
-    let out = json_stdout(&run(w
-        .import(&bundle)
-        .arg("--containerd")
-        .arg(ctd.socket())
-        .arg("--json")));
+    let out = cli_report(
+        &run(w
+            .import(&bundle)
+            .arg("--containerd")
+            .arg(ctd.socket())
+            .arg("--json")),
+        "import",
+    );
     let result = &out["targets"][0]["result"];
     assert_eq!(result["bytesWritten"], 0, "{out}");
     for img in result["images"].as_array().unwrap() {
@@ -229,11 +235,14 @@ fn containerd_import_killed_midway_completes_on_rerun() {
         "no image record before the bundle verified: {listed:?}"
     );
 
-    let plan = json_stdout(&run(w
-        .import(&bundle)
-        .arg("--containerd")
-        .arg(ctd.socket())
-        .args(["--dry-run", "--json"])));
+    let plan = cli_report(
+        &run(w
+            .import(&bundle)
+            .arg("--containerd")
+            .arg(ctd.socket())
+            .args(["--dry-run", "--json"])),
+        "import-plan",
+    );
     let partial = plan["targets"][0]["plan"]["bytesToWrite"].as_u64().unwrap();
     let total: u64 = head.manifest.blobs.iter().map(|b| b.size).sum();
     assert!(
@@ -244,20 +253,19 @@ fn containerd_import_killed_midway_completes_on_rerun() {
     run(w.import(&bundle).arg("--containerd").arg(ctd.socket()));
     assert_all_imported(&ctd, &images_of(&bundle));
 
-    // The killed import's lease is still there (it expires by itself). Deleting it
-    // with --sync runs containerd's garbage collector now: the GC labels must keep
-    // every blob and snapshot of every image.
+    // The rerun took over the killed import's lease and deleted it with its own:
+    // no gapbundle lease is left. Running containerd's garbage collector now (a
+    // lease removed with --sync runs it) must keep every blob and snapshot of
+    // every image: the GC labels hold them.
     let leases = ctd.ctr_stdout(&["leases", "ls"]);
-    let killed: Vec<&str> = leases
-        .lines()
-        .filter(|l| l.starts_with("gapbundle-"))
-        .collect();
-    assert_eq!(killed.len(), 1, "{leases}");
-    assert!(killed[0].contains("containerd.io/gc.expire="), "{leases}");
-    let id = killed[0].split_whitespace().next().unwrap();
+    assert!(
+        !leases.lines().any(|l| l.starts_with("gapbundle-")),
+        "{leases}"
+    );
     let content = ctd.content_blobs();
     let snaps = ctd.ctr_stdout(&["snapshots", "--snapshotter", "overlayfs", "ls"]);
-    ctd.ctr_stdout(&["leases", "rm", "--sync", id]);
+    ctd.ctr_stdout(&["leases", "create", "--id", "run-the-gc"]);
+    ctd.ctr_stdout(&["leases", "rm", "--sync", "run-the-gc"]);
     assert_eq!(ctd.content_blobs(), content, "GC kept all content");
     assert_eq!(
         ctd.ctr_stdout(&["snapshots", "--snapshotter", "overlayfs", "ls"]),
@@ -307,7 +315,7 @@ fn unreachable_containerd_exits_5_naming_the_socket_and_what_to_do() {
             .output()
             .unwrap();
         fails(&out, 5);
-        let v = json_stdout(&out);
+        let v = cli_report(&out, "error");
         assert_eq!(v["exitCode"], 5, "{v}");
         assert!(
             v["error"]
@@ -409,7 +417,10 @@ fn manifests_land_whole_in_the_auto_deploy_folder() {
             ("extra.yaml", 0, "kind: ConfigMap\n", false),
         ],
     );
-    let plan = json_stdout(&run(w.import(&bundle).args(["--dry-run", "--json"])));
+    let plan = cli_report(
+        &run(w.import(&bundle).args(["--dry-run", "--json"])),
+        "import-plan",
+    );
     assert_eq!(
         plan["targets"][0]["plan"]["newObjects"],
         json!(["chart-web.yaml", "extra.yaml"])
@@ -430,7 +441,10 @@ fn manifests_land_whole_in_the_auto_deploy_folder() {
         .collect();
     assert_eq!(names.len(), 2, "no temporary file is left: {names:?}");
     // Rerun: recognised as present.
-    let plan = json_stdout(&run(w.import(&bundle).args(["--dry-run", "--json"])));
+    let plan = cli_report(
+        &run(w.import(&bundle).args(["--dry-run", "--json"])),
+        "import-plan",
+    );
     assert_eq!(
         plan["targets"][0]["plan"]["presentObjects"]
             .as_array()
@@ -510,7 +524,10 @@ fn a_newer_version_removes_the_manifest_files_it_no_longer_has() {
         "{text}"
     );
     assert!(text.contains("1 to remove"), "{text}");
-    let plan = json_stdout(&run(w.import(&v2).args(["--dry-run", "--json"])));
+    let plan = cli_report(
+        &run(w.import(&v2).args(["--dry-run", "--json"])),
+        "import-plan",
+    );
     let p = &plan["targets"][0]["plan"];
     assert_eq!(p["objectsToRemove"], json!(["extra.yaml"]), "{plan}");
     assert_eq!(p["newObjects"], json!(["chart-web.yaml"]), "{plan}");
@@ -518,7 +535,7 @@ fn a_newer_version_removes_the_manifest_files_it_no_longer_has() {
 
     // The import: the changed file has the new bytes, the gone one is gone, and
     // nothing else anywhere changed.
-    let out = json_stdout(&run(w.import(&v2).arg("--json")));
+    let out = cli_report(&run(w.import(&v2).arg("--json")), "import");
     let result = &out["targets"][0]["result"];
     assert_eq!(result["written"], json!(["chart-web.yaml"]), "{out}");
     assert_eq!(result["removed"], json!(["extra.yaml"]), "{out}");
@@ -529,7 +546,10 @@ fn a_newer_version_removes_the_manifest_files_it_no_longer_has() {
     );
     expected.remove(Path::new("server/manifests/edge-site/extra.yaml"));
     assert_eq!(tree(&w.k3s_root()), expected);
-    let plan = json_stdout(&run(w.import(&v2).args(["--dry-run", "--json"])));
+    let plan = cli_report(
+        &run(w.import(&v2).args(["--dry-run", "--json"])),
+        "import-plan",
+    );
     assert!(
         plan["targets"][0]["plan"].get("objectsToRemove").is_none(),
         "{plan}"
@@ -555,7 +575,7 @@ fn a_newer_version_removes_the_manifest_files_it_no_longer_has() {
     // A version with no manifests at all empties the folder of ours, and keeps
     // the folder because other things are in it.
     let v3 = manifest_bundle_version(&w, "3", &[]);
-    let out = json_stdout(&run(w.import(&v3).arg("--json")));
+    let out = cli_report(&run(w.import(&v3).arg("--json")), "import");
     assert_eq!(
         out["targets"][0]["result"]["removed"],
         json!(["chart-web.yaml"]),
@@ -576,11 +596,10 @@ fn staged_archive_is_what_ctr_images_import_accepts() {
     let first = fs::metadata(&archive).unwrap().modified().unwrap();
 
     // A rerun recognises the archive and leaves it alone.
-    let plan = json_stdout(&run(w.import(&bundle).args([
-        "--staged",
-        "--dry-run",
-        "--json",
-    ])));
+    let plan = cli_report(
+        &run(w.import(&bundle).args(["--staged", "--dry-run", "--json"])),
+        "import-plan",
+    );
     assert_eq!(plan["targets"][0]["plan"]["bytesToWrite"], 0, "{plan}");
     run(w.import(&bundle).arg("--staged"));
     assert_eq!(fs::metadata(&archive).unwrap().modified().unwrap(), first);
@@ -647,7 +666,7 @@ fn fleet_mode_pushes_identical_digests_and_writes_a_mirror_snippet() {
         "{yaml}"
     );
     // A second push finds everything there.
-    let plan = json_stdout(&run(&mut push(&["--dry-run", "--json"])));
+    let plan = cli_report(&run(&mut push(&["--dry-run", "--json"])), "import-plan");
     assert_eq!(plan["targets"][0]["plan"]["bytesToWrite"], 0, "{plan}");
     assert_eq!(
         plan["targets"][0]["plan"]["presentObjects"]

@@ -13,17 +13,30 @@
 //! Tests in here share a process: none of them may change process-wide state
 //! (environment variables, the current folder); each sets what it needs on the
 //! commands it runs.
+//!
+//! The rules clippy.toml holds for src/ (programs only through io::process, files
+//! only through fs-err) are for the program: the tests drive the real tools with
+//! `std::process::Command` and make fixtures with `std::fs`, and a failure panics
+//! with the command line or the path (see `support::commands`).
+#![allow(
+    clippy::disallowed_methods,
+    reason = "the tests run tools and make fixtures directly; see above"
+)]
 
 mod support;
 
+mod architecture;
 mod bad_vectors;
 mod bundle_source;
 mod delta;
+mod exit_codes;
 mod flake;
 mod fleet_push_faults;
 mod hostile_format;
+mod hostile_import;
 mod k3s_import;
 mod k8s_render;
+mod kill_import;
 mod local_inputs;
 mod never_panics;
 mod nix_bundle;
@@ -31,6 +44,7 @@ mod oci_bundle;
 mod properties;
 mod registry_client;
 mod registry_resolver;
+mod reports;
 mod serve;
 mod services;
 mod spec_vectors;

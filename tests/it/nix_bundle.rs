@@ -110,26 +110,6 @@ fn closure(path: &str) -> Vec<String> {
     out.lines().map(str::to_string).collect()
 }
 
-/// Paths of `paths` that are valid in the chroot store at `root`.
-fn valid_in(root: &Path, paths: &[String]) -> Vec<String> {
-    if !root.join("nix/var/nix/db").exists() {
-        return Vec::new();
-    }
-    let out = run_stdout(
-        nix("nix-store")
-            .arg("--store")
-            .arg(format!("local?root={}", root.display()))
-            .args(["--check-validity", "--print-invalid"])
-            .args(paths),
-    );
-    let invalid: Vec<&str> = out.lines().collect();
-    paths
-        .iter()
-        .filter(|p| !invalid.contains(&p.as_str()))
-        .cloned()
-        .collect()
-}
-
 /// The root blob of `obj` (an object of the manifest as JSON).
 fn blob_of<'h>(head: &'h Head, obj: &Value) -> &'h BlobEntry {
     head.manifest
@@ -320,7 +300,7 @@ fn round_trip_into_a_fresh_store() {
         let link = root.join("nix/var/nix/gcroots/gapbundle").join(name);
         assert_eq!(fs::read_link(&link).unwrap(), Path::new(path.as_str()));
     }
-    let v: Value = serde_json::from_slice(&first.stdout).unwrap();
+    let v = cli_report(&first, "import");
     assert!(!v["targets"][0]["result"]["added"]
         .as_array()
         .unwrap()
@@ -328,7 +308,7 @@ fn round_trip_into_a_fresh_store() {
 
     // A second import is a no-op.
     let second = ok(imp(&w));
-    let v: Value = serde_json::from_slice(&second.stdout).unwrap();
+    let v = cli_report(&second, "import");
     assert_eq!(v["targets"][0]["result"]["added"], serde_json::json!([]));
 
     // Our NAR walk gives the bytes `nix-store --dump` gives (files, an executable, a
@@ -411,13 +391,13 @@ fn file_cache_serves_nix_copy_with_only_our_key_made_by_nix() {
 
     // A second import into the cache writes nothing.
     let again = ok(import(&w, "site.gapb", &cache_uri, &w.path("nix.pub")));
-    let v: Value = serde_json::from_slice(&again.stdout).unwrap();
+    let v = cli_report(&again, "import");
     assert_eq!(v["targets"][0]["result"]["added"], serde_json::json!([]));
 
     // An import interrupted before its narinfos were written completes on rerun.
     fs::remove_file(cache.join(format!("{hash}.narinfo"))).unwrap();
     let rerun = ok(import(&w, "site.gapb", &cache_uri, &w.path("nix.pub")));
-    let v: Value = serde_json::from_slice(&rerun.stdout).unwrap();
+    let v = cli_report(&rerun, "import");
     assert_eq!(v["targets"][0]["result"]["added"], serde_json::json!([app]));
     assert_eq!(
         fs::read_to_string(cache.join(format!("{hash}.narinfo"))).unwrap(),
@@ -688,13 +668,13 @@ in mk "gb-own-top-{tag}" "echo ${{dep}} > $out"
         assert_eq!(fs::read_link(&link).unwrap(), Path::new(&top));
         let sigs = run_stdout(nix("nix").args(["path-info", "--sigs", &top]));
         assert!(sigs.contains("test-release:"), "{sigs}");
-        let r: Value = serde_json::from_slice(&o.stdout).unwrap();
+        let r = cli_report(&o, "import");
         assert_eq!(
             r["targets"][0]["result"]["added"].as_array().unwrap().len(),
             2
         );
         // A second import is a no-op.
-        let again: Value = serde_json::from_slice(&ok(import()).stdout).unwrap();
+        let again = cli_report(&ok(import()), "import");
         assert_eq!(again["targets"][0]["result"]["present"], 2);
         assert!(again["targets"][0]["result"]["added"]
             .as_array()

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use gapbundle::bundle::manifest::{MANIFEST_PATH, SIGNATURES_PATH};
-use serde_json::Value;
 
 use crate::support::*;
 
@@ -58,7 +57,7 @@ fn round_trip_through_skopeo_with_dedup() {
     let w = Work::new("test-release");
     w.write("bundle.yaml", &three_images_spec(&reg, "all"));
     let out = run(create_from(&w, &reg.addr, "site.gapb").arg("--json"));
-    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let summary = cli_report(&out, "create");
     assert!(summary["savedBytes"].as_u64().unwrap() >= BASE_BLOB_SIZE as u64);
 
     // `tar tf` lists it, manifest and signatures first, and the shared layer once.
@@ -240,7 +239,7 @@ fn reproducible_and_offline_once_locked() {
     // Registry gone, warm cache: nothing to fetch, same bytes again.
     reg.stop();
     let out = run(create_from(&w, &reg.addr, "three.gapb").args(["--locked", "--json"]));
-    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let summary = cli_report(&out, "create");
     assert_eq!(summary["fetched"]["blobs"], 0);
     assert_eq!(
         fs::read(w.path("one.gapb")).unwrap(),
@@ -281,7 +280,7 @@ fn locked_refuses_a_moved_tag() {
     );
     // --update follows the tag and rewrites the lock.
     let out = run(create_from(&w, &reg.addr, "c.gapb").args(["--update", "--json"]));
-    assert_eq!(json_stdout(&out)["lockChanged"], true);
+    assert_eq!(cli_report(&out, "create")["lockChanged"], true);
     let lock = fs::read_to_string(w.path("bundle.lock")).unwrap();
     assert!(lock.contains(&fx.tool.manifest_digest), "{lock}");
 }
@@ -355,7 +354,10 @@ fn damaged_bundles_are_refused_naming_the_object() {
     let err = fails(&o, 3);
     assert!(err.contains("truncated"), "{err}");
     // inspect reads only the head, so it still works on the cut file.
-    let i = json_stdout(&run(gapbundle().args(["inspect", "--json"]).arg(&cut)));
+    let i = cli_report(
+        &run(gapbundle().args(["inspect", "--json"]).arg(&cut)),
+        "inspect",
+    );
     assert_eq!(i["images"][0]["ref"], fx.app.reference.as_str());
 
     // Something appended after the end is refused, not ignored.

@@ -141,11 +141,14 @@ fn volumes_from_create_and_from_split_agree_and_concatenate_to_the_bundle() {
     let size = awkward_size(&plain);
     let s = size.to_string();
 
-    let created = create(
-        &w,
-        &reg,
-        "made/site.gapb",
-        &["--volume-size", &s, "--parity", "2"],
+    let created = w.path("made/site.gapb");
+    fs::create_dir_all(created.parent().unwrap()).unwrap();
+    let report = cli_report(
+        &run(w
+            .create(&created)
+            .args(["--insecure-registry", &reg.addr, "--json"])
+            .args(["--volume-size", &s, "--parity", "2"])),
+        "create",
     );
     assert!(
         !created.exists(),
@@ -165,6 +168,19 @@ fn volumes_from_create_and_from_split_agree_and_concatenate_to_the_bundle() {
         "{}",
         output_text(&o)
     );
+    // The same as a --json report: every volume, named.
+    let json_prefix = w.path("cut-json/site.gapb");
+    fs::create_dir_all(json_prefix.parent().unwrap()).unwrap();
+    let split = cli_report(
+        &ok(gapbundle()
+            .args(["--json", "split"])
+            .arg(&plain)
+            .args(["--volume-size", &s, "--parity", "2", "-o"])
+            .arg(&json_prefix)
+            .output()
+            .unwrap()),
+        "split",
+    );
 
     let made = set_of(&created);
     let cut = set_of(&split_prefix);
@@ -174,6 +190,16 @@ fn volumes_from_create_and_from_split_agree_and_concatenate_to_the_bundle() {
     names.extend(["p01".to_string(), "p02".to_string()]);
     assert_eq!(made.keys().cloned().collect::<Vec<_>>(), names);
     assert!(made == cut, "create and split wrote different volumes");
+    assert!(
+        set_of(&json_prefix) == made,
+        "split --json wrote other volumes"
+    );
+    for r in [&report, &split] {
+        assert_eq!(r["volumes"].as_array().unwrap().len(), count, "{r}");
+        assert_eq!(r["parityVolumes"].as_array().unwrap().len(), 2, "{r}");
+        assert_eq!(r["digest"], head.digest.to_string());
+    }
+    assert_eq!(split["volumeSize"], size);
     assert!(
         joined(&made) == bytes,
         "cat of the volumes is not the bundle"
@@ -337,6 +363,24 @@ fn volumes_import_into_containerd_from_the_first_volume_with_two_rebuilt() {
         );
     }
     assert!(fs::read(&out).unwrap() == fs::read(&plain).unwrap());
+    // The same as a --json report, naming the volumes rebuilt.
+    let joined_json = cli_report(
+        &ok(gapbundle()
+            .args(["--json", "join"])
+            .arg(&first)
+            .arg("-o")
+            .arg(w.path("joined-json.gapb"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()),
+        "join",
+    );
+    assert_eq!(
+        joined_json["rebuilt"].as_array().unwrap().len(),
+        2,
+        "{joined_json}"
+    );
+    assert_eq!(joined_json["digest"], head_of(&plain).digest.to_string());
     // The joined file is the bundle: it verifies as one file.
     ok(verify(&out, &w.public()));
 }
@@ -579,13 +623,15 @@ fn a_killed_create_leaves_no_volume_under_a_final_name() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Kill it as soon as its first temporary volume appears.
+    // Kill it as soon as its first temporary volume appears (in the set's
+    // temporary folder, `.gapbundle.<pid>.site-gapb.<random>.tmp`).
     let deadline = Instant::now() + Duration::from_secs(60);
     let temp = |d: &Path| {
         fs::read_dir(d).unwrap().flatten().any(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with(".site.gapb.001.")
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(".gapbundle.")
+                && name.ends_with(".tmp")
+                && e.path().join("site.gapb.001").exists()
         })
     };
     while !temp(&dir) {
@@ -618,6 +664,14 @@ fn a_killed_create_leaves_no_volume_under_a_final_name() {
     );
     assert!(joined(&set_of(&prefix)) == fs::read(&plain).unwrap());
     ok(verify(&prefix.with_extension("gapb.001"), &w.public()));
+    // The rerun removed what the killed create left.
+    let left: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
 }
 
 // ---------------------------------------------------------------------------

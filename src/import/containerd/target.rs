@@ -12,7 +12,7 @@ use containerd_client::services::v1::{WriteAction, WriteContentRequest};
 use containerd_client::tonic::{Code, Status};
 use containerd_client::types::Descriptor as CDescriptor;
 use futures_util::StreamExt;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -23,8 +23,8 @@ use crate::bundle::manifest::BlobEntry;
 use crate::bundle::oci::{is_index, is_manifest};
 use crate::bundle::reader::Head;
 use crate::bundle::Digest;
-use crate::error::ContainerdFailure;
 use crate::import::images::{self, CheckedImage};
+use crate::import::report::{ContainerdImage, ContainerdReport, TargetReport};
 use crate::import::{Target, TargetPlan};
 use crate::progress::Progress;
 
@@ -54,6 +54,12 @@ pub struct Containerd {
     ingest: Option<Ingest>,
     written: u64,
     lease_id: Option<String>,
+    /// The bundle's digest, in the lease's name.
+    bundle: Digest,
+    /// Leases of killed imports taken over, and the partial writes they held that
+    /// were discarded: said in `finish`.
+    taken_over: Vec<String>,
+    discarded: usize,
 }
 
 impl Containerd {
@@ -86,6 +92,9 @@ impl Containerd {
             ingest: None,
             written: 0,
             lease_id: None,
+            bundle: head.digest,
+            taken_over: Vec::new(),
+            discarded: 0,
         })
     }
 
@@ -100,28 +109,31 @@ impl Containerd {
         Ok(ctx)
     }
 
-    /// Creates the lease on first use.
+    /// Creates the lease on first use, and takes over what imports killed
+    /// before left under theirs (see [`super::client`]): their committed content
+    /// is held by the new lease before the old one goes, so nothing this import
+    /// found present can be collected meanwhile.
     fn leased(&mut self) -> Result<Ctx> {
         let ctx = self.ctx()?;
         if ctx.lease.is_some() {
             return Ok(ctx);
         }
-        let (ctx, id) = self.rt.block_on(ctx.with_new_lease())?;
-        self.lease_id = Some(id);
+        let (ctx, id) = self.rt.block_on(ctx.with_new_lease(&self.bundle))?;
+        self.lease_id = Some(id.clone());
         self.ctx = Some(ctx.clone());
+        let stale = self.rt.block_on(ctx.stale_leases(&id))?;
+        for old in stale {
+            self.discarded += self.rt.block_on(ctx.take_over(&id, &old))?;
+            self.taken_over.push(old);
+        }
         Ok(ctx)
     }
 
-    /// For the streaming calls, which return `io::Error`: the text of the whole
-    /// chain, and the ContainerdFailure marker kept when there is one, so a
-    /// containerd that went away mid-stream still exits as unreachable.
+    /// For the streaming calls, which return `io::Error`: the whole error carried
+    /// inside, so a containerd that went away mid-stream still exits as
+    /// unreachable.
     fn io_err(e: anyhow::Error) -> io::Error {
-        let msg = format!("{e:#}");
-        if e.chain().any(|c| c.is::<ContainerdFailure>()) {
-            io::Error::other(ContainerdFailure(msg))
-        } else {
-            io::Error::other(msg)
-        }
+        crate::error::carried(e)
     }
 
     fn finish_ingest(&mut self) -> Result<()> {
@@ -241,6 +253,11 @@ impl Containerd {
     }
 }
 
+/// The ingest (the content service's name for a write in progress) of `blob`.
+fn ingest_ref(blob: &BlobEntry) -> String {
+    format!("{}{}", super::client::LEASE_PREFIX, blob.digest.hex())
+}
+
 /// Whether every name of `img` names its root with both labels and the host's
 /// platform is unpacked (all content present).
 async fn image_registered(ctx: &Ctx, img: &CheckedImage) -> Result<bool> {
@@ -272,7 +289,7 @@ async fn image_registered(ctx: &Ctx, img: &CheckedImage) -> Result<bool> {
 }
 
 /// Labels, unpacks and registers one image; returns its JSON report.
-async fn register(ctx: Ctx, img: CheckedImage, root_size: u64) -> Result<Value> {
+async fn register(ctx: Ctx, img: CheckedImage, root_size: u64) -> Result<ContainerdImage> {
     let refs = names(&img);
     let o = img.object;
     let have: BTreeSet<String> = o.blobs.iter().map(|d| d.to_string()).collect();
@@ -314,7 +331,7 @@ async fn register(ctx: Ctx, img: CheckedImage, root_size: u64) -> Result<Value> 
     }
     // Unpack the host's platform.
     let mut snapshots = 0;
-    let mut unpacked = Value::Null;
+    let mut unpacked = None;
     if let Some((config, layers, diff_ids)) = host_manifest(&ctx, &o).await? {
         snapshots = ctx
             .unpack(&layers, &diff_ids)
@@ -338,7 +355,7 @@ async fn register(ctx: Ctx, img: CheckedImage, root_size: u64) -> Result<Value> 
             }
         }
         let (os, arch) = host_platform();
-        unpacked = json!(format!("{os}/{arch}"));
+        unpacked = Some(format!("{os}/{arch}"));
     }
     // Image records.
     let target = CDescriptor {
@@ -353,10 +370,14 @@ async fn register(ctx: Ctx, img: CheckedImage, root_size: u64) -> Result<Value> 
             changed.push(r.clone());
         }
     }
-    Ok(json!({
-        "name": o.name, "digest": o.digest.to_string(), "refs": refs,
-        "recordsChanged": changed, "unpacked": unpacked, "snapshotsCreated": snapshots,
-    }))
+    Ok(ContainerdImage {
+        name: o.name.clone(),
+        digest: o.digest.to_string(),
+        refs,
+        records_changed: changed,
+        unpacked,
+        snapshots_created: snapshots,
+    })
 }
 
 impl Target for Containerd {
@@ -376,6 +397,21 @@ impl Target for Containerd {
     fn begin(&mut self, blob: &BlobEntry) -> io::Result<()> {
         self.finish_ingest().map_err(Self::io_err)?;
         let ctx = self.leased().map_err(Self::io_err)?;
+        // A partial ingest of this blob (an import killed while it streamed, whose
+        // lease has expired or was not ours to take over) is restarted: its bytes
+        // were never verified, and this write starts from the first byte.
+        let ingest = ingest_ref(blob);
+        if self
+            .rt
+            .block_on(ctx.ingest_offset(&ingest))
+            .map_err(Self::io_err)?
+            .is_some()
+        {
+            self.rt
+                .block_on(ctx.abort_ingest(&ingest))
+                .map_err(Self::io_err)?;
+            self.discarded += 1;
+        }
         let (tx, mut rx) = mpsc::channel::<WriteContentRequest>(INFLIGHT_CHUNKS);
         let stream = async_stream(move |cx| rx.poll_recv(cx));
         let req = ctx.req(stream);
@@ -403,7 +439,7 @@ impl Target for Containerd {
         let offset = self.ingest.as_ref().map(|i| i.offset).unwrap_or(0);
         let req = WriteContentRequest {
             action: WriteAction::Write as i32,
-            r#ref: format!("gapbundle-{}", blob.digest.hex()),
+            r#ref: ingest_ref(blob),
             total: blob.size as i64,
             expected: if offset == 0 {
                 blob.digest.to_string()
@@ -426,7 +462,7 @@ impl Target for Containerd {
         let offset = self.ingest.as_ref().map(|i| i.offset).unwrap_or(0);
         let req = WriteContentRequest {
             action: WriteAction::Commit as i32,
-            r#ref: format!("gapbundle-{}", blob.digest.hex()),
+            r#ref: ingest_ref(blob),
             total: blob.size as i64,
             expected: blob.digest.to_string(),
             offset: offset as i64,
@@ -439,12 +475,20 @@ impl Target for Containerd {
         self.finish_ingest().map_err(Self::io_err)
     }
 
-    fn finish(&mut self, _head: &Head, progress: &Progress) -> Result<Value> {
+    fn finish(&mut self, _head: &Head, progress: &Progress) -> Result<TargetReport> {
         self.finish_ingest()?;
         let ctx = self.leased()?;
         let images = self.images.clone();
         let blobs = self.blobs.clone();
         let lease = self.lease_id.clone().unwrap_or_default();
+        if !self.taken_over.is_empty() {
+            progress.message(format!(
+                "containerd: took over what {} interrupted import(s) left ({}), discarding {} partial write(s)",
+                self.taken_over.len(),
+                self.taken_over.join(", "),
+                self.discarded
+            ));
+        }
         progress.message(format!(
             "containerd: registering {} image(s), unpacking into {}",
             images.len(),
@@ -467,11 +511,11 @@ impl Target for Containerd {
                 let size = blobs.get(&o.digest).map(|b| b.size).unwrap_or(o.size);
                 register(ctx.clone(), img, size)
             });
-            let results: Vec<Result<Value>> = futures_util::stream::iter(jobs)
+            let results: Vec<Result<ContainerdImage>> = futures_util::stream::iter(jobs)
                 .buffered(PARALLEL_IMAGES)
                 .collect()
                 .await;
-            results.into_iter().collect::<Result<Vec<Value>>>()
+            results.into_iter().collect::<Result<Vec<ContainerdImage>>>()
         })?;
         // Image records now hold the content: the lease can go.
         if let (Some(ctx), Some(id)) = (self.ctx.clone(), self.lease_id.take()) {
@@ -482,7 +526,10 @@ impl Target for Containerd {
                 ));
             }
         }
-        Ok(json!({"images": reports, "bytesWritten": self.written}))
+        Ok(TargetReport::Containerd(ContainerdReport {
+            images: reports,
+            bytes_written: self.written,
+        }))
     }
 }
 
@@ -492,14 +539,21 @@ mod tests {
 
     #[test]
     fn a_containerd_gone_mid_stream_keeps_its_marker() {
+        use crate::error::ContainerdFailure;
         let gone = anyhow::Error::new(ContainerdFailure("containerd went away".into()))
             .context("writing blob sha256:00");
         let e = Containerd::io_err(gone);
-        assert!(e.get_ref().is_some_and(|i| i.is::<ContainerdFailure>()));
-        assert!(e
-            .to_string()
-            .contains("writing blob sha256:00: containerd went away"));
-        let other = Containerd::io_err(anyhow!("bad descriptor"));
-        assert!(!other.get_ref().is_some_and(|i| i.is::<ContainerdFailure>()));
+        let inner = e.get_ref().expect("carries the error");
+        let carried = inner
+            .downcast_ref::<crate::error::Carried>()
+            .expect("the whole error");
+        assert!(carried.0.chain().any(|c| c.is::<ContainerdFailure>()));
+        let text: Vec<String> =
+            std::iter::successors(Some(inner as &(dyn std::error::Error + 'static)), |c| {
+                c.source()
+            })
+            .map(|c| c.to_string())
+            .collect();
+        assert_eq!(text, ["writing blob sha256:00", "containerd went away"]);
     }
 }

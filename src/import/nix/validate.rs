@@ -8,9 +8,9 @@
 use anyhow::Result;
 
 use crate::bundle::keys::PublicKey;
-use crate::bundle::manifest::ManifestError;
-use crate::bundle::reader::{Head, ReadError};
+use crate::bundle::reader::Head;
 use crate::bundle::Digest;
+use crate::error::BundleFailure;
 use crate::nixfmt::{fingerprint, verify_path, NarHash, NarInfo, StorePath};
 
 /// One `nix-path` object of the bundle, checked.
@@ -48,8 +48,9 @@ impl NixObject {
     }
 }
 
+/// A `nix-path` object that is not what it claims: the bundle fails verification.
 pub(super) fn bad(msg: String) -> anyhow::Error {
-    ReadError::Manifest(ManifestError::Inconsistent(msg)).into()
+    BundleFailure(msg).into()
 }
 
 /// Reads every `nix-path` object (its name, meta and NAR blob were checked when the
@@ -58,7 +59,7 @@ pub(super) fn bad(msg: String) -> anyhow::Error {
 pub(super) fn nix_objects(head: &Head, trusted: &[PublicKey]) -> Result<Vec<NixObject>> {
     let mut out = Vec::new();
     for (o, meta) in head.manifest.nix_paths() {
-        let what = format!("nix-path `{}`", o.name);
+        let what = format!("nix-path `{}`", crate::text::escaped(&o.name));
         let path = StorePath::parse(&o.name).map_err(|e| bad(format!("{what}: {e}")))?;
         let blob = head
             .manifest

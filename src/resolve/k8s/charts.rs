@@ -596,7 +596,7 @@ fn forget_credentials(tmp: &Path) {
     let home = tmp.join("helm-home/config");
     for f in [home.join("repositories.yaml"), registry_config(tmp)] {
         // A file that is not there is fine; the whole folder goes at the end anyway.
-        let _ = std::fs::remove_file(f);
+        let _ = fs::remove_file(f);
     }
 }
 

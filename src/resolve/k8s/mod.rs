@@ -10,7 +10,7 @@
 //!
 //! Charts pulled from a repository or an OCI registry are checked against the
 //! repository's digest, stored as `chart` objects and pinned in the lock's `charts`
-//! section (see [`charts`]).
+//! section (see `charts.rs`).
 
 mod charts;
 
@@ -65,9 +65,7 @@ pub fn render(
     let s = &spec.spec;
     let mut out = Collector::default();
     if !(s.charts.is_empty() && s.kustomize.is_empty() && s.manifests.is_empty()) {
-        let tmp = tempfile::Builder::new()
-            .prefix("gapbundle-render-")
-            .tempdir()
+        let tmp = crate::io::temp::folder("render")
             .context("creating a temporary folder for rendering")?;
         let credentials = auth::Store::load(
             &opts.registry.credentials,
@@ -148,6 +146,47 @@ fn blame<E: Into<anyhow::Error>>(
     }
 }
 
+/// Every local file or folder rendering reads, as (what, path, whether every file
+/// below a folder may be read): local charts (a folder is packaged whole), values
+/// files, overlays, and the files `manifests:` entries name (globs expanded;
+/// `installable:` entries are built outputs in the store and left out). `create`
+/// refuses an output that is one of them.
+pub fn local_inputs(spec: &LoadedSpec) -> Vec<(String, PathBuf, bool)> {
+    let s = &spec.spec;
+    let mut v = Vec::new();
+    for (i, c) in s.charts.iter().enumerate() {
+        if let Some(p) = &c.path {
+            v.push((format!("charts[{i}].path"), spec.base.join(p), true));
+        }
+        for (j, f) in c.values_files.iter().enumerate() {
+            v.push((
+                format!("charts[{i}].valuesFiles[{j}]"),
+                spec.base.join(f),
+                false,
+            ));
+        }
+    }
+    for (i, k) in s.kustomize.iter().enumerate() {
+        v.push((
+            format!("kustomize[{i}].path"),
+            spec.base.join(&k.path),
+            false,
+        ));
+    }
+    for (i, m) in s.manifests.iter().enumerate() {
+        if m.path.is_some() {
+            if let Ok(files) = manifest_files(spec, i, m) {
+                v.extend(
+                    files
+                        .into_iter()
+                        .map(|(_, p)| (format!("manifests[{i}].path"), p, false)),
+                );
+            }
+        }
+    }
+    v
+}
+
 /// Splits rendered YAML, turning a bad document into bad input (exit 4).
 fn split(source: &str, yaml: &[u8], namespace: Option<&str>) -> anyhow::Result<Vec<Document>> {
     k8s::split_documents(source, yaml, Some(namespace.unwrap_or(DEFAULT_NAMESPACE)))
@@ -226,20 +265,20 @@ fn manifest_files(
 }
 
 fn list_dir(dir: &Path) -> Vec<k8s::glob::Entry> {
-    let Ok(rd) = std::fs::read_dir(dir) else {
+    let Ok(rd) = fs::read_dir(dir) else {
         return Vec::new();
     };
     rd.filter_map(|e| e.ok())
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
-            let is_dir = std::fs::metadata(e.path()).ok()?.is_dir();
+            let is_dir = fs::metadata(e.path()).ok()?.is_dir();
             Some((name, is_dir))
         })
         .collect()
 }
 
 fn is_file(p: &Path) -> bool {
-    std::fs::metadata(p).is_ok_and(|m| m.is_file())
+    fs::metadata(p).is_ok_and(|m| m.is_file())
 }
 
 /// A document to store, with the images it uses.

@@ -11,33 +11,10 @@ use fs_err as fs;
 use serde::Deserialize;
 
 use crate::error::InputFailure;
-use crate::io::process::Cmd;
+use crate::io::process::{nix_cmd, Cmd};
 use crate::nixfmt::{parse_path_info, PathInfo, StorePath};
 use crate::progress::Progress;
 use crate::spec::LoadedSpec;
-
-/// What to tell someone without Nix.
-pub const NIX_HINT: &str =
-    "install Nix (Debian: `apt-get install nix-bin`; elsewhere https://nixos.org/download)";
-
-/// A `nix`, `nix-store` … command. Flakes and the `nix` command are experimental in
-/// Nix 2.8: unless the user's `NIX_CONFIG` already says something about
-/// `experimental-features`, `extra-experimental-features = nix-command flakes` is
-/// appended to it (extra- adds to what nix.conf enables instead of replacing it).
-pub fn nix_cmd(program: &str) -> Cmd {
-    let cmd = Cmd::new(program, NIX_HINT);
-    match std::env::var("NIX_CONFIG") {
-        Ok(c) if c.contains("experimental-features") => cmd,
-        Ok(c) => cmd.env(
-            "NIX_CONFIG",
-            format!("{c}\nextra-experimental-features = nix-command flakes"),
-        ),
-        Err(_) => cmd.env(
-            "NIX_CONFIG",
-            "extra-experimental-features = nix-command flakes",
-        ),
-    }
-}
 
 /// The spec's folder as an absolute path (installables are relative to it).
 pub(super) fn base_dir(spec: &LoadedSpec) -> PathBuf {

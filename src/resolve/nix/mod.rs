@@ -1,12 +1,20 @@
 //! Nix installables and store paths to NAR blobs and `nix-path` objects.
 //!
-//! Nix is never evaluated here: the real `nix` CLI builds each installable and
-//! reports its closure (`cmd`); each path of the closure becomes one blob, its NAR
-//! packed into the cache (`pack`); what each entry resolved to goes into the lock
-//! (`lock`). Each path is signed with the bundle key(s) over Nix's own
-//! fingerprint, so Nix accepts the imported paths with nothing but our public key in
-//! `trusted-public-keys`. Blobs are ranked by topological depth: in the file, every
-//! NAR comes after the NARs of its references.
+//! Nix is never evaluated here: the real `nix` CLI builds each installable (`nix
+//! build --json --no-link`), reports the closure of everything asked for (`nix
+//! path-info --recursive --json`) and, with `includeFlakeInputs`, the flake's
+//! sources (`nix flake archive --json`) (`cmd`); a `storePath:` entry must already
+//! be valid and is not built. Each path of the closure becomes one blob: its NAR,
+//! made by our own walk over the store path (`nix-store --dump` only when the walk
+//! disagrees with the NAR hash Nix recorded), hashed and zstd-compressed as it
+//! streams into the cache (`pack`). What each entry resolved to (its output paths,
+//! the digest of its `flake.lock`) goes into the lock and is held against it with
+//! `--locked` (`lock`). Each path keeps the signatures Nix had for it and is signed
+//! with the bundle key(s) over Nix's own fingerprint, so Nix accepts the imported
+//! paths with nothing but our public key in `trusted-public-keys`; a `gcRoot` names
+//! the entry's outputs (`name`, or `name-0`, `name-1`, ... for several). Blobs are
+//! ranked by topological depth: in the file, every NAR comes after the NARs of its
+//! references.
 
 mod cmd;
 mod lock;
@@ -17,7 +25,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{Context, Result};
 use fs_err as fs;
 
-pub use cmd::{build_archive, build_manifests, nix_cmd, NIX_HINT};
+pub use cmd::{build_archive, build_manifests};
 pub use lock::LockedNix;
 pub use pack::NAR_ZSTD_LEVEL;
 

@@ -13,11 +13,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context, Result};
 use fs_err as fs;
 
-use super::nix_cmd;
 use crate::bundle::digest::HashingWriter;
 use crate::bundle::frames::{FrameCutter, FrameEncoder, FrameSink, FRAME_CONTENT};
 use crate::bundle::Digest;
 use crate::io::cas::Cas;
+use crate::io::process::nix_cmd;
 use crate::nixfmt::dump::dump_nar;
 use crate::nixfmt::{NarHash, PathInfo};
 
@@ -61,7 +61,7 @@ fn nar_blob(
     on_bytes: &dyn Fn(u64),
 ) -> Result<(Digest, u64)> {
     let index = index_path(cas, &info.nar_hash);
-    if let Ok(text) = std::fs::read_to_string(&index) {
+    if let Ok(text) = fs::read_to_string(&index) {
         if let Some((d, s)) = text.trim().split_once(' ') {
             if let (Ok(d), Ok(s)) = (d.parse::<Digest>(), s.parse::<u64>()) {
                 if cas.contains(&d, Some(s)) {
@@ -112,7 +112,7 @@ fn nar_blob(
     }
     // A hint, not data: temp + rename but no fsync (one per path would cost more than
     // packing small paths); a lost or stale entry only means packing again.
-    let mut tmp = tempfile::NamedTempFile::new_in(index.parent().unwrap_or(cas.root()))?;
+    let mut tmp = crate::io::temp::file_in(index.parent().unwrap_or(cas.root()), "nar-index")?;
     tmp.write_all(format!("{d} {s}\n").as_bytes())?;
     tmp.persist(&index).map_err(|e| e.error)?;
     Ok((d, s))

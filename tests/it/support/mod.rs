@@ -30,10 +30,12 @@
 //! The files, by concern: [`commands`] runs gapbundle and the tools and judges
 //! exit codes and output; [`registry`], [`containerd`] and [`nix`] start the
 //! real services; [`skopeo`] reads images from the outside; [`fixtures`] makes the
-//! images; [`versions`] makes two versions of an image set (for deltas); [`work`] is the work
-//! folder every end-to-end test starts from;
-//! [`http`] is a raw HTTP client; [`fake_http`] holds the fake servers for the
-//! faults a real server cannot produce; [`encoding`] holds digests and base64 written
+//! images; [`versions`] makes two versions of an image set (for deltas); [`work`] is
+//! the work folder every end-to-end test starts from;
+//! [`http`] is a raw HTTP client; [`reports`] checks the `--json` reports against
+//! their schemas; [`fake_http`] holds the fake servers for the
+//! faults a real server cannot produce; [`faults`] kills a command at a moment
+//! chosen by watching it and checks what it left behind; [`encoding`] holds digests and base64 written
 //! independently of src/; [`bundles`] reads bundle heads and forges bundles with
 //! the library itself.
 //!
@@ -48,10 +50,12 @@ mod commands;
 mod containerd;
 mod encoding;
 mod fake_http;
+mod faults;
 mod fixtures;
 mod http;
 mod nix;
 mod registry;
+mod reports;
 mod skopeo;
 mod versions;
 mod work;
@@ -61,10 +65,12 @@ pub use commands::*;
 pub use containerd::*;
 pub use encoding::*;
 pub use fake_http::*;
+pub use faults::*;
 pub use fixtures::*;
 pub use http::*;
 pub use nix::*;
 pub use registry::*;
+pub use reports::*;
 pub use skopeo::*;
 pub use versions::*;
 pub use work::*;

@@ -10,7 +10,7 @@ use gapbundle::bundle::keys::SecretKey;
 use serde_json::Value;
 use tempfile::TempDir;
 
-use super::{create_cmd, gapbundle, json_stdout, run, tool};
+use super::{cli_report, create_cmd, gapbundle, run, tool};
 
 /// The folder an end-to-end test works in: a key pair made by `gapbundle key
 /// generate` under `keys/`, and by convention the spec `bundle.yaml`, the cache
@@ -121,31 +121,65 @@ impl Work {
 
     /// `gapbundle --json inspect BUNDLE` (must succeed), parsed.
     pub fn inspect(&self, bundle: &str) -> Value {
-        json_stdout(&run(gapbundle()
-            .args(["--json", "inspect"])
-            .arg(self.path(bundle))))
+        cli_report(
+            &run(gapbundle()
+                .args(["--json", "inspect"])
+                .arg(self.path(bundle))),
+            "inspect",
+        )
     }
 }
 
-/// A small tmpfs, filled, unmounted on drop: a file system that is really full
-/// (mounting needs root, which the test command runs as; it fails loudly otherwise).
-pub struct FullTmpfs(PathBuf);
+/// A tmpfs of a given size, unmounted on drop: a small disk that can really fill
+/// up (mounting needs root, which the test command runs as; it fails loudly
+/// otherwise).
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (as mount's `size=` takes it: `64k`, `32m`) on
+    /// `dir`, made if needed.
+    pub fn mount(dir: &Path, size: &str) -> Tmpfs {
+        Tmpfs::with_options(dir, &format!("size={size}"))
+    }
+
+    /// An empty tmpfs mounted with `options` (`size=256k`, `size=80m,nr_inodes=64`):
+    /// a disk that fills up while something is written to it, after any check of
+    /// free space passed.
+    pub fn with_options(dir: &Path, options: &str) -> Tmpfs {
+        fs::create_dir_all(dir).unwrap();
+        run(tool("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(dir));
+        Tmpfs(dir.to_path_buf())
+    }
+
+    /// Bytes in use on it (`df`'s view).
+    pub fn used(&self) -> u64 {
+        let out = run(tool("df").args(["-B1", "--output=used"]).arg(&self.0));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or_else(|| panic!("df output: {}", String::from_utf8_lossy(&out.stdout)))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = tool("umount").arg(&self.0).status();
+    }
+}
+
+/// A small tmpfs, filled, unmounted on drop: a file system that is really full.
+pub struct FullTmpfs {
+    _mount: Tmpfs,
+}
 
 impl FullTmpfs {
     pub fn mount(dir: &Path) -> FullTmpfs {
-        fs::create_dir_all(dir).unwrap();
-        run(tool("mount")
-            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
-            .arg(dir));
-        let t = FullTmpfs(dir.to_path_buf());
+        let t = Tmpfs::mount(dir, "64k");
         // Fill it: whatever does not fit is the point.
         let _ = fs::write(dir.join("fill"), vec![0u8; 64 << 10]);
-        t
-    }
-}
-
-impl Drop for FullTmpfs {
-    fn drop(&mut self) {
-        let _ = tool("umount").arg(&self.0).status();
+        FullTmpfs { _mount: t }
     }
 }
