@@ -121,6 +121,7 @@ fn class_of(e: &(dyn std::error::Error + 'static)) -> Option<ErrorClass> {
         crate::io::cas::CasError,
         crate::io::keys::KeyFileError,
         crate::io::process::ProcessError,
+        crate::io::serve::ServeError,
         crate::io::source::SourceError,
         crate::io::volumes::VolumeSetError,
         crate::k8s::K8sError,
@@ -129,7 +130,9 @@ fn class_of(e: &(dyn std::error::Error + 'static)) -> Option<ErrorClass> {
         crate::nixfmt::NixFormatError,
         crate::nixfmt::PathInfoError,
         crate::oci::ReferenceError,
+        crate::oci::distribution::ManifestError,
         crate::registry::ClientError,
+        crate::serve::ViewError,
         crate::spec::SpecError,
         crate::spec::lock::LockError,
     );

@@ -82,7 +82,7 @@ pub fn run(a: ServeArgs, out: &OutputArgs) -> Result<(), Failure> {
     let mut config = Config::new(a.listen);
     config.max_connections = a.max_connections;
     if let Some((cert, key)) = &a.tls {
-        config.tls = Some(tls_config(cert, key).map_err(|e| InputFailure(e.to_string()))?);
+        config.tls = Some(tls_config(cert, key)?);
     }
     let log: Sink = Arc::new(|line: &str| eprintln!("{line}"));
     if !out.quiet {

@@ -134,6 +134,18 @@ pub enum ServeError {
     Runtime(io::Error),
 }
 
+impl crate::error::Classify for ServeError {
+    /// TLS files that cannot be used are bad input (exit code 4); an address that
+    /// cannot be bound, or threads that cannot be started, the machine's trouble.
+    fn class(&self) -> Option<crate::error::ErrorClass> {
+        use crate::error::ErrorClass;
+        Some(match self {
+            ServeError::TlsFile { .. } | ServeError::Tls { .. } => ErrorClass::Input,
+            ServeError::Bind { .. } | ServeError::Runtime(_) => ErrorClass::Other,
+        })
+    }
+}
+
 /// A byte range of a source that must hash to `digest`.
 #[derive(Clone)]
 pub struct Blob {

@@ -431,6 +431,14 @@ pub enum ManifestError {
     },
 }
 
+impl crate::error::Classify for ManifestError {
+    /// A stored manifest that cannot be read breaks the format: the bundle fails
+    /// verification (exit code 3).
+    fn class(&self) -> Option<crate::error::ErrorClass> {
+        Some(crate::error::ErrorClass::Verify)
+    }
+}
+
 /// What the manifest or index `bytes` (stored with `media_type`) points at. An index
 /// is told by its media type or, when that says neither, by a `manifests` field.
 pub fn pointers(media_type: &str, bytes: &[u8]) -> Result<Pointers, ManifestError> {

@@ -42,7 +42,7 @@ impl Cache {
                             first: first.clone(),
                             second: format!("{} (NAR hash {})", b.label, c.nar_hash),
                         }
-                        .marked());
+                        .into());
                     }
                     continue;
                 }
@@ -52,7 +52,7 @@ impl Cache {
                         what: format!("nix-path {}", c.path),
                         bundle: b.label.clone(),
                     }
-                    .marked());
+                    .into());
                 };
                 seen.insert(
                     c.path.clone(),

@@ -37,7 +37,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::bundle::keys::PublicKey;
 use crate::bundle::reader::Head;
 use crate::bundle::Digest;
-use crate::error::{BundleFailure, DeltaFailure, InputFailure};
 use crate::io::serve::{Blob, Reply, Request, Served, Site};
 use crate::oci::distribution;
 
@@ -102,19 +101,16 @@ pub enum ViewError {
     },
 }
 
-impl ViewError {
-    /// As an error for the command layer: conflicts are bad input (exit code 4), a
-    /// delta without its base does not fit (6), an unreadable manifest is a bundle
-    /// that fails verification (3).
-    pub fn marked(self) -> anyhow::Error {
-        let msg = self.to_string();
-        match self {
-            ViewError::TagConflict { .. } | ViewError::PathConflict { .. } => {
-                InputFailure(msg).into()
-            }
-            ViewError::Missing { .. } => DeltaFailure(msg).into(),
-            ViewError::Manifest { .. } => BundleFailure(msg).into(),
-        }
+impl crate::error::Classify for ViewError {
+    /// Conflicts are bad input (exit code 4), a delta without its base does not fit
+    /// (6), an unreadable stored manifest is a bundle that fails verification (3).
+    fn class(&self) -> Option<crate::error::ErrorClass> {
+        use crate::error::ErrorClass;
+        Some(match self {
+            ViewError::TagConflict { .. } | ViewError::PathConflict { .. } => ErrorClass::Input,
+            ViewError::Missing { .. } => ErrorClass::Delta,
+            ViewError::Manifest { .. } => ErrorClass::Verify,
+        })
     }
 }
 

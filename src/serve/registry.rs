@@ -57,7 +57,7 @@ impl Registry {
                                 first: first.clone(),
                                 second: who,
                             }
-                            .marked());
+                            .into());
                         }
                         Some(_) => {}
                         None => {
@@ -65,8 +65,7 @@ impl Registry {
                         }
                     }
                 }
-                repo.add_image(b, stored, o.digest, &o.media_type, &who)
-                    .map_err(ViewError::marked)?;
+                repo.add_image(b, stored, o.digest, &o.media_type, &who)?;
             }
         }
         Ok(reg)
