@@ -63,6 +63,7 @@ impl Serving {
             );
         }
         let report: Value = serde_json::from_str(&line).unwrap();
+        assert_report(&report, "serve");
         let addr = report["listen"].as_str().unwrap().to_string();
         Serving {
             child,
@@ -909,13 +910,7 @@ fn the_start_report_matches_its_schema() {
     w.write("bundle.yaml", &format!("name: a\nversion: \"1\"\n{images}"));
     run(&mut w.create("a.gapb"));
     let s = Serving::start(&w, &[w.path("a.gapb")], &[]);
-    let schema: Value = serde_json::from_slice(
-        &fs::read(repo().join("bundle-spec/schema/cli-serve.schema.json")).unwrap(),
-    )
-    .unwrap();
-    let v = jsonschema::validator_for(&schema).unwrap();
-    let errors: Vec<String> = v.iter_errors(&s.report).map(|e| e.to_string()).collect();
-    assert!(errors.is_empty(), "{errors:#?}\n{}", s.report);
+    assert_report(&s.report, "serve");
 }
 
 /// Pushes `bytes` as a blob of `repo` in `reg` (POST, then PUT with the digest).
