@@ -792,7 +792,7 @@ fn a_blob_changed_on_disk_while_served_never_reaches_a_client_whole() {
             && l.contains("cut short")),
         "{log}"
     );
-    assert!(log.contains("(cut short)"), "{log}");
+    assert!(log.contains("(cut short: a check failed)"), "{log}");
 }
 
 #[test]
