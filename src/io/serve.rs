@@ -1561,13 +1561,15 @@ mod tests {
         assert!(s.url().starts_with("http://127.0.0.1:"));
     }
 
+    /// One NAR string: its length, its bytes, zero padding to 8 (format.md 14.7).
+    fn token(out: &mut Vec<u8>, t: &[u8]) {
+        out.extend_from_slice(&(t.len() as u64).to_le_bytes());
+        out.extend_from_slice(t);
+        out.resize(out.len().div_ceil(8) * 8, 0);
+    }
+
     /// The NAR of one regular file holding `contents` (format.md 14.7).
     fn nar_of(contents: &[u8]) -> Vec<u8> {
-        fn token(out: &mut Vec<u8>, t: &[u8]) {
-            out.extend_from_slice(&(t.len() as u64).to_le_bytes());
-            out.extend_from_slice(t);
-            out.resize(out.len().div_ceil(8) * 8, 0);
-        }
         let mut out = Vec::new();
         for t in [
             &b"nix-archive-1"[..],
@@ -1583,9 +1585,13 @@ mod tests {
         out
     }
 
-    /// Serves `stored` (zstd bytes) as a NAR that must decode to `nar_digest` and
-    /// `nar_size`; the response to one GET and the failures.
-    fn serve_nar(stored: &[u8], nar_digest: Digest, nar_size: u64) -> (Got, Vec<Mismatch>) {
+    /// A server of `stored` (zstd bytes) as a NAR that must decode to `nar_digest`
+    /// and `nar_size`, with the path to ask for it.
+    fn nar_server(
+        stored: &[u8],
+        nar_digest: Digest,
+        nar_size: u64,
+    ) -> (Server, String, tempfile::NamedTempFile) {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(stored).unwrap();
         let mut docs = BTreeMap::new();
@@ -1603,11 +1609,17 @@ mod tests {
             }),
         );
         let docs = Documents::new(docs).unwrap();
-        let p = docs.prefix().to_string();
-        let s = Server::start(Config::loopback(), docs).unwrap();
+        let path = format!("{}/x.nar.zst", docs.prefix());
+        (Server::start(Config::loopback(), docs).unwrap(), path, f)
+    }
+
+    /// Serves `stored` as [`nar_server`] does; the response to one GET and the
+    /// failures.
+    fn serve_nar(stored: &[u8], nar_digest: Digest, nar_size: u64) -> (Got, Vec<Mismatch>) {
+        let (s, path, _f) = nar_server(stored, nar_digest, nar_size);
         let (mut got, _) = exchange(
             &s,
-            &format!("GET {p}/x.nar.zst HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+            &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
             &[false],
         );
         (got.remove(0), s.failures())
@@ -1697,14 +1709,9 @@ mod tests {
         // declares: the bundle's fault, whatever the client did. The contents do
         // not compress, so the blob is far larger than the socket buffers and the
         // client leaves mid-blob.
-        fn nar_str(out: &mut Vec<u8>, s: &[u8]) {
-            out.extend_from_slice(&(s.len() as u64).to_le_bytes());
-            out.extend_from_slice(s);
-            out.resize(out.len().next_multiple_of(8), 0);
-        }
         let mut plain = Vec::new();
         for s in ["nix-archive-1", "(", "type", "regular", "contents"] {
-            nar_str(&mut plain, s.as_bytes());
+            token(&mut plain, s.as_bytes());
         }
         let len = 16usize << 20;
         plain.extend_from_slice(&(4 * len as u64).to_le_bytes());
@@ -1717,26 +1724,8 @@ mod tests {
         }));
         let data = zstd::encode_all(&plain[..], 1).unwrap();
         assert!(data.len() > len);
-        let mut f = tempfile::NamedTempFile::new().unwrap();
-        f.write_all(&data).unwrap();
-        let mut docs = BTreeMap::new();
-        docs.insert(
-            "x.nar.zst".to_string(),
-            Document::Blob(Blob {
-                source: Arc::new(f.reopen().unwrap()),
-                offset: 0,
-                size: data.len() as u64,
-                digest: Digest::of(&data),
-                nar: Some(ContentInfo {
-                    digest: Digest::of(&plain),
-                    size: plain.len() as u64,
-                }),
-            }),
-        );
-        let docs = Documents::new(docs).unwrap();
-        let p = docs.prefix().to_string();
-        let s = Server::start(Config::loopback(), docs).unwrap();
-        take_and_leave(&s, &format!("{p}/x.nar.zst"), 1000);
+        let (s, path, _f) = nar_server(&data, Digest::of(&plain), plain.len() as u64);
+        take_and_leave(&s, &path, 1000);
         let f = s.finish();
         assert_eq!(f.len(), 1, "{f:?}");
         assert!(matches!(&f[0].found, Fault::Content(_)), "{f:?}");
