@@ -591,6 +591,34 @@ fn refusal(e: &ProcessError) -> Option<&'static str> {
     }
 }
 
+/// What fixes the TLS failure Helm's stderr reports (Go's `x509:` and `tls:`
+/// errors), if it reports one: the same reasons and fixes as for images
+/// ([`crate::registry::errors`]).
+fn tls_hint(e: &ProcessError, host: &str) -> Option<String> {
+    let ProcessError::Failed { stderr, .. } = e else {
+        return None;
+    };
+    let file = format!("configs.\"{host}\".tls");
+    if stderr.contains("certificate signed by unknown authority") {
+        Some(format!("its certificate comes from a CA this machine does not trust: pass --registry-ca FILE with the CA that issued it, or set {file}.ca_file in a --registries file, or add that CA to the system's trust store (SSL_CERT_FILE, SSL_CERT_DIR)"))
+    } else if stderr.contains("x509: certificate is valid for")
+        || stderr.contains("x509: certificate is not valid for any names")
+        || stderr.contains("because it doesn't contain any IP SANs")
+    {
+        Some(format!("its certificate is not valid for the name {host}: use a name the certificate lists, or have it reissued for {host}"))
+    } else if stderr.contains("x509: certificate has expired or is not yet valid") {
+        Some("its certificate has expired (or is not valid yet): have it renewed, and check this machine's clock".into())
+    } else if stderr.contains("tls: certificate required")
+        || stderr.contains("tls: bad certificate")
+    {
+        Some(format!("it wants a client certificate it accepts: pass --registry-cert FILE --registry-key FILE, or set {file}.cert_file and key_file in a --registries file"))
+    } else if stderr.contains("server gave HTTP response to HTTPS client") {
+        Some(format!("it speaks plain HTTP: write its endpoint as http://{host} in the registries file, or pass --insecure-registry {host}"))
+    } else {
+        None
+    }
+}
+
 /// `text` with `secret` replaced, in case a tool ever echoes it. Secrets shorter
 /// than 4 characters are left alone: replacing them would garble the message and
 /// hide nothing a guess would not find.
@@ -613,15 +641,19 @@ fn pull_failure(
     e: ProcessError,
 ) -> anyhow::Error {
     let refused = refusal(&e);
+    let tls = tls_hint(&e, &auth.host);
     let secret = auth.password();
     blame(e, |e| {
         let host = &auth.host;
-        let msg = match refused {
-            Some(status) => {
+        let msg = match (refused, tls) {
+            (_, Some(hint)) => format!(
+                "charts[{i}]: cannot pull {what}: TLS with {server} {host} failed: {hint}: {e:#}"
+            ),
+            (Some(status), None) => {
                 let hint = refusal_hint(host, &auth.found.origin, "read the chart");
                 format!("charts[{i}]: {server} {host} refused access to {what} ({status}): {hint}: {e:#}")
             }
-            None => format!(
+            (None, None) => format!(
                 "charts[{i}]: cannot pull {what}; check the URL, name and version, and that the repository is reachable: {e:#}"
             ),
         };
