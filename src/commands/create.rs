@@ -229,14 +229,30 @@ fn resolve(a: &CreateSettings, inputs: &Inputs, progress: &Progress) -> Result<R
             }
             Err(f) => return Err(f),
         };
-        resolved.new_lock.images.insert(
-            image.source.clone(),
-            LockedImage {
-                name: image.name.clone(),
-                digest: image.plan.root.digest,
-                media_type: image.plan.root.media_type.clone(),
-            },
-        );
+        let locked = LockedImage {
+            name: image.name.clone(),
+            digest: image.plan.root.digest,
+            media_type: image.plan.root.media_type.clone(),
+        };
+        // Two spellings of one image (`redis:8` in a chart, `docker.io/redis:8` in
+        // an overlay) are one image object, wanted by the documents of both.
+        if let Some(same) = resolved
+            .images
+            .iter_mut()
+            .find(|r| r.name == image.name && r.plan.root.digest == image.plan.root.digest)
+        {
+            for w in image.wanted_by {
+                if !same.wanted_by.contains(&w) {
+                    same.wanted_by.push(w);
+                }
+            }
+            resolved.new_lock.images.insert(image.source, locked);
+            continue;
+        }
+        resolved
+            .new_lock
+            .images
+            .insert(image.source.clone(), locked);
         resolved.images.push(image);
     }
     match failures.len() {
