@@ -36,6 +36,7 @@ mod hostile_format;
 mod k3s_import;
 mod k8s_render;
 mod local_inputs;
+mod network;
 mod never_panics;
 mod nix_bundle;
 mod oci_bundle;
