@@ -126,6 +126,7 @@ fn class_of(e: &(dyn std::error::Error + 'static)) -> Option<ErrorClass> {
         crate::nixfmt::NixFormatError,
         crate::nixfmt::PathInfoError,
         crate::oci::ReferenceError,
+        crate::oci::registries::RegistriesError,
         crate::registry::ClientError,
         crate::spec::SpecError,
         crate::spec::lock::LockError,

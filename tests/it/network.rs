@@ -885,6 +885,29 @@ fn several_missing_images_are_all_reported_with_the_documents_that_want_them() {
         e.contains("bundle.yaml:3:") && e.contains("`amd46` is not an architecture"),
         "{e}"
     );
+
+    // A registries file with a typo is an input error (exit 4) naming its place,
+    // not a silent pull from upstream.
+    w.write(
+        "bundle.yaml",
+        "name: m\nversion: \"1\"\nimages:\n  - ref: redis:8\n",
+    );
+    w.write(
+        "registries.yaml",
+        "mirors:\n  docker.io:\n    endpoint: [\"http://x\"]\n",
+    );
+    let e = fails(
+        &create(&w, "m.gapb")
+            .arg("--registries")
+            .arg(w.path("registries.yaml"))
+            .output()
+            .unwrap(),
+        4,
+    );
+    assert!(
+        e.contains("registries.yaml:1:") && e.contains("mirors"),
+        "{e}"
+    );
 }
 
 #[test]
