@@ -113,6 +113,10 @@ markers! {
     BundleFailure => Verify;
     /// Bad input: a spec, lock or key file, a flag combination, `--locked`.
     InputFailure => Input;
+    /// The command line asks for what cannot be done, found once its values are
+    /// known (`create -o -` with `--json`, `--volume-size` or a terminal on stdout),
+    /// as clap's own errors are for its syntax.
+    UsageFailure => Usage;
     /// A registry could not be reached, refused access, lacks the reference or
     /// serves wrong data.
     RegistryFailure => Service;

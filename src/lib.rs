@@ -17,14 +17,16 @@
 //!   closures, helm and kubectl);
 //! - [`import`]: blobs to targets (containerd, K3s's folders, a fleet registry, a Nix
 //!   store or binary cache);
-//! - [`io`]: the local content-addressed cache, atomic files, where a bundle's bytes
-//!   come from (stdin, a file, volumes), subprocesses, the loopback server;
+//! - [`io`]: the local content-addressed cache, atomic files, temporary files a rerun
+//!   cleans up after a kill, where a bundle's bytes come from (stdin, a file,
+//!   volumes), subprocesses, the loopback server;
 //! - [`commands`]: one orchestrator per subcommand, the settings resolved from the
 //!   command line, the `--json` reports, the exit code; [`cli`]: the clap definitions;
 //! - [`pool`]: the one worker pool (std threads only, so the format may use it);
 //! - [`progress`]: the only place that draws progress on stderr;
 //! - [`time`]: timestamps as RFC 3339, without a time zone database;
-//! - [`error`]: the classes that pick an exit code, used by every layer.
+//! - [`error`]: the classes that pick an exit code, used by every layer;
+//! - [`text`]: bundle text escaped for a terminal, used by every print of it.
 
 pub mod bundle;
 pub mod cli;
@@ -40,4 +42,5 @@ pub mod progress;
 pub mod registry;
 pub mod resolve;
 pub mod spec;
+pub mod text;
 pub mod time;

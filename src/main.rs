@@ -8,6 +8,7 @@ use clap::Parser;
 use gapbundle::cli::Cli;
 use gapbundle::commands::report::print_error;
 use gapbundle::commands::{self, exit};
+use gapbundle::text::terminal_safe;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -33,9 +34,14 @@ fn main() -> ExitCode {
             if json {
                 print_error(f.code, &chain.join(": "));
             }
-            eprintln!("error: {}", chain[0]);
+            // Messages name what a bundle named; whatever was not escaped where it
+            // was put in is escaped here, but for line breaks (a tool's output, a
+            // list): every line after the first is indented, so no text in an error
+            // can pass for a line of output of its own (`OK … signed by …`).
+            let shown = |s: &str| terminal_safe(s).replace('\n', "\n    ");
+            eprintln!("error: {}", shown(&chain[0]));
             for c in &chain[1..] {
-                eprintln!("  caused by: {c}");
+                eprintln!("  caused by: {}", shown(c));
             }
             ExitCode::from(f.code)
         }

@@ -2,12 +2,16 @@
 //!
 //! Operators watch bars on a terminal; CI logs want one plain line per finished
 //! transfer; `--quiet` and `--json` want nothing on stderr but errors. Keeping that
-//! decision here means no other module ever prints progress itself.
+//! decision here means no other module ever prints progress itself. Every message
+//! and label goes through [`crate::text::terminal_safe`]: they often name things a
+//! bundle named.
 
 use std::io::IsTerminal;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::text::terminal_safe;
 
 #[derive(Clone)]
 enum Mode {
@@ -44,6 +48,7 @@ impl Progress {
 
     /// A status line (not drawn when quiet).
     pub fn message(&self, msg: impl AsRef<str>) {
+        let msg = terminal_safe(msg.as_ref());
         match &self.mode {
             Mode::Bars(m) => {
                 let _ = m.println(msg.as_ref());
@@ -55,6 +60,7 @@ impl Progress {
 
     /// A warning: shown even when quiet, since it asks the user to act.
     pub fn warn(&self, msg: impl AsRef<str>) {
+        let msg = terminal_safe(msg.as_ref());
         match &self.mode {
             Mode::Bars(m) => {
                 let _ = m.println(format!("warning: {}", msg.as_ref()));
@@ -65,7 +71,7 @@ impl Progress {
 
     /// A byte-counting bar for one transfer of `total` bytes.
     pub fn bar(&self, label: impl Into<String>, total: u64) -> Bar {
-        let label = label.into();
+        let label = terminal_safe(&label.into()).into_owned();
         let inner = match &self.mode {
             Mode::Bars(m) => {
                 let pb = m.add(ProgressBar::new(total));

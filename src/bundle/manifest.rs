@@ -39,6 +39,24 @@ pub const INDEX_PATH: &str = "index.json";
 /// a reader allocate without bound before anything is verified.
 pub const MAX_HEAD_ENTRY: u64 = 256 << 20;
 
+/// Longest bundle name.
+pub const MAX_NAME_LEN: usize = 128;
+
+/// Whether `name` may name a bundle (format.md section 5): 1 to [`MAX_NAME_LEN`]
+/// characters of `[A-Za-z0-9._-]`, the first a letter or digit. An importer names a
+/// folder and a file after the bundle (`server/manifests/<name>/`,
+/// `agent/images/<name>.tar`) as the name is, so two bundles share a folder only
+/// when they share the name: no mapping (`team x` and `team_x` to one folder)
+/// can make one bundle's import replace another's files.
+pub fn valid_bundle_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= MAX_NAME_LEN
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+}
+
 /// The kind of an object in the bundle.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
@@ -74,8 +92,10 @@ impl Kind {
 }
 
 impl std::fmt::Display for Kind {
+    /// The name, escaped for a terminal: a kind this version does not know is
+    /// whatever the bundle wrote there.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(&crate::text::escaped(self.as_str()))
     }
 }
 
@@ -249,12 +269,12 @@ pub enum BaseKind {
 /// shown with control characters escaped.
 impl std::fmt::Display for DeltaBase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let name = super::signature::escaped(&self.name);
+        let name = crate::text::escaped(&self.name);
         match self.kind {
             BaseKind::Bundle => write!(
                 f,
                 "bundle {name} {} ({})",
-                super::signature::escaped(self.version.as_deref().unwrap_or("?")),
+                crate::text::escaped(self.version.as_deref().unwrap_or("?")),
                 self.digest
             ),
             BaseKind::Inventory => write!(f, "inventory of {name} ({})", self.digest),
@@ -403,7 +423,7 @@ impl Manifest {
                     ManifestError::Object {
                         index,
                         kind: o.kind.clone(),
-                        name: o.name.clone(),
+                        name: crate::text::escaped(&o.name).into_owned(),
                         problem,
                     }
                 })?;
@@ -456,7 +476,8 @@ impl Manifest {
                 if !seen.contains(d) {
                     return bad(format!(
                         "{} `{}` needs blob {d}, which is not listed",
-                        o.kind, o.name
+                        o.kind,
+                        crate::text::escaped(&o.name)
                     ));
                 }
             }
@@ -589,7 +610,7 @@ impl Manifest {
             Err(ManifestError::Object {
                 index,
                 kind: o.kind.clone(),
-                name: o.name.clone(),
+                name: crate::text::escaped(&o.name).into_owned(),
                 problem: MetaError {
                     field: field.into(),
                     problem,
@@ -687,6 +708,29 @@ impl Manifest {
 )]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bundle_names_are_file_names_as_they_are() {
+        for ok in ["edge-site", "a", "Team_x.2", "0", &"x".repeat(MAX_NAME_LEN)] {
+            assert!(valid_bundle_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "team x",
+            ".hidden",
+            "..",
+            "-x",
+            "_x",
+            "a/b",
+            "a\\b",
+            "é",
+            "a\nb",
+            "a\u{1b}[1m",
+            &"x".repeat(MAX_NAME_LEN + 1),
+        ] {
+            assert!(!valid_bundle_name(bad), "{bad:?}");
+        }
+    }
     use crate::bundle::meta::NixPathMeta;
     use crate::bundle::writer::BundleBuilder;
     use crate::nixfmt::{NarHash, NAR_ZSTD_MEDIA_TYPE};

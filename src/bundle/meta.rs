@@ -223,12 +223,12 @@ pub struct NixPathMeta {
     /// Its content address, as Nix writes it.
     #[serde(
         default,
-        deserialize_with = "opt_line",
+        deserialize_with = "opt_ca",
         skip_serializing_if = "Option::is_none"
     )]
     pub ca: Option<String>,
     /// Nix path signatures (`<key name>:<base64>`), sorted.
-    #[serde(deserialize_with = "lines")]
+    #[serde(deserialize_with = "path_signatures")]
     pub sigs: Vec<String>,
     /// GC root names an importer creates for it.
     #[serde(
@@ -370,27 +370,23 @@ mod opt_store_path {
     }
 }
 
-/// One narinfo line's worth of text: no control characters, which would let a
-/// value add lines of its own to the narinfo an importer writes.
-fn line<E: serde::de::Error>(s: String) -> Result<String, E> {
-    match s.chars().find(|c| c.is_control()) {
-        Some(c) => Err(invalid(format!(
-            "`{}` holds the control character {c:?}",
-            s.escape_debug()
-        ))),
-        None => Ok(s),
+/// A content address as Nix writes one ([`crate::nixfmt::validate_ca`]): it
+/// becomes the `CA:` line of a narinfo, so nothing else (a line break adding a
+/// line of its own) may pass.
+fn opt_ca<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = String::deserialize(d)?;
+    crate::nixfmt::validate_ca(&s).map_err(|e| invalid(e.to_string()))?;
+    Ok(Some(s))
+}
+
+/// Path signatures as Nix writes them ([`crate::nixfmt::validate_path_signature`]):
+/// each becomes a `Sig:` line of a narinfo.
+fn path_signatures<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let sigs = Vec::<String>::deserialize(d)?;
+    for s in &sigs {
+        crate::nixfmt::validate_path_signature(s).map_err(|e| invalid(e.to_string()))?;
     }
-}
-
-fn opt_line<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    line(String::deserialize(d)?).map(Some)
-}
-
-fn lines<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    Vec::<String>::deserialize(d)?
-        .into_iter()
-        .map(line)
-        .collect()
+    Ok(sigs)
 }
 
 fn gc_roots<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
@@ -410,6 +406,9 @@ mod tests {
 
     const PATH: &str = "/nix/store/094qif9n4cq4fdg459qzbhg1c6wywaww-a";
     const HASH: &str = "sha256:094qif9n4cq4fdg459qzbhg1c6wywawwaaivx0k0x8xhbyx4vwic";
+    /// A content address and a path signature of the grammars Nix writes.
+    const CA: &str = "fixed:r:sha256:094qif9n4cq4fdg459qzbhg1c6wywawwaaivx0k0x8xhbyx4vwic";
+    const SIG: &str = "k:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==";
 
     fn fields(json: &str) -> Extra {
         serde_json::from_str(json).unwrap()
@@ -435,7 +434,7 @@ mod tests {
         assert_eq!(i.extra["x-newer"], serde_json::json!({"k": [1, 2]}));
         round_trip(Kind::Image, r#"{"platforms":[],"source":"s"}"#);
         let nix = format!(
-            r#"{{"ca":"fixed:r:sha256:x","deriver":"{PATH}.drv","gcRoots":["app"],"narHash":"{HASH}","narSize":120,"newField":true,"references":["{PATH}"],"sigs":[]}}"#
+            r#"{{"ca":"{CA}","deriver":"{PATH}.drv","gcRoots":["app"],"narHash":"{HASH}","narSize":120,"newField":true,"references":["{PATH}"],"sigs":[]}}"#
         );
         let m = round_trip(Kind::NixPath, &nix);
         let n = m.nix_path().unwrap();
@@ -446,7 +445,7 @@ mod tests {
         round_trip(
             Kind::NixPath,
             &format!(
-                r#"{{"gcRoots":[],"narHash":"{HASH}","narSize":0,"references":[],"sigs":["k:c2ln"]}}"#
+                r#"{{"gcRoots":[],"narHash":"{HASH}","narSize":0,"references":[],"sigs":["{SIG}"]}}"#
             ),
         );
         round_trip(
@@ -513,6 +512,26 @@ mod tests {
             ),
         );
         assert_eq!(e.field, "meta.sigs", "{e}");
+        // `ca` and `sigs` are held to their narinfo grammar when the manifest is
+        // parsed, not first when a narinfo is written.
+        for (field, json) in [
+            (
+                "meta.ca",
+                r#""ca":"fixed:r:sha256:x","sigs":[]"#.to_string(),
+            ),
+            (
+                "meta.ca",
+                format!(r#""ca":"{CA}\nNarHash: {HASH}","sigs":[]"#),
+            ),
+            ("meta.sigs", r#""sigs":["k:c2ln"]"#.to_string()),
+            ("meta.sigs", format!(r#""sigs":["{SIG} "]"#)),
+        ] {
+            let e = err(
+                Kind::NixPath,
+                &format!(r#"{{"narHash":"{HASH}","narSize":1,"references":[],{json}}}"#),
+            );
+            assert_eq!(e.field, field, "{e}");
+        }
         let e = err(Kind::K8sManifest, r#"{"source":"s","file":"f","order":-1}"#);
         assert_eq!(e.field, "meta.order", "{e}");
         let e = err(Kind::Image, r#"{"platforms":"linux/amd64","source":"s"}"#);

@@ -7,6 +7,7 @@
 //! implementation.
 
 pub mod canonical;
+pub mod decode;
 pub mod delta;
 pub mod diff;
 pub mod digest;

@@ -392,7 +392,7 @@ fn damage_of(head: &Head, entry: &Entry, found: Option<Digest>, found_size: u64)
             .manifest
             .users_of(&b.digest)
             .iter()
-            .map(|o| format!("{} `{}`", o.kind, o.name))
+            .map(|o| format!("{} `{}`", o.kind, crate::text::escaped(&o.name)))
             .collect(),
         Entry::File(_) => Vec::new(),
     };

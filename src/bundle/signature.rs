@@ -7,6 +7,7 @@
 //! bundle signature can never be replayed as a Nix path signature made with the same
 //! key (Nix signs `1;/nix/store/...` fingerprints).
 
+use crate::text::escaped;
 use serde::{Deserialize, Serialize};
 
 use super::canonical;
@@ -173,7 +174,7 @@ impl Envelope {
 
     /// The keys that claim to have signed (not yet checked), as the envelope
     /// spells them; they are untrusted text, so print them with
-    /// [`escaped`].
+    /// [`crate::text::escaped`].
     pub fn claimed_signers(&self) -> Vec<String> {
         self.signatures
             .iter()
@@ -223,7 +224,7 @@ impl Envelope {
                 continue;
             };
             let bad = || TrustError::BadSignature {
-                key: escaped(&entry.public_key),
+                key: escaped(&entry.public_key).into_owned(),
             };
             let sig = Signature::parse(&entry.signature).map_err(|_| bad())?;
             if !key.verify(&msg, &sig) {
@@ -241,7 +242,7 @@ impl Envelope {
                 signers: self
                     .signatures
                     .iter()
-                    .map(|s| escaped(s.public_key.split(':').next().unwrap_or("")))
+                    .map(|s| escaped(s.public_key.split(':').next().unwrap_or("")).into_owned())
                     .collect::<Vec<_>>()
                     .join(", "),
                 trusted: trusted
@@ -253,21 +254,6 @@ impl Envelope {
         }
         Ok(ok)
     }
-}
-
-/// Untrusted text (a key name from an envelope) as a message may show it: control
-/// characters escaped, so nothing from a bundle can paint a terminal.
-pub fn escaped(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| {
-            let e: Vec<char> = if c.is_control() {
-                c.escape_default().collect()
-            } else {
-                vec![c]
-            };
-            e
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -19,9 +19,21 @@
 //! it into the delta ([`crate::bundle::delta`]): the delta and a full create come
 //! from the same stages, so the full bundle that `patch` rebuilds is the one a full
 //! create writes.
+//!
+//! Two checks come before any of it. The output must not be one of the inputs
+//! (`-o k.sec --key k.sec` would replace the signing key with the bundle; so would
+//! `-o` naming the spec, the lock, a values file, a `--against` base or anything
+//! inside a layout or the cache): `check_output` compares it (with `--volume-size`,
+//! every volume name of the set), by device and inode and by path, with every local
+//! input and refuses with exit code 4 naming both. And `-o -` (or `-o /dev/stdout`,
+//! or any path that is the file standard output already is) writes the bundle to
+//! standard output, which then carries nothing else: the report goes to stderr, and
+//! `--json` (whose report would go to stdout) and `--volume-size` (volumes need
+//! names) are usage errors.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use fs_err as fs;
@@ -40,8 +52,8 @@ use crate::bundle::volumes::Layout;
 use crate::bundle::writer::{write_bundle, BundleBuilder, Plan};
 use crate::bundle::Digest;
 use crate::cli::{CreateArgs, OutputArgs};
-use crate::error::{ErrorClass, InputFailure, RegistryFailure};
-use crate::io::atomic::AtomicFile;
+use crate::error::{ErrorClass, InputFailure, RegistryFailure, UsageFailure};
+use crate::io::atomic::{sweep_beside, AtomicFile};
 use crate::io::bundle_file::{write_parallel, Pieces};
 use crate::io::cas::Cas;
 use crate::io::keys::load_secret_key;
@@ -75,16 +87,72 @@ fn served_by_registry(e: anyhow::Error) -> anyhow::Error {
     }
 }
 
+/// Where the bundle goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Output {
+    /// A file (or a device, FIFO or symlink: see [`AtomicFile`]).
+    File(PathBuf),
+    /// Standard output: `-o -`, or a path that is the file stdout already is.
+    Stdout,
+}
+
+impl Output {
+    fn of(path: &Path) -> Output {
+        if path == Path::new("-") || is_stdout(path) {
+            Output::Stdout
+        } else {
+            Output::File(path.to_path_buf())
+        }
+    }
+
+    /// For messages.
+    fn shown(&self) -> String {
+        match self {
+            Output::File(p) => p.display().to_string(),
+            Output::Stdout => "standard output".into(),
+        }
+    }
+}
+
+/// Whether `path` is the very file standard output is (`/dev/stdout`,
+/// `/proc/self/fd/1`, or the file stdout was redirected to).
+fn is_stdout(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(target) = fs_err::metadata(path) else {
+        return false;
+    };
+    // The file descriptor's own link: a pipe, a terminal or a file, whatever it is.
+    let Ok(out) = fs_err::metadata("/proc/self/fd/1") else {
+        return false;
+    };
+    target.dev() == out.dev() && target.ino() == out.ino()
+}
+
 /// Runs create, stage by stage: each stage's result carries what the next needs.
 pub fn run(a: CreateArgs, out: &OutputArgs) -> Result<(), Failure> {
     let a = &CreateSettings::resolve(a)?;
+    let output = Output::of(&a.output);
+    if output == Output::Stdout {
+        let refused = if out.json {
+            Some("--json prints its report on standard output, which `-o -` gives to the bundle: write the bundle to a file, or leave out --json")
+        } else if a.volume_size.is_some() {
+            Some("--volume-size writes volumes named after -o (PREFIX.001 …), which standard output cannot be: give -o PREFIX, or leave out --volume-size and pipe the bundle into `gapbundle split - -o PREFIX`")
+        } else if std::io::stdout().is_terminal() {
+            Some("standard output is a terminal: pipe the bundle into a command or redirect it to a file, or give -o FILE")
+        } else {
+            None
+        };
+        if let Some(why) = refused {
+            return Err(UsageFailure(why.into()).into());
+        }
+    }
     let progress = Progress::new(out.quiet || out.json);
-    let inputs = Inputs::load(a, &progress)?;
+    let inputs = Inputs::load(a, &output, &progress)?;
     let resolved = resolve(a, &inputs, &progress)?;
     check_lock(a, &inputs, &resolved)?;
     let fetched = fetch(&inputs, &resolved, &progress)?;
     let assembled = assemble(a, &inputs, &resolved)?;
-    let written = write(a, &inputs, &assembled, &progress)?;
+    let written = write(a, &output, &inputs, &assembled, &progress)?;
     report(
         a,
         out,
@@ -111,9 +179,12 @@ struct Inputs {
 }
 
 impl Inputs {
-    fn load(a: &CreateSettings, progress: &Progress) -> Result<Inputs, Failure> {
+    fn load(a: &CreateSettings, output: &Output, progress: &Progress) -> Result<Inputs, Failure> {
         let loaded = spec::load(&a.spec)?;
         let lock_path = a.lock.clone();
+        if let Output::File(out) = output {
+            check_output(out, a.volume_size.is_some(), &input_paths(a, &loaded))?;
+        }
         let old_lock = if lock_path.exists() {
             Lock::parse(&lock_path.display().to_string(), &fs::read(&lock_path)?)?
         } else if a.locked {
@@ -538,6 +609,8 @@ fn assemble(
 /// that appear only once all of them are complete; then the lock beside the spec,
 /// if it changed.
 struct Written {
+    /// Where the bundle went.
+    output: Output,
     /// Bytes of the bundle.
     size: u64,
     /// The volumes, when it was split.
@@ -546,6 +619,7 @@ struct Written {
 
 fn write(
     a: &CreateSettings,
+    output: &Output,
     inputs: &Inputs,
     assembled: &Assembled,
     progress: &Progress,
@@ -553,11 +627,21 @@ fn write(
     let plan = &assembled.plan;
     let envelope = Envelope::sign(plan.digest, &inputs.keys);
     let total = plan.file_len(&envelope);
-    let bar = progress.bar(format!("bundle {}", a.output.display()), total);
-    let volumes = match a.volume_size {
-        Some(volume_size) => {
+    let bar = progress.bar(format!("bundle {}", output.shown()), total);
+    let volumes = match (a.volume_size, output) {
+        (_, Output::Stdout) => {
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+            write_bundle(&mut w, plan, &envelope, &inputs.cas, |b| {
+                bar.inc(b.size + 512)
+            })
+            .context("writing the bundle to standard output")?;
+            w.flush().context("writing the bundle to standard output")?;
+            bar.clear();
+            None
+        }
+        (Some(volume_size), Output::File(path)) => {
             let layout = Layout::new(total, volume_size, plan.data_start(&envelope))?;
-            let out = VolumeOutput::create(&a.output, layout, a.parity.unwrap_or(0))?;
+            let out = VolumeOutput::create(path, layout, a.parity.unwrap_or(0))?;
             write_parallel(
                 &out.pieces(),
                 plan,
@@ -569,8 +653,10 @@ fn write(
             bar.clear();
             Some((layout, commit(out, plan.digest, total, progress)?))
         }
-        None => {
-            let mut file = AtomicFile::create(&a.output)?;
+        (None, Output::File(path)) => {
+            // What a killed create left here (a half bundle of hundreds of MiB).
+            sweep_beside(path);
+            let mut file = AtomicFile::create(path)?;
             match file.temp_path().map(std::path::Path::to_path_buf) {
                 Some(tmp) => {
                     write_parallel(
@@ -594,15 +680,17 @@ fn write(
         }
     };
     if assembled.lock_changed {
+        sweep_beside(&inputs.lock_path);
         crate::io::atomic::write(&inputs.lock_path, &assembled.lock_bytes)?;
     }
     Ok(Written {
+        output: output.clone(),
         size: total,
         volumes,
     })
 }
 
-/// Stage 7: what was written, on stdout.
+/// Stage 7: what was written, on stdout (on stderr when the bundle went there).
 fn report(
     a: &CreateSettings,
     out: &OutputArgs,
@@ -615,12 +703,16 @@ fn report(
     let Assembled {
         plan, lock_changed, ..
     } = assembled;
+    let output = &written.output;
     let (spec, lock_path) = (&inputs.loaded.spec, &inputs.lock_path);
     let total = written.size;
     let totals = Totals::of(&plan.manifest);
     if out.json {
         print_json(&CreateReport {
-            bundle: a.output.clone(),
+            bundle: match output {
+                Output::File(p) => p.clone(),
+                Output::Stdout => PathBuf::from("-"),
+            },
             digest: plan.digest.to_string(),
             size: total,
             name: spec.name.clone(),
@@ -651,43 +743,48 @@ fn report(
             delta: delta_report(plan, assembled.full.as_ref(), &inputs.keys),
         });
     } else if !out.quiet {
-        say!(
+        // Standard output may be the bundle: then nothing else may go there.
+        let line = |l: String| match output {
+            Output::Stdout => eprintln!("{l}"),
+            Output::File(_) => say!("{l}"),
+        };
+        line(format!(
             "{} {} ({}): {} image(s), {} blobs, {} saved by storing shared blobs once",
             if written.volumes.is_some() {
                 "bundled"
             } else {
                 "wrote"
             },
-            a.output.display(),
+            output.shown(),
             human_bytes(total),
             resolved.images.len(),
             totals.blobs,
             human_bytes(totals.saved())
-        );
+        ));
         if let Some((layout, committed)) = &written.volumes {
             say_volumes(&a.output, *layout, committed);
         }
-        say!("digest {}", plan.digest);
+        line(format!("digest {}", plan.digest));
         if let (Some(full), Some(d)) = (&assembled.full, &plan.manifest.delta) {
             let expected = plan.manifest.expected();
-            say!(
+            line(format!(
                 "delta of {} {}: {} blobs ({}) left out, expected on the target; `gapbundle patch` rebuilds the full bundle {}",
                 spec.name,
                 spec.version,
                 expected.len(),
                 human_bytes(expected.iter().map(|(b, _)| b.size).sum()),
                 full.digest
-            );
+            ));
             for base in &d.against {
-                say!(
+                line(format!(
                     "  against {base}: {} blobs ({})",
                     base.blobs,
                     human_bytes(base.bytes)
-                );
+                ));
             }
         }
         if *lock_changed {
-            say!("updated {}", lock_path.display());
+            line(format!("updated {}", lock_path.display()));
         }
     }
 }
@@ -699,6 +796,130 @@ fn delta_report(plan: &Plan, full: Option<&Plan>, keys: &[SecretKey]) -> Option<
         summary: DeltaSummary::of(&plan.manifest)?,
         full_size: full.file_len(&Envelope::sign(full.digest, keys)),
     })
+}
+
+/// Every local file and folder `create` reads, as (what, path, whether every file
+/// below a folder is read): the spec, the lock, the keys, the Docker config, the
+/// cache, the `--against` bases (every volume of a split one) and their `--trust`
+/// keys, local layouts and archives, and what rendering reads.
+fn input_paths(a: &CreateSettings, loaded: &LoadedSpec) -> Vec<(String, PathBuf, bool)> {
+    let mut v = vec![
+        ("the spec".to_string(), a.spec.clone(), false),
+        ("the lock file".to_string(), a.lock.clone(), false),
+        ("the cache (--cache)".to_string(), a.cache.clone(), true),
+    ];
+    for k in &a.keys {
+        v.push(("the key (--key)".to_string(), k.clone(), false));
+    }
+    if let Some(p) = &a.registry.docker_config {
+        v.push(("the Docker config".to_string(), p.clone(), false));
+    }
+    for p in &a.against {
+        v.push(("the base (--against)".to_string(), p.clone(), false));
+        // A base given as its first volume is read from every volume of its set.
+        if let Some(set) = crate::io::volumes::find(p) {
+            v.extend(
+                set.data
+                    .into_values()
+                    .chain(set.parity.into_values())
+                    .map(|v| ("a volume of the base (--against)".to_string(), v, false)),
+            );
+        }
+    }
+    for p in &a.against_trust {
+        v.push(("the trusted keys (--trust)".to_string(), p.clone(), true));
+    }
+    for (i, r) in loaded.images.iter().enumerate() {
+        match &r.source {
+            ImageSource::Layout { dir, .. } => {
+                v.push((format!("the layout of images[{i}]"), dir.clone(), true))
+            }
+            ImageSource::Archive(p) => {
+                v.push((format!("the archive of images[{i}]"), p.clone(), false))
+            }
+            ImageSource::Registry(_) | ImageSource::Installable(_) => {}
+        }
+    }
+    v.extend(
+        k8s::local_inputs(loaded)
+            .into_iter()
+            .map(|(what, p, whole)| (format!("{what} of the spec"), p, whole)),
+    );
+    v
+}
+
+/// `path` made absolute with `.` and `..` resolved through the file system where
+/// it exists (the folder of a file that does not exist yet).
+fn resolved_path(path: &Path) -> PathBuf {
+    fs::canonicalize(path).unwrap_or_else(|_| resolved_beside(path))
+}
+
+/// `path` made absolute with its folder resolved through the file system (where it
+/// exists) and its own name kept, whatever that names: where a file of that name
+/// is created or renamed to.
+fn resolved_beside(path: &Path) -> PathBuf {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    match (abs.parent(), abs.file_name()) {
+        (Some(dir), Some(name)) => fs::canonicalize(dir)
+            .map(|d| d.join(name))
+            .unwrap_or(abs.clone()),
+        _ => abs,
+    }
+}
+
+/// Refuses an output that is one of `inputs` (the same file by device and inode,
+/// or by path for an input that does not exist yet, like a new lock file), or that
+/// lies inside an input folder all of whose files are read. With `volumes`,
+/// `output` is the prefix of a set, and every name the set may write or remove
+/// (`PREFIX.001` …, `PREFIX.p01` …: a new set removes the volumes of an earlier one
+/// it lacks) is an output; volumes are renamed into place, never written through a
+/// link, so their names are all there is to compare.
+fn check_output(
+    output: &Path,
+    volumes: bool,
+    inputs: &[(String, PathBuf, bool)],
+) -> Result<(), Failure> {
+    use std::os::unix::fs::MetadataExt;
+    let out_meta = if volumes {
+        None
+    } else {
+        fs::metadata(output).ok()
+    };
+    let out_path = if volumes {
+        resolved_beside(output)
+    } else {
+        resolved_path(output)
+    };
+    for (what, input, whole) in inputs {
+        let in_meta = fs::metadata(input).ok();
+        let in_path = resolved_path(input);
+        let same = if volumes {
+            super::volumes::names_a_volume_of(output, &in_path)
+        } else {
+            match (&out_meta, &in_meta) {
+                (Some(o), Some(i)) => o.dev() == i.dev() && o.ino() == i.ino(),
+                _ => in_path == out_path,
+            }
+        };
+        // A folder read whole (a layout, the cache), or one that does not exist
+        // yet but will be made and filled (a new cache).
+        let inside =
+            *whole && in_meta.as_ref().is_none_or(|m| m.is_dir()) && out_path.starts_with(&in_path);
+        if same || inside {
+            let relation = match (same, volumes) {
+                (true, false) => "is",
+                (true, true) => "with --volume-size would write or remove the volume",
+                (false, _) => "is inside",
+            };
+            return Err(InputFailure(format!(
+                "-o {} {relation} {what} {}: refusing to write the bundle over an input; give another output file",
+                output.display(),
+                input.display()
+            ))
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// Charts use the same `--insecure-registry`, `--registry-auth` and Docker config

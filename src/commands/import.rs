@@ -4,7 +4,8 @@
 //! signed by nobody we trust never causes a single write. Then each target plans
 //! (what is new, what is present), `--dry-run` stops there, and the bundle is read
 //! once: every blob is hashed while it streams to the targets that need it, and the
-//! targets register their objects only after the last byte verified.
+//! targets register their objects only after the last byte verified. What it prints
+//! of the bundle (names, versions, objects) goes through [`escaped`].
 
 use super::report::{ImportReport, PlanReport, TargetPlanReport, TargetResult};
 use super::settings::ImportSettings;
@@ -16,6 +17,7 @@ use crate::error::{DeltaFailure, InputFailure};
 use crate::import::{self, Fanout, Target};
 use crate::io::source::BundleSource;
 use crate::progress::{human_bytes, Progress};
+use crate::text::escaped;
 
 /// Runs import.
 pub fn run(a: ImportArgs, out: &OutputArgs) -> Result<(), Failure> {
@@ -76,20 +78,20 @@ pub fn run(a: ImportArgs, out: &OutputArgs) -> Result<(), Failure> {
     } else if !out.quiet {
         say!(
             "imported {} {} ({})",
-            head.manifest.name,
-            head.manifest.version,
+            escaped(&head.manifest.name),
+            escaped(&head.manifest.version),
             head.digest
         );
         for (t, p) in targets.iter().zip(&plans) {
             say!(
                 "  {}: {} new, {} already present{}",
-                t.describe(),
+                escaped(&t.describe()),
                 p.new_objects.len(),
                 p.present_objects.len(),
                 removals(p, "removed")
             );
             for o in &p.objects_to_remove {
-                say!("    removed  {o} {K3S_DELETES}");
+                say!("    removed  {} {K3S_DELETES}", escaped(o));
             }
         }
     }
@@ -129,7 +131,7 @@ fn check_expected(
             let users: Vec<String> = m
                 .users_of(d)
                 .iter()
-                .map(|o| format!("{} {}", o.kind, crate::bundle::signature::escaped(&o.name)))
+                .map(|o| format!("{} {}", o.kind, crate::text::escaped(&o.name)))
                 .collect();
             let (size, base) = match bases.get(d) {
                 Some((b, base)) => (human_bytes(b.size), base.to_string()),
@@ -209,27 +211,27 @@ fn report_plan(
     }
     say!(
         "dry run: {} {} ({}), nothing changed",
-        head.manifest.name,
-        head.manifest.version,
+        escaped(&head.manifest.name),
+        escaped(&head.manifest.version),
         head.digest
     );
     for (t, p) in targets.iter().zip(plans) {
         say!(
             "  {}: {} new, {} already present{}, {} to write",
-            t.describe(),
+            escaped(&t.describe()),
             p.new_objects.len(),
             p.present_objects.len(),
             removals(p, "to remove"),
             human_bytes(p.bytes_to_write)
         );
         for o in &p.new_objects {
-            say!("    new      {o}");
+            say!("    new      {}", escaped(o));
         }
         for o in &p.present_objects {
-            say!("    present  {o}");
+            say!("    present  {}", escaped(o));
         }
         for o in &p.objects_to_remove {
-            say!("    would remove  {o} {K3S_DELETES}");
+            say!("    would remove  {} {K3S_DELETES}", escaped(o));
         }
     }
 }

@@ -100,11 +100,13 @@ fn class_of(e: &(dyn std::error::Error + 'static)) -> Option<ErrorClass> {
     known!(
         crate::error::BundleFailure,
         crate::error::InputFailure,
+        crate::error::UsageFailure,
         crate::error::RegistryFailure,
         crate::error::ContainerdFailure,
         crate::error::NixStoreFailure,
         crate::error::DeltaFailure,
         crate::bundle::canonical::CanonicalError,
+        crate::bundle::decode::DecodeError,
         crate::bundle::delta::DeltaError,
         crate::bundle::digest::DigestParseError,
         crate::bundle::inventory::InventoryError,

@@ -23,6 +23,7 @@ use crate::error::BundleFailure;
 use crate::io::keys::load_public_keys;
 use crate::io::source::BundleSource;
 use crate::progress::{human_bytes, Progress};
+use crate::text::escaped;
 
 /// Outcome of the trust check.
 pub enum Trust {
@@ -104,13 +105,13 @@ pub fn run(a: VerifyArgs, out: &OutputArgs) -> Result<(), Failure> {
         });
     } else if !out.quiet {
         let who = match trust {
-            Trust::Signed(_) => format!("signed by {}", signers.join(", ")),
+            Trust::Signed(_) => format!("signed by {}", escaped(&signers.join(", "))),
             Trust::Unchecked => "signature NOT checked".into(),
         };
         say!(
             "OK {} {} ({}): {who}; {} objects, {} blobs, {} verified",
-            m.name,
-            m.version,
+            escaped(&m.name),
+            escaped(&m.version),
             head.digest,
             m.objects.len(),
             m.blobs.len(),
@@ -146,7 +147,7 @@ pub fn run(a: VerifyArgs, out: &OutputArgs) -> Result<(), Failure> {
 fn users(m: &Manifest, b: &BlobEntry) -> String {
     m.users_of(&b.digest)
         .iter()
-        .map(|o| format!("{} {}", o.kind, crate::bundle::signature::escaped(&o.name)))
+        .map(|o| format!("{} {}", o.kind, crate::text::escaped(&o.name)))
         .collect::<Vec<_>>()
         .join(", ")
 }

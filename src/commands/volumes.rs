@@ -151,14 +151,10 @@ fn refuse_overwrite<'a>(
         crate::bundle::volumes::data_volume_path(prefix, 1),
         crate::bundle::volumes::parity_volume_path(prefix, parity.max(1)),
     ];
-    let dir = prefix.parent().filter(|p| !p.as_os_str().is_empty());
-    let dir = canon(dir.unwrap_or(Path::new(".")));
-    let stem = prefix.file_name();
     for input in &inputs {
-        let same_set = dir.as_deref() == input.parent()
-            && crate::bundle::volumes::parse_volume_path(input)
-                .is_some_and(|(p, _)| p.file_name() == stem);
-        if same_set || probe.iter().filter_map(|p| canon(p)).any(|p| &p == input) {
+        if names_a_volume_of(prefix, input)
+            || probe.iter().filter_map(|p| canon(p)).any(|p| &p == input)
+        {
             return Err(InputFailure(format!(
                 "the volumes {}.* would replace {}, which is being read: give another -o PREFIX",
                 prefix.display(),
@@ -168,6 +164,17 @@ fn refuse_overwrite<'a>(
         }
     }
     Ok(())
+}
+
+/// Whether `path` (absolute, its folder resolved) names a volume of the set with
+/// `prefix` (`PREFIX.NNN` or `PREFIX.pNN` in the prefix's folder): one that writing
+/// that set writes or, as left from an earlier set, removes.
+pub(super) fn names_a_volume_of(prefix: &Path, path: &Path) -> bool {
+    let dir = prefix.parent().filter(|p| !p.as_os_str().is_empty());
+    let dir = fs_err::canonicalize(dir.unwrap_or(Path::new("."))).ok();
+    dir.as_deref() == path.parent()
+        && crate::bundle::volumes::parse_volume_path(path)
+            .is_some_and(|(p, _)| p.file_name() == prefix.file_name())
 }
 
 /// Keeps a copy of every byte read (the head, which `split` writes too).

@@ -13,60 +13,69 @@
 //! - **Manifests**: the documents of each target file (object meta `file`), in
 //!   `order`, joined with `---` lines, into `<k3s-root>/server/manifests/<bundle-name>/`
 //!   where K3s's deploy controller applies them; each file appears whole (temp +
-//!   rename). A file whose bytes already match is left alone. Then the files an
+//!   rename). A zstd-stored document is decoded as soon as its blob verified, into a
+//!   private staging folder, through [`crate::bundle::decode::decode_checked`]:
+//!   never more than its declared content size, and only a document of exactly its
+//!   declared digest is ever put into a file. A file whose bytes already match is
+//!   left alone. Then the files an
 //!   earlier version of the bundle wrote there and this one no longer has are
 //!   removed, so the folder mirrors the bundle imported last (K3s deletes what it
 //!   deployed from a removed file). Only regular files named as gapbundle names them
 //!   ([`is_file_name`]) are removed; anything else in the folder, and everything
 //!   outside it, is left alone. With `--apply`, the same files are passed to
 //!   `kubectl apply -f` instead, and nothing is removed.
+//!
+//! Both folders are named after the bundle as it is: a bundle whose name is not a
+//! valid bundle name ([`valid_bundle_name`]) is refused before anything is written,
+//! so two bundles share a folder or an archive only when they share a name.
+//! Temporary files and folders here carry [`crate::io::temp`]'s names, and each
+//! target sweeps its folder of those a killed import left before it writes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use fs_err as fs;
 use serde_json::{json, Value};
 
 use super::report::{ManifestsReport, StagedReport, TargetReport};
 use super::{Target, TargetPlan};
 use crate::bundle::canonical;
+use crate::bundle::decode::decode_checked;
 use crate::bundle::inventory::BundleSeen;
 use crate::bundle::layout::{header, write_padding};
-use crate::bundle::manifest::{BlobEntry, Encoding, Kind, Object};
+use crate::bundle::manifest::{valid_bundle_name, BlobEntry, ContentInfo, Encoding, Kind, Object};
 use crate::bundle::meta::K8sManifestMeta;
 use crate::bundle::oci::{index_bytes, oci_layout_bytes};
 use crate::bundle::reader::Head;
 use crate::bundle::Digest;
-use crate::error::{BundleFailure, DeltaFailure, InputFailure};
-use crate::io::atomic::AtomicFile;
+use crate::error::{BundleFailure, DeltaFailure};
+use crate::io::atomic::{sweep_beside, AtomicFile};
 use crate::io::process::Cmd;
+use crate::io::temp::{self, TempFolder};
 use crate::k8s::names::is_file_name;
 use crate::oci::Reference;
 use crate::progress::Progress;
+use crate::text::escaped;
 
 /// Annotation on the staged archive's index naming the bundle it came from.
 pub const BUNDLE_ANNOTATION: &str = "io.gapbundle.bundle.digest";
 
-/// A file name made from a bundle name: letters, digits, `.`, `-`, `_` only.
-pub fn safe_name(name: &str) -> String {
-    let s: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let s = s.trim_start_matches('.').to_string();
-    if s.is_empty() {
-        "bundle".into()
-    } else {
-        s
+/// The bundle's name, which names its folder and its archive on the target; a
+/// [`BundleFailure`] (the bundle is refused, exit code 3) when it is not a valid
+/// bundle name.
+pub fn folder_name(head: &Head) -> Result<&str> {
+    let name = head.manifest.name.as_str();
+    if !valid_bundle_name(name) {
+        return Err(BundleFailure(format!(
+            "the bundle's name `{}` is not a bundle name (1 to {} letters, digits, `.`, `_` and `-`, starting with a letter or digit), and it would name a folder and a file here; the bundle is refused before anything is written: ask whoever made it to create it again with a valid `name:`",
+            crate::text::shortened(name, 100),
+            crate::bundle::manifest::MAX_NAME_LEN
+        ))
+        .into());
     }
+    Ok(name)
 }
 
 /// The name kubelet asks CRI for, for an image named `name` in the bundle (names
@@ -120,11 +129,11 @@ pub struct StagedImages {
 
 impl StagedImages {
     /// The archive for `head` under `k3s_root`.
-    pub fn new(k3s_root: &Path, head: &Head) -> Self {
+    pub fn new(k3s_root: &Path, head: &Head) -> Result<Self> {
         let path = k3s_root
             .join("agent/images")
-            .join(format!("{}.tar", safe_name(&head.manifest.name)));
-        Self {
+            .join(format!("{}.tar", folder_name(head)?));
+        Ok(Self {
             path,
             out: None,
             mtime: head.manifest.created,
@@ -139,7 +148,7 @@ impl StagedImages {
                 .filter(|o| o.kind == Kind::Image)
                 .map(|o| cri_name(&o.name))
                 .collect(),
-        }
+        })
     }
 
     /// Whether the archive at `path` was written from this bundle (its first entries).
@@ -163,6 +172,8 @@ impl StagedImages {
         if self.out.is_none() {
             let dir = self.path.parent().expect("has a parent");
             fs::create_dir_all(dir)?;
+            // A killed import's half archive (hundreds of MiB) goes first.
+            sweep_beside(&self.path);
             let mut f = AtomicFile::create(&self.path)?;
             for (name, bytes) in [
                 ("oci-layout", oci_layout_bytes()),
@@ -394,7 +405,7 @@ fn manifest_files(head: &Head) -> Result<BTreeMap<String, Vec<Doc>>> {
         let b = blobs.get(&o.digest).ok_or_else(|| {
             anyhow!(
                 "manifest {} names blob {} that is not listed",
-                o.name,
+                escaped(&o.name),
                 o.digest
             )
         })?;
@@ -419,15 +430,11 @@ fn manifest_files(head: &Head) -> Result<BTreeMap<String, Vec<Doc>>> {
 
 fn manifest_file_name(o: &Object, meta: &K8sManifestMeta) -> Result<String> {
     let file = &meta.file;
-    if file.is_empty()
-        || file.contains('/')
-        || file.contains('\\')
-        || file.starts_with('.')
-        || file.contains('\0')
-    {
-        return Err(InputFailure(format!(
-            "Kubernetes manifest {} wants the file name `{file}`, which is not a plain file name: refusing to write outside the manifests folder",
-            o.name
+    if !is_file_name(file) {
+        return Err(BundleFailure(format!(
+            "Kubernetes manifest {} wants the file name `{}`, which is not one a writer gives (`[A-Za-z0-9_][A-Za-z0-9._-]*.yaml`, at most 100 bytes): refusing to write it into the manifests folder",
+            escaped(&o.name),
+            crate::text::shortened(file, 100)
         ))
         .into());
     }
@@ -550,81 +557,80 @@ pub struct Manifests {
     stale: Vec<String>,
     /// The bundle's folder is a symlink: nothing is removed from it.
     folder_is_link: bool,
-    staging: Option<tempfile::TempDir>,
+    /// Received documents (decoded, checked), by blob digest: `<hex>.doc`.
+    staging: Option<TempFolder>,
+    /// The blob being received, into `<hex>.stored` in the staging folder.
     current: Option<fs::File>,
+    /// Each encoded blob's content (digest and size) and the documents it is.
+    encoded: HashMap<Digest, (ContentInfo, Vec<String>)>,
 }
 
 impl Manifests {
     /// Manifests of `head` into `mode`.
     pub fn new(mode: ManifestMode, head: &Head) -> Result<Self> {
+        let files = manifest_files(head)?;
+        let mut encoded: HashMap<Digest, (ContentInfo, Vec<String>)> = HashMap::new();
+        for d in files.values().flatten().filter(|d| d.encoded) {
+            let e = encoded.entry(d.blob).or_insert_with(|| {
+                (
+                    ContentInfo {
+                        digest: d.content,
+                        size: d.size,
+                    },
+                    Vec::new(),
+                )
+            });
+            e.1.push(d.name.clone());
+        }
         Ok(Self {
             mode,
-            files: manifest_files(head)?,
+            files,
             todo: BTreeSet::new(),
             stale: Vec::new(),
             folder_is_link: false,
             staging: None,
             current: None,
+            encoded,
         })
     }
 
-    /// The folder for a bundle under `k3s_root`.
-    pub fn folder(k3s_root: &Path, head: &Head) -> PathBuf {
-        k3s_root
-            .join("server/manifests")
-            .join(safe_name(&head.manifest.name))
+    /// The folder for a bundle under `k3s_root` (refused for a bundle whose name
+    /// is not a bundle name, see [`folder_name`]).
+    pub fn folder(k3s_root: &Path, head: &Head) -> Result<PathBuf> {
+        Ok(k3s_root.join("server/manifests").join(folder_name(head)?))
     }
 
+    /// The private staging folder: in the bundle's folder (so the renames do not
+    /// cross file systems), or in `$TMPDIR` for `--apply`; made after sweeping
+    /// that folder of what killed imports left.
     fn staging(&mut self) -> io::Result<&Path> {
         if self.staging.is_none() {
             let t = match &self.mode {
                 ManifestMode::Folder(dir) => {
                     fs::create_dir_all(dir)?;
-                    tempfile::Builder::new()
-                        .prefix(".gapbundle-staging.")
-                        .tempdir_in(dir)?
+                    temp::folder_in(dir, "staging")?
                 }
-                ManifestMode::Apply(_) => tempfile::Builder::new()
-                    .prefix("gapbundle-manifests.")
-                    .tempdir()?,
+                ManifestMode::Apply(_) => temp::folder("manifests")?,
             };
             self.staging = Some(t);
         }
         Ok(self.staging.as_ref().expect("set").path())
     }
 
-    /// Writes file `name` (documents joined) to `out`.
+    /// Writes one file's documents, joined, to `out`: each from its checked copy
+    /// in the staging folder.
     fn render(&self, docs: &[Doc], staging: &Path, out: &mut dyn Write) -> Result<()> {
         for (i, d) in docs.iter().enumerate() {
             if i > 0 {
                 out.write_all(b"---\n")?;
             }
-            let p = staging.join(d.blob.hex());
-            let f = fs::File::open(&p)?;
-            // The blob verified, so bytes that do not decode, or decode to another
-            // size, are the bundle's fault: it fails verification, naming the
-            // manifest.
-            let undecodable = |e: io::Error| -> anyhow::Error {
-                BundleFailure(format!(
-                    "manifest {}: its blob {} does not decode as zstd ({e}); the bundle was made wrong, get a bundle made again",
-                    d.name, d.blob
-                ))
-                .into()
-            };
-            let mut body: Box<dyn Read> = if d.encoded {
-                Box::new(zstd::stream::read::Decoder::new(f).map_err(undecodable)?)
-            } else {
-                Box::new(f)
-            };
+            let p = staging.join(format!("{}.doc", d.blob.hex()));
+            let mut body = fs::File::open(&p)?.take(d.size + 1);
             let mut last = [0u8; 1];
             let mut n = 0u64;
             let mut buf = vec![0u8; 64 << 10];
             loop {
-                let k = match body.read(&mut buf) {
-                    Ok(k) => k,
-                    Err(e) if d.encoded => return Err(undecodable(e)),
-                    Err(e) => return Err(e.into()),
-                };
+                let k = body.read(&mut buf)?;
                 if k == 0 {
                     break;
                 }
@@ -633,18 +639,55 @@ impl Manifests {
                 n += k as u64;
             }
             if n != d.size {
-                return Err(BundleFailure(format!(
-                    "manifest {} decodes to {n} bytes, not the {} the bundle promises; the bundle was made wrong, get a bundle made again",
-                    d.name,
+                bail!(
+                    "manifest {}: its staged copy {} has {n} bytes, not {}; run the import again",
+                    escaped(&d.name),
+                    p.display(),
                     d.size
-                ))
-                .into());
+                );
             }
             if n > 0 && last[0] != b'\n' {
                 out.write_all(b"\n")?;
             }
         }
         Ok(())
+    }
+
+    /// The blob `blob` verified: its stored bytes become the document they are
+    /// (`<hex>.doc`), decoded within its declared size and checked against its
+    /// declared digest when it is zstd-stored. A document that is not what the
+    /// bundle says is refused as damage (`InvalidData`), naming it.
+    fn settle(&mut self, blob: &BlobEntry) -> io::Result<()> {
+        let staging = self.staging()?.to_path_buf();
+        let stored = staging.join(format!("{}.stored", blob.digest.hex()));
+        let doc = staging.join(format!("{}.doc", blob.digest.hex()));
+        let Some((content, names)) = self.encoded.get(&blob.digest) else {
+            return fs::rename(&stored, &doc);
+        };
+        let mut out = io::BufWriter::new(fs::File::create(&doc)?);
+        let decoded = decode_checked(fs::File::open(&stored)?, content, &mut out).and_then(|()| {
+            out.flush()
+                .map_err(crate::bundle::decode::DecodeError::Write)
+        });
+        drop(out);
+        let _ = fs::remove_file(&stored);
+        match decoded {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let _ = fs::remove_file(&doc);
+                let names: Vec<String> = names.iter().map(|n| escaped(n).into_owned()).collect();
+                let msg = format!(
+                    "Kubernetes manifest {} (blob {}): {e}; nothing was written to the manifests folder",
+                    names.join(", "),
+                    blob.digest
+                );
+                Err(if e.is_content() {
+                    io::Error::new(io::ErrorKind::InvalidData, msg)
+                } else {
+                    io::Error::other(msg)
+                })
+            }
+        }
     }
 
     /// Writes (or applies) the files the plan found new or changed.
@@ -741,12 +784,32 @@ impl Target for Manifests {
                 None => self.folder_is_link = true,
             }
             plan.objects_to_remove = self.stale.clone();
+            // The documents are staged beside the files they go to (as stored, then
+            // as decoded) and written once more into those files.
+            let stored: u64 = plan
+                .needed
+                .iter()
+                .filter_map(|d| sizes.get(d))
+                .map(|b| b.size)
+                .sum();
+            let room = stored.saturating_add(plan.bytes_to_write.saturating_mul(2));
+            if room > 0 {
+                let existing = dir.ancestors().find(|p| p.is_dir()).unwrap_or(dir);
+                crate::io::space::ensure(
+                    existing,
+                    room,
+                    "the K3s manifests folder",
+                    "make room there or give another --k3s-root",
+                )?;
+            }
         }
         Ok(plan)
     }
 
     fn begin(&mut self, blob: &BlobEntry) -> io::Result<()> {
-        let p = self.staging()?.join(blob.digest.hex());
+        let p = self
+            .staging()?
+            .join(format!("{}.stored", blob.digest.hex()));
         self.current = Some(fs::File::create(p)?);
         Ok(())
     }
@@ -758,9 +821,9 @@ impl Target for Manifests {
         }
     }
 
-    fn commit(&mut self, _blob: &BlobEntry) -> io::Result<()> {
+    fn commit(&mut self, blob: &BlobEntry) -> io::Result<()> {
         self.current = None;
-        Ok(())
+        self.settle(blob)
     }
 
     fn finish(&mut self, _head: &Head, progress: &Progress) -> Result<TargetReport> {
@@ -816,11 +879,5 @@ mod tests {
         assert!(file_matches(b"a: 1\n---\nb: 2\n", &docs));
         assert!(!file_matches(b"a: 1\n---\nb: 2\nextra", &docs));
         assert!(!file_matches(b"a: 1\nb: 2\n", &docs));
-    }
-
-    #[test]
-    fn names_are_made_safe() {
-        assert_eq!(safe_name("edge site/../x"), "edge_site_.._x");
-        assert_eq!(safe_name("..."), "bundle");
     }
 }

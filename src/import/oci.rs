@@ -84,7 +84,7 @@ pub fn targets(
             ImageDest::Registry(push) => {
                 v.push(Box::new(super::push::Push::new(push, head, source)?));
             }
-            ImageDest::Staged => v.push(Box::new(StagedImages::new(&opts.k3s_root, head))),
+            ImageDest::Staged => v.push(Box::new(StagedImages::new(&opts.k3s_root, head)?)),
             ImageDest::Containerd {
                 socket,
                 namespace,
@@ -98,19 +98,32 @@ pub fn targets(
         }
     }
     if let Some(dest) = &opts.manifests {
-        let folder = Manifests::folder(&opts.k3s_root, head);
-        if has(Kind::K8sManifest) {
-            let mode = match dest {
-                ManifestDest::Apply(kubeconfig) => ManifestMode::Apply(kubeconfig.clone()),
-                ManifestDest::Folder => ManifestMode::Folder(folder),
-            };
-            v.push(Box::new(Manifests::new(mode, head)?));
-        } else if matches!(dest, ManifestDest::Folder) && folder.is_dir() {
-            // A version without manifests: the files an earlier one left go.
-            v.push(Box::new(Manifests::new(
-                ManifestMode::Folder(folder),
-                head,
-            )?));
+        match dest {
+            ManifestDest::Apply(kubeconfig) => {
+                if has(Kind::K8sManifest) {
+                    let mode = ManifestMode::Apply(kubeconfig.clone());
+                    v.push(Box::new(Manifests::new(mode, head)?));
+                }
+            }
+            ManifestDest::Folder if has(Kind::K8sManifest) => {
+                let folder = Manifests::folder(&opts.k3s_root, head)?;
+                v.push(Box::new(Manifests::new(
+                    ManifestMode::Folder(folder),
+                    head,
+                )?));
+            }
+            ManifestDest::Folder => {
+                // A version without manifests: the files an earlier one left go. (A
+                // bundle whose name names no folder cannot have left any.)
+                if let Ok(folder) = Manifests::folder(&opts.k3s_root, head) {
+                    if folder.is_dir() {
+                        v.push(Box::new(Manifests::new(
+                            ManifestMode::Folder(folder),
+                            head,
+                        )?));
+                    }
+                }
+            }
         }
     }
     Ok(v)

@@ -5,6 +5,10 @@
 //! write to a user-visible path goes to a temporary file in the same directory (so the
 //! rename cannot cross file systems) and is renamed over the target after fsync.
 //!
+//! The temporary name is one [`crate::io::temp`] gives (`.gapbundle.<pid>.<name>.
+//! <random>.tmp`, locked while it is written), so after a kill -9 the next writer
+//! into that folder recognises it as garbage and removes it ([`sweep_beside`]).
+//!
 //! Only regular files are replaced that way. `-o /dev/null`, `-o /dev/stdout` or a
 //! FIFO are written to directly (renaming over them, as root, would turn `/dev/null`
 //! into a regular file for the whole machine), and a symlink is followed, so the file
@@ -14,6 +18,8 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use tempfile::NamedTempFile;
+
+use crate::io::temp;
 
 /// A file being written; it replaces `target` on [`AtomicFile::commit`] and vanishes
 /// if dropped before that.
@@ -166,31 +172,34 @@ impl Write for AtomicFile {
     }
 }
 
-/// A new temporary file `.NAME.XXXXXX.tmp` in `target`'s folder (so that a rename
-/// onto `target` cannot cross file systems). Temporary files are private by
-/// default; what goes through here (bundles, volumes, locks, manifests, public
-/// keys) is meant to be shared, so it gets the mode any other new file gets: 0666
-/// less the umask. Secrets never go through here.
-pub fn temp_beside(target: &Path) -> io::Result<NamedTempFile> {
-    let dir = match target.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+/// A new temporary file in `target`'s folder (so that a rename onto `target`
+/// cannot cross file systems), named and locked as [`crate::io::temp`] names every
+/// temporary file (`.gapbundle.<pid>.<name>.<random>.tmp`), so that a rerun after a
+/// kill removes it ([`sweep_beside`]). Temporary files are private by default; what
+/// goes through here (bundles, volumes, locks, manifests, public keys) is meant to
+/// be shared, so it gets the mode any other new file gets: 0666 less the umask.
+/// Secrets never go through here.
+fn temp_beside(target: &Path) -> io::Result<NamedTempFile> {
     let name = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".tmp")
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
-        .tempfile_in(&dir)
-        .map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot create a file in {}: {e}", dir.display()),
-            )
-        })
+    temp::shared_file_in(&folder_of(target), &name)
+}
+
+/// The folder `target` is in (`.` for a bare file name).
+fn folder_of(target: &Path) -> PathBuf {
+    match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Removes what killed writers left beside `target` (temporary files of ours whose
+/// process is gone, see [`temp::sweep`]). A writer calls it once before it
+/// writes into a folder, not once per file.
+pub fn sweep_beside(target: &Path) {
+    temp::sweep(&folder_of(target));
 }
 
 /// Writes `bytes` to `target` atomically.

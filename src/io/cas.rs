@@ -5,7 +5,8 @@
 //! second `create` with nothing changed reads everything from disk and a blob shared by
 //! many images is fetched once. A blob only gets its final name after its bytes hashed
 //! to that name (temp file + rename), so a crash or a lying server can leave garbage in
-//! `tmp/` but never a wrong blob. Interrupted downloads keep their bytes in `partial/`
+//! `tmp/` but never a wrong blob; the temporary names are [`crate::io::temp`]'s, and
+//! opening the cache removes what killed runs left there. Interrupted downloads keep their bytes in `partial/`
 //! so the next attempt resumes with an HTTP Range request instead of starting over.
 
 use std::collections::HashSet;
@@ -63,6 +64,7 @@ impl Cas {
         for sub in ["blobs/sha256", "tmp", "partial"] {
             fs::create_dir_all(root.join(sub))?;
         }
+        crate::io::temp::sweep(&root.join("tmp"));
         Ok(Self {
             root,
             verified: Arc::default(),
@@ -101,7 +103,7 @@ impl Cas {
 
     /// A writer whose bytes become a blob on [`BlobWriter::finish`].
     pub fn writer(&self) -> io::Result<BlobWriter> {
-        let tmp = NamedTempFile::new_in(self.root.join("tmp"))?;
+        let tmp = crate::io::temp::file_in(&self.root.join("tmp"), "blob")?;
         Ok(BlobWriter {
             inner: HashingWriter::new(BufWriter::with_capacity(1 << 20, tmp)),
             cas: self.clone(),

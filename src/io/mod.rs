@@ -1,6 +1,7 @@
-//! Local I/O shared by the commands: the blob cache, atomic files, subprocesses,
-//! where a bundle's bytes come from (stdin, a file, volumes), volume sets with
-//! parity, and a bundle served in place over loopback HTTP.
+//! Local I/O shared by the commands: the blob cache, atomic files, temporary files
+//! a rerun cleans up after a kill, subprocesses, where a bundle's bytes come from
+//! (stdin, a file, volumes), volume sets with parity, and a bundle served in place
+//! over loopback HTTP.
 
 pub mod atomic;
 pub mod bundle_file;
@@ -10,6 +11,7 @@ pub mod process;
 pub mod serve;
 pub mod source;
 pub mod space;
+pub mod temp;
 pub mod volumes;
 
 /// Reads until `buf` is full or the reader ends; returns how many bytes were read.

@@ -21,6 +21,17 @@
 //! client can never receive the whole of a range whose bytes are not the verified
 //! ones. A mismatch is recorded ([`Server::failures`]), the connection is dropped,
 //! and later requests for that document get `410 Gone`.
+//!
+//! A range may also be a zstd NAR ([`Resource::Range`]'s `nar`), which the client
+//! decompresses and restores as it reads, before it can compare the NAR's hash: a
+//! signed bundle whose NAR decompresses to gigabytes (or to no valid NAR) would
+//! fill the client's store first. Such a range is decompressed and parsed
+//! ([`crate::nixfmt::NarChecker::shape_only`], limited to the declared NAR size) as
+//! it is served, each chunk before it is sent: the client never receives a chunk
+//! that decompresses past the declared size or into an invalid NAR, nor the last
+//! chunk of one that ends short of it. The NAR's hash is left to the client, which
+//! compares it anyway before it registers anything: hashing the NAR here as well
+//! was a third of what this check costs.
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -30,8 +41,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::bundle::decode::zstd_writer;
 use crate::bundle::digest::{Digest, Hasher};
+use crate::bundle::manifest::ContentInfo;
 use crate::bundle::reader::{RangeReader, ReadAt};
+use crate::nixfmt::NarChecker;
 
 /// What ranges are read from: shared with the connection threads.
 pub type Served = Arc<dyn ReadAt + Send>;
@@ -61,6 +75,9 @@ pub enum Resource {
         size: u64,
         /// The sha256 its bytes must have.
         digest: Digest,
+        /// When the range is a zstd-compressed NAR: the NAR's hash and size, which
+        /// what it decompresses to must be.
+        nar: Option<ContentInfo>,
     },
 }
 
@@ -74,15 +91,27 @@ impl Resource {
     }
 }
 
-/// A range whose bytes were not the verified ones when they were served.
+/// A range that was cut short as it was served.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mismatch {
     /// The document's name (below the prefix).
     pub name: String,
     /// The digest it must have.
     pub expected: Digest,
-    /// The digest its bytes had, or why they could not be read.
-    pub found: Result<Digest, String>,
+    /// What was wrong.
+    pub found: Fault,
+}
+
+/// Why a range was cut short.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fault {
+    /// Its bytes had this digest, not the verified one: the file changed.
+    Changed(Digest),
+    /// Its bytes could not be read (the message says why).
+    Unreadable(String),
+    /// Its bytes are the verified ones, but what they decompress to is not the
+    /// declared NAR (the message says why).
+    Content(String),
 }
 
 struct Shared {
@@ -304,6 +333,7 @@ fn serve_connection(conn: TcpStream, shared: &Shared) -> io::Result<()> {
                     offset,
                     size,
                     digest,
+                    nar,
                 },
             )) => {
                 let from = req.resume_from.filter(|f| *f < *size);
@@ -323,10 +353,13 @@ fn serve_connection(conn: TcpStream, shared: &Shared) -> io::Result<()> {
                 if !head_only {
                     let sent = send_range(
                         &*shared.source,
-                        *offset,
-                        *size,
+                        Range {
+                            offset: *offset,
+                            size: *size,
+                            digest,
+                            nar: nar.as_ref(),
+                        },
                         from.unwrap_or(0),
-                        digest,
                         &mut out,
                     )?;
                     if let Err(found) = sent {
@@ -377,25 +410,98 @@ fn status(out: &mut TcpStream, code: &str, close: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// Sends bytes `from..size` of the range at `offset`, hashing all of it (the part
-/// before `from` too) and sending the last chunk only if the digest is `digest`.
-/// The inner `Err` is what was found instead.
+/// One range to serve: where it is, what it must hash to, and (for a NAR) what it
+/// must decompress to.
+struct Range<'a> {
+    offset: u64,
+    size: u64,
+    digest: &'a Digest,
+    nar: Option<&'a ContentInfo>,
+}
+
+/// Decompresses and parses a zstd NAR chunk by chunk, as it is served.
+struct NarCheck {
+    decoder: zstd::stream::write::Decoder<'static, NarChecker>,
+    content: ContentInfo,
+}
+
+impl NarCheck {
+    fn new(content: &ContentInfo) -> Result<Self, Fault> {
+        Ok(NarCheck {
+            decoder: zstd_writer(NarChecker::shape_only(content.size))
+                .map_err(|e| Fault::Content(format!("cannot start a zstd decoder: {e}")))?,
+            content: content.clone(),
+        })
+    }
+
+    /// Takes the next chunk of compressed bytes: every byte it decompresses to has
+    /// been parsed when this returns `Ok`.
+    fn feed(&mut self, chunk: &[u8]) -> Result<(), Fault> {
+        self.decoder
+            .write_all(chunk)
+            .and_then(|()| self.decoder.flush())
+            .map_err(|e| Fault::Content(nar_fault(e)))
+    }
+
+    /// After the last chunk: the NAR is complete, valid and of the declared size
+    /// (its hash is the client's to compare).
+    fn finish(self) -> Result<(), Fault> {
+        let size = self
+            .decoder
+            .into_inner()
+            .finish_shape()
+            .map_err(|e| Fault::Content(e.to_string()))?;
+        if size != self.content.size {
+            return Err(Fault::Content(format!(
+                "it decompresses to a NAR of {size} bytes, not the declared {}",
+                self.content.size
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What a decoder or the NAR checker said, without the `io::Error` wrapping.
+fn nar_fault(e: io::Error) -> String {
+    match e.get_ref() {
+        Some(inner) => inner.to_string(),
+        None => format!("not valid zstd: {e}"),
+    }
+}
+
+/// Sends bytes `from..size` of `range`, hashing all of it (the part before `from`
+/// too) and, for a NAR, decompressing and parsing each chunk before it is sent;
+/// the last chunk goes only if the digest (and the NAR) is right. The inner `Err`
+/// is what was wrong.
 ///
 /// A client that goes away mid-range (a Nix that failed on its own: a full store
 /// disk, or bytes it could not decompress) may have been sent changed bytes, or
-/// may have failed for its own reasons. So the rest of the range is still read and
-/// hashed: a digest that differs is recorded as usual, and only when the bytes
-/// were the verified ones is the socket error returned (the outer `Err`), which is
-/// not recorded: the client's own error is then the one to report.
+/// may have failed for its own reasons. So the rest of the range is still read,
+/// hashed and (for a NAR) checked: a digest or a NAR that is wrong is recorded as
+/// usual, and only when the bytes were the verified ones is the socket error
+/// returned (the outer `Err`), which is not recorded: the client's own error is
+/// then the one to report.
 fn send_range(
     source: &dyn ReadAt,
-    offset: u64,
-    size: u64,
+    range: Range<'_>,
     from: u64,
-    digest: &Digest,
     out: &mut impl Write,
-) -> io::Result<Result<(), Result<Digest, String>>> {
-    let mut hasher = Some(Hasher::new());
+) -> io::Result<Result<(), Fault>> {
+    let Range {
+        offset,
+        size,
+        digest,
+        nar,
+    } = range;
+    let mut hasher = Hasher::new();
+    let mut check = match nar.map(NarCheck::new).transpose() {
+        Ok(check) => check,
+        Err(fault) => return Ok(Err(fault)),
+    };
+    // A NAR found wrong mid-range: nothing more is sent, but the rest is still
+    // hashed, to tell a changed file (which decompresses to garbage too) from a
+    // bundle made wrong.
+    let mut wrong: Option<Fault> = None;
     let mut buf = vec![0u8; CHUNK];
     let mut pos = 0u64;
     let mut gone: Option<io::Error> = None;
@@ -403,18 +509,28 @@ fn send_range(
         let want = (size - pos).min(CHUNK as u64) as usize;
         let chunk = &mut buf[..want];
         if let Err(e) = RangeReader::new(source, offset + pos, want as u64).read_exact(chunk) {
-            return Ok(Err(Err(format!("reading the bundle: {e}"))));
+            return Ok(Err(Fault::Unreadable(format!("reading the bundle: {e}"))));
         }
         let end = pos + want as u64;
-        let h = hasher.as_mut().expect("taken only at the end");
-        h.update(chunk);
-        if end == size {
-            let (found, _) = hasher.take().expect("taken only at the end").finish();
-            if found != *digest {
-                return Ok(Err(Ok(found)));
+        hasher.update(chunk);
+        if wrong.is_none() {
+            if let Some(c) = check.as_mut() {
+                wrong = c.feed(chunk).err();
             }
         }
-        if end > from && gone.is_none() {
+        if end == size {
+            let (found, _) = std::mem::take(&mut hasher).finish();
+            if found != *digest {
+                return Ok(Err(Fault::Changed(found)));
+            }
+            if let Some(fault) = wrong.take() {
+                return Ok(Err(fault));
+            }
+            if let Some(Err(fault)) = check.take().map(NarCheck::finish) {
+                return Ok(Err(fault));
+            }
+        }
+        if end > from && wrong.is_none() && gone.is_none() {
             let skip = from.saturating_sub(pos) as usize;
             gone = out.write_all(&chunk[skip..]).err();
         }
@@ -446,6 +562,7 @@ mod tests {
                 offset: 3,
                 size: data.len() as u64 - 3,
                 digest: range_digest,
+                nar: None,
             },
         );
         let s = Server::start(Arc::new(f.reopen().unwrap()), site).unwrap();
@@ -493,13 +610,68 @@ mod tests {
         let file = f.reopen().unwrap();
         let size = data.len() as u64;
         // The bytes are the verified ones: the client's own trouble, not recorded.
-        let sent = send_range(&file, 0, size, 0, &digest(&data), &mut Leaves(1000));
+        let range = |d| Range {
+            offset: 0,
+            size,
+            digest: d,
+            nar: None,
+        };
+        let verified = digest(&data);
+        let sent = send_range(&file, range(&verified), 0, &mut Leaves(1000));
         assert_eq!(sent.unwrap_err().kind(), io::ErrorKind::BrokenPipe);
         // They changed after the client left: still found, and recorded.
         let mut changed = data.clone();
         changed[CHUNK * 2] ^= 1;
-        let sent = send_range(&file, 0, size, 0, &digest(&changed), &mut Leaves(1000));
-        assert_eq!(sent.unwrap(), Err(Ok(digest(&data))));
+        let other = digest(&changed);
+        let sent = send_range(&file, range(&other), 0, &mut Leaves(1000));
+        assert_eq!(sent.unwrap(), Err(Fault::Changed(verified)));
+    }
+
+    #[test]
+    fn a_bad_nar_is_recorded_even_when_the_client_went_away() {
+        // The verified bytes, a NAR that starts well and ends short of the file
+        // it declares: the bundle's fault, whatever the client did. The contents
+        // do not compress, so the range is several chunks and the client leaves
+        // during the first.
+        fn nar_str(out: &mut Vec<u8>, s: &[u8]) {
+            out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+            out.extend_from_slice(s);
+            out.resize(out.len().next_multiple_of(8), 0);
+        }
+        let mut plain = Vec::new();
+        for s in ["nix-archive-1", "(", "type", "regular", "contents"] {
+            nar_str(&mut plain, s.as_bytes());
+        }
+        let len = 3 * CHUNK;
+        plain.extend_from_slice(&(4 * len as u64).to_le_bytes());
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        plain.extend((0..len).map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        }));
+        let data = zstd::encode_all(&plain[..], 1).unwrap();
+        assert!(data.len() > 2 * CHUNK);
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(&data).unwrap();
+        let file = f.reopen().unwrap();
+        let declared = ContentInfo {
+            digest: digest(&plain),
+            size: plain.len() as u64,
+        };
+        let sent = send_range(
+            &file,
+            Range {
+                offset: 0,
+                size: data.len() as u64,
+                digest: &digest(&data),
+                nar: Some(&declared),
+            },
+            0,
+            &mut Leaves(1000),
+        );
+        assert!(matches!(sent, Ok(Err(Fault::Content(_)))), "{sent:?}");
     }
 
     #[test]
@@ -554,7 +726,7 @@ mod tests {
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].name, "nar/x.nar.zst");
         assert_eq!(f[0].expected, wrong);
-        assert_eq!(f[0].found, Ok(digest(&data[3..])));
+        assert_eq!(f[0].found, Fault::Changed(digest(&data[3..])));
         let again = exchange(
             &s,
             &format!("GET {p}nar/x.nar.zst HTTP/1.1\r\nConnection: close\r\n\r\n"),

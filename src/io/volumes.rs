@@ -3,12 +3,17 @@
 //! while they are read (format.md section 11; the pure rules are in
 //! [`crate::bundle::volumes`]).
 //!
-//! Writing: every volume is a temporary file beside its final name until all of them
-//! are complete and synced; then the parity volumes and the data volumes from the
-//! last to the second are renamed into place, volumes of an earlier set with the
-//! same prefix that this set lacks are removed, and the first volume comes last. A
-//! killed `create` or `split` therefore leaves no volume under a final name while it
-//! writes, and a first volume that exists belongs to a whole set.
+//! Writing: every volume is a temporary file until all of them are complete and
+//! synced; then the parity volumes and the data volumes from the last to the second
+//! are renamed into place, volumes of an earlier set with the same prefix that this
+//! set lacks are removed, and the first volume comes last. A killed `create` or
+//! `split` therefore leaves no volume under a final name while it writes, and a first
+//! volume that exists belongs to a whole set. The temporary files are in one
+//! temporary folder beside the volumes ([`crate::io::temp`]'s
+//! `.gapbundle.<pid>.<prefix>.<random>.tmp`, so the renames stay on one file system),
+//! locked by one descriptor for the whole set (a set may have 999 volumes, more
+//! than a process may keep open) and removed when the set is dropped; the next
+//! writer into that folder sweeps what a killed one left.
 //!
 //! Reading: a set is whatever `PREFIX.NNN` and `PREFIX.pNN` files exist beside the
 //! first volume. The head (in volume 1) or a parity header says how many data
@@ -39,6 +44,7 @@ use crate::bundle::volumes::{
 };
 use crate::io::bundle_file::Pieces;
 use crate::io::source::{Notes, Part};
+use crate::io::temp::{self, TempFolder};
 
 /// Bytes of each volume processed at once when parity is made or used, at most:
 /// memory is (data + parity volumes) times this, see [`stripe_len`].
@@ -126,23 +132,29 @@ fn io_at(path: &Path) -> impl Fn(io::Error) -> VolumeSetError + '_ {
 // ---------------------------------------------------------------------------
 // Writing
 
-/// A temporary file that becomes `target` when its set is committed.
+/// A temporary file that becomes `target` when its set is committed; it lives in
+/// its set's temporary folder, which removes it if it never does.
 struct TempVolume {
     target: PathBuf,
-    temp: tempfile::TempPath,
+    temp: PathBuf,
 }
 
 impl TempVolume {
-    fn create(target: &Path) -> Result<TempVolume, VolumeSetError> {
+    fn create(target: &Path, folder: &TempFolder) -> Result<TempVolume, VolumeSetError> {
         if target.is_dir() {
             return Err(VolumeSetError::Io {
                 path: target.to_path_buf(),
                 source: io::Error::new(io::ErrorKind::IsADirectory, "is a directory"),
             });
         }
-        let temp = crate::io::atomic::temp_beside(target)
-            .map_err(io_at(target))?
-            .into_temp_path();
+        let name = target.file_name().unwrap_or(target.as_os_str());
+        let temp = folder.path().join(name);
+        // The mode any new file gets (0666 less the umask): volumes are shared.
+        fs_err::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .map_err(io_at(target))?;
         Ok(TempVolume {
             target: target.to_path_buf(),
             temp,
@@ -161,13 +173,13 @@ impl TempVolume {
             .map_err(io_at(&self.target))
     }
 
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the error is a VolumeSetError::Io naming the volume"
+    )]
     fn persist(self) -> Result<PathBuf, VolumeSetError> {
-        let target = self.target;
-        self.temp.persist(&target).map_err(|e| VolumeSetError::Io {
-            path: target.clone(),
-            source: e.error,
-        })?;
-        Ok(target)
+        std::fs::rename(&self.temp, &self.target).map_err(io_at(&self.target))?;
+        Ok(self.target)
     }
 }
 
@@ -178,6 +190,8 @@ pub struct VolumeOutput {
     layout: Layout,
     data: Vec<TempVolume>,
     parity: Vec<TempVolume>,
+    /// Where the volumes are until they are committed (dropped last).
+    _folder: TempFolder,
 }
 
 /// What [`VolumeOutput::commit`] left on disk.
@@ -199,24 +213,32 @@ impl VolumeOutput {
         if parity > 0 {
             check_parity_count(count, parity)?;
         }
+        let dir = match prefix.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        // Sweeps the folder of what killed writers left, then makes the set's own.
+        let label = prefix.file_name().unwrap_or_default().to_string_lossy();
+        let folder = temp::folder_in(dir, &label).map_err(io_at(prefix))?;
         let data = (1..=count)
-            .map(|n| TempVolume::create(&data_volume_path(prefix, n)))
+            .map(|n| TempVolume::create(&data_volume_path(prefix, n), &folder))
             .collect::<Result<Vec<_>, _>>()?;
         let parity = (1..=parity)
-            .map(|n| TempVolume::create(&parity_volume_path(prefix, n)))
+            .map(|n| TempVolume::create(&parity_volume_path(prefix, n), &folder))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(VolumeOutput {
             prefix: prefix.to_path_buf(),
             layout,
             data,
             parity,
+            _folder: folder,
         })
     }
 
     /// Where the bundle's bytes go: the data volumes' temporary files.
     pub fn pieces(&self) -> Pieces {
         Pieces::volumes(
-            self.data.iter().map(|v| v.temp.to_path_buf()).collect(),
+            self.data.iter().map(|v| v.temp.clone()).collect(),
             self.layout.volume_size,
         )
     }
@@ -251,8 +273,8 @@ impl VolumeOutput {
         progress: &dyn Fn(u64),
     ) -> Result<Committed, VolumeSetError> {
         if !self.parity.is_empty() {
-            let data: Vec<&Path> = self.data.iter().map(|v| v.temp.as_ref()).collect();
-            let parity: Vec<&Path> = self.parity.iter().map(|v| v.temp.as_ref()).collect();
+            let data: Vec<&Path> = self.data.iter().map(|v| v.temp.as_path()).collect();
+            let parity: Vec<&Path> = self.parity.iter().map(|v| v.temp.as_path()).collect();
             write_parity(&data, &parity, self.layout, bundle_digest, progress)?;
         }
         for v in self.data.iter().chain(&self.parity) {

@@ -92,20 +92,8 @@ impl crate::error::Classify for NixFormatError {
     }
 }
 
-/// `s` as an error message may show it: control characters escaped, at most 200
-/// characters (then `…`).
+/// `s` as an error message may show it: see [`crate::text::shortened`] (at most
+/// about 200 characters).
 pub(crate) fn shown(s: &str) -> String {
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i == 200 {
-            out.push('…');
-            break;
-        }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    crate::text::shortened(s, 200)
 }

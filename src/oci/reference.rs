@@ -467,26 +467,10 @@ fn diagnose(input: &str, full: &str) -> ReferenceError {
     }
 }
 
-/// `s` for a message: control characters escaped, at most about 100 characters.
+/// `s` for a message: see [`crate::text::shortened`] (at most about 100
+/// characters).
 fn shown(s: &str) -> String {
-    let escape = |s: &str| -> String {
-        s.chars()
-            .map(|c| {
-                if c.is_control() {
-                    c.escape_default().to_string()
-                } else {
-                    c.to_string()
-                }
-            })
-            .collect()
-    };
-    let n = s.chars().count();
-    if n <= 100 {
-        escape(s)
-    } else {
-        let head: String = s.chars().take(60).collect();
-        format!("{}… ({n} characters)", escape(&head))
-    }
+    crate::text::shortened(s, 100)
 }
 
 #[cfg(test)]

@@ -256,10 +256,14 @@ pub fn parse(path: &Path, text: &str) -> Result<LoadedSpec, SpecError> {
         })
         .unwrap_or(Path::new("."))
         .to_path_buf();
-    if spec.name.trim().is_empty() || spec.name.contains('/') {
+    if !crate::bundle::manifest::valid_bundle_name(&spec.name) {
         return Err(SpecError::new(
             path,
-            "name must be non-empty and contain no `/` (it names a folder on the target)",
+            format!(
+                "name `{}` cannot name a bundle: use 1 to {} letters, digits, `.`, `_` and `-`, starting with a letter or digit (it names a folder and a file on every target, as it is)",
+                crate::text::escaped(&spec.name),
+                crate::bundle::manifest::MAX_NAME_LEN
+            ),
         ));
     }
     validate_kubernetes(path, &spec)?;

@@ -14,8 +14,8 @@
 
 use std::fs;
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 
 use gapbundle::bundle::canonical;
 use gapbundle::bundle::keys::{PublicKey, SecretKey};
@@ -26,9 +26,7 @@ use gapbundle::bundle::signature::{Envelope, SignatureEntry};
 use gapbundle::bundle::Digest;
 use serde_json::{json, Value};
 
-fn vectors() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bundle-spec/vectors")
-}
+use crate::support::{gapbundle, vectors};
 
 struct Golden {
     bytes: Vec<u8>,
@@ -611,7 +609,7 @@ fn library_verdict(bytes: &[u8], one_pass: bool) -> Result<(), String> {
 }
 
 fn cli(file: &Path, stdin: bool) -> (u8, String) {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_gapbundle"));
+    let mut c = gapbundle();
     c.arg("verify")
         .arg("--trust")
         .arg(vectors().join("tiny/tiny.pub"))

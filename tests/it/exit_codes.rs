@@ -25,7 +25,7 @@ fn a_full_cache_disk_during_create_exits_1_naming_the_cache() {
     // Room for the manifests and the config, not for the 1 MiB base layer: the
     // disk fills while the blobs download.
     let cache = w.path("cache");
-    let _disk = FullTmpfs::with_options(&cache, "size=256k");
+    let _disk = Tmpfs::with_options(&cache, "size=256k");
     let o = w
         .create("site.gapb")
         .args(["--insecure-registry", &reg.addr, "--json"])
@@ -116,7 +116,7 @@ fn a_full_nix_store_disk_exits_1_naming_the_store() {
     );
     ok(with_nix_config(w.create("site.gapb")).output().unwrap());
     let root = w.path("store");
-    let _disk = FullTmpfs::with_options(&root, "size=40m,nr_inodes=64");
+    let _disk = Tmpfs::with_options(&root, "size=40m,nr_inodes=64");
     let o = with_nix_config(w.import(&w.path("site.gapb")))
         .args(["--skip-images", "--skip-manifests", "--nix-store"])
         .arg(&root)

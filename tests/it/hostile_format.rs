@@ -9,23 +9,14 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
-use gapbundle::bundle::canonical;
 use gapbundle::bundle::keys::SecretKey;
-use gapbundle::bundle::layout;
-use gapbundle::bundle::manifest::{Manifest, MANIFEST_PATH, SIGNATURES_PATH};
-use gapbundle::bundle::signature::Envelope;
+use gapbundle::bundle::manifest::Manifest;
 use gapbundle::bundle::Digest;
-use gapbundle::nixfmt::{
-    check_nar, fingerprint, nar, sign_path, NarError, NarHash, NarReadError, StorePath,
-    NAR_ZSTD_MEDIA_TYPE,
+use gapbundle::nixfmt::{check_nar, nar, NarError, NarReadError};
+
+use crate::support::{
+    code, dir_nar, file_nar, gapbundle, nar_tokens, nix, nix_path_bundle, stderr, tool, vectors,
 };
-use serde_json::json;
-
-use crate::support::{code, gapbundle, stderr, tool};
-
-fn vectors() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bundle-spec/vectors")
-}
 
 fn verify(bundle: &Path) -> Output {
     gapbundle()
@@ -124,12 +115,8 @@ fn format_versions_have_one_spelling() {
 }
 
 fn run_nix_store(args: &[&str], stdin: &[u8]) -> Output {
-    let mut c = tool("nix-store");
+    let mut c = nix("nix-store");
     c.args(args)
-        .env(
-            "NIX_CONFIG",
-            "experimental-features = nix-command\nsubstituters =",
-        )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -171,34 +158,6 @@ fn the_nar_checker_accepts_what_nix_store_dump_writes() {
     }
 }
 
-fn tokens(ts: &[&[u8]]) -> Vec<u8> {
-    let mut v = Vec::new();
-    nar::write_strs(&mut v, ts).unwrap();
-    v
-}
-
-fn dir_nar(names: &[&[u8]]) -> Vec<u8> {
-    let mut v = tokens(&[nar::MAGIC, b"(", b"type", b"directory"]);
-    for n in names {
-        v.extend(tokens(&[
-            b"entry",
-            b"(",
-            b"name",
-            n,
-            b"node",
-            b"(",
-            b"type",
-            b"regular",
-            b"contents",
-            b"x",
-            b")",
-            b")",
-        ]));
-    }
-    v.extend(tokens(&[b")"]));
-    v
-}
-
 // Issue 11 item 11: the `file://` cache advertised NARs Nix refuses. Each of these
 // is refused by the real `nix-store --restore` and by the checker alike (and one
 // that Nix restores into something else is refused too).
@@ -206,10 +165,10 @@ fn dir_nar(names: &[&[u8]]) -> Vec<u8> {
 fn nars_that_nix_refuses_are_refused_by_the_checker() {
     let tmp = tempfile::tempdir().unwrap();
     let good = dir_nar(&[b"a", b"b"]);
-    let mut bad_pad = tokens(&[nar::MAGIC, b"(", b"type", b"regular", b"contents", b"x"]);
+    let mut bad_pad = nar_tokens(&[nar::MAGIC, b"(", b"type", b"regular", b"contents", b"x"]);
     let at = bad_pad.len() - 1;
     bad_pad[at] = 7;
-    bad_pad.extend(tokens(&[b")"]));
+    bad_pad.extend(nar_tokens(&[b")"]));
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("dot-dot", dir_nar(&[b".."])),
         ("slash", dir_nar(&[b"a/b"])),
@@ -222,7 +181,7 @@ fn nars_that_nix_refuses_are_refused_by_the_checker() {
         ("bad padding", bad_pad),
         (
             "unknown type",
-            tokens(&[nar::MAGIC, b"(", b"type", b"socket", b")"]),
+            nar_tokens(&[nar::MAGIC, b"(", b"type", b"socket", b")"]),
         ),
     ];
     let restore = |name: &str, bytes: &[u8]| {
@@ -264,7 +223,7 @@ fn nars_that_nix_refuses_are_refused_by_the_checker() {
         Err(NarReadError::Nar(NarError::Unsorted { .. }))
     ));
     // A NAR bomb: refused at the declared size, not after its real one.
-    let big = tokens(&[
+    let big = nar_tokens(&[
         nar::MAGIC,
         b"(",
         b"type",
@@ -280,78 +239,19 @@ fn nars_that_nix_refuses_are_refused_by_the_checker() {
 }
 
 /// A signed bundle of one `nix-path` object, with `edit` applied to its meta
-/// before signing (the path signature stays valid: it does not cover `ca`). The
-/// bundle is laid out here from the format's rules, not by the library's builder,
-/// which would refuse the edited meta before a reader could be shown it.
+/// before signing (the path signature stays valid: it does not cover `ca`); laid
+/// out by the harness from the format's rules, since the library's builder would
+/// refuse the edited meta before a reader could be shown it.
 fn nix_bundle(out: &Path, key: &SecretKey, edit: impl FnOnce(&mut serde_json::Value)) {
-    let nar_bytes = tokens(&[
-        nar::MAGIC,
-        b"(",
-        b"type",
-        b"regular",
-        b"contents",
-        b"hi\n",
-        b")",
-    ]);
-    let blob = zstd::encode_all(nar_bytes.as_slice(), 3).unwrap();
-    let digest = Digest::of(&blob);
-    let nar_hash = NarHash::from_digest(&Digest::of(&nar_bytes));
-    let path = StorePath::parse(&format!("/nix/store/{}-hostile", "a".repeat(32))).unwrap();
-    let fp = fingerprint(&path, &nar_hash, nar_bytes.len() as u64, &[]);
-    let mut meta = json!({
-        "narHash": nar_hash.to_nix32_string(),
-        "narSize": nar_bytes.len(),
-        "references": [],
-        "sigs": [sign_path(key, &fp)],
-    });
-    edit(&mut meta);
-    let oci_layout = br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec();
-    let index = canonical::to_vec(&json!({
-        "manifests": [],
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "schemaVersion": 2,
-    }))
-    .unwrap();
-    // Offsets as format.md section 5 rule 6 lays them out.
-    let entry = |size: usize| 512 + (size as u64).div_ceil(512) * 512;
-    let (o1, o2) = (512, 512 + entry(oci_layout.len()));
-    let o3 = o2 + entry(index.len());
-    let manifest = canonical::to_vec(&json!({
-        "formatVersion": "1.0",
-        "name": "hostile-nix",
-        "version": "1",
-        "created": 0,
-        "generator": "tests/hostile_format",
-        "platforms": ["all"],
-        "files": [
-            {"path": "oci-layout", "digest": Digest::of(&oci_layout).to_string(), "size": oci_layout.len(), "offset": o1},
-            {"path": "index.json", "digest": Digest::of(&index).to_string(), "size": index.len(), "offset": o2},
-        ],
-        "blobs": [{
-            "digest": digest.to_string(), "size": blob.len(), "mediaType": NAR_ZSTD_MEDIA_TYPE,
-            "offset": o3, "encoding": "zstd",
-            "content": {"digest": nar_hash.digest().to_string(), "size": nar_bytes.len()},
-        }],
-        "objects": [{
-            "kind": "nix-path", "name": path.to_string(), "digest": digest.to_string(),
-            "mediaType": NAR_ZSTD_MEDIA_TYPE, "size": blob.len(), "blobs": [digest.to_string()],
-            "meta": meta,
-        }],
-    }))
-    .unwrap();
-    let env = Envelope::sign(Digest::of(&manifest), std::slice::from_ref(key)).to_canonical();
-    let mut f = Vec::new();
-    for (name, bytes) in [
-        (MANIFEST_PATH, &manifest),
-        (SIGNATURES_PATH, &env),
-        ("oci-layout", &oci_layout),
-        ("index.json", &index),
-        (&*format!("blobs/sha256/{}", digest.hex()), &blob),
-    ] {
-        layout::write_entry(&mut f, name, bytes.len() as u64, 0, &mut bytes.as_slice()).unwrap();
-    }
-    f.extend_from_slice(&[0; 1024]);
-    fs::write(out, f).unwrap();
+    nix_path_bundle(
+        out,
+        key,
+        "hostile-nix",
+        &format!("/nix/store/{}-hostile", "a".repeat(32)),
+        &file_nar(b"hi\n"),
+        None,
+        edit,
+    );
 }
 
 // Issue 11 item 10: a newline in meta.ca or meta.sigs went verbatim into the

@@ -110,26 +110,6 @@ fn closure(path: &str) -> Vec<String> {
     out.lines().map(str::to_string).collect()
 }
 
-/// Paths of `paths` that are valid in the chroot store at `root`.
-fn valid_in(root: &Path, paths: &[String]) -> Vec<String> {
-    if !root.join("nix/var/nix/db").exists() {
-        return Vec::new();
-    }
-    let out = run_stdout(
-        nix("nix-store")
-            .arg("--store")
-            .arg(format!("local?root={}", root.display()))
-            .args(["--check-validity", "--print-invalid"])
-            .args(paths),
-    );
-    let invalid: Vec<&str> = out.lines().collect();
-    paths
-        .iter()
-        .filter(|p| !invalid.contains(&p.as_str()))
-        .cloned()
-        .collect()
-}
-
 /// The root blob of `obj` (an object of the manifest as JSON).
 fn blob_of<'h>(head: &'h Head, obj: &Value) -> &'h BlobEntry {
     head.manifest

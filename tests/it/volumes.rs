@@ -623,13 +623,15 @@ fn a_killed_create_leaves_no_volume_under_a_final_name() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Kill it as soon as its first temporary volume appears.
+    // Kill it as soon as its first temporary volume appears (in the set's
+    // temporary folder, `.gapbundle.<pid>.site-gapb.<random>.tmp`).
     let deadline = Instant::now() + Duration::from_secs(60);
     let temp = |d: &Path| {
         fs::read_dir(d).unwrap().flatten().any(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with(".site.gapb.001.")
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with(".gapbundle.")
+                && name.ends_with(".tmp")
+                && e.path().join("site.gapb.001").exists()
         })
     };
     while !temp(&dir) {
@@ -662,6 +664,14 @@ fn a_killed_create_leaves_no_volume_under_a_final_name() {
     );
     assert!(joined(&set_of(&prefix)) == fs::read(&plain).unwrap());
     ok(verify(&prefix.with_extension("gapb.001"), &w.public()));
+    // The rerun removed what the killed create left.
+    let left: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
 }
 
 // ---------------------------------------------------------------------------

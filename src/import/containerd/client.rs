@@ -3,6 +3,14 @@
 //!
 //! Everything here is one request (or one stream) to containerd; what to ask for,
 //! and in which order, is the target's business ([`super::target`]).
+//!
+//! Leases are named so that a later run recognises them: `gapbundle-<bundle>-<unix
+//! time>-<pid>`, labelled with the pid and host name of the process that holds
+//! it. An import killed with -9 cannot delete its lease, and its partial ingests
+//! and `extract-` snapshots stay behind under it; the next import on the same
+//! host finds every such lease whose process is gone, takes over the committed
+//! content it holds (so nothing a rerun reuses can be collected in between),
+//! aborts its ingests, removes its extraction snapshots, and deletes it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -12,10 +20,13 @@ use anyhow::{anyhow, bail, Result};
 use containerd_client::services::v1::content_client::ContentClient;
 use containerd_client::services::v1::images_client::ImagesClient;
 use containerd_client::services::v1::leases_client::LeasesClient;
+use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
+use containerd_client::services::v1::snapshots::RemoveSnapshotRequest;
 use containerd_client::services::v1::{
-    AddResourceRequest, CreateRequest as CreateLeaseRequest, DeleteRequest as DeleteLeaseRequest,
-    GetImageRequest, Image, Info as ContentInfo, InfoRequest, ListContentRequest,
-    ReadContentRequest, Resource, UpdateRequest,
+    AbortRequest, AddResourceRequest, CreateRequest as CreateLeaseRequest,
+    DeleteRequest as DeleteLeaseRequest, GetImageRequest, Image, Info as ContentInfo, InfoRequest,
+    Lease, ListContentRequest, ListRequest as ListLeasesRequest, ListResourcesRequest,
+    ReadContentRequest, Resource, StatusRequest, UpdateRequest,
 };
 use containerd_client::tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use containerd_client::tonic::transport::Channel;
@@ -24,8 +35,18 @@ use containerd_client::tonic::{Code, Request, Status};
 use crate::bundle::Digest;
 use crate::error::ContainerdFailure;
 
-/// How long a lease holds content if the import dies before registering images.
+/// How long a lease holds content if the import dies before registering images
+/// and no later import on the host cleans it up.
 const LEASE_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Every lease gapbundle makes starts with this.
+pub(super) const LEASE_PREFIX: &str = "gapbundle-";
+/// Lease labels: the process that holds the lease, its host, the bundle.
+const LEASE_PID: &str = "io.gapbundle.pid";
+const LEASE_HOST: &str = "io.gapbundle.host";
+const LEASE_BUNDLE: &str = "io.gapbundle.bundle";
+/// Extraction snapshots gapbundle prepares are keyed `<this><unique> <chain id>`
+/// (containerd's unpacker uses `extract-<unique> <chain id>`).
+pub(super) const EXTRACT_PREFIX: &str = "extract-gapbundle-";
 /// Largest manifest, index or config read back from containerd.
 const SMALL_LIMIT: u64 = 64 << 20;
 
@@ -163,13 +184,23 @@ impl Ctx {
         }
     }
 
-    /// A new lease (`gapbundle-…`, expiring after [`LEASE_TTL`]) and this handle
-    /// with it attached to every later request.
-    pub(super) async fn with_new_lease(&self) -> Result<(Ctx, String)> {
-        let expire = SystemTime::now() + LEASE_TTL;
-        let id = format!("gapbundle-{}", unique_part());
-        let labels: HashMap<String, String> =
-            [("containerd.io/gc.expire".to_string(), rfc3339(expire))].into();
+    /// A new lease for `bundle` (`gapbundle-<bundle>-<time>-<pid>`, expiring after
+    /// [`LEASE_TTL`]) and this handle with it attached to every later request.
+    pub(super) async fn with_new_lease(&self, bundle: &Digest) -> Result<(Ctx, String)> {
+        let now = SystemTime::now();
+        let secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let pid = std::process::id();
+        let id = format!("{LEASE_PREFIX}{}-{secs}-{pid}", &bundle.hex()[..12]);
+        let labels: HashMap<String, String> = [
+            (
+                "containerd.io/gc.expire".to_string(),
+                rfc3339(now + LEASE_TTL),
+            ),
+            (LEASE_PID.to_string(), pid.to_string()),
+            (LEASE_HOST.to_string(), host_name()),
+            (LEASE_BUNDLE.to_string(), bundle.to_string()),
+        ]
+        .into();
         let req = self.req(CreateLeaseRequest {
             id: id.clone(),
             labels,
@@ -181,6 +212,102 @@ impl Ctx {
         let mut ctx = self.clone();
         ctx.lease = Some(MetadataValue::try_from(id.as_str()).expect("ascii id"));
         Ok((ctx, id))
+    }
+
+    /// The leases of earlier gapbundle runs on this host whose process is gone
+    /// (killed before it could delete its lease).
+    pub(super) async fn stale_leases(&self, ours: &str) -> Result<Vec<String>> {
+        let leases = LeasesClient::new(self.channel.clone())
+            .list(self.req(ListLeasesRequest {
+                filters: Vec::new(),
+            }))
+            .await
+            .map_err(|s| self.status("list leases", s))?
+            .into_inner()
+            .leases;
+        let host = host_name();
+        Ok(leases
+            .into_iter()
+            .filter(|l| l.id.starts_with(LEASE_PREFIX) && l.id != ours && is_stale(l, &host))
+            .map(|l| l.id)
+            .collect())
+    }
+
+    /// Takes over what the stale lease `stale` holds into lease `ours`: committed
+    /// content and snapshots move to `ours`, partial ingests are aborted (a rerun
+    /// writes them afresh) and extraction snapshots removed; then `stale` is
+    /// deleted. Returns how many ingests and snapshots were discarded.
+    pub(super) async fn take_over(&self, ours: &str, stale: &str) -> Result<usize> {
+        let resources = LeasesClient::new(self.channel.clone())
+            .list_resources(self.req(ListResourcesRequest {
+                id: stale.to_string(),
+            }))
+            .await
+            .map_err(|s| self.status(&format!("list what lease {stale} holds"), s))?
+            .into_inner()
+            .resources;
+        let mut discarded = 0;
+        for r in resources {
+            if r.r#type == "ingests" {
+                self.abort_ingest(&r.id).await?;
+                discarded += 1;
+            } else if let Some(snapshotter) = r
+                .r#type
+                .strip_prefix("snapshots/")
+                .filter(|_| r.id.starts_with(EXTRACT_PREFIX))
+            {
+                let req = self.req(RemoveSnapshotRequest {
+                    snapshotter: snapshotter.to_string(),
+                    key: r.id.clone(),
+                });
+                match SnapshotsClient::new(self.channel.clone()).remove(req).await {
+                    Ok(_) => {}
+                    Err(s) if not_found(&s) => {}
+                    Err(s) => {
+                        return Err(self.status(&format!("remove snapshot {}", r.id), s));
+                    }
+                }
+                discarded += 1;
+            } else {
+                LeasesClient::new(self.channel.clone())
+                    .add_resource(self.req(AddResourceRequest {
+                        id: ours.to_string(),
+                        resource: Some(r),
+                    }))
+                    .await
+                    .map_err(|s| self.status("move content to the new lease", s))?;
+            }
+        }
+        match self.delete_lease(stale.to_string()).await {
+            Ok(()) => Ok(discarded),
+            Err(s) if not_found(&s) => Ok(discarded),
+            Err(s) => Err(self.status(&format!("delete lease {stale}"), s)),
+        }
+    }
+
+    /// Discards the partial ingest `ingest`, if there is one: a write of it then
+    /// starts from its first byte.
+    pub(super) async fn abort_ingest(&self, ingest: &str) -> Result<()> {
+        let req = self.req(AbortRequest {
+            r#ref: ingest.to_string(),
+        });
+        match ContentClient::new(self.channel.clone()).abort(req).await {
+            Ok(_) => Ok(()),
+            Err(s) if not_found(&s) => Ok(()),
+            Err(s) => Err(self.status(&format!("abort the stale ingest {ingest}"), s)),
+        }
+    }
+
+    /// Bytes the partial ingest `ingest` holds, if there is one.
+    pub(super) async fn ingest_offset(&self, ingest: &str) -> Result<Option<u64>> {
+        let req = self.req(StatusRequest {
+            r#ref: ingest.to_string(),
+        });
+        match ContentClient::new(self.channel.clone()).status(req).await {
+            Ok(r) => Ok(r.into_inner().status.map(|s| s.offset.max(0) as u64)),
+            Err(s) if not_found(&s) => Ok(None),
+            Err(s) => Err(self.status(&format!("look up the ingest {ingest}"), s)),
+        }
     }
 
     /// Adds content `d` to lease `id`.
@@ -248,6 +375,31 @@ pub(super) fn unique_part() -> String {
     let _ = getrandom::fill(&mut b);
     let r: String = b.iter().map(|x| format!("{x:02x}")).collect();
     format!("{}-{r}", t.as_nanos())
+}
+
+/// This machine's host name (the UTS namespace's), or empty when unknown.
+fn host_name() -> String {
+    fs_err::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Whether lease `l` (one of ours by its id) belongs to a process that is gone:
+/// made on this host by a pid that no longer runs. A lease without the pid label
+/// (an older gapbundle's, which never cleaned up after a kill) is stale too; one
+/// from another host is left to its own host (or to its expiry).
+fn is_stale(l: &Lease, host: &str) -> bool {
+    let Some(pid) = l.labels.get(LEASE_PID) else {
+        return true;
+    };
+    if l.labels.get(LEASE_HOST).is_some_and(|h| h != host) {
+        return false;
+    }
+    match pid.parse::<u32>() {
+        Ok(pid) if pid == std::process::id() => true,
+        Ok(pid) => !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        Err(_) => true,
+    }
 }
 
 fn rfc3339(t: SystemTime) -> String {

@@ -54,6 +54,12 @@ pub struct Containerd {
     ingest: Option<Ingest>,
     written: u64,
     lease_id: Option<String>,
+    /// The bundle's digest, in the lease's name.
+    bundle: Digest,
+    /// Leases of killed imports taken over, and the partial writes they held that
+    /// were discarded: said in `finish`.
+    taken_over: Vec<String>,
+    discarded: usize,
 }
 
 impl Containerd {
@@ -86,6 +92,9 @@ impl Containerd {
             ingest: None,
             written: 0,
             lease_id: None,
+            bundle: head.digest,
+            taken_over: Vec::new(),
+            discarded: 0,
         })
     }
 
@@ -100,15 +109,23 @@ impl Containerd {
         Ok(ctx)
     }
 
-    /// Creates the lease on first use.
+    /// Creates the lease on first use, and takes over what imports killed
+    /// before left under theirs (see [`super::client`]): their committed content
+    /// is held by the new lease before the old one goes, so nothing this import
+    /// found present can be collected meanwhile.
     fn leased(&mut self) -> Result<Ctx> {
         let ctx = self.ctx()?;
         if ctx.lease.is_some() {
             return Ok(ctx);
         }
-        let (ctx, id) = self.rt.block_on(ctx.with_new_lease())?;
-        self.lease_id = Some(id);
+        let (ctx, id) = self.rt.block_on(ctx.with_new_lease(&self.bundle))?;
+        self.lease_id = Some(id.clone());
         self.ctx = Some(ctx.clone());
+        let stale = self.rt.block_on(ctx.stale_leases(&id))?;
+        for old in stale {
+            self.discarded += self.rt.block_on(ctx.take_over(&id, &old))?;
+            self.taken_over.push(old);
+        }
         Ok(ctx)
     }
 
@@ -234,6 +251,11 @@ impl Containerd {
             Ok(plan)
         })
     }
+}
+
+/// The ingest (the content service's name for a write in progress) of `blob`.
+fn ingest_ref(blob: &BlobEntry) -> String {
+    format!("{}{}", super::client::LEASE_PREFIX, blob.digest.hex())
 }
 
 /// Whether every name of `img` names its root with both labels and the host's
@@ -375,6 +397,21 @@ impl Target for Containerd {
     fn begin(&mut self, blob: &BlobEntry) -> io::Result<()> {
         self.finish_ingest().map_err(Self::io_err)?;
         let ctx = self.leased().map_err(Self::io_err)?;
+        // A partial ingest of this blob (an import killed while it streamed, whose
+        // lease has expired or was not ours to take over) is restarted: its bytes
+        // were never verified, and this write starts from the first byte.
+        let ingest = ingest_ref(blob);
+        if self
+            .rt
+            .block_on(ctx.ingest_offset(&ingest))
+            .map_err(Self::io_err)?
+            .is_some()
+        {
+            self.rt
+                .block_on(ctx.abort_ingest(&ingest))
+                .map_err(Self::io_err)?;
+            self.discarded += 1;
+        }
         let (tx, mut rx) = mpsc::channel::<WriteContentRequest>(INFLIGHT_CHUNKS);
         let stream = async_stream(move |cx| rx.poll_recv(cx));
         let req = ctx.req(stream);
@@ -402,7 +439,7 @@ impl Target for Containerd {
         let offset = self.ingest.as_ref().map(|i| i.offset).unwrap_or(0);
         let req = WriteContentRequest {
             action: WriteAction::Write as i32,
-            r#ref: format!("gapbundle-{}", blob.digest.hex()),
+            r#ref: ingest_ref(blob),
             total: blob.size as i64,
             expected: if offset == 0 {
                 blob.digest.to_string()
@@ -425,7 +462,7 @@ impl Target for Containerd {
         let offset = self.ingest.as_ref().map(|i| i.offset).unwrap_or(0);
         let req = WriteContentRequest {
             action: WriteAction::Commit as i32,
-            r#ref: format!("gapbundle-{}", blob.digest.hex()),
+            r#ref: ingest_ref(blob),
             total: blob.size as i64,
             expected: blob.digest.to_string(),
             offset: offset as i64,
@@ -444,6 +481,14 @@ impl Target for Containerd {
         let images = self.images.clone();
         let blobs = self.blobs.clone();
         let lease = self.lease_id.clone().unwrap_or_default();
+        if !self.taken_over.is_empty() {
+            progress.message(format!(
+                "containerd: took over what {} interrupted import(s) left ({}), discarding {} partial write(s)",
+                self.taken_over.len(),
+                self.taken_over.join(", "),
+                self.discarded
+            ));
+        }
         progress.message(format!(
             "containerd: registering {} image(s), unpacking into {}",
             images.len(),

@@ -1,9 +1,10 @@
 //! Unpacking an image's layers into snapshots, as containerd 1.6's unpacker
 //! (`unpacker.go`) does: for the manifest of the host's platform, chain ids from the
 //! config's `rootfs.diff_ids`; a layer whose chain id is already a snapshot is
-//! skipped; otherwise `extract-<unique> <chainID>` is prepared on the parent chain,
-//! the layer applied with the diff service, the diff id checked, and the snapshot
-//! committed as the chain id.
+//! skipped; otherwise an extraction snapshot is prepared on the parent chain (keyed
+//! `extract-gapbundle-<pid>-<unique> <chainID>`, so that a later run recognises
+//! one a killed import left), the layer applied with the diff service, the diff id
+//! checked, and the snapshot committed as the chain id.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -18,7 +19,7 @@ use containerd_client::tonic::Code;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
-use super::client::{not_found, unique_part, Ctx};
+use super::client::{not_found, unique_part, Ctx, EXTRACT_PREFIX};
 use super::labels::{parse_desc, parse_descs, Desc};
 use crate::bundle::manifest::Object;
 use crate::bundle::oci::{is_index, is_manifest};
@@ -75,7 +76,11 @@ impl Ctx {
         let mut key = String::new();
         let mut mounts = None;
         for _ in 0..3 {
-            key = format!("extract-{} {chain}", unique_part());
+            key = format!(
+                "{EXTRACT_PREFIX}{}-{} {chain}",
+                std::process::id(),
+                unique_part()
+            );
             match sn
                 .prepare(self.req(PrepareSnapshotRequest {
                     snapshotter: self.snapshotter.clone(),

@@ -6,11 +6,12 @@
 //! binary cache serves, so the import offers Nix a binary cache and lets it stream
 //! from it:
 //!
-//! - `--nix-store file:///srv/cache`: the blobs stream straight to
-//!   `nar/<nix32 file hash>.nar.zst` (temporary name, renamed once the blob
-//!   verified), and after the whole bundle verified and every NAR decompressed to
-//!   its NAR hash (one worker per core, while the bundle goes on streaming; see
-//!   `cache`), `<hash>.narinfo` files are written in reference order. That cache
+//! - `--nix-store file:///srv/cache`: the blobs stream straight into `nar/` under
+//!   temporary names, and each is renamed to `nar/<nix32 file hash>.nar.zst` once
+//!   it verified and decompressed to a valid NAR of its NAR hash and size (one
+//!   worker per core, while the bundle goes on streaming; see `cache`); after the
+//!   whole bundle verified and every NAR passed, `<hash>.narinfo` files are
+//!   written in reference order. That cache
 //!   is the result: a fleet substitutes from it, nothing else checks it first, and
 //!   its narinfos carry the bundle key's path signatures.
 //! - a store (the default local store, `/mnt/target` or `local?root=/mnt/target`,
@@ -23,22 +24,25 @@
 //!   then made the disk write it back and delete it while Nix filled the store, a
 //!   third of the whole import on the benchmark closure. The server hashes each
 //!   blob again as Nix reads it and holds back its last bytes if the file changed
-//!   since it verified.
+//!   since it verified, and decompresses and parses each NAR as it serves it
+//!   (within its declared size): Nix restores a NAR before it compares its hash,
+//!   so it must never be handed a bomb or a NAR that is not one.
 //! - a store, from stdin: a pipe can be read only once, so the cache is written to
-//!   a private staging folder (no fsync: it lives for one command) and `nix copy
-//!   --from file://STAGE` reads it. The NARs stay compressed there on purpose:
-//!   staging them uncompressed was measured slower still.
+//!   a private staging folder (no fsync: it lives for one command), every NAR
+//!   checked there as for a `file://` cache, and `nix copy --from file://STAGE`
+//!   reads it. The NARs stay compressed there on purpose: staging them
+//!   uncompressed was measured slower still.
 //!
 //! For a store, Nix checks every path's signature against `trusted-public-keys`,
 //! which is set (for that one command) to the keys given with `--trust`, so no
 //! `--no-check-sigs` is needed: Nix itself checks what we checked. Only with
 //! `--allow-unsigned` and no trusted key is `--no-check-sigs` passed. Nix also
 //! checks each NAR against its signed NAR hash before it registers the path, and
-//! refuses every path that references one it refused; so the import does not
-//! decompress the NARs a second time for a store. A bundle damaged anywhere still
-//! registers nothing, since Nix is only started after every blob's digest matched;
-//! only a bundle *signed* with a wrong NAR hash (a faulty `create`) gets its other
-//! paths registered. Then each `gcRoot` becomes a symlink in
+//! refuses every path that references one it refused; what it restored of a
+//! refused path (it restores first, then compares) is removed afterwards. A bundle
+//! damaged anywhere still registers nothing, since Nix is only started after every
+//! blob's digest matched; only a bundle *signed* with a wrong NAR hash (a faulty
+//! `create`) gets its other paths registered. Then each `gcRoot` becomes a symlink in
 //! `<root>/nix/var/nix/gcroots/gapbundle/`.
 //!
 //! Every path's signature by a trusted key is checked against Nix's fingerprint
@@ -60,7 +64,7 @@ use std::io::{self, BufWriter};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use tempfile::{NamedTempFile, TempDir};
+use tempfile::NamedTempFile;
 
 use super::report::{NixReport, TargetReport};
 use super::{Target, TargetPlan};
@@ -71,6 +75,7 @@ use crate::bundle::reader::Head;
 use crate::error::InputFailure;
 use crate::io::source::{BundleSource, RandomSource};
 use crate::io::space;
+use crate::io::temp::{self, TempFolder};
 use crate::nixfmt::{closure_order, StorePath};
 use crate::progress::Progress;
 use validate::{nix_objects, NixObject};
@@ -154,14 +159,16 @@ pub struct NixTarget {
     trusted: Vec<PublicKey>,
     /// Paths to add, references first.
     new_paths: Vec<StorePath>,
-    stage: Option<TempDir>,
+    stage: Option<TempFolder>,
     /// The bundle, when the import reads files (not a pipe): a store then takes
     /// the NARs from it in place (see `serve_in_place`) and nothing is staged.
     bundle: Option<std::sync::Arc<RandomSource>>,
     /// The blob being received: its file in the cache, under a temporary name.
     receiving: Option<BufWriter<NamedTempFile>>,
-    /// Verified blobs whose NARs are being decoded and hashed.
+    /// Verified blobs whose NARs are being decoded and checked.
     decoding: Option<cache::Decoders>,
+    /// Whether the cache folders were swept of killed imports' temporary files.
+    swept: bool,
     progress_warned: bool,
 }
 
@@ -201,6 +208,7 @@ pub fn target(
         bundle: source.shared(),
         receiving: None,
         decoding: None,
+        swept: false,
         progress_warned: false,
     })))
 }
@@ -249,11 +257,7 @@ impl NixTarget {
             Dest::Cache(p) => Ok(p.clone()),
             Dest::Store { .. } => {
                 if self.stage.is_none() {
-                    self.stage = Some(
-                        tempfile::Builder::new()
-                            .prefix("gapbundle-nix-stage-")
-                            .tempdir()?,
-                    );
+                    self.stage = Some(temp::folder("nix-stage")?);
                 }
                 Ok(self.stage.as_ref().expect("just set").path().to_path_buf())
             }
@@ -415,15 +419,22 @@ impl Target for NixTarget {
     fn finish(&mut self, head: &Head, progress: &Progress) -> Result<TargetReport> {
         self.check_decoded()?;
         if !self.new_paths.is_empty() {
-            if self.in_place() {
-                self.serve_in_place(head, progress)?;
+            let added = if self.in_place() {
+                self.serve_in_place(head, progress)
             } else {
                 let dir = self.cache_dir()?;
                 self.write_cache(&dir)?;
-                if matches!(self.dest, Dest::Store { .. }) {
-                    self.copy_into_store(&format!("file://{}", dir.display()), &[], progress)?;
+                match self.dest {
+                    Dest::Store { .. } => {
+                        self.copy_into_store(&format!("file://{}", dir.display()), &[], progress)
+                    }
+                    Dest::Cache(_) => Ok(()),
                 }
+            };
+            if added.is_err() {
+                self.remove_unregistered(progress);
             }
+            added?;
         }
         let roots = self.make_gc_roots()?;
         if let Dest::Store { gc_dir: None, .. } = &self.dest {

@@ -7,11 +7,15 @@
 //! is needed: Nix itself checks what we checked. Only with `--allow-unsigned` and no
 //! trusted key is `--no-check-sigs` passed. Nix also checks each NAR against its
 //! signed NAR hash before it registers the path, and refuses every path that
-//! references one it refused; so the import does not decompress the NARs a second
-//! time for a store.
+//! references one it refused. But it restores a NAR into the store before it
+//! compares the hash, so what it is handed is checked first: served in place, each
+//! NAR is decompressed and parsed chunk by chunk by the server before it is sent
+//! (see [`crate::io::serve`]); staged, each was checked before it took its name
+//! (see `super::cache`). Whatever Nix restored of a path it then refused is
+//! removed ([`NixTarget::remove_unregistered`]).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use fs_err as fs;
@@ -22,7 +26,7 @@ use crate::bundle::reader::{damage, Entry, Head};
 use crate::error::NixStoreFailure;
 use crate::import::Target;
 use crate::io::process::nix_cmd;
-use crate::io::serve::{Resource, Server};
+use crate::io::serve::{Fault, Resource, Server};
 use crate::nixfmt::{cache_info, parse_path_info, NarHash, NarInfoIdentity, StorePath};
 use crate::progress::Progress;
 
@@ -158,6 +162,9 @@ impl NixTarget {
                     offset,
                     size: blob.size,
                     digest: blob.digest,
+                    // Nix restores what it is sent before it checks the hash:
+                    // the server checks the NAR first (a bomb, an invalid NAR).
+                    nar: blob.content.clone(),
                 },
             );
         }
@@ -170,9 +177,7 @@ impl NixTarget {
         // Nix keeps what an HTTP cache said in a disk cache of its own; that one
         // belongs to this server alone. And a proxy set for the machine (common in
         // the field) must not be asked for a loopback address.
-        let cache_home = tempfile::Builder::new()
-            .prefix("gapbundle-nix-cache-")
-            .tempdir()?;
+        let cache_home = crate::io::temp::folder("nix-cache")?;
         let mut env = vec![("XDG_CACHE_HOME", cache_home.path().as_os_str().to_owned())];
         for var in ["no_proxy", "NO_PROXY"] {
             env.push((var, with_loopback(std::env::var_os(var)).into()));
@@ -185,17 +190,86 @@ impl NixTarget {
                 .manifest
                 .blob(&m.expected)
                 .expect("served ranges are manifest blobs");
-            let err = damage(head, &Entry::Blob(blob), m.found.clone().ok(), blob.size);
-            let why = match &m.found {
-                Ok(_) => "changed",
-                Err(e) => e.as_str(),
-            };
-            return Err(anyhow::Error::new(err).context(format!(
-                "{} changed after it verified ({why}): Nix was not given that NAR; check the disk, copy the bundle again and rerun",
-                src.describe()
-            )));
+            let users: Vec<&str> = self
+                .objects
+                .iter()
+                .filter(|o| o.blob == blob.digest)
+                .map(|o| o.path.as_str())
+                .collect();
+            let users = users.join(", ");
+            return Err(match &m.found {
+                Fault::Content(why) => bad(format!(
+                    "the NAR of {users} (blob {}) is not the NAR it is signed as: {why}. Nix was not given all of it, and neither it nor any path that references it was registered; rebuild the bundle",
+                    blob.digest
+                )),
+                Fault::Changed(found) => anyhow::Error::new(damage(
+                    head,
+                    &Entry::Blob(blob),
+                    Some(*found),
+                    blob.size,
+                ))
+                .context(format!(
+                    "{} changed after it verified: Nix was not given that NAR; check the disk, copy the bundle again and rerun",
+                    src.describe()
+                )),
+                Fault::Unreadable(why) => anyhow::Error::new(damage(
+                    head,
+                    &Entry::Blob(blob),
+                    None,
+                    blob.size,
+                ))
+                .context(format!(
+                    "{} could not be read again after it verified ({why}): Nix was not given that NAR; check the disk, copy the bundle again and rerun",
+                    src.describe()
+                )),
+            });
         }
         copied
+    }
+
+    /// Removes what a failed `nix copy` restored into a local store without
+    /// registering it (Nix writes a path's files before it checks its NAR hash,
+    /// and a path cut short stays as it was): every new path that is still not
+    /// valid but has something at its place in the store, with `nix-store
+    /// --delete`, which removes invalid paths and nothing that is valid.
+    /// Best effort, after the failure that matters was reported.
+    pub(super) fn remove_unregistered(&self, progress: &Progress) {
+        let Dest::Store { uri, root, .. } = &self.dest else {
+            return;
+        };
+        let store_dir = match (uri.as_deref(), root) {
+            (_, Some(r)) => r.join("nix/store"),
+            (None | Some("auto" | "local"), None) => PathBuf::from("/nix/store"),
+            // A daemon or a remote store: its own garbage collector's business.
+            _ => return,
+        };
+        let Ok(valid) = self.valid(&self.new_paths) else {
+            return;
+        };
+        let left: Vec<&StorePath> = self
+            .new_paths
+            .iter()
+            .filter(|p| !valid.contains(*p))
+            .filter(|p| fs_err::symlink_metadata(store_dir.join(p.base_name())).is_ok())
+            .collect();
+        if left.is_empty() {
+            return;
+        }
+        let mut cmd = nix_cmd("nix-store");
+        if let Some(u) = uri {
+            cmd = cmd.args(["--store", u]);
+        }
+        if let Err(e) = cmd
+            .arg("--delete")
+            .args(left.iter().map(|p| p.as_str()))
+            .output()
+        {
+            progress.warn(format!(
+                "Nix left {} path(s) it did not register in {} and `nix-store --delete` could not remove them ({e:#}); `nix-store --gc` will",
+                left.len(),
+                store_dir.display()
+            ));
+        }
     }
 
     /// `nix copy --from FROM` into the store of all new paths, with `env` added to
@@ -311,6 +385,7 @@ impl NixTarget {
         let Some(dir) = gc_dir else {
             return Ok(made);
         };
+        let mut swept = false;
         for o in &self.objects {
             for name in &o.gc_roots {
                 fs::create_dir_all(dir)?;
@@ -319,8 +394,11 @@ impl NixTarget {
                     made.push(link.display().to_string());
                     continue;
                 }
-                let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-                let _ = fs::remove_file(&tmp);
+                if !swept {
+                    crate::io::temp::sweep(dir);
+                    swept = true;
+                }
+                let tmp = dir.join(crate::io::temp::name("gcroot"));
                 fs::os::unix::fs::symlink(o.path.as_str(), &tmp)
                     .with_context(|| format!("creating GC root {}", link.display()))?;
                 fs::rename(&tmp, &link)?;

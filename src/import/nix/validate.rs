@@ -59,7 +59,7 @@ pub(super) fn bad(msg: String) -> anyhow::Error {
 pub(super) fn nix_objects(head: &Head, trusted: &[PublicKey]) -> Result<Vec<NixObject>> {
     let mut out = Vec::new();
     for (o, meta) in head.manifest.nix_paths() {
-        let what = format!("nix-path `{}`", o.name);
+        let what = format!("nix-path `{}`", crate::text::escaped(&o.name));
         let path = StorePath::parse(&o.name).map_err(|e| bad(format!("{what}: {e}")))?;
         let blob = head
             .manifest

@@ -66,9 +66,7 @@ pub fn render(
     let s = &spec.spec;
     let mut out = Collector::default();
     if !(s.charts.is_empty() && s.kustomize.is_empty() && s.manifests.is_empty()) {
-        let tmp = tempfile::Builder::new()
-            .prefix("gapbundle-render-")
-            .tempdir()
+        let tmp = crate::io::temp::folder("render")
             .context("creating a temporary folder for rendering")?;
         let credentials = auth::Store::load(&opts.registry);
         let router = Router::new(&opts.registry);
@@ -145,6 +143,47 @@ fn blame<E: Into<anyhow::Error>>(
         Some(ProcessError::NotFound { .. } | ProcessError::Io { .. }) => err,
         _ => wrap(err).into(),
     }
+}
+
+/// Every local file or folder rendering reads, as (what, path, whether every file
+/// below a folder may be read): local charts (a folder is packaged whole), values
+/// files, overlays, and the files `manifests:` entries name (globs expanded;
+/// `installable:` entries are built outputs in the store and left out). `create`
+/// refuses an output that is one of them.
+pub fn local_inputs(spec: &LoadedSpec) -> Vec<(String, PathBuf, bool)> {
+    let s = &spec.spec;
+    let mut v = Vec::new();
+    for (i, c) in s.charts.iter().enumerate() {
+        if let Some(p) = &c.path {
+            v.push((format!("charts[{i}].path"), spec.base.join(p), true));
+        }
+        for (j, f) in c.values_files.iter().enumerate() {
+            v.push((
+                format!("charts[{i}].valuesFiles[{j}]"),
+                spec.base.join(f),
+                false,
+            ));
+        }
+    }
+    for (i, k) in s.kustomize.iter().enumerate() {
+        v.push((
+            format!("kustomize[{i}].path"),
+            spec.base.join(&k.path),
+            false,
+        ));
+    }
+    for (i, m) in s.manifests.iter().enumerate() {
+        if m.path.is_some() {
+            if let Ok(files) = manifest_files(spec, i, m) {
+                v.extend(
+                    files
+                        .into_iter()
+                        .map(|(_, p)| (format!("manifests[{i}].path"), p, false)),
+                );
+            }
+        }
+    }
+    v
 }
 
 /// Splits rendered YAML, turning a bad document into bad input (exit 4).

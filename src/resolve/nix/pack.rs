@@ -112,7 +112,7 @@ fn nar_blob(
     }
     // A hint, not data: temp + rename but no fsync (one per path would cost more than
     // packing small paths); a lost or stale entry only means packing again.
-    let mut tmp = tempfile::NamedTempFile::new_in(index.parent().unwrap_or(cas.root()))?;
+    let mut tmp = crate::io::temp::file_in(index.parent().unwrap_or(cas.root()), "nar-index")?;
     tmp.write_all(format!("{d} {s}\n").as_bytes())?;
     tmp.persist(&index).map_err(|e| e.error)?;
     Ok((d, s))

@@ -560,3 +560,36 @@ pub fn docker_archive_fixture(path: &Path) -> LocalImage {
         transport_ref,
     }
 }
+
+/// Builds an OCI layout at `dir` (absent or empty) with one linux/amd64 image
+/// tagged `latest` whose only layer holds `/payload.bin`: `len` incompressible
+/// bytes from `seed`. For tests that must catch an import while a layer streams
+/// (tens of MiB take long enough to observe).
+pub fn big_layout_fixture(dir: &Path, seed: u64, len: usize) -> LocalImage {
+    if dir.exists() {
+        fs::remove_dir(dir).unwrap_or_else(|e| {
+            panic!(
+                "big_layout_fixture: {} must be absent or empty: {e}",
+                dir.display()
+            )
+        });
+    }
+    let staging = tempfile::tempdir().expect("staging tempdir");
+    let l = dir.to_str().expect("utf-8 path");
+    let image = format!("{l}:latest");
+    umoci(&["init", "--layout", l]);
+    umoci_new_image(&image, "amd64");
+    umoci_insert(
+        staging.path(),
+        &image,
+        None,
+        "/payload.bin",
+        &deterministic_bytes(seed, len),
+    );
+    let transport_ref = format!("oci:{l}:latest");
+    LocalImage {
+        path: dir.to_path_buf(),
+        manifest_digest: skopeo_digest(&transport_ref),
+        transport_ref,
+    }
+}

@@ -34,7 +34,8 @@
 //! the work folder every end-to-end test starts from;
 //! [`http`] is a raw HTTP client; [`reports`] checks the `--json` reports against
 //! their schemas; [`fake_http`] holds the fake servers for the
-//! faults a real server cannot produce; [`encoding`] holds digests and base64 written
+//! faults a real server cannot produce; [`faults`] kills a command at a moment
+//! chosen by watching it and checks what it left behind; [`encoding`] holds digests and base64 written
 //! independently of src/; [`bundles`] reads bundle heads and forges bundles with
 //! the library itself.
 //!
@@ -49,6 +50,7 @@ mod commands;
 mod containerd;
 mod encoding;
 mod fake_http;
+mod faults;
 mod fixtures;
 mod http;
 mod nix;
@@ -64,6 +66,7 @@ pub use commands::*;
 pub use containerd::*;
 pub use encoding::*;
 pub use fake_http::*;
+pub use faults::*;
 pub use fixtures::*;
 pub use http::*;
 pub use nix::*;

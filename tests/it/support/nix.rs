@@ -91,3 +91,64 @@ impl Drop for NixDaemon {
         let _ = self.child.wait();
     }
 }
+
+/// The URI of the chroot store at `root` (`local?root=ROOT`).
+pub fn chroot_store(root: &Path) -> String {
+    format!("local?root={}", root.display())
+}
+
+/// Paths of `paths` that are valid in the chroot store at `root`.
+pub fn valid_in(root: &Path, paths: &[String]) -> Vec<String> {
+    if !root.join("nix/var/nix/db").exists() {
+        return Vec::new();
+    }
+    let out = run(nix("nix-store")
+        .arg("--store")
+        .arg(chroot_store(root))
+        .args(["--check-validity", "--print-invalid"])
+        .args(paths));
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    let invalid: Vec<&str> = out.lines().collect();
+    paths
+        .iter()
+        .filter(|p| !invalid.contains(&p.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// What the chroot store at `root` holds in `nix/store`, registered or not, as full
+/// store paths; Nix's own bookkeeping is left out (`.links`, and the empty
+/// `<path>.lock` files its path locks leave after a failed add, which its garbage
+/// collector removes).
+pub fn store_entries(root: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(root.join("nix/store"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n != ".links" && !n.ends_with(".lock"))
+                .map(|n| format!("/nix/store/{n}"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Panics unless every path in the chroot store at `root` is registered (`nix
+/// store verify` then checks each one's contents against its NAR hash).
+pub fn assert_store_sound(root: &Path) {
+    let entries = store_entries(root);
+    let valid = valid_in(root, &entries);
+    assert_eq!(
+        valid,
+        entries,
+        "paths in {} that Nix never registered",
+        root.display()
+    );
+    if !entries.is_empty() {
+        run(nix("nix")
+            .args(["store", "verify", "--no-trust", "--store"])
+            .arg(chroot_store(root))
+            .args(&entries));
+    }
+}

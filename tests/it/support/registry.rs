@@ -206,6 +206,11 @@ impl Registry {
             .unwrap_or_else(|e| panic!("{}", self.failure(&e)))
     }
 
+    /// The registry's storage folder (`docker/registry/v2/…` below it).
+    pub fn storage(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
     /// The registry's config file.
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("config.yml")

@@ -130,32 +130,56 @@ impl Work {
     }
 }
 
-/// A small tmpfs, filled, unmounted on drop: a file system that is really full
-/// (mounting needs root, which the test command runs as; it fails loudly otherwise).
-pub struct FullTmpfs(PathBuf);
+/// A tmpfs of a given size, unmounted on drop: a small disk that can really fill
+/// up (mounting needs root, which the test command runs as; it fails loudly
+/// otherwise).
+pub struct Tmpfs(PathBuf);
 
-impl FullTmpfs {
-    pub fn mount(dir: &Path) -> FullTmpfs {
-        let t = FullTmpfs::with_options(dir, "size=64k");
-        // Fill it: whatever does not fit is the point.
-        let _ = fs::write(dir.join("fill"), vec![0u8; 64 << 10]);
-        t
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (as mount's `size=` takes it: `64k`, `32m`) on
+    /// `dir`, made if needed.
+    pub fn mount(dir: &Path, size: &str) -> Tmpfs {
+        Tmpfs::with_options(dir, &format!("size={size}"))
     }
 
     /// An empty tmpfs mounted with `options` (`size=256k`, `size=80m,nr_inodes=64`):
     /// a disk that fills up while something is written to it, after any check of
     /// free space passed.
-    pub fn with_options(dir: &Path, options: &str) -> FullTmpfs {
+    pub fn with_options(dir: &Path, options: &str) -> Tmpfs {
         fs::create_dir_all(dir).unwrap();
         run(tool("mount")
             .args(["-t", "tmpfs", "-o", options, "tmpfs"])
             .arg(dir));
-        FullTmpfs(dir.to_path_buf())
+        Tmpfs(dir.to_path_buf())
+    }
+
+    /// Bytes in use on it (`df`'s view).
+    pub fn used(&self) -> u64 {
+        let out = run(tool("df").args(["-B1", "--output=used"]).arg(&self.0));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or_else(|| panic!("df output: {}", String::from_utf8_lossy(&out.stdout)))
     }
 }
 
-impl Drop for FullTmpfs {
+impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = tool("umount").arg(&self.0).status();
+    }
+}
+
+/// A small tmpfs, filled, unmounted on drop: a file system that is really full.
+pub struct FullTmpfs {
+    _mount: Tmpfs,
+}
+
+impl FullTmpfs {
+    pub fn mount(dir: &Path) -> FullTmpfs {
+        let t = Tmpfs::mount(dir, "64k");
+        // Fill it: whatever does not fit is the point.
+        let _ = fs::write(dir.join("fill"), vec![0u8; 64 << 10]);
+        FullTmpfs { _mount: t }
     }
 }

@@ -1,0 +1,440 @@
+//! kill -9 at several points of an import, for every target, then a rerun: the
+//! target must end up complete (checked with the target's own tool: `ctr images
+//! check`, `nix store verify`, skopeo, the files themselves), and nothing may be
+//! left in the temporary folders (each test gives the import a `$TMPDIR` of its
+//! own) or the target's own folders. Kill points are chosen by watching the
+//! target (bytes in containerd's ingest, a path appearing in the store, a file in
+//! a folder) or by holding the bundle's stream in a pipe, never by a sleep.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::support::*;
+
+/// A bundle of one image whose only layer is `len` random bytes, from a local
+/// layout; returns the bundle and the image's name.
+fn big_image_bundle(w: &Work, len: usize) -> (PathBuf, String) {
+    big_layout_fixture(&w.path("big"), 7, len);
+    let name = "example.local/team/big:1.0".to_string();
+    w.write(
+        "bundle.yaml",
+        &format!(
+            "name: big\nversion: \"1\"\nimages:\n  - layout: ./big:latest\n    name: {name}\n"
+        ),
+    );
+    run(w.create("big.gapb").arg("--quiet"));
+    (w.path("big.gapb"), name)
+}
+
+/// `gapbundle import` into containerd `ctd` with `$TMPDIR` set to `tmp`.
+fn import_into(w: &Work, ctd: &Containerd, bundle: &Path, tmp: &Path) -> Command {
+    let mut c = w.import(bundle);
+    c.arg("--containerd").arg(ctd.socket()).env("TMPDIR", tmp);
+    c
+}
+
+/// Bytes of gapbundle's active ingests (`ctr content active`).
+fn ingest_bytes(ctd: &Containerd) -> u64 {
+    ctd.ctr_stdout(&["content", "active"])
+        .lines()
+        .skip(1)
+        .filter(|l| l.starts_with("gapbundle"))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter_map(parse_size)
+        .sum()
+}
+
+/// `ctr`'s human sizes (`1.5 MiB`, `12 B`, `3.0MiB`) as a lower bound in bytes; any
+/// non-zero size is non-zero.
+fn parse_size(s: &str) -> Option<u64> {
+    let digits: String = s
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    let v: f64 = digits.parse().ok()?;
+    Some(if v > 0.0 { v.ceil() as u64 } else { 0 })
+}
+
+/// Everything gapbundle may leave in containerd after a finished import: none of
+/// its leases, no active ingest and no `extract-` snapshot of its own.
+fn assert_no_containerd_leftovers(ctd: &Containerd) {
+    let leases = ctd.ctr_stdout(&["leases", "ls"]);
+    assert!(
+        !leases.lines().any(|l| l.starts_with("gapbundle")),
+        "leases left:\n{leases}"
+    );
+    let active = ctd.ctr_stdout(&["content", "active"]);
+    assert_eq!(active.lines().skip(1).count(), 0, "ingests left:\n{active}");
+    let snaps = ctd.ctr_stdout(&["snapshots", "--snapshotter", "overlayfs", "ls"]);
+    assert!(
+        !snaps
+            .lines()
+            .any(|l| l.contains("extract-") || l.contains("Active")),
+        "extraction snapshots left:\n{snaps}"
+    );
+}
+
+/// `ctr images check` says `name` is complete and unpacked.
+fn assert_image_complete(ctd: &Containerd, name: &str) {
+    let check = ctd.ctr_stdout(&["images", "check"]);
+    let line = check
+        .lines()
+        .find(|l| l.starts_with(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("ctr images check lacks {name}:\n{check}"));
+    assert!(line.contains("complete"), "{name} incomplete: {line}");
+    assert!(
+        line.trim_end().ends_with("true"),
+        "{name} not unpacked: {line}"
+    );
+}
+
+/// Regression (issue 11, item 1): kill -9 while a large layer streams into
+/// containerd left an ingest that every rerun failed on (`write @N must occur at
+/// current offset M (OutOfRange)`) and a 24 h lease per run. Now a rerun resumes or
+/// restarts the stale ingest and removes the killed run's lease; killed again
+/// while unpacking, the rerun leaves no `extract-` snapshot either.
+#[test]
+fn containerd_import_killed_while_a_layer_streams_or_unpacks_completes_on_rerun() {
+    let w = Work::new("kill-test");
+    let (bundle, name) = big_image_bundle(&w, 40 << 20);
+    let head = head_of(&bundle);
+    let big = head
+        .manifest
+        .blobs
+        .iter()
+        .max_by_key(|b| b.size)
+        .unwrap()
+        .clone();
+    let ctd = Containerd::start();
+    let tmp = private_tmp(w.root());
+
+    // 1. The bundle comes through a pipe that stops in the middle of the big
+    //    layer; killed once containerd's ingest holds some of it.
+    let bytes = fs::read(&bundle).unwrap();
+    let cut = (head.data_start + big.offset.unwrap() + big.size / 2) as usize;
+    let mut child = spawn_quiet(import_into(&w, &ctd, Path::new("-"), &tmp).stdin(Stdio::piped()));
+    let stdin = feed_part(&mut child, &bytes[..cut]);
+    assert!(
+        kill_when(
+            &mut child,
+            "containerd's ingest of the layer shows bytes",
+            || { ingest_bytes(&ctd) > 0 }
+        ),
+        "the import cannot finish on half a bundle"
+    );
+    drop(stdin);
+    assert!(ingest_bytes(&ctd) > 0, "the killed run left its ingest");
+
+    // The rerun, from the file, must finish (twice: the second is a no-op).
+    run(&mut import_into(&w, &ctd, &bundle, &tmp));
+    assert_image_complete(&ctd, &name);
+    assert_no_containerd_leftovers(&ctd);
+    assert_nothing_left(&tmp, "$TMPDIR");
+
+    // 2. A fresh containerd, killed while the layer is being unpacked (an
+    //    `extract-` snapshot is active).
+    drop(ctd);
+    let ctd = Containerd::start();
+    let mut caught = false;
+    for _ in 0..3 {
+        let mut child = spawn_quiet(import_into(&w, &ctd, &bundle, &tmp).stdin(Stdio::null()));
+        caught = kill_when(&mut child, "an extraction snapshot is active", || {
+            ctd.ctr_stdout(&["snapshots", "--snapshotter", "overlayfs", "ls"])
+                .lines()
+                .any(|l| l.contains("extract-"))
+        });
+        if caught {
+            break;
+        }
+        // Finished before the moment came: start again from an empty containerd.
+        for id in ctd.ctr_stdout(&["images", "ls", "-q"]).lines() {
+            ctd.ctr_stdout(&["images", "rm", "--sync", id]);
+        }
+    }
+    assert!(caught, "never caught the import while it unpacked");
+    run(&mut import_into(&w, &ctd, &bundle, &tmp));
+    assert_image_complete(&ctd, &name);
+    assert_no_containerd_leftovers(&ctd);
+    assert_nothing_left(&tmp, "$TMPDIR");
+}
+
+/// The bundle's bytes up to the middle of its largest blob: fed through a pipe,
+/// they stop an import there.
+fn up_to_middle_of_largest_blob(bundle: &Path) -> Vec<u8> {
+    let head = head_of(bundle);
+    let big = head.manifest.blobs.iter().max_by_key(|b| b.size).unwrap();
+    let cut = (head.data_start + big.offset.unwrap() + big.size / 2) as usize;
+    let mut bytes = fs::read(bundle).unwrap();
+    bytes.truncate(cut);
+    bytes
+}
+
+/// Whether `dir` holds, at any depth, a file with bytes in it that is a temporary
+/// file of ours or inside a temporary folder of ours.
+fn temp_with_bytes(dir: &Path) -> bool {
+    tree_of(dir).iter().any(|p| {
+        p.split('/').any(|c| c.starts_with(".gapbundle."))
+            && fs::metadata(dir.join(p)).is_ok_and(|m| m.is_file() && m.len() > 0)
+    })
+}
+
+/// Runs `import` with the first half of `bundle` on its stdin and kills it once
+/// `reached` holds (the pipe holds it there, so this does not depend on timing).
+fn kill_mid_stream(mut import: Command, bundle: &Path, what: &str, reached: impl FnMut() -> bool) {
+    let part = up_to_middle_of_largest_blob(bundle);
+    let mut child = spawn_quiet(import.stdin(Stdio::piped()));
+    let stdin = feed_part(&mut child, &part);
+    assert!(
+        kill_when(&mut child, what, reached),
+        "the import cannot finish on half a bundle"
+    );
+    drop(stdin);
+}
+
+/// `--staged`: killed while the archive streams into `agent/images`, the rerun
+/// writes the whole archive (which `ctr images import` takes) and removes the
+/// killed run's temporary file.
+#[test]
+fn a_staged_archive_killed_while_it_streams_is_whole_after_a_rerun() {
+    let w = Work::new("kill-test");
+    let (bundle, name) = big_image_bundle(&w, 24 << 20);
+    let tmp = private_tmp(w.root());
+    let images = w.k3s_root().join("agent/images");
+    let staged = |b: &Path| {
+        let mut c = w.import(b);
+        c.arg("--staged").env("TMPDIR", &tmp);
+        c
+    };
+    kill_mid_stream(
+        staged(Path::new("-")),
+        &bundle,
+        "the archive has bytes",
+        || temp_with_bytes(&images),
+    );
+    assert_eq!(temp_names(&images).len(), 1, "{:?}", tree_of(&images));
+    assert!(
+        !images.join("big.tar").exists(),
+        "no half archive under its name"
+    );
+
+    run(&mut staged(&bundle));
+    assert_eq!(tree_of(&images), vec!["big.tar".to_string()]);
+    assert_nothing_left(&tmp, "$TMPDIR");
+    let ctd = Containerd::start();
+    let archive = images.join("big.tar");
+    ctd.ctr_stdout(&["images", "import", archive.to_str().unwrap()]);
+    assert_image_complete(&ctd, &name);
+}
+
+/// A signed bundle of one Nix path whose NAR is a file of `len` random bytes.
+fn big_nix_bundle(w: &Work, len: usize) -> (PathBuf, String) {
+    let path = format!("/nix/store/{}-kill-test-big", "c".repeat(32));
+    let bundle = w.path("big-nix.gapb");
+    nix_path_bundle(
+        &bundle,
+        &w.signing_key(),
+        "big-nix",
+        &path,
+        &file_nar(&deterministic_bytes(5, len)),
+        None,
+        |_| {},
+    );
+    (bundle, path)
+}
+
+/// `gapbundle import BUNDLE --nix-store TARGET`, Nix offline, `$TMPDIR` at `tmp`.
+fn nix_import(w: &Work, bundle: &Path, target: &str, tmp: &Path) -> Command {
+    let mut c = with_nix_config(w.import(bundle));
+    c.arg("--nix-store").arg(target).env("TMPDIR", tmp);
+    c
+}
+
+/// A Nix store: killed while a piped bundle is staged in `$TMPDIR`, and killed
+/// while Nix restores the path from the bundle served in place; each time the
+/// rerun adds the path, Nix finds every path of the store registered and sound
+/// (`nix store verify`), and `$TMPDIR` is empty.
+#[test]
+fn a_nix_store_import_killed_while_staging_or_copying_completes_on_rerun() {
+    let w = Work::new("kill-test");
+    let (bundle, path) = big_nix_bundle(&w, 32 << 20);
+    let tmp = private_tmp(w.root());
+
+    let root = w.path("store-1");
+    let target = root.display().to_string();
+    kill_mid_stream(
+        nix_import(&w, Path::new("-"), &target, &tmp),
+        &bundle,
+        "the staged NAR has bytes",
+        || temp_with_bytes(&tmp),
+    );
+    assert!(!tree_of(&tmp).is_empty(), "the killed run left its stage");
+    run(&mut nix_import(&w, &bundle, &target, &tmp));
+    assert_eq!(
+        valid_in(&root, std::slice::from_ref(&path)),
+        vec![path.clone()]
+    );
+    assert_store_sound(&root);
+    assert_nothing_left(&tmp, "$TMPDIR");
+
+    let mut caught = None;
+    for attempt in 0..3 {
+        // A fresh store each time: one the import finished in is no kill test.
+        let root = w.path(format!("store-2-{attempt}"));
+        let mut child = spawn_quiet(
+            nix_import(&w, &bundle, &root.display().to_string(), &tmp).stdin(Stdio::null()),
+        );
+        if kill_when(&mut child, "Nix is restoring the path", || {
+            store_entries(&root).contains(&path)
+        }) {
+            caught = Some(root);
+            break;
+        }
+    }
+    let root = caught.expect("never caught Nix while it restored the path");
+    run(&mut nix_import(
+        &w,
+        &bundle,
+        &root.display().to_string(),
+        &tmp,
+    ));
+    assert_eq!(
+        valid_in(&root, std::slice::from_ref(&path)),
+        vec![path.clone()]
+    );
+    assert_store_sound(&root);
+    assert_nothing_left(&tmp, "$TMPDIR");
+}
+
+/// A `file://` cache: killed while a NAR streams into `nar/`, the rerun leaves a
+/// cache Nix copies the path from (and checks), with no temporary file in it.
+#[test]
+fn a_file_cache_import_killed_while_a_nar_streams_completes_on_rerun() {
+    let w = Work::new("kill-test");
+    let (bundle, path) = big_nix_bundle(&w, 24 << 20);
+    let tmp = private_tmp(w.root());
+    let cache = w.path("cache");
+    let url = format!("file://{}", cache.display());
+    kill_mid_stream(
+        nix_import(&w, Path::new("-"), &url, &tmp),
+        &bundle,
+        "the NAR in nar/ has bytes",
+        || temp_with_bytes(&cache.join("nar")),
+    );
+    assert_eq!(temp_names(&cache.join("nar")).len(), 1);
+    run(&mut nix_import(&w, &bundle, &url, &tmp));
+    assert_eq!(temp_names(&cache), Vec::<String>::new());
+    assert_eq!(temp_names(&cache.join("nar")), Vec::<String>::new());
+    assert_nothing_left(&tmp, "$TMPDIR");
+    let store = w.path("store");
+    run(nix("nix")
+        .args(["copy", "--from", &url, "--to"])
+        .arg(chroot_store(&store))
+        .args(["--option", "trusted-public-keys"])
+        .arg(fs::read_to_string(w.public()).unwrap().trim())
+        .arg(&path));
+    assert_store_sound(&store);
+}
+
+/// Files in `dir` and below named `name` with bytes in them.
+fn files_named(dir: &Path, name: &str) -> usize {
+    tree_of(dir)
+        .iter()
+        .filter(|p| Path::new(p).file_name().is_some_and(|n| n == name))
+        .filter(|p| fs::metadata(dir.join(p)).is_ok_and(|m| m.len() > 0))
+        .count()
+}
+
+/// A fleet registry: killed while the large layer uploads, the rerun pushes the
+/// image, which skopeo copies out of the registry with every digest checked.
+#[test]
+fn a_fleet_push_killed_while_a_layer_uploads_completes_on_rerun() {
+    let w = Work::new("kill-test");
+    let (bundle, name) = big_image_bundle(&w, 24 << 20);
+    let tmp = private_tmp(w.root());
+    let fleet = Registry::start();
+    let push = |b: &Path| {
+        let mut c = w.import(b);
+        c.args([
+            "--registry",
+            &fleet.addr,
+            "--insecure-registry",
+            &fleet.addr,
+        ])
+        .arg("--skip-manifests")
+        .env("TMPDIR", &tmp);
+        c
+    };
+    kill_mid_stream(
+        push(Path::new("-")),
+        &bundle,
+        "the registry holds part of the upload",
+        || {
+            files_named(&fleet.storage(), "data") > 0
+                && tree_of(&fleet.storage())
+                    .iter()
+                    .any(|p| p.contains("_uploads"))
+        },
+    );
+    run(&mut push(&bundle));
+    assert_nothing_left(&tmp, "$TMPDIR");
+    let repo = name.split_once('/').unwrap().1;
+    let pushed = format!("docker://{}/{repo}", fleet.addr);
+    let root = head_of(&bundle)
+        .manifest
+        .objects
+        .iter()
+        .find(|o| o.name == name)
+        .unwrap()
+        .digest
+        .to_string();
+    assert_eq!(
+        skopeo_digest(&pushed),
+        root,
+        "the fleet serves the bundled image"
+    );
+    run(skopeo()
+        .args(["copy", "--quiet", "--src-tls-verify=false", &pushed])
+        .arg(format!("oci:{}:x", w.path("copied").display())));
+}
+
+/// Manifests: killed while a large document streams into the staging folder, the
+/// rerun writes the file whole and leaves no staging folder behind.
+#[test]
+fn manifests_killed_while_a_document_streams_are_whole_after_a_rerun() {
+    let w = Work::new("kill-test");
+    let tmp = private_tmp(w.root());
+    let mut text =
+        b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: big\ndata:\n  blob: ".to_vec();
+    for b in deterministic_bytes(9, 6 << 20) {
+        text.extend_from_slice(format!("{b:02x}").as_bytes());
+    }
+    text.push(b'\n');
+    let stored = zstd::encode_all(&text[..], 3).unwrap();
+    let bundle = docs_bundle(
+        &w,
+        "docs.gapb",
+        "docs",
+        vec![(
+            doc_blob(stored, Some((&text, text.len() as u64))),
+            "big.yaml",
+        )],
+    );
+    let folder = w.k3s_root().join("server/manifests/docs");
+    let import = |b: &Path| {
+        let mut c = w.import(b);
+        c.env("TMPDIR", &tmp);
+        c
+    };
+    kill_mid_stream(
+        import(Path::new("-")),
+        &bundle,
+        "the document is staged",
+        || temp_with_bytes(&folder),
+    );
+    assert_eq!(temp_names(&folder).len(), 1, "{:?}", tree_of(&folder));
+    run(&mut import(&bundle));
+    assert_eq!(tree_of(&folder), vec!["big.yaml".to_string()]);
+    assert!(fs::read(folder.join("big.yaml")).unwrap() == text);
+    assert_nothing_left(&tmp, "$TMPDIR");
+}
