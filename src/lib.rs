@@ -7,7 +7,8 @@
 //! which; a test holds that):
 //! - [`bundle`]: the file format, pure (no network, no processes, no async);
 //! - [`spec`]: the spec file and the lock file, pure;
-//! - [`oci`]: image references as Docker and containerd's CRI plugin read them, pure;
+//! - [`oci`]: image references as Docker and containerd's CRI plugin read them, and
+//!   K3s's `registries.yaml` (mirrors, rewrites), pure;
 //! - [`k8s`]: Kubernetes manifests as data (documents, workload images, HelmChart), pure;
 //! - [`nixfmt`]: Nix's formats (nix32, narinfo, path signatures, NARs), pure;
 //! - [`registry`]: the one registry client (TLS, routes, credentials, retries, advice)

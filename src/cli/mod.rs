@@ -123,6 +123,39 @@ pub struct CreateArgs {
     /// Attempts per registry request before giving up.
     #[arg(long, default_value_t = 5)]
     pub retries: u32,
+    /// Registry mirrors, rewrites, credentials and TLS per host, in K3s's
+    /// registries.yaml format (the file K3s nodes read from /etc/rancher/k3s/).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "GAPBUNDLE_REGISTRIES",
+        help_heading = "Registries"
+    )]
+    pub registries: Option<PathBuf>,
+    /// With --registries: pull images of a mirrored registry only from its mirrors,
+    /// never from the registry itself (as K3s's flag of the same name).
+    #[arg(long, help_heading = "Registries")]
+    pub disable_default_registry_endpoint: bool,
+    /// CA certificate (PEM) trusted for every registry and chart repository, beside
+    /// the system's (repeatable).
+    #[arg(long = "registry-ca", value_name = "FILE", help_heading = "Registries")]
+    pub registry_ca: Vec<PathBuf>,
+    /// Client certificate (PEM) for registries and chart repositories that ask for one.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "registry_key",
+        help_heading = "Registries"
+    )]
+    pub registry_cert: Option<PathBuf>,
+    /// The private key (PEM) of --registry-cert.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "registry_cert",
+        help_heading = "Registries"
+    )]
+    pub registry_key: Option<PathBuf>,
     /// Make a delta bundle: leave out the blobs this inventory (`gapbundle
     /// inventory`) or earlier bundle (only its head is read) holds (repeatable).
     #[arg(
@@ -294,9 +327,25 @@ pub struct TargetArgs {
         help_heading = "Images"
     )]
     pub registry_auth: Vec<String>,
-    /// CA certificate (PEM) for --registry.
+    /// CA certificate (PEM) for --registry (repeatable).
     #[arg(long, value_name = "FILE", help_heading = "Images")]
-    pub registry_ca: Option<PathBuf>,
+    pub registry_ca: Vec<PathBuf>,
+    /// Client certificate (PEM) for --registry, if it asks for one.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "registry_key",
+        help_heading = "Images"
+    )]
+    pub registry_cert: Option<PathBuf>,
+    /// The private key (PEM) of --registry-cert.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "registry_cert",
+        help_heading = "Images"
+    )]
+    pub registry_key: Option<PathBuf>,
     /// Allow plain HTTP to this registry.
     #[arg(
         long = "insecure-registry",

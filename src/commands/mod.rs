@@ -131,6 +131,7 @@ fn class_of(e: &(dyn std::error::Error + 'static)) -> Option<ErrorClass> {
         crate::nixfmt::PathInfoError,
         crate::oci::ReferenceError,
         crate::oci::distribution::ManifestError,
+        crate::oci::registries::RegistriesError,
         crate::registry::ClientError,
         crate::serve::ViewError,
         crate::spec::SpecError,

@@ -27,7 +27,7 @@ use crate::import::nix::NixOptions;
 use crate::import::oci::{ImageDest, ManifestDest, OciOptions};
 use crate::import::push::PushOptions;
 use crate::io::cas::Cas;
-use crate::registry::auth::{default_docker_config, parse_registry_auth};
+use crate::registry::auth::{default_docker_config, default_podman_auth, parse_registry_auth};
 use crate::registry::{self, Credentials};
 
 /// The number of threads CPU-bound work (hashing, copying, packing) uses when not
@@ -80,8 +80,17 @@ impl CreateSettings {
                 insecure_hosts: a.insecure_registries,
                 credentials: credentials(&a.registry_auth)?,
                 docker_config: a.docker_config.or_else(default_docker_config),
-                ca_files: Vec::new(),
-                ca_flag: None,
+                podman_auth: default_podman_auth(),
+                registries: a
+                    .registries
+                    .as_deref()
+                    .map(registry::load_registries)
+                    .transpose()?
+                    .map(std::sync::Arc::new),
+                default_endpoint: !a.disable_default_registry_endpoint,
+                client_cert: a.registry_cert.zip(a.registry_key),
+                ca_files: a.registry_ca,
+                ca_flag: Some("--registry-ca FILE"),
                 jobs: a.jobs.max(1),
                 retries: a.retries.max(1),
             },
@@ -258,7 +267,11 @@ fn fleet_registry(t: &TargetArgs) -> Result<Option<(String, registry::Settings)>
             insecure_hosts: t.insecure_registries.clone(),
             credentials: credentials(&t.registry_auth)?,
             docker_config: default_docker_config(),
-            ca_files: t.registry_ca.iter().cloned().collect(),
+            podman_auth: default_podman_auth(),
+            registries: None,
+            default_endpoint: true,
+            client_cert: t.registry_cert.clone().zip(t.registry_key.clone()),
+            ca_files: t.registry_ca.clone(),
             ca_flag: Some("--registry-ca FILE"),
             jobs: 1,
             retries: t.retries.max(1),

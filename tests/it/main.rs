@@ -38,6 +38,7 @@ mod k3s_import;
 mod k8s_render;
 mod kill_import;
 mod local_inputs;
+mod network;
 mod never_panics;
 mod nix_bundle;
 mod oci_bundle;
