@@ -7,7 +7,8 @@
 //! which; a test holds that):
 //! - [`bundle`]: the file format, pure (no network, no processes, no async);
 //! - [`spec`]: the spec file and the lock file, pure;
-//! - [`oci`]: image references as Docker and containerd's CRI plugin read them, pure;
+//! - [`oci`]: image references as Docker and containerd's CRI plugin read them, and
+//!   K3s's `registries.yaml` (mirrors, rewrites), pure;
 //! - [`k8s`]: Kubernetes manifests as data (documents, workload images, HelmChart), pure;
 //! - [`nixfmt`]: Nix's formats (nix32, narinfo, path signatures, NARs), pure;
 //! - [`registry`]: the one registry client (TLS, routes, credentials, retries, advice)
@@ -18,7 +19,9 @@
 //!   store or binary cache);
 //! - [`io`]: the local content-addressed cache, atomic files, temporary files a rerun
 //!   cleans up after a kill, where a bundle's bytes come from (stdin, a file,
-//!   volumes), subprocesses, the loopback server;
+//!   volumes), subprocesses, the one HTTP server;
+//! - [`serve`]: verified bundles as one OCI registry and Nix binary cache, the view
+//!   `gapbundle serve` answers from ([`io::serve`] is its HTTP server);
 //! - [`commands`]: one orchestrator per subcommand, the settings resolved from the
 //!   command line, the `--json` reports, the exit code; [`cli`]: the clap definitions;
 //! - [`pool`]: the one worker pool (std threads only, so the format may use it);
@@ -40,6 +43,7 @@ pub mod pool;
 pub mod progress;
 pub mod registry;
 pub mod resolve;
+pub mod serve;
 pub mod spec;
 pub mod text;
 pub mod time;

@@ -3,7 +3,11 @@
 # it, and leave it with a JSON report for the next job (upload, publish, ...).
 #
 #   SPEC=bundle.yaml KEY=/run/secrets/release.sec TRUST=keys/release.pub \
-#   CACHE=.cache/gapbundle OUT=out examples/ci-nightly/nightly.sh
+#   CACHE=.cache/gapbundle OUT=out examples/ci-nightly/nightly.sh [CREATE-FLAGS...]
+#
+# CREATE-FLAGS are passed to `gapbundle create` as they are: how this network
+# reaches its registries (--registries ci/registries.yaml, --registry-ca FILE,
+# --registry-auth HOST=USER:PASS, --insecure-registry HOST, --retries N, ...).
 #
 # SPEC   the bundle spec; its lock (SPEC with .lock) must be committed
 # KEY    the signing key (a CI secret written to a file; never commit it)
@@ -14,8 +18,10 @@
 #
 # Exit status: 0 bundle built and verified; 4 the spec, lock or key is wrong, or the
 # lock is out of date (`--locked` refused to re-resolve: someone must run create
-# without --locked, with --update to move tags, and commit the new lock); 5 a registry could not be
-# reached (worth a retry); 3 the fresh bundle did not verify (a bug: report it);
+# without --locked, with --update to move tags, and commit the new lock); 5 a registry
+# or chart repository failed: unreachable or timed out (worth a retry), or refused
+# access, or its TLS or plain HTTP does not fit the flags (fix CREATE-FLAGS; a retry
+# will not help): the error says which; 3 the fresh bundle did not verify (a bug: report it);
 # anything else: failed. These are gapbundle's own exit codes, passed through.
 set -euo pipefail
 
@@ -38,7 +44,7 @@ export SOURCE_DATE_EPOCH
 bundle=$out/nightly.gapb
 status=0
 "$gapbundle" create -f "$spec" -o "$bundle" --key "$key" \
-    --locked --json --cache "$cache" >"$out/create.json" || status=$?
+    --locked --json --cache "$cache" "$@" >"$out/create.json" || status=$?
 
 case $status in
 0) ;;
@@ -49,8 +55,11 @@ case $status in
     exit 4
     ;;
 5)
-    echo "nightly: a registry could not be reached; retry later:" >&2
+    # Not "retry later" by itself: refused access, an unknown CA or a plain-HTTP
+    # registry is configuration, and the error names the flag or file that fixes it.
+    echo "nightly: a registry or chart repository failed:" >&2
     jq -r .error "$out/create.json" >&2
+    echo "nightly: if it could not be reached or timed out, run the job again later; otherwise fix how it is reached (flags after the script's name, or GAPBUNDLE_REGISTRIES)" >&2
     exit 5
     ;;
 *)

@@ -62,6 +62,8 @@ pub enum Command {
     Join(JoinArgs),
     /// Verify a bundle and load it into Nix, containerd/K3s or a fleet registry.
     Import(ImportArgs),
+    /// Serve bundles in place as a site's OCI registry and Nix binary cache.
+    Serve(ServeArgs),
     /// Write down what a target holds, for `create --against` (delta bundles).
     Inventory(InventoryArgs),
     /// Show the bundles imported on this host (their receipts).
@@ -126,6 +128,39 @@ pub struct CreateArgs {
     /// Attempts per registry request before giving up.
     #[arg(long, default_value_t = 5)]
     pub retries: u32,
+    /// Registry mirrors, rewrites, credentials and TLS per host, in K3s's
+    /// registries.yaml format (the file K3s nodes read from /etc/rancher/k3s/).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "GAPBUNDLE_REGISTRIES",
+        help_heading = "Registries"
+    )]
+    pub registries: Option<PathBuf>,
+    /// With --registries: pull images of a mirrored registry only from its mirrors,
+    /// never from the registry itself (as K3s's flag of the same name).
+    #[arg(long, help_heading = "Registries")]
+    pub disable_default_registry_endpoint: bool,
+    /// CA certificate (PEM) trusted for every registry and chart repository, beside
+    /// the system's (repeatable).
+    #[arg(long = "registry-ca", value_name = "FILE", help_heading = "Registries")]
+    pub registry_ca: Vec<PathBuf>,
+    /// Client certificate (PEM) for registries and chart repositories that ask for one.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "registry_key",
+        help_heading = "Registries"
+    )]
+    pub registry_cert: Option<PathBuf>,
+    /// The private key (PEM) of --registry-cert.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "registry_cert",
+        help_heading = "Registries"
+    )]
+    pub registry_key: Option<PathBuf>,
     /// Make a delta bundle: leave out the blobs this inventory (`gapbundle
     /// inventory`) or earlier bundle (only its head is read) holds (repeatable).
     #[arg(
@@ -323,9 +358,25 @@ pub struct TargetArgs {
         help_heading = "Images"
     )]
     pub registry_auth: Vec<String>,
-    /// CA certificate (PEM) for --registry.
+    /// CA certificate (PEM) for --registry (repeatable).
     #[arg(long, value_name = "FILE", help_heading = "Images")]
-    pub registry_ca: Option<PathBuf>,
+    pub registry_ca: Vec<PathBuf>,
+    /// Client certificate (PEM) for --registry, if it asks for one.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "registry_key",
+        help_heading = "Images"
+    )]
+    pub registry_cert: Option<PathBuf>,
+    /// The private key (PEM) of --registry-cert.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "registry_cert",
+        help_heading = "Images"
+    )]
+    pub registry_key: Option<PathBuf>,
     /// Allow plain HTTP to this registry.
     #[arg(
         long = "insecure-registry",
@@ -340,6 +391,41 @@ pub struct TargetArgs {
     /// Leave out Kubernetes manifests (and, for inventory, the bundles K3s's folders show).
     #[arg(long, help_heading = "Manifests")]
     pub skip_manifests: bool,
+}
+
+/// `gapbundle serve`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Every bundle's signature and every blob are checked at start; then the bundles are served read-only as one view, from the files in place: the OCI distribution pull API under /v2/ (an image `registry.example:5000/team/app:1` is repository `team/app`, tag `1`: point a K3s registries.yaml mirror or a containerd hosts.toml at this server) and a Nix binary cache at the root. Every byte sent is hashed again as it is read; a blob whose bytes changed on disk is cut short and logged. It prints the URL, the registries.yaml mirror snippet and the nix.conf lines, then a log line per request on stderr (--quiet: none)."
+)]
+pub struct ServeArgs {
+    /// The bundle files (or first volumes, BUNDLE.001) to serve as one registry and
+    /// binary cache; a delta bundle needs the bundle(s) it was made against beside it.
+    #[arg(value_name = "BUNDLE", required = true)]
+    pub bundles: Vec<PathBuf>,
+    /// Who must have signed each of them.
+    #[command(flatten)]
+    pub trust: TrustArgs,
+    /// Address and port to listen on; every interface only when asked for
+    /// (`0.0.0.0:5000`, `[::]:5000`); port 0 takes a free one.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5000")]
+    pub listen: std::net::SocketAddr,
+    /// Serve HTTPS with this certificate chain (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// The URL nodes reach this server at, for the printed snippets [default: from
+    /// --listen; the host name when it listens on every interface].
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// Connections served at once (more wait).
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_connections: usize,
+    /// Threads hashing blobs at start [default: number of CPUs].
+    #[arg(long, short = 'j')]
+    pub jobs: Option<usize>,
 }
 
 /// `gapbundle inventory`: the same target options as `import`.

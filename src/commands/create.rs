@@ -52,7 +52,7 @@ use crate::bundle::volumes::Layout;
 use crate::bundle::writer::{write_bundle, BundleBuilder, Plan};
 use crate::bundle::Digest;
 use crate::cli::{CreateArgs, OutputArgs};
-use crate::error::{InputFailure, RegistryFailure, UsageFailure};
+use crate::error::{ErrorClass, InputFailure, RegistryFailure, UsageFailure};
 use crate::io::atomic::{sweep_beside, AtomicFile};
 use crate::io::bundle_file::{write_parallel, Pieces};
 use crate::io::cas::Cas;
@@ -305,32 +305,98 @@ fn resolve(a: &CreateSettings, inputs: &Inputs, progress: &Progress) -> Result<R
         downloads: Vec::new(),
         registry: None,
     };
+    // Made once, before any image: a registries file or CA that cannot be read is
+    // one error, not one per image.
+    if requests
+        .iter()
+        .any(|(_, r)| matches!(r.source, ImageSource::Registry(_)))
+    {
+        resolved.registry = Some(Registry::new(a.registry.clone())?);
+    }
+    // Every image that cannot be resolved is reported, not only the first: behind a
+    // mirror or a proxy, one run should show all that is missing there.
+    let mut failures: Vec<Failure> = Vec::new();
     for (i, req) in &requests {
         let images = match &req.source {
-            ImageSource::Archive(path) => resolve_archive(a, inputs, *i, req, path, progress)?,
-            _ => vec![resolve_image(
-                a,
-                inputs,
-                &mut resolved,
-                *i,
-                req,
-                &wanted_by,
-                progress,
-            )?],
+            // An archive holds any number of images (K3s's air-gap tarballs).
+            ImageSource::Archive(path) => resolve_archive(a, inputs, *i, req, path, progress),
+            _ => resolve_image(a, inputs, &mut resolved, *i, req, &wanted_by, progress)
+                .map(|image| vec![image]),
+        };
+        let images = match images {
+            Ok(images) => images,
+            Err(f) if per_image(&f) => {
+                failures.push(f);
+                continue;
+            }
+            Err(f) => return Err(f),
         };
         for image in images {
-            resolved.new_lock.images.insert(
-                image.source.clone(),
-                LockedImage {
-                    name: image.name.clone(),
-                    digest: image.plan.root.digest,
-                    media_type: image.plan.root.media_type.clone(),
-                },
-            );
+            let locked = LockedImage {
+                name: image.name.clone(),
+                digest: image.plan.root.digest,
+                media_type: image.plan.root.media_type.clone(),
+            };
+            // Two spellings of one image (`redis:8` in a chart, `docker.io/redis:8` in
+            // an overlay) are one image object, wanted by the documents of both.
+            if let Some(same) = resolved
+                .images
+                .iter_mut()
+                .find(|r| r.name == image.name && r.plan.root.digest == image.plan.root.digest)
+            {
+                for w in image.wanted_by {
+                    if !same.wanted_by.contains(&w) {
+                        same.wanted_by.push(w);
+                    }
+                }
+                resolved.new_lock.images.insert(image.source, locked);
+                continue;
+            }
+            resolved
+                .new_lock
+                .images
+                .insert(image.source.clone(), locked);
             resolved.images.push(image);
         }
     }
-    Ok(resolved)
+    match failures.len() {
+        0 => Ok(resolved),
+        1 => Err(failures.remove(0)),
+        n => Err(all_failures(n, failures)),
+    }
+}
+
+/// Whether a failure belongs to one image (its input or its registry's answer),
+/// so that the other images are still tried; the machine's own trouble (a full
+/// disk) stops create at once.
+fn per_image(f: &Failure) -> bool {
+    [ErrorClass::Input, ErrorClass::Service]
+        .iter()
+        .any(|c| c.exit_code() == f.code)
+}
+
+/// One failure for several images that could not be resolved, each with its own
+/// error (and the documents that want it). Its exit code is the input error's when
+/// any is one (running again later cannot help), else the service's.
+fn all_failures(n: usize, failures: Vec<Failure>) -> Failure {
+    let input = ErrorClass::Input.exit_code();
+    let code = if failures.iter().any(|f| f.code == input) {
+        input
+    } else {
+        failures[0].code
+    };
+    let mut msg = format!("{n} images cannot be resolved:");
+    for f in &failures {
+        let text = format!("{:#}", f.error);
+        msg.push_str("\n  - ");
+        msg.push_str(&text.replace('\n', "\n    "));
+    }
+    let error = if code == input {
+        InputFailure(msg).into()
+    } else {
+        RegistryFailure(msg).into()
+    };
+    Failure { code, error }
 }
 
 /// The references of the image list `images[i]` names (a `.txt` as K3s reads them).
@@ -483,22 +549,22 @@ fn resolve_image(
     }
     let (name, plan) = match &req.source {
         ImageSource::Registry(reference) => {
-            if resolved.registry.is_none() {
-                resolved.registry = Some(Registry::new(a.registry.clone())?);
-            }
-            let reg = resolved.registry.as_ref().expect("just set");
-            let root = reg.resolve(cas, reference, pinned).map_err(|e| {
-                match wanted_by.get(reference) {
-                    Some(who) => e.context(format!("{reference} is wanted by {}", who.join(", "))),
-                    None => e,
-                }
-            })?;
-            let plan = {
+            let reg = resolved
+                .registry
+                .as_ref()
+                .expect("made before the first registry image");
+            let found = (|| {
+                let root = reg.resolve(cas, reference, pinned)?;
                 let mut fetch = reg.manifests(cas, reference)?;
-                image::walk(&root.bytes, &root.media_type, &req.platforms, &mut fetch)
+                let plan = image::walk(&root.bytes, &root.media_type, &req.platforms, &mut fetch)
                     .map_err(served_by_registry)
-                    .with_context(|| format!("image {reference}"))?
-            };
+                    .with_context(|| format!("image {reference}"))?;
+                anyhow::Ok((root, plan))
+            })();
+            let (root, plan) = found.map_err(|e| match wanted_by.get(reference) {
+                Some(who) => e.context(format!("{reference} is wanted by {}", who.join(", "))),
+                None => e,
+            })?;
             resolved
                 .downloads
                 .extend(plan.blobs.iter().map(|b| (root.name.clone(), b.clone())));

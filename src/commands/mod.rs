@@ -23,6 +23,7 @@ pub mod key;
 pub mod patch;
 pub mod receipts;
 pub mod report;
+pub mod serve;
 pub mod settings;
 pub mod verify;
 pub mod volumes;
@@ -122,6 +123,7 @@ fn class_of(e: &(dyn std::error::Error + 'static)) -> Option<ErrorClass> {
         crate::io::keys::KeyFileError,
         crate::io::process::ProcessError,
         crate::io::root::RootError,
+        crate::io::serve::ServeError,
         crate::io::source::SourceError,
         crate::io::volumes::VolumeSetError,
         crate::k8s::K8sError,
@@ -130,7 +132,10 @@ fn class_of(e: &(dyn std::error::Error + 'static)) -> Option<ErrorClass> {
         crate::nixfmt::NixFormatError,
         crate::nixfmt::PathInfoError,
         crate::oci::ReferenceError,
+        crate::oci::distribution::ManifestError,
+        crate::oci::registries::RegistriesError,
         crate::registry::ClientError,
+        crate::serve::ViewError,
         crate::spec::SpecError,
         crate::spec::lock::LockError,
     );
@@ -163,6 +168,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Split(a) => volumes::split(a, &out),
         Command::Join(a) => volumes::join(a, &out),
         Command::Import(a) => import::run(a, &out),
+        Command::Serve(a) => serve::run(a, &out),
         Command::Inventory(a) => inventory::run(a, &out),
         Command::List(a) => receipts::list(a, &out),
         Command::Remove(a) => receipts::remove(a, &out),

@@ -7,6 +7,7 @@
 //! integration tests check the real output of every command against its schema.
 //! Keys are printed in sorted order, as they always were.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -25,6 +26,13 @@ pub fn print_json(report: &impl Serialize) {
         "{}",
         serde_json::to_string_pretty(&value).expect("JSON values serialize")
     );
+}
+
+/// Prints a report on stdout on one line, keys sorted: for a report a script reads
+/// while the command goes on (`serve`'s, before it serves).
+pub fn print_json_line(report: &impl Serialize) {
+    let value = serde_json::to_value(report).expect("reports serialize");
+    say!("{value}");
 }
 
 /// Prints the error report of a failed command on stdout, on one line. A reader
@@ -396,6 +404,48 @@ pub struct JoinReport {
     pub notes: Vec<String>,
     /// Always false: join checks digests, verify and import the signature.
     pub signature_checked: bool,
+}
+
+/// `serve --json`: what the server serves and how clients reach it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServeReport {
+    /// Always true: the server started.
+    pub ok: bool,
+    /// The base URL clients are told to use.
+    pub url: String,
+    /// The address it listens on (the port chosen, for port 0).
+    pub listen: String,
+    /// The bundles served.
+    pub bundles: Vec<ServedBundle>,
+    /// Repositories served.
+    pub repositories: usize,
+    /// Tags served.
+    pub tags: usize,
+    /// Nix store paths served.
+    pub nix_paths: usize,
+    /// Registry host -> endpoints, for a K3s `registries.yaml` `mirrors` section.
+    pub mirrors: BTreeMap<String, Vec<String>>,
+    /// The `registries.yaml` snippet.
+    pub registries_yaml: String,
+    /// The `nix.conf` lines.
+    pub nix_conf: String,
+}
+
+/// One bundle of [`ServeReport`].
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServedBundle {
+    /// The file (or first volume) given.
+    pub path: String,
+    /// Its manifest digest.
+    pub digest: String,
+    /// Its name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// Names of the trusted keys whose signatures verified.
+    pub signers: Vec<String>,
 }
 
 /// `inventory --json`.

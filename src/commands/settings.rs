@@ -19,15 +19,15 @@ use std::path::PathBuf;
 use super::Failure;
 use crate::bundle::volumes::parse_size;
 use crate::cli::{
-    CreateArgs, ImportArgs, InventoryArgs, JoinArgs, ListArgs, PatchArgs, RemoveArgs, SplitArgs,
-    TargetArgs, TrustArgs, VerifyArgs,
+    CreateArgs, ImportArgs, InventoryArgs, JoinArgs, ListArgs, PatchArgs, RemoveArgs, ServeArgs,
+    SplitArgs, TargetArgs, TrustArgs, VerifyArgs,
 };
 use crate::error::InputFailure;
 use crate::import::nix::NixOptions;
 use crate::import::oci::{ImageDest, ManifestDest, OciOptions};
 use crate::import::push::PushOptions;
 use crate::io::cas::Cas;
-use crate::registry::auth::{default_docker_config, parse_registry_auth};
+use crate::registry::auth::{default_docker_config, default_podman_auth, parse_registry_auth};
 use crate::registry::{self, Credentials};
 
 /// The number of threads CPU-bound work (hashing, copying, packing) uses when not
@@ -80,8 +80,17 @@ impl CreateSettings {
                 insecure_hosts: a.insecure_registries,
                 credentials: credentials(&a.registry_auth)?,
                 docker_config: a.docker_config.or_else(default_docker_config),
-                ca_files: Vec::new(),
-                ca_flag: None,
+                podman_auth: default_podman_auth(),
+                registries: a
+                    .registries
+                    .as_deref()
+                    .map(registry::load_registries)
+                    .transpose()?
+                    .map(std::sync::Arc::new),
+                default_endpoint: !a.disable_default_registry_endpoint,
+                client_cert: a.registry_cert.zip(a.registry_key),
+                ca_files: a.registry_ca,
+                ca_flag: Some("--registry-ca FILE"),
                 jobs: a.jobs.max(1),
                 retries: a.retries.max(1),
             },
@@ -283,6 +292,44 @@ impl RemoveSettings {
     }
 }
 
+/// `gapbundle serve`, resolved.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    /// The bundle files (or first volumes).
+    pub bundles: Vec<PathBuf>,
+    /// Who must have signed each of them.
+    pub trust: TrustSettings,
+    /// The address to listen on.
+    pub listen: std::net::SocketAddr,
+    /// `--tls-cert` and `--tls-key`: HTTPS with this chain and key.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// The base URL nodes are told to use: `--url`, else from the address bound
+    /// (this host's name, when it listens on every interface).
+    pub url: Option<String>,
+    /// This host's name, for that URL.
+    pub host_name: String,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Threads hashing blobs at start: `--jobs`, else [`default_threads`].
+    pub threads: usize,
+}
+
+impl ServeSettings {
+    /// Resolves serve's flags.
+    pub fn resolve(a: ServeArgs) -> Self {
+        ServeSettings {
+            bundles: a.bundles,
+            trust: TrustSettings::resolve(a.trust),
+            listen: a.listen,
+            tls: a.tls_cert.zip(a.tls_key),
+            url: a.url.map(|u| u.trim_end_matches('/').to_string()),
+            host_name: host_name(),
+            max_connections: a.max_connections.max(1),
+            threads: a.jobs.unwrap_or_else(default_threads).max(1),
+        }
+    }
+}
+
 /// `--registry HOST` of the target options, with the settings that reach it
 /// (`--registry-auth`, `--registry-ca`, `--insecure-registry`, `--retries`, the
 /// user's Docker config); `None` without `--registry`. Import pushes there,
@@ -297,7 +344,11 @@ fn fleet_registry(t: &TargetArgs) -> Result<Option<(String, registry::Settings)>
             insecure_hosts: t.insecure_registries.clone(),
             credentials: credentials(&t.registry_auth)?,
             docker_config: default_docker_config(),
-            ca_files: t.registry_ca.iter().cloned().collect(),
+            podman_auth: default_podman_auth(),
+            registries: None,
+            default_endpoint: true,
+            client_cert: t.registry_cert.clone().zip(t.registry_key.clone()),
+            ca_files: t.registry_ca.clone(),
             ca_flag: Some("--registry-ca FILE"),
             jobs: 1,
             retries: t.retries.max(1),

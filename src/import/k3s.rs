@@ -5,7 +5,7 @@
 //!   `<k3s-root>/agent/images/<bundle-name>.tar`, which K3s imports into its
 //!   containerd when it starts (the same importer `ctr images import` uses). It is an
 //!   OCI image layout in a tar: `oci-layout`, `index.json` (each image named by
-//!   `io.containerd.image.name`, as in the bundle), then `blobs/sha256/<hex>`. The
+//!   `io.containerd.image.name` under its CRI name, [`Reference::cri_name`]), then `blobs/sha256/<hex>`. The
 //!   blobs are written as they stream out of the bundle and the file only gets its
 //!   name after the last one verified. `index.json` comes first and carries the
 //!   bundle digest (`io.gapbundle.bundle.digest`), so a rerun recognises an archive
@@ -56,6 +56,7 @@ use crate::io::atomic::{sweep_beside, AtomicFile};
 use crate::io::process::Cmd;
 use crate::io::temp::{self, TempFolder};
 use crate::k8s::names::is_file_name;
+use crate::oci::Reference;
 use crate::progress::Progress;
 use crate::text::escaped;
 
@@ -78,6 +79,12 @@ pub fn folder_name(head: &Head) -> Result<&str> {
     Ok(name)
 }
 
+/// The name kubelet asks CRI for, for an image named `name` in the bundle (names
+/// were checked by [`super::images::checked`] before any target runs).
+fn cri_name(name: &str) -> String {
+    Reference::parse(name).map_or_else(|_| name.to_string(), |r| r.cri_name())
+}
+
 /// The `index.json` of the staged archive.
 fn archive_index(head: &Head) -> Vec<u8> {
     let sizes: HashMap<Digest, u64> = head
@@ -86,7 +93,22 @@ fn archive_index(head: &Head) -> Vec<u8> {
         .iter()
         .map(|b| (b.digest, b.size))
         .collect();
-    let bytes = index_bytes(&head.manifest.objects, |o| {
+    // Named as kubelet asks CRI for them (`redis` → `docker.io/library/redis:latest`):
+    // K3s's importer registers `io.containerd.image.name` as it is, without the
+    // normalisation the CRI plugin applies to what kubelet asks for.
+    let objects: Vec<Object> = head
+        .manifest
+        .objects
+        .iter()
+        .map(|o| {
+            let mut o = o.clone();
+            if o.kind == Kind::Image {
+                o.name = cri_name(&o.name);
+            }
+            o
+        })
+        .collect();
+    let bytes = index_bytes(&objects, |o| {
         sizes.get(&o.digest).copied().unwrap_or(o.size)
     });
     let mut v: Value = serde_json::from_slice(&bytes).expect("our own JSON");
@@ -130,7 +152,7 @@ impl StagedImages {
                 .objects
                 .iter()
                 .filter(|o| o.kind == Kind::Image)
-                .map(|o| o.name.clone())
+                .map(|o| cri_name(&o.name))
                 .collect(),
         })
     }

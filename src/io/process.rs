@@ -37,6 +37,16 @@ pub enum ProcessError {
         /// The tail of its stderr.
         stderr: String,
     },
+    /// It did not finish in time and was killed.
+    #[error("`{command}` did not finish within {} s and was stopped:\n{stderr}", .after.as_secs())]
+    TimedOut {
+        /// The command line.
+        command: String,
+        /// How long it was given.
+        after: std::time::Duration,
+        /// The tail of its stderr.
+        stderr: String,
+    },
     /// It could not be started or read.
     #[error("`{command}`: {source}")]
     Io {
@@ -241,6 +251,63 @@ impl Cmd {
     }
 }
 
+/// How a command run by [`Cmd::run`] ended, for callers that judge its exit
+/// status themselves (a credential helper that says "not found" with exit code 1).
+#[derive(Debug)]
+pub struct Finished {
+    /// Whether it exited with status 0.
+    pub success: bool,
+    /// Its exit status, as text.
+    pub status: String,
+    /// Everything it wrote to stdout.
+    pub stdout: Vec<u8>,
+    /// The tail of its stderr.
+    pub stderr: String,
+}
+
+impl Cmd {
+    /// Runs to completion and returns what it printed, whatever its exit status;
+    /// after `timeout` it is killed and [`ProcessError::TimedOut`] returned.
+    pub fn run(self, timeout: std::time::Duration) -> Result<Finished, ProcessError> {
+        let (mut child, command, drain) = self.start(Stdio::piped())?;
+        let mut stdout = child.stdout.take().expect("stdout is piped");
+        let reader = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            stdout.read_to_end(&mut out).map(|_| out)
+        });
+        let deadline = std::time::Instant::now() + timeout;
+        let io_err = |source| ProcessError::Io {
+            command: command.clone(),
+            source,
+        };
+        let status = loop {
+            if let Some(s) = child.try_wait().map_err(io_err)? {
+                break s;
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(ProcessError::TimedOut {
+                    command: command.clone(),
+                    after: timeout,
+                    stderr: drain.join().unwrap_or_default(),
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        let stdout = reader
+            .join()
+            .unwrap_or_else(|_| Ok(Vec::new()))
+            .map_err(io_err)?;
+        Ok(Finished {
+            success: status.success(),
+            status: status.to_string(),
+            stdout,
+            stderr: drain.join().unwrap_or_default(),
+        })
+    }
+}
+
 /// A running command whose stdout is being read.
 pub struct Running {
     child: Child,
@@ -366,6 +433,30 @@ mod tests {
             .to_string();
         assert_eq!(*seen.lock().unwrap(), ["one", "two", "three"]);
         assert!(e.contains("one") && e.contains("three"), "{e}");
+    }
+
+    #[test]
+    fn run_returns_output_whatever_the_status_and_stops_at_the_timeout() {
+        let f = Cmd::new("sh", "")
+            .args(["-c", "read -r x; echo \"out $x\"; echo err >&2; exit 1"])
+            .stdin("in\n")
+            .run(std::time::Duration::from_secs(20))
+            .unwrap();
+        assert!(!f.success);
+        assert_eq!(
+            (f.stdout.as_slice(), f.stderr.as_str()),
+            (&b"out in\n"[..], "err")
+        );
+        let started = std::time::Instant::now();
+        let e = Cmd::new("sh", "")
+            .args(["-c", "echo slow >&2; exec sleep 30"])
+            .run(std::time::Duration::from_millis(300))
+            .unwrap_err();
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        assert!(
+            matches!(e, ProcessError::TimedOut { ref stderr, .. } if stderr == "slow"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -229,8 +229,7 @@ pub struct NarChecker {
     stack: Vec<Vec<u8>>,
     pos: u64,
     limit: Option<u64>,
-    /// `None` for a checker of shape and size only ([`NarChecker::shape_only`]).
-    hasher: Option<Hasher>,
+    hasher: Hasher,
     error: Option<NarError>,
     regular_files: u64,
     directories: u64,
@@ -257,7 +256,7 @@ impl NarChecker {
             stack: Vec::new(),
             pos: 0,
             limit: None,
-            hasher: Some(Hasher::new()),
+            hasher: Hasher::new(),
             error: None,
             regular_files: 0,
             directories: 0,
@@ -274,45 +273,12 @@ impl NarChecker {
         }
     }
 
-    /// A checker of the NAR's shape and size only, refusing more than `limit`
-    /// bytes: it does not hash, so [`finish_shape`](NarChecker::finish_shape) is
-    /// how it ends. For a reader that has the NAR's hash checked by someone else
-    /// anyway (Nix, which a served NAR is going to) and must only make sure it is
-    /// never handed more than the declared size or something that is no NAR;
-    /// hashing is a third of the checker's cost.
-    pub fn shape_only(limit: u64) -> Self {
-        NarChecker {
-            hasher: None,
-            ..Self::with_limit(limit)
-        }
-    }
-
-    /// Whether the NAR is complete and valid, and its size; for any checker.
-    pub fn finish_shape(self) -> Result<u64, NarError> {
-        if let Some(e) = self.error {
-            return Err(e);
-        }
-        if !matches!(self.phase, Phase::Done) {
-            return Err(if self.pos == 0 {
-                NarError::NotANar
-            } else {
-                NarError::Truncated { size: self.pos }
-            });
-        }
-        Ok(self.pos)
-    }
-
     /// Bytes accepted so far.
     pub fn size(&self) -> u64 {
         self.pos
     }
 
     /// The NAR's digest and size, or why it is not a NAR (a truncated one included).
-    ///
-    /// # Panics
-    ///
-    /// On a [`shape_only`](NarChecker::shape_only) checker, which has no digest to
-    /// give (a caller's mistake, whatever the bytes).
     pub fn finish(self) -> Result<NarSummary, NarError> {
         if let Some(e) = self.error {
             return Err(e);
@@ -324,10 +290,7 @@ impl NarChecker {
                 NarError::Truncated { size: self.pos }
             });
         }
-        let (digest, size) = self
-            .hasher
-            .expect("finish on a shape-only NAR checker: use finish_shape")
-            .finish();
+        let (digest, size) = self.hasher.finish();
         Ok(NarSummary {
             digest,
             size,
@@ -346,9 +309,7 @@ impl NarChecker {
         if let Err(e) = &result {
             self.error = Some(e.clone());
         } else {
-            if let Some(h) = self.hasher.as_mut() {
-                h.update(data);
-            }
+            self.hasher.update(data);
         }
         result
     }
@@ -829,26 +790,6 @@ mod tests {
         assert_eq!(e.kind(), io::ErrorKind::InvalidData);
         assert!(c.write_all(&file(b"x")).is_err());
         assert_eq!(c.finish(), Err(NarError::NotANar));
-    }
-
-    #[test]
-    fn a_shape_only_checker_checks_all_but_the_hash() {
-        let bytes = file(&[7u8; 1000]);
-        let mut c = NarChecker::shape_only(bytes.len() as u64);
-        c.feed(&bytes).unwrap();
-        assert_eq!(c.finish_shape(), Ok(bytes.len() as u64));
-        let mut c = NarChecker::shape_only(bytes.len() as u64 - 1);
-        assert_eq!(
-            c.feed(&bytes),
-            Err(NarError::TooLarge {
-                limit: bytes.len() as u64 - 1
-            })
-        );
-        let mut c = NarChecker::shape_only(1 << 20);
-        c.feed(&bytes[..bytes.len() - 8]).unwrap();
-        assert!(matches!(c.finish_shape(), Err(NarError::Truncated { .. })));
-        let mut c = NarChecker::shape_only(1 << 20);
-        assert!(c.feed(&nar(&[MAGIC, b"(", b"type", b"sock"])).is_err());
     }
 
     #[test]

@@ -7,8 +7,16 @@
 //! there is exactly one parser, [`reference`](mod@reference), and it follows the grammar and the
 //! normalisation of Docker's `distribution/reference` and containerd's CRI plugin
 //! rule for rule. The network side (which host to connect to, over which transport)
-//! lives in [`crate::registry`], which takes its names from here.
+//! lives in [`crate::registry`], which takes its names from here, and from
+//! [`registries`] (K3s's `registries.yaml`, parsed) where those names are fetched
+//! from: mirrors change where bytes come from, never what an image is called.
+//!
+//! [`distribution`] is the other side of the same protocol: the distribution-spec's
+//! pull API as `gapbundle serve` answers it (routes, error envelopes, pagination,
+//! referrers), as data, so that its rules can be tested without a socket.
 
+pub mod distribution;
 pub mod reference;
+pub mod registries;
 
 pub use reference::{Reference, ReferenceError};

@@ -9,12 +9,13 @@
 //! **Names versus routes.** An image is always called by its upstream
 //! [`Reference`] (`docker.io/library/redis:8`); how its bytes are fetched is a
 //! [`Route`]: the endpoint to connect to, over plain HTTP or TLS, and the repository
-//! path there. Today each reference has one route, the registry itself (Docker Hub
-//! at [`DOCKER_HUB_API`](crate::oci::reference::DOCKER_HUB_API)); registry mirrors
-//! (K3s's `registries.yaml`) become more routes from [`Client::route`], tried in
-//! order, without any name changing. `oci-client` only ever sees a route (its
-//! `Reference` is built from one by [`Route::tagged`] and [`Route::by_digest`]), so
-//! its own Docker Hub mapping never applies.
+//! path there. [`Client::routes`] gives a reference's routes in the order to try
+//! them: the mirrors K3s's `registries.yaml` lists for its registry (rewritten as
+//! [`crate::oci::registries`] says), then the registry itself (Docker Hub at
+//! [`DOCKER_HUB_API`](crate::oci::reference::DOCKER_HUB_API)) unless the default
+//! endpoint is disabled. No name changes on the way. `oci-client` only ever sees a
+//! route (its `Reference` is built from one by [`Route::tagged`] and
+//! [`Route::by_digest`]), so its own Docker Hub mapping never applies.
 //!
 //! **Timeouts.** 15 s to connect; 120 s of silence on an open connection. The read
 //! timeout is the longest pause a healthy registry makes, and that is the answer to
@@ -30,18 +31,24 @@
 //! attempts. Resumable downloads count attempts their own way (only failures that
 //! brought no new bytes) but use the same rule and backoff.
 //!
-//! **TLS.** rustls with ring, the system's roots plus the settings' CA files.
-//! Per-host TLS (a client certificate for one mirror, a CA for another) is one
-//! `oci-client` client per distinct TLS setting; [`Client::transport`] is where a
-//! route picks its client, and there is one today.
+//! **TLS.** rustls with ring. Roots are the system's (rustls-platform-verifier
+//! under reqwest: the system store, `SSL_CERT_FILE` and `SSL_CERT_DIR`) plus the
+//! settings' CA files (`--registry-ca`); `--registry-cert`/`--registry-key` is a
+//! client certificate for every registry that asks for one. `configs.<host>.tls` of
+//! the registries file adds a CA, a client certificate or `insecure_skip_verify`
+//! for one host: each distinct TLS setting is one `oci-client` client, and
+//! [`Client::transport`] is where a route picks its client (the one of the host it
+//! connects to, else the default one).
 //!
 //! **Credentials** are looked up per route ([`Client::credentials`], by the host
 //! the route connects to), so a mirror gets its own. **Proxies**: reqwest, under
-//! `oci-client`, takes `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY` from the
-//! environment by default; proxies from settings would be `ClientConfig`'s
-//! `https_proxy`/`no_proxy`, set in [`Client::new`].
+//! `oci-client`, takes `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` from
+//! the environment for every request, loopback addresses included (Go tools such as
+//! Helm skip those); [`proxy_for`] asks the same matcher which proxy a route goes
+//! through, for the messages.
 
 use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,6 +62,7 @@ use super::Settings;
 use crate::bundle::Digest;
 use crate::error::InputFailure;
 use crate::oci::reference::{api_host, Reference};
+use crate::oci::registries::{Registries, Tls};
 
 /// Time allowed to open a connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -81,6 +89,16 @@ pub enum ClientError {
         /// The file.
         path: std::path::PathBuf,
     },
+    /// A client certificate or its key cannot be read or used.
+    #[error("cannot use the client certificate {cert} with the key {key}: {why} (give PEM files: the certificate, then its unencrypted private key)")]
+    ClientCert {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// Why.
+        why: String,
+    },
     /// `oci-client` refused the configuration (a certificate it cannot load).
     #[error("cannot set up the HTTP client for registries: {0}")]
     Http(#[source] OciDistributionError),
@@ -91,9 +109,9 @@ impl crate::error::Classify for ClientError {
     /// own trouble.
     fn class(&self) -> Option<crate::error::ErrorClass> {
         match self {
-            ClientError::CaUnreadable { .. } | ClientError::CaNotPem { .. } => {
-                Some(crate::error::ErrorClass::Input)
-            }
+            ClientError::CaUnreadable { .. }
+            | ClientError::CaNotPem { .. }
+            | ClientError::ClientCert { .. } => Some(crate::error::ErrorClass::Input),
             ClientError::Http(_) => Some(crate::error::ErrorClass::Other),
         }
     }
@@ -111,9 +129,21 @@ pub struct Route {
     pub plain_http: bool,
     /// The repository path at the endpoint: `library/redis`.
     pub repository: String,
+    /// The registry a mirror stands in for (`docker.io`); `None` when the route goes
+    /// to the registry itself.
+    pub mirror_of: Option<String>,
 }
 
 impl Route {
+    /// How messages name where the route goes: `registry ghcr.io`, `mirror
+    /// 10.0.0.5:5000 (for docker.io)`.
+    pub fn describe(&self) -> String {
+        match &self.mirror_of {
+            Some(upstream) => format!("mirror {} (for {upstream})", self.host),
+            None => format!("registry {}", self.host),
+        }
+    }
+
     /// The `--registry-auth` key of [`Self::host`].
     pub fn key(&self) -> String {
         normalize_host(&self.host)
@@ -146,81 +176,83 @@ impl Route {
     }
 }
 
-/// The registry client: cheap to clone into tasks (everything is shared).
-#[derive(Clone)]
-pub struct Client {
-    oci: oci_client::Client,
-    credentials: Arc<auth::Store>,
+/// Where a reference's bytes are fetched from and how: the routes and the TLS
+/// setting of each host, from the settings alone (no HTTP client). The registry
+/// [`Client`] and chart pulls (which run Helm) share it.
+#[derive(Debug, Clone)]
+pub struct Router {
+    registries: Option<Arc<Registries>>,
+    default_endpoint: bool,
     /// Normalised hosts reached over plain HTTP.
     plain_http: Arc<BTreeSet<String>>,
-    attempts: u32,
-    ca_flag: Option<&'static str>,
+    ca_files: Vec<PathBuf>,
+    client_cert: Option<(PathBuf, PathBuf)>,
 }
 
-impl Client {
-    /// Sets up TLS, the HTTP client and the credentials from `settings`.
-    pub fn new(settings: &Settings) -> Result<Client, ClientError> {
-        // reqwest is built without a default crypto provider; ring is ours. A
-        // second call finds one installed, which is fine.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let plain_http: BTreeSet<String> = settings
+/// The TLS a route's host gets: CA files beside the system's roots, a client
+/// certificate, whether the certificate is checked at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostTls {
+    /// `--registry-ca` files, then the host's `ca_file`.
+    pub ca_files: Vec<PathBuf>,
+    /// The host's client certificate and key, else `--registry-cert`/`--registry-key`.
+    pub client: Option<(PathBuf, PathBuf)>,
+    /// `insecure_skip_verify`.
+    pub insecure: bool,
+}
+
+impl Router {
+    /// The routing of `settings`.
+    pub fn new(settings: &Settings) -> Router {
+        let mut plain_http: BTreeSet<String> = settings
             .insecure_hosts
             .iter()
             .map(|h| normalize_host(h))
             .filter(|h| !h.is_empty())
             .collect();
-        let mut extra = Vec::new();
-        for path in &settings.ca_files {
-            let data = fs_err::read(path).map_err(|source| ClientError::CaUnreadable {
-                path: path.clone(),
-                source,
-            })?;
-            if !String::from_utf8_lossy(&data).contains("-----BEGIN CERTIFICATE-----") {
-                return Err(ClientError::CaNotPem { path: path.clone() });
-            }
-            extra.push(Certificate {
-                encoding: CertificateEncoding::Pem,
-                data,
-            });
+        if let Some(r) = &settings.registries {
+            plain_http.extend(
+                r.endpoints()
+                    .filter(|e| e.plain_http)
+                    .map(|e| normalize_host(&e.host)),
+            );
         }
-        let config = ClientConfig {
-            // Routes always name their endpoint, so this is the exact list of
-            // endpoints spoken to over plain HTTP.
-            protocol: ClientProtocol::HttpsExcept(
-                plain_http.iter().map(|h| api_host(h).to_string()).collect(),
-            ),
-            extra_root_certificates: extra,
-            // Blobs are pushed as one streamed upload each; pulls never use
-            // oci-client's own platform choice.
-            use_monolithic_push: true,
-            platform_resolver: None,
-            max_concurrent_download: settings.jobs.max(1),
-            connect_timeout: Some(CONNECT_TIMEOUT),
-            read_timeout: Some(READ_TIMEOUT),
-            user_agent: USER_AGENT,
-            ..ClientConfig::default()
-        };
-        // `Client::new` would fall back to a default (HTTPS-only) client on error.
-        let oci = oci_client::Client::try_from(config).map_err(ClientError::Http)?;
-        Ok(Client {
-            oci,
-            credentials: Arc::new(auth::Store::load(
-                &settings.credentials,
-                settings.docker_config.as_deref(),
-            )),
+        Router {
+            registries: settings.registries.clone(),
+            default_endpoint: settings.default_endpoint,
             plain_http: Arc::new(plain_http),
-            attempts: settings.retries.max(1),
-            ca_flag: settings.ca_flag,
-        })
+            ca_files: settings.ca_files.clone(),
+            client_cert: settings.client_cert.clone(),
+        }
     }
 
-    /// The route to `reference`'s repository: today its own registry.
-    pub fn route(&self, reference: &Reference) -> Route {
-        self.route_to(reference.domain(), reference.path())
+    /// The routes to `reference`'s repository, in the order to try them: its
+    /// mirrors, then its registry (see the module documentation). Never empty.
+    pub fn routes(&self, reference: &Reference) -> Vec<Route> {
+        let Some(r) = &self.registries else {
+            return vec![self.route_to(reference.domain(), reference.path())];
+        };
+        r.sources(reference.domain(), reference.path(), self.default_endpoint)
+            .into_iter()
+            .map(|s| match s.mirror_of {
+                // The registry itself: named as the reference names it.
+                None => self.route_to(reference.domain(), &s.repository),
+                Some(upstream) => {
+                    let key = normalize_host(&s.host);
+                    Route {
+                        endpoint: s.host.clone(),
+                        plain_http: s.plain_http || self.plain_http.contains(&key),
+                        host: s.host,
+                        repository: s.repository,
+                        mirror_of: Some(upstream),
+                    }
+                }
+            })
+            .collect()
     }
 
-    /// The route to `repository` on `host` (as a user writes it: `10.0.0.1:5000`,
-    /// `https://reg.example/`).
+    /// The route to `repository` on `host` itself (as a user writes it:
+    /// `10.0.0.1:5000`, `https://reg.example/`), with no mirror.
     pub fn route_to(&self, host: &str, repository: &str) -> Route {
         let key = normalize_host(host);
         Route {
@@ -233,18 +265,138 @@ impl Client {
                 .trim_end_matches('/')
                 .to_string(),
             repository: repository.to_string(),
+            mirror_of: None,
         }
     }
 
-    /// The `oci-client` client that serves `route`.
-    pub fn transport(&self, _route: &Route) -> &oci_client::Client {
-        &self.oci
+    /// Whether `host` is spoken to over plain HTTP (`--insecure-registry`, or an
+    /// `http://` endpoint).
+    pub fn is_plain_http(&self, host: &str) -> bool {
+        self.plain_http.contains(&normalize_host(host))
     }
 
-    /// Credentials for `route` and where they came from. Fails when the Docker
-    /// config cannot be read, or a credential helper would be in charge.
+    /// The host's own `configs.<host>.tls`, if the registries file has one.
+    fn own_tls(&self, host: &str) -> Option<&Tls> {
+        self.registries
+            .as_ref()
+            .and_then(|r| r.config(host))
+            .and_then(|c| c.tls.as_ref())
+    }
+
+    /// The TLS `host` gets (see [`HostTls`]).
+    pub fn tls(&self, host: &str) -> HostTls {
+        let own = self.own_tls(host);
+        HostTls {
+            ca_files: self
+                .ca_files
+                .iter()
+                .cloned()
+                .chain(own.and_then(|t| t.ca_file.clone()))
+                .collect(),
+            client: own
+                .and_then(|t| t.client.clone())
+                .or_else(|| self.client_cert.clone()),
+            insecure: own.is_some_and(|t| t.insecure_skip_verify),
+        }
+    }
+
+    /// The registries file in use, if any.
+    pub fn registries(&self) -> Option<&Registries> {
+        self.registries.as_deref()
+    }
+}
+
+/// The registry client: cheap to clone into tasks (everything is shared).
+#[derive(Clone)]
+pub struct Client {
+    /// `[0]`: the default TLS setting; then one per distinct `configs.<host>.tls`.
+    transports: Arc<Vec<oci_client::Client>>,
+    /// Which transport serves each distinct per-host TLS setting.
+    tls: Arc<Vec<(Tls, usize)>>,
+    router: Router,
+    credentials: Arc<auth::Store>,
+    attempts: u32,
+    ca_flag: Option<&'static str>,
+}
+
+impl Client {
+    /// Sets up TLS, the HTTP clients and the credentials from `settings`.
+    pub fn new(settings: &Settings) -> Result<Client, ClientError> {
+        // reqwest is built without a default crypto provider; ring is ours. A
+        // second call finds one installed, which is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let router = Router::new(settings);
+        // Routes always name their endpoint, so this is the exact list of
+        // endpoints spoken to over plain HTTP.
+        let protocol = || {
+            ClientProtocol::HttpsExcept(
+                router
+                    .plain_http
+                    .iter()
+                    .map(|h| api_host(h).to_string())
+                    .collect(),
+            )
+        };
+        let global = HostTls {
+            ca_files: settings.ca_files.clone(),
+            client: settings.client_cert.clone(),
+            insecure: false,
+        };
+        let mut transports = vec![transport(settings, protocol(), &global)?];
+        let mut tls = Vec::new();
+        if let Some(r) = &settings.registries {
+            for t in r.tls_settings() {
+                let own = HostTls {
+                    ca_files: settings
+                        .ca_files
+                        .iter()
+                        .cloned()
+                        .chain(t.ca_file.clone())
+                        .collect(),
+                    client: t.client.clone().or_else(|| settings.client_cert.clone()),
+                    insecure: t.insecure_skip_verify,
+                };
+                transports.push(transport(settings, protocol(), &own)?);
+                tls.push((t.clone(), transports.len() - 1));
+            }
+        }
+        Ok(Client {
+            transports: Arc::new(transports),
+            tls: Arc::new(tls),
+            router,
+            credentials: Arc::new(auth::Store::load(settings)),
+            attempts: settings.retries.max(1),
+            ca_flag: settings.ca_flag,
+        })
+    }
+
+    /// The routes to `reference`'s repository, in the order to try them (see
+    /// [`Router::routes`]).
+    pub fn routes(&self, reference: &Reference) -> Vec<Route> {
+        self.router.routes(reference)
+    }
+
+    /// The route to `repository` on `host` itself, with no mirror (see
+    /// [`Router::route_to`]).
+    pub fn route_to(&self, host: &str, repository: &str) -> Route {
+        self.router.route_to(host, repository)
+    }
+
+    /// The `oci-client` client that serves `route`: the one of its host's TLS
+    /// setting in the registries file, else the default one.
+    pub fn transport(&self, route: &Route) -> &oci_client::Client {
+        let own = self
+            .router
+            .own_tls(&route.host)
+            .and_then(|t| self.tls.iter().find(|(s, _)| s == t))
+            .map_or(0, |(_, i)| *i);
+        &self.transports[own]
+    }
+
+    /// Credentials for `route` and where they came from. Fails when a credentials
+    /// file cannot be read, or a credential helper fails.
     pub fn credentials(&self, route: &Route) -> anyhow::Result<(RegistryAuth, Origin)> {
-        // A Docker config that cannot be read, or a helper in charge: bad input.
+        // A credentials file that cannot be read, or a helper that fails: bad input.
         let found = self
             .credentials
             .lookup(&route.host)
@@ -289,9 +441,105 @@ impl Client {
                 attempts,
                 origin,
                 ca_flag: self.ca_flag,
+                registries: self.router.registries().map(|r| r.source_name.as_str()),
             },
         )
     }
+}
+
+/// One `oci-client` client with the settings' timeouts and `tls`.
+fn transport(
+    settings: &Settings,
+    protocol: ClientProtocol,
+    tls: &HostTls,
+) -> Result<oci_client::Client, ClientError> {
+    let mut extra = Vec::new();
+    for path in &tls.ca_files {
+        let data = fs_err::read(path).map_err(|source| ClientError::CaUnreadable {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if !String::from_utf8_lossy(&data).contains("-----BEGIN CERTIFICATE-----") {
+            return Err(ClientError::CaNotPem {
+                path: path.to_path_buf(),
+            });
+        }
+        extra.push(Certificate {
+            encoding: CertificateEncoding::Pem,
+            data,
+        });
+    }
+    let client_identity = match &tls.client {
+        None => None,
+        Some((cert, key)) => Some(identity(cert, key)?),
+    };
+    let config = ClientConfig {
+        protocol,
+        extra_root_certificates: extra,
+        accept_invalid_certificates: tls.insecure,
+        client_identity,
+        // Blobs are pushed as one streamed upload each; pulls never use
+        // oci-client's own platform choice.
+        use_monolithic_push: true,
+        platform_resolver: None,
+        max_concurrent_download: settings.jobs.max(1),
+        connect_timeout: Some(CONNECT_TIMEOUT),
+        read_timeout: Some(READ_TIMEOUT),
+        user_agent: USER_AGENT,
+        ..ClientConfig::default()
+    };
+    // `Client::new` would fall back to a default (HTTPS-only) client on error.
+    oci_client::Client::try_from(config).map_err(|e| match &tls.client {
+        // The identity is the one part of the configuration a user gives.
+        Some((cert, key)) => ClientError::ClientCert {
+            cert: cert.clone(),
+            key: key.clone(),
+            why: errors::error_text(&e),
+        },
+        None => ClientError::Http(e),
+    })
+}
+
+/// A client certificate and its key as one PEM buffer, checked for both parts.
+fn identity(cert: &Path, key: &Path) -> Result<Vec<u8>, ClientError> {
+    let bad = |why: String| ClientError::ClientCert {
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+        why,
+    };
+    let read = |p: &Path| fs_err::read(p).map_err(|e| bad(e.to_string()));
+    let (c, k) = (read(cert)?, read(key)?);
+    if !String::from_utf8_lossy(&c).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(bad(format!("{} holds no PEM certificate", cert.display())));
+    }
+    if !String::from_utf8_lossy(&k).contains("PRIVATE KEY-----") {
+        return Err(bad(format!("{} holds no PEM private key", key.display())));
+    }
+    let mut pem = c;
+    pem.push(b'\n');
+    pem.extend_from_slice(&k);
+    Ok(pem)
+}
+
+/// The proxy a request to `route` goes through, as reqwest decides it from
+/// `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` (upper or lower case),
+/// and the variable that names it for that scheme; `None`: a direct connection.
+pub fn proxy_for(route: &Route) -> Option<(String, &'static str)> {
+    let (scheme, var) = if route.plain_http {
+        ("http", "HTTP_PROXY")
+    } else {
+        ("https", "HTTPS_PROXY")
+    };
+    let uri: http::Uri = format!("{scheme}://{}/v2/", route.endpoint).parse().ok()?;
+    let proxy = hyper_util::client::proxy::matcher::Matcher::from_env().intercept(&uri)?;
+    // Without a user name or password the proxy URL may carry.
+    let u = proxy.uri();
+    let host = u.host().unwrap_or_default();
+    let shown = match u.port_u16() {
+        Some(p) => format!("{}://{host}:{p}", u.scheme_str().unwrap_or("http")),
+        None => format!("{}://{host}", u.scheme_str().unwrap_or("http")),
+    };
+    Some((shown, var))
 }
 
 /// A runtime for a client's requests, named after what it does.
@@ -410,7 +658,7 @@ mod tests {
             ..Settings::default()
         };
         let c = Client::new(&settings).unwrap();
-        let hub = c.route(&Reference::parse("redis:8").unwrap());
+        let hub = c.routes(&Reference::parse("redis:8").unwrap()).remove(0);
         assert_eq!(
             (
                 hub.host.as_str(),
@@ -426,11 +674,12 @@ mod tests {
         );
         // The legacy name is the same registry.
         assert_eq!(
-            c.route(&Reference::parse("index.docker.io/a/b").unwrap())
-                .endpoint,
+            c.routes(&Reference::parse("index.docker.io/a/b").unwrap())[0].endpoint,
             "registry-1.docker.io"
         );
-        let local = c.route(&Reference::parse("127.0.0.1:5000/team/app").unwrap());
+        let local = c
+            .routes(&Reference::parse("127.0.0.1:5000/team/app").unwrap())
+            .remove(0);
         assert!(local.plain_http);
         assert_eq!(local.endpoint, "127.0.0.1:5000");
         let d = Digest::of(b"x");
@@ -438,12 +687,57 @@ mod tests {
             local.by_digest(&d).whole(),
             format!("127.0.0.1:5000/team/app@{d}")
         );
-        let tls = c.route(&Reference::parse("ghcr.io/org/app:1").unwrap());
+        let tls = c
+            .routes(&Reference::parse("ghcr.io/org/app:1").unwrap())
+            .remove(0);
         assert!(!tls.plain_http);
         assert_eq!(
             c.route_to("https://10.0.0.1:5000/", "team/app").host,
             "10.0.0.1:5000"
         );
+    }
+
+    #[test]
+    fn mirrors_are_routes_and_pick_their_own_transport() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = crate::oci::registries::Registries::parse(
+            "registries.yaml",
+            dir.path(),
+            "mirrors:\n  docker.io:\n    endpoint: [\"http://m.corp:5000\", \"https://t.corp\"]\n    rewrite: {\"^library/(.*)\": \"hub/$1\"}\nconfigs:\n  t.corp:\n    tls: {insecure_skip_verify: true}\n",
+        )
+        .unwrap();
+        let settings = Settings {
+            registries: Some(Arc::new(r)),
+            docker_config: Some("/nonexistent/config.json".into()),
+            ..Settings::default()
+        };
+        let c = Client::new(&settings).unwrap();
+        let routes = c.routes(&Reference::parse("redis:8").unwrap());
+        let seen: Vec<(&str, &str, bool, Option<&str>)> = routes
+            .iter()
+            .map(|r| {
+                (
+                    r.endpoint.as_str(),
+                    r.repository.as_str(),
+                    r.plain_http,
+                    r.mirror_of.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("m.corp:5000", "hub/redis", true, Some("docker.io")),
+                ("t.corp", "hub/redis", false, Some("docker.io")),
+                ("registry-1.docker.io", "library/redis", false, None),
+            ]
+        );
+        assert_eq!(routes[0].describe(), "mirror m.corp:5000 (for docker.io)");
+        assert_eq!(routes[2].describe(), "registry docker.io");
+        // t.corp has a TLS setting of its own: its own client.
+        assert_eq!(c.transports.len(), 2);
+        assert!(std::ptr::eq(c.transport(&routes[0]), &c.transports[0]));
+        assert!(std::ptr::eq(c.transport(&routes[1]), &c.transports[1]));
     }
 
     #[test]

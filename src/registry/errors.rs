@@ -7,8 +7,14 @@
 //! [`Failure`], which decides both whether asking again may help
 //! ([`Failure::retryable`]) and the advice; [`explain`] writes the one sentence the
 //! user reads: the registry, the repository, tag or digest at fault, and the flag or
-//! command that fixes it. Pulls (`create`) and pushes (`import --registry`) share it,
-//! so a refused login or an unreachable host reads the same in both, and
+//! command that fixes it. Each kind of failure gets its own next step: a host name
+//! that does not resolve is a DNS question (never `--insecure-registry`), a refused
+//! connection asks whether the registry runs there, a timeout points at firewalls
+//! and proxies, a proxy that failed is named with the variable that set it, and a
+//! TLS failure says why the certificate was refused (unknown issuer, wrong name,
+//! expired, a client certificate wanted, plain HTTP spoken) and which flag or
+//! registries-file key fixes it. Pulls (`create`) and pushes (`import --registry`)
+//! share it, so a refused login or an unreachable host reads the same in both, and
 //! [`refusal_hint`] is the one text for 401/403 that chart pulls use too. The
 //! original error stays in the chain (`{:#}`) for debugging, and every explained
 //! error carries [`RegistryFailure`] (exit code 5).
@@ -58,6 +64,9 @@ pub struct Request<'a> {
     /// The command-line option that adds a CA file (`--registry-ca FILE`), if the
     /// command has one; else the advice names the system's trust store.
     pub ca_flag: Option<&'a str>,
+    /// The registries file in use (`--registries`), named in the advice for the
+    /// settings it can hold per host.
+    pub registries: Option<&'a str>,
 }
 
 /// A network failure, by what the next step is.
@@ -71,7 +80,26 @@ pub enum Network {
     Broken,
     /// No answer in time.
     Timeout,
+    /// An HTTP proxy would not open a tunnel to the registry.
+    Proxy,
     /// Some other transport error.
+    Other,
+}
+
+/// Why a TLS connection failed, by what fixes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsProblem {
+    /// The certificate was issued by a CA this machine does not trust.
+    UnknownIssuer,
+    /// The certificate is not valid for the name connected to.
+    NameMismatch,
+    /// The certificate expired or is not valid yet.
+    Expired,
+    /// The server wants a client certificate (none, or one it does not accept).
+    ClientCertificate,
+    /// The server answered in plain HTTP.
+    PlainHttp,
+    /// Anything else.
     Other,
 }
 
@@ -87,7 +115,12 @@ pub enum Failure {
         reason: String,
     },
     /// TLS handshake or certificate problem.
-    Tls(String),
+    Tls {
+        /// Which.
+        problem: TlsProblem,
+        /// In a few words.
+        reason: String,
+    },
     /// The registry answered with this status; `detail` is its message.
     Status {
         /// HTTP status (or the one the registry's error code stands for).
@@ -108,7 +141,7 @@ impl Failure {
         match self {
             Failure::Network { .. } => true,
             Failure::Status { code, .. } => *code >= 500 || *code == 429 || *code == 408,
-            Failure::Tls(_) | Failure::Digest(_) | Failure::Other(_) => false,
+            Failure::Tls { .. } | Failure::Digest(_) | Failure::Other(_) => false,
         }
     }
 }
@@ -123,7 +156,7 @@ pub fn is_retryable(e: &OciDistributionError) -> bool {
 pub fn failure_reason(e: &OciDistributionError) -> String {
     match classify(e) {
         Failure::Network { reason, .. } | Failure::Other(reason) => reason,
-        Failure::Tls(r) => format!("TLS: {r}"),
+        Failure::Tls { reason, .. } => format!("TLS: {reason}"),
         Failure::Status { code, detail } => format!("{} ({detail})", status_text(code)),
         Failure::Digest(d) => format!("content does not match its digest: {d}"),
     }
@@ -140,6 +173,17 @@ pub fn refusal_hint(key: &str, origin: &Origin, may: &str) -> String {
         Origin::DockerConfig(p) => format!(
             "the credentials for {key} in {} were refused: log in again with `docker login {key}` or pass --registry-auth {key}=USER:PASS",
             p.display()
+        ),
+        Origin::Podman(p) => format!(
+            "the credentials for {key} in {} were refused: log in again with `podman login {key}` or pass --registry-auth {key}=USER:PASS",
+            p.display()
+        ),
+        Origin::Registries(file) => format!(
+            "the credentials in configs.\"{key}\".auth of {file} were refused: fix them there, or pass --registry-auth {key}=USER:PASS"
+        ),
+        Origin::Helper { name, config } => format!(
+            "the credentials docker-credential-{name} gave for {key} (named in {}) were refused: log in again (`docker login {key}`), or pass --registry-auth {key}=USER:PASS",
+            config.display()
         ),
         Origin::Anonymous { note } => {
             let mut h = format!(
@@ -169,6 +213,7 @@ pub fn explain(e: &OciDistributionError, req: &Request<'_>) -> anyhow::Error {
         What::Push { step } => Some(step.as_str()),
         _ => None,
     };
+    let at = describe(route);
     let subject = match req.what {
         What::Manifest { name, .. } => format!("for {name}"),
         What::Blob { digest } => format!("for blob {digest} of {host}/{repo}"),
@@ -181,52 +226,108 @@ pub fn explain(e: &OciDistributionError, req: &Request<'_>) -> anyhow::Error {
         ""
     };
     let msg = match classify(e) {
-        Failure::Network { reason, .. } => {
-            let hint = if route.plain_http {
-                "check the address, proxies and firewalls".to_string()
-            } else {
-                format!("for plain HTTP pass --insecure-registry {host}")
-            };
+        Failure::Network { kind, reason } => {
             let to = push.map(|s| format!(" to {s}")).unwrap_or_default();
-            format!(
-                "cannot reach registry {host} ({reason}) after {tries}{to}: is it running? {hint}{rerun}"
-            )
-        }
-        Failure::Tls(reason) => {
-            let ca = match req.ca_flag {
-                Some(flag) => format!("pass {flag}"),
-                None => "add that CA to the system's trust store".to_string(),
+            let endpoint = &route.endpoint;
+            let advice = match (super::client::proxy_for(route), kind) {
+                (Some((proxy, _)), Network::Proxy) => format!(
+                    "the proxy {proxy} could not open a connection to {endpoint}: check that the proxy may reach it, or add {host} to NO_PROXY to connect directly"
+                ),
+                (Some((proxy, var)), Network::Dns | Network::Refused | Network::Timeout) => format!(
+                    "the request went through the proxy {proxy} ({var}), which did not answer: check that it runs and that {var} is right, or add {host} to NO_PROXY to connect directly"
+                ),
+                (_, Network::Dns) => format!(
+                    "the host name does not resolve: check the name ({host}) and this machine's DNS (/etc/resolv.conf, /etc/hosts){}",
+                    if route.mirror_of.is_some() { ", and the mirror's endpoint in the registries file" } else { "" }
+                ),
+                (_, Network::Refused) => format!(
+                    "nothing accepts connections at {endpoint}: is the registry running there, and is the port right?"
+                ),
+                (_, Network::Timeout) => format!(
+                    "{endpoint} did not answer in time: check firewalls, and whether this network needs a proxy (HTTPS_PROXY, HTTP_PROXY)"
+                ),
+                (_, Network::Broken) => "the connection broke: the network or the registry is unstable; run the command again (downloads resume where they stopped)".to_string(),
+                (_, Network::Proxy | Network::Other) => {
+                    "check the address, proxies (HTTPS_PROXY, NO_PROXY) and firewalls".to_string()
+                }
             };
+            format!("cannot reach {at} ({reason}) after {tries}{to}: {advice}{rerun}")
+        }
+        Failure::Tls { problem, reason } => {
             let to = push
                 .map(|s| format!(" while trying to {s}"))
                 .unwrap_or_default();
+            let in_file = |what: &str| match req.registries {
+                Some(f) => format!(", or set configs.\"{key}\".tls.{what} in {f}"),
+                None => format!(", or give it per host as configs.\"{key}\".tls.{what} in a --registries file"),
+            };
+            let advice = match problem {
+                TlsProblem::UnknownIssuer => {
+                    let ca = match req.ca_flag {
+                        Some(flag) => format!("pass {flag} with the CA that issued it"),
+                        None => "add the CA that issued it to the system's trust store".to_string(),
+                    };
+                    format!(
+                        "its certificate comes from a CA this machine does not trust: {ca}{}, or add that CA to the system's trust store (SSL_CERT_FILE, SSL_CERT_DIR)",
+                        in_file("ca_file")
+                    )
+                }
+                TlsProblem::NameMismatch => format!(
+                    "its certificate is not valid for the name {} connected to: use a name the certificate lists, or have it reissued for {endpoint}",
+                    if route.mirror_of.is_some() { "the mirror endpoint" } else { "the reference" },
+                    endpoint = route.endpoint
+                ),
+                TlsProblem::Expired => "its certificate has expired (or is not valid yet): have it renewed, and check this machine's clock".to_string(),
+                TlsProblem::ClientCertificate => format!(
+                    "it wants a client certificate it accepts: pass --registry-cert FILE --registry-key FILE{}",
+                    in_file("cert_file and key_file")
+                ),
+                TlsProblem::PlainHttp => match req.registries {
+                    Some(f) if route.mirror_of.is_some() => format!(
+                        "it speaks plain HTTP: write its endpoint as http://{} in {f}",
+                        route.endpoint
+                    ),
+                    _ => format!("it speaks plain HTTP: pass --insecure-registry {host}"),
+                },
+                TlsProblem::Other => format!(
+                    "if it serves plain HTTP, pass --insecure-registry {host}; if its certificate comes from a private CA, {}",
+                    match req.ca_flag {
+                        Some(flag) => format!("pass {flag}"),
+                        None => "add that CA to the system's trust store".to_string(),
+                    }
+                ),
+            };
             format!(
-                "TLS connection to registry {host} failed{to} ({reason}): if it serves plain HTTP, pass --insecure-registry {host}; if its certificate comes from a private CA, {ca}"
+                "TLS connection to {} failed{to} ({reason}): {advice}",
+                describe(route)
             )
         }
         Failure::Status { code, detail } => {
-            let status = status_text(code);
+            let mut status = status_text(code);
+            if let (Some((proxy, _)), 502..=504) = (super::client::proxy_for(route), code) {
+                status.push_str(&format!(", from or through the proxy {proxy}"));
+            }
             match (code, push, req.what) {
                 (401 | 403, None, _) => format!(
-                    "registry {host} refused access to {repo} ({status}): {}",
+                    "{at} refused access to {repo} ({status}): {}",
                     refusal_hint(&key, req.origin, &format!("pull {repo}"))
                 ),
                 (401 | 403, Some(step), _) => format!(
-                    "registry {host} refused to {step} ({status}): {}",
+                    "{at} refused to {step} ({status}): {}",
                     refusal_hint(&key, req.origin, &format!("push to {repo}"))
                 ),
                 (429, _, _) => format!(
-                    "registry {host} is limiting requests ({status}) {subject}, still after {tries}: wait and try again, or log in (--registry-auth {key}=USER:PASS) for a higher limit{rerun}"
+                    "{at} is limiting requests ({status}) {subject}, still after {tries}: wait and try again, or log in (--registry-auth {key}=USER:PASS) for a higher limit{rerun}"
                 ),
                 (c, _, _) if c >= 500 || c == 408 => format!(
-                    "registry {host} failed with {status} {subject} after {tries} ({detail}): try again later, or tell the registry's operator{rerun}"
+                    "{at} failed with {status} {subject} after {tries} ({detail}): try again later, or tell the registry's operator{rerun}"
                 ),
                 (404, None, What::Manifest { .. })
                     if detail.contains("name unknown")
                         || detail.contains("repository name not known") =>
                 {
                     format!(
-                        "repository {repo} does not exist in registry {host} ({detail}): check the name"
+                        "repository {repo} does not exist in {at} ({detail}): check the name"
                     )
                 }
                 (404, None, What::Manifest { name, by_digest }) => format!(
@@ -237,19 +338,19 @@ pub fn explain(e: &OciDistributionError, req: &Request<'_>) -> anyhow::Error {
                     "blob {digest} does not exist in {host}/{repo} ({detail}): the image is incomplete in the registry; push it again or tell the registry's operator"
                 ),
                 (_, Some(step), _) => format!(
-                    "registry {host} refused to {step} ({status}: {detail}): check --registry, and that it accepts pushes to {repo}"
+                    "{at} refused to {step} ({status}: {detail}): check --registry, and that it accepts pushes to {repo}"
                 ),
-                _ => format!("registry {host} answered {status} {subject} ({detail})"),
+                _ => format!("{at} answered {status} {subject} ({detail})"),
             }
         }
         Failure::Digest(d) => format!(
-            "registry {host} sent content {subject} that does not match its digest ({d}): the registry or a proxy in between is serving wrong data"
+            "{at} sent content {subject} that does not match its digest ({d}): the registry or a proxy in between is serving wrong data"
         ),
         // The whole error is in the sentence already.
         Failure::Other(_) => {
             let msg = match push {
-                Some(step) => format!("registry {host} refused to {step}: {}", error_text(e)),
-                None => format!("request to registry {host} {subject} failed: {}", error_text(e)),
+                Some(step) => format!("{at} refused to {step}: {}", error_text(e)),
+                None => format!("request to {at} {subject} failed: {}", error_text(e)),
             };
             return RegistryFailure(msg).into();
         }
@@ -257,6 +358,11 @@ pub fn explain(e: &OciDistributionError, req: &Request<'_>) -> anyhow::Error {
     // The marker sits below the sentence, so that the exit code is found in the
     // chain and the sentence is what the error says.
     anyhow::Error::new(RegistryFailure(error_text(e))).context(msg)
+}
+
+/// `registry ghcr.io`, or `mirror m:5000 (for docker.io)`.
+fn describe(route: &Route) -> String {
+    route.describe()
 }
 
 /// `404 Not Found` for 404: the code and its reason phrase.
@@ -359,10 +465,11 @@ fn network_failure(e: &(dyn StdError + 'static), timed_out: bool) -> Failure {
     let mut tls = None;
     let mut kind = None;
     let mut dns = false;
+    let mut tunnel = false;
     let mut last = e.to_string();
     walk_chain(e, &mut |x| {
         if let Some(t) = x.downcast_ref::<rustls::Error>() {
-            tls.get_or_insert_with(|| t.to_string());
+            tls.get_or_insert_with(|| (tls_problem(t), t.to_string()));
         }
         if let Some(io) = x.downcast_ref::<std::io::Error>() {
             kind.get_or_insert(io.kind());
@@ -371,10 +478,20 @@ fn network_failure(e: &(dyn StdError + 'static), timed_out: bool) -> Failure {
         if text.contains("dns error") {
             dns = true;
         }
+        // hyper-util's CONNECT tunnel through an HTTP proxy.
+        if text.contains("tunnel error") {
+            tunnel = true;
+        }
         last = text;
     });
-    if let Some(t) = tls {
-        return Failure::Tls(t);
+    if let Some((problem, reason)) = tls {
+        return Failure::Tls { problem, reason };
+    }
+    if tunnel {
+        return Failure::Network {
+            kind: Network::Proxy,
+            reason: format!("the proxy refused the tunnel: {last}"),
+        };
     }
     use std::io::ErrorKind as K;
     let (net, reason) = match kind {
@@ -394,6 +511,27 @@ fn network_failure(e: &(dyn StdError + 'static), timed_out: bool) -> Failure {
         Failure::Network { kind: net, reason }
     } else {
         Failure::Other(reason)
+    }
+}
+
+/// Which [`TlsProblem`] a rustls error is.
+fn tls_problem(e: &rustls::Error) -> TlsProblem {
+    use rustls::{AlertDescription as A, CertificateError as C, Error as E};
+    match e {
+        E::InvalidCertificate(c) => match c {
+            C::UnknownIssuer | C::BadSignature => TlsProblem::UnknownIssuer,
+            C::NotValidForName | C::NotValidForNameContext { .. } => TlsProblem::NameMismatch,
+            C::Expired
+            | C::ExpiredContext { .. }
+            | C::NotValidYet
+            | C::NotValidYetContext { .. } => TlsProblem::Expired,
+            _ => TlsProblem::Other,
+        },
+        E::AlertReceived(
+            A::CertificateRequired | A::BadCertificate | A::UnknownCA | A::HandshakeFailure,
+        ) => TlsProblem::ClientCertificate,
+        E::InvalidMessage(rustls::InvalidMessage::InvalidContentType) => TlsProblem::PlainHttp,
+        _ => TlsProblem::Other,
     }
 }
 
@@ -470,7 +608,11 @@ mod tests {
             reason: "x".into()
         }
         .retryable());
-        assert!(!Failure::Tls("x".into()).retryable());
+        assert!(!Failure::Tls {
+            problem: TlsProblem::Other,
+            reason: "x".into()
+        }
+        .retryable());
         assert_eq!(
             failure_reason(&server_error(503)),
             "503 Service Unavailable (no details)"
@@ -483,6 +625,7 @@ mod tests {
             endpoint: "reg.example:5000".into(),
             plain_http,
             repository: "team/app".into(),
+            mirror_of: None,
         }
     }
 
@@ -496,6 +639,7 @@ mod tests {
                 attempts: 3,
                 origin,
                 ca_flag: Some("--registry-ca FILE"),
+                registries: None,
             },
         );
         assert!(

@@ -7,8 +7,9 @@
 //!
 //! - [`client`]: the [`Client`] (TLS, timeouts, plain HTTP, routes, credentials,
 //!   the retry rule) and the runtime it runs on;
-//! - [`auth`]: where credentials come from (`--registry-auth`, Docker's
-//!   `config.json`);
+//! - [`auth`]: where credentials come from (`--registry-auth`, K3s's
+//!   `registries.yaml`, Docker's `config.json` and its credential helpers, Podman's
+//!   `auth.json`);
 //! - [`errors`]: what a failed request means, one sentence of advice for it, and
 //!   which failures are worth another attempt;
 //! - [`http`]: a plain HTTP client with the same TLS, timeouts and proxies, for
@@ -24,10 +25,13 @@ pub mod client;
 pub mod errors;
 pub mod http;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use auth::Credentials;
 pub use client::{Client, ClientError, Route};
+
+use crate::oci::registries::{Registries, RegistriesError};
 
 /// How to talk to registries: what the command line and environment resolved to.
 #[derive(Debug, Clone)]
@@ -41,6 +45,19 @@ pub struct Settings {
     /// `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`. A file that does
     /// not exist means no logins.
     pub docker_config: Option<PathBuf>,
+    /// Podman's `auth.json` to read logins from after Docker's
+    /// ([`auth::default_podman_auth`]); `None`: none.
+    pub podman_auth: Option<PathBuf>,
+    /// K3s's `registries.yaml` (`--registries`): mirrors, rewrites, and per-host
+    /// credentials and TLS.
+    pub registries: Option<Arc<Registries>>,
+    /// Whether a registry with a mirror entry is also tried at its own endpoint
+    /// after the mirrors (K3s's default; `--disable-default-registry-endpoint`).
+    pub default_endpoint: bool,
+    /// A client certificate and its key (PEM files) presented to every registry
+    /// that asks for one (`--registry-cert`, `--registry-key`); `configs.<host>.tls`
+    /// names one per host.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
     /// PEM files of CAs trusted for every registry, beside the system's roots
     /// (`--registry-ca`).
     pub ca_files: Vec<PathBuf>,
@@ -60,10 +77,30 @@ impl Default for Settings {
             insecure_hosts: Vec::new(),
             credentials: Vec::new(),
             docker_config: None,
+            podman_auth: None,
+            registries: None,
+            default_endpoint: true,
+            client_cert: None,
             ca_files: Vec::new(),
             ca_flag: None,
             jobs: 4,
             retries: 5,
         }
     }
+}
+
+/// Reads and parses a `registries.yaml` (`--registries`); relative paths in it are
+/// taken from its folder.
+pub fn load_registries(path: &Path) -> Result<Registries, RegistriesError> {
+    let name = path.display().to_string();
+    let text = fs_err::read_to_string(path).map_err(|e| RegistriesError {
+        source_name: name.clone(),
+        location: String::new(),
+        message: format!("cannot read it: {e} (pass K3s's registries.yaml with --registries FILE)"),
+    })?;
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    Registries::parse(&name, base, &text)
 }

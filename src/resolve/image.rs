@@ -249,14 +249,23 @@ fn visit(
             }
             if let Ok(c) = serde_json::from_slice::<Cfg>(&cfg) {
                 if !c.os.is_empty() {
-                    plan.platforms.push(
-                        PlatformField {
-                            os: c.os,
-                            architecture: c.architecture,
-                            variant: c.variant,
-                        }
-                        .to_string_lossy(),
-                    );
+                    let wanted = platforms.wants(&c.os, &c.architecture, c.variant.as_deref());
+                    let label = PlatformField {
+                        os: c.os,
+                        architecture: c.architecture,
+                        variant: c.variant,
+                    }
+                    .to_string_lossy();
+                    // `platforms:` filters a single-platform image too: bundled, it
+                    // would be found out only when a node of the wanted platform
+                    // cannot run it, on the far side of the air gap.
+                    if !wanted {
+                        bail!(
+                            "the image is published for {label} only, and platforms asks for {}; pick an image (or tag) that offers one of them, or give this entry `platforms: [{label}]`",
+                            platforms.to_strings().join(", ")
+                        );
+                    }
+                    plan.platforms.push(label);
                 }
             }
         }
@@ -348,5 +357,29 @@ mod tests {
                 .contains("offers linux/amd64, linux/arm64/v8"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn platforms_filter_single_platform_images_too() {
+        let config = br#"{"os":"linux","architecture":"amd64"}"#.to_vec();
+        let m = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[]}}"#,
+            Digest::of(&config),
+            config.len()
+        );
+        let mut src = Map(HashMap::from([(Digest::of(&config), config.clone())]));
+        let media = crate::bundle::oci::MANIFEST_MEDIA_TYPE;
+        let arm = Platforms::List(vec!["linux/arm64".parse().unwrap()]);
+        let err = walk(m.as_bytes(), media, &arm, &mut src).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("published for linux/amd64 only, and platforms asks for linux/arm64"),
+            "{err}"
+        );
+        let amd = Platforms::List(vec!["linux/amd64".parse().unwrap()]);
+        let plan = walk(m.as_bytes(), media, &amd, &mut src).unwrap();
+        assert_eq!(plan.platforms, vec!["linux/amd64"]);
+        let plan = walk(m.as_bytes(), media, &Platforms::All, &mut src).unwrap();
+        assert_eq!(plan.platforms, vec!["linux/amd64"]);
     }
 }

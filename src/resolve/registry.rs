@@ -25,13 +25,21 @@
 //! - **Errors that say what to do**, written by [`crate::registry::errors`]: one
 //!   sentence naming the registry, repository, tag or digest at fault and the flag
 //!   or command that fixes it.
+//! - **Mirrors.** Every request tries the reference's routes in order
+//!   ([`Client::routes`]: the mirrors of K3s's `registries.yaml`, then the registry
+//!   itself), as containerd does: any failure on one route (after its retries) moves
+//!   on to the next, and only when every route failed is the image an error, naming
+//!   what each route answered. The route that served an image's manifest is tried
+//!   first for its other manifests and its blobs; a download that broke off on one
+//!   route resumes on the next from the bytes already in the cache (same digest, same
+//!   bytes). Names never change: a mirror only decides where bytes come from.
 //! - **Trust nothing.** Manifests are checked against the digest they were asked
 //!   for; blobs against their descriptor's digest and size. A blob that does not
 //!   match is deleted and fetched once more from scratch, then reported.
 
 use std::collections::{HashMap, HashSet};
 use std::io::SeekFrom;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use futures_util::StreamExt;
@@ -99,6 +107,56 @@ pub struct Registry {
 struct Inner {
     client: Client,
     jobs: usize,
+    /// The route (index into [`Client::routes`]) that last served each repository
+    /// (`domain/path`): tried first for the rest of its requests.
+    preferred: Mutex<HashMap<String, usize>>,
+}
+
+impl Inner {
+    /// `r`'s routes, the one that last served its repository first.
+    fn routes(&self, r: &Reference) -> Vec<Route> {
+        let mut routes = self.client.routes(r);
+        if let Some(&i) = self.preferred.lock().expect("not poisoned").get(&r.name()) {
+            if i < routes.len() {
+                let first = routes.remove(i);
+                routes.insert(0, first);
+            }
+        }
+        routes
+    }
+
+    /// Remembers that `route` served `r`'s repository.
+    fn served(&self, r: &Reference, route: &Route) {
+        if let Some(i) = self.client.routes(r).iter().position(|x| x == route) {
+            self.preferred
+                .lock()
+                .expect("not poisoned")
+                .insert(r.name(), i);
+        }
+    }
+}
+
+/// The error for `name` once every route failed: the one failure as it is, or each
+/// route's answer in the order tried. A failure that is not the registry's (a
+/// credentials file that cannot be read) is returned at once by the callers.
+fn every_route_failed(name: &str, mut failures: Vec<(Route, anyhow::Error)>) -> anyhow::Error {
+    if failures.len() == 1 {
+        return failures.remove(0).1;
+    }
+    let mut msg = format!(
+        "{name} could not be fetched from any of its {} sources (tried in this order):",
+        failures.len()
+    );
+    for (route, e) in &failures {
+        msg.push_str(&format!("\n  - {}: {e}", route.describe()));
+    }
+    RegistryFailure(msg).into()
+}
+
+/// Whether a failed request is one that another route cannot cure (bad input or
+/// the machine's own trouble, as opposed to what a registry answered).
+fn stops_here(e: &anyhow::Error) -> bool {
+    !e.chain().any(|c| c.is::<RegistryFailure>())
 }
 
 impl Registry {
@@ -109,7 +167,11 @@ impl Registry {
         let rt = runtime(jobs.clamp(2, 8), "gapbundle-registry")
             .context("cannot start the async runtime for registry access")?;
         Ok(Registry {
-            inner: Arc::new(Inner { client, jobs }),
+            inner: Arc::new(Inner {
+                client,
+                jobs,
+                preferred: Mutex::new(HashMap::new()),
+            }),
             rt,
         })
     }
@@ -152,30 +214,40 @@ impl Registry {
                 });
             }
         }
-        let route = self.inner.client.route(&r);
-        let target = match want {
-            Some(d) => route.by_digest(&d),
-            None => route.tagged(r.tag().unwrap_or(DEFAULT_TAG)),
-        };
+        let routes = self.inner.routes(&r);
         let what = What::Manifest {
             name: name.clone(),
             by_digest: want.is_some(),
         };
         let inner = self.inner.clone();
-        let on = route.clone();
-        let bytes = self
-            .rt
-            .block_on(async move { inner.pull_manifest(&target, &on, &what).await })?;
-        let digest = Digest::of(&bytes);
-        if let Some(w) = want {
-            if digest != w {
-                return Err(RegistryFailure(format!(
-                    "registry {} sent a manifest for {name} with digest {digest}, not the requested {w}: the registry or a proxy in between is serving wrong data",
-                    route.host
-                ))
-                .into());
+        let tag = r.tag().unwrap_or(DEFAULT_TAG).to_string();
+        let (bytes, route) = self.rt.block_on(async move {
+            let mut failures = Vec::new();
+            for route in routes {
+                let target = match want {
+                    Some(d) => route.by_digest(&d),
+                    None => route.tagged(&tag),
+                };
+                let got = inner.pull_manifest(&target, &route, &what).await;
+                let got = got.and_then(|bytes| match want {
+                    Some(w) if Digest::of(&bytes) != w => Err(RegistryFailure(format!(
+                        "{} sent a manifest with digest {}, not the requested {w}: it, or a proxy in between, is serving wrong data",
+                        route.describe(),
+                        Digest::of(&bytes)
+                    ))
+                    .into()),
+                    _ => Ok(bytes),
+                });
+                match got {
+                    Ok(bytes) => return Ok((bytes, route)),
+                    Err(e) if stops_here(&e) => return Err(e),
+                    Err(e) => failures.push((route, e)),
+                }
             }
-        }
+            Err(every_route_failed(&what_name(&what), failures))
+        })?;
+        self.inner.served(&r, &route);
+        let digest = Digest::of(&bytes);
         let media_type = media_type_of(&bytes, None).map_err(|e| {
             RegistryFailure(format!(
                 "{name}: the registry's manifest cannot be used: {e:#}"
@@ -208,7 +280,7 @@ impl Registry {
         Ok(RegistryManifests {
             registry: self,
             cas,
-            route: self.inner.client.route(&r),
+            routes: self.inner.routes(&r),
             reference: r,
         })
     }
@@ -233,39 +305,25 @@ impl Registry {
                 stats.cached += 1;
                 continue;
             }
-            let route = self.inner.client.route(&parse_reference(reference)?);
-            todo.push((route, blob.clone()));
+            let routes = self.inner.routes(&parse_reference(reference)?);
+            todo.push((routes, blob.clone()));
         }
         if todo.is_empty() {
             return Ok(stats);
         }
-        let mut origins = HashMap::new();
-        for (route, _) in &todo {
-            if !origins.contains_key(&route.host) {
-                origins.insert(route.host.clone(), self.inner.client.credentials(route)?);
-            }
-        }
         let inner = self.inner.clone();
         let (n, bytes) = self.rt.block_on(async move {
-            // Blob pulls do not register credentials in oci-client (only the
-            // manifest pulls do), so do it here in case no manifest was pulled.
-            for (route, _) in &todo {
-                let (auth, _) = &origins[&route.host];
-                inner
-                    .client
-                    .transport(route)
-                    .store_auth_if_needed(&route.endpoint, auth)
-                    .await;
-            }
             let mut queue = todo.into_iter();
             let mut set = tokio::task::JoinSet::new();
-            let spawn = |set: &mut tokio::task::JoinSet<Result<u64>>, (route, b): (Route, Blob)| {
+            let spawn = |set: &mut tokio::task::JoinSet<Result<u64>>,
+                         (routes, b): (Vec<Route>, Blob)| {
                 let inner = inner.clone();
                 let cas = cas.clone();
-                let origin = origins[&route.host].1.clone();
-                let bar =
-                    progress.bar(format!("{} {}", b.digest.short(), route.repository), b.size);
-                set.spawn(async move { inner.fetch_one(&cas, &route, &b, &bar, &origin).await });
+                let bar = progress.bar(
+                    format!("{} {}", b.digest.short(), routes[0].repository),
+                    b.size,
+                );
+                set.spawn(async move { inner.fetch_any(&cas, &routes, &b, &bar).await });
             };
             for job in queue.by_ref().take(inner.jobs) {
                 spawn(&mut set, job);
@@ -292,7 +350,8 @@ struct RegistryManifests<'a> {
     registry: &'a Registry,
     cas: &'a Cas,
     reference: Reference,
-    route: Route,
+    /// The image's routes, the one that served its root first.
+    routes: Vec<Route>,
 }
 
 impl ManifestFetch for RegistryManifests<'_> {
@@ -305,10 +364,9 @@ impl ManifestFetch for RegistryManifests<'_> {
                 )
             });
         }
-        let target = self.route.by_digest(digest);
         let name = self.reference.with_digest(*digest).to_string();
         let inner = self.registry.inner.clone();
-        let route = self.route.clone();
+        let routes = self.routes.clone();
         let media_type = media_type.to_string();
         let digest = *digest;
         let bytes = self.registry.rt.block_on(async move {
@@ -317,30 +375,44 @@ impl ManifestFetch for RegistryManifests<'_> {
                 by_digest: true,
             };
             let blob = What::Blob { digest };
-            if is_index(&media_type) || is_manifest(&media_type) {
-                inner.pull_manifest(&target, &route, &manifest).await
-            } else if media_type.is_empty() {
-                // Sloppy descriptor: a manifest most likely, else a blob.
-                match inner.pull_manifest(&target, &route, &manifest).await {
-                    Ok(b) => Ok(b),
-                    Err(e) => inner
-                        .pull_small_blob(&target, &route, &digest, &blob)
-                        .await
-                        .map_err(|_| e),
+            let mut failures = Vec::new();
+            for route in routes {
+                let target = route.by_digest(&digest);
+                let got = if is_index(&media_type) || is_manifest(&media_type) {
+                    inner.pull_manifest(&target, &route, &manifest).await
+                } else if media_type.is_empty() {
+                    // Sloppy descriptor: a manifest most likely, else a blob.
+                    match inner.pull_manifest(&target, &route, &manifest).await {
+                        Ok(b) => Ok(b),
+                        Err(e) => inner
+                            .pull_small_blob(&target, &route, &digest, &blob)
+                            .await
+                            .map_err(|_| e),
+                    }
+                } else {
+                    inner.pull_small_blob(&target, &route, &digest, &blob).await
+                };
+                let got = got.and_then(|bytes| {
+                    let found = Digest::of(&bytes);
+                    if found == digest {
+                        Ok(bytes)
+                    } else {
+                        Err(RegistryFailure(format!(
+                            "{} sent {found} for {digest} of {}: it, or a proxy in between, is serving wrong data",
+                            route.describe(),
+                            route.repository
+                        ))
+                        .into())
+                    }
+                });
+                match got {
+                    Ok(bytes) => return Ok(bytes),
+                    Err(e) if stops_here(&e) => return Err(e),
+                    Err(e) => failures.push((route, e)),
                 }
-            } else {
-                inner.pull_small_blob(&target, &route, &digest, &blob).await
             }
+            Err(every_route_failed(&name, failures))
         })?;
-        let found = Digest::of(&bytes);
-        if found != digest {
-            return Err(RegistryFailure(format!(
-                "registry {} sent {found} for {digest} of {}: the registry or a proxy in between is serving wrong data",
-                self.route.host,
-                self.route.repository
-            ))
-            .into());
-        }
         self.cas.put_bytes(&bytes).with_context(|| {
             format!(
                 "cannot store {digest} in the cache {}",
@@ -396,6 +468,34 @@ impl Inner {
             })
             .await
             .map_err(|(e, n)| self.client.explain(&e, route, what, n, &origin))
+    }
+
+    /// Downloads `b` from the first of `routes` that serves it; a broken-off
+    /// download resumes on the next route from the bytes already cached.
+    async fn fetch_any(&self, cas: &Cas, routes: &[Route], b: &Blob, bar: &Bar) -> Result<u64> {
+        let mut failures = Vec::new();
+        for route in routes {
+            let got = async {
+                let (auth, origin) = self.client.credentials(route)?;
+                // Blob pulls do not register credentials in oci-client (only the
+                // manifest pulls do), so do it here in case no manifest was pulled.
+                self.client
+                    .transport(route)
+                    .store_auth_if_needed(&route.endpoint, &auth)
+                    .await;
+                self.fetch_one(cas, route, b, bar, &origin).await
+            }
+            .await;
+            match got {
+                Ok(n) => return Ok(n),
+                Err(e) if stops_here(&e) => return Err(e),
+                Err(e) => failures.push((route.clone(), e)),
+            }
+        }
+        Err(every_route_failed(
+            &format!("blob {} of {}", b.digest, routes[0].repository),
+            failures,
+        ))
     }
 
     async fn fetch_one(
@@ -569,6 +669,14 @@ async fn copy_stream(
         }
     }
     Ok(Ok(()))
+}
+
+fn what_name(what: &What) -> String {
+    match what {
+        What::Manifest { name, .. } => name.clone(),
+        What::Blob { digest } => format!("blob {digest}"),
+        What::Push { step } => step.clone(),
+    }
 }
 
 fn parse_reference(reference: &str) -> Result<Reference> {

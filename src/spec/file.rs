@@ -657,6 +657,34 @@ images:
     }
 
     #[test]
+    fn an_unknown_platform_is_an_input_error_with_line_and_column() {
+        let head = "name: x\nversion: \"1\"\n";
+        let e = p(&format!("{head}platforms: [linux/amd64, linux/amd46]\n")).unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.starts_with("dir/bundle.yaml:3:"), "{msg}");
+        assert!(msg.contains("`amd46` is not an architecture"), "{msg}");
+        let e = p(&format!(
+            "{head}images:\n  - ref: a/b:1\n    platforms: [lnux/arm64]\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().starts_with("dir/bundle.yaml:5:"), "{e}");
+        assert!(
+            e.to_string().contains("`lnux` is not an operating system"),
+            "{e}"
+        );
+        let e = p(&format!("{head}platforms: []\n")).unwrap_err();
+        assert!(e.to_string().contains("platforms is empty"), "{e}");
+        let ok = p(&format!(
+            "{head}platforms: [linux/x86_64, linux/arm64/v8]\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            ok.spec.platforms.to_strings(),
+            vec!["linux/amd64".to_string(), "linux/arm64".to_string()]
+        );
+    }
+
+    #[test]
     fn kubernetes_entries_are_checked() {
         let head = "name: x\nversion: \"1\"\n";
         for (body, want) in [

@@ -328,10 +328,11 @@ fn a_registry_that_is_down_is_reported_quickly() {
     );
     assert_eq!(
         err.to_string(),
-        format!("cannot reach registry {addr} (connection refused) after 2 attempts: is it running? check the address, proxies and firewalls")
+        format!("cannot reach registry {addr} (connection refused) after 2 attempts: nothing accepts connections at {addr}: is the registry running there, and is the port right?")
     );
 
-    // Not declared insecure: the hint names the flag.
+    // Not declared insecure: the same advice (a refused connection is refused
+    // whether or not TLS would follow), and no --insecure-registry.
     let mut o = options(&addr, dir.path());
     o.insecure_hosts.clear();
     let err = Resolver::new(o)
@@ -340,7 +341,7 @@ fn a_registry_that_is_down_is_reported_quickly() {
         .unwrap_err();
     assert_eq!(
         err.to_string(),
-        format!("cannot reach registry {addr} (connection refused) after 2 attempts: is it running? for plain HTTP pass --insecure-registry {addr}")
+        format!("cannot reach registry {addr} (connection refused) after 2 attempts: nothing accepts connections at {addr}: is the registry running there, and is the port right?")
     );
 }
 

@@ -245,6 +245,52 @@ pub fn inventory(store: Option<&str>) -> Result<NixHoldings> {
     })
 }
 
+/// One Nix path as a binary cache serves it: the documents the `file://` cache
+/// writer names `<hash>.narinfo` and `nar/<nix32 of the blob digest>.nar.zst`, the
+/// same for the import's in-place server and for `gapbundle serve`.
+#[derive(Debug, Clone)]
+pub struct CachedPath {
+    /// The store path.
+    pub path: StorePath,
+    /// Its NAR hash.
+    pub nar_hash: crate::nixfmt::NarHash,
+    /// `<hash>.narinfo`.
+    pub narinfo_name: String,
+    /// The narinfo itself.
+    pub narinfo: String,
+    /// `nar/<nix32 of the blob digest>.nar.zst`, the URL the narinfo gives.
+    pub nar_name: String,
+    /// The NAR blob (stored in the bundle, or left out of a delta).
+    pub blob: BlobEntry,
+}
+
+/// Every Nix path of `head` as a binary cache serves it, checked as the import
+/// checks them (format.md 14.5): with `signers` (the trusted keys that signed the
+/// bundle), each path must carry a path signature by one of them.
+pub fn cached_paths(head: &Head, signers: &[PublicKey]) -> Result<Vec<CachedPath>> {
+    nix_objects(head, signers)?
+        .iter()
+        .map(|o| cached_path(head, o))
+        .collect()
+}
+
+fn cached_path(head: &Head, o: &NixObject) -> Result<CachedPath> {
+    let info = o.narinfo();
+    let blob = head
+        .manifest
+        .blob(&o.blob)
+        .expect("checked in nix_objects")
+        .clone();
+    Ok(CachedPath {
+        path: o.path.clone(),
+        nar_hash: o.nar_hash,
+        narinfo_name: format!("{}.narinfo", o.path.hash_part()),
+        narinfo: info.to_text()?,
+        nar_name: info.url,
+        blob,
+    })
+}
+
 impl NixTarget {
     /// Whether `nix copy` takes the NARs from the bundle file itself, served in
     /// place, instead of from a staged copy: for a store, whenever the bundle is a

@@ -21,12 +21,12 @@ use anyhow::{Context, Result};
 use fs_err as fs;
 
 use super::validate::{bad, NixObject};
-use super::{Dest, NixTarget};
+use super::{cached_path, Dest, NixTarget};
 use crate::bundle::reader::{damage, Entry, Head};
 use crate::error::NixStoreFailure;
 use crate::import::Target;
 use crate::io::process::nix_cmd;
-use crate::io::serve::{Fault, Resource, Server};
+use crate::io::serve::{Blob, Config, Document, Documents, Fault, Served, Server};
 use crate::nixfmt::{cache_info, parse_path_info, NarHash, NarInfoIdentity, StorePath};
 use crate::progress::{Bar, Progress};
 
@@ -135,40 +135,43 @@ impl NixTarget {
     }
 
     /// Serves the new paths' narinfos and the bundle file's NAR blobs on a loopback
-    /// port ([`crate::io::serve`]) for one `nix copy`. The server hashes each blob
+    /// port ([`crate::io::serve`]) for one `nix copy`: the documents `gapbundle serve`
+    /// serves for them too ([`super::cached_path`]). The server hashes each blob
     /// again as Nix reads it and holds back its last bytes if the file changed since
     /// it verified, so Nix never completes a NAR we did not check.
     pub(super) fn serve_in_place(&mut self, head: &Head, progress: &Progress) -> Result<()> {
         let src = self.bundle.clone().expect("in_place checked");
+        let source: Served = src.clone();
         let by_path: BTreeMap<&StorePath, &NixObject> =
             self.objects.iter().map(|o| (&o.path, o)).collect();
-        let mut site = BTreeMap::new();
-        site.insert(
+        let mut docs = BTreeMap::new();
+        docs.insert(
             "nix-cache-info".to_string(),
-            Resource::text(cache_info(), "text/x-nix-cache-info"),
+            Document::Text(cache_info().into(), "text/x-nix-cache-info"),
         );
         for p in &self.new_paths {
-            let o = by_path[p];
-            let info = o.narinfo();
-            let blob = head.manifest.blob(&o.blob).expect("checked in nix_objects");
-            let offset = head.blob_position(blob).expect("checked in plan");
-            site.insert(
-                format!("{}.narinfo", p.hash_part()),
-                Resource::text(info.to_text()?, "text/x-nix-narinfo"),
+            let c = cached_path(head, by_path[p])?;
+            let offset = head.blob_position(&c.blob).expect("checked in plan");
+            docs.insert(
+                c.narinfo_name,
+                Document::Text(c.narinfo.into(), "text/x-nix-narinfo"),
             );
-            site.insert(
-                info.url,
-                Resource::Range {
+            docs.insert(
+                c.nar_name,
+                Document::Blob(Blob {
+                    source: source.clone(),
                     offset,
-                    size: blob.size,
-                    digest: blob.digest,
-                    // Nix restores what it is sent before it checks the hash:
-                    // the server checks the NAR first (a bomb, an invalid NAR).
-                    nar: blob.content.clone(),
-                },
+                    size: c.blob.size,
+                    digest: c.blob.digest,
+                    // Nix restores what it is sent before it checks the hash: the
+                    // server checks the NAR first (a bomb, an invalid NAR).
+                    nar: c.blob.content.clone(),
+                }),
             );
         }
-        let server = Server::start(src.clone(), site).with_context(|| {
+        let docs = Documents::new(docs)?;
+        let prefix = docs.prefix().to_string();
+        let server = Server::start(Config::loopback(), docs).with_context(|| {
             format!(
                 "serving the bundle's NARs to Nix on a loopback port (127.0.0.1); without one, pipe the bundle in instead, `gapbundle import - … < {}`, and its NARs are staged in $TMPDIR",
                 src.describe()
@@ -200,7 +203,12 @@ impl NixTarget {
                     std::thread::sleep(std::time::Duration::from_millis(100));
                 }
             });
-            let r = self.copy_into_store(&server.url(), &env, progress, Some(&bar));
+            let r = self.copy_into_store(
+                &format!("{}{prefix}", server.url()),
+                &env,
+                progress,
+                Some(&bar),
+            );
             done.store(true, std::sync::atomic::Ordering::Relaxed);
             r
         });
@@ -211,8 +219,8 @@ impl NixTarget {
             }
             Err(_) => bar.clear(),
         }
-        let failures = server.failures();
-        drop(server);
+        // Every NAR Nix asked for, checked to its end (see `Server::finish`).
+        let failures = server.finish();
         if let Some(m) = failures.first() {
             let blob = head
                 .manifest

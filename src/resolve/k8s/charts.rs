@@ -10,14 +10,30 @@
 //! archive goes into the cache and the lock records its version and digest; a later
 //! create with the archive cached uses it without any network request.
 //!
-//! Credentials are the ones images use ([`crate::registry::auth`]: `--registry-auth`,
-//! then Docker's `config.json`), looked up by the repository's or registry's
-//! host[:port]. Helm gets the password on stdin (`--password-stdin`), never as an
-//! argument, and keeps it only in the throw-away Helm home: `helm repo add` writes
-//! it to that home's `repositories.yaml`, `helm registry login` to a registry config
-//! there (`HELM_REGISTRY_CONFIG`), so the user's own Helm configuration is neither
-//! read nor changed. Both files are removed as soon as the chart is pulled. The
-//! credentials never reach the bundle or the lock, which name charts by URL only.
+//! The network settings are the ones images use ([`crate::registry`]), looked up by
+//! the repository's or registry's host[:port]:
+//!
+//! - **Mirrors.** An OCI chart is pulled through the mirrors K3s's `registries.yaml`
+//!   lists for its registry, rewritten as for images, then from the registry itself
+//!   ([`Router::routes`]); the chart keeps its upstream name in the bundle and the
+//!   lock (`oci://ghcr.io/org/charts/web:1.2.0`). Chart repositories (`index.yaml`
+//!   over HTTP) have no mirrors in that file; their host's `configs` still apply.
+//! - **TLS.** The system's roots (Helm reads `SSL_CERT_FILE`/`SSL_CERT_DIR` itself),
+//!   plus `--registry-ca` and the host's `configs.<host>.tls.ca_file`: those are
+//!   copied into a folder of the throw-away home that Helm gets in `SSL_CERT_DIR`
+//!   (Helm's own `--ca-file` would replace the system's roots instead of adding to
+//!   them). A client certificate goes in `--cert-file`/`--key-file` (paths, no
+//!   secret), `insecure_skip_verify` is `--insecure-skip-tls-verify`.
+//! - **Proxies.** Helm inherits `HTTPS_PROXY`, `HTTP_PROXY` and `NO_PROXY`. (Go
+//!   never proxies loopback addresses.)
+//! - **Credentials** (`--registry-auth`, the registries file, Docker's and Podman's
+//!   files and credential helpers; [`crate::registry::auth`]). Helm gets the password
+//!   on stdin (`--password-stdin`), never as an argument, and keeps it only in the
+//!   throw-away Helm home: `helm repo add` writes it to that home's
+//!   `repositories.yaml`, `helm registry login` to a registry config there
+//!   (`HELM_REGISTRY_CONFIG`), so the user's own Helm configuration is neither read
+//!   nor changed. Both files are removed as soon as the chart is pulled. The
+//!   credentials never reach the bundle or the lock, which name charts by URL only.
 
 use std::path::{Path, PathBuf};
 
@@ -25,7 +41,7 @@ use anyhow::Context;
 use fs_err as fs;
 use serde_yaml_ng::Value;
 
-use super::{blame, split, Collector, RenderOptions, Stored, HELM_HINT};
+use super::{blame, split, Collector, Stored, HELM_HINT};
 use crate::bundle::manifest::{BlobEntry, Kind, Object};
 use crate::bundle::meta::{ChartMeta, Meta};
 use crate::bundle::Digest;
@@ -33,8 +49,10 @@ use crate::error::{InputFailure, RegistryFailure};
 use crate::io::cas::Cas;
 use crate::io::process::{Cmd, ProcessError};
 use crate::k8s::{self, helmchart};
+use crate::oci::Reference;
 use crate::progress::Progress;
 use crate::registry::auth::{normalize_host, Credentials, Found, Origin, Store};
+use crate::registry::client::{Route, Router};
 use crate::registry::errors::refusal_hint;
 use crate::resolve::LockCtx;
 use crate::spec::file::ChartEntry;
@@ -47,9 +65,10 @@ pub(super) struct ChartJob<'a> {
     pub spec: &'a LoadedSpec,
     pub cas: &'a Cas,
     pub progress: &'a Progress,
-    pub opts: &'a RenderOptions,
     /// Credentials for chart repositories and registries.
     pub credentials: &'a Store,
+    /// Mirrors and TLS per host.
+    pub router: &'a Router,
     /// A private temporary folder for this entry.
     pub tmp: &'a Path,
     pub discover: bool,
@@ -452,6 +471,71 @@ fn registry_config(tmp: &Path) -> PathBuf {
     tmp.join("helm-home/config/registry/config.json")
 }
 
+/// What Helm is told to reach one host over TLS: extra CAs through `SSL_CERT_DIR`,
+/// the client certificate's paths, whether to check the certificate.
+struct HelmTls {
+    /// `SSL_CERT_DIR` for Helm: a folder holding the extra CAs, then the folders
+    /// Helm would read anyway.
+    cert_dir: Option<std::ffi::OsString>,
+    client: Option<(PathBuf, PathBuf)>,
+    insecure: bool,
+}
+
+impl HelmTls {
+    /// The TLS of `host` (see [`Router::tls`]); CA files are copied into a folder of
+    /// `tmp`.
+    fn of(job: &ChartJob<'_>, host: &str) -> anyhow::Result<HelmTls> {
+        let t = job.router.tls(host);
+        let cert_dir = if t.ca_files.is_empty() {
+            None
+        } else {
+            let dir = job
+                .tmp
+                .join(format!("cas-{}", host.replace([':', '/'], "_")));
+            fs::create_dir_all(&dir)?;
+            for (i, f) in t.ca_files.iter().enumerate() {
+                let pem = fs::read(f).map_err(|e| {
+                    InputFailure(format!(
+                        "charts[{}]: cannot read the CA file {}: {e}",
+                        job.index,
+                        f.display()
+                    ))
+                })?;
+                fs::write(dir.join(format!("ca-{i}.pem")), pem)?;
+            }
+            // Go reads these instead of its default folders once SSL_CERT_DIR is set.
+            let rest = std::env::var_os("SSL_CERT_DIR")
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| "/etc/ssl/certs:/etc/pki/tls/certs".into());
+            let mut v = dir.into_os_string();
+            v.push(":");
+            v.push(rest);
+            Some(v)
+        };
+        Ok(HelmTls {
+            cert_dir,
+            client: t.client,
+            insecure: t.insecure,
+        })
+    }
+
+    /// `cmd` with these settings; `skip_verify` is the flag that command spells
+    /// `insecure_skip_verify` with (`--insecure-skip-tls-verify`, or `--insecure`
+    /// for `helm registry login`).
+    fn apply(&self, mut cmd: Cmd, skip_verify: &str) -> Cmd {
+        if let Some(d) = &self.cert_dir {
+            cmd = cmd.env("SSL_CERT_DIR", d);
+        }
+        if let Some((c, k)) = &self.client {
+            cmd = cmd.arg("--cert-file").arg(c).arg("--key-file").arg(k);
+        }
+        if self.insecure {
+            cmd = cmd.arg(skip_verify);
+        }
+        cmd
+    }
+}
+
 /// Where the credentials for one chart host come from.
 struct HostAuth {
     /// host[:port], as `--registry-auth` takes it.
@@ -519,6 +603,34 @@ fn refusal(e: &ProcessError) -> Option<&'static str> {
     }
 }
 
+/// What fixes the TLS failure Helm's stderr reports (Go's `x509:` and `tls:`
+/// errors), if it reports one: the same reasons and fixes as for images
+/// ([`crate::registry::errors`]).
+fn tls_hint(e: &ProcessError, host: &str) -> Option<String> {
+    let ProcessError::Failed { stderr, .. } = e else {
+        return None;
+    };
+    let file = format!("configs.\"{host}\".tls");
+    if stderr.contains("certificate signed by unknown authority") {
+        Some(format!("its certificate comes from a CA this machine does not trust: pass --registry-ca FILE with the CA that issued it, or set {file}.ca_file in a --registries file, or add that CA to the system's trust store (SSL_CERT_FILE, SSL_CERT_DIR)"))
+    } else if stderr.contains("x509: certificate is valid for")
+        || stderr.contains("x509: certificate is not valid for any names")
+        || stderr.contains("because it doesn't contain any IP SANs")
+    {
+        Some(format!("its certificate is not valid for the name {host}: use a name the certificate lists, or have it reissued for {host}"))
+    } else if stderr.contains("x509: certificate has expired or is not yet valid") {
+        Some("its certificate has expired (or is not valid yet): have it renewed, and check this machine's clock".into())
+    } else if stderr.contains("tls: certificate required")
+        || stderr.contains("tls: bad certificate")
+    {
+        Some(format!("it wants a client certificate it accepts: pass --registry-cert FILE --registry-key FILE, or set {file}.cert_file and key_file in a --registries file"))
+    } else if stderr.contains("server gave HTTP response to HTTPS client") {
+        Some(format!("it speaks plain HTTP: write its endpoint as http://{host} in the registries file, or pass --insecure-registry {host}"))
+    } else {
+        None
+    }
+}
+
 /// `text` with `secret` replaced, in case a tool ever echoes it. Secrets shorter
 /// than 4 characters are left alone: replacing them would garble the message and
 /// hide nothing a guess would not find.
@@ -541,15 +653,19 @@ fn pull_failure(
     e: ProcessError,
 ) -> anyhow::Error {
     let refused = refusal(&e);
+    let tls = tls_hint(&e, &auth.host);
     let secret = auth.password();
     blame(e, |e| {
         let host = &auth.host;
-        let msg = match refused {
-            Some(status) => {
+        let msg = match (refused, tls) {
+            (_, Some(hint)) => format!(
+                "charts[{i}]: cannot pull {what}: TLS with {server} {host} failed: {hint}: {e:#}"
+            ),
+            (Some(status), None) => {
                 let hint = refusal_hint(host, &auth.found.origin, "read the chart");
                 format!("charts[{i}]: {server} {host} refused access to {what} ({status}): {hint}: {e:#}")
             }
-            None => format!(
+            (None, None) => format!(
                 "charts[{i}]: cannot pull {what}; check the URL, name and version, and that the repository is reachable: {e:#}"
             ),
         };
@@ -567,8 +683,12 @@ fn pull_repo(
     let i = job.index;
     let what = format!("chart {name} {} from {url}", version.unwrap_or("(latest)"));
     let auth = HostAuth::lookup(job, url_host(url))?;
+    let tls = HelmTls::of(job, url_host(url))?;
     let fail = |e| pull_failure(i, &what, "chart repository", &auth, e);
-    let mut add = isolated_helm(job.tmp).args(["repo", "add", REPO_NAME, url]);
+    let mut add = tls.apply(
+        isolated_helm(job.tmp).args(["repo", "add", REPO_NAME, url]),
+        "--insecure-skip-tls-verify",
+    );
     if let Some((user, pass)) = auth.basic(i)? {
         // Kept in the throw-away repositories.yaml; `helm pull REPO/NAME` sends them
         // to the repository's host (not to other hosts the index may point to).
@@ -577,11 +697,14 @@ fn pull_repo(
             .stdin(pass);
     }
     add.output().map_err(fail)?;
-    let mut cmd = isolated_helm(job.tmp)
-        .arg("pull")
-        .arg(format!("{REPO_NAME}/{name}"))
-        .arg("-d")
-        .arg(dest);
+    let mut cmd = tls.apply(
+        isolated_helm(job.tmp)
+            .arg("pull")
+            .arg(format!("{REPO_NAME}/{name}"))
+            .arg("-d")
+            .arg(dest),
+        "--insecure-skip-tls-verify",
+    );
     if let Some(v) = version {
         cmd = cmd.args(["--version", v]);
     }
@@ -653,31 +776,75 @@ fn pull_oci(
     dest: &Path,
 ) -> anyhow::Result<PathBuf> {
     let i = job.index;
-    let host = reference.strip_prefix("oci://").unwrap_or(reference);
-    let host = normalize_host(host.split('/').next().unwrap_or_default());
-    let insecure = job
-        .opts
-        .registry
-        .insecure_hosts
-        .iter()
-        .any(|h| normalize_host(h) == host);
+    let name = reference.strip_prefix("oci://").unwrap_or(reference);
+    let routes = match Reference::parse(name) {
+        Ok(r) => job.router.routes(&r),
+        // Not an image reference: Helm is the judge; no mirror applies.
+        Err(_) => {
+            let (host, path) = name.split_once('/').unwrap_or((name, ""));
+            vec![job.router.route_to(host, path)]
+        }
+    };
     let what = format!("chart {reference} {}", version.unwrap_or("(latest)"));
+    let mut failures: Vec<(Route, anyhow::Error)> = Vec::new();
+    for route in routes {
+        match pull_oci_from(job, &route, &what, version, dest) {
+            Ok(tgz) => return Ok(tgz),
+            // A missing helm, or the machine's own trouble: no other route helps.
+            Err(e) if !e.chain().any(|c| c.is::<RegistryFailure>()) => return Err(e),
+            Err(e) => failures.push((route, e)),
+        }
+    }
+    if failures.len() == 1 {
+        return Err(failures.remove(0).1);
+    }
+    let mut msg = format!(
+        "charts[{i}]: {what} could not be pulled from any of its {} sources (tried in this order):",
+        failures.len()
+    );
+    for (route, e) in &failures {
+        msg.push_str(&format!("\n  - {}: {e:#}", route.describe()));
+    }
+    Err(RegistryFailure(msg).into())
+}
+
+/// `helm pull` of a chart from one route (`oci://ENDPOINT/REPOSITORY`), logged in
+/// to the throw-away home first when gapbundle has credentials for its host.
+fn pull_oci_from(
+    job: &ChartJob<'_>,
+    route: &Route,
+    what: &str,
+    version: Option<&str>,
+    dest: &Path,
+) -> anyhow::Result<PathBuf> {
+    let i = job.index;
+    let host = normalize_host(&route.host);
+    let insecure = route.plain_http;
     let auth = HostAuth::lookup(job, &host)?;
-    let fail = |e| pull_failure(i, &what, "registry", &auth, e);
+    let tls = HelmTls::of(job, &host)?;
+    let server = if route.mirror_of.is_some() {
+        "mirror"
+    } else {
+        "registry"
+    };
+    let fail = |e| pull_failure(i, what, server, &auth, e);
     let mut cmd = match auth.basic(i)? {
         // Logged in to the throw-away home's registry config only.
         Some((user, pass)) => {
-            let mut login = isolated_helm(job.tmp)
-                .args([
-                    "registry",
-                    "login",
-                    &host,
-                    "--username",
-                    user,
-                    "--password-stdin",
-                ])
-                .stdin(pass);
-            if insecure {
+            let mut login = tls.apply(
+                isolated_helm(job.tmp)
+                    .args([
+                        "registry",
+                        "login",
+                        &route.endpoint,
+                        "--username",
+                        user,
+                        "--password-stdin",
+                    ])
+                    .stdin(pass),
+                "--insecure",
+            );
+            if insecure && !tls.insecure {
                 // Helm's login has no --plain-http: --insecure lets it fall back
                 // to plain HTTP (and accept any certificate), as --insecure-registry
                 // means for images.
@@ -690,13 +857,18 @@ fn pull_oci(
         // applies as it always did.
         None => helm(),
     };
-    cmd = cmd.arg("pull").arg(reference).arg("-d").arg(dest);
+    cmd = cmd
+        .arg("pull")
+        .arg(format!("oci://{}/{}", route.endpoint, route.repository))
+        .arg("-d")
+        .arg(dest);
     if let Some(v) = version {
         cmd = cmd.args(["--version", v]);
     }
     if insecure {
         cmd = cmd.arg("--plain-http");
     }
+    let cmd = tls.apply(cmd, "--insecure-skip-tls-verify");
     let pulled = cmd.output();
     forget_credentials(job.tmp);
     pulled.map_err(fail)?;

@@ -30,6 +30,7 @@ use crate::io::process::{Cmd, ProcessError};
 use crate::k8s::{self, names, Document};
 use crate::progress::Progress;
 use crate::registry::auth;
+use crate::registry::client::Router;
 use crate::registry::Settings;
 use crate::spec::file::ManifestEntry;
 use crate::spec::LoadedSpec;
@@ -44,9 +45,9 @@ pub const KUBECTL_HINT: &str =
 /// What rendering needs from the command line.
 #[derive(Debug, Clone, Default)]
 pub struct RenderOptions {
-    /// The registry settings images use: `insecure_hosts` (OCI charts from them are
-    /// pulled over plain HTTP), `credentials` and `docker_config` (for chart
-    /// repositories and OCI registries as for image registries).
+    /// The registry settings images use: mirrors (OCI charts are pulled through
+    /// them as images are), plain HTTP, credentials, CAs and client certificates
+    /// (for chart repositories and OCI registries as for image registries).
     pub registry: Settings,
 }
 
@@ -67,10 +68,8 @@ pub fn render(
     if !(s.charts.is_empty() && s.kustomize.is_empty() && s.manifests.is_empty()) {
         let tmp = crate::io::temp::folder("render")
             .context("creating a temporary folder for rendering")?;
-        let credentials = auth::Store::load(
-            &opts.registry.credentials,
-            opts.registry.docker_config.as_deref(),
-        );
+        let credentials = auth::Store::load(&opts.registry);
+        let router = Router::new(&opts.registry);
         for (i, entry) in s.charts.iter().enumerate() {
             let discover = entry.discover_images.unwrap_or(s.discover_images);
             let dir = tmp.path().join(format!("chart-{i}"));
@@ -82,8 +81,8 @@ pub fn render(
                     spec,
                     cas,
                     progress,
-                    opts,
                     credentials: &credentials,
+                    router: &router,
                     tmp: &dir,
                     discover,
                 },

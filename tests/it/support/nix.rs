@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::Duration;
 
-use super::{ok, run, tool};
+use super::{ok, run, run_stdout, tool};
 
 /// `NIX_CONFIG` value for tests that run Nix: flakes on, and no substituters,
 /// so Nix does not spend ~5 s per build trying to reach cache.nixos.org.
@@ -24,6 +24,61 @@ pub fn nix(program: &str) -> Command {
 pub fn with_nix_config(mut c: Command) -> Command {
     c.env("NIX_CONFIG", NIX_CONFIG).stdin(Stdio::null());
     c
+}
+
+/// A flake with no inputs that the real Nix builds offline: its `let` defines
+/// `mk = name: script: …`, a derivation whose builder is `/bin/sh -c script` (no
+/// nixpkgs needed), then `lets` (more bindings, `x = mk "name" "script";`), and it
+/// outputs `packages.x86_64-linux = { packages }` (e.g. `inherit app;`).
+pub fn sh_flake(lets: &str, packages: &str) -> String {
+    format!(
+        r#"{{
+  outputs = {{ self }}: let
+    mk = name: script: builtins.derivation {{
+      inherit name;
+      system = "x86_64-linux";
+      builder = "/bin/sh";
+      args = [ "-c" script ];
+      PATH = "/usr/bin:/bin";
+    }};
+{lets}
+  in {{ packages.x86_64-linux = {{ {packages} }}; }};
+}}
+"#
+    )
+}
+
+/// The store path of the flake output `packages.x86_64-linux.<attr>` of the flake in
+/// `flake`, as Nix builds it.
+pub fn nix_built(flake: &Path, attr: &str) -> String {
+    let out = run_stdout(
+        nix("nix")
+            .args(["build", "--json", "--no-link"])
+            .arg(format!(".#packages.x86_64-linux.{attr}"))
+            .current_dir(flake),
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v[0]["outputs"]["out"].as_str().unwrap().to_string()
+}
+
+/// The paths of `paths` that are valid in the chroot store at `root`.
+pub fn nix_valid_in(root: &Path, paths: &[String]) -> Vec<String> {
+    if !root.join("nix/var/nix/db").exists() {
+        return Vec::new();
+    }
+    let out = run_stdout(
+        nix("nix-store")
+            .arg("--store")
+            .arg(format!("local?root={}", root.display()))
+            .args(["--check-validity", "--print-invalid"])
+            .args(paths),
+    );
+    let invalid: Vec<&str> = out.lines().collect();
+    paths
+        .iter()
+        .filter(|p| !invalid.contains(&p.as_str()))
+        .cloned()
+        .collect()
 }
 
 /// A key pair made by Nix itself (`nix key generate-secret --key-name NAME`, then

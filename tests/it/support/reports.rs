@@ -25,7 +25,8 @@ pub fn cli_schema(report: &str) -> jsonschema::Validator {
 }
 
 /// Checks `value` against the schema of `report` (`create`, `verify`, `inspect`,
-/// `import`, `import-plan`, `split`, `join`, `inventory`, `patch`, `diff`, `list`, `remove`,
+/// `import`, `import-plan`, `split`, `join`, `inventory`, `patch`, `diff`, `serve`, `list`,
+/// `remove`,
 /// `key-generate`, `key-public`, `man`, `error`).
 pub fn assert_report(value: &Value, report: &str) {
     let errors: Vec<String> = cli_schema(report)
