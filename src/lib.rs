@@ -11,6 +11,7 @@
 //!   K3s's `registries.yaml` (mirrors, rewrites), pure;
 //! - [`k8s`]: Kubernetes manifests as data (documents, workload images, HelmChart), pure;
 //! - [`nixfmt`]: Nix's formats (nix32, narinfo, path signatures, NARs), pure;
+//! - [`sbom`]: software bills of materials (CycloneDX, SPDX) of a bundle's head, pure;
 //! - [`registry`]: the one registry client (TLS, routes, credentials, retries, advice)
 //!   for pulls and pushes;
 //! - [`resolve`]: inputs to blobs (registries, local layouts and archives, Nix
@@ -43,6 +44,7 @@ pub mod pool;
 pub mod progress;
 pub mod registry;
 pub mod resolve;
+pub mod sbom;
 pub mod serve;
 pub mod spec;
 pub mod text;

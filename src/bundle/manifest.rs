@@ -74,6 +74,9 @@ pub enum Kind {
     Spec,
     /// The lock file the bundle was made from.
     Lock,
+    /// A software bill of materials of the bundle's other objects (format.md
+    /// section 17), stored by `create --sbom`.
+    Sbom,
     /// A kind from a newer minor version: carried and verified, never imported.
     Other(String),
 }
@@ -89,6 +92,7 @@ impl Kind {
             Kind::File => "file",
             Kind::Spec => "spec",
             Kind::Lock => "lock",
+            Kind::Sbom => "sbom",
             Kind::Other(s) => s,
         }
     }
@@ -119,6 +123,7 @@ impl<'de> Deserialize<'de> for Kind {
             "file" => Kind::File,
             "spec" => Kind::Spec,
             "lock" => Kind::Lock,
+            "sbom" => Kind::Sbom,
             _ => Kind::Other(s),
         })
     }

@@ -94,7 +94,7 @@ impl Meta {
             Kind::K8sManifest => Meta::K8sManifest(parse(fields)?),
             Kind::Chart => Meta::Chart(parse(fields)?),
             Kind::File => Meta::File(parse(fields)?),
-            Kind::Spec | Kind::Lock | Kind::Other(_) => Meta::Untyped(fields),
+            Kind::Spec | Kind::Lock | Kind::Sbom | Kind::Other(_) => Meta::Untyped(fields),
         })
     }
 
@@ -574,7 +574,7 @@ mod tests {
         );
         assert_eq!(m.file().unwrap().mode_bits(), 0o755);
         // Kinds without typed meta keep theirs as written.
-        let m = Meta::typed(&Kind::Other("sbom".into()), fields(r#"{"a":1}"#)).unwrap();
+        let m = Meta::typed(&Kind::Other("attestation".into()), fields(r#"{"a":1}"#)).unwrap();
         assert_eq!(m, Meta::Untyped(fields(r#"{"a":1}"#)));
         assert!(Meta::typed(&Kind::Spec, Extra::new()).unwrap().is_empty());
     }
