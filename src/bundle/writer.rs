@@ -94,7 +94,9 @@ impl crate::error::Classify for WriteError {
     }
 }
 
-/// Collects blobs and objects, then lays them out.
+/// Collects blobs and objects, then lays them out. Cloned to lay out a draft
+/// (`create --sbom` describes the objects before its own object is added).
+#[derive(Clone)]
 pub struct BundleBuilder {
     name: String,
     version: String,

@@ -75,6 +75,8 @@ pub enum Command {
     Patch(PatchArgs),
     /// What changed between two bundles, from their heads.
     Diff(DiffArgs),
+    /// Write a software bill of materials (CycloneDX or SPDX) of a bundle, from its head.
+    Sbom(SbomArgs),
     /// Make and convert signing keys (Nix's `name:base64` format).
     #[command(subcommand)]
     Key(KeyCommand),
@@ -192,6 +194,36 @@ pub struct CreateArgs {
         help_heading = "Volumes"
     )]
     pub parity: Option<u32>,
+    /// Also store a software bill of materials of the bundle's objects inside it, as
+    /// an `sbom` object, signed with the rest (repeatable: one per format).
+    #[arg(long = "sbom", value_enum, value_name = "FORMAT")]
+    pub sbom: Vec<SbomFormat>,
+}
+
+/// An SBOM format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub enum SbomFormat {
+    /// CycloneDX 1.6, JSON.
+    Cyclonedx,
+    /// SPDX 2.3, JSON.
+    Spdx,
+}
+
+/// `gapbundle sbom`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Only the head is read: a delta, a set of volumes (give the first) or a bundle still being copied works. The signers are the keys the bundle claims; `gapbundle verify --trust KEY` checks them. The same bundle gives the same bytes."
+)]
+pub struct SbomArgs {
+    /// The bundle file (or its first volume, BUNDLE.001).
+    pub bundle: PathBuf,
+    /// The format.
+    #[arg(long, value_enum, default_value = "cyclonedx")]
+    pub format: SbomFormat,
+    /// Write the SBOM to FILE instead of standard output (with --json, a report
+    /// of what was written is printed).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 /// `gapbundle split`.

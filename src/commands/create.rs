@@ -62,6 +62,7 @@ use crate::progress::{human_bytes, Progress};
 use crate::resolve::image::{self, Blob, ImagePlan};
 use crate::resolve::registry::{FetchStats, Registry};
 use crate::resolve::{archive, files, k8s, layout, nix, Contribution, LockCtx};
+use crate::sbom::{render, Subject};
 use crate::spec::{self, ImageRequest, ImageSource, LoadedSpec, Lock, LockedImage};
 
 /// Media type of the spec file stored in a bundle.
@@ -735,6 +736,31 @@ fn assemble(
             blobs: vec![d],
             meta: Meta::default(),
         })?;
+    }
+    // `--sbom`: the documents describe the objects laid out so far (format.md
+    // section 17.3: not the bundle digest, which depends on the manifest that
+    // holds them), and are objects themselves.
+    if !a.sbom.is_empty() {
+        let draft = builder.clone().finish()?;
+        for format in &a.sbom {
+            let doc = render(
+                &draft.manifest,
+                &Subject::Contents,
+                *format,
+                super::sbom::TOOL_VERSION,
+            );
+            let d = cas.put_bytes(&doc)?;
+            builder.add_blob(blob_entry(d, doc.len() as u64, format.media_type()), 0)?;
+            builder.add_object(Object {
+                kind: Kind::Sbom,
+                name: format.object_name().into(),
+                digest: d,
+                media_type: format.media_type().into(),
+                size: doc.len() as u64,
+                blobs: vec![d],
+                meta: Meta::default(),
+            })?;
+        }
     }
     let full = builder.finish()?;
     if inputs.bases.is_empty() {

@@ -23,6 +23,7 @@ pub mod key;
 pub mod patch;
 pub mod receipts;
 pub mod report;
+pub mod sbom;
 pub mod serve;
 pub mod settings;
 pub mod verify;
@@ -174,6 +175,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Remove(a) => receipts::remove(a, &out),
         Command::Patch(a) => patch::run(a, &out),
         Command::Diff(a) => diff::run(a, &out),
+        Command::Sbom(a) => sbom::run(a, &out),
         Command::Key(KeyCommand::Generate(a)) => key::generate(a, &out),
         Command::Key(KeyCommand::Public(a)) => key::public(a, &out),
         Command::Completions(a) => docs::completions(a),

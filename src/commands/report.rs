@@ -384,6 +384,34 @@ pub struct SplitReport {
     pub removed: Vec<PathBuf>,
 }
 
+/// `sbom -o FILE --json`: the document written.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SbomReport {
+    /// Always true.
+    pub ok: bool,
+    /// The file written, as given with -o.
+    pub output: PathBuf,
+    /// `cyclonedx` or `spdx`.
+    pub format: String,
+    /// The document's media type.
+    pub media_type: String,
+    /// The document's sha256.
+    pub sha256: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// The bundle's name.
+    pub name: String,
+    /// The bundle's version.
+    pub version: String,
+    /// The bundle digest the document names.
+    pub digest: String,
+    /// Components described (objects of the bundle).
+    pub components: usize,
+    /// Always false: an SBOM lists the signers the bundle claims.
+    pub signature_checked: bool,
+}
+
 /// `join --json`.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -19,8 +19,8 @@ use std::path::PathBuf;
 use super::Failure;
 use crate::bundle::volumes::parse_size;
 use crate::cli::{
-    CreateArgs, ImportArgs, InventoryArgs, JoinArgs, ListArgs, PatchArgs, RemoveArgs, ServeArgs,
-    SplitArgs, TargetArgs, TrustArgs, VerifyArgs,
+    CreateArgs, ImportArgs, InventoryArgs, JoinArgs, ListArgs, PatchArgs, RemoveArgs, SbomArgs,
+    SbomFormat, ServeArgs, SplitArgs, TargetArgs, TrustArgs, VerifyArgs,
 };
 use crate::error::InputFailure;
 use crate::import::nix::NixOptions;
@@ -69,6 +69,8 @@ pub struct CreateSettings {
     pub volume_size: Option<u64>,
     /// `--parity`: parity volumes to write with them.
     pub parity: Option<u32>,
+    /// `--sbom`: the SBOM formats stored in the bundle, each once, sorted.
+    pub sbom: Vec<crate::sbom::Format>,
 }
 
 impl CreateSettings {
@@ -106,6 +108,13 @@ impl CreateSettings {
             against_trust: a.trust,
             volume_size: a.volume_size.as_deref().map(volume_size).transpose()?,
             parity: a.parity,
+            sbom: a
+                .sbom
+                .iter()
+                .map(|f| sbom_format(*f))
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect(),
         })
     }
 }
@@ -508,6 +517,36 @@ impl JoinSettings {
             output: a.output,
             threads: a.jobs.unwrap_or_else(default_threads).max(1),
         }
+    }
+}
+
+/// `gapbundle sbom`, resolved.
+#[derive(Debug, Clone)]
+pub struct SbomSettings {
+    /// The bundle (or its first volume).
+    pub bundle: PathBuf,
+    /// The format.
+    pub format: crate::sbom::Format,
+    /// Where the document goes; standard output when `None`.
+    pub output: Option<PathBuf>,
+}
+
+impl SbomSettings {
+    /// Resolves sbom's flags.
+    pub fn resolve(a: SbomArgs) -> Self {
+        SbomSettings {
+            bundle: a.bundle,
+            format: sbom_format(a.format),
+            output: a.output,
+        }
+    }
+}
+
+/// The format a command-line `FORMAT` names.
+pub fn sbom_format(f: SbomFormat) -> crate::sbom::Format {
+    match f {
+        SbomFormat::Cyclonedx => crate::sbom::Format::CycloneDx,
+        SbomFormat::Spdx => crate::sbom::Format::Spdx,
     }
 }
 
