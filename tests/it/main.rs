@@ -46,6 +46,7 @@ mod properties;
 mod registry_client;
 mod registry_resolver;
 mod reports;
+mod sbom;
 mod serve;
 mod services;
 mod site;
