@@ -14,7 +14,7 @@
 //! bundle's `created`, the serial number (CycloneDX) and the document namespace
 //! (SPDX) are derived from the bundle digest, every identifier inside from the
 //! object it names, and JSON objects are written with sorted keys. Both writers
-//! share the walk over the manifest ([`Graph`]), so the two formats describe the
+//! share the walk over the manifest (`Graph`), so the two formats describe the
 //! same components with the same dependencies.
 
 mod cyclonedx;
