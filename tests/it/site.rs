@@ -4,7 +4,8 @@
 //! of a bundle into a real containerd with a second bundle sharing an image, then
 //! `list`, `remove` and `--prune`, judged with `ctr`; K3s's own air-gap artifacts
 //! as inputs (a docker-archive of several images, a zstd oci-archive, an image
-//! list), judged with skopeo; fleet mode leaving manifests out; and the progress
+//! list), judged with skopeo; fleet mode leaving manifests out; `import --dry-run`
+//! to a fleet registry and a Nix store that nothing answers for; and the progress
 //! bar of a containerd import of a 300 MiB layer under a real terminal (`script`).
 
 use std::collections::BTreeMap;
@@ -12,6 +13,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::process::Output;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -819,6 +821,152 @@ fn fleet_mode_leaves_manifests_out_unless_asked() {
 // ---------------------------------------------------------------------------
 // What an operator sees
 // ---------------------------------------------------------------------------
+
+/// `import --dry-run` of `bundle` to the fleet registry `registry` and the Nix
+/// store `store` (`--json` when `json`).
+fn dry_run_to(w: &Work, bundle: &Path, registry: &str, store: &str, json: bool) -> Output {
+    let mut c = with_nix_config(w.import(bundle));
+    c.args(["--registry", registry, "--insecure-registry", registry])
+        .args(["--nix-store", store, "--retries", "1", "--dry-run"]);
+    if json {
+        c.arg("--json");
+    }
+    c.output().unwrap()
+}
+
+#[test]
+fn a_dry_run_plans_a_fleet_registry_and_a_nix_store_it_cannot_reach() {
+    require_tool("nix");
+    let reg = Registry::start();
+    let fx = push_fixture_images(&reg, None);
+    let w = Work::new("site-test");
+    w.write(
+        "flake/flake.nix",
+        &sh_flake(
+            r#"    app = mk "gb-dry-run-app" "mkdir $out; echo dry > $out/run";"#,
+            "inherit app;",
+        ),
+    );
+    w.write(
+        "bundle.yaml",
+        &format!(
+            "name: dry\nversion: \"1\"\nplatforms: [linux/amd64]\nimages:\n  - ref: {}\nnix:\n  - installable: ./flake#packages.x86_64-linux.app\n",
+            fx.app.reference
+        ),
+    );
+    ok(with_nix_config(w.create("dry.gapb"))
+        .args(["--insecure-registry", &reg.addr])
+        .output()
+        .unwrap());
+    let bundle = w.path("dry.gapb");
+    // Nothing listens on the registry's port, and no daemon on the store's socket.
+    let registry = format!("127.0.0.1:{}", free_port());
+    let socket = w.path("no-daemon.sock");
+    let store = format!("unix://{}", socket.display());
+
+    // Exit code 0, and per target: planned as if it held nothing, which target it
+    // could not reach, why, and the next step.
+    let o = ok(dry_run_to(&w, &bundle, &registry, &store, false));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(text.starts_with("dry run: dry 1 ("), "{text}");
+    assert!(text.contains("nothing changed"), "{text}");
+    let section = |target: &str| -> String {
+        let at = text
+            .find(&format!("  {target}: "))
+            .unwrap_or_else(|| panic!("no {target} in {text}"));
+        let rest = &text[at + 2..];
+        let end = rest
+            .find("\n  registry ")
+            .filter(|e| *e > 0)
+            .unwrap_or(rest.len());
+        rest[..end].to_string()
+    };
+    let nix_part = section(&format!("nix store {store}"));
+    let fleet_part = section(&format!("registry {registry}"));
+    let nix_path = nix_built(&w.path("flake"), "app");
+    for (part, new, why) in [
+        (
+            &nix_part,
+            format!("new      nix-path {nix_path}"),
+            vec!["Is nix-daemon running", &*socket.to_string_lossy()],
+        ),
+        (
+            &fleet_part,
+            format!("new      {registry}/team/app:1.2"),
+            vec!["is the registry running there", "connection refused"],
+        ),
+    ] {
+        assert!(part.contains(": 1 new, 0 already present, "), "{part}");
+        assert!(
+            part.contains("not reachable, so what it holds was not checked"),
+            "{part}"
+        );
+        assert!(part.contains(&new), "{part}");
+        for w in why {
+            assert!(part.contains(w), "{w:?} in {part}");
+        }
+    }
+    // --json: the plan follows its schema (cli_report checks), each target says why
+    // it was not reached, and the sizes are those of the same targets reachable and
+    // empty: a fresh fleet registry and a fresh store.
+    let plan = cli_report(
+        &ok(dry_run_to(&w, &bundle, &registry, &store, true)),
+        "import-plan",
+    );
+    let fleet = Registry::start();
+    let fresh = chroot_store(&w.path("fresh-store"));
+    let live = cli_report(
+        &ok(dry_run_to(&w, &bundle, &fleet.addr, &fresh, true)),
+        "import-plan",
+    );
+    let targets = plan["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 2, "{plan}");
+    for (t, l) in targets.iter().zip(live["targets"].as_array().unwrap()) {
+        let why = t["plan"]["unreachable"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{plan}"));
+        assert!(
+            why.contains("Is nix-daemon running") || why.contains("is the registry running there"),
+            "{why}"
+        );
+        assert!(l["plan"].get("unreachable").is_none(), "{live}");
+        assert!(t["plan"]["bytesToWrite"].as_u64().unwrap() > 0, "{plan}");
+        assert_eq!(
+            t["plan"]["bytesToWrite"], l["plan"]["bytesToWrite"],
+            "planned unreached as reached: {plan}\n{live}"
+        );
+        assert_eq!(
+            t["plan"]["newObjects"].as_array().unwrap().len(),
+            l["plan"]["newObjects"].as_array().unwrap().len(),
+            "{plan}\n{live}"
+        );
+    }
+    // Without --dry-run, each one alone stops the import before anything is
+    // written: exit code 5, naming the target and the next step.
+    let mut c = with_nix_config(w.import(&bundle));
+    c.args(["--skip-images", "--nix-store", &store]);
+    let e = fails(&c.output().unwrap(), 5);
+    assert!(
+        e.contains(&format!("nix store {store} cannot be reached"))
+            && e.contains("Is nix-daemon running"),
+        "{e}"
+    );
+    let mut c = w.import(&bundle);
+    c.args([
+        "--skip-nix",
+        "--registry",
+        &registry,
+        "--insecure-registry",
+        &registry,
+    ])
+    .args(["--retries", "1"]);
+    let e = fails(&c.output().unwrap(), 5);
+    assert!(
+        e.contains(&registry) && e.contains("is the registry running there"),
+        "{e}"
+    );
+    assert!(!w.state_dir().join("receipts/dry.json").exists());
+}
 
 /// A sha256 of a file, streamed.
 fn sha256_file(p: &Path) -> String {
