@@ -3,8 +3,8 @@
 //! flake output built by the real Nix) with escapes tried and refused; v1 then v2
 //! of a bundle into a real containerd with a second bundle sharing an image, then
 //! `list`, `remove` and `--prune`, judged with `ctr`; K3s's own air-gap artifacts
-//! as inputs (a docker-archive of several images, a zstd oci-archive, an image
-//! list), judged with skopeo; fleet mode leaving manifests out; `import --dry-run`
+//! as inputs (a docker-archive of several images, plain and gzip-compressed, a zstd
+//! oci-archive, an image list), judged with skopeo and `ctr`; fleet mode leaving manifests out; `import --dry-run`
 //! to a fleet registry and a Nix store that nothing answers for; and the progress
 //! bar of a containerd import of a 300 MiB layer under a real terminal (`script`).
 
@@ -770,6 +770,108 @@ fn k3s_air_gap_artifacts_are_inputs() {
         .unwrap();
     let err = fails(&o, 4);
     assert!(err.contains("images.txt:2: `not a reference`"), "{err}");
+}
+
+#[test]
+fn a_gzip_compressed_docker_archive_of_several_images_is_an_input_and_lands_whole_in_containerd() {
+    require_tool("gzip");
+    let ctd = Containerd::start();
+    let w = Work::new("site-test");
+    let layout = fixture_layout().display().to_string();
+    // K3s's own k3s-airgap-images-amd64.tar.gz is this: a docker-archive of several
+    // images, gzip-compressed by gzip.
+    let parts: Vec<PathBuf> = [
+        (tags::APP, "example/app:1.2"),
+        (tags::TOOL, "example/tool:0.3"),
+    ]
+    .iter()
+    .map(|(tag, name)| {
+        let out = w.path(format!("{}.tar", name.replace(['/', ':'], "-")));
+        run(skopeo().args([
+            "copy",
+            "--quiet",
+            &format!("oci:{layout}:{tag}"),
+            &format!("docker-archive:{}:{name}", out.display()),
+        ]));
+        out
+    })
+    .collect();
+    let tar = w.path("k3s-airgap-images-amd64.tar");
+    merge_docker_archives(&parts, &tar);
+    let original = fs::read(&tar).unwrap();
+    run(tool("gzip").args(["-k", "-9"]).arg(&tar));
+    let gz = w.path("k3s-airgap-images-amd64.tar.gz");
+    assert_eq!(&fs::read(&gz).unwrap()[..2], [0x1f, 0x8b], "gzip wrote it");
+    fs::remove_file(&tar).unwrap();
+    w.write(
+        "bundle.yaml",
+        "name: airgap-gz\nversion: \"1\"\nimages:\n  - archive: ./k3s-airgap-images-amd64.tar.gz\n",
+    );
+    ok(w.create("gz.gapb").output().unwrap());
+    ok(w.verify("gz.gapb"));
+    // --locked from the same archive gives the same bundle.
+    ok(w.create("gz-again.gapb").arg("--locked").output().unwrap());
+    assert_eq!(
+        fs::read(w.path("gz.gapb")).unwrap(),
+        fs::read(w.path("gz-again.gapb")).unwrap()
+    );
+    let info = w.inspect("gz.gapb");
+    let digests: BTreeMap<String, String> = info["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["ref"].as_str().unwrap().to_string(),
+                i["digest"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let names = ["docker.io/example/app:1.2", "docker.io/example/tool:0.3"];
+    assert_eq!(
+        digests.keys().map(String::as_str).collect::<Vec<_>>(),
+        names,
+        "{info}"
+    );
+
+    // Into a real containerd: every image registered under its name with the
+    // bundle's digest, complete, and its layers the ones skopeo reads from the
+    // archive (uncompressed again here, for skopeo).
+    ok(w.import(&w.path("gz.gapb"))
+        .arg("--containerd")
+        .arg(ctd.socket())
+        .output()
+        .unwrap());
+    fs::write(&tar, &original).unwrap();
+    let listed = ctd.ctr_stdout(&["images", "ls"]);
+    let check = ctd.ctr_stdout(&["images", "check"]);
+    for name in names {
+        let row = listed
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("{name} not in ctr images ls:\n{listed}"));
+        assert!(row.contains(&digests[name]), "{row}");
+        let row = check
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("{name} not in ctr images check:\n{check}"));
+        assert!(row.contains("complete"), "{row}");
+        let exported = w.path("export.tar");
+        run(ctd
+            .ctr()
+            .args(["images", "export", "--platform", "linux/amd64"])
+            .arg(&exported)
+            .arg(name));
+        let from_containerd = skopeo_manifest(&format!("oci-archive:{}", exported.display()), None);
+        let from_archive =
+            skopeo_manifest(&format!("docker-archive:{}:{name}", tar.display()), None);
+        assert_eq!(
+            manifest_layer_digests(&from_containerd),
+            manifest_layer_digests(&from_archive),
+            "{name}: {from_containerd}\n{from_archive}"
+        );
+        fs::remove_file(&exported).unwrap();
+    }
 }
 
 // ---------------------------------------------------------------------------
