@@ -6,14 +6,15 @@
 //! as inputs (a docker-archive of several images, plain and gzip-compressed, a zstd
 //! oci-archive, an image list), judged with skopeo and `ctr`; fleet mode leaving manifests out; `import --dry-run`
 //! to a fleet registry and a Nix store that nothing answers for; and the progress
-//! bar of a containerd import of a 300 MiB layer under a real terminal (`script`).
+//! bars of a containerd import and a fleet push of a big layer and of a Nix store
+//! import of a 64 MiB path, under a real terminal (`script`).
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -1186,19 +1187,30 @@ fn the_containerd_bar_moves_with_the_bytes_of_a_300_mib_layer() {
     );
     ok(w.create("big.gapb").arg("--quiet").output().unwrap());
     fs::remove_dir_all(w.path("big")).unwrap();
-    // Under a terminal, as an operator runs it: `script` gives the command a pty
-    // and copies what it draws to our stdout.
-    let cmd = w.import(&w.path("big.gapb"));
-    let mut line = shell_quote(&gapbundle_bin().display().to_string());
+    let mut cmd = w.import(&w.path("big.gapb"));
+    cmd.arg("--containerd").arg(ctd.socket());
+    let screen = under_a_terminal(&cmd);
+    assert!(screen.contains("imported big 1"), "{screen}");
+    assert_moved_with_the_bytes(&screen, 299.0);
+    fs::remove_file(w.path("big.gapb")).unwrap();
+    fs::remove_dir_all(w.path("cache")).unwrap();
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// What `cmd` (a gapbundle command) draws when an operator runs it on a terminal:
+/// `script` gives it a pty and copies the screen to its stdout. `cmd`'s
+/// environment is passed on; the run must succeed.
+fn under_a_terminal(cmd: &Command) -> String {
+    let mut line = shell_quote(&cmd.get_program().to_string_lossy());
     for a in cmd.get_args() {
         line.push(' ');
         line.push_str(&shell_quote(&a.to_string_lossy()));
     }
-    line.push_str(&format!(
-        " --containerd {}",
-        shell_quote(&ctd.socket().display().to_string())
-    ));
-    let out = ok(tool("script")
+    let mut script = tool("script");
+    script
         .args([
             "--quiet",
             "--flush",
@@ -1207,22 +1219,95 @@ fn the_containerd_bar_moves_with_the_bytes_of_a_300_mib_layer() {
             &line,
             "/dev/null",
         ])
-        .env("GAPBUNDLE_STATE_DIR", w.state_dir())
-        .env("COLUMNS", "160")
-        .output()
-        .unwrap());
-    let screen = String::from_utf8_lossy(&out.stdout);
-    assert!(screen.contains("imported big 1"), "{screen}");
-    let counts = drawn_counts(&screen, 299.0);
-    let between: Vec<&f64> = counts.iter().filter(|c| **c > 1.0 && **c < 299.0).collect();
-    assert!(
-        !between.is_empty(),
-        "the bar showed intermediate byte counts of the 300 MiB layer: {counts:?}\n{screen}"
-    );
-    fs::remove_file(w.path("big.gapb")).unwrap();
-    fs::remove_dir_all(w.path("cache")).unwrap();
+        .env("COLUMNS", "160");
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => script.env(k, v),
+            None => script.env_remove(k),
+        };
+    }
+    let out = ok(script.output().unwrap());
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
+/// Asserts that `screen` shows a bar of at least `total` MiB at some count
+/// strictly between 1 MiB and `total - 1`: it moved with the bytes, not only at
+/// the start and the end.
+fn assert_moved_with_the_bytes(screen: &str, total: f64) {
+    let counts = drawn_counts(screen, total);
+    let between: Vec<&f64> = counts
+        .iter()
+        .filter(|c| **c > 1.0 && **c < total - 1.0)
+        .collect();
+    assert!(
+        !between.is_empty(),
+        "the bar showed intermediate byte counts of the {total} MiB: {counts:?}\n{screen}"
+    );
+}
+
+#[test]
+fn the_fleet_push_bar_moves_with_the_bytes_of_a_200_mib_layer() {
+    require_tool("script");
+    let fleet = Registry::start();
+    let w = Work::new("site-test");
+    big_layout(&w.path("big"), 200 << 20);
+    w.write(
+        "bundle.yaml",
+        "name: big\nversion: \"1\"\nimages:\n  - layout: ./big:big\n    name: example.test/big:1\n",
+    );
+    ok(w.create("big.gapb").arg("--quiet").output().unwrap());
+    fs::remove_dir_all(w.path("big")).unwrap();
+    fs::remove_dir_all(w.path("cache")).unwrap();
+    let mut cmd = w.import(&w.path("big.gapb"));
+    cmd.args([
+        "--registry",
+        &fleet.addr,
+        "--insecure-registry",
+        &fleet.addr,
+    ]);
+    let screen = under_a_terminal(&cmd);
+    assert!(screen.contains("imported big 1"), "{screen}");
+    assert_moved_with_the_bytes(&screen, 199.0);
+    // What the bar counted arrived: skopeo reads the image from the fleet registry
+    // (`example.test/big:1` keeps its path and tag there).
+    let m = skopeo_manifest(&fleet.docker_ref("big:1"), None);
+    assert_eq!(manifest_layer_digests(&m).len(), 1, "{m}");
+    fs::remove_file(w.path("big.gapb")).unwrap();
+}
+
+#[test]
+fn the_nix_store_bar_moves_with_the_bytes_of_a_64_mib_path() {
+    require_tool("script");
+    require_tool("nix");
+    let w = Work::new("site-test");
+    // Random bytes: the NAR blob stays 64 MiB once zstd-compressed.
+    w.write(
+        "flake/flake.nix",
+        &sh_flake(
+            &format!(
+                r#"    big = mk "gb-progress-{}" "head -c 67108864 /dev/urandom > $out";"#,
+                std::process::id()
+            ),
+            "inherit big;",
+        ),
+    );
+    w.write(
+        "bundle.yaml",
+        "name: big-nix\nversion: \"1\"\nnix:\n  - installable: ./flake#packages.x86_64-linux.big\n",
+    );
+    ok(with_nix_config(w.create("nix.gapb"))
+        .arg("--quiet")
+        .output()
+        .unwrap());
+    fs::remove_dir_all(w.path("cache")).unwrap();
+    let path = nix_built(&w.path("flake"), "big");
+    let root = w.path("store");
+    let mut cmd = with_nix_config(w.import(&w.path("nix.gapb")));
+    cmd.arg("--nix-store").arg(chroot_store(&root));
+    let screen = under_a_terminal(&cmd);
+    assert!(screen.contains("imported big-nix 1"), "{screen}");
+    assert_moved_with_the_bytes(&screen, 63.0);
+    assert_eq!(valid_in(&root, &[path.clone()]), [path.clone()]);
+    run_stdout(nix("nix-store").arg("--delete").arg(&path));
+    fs::remove_file(w.path("nix.gapb")).unwrap();
 }
