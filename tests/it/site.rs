@@ -1307,7 +1307,10 @@ fn the_nix_store_bar_moves_with_the_bytes_of_a_64_mib_path() {
     let screen = under_a_terminal(&cmd);
     assert!(screen.contains("imported big-nix 1"), "{screen}");
     assert_moved_with_the_bytes(&screen, 63.0);
-    assert_eq!(valid_in(&root, &[path.clone()]), [path.clone()]);
+    assert_eq!(
+        valid_in(&root, std::slice::from_ref(&path)),
+        [path.as_str()]
+    );
     run_stdout(nix("nix-store").arg("--delete").arg(&path));
     fs::remove_file(w.path("nix.gapb")).unwrap();
 }
