@@ -310,10 +310,12 @@ pub struct ImportArgs {
         help_heading = "NixOS"
     )]
     pub profile: PathBuf,
-    /// Import the bundle's NixOS system but do not activate it (`gapbundle activate`
-    /// does later).
-    #[arg(long, help_heading = "NixOS")]
-    pub no_activate: bool,
+    /// How far the bundle's NixOS system may be activated: `switch` does what the
+    /// bundle asks (switch, boot or test), `boot` makes it the boot default at most
+    /// (a `switch` becomes `boot`, a `test` is not done), `none` imports it only
+    /// (`gapbundle activate` does it later).
+    #[arg(long, value_name = "LIMIT", default_value = "switch", value_parser = ["none", "boot", "switch"], help_heading = "NixOS")]
+    pub activation: String,
 
     /// Where import receipts are kept (`gapbundle list`, `gapbundle remove`)
     /// [default: /var/lib/gapbundle as root, else $XDG_STATE_HOME/gapbundle].

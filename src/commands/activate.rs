@@ -2,7 +2,7 @@
 //! (format.md section 14.8), and the same step at the end of `import`.
 //!
 //! `import` activates by itself; this command is for later (an import with
-//! `--no-activate`, a `boot` that should now be a `switch`, an activation that was
+//! `--activation none`, a `boot` that should now be a `switch`, an activation that was
 //! rolled back and may be tried again). It activates only what was imported: a
 //! bundle file's signature is checked as `import` checks it and its receipt must be
 //! in the state folder, complete; a receipt (its file, or the bundle's name) says

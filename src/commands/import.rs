@@ -18,6 +18,7 @@ use super::settings::ImportSettings;
 use super::verify::{check_trust, Trust};
 use super::{print_json, Failure};
 use crate::bundle::manifest::Kind;
+use crate::bundle::meta::Activation;
 use crate::bundle::reader::{read_head, verify_stream, Head};
 use crate::bundle::receipt::{
     carried, replacement, Receipt, Retire, Section, SystemRecord, RECEIPT_MAJOR,
@@ -209,7 +210,7 @@ pub fn run(a: ImportArgs, out: &OutputArgs) -> Result<(), Failure> {
 
 /// The bundle's NixOS system, when this import puts it into the host's own store
 /// (the only one that can be activated); said when it does not. Activated unless
-/// `--no-activate` (then `gapbundle activate` does it from the receipt).
+/// `--activation none` (then `gapbundle activate` does it from the receipt).
 fn system_to_activate(
     a: &ImportSettings,
     head: &Head,
@@ -228,13 +229,30 @@ fn system_to_activate(
         ));
         return None;
     }
-    if a.profile.is_none() {
+    let later = |why: &str| {
         progress.message(format!(
-            "the bundle's NixOS system {} is imported but not activated (--no-activate): `gapbundle activate {}` does it",
+            "the bundle's NixOS system {} is imported but not activated ({why}): `gapbundle activate {}` does it",
             escaped(&o.name),
             escaped(&head.manifest.name)
-        ));
-    }
+        ))
+    };
+    let action = match action {
+        _ if a.profile.is_none() => {
+            later("--activation none");
+            action
+        }
+        Activation::Test if a.boot_only => {
+            later("it asks for `test`, and --activation boot allows `boot` at most");
+            return None;
+        }
+        Activation::Switch if a.boot_only => {
+            progress.message(
+                "the bundle's NixOS system asks for `switch`; --activation boot makes it the boot default only",
+            );
+            Activation::Boot
+        }
+        other => other,
+    };
     Some(import::activate::System {
         path: o.name.clone(),
         action,

@@ -179,8 +179,10 @@ pub struct ImportSettings {
     /// unpinned.
     pub prune: bool,
     /// The system profile the bundle's NixOS system is activated with; `None` with
-    /// `--no-activate`.
+    /// `--activation none`.
     pub profile: Option<PathBuf>,
+    /// `--activation boot`: a `switch` is done as `boot`, a `test` not at all.
+    pub boot_only: bool,
 }
 
 impl ImportSettings {
@@ -233,7 +235,8 @@ impl ImportSettings {
             fleet_manifests_left_out,
             state_dir: state_dir(a.state_dir),
             prune: a.prune,
-            profile: (!a.no_activate).then_some(a.profile),
+            profile: (a.activation != "none").then_some(a.profile),
+            boot_only: a.activation == "boot",
         })
     }
 }

@@ -262,15 +262,15 @@ fn a_system_is_switched_to_rolled_back_on_failure_and_a_rerun_does_nothing() {
 }
 
 #[test]
-fn no_activate_imports_without_activating_and_activate_needs_an_import() {
+fn activation_none_imports_without_activating_and_activate_needs_an_import() {
     let mut h = Host::new("nixos-later");
     let (b, sys) = h.bundle("sys1", "boot", "1");
     // Not imported yet: activate refuses, changing nothing.
     let err = fails(&h.activate(&b, &[]), 4);
     assert!(err.contains("was not imported here"), "{err}");
-    let o = ok(h.import(&b, &["--no-activate"]));
+    let o = ok(h.import(&b, &["--activation", "none"]));
     assert!(
-        stderr(&o).contains("not activated (--no-activate)"),
+        stderr(&o).contains("not activated (--activation none)"),
         "{}",
         stderr(&o)
     );
@@ -303,4 +303,67 @@ fn create_refuses_activate_on_what_is_not_a_system_toplevel() {
         "{err}"
     );
     assert!(!h.w.path("plain.gapb").exists());
+}
+
+#[test]
+fn the_inbox_script_activates_with_the_real_binary_and_files_a_rolled_back_one_as_failed() {
+    let mut h = Host::new("nixos-inbox");
+    let (b1, sys1) = h.bundle("sys1", "switch", "1");
+    let (b2, _) = h.bundle("sys2", "switch", "2");
+    let inbox = h.w.path("inbox");
+    fs::create_dir_all(inbox.join("processed")).unwrap();
+    fs::create_dir_all(inbox.join("failed")).unwrap();
+    let real = gapbundle_bin();
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs = vec![real.parent().unwrap().to_path_buf()];
+    dirs.extend(std::env::split_paths(&path));
+    let path = std::env::join_paths(dirs).unwrap();
+    let run_inbox = || {
+        let mut c = tool("bash");
+        c.arg(repo().join("nix/gapbundle-inbox.sh"))
+            .arg("--inbox")
+            .arg(&inbox)
+            .arg("--state-dir")
+            .arg(h.w.path("inbox-state"))
+            .args(["--settle", "0", "--", "--trust"])
+            .arg(h.w.public())
+            // What the module passes for `activate = "switch"`.
+            .args(["--activation", "switch", "--profile"])
+            .arg(h.profile())
+            .env("PATH", &path)
+            .env("GAPBUNDLE_STATE_DIR", h.w.state_dir())
+            .env("GB_SWITCH_LOG", h.w.path("switch.log"))
+            .env("GB_SWITCH_FAIL", h.w.path("fail"))
+            .env("NIX_CONFIG", NIX_CONFIG);
+        run_stdout(&mut c)
+    };
+    let receipt = |dir: &str, name: &str| -> serde_json::Value {
+        let p = inbox.join(dir).join(format!("{name}.receipt.json"));
+        serde_json::from_slice(&fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+            .unwrap()
+    };
+
+    fs::copy(&b1, inbox.join("one.gapb")).unwrap();
+    run_inbox();
+    let r = receipt("processed", "one.gapb");
+    assert_eq!(r["status"], "imported", "{r:#}");
+    assert_eq!(r["result"]["system"]["newGeneration"], 1, "{r:#}");
+    assert_eq!(h.log(), ["sys1 switch"]);
+    assert_eq!(h.current(), ("system-1-link".into(), sys1.clone()));
+
+    h.fail("sys2", true);
+    fs::copy(&b2, inbox.join("two.gapb")).unwrap();
+    run_inbox();
+    let r = receipt("failed", "two.gapb");
+    assert_eq!(r["status"], "failed", "{r:#}");
+    assert_eq!(r["exitCode"], 7, "{r:#}");
+    assert!(
+        r["stderr"]
+            .as_str()
+            .unwrap()
+            .contains("switched back to generation 1"),
+        "{r:#}"
+    );
+    assert_eq!(h.current(), ("system-1-link".into(), sys1));
+    assert_eq!(h.generations(), [(1, true), (2, false)]);
 }
