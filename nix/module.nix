@@ -64,6 +64,10 @@ let
       "--k3s-root"
       (toString cfg.k3sRoot)
     ]
+    ++ [
+      "--activation"
+      cfg.activate
+    ]
     ++ cfg.extraArgs;
 
   inboxScript = import ./inbox.nix {
@@ -187,6 +191,27 @@ in
       description = "Nix store or binary cache for Nix paths (`--nix-store`); null keeps the local store.";
     };
 
+    activate = mkOption {
+      type = types.enum [
+        "none"
+        "boot"
+        "switch"
+      ];
+      default = "none";
+      example = "switch";
+      description = ''
+        Whether the inbox activates the NixOS system a bundle carries (a `nix:`
+        entry with `activate`, format.md 14.8), after every path is imported:
+        `none` only imports it (`gapbundle activate NAME` does it later, from the
+        receipt); `boot` makes it the boot default at most (a bundle asking for
+        `switch` gets `boot`, one asking for `test` is not activated); `switch`
+        does what the bundle asks. A new generation of /nix/var/nix/profiles/system,
+        then its `switch-to-configuration`; when that fails the previous generation
+        is activated again and the bundle is filed under failed/ with exit code 7
+        (8 when going back failed too). Needs `nixStore` null (the host's own store).
+      '';
+    };
+
     extraArgs = mkOption {
       type = types.listOf types.str;
       default = [ ];
@@ -204,6 +229,10 @@ in
       {
         assertion = cfg.package != null;
         message = "services.gapbundle.package is null: import gapbundle's nixosModules.default, apply its overlays.default, or set services.gapbundle.package.";
+      }
+      {
+        assertion = cfg.activate == "none" || cfg.nixStore == null;
+        message = "services.gapbundle.activate is ${cfg.activate}, but nixStore is set: only the host's own store (nixStore = null) can be activated.";
       }
       {
         assertion = cfg.trustedKeys != [ ] || builtins.elem "--allow-unsigned" cfg.extraArgs;
@@ -247,6 +276,9 @@ in
       wants = lib.optional k3s "k3s.service";
       # Importing Nix paths runs Nix's own tools; kubectl etc. can be added here.
       path = lib.optional ((config.nix.package or null) != null) config.nix.package;
+      # The switch this service runs must not stop it halfway: a system whose
+      # inbox unit changed would otherwise restart it during its own activation.
+      restartIfChanged = mkDefault (cfg.activate == "none");
       serviceConfig = {
         Type = "oneshot";
         ExecStart = lib.concatMapStringsSep " " execArg (

@@ -41,6 +41,14 @@ pub enum ErrorClass {
     /// leaves out; nothing was written. Unlike [`ErrorClass::Service`], retrying
     /// does not help: import the base first, or patch the delta into a full bundle.
     Delta,
+    /// Activating the NixOS system a bundle carries failed, and the host was
+    /// switched back to the generation it ran before (format.md 14.8): the import
+    /// itself is in place; the new system is not running.
+    Activation,
+    /// Activating the NixOS system failed and going back failed too (or there was
+    /// no generation to go back to): the host may run parts of both; a person must
+    /// look.
+    Rollback,
 }
 
 impl ErrorClass {
@@ -53,6 +61,8 @@ impl ErrorClass {
             ErrorClass::Input => 4,
             ErrorClass::Service => 5,
             ErrorClass::Delta => 6,
+            ErrorClass::Activation => 7,
+            ErrorClass::Rollback => 8,
         }
     }
 }
@@ -148,10 +158,12 @@ mod tests {
             ErrorClass::Input,
             ErrorClass::Service,
             ErrorClass::Delta,
+            ErrorClass::Activation,
+            ErrorClass::Rollback,
         ]
         .iter()
         .map(|c| c.exit_code())
         .collect();
-        assert_eq!(codes, [1, 2, 3, 4, 5, 6]);
+        assert_eq!(codes, [1, 2, 3, 4, 5, 6, 7, 8]);
     }
 }

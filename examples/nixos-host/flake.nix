@@ -60,6 +60,9 @@
                 enable = true;
                 trustedKeys = [ "release-2026:REPLACE-WITH-THE-OUTPUT-OF-gapbundle-key-public=" ];
                 # K3s's containerd and folders are the defaults; the service runs after k3s.
+                # Activate the system a bundle carries (its `activate: switch`), with
+                # rollback to the running generation when the switch fails.
+                activate = "switch";
               };
             }
           )

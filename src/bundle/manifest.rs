@@ -492,6 +492,20 @@ impl Manifest {
             }
             self.check_object(index, o)?;
         }
+        // A host runs one system: two toplevels to activate would leave which one
+        // runs to the order of the activations (section 14.8).
+        let systems: Vec<&Object> = self
+            .nix_paths()
+            .filter(|(_, n)| n.activate.is_some())
+            .map(|(o, _)| o)
+            .collect();
+        if let [first, second, ..] = systems.as_slice() {
+            return bad(format!(
+                "two nix-path objects ask to be activated (`{}`, `{}`): a bundle carries at most one NixOS system",
+                crate::text::escaped(&first.name),
+                crate::text::escaped(&second.name)
+            ));
+        }
         // A path on the target holds one file: two `file` objects of one name would
         // leave which one is installed to the order of the writes.
         let mut targets = HashSet::new();
@@ -686,6 +700,13 @@ impl Manifest {
             .filter_map(|o| o.meta.nix_path().map(|m| (o, m)))
     }
 
+    /// The NixOS system toplevel the bundle asks to be activated, and how (at most
+    /// one: section 14.8).
+    pub fn system(&self) -> Option<(&Object, super::meta::Activation)> {
+        self.nix_paths()
+            .find_map(|(o, n)| n.activate.map(|a| (o, a)))
+    }
+
     /// `image` objects with their meta.
     pub fn images(&self) -> impl Iterator<Item = (&Object, &super::meta::ImageMeta)> {
         self.objects
@@ -818,6 +839,7 @@ mod tests {
             ca: None,
             sigs: vec![],
             gc_roots: None,
+            activate: None,
             extra: Default::default(),
         };
         b.add_object(object(Kind::NixPath, PATH, blob, Meta::NixPath(nix)))
@@ -842,6 +864,22 @@ mod tests {
         let (o, nix) = m.nix_paths().next().unwrap();
         assert_eq!(o.name, PATH);
         assert_eq!(nix.extra["signedBy"], json!({"k": ["x", 1]}));
+    }
+
+    #[test]
+    fn the_system_to_activate_is_one_of_three_actions() {
+        let mut v = manifest_json();
+        v["objects"][0]["meta"]["activate"] = json!("switch");
+        let m = parse(&v).unwrap();
+        let (_, nix) = m.nix_paths().next().unwrap();
+        assert_eq!(nix.activate, Some(crate::bundle::meta::Activation::Switch));
+        assert_eq!(m.to_canonical().unwrap(), canonical::to_vec(&v).unwrap());
+        v["objects"][0]["meta"]["activate"] = json!("dry-activate");
+        let e = parse(&v).unwrap_err().to_string();
+        assert!(
+            e.contains("meta.activate: unknown variant `dry-activate`"),
+            "{e}"
+        );
     }
 
     #[test]

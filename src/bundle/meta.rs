@@ -250,9 +250,51 @@ pub struct NixPathMeta {
         skip_serializing_if = "Option::is_none"
     )]
     pub gc_roots: Option<Vec<String>>,
+    /// Set on the one path that is a NixOS system toplevel the importer activates,
+    /// and how (format.md section 14.8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activate: Option<Activation>,
     /// Fields of a newer minor version.
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+/// How a NixOS system toplevel is activated on import: the action handed to its
+/// `bin/switch-to-configuration`, as `nixos-rebuild` names them (format.md 14.8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    /// A new generation of the system profile, made the boot default and started now.
+    Switch,
+    /// A new generation of the system profile, made the boot default; started at
+    /// the next boot.
+    Boot,
+    /// Started now, without a new generation: the next boot starts the profile's
+    /// generation as before.
+    Test,
+}
+
+impl Activation {
+    /// The action as `switch-to-configuration` takes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Activation::Switch => "switch",
+            Activation::Boot => "boot",
+            Activation::Test => "test",
+        }
+    }
+
+    /// Whether it makes a new generation of the system profile (`switch`, `boot`);
+    /// `test` does not, as with `nixos-rebuild test`.
+    pub fn makes_generation(self) -> bool {
+        !matches!(self, Activation::Test)
+    }
+}
+
+impl std::fmt::Display for Activation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl NixPathMeta {

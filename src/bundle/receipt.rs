@@ -50,9 +50,24 @@ pub struct Receipt {
     pub complete: bool,
     /// What went where, one section per target.
     pub targets: Vec<Section>,
+    /// The NixOS system the bundle carries for this host's local store, and the
+    /// activation it asks for (format.md 14.8), so that `gapbundle activate` can
+    /// activate it from the receipt alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system: Option<SystemRecord>,
     /// Fields of a newer minor version.
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+/// The NixOS system of a receipt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SystemRecord {
+    /// The system toplevel's store path.
+    pub path: String,
+    /// `switch`, `boot` or `test`.
+    pub activate: super::meta::Activation,
 }
 
 /// An image registered in containerd under its names.
@@ -549,6 +564,7 @@ mod tests {
             generator: "test".into(),
             complete: true,
             targets,
+            system: None,
             extra: Default::default(),
         }
     }

@@ -25,7 +25,7 @@ use clap::{Args, Parser, Subcommand};
     args_override_self = true
 )]
 #[command(
-    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 verification failed (bad signature or damaged bundle), 4 bad input (spec, lock, key), 5 registry, containerd or Nix daemon unreachable or refused, 6 a delta bundle does not fit: the target (or patch's bases) lacks blobs it leaves out, nothing written."
+    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 verification failed (bad signature or damaged bundle), 4 bad input (spec, lock, key), 5 registry, containerd or Nix daemon unreachable or refused, 6 a delta bundle does not fit: the target (or patch's bases) lacks blobs it leaves out, nothing written, 7 activating the bundle's NixOS system failed and the host was switched back to the generation it ran before, 8 activating it failed and going back failed too (the host may run parts of both)."
 )]
 pub struct Cli {
     /// Global output options.
@@ -66,6 +66,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Write down what a target holds, for `create --against` (delta bundles).
     Inventory(InventoryArgs),
+    /// Activate the NixOS system an imported bundle carries (a new generation of the
+    /// system profile, its switch-to-configuration, and back if that fails).
+    Activate(ActivateArgs),
     /// Show the bundles imported on this host (their receipts).
     List(ListArgs),
     /// Take an imported bundle away: its images unpinned, its manifests, files and
@@ -331,6 +334,21 @@ pub struct ImportArgs {
     #[arg(long, help_heading = "Files")]
     pub skip_files: bool,
 
+    /// The NixOS system profile the bundle's system becomes a generation of.
+    #[arg(
+        long,
+        value_name = "PROFILE",
+        default_value = "/nix/var/nix/profiles/system",
+        help_heading = "NixOS"
+    )]
+    pub profile: PathBuf,
+    /// How far the bundle's NixOS system may be activated: `switch` does what the
+    /// bundle asks (switch, boot or test), `boot` makes it the boot default at most
+    /// (a `switch` becomes `boot`, a `test` is not done), `none` imports it only
+    /// (`gapbundle activate` does it later).
+    #[arg(long, value_name = "LIMIT", default_value = "switch", value_parser = ["none", "boot", "switch"], help_heading = "NixOS")]
+    pub activation: String,
+
     /// Where import receipts are kept (`gapbundle list`, `gapbundle remove`)
     /// [default: /var/lib/gapbundle as root, else $XDG_STATE_HOME/gapbundle].
     #[arg(
@@ -497,6 +515,32 @@ pub struct RemoveArgs {
     /// Also delete the images (not only unpin them) that no other imported bundle names.
     #[arg(long)]
     pub prune: bool,
+    /// Where import receipts are kept [default: /var/lib/gapbundle as root, else
+    /// $XDG_STATE_HOME/gapbundle].
+    #[arg(long, value_name = "DIR", env = "GAPBUNDLE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+/// `gapbundle activate`.
+#[derive(Debug, Args)]
+pub struct ActivateArgs {
+    /// An imported bundle file, the receipt file of an import, or the name of an
+    /// imported bundle (its receipt in --state-dir).
+    #[arg(value_name = "BUNDLE-OR-RECEIPT")]
+    pub bundle: PathBuf,
+    /// Who must have signed the bundle (for a bundle file).
+    #[command(flatten)]
+    pub trust: TrustArgs,
+    /// Show which generation would be made and what runs; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The NixOS system profile.
+    #[arg(
+        long,
+        value_name = "PROFILE",
+        default_value = "/nix/var/nix/profiles/system"
+    )]
+    pub profile: PathBuf,
     /// Where import receipts are kept [default: /var/lib/gapbundle as root, else
     /// $XDG_STATE_HOME/gapbundle].
     #[arg(long, value_name = "DIR", env = "GAPBUNDLE_STATE_DIR")]

@@ -18,8 +18,11 @@ use super::settings::ImportSettings;
 use super::verify::{check_trust, Trust};
 use super::{print_json, Failure};
 use crate::bundle::manifest::Kind;
+use crate::bundle::meta::Activation;
 use crate::bundle::reader::{read_head, verify_stream, Head};
-use crate::bundle::receipt::{carried, replacement, Receipt, Retire, Section, RECEIPT_MAJOR};
+use crate::bundle::receipt::{
+    carried, replacement, Receipt, Retire, Section, SystemRecord, RECEIPT_MAJOR,
+};
 use crate::cli::{ImportArgs, OutputArgs};
 use crate::error::{
     ContainerdFailure, DeltaFailure, InputFailure, NixStoreFailure, RegistryFailure,
@@ -68,11 +71,16 @@ pub fn run(a: ImportArgs, out: &OutputArgs) -> Result<(), Failure> {
     let mut covered = coverage(&a, &head)?;
     covered.extend(sections.iter().map(Section::id));
     let name = &head.manifest.name;
+    let system = system_to_activate(&a, &head, progress);
     if a.dry_run {
         let stored = receipts::peek(&a.state_dir)?;
         let (mine, others) = split(&stored, name);
         let retire = replacement(&mine, &sections, &covered, &others, a.prune);
-        report_plan(&head, &targets, &plans, &retire, out);
+        let activation = match (&system, &a.profile) {
+            (Some(s), Some(p)) => Some(import::activate::plan(s, p)?),
+            _ => None,
+        };
+        report_plan(&head, &targets, &plans, &retire, activation.as_ref(), out);
         return Ok(());
     }
     if a.fleet_manifests_left_out
@@ -107,6 +115,10 @@ pub fn run(a: ImportArgs, out: &OutputArgs) -> Result<(), Failure> {
             .cloned()
             .chain(carried(&mine, &covered))
             .collect(),
+        system: system.as_ref().map(|s| SystemRecord {
+            path: s.path.clone(),
+            activate: s.action,
+        }),
         extra: Default::default(),
     };
     state.write_pending(&receipt)?;
@@ -136,6 +148,14 @@ pub fn run(a: ImportArgs, out: &OutputArgs) -> Result<(), Failure> {
     let retired = receipts::execute(&retire, progress)?;
     receipt.complete = true;
     state.write_complete(&receipt)?;
+    // Last: every path is registered and verified, the images and manifests are in
+    // place (in containerd before the switch when K3s runs, staged for the new
+    // system's K3s otherwise), and the receipt says the import is done, so a
+    // failed activation leaves an import `gapbundle activate` can take up again.
+    let activation = match (&system, &a.profile) {
+        (Some(s), Some(p)) => Some(import::activate::activate(s, p, progress)?),
+        _ => None,
+    };
     let signers = trust.signer_names();
     if out.json {
         print_json(&ImportReport {
@@ -146,6 +166,7 @@ pub fn run(a: ImportArgs, out: &OutputArgs) -> Result<(), Failure> {
             signers,
             targets: reports,
             retired,
+            system: activation,
         });
     } else if !out.quiet {
         say!(
@@ -180,8 +201,62 @@ pub fn run(a: ImportArgs, out: &OutputArgs) -> Result<(), Failure> {
         for r in &retired {
             say!("  {}", escaped(r));
         }
+        if let Some(p) = &activation {
+            super::activate::say_plan(p, false);
+        }
     }
     Ok(())
+}
+
+/// The bundle's NixOS system, when this import puts it into the host's own store
+/// (the only one that can be activated); said when it does not. Activated unless
+/// `--activation none` (then `gapbundle activate` does it from the receipt).
+fn system_to_activate(
+    a: &ImportSettings,
+    head: &Head,
+    progress: &Progress,
+) -> Option<import::activate::System> {
+    let (o, action) = head.manifest.system()?;
+    let why_not = match &a.nix {
+        None => Some("--skip-nix"),
+        Some(n) if n.store.is_some() => Some("--nix-store is not this host's own store"),
+        Some(_) => None,
+    };
+    if let Some(why) = why_not {
+        progress.message(format!(
+            "the bundle's NixOS system {} is not activated: {why}",
+            escaped(&o.name)
+        ));
+        return None;
+    }
+    let later = |why: &str| {
+        progress.message(format!(
+            "the bundle's NixOS system {} is imported but not activated ({why}): `gapbundle activate {}` does it",
+            escaped(&o.name),
+            escaped(&head.manifest.name)
+        ))
+    };
+    let action = match action {
+        _ if a.profile.is_none() => {
+            later("--activation none");
+            action
+        }
+        Activation::Test if a.boot_only => {
+            later("it asks for `test`, and --activation boot allows `boot` at most");
+            return None;
+        }
+        Activation::Switch if a.boot_only => {
+            progress.message(
+                "the bundle's NixOS system asks for `switch`; --activation boot makes it the boot default only",
+            );
+            Activation::Boot
+        }
+        other => other,
+    };
+    Some(import::activate::System {
+        path: o.name.clone(),
+        action,
+    })
 }
 
 /// Whether a target's plan failed because the target is out of reach (a service
@@ -371,6 +446,7 @@ fn report_plan(
     targets: &[Box<dyn Target>],
     plans: &[import::TargetPlan],
     retire: &[Retire],
+    activation: Option<&import::activate::ActivationPlan>,
     out: &OutputArgs,
 ) {
     let would: Vec<String> = retire.iter().map(|r| r.to_string()).collect();
@@ -388,6 +464,7 @@ fn report_plan(
                 })
                 .collect(),
             would_retire: would,
+            system: activation.cloned(),
         });
         return;
     }
@@ -421,5 +498,8 @@ fn report_plan(
     }
     for w in &would {
         say!("  would {}", escaped(w));
+    }
+    if let Some(p) = activation {
+        super::activate::say_plan(p, true);
     }
 }

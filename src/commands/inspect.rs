@@ -8,7 +8,8 @@
 use std::collections::{BTreeSet, HashMap};
 
 use super::report::{
-    DeltaSummary, InspectFile, InspectImage, InspectObject, InspectReport, InspectTotals,
+    DeltaSummary, InspectFile, InspectImage, InspectObject, InspectReport, InspectSystem,
+    InspectTotals,
 };
 use super::{print_json, Failure};
 use crate::bundle::manifest::{Kind, Manifest};
@@ -124,6 +125,10 @@ pub fn run(a: InspectArgs, out: &OutputArgs) -> Result<(), Failure> {
                 file_bytes: head.file_len(),
             },
             delta: DeltaSummary::of(m),
+            system: m.system().map(|(o, action)| InspectSystem {
+                path: o.name.clone(),
+                activate: action.to_string(),
+            }),
         });
         return Ok(());
     }
@@ -195,6 +200,12 @@ pub fn run(a: InspectArgs, out: &OutputArgs) -> Result<(), Failure> {
             escaped(o.kind.as_str()),
             escaped(&o.name),
             human_bytes(o.size)
+        );
+    }
+    if let Some((o, action)) = m.system() {
+        say!(
+            "system    {} (a NixOS system: import activates it with `{action}`)",
+            escaped(&o.name)
         );
     }
     let file_list: Vec<_> = m.files().collect();

@@ -12,6 +12,7 @@ macro_rules! say {
     };
 }
 
+pub mod activate;
 pub mod against;
 pub mod create;
 pub mod diff;
@@ -51,6 +52,11 @@ pub mod exit {
     /// A delta bundle does not fit: the target (or patch's bases) lacks blobs it
     /// leaves out; nothing was written.
     pub const DELTA: u8 = ErrorClass::Delta.exit_code();
+    /// Activating the bundle's NixOS system failed; the host was switched back to
+    /// the generation it ran before.
+    pub const ACTIVATION: u8 = ErrorClass::Activation.exit_code();
+    /// Activating the bundle's NixOS system failed, and going back failed too.
+    pub const ROLLBACK: u8 = ErrorClass::Rollback.exit_code();
 }
 
 /// An error and the exit code it gives.
@@ -120,6 +126,7 @@ fn class_of(e: &(dyn std::error::Error + 'static)) -> Option<ErrorClass> {
         crate::bundle::signature::TrustError,
         crate::bundle::volumes::VolumeError,
         crate::bundle::writer::WriteError,
+        crate::import::activate::ActivationError,
         crate::io::cas::CasError,
         crate::io::keys::KeyFileError,
         crate::io::process::ProcessError,
@@ -171,6 +178,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Import(a) => import::run(a, &out),
         Command::Serve(a) => serve::run(a, &out),
         Command::Inventory(a) => inventory::run(a, &out),
+        Command::Activate(a) => activate::run(a, &out),
         Command::List(a) => receipts::list(a, &out),
         Command::Remove(a) => receipts::remove(a, &out),
         Command::Patch(a) => patch::run(a, &out),

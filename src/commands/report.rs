@@ -12,6 +12,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::import::activate::ActivationPlan;
+
 use crate::bundle::diff::Diff;
 use crate::bundle::inventory::BundleSeen;
 use crate::bundle::manifest::{DeltaBase, Manifest};
@@ -241,6 +243,17 @@ pub struct InspectReport {
     pub totals: InspectTotals,
     /// For a delta: what it is against and expects (else `null`).
     pub delta: Option<DeltaSummary>,
+    /// The NixOS system it asks an import to activate (else `null`).
+    pub system: Option<InspectSystem>,
+}
+
+/// The system of `inspect --json` (format.md section 14.8).
+#[derive(Debug, Serialize)]
+pub struct InspectSystem {
+    /// The toplevel's store path.
+    pub path: String,
+    /// `switch`, `boot` or `test`.
+    pub activate: String,
 }
 
 /// One file of `inspect --json` (format.md section 15).
@@ -326,6 +339,9 @@ pub struct ImportReport {
     /// What an earlier version (or a killed import) of the bundle held that this
     /// one does not, and that went (format.md section 16), one line each.
     pub retired: Vec<String>,
+    /// What activating the bundle's NixOS system did (format.md 14.8), when the
+    /// import activated one.
+    pub system: Option<ActivationPlan>,
 }
 
 /// One target of `import --json`.
@@ -351,6 +367,27 @@ pub struct PlanReport {
     pub targets: Vec<TargetPlanReport>,
     /// What the import would retire of an earlier version, one line each.
     pub would_retire: Vec<String>,
+    /// What activating the bundle's NixOS system would do (format.md 14.8), when
+    /// the import activates one.
+    pub system: Option<ActivationPlan>,
+}
+
+/// `activate --json`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActivateReport {
+    /// Always true: a failure prints an [`ErrorReport`].
+    pub ok: bool,
+    /// `--dry-run`: nothing was changed.
+    pub dry_run: bool,
+    /// The bundle's name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// Its digest.
+    pub digest: String,
+    /// What activating did (or would do).
+    pub system: ActivationPlan,
 }
 
 /// One target of `import --dry-run --json`.

@@ -19,8 +19,8 @@ use std::path::PathBuf;
 use super::Failure;
 use crate::bundle::volumes::parse_size;
 use crate::cli::{
-    CreateArgs, ImportArgs, InventoryArgs, JoinArgs, ListArgs, PatchArgs, RemoveArgs, SbomArgs,
-    SbomFormat, ServeArgs, SplitArgs, TargetArgs, TrustArgs, VerifyArgs,
+    ActivateArgs, CreateArgs, ImportArgs, InventoryArgs, JoinArgs, ListArgs, PatchArgs, RemoveArgs,
+    SbomArgs, SbomFormat, ServeArgs, SplitArgs, TargetArgs, TrustArgs, VerifyArgs,
 };
 use crate::error::InputFailure;
 use crate::import::nix::NixOptions;
@@ -187,6 +187,11 @@ pub struct ImportSettings {
     /// `--prune`: images a replaced version alone named are deleted, not only
     /// unpinned.
     pub prune: bool,
+    /// The system profile the bundle's NixOS system is activated with; `None` with
+    /// `--activation none`.
+    pub profile: Option<PathBuf>,
+    /// `--activation boot`: a `switch` is done as `boot`, a `test` not at all.
+    pub boot_only: bool,
 }
 
 impl ImportSettings {
@@ -239,7 +244,37 @@ impl ImportSettings {
             fleet_manifests_left_out,
             state_dir: state_dir(a.state_dir),
             prune: a.prune,
+            profile: (a.activation != "none").then_some(a.profile),
+            boot_only: a.activation == "boot",
         })
+    }
+}
+
+/// `gapbundle activate`, resolved.
+#[derive(Debug, Clone)]
+pub struct ActivateSettings {
+    /// The bundle file, receipt file or bundle name.
+    pub bundle: PathBuf,
+    /// Who must have signed a bundle file.
+    pub trust: TrustSettings,
+    /// `--dry-run`.
+    pub dry_run: bool,
+    /// The system profile.
+    pub profile: PathBuf,
+    /// The state folder of import receipts ([`state_dir`]).
+    pub state_dir: PathBuf,
+}
+
+impl ActivateSettings {
+    /// Resolves activate's flags.
+    pub fn resolve(a: ActivateArgs) -> Self {
+        ActivateSettings {
+            bundle: a.bundle,
+            trust: TrustSettings::resolve(a.trust),
+            dry_run: a.dry_run,
+            profile: a.profile,
+            state_dir: state_dir(a.state_dir),
+        }
     }
 }
 

@@ -11,6 +11,7 @@
 //! was committed before the damage was found is verified content-addressed data that
 //! a rerun reuses: imports are idempotent and an interrupted one completes on rerun.
 
+pub mod activate;
 pub mod containerd;
 pub mod files;
 pub mod fleet;

@@ -147,6 +147,9 @@ pub struct NixEntry {
     /// Also bundle the flake's input sources (what `nix flake archive` copies).
     #[serde(default)]
     pub include_flake_inputs: bool,
+    /// The output is a NixOS system toplevel the importer activates this way
+    /// (`switch`, `boot`, `test`; default: none).
+    pub activate: Option<crate::bundle::meta::Activation>,
 }
 
 /// One `charts:` entry as written.

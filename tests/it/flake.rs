@@ -365,6 +365,47 @@ fn strings(v: &Value) -> Vec<String> {
 }
 
 #[test]
+fn nixos_module_activate_option_evaluates_with_nixpkgs_lib() {
+    let Some(lib) = nixpkgs_lib(
+        "nixos_module_activate_option_evaluates_with_nixpkgs_lib",
+        "module evaluation",
+    ) else {
+        return;
+    };
+    let key = "k:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    for (value, flag) in [
+        ("switch", "--activation switch"),
+        ("boot", "--activation boot"),
+    ] {
+        let v = eval_module(
+            &lib,
+            &format!(
+                r#"{{ services.gapbundle = {{ enable = true; trustedKeys = [ "{key}" ]; activate = "{value}"; }}; }}"#
+            ),
+            true,
+        );
+        assert_eq!(v["failedAssertions"], json!([]), "{v}");
+        let exec = v["service"]["serviceConfig"]["ExecStart"].as_str().unwrap();
+        assert!(exec.contains(flag), "{exec}");
+        // The activation it runs must not restart the service running it.
+        assert_eq!(v["service"]["restartIfChanged"], false, "{v}");
+    }
+    let v = eval_module(
+        &lib,
+        &format!(
+            r#"{{ services.gapbundle = {{ enable = true; trustedKeys = [ "{key}" ]; activate = "switch"; nixStore = "/mnt/target"; }}; }}"#
+        ),
+        true,
+    );
+    assert!(
+        v["failedAssertions"]
+            .to_string()
+            .contains("only the host's own store"),
+        "{v}"
+    );
+}
+
+#[test]
 fn nixos_module_evaluates_with_nixpkgs_lib() {
     let Some(lib) = nixpkgs_lib(
         "nixos_module_evaluates_with_nixpkgs_lib",
@@ -422,6 +463,9 @@ fn nixos_module_evaluates_with_nixpkgs_lib() {
     for absent in ["--k3s-root", "--nix-store"] {
         assert!(!exec.contains(absent), "null options add no flag: {exec}");
     }
+    // By default the inbox imports a bundle's NixOS system without activating it.
+    assert!(exec.contains("--activation none"), "{exec}");
+    assert_eq!(v["service"]["restartIfChanged"], true, "{v}");
     let trusts: Vec<&str> = words
         .windows(2)
         .filter(|w| w[0] == "--trust")

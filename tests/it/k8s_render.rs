@@ -840,6 +840,27 @@ fn copy_replacing(from: &Path, to: &Path, old: &str, new: &str) {
     }
 }
 
+/// The comment in README.md that comes right before its inspect of examples/k3s-app.
+const README_INSPECT_MARKER: &str = "<!-- the inspect of examples/k3s-app";
+
+/// The fenced block of README.md that follows the line starting with `marker`,
+/// without its fences.
+fn readme_block(marker: &str) -> String {
+    let readme = fs::read_to_string(repo().join("README.md")).unwrap();
+    let at = readme
+        .find(marker)
+        .unwrap_or_else(|| panic!("README.md has no line starting {marker:?}"));
+    let rest = &readme[at..];
+    let open = rest
+        .find("\n```\n")
+        .expect("a fenced block after the marker")
+        + 5;
+    let close = rest[open..].find("```\n").expect("the block's end");
+    let block = rest[open..open + close].to_string();
+    assert!(!block.trim().is_empty(), "an empty block after {marker:?}");
+    block
+}
+
 #[test]
 fn the_k3s_app_example_works() {
     let reg = Registry::start();
@@ -851,6 +872,17 @@ fn the_k3s_app_example_works() {
     ok(create(&w, Some(&reg.addr), "k3s-app.gapb", "cache", &[]));
     ok(w.verify("k3s-app.gapb"));
     let info = w.inspect("k3s-app.gapb");
+    // README.md shows this inspect: its block must be what inspect prints, the
+    // test registry's address read as the example's (every name holds it, so the
+    // columns line up the same). The fixture images are made reproducibly (fixed
+    // contents and times), so the digests are compared too.
+    let human = run_stdout(gapbundle().arg("inspect").arg(w.path("k3s-app.gapb")))
+        .replace(&reg.addr, "127.0.0.1:5000");
+    let block = readme_block(README_INSPECT_MARKER);
+    assert!(
+        human.contains(&block),
+        "README.md's inspect of examples/k3s-app is not what inspect prints; replace its block with the part of this output from `images` on:\n{human}\nREADME.md has:\n{block}"
+    );
     assert_eq!(
         wanted_by(&info, &fx.app.reference),
         ["chart:web Deployment apps/web"]

@@ -41,6 +41,7 @@ mod local_inputs;
 mod network;
 mod never_panics;
 mod nix_bundle;
+mod nixos;
 mod oci_bundle;
 mod properties;
 mod registry_client;

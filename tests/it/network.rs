@@ -6,8 +6,12 @@
 //! (unknown issuer, name mismatch, expired), and a real tinyproxy that all registry
 //! traffic goes through. A chart and a kustomize overlay name docker.io (short and
 //! long), ghcr.io and quay.io; the bundle is imported into a real containerd and a
-//! staged archive, and both carry the names kubelet asks CRI for.
+//! staged archive, and both carry the names kubelet asks CRI for. Helm itself is
+//! shown over TLS (private CA, password, client certificate) and through the proxy
+//! with mirrors named `registry.test` (Helm treats 127.0.0.1 as plain HTTP and Go
+//! never proxies it), watched by a `helm` wrapper that records what it is handed.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
@@ -137,6 +141,12 @@ struct Distribution {
 
 impl Distribution {
     fn start(data: &Path, tls: Option<&Tls>) -> Distribution {
+        Distribution::start_with(data, tls, None)
+    }
+
+    /// [`Distribution::start`], and with `htpasswd` (user, password) a registry
+    /// that wants that password (a bcrypt entry made by `htpasswd -Bbn`).
+    fn start_with(data: &Path, tls: Option<&Tls>, htpasswd: Option<(&str, &str)>) -> Distribution {
         let bin = require_tool("docker-registry");
         let dir = tempfile::tempdir().unwrap();
         let addr = format!("127.0.0.1:{}", free_port());
@@ -153,6 +163,15 @@ impl Distribution {
             if let Some(ca) = &t.client_ca {
                 cfg.push_str(&format!("    clientcas:\n      - {}\n", ca.display()));
             }
+        }
+        if let Some((user, pass)) = htpasswd {
+            let entry = run_stdout(tool("htpasswd").args(["-Bbn", user, pass]));
+            let file = dir.path().join("htpasswd");
+            fs::write(&file, entry.trim_end().to_string() + "\n").unwrap();
+            cfg.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: network-test\n    path: {}\n",
+                file.display()
+            ));
         }
         fs::write(dir.path().join("config.yml"), cfg).unwrap();
         let mut child = Command::new(bin)
@@ -179,6 +198,14 @@ impl Distribution {
             _dir: dir,
             child,
         }
+    }
+}
+
+impl Distribution {
+    /// `registry.test:PORT`: this registry by a name that Helm and Go do not
+    /// treat as loopback (see `support::hosts`).
+    fn named(&self) -> String {
+        self.addr.replacen("127.0.0.1", loopback_name(), 1)
     }
 }
 
@@ -505,7 +532,8 @@ fn locked_through_another_mirror_over_tls_gives_the_same_bundle_and_tls_failures
         }),
     );
     // ghcr.io (the chart) stays on the plain endpoint: Helm speaks plain HTTP to
-    // 127.0.0.1 whatever it is told, so TLS to it cannot be shown with Helm here.
+    // 127.0.0.1 whatever it is told (the chart over TLS is shown below, with the
+    // mirror named registry.test).
     let https = registries_yaml(&format!("https://{}", tls.addr), "").replace(
         &format!("https://{}/v2/ghcr", tls.addr),
         &format!("http://{}/v2/ghcr", plain.addr),
@@ -527,7 +555,7 @@ fn locked_through_another_mirror_over_tls_gives_the_same_bundle_and_tls_failures
     };
 
     // (Helm falls back to plain HTTP for 127.0.0.1 when TLS fails, so the chart's
-    // own TLS failures cannot be shown here; images' are, below.)
+    // own TLS failures are shown with a named mirror, further down; images' below.)
     // The CA through SSL_CERT_FILE: the same bundle, byte for byte.
     let o = locked(
         &|c| {
@@ -675,6 +703,390 @@ fn a_mirror_that_wants_a_client_certificate_gets_one_from_the_flags_or_the_file(
     assert_eq!(
         w.inspect("m.gapb")["images"][0]["ref"],
         "docker.io/library/redis:8"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Helm through the registries file: TLS, client certificates, passwords, proxies
+// ---------------------------------------------------------------------------
+
+/// A `helm` first on PATH that keeps, for every run, its arguments, its whole
+/// environment (NUL-separated) and the certificates in the first folder of its
+/// `SSL_CERT_DIR` (a throw-away folder, gone once create is done), then execs the
+/// real Helm: what gapbundle hands Helm, seen from outside.
+struct HelmSpy {
+    bin: PathBuf,
+    log: PathBuf,
+}
+
+/// One run of Helm, as [`HelmSpy`] saw it.
+#[derive(Debug)]
+struct HelmRun {
+    args: Vec<String>,
+    env: BTreeMap<String, String>,
+    /// The files of the first `SSL_CERT_DIR` folder, concatenated.
+    cas: String,
+}
+
+impl HelmSpy {
+    fn new(w: &Work) -> HelmSpy {
+        let real = require_tool("helm");
+        let bin = w.path("spy-bin");
+        let log = w.path("spy-log");
+        fs::create_dir_all(&bin).unwrap();
+        fs::create_dir_all(&log).unwrap();
+        let script = bin.join("helm");
+        fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\nf='{log}'/$(date +%s%N)-$$\nprintf '%s\\0' \"$@\" > \"$f.args\"\nenv -0 > \"$f.env\"\n: > \"$f.cas\"\n[ -n \"$SSL_CERT_DIR\" ] && cat \"${{SSL_CERT_DIR%%:*}}\"/* > \"$f.cas\" 2>/dev/null\nexec '{real}' \"$@\"\n",
+                log = log.display(),
+                real = real.display()
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+        HelmSpy { bin, log }
+    }
+
+    /// PATH with the spy first.
+    fn path(&self) -> String {
+        format!("{}:{}", self.bin.display(), std::env::var("PATH").unwrap())
+    }
+
+    /// Every run so far, oldest first; forgets them.
+    fn take(&self) -> Vec<HelmRun> {
+        let mut names: Vec<PathBuf> = fs::read_dir(&self.log)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "args"))
+            .collect();
+        names.sort();
+        let split = |p: &Path| -> Vec<String> {
+            let b = fs::read(p).unwrap();
+            fs::remove_file(p).unwrap();
+            b.split(|c| *c == 0)
+                .filter(|s| !s.is_empty())
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect()
+        };
+        names
+            .iter()
+            .map(|args| HelmRun {
+                args: split(args),
+                env: split(&args.with_extension("env"))
+                    .into_iter()
+                    .filter_map(|kv| {
+                        let (k, v) = kv.split_once('=')?;
+                        Some((k.to_string(), v.to_string()))
+                    })
+                    .collect(),
+                cas: {
+                    let p = args.with_extension("cas");
+                    let text = fs::read_to_string(&p).unwrap();
+                    fs::remove_file(&p).unwrap();
+                    text
+                },
+            })
+            .collect()
+    }
+}
+
+/// The `helm pull` runs among `runs`.
+fn pulls(runs: &[HelmRun]) -> Vec<&HelmRun> {
+    runs.iter()
+        .filter(|r| r.args.first().is_some_and(|a| a == "pull"))
+        .collect()
+}
+
+/// Checks that no run of Helm had `secret` (or any PEM text) in its arguments,
+/// nor `secret` in its environment.
+fn assert_no_secret_handed_to_helm(runs: &[HelmRun], secret: &str) {
+    assert!(!runs.is_empty(), "helm ran");
+    for r in runs {
+        for a in &r.args {
+            assert!(
+                !a.contains(secret),
+                "the password on helm's command line: {r:?}"
+            );
+            assert!(
+                !a.contains("-----BEGIN"),
+                "PEM text on helm's command line: {r:?}"
+            );
+        }
+        for (k, v) in &r.env {
+            assert!(
+                !v.contains(secret),
+                "the password in helm's environment ({k}): {r:?}"
+            );
+        }
+    }
+}
+
+/// Checks that Helm got the private CA through `SSL_CERT_DIR` (a folder holding
+/// it, then the system's folders), not `--ca-file`, and checked certificates.
+fn assert_ca_in_ssl_cert_dir(run: &HelmRun, ca: &Path) {
+    let dirs = run
+        .env
+        .get("SSL_CERT_DIR")
+        .unwrap_or_else(|| panic!("no SSL_CERT_DIR for helm: {run:?}"));
+    let pem = fs::read_to_string(ca).unwrap();
+    assert!(run.cas.contains(pem.trim()), "{dirs} lacks the CA: {run:?}");
+    assert!(dirs.split(':').any(|d| d == "/etc/ssl/certs"), "{run:?}");
+    for flag in ["--ca-file", "--insecure-skip-tls-verify", "--plain-http"] {
+        assert!(!run.args.iter().any(|a| a == flag), "{flag}: {run:?}");
+    }
+}
+
+#[test]
+fn an_oci_chart_comes_over_tls_from_named_mirrors_with_the_ca_client_certificate_and_password_off_helms_command_line(
+) {
+    require_tool("helm");
+    require_tool("kubectl");
+    const PASSWORD: &str = "corp-mirror-s3cret";
+    let name = loopback_name();
+    let pki = Pki::new();
+    let (crt, key) = pki.issue("named", &format!("DNS:{name}"), false, false);
+    let (client_crt, client_key) = pki.issue("client", "DNS:client.example", true, false);
+    let data = tempfile::tempdir().unwrap();
+    let plain = Distribution::start(data.path(), None);
+    push_mirrored(&plain.addr);
+    let w = Work::new("corp");
+    corporate_spec(&w, &plain.addr);
+    let spy = HelmSpy::new(&w);
+    // The same content over HTTPS with a certificate from the private CA, wanting a
+    // password; and over HTTPS wanting a client certificate.
+    let server = |client_ca: Option<PathBuf>| Tls {
+        cert: crt.clone(),
+        key: key.clone(),
+        client_ca,
+    };
+    let auth = Distribution::start_with(data.path(), Some(&server(None)), Some(("corp", PASSWORD)));
+    let mtls = Distribution::start(data.path(), Some(&server(Some(pki.ca()))));
+    let create_with = |registries: &str, out: &str| {
+        w.write("registries.yaml", registries);
+        create(&w, out)
+            .env("PATH", spy.path())
+            .arg("--registries")
+            .arg(w.path("registries.yaml"))
+            .args(["--disable-default-registry-endpoint", "--retries", "1"])
+            .arg("--cache")
+            .arg(w.path(format!("cache-{out}")))
+            .output()
+            .unwrap()
+    };
+    let auth_host = auth.named();
+    let endpoint = format!("https://{auth_host}");
+    let configs = |tls: &str| {
+        format!(
+            "configs:\n  \"{auth_host}\":\n    auth:\n      username: corp\n      password: {PASSWORD}\n    tls:\n{tls}"
+        )
+    };
+    let ca_line = format!("      ca_file: {}\n", pki.ca().display());
+
+    // Without the CA: the chart (the first thing create pulls) fails on TLS, and
+    // the error says why and what fixes it (Helm no longer falls back to plain
+    // HTTP, as it does for 127.0.0.1).
+    let o = create_with(
+        &registries_yaml(&endpoint, &configs("      insecure_skip_verify: false\n")),
+        "no-ca.gapb",
+    );
+    let e = fails(&o, 5);
+    assert!(
+        e.contains("charts[0]") && e.contains(&format!("TLS with mirror {auth_host} failed")),
+        "{e}"
+    );
+    assert!(
+        e.contains("a CA this machine does not trust") && e.contains("--registry-ca"),
+        "{e}"
+    );
+    assert!(!e.contains(PASSWORD), "{e}");
+    spy.take();
+
+    // With the CA from the registries file: chart and images come over TLS with the
+    // password; the chart keeps its upstream name and no mirror host is bundled.
+    ok(create_with(
+        &registries_yaml(&endpoint, &configs(&ca_line)),
+        "auth.gapb",
+    ));
+    let runs = spy.take();
+    assert_no_secret_handed_to_helm(&runs, PASSWORD);
+    let pull = pulls(&runs);
+    assert_eq!(pull.len(), 1, "{runs:?}");
+    let want = format!("oci://{auth_host}/ghcr/gapbundle-test/charts/web");
+    assert_eq!(pull[0].args.get(1), Some(&want), "{runs:?}");
+    assert_ca_in_ssl_cert_dir(pull[0], &pki.ca());
+    let login = runs
+        .iter()
+        .find(|r| r.args.starts_with(&["registry".into(), "login".into()]))
+        .unwrap_or_else(|| panic!("no helm registry login: {runs:?}"));
+    assert!(
+        login.args.iter().any(|a| a == "--password-stdin"),
+        "the password on stdin: {login:?}"
+    );
+    assert_ca_in_ssl_cert_dir(login, &pki.ca());
+    // Logged in to a throw-away registry config, never the user's.
+    let config = &login.env["HELM_REGISTRY_CONFIG"];
+    assert_ne!(Path::new(config), w.path("helm-registry.json"), "{login:?}");
+    assert_eq!(&pull[0].env["HELM_REGISTRY_CONFIG"], config, "{runs:?}");
+    assert!(!Path::new(config).exists(), "the throw-away login is gone");
+    let user_config = fs::read_to_string(w.path("helm-registry.json")).unwrap_or_default();
+    assert!(!user_config.contains(&auth_host), "{user_config}");
+    let bundle = fs::read(w.path("auth.gapb")).unwrap();
+    assert_no_mirror_host(&bundle, &auth_host, "the bundle");
+    assert!(
+        !bundle
+            .windows(PASSWORD.len())
+            .any(|w| w == PASSWORD.as_bytes()),
+        "the password in the bundle"
+    );
+    let inspect = w.inspect("auth.gapb");
+    assert!(
+        inspect
+            .to_string()
+            .contains("oci://ghcr.io/gapbundle-test/charts/web:0.1.0"),
+        "{inspect}"
+    );
+
+    // A mirror that wants a client certificate: refused without one, with the fix
+    // named; with configs.<host>.tls.cert_file/key_file Helm gets their paths.
+    let mtls_host = mtls.named();
+    let mtls_endpoint = format!("https://{mtls_host}");
+    let o = create_with(
+        &registries_yaml(
+            &mtls_endpoint,
+            &format!("configs:\n  \"{mtls_host}\":\n    tls:\n{ca_line}"),
+        ),
+        "no-cert.gapb",
+    );
+    let e = fails(&o, 5);
+    assert!(e.contains("charts[0]") && e.contains(&mtls_host), "{e}");
+    assert!(
+        e.contains("client certificate") && e.contains("--registry-cert"),
+        "{e}"
+    );
+    spy.take();
+    ok(create_with(
+        &registries_yaml(
+            &mtls_endpoint,
+            &format!(
+                "configs:\n  \"{mtls_host}\":\n    tls:\n{ca_line}      cert_file: {}\n      key_file: {}\n",
+                client_crt.display(),
+                client_key.display()
+            ),
+        ),
+        "mtls.gapb",
+    ));
+    let runs = spy.take();
+    assert_no_secret_handed_to_helm(&runs, PASSWORD);
+    let pull = pulls(&runs);
+    assert_eq!(pull.len(), 1, "{runs:?}");
+    assert_eq!(
+        pull[0].args.get(1),
+        Some(&format!("oci://{mtls_host}/ghcr/gapbundle-test/charts/web")),
+        "{runs:?}"
+    );
+    assert_ca_in_ssl_cert_dir(pull[0], &pki.ca());
+    let flag = |f: &str| {
+        let at = pull[0].args.iter().position(|a| a == f);
+        at.and_then(|i| pull[0].args.get(i + 1)).map(PathBuf::from)
+    };
+    assert_eq!(flag("--cert-file"), Some(client_crt.clone()), "{runs:?}");
+    assert_eq!(flag("--key-file"), Some(client_key.clone()), "{runs:?}");
+    assert_eq!(
+        fs::read(w.path("auth.gapb")).unwrap(),
+        fs::read(w.path("mtls.gapb")).unwrap(),
+        "the same bundle through either mirror"
+    );
+}
+
+#[test]
+fn helm_pulls_a_chart_from_a_named_mirror_through_the_proxy_in_https_proxy_and_http_proxy() {
+    require_tool("helm");
+    require_tool("kubectl");
+    let name = loopback_name();
+    let pki = Pki::new();
+    let (crt, key) = pki.issue("named", &format!("DNS:{name}"), false, false);
+    let data = tempfile::tempdir().unwrap();
+    let plain = Distribution::start(data.path(), None);
+    let w = Work::new("corp");
+    corporate_spec(&w, &plain.addr);
+    // The chart only: nothing but Helm talks to the mirror (gapbundle hands OCI
+    // charts to Helm and asks no registry itself), so what the proxy logs is Helm's.
+    w.write(
+        "bundle.yaml",
+        "name: corp\nversion: \"1\"\ncharts:\n  - oci: oci://ghcr.io/gapbundle-test/charts/web\n    version: 0.1.0\n    discoverImages: false\n",
+    );
+    let tls = Distribution::start(
+        data.path(),
+        Some(&Tls {
+            cert: crt,
+            key,
+            client_ca: None,
+        }),
+    );
+    let spy = HelmSpy::new(&w);
+    let proxy = Tinyproxy::start();
+    let via = |var: &str, endpoint: &str, out: &str| {
+        w.write(
+            "registries.yaml",
+            &format!(
+                "mirrors:\n  ghcr.io:\n    endpoint: [\"{endpoint}/v2/ghcr\"]\nconfigs:\n  \"{}\":\n    tls:\n      ca_file: {}\n",
+                tls.named(),
+                pki.ca().display()
+            ),
+        );
+        ok(create(&w, out)
+            .env("PATH", spy.path())
+            .env(var, &proxy.url)
+            .arg("--registries")
+            .arg(w.path("registries.yaml"))
+            .args(["--disable-default-registry-endpoint", "--retries", "1"])
+            .arg("--cache")
+            .arg(w.path(format!("cache-{out}")))
+            .output()
+            .unwrap());
+        let runs = spy.take();
+        let pull = pulls(&runs);
+        assert_eq!(pull.len(), 1, "{runs:?}");
+        assert_eq!(
+            pull[0].env.get(var),
+            Some(&proxy.url),
+            "{var} for helm: {runs:?}"
+        );
+    };
+
+    // HTTPS: Helm tunnels to the mirror by its name (CONNECT).
+    via(
+        "HTTPS_PROXY",
+        &format!("https://{}", tls.named()),
+        "tls.gapb",
+    );
+    let log = proxy.log();
+    assert!(
+        log.contains(&format!("CONNECT {} HTTP/1.1", tls.named())),
+        "tinyproxy's log shows Helm's tunnel to {}:\n{log}",
+        tls.named()
+    );
+    // Plain HTTP: Helm's requests go to the proxy with the whole URL.
+    via(
+        "HTTP_PROXY",
+        &format!("http://{}", plain.named()),
+        "plain.gapb",
+    );
+    let log = proxy.log();
+    let manifest = format!(
+        "http://{}/v2/ghcr/gapbundle-test/charts/web/manifests/0.1.0",
+        plain.named()
+    );
+    assert!(
+        log.contains(&manifest),
+        "tinyproxy's log shows Helm's {manifest}:\n{log}"
+    );
+    assert_eq!(
+        w.inspect("tls.gapb")["objects"],
+        w.inspect("plain.gapb")["objects"],
+        "one chart, whichever way it came"
     );
 }
 

@@ -3,15 +3,18 @@
 //! flake output built by the real Nix) with escapes tried and refused; v1 then v2
 //! of a bundle into a real containerd with a second bundle sharing an image, then
 //! `list`, `remove` and `--prune`, judged with `ctr`; K3s's own air-gap artifacts
-//! as inputs (a docker-archive of several images, a zstd oci-archive, an image
-//! list), judged with skopeo; fleet mode leaving manifests out; and the progress
-//! bar of a containerd import of a 300 MiB layer under a real terminal (`script`).
+//! as inputs (a docker-archive of several images, plain and gzip-compressed, a zstd
+//! oci-archive, an image list), judged with skopeo and `ctr`; fleet mode leaving manifests out; `import --dry-run`
+//! to a fleet registry and a Nix store that nothing answers for; and the progress
+//! bars of a containerd import and a fleet push of a big layer and of a Nix store
+//! import of a 64 MiB path, under a real terminal (`script`).
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -770,6 +773,108 @@ fn k3s_air_gap_artifacts_are_inputs() {
     assert!(err.contains("images.txt:2: `not a reference`"), "{err}");
 }
 
+#[test]
+fn a_gzip_compressed_docker_archive_of_several_images_is_an_input_and_lands_whole_in_containerd() {
+    require_tool("gzip");
+    let ctd = Containerd::start();
+    let w = Work::new("site-test");
+    let layout = fixture_layout().display().to_string();
+    // K3s's own k3s-airgap-images-amd64.tar.gz is this: a docker-archive of several
+    // images, gzip-compressed by gzip.
+    let parts: Vec<PathBuf> = [
+        (tags::APP, "example/app:1.2"),
+        (tags::TOOL, "example/tool:0.3"),
+    ]
+    .iter()
+    .map(|(tag, name)| {
+        let out = w.path(format!("{}.tar", name.replace(['/', ':'], "-")));
+        run(skopeo().args([
+            "copy",
+            "--quiet",
+            &format!("oci:{layout}:{tag}"),
+            &format!("docker-archive:{}:{name}", out.display()),
+        ]));
+        out
+    })
+    .collect();
+    let tar = w.path("k3s-airgap-images-amd64.tar");
+    merge_docker_archives(&parts, &tar);
+    let original = fs::read(&tar).unwrap();
+    run(tool("gzip").args(["-k", "-9"]).arg(&tar));
+    let gz = w.path("k3s-airgap-images-amd64.tar.gz");
+    assert_eq!(&fs::read(&gz).unwrap()[..2], [0x1f, 0x8b], "gzip wrote it");
+    fs::remove_file(&tar).unwrap();
+    w.write(
+        "bundle.yaml",
+        "name: airgap-gz\nversion: \"1\"\nimages:\n  - archive: ./k3s-airgap-images-amd64.tar.gz\n",
+    );
+    ok(w.create("gz.gapb").output().unwrap());
+    ok(w.verify("gz.gapb"));
+    // --locked from the same archive gives the same bundle.
+    ok(w.create("gz-again.gapb").arg("--locked").output().unwrap());
+    assert_eq!(
+        fs::read(w.path("gz.gapb")).unwrap(),
+        fs::read(w.path("gz-again.gapb")).unwrap()
+    );
+    let info = w.inspect("gz.gapb");
+    let digests: BTreeMap<String, String> = info["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["ref"].as_str().unwrap().to_string(),
+                i["digest"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let names = ["docker.io/example/app:1.2", "docker.io/example/tool:0.3"];
+    assert_eq!(
+        digests.keys().map(String::as_str).collect::<Vec<_>>(),
+        names,
+        "{info}"
+    );
+
+    // Into a real containerd: every image registered under its name with the
+    // bundle's digest, complete, and its layers the ones skopeo reads from the
+    // archive (uncompressed again here, for skopeo).
+    ok(w.import(&w.path("gz.gapb"))
+        .arg("--containerd")
+        .arg(ctd.socket())
+        .output()
+        .unwrap());
+    fs::write(&tar, &original).unwrap();
+    let listed = ctd.ctr_stdout(&["images", "ls"]);
+    let check = ctd.ctr_stdout(&["images", "check"]);
+    for name in names {
+        let row = listed
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("{name} not in ctr images ls:\n{listed}"));
+        assert!(row.contains(&digests[name]), "{row}");
+        let row = check
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("{name} not in ctr images check:\n{check}"));
+        assert!(row.contains("complete"), "{row}");
+        let exported = w.path("export.tar");
+        run(ctd
+            .ctr()
+            .args(["images", "export", "--platform", "linux/amd64"])
+            .arg(&exported)
+            .arg(name));
+        let from_containerd = skopeo_manifest(&format!("oci-archive:{}", exported.display()), None);
+        let from_archive =
+            skopeo_manifest(&format!("docker-archive:{}:{name}", tar.display()), None);
+        assert_eq!(
+            manifest_layer_digests(&from_containerd),
+            manifest_layer_digests(&from_archive),
+            "{name}: {from_containerd}\n{from_archive}"
+        );
+        fs::remove_file(&exported).unwrap();
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Fleet mode and manifests
 // ---------------------------------------------------------------------------
@@ -819,6 +924,152 @@ fn fleet_mode_leaves_manifests_out_unless_asked() {
 // ---------------------------------------------------------------------------
 // What an operator sees
 // ---------------------------------------------------------------------------
+
+/// `import --dry-run` of `bundle` to the fleet registry `registry` and the Nix
+/// store `store` (`--json` when `json`).
+fn dry_run_to(w: &Work, bundle: &Path, registry: &str, store: &str, json: bool) -> Output {
+    let mut c = with_nix_config(w.import(bundle));
+    c.args(["--registry", registry, "--insecure-registry", registry])
+        .args(["--nix-store", store, "--retries", "1", "--dry-run"]);
+    if json {
+        c.arg("--json");
+    }
+    c.output().unwrap()
+}
+
+#[test]
+fn a_dry_run_plans_a_fleet_registry_and_a_nix_store_it_cannot_reach() {
+    require_tool("nix");
+    let reg = Registry::start();
+    let fx = push_fixture_images(&reg, None);
+    let w = Work::new("site-test");
+    w.write(
+        "flake/flake.nix",
+        &sh_flake(
+            r#"    app = mk "gb-dry-run-app" "mkdir $out; echo dry > $out/run";"#,
+            "inherit app;",
+        ),
+    );
+    w.write(
+        "bundle.yaml",
+        &format!(
+            "name: dry\nversion: \"1\"\nplatforms: [linux/amd64]\nimages:\n  - ref: {}\nnix:\n  - installable: ./flake#packages.x86_64-linux.app\n",
+            fx.app.reference
+        ),
+    );
+    ok(with_nix_config(w.create("dry.gapb"))
+        .args(["--insecure-registry", &reg.addr])
+        .output()
+        .unwrap());
+    let bundle = w.path("dry.gapb");
+    // Nothing listens on the registry's port, and no daemon on the store's socket.
+    let registry = format!("127.0.0.1:{}", free_port());
+    let socket = w.path("no-daemon.sock");
+    let store = format!("unix://{}", socket.display());
+
+    // Exit code 0, and per target: planned as if it held nothing, which target it
+    // could not reach, why, and the next step.
+    let o = ok(dry_run_to(&w, &bundle, &registry, &store, false));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(text.starts_with("dry run: dry 1 ("), "{text}");
+    assert!(text.contains("nothing changed"), "{text}");
+    let section = |target: &str| -> String {
+        let at = text
+            .find(&format!("  {target}: "))
+            .unwrap_or_else(|| panic!("no {target} in {text}"));
+        let rest = &text[at + 2..];
+        let end = rest
+            .find("\n  registry ")
+            .filter(|e| *e > 0)
+            .unwrap_or(rest.len());
+        rest[..end].to_string()
+    };
+    let nix_part = section(&format!("nix store {store}"));
+    let fleet_part = section(&format!("registry {registry}"));
+    let nix_path = nix_built(&w.path("flake"), "app");
+    for (part, new, why) in [
+        (
+            &nix_part,
+            format!("new      nix-path {nix_path}"),
+            vec!["Is nix-daemon running", &*socket.to_string_lossy()],
+        ),
+        (
+            &fleet_part,
+            format!("new      {registry}/team/app:1.2"),
+            vec!["is the registry running there", "connection refused"],
+        ),
+    ] {
+        assert!(part.contains(": 1 new, 0 already present, "), "{part}");
+        assert!(
+            part.contains("not reachable, so what it holds was not checked"),
+            "{part}"
+        );
+        assert!(part.contains(&new), "{part}");
+        for w in why {
+            assert!(part.contains(w), "{w:?} in {part}");
+        }
+    }
+    // --json: the plan follows its schema (cli_report checks), each target says why
+    // it was not reached, and the sizes are those of the same targets reachable and
+    // empty: a fresh fleet registry and a fresh store.
+    let plan = cli_report(
+        &ok(dry_run_to(&w, &bundle, &registry, &store, true)),
+        "import-plan",
+    );
+    let fleet = Registry::start();
+    let fresh = chroot_store(&w.path("fresh-store"));
+    let live = cli_report(
+        &ok(dry_run_to(&w, &bundle, &fleet.addr, &fresh, true)),
+        "import-plan",
+    );
+    let targets = plan["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 2, "{plan}");
+    for (t, l) in targets.iter().zip(live["targets"].as_array().unwrap()) {
+        let why = t["plan"]["unreachable"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{plan}"));
+        assert!(
+            why.contains("Is nix-daemon running") || why.contains("is the registry running there"),
+            "{why}"
+        );
+        assert!(l["plan"].get("unreachable").is_none(), "{live}");
+        assert!(t["plan"]["bytesToWrite"].as_u64().unwrap() > 0, "{plan}");
+        assert_eq!(
+            t["plan"]["bytesToWrite"], l["plan"]["bytesToWrite"],
+            "planned unreached as reached: {plan}\n{live}"
+        );
+        assert_eq!(
+            t["plan"]["newObjects"].as_array().unwrap().len(),
+            l["plan"]["newObjects"].as_array().unwrap().len(),
+            "{plan}\n{live}"
+        );
+    }
+    // Without --dry-run, each one alone stops the import before anything is
+    // written: exit code 5, naming the target and the next step.
+    let mut c = with_nix_config(w.import(&bundle));
+    c.args(["--skip-images", "--nix-store", &store]);
+    let e = fails(&c.output().unwrap(), 5);
+    assert!(
+        e.contains(&format!("nix store {store} cannot be reached"))
+            && e.contains("Is nix-daemon running"),
+        "{e}"
+    );
+    let mut c = w.import(&bundle);
+    c.args([
+        "--skip-nix",
+        "--registry",
+        &registry,
+        "--insecure-registry",
+        &registry,
+    ])
+    .args(["--retries", "1"]);
+    let e = fails(&c.output().unwrap(), 5);
+    assert!(
+        e.contains(&registry) && e.contains("is the registry running there"),
+        "{e}"
+    );
+    assert!(!w.state_dir().join("receipts/dry.json").exists());
+}
 
 /// A sha256 of a file, streamed.
 fn sha256_file(p: &Path) -> String {
@@ -936,19 +1187,30 @@ fn the_containerd_bar_moves_with_the_bytes_of_a_300_mib_layer() {
     );
     ok(w.create("big.gapb").arg("--quiet").output().unwrap());
     fs::remove_dir_all(w.path("big")).unwrap();
-    // Under a terminal, as an operator runs it: `script` gives the command a pty
-    // and copies what it draws to our stdout.
-    let cmd = w.import(&w.path("big.gapb"));
-    let mut line = shell_quote(&gapbundle_bin().display().to_string());
+    let mut cmd = w.import(&w.path("big.gapb"));
+    cmd.arg("--containerd").arg(ctd.socket());
+    let screen = under_a_terminal(&cmd);
+    assert!(screen.contains("imported big 1"), "{screen}");
+    assert_moved_with_the_bytes(&screen, 299.0);
+    fs::remove_file(w.path("big.gapb")).unwrap();
+    fs::remove_dir_all(w.path("cache")).unwrap();
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// What `cmd` (a gapbundle command) draws when an operator runs it on a terminal:
+/// `script` gives it a pty and copies the screen to its stdout. `cmd`'s
+/// environment is passed on; the run must succeed.
+fn under_a_terminal(cmd: &Command) -> String {
+    let mut line = shell_quote(&cmd.get_program().to_string_lossy());
     for a in cmd.get_args() {
         line.push(' ');
         line.push_str(&shell_quote(&a.to_string_lossy()));
     }
-    line.push_str(&format!(
-        " --containerd {}",
-        shell_quote(&ctd.socket().display().to_string())
-    ));
-    let out = ok(tool("script")
+    let mut script = tool("script");
+    script
         .args([
             "--quiet",
             "--flush",
@@ -957,22 +1219,98 @@ fn the_containerd_bar_moves_with_the_bytes_of_a_300_mib_layer() {
             &line,
             "/dev/null",
         ])
-        .env("GAPBUNDLE_STATE_DIR", w.state_dir())
-        .env("COLUMNS", "160")
-        .output()
-        .unwrap());
-    let screen = String::from_utf8_lossy(&out.stdout);
-    assert!(screen.contains("imported big 1"), "{screen}");
-    let counts = drawn_counts(&screen, 299.0);
-    let between: Vec<&f64> = counts.iter().filter(|c| **c > 1.0 && **c < 299.0).collect();
-    assert!(
-        !between.is_empty(),
-        "the bar showed intermediate byte counts of the 300 MiB layer: {counts:?}\n{screen}"
-    );
-    fs::remove_file(w.path("big.gapb")).unwrap();
-    fs::remove_dir_all(w.path("cache")).unwrap();
+        .env("COLUMNS", "160");
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => script.env(k, v),
+            None => script.env_remove(k),
+        };
+    }
+    let out = ok(script.output().unwrap());
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
+/// Asserts that `screen` shows a bar of at least `total` MiB at some count
+/// strictly between 1 MiB and `total - 1`: it moved with the bytes, not only at
+/// the start and the end.
+fn assert_moved_with_the_bytes(screen: &str, total: f64) {
+    let counts = drawn_counts(screen, total);
+    let between: Vec<&f64> = counts
+        .iter()
+        .filter(|c| **c > 1.0 && **c < total - 1.0)
+        .collect();
+    assert!(
+        !between.is_empty(),
+        "the bar showed intermediate byte counts of the {total} MiB: {counts:?}\n{screen}"
+    );
+}
+
+#[test]
+fn the_fleet_push_bar_moves_with_the_bytes_of_a_200_mib_layer() {
+    require_tool("script");
+    let fleet = Registry::start();
+    let w = Work::new("site-test");
+    big_layout(&w.path("big"), 200 << 20);
+    w.write(
+        "bundle.yaml",
+        "name: big\nversion: \"1\"\nimages:\n  - layout: ./big:big\n    name: example.test/big:1\n",
+    );
+    ok(w.create("big.gapb").arg("--quiet").output().unwrap());
+    fs::remove_dir_all(w.path("big")).unwrap();
+    fs::remove_dir_all(w.path("cache")).unwrap();
+    let mut cmd = w.import(&w.path("big.gapb"));
+    cmd.args([
+        "--registry",
+        &fleet.addr,
+        "--insecure-registry",
+        &fleet.addr,
+    ]);
+    let screen = under_a_terminal(&cmd);
+    assert!(screen.contains("imported big 1"), "{screen}");
+    assert_moved_with_the_bytes(&screen, 199.0);
+    // What the bar counted arrived: skopeo reads the image from the fleet registry
+    // (`example.test/big:1` keeps its path and tag there).
+    let m = skopeo_manifest(&fleet.docker_ref("big:1"), None);
+    assert_eq!(manifest_layer_digests(&m).len(), 1, "{m}");
+    fs::remove_file(w.path("big.gapb")).unwrap();
+}
+
+#[test]
+fn the_nix_store_bar_moves_with_the_bytes_of_a_64_mib_path() {
+    require_tool("script");
+    require_tool("nix");
+    let w = Work::new("site-test");
+    // Random bytes: the NAR blob stays 64 MiB once zstd-compressed.
+    w.write(
+        "flake/flake.nix",
+        &sh_flake(
+            &format!(
+                r#"    big = mk "gb-progress-{}" "head -c 67108864 /dev/urandom > $out";"#,
+                std::process::id()
+            ),
+            "inherit big;",
+        ),
+    );
+    w.write(
+        "bundle.yaml",
+        "name: big-nix\nversion: \"1\"\nnix:\n  - installable: ./flake#packages.x86_64-linux.big\n",
+    );
+    ok(with_nix_config(w.create("nix.gapb"))
+        .arg("--quiet")
+        .output()
+        .unwrap());
+    fs::remove_dir_all(w.path("cache")).unwrap();
+    let path = nix_built(&w.path("flake"), "big");
+    let root = w.path("store");
+    let mut cmd = with_nix_config(w.import(&w.path("nix.gapb")));
+    cmd.arg("--nix-store").arg(chroot_store(&root));
+    let screen = under_a_terminal(&cmd);
+    assert!(screen.contains("imported big-nix 1"), "{screen}");
+    assert_moved_with_the_bytes(&screen, 63.0);
+    assert_eq!(
+        valid_in(&root, std::slice::from_ref(&path)),
+        [path.as_str()]
+    );
+    run_stdout(nix("nix-store").arg("--delete").arg(&path));
+    fs::remove_file(w.path("nix.gapb")).unwrap();
 }

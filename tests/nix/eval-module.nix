@@ -39,6 +39,7 @@ in
           wants
           serviceConfig
           description
+          restartIfChanged
           ;
         path = map (p: p.name) service.path;
       };

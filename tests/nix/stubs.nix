@@ -57,6 +57,12 @@ let
         type = types.attrsOf types.unspecified;
         default = { };
       };
+      # As NixOS's: whether switch-to-configuration restarts the unit when its
+      # definition changed.
+      restartIfChanged = mkOption {
+        type = types.bool;
+        default = true;
+      };
     };
   };
   path = types.submodule {

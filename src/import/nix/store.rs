@@ -25,7 +25,7 @@ use super::{cached_path, Dest, NixTarget};
 use crate::bundle::reader::{damage, Entry, Head};
 use crate::error::NixStoreFailure;
 use crate::import::Target;
-use crate::io::process::nix_cmd;
+use crate::io::process::{nix_cmd, ProcessError};
 use crate::io::serve::{Blob, Config, Document, Documents, Fault, Served, Server};
 use crate::nixfmt::{cache_info, parse_path_info, NarHash, NarInfoIdentity, StorePath};
 use crate::progress::{Bar, Progress};
@@ -93,6 +93,7 @@ impl NixTarget {
                         .args(["--check-validity", "--print-invalid"])
                         .args(chunk.iter().map(|p| p.as_str()))
                         .output()
+                        .map_err(|e| self.unreached(e))
                         .with_context(|| {
                             format!("asking {} which paths it has", self.describe())
                         })?;
@@ -104,6 +105,23 @@ impl NixTarget {
                     .cloned()
                     .collect())
             }
+        }
+    }
+
+    /// `e`, from the first question a store is asked, as a [`NixStoreFailure`] with
+    /// the next step when Nix says nothing answers at the store's socket (a daemon
+    /// that is not running, a `unix://` path that is wrong): the store's own trouble
+    /// to fix, as for containerd or a registry, not this machine's.
+    fn unreached(&self, e: ProcessError) -> anyhow::Error {
+        match &e {
+            ProcessError::Failed { stderr, .. } if stderr.contains("cannot connect to socket at") => {
+                NixStoreFailure(format!(
+                    "{} cannot be reached: no Nix daemon answers at its socket. Is nix-daemon running (systemctl status nix-daemon), and is --nix-store right (`daemon` is /nix/var/nix/daemon-socket/socket, or unix:///PATH)? ({e})",
+                    self.describe()
+                ))
+                .into()
+            }
+            _ => e.into(),
         }
     }
 

@@ -603,14 +603,30 @@ fn refusal(e: &ProcessError) -> Option<&'static str> {
     }
 }
 
+/// How Helm reached the host whose failure [`tls_hint`] reads.
+#[derive(Clone, Copy)]
+struct Reached {
+    /// Over TLS (not plain HTTP).
+    tls: bool,
+    /// With a client certificate.
+    client_cert: bool,
+}
+
 /// What fixes the TLS failure Helm's stderr reports (Go's `x509:` and `tls:`
 /// errors), if it reports one: the same reasons and fixes as for images
 /// ([`crate::registry::errors`]).
-fn tls_hint(e: &ProcessError, host: &str) -> Option<String> {
+///
+/// Under TLS 1.3 the client's handshake is over before the server has checked
+/// the client's certificate, so a server that wants one and gets none often just
+/// resets the connection as Go sends the first request (`write: connection reset
+/// by peer`), instead of the alert Go reports as `tls: certificate required`.
+/// Without a client certificate over TLS, that reset gets the same fix.
+fn tls_hint(e: &ProcessError, host: &str, how: Reached) -> Option<String> {
     let ProcessError::Failed { stderr, .. } = e else {
         return None;
     };
     let file = format!("configs.\"{host}\".tls");
+    let reset = stderr.contains("connection reset by peer") || stderr.contains("broken pipe");
     if stderr.contains("certificate signed by unknown authority") {
         Some(format!("its certificate comes from a CA this machine does not trust: pass --registry-ca FILE with the CA that issued it, or set {file}.ca_file in a --registries file, or add that CA to the system's trust store (SSL_CERT_FILE, SSL_CERT_DIR)"))
     } else if stderr.contains("x509: certificate is valid for")
@@ -624,6 +640,8 @@ fn tls_hint(e: &ProcessError, host: &str) -> Option<String> {
         || stderr.contains("tls: bad certificate")
     {
         Some(format!("it wants a client certificate it accepts: pass --registry-cert FILE --registry-key FILE, or set {file}.cert_file and key_file in a --registries file"))
+    } else if reset && how.tls && !how.client_cert {
+        Some(format!("it reset the connection right after the handshake, which is how a server that wants a client certificate refuses a client without one (TLS 1.3): pass --registry-cert FILE --registry-key FILE, or set {file}.cert_file and key_file in a --registries file; if it wants none, check that it is up"))
     } else if stderr.contains("server gave HTTP response to HTTPS client") {
         Some(format!("it speaks plain HTTP: write its endpoint as http://{host} in the registries file, or pass --insecure-registry {host}"))
     } else {
@@ -649,11 +667,11 @@ fn pull_failure(
     i: usize,
     what: &str,
     server: &str,
-    auth: &HostAuth,
+    (auth, how): (&HostAuth, Reached),
     e: ProcessError,
 ) -> anyhow::Error {
     let refused = refusal(&e);
-    let tls = tls_hint(&e, &auth.host);
+    let tls = tls_hint(&e, &auth.host, how);
     let secret = auth.password();
     blame(e, |e| {
         let host = &auth.host;
@@ -684,7 +702,11 @@ fn pull_repo(
     let what = format!("chart {name} {} from {url}", version.unwrap_or("(latest)"));
     let auth = HostAuth::lookup(job, url_host(url))?;
     let tls = HelmTls::of(job, url_host(url))?;
-    let fail = |e| pull_failure(i, &what, "chart repository", &auth, e);
+    let how = Reached {
+        tls: !url.starts_with("http://"),
+        client_cert: tls.client.is_some(),
+    };
+    let fail = |e| pull_failure(i, &what, "chart repository", (&auth, how), e);
     let mut add = tls.apply(
         isolated_helm(job.tmp).args(["repo", "add", REPO_NAME, url]),
         "--insecure-skip-tls-verify",
@@ -827,7 +849,11 @@ fn pull_oci_from(
     } else {
         "registry"
     };
-    let fail = |e| pull_failure(i, what, server, &auth, e);
+    let how = Reached {
+        tls: !insecure,
+        client_cert: tls.client.is_some(),
+    };
+    let fail = |e| pull_failure(i, what, server, (&auth, how), e);
     let mut cmd = match auth.basic(i)? {
         // Logged in to the throw-away home's registry config only.
         Some((user, pass)) => {
@@ -936,5 +962,41 @@ mod tests {
             "a <redacted> b"
         );
         assert_eq!(redact("a b".into(), Some("a")), "a b");
+    }
+
+    #[test]
+    fn a_reset_after_the_handshake_without_a_client_certificate_says_to_give_one() {
+        // Helm 3.17's words against a registry that wants a client certificate
+        // (TLS 1.3), seen in tests/it/network.rs now and then instead of
+        // `remote error: tls: certificate required`.
+        let e = ProcessError::Failed {
+            command: "helm pull".into(),
+            status: "exit status: 1".into(),
+            stderr: "Error: failed to do request: Head \"https://registry.test:41737/v2/ghcr/charts/web/manifests/0.1.0\": write tcp 127.0.0.1:35538->127.0.0.1:41737: write: connection reset by peer".into(),
+        };
+        let host = "registry.test:41737";
+        let hint = |tls, client_cert| tls_hint(&e, host, Reached { tls, client_cert });
+        let h = hint(true, false).expect("a hint");
+        assert!(
+            h.contains("--registry-cert") && h.contains("configs.\"registry.test:41737\".tls"),
+            "{h}"
+        );
+        // With a certificate given, or over plain HTTP, a reset is no TLS matter.
+        assert_eq!(hint(true, true), None);
+        assert_eq!(hint(false, false), None);
+        let required = ProcessError::Failed {
+            command: "helm pull".into(),
+            status: "exit status: 1".into(),
+            stderr: "Error: remote error: tls: certificate required".into(),
+        };
+        let h = tls_hint(
+            &required,
+            host,
+            Reached {
+                tls: true,
+                client_cert: false,
+            },
+        );
+        assert!(h.is_some_and(|h| h.contains("--registry-cert")));
     }
 }

@@ -14,7 +14,8 @@
 //! paths with nothing but our public key in `trusted-public-keys`; a `gcRoot` names
 //! the entry's outputs (`name`, or `name-0`, `name-1`, ... for several). Blobs are
 //! ranked by topological depth: in the file, every NAR comes after the NARs of its
-//! references.
+//! references. An entry with `activate` must be one NixOS system toplevel; its
+//! path's meta carries the action (format.md 14.8).
 
 mod cmd;
 mod lock;
@@ -31,7 +32,7 @@ pub use pack::NAR_ZSTD_LEVEL;
 
 use crate::bundle::keys::SecretKey;
 use crate::bundle::manifest::{BlobEntry, ContentInfo, Encoding, Kind, Object};
-use crate::bundle::meta::{Meta, NixPathMeta};
+use crate::bundle::meta::{Activation, Meta, NixPathMeta};
 use crate::bundle::Digest;
 use crate::error::InputFailure;
 use crate::io::cas::Cas;
@@ -116,6 +117,33 @@ fn resolve_entry(
     Ok((root, all))
 }
 
+/// The one output of entry `i`, checked to be a NixOS system toplevel (it has
+/// `bin/switch-to-configuration` and `nixos-version`, as every
+/// `config.system.build.toplevel` has): `activate` on anything else would only
+/// fail on the host, after the import.
+fn system_toplevel(i: usize, outputs: &[String]) -> Result<StorePath> {
+    let [out] = outputs else {
+        return Err(InputFailure(format!(
+            "nix[{i}]: `activate` needs an entry with one output, a NixOS system toplevel (`nixosConfigurations.<name>.config.system.build.toplevel`); it has {}",
+            outputs.len()
+        ))
+        .into());
+    };
+    let root = std::path::Path::new(out);
+    let missing: Vec<&str> = ["bin/switch-to-configuration", "nixos-version"]
+        .into_iter()
+        .filter(|f| !root.join(f).is_file())
+        .collect();
+    if !missing.is_empty() {
+        return Err(InputFailure(format!(
+            "nix[{i}]: `activate` is set, but {out} is not a NixOS system toplevel: it lacks {} (build `nixosConfigurations.<name>.config.system.build.toplevel`)",
+            missing.join(" and ")
+        ))
+        .into());
+    }
+    Ok(StorePath::parse(out)?)
+}
+
 /// Resolves the spec's `nix:` entries to NAR blobs and `nix-path` objects, each path
 /// signed with `keys` over its Nix fingerprint.
 pub fn resolve(
@@ -131,9 +159,19 @@ pub fn resolve(
     }
     let mut wanted: Vec<StorePath> = Vec::new();
     let mut gc_roots: BTreeMap<StorePath, BTreeSet<String>> = BTreeMap::new();
+    let mut system: Option<(StorePath, Activation)> = None;
     for i in 0..spec.spec.nix.len() {
         let (root, paths) = resolve_entry(spec, i, progress)?;
         check_lock(lock, &root.key, &root.locked, progress)?;
+        if let Some(action) = spec.spec.nix[i].activate {
+            if let Some((other, _)) = &system {
+                return Err(InputFailure(format!(
+                    "nix[{i}]: `activate` is set on a second entry ({other} is already the system to activate): a bundle carries at most one NixOS system"
+                ))
+                .into());
+            }
+            system = Some((system_toplevel(i, &root.locked.paths)?, action));
+        }
         if let Some(name) = &root.gc_root {
             let outs: Vec<&String> = root.locked.paths.iter().collect();
             for (k, p) in outs.iter().enumerate() {
@@ -197,6 +235,10 @@ pub fn resolve(
             gc_roots: gc_roots
                 .get(&info.path)
                 .map(|r| r.iter().cloned().collect()),
+            activate: system
+                .as_ref()
+                .filter(|(p, _)| *p == info.path)
+                .map(|(_, a)| *a),
             extra: Default::default(),
         });
         c.objects.push(Object {

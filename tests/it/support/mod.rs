@@ -32,7 +32,8 @@
 //! real services; [`skopeo`] reads images from the outside; [`fixtures`] makes the
 //! images; [`versions`] makes two versions of an image set (for deltas); [`work`] is
 //! the work folder every end-to-end test starts from;
-//! [`http`] is a raw HTTP client; [`reports`] checks the `--json` reports against
+//! [`http`] is a raw HTTP client; [`hosts`] gives 127.0.0.1 a name that Helm and Go
+//! do not treat as loopback (for TLS and proxies); [`reports`] checks the `--json` reports against
 //! their schemas; [`fake_http`] holds the fake servers for the
 //! faults a real server cannot produce; [`faults`] kills a command at a moment
 //! chosen by watching it and checks what it left behind; [`encoding`] holds digests and base64 written
@@ -43,7 +44,7 @@
 //! compiles only into an integration test, because [`gapbundle_bin`] reads
 //! `CARGO_BIN_EXE_gapbundle` and the fixture cache lives under
 //! `CARGO_TARGET_TMPDIR`, which cargo sets only for those. Nothing here ever
-//! talks to any address other than 127.0.0.1.
+//! talks to any address other than 127.0.0.1 (which `registry.test` names too).
 
 mod bundles;
 mod commands;
@@ -52,6 +53,7 @@ mod encoding;
 mod fake_http;
 mod faults;
 mod fixtures;
+mod hosts;
 mod http;
 mod nix;
 mod proxy;
@@ -68,6 +70,7 @@ pub use encoding::*;
 pub use fake_http::*;
 pub use faults::*;
 pub use fixtures::*;
+pub use hosts::*;
 pub use http::*;
 pub use nix::*;
 pub use proxy::*;

@@ -25,7 +25,8 @@ pub fn cli_schema(report: &str) -> jsonschema::Validator {
 }
 
 /// Checks `value` against the schema of `report` (`create`, `verify`, `inspect`,
-/// `import`, `import-plan`, `split`, `join`, `inventory`, `patch`, `diff`, `sbom`, `serve`, `list`,
+/// `import`, `import-plan`, `activate`, `split`, `join`, `inventory`, `patch`, `diff`,
+/// `sbom`, `serve`, `list`,
 /// `remove`,
 /// `key-generate`, `key-public`, `man`, `error`).
 pub fn assert_report(value: &Value, report: &str) {

@@ -1,0 +1,369 @@
+//! NixOS systems (format.md 14.8): a fixture "system" built by the real Nix 2.8 (a
+//! `builtins.derivation` with a `bin/switch-to-configuration` that records each
+//! call in a file outside the store and fails when told to, and a
+//! `nixos-version`), bundled with `activate`, imported into the real store with a
+//! temporary `--profile`; `nix-env --list-generations` is the outside witness.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::support::*;
+
+/// The switch script: appends `<name> <action>` to `$GB_SWITCH_LOG`, and fails
+/// when `$GB_SWITCH_FAIL/<name>` exists.
+const SWITCH: &str = r#"#!/bin/sh
+echo "@NAME@ $1" >> "$GB_SWITCH_LOG"
+if [ -e "$GB_SWITCH_FAIL/@NAME@" ]; then
+  echo "@NAME@: activation failed on purpose" >&2
+  exit 1
+fi
+"#;
+
+/// A flake with two systems `sys1`, `sys2` and a plain package `plain`, their
+/// names tagged so that concurrent runs never share a store path.
+fn flake(tag: &str) -> String {
+    let sys = |n: &str| {
+        format!(
+            r#"    {n} = mk "gb-{n}-{tag}" "mkdir -p $out/bin; sed s/@NAME@/{n}/ ${{./switch.sh}} > $out/bin/switch-to-configuration; chmod +x $out/bin/switch-to-configuration; echo 24.05.{n} > $out/nixos-version";
+"#
+        )
+    };
+    let lets = format!(
+        "{}{}    plain = mk \"gb-plain-{tag}\" \"mkdir -p $out/bin; echo hi > $out/bin/hi\";",
+        sys("sys1"),
+        sys("sys2")
+    );
+    sh_flake(&lets, "inherit sys1 sys2 plain;")
+}
+
+struct Host {
+    w: Work,
+    paths: Vec<String>,
+}
+
+impl Host {
+    fn new(name: &str) -> Host {
+        let w = Work::new(name);
+        let tag = format!("{}-{}", std::process::id(), name);
+        fs::create_dir_all(w.path("flake")).unwrap();
+        fs::write(w.path("flake/flake.nix"), flake(&tag)).unwrap();
+        fs::write(w.path("flake/switch.sh"), SWITCH).unwrap();
+        fs::create_dir_all(w.path("fail")).unwrap();
+        Host {
+            w,
+            paths: Vec::new(),
+        }
+    }
+
+    /// Bundles `attr` with `activate: action` as version `version` of `host`.
+    fn bundle(&mut self, attr: &str, action: &str, version: &str) -> (std::path::PathBuf, String) {
+        let spec = format!("{attr}-{version}.yaml");
+        self.w.write(
+            &spec,
+            &format!(
+                "name: host\nversion: \"{version}\"\nnix:\n  - installable: ./flake#packages.x86_64-linux.{attr}\n    activate: {action}\n"
+            ),
+        );
+        let out = self.w.path(format!("{attr}-{version}.gapb"));
+        ok(with_nix_config(create_cmd(
+            &self.w.path(&spec),
+            &out,
+            &self.w.secret(),
+            &self.w.path("cache"),
+        ))
+        .output()
+        .unwrap());
+        let path = nix_built(&self.w.path("flake"), attr);
+        self.paths.push(path.clone());
+        (out, path)
+    }
+
+    fn profile(&self) -> std::path::PathBuf {
+        self.w.path("profiles/system")
+    }
+
+    fn env(&self, mut c: Command) -> Command {
+        c.env("GB_SWITCH_LOG", self.w.path("switch.log"))
+            .env("GB_SWITCH_FAIL", self.w.path("fail"))
+            .arg("--profile")
+            .arg(self.profile());
+        with_nix_config(c)
+    }
+
+    fn import(&self, bundle: &Path, extra: &[&str]) -> std::process::Output {
+        let mut c = self.w.import(bundle);
+        c.args(extra);
+        self.env(c).output().unwrap()
+    }
+
+    fn activate(&self, what: &Path, extra: &[&str]) -> std::process::Output {
+        let mut c = gapbundle();
+        c.arg("activate")
+            .arg(what)
+            .arg("--trust")
+            .arg(self.w.public())
+            .arg("--state-dir")
+            .arg(self.w.state_dir())
+            .args(extra);
+        self.env(c).output().unwrap()
+    }
+
+    fn log(&self) -> Vec<String> {
+        fs::read_to_string(self.w.path("switch.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn fail(&self, name: &str, on: bool) {
+        let p = self.w.path("fail").join(name);
+        if on {
+            fs::write(p, "").unwrap();
+        } else {
+            fs::remove_file(p).unwrap();
+        }
+    }
+
+    /// The profile's current generation and its store path, read by following the
+    /// links as NixOS does.
+    fn current(&self) -> (String, String) {
+        let gen = fs::read_link(self.profile()).unwrap();
+        let target = fs::read_link(self.w.path("profiles").join(&gen)).unwrap();
+        (
+            gen.to_string_lossy().into_owned(),
+            target.to_string_lossy().into_owned(),
+        )
+    }
+
+    /// `nix-env -p PROFILE --list-generations`: (number, current) per line.
+    fn generations(&self) -> Vec<(u64, bool)> {
+        run_stdout(
+            nix("nix-env")
+                .arg("-p")
+                .arg(self.profile())
+                .arg("--list-generations"),
+        )
+        .lines()
+        .map(|l| {
+            let n = l.split_whitespace().next().unwrap().parse().unwrap();
+            (n, l.contains("(current)"))
+        })
+        .collect()
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        // The profile's links are in the temporary folder; the store paths go.
+        let _ = fs::remove_dir_all(self.w.path("profiles"));
+        let _ = nix("nix-store")
+            .arg("--delete")
+            .args(&self.paths)
+            .stderr(Stdio::null())
+            .output();
+    }
+}
+
+#[test]
+fn a_system_is_switched_to_rolled_back_on_failure_and_a_rerun_does_nothing() {
+    let mut h = Host::new("nixos-switch");
+    let (b1, sys1) = h.bundle("sys1", "switch", "1");
+    let (b2, sys2) = h.bundle("sys2", "switch", "2");
+
+    // inspect shows the system and its activation.
+    let i = cli_report(
+        &ok(gapbundle()
+            .arg("--json")
+            .arg("inspect")
+            .arg(&b1)
+            .output()
+            .unwrap()),
+        "inspect",
+    );
+    assert_eq!(i["system"]["path"], sys1.as_str());
+    assert_eq!(i["system"]["activate"], "switch");
+    let text = output_text(&ok(gapbundle().arg("inspect").arg(&b1).output().unwrap()));
+    assert!(text.contains(&format!("system    {sys1}")), "{text}");
+
+    // The import brings the paths back into the store, then activates.
+    run(nix("nix-store").arg("--delete").args([&sys1, &sys2]));
+
+    // A dry run says which generation would be made and what runs; changes nothing.
+    let dry = cli_report(&ok(h.import(&b1, &["--json", "--dry-run"])), "import-plan");
+    assert_eq!(dry["system"]["newGeneration"], 1, "{dry:#}");
+    assert_eq!(dry["system"]["current"], serde_json::Value::Null);
+    let cmds: Vec<&str> = dry["system"]["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert_eq!(cmds.len(), 2, "{cmds:?}");
+    assert!(cmds[0].starts_with("nix-env -p ") && cmds[0].ends_with(&format!("--set {sys1}")));
+    assert_eq!(
+        cmds[1],
+        format!("{sys1}/bin/switch-to-configuration switch")
+    );
+    assert!(!h.profile().exists() && h.log().is_empty());
+    let text = output_text(&ok(h.import(&b1, &["--dry-run"])));
+    assert!(
+        text.contains("would activate with `switch` as generation 1"),
+        "{text}"
+    );
+
+    // A new generation appears; the script ran with `switch`.
+    let r = cli_report(&ok(h.import(&b1, &["--json"])), "import");
+    assert_eq!(r["system"]["newGeneration"], 1, "{r:#}");
+    assert_eq!(h.log(), ["sys1 switch"]);
+    assert_eq!(h.current(), ("system-1-link".into(), sys1.clone()));
+    assert_eq!(h.generations(), [(1, true)]);
+
+    // A second import of the same bundle does nothing.
+    let again = cli_report(&ok(h.import(&b1, &["--json"])), "import");
+    assert_eq!(again["system"]["alreadyActive"], true, "{again:#}");
+    assert_eq!(h.log(), ["sys1 switch"]);
+    assert_eq!(h.generations(), [(1, true)]);
+
+    // A failing activation: back on generation 1, which was activated again; exit 7.
+    h.fail("sys2", true);
+    let o = h.import(&b2, &[]);
+    let err = fails(&o, 7);
+    assert!(
+        err.contains("switched back to generation 1")
+            && err.contains("activation failed on purpose"),
+        "{err}"
+    );
+    assert_eq!(h.log(), ["sys1 switch", "sys2 switch", "sys1 switch"]);
+    assert_eq!(h.current(), ("system-1-link".into(), sys1.clone()));
+    assert_eq!(h.generations(), [(1, true), (2, false)]);
+
+    // `activate` takes it up again from the bundle or the receipt, once it works;
+    // Nix reuses generation 2, the highest, which already points at sys2.
+    let plan = cli_report(&ok(h.activate(&b2, &["--json", "--dry-run"])), "activate");
+    assert_eq!(plan["system"]["newGeneration"], 2, "{plan:#}");
+    assert_eq!(plan["system"]["current"]["number"], 1);
+    assert_eq!(h.log().len(), 3);
+    h.fail("sys2", false);
+    let done = cli_report(&ok(h.activate(Path::new("host"), &["--json"])), "activate");
+    assert_eq!(done["system"]["newGeneration"], 2, "{done:#}");
+    assert_eq!(h.log().last().unwrap(), "sys2 switch");
+    assert_eq!(h.current(), ("system-2-link".into(), sys2.clone()));
+    assert_eq!(h.generations(), [(1, false), (2, true)]);
+
+    // Both fail: going back fails too, exit 8, said so.
+    h.fail("sys1", true);
+    h.fail("sys2", true);
+    let err = fails(&h.import(&b1, &[]), 8);
+    assert!(err.contains("going back failed too"), "{err}");
+    assert_eq!(h.log()[4..], ["sys1 switch", "sys2 switch"]);
+    assert_eq!(h.generations(), [(1, false), (2, true), (3, false)]);
+}
+
+#[test]
+fn activation_none_imports_without_activating_and_activate_needs_an_import() {
+    let mut h = Host::new("nixos-later");
+    let (b, sys) = h.bundle("sys1", "boot", "1");
+    // Not imported yet: activate refuses, changing nothing.
+    let err = fails(&h.activate(&b, &[]), 4);
+    assert!(err.contains("was not imported here"), "{err}");
+    let o = ok(h.import(&b, &["--activation", "none"]));
+    assert!(
+        stderr(&o).contains("not activated (--activation none)"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!h.profile().exists() && h.log().is_empty());
+    ok(h.activate(&b, &[]));
+    assert_eq!(h.log(), ["sys1 boot"]);
+    assert_eq!(h.current(), ("system-1-link".into(), sys));
+}
+
+#[test]
+fn create_refuses_activate_on_what_is_not_a_system_toplevel() {
+    let mut h = Host::new("nixos-plain");
+    h.w.write(
+        "plain.yaml",
+        "name: host\nversion: \"1\"\nnix:\n  - installable: ./flake#packages.x86_64-linux.plain\n    activate: switch\n",
+    );
+    let o = with_nix_config(create_cmd(
+        &h.w.path("plain.yaml"),
+        &h.w.path("plain.gapb"),
+        &h.w.secret(),
+        &h.w.path("cache"),
+    ))
+    .output()
+    .unwrap();
+    h.paths.push(nix_built(&h.w.path("flake"), "plain"));
+    let err = fails(&o, 4);
+    assert!(
+        err.contains("nix[0]: `activate` is set, but")
+            && err.contains("lacks bin/switch-to-configuration and nixos-version"),
+        "{err}"
+    );
+    assert!(!h.w.path("plain.gapb").exists());
+}
+
+#[test]
+fn the_inbox_script_activates_with_the_real_binary_and_files_a_rolled_back_one_as_failed() {
+    let mut h = Host::new("nixos-inbox");
+    let (b1, sys1) = h.bundle("sys1", "switch", "1");
+    let (b2, _) = h.bundle("sys2", "switch", "2");
+    let inbox = h.w.path("inbox");
+    fs::create_dir_all(inbox.join("processed")).unwrap();
+    fs::create_dir_all(inbox.join("failed")).unwrap();
+    let real = gapbundle_bin();
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs = vec![real.parent().unwrap().to_path_buf()];
+    dirs.extend(std::env::split_paths(&path));
+    let path = std::env::join_paths(dirs).unwrap();
+    let run_inbox = || {
+        let mut c = tool("bash");
+        c.arg(repo().join("nix/gapbundle-inbox.sh"))
+            .arg("--inbox")
+            .arg(&inbox)
+            .arg("--state-dir")
+            .arg(h.w.path("inbox-state"))
+            .args(["--settle", "0", "--", "--trust"])
+            .arg(h.w.public())
+            // What the module passes for `activate = "switch"`.
+            .args(["--activation", "switch", "--profile"])
+            .arg(h.profile())
+            .env("PATH", &path)
+            .env("GAPBUNDLE_STATE_DIR", h.w.state_dir())
+            .env("GB_SWITCH_LOG", h.w.path("switch.log"))
+            .env("GB_SWITCH_FAIL", h.w.path("fail"))
+            .env("NIX_CONFIG", NIX_CONFIG);
+        run_stdout(&mut c)
+    };
+    let receipt = |dir: &str, name: &str| -> serde_json::Value {
+        let p = inbox.join(dir).join(format!("{name}.receipt.json"));
+        serde_json::from_slice(&fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+            .unwrap()
+    };
+
+    fs::copy(&b1, inbox.join("one.gapb")).unwrap();
+    run_inbox();
+    let r = receipt("processed", "one.gapb");
+    assert_eq!(r["status"], "imported", "{r:#}");
+    assert_eq!(r["result"]["system"]["newGeneration"], 1, "{r:#}");
+    assert_eq!(h.log(), ["sys1 switch"]);
+    assert_eq!(h.current(), ("system-1-link".into(), sys1.clone()));
+
+    h.fail("sys2", true);
+    fs::copy(&b2, inbox.join("two.gapb")).unwrap();
+    run_inbox();
+    let r = receipt("failed", "two.gapb");
+    assert_eq!(r["status"], "failed", "{r:#}");
+    assert_eq!(r["exitCode"], 7, "{r:#}");
+    assert!(
+        r["stderr"]
+            .as_str()
+            .unwrap()
+            .contains("switched back to generation 1"),
+        "{r:#}"
+    );
+    assert_eq!(h.current(), ("system-1-link".into(), sys1));
+    assert_eq!(h.generations(), [(1, true), (2, false)]);
+}
