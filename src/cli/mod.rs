@@ -342,6 +342,15 @@ pub struct ImportArgs {
         help_heading = "NixOS"
     )]
     pub profile: PathBuf,
+    /// The link to the running NixOS system, which a `test` activation compares the
+    /// bundle's system with (a rerun does nothing when it points at it).
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/run/current-system",
+        help_heading = "NixOS"
+    )]
+    pub current_system: PathBuf,
     /// How far the bundle's NixOS system may be activated: `switch` does what the
     /// bundle asks (switch, boot or test), `boot` makes it the boot default at most
     /// (a `switch` becomes `boot`, a `test` is not done), `none` imports it only
@@ -541,6 +550,10 @@ pub struct ActivateArgs {
         default_value = "/nix/var/nix/profiles/system"
     )]
     pub profile: PathBuf,
+    /// The link to the running NixOS system, which a `test` activation compares the
+    /// bundle's system with.
+    #[arg(long, value_name = "PATH", default_value = "/run/current-system")]
+    pub current_system: PathBuf,
     /// Where import receipts are kept [default: /var/lib/gapbundle as root, else
     /// $XDG_STATE_HOME/gapbundle].
     #[arg(long, value_name = "DIR", env = "GAPBUNDLE_STATE_DIR")]

@@ -43,9 +43,9 @@ pub fn run(a: ActivateArgs, out: &OutputArgs) -> Result<(), Failure> {
     };
     check_valid(&system.path)?;
     let plan = if a.dry_run {
-        activate::plan(&system, &a.profile)?
+        activate::plan(&system, &a.system_links)?
     } else {
-        activate::activate(&system, &a.profile, progress)?
+        activate::activate(&system, &a.system_links, progress)?
     };
     if out.json {
         print_json(&ActivateReport {

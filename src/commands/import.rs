@@ -71,12 +71,12 @@ pub fn run(a: ImportArgs, out: &OutputArgs) -> Result<(), Failure> {
     let mut covered = coverage(&a, &head)?;
     covered.extend(sections.iter().map(Section::id));
     let name = &head.manifest.name;
-    let system = system_to_activate(&a, &head, progress);
+    let (system, to_activate) = system_of(&a, &head, progress);
     if a.dry_run {
         let stored = receipts::peek(&a.state_dir)?;
         let (mine, others) = split(&stored, name);
         let retire = replacement(&mine, &sections, &covered, &others, a.prune);
-        let activation = match (&system, &a.profile) {
+        let activation = match (&to_activate, &a.system_links) {
             (Some(s), Some(p)) => Some(import::activate::plan(s, p)?),
             _ => None,
         };
@@ -152,7 +152,7 @@ pub fn run(a: ImportArgs, out: &OutputArgs) -> Result<(), Failure> {
     // place (in containerd before the switch when K3s runs, staged for the new
     // system's K3s otherwise), and the receipt says the import is done, so a
     // failed activation leaves an import `gapbundle activate` can take up again.
-    let activation = match (&system, &a.profile) {
+    let activation = match (&to_activate, &a.system_links) {
         (Some(s), Some(p)) => Some(import::activate::activate(s, p, progress)?),
         _ => None,
     };
@@ -208,15 +208,23 @@ pub fn run(a: ImportArgs, out: &OutputArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The bundle's NixOS system, when this import puts it into the host's own store
-/// (the only one that can be activated); said when it does not. Activated unless
-/// `--activation none` (then `gapbundle activate` does it from the receipt).
-fn system_to_activate(
+/// The bundle's NixOS system as it asks to be activated, when this import puts it
+/// into the host's own store (the only one that can be activated; said when it
+/// does not), for the receipt; and what this import activates of it under
+/// `--activation`: nothing with `none` or for a `test` under `boot` (then
+/// `gapbundle activate` does what the bundle asks, from the receipt), a `switch`
+/// as `boot` under `boot`.
+fn system_of(
     a: &ImportSettings,
     head: &Head,
     progress: &Progress,
-) -> Option<import::activate::System> {
-    let (o, action) = head.manifest.system()?;
+) -> (
+    Option<import::activate::System>,
+    Option<import::activate::System>,
+) {
+    let Some((o, asked)) = head.manifest.system() else {
+        return (None, None);
+    };
     let why_not = match &a.nix {
         None => Some("--skip-nix"),
         Some(n) if n.store.is_some() => Some("--nix-store is not this host's own store"),
@@ -227,8 +235,12 @@ fn system_to_activate(
             "the bundle's NixOS system {} is not activated: {why}",
             escaped(&o.name)
         ));
-        return None;
+        return (None, None);
     }
+    let system = |action| import::activate::System {
+        path: o.name.clone(),
+        action,
+    };
     let later = |why: &str| {
         progress.message(format!(
             "the bundle's NixOS system {} is imported but not activated ({why}): `gapbundle activate {}` does it",
@@ -236,27 +248,24 @@ fn system_to_activate(
             escaped(&head.manifest.name)
         ))
     };
-    let action = match action {
-        _ if a.profile.is_none() => {
+    let now = match asked {
+        _ if a.system_links.is_none() => {
             later("--activation none");
-            action
+            None
         }
         Activation::Test if a.boot_only => {
             later("it asks for `test`, and --activation boot allows `boot` at most");
-            return None;
+            None
         }
         Activation::Switch if a.boot_only => {
             progress.message(
                 "the bundle's NixOS system asks for `switch`; --activation boot makes it the boot default only",
             );
-            Activation::Boot
+            Some(Activation::Boot)
         }
-        other => other,
+        other => Some(other),
     };
-    Some(import::activate::System {
-        path: o.name.clone(),
-        action,
-    })
+    (Some(system(asked)), now.map(system))
 }
 
 /// Whether a target's plan failed because the target is out of reach (a service

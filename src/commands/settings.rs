@@ -23,6 +23,7 @@ use crate::cli::{
     SbomArgs, SbomFormat, ServeArgs, SplitArgs, TargetArgs, TrustArgs, VerifyArgs,
 };
 use crate::error::InputFailure;
+use crate::import::activate::SystemLinks;
 use crate::import::nix::NixOptions;
 use crate::import::oci::{ImageDest, ManifestDest, OciOptions};
 use crate::import::push::PushOptions;
@@ -187,9 +188,10 @@ pub struct ImportSettings {
     /// `--prune`: images a replaced version alone named are deleted, not only
     /// unpinned.
     pub prune: bool,
-    /// The system profile the bundle's NixOS system is activated with; `None` with
+    /// The system profile the bundle's NixOS system is activated with and the link
+    /// to the running system (`--profile`, `--current-system`); `None` with
     /// `--activation none`.
-    pub profile: Option<PathBuf>,
+    pub system_links: Option<SystemLinks>,
     /// `--activation boot`: a `switch` is done as `boot`, a `test` not at all.
     pub boot_only: bool,
 }
@@ -244,7 +246,10 @@ impl ImportSettings {
             fleet_manifests_left_out,
             state_dir: state_dir(a.state_dir),
             prune: a.prune,
-            profile: (a.activation != "none").then_some(a.profile),
+            system_links: (a.activation != "none").then_some(SystemLinks {
+                profile: a.profile,
+                current_system: a.current_system,
+            }),
             boot_only: a.activation == "boot",
         })
     }
@@ -259,8 +264,8 @@ pub struct ActivateSettings {
     pub trust: TrustSettings,
     /// `--dry-run`.
     pub dry_run: bool,
-    /// The system profile.
-    pub profile: PathBuf,
+    /// The system profile and the link to the running system.
+    pub system_links: SystemLinks,
     /// The state folder of import receipts ([`state_dir`]).
     pub state_dir: PathBuf,
 }
@@ -272,7 +277,10 @@ impl ActivateSettings {
             bundle: a.bundle,
             trust: TrustSettings::resolve(a.trust),
             dry_run: a.dry_run,
-            profile: a.profile,
+            system_links: SystemLinks {
+                profile: a.profile,
+                current_system: a.current_system,
+            },
             state_dir: state_dir(a.state_dir),
         }
     }

@@ -15,7 +15,8 @@
 //! failed generation stays listed (as after `nixos-rebuild`), no longer current.
 //!
 //! A second import of the same bundle does nothing: the profile already points at
-//! the system (for `test`, `/run/current-system` does). Everything here runs after
+//! the system (`boot`), the running system's link (`/run/current-system` unless
+//! `--current-system` names another) does (`test`), or both do (`switch`). Everything here runs after
 //! every path of the bundle was registered and verified; the paths are the local
 //! store's, since only the running host's store can be activated.
 
@@ -33,8 +34,20 @@ use crate::progress::Progress;
 /// The system profile NixOS boots from and `nixos-rebuild` writes.
 pub const DEFAULT_PROFILE: &str = "/nix/var/nix/profiles/system";
 
-/// What `test` compares with: the system running now.
-const CURRENT_SYSTEM: &str = "/run/current-system";
+/// What `test` compares with: the link to the system running now, which NixOS's
+/// activation script points at the system it activates.
+pub const DEFAULT_CURRENT_SYSTEM: &str = "/run/current-system";
+
+/// Where a host keeps its systems: the profile generations are made in and the
+/// link to the running system (both settable, so that tests and hosts with
+/// other layouts need not touch `/nix/var/nix/profiles` and `/run`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SystemLinks {
+    /// The system profile ([`DEFAULT_PROFILE`]).
+    pub profile: PathBuf,
+    /// The running system's link ([`DEFAULT_CURRENT_SYSTEM`]).
+    pub current_system: PathBuf,
+}
 
 /// A NixOS system toplevel to activate, and how.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -234,13 +247,19 @@ fn switch_cmd(path: &str, action: Activation) -> Cmd {
     .arg(action.as_str())
 }
 
-/// What activating `system` with `profile` would do; changes nothing.
-pub fn plan(system: &System, profile: &Path) -> Result<ActivationPlan, ActivationError> {
+/// What activating `system` with `links` would do; changes nothing.
+pub fn plan(system: &System, links: &SystemLinks) -> Result<ActivationPlan, ActivationError> {
+    let profile = links.profile.as_path();
     let current = current(profile)?;
-    let already = if system.action.makes_generation() {
-        current.as_ref().is_some_and(|g| g.path == system.path)
-    } else {
-        points_at(Path::new(CURRENT_SYSTEM), &system.path)
+    // `boot` is done when the profile points at the system, `test` when the host
+    // runs it, `switch` when both hold (a `boot` followed by a `switch` of the
+    // same system still switches).
+    let in_profile = current.as_ref().is_some_and(|g| g.path == system.path);
+    let running = points_at(&links.current_system, &system.path);
+    let already = match system.action {
+        Activation::Switch => in_profile && running,
+        Activation::Boot => in_profile,
+        Activation::Test => running,
     };
     let mut commands = Vec::new();
     let mut new_generation = None;
@@ -262,15 +281,16 @@ pub fn plan(system: &System, profile: &Path) -> Result<ActivationPlan, Activatio
     })
 }
 
-/// Activates `system` with `profile` (see the module docs); on failure the host is
+/// Activates `system` with `links` (see the module docs); on failure the host is
 /// back on the generation current before ([`ActivationError::RolledBack`]) or, if
 /// that failed too, [`ActivationError::RollbackFailed`].
 pub fn activate(
     system: &System,
-    profile: &Path,
+    links: &SystemLinks,
     progress: &Progress,
 ) -> Result<ActivationPlan, ActivationError> {
-    let mut plan = plan(system, profile)?;
+    let profile = links.profile.as_path();
+    let mut plan = plan(system, links)?;
     if plan.already_active {
         return Ok(plan);
     }

@@ -10,10 +10,15 @@ use std::process::{Command, Stdio};
 
 use crate::support::*;
 
-/// The switch script: appends `<name> <action>` to `$GB_SWITCH_LOG`, and fails
-/// when `$GB_SWITCH_FAIL/<name>` exists.
+/// The switch script: appends `<name> <action>` to `$GB_SWITCH_LOG`, points
+/// `$GB_CURRENT_SYSTEM` at its system for `switch` and `test` (as NixOS's
+/// activation script points `/run/current-system`, before it starts units), and
+/// fails when `$GB_SWITCH_FAIL/<name>` exists.
 const SWITCH: &str = r#"#!/bin/sh
 echo "@NAME@ $1" >> "$GB_SWITCH_LOG"
+if [ "$1" != boot ]; then
+  ln -sfn @OUT@ "$GB_CURRENT_SYSTEM"
+fi
 if [ -e "$GB_SWITCH_FAIL/@NAME@" ]; then
   echo "@NAME@: activation failed on purpose" >&2
   exit 1
@@ -25,7 +30,7 @@ fi
 fn flake(tag: &str) -> String {
     let sys = |n: &str| {
         format!(
-            r#"    {n} = mk "gb-{n}-{tag}" "mkdir -p $out/bin; sed s/@NAME@/{n}/ ${{./switch.sh}} > $out/bin/switch-to-configuration; chmod +x $out/bin/switch-to-configuration; echo 24.05.{n} > $out/nixos-version";
+            r#"    {n} = mk "gb-{n}-{tag}" "mkdir -p $out/bin; sed -e s/@NAME@/{n}/ -e s,@OUT@,$out, ${{./switch.sh}} > $out/bin/switch-to-configuration; chmod +x $out/bin/switch-to-configuration; echo 24.05.{n} > $out/nixos-version";
 "#
         )
     };
@@ -50,6 +55,7 @@ impl Host {
         fs::write(w.path("flake/flake.nix"), flake(&tag)).unwrap();
         fs::write(w.path("flake/switch.sh"), SWITCH).unwrap();
         fs::create_dir_all(w.path("fail")).unwrap();
+        fs::create_dir_all(w.path("run")).unwrap();
         Host {
             w,
             paths: Vec::new(),
@@ -83,11 +89,27 @@ impl Host {
         self.w.path("profiles/system")
     }
 
+    /// The running system's link (`--current-system`), which the switch script
+    /// points at its system.
+    fn current_system(&self) -> std::path::PathBuf {
+        self.w.path("run/current-system")
+    }
+
+    /// Where the running system's link points, if it exists.
+    fn running(&self) -> Option<String> {
+        fs::read_link(self.current_system())
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned())
+    }
+
     fn env(&self, mut c: Command) -> Command {
         c.env("GB_SWITCH_LOG", self.w.path("switch.log"))
             .env("GB_SWITCH_FAIL", self.w.path("fail"))
+            .env("GB_CURRENT_SYSTEM", self.current_system())
             .arg("--profile")
-            .arg(self.profile());
+            .arg(self.profile())
+            .arg("--current-system")
+            .arg(self.current_system());
         with_nix_config(c)
     }
 
@@ -281,6 +303,126 @@ fn activation_none_imports_without_activating_and_activate_needs_an_import() {
 }
 
 #[test]
+fn a_test_activation_makes_no_generation_and_a_rerun_compares_the_running_system() {
+    let mut h = Host::new("nixos-test");
+    let (b1, sys1) = h.bundle("sys1", "switch", "1");
+    let (b2, sys2) = h.bundle("sys2", "test", "2");
+    ok(h.import(&b1, &[]));
+    assert_eq!(h.running().as_deref(), Some(sys1.as_str()));
+    assert_eq!(h.generations(), [(1, true)]);
+
+    // The plan: no generation, only `switch-to-configuration test`.
+    let dry = cli_report(&ok(h.import(&b2, &["--json", "--dry-run"])), "import-plan");
+    assert_eq!(dry["system"]["action"], "test", "{dry:#}");
+    assert_eq!(dry["system"]["alreadyActive"], false, "{dry:#}");
+    assert_eq!(dry["system"]["newGeneration"], serde_json::Value::Null);
+    assert_eq!(
+        dry["system"]["commands"],
+        serde_json::json!([format!("{sys2}/bin/switch-to-configuration test")])
+    );
+
+    // A failing `test`: the generation current before is tested again, exit 7;
+    // the profile was never touched.
+    h.fail("sys2", true);
+    let err = fails(&h.import(&b2, &[]), 7);
+    assert!(err.contains("switched back to generation 1"), "{err}");
+    assert_eq!(h.log(), ["sys1 switch", "sys2 test", "sys1 test"]);
+    assert_eq!(h.running().as_deref(), Some(sys1.as_str()));
+    assert_eq!(h.generations(), [(1, true)]);
+
+    // It works: the running system is sys2, the profile still boots sys1.
+    h.fail("sys2", false);
+    let r = cli_report(&ok(h.import(&b2, &["--json"])), "import");
+    assert_eq!(
+        r["system"]["newGeneration"],
+        serde_json::Value::Null,
+        "{r:#}"
+    );
+    assert_eq!(h.log().last().unwrap(), "sys2 test");
+    assert_eq!(h.running().as_deref(), Some(sys2.as_str()));
+    assert_eq!(h.current(), ("system-1-link".into(), sys1.clone()));
+    assert_eq!(h.generations(), [(1, true)]);
+
+    // A rerun does nothing: the running system's link points at sys2.
+    let again = cli_report(&ok(h.import(&b2, &["--json"])), "import");
+    assert_eq!(again["system"]["alreadyActive"], true, "{again:#}");
+    assert_eq!(again["system"]["commands"], serde_json::json!([]));
+    assert_eq!(h.log().len(), 4);
+    let text = output_text(&ok(h.activate(&b2, &[])));
+    assert!(
+        text.contains("already active (the running system)"),
+        "{text}"
+    );
+    assert_eq!(h.log().len(), 4);
+
+    // Once the link points elsewhere (a reboot into generation 1), it runs again.
+    std::os::unix::fs::symlink(&sys1, h.w.path("run/next")).unwrap();
+    fs::rename(h.w.path("run/next"), h.current_system()).unwrap();
+    ok(h.activate(Path::new("host"), &[]));
+    assert_eq!(h.log()[4..], ["sys2 test"]);
+    assert_eq!(h.generations(), [(1, true)]);
+}
+
+#[test]
+fn activation_boot_makes_a_switch_a_boot_and_skips_a_test() {
+    let mut h = Host::new("nixos-boot");
+    let (b1, sys1) = h.bundle("sys1", "switch", "1");
+    let (b2, sys2) = h.bundle("sys2", "test", "2");
+
+    // `switch` asked, `boot` done: a new generation, nothing running changed.
+    let dry = cli_report(
+        &ok(h.import(&b1, &["--json", "--dry-run", "--activation", "boot"])),
+        "import-plan",
+    );
+    assert_eq!(dry["system"]["action"], "boot", "{dry:#}");
+    assert_eq!(
+        dry["system"]["commands"][1],
+        format!("{sys1}/bin/switch-to-configuration boot")
+    );
+    let o = ok(h.import(&b1, &["--activation", "boot"]));
+    assert!(
+        stderr(&o).contains("asks for `switch`; --activation boot makes it the boot default only"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(h.log(), ["sys1 boot"]);
+    assert_eq!(h.current(), ("system-1-link".into(), sys1.clone()));
+    assert_eq!(h.generations(), [(1, true)]);
+    assert_eq!(h.running(), None);
+    // A rerun under the same limit does nothing.
+    ok(h.import(&b1, &["--activation", "boot"]));
+    assert_eq!(h.log(), ["sys1 boot"]);
+
+    // Regression: the receipt recorded the `boot` done, not the `switch` asked, and
+    // a `switch` counted as done once the profile pointed at the system, so
+    // `activate` could not finish the switch. It does now, in generation 1.
+    let plan = cli_report(&ok(h.activate(&b1, &["--json", "--dry-run"])), "activate");
+    assert_eq!(plan["system"]["action"], "switch", "{plan:#}");
+    assert_eq!(plan["system"]["alreadyActive"], false, "{plan:#}");
+    assert_eq!(plan["system"]["newGeneration"], 1, "{plan:#}");
+    ok(h.activate(&b1, &[]));
+    assert_eq!(h.log(), ["sys1 boot", "sys1 switch"]);
+    assert_eq!(h.running().as_deref(), Some(sys1.as_str()));
+    assert_eq!(h.generations(), [(1, true)]);
+
+    // `test` asked: not done at all, said so. Regression: the receipt then
+    // recorded no system, so the `gapbundle activate` it points at refused.
+    let o = ok(h.import(&b2, &["--activation", "boot"]));
+    assert!(
+        stderr(&o).contains("it asks for `test`, and --activation boot allows `boot` at most")
+            && stderr(&o).contains("`gapbundle activate host` does it"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(h.log().len(), 2);
+    assert_eq!(h.running().as_deref(), Some(sys1.as_str()));
+    ok(h.activate(Path::new("host"), &[]));
+    assert_eq!(h.log()[2..], ["sys2 test"]);
+    assert_eq!(h.running().as_deref(), Some(sys2.as_str()));
+    assert_eq!(h.generations(), [(1, true)]);
+}
+
+#[test]
 fn create_refuses_activate_on_what_is_not_a_system_toplevel() {
     let mut h = Host::new("nixos-plain");
     h.w.write(
@@ -334,6 +476,7 @@ fn the_inbox_script_activates_with_the_real_binary_and_files_a_rolled_back_one_a
             .env("GAPBUNDLE_STATE_DIR", h.w.state_dir())
             .env("GB_SWITCH_LOG", h.w.path("switch.log"))
             .env("GB_SWITCH_FAIL", h.w.path("fail"))
+            .env("GB_CURRENT_SYSTEM", h.current_system())
             .env("NIX_CONFIG", NIX_CONFIG);
         run_stdout(&mut c)
     };
