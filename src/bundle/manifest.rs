@@ -883,6 +883,28 @@ mod tests {
     }
 
     #[test]
+    fn a_bundle_carries_at_most_one_system_to_activate() {
+        let other = "/nix/store/194qif9n4cq4fdg459qzbhg1c6wywaww-b";
+        let mut v = manifest_json();
+        let mut second = v["objects"][0].clone();
+        second["name"] = json!(other);
+        v["objects"].as_array_mut().unwrap().insert(1, second);
+        // Two nix-paths, one a system: fine.
+        v["objects"][0]["meta"]["activate"] = json!("switch");
+        let m = parse(&v).unwrap();
+        assert_eq!(m.system().map(|(o, _)| o.name.as_str()), Some(PATH));
+        // Both systems: refused, naming both.
+        v["objects"][1]["meta"]["activate"] = json!("boot");
+        let e = parse(&v).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!(
+                "two nix-path objects ask to be activated (`{PATH}`, `{other}`)"
+            )) && e.contains("at most one NixOS system"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn a_bad_meta_field_is_named_with_its_object() {
         let mut v = manifest_json();
         v["objects"][0]["meta"]["narSize"] = json!("3");

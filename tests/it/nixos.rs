@@ -422,6 +422,68 @@ fn activation_boot_makes_a_switch_a_boot_and_skips_a_test() {
     assert_eq!(h.generations(), [(1, true)]);
 }
 
+/// A validly signed bundle carrying two systems to activate (forged: `create`
+/// refuses to make one) is refused before anything is written: no path in the
+/// store, no generation, no switch, no receipt.
+#[test]
+fn a_signed_bundle_with_two_systems_is_refused_before_anything_is_written() {
+    let mut h = Host::new("nixos-two");
+    h.w.write(
+        "two.yaml",
+        "name: host\nversion: \"1\"\nnix:\n  - installable: ./flake#packages.x86_64-linux.sys1\n    activate: switch\n  - installable: ./flake#packages.x86_64-linux.sys2\n",
+    );
+    let one = h.w.path("one.gapb");
+    ok(with_nix_config(create_cmd(
+        &h.w.path("two.yaml"),
+        &one,
+        &h.w.secret(),
+        &h.w.path("cache"),
+    ))
+    .output()
+    .unwrap());
+    let sys1 = nix_built(&h.w.path("flake"), "sys1");
+    let sys2 = nix_built(&h.w.path("flake"), "sys2");
+    h.paths.extend([sys1.clone(), sys2.clone()]);
+    let two = h.w.path("two.gapb");
+    resign(&one, &two, &h.w.signing_key(), |m| {
+        let o = m["objects"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .find(|o| o["name"] == sys2.as_str())
+            .unwrap();
+        o["meta"]["activate"] = serde_json::json!("boot");
+    });
+    run(nix("nix-store").arg("--delete").args([&sys1, &sys2]));
+
+    for extra in [&["--dry-run"][..], &[]] {
+        let err = fails(&h.import(&two, extra), 3);
+        assert!(
+            err.contains("two nix-path objects ask to be activated")
+                && err.contains(&sys1)
+                && err.contains(&sys2),
+            "{err}"
+        );
+    }
+    let valid = |p: &str| {
+        nix("nix-store")
+            .args(["--check-validity", p])
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(!valid(&sys1) && !valid(&sys2));
+    assert!(!h.profile().exists() && h.running().is_none() && h.log().is_empty());
+    assert!(
+        fs::read_dir(h.w.state_dir()).map_or(true, |d| d.count() == 0),
+        "a receipt was written"
+    );
+    // The bundle as signed by create imports (and activates its one system).
+    ok(h.import(&one, &[]));
+    assert_eq!(h.log(), ["sys1 switch"]);
+}
+
 #[test]
 fn create_refuses_activate_on_what_is_not_a_system_toplevel() {
     let mut h = Host::new("nixos-plain");
