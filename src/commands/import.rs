@@ -142,6 +142,9 @@ pub fn run(a: ImportArgs, out: &OutputArgs) -> Result<(), Failure> {
             result,
         });
     }
+    // The targets' staging folders go before the switch, which may take long or
+    // restart what runs this import: none is left in K3s's manifests folder.
+    drop(targets);
     // The new version is in place: what only the earlier one (or a killed import)
     // held goes, except what another imported bundle names.
     let retire = replacement(&mine, &sections, &covered, &others, a.prune);
@@ -175,10 +178,10 @@ pub fn run(a: ImportArgs, out: &OutputArgs) -> Result<(), Failure> {
             escaped(&head.manifest.version),
             head.digest
         );
-        for (t, p) in targets.iter().zip(&plans) {
+        for (t, p) in reports.iter().zip(&plans) {
             say!(
                 "  {}: {} new, {} already present{}, {} written",
-                escaped(&t.describe()),
+                escaped(&t.target),
                 p.new_objects.len(),
                 p.present_objects.len(),
                 removals(p, "removed"),

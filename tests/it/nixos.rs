@@ -12,12 +12,22 @@ use crate::support::*;
 
 /// The switch script: appends `<name> <action>` to `$GB_SWITCH_LOG`, points
 /// `$GB_CURRENT_SYSTEM` at its system for `switch` and `test` (as NixOS's
-/// activation script points `/run/current-system`, before it starts units), and
-/// fails when `$GB_SWITCH_FAIL/<name>` exists.
+/// activation script points `/run/current-system`, before it starts units),
+/// records into `$GB_SWITCH_LOG.k3s` what containerd at `$GB_CTR_ADDRESS` holds
+/// in k8s.io and the files under `$GB_MANIFESTS` (when set), and fails when
+/// `$GB_SWITCH_FAIL/<name>` exists.
 const SWITCH: &str = r#"#!/bin/sh
 echo "@NAME@ $1" >> "$GB_SWITCH_LOG"
 if [ "$1" != boot ]; then
   ln -sfn @OUT@ "$GB_CURRENT_SYSTEM"
+fi
+if [ -n "$GB_CTR_ADDRESS" ]; then
+  echo "@NAME@ $1: images" >> "$GB_SWITCH_LOG.k3s"
+  ctr --address "$GB_CTR_ADDRESS" -n k8s.io images ls -q >> "$GB_SWITCH_LOG.k3s" 2>&1
+fi
+if [ -n "$GB_MANIFESTS" ]; then
+  echo "@NAME@ $1: manifests" >> "$GB_SWITCH_LOG.k3s"
+  (cd "$GB_MANIFESTS" && find . -type f | sort) >> "$GB_SWITCH_LOG.k3s" 2>&1
 fi
 if [ -e "$GB_SWITCH_FAIL/@NAME@" ]; then
   echo "@NAME@: activation failed on purpose" >&2
@@ -482,6 +492,66 @@ fn a_signed_bundle_with_two_systems_is_refused_before_anything_is_written() {
     // The bundle as signed by create imports (and activates its one system).
     ok(h.import(&one, &[]));
     assert_eq!(h.log(), ["sys1 switch"]);
+}
+
+/// K3s on the same host (README): the bundle's image is in K3s's containerd and
+/// its manifest in the auto-deploy folder by the time `switch-to-configuration`
+/// runs, as the script itself sees them.
+#[test]
+fn images_and_manifests_are_in_place_before_the_switch() {
+    let mut h = Host::new("nixos-k3s");
+    let c = Containerd::start();
+    oci_layout_fixture(&h.w.path("flake/img"));
+    h.w.write(
+        "flake/extra/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: site\n  namespace: default\ndata:\n  a: \"1\"\n",
+    );
+    h.w.write(
+        "flake/site.yaml",
+        "name: host\nversion: \"1\"\nnix:\n  - installable: .#packages.x86_64-linux.sys1\n    activate: switch\nimages:\n  - layout: ./img:latest\n    name: example.local/site:1\nmanifests:\n  - path: ./extra/cm.yaml\n",
+    );
+    let b = h.w.path("site.gapb");
+    ok(with_nix_config(create_cmd(
+        &h.w.path("flake/site.yaml"),
+        &b,
+        &h.w.secret(),
+        &h.w.path("cache"),
+    ))
+    .output()
+    .unwrap());
+    let sys1 = nix_built(&h.w.path("flake"), "sys1");
+    h.paths.push(sys1.clone());
+    run(nix("nix-store").arg("--delete").arg(&sys1));
+    assert!(!c
+        .ctr_stdout(&["images", "ls", "-q"])
+        .contains("example.local/site:1"));
+
+    let manifests = h.w.k3s_root().join("server/manifests");
+    let mut cmd = h.w.import(&b);
+    cmd.arg("--containerd")
+        .arg(c.socket())
+        .env("GB_CTR_ADDRESS", c.socket())
+        .env("GB_MANIFESTS", &manifests);
+    let o = h.env(cmd).output().unwrap();
+    ok(o);
+    assert_eq!(h.log(), ["sys1 switch"]);
+    let seen = fs::read_to_string(h.w.path("switch.log.k3s")).unwrap();
+    let (images, files) = seen
+        .split_once("sys1 switch: manifests\n")
+        .unwrap_or_else(|| panic!("{seen}"));
+    assert!(images.starts_with("sys1 switch: images\n"), "{seen}");
+    assert!(
+        images.lines().any(|l| l == "example.local/site:1"),
+        "the image was not in containerd when the switch ran:\n{seen}"
+    );
+    // Regression: the manifests' staging folder (decoded documents) was still in
+    // K3s's folder while the switch ran.
+    let written: Vec<&str> = files.lines().collect();
+    assert_eq!(written.len(), 1, "{seen}");
+    assert!(written[0].starts_with("./host/"), "{seen}");
+    let doc = fs::read_to_string(manifests.join(&written[0][2..])).unwrap();
+    assert!(doc.contains("name: site"), "{doc}");
+    assert_eq!(h.current(), ("system-1-link".into(), sys1));
 }
 
 #[test]
