@@ -41,8 +41,8 @@ pub enum ErrorClass {
     /// leaves out; nothing was written. Unlike [`ErrorClass::Service`], retrying
     /// does not help: import the base first, or patch the delta into a full bundle.
     Delta,
-    /// Activating the NixOS system a bundle carries failed, and the host was
-    /// switched back to the generation it ran before (format.md 14.8): the import
+    /// Activating the NixOS system a bundle carries failed, and the host went back
+    /// to the system it ran before (format.md 14.8): the import
     /// itself is in place; the new system is not running.
     Activation,
     /// Activating the NixOS system failed and going back failed too (or there was

@@ -25,7 +25,7 @@ use clap::{Args, Parser, Subcommand};
     args_override_self = true
 )]
 #[command(
-    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 verification failed (bad signature or damaged bundle), 4 bad input (spec, lock, key), 5 registry, containerd or Nix daemon unreachable or refused, 6 a delta bundle does not fit: the target (or patch's bases) lacks blobs it leaves out, nothing written, 7 activating the bundle's NixOS system failed and the host was switched back to the generation it ran before, 8 activating it failed and going back failed too (the host may run parts of both)."
+    after_help = "Exit codes: 0 ok, 1 error, 2 usage, 3 verification failed (bad signature or damaged bundle), 4 bad input (spec, lock, key), 5 registry, containerd or Nix daemon unreachable or refused, 6 a delta bundle does not fit: the target (or patch's bases) lacks blobs it leaves out, nothing written, 7 activating the bundle's NixOS system failed and the host went back to the system it ran before, 8 activating it failed and going back failed too (the host may run parts of both)."
 )]
 pub struct Cli {
     /// Global output options.

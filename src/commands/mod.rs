@@ -52,8 +52,8 @@ pub mod exit {
     /// A delta bundle does not fit: the target (or patch's bases) lacks blobs it
     /// leaves out; nothing was written.
     pub const DELTA: u8 = ErrorClass::Delta.exit_code();
-    /// Activating the bundle's NixOS system failed; the host was switched back to
-    /// the generation it ran before.
+    /// Activating the bundle's NixOS system failed; the host went back to the
+    /// system it ran before.
     pub const ACTIVATION: u8 = ErrorClass::Activation.exit_code();
     /// Activating the bundle's NixOS system failed, and going back failed too.
     pub const ROLLBACK: u8 = ErrorClass::Rollback.exit_code();

@@ -92,7 +92,7 @@ pub struct ActivationPlan {
 #[derive(Debug, thiserror::Error)]
 pub enum ActivationError {
     /// The new system's activation failed and the one before is back.
-    #[error("activating {system} ({action}) failed, so {profile} was switched back to {back} and that was activated again ({action}): the host runs what it ran before\n{failure:#}")]
+    #[error("activating {system} ({action}) failed, so the host went back to {back} ({action} again): it runs what it ran before\n{failure:#}")]
     RolledBack {
         /// The new system.
         system: String,
@@ -100,7 +100,7 @@ pub enum ActivationError {
         action: Activation,
         /// The profile.
         profile: String,
-        /// What the host was switched back to.
+        /// What the host went back to.
         back: String,
         /// Why the new one failed.
         failure: anyhow::Error,
@@ -295,6 +295,11 @@ pub fn activate(
         return Ok(plan);
     }
     let action = system.action;
+    // What runs now: a `test` that fails goes back to it, which need not be the
+    // profile's generation (an earlier `test` of another system, say).
+    let running_before = fs::canonicalize(&links.current_system)
+        .ok()
+        .and_then(|p| p.to_str().map(str::to_string));
     let fail = |failure: anyhow::Error, back: Result<String>| match back {
         Ok(back) => ActivationError::RolledBack {
             system: system.path.clone(),
@@ -342,7 +347,12 @@ pub fn activate(
         "system: activating {} failed; going back",
         system.path
     ));
-    let back = roll_back(plan.current.as_ref(), profile, action, progress);
+    let back = match (action, running_before) {
+        (Activation::Test, Some(before)) => run_switch(&before, action, progress)
+            .with_context(|| format!("testing {before}, which ran before, again"))
+            .map(|()| format!("the system that ran before ({before})")),
+        _ => roll_back(plan.current.as_ref(), profile, action, progress),
+    };
     Err(fail(failure, back))
 }
 
@@ -383,7 +393,12 @@ fn roll_back(
     }
     run_switch(&g.path, action, progress)
         .with_context(|| format!("activating generation {} ({}) again", g.number, g.path))?;
-    Ok(format!("generation {} ({})", g.number, g.path))
+    Ok(format!(
+        "generation {} ({}) of {}",
+        g.number,
+        g.path,
+        profile.display()
+    ))
 }
 
 #[cfg(test)]

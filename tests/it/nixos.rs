@@ -263,8 +263,7 @@ fn a_system_is_switched_to_rolled_back_on_failure_and_a_rerun_does_nothing() {
     let o = h.import(&b2, &[]);
     let err = fails(&o, 7);
     assert!(
-        err.contains("switched back to generation 1")
-            && err.contains("activation failed on purpose"),
+        err.contains("went back to generation 1") && err.contains("activation failed on purpose"),
         "{err}"
     );
     assert_eq!(h.log(), ["sys1 switch", "sys2 switch", "sys1 switch"]);
@@ -335,7 +334,10 @@ fn a_test_activation_makes_no_generation_and_a_rerun_compares_the_running_system
     // the profile was never touched.
     h.fail("sys2", true);
     let err = fails(&h.import(&b2, &[]), 7);
-    assert!(err.contains("switched back to generation 1"), "{err}");
+    assert!(
+        err.contains("went back to the system that ran before"),
+        "{err}"
+    );
     assert_eq!(h.log(), ["sys1 switch", "sys2 test", "sys1 test"]);
     assert_eq!(h.running().as_deref(), Some(sys1.as_str()));
     assert_eq!(h.generations(), [(1, true)]);
@@ -370,6 +372,20 @@ fn a_test_activation_makes_no_generation_and_a_rerun_compares_the_running_system
     fs::rename(h.w.path("run/next"), h.current_system()).unwrap();
     ok(h.activate(Path::new("host"), &[]));
     assert_eq!(h.log()[4..], ["sys2 test"]);
+    assert_eq!(h.generations(), [(1, true)]);
+
+    // A failing `test` goes back to what ran before it (sys2, tested a moment
+    // ago), not to the profile's generation (sys1, which is the one failing here:
+    // going back to it would fail too and exit 8).
+    let (b3, _) = h.bundle("sys1", "test", "3");
+    h.fail("sys1", true);
+    let err = fails(&h.import(&b3, &[]), 7);
+    assert!(
+        err.contains(&format!("went back to the system that ran before ({sys2})")),
+        "{err}"
+    );
+    assert_eq!(h.log()[5..], ["sys1 test", "sys2 test"]);
+    assert_eq!(h.running().as_deref(), Some(sys2.as_str()));
     assert_eq!(h.generations(), [(1, true)]);
 }
 
@@ -636,7 +652,7 @@ fn the_inbox_script_activates_with_the_real_binary_and_files_a_rolled_back_one_a
         r["stderr"]
             .as_str()
             .unwrap()
-            .contains("switched back to generation 1"),
+            .contains("went back to generation 1"),
         "{r:#}"
     );
     assert_eq!(h.current(), ("system-1-link".into(), sys1));
