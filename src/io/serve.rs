@@ -1636,7 +1636,20 @@ mod tests {
             &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
             &[false],
         );
-        (got.remove(0), s.failures())
+        // A check that fails on the first chunk may cut the connection before
+        // hyper has written the head: then nothing arrived, a body cut short too.
+        let got = if got.is_empty() {
+            Got {
+                status: 0,
+                headers: Vec::new(),
+                body: Vec::new(),
+            }
+        } else {
+            got.remove(0)
+        };
+        // `finish`, not `failures`: the check of a cut response may still be
+        // recording when the client has seen the connection close.
+        (got, s.finish())
     }
 
     #[test]
