@@ -49,7 +49,10 @@ mod tests {
     fn a_folder_not_made_yet_is_asked_through_its_parent() {
         let dir = tempfile::tempdir().unwrap();
         let free = available(&dir.path().join("not/yet/there")).unwrap();
-        assert_eq!(free, available(dir.path()).unwrap());
+        // The same filesystem's figure; other writers on a shared disk may move it
+        // between the two calls, so not to the byte.
+        let there = available(dir.path()).unwrap();
+        assert!(free.abs_diff(there) < 1 << 30, "{free} vs {there}");
         assert!(ensure(dir.path(), 0, "x", "y").is_ok());
         let e = ensure(dir.path(), u64::MAX, "the staging folder", "make room")
             .unwrap_err()
