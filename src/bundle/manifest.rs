@@ -77,6 +77,9 @@ pub enum Kind {
     /// A software bill of materials of the bundle's other objects (format.md
     /// section 17), stored by `create --sbom`.
     Sbom,
+    /// An OCI manifest that refers to a bundled image: a signature, attestation or
+    /// SBOM attached to it (format.md section 18).
+    Referrer,
     /// A kind from a newer minor version: carried and verified, never imported.
     Other(String),
 }
@@ -93,6 +96,7 @@ impl Kind {
             Kind::Spec => "spec",
             Kind::Lock => "lock",
             Kind::Sbom => "sbom",
+            Kind::Referrer => "referrer",
             Kind::Other(s) => s,
         }
     }
@@ -124,6 +128,7 @@ impl<'de> Deserialize<'de> for Kind {
             "spec" => Kind::Spec,
             "lock" => Kind::Lock,
             "sbom" => Kind::Sbom,
+            "referrer" => Kind::Referrer,
             _ => Kind::Other(s),
         })
     }
@@ -680,6 +685,11 @@ impl Manifest {
                             o.digest, blob.size
                         ),
                     );
+                }
+            }
+            Meta::Referrer(r) => {
+                if let Err(e) = super::referrers::check_object(&o.name, &o.digest, r) {
+                    return fail(e.field(), e.to_string());
                 }
             }
             Meta::Chart(c) if c.digest != o.digest => {
