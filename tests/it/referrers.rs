@@ -325,7 +325,7 @@ fn a_fleet_push_carries_the_referrers_and_containerd_registers_none() {
         skopeo_digest(&format!("docker://{}/team/app:1.2", fleet.addr)),
         a.subject
     );
-    // Pushing again changes nothing and fails nothing.
+    // Pushing again (the image is there) fails nothing.
     ok(w.import(&w.path("r.gapb"))
         .args([
             "--registry",
@@ -336,6 +336,13 @@ fn a_fleet_push_carries_the_referrers_and_containerd_registers_none() {
         .arg("--skip-manifests")
         .output()
         .unwrap());
+    // The tag-schema index still lists the SBOM once.
+    let again = skopeo_raw(
+        &format!("docker://{}/team/app:sha256-{hex}", fleet.addr),
+        None,
+    );
+    let again: Value = serde_json::from_slice(&again).unwrap();
+    assert_eq!(again["manifests"], index["manifests"]);
 
     // containerd: the images are registered, no referrer is.
     let ctd = Containerd::start();
