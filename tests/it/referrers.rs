@@ -362,3 +362,67 @@ fn a_fleet_push_carries_the_referrers_and_containerd_registers_none() {
         assert!(!line.contains(".sig"), "{names}");
     }
 }
+
+#[test]
+fn serve_offers_the_referrers_by_tag_digest_and_the_referrers_endpoint() {
+    let reg = Registry::start();
+    let fx = push_fixture_images(&reg, None);
+    let a = attach(&reg, &fx);
+    let w = Work::new("referrers-test");
+    bundle(&reg, &w);
+    let log = w.path("serve.log");
+    let mut child = gapbundle()
+        .args(["--json", "serve"])
+        .arg(w.path("r.gapb"))
+        .arg("--trust")
+        .arg(w.public())
+        .args(["--listen", "127.0.0.1:0"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let started: Option<Value> = serde_json::from_str(&line).ok();
+    let Some(addr) = started.as_ref().and_then(|r| r["listen"].as_str()) else {
+        let _ = child.kill();
+        panic!(
+            "gapbundle serve did not start:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    };
+    let get = |path: &str| {
+        http_request(addr, "GET", path, None, &[("Accept", OCI_MANIFEST)], b"").unwrap()
+    };
+    let hex = a.subject.strip_prefix("sha256:").unwrap();
+    let sig = get(&format!("/v2/team/app/manifests/sha256-{hex}.sig"));
+    let sbom_digest = sha256_digest(&a.sbom);
+    let sbom = get(&format!("/v2/team/app/manifests/{sbom_digest}"));
+    let listed = get(&format!("/v2/team/app/referrers/{}", a.subject));
+    let payload = get(&format!("/v2/team/app/blobs/{}", sha256_digest(&a.payload)));
+    let tags = get("/v2/team/app/tags/list");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(sig.status, 200, "{}", sig.text());
+    assert_eq!(sig.body, a.sig);
+    assert_eq!(sbom.body, a.sbom);
+    assert_eq!(payload.body, a.payload);
+    let index: Value = serde_json::from_slice(&listed.body).unwrap();
+    assert_eq!(
+        index["manifests"],
+        json!([{
+            "mediaType": OCI_MANIFEST,
+            "digest": sbom_digest,
+            "size": a.sbom.len(),
+            "artifactType": SBOM_TYPE,
+        }]),
+        "{index}"
+    );
+    let tags: Value = serde_json::from_slice(&tags.body).unwrap();
+    assert_eq!(tags["tags"], json!(["1.2", format!("sha256-{hex}.sig")]));
+}
