@@ -926,6 +926,47 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_referrer_is_named_after_its_own_digest_and_a_cosign_tag_of_its_subject() {
+        let spec = Digest::of(b"spec");
+        let subject = Digest::of(b"image");
+        let referrer = |name: String, meta: Value| {
+            let mut v = manifest_json();
+            v["objects"][1]["kind"] = json!("referrer");
+            v["objects"][1]["name"] = json!(name);
+            v["objects"][1]["meta"] = meta;
+            parse(&v)
+        };
+        let name = format!("reg.example/team/app@{spec}");
+        let m = referrer(name.clone(), json!({"subject": subject.to_string()})).unwrap();
+        assert_eq!(m.objects[1].meta.referrer().unwrap().subject, subject);
+        let tag = format!("sha256-{}.att", subject.hex());
+        referrer(
+            name.clone(),
+            json!({"subject": subject.to_string(), "tag": tag}),
+        )
+        .unwrap();
+        let e = referrer(
+            name.clone(),
+            json!({"subject": subject.to_string(), "tag": "latest"}),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("meta.tag: `latest` is not one of cosign's tags"),
+            "{e}"
+        );
+        let e = referrer(
+            format!("reg.example/team/app@{subject}"),
+            json!({"subject": subject.to_string()}),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("name: a referrer is named"), "{e}");
+        let e = referrer(name, json!({})).unwrap_err().to_string();
+        assert!(e.contains("meta: missing field `subject`"), "{e}");
+    }
+
     /// bundle-spec/schema says of metas what the parser checks.
     #[test]
     fn the_schema_agrees_with_the_parser_on_metas() {

@@ -661,6 +661,31 @@ images:
     }
 
     #[test]
+    fn referrers_are_for_registry_images_and_off_unless_asked_for() {
+        let head = "name: x\nversion: \"1\"\n";
+        let s = p(&format!(
+            "{head}images:\n  - ref: a/b:1\n  - ref: a/c:1\n    referrers: true\n  - layout: l\n"
+        ))
+        .unwrap();
+        let asked: Vec<bool> = s.images.iter().map(|i| i.referrers).collect();
+        assert_eq!(asked, [false, true, false]);
+        let s = p(&format!(
+            "{head}referrers: true\nimages:\n  - ref: a/b:1\n  - ref: a/c:1\n    referrers: false\n  - layout: l\n"
+        ))
+        .unwrap();
+        let asked: Vec<bool> = s.images.iter().map(|i| i.referrers).collect();
+        assert_eq!(asked, [true, false, false]);
+        let e = p(&format!(
+            "{head}images:\n  - layout: l\n    referrers: true\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("`referrers` is for registry images"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn errors_carry_line_and_column() {
         let e = p("name: x\nversion: \"1\"\nimags: []\n").unwrap_err();
         assert!(
