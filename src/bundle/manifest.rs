@@ -77,6 +77,9 @@ pub enum Kind {
     /// A software bill of materials of the bundle's other objects (format.md
     /// section 17), stored by `create --sbom`.
     Sbom,
+    /// An OCI manifest that refers to a bundled image: a signature, attestation or
+    /// SBOM attached to it (format.md section 18).
+    Referrer,
     /// A kind from a newer minor version: carried and verified, never imported.
     Other(String),
 }
@@ -93,6 +96,7 @@ impl Kind {
             Kind::Spec => "spec",
             Kind::Lock => "lock",
             Kind::Sbom => "sbom",
+            Kind::Referrer => "referrer",
             Kind::Other(s) => s,
         }
     }
@@ -124,6 +128,7 @@ impl<'de> Deserialize<'de> for Kind {
             "spec" => Kind::Spec,
             "lock" => Kind::Lock,
             "sbom" => Kind::Sbom,
+            "referrer" => Kind::Referrer,
             _ => Kind::Other(s),
         })
     }
@@ -682,6 +687,11 @@ impl Manifest {
                     );
                 }
             }
+            Meta::Referrer(r) => {
+                if let Err(e) = super::referrers::check_object(&o.name, &o.digest, r) {
+                    return fail(e.field(), e.to_string());
+                }
+            }
             Meta::Chart(c) if c.digest != o.digest => {
                 return fail(
                     "meta.digest",
@@ -936,6 +946,47 @@ mod tests {
             e.contains("objects[0] nix-path") && e.contains("meta: "),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_referrer_is_named_after_its_own_digest_and_a_cosign_tag_of_its_subject() {
+        let spec = Digest::of(b"spec");
+        let subject = Digest::of(b"image");
+        let referrer = |name: String, meta: Value| {
+            let mut v = manifest_json();
+            v["objects"][1]["kind"] = json!("referrer");
+            v["objects"][1]["name"] = json!(name);
+            v["objects"][1]["meta"] = meta;
+            parse(&v)
+        };
+        let name = format!("reg.example/team/app@{spec}");
+        let m = referrer(name.clone(), json!({"subject": subject.to_string()})).unwrap();
+        assert_eq!(m.objects[1].meta.referrer().unwrap().subject, subject);
+        let tag = format!("sha256-{}.att", subject.hex());
+        referrer(
+            name.clone(),
+            json!({"subject": subject.to_string(), "tag": tag}),
+        )
+        .unwrap();
+        let e = referrer(
+            name.clone(),
+            json!({"subject": subject.to_string(), "tag": "latest"}),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("meta.tag: `latest` is not one of cosign's tags"),
+            "{e}"
+        );
+        let e = referrer(
+            format!("reg.example/team/app@{subject}"),
+            json!({"subject": subject.to_string()}),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("name: a referrer is named"), "{e}");
+        let e = referrer(name, json!({})).unwrap_err().to_string();
+        assert!(e.contains("meta: missing field `subject`"), "{e}");
     }
 
     /// bundle-spec/schema says of metas what the parser checks.

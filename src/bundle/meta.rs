@@ -44,6 +44,8 @@ pub enum Meta {
     Chart(ChartMeta),
     /// Of a `file`.
     File(FileMeta),
+    /// Of a `referrer`.
+    Referrer(ReferrerMeta),
     /// Of a kind with no typed meta (`spec`, `lock`, a kind of a newer version), or
     /// of any object before [`Meta::typed`] ran: the fields as they were written.
     Untyped(Extra),
@@ -94,6 +96,7 @@ impl Meta {
             Kind::K8sManifest => Meta::K8sManifest(parse(fields)?),
             Kind::Chart => Meta::Chart(parse(fields)?),
             Kind::File => Meta::File(parse(fields)?),
+            Kind::Referrer => Meta::Referrer(parse(fields)?),
             Kind::Spec | Kind::Lock | Kind::Sbom | Kind::Other(_) => Meta::Untyped(fields),
         })
     }
@@ -102,7 +105,12 @@ impl Meta {
     pub fn has_typed(kind: &Kind) -> bool {
         matches!(
             kind,
-            Kind::Image | Kind::NixPath | Kind::K8sManifest | Kind::Chart | Kind::File
+            Kind::Image
+                | Kind::NixPath
+                | Kind::K8sManifest
+                | Kind::Chart
+                | Kind::File
+                | Kind::Referrer
         )
     }
 
@@ -114,6 +122,7 @@ impl Meta {
             Meta::K8sManifest(_) => Some(Kind::K8sManifest),
             Meta::Chart(_) => Some(Kind::Chart),
             Meta::File(_) => Some(Kind::File),
+            Meta::Referrer(_) => Some(Kind::Referrer),
             Meta::Untyped(_) => None,
         }
     }
@@ -163,6 +172,14 @@ impl Meta {
         }
     }
 
+    /// The referrer meta, for a `referrer` object.
+    pub fn referrer(&self) -> Option<&ReferrerMeta> {
+        match self {
+            Meta::Referrer(m) => Some(m),
+            _ => None,
+        }
+    }
+
     /// The meta as JSON, as the manifest writes it.
     pub fn to_json(&self) -> Value {
         serde_json::to_value(self).expect("metadata serializes")
@@ -177,6 +194,7 @@ impl Serialize for Meta {
             Meta::K8sManifest(m) => m.serialize(s),
             Meta::Chart(m) => m.serialize(s),
             Meta::File(m) => m.serialize(s),
+            Meta::Referrer(m) => m.serialize(s),
             Meta::Untyped(m) => m.serialize(s),
         }
     }
@@ -212,6 +230,25 @@ impl ImageMeta {
     pub fn wanted_by(&self) -> &[String] {
         self.wanted_by.as_deref().unwrap_or_default()
     }
+}
+
+/// `meta` of a `referrer` object (format.md section 18).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReferrerMeta {
+    /// The root digest of the image it refers to.
+    pub subject: Digest,
+    /// The artifact type the registry listed it with (its `artifactType`, else its
+    /// config's media type), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    /// The cosign tag it was found under (`sha256-<hex>.sig`, `.att`, `.sbom`);
+    /// absent for a manifest that names the image as its `subject`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// Fields of a newer minor version.
+    #[serde(flatten)]
+    pub extra: Extra,
 }
 
 /// `meta` of a `nix-path` object (format.md section 14.2).

@@ -20,6 +20,7 @@ pub mod meta;
 pub mod oci;
 pub mod reader;
 pub mod receipt;
+pub mod referrers;
 pub mod signature;
 pub mod volumes;
 pub mod writer;

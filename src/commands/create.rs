@@ -46,7 +46,7 @@ use super::{print_json, Failure};
 use crate::bundle::delta::{delta_manifest, leave_out, Base};
 use crate::bundle::keys::SecretKey;
 use crate::bundle::manifest::{BlobEntry, Kind, Object};
-use crate::bundle::meta::{ImageMeta, Meta};
+use crate::bundle::meta::{ImageMeta, Meta, ReferrerMeta};
 use crate::bundle::signature::Envelope;
 use crate::bundle::volumes::Layout;
 use crate::bundle::writer::{write_bundle, BundleBuilder, Plan};
@@ -74,6 +74,16 @@ struct ResolvedImage {
     wanted_by: Vec<String>,
     name: String,
     source: String,
+    plan: ImagePlan,
+    /// Its referrers, when the spec asks for them (format.md section 18).
+    referrers: Vec<ResolvedReferrer>,
+}
+
+/// A referrer of a registry image, walked like an image.
+struct ResolvedReferrer {
+    /// The object's name, `repository@digest`.
+    name: String,
+    meta: ReferrerMeta,
     plan: ImagePlan,
 }
 
@@ -276,6 +286,7 @@ fn resolve(a: &CreateSettings, inputs: &Inputs, progress: &Progress) -> Result<R
                         source,
                         name: None,
                         platforms: r.platforms.clone(),
+                        referrers: r.referrers,
                     },
                 ));
             }
@@ -291,6 +302,7 @@ fn resolve(a: &CreateSettings, inputs: &Inputs, progress: &Progress) -> Result<R
                     source,
                     name: None,
                     platforms: loaded.spec.platforms.clone(),
+                    referrers: loaded.spec.referrers,
                 },
             ));
         }
@@ -481,6 +493,7 @@ fn resolve_archive(
             name,
             source: key,
             plan,
+            referrers: Vec::new(),
         });
     }
     Ok(out)
@@ -548,6 +561,7 @@ fn resolve_image(
         ))
         .into());
     }
+    let mut referrers = Vec::new();
     let (name, plan) = match &req.source {
         ImageSource::Registry(reference) => {
             let reg = resolved
@@ -569,6 +583,19 @@ fn resolve_image(
             resolved
                 .downloads
                 .extend(plan.blobs.iter().map(|b| (root.name.clone(), b.clone())));
+            if req.referrers {
+                referrers = resolve_referrers(reg, cas, &root.name, root.digest)?;
+                for r in &referrers {
+                    resolved
+                        .downloads
+                        .extend(r.plan.blobs.iter().map(|b| (root.name.clone(), b.clone())));
+                }
+                progress.message(format!(
+                    "{}: {} referrer(s) (signatures, attestations, SBOMs)",
+                    root.name,
+                    referrers.len()
+                ));
+            }
             (root.name, plan)
         }
         ImageSource::Layout { dir, tag } => {
@@ -615,7 +642,36 @@ fn resolve_image(
         name,
         source: key,
         plan,
+        referrers,
     })
+}
+
+/// The referrers of the registry image `name` (root `subject`), each walked to the
+/// blobs it needs (its manifests cached; configs and layers still to download).
+fn resolve_referrers(
+    reg: &Registry,
+    cas: &crate::io::cas::Cas,
+    name: &str,
+    subject: Digest,
+) -> anyhow::Result<Vec<ResolvedReferrer>> {
+    let repository = crate::oci::Reference::parse(name)?.name();
+    let mut out = Vec::new();
+    for f in reg
+        .referrers(cas, name, subject)
+        .map_err(served_by_registry)
+        .with_context(|| format!("the referrers of {name}"))?
+    {
+        let mut fetch = reg.manifests(cas, name)?;
+        let plan = image::walk(&f.bytes, &f.media_type, &spec::Platforms::All, &mut fetch)
+            .map_err(served_by_registry)
+            .with_context(|| format!("referrer {} of {name}", f.digest))?;
+        out.push(ResolvedReferrer {
+            name: crate::bundle::referrers::object_name(&repository, &f.digest),
+            meta: f.meta,
+            plan,
+        });
+    }
+    Ok(out)
 }
 
 /// Stage 3: with `--locked`, the lock the inputs resolved to must be the one on
@@ -708,8 +764,16 @@ fn assemble(
         *created,
         loaded.spec.platforms.to_strings(),
     );
+    let mut referrers = BTreeSet::new();
     for r in &resolved.images {
         add_image(&mut builder, r)?;
+        for f in &r.referrers {
+            // One repository's referrer, found again through another tag of the
+            // same image, is one object.
+            if referrers.insert(f.name.clone()) {
+                add_referrer(&mut builder, f)?;
+            }
+        }
     }
     for c in &resolved.contributions {
         for (blob, rank) in &c.blobs {
@@ -1168,15 +1232,35 @@ fn blob_entry(digest: Digest, size: u64, media_type: &str) -> BlobEntry {
     }
 }
 
-fn add_image(builder: &mut BundleBuilder, r: &ResolvedImage) -> Result<(), Failure> {
+fn add_referrer(builder: &mut BundleBuilder, r: &ResolvedReferrer) -> Result<(), Failure> {
+    let (size, blobs) = add_blobs(builder, &r.plan)?;
+    builder.add_object(Object {
+        kind: Kind::Referrer,
+        name: r.name.clone(),
+        digest: r.plan.root.digest,
+        media_type: r.plan.root.media_type.clone(),
+        size,
+        blobs,
+        meta: Meta::Referrer(r.meta.clone()),
+    })?;
+    Ok(())
+}
+
+/// Adds every blob of `plan` (rank 0): the object's size and sorted blob list.
+fn add_blobs(builder: &mut BundleBuilder, plan: &ImagePlan) -> Result<(u64, Vec<Digest>), Failure> {
     let mut digests = BTreeSet::new();
     let mut size = 0;
-    for b in r.plan.manifests.iter().chain(&r.plan.blobs) {
+    for b in plan.manifests.iter().chain(&plan.blobs) {
         builder.add_blob(blob_entry(b.digest, b.size, &b.media_type), 0)?;
         if digests.insert(b.digest) {
             size += b.size;
         }
     }
+    Ok((size, digests.into_iter().collect()))
+}
+
+fn add_image(builder: &mut BundleBuilder, r: &ResolvedImage) -> Result<(), Failure> {
+    let (size, blobs) = add_blobs(builder, &r.plan)?;
     let meta = Meta::Image(ImageMeta {
         platforms: r.plan.platforms.clone(),
         source: r.source.clone(),
@@ -1189,7 +1273,7 @@ fn add_image(builder: &mut BundleBuilder, r: &ResolvedImage) -> Result<(), Failu
         digest: r.plan.root.digest,
         media_type: r.plan.root.media_type.clone(),
         size,
-        blobs: digests.into_iter().collect(),
+        blobs,
         meta,
     })?;
     Ok(())

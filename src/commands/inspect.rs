@@ -8,12 +8,13 @@
 use std::collections::{BTreeSet, HashMap};
 
 use super::report::{
-    DeltaSummary, InspectFile, InspectImage, InspectObject, InspectReport, InspectSystem,
-    InspectTotals,
+    DeltaSummary, InspectFile, InspectImage, InspectObject, InspectReferrer, InspectReport,
+    InspectSystem, InspectTotals,
 };
 use super::{print_json, Failure};
 use crate::bundle::manifest::{Kind, Manifest};
 use crate::bundle::reader::read_head;
+use crate::bundle::referrers::of_image;
 use crate::cli::{InspectArgs, OutputArgs};
 use crate::io::source::BundleSource;
 use crate::progress::human_bytes;
@@ -94,6 +95,16 @@ pub fn run(a: InspectArgs, out: &OutputArgs) -> Result<(), Failure> {
                     platforms: meta.platforms.clone(),
                     size: o.size,
                     wanted_by: meta.wanted_by().to_vec(),
+                    referrers: of_image(m, o)
+                        .into_iter()
+                        .map(|(r, rm)| InspectReferrer {
+                            digest: r.digest.to_string(),
+                            media_type: r.media_type.clone(),
+                            artifact_type: rm.artifact_type.clone(),
+                            tag: rm.tag.clone(),
+                            size: r.size,
+                        })
+                        .collect(),
                 })
                 .collect(),
             files: m
@@ -188,12 +199,25 @@ pub fn run(a: InspectArgs, out: &OutputArgs) -> Result<(), Failure> {
             for who in meta.wanted_by() {
                 say!("    wanted by {}", escaped(who));
             }
+            // What is attached to it: signatures, attestations, SBOMs.
+            for (r, rm) in of_image(m, o) {
+                say!(
+                    "    referrer {}  {:>10}  {}{}",
+                    r.digest.short(),
+                    human_bytes(r.size),
+                    escaped(rm.artifact_type.as_deref().unwrap_or(&r.media_type)),
+                    rm.tag
+                        .as_ref()
+                        .map(|t| format!(" (tag {})", escaped(t)))
+                        .unwrap_or_default()
+                );
+            }
         }
     }
     for o in m
         .objects
         .iter()
-        .filter(|o| o.kind != Kind::Image && o.kind != Kind::File)
+        .filter(|o| !matches!(o.kind, Kind::Image | Kind::File | Kind::Referrer))
     {
         say!(
             "{:<9} {}  {}",

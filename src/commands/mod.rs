@@ -123,6 +123,7 @@ fn class_of(e: &(dyn std::error::Error + 'static)) -> Option<ErrorClass> {
         crate::bundle::layout::HeaderError,
         crate::bundle::manifest::ManifestError,
         crate::bundle::reader::ReadError,
+        crate::bundle::referrers::ReferrerError,
         crate::bundle::signature::TrustError,
         crate::bundle::volumes::VolumeError,
         crate::bundle::writer::WriteError,

@@ -288,6 +288,24 @@ pub struct InspectImage {
     pub size: u64,
     /// The rendered documents that run it.
     pub wanted_by: Vec<String>,
+    /// The signatures, attestations and SBOMs attached to it (format.md section 18).
+    pub referrers: Vec<InspectReferrer>,
+}
+
+/// One referrer of an image in `inspect --json`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InspectReferrer {
+    /// Its manifest's digest.
+    pub digest: String,
+    /// Its manifest's media type.
+    pub media_type: String,
+    /// Its artifact type, when it has one.
+    pub artifact_type: Option<String>,
+    /// The cosign tag it was found under, if it was.
+    pub tag: Option<String>,
+    /// Bytes of its blobs.
+    pub size: u64,
 }
 
 /// One object of `inspect --json`.

@@ -50,12 +50,15 @@ use super::report::{
 use super::{Target, TargetPlan};
 use crate::bundle::digest::HashingReader;
 use crate::bundle::manifest::{BlobEntry, Object};
-use crate::bundle::oci::{is_index, is_manifest};
+use crate::bundle::meta::ReferrerMeta;
+use crate::bundle::oci::{is_index, is_manifest, INDEX_MEDIA_TYPE as OCI_INDEX};
 use crate::bundle::reader::{Head, RangeReader};
 use crate::bundle::receipt::Section;
+use crate::bundle::referrers::{check_manifest, of_image, tag_schema};
 use crate::bundle::Digest;
 use crate::error::{InputFailure, RegistryFailure};
 use crate::io::source::{BundleSource, RandomSource};
+use crate::oci::distribution::{pointers, Referrer};
 use crate::oci::reference::DEFAULT_TAG;
 use crate::progress::{Bar, Progress};
 use crate::registry::auth::Origin;
@@ -83,6 +86,18 @@ struct Planned {
     /// Blobs (not manifests) the target repository lacks.
     missing: BTreeSet<Digest>,
     present: bool,
+    /// Its referrers (format.md section 18), pushed beside it.
+    referrers: Vec<(Object, ReferrerMeta)>,
+}
+
+impl Planned {
+    /// Every blob it needs: the image's and its referrers'.
+    fn all_blobs(&self) -> impl Iterator<Item = &Digest> {
+        self.object
+            .blobs
+            .iter()
+            .chain(self.referrers.iter().flat_map(|(o, _)| &o.blobs))
+    }
 }
 
 struct Upload {
@@ -256,12 +271,17 @@ impl Push {
         for image in super::images::checked(head)? {
             let o = image.object;
             let (target, origin) = retarget(&image.reference, &route, &o.digest);
+            let referrers = of_image(&head.manifest, &o)
+                .into_iter()
+                .map(|(r, meta)| (r.clone(), meta.clone()))
+                .collect();
             images.push(Planned {
                 object: o,
                 target,
                 origin,
                 missing: BTreeSet::new(),
                 present: false,
+                referrers,
             });
         }
         Ok(Self {
@@ -289,6 +309,135 @@ impl Push {
             attempts: opts.registry.retries.max(1),
             interrupted: BTreeMap::new(),
         })
+    }
+
+    /// Pushes `object`'s child manifests by digest, then its root under `root`
+    /// and, given a tag, under that tag too.
+    fn push_manifests(
+        &self,
+        object: &Object,
+        root: &Reference,
+        tag: Option<Reference>,
+    ) -> Result<()> {
+        let mut children = Vec::new();
+        if is_index(&object.media_type) {
+            let idx: Value = serde_json::from_slice(
+                self.manifests
+                    .get(&object.digest)
+                    .ok_or_else(|| anyhow!("index {} was not received", object.digest))?,
+            )?;
+            for m in idx["manifests"].as_array().into_iter().flatten() {
+                if let Some(d) = m["digest"].as_str().and_then(|d| d.parse::<Digest>().ok()) {
+                    if object.blobs.contains(&d) {
+                        children.push(d);
+                    }
+                }
+            }
+        }
+        let mut order: Vec<(Reference, Digest)> = children
+            .into_iter()
+            .map(|d| (by_digest(root, &d), d))
+            .collect();
+        order.push((root.clone(), object.digest));
+        order.extend(tag.map(|t| (t, object.digest)));
+        for (r, d) in order {
+            let body = self
+                .manifests
+                .get(&d)
+                .ok_or_else(|| anyhow!("manifest {d} was not received"))?
+                .clone();
+            let mt = self.blobs[&d].media_type.clone();
+            self.put_manifest(&r, &d, &mt, body)?;
+        }
+        Ok(())
+    }
+
+    /// PUTs manifest bytes (`d`, of media type `mt`) under `r`.
+    fn put_manifest(&self, r: &Reference, d: &Digest, mt: &str, body: Vec<u8>) -> Result<()> {
+        let ct: reqwest::header::HeaderValue = mt
+            .parse()
+            .map_err(|_| anyhow!("media type {mt} of {d} is not a valid header"))?;
+        let body = bytes::Bytes::from(body);
+        let client = &self.client;
+        self.rt
+            .block_on(with_retries(self.attempts, || {
+                client.push_manifest_raw(r, body.clone(), Clone::clone(&ct))
+            }))
+            .map_err(|(e, n)| {
+                self.explain(r, &format!("accept manifest {d} for {}", r.whole()), &e, n)
+            })?;
+        Ok(())
+    }
+
+    /// Pushes the referrers of `p` into its repository (format.md section 18): each
+    /// by digest (its children first) and, when a cosign tag found it, under that
+    /// tag; then the referrers tag schema index `sha256-<hex>`, merged with the one
+    /// the registry has, for those that name the image as their subject.
+    fn push_referrers(&self, p: &Planned) -> Result<()> {
+        let mut listed = Vec::new();
+        for (o, meta) in &p.referrers {
+            let bytes = self
+                .manifests
+                .get(&o.digest)
+                .ok_or_else(|| anyhow!("referrer {} was not received", o.digest))?;
+            check_manifest(&o.digest, meta, bytes)?;
+            let tag = meta.tag.as_ref().map(|t| {
+                Reference::with_tag(
+                    p.target.registry().into(),
+                    p.target.repository().into(),
+                    t.clone(),
+                )
+            });
+            self.push_manifests(o, &by_digest(&p.target, &o.digest), tag)?;
+            if meta.tag.is_none() {
+                let ptr = pointers(&o.media_type, bytes)?;
+                listed.push(Referrer {
+                    media_type: o.media_type.clone(),
+                    size: bytes.len() as u64,
+                    digest: o.digest,
+                    artifact_type: meta.artifact_type.clone().or(ptr.artifact_type),
+                    annotations: ptr.annotations,
+                });
+            }
+        }
+        if listed.is_empty() {
+            return Ok(());
+        }
+        let schema = Reference::with_tag(
+            p.target.registry().into(),
+            p.target.repository().into(),
+            tag_schema(&p.object.digest),
+        );
+        // What the registry has under the tag already (other clients' referrers).
+        let ours: BTreeSet<String> = listed.iter().map(|r| r.digest.to_string()).collect();
+        let (client, auth) = (&self.client, &self.auth);
+        let current = self
+            .rt
+            .block_on(client.pull_manifest_raw(&schema, auth, &[OCI_INDEX]))
+            .ok()
+            .and_then(|(b, _)| serde_json::from_slice::<Value>(&b).ok());
+        let mut entries: Vec<Value> = current
+            .as_ref()
+            .and_then(|v| v["manifests"].as_array())
+            .into_iter()
+            .flatten()
+            .filter(|e| e["digest"].as_str().is_some_and(|d| !ours.contains(d)))
+            .cloned()
+            .collect();
+        entries.extend(
+            listed
+                .iter()
+                .map(|r| serde_json::to_value(r).expect("plain values serialize")),
+        );
+        entries.sort_by(|a, b| a["digest"].as_str().cmp(&b["digest"].as_str()));
+        let index = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": entries,
+        }))
+        .expect("plain values serialize");
+        let d = Digest::of(&index);
+        self.put_manifest(&schema, &d, OCI_INDEX, index)
     }
 
     fn is_manifest_blob(&self, d: &Digest) -> bool {
@@ -607,7 +756,8 @@ impl Target for Push {
                     .await
                     .map_err(|(e, n)| (target.clone(), "log in for pushing".to_string(), e, n))?;
                 }
-                for d in &p.object.blobs {
+                let blobs: BTreeSet<Digest> = p.all_blobs().copied().collect();
+                for d in &blobs {
                     if manifest_blob.contains(d) {
                         continue;
                     }
@@ -646,10 +796,22 @@ impl Target for Push {
         for p in &self.images {
             if p.present {
                 plan.present_objects.push(p.target.whole());
+                // Its referrers' manifests are put again (`finish`): they may be
+                // new since the image was pushed, and they are small.
+                for d in p.referrers.iter().flat_map(|(o, _)| &o.blobs) {
+                    if manifest_blob.contains(d) {
+                        match self.blobs[d].offset {
+                            None => elsewhere.push((p.target.clone(), *d)),
+                            Some(_) => {
+                                plan.needed.insert(*d);
+                            }
+                        }
+                    }
+                }
                 continue;
             }
             plan.new_objects.push(p.target.whole());
-            for d in p.object.blobs.iter() {
+            for d in p.all_blobs() {
                 if manifest_blob.contains(d) || p.missing.contains(d) {
                     let b = &self.blobs[d];
                     if b.offset.is_none() {
@@ -670,7 +832,7 @@ impl Target for Push {
         let mut plan = TargetPlan::default();
         for p in &self.images {
             plan.new_objects.push(p.target.whole());
-            for d in &p.object.blobs {
+            for d in p.all_blobs() {
                 if let Some(b) = self.blobs.get(d).filter(|b| b.offset.is_some()) {
                     if plan.needed.insert(*d) && !self.is_manifest_blob(d) {
                         plan.bytes_to_write += b.size;
@@ -774,6 +936,8 @@ impl Target for Push {
         let client = self.client.clone();
         for p in self.images.clone() {
             if p.present {
+                // Referrers may have been added since: their manifests are cheap.
+                self.push_referrers(&p)?;
                 report.push(PushedImage {
                     image: p.target.whole(),
                     digest: None,
@@ -801,46 +965,9 @@ impl Target for Push {
                     }
                 }
             }
-            // Child manifests by digest, then the root.
-            let mut children = Vec::new();
-            if is_index(&p.object.media_type) {
-                let idx: Value = serde_json::from_slice(
-                    self.manifests
-                        .get(&p.object.digest)
-                        .ok_or_else(|| anyhow!("index {} was not received", p.object.digest))?,
-                )?;
-                for m in idx["manifests"].as_array().into_iter().flatten() {
-                    if let Some(d) = m["digest"].as_str().and_then(|d| d.parse::<Digest>().ok()) {
-                        if p.object.blobs.contains(&d) {
-                            children.push(d);
-                        }
-                    }
-                }
-            }
-            let mut order: Vec<(Reference, Digest)> = children
-                .into_iter()
-                .map(|d| (by_digest(&p.target, &d), d))
-                .collect();
-            order.push((p.target.clone(), p.object.digest));
-            for (r, d) in order {
-                let body = self
-                    .manifests
-                    .get(&d)
-                    .ok_or_else(|| anyhow!("manifest {d} was not received"))?
-                    .clone();
-                let mt = self.blobs[&d].media_type.clone();
-                let ct = mt
-                    .parse()
-                    .map_err(|_| anyhow!("media type {mt} of {d} is not a valid header"))?;
-                let body = bytes::Bytes::from(body);
-                self.rt
-                    .block_on(with_retries(self.attempts, || {
-                        client.push_manifest_raw(&r, body.clone(), Clone::clone(&ct))
-                    }))
-                    .map_err(|(e, n)| {
-                        self.explain(&r, &format!("accept manifest {d} for {}", r.whole()), &e, n)
-                    })?;
-            }
+            // Child manifests by digest, then the root; then its referrers.
+            self.push_manifests(&p.object, &p.target, None)?;
+            self.push_referrers(&p)?;
             report.push(PushedImage {
                 image: p.target.whole(),
                 digest: Some(p.object.digest.to_string()),

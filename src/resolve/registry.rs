@@ -47,10 +47,12 @@ use oci_client::client::{BlobResponse, SizedStream};
 use oci_client::errors::OciDistributionError;
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 
+use crate::bundle::meta::ReferrerMeta;
 use crate::bundle::oci::{
     is_index, is_manifest, DOCKER_LIST_MEDIA_TYPE, DOCKER_MANIFEST_MEDIA_TYPE, INDEX_MEDIA_TYPE,
     MANIFEST_MEDIA_TYPE,
 };
+use crate::bundle::referrers::{check_manifest, cosign_tags};
 use crate::bundle::Digest;
 use crate::error::{InputFailure, RegistryFailure};
 use crate::io::cas::{Cas, CasError};
@@ -85,6 +87,35 @@ pub struct ResolvedRoot {
     pub media_type: String,
     /// The root's bytes, exactly as the registry serves them.
     pub bytes: Vec<u8>,
+}
+
+/// A referrer of an image, as [`Registry::referrers`] found it.
+#[derive(Debug, Clone)]
+pub struct FoundReferrer {
+    /// Digest of `bytes`.
+    pub digest: Digest,
+    /// Its media type.
+    pub media_type: String,
+    /// Its manifest, exactly as the registry serves it.
+    pub bytes: Vec<u8>,
+    /// The `referrer` object's meta: subject, artifact type, cosign tag.
+    pub meta: ReferrerMeta,
+}
+
+/// Whether a registry's answer says the manifest asked for is not there.
+fn not_found(e: &OciDistributionError) -> bool {
+    match e {
+        OciDistributionError::ImageManifestNotFoundError(_) => true,
+        OciDistributionError::ServerError { code, .. } => *code == 404,
+        OciDistributionError::RegistryError { envelope, .. } => envelope.errors.iter().all(|x| {
+            matches!(
+                x.code,
+                oci_client::errors::OciErrorCode::ManifestUnknown
+                    | oci_client::errors::OciErrorCode::NotFound
+            )
+        }),
+        _ => false,
+    }
 }
 
 /// What [`Registry::fetch_blobs`] did.
@@ -267,6 +298,49 @@ impl Registry {
         })
     }
 
+    /// The referrers of the image `subject` in `reference`'s repository: the
+    /// manifests the referrers API lists for it (or, when the registry has no such
+    /// API, the index under the referrers tag schema `sha256-<hex>`; oci-client
+    /// falls back on the API's 404), each fetched by digest, checked against it and
+    /// required to name `subject` as its subject; then whatever cosign's tags
+    /// `sha256-<hex>.sig`, `.att` and `.sbom` name (a tag the registry does not
+    /// have is none). Every manifest found is in `cas`, sorted by digest, once.
+    pub fn referrers(
+        &self,
+        cas: &Cas,
+        reference: &str,
+        subject: Digest,
+    ) -> Result<Vec<FoundReferrer>> {
+        let r = parse_reference(reference)?;
+        let routes = self.inner.routes(&r);
+        let inner = self.inner.clone();
+        let name = r.name();
+        let found = self.rt.block_on(async move {
+            let mut failures = Vec::new();
+            for route in routes {
+                match inner.referrers_on(&route, &name, subject).await {
+                    Ok(found) => return Ok(found),
+                    Err(e) if stops_here(&e) => return Err(e),
+                    Err(e) => failures.push((route, e)),
+                }
+            }
+            Err(every_route_failed(
+                &format!("the referrers of {name}@{subject}"),
+                failures,
+            ))
+        })?;
+        for f in &found {
+            cas.put_bytes(&f.bytes).with_context(|| {
+                format!(
+                    "cannot store referrer {} in the cache {}",
+                    f.digest,
+                    cas.root().display()
+                )
+            })?;
+        }
+        Ok(found)
+    }
+
     /// A [`ManifestFetch`] for the children of `reference`'s repository: bytes come
     /// from `cas` when cached, else from `repo@digest`, checked against the digest
     /// and stored in `cas`. Configs (asked for by the walk of single-platform
@@ -424,6 +498,109 @@ impl ManifestFetch for RegistryManifests<'_> {
 }
 
 impl Inner {
+    async fn referrers_on(
+        &self,
+        route: &Route,
+        name: &str,
+        subject: Digest,
+    ) -> Result<Vec<FoundReferrer>> {
+        let (auth, origin) = self.client.credentials(route)?;
+        let oci = self.client.transport(route);
+        oci.store_auth_if_needed(&route.endpoint, &auth).await;
+        let listed = What::Manifest {
+            name: format!("the referrers of {name}@{subject}"),
+            by_digest: true,
+        };
+        let target = route.by_digest(&subject);
+        let index = self
+            .client
+            .retry(|| oci.pull_referrers(&target, None))
+            .await
+            .map_err(|(e, n)| self.client.explain(&e, route, &listed, n, &origin))?;
+        let mut out: Vec<FoundReferrer> = Vec::new();
+        for entry in &index.manifests {
+            let digest: Digest = entry.digest.parse().map_err(|_| {
+                RegistryFailure(format!(
+                    "{} lists the referrer `{}` of {name}@{subject}, which is not a sha256 digest",
+                    route.describe(),
+                    entry.digest
+                ))
+            })?;
+            let what = What::Manifest {
+                name: format!("{name}@{digest}"),
+                by_digest: true,
+            };
+            let bytes = self
+                .pull_manifest(&route.by_digest(&digest), route, &what)
+                .await?;
+            if Digest::of(&bytes) != digest {
+                return Err(RegistryFailure(format!(
+                    "{} sent a manifest with digest {} for the referrer {digest} of {name}: it, or a proxy in between, is serving wrong data",
+                    route.describe(),
+                    Digest::of(&bytes)
+                ))
+                .into());
+            }
+            let meta = ReferrerMeta {
+                subject,
+                artifact_type: entry.artifact_type.clone(),
+                tag: None,
+                extra: Default::default(),
+            };
+            check_manifest(&digest, &meta, &bytes)
+                .map_err(|e| RegistryFailure(format!("{}: {e}", route.describe())))?;
+            out.push(FoundReferrer {
+                digest,
+                media_type: media_type_of(&bytes, Some(&entry.media_type))?,
+                bytes,
+                meta,
+            });
+        }
+        for tag in cosign_tags(&subject) {
+            let t = route.tagged(&tag);
+            let got = self
+                .client
+                .retry(|| oci.pull_manifest_raw(&t, &auth, MANIFEST_TYPES))
+                .await;
+            let bytes = match got {
+                Ok((bytes, _)) => bytes.to_vec(),
+                Err((e, _)) if not_found(&e) => continue,
+                Err((e, n)) => {
+                    let what = What::Manifest {
+                        name: format!("{name}:{tag}"),
+                        by_digest: false,
+                    };
+                    return Err(self.client.explain(&e, route, &what, n, &origin));
+                }
+            };
+            let digest = Digest::of(&bytes);
+            let media_type = media_type_of(&bytes, None)
+                .map_err(|e| RegistryFailure(format!("{name}:{tag} cannot be used: {e:#}")))?;
+            let artifact_type = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| {
+                    v["artifactType"]
+                        .as_str()
+                        .or(v["config"]["mediaType"].as_str())
+                        .map(String::from)
+                });
+            out.push(FoundReferrer {
+                digest,
+                media_type,
+                bytes,
+                meta: ReferrerMeta {
+                    subject,
+                    artifact_type,
+                    tag: Some(tag),
+                    extra: Default::default(),
+                },
+            });
+        }
+        out.sort_by(|a, b| a.digest.cmp(&b.digest).then(a.meta.tag.cmp(&b.meta.tag)));
+        out.dedup_by(|a, b| a.digest == b.digest);
+        Ok(out)
+    }
+
     async fn pull_manifest(
         &self,
         target: &oci_client::Reference,

@@ -320,7 +320,7 @@ impl<'a> Graph<'a> {
                             .push(("gapbundle:source".into(), meta.source.clone()));
                     }
                 }
-                Kind::Spec | Kind::Lock | Kind::Sbom | Kind::Other(_) => {
+                Kind::Spec | Kind::Lock | Kind::Sbom | Kind::Referrer | Kind::Other(_) => {
                     c.properties
                         .push(("gapbundle:mediaType".into(), o.media_type.clone()));
                 }

@@ -66,6 +66,7 @@ impl Registry {
                     }
                 }
                 repo.add_image(b, stored, o.digest, &o.media_type, &who)?;
+                repo.add_referrers(b, stored, o, &who)?;
             }
         }
         Ok(reg)
@@ -166,6 +167,56 @@ impl Registry {
 }
 
 impl Repo {
+    /// The referrers the bundle holds for the image `image` (format.md section
+    /// 18): each served by digest like an image's manifests, one a cosign tag
+    /// found under that tag too; one that names the image as its subject is
+    /// listed by the referrers endpoint, and must name it.
+    fn add_referrers(
+        &mut self,
+        bundle: &Bundle,
+        stored: &Blobs,
+        image: &crate::bundle::Object,
+        who: &str,
+    ) -> anyhow::Result<()> {
+        for (r, meta) in crate::bundle::referrers::of_image(&bundle.head.manifest, image) {
+            let what = format!("referrer {} of {who}", r.digest);
+            self.add_image(bundle, stored, r.digest, &r.media_type, &what)?;
+            match &meta.tag {
+                Some(tag) => match self.tags.get(tag) {
+                    Some((d, first)) if *d != r.digest => {
+                        return Err(ViewError::TagConflict {
+                            repository: crate::bundle::referrers::repository(&r.name).to_string(),
+                            tag: tag.clone(),
+                            first: first.clone(),
+                            second: what,
+                        }
+                        .into());
+                    }
+                    Some(_) => {}
+                    None => {
+                        self.tags.insert(tag.clone(), (r.digest, what));
+                    }
+                },
+                None => {
+                    let listed = self
+                        .referrers
+                        .get(&meta.subject)
+                        .is_some_and(|l| l.contains_key(&r.digest));
+                    if !listed {
+                        return Err(ViewError::Manifest {
+                            what,
+                            digest: r.digest,
+                            bundle: bundle.label.clone(),
+                            why: format!("does not name {} as its subject", meta.subject),
+                        }
+                        .into());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Adds what the image whose root is `root` reaches: every manifest the bundles
     /// store, and the configs and layers those name.
     fn add_image(

@@ -56,6 +56,10 @@ pub struct Spec {
     /// Images to carry.
     #[serde(default)]
     pub images: Vec<ImageEntry>,
+    /// Whether registry images are bundled with their referrers (signatures,
+    /// attestations, SBOMs attached to them: format.md section 18); default no.
+    #[serde(default)]
+    pub referrers: bool,
     /// Whether images referenced by rendered workloads are added automatically.
     #[serde(default = "yes", rename = "discoverImages")]
     pub discover_images: bool,
@@ -227,6 +231,9 @@ pub struct ImageEntry {
     pub name: Option<String>,
     /// Platforms for this image, overriding the top-level list.
     pub platforms: Option<Platforms>,
+    /// Whether this registry image (or every image of this list) is bundled with
+    /// its referrers, overriding the top-level `referrers`.
+    pub referrers: Option<bool>,
 }
 
 /// Where an image comes from, after validation.
@@ -315,6 +322,8 @@ pub struct ImageRequest {
     pub name: Option<String>,
     /// Platforms to keep.
     pub platforms: Platforms,
+    /// Whether its referrers are bundled too (registry images only).
+    pub referrers: bool,
 }
 
 /// A spec file, parsed and validated.
@@ -412,7 +421,15 @@ pub fn parse(path: &Path, text: &str) -> Result<LoadedSpec, SpecError> {
         } else {
             ImageSource::Installable(e.installable.clone().unwrap_or_default())
         };
+        let registry = matches!(source, ImageSource::Registry(_) | ImageSource::List(_));
+        if e.referrers == Some(true) && !registry {
+            return Err(SpecError::new(
+                path,
+                format!("images[{i}]: `referrers` is for registry images (`ref:` or `list:`): a layout or archive has no registry to ask for them"),
+            ));
+        }
         images.push(ImageRequest {
+            referrers: registry && e.referrers.unwrap_or(spec.referrers),
             source,
             name: e.name.clone(),
             platforms: e
@@ -641,6 +658,31 @@ images:
             }
         );
         assert_eq!(s.base, Path::new("dir"));
+    }
+
+    #[test]
+    fn referrers_are_for_registry_images_and_off_unless_asked_for() {
+        let head = "name: x\nversion: \"1\"\n";
+        let s = p(&format!(
+            "{head}images:\n  - ref: a/b:1\n  - ref: a/c:1\n    referrers: true\n  - layout: l\n"
+        ))
+        .unwrap();
+        let asked: Vec<bool> = s.images.iter().map(|i| i.referrers).collect();
+        assert_eq!(asked, [false, true, false]);
+        let s = p(&format!(
+            "{head}referrers: true\nimages:\n  - ref: a/b:1\n  - ref: a/c:1\n    referrers: false\n  - layout: l\n"
+        ))
+        .unwrap();
+        let asked: Vec<bool> = s.images.iter().map(|i| i.referrers).collect();
+        assert_eq!(asked, [true, false, false]);
+        let e = p(&format!(
+            "{head}images:\n  - layout: l\n    referrers: true\n"
+        ))
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("`referrers` is for registry images"),
+            "{e}"
+        );
     }
 
     #[test]

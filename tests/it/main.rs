@@ -44,6 +44,7 @@ mod nix_bundle;
 mod nixos;
 mod oci_bundle;
 mod properties;
+mod referrers;
 mod registry_client;
 mod registry_resolver;
 mod reports;
