@@ -349,6 +349,7 @@ fn resolve(a: &CreateSettings, inputs: &Inputs, progress: &Progress) -> Result<R
                 name: image.name.clone(),
                 digest: image.plan.root.digest,
                 media_type: image.plan.root.media_type.clone(),
+                referrers: image.referrers.iter().map(|r| r.plan.root.digest).collect(),
             };
             // Two spellings of one image (`redis:8` in a chart, `docker.io/redis:8` in
             // an overlay) are one image object, wanted by the documents of both.
@@ -585,6 +586,9 @@ fn resolve_image(
                 .extend(plan.blobs.iter().map(|b| (root.name.clone(), b.clone())));
             if req.referrers {
                 referrers = resolve_referrers(reg, cas, &root.name, root.digest)?;
+                if a.locked {
+                    check_referrers(inputs, &key, &root.name, &referrers)?;
+                }
                 for r in &referrers {
                     resolved
                         .downloads
@@ -644,6 +648,45 @@ fn resolve_image(
         plan,
         referrers,
     })
+}
+
+/// With `--locked`, the referrers found for `key` (the registry image `name`) must
+/// be the ones its lock entry pins: a signature added or withdrawn upstream changes
+/// the bundle, so it is refused as a moved tag is, naming what was added and removed.
+fn check_referrers(
+    inputs: &Inputs,
+    key: &str,
+    name: &str,
+    found: &[ResolvedReferrer],
+) -> Result<(), Failure> {
+    let Some(pinned) = inputs.old_lock.images.get(key) else {
+        return Ok(());
+    };
+    let found: BTreeSet<Digest> = found.iter().map(|r| r.plan.root.digest).collect();
+    let (added, removed) = pinned.referrers_changed(&found);
+    if added.is_empty() && removed.is_empty() {
+        return Ok(());
+    }
+    let repository = crate::oci::Reference::parse(name)?.name();
+    let list = |what: &str, ds: &[Digest]| {
+        (!ds.is_empty()).then(|| {
+            let names: Vec<String> = ds
+                .iter()
+                .map(|d| crate::bundle::referrers::object_name(&repository, d))
+                .collect();
+            format!("{what} {}", names.join(", "))
+        })
+    };
+    let changes: Vec<String> = [list("added", &added), list("removed", &removed)]
+        .into_iter()
+        .flatten()
+        .collect();
+    Err(InputFailure(format!(
+        "--locked: the referrers of {name} ({key}) are not the ones {} pins: {}; run create without --locked to update the lock",
+        inputs.lock_path.display(),
+        changes.join("; ")
+    ))
+    .into())
 }
 
 /// The referrers of the registry image `name` (root `subject`), each walked to the
@@ -1044,10 +1087,29 @@ fn report(
             line(format!("updated {}", lock_path.display()));
         }
         for m in &moved {
-            line(format!(
-                "  moved {} ({}): {} -> {}",
-                m.key, m.name, m.from, m.to
-            ));
+            if m.from != m.to {
+                line(format!(
+                    "  moved {} ({}): {} -> {}",
+                    m.key, m.name, m.from, m.to
+                ));
+            }
+            let shown = |ds: &[Digest]| ds.iter().map(|d| d.to_string()).collect::<Vec<_>>();
+            if !m.referrers_added.is_empty() {
+                line(format!(
+                    "  referrers of {} ({}) added: {}",
+                    m.key,
+                    m.name,
+                    shown(&m.referrers_added).join(", ")
+                ));
+            }
+            if !m.referrers_removed.is_empty() {
+                line(format!(
+                    "  referrers of {} ({}) removed: {}",
+                    m.key,
+                    m.name,
+                    shown(&m.referrers_removed).join(", ")
+                ));
+            }
         }
     }
 }

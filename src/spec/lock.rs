@@ -10,7 +10,7 @@
 //! form, are read as they are (any JSON layout is), and `create` keeps one that
 //! still pins exactly what it resolved in the layout it has.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +30,21 @@ pub struct LockedImage {
     pub digest: Digest,
     /// Media type of the root.
     pub media_type: String,
+    /// The digests of the referrers found for it (format.md section 18), when the
+    /// spec asks for them: sorted, each once, and left out when there are none, so
+    /// that a lock written before referrers were pinned reads as the same value.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub referrers: BTreeSet<Digest>,
+}
+
+impl LockedImage {
+    /// The referrers `newer` has that this entry lacks, and those it no longer has.
+    pub fn referrers_changed(&self, newer: &BTreeSet<Digest>) -> (Vec<Digest>, Vec<Digest>) {
+        (
+            newer.difference(&self.referrers).copied().collect(),
+            self.referrers.difference(newer).copied().collect(),
+        )
+    }
 }
 
 /// The lock file.
@@ -138,17 +153,20 @@ impl Lock {
 
     /// The images and charts whose pins move from this lock to `newer` (what
     /// `create --update` did): one entry per lock key present in both with another
-    /// digest.
+    /// digest, or, for an image, another set of referrers.
     pub fn moved(&self, newer: &Lock) -> Vec<Moved> {
         let mut out = Vec::new();
         for (k, o) in &self.images {
             if let Some(n) = newer.images.get(k) {
-                if n.digest != o.digest {
+                let (added, removed) = o.referrers_changed(&n.referrers);
+                if n.digest != o.digest || !added.is_empty() || !removed.is_empty() {
                     out.push(Moved {
                         key: k.clone(),
                         name: n.name.clone(),
                         from: o.digest,
                         to: n.digest,
+                        referrers_added: added,
+                        referrers_removed: removed,
                     });
                 }
             }
@@ -161,6 +179,8 @@ impl Lock {
                         name: format!("{} -> {}", o.version, n.version),
                         from: o.digest,
                         to: n.digest,
+                        referrers_added: Vec::new(),
+                        referrers_removed: Vec::new(),
                     });
                 }
             }
@@ -178,7 +198,8 @@ impl Lock {
 }
 
 /// A pin that moved (`--update`): a tag that now names another image, a chart
-/// version constraint that now picks another archive.
+/// version constraint that now picks another archive, an image whose referrers
+/// (signatures added or withdrawn upstream) are not the ones pinned.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Moved {
@@ -188,8 +209,14 @@ pub struct Moved {
     pub name: String,
     /// The digest it was pinned to.
     pub from: Digest,
-    /// The digest it is pinned to now.
+    /// The digest it is pinned to now (`from` again when only referrers moved).
     pub to: Digest,
+    /// The referrers pinned now that were not (sorted).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub referrers_added: Vec<Digest>,
+    /// The referrers pinned before that no longer are (sorted).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub referrers_removed: Vec<Digest>,
 }
 
 #[cfg(test)]
@@ -202,6 +229,7 @@ mod tests {
             name: name.into(),
             digest: Digest::of(b"x"),
             media_type: "m".into(),
+            referrers: BTreeSet::new(),
         };
         let mut old = Lock::new();
         old.images.insert("layout:a".into(), img("example/a:1"));
@@ -229,6 +257,7 @@ mod tests {
                 name: "r/a:1".into(),
                 digest: Digest::of(b"x"),
                 media_type: "m".into(),
+                referrers: BTreeSet::new(),
             },
         );
         let bytes = lock.to_bytes();
@@ -251,5 +280,49 @@ mod tests {
             (Digest::of(b"x"), Digest::of(b"y"))
         );
         assert!(lock.moved(&lock).is_empty());
+    }
+
+    #[test]
+    fn referrers_are_pinned_sorted_left_out_when_none_and_their_change_moves_the_pin() {
+        let entry = |referrers: &[&[u8]]| LockedImage {
+            name: "r/a:1".into(),
+            digest: Digest::of(b"x"),
+            media_type: "m".into(),
+            referrers: referrers.iter().map(|b| Digest::of(b)).collect(),
+        };
+        let mut none = Lock::new();
+        none.images.insert("ref:r/a:1".into(), entry(&[]));
+        let text = String::from_utf8(none.to_bytes()).unwrap();
+        assert!(!text.contains("referrers"), "{text}");
+
+        let mut two = Lock::new();
+        two.images
+            .insert("ref:r/a:1".into(), entry(&[b"sig", b"sbom"]));
+        let bytes = two.to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let mut sorted = vec![
+            Digest::of(b"sig").to_string(),
+            Digest::of(b"sbom").to_string(),
+        ];
+        sorted.sort();
+        assert_eq!(
+            v["images"]["ref:r/a:1"]["referrers"],
+            serde_json::json!(sorted)
+        );
+        assert_eq!(Lock::parse("l", &bytes).unwrap(), two);
+
+        // One signature added upstream, one withdrawn: the pin moved, with both named.
+        let mut newer = Lock::new();
+        newer
+            .images
+            .insert("ref:r/a:1".into(), entry(&[b"sig", b"att"]));
+        let moved = two.moved(&newer);
+        assert_eq!(moved.len(), 1, "{moved:#?}");
+        assert_eq!(moved[0].from, moved[0].to);
+        assert_eq!(moved[0].referrers_added, vec![Digest::of(b"att")]);
+        assert_eq!(moved[0].referrers_removed, vec![Digest::of(b"sbom")]);
+        let d = two.differences(&newer);
+        assert!(d.len() == 1 && d[0].contains("ref:r/a:1"), "{d:#?}");
+        assert!(two.moved(&two).is_empty());
     }
 }

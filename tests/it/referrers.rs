@@ -10,6 +10,10 @@
 //! cosign signature (the documented simple-signing payload as its one layer, the
 //! signature in the `dev.cosignproject.cosign/signature` annotation) under
 //! `sha256-<hex>.sig`.
+//!
+//! The referrers found are pinned in the lock: a signature added upstream after the
+//! lock was written is refused by `create --locked`, taken into the lock by a
+//! plain `create`, and the lock then reproduces the bundle byte for byte.
 
 use std::process::Command;
 
@@ -425,4 +429,122 @@ fn serve_offers_the_referrers_by_tag_digest_and_the_referrers_endpoint() {
     );
     let tags: Value = serde_json::from_slice(&tags.body).unwrap();
     assert_eq!(tags["tags"], json!(["1.2", format!("sha256-{hex}.sig")]));
+}
+
+/// Pushes a cosign-style attestation of `subject` under `sha256-<hex>.att` (a
+/// manifest whose one layer is an in-toto statement); returns its manifest.
+fn attest(reg: &Registry, subject: &str) -> Vec<u8> {
+    let hex = subject.strip_prefix("sha256:").unwrap();
+    let empty = blob(reg, "team/app", b"{}");
+    let statement = format!(
+        r#"{{"_type":"https://in-toto.io/Statement/v1","subject":[{{"digest":{{"sha256":"{hex}"}}}}],"predicateType":"https://slsa.dev/provenance/v1","predicate":{{}}}}"#
+    )
+    .into_bytes();
+    let layer = blob(reg, "team/app", &statement);
+    let att = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.empty.v1+json","size":2,"digest":"{empty}"}},"layers":[{{"mediaType":"application/vnd.in-toto+json","size":{},"digest":"{layer}"}}]}}"#,
+        statement.len()
+    )
+    .into_bytes();
+    manifest(
+        reg,
+        "team/app",
+        &format!("sha256-{hex}.att"),
+        OCI_MANIFEST,
+        &att,
+    );
+    att
+}
+
+/// The referrer digests the lock pins for `team/app:1.2`, as they are written.
+fn locked_referrers(w: &Work, reg: &Registry) -> Value {
+    let lock: Value =
+        serde_json::from_slice(&std::fs::read(w.path("bundle.lock")).unwrap()).unwrap();
+    let key = format!("ref:{}", reg.reference("team/app:1.2"));
+    assert!(lock["images"].get(&key).is_some(), "no {key} in {lock}");
+    lock["images"][key]["referrers"].clone()
+}
+
+#[test]
+fn the_lock_pins_the_referrers_and_locked_refuses_one_added_upstream() {
+    let reg = Registry::start();
+    let fx = push_fixture_images(&reg, None);
+    let a = attach(&reg, &fx);
+    let w = Work::new("referrers-test");
+    bundle(&reg, &w);
+    // The lock pins the two referrers found, sorted; the image that did not ask
+    // for referrers has no such member.
+    let mut pinned = vec![sha256_digest(&a.sbom), sha256_digest(&a.sig)];
+    pinned.sort();
+    assert_eq!(locked_referrers(&w, &reg), json!(pinned));
+    let lock: Value =
+        serde_json::from_slice(&std::fs::read(w.path("bundle.lock")).unwrap()).unwrap();
+    let tool = format!("ref:{}", reg.reference("team/tool:0.3"));
+    assert!(lock["images"][&tool].get("referrers").is_none(), "{lock}");
+    let lock_before = std::fs::read(w.path("bundle.lock")).unwrap();
+
+    // A signature (here an attestation) is added upstream after the lock was made.
+    let att = sha256_digest(&attest(&reg, &a.subject));
+    let insecure = ["--insecure-registry", reg.addr.as_str()];
+    let refused = w
+        .create("locked.gapb")
+        .args(insecure)
+        .arg("--locked")
+        .output()
+        .unwrap();
+    let err = fails(&refused, 4);
+    assert!(
+        err.contains("--locked")
+            && err.contains("team/app:1.2")
+            && err.contains(&format!("added {}/team/app@{att}", reg.addr)),
+        "{err}"
+    );
+    assert!(!err.contains("removed"), "{err}");
+    assert!(!w.path("locked.gapb").exists());
+    assert_eq!(std::fs::read(w.path("bundle.lock")).unwrap(), lock_before);
+
+    // Without --locked the lock takes it in, and the report says the pin moved.
+    let updated = cli_report(
+        &ok(w
+            .create("updated.gapb")
+            .args(insecure)
+            .arg("--json")
+            .output()
+            .unwrap()),
+        "create",
+    );
+    assert_eq!(updated["lockChanged"], json!(true), "{updated}");
+    let moved = updated["moved"].as_array().unwrap();
+    assert_eq!(moved.len(), 1, "{updated}");
+    assert_eq!(moved[0]["from"], moved[0]["to"], "{updated}");
+    assert_eq!(moved[0]["referrersAdded"], json!([att]), "{updated}");
+    assert!(moved[0].get("referrersRemoved").is_none(), "{updated}");
+    pinned.push(att.clone());
+    pinned.sort();
+    assert_eq!(locked_referrers(&w, &reg), json!(pinned));
+
+    // The lock now reproduces that bundle exactly, and --locked accepts it.
+    ok(w.create("again.gapb")
+        .args(insecure)
+        .arg("--locked")
+        .output()
+        .unwrap());
+    let updated_bytes = std::fs::read(w.path("updated.gapb")).unwrap();
+    assert!(
+        std::fs::read(w.path("again.gapb")).unwrap() == updated_bytes,
+        "the --locked bundle is not the bundle the updated lock was written with"
+    );
+    let m: Value = serde_json::from_slice(
+        &run(Command::new("tar")
+            .args(["-xOf"])
+            .arg(w.path("again.gapb"))
+            .arg("gapbundle/manifest.json"))
+        .stdout,
+    )
+    .unwrap();
+    let refs: Vec<String> = objects_of_kind(&m, "referrer")
+        .iter()
+        .map(|o| o["digest"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(refs, pinned);
 }
