@@ -456,10 +456,24 @@ fn attest(reg: &Registry, subject: &str) -> Vec<u8> {
     att
 }
 
-/// The referrer digests the lock pins for `team/app:1.2`, as they are written.
+/// The referrer digests the lock pins for `team/app:1.2`, as they are written
+/// (the lock checked against its schema first).
 fn locked_referrers(w: &Work, reg: &Registry) -> Value {
     let lock: Value =
         serde_json::from_slice(&std::fs::read(w.path("bundle.lock")).unwrap()).unwrap();
+    let schema: Value = serde_json::from_slice(
+        &std::fs::read(repo().join("bundle-spec/schema/lock.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let errors: Vec<String> = jsonschema::validator_for(&schema)
+        .unwrap()
+        .iter_errors(&lock)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{lock}\ndoes not match lock.schema.json: {errors:#?}"
+    );
     let key = format!("ref:{}", reg.reference("team/app:1.2"));
     assert!(lock["images"].get(&key).is_some(), "no {key} in {lock}");
     lock["images"][key]["referrers"].clone()
