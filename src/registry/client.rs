@@ -70,7 +70,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 pub const READ_TIMEOUT: Duration = Duration::from_secs(120);
 const BACKOFF_START: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
-const USER_AGENT: &str = concat!("gapbundle/", env!("CARGO_PKG_VERSION"));
+pub(super) const USER_AGENT: &str = concat!("gapbundle/", env!("CARGO_PKG_VERSION"));
 
 /// Why a client cannot be set up from its settings.
 #[derive(Debug, thiserror::Error)]
@@ -447,6 +447,22 @@ impl Client {
     }
 }
 
+/// The PEM bytes of the CA file `path` (`--registry-ca`, a registries file's
+/// `ca_file`), refused with its path when it cannot be read or holds no
+/// certificate.
+pub(super) fn read_ca(path: &Path) -> Result<Vec<u8>, ClientError> {
+    let data = fs_err::read(path).map_err(|source| ClientError::CaUnreadable {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if !String::from_utf8_lossy(&data).contains("-----BEGIN CERTIFICATE-----") {
+        return Err(ClientError::CaNotPem {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(data)
+}
+
 /// One `oci-client` client with the settings' timeouts and `tls`.
 fn transport(
     settings: &Settings,
@@ -455,18 +471,9 @@ fn transport(
 ) -> Result<oci_client::Client, ClientError> {
     let mut extra = Vec::new();
     for path in &tls.ca_files {
-        let data = fs_err::read(path).map_err(|source| ClientError::CaUnreadable {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        if !String::from_utf8_lossy(&data).contains("-----BEGIN CERTIFICATE-----") {
-            return Err(ClientError::CaNotPem {
-                path: path.to_path_buf(),
-            });
-        }
         extra.push(Certificate {
             encoding: CertificateEncoding::Pem,
-            data,
+            data: read_ca(path)?,
         });
     }
     let client_identity = match &tls.client {

@@ -8,21 +8,15 @@
 //! and `NO_PROXY`. Nothing else here is specific to registries: no credentials,
 //! no routes.
 
-use super::client::{ClientError, CONNECT_TIMEOUT, READ_TIMEOUT};
+use super::client::{read_ca, ClientError, CONNECT_TIMEOUT, READ_TIMEOUT, USER_AGENT};
 use super::Settings;
-
-const USER_AGENT: &str = concat!("gapbundle/", env!("CARGO_PKG_VERSION"));
 
 /// An HTTP client set up from `settings` as the registry client is.
 pub fn client(settings: &Settings) -> Result<reqwest::Client, ClientError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut certs = Vec::new();
     for path in &settings.ca_files {
-        let data = fs_err::read(path).map_err(|source| ClientError::CaUnreadable {
-            path: path.clone(),
-            source,
-        })?;
-        let cert = reqwest::Certificate::from_pem(&data)
+        let cert = reqwest::Certificate::from_pem(&read_ca(path)?)
             .map_err(|_| ClientError::CaNotPem { path: path.clone() })?;
         certs.push(cert);
     }
