@@ -225,6 +225,33 @@ fn member_name(path: &str) -> Option<String> {
     Some(normalize(path)).filter(|n| !n.is_empty())
 }
 
+/// A member that is not a regular file, as both readers keep it: a link (its
+/// target resolved as extraction would), a sparse file (refused when read), or
+/// `None` for what neither uses (folders, devices).
+fn link_or_sparse<R: Read>(
+    entry: &tar::Entry<R>,
+    name: &str,
+    not_tar: impl Fn() -> String,
+) -> Result<Option<Member>> {
+    let kind = entry.header().entry_type();
+    if kind.is_gnu_sparse() {
+        return Ok(Some(Member::Sparse));
+    }
+    if !(kind.is_symlink() || kind.is_hard_link()) {
+        return Ok(None);
+    }
+    let target = entry
+        .link_name()
+        .with_context(not_tar)?
+        .map(|t| t.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Ok(Some(Member::Link(link_target(
+        name,
+        &target,
+        kind.is_symlink(),
+    ))))
+}
+
 /// A link member's target, as a member path.
 fn link_target(name: &str, target: &str, symlink: bool) -> String {
     if symlink && !target.starts_with('/') {
@@ -303,20 +330,13 @@ impl TarIndex {
                 continue;
             };
             let kind = entry.header().entry_type();
-            let member = if kind.is_gnu_sparse() {
-                Member::Sparse
-            } else if kind.is_file() || kind.is_contiguous() {
+            let member = if kind.is_file() || kind.is_contiguous() {
                 Member::File {
                     offset: entry.raw_file_position(),
                     size: entry.size(),
                 }
-            } else if kind.is_symlink() || kind.is_hard_link() {
-                let target = entry
-                    .link_name()
-                    .with_context(not_tar)?
-                    .map(|t| t.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                Member::Link(link_target(&name, &target, kind.is_symlink()))
+            } else if let Some(m) = link_or_sparse(&entry, &name, not_tar)? {
+                m
             } else {
                 continue;
             };
@@ -355,9 +375,7 @@ impl TarIndex {
                 continue;
             };
             let kind = entry.header().entry_type();
-            let member = if kind.is_gnu_sparse() {
-                Member::Sparse
-            } else if kind.is_file() || kind.is_contiguous() {
+            let member = if kind.is_file() || kind.is_contiguous() {
                 let (digest, size) = cas.import_reader(&mut entry, None).map_err(|e| match e {
                     CasError::Io(e)
                         if e.kind() == std::io::ErrorKind::InvalidData
@@ -372,13 +390,8 @@ impl TarIndex {
                     )),
                 })?;
                 Member::Cached { digest, size }
-            } else if kind.is_symlink() || kind.is_hard_link() {
-                let target = entry
-                    .link_name()
-                    .with_context(not_tar)?
-                    .map(|t| t.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                Member::Link(link_target(&name, &target, kind.is_symlink()))
+            } else if let Some(m) = link_or_sparse(&entry, &name, not_tar)? {
+                m
             } else {
                 continue;
             };
