@@ -442,6 +442,7 @@ impl Client {
                 origin,
                 ca_flag: self.ca_flag,
                 registries: self.router.registries().map(|r| r.source_name.as_str()),
+                client_cert: self.router.tls(&route.host).client.is_some(),
             },
         )
     }

@@ -67,6 +67,8 @@ pub struct Request<'a> {
     /// The registries file in use (`--registries`), named in the advice for the
     /// settings it can hold per host.
     pub registries: Option<&'a str>,
+    /// Whether the route's host was offered a client certificate.
+    pub client_cert: bool,
 }
 
 /// A network failure, by what the next step is.
@@ -245,6 +247,15 @@ pub fn explain(e: &OciDistributionError, req: &Request<'_>) -> anyhow::Error {
                 ),
                 (_, Network::Timeout) => format!(
                     "{endpoint} did not answer in time: check firewalls, and whether this network needs a proxy (HTTPS_PROXY, HTTP_PROXY)"
+                ),
+                // A TLS 1.3 server that wants a client certificate refuses it after
+                // the handshake, and its alert often loses the race with the reset.
+                (_, Network::Broken) if !route.plain_http && !req.client_cert => format!(
+                    "the connection broke: the network or the registry is unstable, or it wants a client certificate (pass --registry-cert FILE --registry-key FILE{}); run the command again (downloads resume where they stopped)",
+                    match req.registries {
+                        Some(f) => format!(", or set configs.\"{key}\".tls.cert_file and key_file in {f}"),
+                        None => String::new(),
+                    }
                 ),
                 (_, Network::Broken) => "the connection broke: the network or the registry is unstable; run the command again (downloads resume where they stopped)".to_string(),
                 (_, Network::Proxy | Network::Other) => {
@@ -640,6 +651,7 @@ mod tests {
                 origin,
                 ca_flag: Some("--registry-ca FILE"),
                 registries: None,
+                client_cert: false,
             },
         );
         assert!(
@@ -678,6 +690,30 @@ mod tests {
                 "registry reg.example:5000 refused to accept blob sha256:00 (400 Bad Request"
             ),
             "{m}"
+        );
+    }
+
+    #[test]
+    fn a_reset_over_tls_without_a_client_certificate_names_one() {
+        let anon = Origin::Anonymous { note: None };
+        let pull = What::Manifest {
+            name: "reg.example:5000/team/app:1.2".into(),
+            by_digest: false,
+        };
+        let reset = || {
+            OciDistributionError::IoError(std::io::Error::from(std::io::ErrorKind::ConnectionReset))
+        };
+        let tls = message(reset(), &pull, &anon, false);
+        assert!(
+            tls.contains("(connection reset)")
+                && tls.contains("or it wants a client certificate (pass --registry-cert FILE --registry-key FILE)"),
+            "{tls}"
+        );
+        // Plain HTTP has no certificates to ask for.
+        let plain = message(reset(), &pull, &anon, true);
+        assert!(
+            plain.contains("(connection reset)") && !plain.contains("--registry-cert"),
+            "{plain}"
         );
     }
 
