@@ -176,7 +176,12 @@ impl Cmd {
                     }
                 }
             })?;
-        if let (Some(bytes), Some(mut stdin)) = (self.input.take(), child.stdin.take()) {
+        // Only with input: a caller that streams stdin itself (`feed`) keeps it.
+        let input = self
+            .input
+            .take()
+            .and_then(|b| Some((b, child.stdin.take()?)));
+        if let Some((bytes, mut stdin)) = input {
             // On its own thread, so a tool that prints before it reads cannot
             // dead-lock against us; a tool that exits without reading is its own
             // error, reported by its exit status.
@@ -248,6 +253,72 @@ impl Cmd {
             command,
             drain: Some(drain),
         })
+    }
+}
+
+impl Cmd {
+    /// Starts the command with a pipe to its stdin, for the caller to stream into;
+    /// its stdout is discarded. Close it with [`Feeding::finish`] (or drop it to
+    /// cut the stream short: the command then sees its input end early).
+    pub fn feed(mut self) -> Result<Feeding, ProcessError> {
+        self.input = None;
+        self.inner.stdin(Stdio::piped());
+        let (mut child, command, drain) = self.start(Stdio::null())?;
+        let stdin = child.stdin.take().expect("stdin is piped");
+        Ok(Feeding {
+            child,
+            stdin: Some(stdin),
+            command,
+            drain: Some(drain),
+        })
+    }
+}
+
+/// A running command whose stdin is being written (see [`Cmd::feed`]).
+pub struct Feeding {
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    command: String,
+    drain: Option<JoinHandle<String>>,
+}
+
+impl Feeding {
+    /// Its stdin (a write fails once the command has exited).
+    pub fn stdin(&mut self) -> &mut std::process::ChildStdin {
+        self.stdin.as_mut().expect("open until finish")
+    }
+
+    /// Closes its stdin, waits for the exit and turns a failure into an error with
+    /// stderr.
+    pub fn finish(mut self) -> Result<(), ProcessError> {
+        drop(self.stdin.take());
+        let status = self.child.wait().map_err(|e| ProcessError::Io {
+            command: self.command.clone(),
+            source: e,
+        })?;
+        let stderr = self
+            .drain
+            .take()
+            .and_then(|d| d.join().ok())
+            .unwrap_or_default();
+        if !status.success() {
+            return Err(ProcessError::Failed {
+                command: self.command.clone(),
+                status: status.to_string(),
+                stderr,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Feeding {
+    /// Cut short: stdin closes mid-stream and the command is waited for, so no
+    /// zombie is left and it has stopped by the time the caller reports.
+    fn drop(&mut self) {
+        if self.stdin.take().is_some() {
+            let _ = self.child.wait();
+        }
     }
 }
 

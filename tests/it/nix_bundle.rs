@@ -779,9 +779,10 @@ fn a_nix_daemon_takes_the_paths_from_an_untrusted_user_only_with_the_key() {
 /// A bundle file that changes after it verified (a failing USB disk) must not get a
 /// NAR into the store: the NARs are served from the file in place and hashed again
 /// as Nix reads them. No real service can make a file change on cue between the
-/// import's verification and Nix's read, so a `nix` in front of the real one flips
-/// one byte of lib's NAR in the bundle file just before `nix copy` runs; the real
-/// Nix does the rest.
+/// import's verification and Nix's read, so a `nix` and a `nix-store` in front of
+/// the real ones flip one byte of lib's NAR in the bundle file just before `nix
+/// copy` or `nix-store --import` (which small paths go through) runs; the real Nix
+/// does the rest.
 #[test]
 fn a_bundle_file_that_changes_after_it_verified_gets_no_nar_into_the_store() {
     let w = nix_work();
@@ -795,27 +796,33 @@ fn a_bundle_file_that_changes_after_it_verified_gets_no_nar_into_the_store() {
         .unwrap();
     let blob = blob_of(&head, lib_obj);
     let at = head.blob_position(blob).unwrap() + blob.size / 2;
-    let real_nix = run_stdout(Command::new("sh").args(["-c", "command -v nix"]));
     let bin = w.path("bin");
     fs::create_dir_all(&bin).unwrap();
-    let wrapper = bin.join("nix");
-    fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh
-if [ \"$1\" = copy ]; then
-  python3 -c 'import sys; f = open(sys.argv[1], \"r+b\"); f.seek(int(sys.argv[2])); b = f.read(1); f.seek(int(sys.argv[2])); f.write(bytes([b[0] ^ 1]))' {} {at} || exit 99
-fi
-exec {} \"$@\"
-",
-            w.path("site.gapb").display(),
-            real_nix.trim()
-        ),
-    )
-    .unwrap();
-    let mut perms = fs::metadata(&wrapper).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-    fs::set_permissions(&wrapper, perms).unwrap();
+    // Flips the byte once, whichever of the two runs first.
+    let flip = format!(
+        "python3 -c 'import sys; f = open(sys.argv[1], \"r+b\"); f.seek(int(sys.argv[2])); b = f.read(1); f.seek(int(sys.argv[2])); f.write(bytes([b[0] ^ 1]))' {} {at} || exit 99; touch {}",
+        w.path("site.gapb").display(),
+        w.path("flipped").display()
+    );
+    for (tool, when) in [
+        ("nix", "[ \"$1\" = copy ]"),
+        ("nix-store", "case \" $* \" in *\" --import \"*) true;; *) false;; esac"),
+    ] {
+        let real = run_stdout(Command::new("sh").args(["-c", &format!("command -v {tool}")]));
+        let wrapper = bin.join(tool);
+        fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\nif {when} && [ ! -e {} ]; then\n  {flip}\nfi\nexec {} \"$@\"\n",
+                w.path("flipped").display(),
+                real.trim()
+            ),
+        )
+        .unwrap();
+        let mut perms = fs::metadata(&wrapper).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        fs::set_permissions(&wrapper, perms).unwrap();
+    }
     let root = w.path("t");
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
     let o = import_cmd(&w, "site.gapb", &root.display().to_string(), &w.public())

@@ -57,6 +57,7 @@
 
 mod cache;
 mod store;
+mod stream;
 mod validate;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -169,7 +170,7 @@ pub struct NixTarget {
     decoding: Option<cache::Decoders>,
     /// Whether the cache folders were swept of killed imports' temporary files.
     swept: bool,
-    progress_warned: bool,
+    progress_warned: std::cell::Cell<bool>,
     /// What the plan said the target receives (see `plan`), reported by `finish`.
     bytes_written: u64,
 }
@@ -211,7 +212,7 @@ pub fn target(
         receiving: None,
         decoding: None,
         swept: false,
-        progress_warned: false,
+        progress_warned: std::cell::Cell::new(false),
         bytes_written: 0,
     })))
 }
@@ -495,6 +496,7 @@ impl Target for NixTarget {
                 self.write_cache(&dir)?;
                 match self.dest {
                     Dest::Store { .. } => self.copy_into_store(
+                        &self.new_paths,
                         &format!("file://{}", dir.display()),
                         &[],
                         progress,

@@ -21,7 +21,7 @@ use anyhow::{Context, Result};
 use fs_err as fs;
 
 use super::validate::{bad, NixObject};
-use super::{cached_path, Dest, NixTarget};
+use super::{cached_path, stream, Dest, NixTarget};
 use crate::bundle::reader::{damage, Entry, Head};
 use crate::error::NixStoreFailure;
 use crate::import::Target;
@@ -213,23 +213,71 @@ impl NixTarget {
             .map(|b| b.size)
             .sum();
         let bar = progress.bar(format!("Nix paths into {}", self.describe()), total);
+        let from = format!("{}{prefix}", server.url());
+        let streamed_bytes = std::sync::atomic::AtomicU64::new(0);
+        let direct = self.writes_store_itself();
+        let phases = phases(&self.new_paths, &by_path, |o| {
+            direct && stream::streamable(o)
+        });
         let done = std::sync::atomic::AtomicBool::new(false);
+        let mut streamed: Vec<StorePath> = Vec::new();
         let copied = std::thread::scope(|scope| {
             scope.spawn(|| {
                 while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                    bar.set_position(server.served().min(total));
+                    let n =
+                        server.served() + streamed_bytes.load(std::sync::atomic::Ordering::Relaxed);
+                    bar.set_position(n.min(total));
                     std::thread::sleep(std::time::Duration::from_millis(100));
                 }
             });
-            let r = self.copy_into_store(
-                &format!("{}{prefix}", server.url()),
-                &env,
-                progress,
-                Some(&bar),
-            );
+            let mut r = Ok(());
+            for (stream, paths) in &phases {
+                r = if *stream {
+                    let items: Vec<stream::Item<'_>> = paths
+                        .iter()
+                        .map(|p| {
+                            let object = by_path[p];
+                            let blob = head.manifest.blob(&object.blob).expect("checked in plan");
+                            let offset = head.blob_position(blob).expect("checked in plan");
+                            stream::Item {
+                                object,
+                                blob,
+                                offset,
+                            }
+                        })
+                        .collect();
+                    let on_bytes = |n| {
+                        streamed_bytes.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                    };
+                    let uri = match &self.dest {
+                        Dest::Store { uri, .. } => uri.as_deref(),
+                        Dest::Cache(_) => None,
+                    };
+                    let r = stream::import(uri, &*src, &items, &on_bytes).map_err(|e| match e {
+                        stream::StreamError::Fault(d, f) => {
+                            self.cut_short(head, &src.describe(), &d, &f)
+                        }
+                        stream::StreamError::Nix(e) => anyhow::Error::new(e).context(format!(
+                            "adding {} paths to {} (nix-store --import)",
+                            paths.len(),
+                            self.describe()
+                        )),
+                    });
+                    streamed.extend(stream::paths(&items).cloned());
+                    r
+                } else {
+                    self.copy_into_store(paths, &from, &env, progress, Some(&bar))
+                };
+                if r.is_err() {
+                    break;
+                }
+            }
             done.store(true, std::sync::atomic::Ordering::Relaxed);
             r
         });
+        if copied.is_ok() && !streamed.is_empty() {
+            self.copy_sigs(&streamed, &from, &env, progress);
+        }
         match &copied {
             Ok(()) => {
                 bar.set_position(total);
@@ -240,43 +288,7 @@ impl NixTarget {
         // Every NAR Nix asked for, checked to its end (see `Server::finish`).
         let failures = server.finish();
         if let Some(m) = failures.first() {
-            let blob = head
-                .manifest
-                .blob(&m.expected)
-                .expect("served ranges are manifest blobs");
-            let users: Vec<&str> = self
-                .objects
-                .iter()
-                .filter(|o| o.blob == blob.digest)
-                .map(|o| o.path.as_str())
-                .collect();
-            let users = users.join(", ");
-            return Err(match &m.found {
-                Fault::Content(why) => bad(format!(
-                    "the NAR of {users} (blob {}) is not the NAR it is signed as: {why}. Nix was not given all of it, and neither it nor any path that references it was registered; rebuild the bundle",
-                    blob.digest
-                )),
-                Fault::Changed(found) => anyhow::Error::new(damage(
-                    head,
-                    &Entry::Blob(blob),
-                    Some(*found),
-                    blob.size,
-                ))
-                .context(format!(
-                    "{} changed after it verified: Nix was not given that NAR; check the disk, copy the bundle again and rerun",
-                    src.describe()
-                )),
-                Fault::Unreadable(why) => anyhow::Error::new(damage(
-                    head,
-                    &Entry::Blob(blob),
-                    None,
-                    blob.size,
-                ))
-                .context(format!(
-                    "{} could not be read again after it verified ({why}): Nix was not given that NAR; check the disk, copy the bundle again and rerun",
-                    src.describe()
-                )),
-            });
+            return Err(self.cut_short(head, &src.describe(), &m.expected, &m.found));
         }
         copied
     }
@@ -330,7 +342,8 @@ impl NixTarget {
     /// its environment. With `bar`, the caller shows the bytes; without, a bar in
     /// NAR bytes moves as Nix starts each path.
     pub(super) fn copy_into_store(
-        &mut self,
+        &self,
+        paths: &[StorePath],
         from: &str,
         env: &[(&str, std::ffi::OsString)],
         progress: &Progress,
@@ -355,9 +368,8 @@ impl NixTarget {
             cmd = cmd.env(k, v);
         }
         if self.trusted.is_empty() {
-            if !self.progress_warned {
+            if !self.progress_warned.replace(true) {
                 progress.warn("no trusted key signed this bundle (--allow-unsigned): Nix is told not to check path signatures (--no-check-sigs)");
-                self.progress_warned = true;
             }
             cmd = cmd.arg("--no-check-sigs");
         } else {
@@ -372,11 +384,7 @@ impl NixTarget {
             .iter()
             .map(|o| (o.path.to_string(), o.blob_size))
             .collect();
-        let total: u64 = self
-            .new_paths
-            .iter()
-            .filter_map(|p| sizes.get(p.as_str()))
-            .sum();
+        let total: u64 = paths.iter().filter_map(|p| sizes.get(p.as_str())).sum();
         let own = bar.is_none();
         let bar = match bar {
             Some(b) => b.clone(),
@@ -386,7 +394,7 @@ impl NixTarget {
         let refused = std::sync::Arc::new(std::sync::Mutex::new(None::<Refusal>));
         let seen = refused.clone();
         let r = cmd
-            .args(self.new_paths.iter().map(|p| p.as_str()))
+            .args(paths.iter().map(|p| p.as_str()))
             .on_stderr_line(move |line| {
                 if let Some(n) = copying_path(line).and_then(|p| sizes.get(p)) {
                     if own {
@@ -431,14 +439,100 @@ impl NixTarget {
             }
             _ => {}
         }
-        r.with_context(|| {
-            format!(
-                "adding {} paths to {}",
-                self.new_paths.len(),
-                self.describe()
-            )
-        })?;
+        r.with_context(|| format!("adding {} paths to {}", paths.len(), self.describe()))?;
         Ok(())
+    }
+
+    /// Whether this process writes the store itself (a chroot store, or the local
+    /// store as root), rather than asking a daemon that checks what it is given:
+    /// only then do small paths go in through `nix-store --import` (see `stream`).
+    fn writes_store_itself(&self) -> bool {
+        match &self.dest {
+            Dest::Store { root: Some(_), .. } => true,
+            Dest::Store { uri, .. } => {
+                matches!(uri.as_deref(), None | Some("local"))
+                    && rustix::process::geteuid().is_root()
+            }
+            Dest::Cache(_) => false,
+        }
+    }
+
+    /// `nix store copy-sigs` of `paths` from `from` (the in-place server): the path
+    /// signatures `nix-store --import` does not register. Best effort: the paths are
+    /// valid and whole already, and a rerun would skip them.
+    fn copy_sigs(
+        &self,
+        paths: &[StorePath],
+        from: &str,
+        env: &[(&str, std::ffi::OsString)],
+        progress: &Progress,
+    ) {
+        let Dest::Store { uri, .. } = &self.dest else {
+            return;
+        };
+        let mut cmd = nix_cmd("nix").args(["store", "copy-sigs"]);
+        if let Some(u) = uri {
+            cmd = cmd.args(["--store", u]);
+        }
+        for (k, v) in env {
+            cmd = cmd.env(k, v);
+        }
+        if let Err(e) = cmd
+            .args(["--substituter", from])
+            .args(paths.iter().map(|p| p.as_str()))
+            .output()
+        {
+            progress.warn(format!(
+                "{} paths were added to {} without the bundle's path signatures, which `nix store copy-sigs` could not copy ({e}); Nix does not need them for a local store",
+                paths.len(),
+                self.describe()
+            ));
+        }
+    }
+
+    /// The error for a NAR the server or the stream cut short.
+    fn cut_short(
+        &self,
+        head: &Head,
+        src: &str,
+        digest: &crate::bundle::Digest,
+        found: &Fault,
+    ) -> anyhow::Error {
+        let blob = head
+            .manifest
+            .blob(digest)
+            .expect("served ranges are manifest blobs");
+        let users: Vec<&str> = self
+            .objects
+            .iter()
+            .filter(|o| o.blob == blob.digest)
+            .map(|o| o.path.as_str())
+            .collect();
+        let users = users.join(", ");
+        match found {
+            Fault::Content(why) => bad(format!(
+                "the NAR of {users} (blob {}) is not the NAR it is signed as: {why}. Nix was not given all of it, and neither it nor any path that references it was registered; rebuild the bundle",
+                blob.digest
+            )),
+            Fault::Changed(found) => anyhow::Error::new(damage(
+                head,
+                &Entry::Blob(blob),
+                Some(*found),
+                blob.size,
+            ))
+            .context(format!(
+                "{src} changed after it verified: Nix was not given that NAR; check the disk, copy the bundle again and rerun"
+            )),
+            Fault::Unreadable(why) => anyhow::Error::new(damage(
+                head,
+                &Entry::Blob(blob),
+                None,
+                blob.size,
+            ))
+            .context(format!(
+                "{src} could not be read again after it verified ({why}): Nix was not given that NAR; check the disk, copy the bundle again and rerun"
+            )),
+        }
     }
 
     /// Makes each path's GC roots (for a store with a GC roots folder).
@@ -472,6 +566,44 @@ impl NixTarget {
         }
         Ok(made)
     }
+}
+
+/// `paths` (references first) cut into phases that run one after the other, each
+/// all streamed (`stream` says which paths may be) or all copied: a phase takes every
+/// remaining path of its kind whose new references are all in it or in an earlier
+/// phase, so each phase's paths find their references valid. Kinds alternate;
+/// there are as many phases as the closure alternates between kinds along its
+/// reference chains (one or two for most closures).
+fn phases(
+    paths: &[StorePath],
+    by_path: &BTreeMap<&StorePath, &NixObject>,
+    stream: impl Fn(&NixObject) -> bool,
+) -> Vec<(bool, Vec<StorePath>)> {
+    let mut left: Vec<&StorePath> = paths.iter().collect();
+    let mut pending: BTreeSet<&StorePath> = left.iter().copied().collect();
+    let mut out: Vec<(bool, Vec<StorePath>)> = Vec::new();
+    let mut kind = left.first().is_some_and(|p| stream(by_path[*p]));
+    while !left.is_empty() {
+        let mut taken = Vec::new();
+        let mut rest = Vec::new();
+        for p in left {
+            let o = by_path[p];
+            // `pending` holds the paths of later phases: those not taken so far.
+            let ready = o.references.iter().all(|r| r == p || !pending.contains(r));
+            if stream(o) == kind && ready {
+                taken.push(p);
+                pending.remove(p);
+            } else {
+                rest.push(p);
+            }
+        }
+        if !taken.is_empty() {
+            out.push((kind, taken.into_iter().cloned().collect()));
+        }
+        left = rest;
+        kind = !kind;
+    }
+    out
 }
 
 /// The path and NAR hash a cache's narinfo `file` gives, when its NAR file is in
