@@ -13,7 +13,9 @@
 #   on_exit CMD                runs CMD (a string) at exit, before the work folder goes
 #   once LABEL BEFORE CMD      runs BEFORE (untimed; a string), then `bash -c CMD` once;
 #                              prints "WALL_S PEAK_RSS_KIB"; on failure prints CMD's
-#                              stderr and exits
+#                              stderr and exits. With BENCH_SYNC=1, a sync (untimed)
+#                              comes between: an fsync at the end of CMD must not wait
+#                              for what the command before it left unwritten
 #   measure LABEL BEFORE CMD   CMD $runs times; prints "MEDIAN_WALL_S MAX_PEAK_RSS_KIB"
 #   pair A_LABEL A_BEFORE A_CMD B_LABEL B_BEFORE B_CMD
 #                              A and B in turn, $runs times each; sets pair_a, pair_b
@@ -66,6 +68,7 @@ bench_cleanup() {
 once() {
   local label=$1 before=$2 cmd=$3
   [ -n "$before" ] && eval "$before"
+  [ -n "${BENCH_SYNC:-}" ] && sync
   /usr/bin/time -f '%e %M' -o "$work/time.out" bash -c "$cmd" >/dev/null 2>"$work/$label.err" \
     || { echo "$label failed:" >&2; cat "$work/$label.err" >&2; exit 1; }
   cat "$work/time.out"
