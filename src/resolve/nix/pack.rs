@@ -5,7 +5,9 @@
 //! ([`crate::bundle::frames`]) into the cache. No NAR is ever held in memory, and
 //! the same store path always gives the same blob. A small index in the cache
 //! (`nix-nar/<packing>/<nar sha256>`) remembers which blob holds which NAR, so a
-//! second create does not compress anything again.
+//! second create does not compress anything again; a NAR of at most 256 KiB is
+//! instead made and compressed in memory each time (see `small_blob`: per path,
+//! a thread and two files cost more than the packing).
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -60,6 +62,9 @@ fn nar_blob(
     packer: &mut Packer,
     on_bytes: &dyn Fn(u64),
 ) -> Result<(Digest, u64)> {
+    if info.nar_size <= SMALL_NAR {
+        return small_blob(cas, info, packer, on_bytes);
+    }
     let index = index_path(cas, &info.nar_hash);
     if let Ok(text) = fs::read_to_string(&index) {
         if let Some((d, s)) = text.trim().split_once(' ') {
@@ -116,6 +121,94 @@ fn nar_blob(
     tmp.write_all(format!("{d} {s}\n").as_bytes())?;
     tmp.persist(&index).map_err(|e| e.error)?;
     Ok((d, s))
+}
+
+/// NARs up to this size are made and compressed in memory, on the packing worker's
+/// own thread, and their blobs get no index entry: on a closure of many small
+/// paths, the compressing thread started per path and the two files made per path
+/// (the blob and its index entry, on a file system that must find a free inode for
+/// each) were most of create's time. Redoing such a NAR on a warm create costs less
+/// than reading an index entry would. One frame either way, so the blob is the one
+/// [`pack`] would make.
+const SMALL_NAR: u64 = 256 << 10;
+
+/// The blob of a NAR of at most [`SMALL_NAR`] bytes: made in memory (the walk, or
+/// `nix-store --dump` when the walk disagrees with Nix), checked against the NAR
+/// hash and size Nix recorded, compressed as one frame, and written to the cache
+/// unless it is there already.
+fn small_blob(
+    cas: &Cas,
+    info: &PathInfo,
+    packer: &mut Packer,
+    on_bytes: &dyn Fn(u64),
+) -> Result<(Digest, u64)> {
+    let want = (info.nar_hash.digest(), info.nar_size);
+    let mut nar = Capped {
+        buf: std::mem::take(&mut packer.small),
+        cap: info.nar_size,
+    };
+    nar.buf.clear();
+    let own = dump_nar(Path::new(info.path.as_str()), &mut nar);
+    let found = |b: &[u8]| (Digest::of(b), b.len() as u64);
+    if own.is_err() || found(&nar.buf) != want {
+        nar.buf.clear();
+        let mut dump = nix_cmd("nix-store")
+            .args(["--dump", info.path.as_str()])
+            .stream()?;
+        // Past the size Nix recorded is a mismatch already: stop keeping it there
+        // (the rest is read and dropped, so that nix-store can finish).
+        let copied = io::copy(&mut dump.stdout, &mut nar);
+        if copied.is_err() {
+            io::copy(&mut dump.stdout, &mut io::sink())?;
+        }
+        let finished = dump.finish();
+        if copied.is_ok() {
+            finished?;
+        }
+        let (d, n) = found(&nar.buf);
+        if (d, n) != want {
+            return Err(anyhow!(
+                "the NAR of {} does not match what Nix recorded: Nix says {} ({} bytes), `nix-store --dump` gives {} ({}{n} bytes); run `nix-store --verify --check-contents --repair` and create again",
+                info.path,
+                info.nar_hash,
+                info.nar_size,
+                NarHash::from_digest(&d),
+                if copied.is_err() { "more than " } else { "" },
+            ));
+        }
+    }
+    on_bytes(info.nar_size);
+    if packer.encoder.is_none() {
+        packer.encoder = Some(FrameEncoder::new(NAR_ZSTD_LEVEL)?);
+    }
+    let encoder = packer.encoder.as_mut().expect("just made");
+    let mut blob = std::mem::take(&mut packer.compressed);
+    blob.clear();
+    encoder.encode(&nar.buf, &mut blob)?;
+    let d = cas.put_bytes(&blob)?;
+    let size = blob.len() as u64;
+    packer.small = nar.buf;
+    packer.compressed = blob;
+    Ok((d, size))
+}
+
+/// A writer into memory that refuses to hold more than `cap` bytes.
+struct Capped {
+    buf: Vec<u8>,
+    cap: u64,
+}
+
+impl Write for Capped {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.buf.len() as u64 + data.len() as u64 > self.cap {
+            return Err(io::Error::other("the NAR is larger than Nix recorded"));
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Streams a NAR made by `produce` through a hasher and the zstd encoder into a cache
@@ -197,6 +290,9 @@ fn pack(
 struct Packer {
     encoder: Option<FrameEncoder>,
     buffers: Vec<Vec<u8>>,
+    /// A small NAR and its blob (see [`small_blob`]).
+    small: Vec<u8>,
+    compressed: Vec<u8>,
 }
 
 /// Hands each full frame buffer to the compressing thread and takes an emptied one
