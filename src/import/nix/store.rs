@@ -30,6 +30,12 @@ use crate::io::serve::{Blob, Config, Document, Documents, Fault, Served, Server}
 use crate::nixfmt::{cache_info, parse_path_info, NarHash, NarInfoIdentity, StorePath};
 use crate::progress::{Bar, Progress};
 
+/// Store paths per `nix-store --check-validity` or `nix path-info` call: each call
+/// is a Nix process (some tens of milliseconds), which was most of a re-import of a
+/// closure of 2,000 small paths at 500 a call; 4,000 paths are some 300 KB of
+/// arguments, well within Linux's limit.
+const ARGS_PER_CALL: usize = 4000;
+
 /// A `no_proxy` value: `current` with `127.0.0.1` added.
 fn with_loopback(current: Option<std::ffi::OsString>) -> String {
     match current.map(|c| c.to_string_lossy().into_owned()) {
@@ -84,7 +90,7 @@ impl NixTarget {
                     }
                 }
                 let mut invalid = BTreeSet::new();
-                for chunk in paths.chunks(500) {
+                for chunk in paths.chunks(ARGS_PER_CALL) {
                     let mut cmd = nix_cmd("nix-store");
                     if let Some(u) = uri {
                         cmd = cmd.args(["--store", u]);
@@ -636,7 +642,7 @@ pub(super) fn store_nar_hashes(
     let mut out = BTreeMap::new();
     let chunks: Vec<Vec<&str>> = match paths {
         Some(p) => p
-            .chunks(500)
+            .chunks(ARGS_PER_CALL)
             .map(|c| c.iter().map(|p| p.as_str()).collect())
             .collect(),
         None => vec![vec!["--all"]],
