@@ -806,7 +806,10 @@ fn a_bundle_file_that_changes_after_it_verified_gets_no_nar_into_the_store() {
     );
     for (tool, when) in [
         ("nix", "[ \"$1\" = copy ]"),
-        ("nix-store", "case \" $* \" in *\" --import \"*) true;; *) false;; esac"),
+        (
+            "nix-store",
+            "case \" $* \" in *\" --import \"*) true;; *) false;; esac",
+        ),
     ] {
         let real = run_stdout(Command::new("sh").args(["-c", &format!("command -v {tool}")]));
         let wrapper = bin.join(tool);
