@@ -664,6 +664,51 @@ pub(super) fn store_nar_hashes(
 mod tests {
     use super::*;
 
+    /// Phases keep references first: a path goes in a phase only once every new
+    /// path it references is in that phase or an earlier one, and kinds alternate.
+    #[test]
+    fn phases_put_references_first() {
+        let p = |c: char, name: &str| {
+            StorePath::parse(&format!("/nix/store/{}-{name}", c.to_string().repeat(32))).unwrap()
+        };
+        let obj = |path: &StorePath, refs: &[&StorePath], big: bool| NixObject {
+            path: path.clone(),
+            blob: crate::bundle::Digest::of(path.as_str().as_bytes()),
+            blob_size: 1,
+            nar_hash: NarHash([0; 32]),
+            nar_size: if big { 2 << 20 } else { 100 },
+            references: refs.iter().map(|r| (*r).clone()).collect(),
+            deriver: None,
+            ca: None,
+            sigs: Vec::new(),
+            gc_roots: Vec::new(),
+        };
+        // small leaf a, big b -> a, small c -> b (and itself), small d -> a.
+        let (a, b, c, d) = (p('a', "a"), p('b', "b"), p('c', "c"), p('d', "d"));
+        let objects = [
+            obj(&a, &[], false),
+            obj(&b, &[&a], true),
+            obj(&c, &[&b, &c], false),
+            obj(&d, &[&a], false),
+        ];
+        let by_path: BTreeMap<&StorePath, &NixObject> =
+            objects.iter().map(|o| (&o.path, o)).collect();
+        let order = [a.clone(), b.clone(), c.clone(), d.clone()];
+        let got = phases(&order, &by_path, stream::streamable);
+        assert_eq!(
+            got,
+            vec![
+                (true, vec![a.clone(), d.clone()]),
+                (false, vec![b.clone()]),
+                (true, vec![c.clone()]),
+            ]
+        );
+        // Nothing streamable: one phase of nix copy, in order.
+        let got = phases(&order, &by_path, |_| false);
+        assert_eq!(got, vec![(false, order.to_vec())]);
+        assert!(phases(&[], &by_path, stream::streamable).is_empty());
+    }
+
     #[test]
     fn nix_copy_progress_lines() {
         assert_eq!(
