@@ -80,7 +80,7 @@ mod tests {
         assert_eq!(out, want);
 
         let mut refs = Vec::new();
-        write_path_trailer(&mut refs, &path, &[drv.clone()], None).unwrap();
+        write_path_trailer(&mut refs, &path, std::slice::from_ref(&drv), None).unwrap();
         assert_eq!(&refs[80..88], &[1, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(&refs[88..96], &[64, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(&refs[160..176], &[0; 16]); // empty deriver, no signature
