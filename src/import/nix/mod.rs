@@ -271,17 +271,13 @@ pub struct CachedPath {
 pub fn cached_paths(head: &Head, signers: &[PublicKey]) -> Result<Vec<CachedPath>> {
     nix_objects(head, signers)?
         .iter()
-        .map(|o| cached_path(head, o))
+        .map(cached_path)
         .collect()
 }
 
-fn cached_path(head: &Head, o: &NixObject) -> Result<CachedPath> {
+fn cached_path(o: &NixObject) -> Result<CachedPath> {
     let info = o.narinfo();
-    let blob = head
-        .manifest
-        .blob(&o.blob)
-        .expect("checked in nix_objects")
-        .clone();
+    let blob = o.entry.clone();
     Ok(CachedPath {
         path: o.path.clone(),
         nar_hash: o.nar_hash,
@@ -384,7 +380,7 @@ impl Target for NixTarget {
         }
     }
 
-    fn plan(&mut self, head: &Head) -> Result<TargetPlan> {
+    fn plan(&mut self, _head: &Head) -> Result<TargetPlan> {
         let in_bundle: BTreeSet<&StorePath> = self.objects.iter().map(|o| &o.path).collect();
         let mut outside: Vec<StorePath> = self
             .objects
@@ -412,11 +408,7 @@ impl Target for NixTarget {
         let mut plan = TargetPlan::default();
         let by_path: BTreeMap<&StorePath, &NixObject> =
             self.objects.iter().map(|o| (&o.path, o)).collect();
-        let stored = |o: &NixObject| {
-            head.manifest
-                .blob(&o.blob)
-                .is_some_and(|b| b.offset.is_some())
-        };
+        let stored = |o: &NixObject| o.entry.offset.is_some();
         // A delta's paths whose NARs it leaves out must be valid here with the NAR
         // hash the bundle signs, not merely valid.
         let left_out: Vec<StorePath> = self
@@ -444,8 +436,7 @@ impl Target for NixTarget {
             if !stored(o) {
                 plan.missing.insert(o.blob);
             } else if plan.needed.insert(o.blob) {
-                let b = head.manifest.blob(&o.blob).expect("checked in nix_objects");
-                blob_bytes += b.size;
+                blob_bytes += o.entry.size;
             }
             self.new_paths.push(p);
         }
@@ -460,11 +451,11 @@ impl Target for NixTarget {
         Ok(plan)
     }
 
-    fn plan_unreached(&mut self, head: &Head) -> TargetPlan {
+    fn plan_unreached(&mut self, _head: &Head) -> TargetPlan {
         let mut plan = TargetPlan::default();
         for o in &self.objects {
             plan.new_objects.push(format!("nix-path {}", o.path));
-            let Some(b) = head.manifest.blob(&o.blob).filter(|b| b.offset.is_some()) else {
+            let Some(b) = Some(&o.entry).filter(|b| b.offset.is_some()) else {
                 continue;
             };
             if plan.needed.insert(o.blob) {

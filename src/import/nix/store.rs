@@ -174,7 +174,7 @@ impl NixTarget {
             Document::Text(cache_info().into(), "text/x-nix-cache-info"),
         );
         for p in &self.new_paths {
-            let c = cached_path(head, by_path[p])?;
+            let c = cached_path(by_path[p])?;
             let offset = head.blob_position(&c.blob).expect("checked in plan");
             docs.insert(
                 c.narinfo_name,
@@ -215,7 +215,7 @@ impl NixTarget {
         let total: u64 = self
             .new_paths
             .iter()
-            .filter_map(|p| head.manifest.blob(&by_path[p].blob))
+            .map(|p| &by_path[p].entry)
             .map(|b| b.size)
             .sum();
         let bar = progress.bar(format!("Nix paths into {}", self.describe()), total);
@@ -243,7 +243,7 @@ impl NixTarget {
                         .iter()
                         .map(|p| {
                             let object = by_path[p];
-                            let blob = head.manifest.blob(&object.blob).expect("checked in plan");
+                            let blob = &object.entry;
                             let offset = head.blob_position(blob).expect("checked in plan");
                             stream::Item {
                                 object,

@@ -19,6 +19,9 @@ pub(super) struct NixObject {
     pub(super) path: StorePath,
     pub(super) blob: Digest,
     pub(super) blob_size: u64,
+    /// The blob's manifest entry (looked up once: `Manifest::blob` is a linear
+    /// search, and a closure of thousands of paths asked it several times a path).
+    pub(super) entry: crate::bundle::manifest::BlobEntry,
     pub(super) nar_hash: NarHash,
     pub(super) nar_size: u64,
     pub(super) references: Vec<StorePath>,
@@ -58,17 +61,20 @@ pub(super) fn bad(msg: String) -> anyhow::Error {
 /// the path over Nix's fingerprint.
 pub(super) fn nix_objects(head: &Head, trusted: &[PublicKey]) -> Result<Vec<NixObject>> {
     let mut out = Vec::new();
+    let blobs: std::collections::HashMap<&Digest, &crate::bundle::manifest::BlobEntry> =
+        head.manifest.blobs.iter().map(|b| (&b.digest, b)).collect();
     for (o, meta) in head.manifest.nix_paths() {
         let what = format!("nix-path `{}`", crate::text::escaped(&o.name));
         let path = StorePath::parse(&o.name).map_err(|e| bad(format!("{what}: {e}")))?;
-        let blob = head
-            .manifest
-            .blob(&o.digest)
+        let blob = blobs
+            .get(&o.digest)
+            .copied()
             .ok_or_else(|| bad(format!("{what}: its blob {} is not listed", o.digest)))?;
         let obj = NixObject {
             path,
             blob: o.digest,
             blob_size: blob.size,
+            entry: blob.clone(),
             nar_hash: meta.nar_hash,
             nar_size: meta.nar_size,
             references: meta.references.clone(),
