@@ -9,8 +9,9 @@
 //! but it reads each whole NAR into memory (Nix issue 9610) and registers no
 //! signature and no content address, so it only gets paths whose NAR is at most
 //! [`STREAM_MAX_NAR`] and that have no `ca` (see [`streamable`]); their signatures
-//! are copied afterwards from the same in-place server (`nix store copy-sigs`), so
-//! the store ends up holding what `nix copy` would have registered. It writes the
+//! are copied afterwards (`nix store copy-sigs`, from a private folder of the
+//! narinfos the in-place server serves), so the store ends up holding what `nix
+//! copy` would have registered. It writes the
 //! store directly, so it is used only where this process writes the store itself
 //! (a chroot store, or the local store as root): a daemon checks the signatures of
 //! what an untrusted user imports, and this stream carries none.
