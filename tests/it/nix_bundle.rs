@@ -843,6 +843,64 @@ fn a_bundle_file_that_changes_after_it_verified_gets_no_nar_into_the_store() {
     fails(&o, 3);
 }
 
+/// Small paths go in through `nix-store --import`, which registers no signatures,
+/// and get the bundle's from `nix store copy-sigs` after. An import killed between
+/// the two, or whose `copy-sigs` failed, leaves them valid but unsigned; a rerun,
+/// which skips valid paths, must still sign them. No real Nix fails `copy-sigs` on
+/// cue, so a `nix` in front of the real one refuses it on the first import.
+#[test]
+fn a_rerun_signs_the_paths_an_import_left_without_signatures() {
+    let w = nix_work();
+    ok(create(&w, "site.gapb", &w.secret()));
+    let m = manifest_of(&head_of(&w.path("site.gapb")));
+    let lib = lib_of(&m);
+    let bin = w.path("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let real = run_stdout(Command::new("sh").args(["-c", "command -v nix"]));
+    let wrapper = bin.join("nix");
+    fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nif [ \"$1 $2\" = \"store copy-sigs\" ]; then echo 'copy-sigs refused by the test' >&2; exit 1; fi\nexec {} \"$@\"\n",
+            real.trim()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let root = w.path("t");
+    let store = root.display().to_string();
+    let uri = format!("local?root={store}");
+    let sigs = || run_stdout(nix("nix").args(["path-info", "--store", &uri, "--sigs", &lib]));
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let o = import_cmd(&w, "site.gapb", &store, &w.public())
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    let o = ok(o);
+    assert!(
+        stderr(&o).contains("copy-sigs refused by the test")
+            && stderr(&o).contains("a rerun of this import copies them"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(valid_in(&root, std::slice::from_ref(&lib)), [lib.as_str()]);
+    assert!(!sigs().contains("test-release:"), "{}", sigs());
+
+    ok(import(&w, "site.gapb", &store, &w.public()));
+    assert!(sigs().contains("test-release:"), "{}", sigs());
+    // Signed now: a third import asks nothing of copy-sigs (the refusing `nix`
+    // is not reached for it).
+    let o = ok(import_cmd(&w, "site.gapb", &store, &w.public())
+        .env("PATH", &path)
+        .output()
+        .unwrap());
+    assert!(!stderr(&o).contains("copy-sigs"), "{}", stderr(&o));
+}
+
 #[test]
 fn git_flakes_warn_about_untracked_files_and_locked_catches_changes() {
     let dir = tempfile::tempdir().unwrap();

@@ -160,6 +160,10 @@ pub struct NixTarget {
     trusted: Vec<PublicKey>,
     /// Paths to add, references first.
     new_paths: Vec<StorePath>,
+    /// Paths valid on the target without any of the signatures the bundle carries
+    /// for them: a streamed import killed (or whose `nix store copy-sigs` failed)
+    /// after `nix-store --import` registered them; `finish` copies the signatures.
+    unsigned_paths: Vec<StorePath>,
     stage: Option<TempFolder>,
     /// The bundle, when the import reads files (not a pipe): a store then takes
     /// the NARs from it in place (see `serve_in_place`) and nothing is staged.
@@ -207,6 +211,7 @@ pub fn target(
         objects,
         trusted,
         new_paths: Vec::new(),
+        unsigned_paths: Vec::new(),
         stage: None,
         bundle: source.shared(),
         receiving: None,
@@ -418,6 +423,7 @@ impl Target for NixTarget {
             .map(|o| o.path.clone())
             .collect();
         let held = self.nar_hashes(&left_out)?;
+        self.unsigned_paths = self.unsigned(&valid)?;
         self.new_paths.clear();
         // The bytes of the NAR blobs the target is handed (written to a cache,
         // served to or staged for a store): what the import's bar counts and its
@@ -500,6 +506,10 @@ impl Target for NixTarget {
                 self.remove_unregistered(progress);
             }
             added?;
+        }
+        if !self.unsigned_paths.is_empty() {
+            let paths = std::mem::take(&mut self.unsigned_paths);
+            self.copy_sigs(&paths, &[], progress);
         }
         let roots = self.make_gc_roots()?;
         if let Dest::Store { gc_dir: None, .. } = &self.dest {

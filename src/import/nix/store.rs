@@ -131,6 +131,46 @@ impl NixTarget {
         }
     }
 
+    /// The bundle's paths that are valid on the target but carry none of the
+    /// signatures the bundle has for them, among those a streamed import could have
+    /// registered (see [`stream::streamable`]): `nix-store --import` registers a
+    /// path without signatures and `copy_sigs` adds them after, so an import killed
+    /// between the two (or whose `copy-sigs` failed) left them so, and a rerun,
+    /// which skips valid paths, must still add them. One `nix path-info` for all.
+    pub(super) fn unsigned(&self, valid: &BTreeSet<StorePath>) -> Result<Vec<StorePath>> {
+        let Dest::Store { uri, .. } = &self.dest else {
+            return Ok(Vec::new());
+        };
+        if !self.writes_store_itself() {
+            return Ok(Vec::new());
+        }
+        let signed: Vec<&NixObject> = self
+            .objects
+            .iter()
+            .filter(|o| valid.contains(&o.path) && !o.sigs.is_empty() && stream::streamable(o))
+            .collect();
+        if signed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let paths: Vec<StorePath> = signed.iter().map(|o| o.path.clone()).collect();
+        let infos = store_path_infos(uri.as_deref(), &paths).with_context(|| {
+            format!(
+                "asking {} for the signatures of {} paths",
+                self.describe(),
+                paths.len()
+            )
+        })?;
+        Ok(signed
+            .into_iter()
+            .filter(|o| {
+                infos
+                    .get(&o.path)
+                    .is_some_and(|i| !o.sigs.iter().any(|s| i.sigs.contains(s)))
+            })
+            .map(|o| o.path.clone())
+            .collect())
+    }
+
     /// The NAR hash of each of `paths` (all valid on the target): for a cache, its
     /// narinfo's (when the NAR file it names is there too); for a store, what
     /// `nix path-info` says.
@@ -479,8 +519,8 @@ impl NixTarget {
     /// the paths' narinfos (the ones the in-place server serves): from the server
     /// itself it took 0.5 s for 2,101 paths, a request and a row in Nix's narinfo
     /// cache each, from the folder 0.2 s. Best effort: the paths are valid and whole
-    /// already, and a rerun would skip them.
-    fn copy_sigs(
+    /// already, and a rerun adds what is still missing (see [`NixTarget::unsigned`]).
+    pub(super) fn copy_sigs(
         &self,
         paths: &[StorePath],
         env: &[(&str, std::ffi::OsString)],
@@ -513,7 +553,7 @@ impl NixTarget {
         })();
         if let Err(e) = copied {
             progress.warn(format!(
-                "{} paths were added to {} without the bundle's path signatures, which `nix store copy-sigs` could not copy ({e:#}); Nix does not need them for a local store",
+                "{} paths are in {} without the bundle's path signatures, which `nix store copy-sigs` could not copy ({e:#}); Nix does not need them for a local store, and a rerun of this import copies them",
                 paths.len(),
                 self.describe()
             ));
@@ -644,6 +684,25 @@ pub(super) fn cached_nar_hash(dir: &Path, file: &Path) -> Option<(StorePath, Nar
     dir.join(&id.url)
         .is_file()
         .then_some((id.store_path, id.nar_hash))
+}
+
+/// `nix path-info --json` over `paths` (all valid) in the store `uri`.
+fn store_path_infos(
+    uri: Option<&str>,
+    paths: &[StorePath],
+) -> Result<BTreeMap<StorePath, crate::nixfmt::PathInfo>> {
+    let mut out = BTreeMap::new();
+    for chunk in paths.chunks(ARGS_PER_CALL) {
+        let mut cmd = nix_cmd("nix").args(["path-info", "--json"]);
+        if let Some(u) = uri {
+            cmd = cmd.args(["--store", u]);
+        }
+        let json = cmd.args(chunk.iter().map(|p| p.as_str())).output()?;
+        for info in parse_path_info(&json)? {
+            out.insert(info.path.clone(), info);
+        }
+    }
+    Ok(out)
 }
 
 /// `nix path-info --json` over `paths` (`None`: `--all`) in the store `uri`, as
