@@ -306,6 +306,61 @@ fn a_nix_store_import_killed_while_staging_or_copying_completes_on_rerun() {
     assert_nothing_left(&tmp, "$TMPDIR");
 }
 
+/// A Nix store: killed while one `nix-store --import` takes 600 small paths (the
+/// kind streamed from the bundle file, NAR at most 1 MiB), after Nix registered some
+/// of them and before `nix store copy-sigs` gave them the bundle's signatures; the
+/// rerun adds the rest, and Nix finds every path registered, sound and signed by
+/// the bundle's key.
+#[test]
+fn a_nix_store_import_of_small_paths_killed_mid_stream_completes_signed_on_rerun() {
+    let w = Work::new("kill-test");
+    let paths: Vec<(String, Vec<u8>)> = (0..600)
+        .map(|i| {
+            (
+                format!("/nix/store/{i:032}-kill-test-small"),
+                // Odd seeds: deterministic_bytes sets the low bit.
+                file_nar(&deterministic_bytes(1001 + 2 * i as u64, 16 << 10)),
+            )
+        })
+        .collect();
+    let bundle = w.path("small-nix.gapb");
+    nix_paths_bundle(&bundle, &w.signing_key(), "small-nix", &paths);
+    let names: Vec<String> = paths.iter().map(|(p, _)| p.clone()).collect();
+    let tmp = private_tmp(w.root());
+    let mut caught = None;
+    for attempt in 0..3 {
+        let root = w.path(format!("store-{attempt}"));
+        let mut child = spawn_quiet(
+            nix_import(&w, &bundle, &root.display().to_string(), &tmp).stdin(Stdio::null()),
+        );
+        if kill_when(&mut child, "Nix has registered some of the paths", || {
+            let n = valid_in(&root, &names).len();
+            n > 0 && n < names.len()
+        }) {
+            caught = Some(root);
+            break;
+        }
+    }
+    let root = caught.expect("never caught Nix between the first and the last path");
+    run(&mut nix_import(
+        &w,
+        &bundle,
+        &root.display().to_string(),
+        &tmp,
+    ));
+    assert_eq!(valid_in(&root, &names), names);
+    assert_store_sound(&root);
+    // Signed: with the bundle's key the only trusted one, every path needs its
+    // signature (`nix store verify` without `--no-trust`).
+    let key = fs::read_to_string(w.public()).unwrap();
+    run(nix("nix")
+        .args(["store", "verify", "--store"])
+        .arg(chroot_store(&root))
+        .args(["--option", "trusted-public-keys", key.trim()])
+        .args(&names));
+    assert_nothing_left(&tmp, "$TMPDIR");
+}
+
 /// A `file://` cache: killed while a NAR streams into `nar/`, the rerun leaves a
 /// cache Nix copies the path from (and checks), with no temporary file in it.
 #[test]

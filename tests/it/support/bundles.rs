@@ -291,6 +291,48 @@ pub fn nix_path_bundle(
     path
 }
 
+/// A signed bundle (named `name`) of `nix-path` objects with no references, one per
+/// `(path, nar)`, each signed by `key` and its NAR zstd-compressed: many small paths
+/// without building any.
+pub fn nix_paths_bundle(out: &Path, key: &SecretKey, name: &str, paths: &[(String, Vec<u8>)]) {
+    use gapbundle::nixfmt::{fingerprint, sign_path, NarHash, StorePath, NAR_ZSTD_MEDIA_TYPE};
+    let mut objects = Vec::new();
+    let mut blobs = Vec::new();
+    for (path, nar) in paths {
+        let (nar_hash, nar_size) = (NarHash::from_digest(&Digest::of(nar)), nar.len() as u64);
+        let path = StorePath::parse(path).unwrap();
+        let fp = fingerprint(&path, &nar_hash, nar_size, &[]);
+        let stored = Stored {
+            bytes: zstd::encode_all(&nar[..], 3).unwrap(),
+            fields: serde_json::json!({
+                "mediaType": NAR_ZSTD_MEDIA_TYPE, "encoding": "zstd",
+                "content": {"digest": nar_hash.digest().to_string(), "size": nar_size},
+            }),
+        };
+        let d = stored.digest().to_string();
+        objects.push(serde_json::json!({
+            "kind": "nix-path", "name": path.to_string(), "digest": d,
+            "mediaType": NAR_ZSTD_MEDIA_TYPE, "size": stored.bytes.len(), "blobs": [d],
+            "meta": {
+                "narHash": nar_hash.to_nix32_string(),
+                "narSize": nar_size,
+                "references": [],
+                "sigs": [sign_path(key, &fp)],
+            },
+        }));
+        blobs.push(stored);
+    }
+    objects.sort_by_key(|o| o["name"].as_str().unwrap().to_string());
+    blobs.sort_by_key(|b| b.digest().to_string());
+    forge(
+        out,
+        key,
+        serde_json::json!({"name": name, "version": "1", "objects": objects}),
+        &blobs,
+        |_| {},
+    );
+}
+
 /// A stored Kubernetes document: `stored` as the blob's bytes, declared (when
 /// zstd-encoded) as `content`.
 pub fn doc_blob(stored: Vec<u8>, content: Option<(&[u8], u64)>) -> Stored {
