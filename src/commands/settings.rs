@@ -685,6 +685,22 @@ mod tests {
         assert_eq!(refused.code, super::super::exit::INPUT);
     }
 
+    /// clap's defaults are literals (cli/ depends on nothing); these are the
+    /// `activate` module's.
+    #[test]
+    fn the_system_links_default_to_nixos_own() {
+        let nixos = SystemLinks {
+            profile: crate::import::activate::DEFAULT_PROFILE.into(),
+            current_system: crate::import::activate::DEFAULT_CURRENT_SYSTEM.into(),
+        };
+        let s = import(&["--activation", "switch"]).unwrap();
+        assert_eq!(s.system_links.as_ref(), Some(&nixos));
+        let crate::cli::Command::Activate(a) = command(&["activate", "b.gapb"]) else {
+            unreachable!("parsed as activate")
+        };
+        assert_eq!(ActivateSettings::resolve(a).system_links, nixos);
+    }
+
     fn command(args: &[&str]) -> crate::cli::Command {
         crate::cli::Cli::try_parse_from(std::iter::once(&"gapbundle").chain(args))
             .unwrap()

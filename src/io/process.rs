@@ -68,6 +68,12 @@ impl crate::error::Classify for ProcessError {
 /// What is told each line a command writes to stderr.
 type LineSink = Box<dyn FnMut(&str) + Send>;
 
+/// What is told how many bytes a running command has read.
+type ReadSink = Box<dyn FnMut(u64) + Send>;
+
+/// How often [`Cmd::on_bytes_read`] is told: a bar draws at most 20 times a second.
+const READ_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// A command to run.
 pub struct Cmd {
     inner: Command,
@@ -78,6 +84,8 @@ pub struct Cmd {
     input: Option<Vec<u8>>,
     /// Told each line the command writes to stderr, as it comes (for progress).
     on_stderr_line: Option<LineSink>,
+    /// Told the bytes the command has read, while it runs (for progress).
+    on_bytes_read: Option<ReadSink>,
 }
 
 impl Cmd {
@@ -95,6 +103,7 @@ impl Cmd {
             hint: hint.to_string(),
             input: None,
             on_stderr_line: None,
+            on_bytes_read: None,
         }
     }
     /// Gives the command `bytes` on stdin (by default it reads nothing). They are
@@ -107,6 +116,15 @@ impl Cmd {
     /// error report still gets the tail).
     pub fn on_stderr_line(mut self, f: impl FnMut(&str) + Send + 'static) -> Self {
         self.on_stderr_line = Some(Box::new(f));
+        self
+    }
+    /// Calls `f` about twenty times a second while [`Cmd::output`] runs the command,
+    /// with the bytes it has read so far: the `rchar` of Linux's `/proc/PID/io`
+    /// (files, pipes and sockets; not mapped files). Where `/proc` does not say,
+    /// `f` is never called. For a tool that names its work but not its bytes (Nix
+    /// copying from a `file://` cache), this is how far it has got.
+    pub fn on_bytes_read(mut self, f: impl FnMut(u64) + Send + 'static) -> Self {
+        self.on_bytes_read = Some(Box::new(f));
         self
     }
     /// Adds an argument.
@@ -209,15 +227,45 @@ impl Cmd {
     }
 
     /// Runs to completion and returns stdout.
-    pub fn output(self) -> Result<Vec<u8>, ProcessError> {
+    pub fn output(mut self) -> Result<Vec<u8>, ProcessError> {
+        let watch = self.on_bytes_read.take();
         let (mut child, command, drain) = self.start(Stdio::piped())?;
-        let mut out = Vec::new();
-        let read = child
-            .stdout
-            .take()
-            .expect("stdout is piped")
-            .read_to_end(&mut out);
-        let status = child.wait();
+        let mut stdout = child.stdout.take().expect("stdout is piped");
+        let (read, status, out) = match watch {
+            None => {
+                let mut out = Vec::new();
+                let read = stdout.read_to_end(&mut out);
+                (read, child.wait(), out)
+            }
+            Some(mut told) => {
+                let reader = std::thread::spawn(move || {
+                    let mut out = Vec::new();
+                    stdout.read_to_end(&mut out).map(|_| out)
+                });
+                // Read before each `try_wait`: until it reaps the child, the pid is
+                // still the child's, never another process's.
+                let pid = child.id();
+                let status = loop {
+                    if let Some(n) = bytes_read(pid) {
+                        told(n);
+                    }
+                    match child.try_wait() {
+                        Ok(Some(s)) => break Ok(s),
+                        Ok(None) => std::thread::sleep(READ_POLL),
+                        Err(e) => break Err(e),
+                    }
+                };
+                let (read, out) = match reader.join() {
+                    Ok(Ok(out)) => (Ok(0), out),
+                    Ok(Err(e)) => (Err(e), Vec::new()),
+                    Err(_) => (
+                        Err(io::Error::other("the stdout reader panicked")),
+                        Vec::new(),
+                    ),
+                };
+                (read, status, out)
+            }
+        };
         let stderr = drain.join().unwrap_or_default();
         let status = status.map_err(|e| ProcessError::Io {
             command: command.clone(),
@@ -355,6 +403,14 @@ impl Drop for Running {
     }
 }
 
+/// The bytes process `pid` has read (`rchar` in `/proc/PID/io`), if Linux says.
+fn bytes_read(pid: u32) -> Option<u64> {
+    let io = fs_err::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar:"))
+        .and_then(|n| n.trim().parse().ok())
+}
+
 fn tail(s: &str) -> String {
     let lines: Vec<&str> = s.lines().collect();
     let start = lines.len().saturating_sub(STDERR_TAIL);
@@ -433,6 +489,30 @@ mod tests {
             .to_string();
         assert_eq!(*seen.lock().unwrap(), ["one", "two", "three"]);
         assert!(e.contains("one") && e.contains("three"), "{e}");
+    }
+
+    #[test]
+    fn the_bytes_a_command_reads_are_told_while_it_runs() {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let s = seen.clone();
+        // Reads 40 MiB in 4 MiB steps, a fifth of a second apart, then exits.
+        Cmd::new("python3", "")
+            .args([
+                "-c",
+                "import time\nwith open('/dev/zero', 'rb') as f:\n  for _ in range(10):\n    f.read(4 << 20); time.sleep(0.2)",
+            ])
+            .on_bytes_read(move |n| s.lock().unwrap().push(n))
+            .output()
+            .unwrap();
+        let seen = seen.lock().unwrap();
+        let mib = |n: &u64| *n >> 20;
+        assert!(seen.windows(2).all(|w| w[0] <= w[1]), "{seen:?}");
+        assert!(
+            seen.iter().any(|n| (8..32).contains(&mib(n))),
+            "a count on the way: {seen:?}"
+        );
+        // The last look is after the exit, before the child is reaped.
+        assert!(seen.last().is_some_and(|n| mib(n) >= 40), "{seen:?}");
     }
 
     #[test]

@@ -327,8 +327,10 @@ impl NixTarget {
     }
 
     /// `nix copy --from FROM` into the store of all new paths, with `env` added to
-    /// its environment. With `bar`, the caller shows the bytes; without, a bar in
-    /// NAR bytes moves as Nix starts each path.
+    /// its environment. With `bar`, the caller shows the bytes; without (FROM is
+    /// the staged `file://` cache), a bar in bytes of the NAR blobs follows what
+    /// Nix has read, which is those files: Nix names each path as it starts it, but
+    /// not its bytes, and in Nix 2.8 it names every path before it copies any.
     pub(super) fn copy_into_store(
         &mut self,
         from: &str,
@@ -364,9 +366,10 @@ impl NixTarget {
             let keys: Vec<String> = self.trusted.iter().map(|k| k.to_string()).collect();
             cmd = cmd.args(["--option", "trusted-public-keys", &keys.join(" ")]);
         }
-        // Nix says "copying path '<path>' from '<cache>'..." as it starts each path:
-        // that drives a bar in bytes of the NAR blobs (the unit of the plan), so a
-        // long copy is not a silent minute.
+        // The bytes Nix has read (its NAR files, and a little more: nix.conf, its
+        // database) drive the bar, so a long copy is not a silent minute, nor a bar
+        // stuck at one path of gigabytes. Where Linux does not say, Nix's "copying
+        // path '<path>' from '<cache>'..." moves it a path at a time.
         let sizes: BTreeMap<String, u64> = self
             .objects
             .iter()
@@ -385,11 +388,19 @@ impl NixTarget {
         let shown = bar.clone();
         let refused = std::sync::Arc::new(std::sync::Mutex::new(None::<Refusal>));
         let seen = refused.clone();
+        let by_reads = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if own {
+            let (read_bar, told) = (bar.clone(), by_reads.clone());
+            cmd = cmd.on_bytes_read(move |n| {
+                told.store(true, std::sync::atomic::Ordering::Relaxed);
+                read_bar.set_position(n.min(total));
+            });
+        }
         let r = cmd
             .args(self.new_paths.iter().map(|p| p.as_str()))
             .on_stderr_line(move |line| {
                 if let Some(n) = copying_path(line).and_then(|p| sizes.get(p)) {
-                    if own {
+                    if own && !by_reads.load(std::sync::atomic::Ordering::Relaxed) {
                         shown.inc(*n);
                     }
                 }

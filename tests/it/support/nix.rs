@@ -61,6 +61,19 @@ pub fn nix_built(flake: &Path, attr: &str) -> String {
     v[0]["outputs"]["out"].as_str().unwrap().to_string()
 }
 
+/// Store paths a test built in the host's store, deleted (`nix-store --delete`,
+/// best effort) when it ends, passed or failed: a big one left behind by a failed
+/// run would fill the disk run after run.
+pub struct HostPaths(pub Vec<String>);
+
+impl Drop for HostPaths {
+    fn drop(&mut self) {
+        if !self.0.is_empty() {
+            let _ = nix("nix-store").arg("--delete").args(&self.0).output();
+        }
+    }
+}
+
 /// The paths of `paths` that are valid in the chroot store at `root`.
 pub fn nix_valid_in(root: &Path, paths: &[String]) -> Vec<String> {
     if !root.join("nix/var/nix/db").exists() {
