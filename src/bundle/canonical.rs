@@ -103,56 +103,84 @@ fn write_pretty(out: &mut Vec<u8>, v: &Value, depth: usize) -> Result<(), Canoni
 /// string or a number, nothing outside the value.
 pub fn check(bytes: &[u8]) -> Result<(), CanonicalError> {
     let value: Value = serde_json::from_slice(bytes)?;
-    let mut canonical = Vec::with_capacity(bytes.len());
+    let mut canonical = Compare {
+        expect: bytes,
+        at: 0,
+        differs: None,
+    };
     write_value(&mut canonical, &value)?;
-    if canonical != bytes {
-        let at = canonical
-            .iter()
-            .zip(bytes)
-            .position(|(a, b)| a != b)
-            .unwrap_or(canonical.len().min(bytes.len()));
-        return Err(CanonicalError::NotCanonical { at });
+    drop(value);
+    let shorter = (canonical.at < bytes.len()).then_some(canonical.at);
+    match canonical.differs.or(shorter) {
+        Some(at) => Err(CanonicalError::NotCanonical { at }),
+        None => Ok(()),
     }
-    Ok(())
 }
 
-fn write_value(out: &mut Vec<u8>, v: &Value) -> Result<(), CanonicalError> {
+/// Writes `v` canonically to `out`, which never fails (a `Vec`, or [`Compare`]).
+fn write_value<W: Write>(out: &mut W, v: &Value) -> Result<(), CanonicalError> {
+    let put = |out: &mut W, b: &[u8]| out.write_all(b).map_err(serde_json::Error::io);
     match v {
-        Value::Null => out.extend_from_slice(b"null"),
-        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Null => put(out, b"null")?,
+        Value::Bool(b) => put(out, if *b { b"true" } else { b"false" })?,
         Value::Number(n) => {
             if n.is_f64() {
                 return Err(CanonicalError::Float(n.to_string()));
             }
-            write!(out, "{n}").expect("writing to a Vec cannot fail");
+            write!(out, "{n}").map_err(serde_json::Error::io)?;
         }
         Value::String(s) => serde_json::to_writer(&mut *out, s)?,
         Value::Array(items) => {
-            out.push(b'[');
+            put(out, b"[")?;
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(b',');
+                    put(out, b",")?;
                 }
                 write_value(out, item)?;
             }
-            out.push(b']');
+            put(out, b"]")?;
         }
         Value::Object(map) => {
             let mut entries: Vec<(&String, &Value)> = map.iter().collect();
             entries.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
-            out.push(b'{');
+            put(out, b"{")?;
             for (i, (k, val)) in entries.into_iter().enumerate() {
                 if i > 0 {
-                    out.push(b',');
+                    put(out, b",")?;
                 }
                 serde_json::to_writer(&mut *out, k)?;
-                out.push(b':');
+                put(out, b":")?;
                 write_value(out, val)?;
             }
-            out.push(b'}');
+            put(out, b"}")?;
         }
     }
     Ok(())
+}
+
+/// A writer that compares what it is given with `expect` instead of keeping it,
+/// remembering the first byte that differs: [`check`] needs no second copy of a
+/// manifest (9 MiB for 20,000 objects).
+struct Compare<'a> {
+    expect: &'a [u8],
+    at: usize,
+    differs: Option<usize>,
+}
+
+impl Write for Compare<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let end = self.at + buf.len();
+        if self.differs.is_none() && self.expect.get(self.at..end) != Some(buf) {
+            let have = self.expect.get(self.at..).unwrap_or_default();
+            let same = buf.iter().zip(have).take_while(|(a, b)| a == b).count();
+            self.differs = Some(self.at + same);
+        }
+        self.at = end;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -190,6 +218,19 @@ mod tests {
             to_vec(&json!({"x": 1.5})),
             Err(CanonicalError::Float(_))
         ));
+    }
+
+    #[test]
+    fn the_check_names_the_first_byte_that_differs() {
+        let at = |b: &[u8]| match check(b) {
+            Err(CanonicalError::NotCanonical { at }) => at,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(at(br#"{"b":1,"a":2}"#), 2);
+        assert_eq!(at(br#"{"a": 1}"#), 5);
+        // The canonical form is a prefix of the bytes: the first byte past it.
+        assert_eq!(at(b"{\"a\":1}\n"), 7);
+        assert_eq!(at(br#"{"a":[1,2] }"#), 10);
     }
 
     #[test]

@@ -4,9 +4,10 @@
 //! orders the blobs, computes every offset and produces the manifest bytes, so the
 //! bundle's identity (and its signatures) exist before a single blob is copied.
 //! [`write_bundle`] then streams the blobs from wherever they are cached, hashing on
-//! the way through each blob the source did not itself hash in this run, so a cache
-//! damaged since an earlier run can never produce a bundle that only fails in the
-//! field, and a cold-cache create still hashes every byte only once. Because the
+//! the way through each blob the source does not know good (hashed in this run, or
+//! in an earlier one with its file unchanged since: `io::cas`), so a cache damaged
+//! since an earlier run can never produce a bundle that only fails in the field,
+//! and a cold-cache create still hashes every byte only once. Because the
 //! offsets are fixed first, a writer with random access needs only
 //! [`write_prefix`] and [`Plan::blob_header`] to put the blobs in place in any order
 //! (`io::bundle_file` does, in parallel); the bytes are the same.
@@ -28,9 +29,11 @@ pub trait BlobSource {
     /// Opens the stored bytes of a blob.
     fn open_blob(&self, digest: &Digest) -> io::Result<Box<dyn Read + Send>>;
 
-    /// Whether the source itself hashed this blob's bytes moments ago (in this
-    /// process), so the writer need not hash them again; sizes are still checked.
-    fn verified_this_run(&self, _digest: &Digest) -> bool {
+    /// Whether the source itself hashed this blob's bytes to its digest and knows
+    /// them unchanged since (the cache: in this process, or an earlier one while
+    /// the file had the same stamp), so the writer need not hash them again; sizes
+    /// are still checked.
+    fn known_good(&self, _digest: &Digest) -> bool {
         false
     }
 }
@@ -392,7 +395,7 @@ pub fn write_bundle<W: Write>(
                 digest: blob.digest,
                 source: e,
             })?;
-        copy_blob_bytes(src, &mut out, blob, source.verified_this_run(&blob.digest))?;
+        copy_blob_bytes(src, &mut out, blob, source.known_good(&blob.digest))?;
         layout::write_padding(&mut out, blob.size)?;
         n += entry_len(blob.size);
         on_blob(blob);

@@ -976,6 +976,10 @@ fn write(
             None
         }
     };
+    // The blobs hashed on the way into the cache or into this bundle, so that the
+    // next create copies them without hashing (io::cas). Failing to record only
+    // costs that hashing next time; it does not fail a bundle already written.
+    let _ = inputs.cas.save_record();
     if assembled.lock_changed {
         sweep_beside(&inputs.lock_path);
         crate::io::atomic::write(&inputs.lock_path, &assembled.lock_bytes)?;

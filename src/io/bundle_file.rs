@@ -31,8 +31,8 @@ use std::sync::Mutex;
 
 use crate::bundle::manifest::BlobEntry;
 use crate::bundle::signature::Envelope;
-use crate::bundle::writer::{copy_blob_bytes, write_prefix, BlobSource, Plan, WriteError};
-use crate::io::cas::Cas;
+use crate::bundle::writer::{copy_blob_bytes, write_prefix, Plan, WriteError};
+use crate::io::cas::{Cas, Stamp};
 
 /// Bytes copied between two background syncs (see `atomic`'s early writeback).
 const SYNC_EVERY: u64 = 32 << 20;
@@ -226,7 +226,11 @@ fn copy_blob(
         })?
         .into_parts()
         .0;
-    let hashed = cas.verified_this_run(&blob.digest);
+    let stamp = Stamp::of_file(&src).map_err(|e| WriteError::Source {
+        digest: blob.digest,
+        source: e,
+    })?;
+    let hashed = cas.known_good_stamp(&blob.digest, &stamp);
     let (i, within) = cursor.pieces.locate(at);
     let fits = within + blob.size <= cursor.pieces.volume_size;
     if fits && hashed {
@@ -272,6 +276,11 @@ fn copy_blob(
         let mut w = io::BufWriter::with_capacity(1 << 20, SpanWriter { cursor, at });
         copy_blob_bytes(src, &mut w, blob, false)?;
         w.flush()?;
+    }
+    if !hashed {
+        // Its bytes hashed to its name just now (a mismatch returned above): the
+        // record lets the next create copy it without hashing, while `stamp` holds.
+        cas.note_hashed(blob.digest, stamp);
     }
     Ok(())
 }

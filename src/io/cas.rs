@@ -8,9 +8,22 @@
 //! `tmp/` but never a wrong blob; the temporary names are [`crate::io::temp`]'s, and
 //! opening the cache removes what killed runs left there. Interrupted downloads keep their bytes in `partial/`
 //! so the next attempt resumes with an HTTP Range request instead of starting over.
+//!
+//! Hashing every cached blob again made a warm create (nothing changed) cost 2.8
+//! times a `cp` of the finished bundle. So the cache also keeps a record,
+//! `verified.v1`, of the blobs whose bytes were hashed to their names, each with the
+//! stamp its file had then: device, inode, size, modification and change times to
+//! the nanosecond. A blob whose file still has that stamp is copied without being
+//! hashed again; any write to it, a truncation, a replacement (rename, restore from
+//! a backup, even one that sets the modification time back) changes the change
+//! time or the inode, and it is hashed again as it is copied. A stamp is recorded
+//! only when it is older than the record file's own time (Git's "racy clean" rule),
+//! so a change in the same tick of a coarse file system clock cannot hide. What the
+//! record trusts, and what it does not, is in docs/security.md ("The cache").
 
-use std::collections::HashSet;
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::collections::HashMap;
+use std::io::{self, BufRead, BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -47,14 +60,78 @@ impl crate::error::Classify for CasError {
     }
 }
 
+/// The name of the verified-blob record in the cache's root.
+const RECORD: &str = "verified.v1";
+
+/// What identifies one version of a file: any change to its bytes through the file
+/// system changes its change time (`ctime`, which no system call sets back), and a
+/// replacement changes its inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl Stamp {
+    /// The stamp of a file's metadata.
+    pub fn of(m: &std::fs::Metadata) -> Stamp {
+        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+        Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.len(),
+            mtime_ns: ns(m.mtime(), m.mtime_nsec()),
+            ctime_ns: ns(m.ctime(), m.ctime_nsec()),
+        }
+    }
+
+    /// The stamp of an open file.
+    pub fn of_file(f: &std::fs::File) -> io::Result<Stamp> {
+        Ok(Stamp::of(&f.metadata()?))
+    }
+
+    /// One line of the record: `<hex> <dev> <ino> <size> <mtime_ns> <ctime_ns>`.
+    fn line(&self, d: &Digest) -> String {
+        format!(
+            "{} {} {} {} {} {}\n",
+            d.hex(),
+            self.dev,
+            self.ino,
+            self.size,
+            self.mtime_ns,
+            self.ctime_ns
+        )
+    }
+
+    /// Parses [`Stamp::line`]; anything else (a torn or foreign line) is `None`.
+    fn parse(line: &str) -> Option<(Digest, Stamp)> {
+        let mut f = line.split(' ');
+        let d = Digest::from_hex(f.next()?).ok()?;
+        let stamp = Stamp {
+            dev: f.next()?.parse().ok()?,
+            ino: f.next()?.parse().ok()?,
+            size: f.next()?.parse().ok()?,
+            mtime_ns: f.next()?.parse().ok()?,
+            ctime_ns: f.next()?.parse().ok()?,
+        };
+        f.next().is_none().then_some((d, stamp))
+    }
+}
+
 /// A cache directory.
 #[derive(Debug, Clone)]
 pub struct Cas {
     root: PathBuf,
-    /// Blobs whose bytes this process hashed on their way in. The writer re-hashes
-    /// only the others (earlier runs' blobs, which the disk may have damaged since),
-    /// so a cold-cache create hashes each byte once, not twice.
-    verified: Arc<Mutex<HashSet<Digest>>>,
+    /// Blobs whose bytes this process hashed (on their way in, or as a writer
+    /// copied them), with their file's stamp right after: the writer copies these
+    /// without hashing them again while their stamp holds, so a cold-cache create
+    /// hashes each byte once, not twice.
+    verified: Arc<Mutex<HashMap<Digest, Stamp>>>,
+    /// The record earlier runs left ([`RECORD`]), read once at open.
+    recorded: Arc<Mutex<HashMap<Digest, Stamp>>>,
 }
 
 impl Cas {
@@ -65,14 +142,82 @@ impl Cas {
             fs::create_dir_all(root.join(sub))?;
         }
         crate::io::temp::sweep(&root.join("tmp"));
+        let recorded = read_record(&root.join(RECORD));
         Ok(Self {
             root,
             verified: Arc::default(),
+            recorded: Arc::new(Mutex::new(recorded)),
         })
     }
 
+    /// Notes that the blob `d`, stored at its path, was just hashed to its name.
     fn mark_verified(&self, d: Digest) {
-        self.verified.lock().expect("not poisoned").insert(d);
+        if let Ok(m) = fs::metadata(self.path(&d)) {
+            self.note_hashed(d, Stamp::of(&m));
+        }
+    }
+
+    /// Notes that the bytes of blob `d` hashed to its name while its file had
+    /// `stamp` (taken before reading; [`Cas::save_record`] checks it still holds).
+    pub fn note_hashed(&self, d: Digest, stamp: Stamp) {
+        self.verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(d, stamp);
+    }
+
+    /// Whether the blob `d`, whose file now has `stamp`, was hashed to its name by
+    /// this run or an earlier one while it had exactly that stamp. A recorded stamp
+    /// found changed is dropped, so the blob is hashed again (and recorded anew).
+    pub fn known_good_stamp(&self, d: &Digest, stamp: &Stamp) -> bool {
+        if self
+            .verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(d)
+            == Some(stamp)
+        {
+            return true;
+        }
+        let mut recorded = self.recorded.lock().unwrap_or_else(|p| p.into_inner());
+        match recorded.get(d) {
+            Some(s) if s == stamp => true,
+            Some(_) => {
+                recorded.remove(d);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Writes the verified-blob record: the earlier record's stamps that still
+    /// hold, and the blobs this run hashed whose files still have the stamp they
+    /// had when hashed. A stamp no older than the record file's own time is left
+    /// out (a write in the same clock tick would not change it), so that blob is
+    /// hashed once more next time. Losing the record (a crash, another create
+    /// saving at the same moment) only costs that hashing.
+    pub fn save_record(&self) -> io::Result<()> {
+        let mut entries: Vec<(Digest, Stamp)> = {
+            let recorded = self.recorded.lock().unwrap_or_else(|p| p.into_inner());
+            let verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+            let mut all = recorded.clone();
+            all.extend(verified.iter().map(|(d, s)| (*d, *s)));
+            all.into_iter().collect()
+        };
+        entries.sort_by_key(|(d, _)| *d);
+        let tmp = crate::io::temp::file_in(&self.root.join("tmp"), "verified")?;
+        let now = Stamp::of_file(tmp.as_file())?.mtime_ns;
+        let mut out = BufWriter::new(tmp);
+        for (d, stamp) in entries {
+            let holds = fs::metadata(self.path(&d)).is_ok_and(|m| Stamp::of(&m) == stamp);
+            if holds && stamp.ctime_ns < now && stamp.mtime_ns < now {
+                out.write_all(stamp.line(&d).as_bytes())?;
+            }
+        }
+        let tmp = out.into_inner().map_err(|e| e.into_error())?;
+        tmp.persist(self.root.join(RECORD))
+            .map_err(|e| io::Error::other(e.error))?;
+        Ok(())
     }
 
     /// The default cache: `$XDG_CACHE_HOME/gapbundle` (or the platform's cache dir).
@@ -190,6 +335,19 @@ impl Cas {
     }
 }
 
+/// Reads the verified-blob record; a missing, unreadable or foreign one is empty
+/// (its only use is to skip hashing, so the worst a bad line can do is cost that).
+fn read_record(path: &Path) -> HashMap<Digest, Stamp> {
+    let Ok(f) = fs::File::open(path) else {
+        return HashMap::new();
+    };
+    io::BufReader::new(f)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| Stamp::parse(&l))
+        .collect()
+}
+
 impl BlobSource for Cas {
     fn open_blob(&self, digest: &Digest) -> io::Result<Box<dyn Read + Send>> {
         Ok(Box::new(io::BufReader::with_capacity(
@@ -198,8 +356,8 @@ impl BlobSource for Cas {
         )))
     }
 
-    fn verified_this_run(&self, digest: &Digest) -> bool {
-        self.verified.lock().expect("not poisoned").contains(digest)
+    fn known_good(&self, digest: &Digest) -> bool {
+        fs::metadata(self.path(digest)).is_ok_and(|m| self.known_good_stamp(digest, &Stamp::of(&m)))
     }
 }
 
@@ -274,8 +432,106 @@ mod tests {
         drop(f);
         cas.finish_partial(&d, 10).unwrap();
         assert!(cas.contains(&d, Some(10)));
-        assert!(cas.verified_this_run(&d));
-        // Another process (a later create) has not seen these bytes.
-        assert!(!Cas::open(dir.path()).unwrap().verified_this_run(&d));
+        assert!(cas.known_good(&d));
+        // Another process (a later create) has not seen these bytes: nothing
+        // recorded them.
+        assert!(!Cas::open(dir.path()).unwrap().known_good(&d));
+    }
+
+    fn set_mtime(path: &Path, t: std::time::SystemTime) {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .file()
+            .set_modified(t)
+            .unwrap();
+    }
+
+    /// Waits for the file system's clock to move past every stamp so far (the
+    /// record leaves out stamps of its own tick).
+    fn next_tick() {
+        std::thread::sleep(std::time::Duration::from_millis(30));
+    }
+
+    #[test]
+    fn a_recorded_blob_is_known_good_to_a_later_run_until_its_file_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let cas = Cas::open(dir.path()).unwrap();
+        let d = cas.put_bytes(b"layer bytes").unwrap();
+        next_tick();
+        cas.save_record().unwrap();
+        let later = Cas::open(dir.path()).unwrap();
+        assert!(later.known_good(&d));
+        // The same bytes written again (same size), the modification time set
+        // back: the change time still moved, so the blob is hashed again.
+        let path = cas.path(&d);
+        let mtime = fs::metadata(&path).unwrap().modified().unwrap();
+        fs::write(&path, b"LAYER bytes").unwrap();
+        set_mtime(&path, mtime);
+        let later = Cas::open(dir.path()).unwrap();
+        assert!(!later.known_good(&d));
+        // And it stays out of the record that run saves.
+        next_tick();
+        later.save_record().unwrap();
+        assert!(!Cas::open(dir.path()).unwrap().known_good(&d));
+        // A blob replaced by a rename (another inode) is not known either.
+        let e = cas.put_bytes(b"config").unwrap();
+        next_tick();
+        cas.save_record().unwrap();
+        let copy = dir.path().join("copy");
+        fs::copy(cas.path(&e), &copy).unwrap();
+        fs::rename(&copy, cas.path(&e)).unwrap();
+        assert!(!Cas::open(dir.path()).unwrap().known_good(&e));
+    }
+
+    #[test]
+    fn a_blob_changed_after_it_was_hashed_is_not_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let cas = Cas::open(dir.path()).unwrap();
+        let d = cas.put_bytes(b"hashed").unwrap();
+        next_tick();
+        fs::write(cas.path(&d), b"Hashed").unwrap();
+        // This run no longer trusts it either.
+        assert!(!cas.known_good(&d));
+        next_tick();
+        cas.save_record().unwrap();
+        assert!(!Cas::open(dir.path()).unwrap().known_good(&d));
+        let record = fs::read_to_string(dir.path().join(RECORD)).unwrap();
+        assert!(!record.contains(&d.hex()), "{record}");
+    }
+
+    #[test]
+    fn a_stamp_of_the_record_s_own_tick_is_left_out() {
+        // No one can set a change time, so a modification time in the future
+        // stands in for a stamp of the record's own clock tick (both count).
+        let dir = tempfile::tempdir().unwrap();
+        let cas = Cas::open(dir.path()).unwrap();
+        let d = cas.put_bytes(b"racy").unwrap();
+        let path = cas.path(&d);
+        let future = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+        set_mtime(&path, future);
+        cas.mark_verified(d);
+        assert!(cas.known_good(&d));
+        next_tick();
+        cas.save_record().unwrap();
+        assert!(!Cas::open(dir.path()).unwrap().known_good(&d));
+    }
+
+    #[test]
+    fn a_torn_or_foreign_record_costs_only_hashing() {
+        let dir = tempfile::tempdir().unwrap();
+        let cas = Cas::open(dir.path()).unwrap();
+        let d = cas.put_bytes(b"x").unwrap();
+        next_tick();
+        cas.save_record().unwrap();
+        let good = fs::read_to_string(dir.path().join(RECORD)).unwrap();
+        let torn = &good[..good.len() - 4];
+        for bad in [torn, "garbage\n", "", &good.replace(' ', "  ")] {
+            fs::write(dir.path().join(RECORD), bad).unwrap();
+            assert!(!Cas::open(dir.path()).unwrap().known_good(&d), "{bad:?}");
+        }
+        fs::write(dir.path().join(RECORD), format!("junk\n{good}")).unwrap();
+        assert!(Cas::open(dir.path()).unwrap().known_good(&d));
     }
 }

@@ -179,6 +179,11 @@ fn containerd_import_registers_every_ref_unpacks_and_is_idempotent() {
     assert_eq!(t["presentObjects"].as_array().unwrap().len(), 3, "{plan}");
     assert_eq!(t["bytesToWrite"], 0, "{plan}");
     let before = ctd.ctr_stdout(&["images", "ls"]);
+    // Nothing is written at all: no label, image record or lease (containerd's
+    // metadata database keeps its bytes). It used to label, unpack-check and record
+    // every image again, and hold every blob in a new lease.
+    let meta_db = ctd.root().join("io.containerd.metadata.v1.bolt/meta.db");
+    let meta_before = fs::read(&meta_db).unwrap();
     let out = cli_report(
         &run(w
             .import(&bundle)
@@ -195,6 +200,14 @@ fn containerd_import_registers_every_ref_unpacks_and_is_idempotent() {
     }
     assert_eq!(ctd.ctr_stdout(&["images", "ls"]), before);
     assert_eq!(ctd.content_blobs(), content);
+    assert!(
+        fs::read(&meta_db).unwrap() == meta_before,
+        "the second import wrote to containerd's metadata"
+    );
+    assert_eq!(result["images"].as_array().unwrap().len(), 3, "{out}");
+    for img in result["images"].as_array().unwrap() {
+        assert!(img["unpacked"].is_string(), "{img}");
+    }
 }
 
 #[test]

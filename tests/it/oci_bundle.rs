@@ -572,6 +572,41 @@ fn a_cache_damaged_between_runs_is_caught_not_bundled() {
 }
 
 #[test]
+fn a_recorded_cache_blob_changed_with_its_time_set_back_is_caught() {
+    // A warm create copies blobs its cache's record shows hashed, unchanged since,
+    // without hashing them: a blob rewritten in place (same size) whose
+    // modification time was put back must still be hashed, and refused.
+    let w = Work::new("test-release");
+    copy_quickstart_images(&w);
+    quickstart_spec(&w, &["example.local/hello:1.0"]);
+    let create = |out: &str| w.create(out).output().unwrap();
+    assert!(create("a.gapb").status.success());
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    // The second run records the blobs the first one left (hashing them once more).
+    assert!(create("b.gapb").status.success());
+    let layer_hex = "3e34c7b5b2e30cb87f0144b0e5f060deb52165f5f5d595b462d4af16c5389a32";
+    let record = fs::read_to_string(w.path("cache/verified.v1")).unwrap();
+    assert!(record.contains(layer_hex), "{record}");
+    let layer = w.path("cache/blobs/sha256").join(layer_hex);
+    let mtime = fs::metadata(&layer).unwrap().modified().unwrap();
+    let mut bytes = fs::read(&layer).unwrap();
+    bytes[40] ^= 1;
+    fs::write(&layer, bytes).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&layer)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    assert_eq!(fs::metadata(&layer).unwrap().modified().unwrap(), mtime);
+    let o = create("c.gapb");
+    let err = fails(&o, 1);
+    assert!(err.contains("is damaged"), "{err}");
+    assert!(err.contains(layer_hex), "{err}");
+    assert!(!w.path("c.gapb").exists());
+}
+
+#[test]
 fn a_file_and_a_pipe_get_the_same_bytes() {
     // A regular file is filled in parallel at computed offsets; a pipe gets the
     // sequential stream. Both must be the one bundle, with a cold and a warm cache.
