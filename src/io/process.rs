@@ -340,23 +340,7 @@ impl Feeding {
     /// stderr.
     pub fn finish(mut self) -> Result<(), ProcessError> {
         drop(self.stdin.take());
-        let status = self.child.wait().map_err(|e| ProcessError::Io {
-            command: self.command.clone(),
-            source: e,
-        })?;
-        let stderr = self
-            .drain
-            .take()
-            .and_then(|d| d.join().ok())
-            .unwrap_or_default();
-        if !status.success() {
-            return Err(ProcessError::Failed {
-                command: self.command.clone(),
-                status: status.to_string(),
-                stderr,
-            });
-        }
-        Ok(())
+        wait_for(&mut self.child, &self.command, self.drain.take())
     }
 }
 
@@ -439,23 +423,7 @@ pub struct Running {
 impl Running {
     /// Waits for the exit and turns a failure into an error with stderr.
     pub fn finish(mut self) -> Result<(), ProcessError> {
-        let status = self.child.wait().map_err(|e| ProcessError::Io {
-            command: self.command.clone(),
-            source: e,
-        })?;
-        let stderr = self
-            .drain
-            .take()
-            .and_then(|d| d.join().ok())
-            .unwrap_or_default();
-        if !status.success() {
-            return Err(ProcessError::Failed {
-                command: self.command.clone(),
-                status: status.to_string(),
-                stderr,
-            });
-        }
-        Ok(())
+        wait_for(&mut self.child, &self.command, self.drain.take())
     }
 }
 
@@ -472,6 +440,28 @@ impl Drop for Running {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Waits for `child` (`command`) to exit, then for its stderr `drain`, and turns a
+/// failure into an error with the tail of that stderr.
+fn wait_for(
+    child: &mut Child,
+    command: &str,
+    drain: Option<JoinHandle<String>>,
+) -> Result<(), ProcessError> {
+    let status = child.wait().map_err(|e| ProcessError::Io {
+        command: command.to_string(),
+        source: e,
+    })?;
+    let stderr = drain.and_then(|d| d.join().ok()).unwrap_or_default();
+    if !status.success() {
+        return Err(ProcessError::Failed {
+            command: command.to_string(),
+            status: status.to_string(),
+            stderr,
+        });
+    }
+    Ok(())
 }
 
 /// The bytes process `pid` has read (`rchar` in `/proc/PID/io`), if Linux says.
