@@ -21,43 +21,6 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
-/// Pushes `bytes` as a blob of `repo` in `reg` (POST, then PUT with the digest).
-fn blob(reg: &Registry, repo: &str, bytes: &[u8]) -> String {
-    let digest = sha256_digest(bytes);
-    let started = reg.http("POST", &format!("/v2/{repo}/blobs/uploads/"), &[], b"");
-    assert_eq!(started.status, 202, "{}", started.text());
-    let location = started
-        .headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("location"))
-        .map(|(_, v)| v.clone())
-        .unwrap();
-    let path = location
-        .strip_prefix(&format!("http://{}", reg.addr))
-        .unwrap_or(&location)
-        .to_string();
-    let sep = if path.contains('?') { '&' } else { '?' };
-    let done = reg.http(
-        "PUT",
-        &format!("{path}{sep}digest={digest}"),
-        &[("Content-Type", "application/octet-stream")],
-        bytes,
-    );
-    assert_eq!(done.status, 201, "{}", done.text());
-    digest
-}
-
-/// PUTs a manifest of `media_type` under `reference` (tag or digest).
-fn manifest(reg: &Registry, repo: &str, reference: &str, media_type: &str, bytes: &[u8]) {
-    let put = reg.http(
-        "PUT",
-        &format!("/v2/{repo}/manifests/{reference}"),
-        &[("Content-Type", media_type)],
-        bytes,
-    );
-    assert_eq!(put.status, 201, "{}", put.text());
-}
-
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const SBOM_TYPE: &str = "application/vnd.example.sbom.v1";
@@ -81,22 +44,21 @@ fn attach(reg: &Registry, fx: &Fixtures) -> Attached {
     let hex = subject.strip_prefix("sha256:").unwrap();
     // An OCI 1.1 artifact with a subject, and the tag-schema index an OCI client
     // writes beside it on a registry without the referrers API.
-    let empty = blob(reg, "team/app", b"{}");
+    let empty = reg.push_blob("team/app", b"{}");
     let doc_bytes = b"{\"bomFormat\":\"CycloneDX\"}\n";
-    let doc = blob(reg, "team/app", doc_bytes);
+    let doc = reg.push_blob("team/app", doc_bytes);
     let doc_size = doc_bytes.len();
     let sbom = format!(
         r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","artifactType":"{SBOM_TYPE}","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{empty}","size":2}},"layers":[{{"mediaType":"application/vnd.cyclonedx+json","digest":"{doc}","size":{doc_size}}}],"subject":{{"mediaType":"{OCI_MANIFEST}","digest":"{subject}","size":{subject_size}}}}}"#
     )
     .into_bytes();
     let sbom_digest = sha256_digest(&sbom);
-    manifest(reg, "team/app", &sbom_digest, OCI_MANIFEST, &sbom);
+    reg.put_manifest("team/app", &sbom_digest, OCI_MANIFEST, &sbom);
     let index = format!(
         r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{sbom_digest}","size":{},"artifactType":"{SBOM_TYPE}"}}]}}"#,
         sbom.len()
     );
-    manifest(
-        reg,
+    reg.put_manifest(
         "team/app",
         &format!("sha256-{hex}"),
         OCI_INDEX,
@@ -109,25 +71,19 @@ fn attach(reg: &Registry, fx: &Fixtures) -> Attached {
         reg.addr
     )
     .into_bytes();
-    let payload_digest = blob(reg, "team/app", &payload);
+    let payload_digest = reg.push_blob("team/app", &payload);
     let config = format!(
         r#"{{"architecture":"","created":"0001-01-01T00:00:00Z","history":[{{"created":"0001-01-01T00:00:00Z"}}],"os":"","rootfs":{{"type":"layers","diff_ids":["{payload_digest}"]}},"config":{{}}}}"#
     )
     .into_bytes();
-    let config_digest = blob(reg, "team/app", &config);
+    let config_digest = reg.push_blob("team/app", &config);
     let sig = format!(
         r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","size":{},"digest":"{config_digest}"}},"layers":[{{"mediaType":"{SIMPLE_SIGNING}","size":{},"digest":"{payload_digest}","annotations":{{"dev.cosignproject.cosign/signature":"MEUCIQDexample+signature/bytes=="}}}}]}}"#,
         config.len(),
         payload.len()
     )
     .into_bytes();
-    manifest(
-        reg,
-        "team/app",
-        &format!("sha256-{hex}.sig"),
-        OCI_MANIFEST,
-        &sig,
-    );
+    reg.put_manifest("team/app", &format!("sha256-{hex}.sig"), OCI_MANIFEST, &sig);
     Attached {
         subject,
         sbom,
@@ -282,16 +238,19 @@ fn a_fleet_push_carries_the_referrers_and_containerd_registers_none() {
     let hex = a.subject.strip_prefix("sha256:").unwrap().to_string();
 
     let fleet = Registry::start();
-    ok(w.import(&w.path("r.gapb"))
-        .args([
-            "--registry",
-            &fleet.addr,
-            "--insecure-registry",
-            &fleet.addr,
-        ])
-        .arg("--skip-manifests")
-        .output()
-        .unwrap());
+    let push = || {
+        ok(w.import(&w.path("r.gapb"))
+            .args([
+                "--registry",
+                &fleet.addr,
+                "--insecure-registry",
+                &fleet.addr,
+            ])
+            .arg("--skip-manifests")
+            .output()
+            .unwrap())
+    };
+    push();
     // The signature under cosign's tag, read back by skopeo as it was signed.
     let sig = skopeo_raw(
         &format!("docker://{}/team/app:sha256-{hex}.sig", fleet.addr),
@@ -309,11 +268,15 @@ fn a_fleet_push_carries_the_referrers_and_containerd_registers_none() {
     );
     assert_eq!(got.status, 200, "{}", got.text());
     assert_eq!(got.body, a.sbom);
-    let index = skopeo_raw(
-        &format!("docker://{}/team/app:sha256-{hex}", fleet.addr),
-        None,
-    );
-    let index: Value = serde_json::from_slice(&index).unwrap();
+    // The tag-schema index of the image's referrers, as a client reads it.
+    let tag_index = || -> Value {
+        let raw = skopeo_raw(
+            &format!("docker://{}/team/app:sha256-{hex}", fleet.addr),
+            None,
+        );
+        serde_json::from_slice(&raw).unwrap()
+    };
+    let index = tag_index();
     assert_eq!(
         index["manifests"],
         json!([{
@@ -330,22 +293,9 @@ fn a_fleet_push_carries_the_referrers_and_containerd_registers_none() {
         a.subject
     );
     // Pushing again (the image is there) fails nothing.
-    ok(w.import(&w.path("r.gapb"))
-        .args([
-            "--registry",
-            &fleet.addr,
-            "--insecure-registry",
-            &fleet.addr,
-        ])
-        .arg("--skip-manifests")
-        .output()
-        .unwrap());
+    push();
     // The tag-schema index still lists the SBOM once.
-    let again = skopeo_raw(
-        &format!("docker://{}/team/app:sha256-{hex}", fleet.addr),
-        None,
-    );
-    let again: Value = serde_json::from_slice(&again).unwrap();
+    let again = tag_index();
     assert_eq!(again["manifests"], index["manifests"]);
 
     // containerd: the images are registered, no referrer is.
@@ -435,24 +385,18 @@ fn serve_offers_the_referrers_by_tag_digest_and_the_referrers_endpoint() {
 /// manifest whose one layer is an in-toto statement); returns its manifest.
 fn attest(reg: &Registry, subject: &str) -> Vec<u8> {
     let hex = subject.strip_prefix("sha256:").unwrap();
-    let empty = blob(reg, "team/app", b"{}");
+    let empty = reg.push_blob("team/app", b"{}");
     let statement = format!(
         r#"{{"_type":"https://in-toto.io/Statement/v1","subject":[{{"digest":{{"sha256":"{hex}"}}}}],"predicateType":"https://slsa.dev/provenance/v1","predicate":{{}}}}"#
     )
     .into_bytes();
-    let layer = blob(reg, "team/app", &statement);
+    let layer = reg.push_blob("team/app", &statement);
     let att = format!(
         r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"application/vnd.oci.empty.v1+json","size":2,"digest":"{empty}"}},"layers":[{{"mediaType":"application/vnd.in-toto+json","size":{},"digest":"{layer}"}}]}}"#,
         statement.len()
     )
     .into_bytes();
-    manifest(
-        reg,
-        "team/app",
-        &format!("sha256-{hex}.att"),
-        OCI_MANIFEST,
-        &att,
-    );
+    reg.put_manifest("team/app", &format!("sha256-{hex}.att"), OCI_MANIFEST, &att);
     att
 }
 

@@ -913,46 +913,25 @@ fn the_start_report_matches_its_schema() {
     assert_report(&s.report, "serve");
 }
 
-/// Pushes `bytes` as a blob of `repo` in `reg` (POST, then PUT with the digest).
-fn push_blob(reg: &Registry, repo: &str, bytes: &[u8]) -> String {
-    let digest = sha256_digest(bytes);
-    let started = reg.http("POST", &format!("/v2/{repo}/blobs/uploads/"), &[], b"");
-    assert_eq!(started.status, 202, "{}", started.text());
-    let location = header(&started, "location").unwrap();
-    let path = location
-        .strip_prefix(&format!("http://{}", reg.addr))
-        .unwrap_or(location);
-    let sep = if path.contains('?') { '&' } else { '?' };
-    let done = reg.http(
-        "PUT",
-        &format!("{path}{sep}digest={digest}"),
-        &[("Content-Type", "application/octet-stream")],
-        bytes,
-    );
-    assert_eq!(done.status, 201, "{}", done.text());
-    digest
-}
-
 #[test]
 fn referrers_lists_what_names_the_image_as_its_subject() {
     let reg = Registry::start();
     let fx = push_fixture_images(&reg, None);
     // An SBOM-like artifact whose subject is team/app:1.2, pushed as an OCI client
     // pushes one (distribution 2.8 stores the manifest as sent).
-    let config = push_blob(&reg, "team/app", b"{}");
-    let layer = push_blob(&reg, "team/app", b"an sbom\n");
+    let config = reg.push_blob("team/app", b"{}");
+    let layer = reg.push_blob("team/app", b"an sbom\n");
     let manifest = format!(
         r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/vnd.example.sbom.v1","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{config}","size":2}},"layers":[{{"mediaType":"text/plain","digest":"{layer}","size":8}}],"subject":{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":{}}},"annotations":{{"org.example.kind":"sbom"}}}}"#,
         fx.app.manifest_digest,
         skopeo_raw(&fx.app.docker_ref(), None).len()
     );
-    let put = reg.http(
-        "PUT",
-        "/v2/team/app/manifests/sbom",
-        &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")],
+    reg.put_manifest(
+        "team/app",
+        "sbom",
+        "application/vnd.oci.image.manifest.v1+json",
         manifest.as_bytes(),
     );
-    assert_eq!(put.status, 201, "{}", put.text());
     let w = Work::new("serve-test");
     w.write(
         "bundle.yaml",

@@ -206,6 +206,44 @@ impl Registry {
             .unwrap_or_else(|e| panic!("{}", self.failure(&e)))
     }
 
+    /// Pushes `bytes` as a blob of `repo` as a client does (POST an upload, then PUT
+    /// it with its digest); returns the digest.
+    pub fn push_blob(&self, repo: &str, bytes: &[u8]) -> String {
+        let digest = sha256_digest(bytes);
+        let started = self.http("POST", &format!("/v2/{repo}/blobs/uploads/"), &[], b"");
+        assert_eq!(started.status, 202, "{}", started.text());
+        let location = started
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("location"))
+            .map(|(_, v)| v.clone())
+            .unwrap();
+        let path = location
+            .strip_prefix(&format!("http://{}", self.addr))
+            .unwrap_or(&location);
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let done = self.http(
+            "PUT",
+            &format!("{path}{sep}digest={digest}"),
+            &[("Content-Type", "application/octet-stream")],
+            bytes,
+        );
+        assert_eq!(done.status, 201, "{}", done.text());
+        digest
+    }
+
+    /// PUTs `bytes` as a manifest of `media_type` under `reference` (a tag or a
+    /// digest) in `repo`, as the registry stores it (as sent).
+    pub fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, bytes: &[u8]) {
+        let put = self.http(
+            "PUT",
+            &format!("/v2/{repo}/manifests/{reference}"),
+            &[("Content-Type", media_type)],
+            bytes,
+        );
+        assert_eq!(put.status, 201, "{}", put.text());
+    }
+
     /// The registry's storage folder (`docker/registry/v2/…` below it).
     pub fn storage(&self) -> PathBuf {
         self.dir.path().join("data")
