@@ -491,15 +491,7 @@ fn a_signed_bundle_with_two_systems_is_refused_before_anything_is_written() {
             "{err}"
         );
     }
-    let valid = |p: &str| {
-        nix("nix-store")
-            .args(["--check-validity", p])
-            .stderr(Stdio::null())
-            .status()
-            .unwrap()
-            .success()
-    };
-    assert!(!valid(&sys1) && !valid(&sys2));
+    assert!(!host_valid(&sys1) && !host_valid(&sys2));
     assert!(!h.profile().exists() && h.running().is_none() && h.log().is_empty());
     assert!(
         fs::read_dir(h.w.state_dir()).map_or(true, |d| d.count() == 0),

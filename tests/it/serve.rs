@@ -573,7 +573,7 @@ fn nix_fresh(program: &str, cache: &Path) -> Command {
 
 /// Whether every one of `paths` is valid in the chroot store at `root`.
 fn all_valid(root: &Path, paths: &[String]) -> bool {
-    nix_valid_in(root, paths).len() == paths.len()
+    valid_in(root, paths).len() == paths.len()
 }
 
 #[test]
