@@ -1097,22 +1097,19 @@ fn report(
                     m.key, m.name, m.from, m.to
                 ));
             }
-            let shown = |ds: &[Digest]| ds.iter().map(|d| d.to_string()).collect::<Vec<_>>();
-            if !m.referrers_added.is_empty() {
-                line(format!(
-                    "  referrers of {} ({}) added: {}",
-                    m.key,
-                    m.name,
-                    shown(&m.referrers_added).join(", ")
-                ));
-            }
-            if !m.referrers_removed.is_empty() {
-                line(format!(
-                    "  referrers of {} ({}) removed: {}",
-                    m.key,
-                    m.name,
-                    shown(&m.referrers_removed).join(", ")
-                ));
+            for (what, ds) in [
+                ("added", &m.referrers_added),
+                ("removed", &m.referrers_removed),
+            ] {
+                if !ds.is_empty() {
+                    let ds: Vec<String> = ds.iter().map(|d| d.to_string()).collect();
+                    line(format!(
+                        "  referrers of {} ({}) {what}: {}",
+                        m.key,
+                        m.name,
+                        ds.join(", ")
+                    ));
+                }
             }
         }
     }
