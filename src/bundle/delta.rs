@@ -166,17 +166,9 @@ pub fn delta_manifest(
         a.blobs = 0;
         a.bytes = 0;
     }
-    let head = |bytes: &[u8], media_type: &str| BlobEntry {
-        digest: Digest::of(bytes),
-        size: bytes.len() as u64,
-        media_type: media_type.into(),
-        offset: None,
-        encoding: None,
-        content: None,
-    };
     let mut blobs = vec![
-        head(full_bytes, FULL_MANIFEST_MEDIA_TYPE),
-        head(full_envelope, FULL_SIGNATURES_MEDIA_TYPE),
+        BlobEntry::of(full_bytes, FULL_MANIFEST_MEDIA_TYPE),
+        BlobEntry::of(full_envelope, FULL_SIGNATURES_MEDIA_TYPE),
     ];
     let mut expected = Vec::new();
     for b in &full.blobs {
@@ -359,14 +351,7 @@ mod tests {
     use crate::bundle::Object;
 
     fn blob(bytes: &[u8]) -> BlobEntry {
-        BlobEntry {
-            digest: Digest::of(bytes),
-            size: bytes.len() as u64,
-            media_type: "application/vnd.oci.image.layer.v1.tar".into(),
-            offset: None,
-            encoding: None,
-            content: None,
-        }
+        BlobEntry::of(bytes, "application/vnd.oci.image.layer.v1.tar")
     }
 
     /// A full plan of two images sharing a layer, and a spec file.

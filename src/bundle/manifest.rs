@@ -187,6 +187,22 @@ pub struct BlobEntry {
 }
 
 impl BlobEntry {
+    /// A blob of `size` bytes named `digest`, stored as it is (no encoding) and not
+    /// placed yet: the writer gives it its offset.
+    pub fn new(digest: Digest, size: u64, media_type: &str) -> Self {
+        BlobEntry {
+            digest,
+            size,
+            media_type: media_type.into(),
+            offset: None,
+            encoding: None,
+            content: None,
+        }
+    }
+    /// [`BlobEntry::new`] for `bytes`.
+    pub fn of(bytes: &[u8], media_type: &str) -> Self {
+        Self::new(Digest::of(bytes), bytes.len() as u64, media_type)
+    }
     /// Path of the blob inside the tar.
     pub fn path(&self) -> String {
         blob_path(&self.digest)

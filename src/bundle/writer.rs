@@ -414,18 +414,7 @@ mod tests {
     fn objects_are_sorted_by_kind_then_name_as_format_md_says() {
         let d = Digest::of(b"x");
         let mut b = BundleBuilder::new("n", "1", 0, vec!["all".into()]);
-        b.add_blob(
-            BlobEntry {
-                digest: d,
-                size: 1,
-                media_type: "text/plain".into(),
-                offset: None,
-                encoding: None,
-                content: None,
-            },
-            0,
-        )
-        .unwrap();
+        b.add_blob(BlobEntry::new(d, 1, "text/plain"), 0).unwrap();
         for (kind, name) in [
             (Kind::Spec, "a:1"),
             (Kind::Spec, "a/b:1"),

@@ -833,7 +833,7 @@ fn assemble(
         (Kind::Lock, lock_name, &lock_bytes, LOCK_MEDIA_TYPE),
     ] {
         let d = cas.put_bytes(bytes)?;
-        builder.add_blob(blob_entry(d, bytes.len() as u64, media_type), 0)?;
+        builder.add_blob(BlobEntry::new(d, bytes.len() as u64, media_type), 0)?;
         builder.add_object(Object {
             kind,
             name,
@@ -857,7 +857,7 @@ fn assemble(
                 super::sbom::TOOL_VERSION,
             );
             let d = cas.put_bytes(&doc)?;
-            builder.add_blob(blob_entry(d, doc.len() as u64, format.media_type()), 0)?;
+            builder.add_blob(BlobEntry::new(d, doc.len() as u64, format.media_type()), 0)?;
             builder.add_object(Object {
                 kind: Kind::Sbom,
                 name: format.object_name().into(),
@@ -1284,17 +1284,6 @@ fn file_name(p: &std::path::Path) -> String {
         .unwrap_or_else(|| p.display().to_string())
 }
 
-fn blob_entry(digest: Digest, size: u64, media_type: &str) -> BlobEntry {
-    BlobEntry {
-        digest,
-        size,
-        media_type: media_type.into(),
-        offset: None,
-        encoding: None,
-        content: None,
-    }
-}
-
 fn add_referrer(builder: &mut BundleBuilder, r: &ResolvedReferrer) -> Result<(), Failure> {
     let (size, blobs) = add_blobs(builder, &r.plan)?;
     builder.add_object(Object {
@@ -1314,7 +1303,7 @@ fn add_blobs(builder: &mut BundleBuilder, plan: &ImagePlan) -> Result<(u64, Vec<
     let mut digests = BTreeSet::new();
     let mut size = 0;
     for b in plan.manifests.iter().chain(&plan.blobs) {
-        builder.add_blob(blob_entry(b.digest, b.size, &b.media_type), 0)?;
+        builder.add_blob(BlobEntry::new(b.digest, b.size, &b.media_type), 0)?;
         if digests.insert(b.digest) {
             size += b.size;
         }

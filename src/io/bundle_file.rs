@@ -306,18 +306,8 @@ mod tests {
         {
             let bytes: Vec<u8> = (0..*n).map(|x| (x * 13 + i) as u8).collect();
             let d = cas.put_bytes(&bytes).unwrap();
-            b.add_blob(
-                BlobEntry {
-                    digest: d,
-                    size: *n as u64,
-                    media_type: "application/octet-stream".into(),
-                    offset: None,
-                    encoding: None,
-                    content: None,
-                },
-                0,
-            )
-            .unwrap();
+            b.add_blob(BlobEntry::new(d, *n as u64, "application/octet-stream"), 0)
+                .unwrap();
         }
         let plan = b.finish().unwrap();
         let key = SecretKey::from_seed("t", [7; 32]).unwrap();

@@ -96,17 +96,8 @@ pub fn resolve(
                 ))
                 .into());
             }
-            out.blobs.push((
-                BlobEntry {
-                    digest,
-                    size,
-                    media_type: FILE_MEDIA_TYPE.into(),
-                    offset: None,
-                    encoding: None,
-                    content: None,
-                },
-                0,
-            ));
+            out.blobs
+                .push((BlobEntry::new(digest, size, FILE_MEDIA_TYPE), 0));
             out.objects.push(Object {
                 kind: Kind::File,
                 name: target,

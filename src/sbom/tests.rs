@@ -14,14 +14,7 @@ use crate::nixfmt::NarHash;
 const HASH: &str = "0123456789abcdfghijklmnpqrsvwxyz";
 
 fn blob(bytes: &[u8], media_type: &str) -> BlobEntry {
-    BlobEntry {
-        digest: Digest::of(bytes),
-        size: bytes.len() as u64,
-        media_type: media_type.into(),
-        offset: None,
-        encoding: None,
-        content: None,
-    }
+    BlobEntry::of(bytes, media_type)
 }
 
 fn object(kind: Kind, name: &str, root: &BlobEntry, blobs: &[&BlobEntry], meta: Value) -> Object {

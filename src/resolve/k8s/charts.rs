@@ -174,14 +174,7 @@ pub(super) fn render_chart(
             extra: Default::default(),
         });
         out.blobs.push((
-            BlobEntry {
-                digest: p.digest,
-                size: p.size,
-                media_type: k8s::CHART_MEDIA_TYPE.into(),
-                offset: None,
-                encoding: None,
-                content: None,
-            },
+            BlobEntry::new(p.digest, p.size, k8s::CHART_MEDIA_TYPE),
             k8s::RANK_CHART,
         ));
         out.objects.push(Object {

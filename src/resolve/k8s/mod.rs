@@ -513,14 +513,7 @@ fn store_document(cas: &Cas, bytes: &[u8]) -> anyhow::Result<(BlobEntry, u64)> {
     if bytes.len() < k8s::COMPRESS_THRESHOLD {
         let d = cas.put_bytes(bytes)?;
         return Ok((
-            BlobEntry {
-                digest: d,
-                size: bytes.len() as u64,
-                media_type: k8s::MANIFEST_MEDIA_TYPE.into(),
-                offset: None,
-                encoding: None,
-                content: None,
-            },
+            BlobEntry::new(d, bytes.len() as u64, k8s::MANIFEST_MEDIA_TYPE),
             bytes.len() as u64,
         ));
     }
