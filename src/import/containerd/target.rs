@@ -247,15 +247,17 @@ impl Containerd {
                         }
                     }
                 }
-                match complete {
-                    true => match image_registered(&ctx, img).await? {
-                        Some(unpacked) => {
-                            registered.insert(o.name.clone(), unpacked);
-                            plan.present_objects.push(o.name.clone());
-                        }
-                        None => plan.new_objects.push(o.name.clone()),
-                    },
-                    false => plan.new_objects.push(o.name.clone()),
+                let found = if complete {
+                    image_registered(&ctx, img).await?
+                } else {
+                    None
+                };
+                match found {
+                    Some(unpacked) => {
+                        registered.insert(o.name.clone(), unpacked);
+                        plan.present_objects.push(o.name.clone());
+                    }
+                    None => plan.new_objects.push(o.name.clone()),
                 }
             }
             Ok::<_, anyhow::Error>((plan, registered))
