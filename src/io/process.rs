@@ -305,50 +305,65 @@ impl Cmd {
 }
 
 impl Cmd {
-    /// Starts the command with a pipe to its stdin, for the caller to stream into;
-    /// its stdout is discarded. Close it with [`Feeding::finish`] (or drop it to
-    /// cut the stream short: the command then sees its input end early).
-    pub fn feed(mut self) -> Result<Feeding, ProcessError> {
+    /// Starts the command with pipes to its stdin and from its stdout, for a
+    /// caller that talks a protocol with it (`nix-store --serve`). Close it with
+    /// [`Session::finish`] (or drop it to cut the conversation short: the command
+    /// then sees its input end early).
+    pub fn session(mut self) -> Result<Session, ProcessError> {
         self.input = None;
         self.inner.stdin(Stdio::piped());
-        let (mut child, command, drain) = self.start(Stdio::null())?;
+        let (mut child, command, drain) = self.start(Stdio::piped())?;
         let stdin = child.stdin.take().expect("stdin is piped");
-        Ok(Feeding {
+        let stdout = child.stdout.take().expect("stdout is piped");
+        Ok(Session {
             child,
             stdin: Some(stdin),
+            stdout: Some(stdout),
             command,
             drain: Some(drain),
         })
     }
 }
 
-/// A running command whose stdin is being written (see [`Cmd::feed`]).
-pub struct Feeding {
+/// A running command that is written to and read from (see [`Cmd::session`]).
+pub struct Session {
     child: Child,
     stdin: Option<std::process::ChildStdin>,
+    stdout: Option<ChildStdout>,
     command: String,
     drain: Option<JoinHandle<String>>,
 }
 
-impl Feeding {
-    /// Its stdin (a write fails once the command has exited).
-    pub fn stdin(&mut self) -> &mut std::process::ChildStdin {
-        self.stdin.as_mut().expect("open until finish")
+impl Session {
+    /// Its stdin and its stdout, to write to and read from at once (a write fails,
+    /// and a read ends, once the command has exited).
+    pub fn pipes(&mut self) -> (&mut std::process::ChildStdin, &mut ChildStdout) {
+        (
+            self.stdin.as_mut().expect("open until finish"),
+            self.stdout.as_mut().expect("open until finish"),
+        )
+    }
+
+    /// The command line, for messages.
+    pub fn command(&self) -> &str {
+        &self.command
     }
 
     /// Closes its stdin, waits for the exit and turns a failure into an error with
     /// stderr.
     pub fn finish(mut self) -> Result<(), ProcessError> {
         drop(self.stdin.take());
+        drop(self.stdout.take());
         wait_for(&mut self.child, &self.command, self.drain.take())
     }
 }
 
-impl Drop for Feeding {
-    /// Cut short: stdin closes mid-stream and the command is waited for, so no
-    /// zombie is left and it has stopped by the time the caller reports.
+impl Drop for Session {
+    /// Cut short: stdin closes mid-conversation and the command is waited for, so
+    /// no zombie is left and it has stopped by the time the caller reports.
     fn drop(&mut self) {
         if self.stdin.take().is_some() {
+            drop(self.stdout.take());
             let _ = self.child.wait();
         }
     }

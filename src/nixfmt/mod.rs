@@ -13,7 +13,8 @@
 //! - [`nar`]: the NAR framing, for writing; [`nar_check`]: a streaming NAR
 //!   validator that refuses what `nix-store --dump` would never write;
 //! - [`dump`]: the NAR of a store path, written by walking the file system;
-//! - [`export`]: the `nix-store --import` stream, for writing;
+//! - [`serve_proto`]: what `nix-store --serve` reads and writes, for adding paths
+//!   with their signatures and asking which are valid;
 //! - [`NarHash`] parsing from any of the three spellings Nix prints, and
 //!   [`StorePath`]: a checked `/nix/store/<hash>-<name>`, so names from a bundle can
 //!   never become a path outside the cache or an option to a command;
@@ -25,12 +26,12 @@
 
 pub mod closure;
 pub mod dump;
-pub mod export;
 pub mod nar;
 pub mod nar_check;
 pub mod narinfo;
 pub mod nix32;
 pub mod path_info;
+pub mod serve_proto;
 pub mod signature;
 pub mod store_path;
 

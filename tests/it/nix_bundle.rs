@@ -835,13 +835,15 @@ fn a_bundle_file_that_changes_after_it_verified_gets_no_nar_into_the_store() {
     fails(&o, 3);
 }
 
-/// Small paths go in through `nix-store --import`, which registers no signatures,
-/// and get the bundle's from `nix store copy-sigs` after. An import killed between
-/// the two, or whose `copy-sigs` failed, leaves them valid but unsigned; a rerun,
-/// which skips valid paths, must still sign them. No real Nix fails `copy-sigs` on
-/// cue, so a `nix` in front of the real one refuses it on the first import.
+/// Small paths go in through `nix-store --serve --write` with their signatures, in
+/// one step per path: a first import asks nothing of `nix store copy-sigs`. A path
+/// that is already valid without the bundle's signatures (added by hand with
+/// `nix-store --import`, or by an older gapbundle that signed in a second step and
+/// was killed in between) is skipped by an import, which must still sign it: it
+/// copies the signatures, and when that fails says so and a rerun copies them. No
+/// real Nix fails `copy-sigs` on cue, so a `nix` in front of the real one refuses it.
 #[test]
-fn a_rerun_signs_the_paths_an_import_left_without_signatures() {
+fn small_paths_are_signed_on_import_and_a_rerun_signs_those_valid_without() {
     let w = nix_work();
     ok(create(&w, "site.gapb", &w.secret()));
     let m = manifest_of(&head_of(&w.path("site.gapb")));
@@ -863,27 +865,51 @@ fn a_rerun_signs_the_paths_an_import_left_without_signatures() {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    let root = w.path("t");
-    let store = root.display().to_string();
-    let uri = format!("local?root={store}");
-    let sigs = || run_stdout(nix("nix").args(["path-info", "--store", &uri, "--sigs", &lib]));
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
-    let o = import_cmd(&w, "site.gapb", &store, &w.public())
+    let sigs = |store: &str| {
+        run_stdout(nix("nix").args([
+            "path-info",
+            "--store",
+            &format!("local?root={store}"),
+            "--sigs",
+            &lib,
+        ]))
+    };
+
+    // A fresh store: signed by the import itself.
+    let fresh = w.path("fresh").display().to_string();
+    let o = ok(import_cmd(&w, "site.gapb", &fresh, &w.public())
         .env("PATH", &path)
         .output()
-        .unwrap();
-    let o = ok(o);
+        .unwrap());
+    assert!(!stderr(&o).contains("copy-sigs"), "{}", stderr(&o));
+    assert!(sigs(&fresh).contains("test-release:"), "{}", sigs(&fresh));
+
+    // The library already there, unsigned, from `nix-store --import`.
+    let root = w.path("t");
+    let store = root.display().to_string();
+    run_stdout(nix("sh").args([
+        "-c",
+        &format!(
+            "nix-store --export $(nix-store -qR {lib}) | nix-store --store 'local?root={store}' --import"
+        ),
+    ]));
+    assert_eq!(valid_in(&root, std::slice::from_ref(&lib)), [lib.as_str()]);
+    assert!(!sigs(&store).contains("test-release:"), "{}", sigs(&store));
+    let o = ok(import_cmd(&w, "site.gapb", &store, &w.public())
+        .env("PATH", &path)
+        .output()
+        .unwrap());
     assert!(
         stderr(&o).contains("copy-sigs refused by the test")
             && stderr(&o).contains("a rerun of this import copies them"),
         "{}",
         stderr(&o)
     );
-    assert_eq!(valid_in(&root, std::slice::from_ref(&lib)), [lib.as_str()]);
-    assert!(!sigs().contains("test-release:"), "{}", sigs());
+    assert!(!sigs(&store).contains("test-release:"), "{}", sigs(&store));
 
     ok(import(&w, "site.gapb", &store, &w.public()));
-    assert!(sigs().contains("test-release:"), "{}", sigs());
+    assert!(sigs(&store).contains("test-release:"), "{}", sigs(&store));
     // Signed now: a third import asks nothing of copy-sigs (the refusing `nix`
     // is not reached for it).
     let o = ok(import_cmd(&w, "site.gapb", &store, &w.public())

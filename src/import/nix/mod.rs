@@ -77,7 +77,7 @@ use crate::error::InputFailure;
 use crate::io::source::{BundleSource, RandomSource};
 use crate::io::space;
 use crate::io::temp::{self, TempFolder};
-use crate::nixfmt::{closure_order, StorePath};
+use crate::nixfmt::{closure_order, NarHash, StorePath};
 use crate::progress::Progress;
 use validate::{nix_objects, NixObject};
 
@@ -398,7 +398,16 @@ impl Target for NixTarget {
         outside.dedup();
         let mut all: Vec<StorePath> = self.objects.iter().map(|o| o.path.clone()).collect();
         all.extend(outside.iter().cloned());
-        let valid = self.valid(&all)?;
+        // A store says at once which paths it has, with their NAR hashes and
+        // signatures; a cache, by its narinfo files.
+        let held = match &self.dest {
+            Dest::Store { .. } => Some(self.held(&all)?),
+            Dest::Cache(_) => None,
+        };
+        let valid: BTreeSet<StorePath> = match &held {
+            Some(h) => h.keys().cloned().collect(),
+            None => self.valid(&all)?,
+        };
         let refs: BTreeMap<StorePath, Vec<StorePath>> = self
             .objects
             .iter()
@@ -422,8 +431,14 @@ impl Target for NixTarget {
             .filter(|o| !stored(o) && valid.contains(&o.path))
             .map(|o| o.path.clone())
             .collect();
-        let held = self.nar_hashes(&left_out)?;
-        self.unsigned_paths = self.unsigned(&valid)?;
+        let held_hashes: BTreeMap<StorePath, NarHash> = match &held {
+            Some(h) => left_out
+                .iter()
+                .filter_map(|p| h.get(p).map(|i| (p.clone(), i.nar_hash)))
+                .collect(),
+            None => self.cached_nar_hashes(&left_out),
+        };
+        self.unsigned_paths = held.as_ref().map_or_else(Vec::new, |h| self.unsigned(h));
         self.new_paths.clear();
         // The bytes of the NAR blobs the target is handed (written to a cache,
         // served to or staged for a store): what the import's bar counts and its
@@ -432,7 +447,7 @@ impl Target for NixTarget {
         for (p, _) in order {
             let o = by_path[&p];
             if valid.contains(&p) {
-                if !stored(o) && held.get(&p) != Some(&o.nar_hash) {
+                if !stored(o) && held_hashes.get(&p) != Some(&o.nar_hash) {
                     plan.missing.insert(o.blob);
                 }
                 plan.present_objects.push(format!("nix-path {p}"));

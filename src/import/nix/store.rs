@@ -27,13 +27,12 @@ use crate::error::NixStoreFailure;
 use crate::import::Target;
 use crate::io::process::{nix_cmd, ProcessError};
 use crate::io::serve::{Blob, Config, Document, Documents, Fault, Served, Server};
+use crate::nixfmt::serve_proto::HeldPath;
 use crate::nixfmt::{cache_info, parse_path_info, NarHash, NarInfoIdentity, StorePath};
 use crate::progress::{Bar, Progress};
 
-/// Store paths per `nix-store --check-validity` or `nix path-info` call: each call
-/// is a Nix process (some tens of milliseconds), which was most of a re-import of a
-/// closure of 2,000 small paths at 500 a call; 4,000 paths are some 300 KB of
-/// arguments, well within Linux's limit.
+/// Store paths per `nix path-info` call (the inventory of a store): each call is a
+/// Nix process; 4,000 paths are some 300 KB of arguments, well within Linux's limit.
 const ARGS_PER_CALL: usize = 4000;
 
 /// A `no_proxy` value: `current` with `127.0.0.1` added.
@@ -83,35 +82,27 @@ impl NixTarget {
                 .filter(|p| dir.join(format!("{}.narinfo", p.hash_part())).is_file())
                 .cloned()
                 .collect()),
-            Dest::Store { uri, root, .. } => {
-                if let Some(r) = root {
-                    if !r.join("nix/var/nix/db").exists() {
-                        return Ok(BTreeSet::new()); // a fresh store: nothing is valid
-                    }
-                }
-                let mut invalid = BTreeSet::new();
-                for chunk in paths.chunks(ARGS_PER_CALL) {
-                    let mut cmd = nix_cmd("nix-store");
-                    if let Some(u) = uri {
-                        cmd = cmd.args(["--store", u]);
-                    }
-                    let out = cmd
-                        .args(["--check-validity", "--print-invalid"])
-                        .args(chunk.iter().map(|p| p.as_str()))
-                        .output()
-                        .map_err(|e| self.unreached(e))
-                        .with_context(|| {
-                            format!("asking {} which paths it has", self.describe())
-                        })?;
-                    invalid.extend(String::from_utf8_lossy(&out).lines().map(str::to_string));
-                }
-                Ok(paths
-                    .iter()
-                    .filter(|p| !invalid.contains(p.as_str()))
-                    .cloned()
-                    .collect())
+            Dest::Store { .. } => Ok(self.held(paths)?.into_keys().collect()),
+        }
+    }
+
+    /// What a store holds of `paths`: the valid ones, each with its NAR hash and
+    /// signatures ([`stream::held`]). A cache holds no signatures apart from its
+    /// narinfo files: for one, only [`NixTarget::valid`] is asked.
+    pub(super) fn held(&self, paths: &[StorePath]) -> Result<BTreeMap<StorePath, HeldPath>> {
+        let Dest::Store { uri, root, .. } = &self.dest else {
+            unreachable!("only a store is asked what it holds");
+        };
+        if let Some(r) = root {
+            if !r.join("nix/var/nix/db").exists() {
+                return Ok(BTreeMap::new()); // a fresh store: nothing is valid
             }
         }
+        let asked: Vec<&StorePath> = paths.iter().collect();
+        let held = stream::held(uri.as_deref(), &asked)
+            .map_err(|e| self.unreached(e))
+            .with_context(|| format!("asking {} which paths it has", self.describe()))?;
+        Ok(held.into_iter().map(|h| (h.path.clone(), h)).collect())
     }
 
     /// `e`, from the first question a store is asked, as a [`NixStoreFailure`] with
@@ -131,71 +122,41 @@ impl NixTarget {
         }
     }
 
-    /// The bundle's paths that are valid on the target but carry none of the
-    /// signatures the bundle has for them, among those a streamed import could have
-    /// registered (see [`stream::streamable`]): `nix-store --import` registers a
-    /// path without signatures and `copy_sigs` adds them after, so an import killed
-    /// between the two (or whose `copy-sigs` failed) left them so, and a rerun,
-    /// which skips valid paths, must still add them. One `nix path-info` for all.
-    pub(super) fn unsigned(&self, valid: &BTreeSet<StorePath>) -> Result<Vec<StorePath>> {
-        let Dest::Store { uri, .. } = &self.dest else {
-            return Ok(Vec::new());
-        };
+    /// The bundle's small paths (see [`stream::streamable`]) that are valid on the
+    /// target but carry none of the signatures the bundle has for them: a path
+    /// added by an older gapbundle (which registered signatures in a second step,
+    /// and could be killed between the two) or by hand with `nix-store --import`.
+    /// An import skips valid paths, so these would stay unsigned; `finish` copies
+    /// their signatures.
+    pub(super) fn unsigned(&self, held: &BTreeMap<StorePath, HeldPath>) -> Vec<StorePath> {
         if !self.writes_store_itself() {
-            return Ok(Vec::new());
+            return Vec::new();
         }
-        let signed: Vec<&NixObject> = self
-            .objects
+        self.objects
             .iter()
-            .filter(|o| valid.contains(&o.path) && !o.sigs.is_empty() && stream::streamable(o))
-            .collect();
-        if signed.is_empty() {
-            return Ok(Vec::new());
-        }
-        let paths: Vec<StorePath> = signed.iter().map(|o| o.path.clone()).collect();
-        let infos = store_path_infos(uri.as_deref(), &paths).with_context(|| {
-            format!(
-                "asking {} for the signatures of {} paths",
-                self.describe(),
-                paths.len()
-            )
-        })?;
-        Ok(signed
-            .into_iter()
+            .filter(|o| !o.sigs.is_empty() && stream::streamable(o))
             .filter(|o| {
-                infos
-                    .get(&o.path)
-                    .is_some_and(|i| !o.sigs.iter().any(|s| i.sigs.contains(s)))
+                held.get(&o.path)
+                    .is_some_and(|h| !o.sigs.iter().any(|s| h.sigs.contains(s)))
             })
             .map(|o| o.path.clone())
-            .collect())
+            .collect()
     }
 
-    /// The NAR hash of each of `paths` (all valid on the target): for a cache, its
-    /// narinfo's (when the NAR file it names is there too); for a store, what
-    /// `nix path-info` says.
-    pub(super) fn nar_hashes(&self, paths: &[StorePath]) -> Result<BTreeMap<StorePath, NarHash>> {
-        if paths.is_empty() {
-            return Ok(BTreeMap::new());
-        }
-        match &self.dest {
-            Dest::Cache(dir) => Ok(paths
-                .iter()
-                .filter_map(|p| {
-                    cached_nar_hash(dir, &dir.join(format!("{}.narinfo", p.hash_part())))
-                        .filter(|(q, _)| q == p)
-                })
-                .collect()),
-            Dest::Store { uri, .. } => {
-                store_nar_hashes(uri.as_deref(), Some(paths)).with_context(|| {
-                    format!(
-                        "asking {} for the NAR hashes of {} paths",
-                        self.describe(),
-                        paths.len()
-                    )
-                })
-            }
-        }
+    /// The NAR hash of each of `paths` (all valid in the cache): its narinfo's,
+    /// when the NAR file it names is there too. (A store's come with
+    /// [`NixTarget::held`].)
+    pub(super) fn cached_nar_hashes(&self, paths: &[StorePath]) -> BTreeMap<StorePath, NarHash> {
+        let Dest::Cache(dir) = &self.dest else {
+            return BTreeMap::new();
+        };
+        paths
+            .iter()
+            .filter_map(|p| {
+                cached_nar_hash(dir, &dir.join(format!("{}.narinfo", p.hash_part())))
+                    .filter(|(q, _)| q == p)
+            })
+            .collect()
     }
 
     /// Serves the new paths' narinfos and the bundle file's NAR blobs on a loopback
@@ -266,7 +227,6 @@ impl NixTarget {
             direct && stream::streamable(o)
         });
         let done = std::sync::atomic::AtomicBool::new(false);
-        let mut streamed: Vec<StorePath> = Vec::new();
         let copied = std::thread::scope(|scope| {
             scope.spawn(|| {
                 while !done.load(std::sync::atomic::Ordering::Relaxed) {
@@ -299,18 +259,16 @@ impl NixTarget {
                         Dest::Store { uri, .. } => uri.as_deref(),
                         Dest::Cache(_) => None,
                     };
-                    let r = stream::import(uri, &*src, &items, &on_bytes).map_err(|e| match e {
+                    stream::import(uri, &*src, &items, &on_bytes).map_err(|e| match e {
                         stream::StreamError::Fault(d, f) => {
                             self.cut_short(head, &src.describe(), &d, &f)
                         }
                         stream::StreamError::Nix(e) => anyhow::Error::new(e).context(format!(
-                            "adding {} paths to {} (nix-store --import)",
+                            "adding {} paths to {} (nix-store --serve --write)",
                             paths.len(),
                             self.describe()
                         )),
-                    });
-                    streamed.extend(stream::paths(&items).cloned());
-                    r
+                    })
                 } else {
                     self.copy_into_store(paths, &from, &env, progress, Some(&bar))
                 };
@@ -321,9 +279,6 @@ impl NixTarget {
             done.store(true, std::sync::atomic::Ordering::Relaxed);
             r
         });
-        if copied.is_ok() && !streamed.is_empty() {
-            self.copy_sigs(&streamed, &env, progress);
-        }
         match &copied {
             Ok(()) => {
                 bar.set_position(total);
@@ -684,25 +639,6 @@ pub(super) fn cached_nar_hash(dir: &Path, file: &Path) -> Option<(StorePath, Nar
     dir.join(&id.url)
         .is_file()
         .then_some((id.store_path, id.nar_hash))
-}
-
-/// `nix path-info --json` over `paths` (all valid) in the store `uri`.
-fn store_path_infos(
-    uri: Option<&str>,
-    paths: &[StorePath],
-) -> Result<BTreeMap<StorePath, crate::nixfmt::PathInfo>> {
-    let mut out = BTreeMap::new();
-    for chunk in paths.chunks(ARGS_PER_CALL) {
-        let mut cmd = nix_cmd("nix").args(["path-info", "--json"]);
-        if let Some(u) = uri {
-            cmd = cmd.args(["--store", u]);
-        }
-        let json = cmd.args(chunk.iter().map(|p| p.as_str())).output()?;
-        for info in parse_path_info(&json)? {
-            out.insert(info.path.clone(), info);
-        }
-    }
-    Ok(out)
 }
 
 /// `nix path-info --json` over `paths` (`None`: `--all`) in the store `uri`, as
