@@ -140,6 +140,7 @@ fn class_of(e: &(dyn std::error::Error + 'static)) -> Option<ErrorClass> {
         crate::nixfmt::NarReadError,
         crate::nixfmt::NixFormatError,
         crate::nixfmt::PathInfoError,
+        crate::nixfmt::serve_proto::ServeProtoError,
         crate::oci::ReferenceError,
         crate::oci::distribution::ManifestError,
         crate::oci::registries::RegistriesError,

@@ -217,6 +217,23 @@ fn copy_blob(
     cursor: &mut Cursor,
     at: u64,
 ) -> Result<(), WriteError> {
+    if let Some(bytes) = cas.held(&blob.digest) {
+        // Kept in memory, hashed to its name when it was kept: header and bytes in
+        // one write.
+        if bytes.len() as u64 != blob.size {
+            return Err(WriteError::Source {
+                digest: blob.digest,
+                source: io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} bytes kept, {} expected", bytes.len(), blob.size),
+                ),
+            });
+        }
+        let mut both = plan.blob_header(blob)?.to_vec();
+        both.extend_from_slice(&bytes);
+        cursor.write_all_at(&both, at - 512)?;
+        return Ok(());
+    }
     cursor.write_all_at(&plan.blob_header(blob)?, at - 512)?;
     let src = cas
         .open_read(&blob.digest)

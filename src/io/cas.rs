@@ -20,6 +20,14 @@
 //! only when it is older than the record file's own time (Git's "racy clean" rule),
 //! so a change in the same tick of a coarse file system clock cannot hide. What the
 //! record trusts, and what it does not, is in docs/security.md ("The cache").
+//!
+//! Blobs that are made again on every create anyway (the NAR of a small store path:
+//! see `resolve::nix::pack`) need no file at all: a closure of 2,000 tiny paths made
+//! 2,000 cache files, each then copied into the bundle, and the file system's work
+//! for them (a free inode, a rename, an open and a copy each) was most of create.
+//! [`Cas::hold`] keeps such a blob in this process's memory instead, up to
+//! [`HOLD_MAX`] bytes a blob and [`HOLD_BUDGET`] in all (past that, it is a file
+//! like any other), and the bundle writer copies it from there.
 
 use std::collections::HashMap;
 use std::io::{self, BufRead, BufWriter, Read, Seek, SeekFrom, Write};
@@ -132,6 +140,21 @@ pub struct Cas {
     verified: Arc<Mutex<HashMap<Digest, Stamp>>>,
     /// The record earlier runs left ([`RECORD`]), read once at open.
     recorded: Arc<Mutex<HashMap<Digest, Stamp>>>,
+    /// Blobs kept in memory for this process only ([`Cas::hold`]).
+    held: Arc<Mutex<Held>>,
+}
+
+/// The largest blob [`Cas::hold`] keeps in memory.
+pub const HOLD_MAX: usize = 64 << 10;
+/// The most bytes [`Cas::hold`] keeps in memory in all: a small part of the 64 MiB
+/// a create may use.
+pub const HOLD_BUDGET: usize = 16 << 20;
+
+/// Blobs in memory, and their bytes in all.
+#[derive(Debug, Default)]
+struct Held {
+    blobs: HashMap<Digest, Arc<[u8]>>,
+    bytes: usize,
 }
 
 impl Cas {
@@ -147,6 +170,7 @@ impl Cas {
             root,
             verified: Arc::default(),
             recorded: Arc::new(Mutex::new(recorded)),
+            held: Arc::default(),
         })
     }
 
@@ -267,6 +291,33 @@ impl Cas {
         Ok(d)
     }
 
+    /// Keeps `bytes` as a blob for this process only, in memory, when they are at
+    /// most [`HOLD_MAX`] and [`HOLD_BUDGET`] allows; otherwise stores them as
+    /// [`Cas::put_bytes`] does. Only for blobs every create makes again (nothing
+    /// later finds them in the cache): [`Cas::held`] and the bundle writer read them.
+    pub fn hold(&self, bytes: &[u8]) -> Result<Digest, CasError> {
+        let d = Digest::of(bytes);
+        if bytes.len() <= HOLD_MAX {
+            let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+            if held.blobs.contains_key(&d) {
+                return Ok(d);
+            }
+            if held.bytes + bytes.len() <= HOLD_BUDGET {
+                held.bytes += bytes.len();
+                held.blobs.insert(d, bytes.into());
+                return Ok(d);
+            }
+        }
+        self.put_bytes(bytes)
+    }
+
+    /// The bytes of a blob [`Cas::hold`] keeps in memory (hashed to their name as
+    /// they were kept), if it keeps that one.
+    pub fn held(&self, d: &Digest) -> Option<Arc<[u8]>> {
+        let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.blobs.get(d).cloned()
+    }
+
     /// Reads a small blob whole (only for manifests and configs, never layers).
     pub fn read_small(&self, d: &Digest) -> io::Result<Vec<u8>> {
         fs::read(self.path(d))
@@ -350,6 +401,9 @@ fn read_record(path: &Path) -> HashMap<Digest, Stamp> {
 
 impl BlobSource for Cas {
     fn open_blob(&self, digest: &Digest) -> io::Result<Box<dyn Read + Send>> {
+        if let Some(bytes) = self.held(digest) {
+            return Ok(Box::new(io::Cursor::new(bytes)));
+        }
         Ok(Box::new(io::BufReader::with_capacity(
             1 << 20,
             self.open_read(digest)?,
@@ -357,6 +411,9 @@ impl BlobSource for Cas {
     }
 
     fn known_good(&self, digest: &Digest) -> bool {
+        if self.held(digest).is_some() {
+            return true;
+        }
         fs::metadata(self.path(digest)).is_ok_and(|m| self.known_good_stamp(digest, &Stamp::of(&m)))
     }
 }

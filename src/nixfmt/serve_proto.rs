@@ -83,6 +83,13 @@ pub enum ServeProtoError {
     Ack(u64),
 }
 
+impl crate::error::Classify for ServeProtoError {
+    /// Nix's own answers that cannot be used are any other error, like its output.
+    fn class(&self) -> Option<crate::error::ErrorClass> {
+        None
+    }
+}
+
 /// The client's greeting: the magic number and [`VERSION`].
 pub fn write_hello<W: Write + ?Sized>(w: &mut W) -> io::Result<()> {
     write_u64(w, CLIENT_MAGIC)?;
@@ -281,7 +288,10 @@ mod tests {
     fn hello_is_the_magic_and_version_2_5() {
         let mut out = Vec::new();
         write_hello(&mut out).unwrap();
-        assert_eq!(out, [0xeb, 0x9d, 0x0c, 0x39, 0, 0, 0, 0, 5, 2, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            out,
+            [0xeb, 0x9d, 0x0c, 0x39, 0, 0, 0, 0, 5, 2, 0, 0, 0, 0, 0, 0]
+        );
         let mut answer = SERVER_MAGIC.to_le_bytes().to_vec();
         answer.extend_from_slice(&0x207u64.to_le_bytes());
         assert_eq!(read_hello(&mut &answer[..]).unwrap(), 0x207);

@@ -203,9 +203,25 @@ pub fn resolve(
     let bar = progress.bar(format!("nix closure ({} paths)", infos.len()), total);
     let blobs = nar_blobs(cas, &infos, &|n| bar.inc(n))?;
     bar.finish("packed");
+    // An ed25519 signature is tens of microseconds, and a NixOS closure is 1,000 to
+    // 2,000 paths: on every core, like the import's checks of them.
+    let signed: Vec<Vec<String>> = crate::pool::map(
+        crate::pool::cores(),
+        &infos,
+        || Ok::<_, std::convert::Infallible>(()),
+        |_, info| {
+            let fp = info.fingerprint();
+            let mut sigs: Vec<String> = info.sigs.clone();
+            sigs.extend(keys.iter().map(|k| sign_path(k, &fp)));
+            sigs.sort();
+            sigs.dedup();
+            Ok(sigs)
+        },
+    )
+    .unwrap_or_else(|e| match e {});
 
     let mut c = super::Contribution::default();
-    for (info, (digest, size)) in infos.iter().zip(blobs) {
+    for ((info, (digest, size)), sigs) in infos.iter().zip(blobs).zip(signed) {
         c.blobs.push((
             BlobEntry {
                 digest,
@@ -220,11 +236,6 @@ pub fn resolve(
             },
             depth.get(&info.path).copied().unwrap_or(0),
         ));
-        let fp = info.fingerprint();
-        let mut sigs: Vec<String> = info.sigs.clone();
-        sigs.extend(keys.iter().map(|k| sign_path(k, &fp)));
-        sigs.sort();
-        sigs.dedup();
         let meta = Meta::NixPath(NixPathMeta {
             nar_hash: info.nar_hash,
             nar_size: info.nar_size,

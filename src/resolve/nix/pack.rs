@@ -134,8 +134,8 @@ const SMALL_NAR: u64 = 256 << 10;
 
 /// The blob of a NAR of at most [`SMALL_NAR`] bytes: made in memory (the walk, or
 /// `nix-store --dump` when the walk disagrees with Nix), checked against the NAR
-/// hash and size Nix recorded, compressed as one frame, and written to the cache
-/// unless it is there already.
+/// hash and size Nix recorded, compressed as one frame, and kept in memory for the
+/// bundle writer ([`Cas::hold`]; a file in the cache only past its budget).
 fn small_blob(
     cas: &Cas,
     info: &PathInfo,
@@ -185,7 +185,7 @@ fn small_blob(
     let mut blob = std::mem::take(&mut packer.compressed);
     blob.clear();
     encoder.encode(&nar.buf, &mut blob)?;
-    let d = cas.put_bytes(&blob)?;
+    let d = cas.hold(&blob)?;
     let size = blob.len() as u64;
     packer.small = nar.buf;
     packer.compressed = blob;
