@@ -610,6 +610,69 @@ mod tests {
         assert!(src.describe().contains("b.001") && src.describe().contains("(5 volumes)"));
     }
 
+    /// Threads verify blobs of the same volume, which is damaged: one finds its blob
+    /// wrong and the volume is erased (rebuilt from parity from then on), and every
+    /// volume is checked once for the next; the last had read its blob from the
+    /// volume itself before the erasure, and finds it wrong too, but the volume is
+    /// erased and everything checked when it asks. It must read again (now
+    /// rebuilt), not be told that the rebuilt bytes are wrong: the full suite once
+    /// failed so, under load (`volumes::with_two_parity_volumes_…`). Asked again
+    /// for the same range with nothing changed, the answer is no, with the volume
+    /// that holds it.
+    #[test]
+    fn a_range_read_before_its_volume_was_erased_is_read_again() {
+        use crate::bundle::reader::{read_head, ReadAt, Reread};
+        use crate::bundle::volumes::Layout;
+        use crate::io::volumes::VolumeOutput;
+        let tiny = std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("bundle-spec/vectors/tiny/tiny.gapb"),
+        )
+        .unwrap();
+        let head = read_head(&mut tiny.as_slice()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = dir.path().join("tiny.gapb");
+        let layout = Layout::new(head.file_len(), 5000, head.data_start).unwrap();
+        let out = VolumeOutput::create(&prefix, layout, 2).unwrap();
+        {
+            let mut w = out.writer();
+            w.write_all(&tiny).unwrap();
+            w.finish().unwrap();
+        }
+        out.commit(head.digest, &|_| {}).unwrap();
+        // Volume 2 holds bytes 5000 to 9999: one of them flipped.
+        let v2 = dir.path().join("tiny.gapb.002");
+        let mut bytes = std::fs::read(&v2).unwrap();
+        bytes[100] ^= 0xff;
+        std::fs::write(&v2, &bytes).unwrap();
+        let src = BundleSource::open(&dir.path().join("tiny.gapb.001"))
+            .unwrap()
+            .shared()
+            .unwrap();
+        // The first thread's range: its volume is found damaged and erased.
+        assert!(matches!(
+            src.damaged(5050, 100, "one").unwrap(),
+            Reread::Again
+        ));
+        // Another thread's, read meanwhile: every volume is checked for it.
+        assert!(matches!(
+            src.damaged(7000, 100, "three").unwrap(),
+            Reread::Again
+        ));
+        // The second thread's range, read before the erasure too.
+        assert!(matches!(
+            src.damaged(6000, 100, "two").unwrap(),
+            Reread::Again
+        ));
+        let mut again = vec![0u8; 100];
+        src.read_at(&mut again, 6000).unwrap();
+        assert_eq!(again, tiny[6000..6100]);
+        // Nothing new to try: where the bytes are.
+        match src.damaged(6000, 100, "two").unwrap() {
+            Reread::No(Some(place)) => assert!(place.contains("tiny.gapb.002"), "{place}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn a_volume_that_shrank_is_named() {
         let d = data(2048);

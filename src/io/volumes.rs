@@ -674,6 +674,9 @@ struct Checks {
     parity: Vec<Check>,
     /// Every volume a rebuild uses was checked once.
     all_checked: bool,
+    /// Where a range in an erased volume was said to be read again although
+    /// nothing changed (see [`Repair::damaged`]): once each.
+    reread: std::collections::BTreeSet<u64>,
 }
 
 impl Repair {
@@ -910,11 +913,15 @@ impl Repair {
             .filter(|&i| parts[i].start < end && start < parts[i].start + parts[i].len)
             .collect();
         if holding.iter().any(|&i| self.is_erased(i)) {
-            // Rebuilt bytes were wrong: some volume the rebuild used is damaged.
-            // Every volume is checked, once; read again if that found something.
+            // Either rebuilt bytes were wrong (some volume the rebuild used is
+            // damaged: every volume is checked, once; read again if that found
+            // something), or the caller read the volume itself just before another
+            // thread, reading another range of it, found it damaged and erased it
+            // (the caller cannot tell): that range is read again once, rebuilt.
             let before = self.state(&checks);
             self.check_all(parts, &mut checks, notes)?;
-            return Ok(self.state(&checks) != before);
+            let first = checks.reread.insert(start);
+            return Ok(first || self.state(&checks) != before);
         }
         let mut again = false;
         for i in holding {
@@ -1152,6 +1159,7 @@ pub(crate) fn open_set(
             data: vec![Check::Unknown; count as usize],
             parity: vec![Check::Unknown; header.parity_volumes as usize],
             all_checked: false,
+            reread: Default::default(),
         }),
         layout,
         code,
