@@ -87,6 +87,31 @@ pub fn zstd_writer<W: Write>(w: W) -> io::Result<zstd::stream::write::Decoder<'s
     Ok(d)
 }
 
+/// A zstd decoding context with the same window limit, for [`zstd_writer_in`]: a
+/// caller that decodes thousands of small blobs one after the other (the small Nix
+/// paths of an import) makes one, where a new decoder per blob spent more time
+/// setting up its context than decoding.
+pub fn zstd_context() -> io::Result<zstd::zstd_safe::DCtx<'static>> {
+    let mut ctx = zstd::zstd_safe::DCtx::create();
+    ctx.set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(MAX_WINDOW_LOG))
+        .map_err(|code| {
+            io::Error::other(format!(
+                "cannot limit the zstd window: {}",
+                zstd::zstd_safe::get_error_name(code)
+            ))
+        })?;
+    Ok(ctx)
+}
+
+/// [`zstd_writer`], decoding in `ctx` (from [`zstd_context`]; what an earlier
+/// stream left in it is discarded first, the window limit is kept).
+pub fn zstd_writer_in<'a, W: Write>(
+    w: W,
+    ctx: &'a mut zstd::zstd_safe::DCtx<'static>,
+) -> zstd::stream::write::Decoder<'a, W> {
+    zstd::stream::write::Decoder::with_context(w, ctx)
+}
+
 /// Decodes the zstd stream `stored` into `out`, never handing `out` more than
 /// `content.size` bytes, and checks that what it decoded is exactly `content`.
 pub fn decode_checked<R: Read, W: Write + ?Sized>(

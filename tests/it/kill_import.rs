@@ -306,11 +306,10 @@ fn a_nix_store_import_killed_while_staging_or_copying_completes_on_rerun() {
     assert_nothing_left(&tmp, "$TMPDIR");
 }
 
-/// A Nix store: killed while one `nix-store --import` takes 600 small paths (the
-/// kind streamed from the bundle file, NAR at most 1 MiB), after Nix registered some
-/// of them and before `nix store copy-sigs` gave them the bundle's signatures; the
-/// rerun adds the rest, and Nix finds every path registered, sound and signed by
-/// the bundle's key.
+/// A Nix store: killed while one `nix-store --serve --write` takes 600 small paths
+/// (the kind streamed from the bundle file, NAR at most 1 MiB), after Nix
+/// registered some of them; the rerun adds the rest, and Nix finds every path
+/// registered, sound and signed by the bundle's key.
 #[test]
 fn a_nix_store_import_of_small_paths_killed_mid_stream_completes_signed_on_rerun() {
     let w = Work::new("kill-test");

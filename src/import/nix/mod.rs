@@ -26,7 +26,11 @@
 //!   blob again as Nix reads it and holds back its last bytes if the file changed
 //!   since it verified, and decompresses and parses each NAR as it serves it
 //!   (within its declared size): Nix restores a NAR before it compares its hash,
-//!   so it must never be handed a bomb or a NAR that is not one.
+//!   so it must never be handed a bomb or a NAR that is not one. Into a store this
+//!   process writes itself, the paths whose NAR is at most 1 MiB go in through one
+//!   `nix-store --serve --write` instead (`stream`: `nix copy` costs milliseconds
+//!   per path however small, and a NixOS closure is mostly small paths), each NAR
+//!   checked whole before Nix sees it and registered with its signatures.
 //! - a store, from stdin: a pipe can be read only once, so the cache is written to
 //!   a private staging folder (no fsync: it lives for one command), every NAR
 //!   checked there as for a `file://` cache, and `nix copy --from file://STAGE`
@@ -52,7 +56,8 @@
 //!
 //! The parts: `validate` (what section 14.5 asks before anything is written),
 //! `cache` (the `file://` cache: NARs as they stream, decode checks, narinfos),
-//! `store` (a store: validity, `nix copy`, serving in place, GC roots); this file
+//! `store` (a store: validity, `nix copy`, serving in place, GC roots), `stream`
+//! (small paths and the validity question, through `nix-store --serve`); this file
 //! is the target that ties them together.
 
 mod cache;
@@ -161,8 +166,8 @@ pub struct NixTarget {
     /// Paths to add, references first.
     new_paths: Vec<StorePath>,
     /// Paths valid on the target without any of the signatures the bundle carries
-    /// for them: a streamed import killed (or whose `nix store copy-sigs` failed)
-    /// after `nix-store --import` registered them; `finish` copies the signatures.
+    /// for them (added by hand, or by an older gapbundle that signed in a second
+    /// step: see [`NixTarget::unsigned`]); `finish` copies the signatures.
     unsigned_paths: Vec<StorePath>,
     stage: Option<TempFolder>,
     /// The bundle, when the import reads files (not a pipe): a store then takes

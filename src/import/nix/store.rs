@@ -457,7 +457,8 @@ impl NixTarget {
 
     /// Whether this process writes the store itself (a chroot store, or the local
     /// store as root), rather than asking a daemon that checks what it is given:
-    /// only then do small paths go in through `nix-store --import` (see `stream`).
+    /// only then do small paths go in through `nix-store --serve --write` (see
+    /// `stream`), which checks no signature.
     fn writes_store_itself(&self) -> bool {
         match &self.dest {
             Dest::Store { root: Some(_), .. } => true,
@@ -469,12 +470,11 @@ impl NixTarget {
         }
     }
 
-    /// `nix store copy-sigs` of `paths`: the path signatures `nix-store --import`
-    /// does not register. They come from a private `file://` folder holding only
-    /// the paths' narinfos (the ones the in-place server serves): from the server
-    /// itself it took 0.5 s for 2,101 paths, a request and a row in Nix's narinfo
-    /// cache each, from the folder 0.2 s. Best effort: the paths are valid and whole
-    /// already, and a rerun adds what is still missing (see [`NixTarget::unsigned`]).
+    /// `nix store copy-sigs` of `paths`: valid already, without the bundle's path
+    /// signatures (see [`NixTarget::unsigned`]). They come from a private `file://`
+    /// folder holding only the paths' narinfos (the ones the in-place server
+    /// serves). Best effort: the paths are valid and whole already, and a rerun
+    /// adds what is still missing.
     pub(super) fn copy_sigs(
         &self,
         paths: &[StorePath],

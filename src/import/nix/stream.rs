@@ -29,7 +29,7 @@
 
 use std::io::{self, BufReader, BufWriter, Write};
 
-use crate::bundle::decode::zstd_writer;
+use crate::bundle::decode::{zstd_context, zstd_writer_in};
 use crate::bundle::digest::Hasher;
 use crate::bundle::manifest::BlobEntry;
 use crate::bundle::reader::ReadAt;
@@ -132,6 +132,14 @@ pub(super) fn import(
     items: &[Item<'_>],
     on_bytes: &dyn Fn(u64),
 ) -> Result<(), StreamError> {
+    // One decoding context for every blob (see `zstd_context`); it can only fail
+    // to be made for want of memory.
+    let mut ctx = zstd_context().map_err(|e| {
+        StreamError::Nix(ProcessError::Io {
+            command: "a zstd decoder for the NARs".into(),
+            source: e,
+        })
+    })?;
     let mut nix = serve(uri, true).map_err(StreamError::Nix)?;
     let command = nix.command().to_string();
     let mut buf = vec![0u8; 256 << 10];
@@ -150,28 +158,29 @@ pub(super) fn import(
             if talked.is_err() {
                 break;
             }
-            talked = check_one(source, item, &mut buf, &mut nar, on_bytes).and_then(|size| {
-                let o = item.object;
-                let reg = Registration {
-                    path: &o.path,
-                    deriver: o.deriver.as_ref(),
-                    nar_hash: &o.nar_hash,
-                    references: &o.references,
-                    nar_size: size,
-                    sigs: &o.sigs,
-                    ca: o.ca.as_deref(),
-                };
-                write_add_to_store_nar(&mut out, &reg)
-                    .and_then(|()| out.write_all(&nar))
-                    .map_err(|e| Talk::Pipe(e.into()))?;
-                unanswered += 1;
-                if unanswered >= UNANSWERED_MAX {
-                    out.flush().map_err(|e| Talk::Pipe(e.into()))?;
-                    read_ack(&mut answers).map_err(Talk::Pipe)?;
-                    unanswered -= 1;
-                }
-                Ok(())
-            });
+            talked =
+                check_one(source, item, &mut buf, &mut nar, &mut ctx, on_bytes).and_then(|size| {
+                    let o = item.object;
+                    let reg = Registration {
+                        path: &o.path,
+                        deriver: o.deriver.as_ref(),
+                        nar_hash: &o.nar_hash,
+                        references: &o.references,
+                        nar_size: size,
+                        sigs: &o.sigs,
+                        ca: o.ca.as_deref(),
+                    };
+                    write_add_to_store_nar(&mut out, &reg)
+                        .and_then(|()| out.write_all(&nar))
+                        .map_err(|e| Talk::Pipe(e.into()))?;
+                    unanswered += 1;
+                    if unanswered >= UNANSWERED_MAX {
+                        out.flush().map_err(|e| Talk::Pipe(e.into()))?;
+                        read_ack(&mut answers).map_err(Talk::Pipe)?;
+                        unanswered -= 1;
+                    }
+                    Ok(())
+                });
         }
         // The paths handed over before a fault are whole: let Nix finish them.
         let flushed = out
@@ -215,6 +224,7 @@ fn check_one(
     item: &Item<'_>,
     buf: &mut [u8],
     nar: &mut Vec<u8>,
+    ctx: &mut zstd::zstd_safe::DCtx<'static>,
     on_bytes: &dyn Fn(u64),
 ) -> Result<u64, Talk> {
     let blob = item.blob;
@@ -234,8 +244,7 @@ fn check_one(
         out: nar,
         refused: None,
     };
-    let mut dec = zstd_writer(tee)
-        .map_err(|e| fault(Fault::Content(format!("cannot start a zstd decoder: {e}"))))?;
+    let mut dec = zstd_writer_in(tee, ctx);
     let mut hasher = Hasher::new();
     let mut pos = 0u64;
     while pos < blob.size {
