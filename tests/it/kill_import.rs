@@ -582,3 +582,54 @@ fn files_killed_while_one_streams_are_whole_with_their_modes_after_a_rerun() {
     );
     assert_eq!(again["targets"][0]["result"]["bytesWritten"], 0);
 }
+
+/// A path larger than what is checked whole in memory goes to Nix as it checks
+/// out, its last byte held back until the blob hashed to its verified digest. No
+/// real service changes a file on cue between the import's verification and that
+/// read, so a `nix-store` in front of the real one flips a byte in the middle of
+/// the blob just before `nix-store --serve --write` starts: Nix gets all of the
+/// NAR but its last byte, registers nothing, and what it restored is removed.
+#[test]
+fn a_large_nar_that_changes_after_it_verified_is_never_registered() {
+    let w = Work::new("kill-test");
+    let (bundle, path) = big_nix_bundle(&w, 8 << 20);
+    let tmp = private_tmp(w.root());
+    let head = head_of(&bundle);
+    let blob = head.manifest.blobs.iter().max_by_key(|b| b.size).unwrap();
+    let at = head.blob_position(blob).unwrap() + blob.size / 2;
+    let bin = w.path("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let real = run_stdout(Command::new("sh").args(["-c", "command -v nix-store"]));
+    let wrapper = bin.join("nix-store");
+    fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ncase \" $* \" in *\" --write \"*) python3 -c 'import sys; f = open(sys.argv[1], \"r+b\"); f.seek(int(sys.argv[2])); b = f.read(1); f.seek(int(sys.argv[2])); f.write(bytes([b[0] ^ 1]))' {} {at} || exit 99;; esac\nexec {} \"$@\"\n",
+            bundle.display(),
+            real.trim()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let root = w.path("store");
+    let o = nix_import(&w, &bundle, &root.display().to_string(), &tmp)
+        .env(
+            "PATH",
+            format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+        )
+        .output()
+        .unwrap();
+    let err = fails(&o, 3);
+    assert!(
+        err.contains("changed after it verified") && err.contains(&path),
+        "{err}"
+    );
+    assert!(valid_in(&root, std::slice::from_ref(&path)).is_empty());
+    assert_eq!(store_entries(&root), Vec::<String>::new());
+    assert_store_sound(&root);
+    assert_nothing_left(&tmp, "$TMPDIR");
+}

@@ -773,7 +773,7 @@ fn a_nix_daemon_takes_the_paths_from_an_untrusted_user_only_with_the_key() {
 /// as Nix reads them. No real service can make a file change on cue between the
 /// import's verification and Nix's read, so a `nix` and a `nix-store` in front of
 /// the real ones flip one byte of lib's NAR in the bundle file just before `nix
-/// copy` or `nix-store --serve` (which small paths go through) runs; the real Nix
+/// copy` or `nix-store --serve --write` (which a chroot store gets) runs; the real Nix
 /// does the rest.
 #[test]
 fn a_bundle_file_that_changes_after_it_verified_gets_no_nar_into_the_store() {
@@ -800,7 +800,7 @@ fn a_bundle_file_that_changes_after_it_verified_gets_no_nar_into_the_store() {
         ("nix", "[ \"$1\" = copy ]"),
         (
             "nix-store",
-            "case \" $* \" in *\" --import \"*) true;; *) false;; esac",
+            "case \" $* \" in *\" --write \"*) true;; *) false;; esac",
         ),
     ] {
         let real = run_stdout(Command::new("sh").args(["-c", &format!("command -v {tool}")]));

@@ -122,7 +122,7 @@ impl NixTarget {
         }
     }
 
-    /// The bundle's small paths (see [`stream::streamable`]) that are valid on the
+    /// The bundle's paths that are valid on the
     /// target but carry none of the signatures the bundle has for them: a path
     /// added by an older gapbundle (which registered signatures in a second step,
     /// and could be killed between the two) or by hand with `nix-store --import`.
@@ -134,7 +134,7 @@ impl NixTarget {
         }
         self.objects
             .iter()
-            .filter(|o| !o.sigs.is_empty() && stream::streamable(o))
+            .filter(|o| !o.sigs.is_empty())
             .filter(|o| {
                 held.get(&o.path)
                     .is_some_and(|h| !o.sigs.iter().any(|s| h.sigs.contains(s)))
@@ -159,12 +159,65 @@ impl NixTarget {
             .collect()
     }
 
+    /// Adds the new paths from the bundle file in place: through one `nix-store
+    /// --serve --write` into a store this process writes itself ([`stream`]),
+    /// otherwise with `nix copy` from the bundle served on a loopback port
+    /// ([`NixTarget::copy_in_place`]).
+    pub(super) fn serve_in_place(&mut self, head: &Head, progress: &Progress) -> Result<()> {
+        if !self.writes_store_itself() {
+            return self.copy_in_place(head, progress);
+        }
+        // This way makes no temporary folder, whose making would sweep what a
+        // killed import left in $TMPDIR (a staged cache of a piped bundle): swept
+        // here instead.
+        crate::io::temp::sweep(&std::env::temp_dir());
+        let src = self.bundle.clone().expect("in_place checked");
+        let by_path: BTreeMap<&StorePath, &NixObject> =
+            self.objects.iter().map(|o| (&o.path, o)).collect();
+        let items: Vec<stream::Item<'_>> = self
+            .new_paths
+            .iter()
+            .map(|p| {
+                let object = by_path[p];
+                let blob = &object.entry;
+                let offset = head.blob_position(blob).expect("checked in plan");
+                stream::Item {
+                    object,
+                    blob,
+                    offset,
+                }
+            })
+            .collect();
+        let total: u64 = items.iter().map(|i| i.blob.size).sum();
+        let bar = progress.bar(format!("Nix paths into {}", self.describe()), total);
+        let uri = match &self.dest {
+            Dest::Store { uri, .. } => uri.as_deref(),
+            Dest::Cache(_) => None,
+        };
+        let added = stream::import(uri, &*src, &items, &|n| bar.inc(n)).map_err(|e| match e {
+            stream::StreamError::Fault(d, f) => self.cut_short(head, &src.describe(), &d, &f),
+            stream::StreamError::Nix(e) => anyhow::Error::new(e).context(format!(
+                "adding {} paths to {} (nix-store --serve --write)",
+                items.len(),
+                self.describe()
+            )),
+        });
+        match &added {
+            Ok(()) => {
+                bar.set_position(total);
+                bar.finish("added");
+            }
+            Err(_) => bar.clear(),
+        }
+        added
+    }
+
     /// Serves the new paths' narinfos and the bundle file's NAR blobs on a loopback
     /// port ([`crate::io::serve`]) for one `nix copy`: the documents `gapbundle serve`
     /// serves for them too ([`super::cached_path`]). The server hashes each blob
     /// again as Nix reads it and holds back its last bytes if the file changed since
     /// it verified, so Nix never completes a NAR we did not check.
-    pub(super) fn serve_in_place(&mut self, head: &Head, progress: &Progress) -> Result<()> {
+    fn copy_in_place(&mut self, head: &Head, progress: &Progress) -> Result<()> {
         let src = self.bundle.clone().expect("in_place checked");
         let source: Served = src.clone();
         let by_path: BTreeMap<&StorePath, &NixObject> =
@@ -221,61 +274,15 @@ impl NixTarget {
             .sum();
         let bar = progress.bar(format!("Nix paths into {}", self.describe()), total);
         let from = format!("{}{prefix}", server.url());
-        let streamed_bytes = std::sync::atomic::AtomicU64::new(0);
-        let direct = self.writes_store_itself();
-        let phases = phases(&self.new_paths, &by_path, |o| {
-            direct && stream::streamable(o)
-        });
         let done = std::sync::atomic::AtomicBool::new(false);
         let copied = std::thread::scope(|scope| {
             scope.spawn(|| {
                 while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                    let n =
-                        server.served() + streamed_bytes.load(std::sync::atomic::Ordering::Relaxed);
-                    bar.set_position(n.min(total));
+                    bar.set_position(server.served().min(total));
                     std::thread::sleep(std::time::Duration::from_millis(100));
                 }
             });
-            let mut r = Ok(());
-            for (stream, paths) in &phases {
-                r = if *stream {
-                    let items: Vec<stream::Item<'_>> = paths
-                        .iter()
-                        .map(|p| {
-                            let object = by_path[p];
-                            let blob = &object.entry;
-                            let offset = head.blob_position(blob).expect("checked in plan");
-                            stream::Item {
-                                object,
-                                blob,
-                                offset,
-                            }
-                        })
-                        .collect();
-                    let on_bytes = |n| {
-                        streamed_bytes.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                    };
-                    let uri = match &self.dest {
-                        Dest::Store { uri, .. } => uri.as_deref(),
-                        Dest::Cache(_) => None,
-                    };
-                    stream::import(uri, &*src, &items, &on_bytes).map_err(|e| match e {
-                        stream::StreamError::Fault(d, f) => {
-                            self.cut_short(head, &src.describe(), &d, &f)
-                        }
-                        stream::StreamError::Nix(e) => anyhow::Error::new(e).context(format!(
-                            "adding {} paths to {} (nix-store --serve --write)",
-                            paths.len(),
-                            self.describe()
-                        )),
-                    })
-                } else {
-                    self.copy_into_store(paths, &from, &env, progress, Some(&bar))
-                };
-                if r.is_err() {
-                    break;
-                }
-            }
+            let r = self.copy_into_store(&self.new_paths, &from, &env, progress, Some(&bar));
             done.store(true, std::sync::atomic::Ordering::Relaxed);
             r
         });
@@ -593,44 +600,6 @@ impl NixTarget {
     }
 }
 
-/// `paths` (references first) cut into phases that run one after the other, each
-/// all streamed (`stream` says which paths may be) or all copied: a phase takes every
-/// remaining path of its kind whose new references are all in it or in an earlier
-/// phase, so each phase's paths find their references valid. Kinds alternate;
-/// there are as many phases as the closure alternates between kinds along its
-/// reference chains (one or two for most closures).
-fn phases(
-    paths: &[StorePath],
-    by_path: &BTreeMap<&StorePath, &NixObject>,
-    stream: impl Fn(&NixObject) -> bool,
-) -> Vec<(bool, Vec<StorePath>)> {
-    let mut left: Vec<&StorePath> = paths.iter().collect();
-    let mut pending: BTreeSet<&StorePath> = left.iter().copied().collect();
-    let mut out: Vec<(bool, Vec<StorePath>)> = Vec::new();
-    let mut kind = left.first().is_some_and(|p| stream(by_path[*p]));
-    while !left.is_empty() {
-        let mut taken = Vec::new();
-        let mut rest = Vec::new();
-        for p in left {
-            let o = by_path[p];
-            // `pending` holds the paths of later phases: those not taken so far.
-            let ready = o.references.iter().all(|r| r == p || !pending.contains(r));
-            if stream(o) == kind && ready {
-                taken.push(p);
-                pending.remove(p);
-            } else {
-                rest.push(p);
-            }
-        }
-        if !taken.is_empty() {
-            out.push((kind, taken.into_iter().cloned().collect()));
-        }
-        left = rest;
-        kind = !kind;
-    }
-    out
-}
-
 /// The path and NAR hash a cache's narinfo `file` gives, when its NAR file is in
 /// the cache `dir` too.
 pub(super) fn cached_nar_hash(dir: &Path, file: &Path) -> Option<(StorePath, NarHash)> {
@@ -671,59 +640,6 @@ pub(super) fn store_nar_hashes(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Phases keep references first: a path goes in a phase only once every new
-    /// path it references is in that phase or an earlier one, and kinds alternate.
-    #[test]
-    fn phases_put_references_first() {
-        let p = |c: char, name: &str| {
-            StorePath::parse(&format!("/nix/store/{}-{name}", c.to_string().repeat(32))).unwrap()
-        };
-        let obj = |path: &StorePath, refs: &[&StorePath], big: bool| NixObject {
-            path: path.clone(),
-            blob: crate::bundle::Digest::of(path.as_str().as_bytes()),
-            blob_size: 1,
-            entry: crate::bundle::manifest::BlobEntry {
-                digest: crate::bundle::Digest::of(path.as_str().as_bytes()),
-                size: 1,
-                media_type: crate::nixfmt::NAR_ZSTD_MEDIA_TYPE.into(),
-                offset: Some(0),
-                encoding: None,
-                content: None,
-            },
-            nar_hash: NarHash([0; 32]),
-            nar_size: if big { 2 << 20 } else { 100 },
-            references: refs.iter().map(|r| (*r).clone()).collect(),
-            deriver: None,
-            ca: None,
-            sigs: Vec::new(),
-            gc_roots: Vec::new(),
-        };
-        // small leaf a, big b -> a, small c -> b (and itself), small d -> a.
-        let (a, b, c, d) = (p('a', "a"), p('b', "b"), p('c', "c"), p('d', "d"));
-        let objects = [
-            obj(&a, &[], false),
-            obj(&b, &[&a], true),
-            obj(&c, &[&b, &c], false),
-            obj(&d, &[&a], false),
-        ];
-        let by_path: BTreeMap<&StorePath, &NixObject> =
-            objects.iter().map(|o| (&o.path, o)).collect();
-        let order = [a.clone(), b.clone(), c.clone(), d.clone()];
-        let got = phases(&order, &by_path, stream::streamable);
-        assert_eq!(
-            got,
-            vec![
-                (true, vec![a.clone(), d.clone()]),
-                (false, vec![b.clone()]),
-                (true, vec![c.clone()]),
-            ]
-        );
-        // Nothing streamable: one phase of nix copy, in order.
-        let got = phases(&order, &by_path, |_| false);
-        assert_eq!(got, vec![(false, order.to_vec())]);
-        assert!(phases(&[], &by_path, stream::streamable).is_empty());
-    }
 
     #[test]
     fn nix_copy_progress_lines() {

@@ -1,5 +1,6 @@
-//! Small Nix paths into a local store through one `nix-store --serve --write`,
-//! fed from the bundle file in place.
+//! Nix paths into a store this process writes itself, through one `nix-store
+//! --serve --write`, fed from the bundle file in place; and the question which
+//! paths a store holds.
 //!
 //! `nix copy` from the in-place server (see `super::store`) costs some milliseconds
 //! per path however small it is: a narinfo request, a NAR request, a row in Nix's
@@ -9,23 +10,26 @@
 //! a path for what `nix-store --import` costs, and with its whole registration:
 //! signatures and content address included, so the store ends up holding what
 //! `nix copy` would have registered, in one step per path (an import killed at any
-//! point leaves each path either registered and signed or not at all). Only paths
-//! whose NAR is at most [`STREAM_MAX_NAR`] go this way (see [`streamable`]): each is
-//! checked whole before Nix sees a byte of it, and above that size the per-path
-//! cost of `nix copy` is small next to the bytes. Nix is told not to check the
-//! signatures (the serve protocol's `AddToStoreNar` never does), so it is used only
-//! where this process writes the store itself (a chroot store, or the local store
-//! as root), after the signatures were checked here; a daemon checks the
-//! signatures of what an untrusted user imports, and `nix copy` goes there.
+//! point leaves each path either registered and signed or not at all). Unlike
+//! `nix-store --import` (Nix issue 9610), Nix streams each NAR into the store as it
+//! reads it, so paths of any size go this way, with no HTTP between the bundle and
+//! Nix. Nix is told not to check the signatures (the serve protocol's
+//! `AddToStoreNar` never does), so it is used only where this process writes the
+//! store itself (a chroot store, or the local store as root), after the signatures
+//! were checked here; a daemon checks the signatures of what an untrusted user
+//! imports, and `nix copy` goes there.
 //!
 //! Nothing unchecked reaches Nix: each blob is read from the file again, hashed,
 //! decompressed (the bounded decoder) and parsed ([`NarChecker`], limited to the
-//! declared NAR size) into a buffer of at most [`STREAM_MAX_NAR`] bytes, and only
-//! once the blob hashed to its verified digest and the NAR is exactly the declared
-//! one is the path handed to Nix (which checks the NAR against its signed hash
-//! again before it registers it). Otherwise the conversation ends there: the paths
-//! before it are whole, valid and signed (a rerun skips them), and neither that
-//! path nor any later one was started.
+//! declared NAR size). A NAR of at most [`STREAM_WHOLE_MAX`] is checked whole in
+//! memory before Nix gets a byte of it; a larger one is handed over as it checks
+//! out, but its last byte only once the blob hashed to its verified digest and the
+//! NAR is exactly the declared one. Nix restores and registers a path only once it
+//! has every byte of its NAR (and checks the NAR against its signed hash again).
+//! On a fault the conversation ends there: the paths before it are whole, valid
+//! and signed (a rerun skips them); the one at fault was never registered (what Nix
+//! restored of it is removed, see `NixTarget::remove_unregistered`), and no later
+//! one was started.
 
 use std::io::{self, BufReader, BufWriter, Write};
 
@@ -44,21 +48,14 @@ use crate::nixfmt::{NarChecker, StorePath};
 
 use super::validate::NixObject;
 
-/// The largest NAR handed to Nix this way: each is checked whole in memory first.
-/// Above this size the per-path cost of `nix copy` is small next to the bytes, and
-/// `nix copy` streams.
-pub(super) const STREAM_MAX_NAR: u64 = 1 << 20;
+/// The largest NAR checked whole in memory before Nix gets any of it; a larger one
+/// is sent as it checks out, its last byte held back (see [`send_one`]).
+pub(super) const STREAM_WHOLE_MAX: u64 = 1 << 20;
 
 /// Paths handed to Nix before the importer reads its answers: Nix writes 8 bytes
 /// per path, so this keeps its answers (8 KiB) far below a pipe's 64 KiB, and it
 /// never blocks writing one while the importer blocks writing the next path.
 const UNANSWERED_MAX: usize = 1024;
-
-/// Whether `o` goes into a store through the stream: small enough to be checked
-/// whole before Nix sees it.
-pub(super) fn streamable(o: &NixObject) -> bool {
-    o.nar_size <= STREAM_MAX_NAR
-}
 
 /// Why the stream stopped.
 #[derive(Debug)]
@@ -158,29 +155,18 @@ pub(super) fn import(
             if talked.is_err() {
                 break;
             }
-            talked =
-                check_one(source, item, &mut buf, &mut nar, &mut ctx, on_bytes).and_then(|size| {
-                    let o = item.object;
-                    let reg = Registration {
-                        path: &o.path,
-                        deriver: o.deriver.as_ref(),
-                        nar_hash: &o.nar_hash,
-                        references: &o.references,
-                        nar_size: size,
-                        sigs: &o.sigs,
-                        ca: o.ca.as_deref(),
-                    };
-                    write_add_to_store_nar(&mut out, &reg)
-                        .and_then(|()| out.write_all(&nar))
-                        .map_err(|e| Talk::Pipe(e.into()))?;
-                    unanswered += 1;
-                    if unanswered >= UNANSWERED_MAX {
-                        out.flush().map_err(|e| Talk::Pipe(e.into()))?;
-                        read_ack(&mut answers).map_err(Talk::Pipe)?;
-                        unanswered -= 1;
-                    }
-                    Ok(())
-                });
+            talked = send_one(
+                &mut out, source, item, &mut buf, &mut nar, &mut ctx, on_bytes,
+            )
+            .and_then(|()| {
+                unanswered += 1;
+                if unanswered >= UNANSWERED_MAX {
+                    out.flush().map_err(|e| Talk::Pipe(e.into()))?;
+                    read_ack(&mut answers).map_err(Talk::Pipe)?;
+                    unanswered -= 1;
+                }
+                Ok(())
+            });
         }
         // The paths handed over before a fault are whole: let Nix finish them.
         let flushed = out
@@ -217,32 +203,63 @@ enum Talk {
     Pipe(ServeProtoError),
 }
 
-/// Reads, hashes, decompresses and parses one path's blob into `nar`, and returns
-/// the NAR's size once it checked out.
-fn check_one(
+/// Hands one path to Nix: its registration, then its NAR, read from the blob,
+/// hashed, decompressed and parsed as it goes. A NAR of at most
+/// [`STREAM_WHOLE_MAX`] is checked whole in `nar` before Nix sees any of it; a
+/// larger one goes to Nix as it checks out, all but its last byte, which is sent
+/// only once the blob hashed to its digest and the NAR is exactly the declared one.
+/// Nix registers a path only once it has all of its NAR (and checked its hash), so
+/// a fault leaves Nix waiting for that byte; the caller then ends the conversation
+/// and Nix registers nothing of that path.
+fn send_one(
+    out: &mut dyn Write,
     source: &dyn ReadAt,
     item: &Item<'_>,
     buf: &mut [u8],
     nar: &mut Vec<u8>,
     ctx: &mut zstd::zstd_safe::DCtx<'static>,
     on_bytes: &dyn Fn(u64),
-) -> Result<u64, Talk> {
+) -> Result<(), Talk> {
     let blob = item.blob;
     let fault = |f| Talk::Fault(blob.digest, f);
     let Some(content) = &blob.content else {
         return Err(fault(Fault::Content("it has no content digest".into())));
     };
-    if content.size != item.object.nar_size || content.size > STREAM_MAX_NAR {
+    if content.size != item.object.nar_size || content.size == 0 {
         return Err(fault(Fault::Content(format!(
             "its NAR is declared as {} bytes, and its path's NAR size is {}",
             content.size, item.object.nar_size
         ))));
     }
+    let o = item.object;
+    let reg = Registration {
+        path: &o.path,
+        deriver: o.deriver.as_ref(),
+        nar_hash: &o.nar_hash,
+        references: &o.references,
+        nar_size: content.size,
+        sigs: &o.sigs,
+        ca: o.ca.as_deref(),
+    };
+    let pipe = |e: io::Error| Talk::Pipe(e.into());
+    let whole = content.size <= STREAM_WHOLE_MAX;
     nar.clear();
+    let sink = if whole {
+        Sink::Whole(nar)
+    } else {
+        write_add_to_store_nar(out, &reg).map_err(pipe)?;
+        Sink::Forward {
+            out: &mut *out,
+            // Everything but the last byte.
+            left: content.size - 1,
+            last: None,
+        }
+    };
     let tee = Tee {
         check: NarChecker::with_limit(content.size),
-        out: nar,
+        sink,
         refused: None,
+        pipe: None,
     };
     let mut dec = zstd_writer_in(tee, ctx);
     let mut hasher = Hasher::new();
@@ -259,12 +276,14 @@ fn check_one(
         pos += n as u64;
         on_bytes(n as u64);
         if let Err(e) = dec.write_all(&buf[..n]).and_then(|()| dec.flush()) {
-            let why = dec
-                .get_mut()
-                .refused
-                .take()
-                .unwrap_or_else(|| format!("it is not valid zstd: {e}"));
-            return Err(fault(Fault::Content(why)));
+            let tee = dec.get_mut();
+            if let Some(why) = tee.refused.take() {
+                return Err(fault(Fault::Content(why)));
+            }
+            if let Some(p) = tee.pipe.take() {
+                return Err(pipe(p));
+            }
+            return Err(fault(Fault::Content(format!("it is not valid zstd: {e}"))));
         }
     }
     let (found, _) = hasher.finish();
@@ -282,15 +301,45 @@ fn check_one(
             summary.size, summary.digest, content.size, content.digest
         ))));
     }
-    Ok(summary.size)
+    let forwarded = match tee.sink {
+        Sink::Whole(_) => None,
+        // The parser saw exactly `content.size` bytes, so the last one is held.
+        Sink::Forward { out, last, .. } => Some(match last {
+            Some(b) => out.write_all(&[b]).map_err(pipe),
+            None => Err(fault(Fault::Content(
+                "its NAR ended before its last byte was held back".into(),
+            ))),
+        }),
+    };
+    match forwarded {
+        Some(sent) => sent,
+        None => write_add_to_store_nar(out, &reg)
+            .and_then(|()| out.write_all(nar))
+            .map_err(pipe),
+    }
 }
 
-/// Keeps only the decoded bytes the NAR parser accepted (at most the declared size,
-/// which the parser enforces).
+/// Where the checked bytes of a NAR go.
+enum Sink<'a> {
+    /// Kept, to be sent whole once checked.
+    Whole(&'a mut Vec<u8>),
+    /// Sent to Nix as they come, the last byte held back.
+    Forward {
+        out: &'a mut dyn Write,
+        /// Bytes still to send before the last.
+        left: u64,
+        last: Option<u8>,
+    },
+}
+
+/// Passes on only the decoded bytes the NAR parser accepted (at most the declared
+/// size, which the parser enforces).
 struct Tee<'a> {
     check: NarChecker,
-    out: &'a mut Vec<u8>,
+    sink: Sink<'a>,
     refused: Option<String>,
+    /// A write to Nix that failed.
+    pipe: Option<io::Error>,
 }
 
 impl Write for Tee<'_> {
@@ -299,7 +348,23 @@ impl Write for Tee<'_> {
             self.refused = Some(e.to_string());
             return Err(io::Error::new(io::ErrorKind::InvalidData, e));
         }
-        self.out.extend_from_slice(data);
+        match &mut self.sink {
+            Sink::Whole(nar) => nar.extend_from_slice(data),
+            Sink::Forward { out, left, last } => {
+                let now = (*left).min(data.len() as u64) as usize;
+                if let Err(e) = out.write_all(&data[..now]) {
+                    let kind = e.kind();
+                    self.pipe = Some(e);
+                    return Err(io::Error::new(kind, "the pipe to nix-store --serve"));
+                }
+                *left -= now as u64;
+                // The parser allows no more than the declared size: at most one
+                // byte is left over, the last.
+                if let Some(&b) = data[now..].last() {
+                    *last = Some(b);
+                }
+            }
+        }
         Ok(data.len())
     }
     fn flush(&mut self) -> io::Result<()> {
