@@ -9,6 +9,7 @@
 
 use std::io::Write;
 
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -101,19 +102,159 @@ fn write_pretty(out: &mut Vec<u8>, v: &Value, depth: usize) -> Result<(), Canoni
 /// reader that requires this sees the same value as every other reader: no
 /// duplicate keys (parsers disagree on which one wins), no second spelling of a
 /// string or a number, nothing outside the value.
+///
+/// Canonical bytes pass in one streaming pass ([`streams_canonically`]) that keeps
+/// no tree of the value: a 20,000-object manifest (9 MiB) made a 47 MiB
+/// `serde_json::Value` here, the peak of every command that reads a head. Bytes that
+/// fail it are checked again the long way, which finds the first byte that differs
+/// from the canonical form of their value (the error's offset) and is the rule
+/// itself: the streaming pass only accepts bytes it would accept.
 pub fn check(bytes: &[u8]) -> Result<(), CanonicalError> {
+    if streams_canonically(bytes) {
+        return Ok(());
+    }
+    the_long_way(bytes)
+}
+
+/// [`check`] with the value parsed whole, then written canonically and compared.
+fn the_long_way(bytes: &[u8]) -> Result<(), CanonicalError> {
     let value: Value = serde_json::from_slice(bytes)?;
-    let mut canonical = Compare {
-        expect: bytes,
-        at: 0,
-        differs: None,
-    };
+    let mut canonical = Compare::new(bytes);
     write_value(&mut canonical, &value)?;
     drop(value);
     let shorter = (canonical.at < bytes.len()).then_some(canonical.at);
     match canonical.differs.or(shorter) {
         Some(at) => Err(CanonicalError::NotCanonical { at }),
         None => Ok(()),
+    }
+}
+
+/// Whether `bytes` are canonical, found by writing each value's canonical form as
+/// serde_json parses it and comparing as it goes ([`Compare`]), so nothing is kept
+/// but the key before the current one at each level. Where [`write_value`] would
+/// sort an object's keys, this requires them already in order, strictly (a
+/// duplicate is not in order): then the two write the same bytes, and this is true
+/// exactly when [`check`]'s long way finds no difference. It stops at the first
+/// byte that differs.
+fn streams_canonically(bytes: &[u8]) -> bool {
+    let mut out = Compare::new(bytes);
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let parsed = Canon {
+        out: &mut out,
+        before: b"",
+    }
+    .deserialize(&mut de)
+    .and_then(|()| de.end());
+    parsed.is_ok() && out.differs.is_none() && out.at == bytes.len()
+}
+
+/// One value being checked by [`streams_canonically`]: `before` is what the
+/// canonical form has just before it (the `,` between array items), written only
+/// once the parser has found that the item is there.
+struct Canon<'o, 'e> {
+    out: &'o mut Compare<'e>,
+    before: &'static [u8],
+}
+
+impl Canon<'_, '_> {
+    /// Writes `bytes` (after `before`) and stops the parse once they differ.
+    fn put<E: serde::de::Error>(&mut self, bytes: &[u8]) -> Result<(), E> {
+        let _ = self.out.write_all(std::mem::take(&mut self.before));
+        let _ = self.out.write_all(bytes);
+        self.stop_if_differs()
+    }
+
+    fn stop_if_differs<E: serde::de::Error>(&self) -> Result<(), E> {
+        match self.out.differs {
+            Some(_) => Err(E::custom("not the canonical form")),
+            None => Ok(()),
+        }
+    }
+
+    /// An integer as [`write_value`] writes a `serde_json::Number` holding it.
+    fn number<E: serde::de::Error>(&mut self, n: impl std::fmt::Display) -> Result<(), E> {
+        self.put(b"")?;
+        let _ = write!(self.out, "{n}");
+        self.stop_if_differs()
+    }
+
+    fn string<E: serde::de::Error>(&mut self, s: &str) -> Result<(), E> {
+        self.put(b"")?;
+        serde_json::to_writer(&mut *self.out, s).map_err(E::custom)?;
+        self.stop_if_differs()
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Canon<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Canon<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E: serde::de::Error>(mut self) -> Result<(), E> {
+        self.put(b"null")
+    }
+
+    fn visit_bool<E: serde::de::Error>(mut self, b: bool) -> Result<(), E> {
+        self.put(if b { b"true" } else { b"false" })
+    }
+
+    fn visit_u64<E: serde::de::Error>(mut self, n: u64) -> Result<(), E> {
+        self.number(n)
+    }
+
+    fn visit_i64<E: serde::de::Error>(mut self, n: i64) -> Result<(), E> {
+        self.number(n)
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+        Err(E::custom("a float"))
+    }
+
+    fn visit_str<E: serde::de::Error>(mut self, s: &str) -> Result<(), E> {
+        self.string(s)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut items: A) -> Result<(), A::Error> {
+        self.put(b"[")?;
+        let mut before: &'static [u8] = b"";
+        while let Some(()) = items.next_element_seed(Canon {
+            out: &mut *self.out,
+            before,
+        })? {
+            before = b",";
+        }
+        self.put(b"]")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        self.put(b"{")?;
+        let mut last: Option<String> = None;
+        while let Some(key) = map.next_key::<String>()? {
+            if let Some(last) = &last {
+                if last.encode_utf16().cmp(key.encode_utf16()).is_ge() {
+                    return Err(serde::de::Error::custom("keys out of order"));
+                }
+                self.put(b",")?;
+            }
+            self.string(&key)?;
+            self.put(b":")?;
+            map.next_value_seed(Canon {
+                out: &mut *self.out,
+                before: b"",
+            })?;
+            last = Some(key);
+        }
+        self.put(b"}")
     }
 }
 
@@ -167,6 +308,16 @@ struct Compare<'a> {
     differs: Option<usize>,
 }
 
+impl<'a> Compare<'a> {
+    fn new(expect: &'a [u8]) -> Self {
+        Compare {
+            expect,
+            at: 0,
+            differs: None,
+        }
+    }
+}
+
 impl Write for Compare<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let end = self.at + buf.len();
@@ -186,6 +337,7 @@ impl Write for Compare<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
 
     #[test]
@@ -253,6 +405,116 @@ mod tests {
         assert!(matches!(
             check(br#"{"a":1,"a":2}"#),
             Err(CanonicalError::NotCanonical { at: 5 })
+        ));
+    }
+
+    fn json() -> impl Strategy<Value = Value> {
+        let text = proptest::collection::vec(
+            prop_oneof![
+                any::<char>(),
+                proptest::char::range('\0', '\u{7f}'),
+                Just('\u{2028}'),
+                Just('\u{ffff}'),
+                Just('\u{10000}'),
+            ],
+            0..8,
+        )
+        .prop_map(|v| v.into_iter().collect::<String>());
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            prop_oneof![Just(0u64), Just(9), Just(10)].prop_map(Value::from),
+            text.clone().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 40, 5, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                proptest::collection::btree_map(text.clone(), inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A byte that makes a near miss of canonical JSON where it lands.
+    fn near_miss() -> impl Strategy<Value = u8> {
+        prop_oneof![
+            proptest::sample::select(&b" \t\n\r{}[],:\"\\/0123456789-+.eEabfnrtu"[..]),
+            any::<u8>(),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// The streaming pass accepts exactly what the long way accepts: every
+        /// canonical form, and none of the bytes one edit away from one unless the
+        /// long way accepts them too (an edit that makes another canonical value).
+        #[test]
+        fn the_streaming_pass_accepts_what_the_long_way_accepts(
+            v in json(),
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), 0u8..4, near_miss()), 0..3),
+        ) {
+            let mut bytes = to_vec(&v).unwrap();
+            prop_assert!(streams_canonically(&bytes));
+            for (at, how, byte) in edits {
+                let i = at.index(bytes.len() + 1);
+                match how {
+                    0 if i < bytes.len() => { bytes.remove(i); }
+                    1 if i < bytes.len() => bytes[i] = byte,
+                    2 if i + 1 < bytes.len() => bytes.swap(i, i + 1),
+                    _ => bytes.insert(i, byte),
+                }
+                prop_assert_eq!(
+                    streams_canonically(&bytes),
+                    the_long_way(&bytes).is_ok(),
+                    "{}",
+                    String::from_utf8_lossy(&bytes)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_streaming_pass_stops_where_the_long_way_does() {
+        // Nesting past serde_json's limit, numbers past 64 bits, `-0`, unpaired
+        // surrogates and keys equal in bytes or in UTF-16 order only.
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        let cases = [
+            deep(127),
+            deep(128),
+            deep(200),
+            "18446744073709551615".into(),
+            "18446744073709551616".into(),
+            "-9223372036854775808".into(),
+            "-9223372036854775809".into(),
+            "-0".into(),
+            "0".into(),
+            "00".into(),
+            r#""\ud800""#.into(),
+            r#""\ud83d\ude00""#.into(),
+            "\"\u{7f}\"".into(),
+            "\"\u{1}\"".into(),
+            r#"{"a":1,"a":1}"#.into(),
+            "{\"\u{ff61}\":1,\"\u{10000}\":2}".into(),
+            "{\"\u{10000}\":1,\"\u{ff61}\":2}".into(),
+            r#"{"":[],"a":{}}"#.into(),
+            "".into(),
+            "[1,]".into(),
+            "[,1]".into(),
+            "{\"a\":1,}".into(),
+        ];
+        for case in cases {
+            assert_eq!(
+                streams_canonically(case.as_bytes()),
+                the_long_way(case.as_bytes()).is_ok(),
+                "{case}"
+            );
+        }
+        assert!(streams_canonically(deep(127).as_bytes()));
+        assert!(streams_canonically(
+            "{\"\u{10000}\":1,\"\u{ff61}\":2}".as_bytes()
         ));
     }
 
