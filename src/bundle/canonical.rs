@@ -40,7 +40,7 @@ impl crate::error::Classify for CanonicalError {
 /// Canonical bytes of any serializable value.
 ///
 /// The value is written as serde_json writes it, then that JSON is written again
-/// canonically as it is parsed ([`Sorted`]): the same bytes as writing the
+/// canonically as it is parsed: the same bytes as writing the
 /// `serde_json::Value` of the value, without the tree (a 20,000-object manifest
 /// made a 50 MiB `Value`, the peak of `create`). The parse has serde_json's depth
 /// limit (127 levels), which every reader of these bytes has too.
@@ -313,12 +313,12 @@ fn write_pretty(out: &mut Vec<u8>, v: &Value, depth: usize) -> Result<(), Canoni
 /// duplicate keys (parsers disagree on which one wins), no second spelling of a
 /// string or a number, nothing outside the value.
 ///
-/// Canonical bytes pass in one streaming pass ([`streams_canonically`]) that keeps
-/// no tree of the value: a 20,000-object manifest (9 MiB) made a 47 MiB
-/// `serde_json::Value` here, the peak of every command that reads a head. Bytes that
-/// fail it are checked again the long way, which finds the first byte that differs
-/// from the canonical form of their value (the error's offset) and is the rule
-/// itself: the streaming pass only accepts bytes it would accept.
+/// Canonical bytes pass in one streaming pass that keeps no tree of the value: a
+/// 20,000-object manifest (9 MiB) made a 47 MiB `serde_json::Value` here, the peak
+/// of every command that reads a head. Bytes that fail it are checked again the
+/// long way, which finds the first byte that differs from the canonical form of
+/// their value (the error's offset) and is the rule itself: the streaming pass
+/// only accepts bytes it would accept.
 pub fn check(bytes: &[u8]) -> Result<(), CanonicalError> {
     if streams_canonically(bytes) {
         return Ok(());
