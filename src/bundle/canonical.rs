@@ -262,9 +262,15 @@ fn put_in_order(
 /// value, one byte sequence), so a file written this way (the lock) is still
 /// byte-identical from run to run, and it diffs one entry a line in review.
 pub fn to_vec_pretty<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CanonicalError> {
-    let value = serde_json::to_value(value)?;
+    value_to_vec_pretty(&serde_json::to_value(value)?)
+}
+
+/// [`to_vec_pretty`] of a value that is a `serde_json::Value` already, without the
+/// copy of it that serializing it into another would make (an SBOM of 20,000
+/// components is a tree of some 100 MiB).
+pub fn value_to_vec_pretty(value: &Value) -> Result<Vec<u8>, CanonicalError> {
     let mut out = Vec::new();
-    write_pretty(&mut out, &value, 0)?;
+    write_pretty(&mut out, value, 0)?;
     Ok(out)
 }
 
