@@ -9,6 +9,7 @@
 
 use std::io::Write;
 
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -37,11 +38,221 @@ impl crate::error::Classify for CanonicalError {
 }
 
 /// Canonical bytes of any serializable value.
+///
+/// The value is written as serde_json writes it, then that JSON is written again
+/// canonically as it is parsed: the same bytes as writing the
+/// `serde_json::Value` of the value, without the tree (a 20,000-object manifest
+/// made a 50 MiB `Value`, the peak of `create`). The parse has serde_json's depth
+/// limit (127 levels), which every reader of these bytes has too.
 pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CanonicalError> {
-    let value = serde_json::to_value(value)?;
-    let mut out = Vec::new();
-    write_value(&mut out, &value)?;
-    Ok(out)
+    // Written twice, counted first: a `Vec` grown as bytes came doubled (16 MiB for
+    // a 9 MiB manifest, 24 MiB as it grew).
+    let mut counted = Counted(0);
+    serde_json::to_writer(&mut counted, value)?;
+    let mut json = Vec::with_capacity(counted.0);
+    serde_json::to_writer(&mut json, value)?;
+    let mut out = Vec::with_capacity(json.len());
+    let mut float = None;
+    let mut de = serde_json::Deserializer::from_slice(&json);
+    let written = Sorted {
+        out: &mut out,
+        float: &mut float,
+    }
+    .deserialize(&mut de)
+    .and_then(|()| de.end());
+    match (written, float) {
+        (Ok(()), _) => Ok(out),
+        (Err(_), Some(float)) => Err(CanonicalError::Float(float)),
+        (Err(e), None) => Err(e.into()),
+    }
+}
+
+/// A writer that only counts what it is given.
+struct Counted(usize);
+
+impl Write for Counted {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One value of [`to_vec`]'s parse, written canonically at the end of `out`. An
+/// object's members are written in the order they come, each remembered with its
+/// key and place; when that order is not the canonical one they are put in it
+/// (a key given twice keeps its last value, as in a `serde_json::Value`).
+struct Sorted<'o> {
+    out: &'o mut Vec<u8>,
+    /// The float met, as [`write_value`] names it in its error.
+    float: &'o mut Option<String>,
+}
+
+impl<'de> DeserializeSeed<'de> for Sorted<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Sorted<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.out.extend_from_slice(b"null");
+        Ok(())
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<(), E> {
+        self.out
+            .extend_from_slice(if b { b"true" } else { b"false" });
+        Ok(())
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<(), E> {
+        let _ = write!(self.out, "{n}");
+        Ok(())
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<(), E> {
+        let _ = write!(self.out, "{n}");
+        Ok(())
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, x: f64) -> Result<(), E> {
+        let shown =
+            serde_json::Number::from_f64(x).map_or_else(|| x.to_string(), |n| n.to_string());
+        *self.float = Some(shown);
+        Err(E::custom("a float"))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<(), E> {
+        serde_json::to_writer(&mut *self.out, s).map_err(E::custom)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<(), A::Error> {
+        self.out.push(b'[');
+        let mut first = true;
+        loop {
+            // The comma goes before an item that turns out to be there, and away
+            // again when none is.
+            let mark = self.out.len();
+            if !first {
+                self.out.push(b',');
+            }
+            let item = Sorted {
+                out: &mut *self.out,
+                float: &mut *self.float,
+            };
+            if items.next_element_seed(item)?.is_none() {
+                self.out.truncate(mark);
+                break;
+            }
+            first = false;
+        }
+        self.out.push(b']');
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        self.out.push(b'{');
+        let body = self.out.len();
+        // Each member's key and the place of its `"key":value` in `out`.
+        let mut members: Vec<(String, std::ops::Range<usize>)> = Vec::new();
+        let mut in_order = true;
+        while let Some(key) = map.next_key::<String>()? {
+            if let Some((last, _)) = members.last() {
+                in_order &= last.encode_utf16().cmp(key.encode_utf16()).is_lt();
+                self.out.push(b',');
+            }
+            let start = self.out.len();
+            serde_json::to_writer(&mut *self.out, &key).map_err(serde::de::Error::custom)?;
+            self.out.push(b':');
+            map.next_value_seed(Sorted {
+                out: &mut *self.out,
+                float: &mut *self.float,
+            })?;
+            members.push((key, start - body..self.out.len() - body));
+        }
+        if !in_order {
+            put_in_order(self.out, body, members);
+        }
+        self.out.push(b'}');
+        Ok(())
+    }
+}
+
+/// Objects with at most this many members are put in order in place; a larger one
+/// is copied out first, as its members could be moved many times.
+const IN_PLACE: usize = 32;
+
+/// Puts the members of an object (at `body..` in `out`, each `"key":value` at its
+/// place, separated by commas) in canonical key order, a repeated key keeping its
+/// last value. Few members move in place, so the manifest's top level (ten keys
+/// around 9 MiB of objects and blobs) needs no second copy of itself.
+fn put_in_order(
+    out: &mut Vec<u8>,
+    body: usize,
+    mut members: Vec<(String, std::ops::Range<usize>)>,
+) {
+    let utf16 = |a: &str, b: &str| a.encode_utf16().cmp(b.encode_utf16());
+    if members.len() > IN_PLACE {
+        let written = out.split_off(body);
+        // A stable sort keeps a repeated key's values in the order given.
+        members.sort_by(|a, b| utf16(&a.0, &b.0));
+        let mut first = true;
+        for (i, (key, place)) in members.iter().enumerate() {
+            if members.get(i + 1).is_some_and(|(next, _)| next == key) {
+                continue;
+            }
+            if !first {
+                out.push(b',');
+            }
+            out.extend_from_slice(&written[place.clone()]);
+            first = false;
+        }
+        return;
+    }
+    // Each member with the comma after it is a unit (a comma is added after the
+    // last); an insertion sort moves each unit into place with a rotation.
+    out.push(b',');
+    let mut units: Vec<(String, usize)> = members
+        .into_iter()
+        .map(|(key, place)| (key, place.len() + 1))
+        .collect();
+    let mut start = 0;
+    for i in 0..units.len() {
+        let len = units[i].1;
+        // After the equal keys already placed: a repeated key's values stay in the
+        // order given.
+        let j = units[..i].partition_point(|(k, _)| utf16(k, &units[i].0).is_le());
+        let to: usize = units[..j].iter().map(|u| u.1).sum();
+        out[body + to..body + start + len].rotate_right(len);
+        let unit = units.remove(i);
+        units.insert(j, unit);
+        start += len;
+    }
+    // Of a repeated key, only the last unit stays.
+    let mut at = body;
+    for i in 0..units.len() {
+        let len = units[i].1;
+        if units
+            .get(i + 1)
+            .is_some_and(|(next, _)| *next == units[i].0)
+        {
+            out.drain(at..at + len);
+        } else {
+            at += len;
+        }
+    }
+    out.pop();
 }
 
 /// The canonical form laid out for people to read: the same keys in the same
@@ -51,9 +262,15 @@ pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CanonicalErro
 /// value, one byte sequence), so a file written this way (the lock) is still
 /// byte-identical from run to run, and it diffs one entry a line in review.
 pub fn to_vec_pretty<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CanonicalError> {
-    let value = serde_json::to_value(value)?;
+    value_to_vec_pretty(&serde_json::to_value(value)?)
+}
+
+/// [`to_vec_pretty`] of a value that is a `serde_json::Value` already, without the
+/// copy of it that serializing it into another would make (an SBOM of 20,000
+/// components is a tree of some 100 MiB).
+pub fn value_to_vec_pretty(value: &Value) -> Result<Vec<u8>, CanonicalError> {
     let mut out = Vec::new();
-    write_pretty(&mut out, &value, 0)?;
+    write_pretty(&mut out, value, 0)?;
     Ok(out)
 }
 
@@ -101,19 +318,159 @@ fn write_pretty(out: &mut Vec<u8>, v: &Value, depth: usize) -> Result<(), Canoni
 /// reader that requires this sees the same value as every other reader: no
 /// duplicate keys (parsers disagree on which one wins), no second spelling of a
 /// string or a number, nothing outside the value.
+///
+/// Canonical bytes pass in one streaming pass that keeps no tree of the value: a
+/// 20,000-object manifest (9 MiB) made a 47 MiB `serde_json::Value` here, the peak
+/// of every command that reads a head. Bytes that fail it are checked again the
+/// long way, which finds the first byte that differs from the canonical form of
+/// their value (the error's offset) and is the rule itself: the streaming pass
+/// only accepts bytes it would accept.
 pub fn check(bytes: &[u8]) -> Result<(), CanonicalError> {
+    if streams_canonically(bytes) {
+        return Ok(());
+    }
+    the_long_way(bytes)
+}
+
+/// [`check`] with the value parsed whole, then written canonically and compared.
+fn the_long_way(bytes: &[u8]) -> Result<(), CanonicalError> {
     let value: Value = serde_json::from_slice(bytes)?;
-    let mut canonical = Compare {
-        expect: bytes,
-        at: 0,
-        differs: None,
-    };
+    let mut canonical = Compare::new(bytes);
     write_value(&mut canonical, &value)?;
     drop(value);
     let shorter = (canonical.at < bytes.len()).then_some(canonical.at);
     match canonical.differs.or(shorter) {
         Some(at) => Err(CanonicalError::NotCanonical { at }),
         None => Ok(()),
+    }
+}
+
+/// Whether `bytes` are canonical, found by writing each value's canonical form as
+/// serde_json parses it and comparing as it goes ([`Compare`]), so nothing is kept
+/// but the key before the current one at each level. Where [`write_value`] would
+/// sort an object's keys, this requires them already in order, strictly (a
+/// duplicate is not in order): then the two write the same bytes, and this is true
+/// exactly when [`check`]'s long way finds no difference. It stops at the first
+/// byte that differs.
+fn streams_canonically(bytes: &[u8]) -> bool {
+    let mut out = Compare::new(bytes);
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let parsed = Canon {
+        out: &mut out,
+        before: b"",
+    }
+    .deserialize(&mut de)
+    .and_then(|()| de.end());
+    parsed.is_ok() && out.differs.is_none() && out.at == bytes.len()
+}
+
+/// One value being checked by [`streams_canonically`]: `before` is what the
+/// canonical form has just before it (the `,` between array items), written only
+/// once the parser has found that the item is there.
+struct Canon<'o, 'e> {
+    out: &'o mut Compare<'e>,
+    before: &'static [u8],
+}
+
+impl Canon<'_, '_> {
+    /// Writes `bytes` (after `before`) and stops the parse once they differ.
+    fn put<E: serde::de::Error>(&mut self, bytes: &[u8]) -> Result<(), E> {
+        let _ = self.out.write_all(std::mem::take(&mut self.before));
+        let _ = self.out.write_all(bytes);
+        self.stop_if_differs()
+    }
+
+    fn stop_if_differs<E: serde::de::Error>(&self) -> Result<(), E> {
+        match self.out.differs {
+            Some(_) => Err(E::custom("not the canonical form")),
+            None => Ok(()),
+        }
+    }
+
+    /// An integer as [`write_value`] writes a `serde_json::Number` holding it.
+    fn number<E: serde::de::Error>(&mut self, n: impl std::fmt::Display) -> Result<(), E> {
+        self.put(b"")?;
+        let _ = write!(self.out, "{n}");
+        self.stop_if_differs()
+    }
+
+    fn string<E: serde::de::Error>(&mut self, s: &str) -> Result<(), E> {
+        self.put(b"")?;
+        serde_json::to_writer(&mut *self.out, s).map_err(E::custom)?;
+        self.stop_if_differs()
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Canon<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Canon<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E: serde::de::Error>(mut self) -> Result<(), E> {
+        self.put(b"null")
+    }
+
+    fn visit_bool<E: serde::de::Error>(mut self, b: bool) -> Result<(), E> {
+        self.put(if b { b"true" } else { b"false" })
+    }
+
+    fn visit_u64<E: serde::de::Error>(mut self, n: u64) -> Result<(), E> {
+        self.number(n)
+    }
+
+    fn visit_i64<E: serde::de::Error>(mut self, n: i64) -> Result<(), E> {
+        self.number(n)
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+        Err(E::custom("a float"))
+    }
+
+    fn visit_str<E: serde::de::Error>(mut self, s: &str) -> Result<(), E> {
+        self.string(s)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(mut self, mut items: A) -> Result<(), A::Error> {
+        self.put(b"[")?;
+        let mut before: &'static [u8] = b"";
+        while let Some(()) = items.next_element_seed(Canon {
+            out: &mut *self.out,
+            before,
+        })? {
+            before = b",";
+        }
+        self.put(b"]")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        self.put(b"{")?;
+        let mut last: Option<String> = None;
+        while let Some(key) = map.next_key::<String>()? {
+            if let Some(last) = &last {
+                if last.encode_utf16().cmp(key.encode_utf16()).is_ge() {
+                    return Err(serde::de::Error::custom("keys out of order"));
+                }
+                self.put(b",")?;
+            }
+            self.string(&key)?;
+            self.put(b":")?;
+            map.next_value_seed(Canon {
+                out: &mut *self.out,
+                before: b"",
+            })?;
+            last = Some(key);
+        }
+        self.put(b"}")
     }
 }
 
@@ -167,6 +524,16 @@ struct Compare<'a> {
     differs: Option<usize>,
 }
 
+impl<'a> Compare<'a> {
+    fn new(expect: &'a [u8]) -> Self {
+        Compare {
+            expect,
+            at: 0,
+            differs: None,
+        }
+    }
+}
+
 impl Write for Compare<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let end = self.at + buf.len();
@@ -186,6 +553,7 @@ impl Write for Compare<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
 
     #[test]
@@ -253,6 +621,197 @@ mod tests {
         assert!(matches!(
             check(br#"{"a":1,"a":2}"#),
             Err(CanonicalError::NotCanonical { at: 5 })
+        ));
+    }
+
+    fn json() -> impl Strategy<Value = Value> {
+        let text = proptest::collection::vec(
+            prop_oneof![
+                any::<char>(),
+                proptest::char::range('\0', '\u{7f}'),
+                Just('\u{2028}'),
+                Just('\u{ffff}'),
+                Just('\u{10000}'),
+            ],
+            0..8,
+        )
+        .prop_map(|v| v.into_iter().collect::<String>());
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            prop_oneof![Just(0u64), Just(9), Just(10)].prop_map(Value::from),
+            text.clone().prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 40, 5, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                proptest::collection::btree_map(text.clone(), inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A byte that makes a near miss of canonical JSON where it lands.
+    fn near_miss() -> impl Strategy<Value = u8> {
+        prop_oneof![
+            proptest::sample::select(&b" \t\n\r{}[],:\"\\/0123456789-+.eEabfnrtu"[..]),
+            any::<u8>(),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// The streaming pass accepts exactly what the long way accepts: every
+        /// canonical form, and none of the bytes one edit away from one unless the
+        /// long way accepts them too (an edit that makes another canonical value).
+        #[test]
+        fn the_streaming_pass_accepts_what_the_long_way_accepts(
+            v in json(),
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), 0u8..4, near_miss()), 0..3),
+        ) {
+            let mut bytes = to_vec(&v).unwrap();
+            prop_assert!(streams_canonically(&bytes));
+            for (at, how, byte) in edits {
+                let i = at.index(bytes.len() + 1);
+                match how {
+                    0 if i < bytes.len() => { bytes.remove(i); }
+                    1 if i < bytes.len() => bytes[i] = byte,
+                    2 if i + 1 < bytes.len() => bytes.swap(i, i + 1),
+                    _ => bytes.insert(i, byte),
+                }
+                prop_assert_eq!(
+                    streams_canonically(&bytes),
+                    the_long_way(&bytes).is_ok(),
+                    "{}",
+                    String::from_utf8_lossy(&bytes)
+                );
+            }
+        }
+    }
+
+    /// What [`to_vec`] wrote before it stopped making a `Value`.
+    fn through_a_value<T: Serialize>(v: &T) -> Result<Vec<u8>, CanonicalError> {
+        let value = serde_json::to_value(v)?;
+        let mut out = Vec::new();
+        write_value(&mut out, &value)?;
+        Ok(out)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// `to_vec` writes what the `Value` of the value writes canonically, keys in
+        /// any order in (a `BTreeMap` of them is sorted by bytes, not UTF-16).
+        #[test]
+        fn to_vec_writes_what_the_value_writes(v in json(), keys in proptest::collection::vec((json(), any::<u8>()), 0..6)) {
+            prop_assert_eq!(to_vec(&v).unwrap(), through_a_value(&v).unwrap());
+            let unordered: Vec<(String, Value)> = keys
+                .into_iter()
+                .map(|(v, k)| (["b", "a", "\u{e9}", "\u{10000}", "\u{ff61}", "A"][k as usize % 6].to_string(), v))
+                .collect();
+            struct Members(Vec<(String, Value)>);
+            impl Serialize for Members {
+                fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                    s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+                }
+            }
+            let m = Members(unordered);
+            prop_assert_eq!(to_vec(&m).unwrap(), through_a_value(&m).unwrap());
+        }
+    }
+
+    #[test]
+    fn to_vec_orders_objects_of_every_size() {
+        struct Members(Vec<(String, Value)>);
+        impl Serialize for Members {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+            }
+        }
+        // Reversed, with every seventh key given twice, on both sides of IN_PLACE.
+        for n in [0, 1, 2, IN_PLACE - 1, IN_PLACE, IN_PLACE + 1, 100] {
+            let members: Vec<(String, Value)> = (0..n)
+                .rev()
+                .flat_map(|i| {
+                    let key = format!(
+                        "k{}{}",
+                        i % 10,
+                        if i % 3 == 0 { "\u{10000}" } else { "\u{ff61}" }
+                    );
+                    let twice = if i % 7 == 0 { 2 } else { 1 };
+                    (0..twice).map(move |t| (key.clone(), json!([i, t, {"z": i, "a": [t]}])))
+                })
+                .collect();
+            let m = Members(members);
+            assert_eq!(
+                to_vec(&m).unwrap(),
+                through_a_value(&m).unwrap(),
+                "{n} members"
+            );
+        }
+    }
+
+    #[test]
+    fn to_vec_names_a_float_as_the_value_way_does() {
+        for v in [
+            json!({"a": [1, {"b": 1.5}]}),
+            json!(1e300),
+            json!(-0.0),
+            json!(2.0),
+        ] {
+            match (to_vec(&v), through_a_value(&v)) {
+                (Err(CanonicalError::Float(a)), Err(CanonicalError::Float(b))) => assert_eq!(a, b),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(
+            to_vec(&f64::NAN).unwrap(),
+            through_a_value(&f64::NAN).unwrap()
+        );
+    }
+
+    #[test]
+    fn the_streaming_pass_stops_where_the_long_way_does() {
+        // Nesting past serde_json's limit, numbers past 64 bits, `-0`, unpaired
+        // surrogates and keys equal in bytes or in UTF-16 order only.
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        let cases = [
+            deep(127),
+            deep(128),
+            deep(200),
+            "18446744073709551615".into(),
+            "18446744073709551616".into(),
+            "-9223372036854775808".into(),
+            "-9223372036854775809".into(),
+            "-0".into(),
+            "0".into(),
+            "00".into(),
+            r#""\ud800""#.into(),
+            r#""\ud83d\ude00""#.into(),
+            "\"\u{7f}\"".into(),
+            "\"\u{1}\"".into(),
+            r#"{"a":1,"a":1}"#.into(),
+            "{\"\u{ff61}\":1,\"\u{10000}\":2}".into(),
+            "{\"\u{10000}\":1,\"\u{ff61}\":2}".into(),
+            r#"{"":[],"a":{}}"#.into(),
+            "".into(),
+            "[1,]".into(),
+            "[,1]".into(),
+            "{\"a\":1,}".into(),
+        ];
+        for case in cases {
+            assert_eq!(
+                streams_canonically(case.as_bytes()),
+                the_long_way(case.as_bytes()).is_ok(),
+                "{case}"
+            );
+        }
+        assert!(streams_canonically(deep(127).as_bytes()));
+        assert!(streams_canonically(
+            "{\"\u{10000}\":1,\"\u{ff61}\":2}".as_bytes()
         ));
     }
 

@@ -77,7 +77,7 @@ pub fn run(a: InspectArgs, out: &OutputArgs) -> Result<(), Failure> {
     let totals = Totals::of(m);
     let signers: Vec<String> = head.envelope.claimed_signers();
     if out.json {
-        print_json(&InspectReport {
+        let report = InspectReport {
             name: m.name.clone(),
             version: m.version.clone(),
             digest: head.digest.to_string(),
@@ -140,7 +140,11 @@ pub fn run(a: InspectArgs, out: &OutputArgs) -> Result<(), Failure> {
                 path: o.name.clone(),
                 activate: action.to_string(),
             }),
-        });
+        };
+        // The report holds what it shows: the head (the manifest parsed and its
+        // bytes) goes before the report's `Value` is made.
+        drop(head);
+        print_json(report);
         return Ok(());
     }
     say!("bundle    {} {}", escaped(&m.name), escaped(&m.version));

@@ -202,6 +202,20 @@ pub fn say_line(args: std::fmt::Arguments<'_>) {
     stdout_result(out.write_fmt(args).and_then(|()| out.write_all(b"\n")));
 }
 
+/// Writes `value` as pretty JSON and a newline to standard output as it is
+/// formatted, in blocks (stdout alone would write at every newline), a gone reader
+/// handled as in `say!`.
+pub fn say_pretty(value: &serde_json::Value) {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    stdout_result(
+        serde_json::to_writer_pretty(&mut out, value)
+            .map_err(std::io::Error::from)
+            .and_then(|()| out.write_all(b"\n"))
+            .and_then(|()| out.flush()),
+    );
+}
+
 /// Writes bytes to standard output, a gone reader handled as in `say!`.
 pub fn say_bytes(bytes: &[u8]) {
     use std::io::Write;

@@ -20,14 +20,15 @@ use crate::bundle::manifest::{DeltaBase, Manifest};
 use crate::import::report::TargetReport;
 use crate::import::TargetPlan;
 
-/// Prints a report on stdout as pretty JSON, keys sorted.
-pub fn print_json(report: &impl Serialize) {
+/// Prints a report on stdout as pretty JSON, keys sorted. Given the report itself
+/// (not a reference), it is dropped once its `Value` is made, and the text is
+/// written as it is formatted, not gathered first: `inspect --json` of 20,000
+/// objects is a 30 MiB `Value` and 7 MiB of text.
+pub fn print_json<T: Serialize>(report: T) {
     // Through a `Value`, whose maps are sorted: the key order scripts have seen.
-    let value = serde_json::to_value(report).expect("reports serialize");
-    say!(
-        "{}",
-        serde_json::to_string_pretty(&value).expect("JSON values serialize")
-    );
+    let value = serde_json::to_value(&report).expect("reports serialize");
+    drop(report);
+    super::say_pretty(&value);
 }
 
 /// Prints a report on stdout on one line, keys sorted: for a report a script reads

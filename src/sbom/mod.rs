@@ -104,7 +104,7 @@ pub fn render(m: &Manifest, subject: &Subject, format: Format, tool: &str) -> Ve
     };
     // The lock's laid-out canonical form (format.md section 9): one value, one
     // byte sequence, and a document people can diff.
-    let mut out = canonical::to_vec_pretty(&value).expect("the documents hold no floats");
+    let mut out = canonical::value_to_vec_pretty(&value).expect("the documents hold no floats");
     out.push(b'\n');
     out
 }
