@@ -597,30 +597,17 @@ fn a_large_nar_that_changes_after_it_verified_is_never_registered() {
     let head = head_of(&bundle);
     let blob = head.manifest.blobs.iter().max_by_key(|b| b.size).unwrap();
     let at = head.blob_position(blob).unwrap() + blob.size / 2;
-    let bin = w.path("bin");
-    fs::create_dir_all(&bin).unwrap();
-    let real = run_stdout(Command::new("sh").args(["-c", "command -v nix-store"]));
-    let wrapper = bin.join("nix-store");
-    fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\ncase \" $* \" in *\" --write \"*) python3 -c 'import sys; f = open(sys.argv[1], \"r+b\"); f.seek(int(sys.argv[2])); b = f.read(1); f.seek(int(sys.argv[2])); f.write(bytes([b[0] ^ 1]))' {} {at} || exit 99;; esac\nexec {} \"$@\"\n",
-            bundle.display(),
-            real.trim()
+    let path_var = wrap_tool(
+        &w.path("bin"),
+        "nix-store",
+        &format!(
+            "case \" $* \" in *\" --write \"*) {};; esac",
+            flip_byte_command(&bundle, at)
         ),
-    )
-    .unwrap();
-    fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    );
     let root = w.path("store");
     let o = nix_import(&w, &bundle, &root.display().to_string(), &tmp)
-        .env(
-            "PATH",
-            format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
-        )
+        .env("PATH", path_var)
         .output()
         .unwrap();
     let err = fails(&o, 3);

@@ -788,14 +788,13 @@ fn a_bundle_file_that_changes_after_it_verified_gets_no_nar_into_the_store() {
         .unwrap();
     let blob = blob_of(&head, lib_obj);
     let at = head.blob_position(blob).unwrap() + blob.size / 2;
-    let bin = w.path("bin");
-    fs::create_dir_all(&bin).unwrap();
     // Flips the byte once, whichever of the two runs first.
     let flip = format!(
-        "python3 -c 'import sys; f = open(sys.argv[1], \"r+b\"); f.seek(int(sys.argv[2])); b = f.read(1); f.seek(int(sys.argv[2])); f.write(bytes([b[0] ^ 1]))' {} {at} || exit 99; touch {}",
-        w.path("site.gapb").display(),
+        "{}; touch {}",
+        flip_byte_command(&w.path("site.gapb"), at),
         w.path("flipped").display()
     );
+    let mut path = String::new();
     for (tool, when) in [
         ("nix", "[ \"$1\" = copy ]"),
         (
@@ -803,23 +802,17 @@ fn a_bundle_file_that_changes_after_it_verified_gets_no_nar_into_the_store() {
             "case \" $* \" in *\" --write \"*) true;; *) false;; esac",
         ),
     ] {
-        let real = run_stdout(Command::new("sh").args(["-c", &format!("command -v {tool}")]));
-        let wrapper = bin.join(tool);
-        fs::write(
-            &wrapper,
-            format!(
-                "#!/bin/sh\nif {when} && [ ! -e {} ]; then\n  {flip}\nfi\nexec {} \"$@\"\n",
-                w.path("flipped").display(),
-                real.trim()
+        path = wrap_tool(
+            &w.path("bin"),
+            tool,
+            &format!(
+                "if {when} && [ ! -e {} ]; then\n  {flip}\nfi",
+                w.path("flipped").display()
             ),
-        )
-        .unwrap();
-        let mut perms = fs::metadata(&wrapper).unwrap().permissions();
-        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-        fs::set_permissions(&wrapper, perms).unwrap();
+        );
     }
     let root = w.path("t");
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+
     let o = import_cmd(&w, "site.gapb", &root.display().to_string(), &w.public())
         .env("PATH", path)
         .output()
@@ -848,24 +841,11 @@ fn small_paths_are_signed_on_import_and_a_rerun_signs_those_valid_without() {
     ok(create(&w, "site.gapb", &w.secret()));
     let m = manifest_of(&head_of(&w.path("site.gapb")));
     let lib = lib_of(&m);
-    let bin = w.path("bin");
-    fs::create_dir_all(&bin).unwrap();
-    let real = run_stdout(Command::new("sh").args(["-c", "command -v nix"]));
-    let wrapper = bin.join("nix");
-    fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nif [ \"$1 $2\" = \"store copy-sigs\" ]; then echo 'copy-sigs refused by the test' >&2; exit 1; fi\nexec {} \"$@\"\n",
-            real.trim()
-        ),
-    )
-    .unwrap();
-    fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let path = wrap_tool(
+        &w.path("bin"),
+        "nix",
+        "if [ \"$1 $2\" = \"store copy-sigs\" ]; then echo 'copy-sigs refused by the test' >&2; exit 1; fi",
+    );
     let sigs = |store: &str| {
         run_stdout(nix("nix").args([
             "path-info",

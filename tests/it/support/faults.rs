@@ -106,3 +106,32 @@ pub fn temp_names(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// Puts a `tool` in `bin` in front of the real one (found on `PATH` now): a shell
+/// script that runs `script` first, then the real tool with the same arguments.
+/// Returns a `PATH` with `bin` first. For faults no real service makes on cue (a
+/// file that changes between two steps, a subcommand that fails).
+pub fn wrap_tool(bin: &Path, tool: &str, script: &str) -> String {
+    fs::create_dir_all(bin).unwrap();
+    let real = super::run_stdout(Command::new("sh").args(["-c", &format!("command -v {tool}")]));
+    let wrapper = bin.join(tool);
+    fs::write(
+        &wrapper,
+        format!("#!/bin/sh\n{script}\nexec {} \"$@\"\n", real.trim()),
+    )
+    .unwrap();
+    fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    format!("{}:{}", bin.display(), std::env::var("PATH").unwrap())
+}
+
+/// A shell command that flips the byte at `at` of `file` (exit 99 if it cannot).
+pub fn flip_byte_command(file: &Path, at: u64) -> String {
+    format!(
+        "python3 -c 'import sys; f = open(sys.argv[1], \"r+b\"); f.seek(int(sys.argv[2])); b = f.read(1); f.seek(int(sys.argv[2])); f.write(bytes([b[0] ^ 1]))' {} {at} || exit 99",
+        file.display()
+    )
+}
