@@ -282,9 +282,15 @@ impl NixTarget {
                     std::thread::sleep(std::time::Duration::from_millis(100));
                 }
             });
-            let r = self.copy_into_store(&self.new_paths, &from, &env, progress, Some(&bar));
-            done.store(true, std::sync::atomic::Ordering::Relaxed);
-            r
+            // Set on the way out, a panic's too: the scope waits for the thread.
+            struct Done<'a>(&'a std::sync::atomic::AtomicBool);
+            impl Drop for Done<'_> {
+                fn drop(&mut self) {
+                    self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            let _done = Done(&done);
+            self.copy_into_store(&self.new_paths, &from, &env, progress, Some(&bar))
         });
         match &copied {
             Ok(()) => {
