@@ -141,11 +141,12 @@ pub fn run(a: PatchArgs, out: &OutputArgs) -> Result<(), Failure> {
 
     // Where each blob of the full bundle comes from: the delta, else a base.
     let inputs: Vec<&Input> = std::iter::once(&delta).chain(&bases).collect();
-    let mut stored: HashMap<crate::bundle::Digest, (usize, u64)> = HashMap::new();
+    // (input, position, size there): looked up per blob, never searched for.
+    let mut stored: HashMap<crate::bundle::Digest, (usize, u64, u64)> = HashMap::new();
     for (i, input) in inputs.iter().enumerate().rev() {
         for b in &input.head.manifest.blobs {
             if let Some(pos) = input.head.blob_position(b) {
-                stored.insert(b.digest, (i, pos));
+                stored.insert(b.digest, (i, pos, b.size));
             }
         }
     }
@@ -158,8 +159,7 @@ pub fn run(a: PatchArgs, out: &OutputArgs) -> Result<(), Failure> {
     let mut missing = Vec::new();
     for b in &blobs {
         match stored.get(&b.digest) {
-            Some((i, _))
-                if inputs[*i].head.manifest.blob(&b.digest).map(|x| x.size) == Some(b.size) => {}
+            Some((_, _, size)) if *size == b.size => {}
             _ => missing.push(*b),
         }
     }
@@ -195,7 +195,7 @@ pub fn run(a: PatchArgs, out: &OutputArgs) -> Result<(), Failure> {
                 buf: &mut Vec<u8>,
                 sink: &mut dyn FnMut(&[u8]) -> std::io::Result<()>|
      -> Result<(), Failure> {
-        let (i, pos) = stored[&b.digest];
+        let (i, pos, _) = stored[&b.digest];
         let input = inputs[i];
         let mut r = RangeReader::new(input.ra(), pos, b.size);
         let mut h = Hasher::new();
