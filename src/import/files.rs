@@ -345,8 +345,9 @@ impl Target for Files {
             )?;
         }
         if !folders.is_empty() {
-            // Each stage's two handles, and the file a blob streams into.
-            ensure_open_files(2 * folders.len() as u64 + 1, folders.len())?;
+            // Each stage's two handles; the file a blob streams into, and at its
+            // commit that file read again and one copy of it.
+            ensure_open_files(2 * folders.len() as u64 + 3, folders.len())?;
         }
         Ok(plan)
     }
