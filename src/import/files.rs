@@ -387,6 +387,10 @@ impl Target for Files {
         };
         drop(r.file);
         let first = r.first;
+        if r.others.is_empty() {
+            self.staged.push(first);
+            return Ok(());
+        }
         let source = self.stages[first.stage]
             .staging
             .open_file(&first.tmp)
@@ -438,8 +442,7 @@ impl Target for Files {
         self.stages.clear();
         self.stage_of.clear();
         // A killed import's temporary files in a folder this one had nothing new
-        // for (every file there present) go too.
-        // One folder open at a time.
+        // for (every file there present) go too; one folder open at a time.
         let mut folders: HashMap<&str, usize> = HashMap::new();
         for (i, w) in self.wanted.iter().enumerate() {
             folders.entry(w.folder()).or_insert(i);
