@@ -255,10 +255,86 @@ impl Dir {
         Ok((file, tmp))
     }
 
-    /// Removes the temporary files of ours in this folder whose owner is gone (a
-    /// killed import's), as [`crate::io::temp::sweep`] does for a path, but through
-    /// this folder's handle: nothing is resolved outside the root. Returns the
-    /// names removed; best effort, like that sweep.
+    /// Creates a staging folder in this folder under a temporary name
+    /// (`.gapbundle.<pid>.<label>.<random>.tmp`, mode 0700) and returns it, held
+    /// open and locked for as long as the returned [`Dir`] lives: the lock keeps
+    /// another import's [`Self::sweep`] away from it and everything in it, so the
+    /// files staged in it need not stay open. Files are then made in it with
+    /// [`Self::temp_for`] and moved out with [`Self::rename_to`]; it is removed
+    /// with [`Self::remove_folder`].
+    pub fn temp_folder(&self, label: &str) -> Result<Dir, RootError> {
+        let tmp = crate::io::temp::name(label);
+        let at = self.shown.join(&tmp);
+        rustix::fs::mkdirat(&self.fd, tmp.as_str(), Mode::from_raw_mode(0o700))
+            .map_err(|e| io_err(&at, e))?;
+        let opened = rustix::fs::openat(
+            &self.fd,
+            tmp.as_str(),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io_err(&at, e))
+        .and_then(|fd| {
+            crate::io::temp::lock(&fd, &at).map_err(|e| io_err(&at, e))?;
+            Ok(fd)
+        });
+        match opened {
+            Ok(fd) => Ok(Dir { fd, shown: at }),
+            Err(e) => {
+                let _ = rustix::fs::unlinkat(&self.fd, tmp.as_str(), AtFlags::REMOVEDIR);
+                Err(e)
+            }
+        }
+    }
+
+    /// Renames `from` in this folder to `name` in `to` (both inside the root, on
+    /// one file system), replacing what is there (a symlink there is replaced,
+    /// never followed).
+    pub fn rename_to(&self, from: &str, to: &Dir, name: &str) -> Result<(), RootError> {
+        rustix::fs::renameat(&self.fd, from, &to.fd, name)
+            .map_err(|e| io_err(&to.shown.join(name), e))
+    }
+
+    /// Removes the folder `name` in this folder and the files in it. Only files
+    /// (and symlinks) are removed from it, never followed: a folder inside it is
+    /// an error, and it is left (a staging folder holds nothing else).
+    pub fn remove_folder(&self, name: &str) -> Result<(), RootError> {
+        let at = self.shown.join(name);
+        let fd = match rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT) => return Ok(()),
+            Err(e) => return Err(io_err(&at, e)),
+        };
+        let mut names = Vec::new();
+        {
+            let mut dir = rustix::fs::Dir::read_from(&fd).map_err(|e| io_err(&at, e))?;
+            while let Some(entry) = dir.read() {
+                let entry = entry.map_err(|e| io_err(&at, e))?;
+                let n = entry.file_name().to_bytes();
+                if n != b"." && n != b".." {
+                    names.push(entry.file_name().to_owned());
+                }
+            }
+        }
+        for n in names {
+            rustix::fs::unlinkat(&fd, n.as_c_str(), AtFlags::empty())
+                .map_err(|e| io_err(&at.join(OsStr::from_bytes(n.to_bytes())), e))?;
+        }
+        match rustix::fs::unlinkat(&self.fd, name, AtFlags::REMOVEDIR) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+            Err(e) => Err(io_err(&at, e)),
+        }
+    }
+
+    /// Removes the temporary files and staging folders of ours in this folder
+    /// whose owner is gone (a killed import's), as [`crate::io::temp::sweep`] does
+    /// for a path, but through this folder's handle: nothing is resolved outside
+    /// the root. Returns the names removed; best effort, like that sweep.
     pub fn sweep(&self) -> Vec<String> {
         let mut removed = Vec::new();
         let Ok(fd) = rustix::fs::openat(
@@ -289,7 +365,17 @@ impl Dir {
                     Ok(f) if crate::io::temp::unlocked(&f) => self.remove(&name).is_ok(),
                     _ => false,
                 },
-                // Folders are never made here under a temporary name.
+                // A staging folder ([`Self::temp_folder`]) whose lock nobody holds,
+                // removed while holding it.
+                Ok(Entry::Folder) => match rustix::fs::openat(
+                    &self.fd,
+                    name.as_str(),
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                ) {
+                    Ok(f) if crate::io::temp::unlocked(&f) => self.remove_folder(&name).is_ok(),
+                    _ => false,
+                },
                 _ => false,
             };
             if gone {
@@ -427,5 +513,56 @@ mod tests {
         assert!(t.path().join("etc").join(&live_name).exists());
         assert!(t.path().join("etc/.k3s.yaml.tmp").exists());
         drop(live);
+    }
+
+    /// A staging folder's files are closed: its own lock keeps another import's
+    /// sweep from it and from them, while a killed import's staging folder (a dead
+    /// pid, nobody holding its lock) goes with its files. One from a live pid
+    /// elsewhere (a dead pid here, its lock held) stays, and so does a dead one
+    /// with a folder in it: nothing below it is followed or removed.
+    #[test]
+    fn a_locked_staging_folder_is_never_swept_and_a_dead_one_goes_whole() {
+        let t = tempfile::tempdir().unwrap();
+        let root = Root::open(t.path()).unwrap();
+        let d = root.dir(&["srv"], true).unwrap().unwrap();
+        let staging = d.temp_folder("files").unwrap();
+        let live_name = staging.shown.file_name().unwrap().to_owned();
+        assert_eq!(
+            crate::io::temp::owner(live_name.to_str().unwrap()),
+            Some(std::process::id())
+        );
+        let (f, tmp) = staging.temp_for("a").unwrap();
+        drop(f); // closed: its own lock is gone, the folder's holds
+        let srv = t.path().join("srv");
+        let dead_pid = 4_194_304 + 11;
+        let dead = format!(".gapbundle.{dead_pid}.files.abcd.tmp");
+        fs::create_dir_all(srv.join(&dead)).unwrap();
+        fs::write(srv.join(&dead).join(".gapbundle.1.a.x.tmp"), b"half").unwrap();
+        symlink("/etc", srv.join(&dead).join("link")).unwrap();
+        let held = format!(".gapbundle.{dead_pid}.files.held.tmp");
+        fs::create_dir_all(srv.join(&held)).unwrap();
+        let hold = fs::File::open(srv.join(&held)).unwrap();
+        assert!(crate::io::temp::unlocked(&hold));
+        let nested = format!(".gapbundle.{dead_pid}.files.nested.tmp");
+        fs::create_dir_all(srv.join(&nested).join("sub")).unwrap();
+
+        // Another import's sweep, through a handle of its own.
+        let other = Root::open(t.path()).unwrap();
+        let removed = other.dir(&["srv"], false).unwrap().unwrap().sweep();
+        assert_eq!(removed, vec![dead.clone()]);
+        assert!(!srv.join(&dead).exists());
+        assert!(Path::new("/etc").is_dir(), "the link was not followed");
+        assert!(srv.join(&live_name).join(&tmp).is_file());
+        assert!(srv.join(&held).is_dir() && srv.join(&nested).join("sub").is_dir());
+
+        // Moved out, then removed with what is left in it.
+        staging.rename_to(&tmp, &d, "a").unwrap();
+        assert!(srv.join("a").is_file());
+        let (f, _) = staging.temp_for("b").unwrap();
+        drop(f);
+        drop(staging);
+        d.remove_folder(live_name.to_str().unwrap()).unwrap();
+        assert!(!srv.join(&live_name).exists());
+        drop(hold);
     }
 }

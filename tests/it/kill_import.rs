@@ -583,6 +583,122 @@ fn files_killed_while_one_streams_are_whole_with_their_modes_after_a_rerun() {
     assert_eq!(again["targets"][0]["result"]["bytesWritten"], 0);
 }
 
+/// The other half of the files guarantee: a live import's staged files are
+/// never swept by another import, even one that cannot see its pid (another pid
+/// namespace sharing the folder, as a container would). The first import is held
+/// in the middle of its largest file, its small files already staged and closed
+/// in its locked staging folder; a second import, run by `unshare --pid` so that
+/// the first one's pid runs no process it can see, installs a file into the same
+/// folder (and sweeps it) while the first one waits; then the first import gets
+/// the rest of its bundle and installs every file whole.
+#[test]
+fn a_live_imports_staged_files_survive_another_imports_sweep_from_another_pid_namespace() {
+    use std::io::Write as _;
+    let unshare = require_tool("unshare");
+    let w = Work::new("kill-test");
+    let tmp = private_tmp(w.root());
+    let big = deterministic_bytes(15, 8 << 20);
+    let mut spec = String::from("name: app\nversion: \"1\"\nfiles:\n");
+    for i in 0..8 {
+        w.write(&format!("dist/small{i}"), &format!("small {i}\n"));
+        spec.push_str(&format!(
+            "  - path: ./dist/small{i}\n    target: /srv/app/small{i}\n"
+        ));
+    }
+    fs::write(w.path("dist/big"), &big).unwrap();
+    spec.push_str("  - path: ./dist/big\n    target: /srv/app/big\n");
+    w.write("bundle.yaml", &spec);
+    run(w.create("app.gapb").arg("--quiet"));
+    w.write("dist/other", "other\n");
+    w.write(
+        "other.yaml",
+        "name: other\nversion: \"1\"\nfiles:\n  - path: ./dist/other\n    target: /srv/app/other\n",
+    );
+    run(create_cmd(
+        &w.path("other.yaml"),
+        &w.path("other.gapb"),
+        &w.secret(),
+        &w.path("cache"),
+    )
+    .arg("--quiet"));
+    let bundle = w.path("app.gapb");
+    let root = w.path("root");
+    let app = root.join("srv/app");
+    fs::create_dir_all(&root).unwrap();
+
+    let mut first = w.import(Path::new("-"));
+    first.arg("--root").arg(&root).env("TMPDIR", &tmp);
+    let part = up_to_middle_of_largest_blob(&bundle);
+    let mut child = spawn_quiet(first.stdin(Stdio::piped()));
+    let mut stdin = feed_part(&mut child, &part);
+    // Held: the big file has bytes, and small files are staged (and closed).
+    let staged = || {
+        tree_of(&app)
+            .iter()
+            .filter(|p| p.starts_with(".gapbundle.") && p.contains('/'))
+            .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !(temp_with_bytes(&app) && staged() >= 2) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the import ended early"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first import never staged its files: {:?}",
+            tree_of(&app)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let before = tree_of(&app);
+
+    // Its own state folder: imports sharing one take turns (receipts' lock).
+    let mut other = gapbundle();
+    other
+        .arg("import")
+        .arg(w.path("other.gapb"))
+        .arg("--trust")
+        .arg(w.public())
+        .arg("--state-dir")
+        .arg(w.path("state-other"));
+    let mut second = Command::new(&unshare);
+    second
+        .args(["--pid", "--fork", "--mount-proc"])
+        .arg(other.get_program())
+        .args(other.get_args())
+        .envs(other.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
+        .arg("--root")
+        .arg(&root)
+        .env("TMPDIR", &tmp)
+        .stdin(Stdio::null());
+    ok(second.output().unwrap());
+    assert_eq!(fs::read_to_string(app.join("other")).unwrap(), "other\n");
+    for p in &before {
+        assert!(
+            app.join(p).exists(),
+            "{p} of the live import was swept: {:?}",
+            tree_of(&app)
+        );
+    }
+
+    stdin
+        .write_all(&fs::read(&bundle).unwrap()[part.len()..])
+        .unwrap();
+    drop(stdin);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the first import failed: {status}");
+    assert!(fs::read(app.join("big")).unwrap() == big);
+    for i in 0..8 {
+        assert_eq!(
+            fs::read_to_string(app.join(format!("small{i}"))).unwrap(),
+            format!("small {i}\n")
+        );
+    }
+    assert!(temp_names(&app).is_empty(), "{:?}", tree_of(&app));
+    assert_nothing_left(&tmp, "$TMPDIR");
+}
+
 /// A path larger than what is checked whole in memory goes to Nix as it checks
 /// out, its last byte held back until the blob hashed to its verified digest. No
 /// real service changes a file on cue between the import's verification and that
