@@ -20,7 +20,9 @@
 //! The framing is Nix's wire format, as in the NAR ([`super::nar`]): little-endian
 //! u64 numbers, strings as a length, the bytes and zero padding to 8, a set as a
 //! count and its strings. The fields and their order are those of `nix-store.cc`'s
-//! `opServe` (Nix 2.8; unchanged through at least 2.24, and in Lix). What is read
+//! `opServe` in Nix 2.8, the version the tests run; later versions are not tested
+//! here (a field out of order fails loudly: Nix cannot parse a store path as a
+//! hash, as a first draft of this module found). What is read
 //! comes from the Nix the user runs, not from a bundle, but it is bounded all the
 //! same: a string is at most [`MAX_STRING`] bytes and a set at most [`MAX_COUNT`]
 //! entries, so a broken peer gives an error, not an allocation of its choosing.
