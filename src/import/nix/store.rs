@@ -179,16 +179,11 @@ impl NixTarget {
             .iter()
             .map(|p| {
                 let object = by_path[p];
-                let blob = &object.entry;
-                let offset = head.blob_position(blob).expect("checked in plan");
-                stream::Item {
-                    object,
-                    blob,
-                    offset,
-                }
+                let offset = head.blob_position(&object.entry).expect("checked in plan");
+                stream::Item { object, offset }
             })
             .collect();
-        let total: u64 = items.iter().map(|i| i.blob.size).sum();
+        let total: u64 = items.iter().map(|i| i.object.entry.size).sum();
         let bar = progress.bar(format!("Nix paths into {}", self.describe()), total);
         let uri = match &self.dest {
             Dest::Store { uri, .. } => uri.as_deref(),
@@ -399,7 +394,7 @@ impl NixTarget {
         let sizes: BTreeMap<String, u64> = self
             .objects
             .iter()
-            .map(|o| (o.path.to_string(), o.blob_size))
+            .map(|o| (o.path.to_string(), o.entry.size))
             .collect();
         let total: u64 = paths.iter().filter_map(|p| sizes.get(p.as_str())).sum();
         let own = bar.is_none();
@@ -543,7 +538,7 @@ impl NixTarget {
         let users: Vec<&str> = self
             .objects
             .iter()
-            .filter(|o| o.blob == blob.digest)
+            .filter(|o| o.entry.digest == blob.digest)
             .map(|o| o.path.as_str())
             .collect();
         let users = users.join(", ");

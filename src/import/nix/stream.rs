@@ -35,10 +35,9 @@ use std::io::{self, BufReader, BufWriter, Write};
 
 use crate::bundle::decode::{zstd_context, zstd_writer_in};
 use crate::bundle::digest::Hasher;
-use crate::bundle::manifest::BlobEntry;
 use crate::bundle::reader::ReadAt;
 use crate::bundle::Digest;
-use crate::io::process::{nix_cmd, ProcessError};
+use crate::io::process::{nix_cmd, ProcessError, Session};
 use crate::io::serve::Fault;
 use crate::nixfmt::serve_proto::{
     read_ack, read_hello, read_path_infos, write_add_to_store_nar, write_hello,
@@ -67,16 +66,16 @@ pub(super) enum StreamError {
     Nix(ProcessError),
 }
 
-/// One path to stream: its object and its blob with the blob's position in the file.
+/// One path to stream: its object (whose blob is `object.entry`) and the blob's
+/// position in the file.
 pub(super) struct Item<'a> {
     pub(super) object: &'a NixObject,
-    pub(super) blob: &'a BlobEntry,
     pub(super) offset: u64,
 }
 
 /// A `nix-store --serve` (with `--write`: one that may add paths) on the store `uri`
 /// (`None`: the local store).
-fn serve(uri: Option<&str>, write: bool) -> Result<crate::io::process::Session, ProcessError> {
+fn serve(uri: Option<&str>, write: bool) -> Result<Session, ProcessError> {
     let mut cmd = nix_cmd("nix-store");
     if let Some(u) = uri {
         cmd = cmd.args(["--store", u]);
@@ -94,7 +93,6 @@ fn serve(uri: Option<&str>, write: bool) -> Result<crate::io::process::Session, 
 /// the paths as arguments a few thousand at a time.
 pub(super) fn held(uri: Option<&str>, paths: &[&StorePath]) -> Result<Vec<HeldPath>, ProcessError> {
     let mut nix = serve(uri, false)?;
-    let command = nix.command().to_string();
     let answer = {
         let (stdin, stdout) = nix.pipes();
         let mut answers = BufReader::new(stdout);
@@ -110,13 +108,20 @@ pub(super) fn held(uri: Option<&str>, paths: &[&StorePath]) -> Result<Vec<HeldPa
     };
     match answer {
         Ok(held) => nix.finish().map(|()| held),
-        Err(e) => Err(match nix.finish() {
-            Err(failed) => failed,
-            Ok(()) => ProcessError::Io {
-                command,
-                source: io::Error::other(e),
-            },
-        }),
+        Err(e) => Err(broken(nix, e)),
+    }
+}
+
+/// Why a conversation with Nix broke off: Nix's exit and stderr when it failed,
+/// otherwise what was wrong with what it sent (or with the pipe).
+fn broken(nix: Session, e: ServeProtoError) -> ProcessError {
+    let command = nix.command().to_string();
+    match nix.finish() {
+        Err(failed) => failed,
+        Ok(()) => ProcessError::Io {
+            command,
+            source: io::Error::other(e),
+        },
     }
 }
 
@@ -138,7 +143,6 @@ pub(super) fn import(
         })
     })?;
     let mut nix = serve(uri, true).map_err(StreamError::Nix)?;
-    let command = nix.command().to_string();
     let mut buf = vec![0u8; 256 << 10];
     let mut nar = Vec::new();
     let talked = {
@@ -183,18 +187,13 @@ pub(super) fn import(
     match talked {
         Ok(()) => nix.finish().map_err(StreamError::Nix),
         Err(Talk::Fault(d, f)) => {
-            // Nix sees its input end between two paths and stops.
+            // Nix sees its input end, between two paths or before the held-back
+            // last byte of a NAR, and stops without registering that path.
             let _ = nix.finish();
             Err(StreamError::Fault(d, f))
         }
         // Nix stopped answering: its exit says why.
-        Err(Talk::Pipe(e)) => Err(StreamError::Nix(match nix.finish() {
-            Err(failed) => failed,
-            Ok(()) => ProcessError::Io {
-                command,
-                source: io::Error::other(e),
-            },
-        })),
+        Err(Talk::Pipe(e)) => Err(StreamError::Nix(broken(nix, e))),
     }
 }
 
@@ -220,7 +219,7 @@ fn send_one(
     ctx: &mut zstd::zstd_safe::DCtx<'static>,
     on_bytes: &dyn Fn(u64),
 ) -> Result<(), Talk> {
-    let blob = item.blob;
+    let blob = &item.object.entry;
     let fault = |f| Talk::Fault(blob.digest, f);
     let Some(content) = &blob.content else {
         return Err(fault(Fault::Content("it has no content digest".into())));
