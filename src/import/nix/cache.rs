@@ -168,7 +168,7 @@ impl NixTarget {
         let users: Vec<String> = self
             .objects
             .iter()
-            .filter(|o| o.blob == blob)
+            .filter(|o| o.entry.digest == blob)
             .map(|o| o.path.to_string())
             .collect();
         let users = users.join(", ");

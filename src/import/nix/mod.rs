@@ -453,15 +453,15 @@ impl Target for NixTarget {
             let o = by_path[&p];
             if valid.contains(&p) {
                 if !stored(o) && held_hashes.get(&p) != Some(&o.nar_hash) {
-                    plan.missing.insert(o.blob);
+                    plan.missing.insert(o.entry.digest);
                 }
                 plan.present_objects.push(format!("nix-path {p}"));
                 continue;
             }
             plan.new_objects.push(format!("nix-path {p}"));
             if !stored(o) {
-                plan.missing.insert(o.blob);
-            } else if plan.needed.insert(o.blob) {
+                plan.missing.insert(o.entry.digest);
+            } else if plan.needed.insert(o.entry.digest) {
                 blob_bytes += o.entry.size;
             }
             self.new_paths.push(p);
@@ -484,7 +484,7 @@ impl Target for NixTarget {
             let Some(b) = Some(&o.entry).filter(|b| b.offset.is_some()) else {
                 continue;
             };
-            if plan.needed.insert(o.blob) {
+            if plan.needed.insert(o.entry.digest) {
                 plan.bytes_to_write += b.size;
             }
         }

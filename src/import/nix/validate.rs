@@ -17,10 +17,9 @@ use crate::nixfmt::{fingerprint, verify_path, NarHash, NarInfo, StorePath};
 #[derive(Debug, Clone)]
 pub(super) struct NixObject {
     pub(super) path: StorePath,
-    pub(super) blob: Digest,
-    pub(super) blob_size: u64,
-    /// The blob's manifest entry (looked up once: `Manifest::blob` is a linear
-    /// search, and a closure of thousands of paths asked it several times a path).
+    /// Its NAR blob: the manifest entry (digest, size, content), looked up once
+    /// (`Manifest::blob` is a linear search, and a closure of thousands of paths
+    /// asked it several times a path).
     pub(super) entry: crate::bundle::manifest::BlobEntry,
     pub(super) nar_hash: NarHash,
     pub(super) nar_size: u64,
@@ -34,13 +33,13 @@ pub(super) struct NixObject {
 impl NixObject {
     /// The narinfo of this path in a cache: the bundle's own `.nar.zst` blob.
     pub(super) fn narinfo(&self) -> NarInfo {
-        let file_hash = NarHash::from_digest(&self.blob);
+        let file_hash = NarHash::from_digest(&self.entry.digest);
         NarInfo {
             store_path: self.path.clone(),
             url: NarInfo::nar_url(&file_hash, "zst"),
             compression: "zstd".into(),
             file_hash,
-            file_size: self.blob_size,
+            file_size: self.entry.size,
             nar_hash: self.nar_hash,
             nar_size: self.nar_size,
             references: self.references.clone(),
@@ -72,8 +71,6 @@ pub(super) fn nix_objects(head: &Head, trusted: &[PublicKey]) -> Result<Vec<NixO
             .ok_or_else(|| bad(format!("{what}: its blob {} is not listed", o.digest)))?;
         let obj = NixObject {
             path,
-            blob: o.digest,
-            blob_size: blob.size,
             entry: blob.clone(),
             nar_hash: meta.nar_hash,
             nar_size: meta.nar_size,
