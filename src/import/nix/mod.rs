@@ -50,9 +50,12 @@
 //! `<root>/nix/var/nix/gcroots/gapbundle/`.
 //!
 //! Every path's signature by a trusted key is checked against Nix's fingerprint
-//! before anything is written. Paths already valid on the target are skipped, so a
-//! second import is a no-op, and since nothing is registered before the last byte of
-//! the bundle verified, an interrupted import completes on rerun.
+//! before anything is written to the target (in the plan, once it knows that a path
+//! or its signatures will be). Paths already valid on the target are skipped, so a
+//! second import is a no-op (one that finds every path valid and signed checks no
+//! path signature and reads none of the bundle's data: `crate::commands::import`),
+//! and since nothing is registered before the last byte of the bundle verified, an
+//! interrupted import completes on rerun.
 //!
 //! The parts: `validate` (what section 14.5 asks before anything is written),
 //! `cache` (the `file://` cache: NARs as they stream, decode checks, narinfos),
@@ -84,7 +87,7 @@ use crate::io::space;
 use crate::io::temp::{self, TempFolder};
 use crate::nixfmt::{closure_order, NarHash, StorePath};
 use crate::progress::Progress;
-use validate::{nix_objects, NixObject};
+use validate::{check_signatures, nix_objects, NixObject};
 
 /// Where GC roots go, below a store's root.
 const GC_ROOTS: &str = "nix/var/nix/gcroots/gapbundle";
@@ -210,7 +213,7 @@ pub fn target(
         return Ok(None);
     }
     let trusted = signers.to_vec();
-    let objects = nix_objects(head, &trusted)?;
+    let objects = nix_objects(head)?;
     Ok(Some(Box::new(NixTarget {
         dest: parse_dest(opts.store.as_deref())?,
         objects,
@@ -279,10 +282,9 @@ pub struct CachedPath {
 /// checks them (format.md 14.5): with `signers` (the trusted keys that signed the
 /// bundle), each path must carry a path signature by one of them.
 pub fn cached_paths(head: &Head, signers: &[PublicKey]) -> Result<Vec<CachedPath>> {
-    nix_objects(head, signers)?
-        .iter()
-        .map(cached_path)
-        .collect()
+    let objects = nix_objects(head)?;
+    check_signatures(&objects, signers)?;
+    objects.iter().map(cached_path).collect()
 }
 
 fn cached_path(o: &NixObject) -> Result<CachedPath> {
@@ -465,6 +467,11 @@ impl Target for NixTarget {
                 blob_bytes += o.entry.size;
             }
             self.new_paths.push(p);
+        }
+        // Section 14.5's signature rule, before anything is handed to the target: a
+        // rerun that finds every path valid and signed hands nothing and skips it.
+        if !self.new_paths.is_empty() || !self.unsigned_paths.is_empty() {
+            check_signatures(&self.objects, &self.trusted)?;
         }
         plan.bytes_to_write = blob_bytes;
         self.bytes_written = plan.bytes_to_write;

@@ -4,6 +4,12 @@
 //! `bundle::meta`): a path signature by a trusted key over Nix's fingerprint. The
 //! third rule, references that are in the bundle or valid on the target, needs the
 //! target and is checked where the target plans (`super::NixTarget`'s `plan`).
+//!
+//! The signatures are checked apart from the parse ([`check_signatures`]) because
+//! they are only needed before something is written: the import's plan checks them
+//! once it knows it will hand a path or its signatures to the target, and skips them
+//! on a rerun that finds every path valid and signed (an ed25519 check is most of
+//! what a present path costs there).
 
 use anyhow::Result;
 
@@ -56,9 +62,8 @@ pub(super) fn bad(msg: String) -> anyhow::Error {
 }
 
 /// Reads every `nix-path` object (its name, meta and NAR blob were checked when the
-/// manifest was parsed) and, when keys are trusted, checks that one of them signed
-/// the path over Nix's fingerprint.
-pub(super) fn nix_objects(head: &Head, trusted: &[PublicKey]) -> Result<Vec<NixObject>> {
+/// manifest was parsed); [`check_signatures`] checks what vouches for them.
+pub(super) fn nix_objects(head: &Head) -> Result<Vec<NixObject>> {
     let mut out = Vec::new();
     let blobs: std::collections::HashMap<&Digest, &crate::bundle::manifest::BlobEntry> =
         head.manifest.blobs.iter().map(|b| (&b.digest, b)).collect();
@@ -82,13 +87,19 @@ pub(super) fn nix_objects(head: &Head, trusted: &[PublicKey]) -> Result<Vec<NixO
         };
         out.push(obj);
     }
+    Ok(out)
+}
+
+/// When keys are trusted (the bundle's signature was checked), that one of them
+/// signed each path over Nix's fingerprint.
+pub(super) fn check_signatures(objects: &[NixObject], trusted: &[PublicKey]) -> Result<()> {
     if !trusted.is_empty() {
         // An ed25519 check is most of what a path costs here (tens of microseconds
         // each, 2,000 paths in a NixOS closure): on every core. The error is the
         // first failing path in the manifest's order, whatever the scheduling.
         crate::pool::map(
             crate::pool::cores(),
-            &out,
+            objects,
             || Ok(()),
             |_, obj: &NixObject| {
                 let fp = fingerprint(&obj.path, &obj.nar_hash, obj.nar_size, &obj.references);
@@ -102,5 +113,5 @@ pub(super) fn nix_objects(head: &Head, trusted: &[PublicKey]) -> Result<Vec<NixO
             },
         )?;
     }
-    Ok(out)
+    Ok(())
 }
