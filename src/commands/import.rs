@@ -7,6 +7,12 @@
 //! targets register their objects only after the last byte verified. What it prints
 //! of the bundle (names, versions, objects) goes through [`escaped`].
 //!
+//! A rerun (every plan [changes nothing](TargetPlan::changes_nothing), nothing to
+//! retire, the bundle a file) reads no data: no byte of it would reach a target, and
+//! hashing a bundle of gigabytes to confirm what the targets already hold by digest
+//! was most of a rerun's time (format.md section 12). When its receipt is the one
+//! already stored, that is left as it is too, so such an import writes nothing.
+//!
 //! Every import records a receipt in the state folder (format.md section 16):
 //! pending before any target is touched, complete after; a new version of a bundle
 //! then retires what only the earlier one held ([`crate::bundle::receipt`]).
@@ -28,7 +34,7 @@ use crate::error::{
     ContainerdFailure, DeltaFailure, InputFailure, NixStoreFailure, RegistryFailure,
 };
 use crate::import::oci::{ImageDest, ManifestDest};
-use crate::import::{self, receipts, Fanout, Target};
+use crate::import::{self, receipts, Fanout, Target, TargetPlan};
 use crate::io::source::BundleSource;
 use crate::progress::{human_bytes, Progress};
 use crate::text::escaped;
@@ -121,19 +127,36 @@ pub fn run(a: ImportArgs, out: &OutputArgs) -> Result<(), Failure> {
         }),
         extra: Default::default(),
     };
-    state.write_pending(&receipt)?;
-    let mut fanout = Fanout::new(
-        targets
-            .iter_mut()
-            .zip(&plans)
-            .map(|(t, p)| (t.as_mut() as &mut dyn Target, p.needed.clone()))
-            .collect(),
-    );
-    let bar = progress.bar("bundle data", head.manifest.data_len());
-    verify_stream(&mut r, &head, &mut fanout, |n| bar.inc(n))
-        .map_err(|e| source.place_damage(e))?;
-    bar.clear();
-    drop(fanout);
+    let retire = replacement(&mine, &sections, &covered, &others, a.prune);
+    // A rerun: every target holds, by digest, all that the signed head names, and
+    // nothing is to go. No byte of the bundle's data would reach a target, so none
+    // is read (a bundle from a pipe is still read to its end, for whatever writes
+    // it). And when its complete receipt already says all this, it stays as it is:
+    // such an import writes nothing at all.
+    let rerun = source.random_access().is_some()
+        && retire.is_empty()
+        && plans.iter().all(TargetPlan::changes_nothing);
+    let unchanged = rerun && same_receipt(&mine, &receipt);
+    if !unchanged {
+        state.write_pending(&receipt)?;
+    }
+    if rerun {
+        progress.message(
+            "every target already holds all of this bundle: its data was not read (`gapbundle verify` checks it)",
+        );
+    } else {
+        let mut fanout = Fanout::new(
+            targets
+                .iter_mut()
+                .zip(&plans)
+                .map(|(t, p)| (t.as_mut() as &mut dyn Target, p.needed.clone()))
+                .collect(),
+        );
+        let bar = progress.bar("bundle data", head.manifest.data_len());
+        verify_stream(&mut r, &head, &mut fanout, |n| bar.inc(n))
+            .map_err(|e| source.place_damage(e))?;
+        bar.clear();
+    }
     let mut reports = Vec::new();
     for t in targets.iter_mut() {
         let result = t.finish(&head, progress)?;
@@ -147,10 +170,11 @@ pub fn run(a: ImportArgs, out: &OutputArgs) -> Result<(), Failure> {
     drop(targets);
     // The new version is in place: what only the earlier one (or a killed import)
     // held goes, except what another imported bundle names.
-    let retire = replacement(&mine, &sections, &covered, &others, a.prune);
     let retired = receipts::execute(&retire, progress)?;
     receipt.complete = true;
-    state.write_complete(&receipt)?;
+    if !unchanged {
+        state.write_complete(&receipt)?;
+    }
     // Last: every path is registered and verified, the images and manifests are in
     // place (in containerd before the switch when K3s runs, staged for the new
     // system's K3s otherwise), and the receipt says the import is done, so a
@@ -170,6 +194,7 @@ pub fn run(a: ImportArgs, out: &OutputArgs) -> Result<(), Failure> {
             targets: reports,
             retired,
             system: activation,
+            data_read: !rerun,
         });
     } else if !out.quiet {
         say!(
@@ -280,6 +305,20 @@ fn unreachable(e: &anyhow::Error) -> bool {
             || c.is::<NixStoreFailure>()
             || c.is::<crate::io::process::ProcessError>()
     })
+}
+
+/// Whether the one receipt stored for this bundle is complete and says what
+/// `receipt` says, but for when it was imported: a rerun then leaves it as it is.
+fn same_receipt(mine: &[&Receipt], receipt: &Receipt) -> bool {
+    match mine {
+        [stored] if stored.complete => {
+            let mut r = receipt.clone();
+            r.imported = stored.imported;
+            r.complete = true;
+            **stored == r
+        }
+        _ => false,
+    }
 }
 
 /// Seconds since the epoch, for the receipt.

@@ -361,6 +361,11 @@ pub struct ImportReport {
     /// What activating the bundle's NixOS system did (format.md 14.8), when the
     /// import activated one.
     pub system: Option<ActivationPlan>,
+    /// Whether the bundle's data was read and every blob hashed: false only for a
+    /// rerun whose every target already held all of it (the signature and the
+    /// head were checked, nothing was written from the data).
+    #[serde(rename = "dataRead")]
+    pub data_read: bool,
 }
 
 /// One target of `import --json`.

@@ -10,6 +10,12 @@
 //! bundle verified. A bundle damaged anywhere therefore registers nothing, and what
 //! was committed before the damage was found is verified content-addressed data that
 //! a rerun reuses: imports are idempotent and an interrupted one completes on rerun.
+//!
+//! The one import that reads no blob is a rerun whose every plan
+//! [changes nothing](TargetPlan::changes_nothing): each target already holds, by
+//! digest, everything the signed head names, so no byte of the bundle's data would
+//! reach it, and `finish` only confirms from the head what is there (a GC root, a
+//! path's signature from the head are all it may add).
 
 pub mod activate;
 pub mod containerd;
@@ -58,6 +64,18 @@ pub struct TargetPlan {
     /// anything is written when any target has one; always empty for a full bundle.
     #[serde(skip_serializing_if = "BTreeSet::is_empty")]
     pub missing: BTreeSet<Digest>,
+}
+
+impl TargetPlan {
+    /// Whether the target already holds everything the bundle would give it: no
+    /// blob to receive, nothing new, missing or to remove. An import whose every
+    /// target says so is a rerun and need not read the bundle's data.
+    pub fn changes_nothing(&self) -> bool {
+        self.needed.is_empty()
+            && self.new_objects.is_empty()
+            && self.missing.is_empty()
+            && self.objects_to_remove.is_empty()
+    }
 }
 
 /// One destination of an import.

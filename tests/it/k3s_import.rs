@@ -208,6 +208,28 @@ fn containerd_import_registers_every_ref_unpacks_and_is_idempotent() {
     for img in result["images"].as_array().unwrap() {
         assert!(img["unpacked"].is_string(), "{img}");
     }
+    // Nothing of the bundle's data was read: a copy with a damaged layer imports
+    // the same (no byte of it would reach containerd), while `verify` refuses it.
+    assert_eq!(out["dataRead"], false, "{out}");
+    let layer = head.manifest.blobs.iter().max_by_key(|b| b.size).unwrap();
+    let mut bytes = fs::read(&bundle).unwrap();
+    bytes[(head.data_start + layer.offset.unwrap() + layer.size / 2) as usize] ^= 0x01;
+    let damaged = w.path("damaged.gapb");
+    fs::write(&damaged, &bytes).unwrap();
+    let out = cli_report(
+        &run(w
+            .import(&damaged)
+            .arg("--containerd")
+            .arg(ctd.socket())
+            .arg("--json")),
+        "import",
+    );
+    assert_eq!(out["dataRead"], false, "{out}");
+    fails(&w.verify("damaged.gapb"), 3);
+    assert!(
+        fs::read(&meta_db).unwrap() == meta_before,
+        "the import of the damaged copy wrote to containerd's metadata"
+    );
 }
 
 #[test]

@@ -899,6 +899,89 @@ fn small_paths_are_signed_on_import_and_a_rerun_signs_those_valid_without() {
     assert!(!stderr(&o).contains("copy-sigs"), "{}", stderr(&o));
 }
 
+/// A rerun whose every path is valid with the bundle's signatures reads none of
+/// the bundle's data and leaves the receipt as it was; a damaged blob is then not
+/// noticed (nothing of it would reach the store), but it still is from a pipe, and
+/// a path signature the store lacks is still checked before it is copied there.
+#[test]
+fn a_rerun_with_every_path_present_reads_no_data_and_writes_no_receipt() {
+    let w = nix_work();
+    ok(create(&w, "site.gapb", &w.secret()));
+    let key = w.signing_key();
+    let head = head_of(&w.path("site.gapb"));
+    let m = manifest_of(&head);
+    let lib = lib_of(&m);
+    let store = w.path("t").display().to_string();
+    let state = w.path("state");
+    let with_state = |bundle: &str| {
+        let mut c = import_cmd(&w, bundle, &store, &w.public());
+        c.arg("--state-dir").arg(&state);
+        c
+    };
+    let first = cli_report(&ok(with_state("site.gapb").output().unwrap()), "import");
+    assert_eq!(first["dataRead"], true, "{first}");
+    let receipt = state.join("receipts/nixsite.json");
+    let stored = fs::read(&receipt).unwrap();
+    let inode = || std::os::unix::fs::MetadataExt::ino(&fs::metadata(&receipt).unwrap());
+    let stored_inode = inode();
+
+    let again = cli_report(&ok(with_state("site.gapb").output().unwrap()), "import");
+    assert_eq!(again["dataRead"], false, "{again}");
+    assert_eq!(
+        again["targets"][0]["result"]["added"],
+        serde_json::json!([])
+    );
+    assert!(
+        fs::read(&receipt).unwrap() == stored && inode() == stored_inode,
+        "the rerun rewrote the receipt"
+    );
+
+    // lib's NAR damaged, the head intact: the rerun needs none of it.
+    let lib_obj = nix_objects(&m)
+        .into_iter()
+        .find(|o| o["name"] == lib.as_str())
+        .unwrap()
+        .clone();
+    let blob = blob_of(&head, &lib_obj);
+    let mut bytes = fs::read(w.path("site.gapb")).unwrap();
+    bytes[(head.data_start + blob.offset.unwrap() + blob.size / 2) as usize] ^= 0x01;
+    fs::write(w.path("flipped.gapb"), &bytes).unwrap();
+    let o = cli_report(&ok(with_state("flipped.gapb").output().unwrap()), "import");
+    assert_eq!(o["dataRead"], false, "{o}");
+    // From a pipe the bundle is read to its end, and the damage found.
+    let o = with_state("-")
+        .stdin(fs::File::open(w.path("flipped.gapb")).unwrap())
+        .output()
+        .unwrap();
+    assert!(fails(&o, 3).contains(&lib), "{}", stderr(&o));
+    // A store that lacks the path: refused, nothing registered.
+    let fresh = w.path("fresh");
+    let o = import(
+        &w,
+        "flipped.gapb",
+        &fresh.display().to_string(),
+        &w.public(),
+    );
+    assert!(fails(&o, 3).contains(&lib), "{}", stderr(&o));
+    assert!(valid_in(&fresh, std::slice::from_ref(&lib)).is_empty());
+
+    // A signature for lib that the store lacks, by the trusted key but over
+    // something else: checked before it would be copied, so the rerun stops.
+    resign(&w.path("site.gapb"), &w.path("badsig.gapb"), &key, |m| {
+        for o in m["objects"].as_array_mut().unwrap() {
+            if o["name"] == lib.as_str() {
+                o["meta"]["sigs"] = serde_json::json!([sign_path(&key, "not the fingerprint")]);
+            }
+        }
+    });
+    let o = with_state("badsig.gapb").output().unwrap();
+    let err = fails(&o, 3);
+    assert!(
+        err.contains("no valid path signature") && err.contains(&lib),
+        "{err}"
+    );
+}
+
 #[test]
 fn git_flakes_warn_about_untracked_files_and_locked_catches_changes() {
     let dir = tempfile::tempdir().unwrap();
