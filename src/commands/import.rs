@@ -20,12 +20,12 @@
 use std::collections::BTreeSet;
 
 use super::report::{ImportReport, PlanReport, TargetPlanReport, TargetResult};
-use super::settings::ImportSettings;
+use super::settings::{default_threads, ImportSettings};
 use super::verify::{check_trust, Trust};
 use super::{print_json, Failure};
 use crate::bundle::manifest::Kind;
 use crate::bundle::meta::Activation;
-use crate::bundle::reader::{read_head, verify_stream, Head};
+use crate::bundle::reader::{read_head, verify_parallel, verify_stream, Head};
 use crate::bundle::receipt::{
     carried, replacement, Receipt, Retire, Section, SystemRecord, RECEIPT_MAJOR,
 };
@@ -140,10 +140,19 @@ pub fn run(a: ImportArgs, out: &OutputArgs) -> Result<(), Failure> {
     if !unchanged {
         state.write_pending(&receipt)?;
     }
+    let streamed = plans.iter().any(|p| !p.needed.is_empty());
     if rerun {
         progress.message(
             "every target already holds all of this bundle: its data was not read (`gapbundle verify` checks it)",
         );
+    } else if let Some(ra) = source.random_access().filter(|_| !streamed) {
+        // No blob streams to a target (a Nix store is served from the file in
+        // place once the bundle verified): the check alone, on every core, as
+        // `verify` does it.
+        let bar = progress.bar("bundle data", head.manifest.data_len());
+        verify_parallel(ra, &head, default_threads(), &|n| bar.inc(n))
+            .map_err(|e| source.place_damage(e))?;
+        bar.clear();
     } else {
         let mut fanout = Fanout::new(
             targets
