@@ -475,6 +475,47 @@ mod tests {
     }
 
     #[test]
+    fn held_blobs_stay_in_memory_within_their_bounds_and_are_read_as_blobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let cas = Cas::open(dir.path()).unwrap();
+        let read = |c: &Cas, d: &Digest| {
+            let mut v = Vec::new();
+            c.open_blob(d).unwrap().read_to_end(&mut v).unwrap();
+            v
+        };
+        // Small: in memory only, read back as any blob, known good, kept once.
+        let d = cas.hold(b"small nar").unwrap();
+        assert_eq!(d, Digest::of(b"small nar"));
+        assert!(!cas.path(&d).exists());
+        assert_eq!(read(&cas, &d), b"small nar");
+        assert!(cas.known_good(&d));
+        assert_eq!(cas.hold(b"small nar").unwrap(), d);
+        assert_eq!(cas.held.lock().unwrap().bytes, 9);
+        // Clones share it (the writer reads through a clone); another process's
+        // cache (a new open of the folder) never sees it.
+        assert_eq!(read(&cas.clone(), &d), b"small nar");
+        let reopened = Cas::open(dir.path()).unwrap();
+        assert!(reopened.held(&d).is_none() && !reopened.known_good(&d));
+        // Over HOLD_MAX: a file in the cache, as put_bytes makes it.
+        let big = vec![7u8; HOLD_MAX + 1];
+        let b = cas.hold(&big).unwrap();
+        assert!(cas.held(&b).is_none() && cas.contains(&b, Some(big.len() as u64)));
+        // The budget: once full, the next small blob goes to a file too.
+        let mut n = 0u32;
+        while cas.held.lock().unwrap().bytes + HOLD_MAX <= HOLD_BUDGET {
+            let mut blob = vec![0u8; HOLD_MAX];
+            blob[..4].copy_from_slice(&n.to_le_bytes());
+            assert!(cas.held(&cas.hold(&blob).unwrap()).is_some());
+            n += 1;
+        }
+        let last = vec![1u8; HOLD_MAX];
+        let l = cas.hold(&last).unwrap();
+        assert!(cas.held(&l).is_none() && cas.contains(&l, Some(HOLD_MAX as u64)));
+        assert!(cas.held.lock().unwrap().bytes <= HOLD_BUDGET);
+        assert_eq!(read(&cas, &l), last);
+    }
+
+    #[test]
     fn partial_downloads_resume_and_are_checked() {
         let dir = tempfile::tempdir().unwrap();
         let cas = Cas::open(dir.path()).unwrap();
