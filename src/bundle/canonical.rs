@@ -276,21 +276,37 @@ fn put_in_order(
 /// peak): canonical bytes hold no white space outside strings, so the layout is
 /// added between their tokens.
 pub fn to_vec_pretty<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CanonicalError> {
-    Ok(lay_out(&to_vec(value)?))
+    let compact = to_vec(value)?;
+    let mut out = Vec::with_capacity(compact.len() + compact.len() / 4);
+    lay_out(&compact, &mut out).map_err(serde_json::Error::io)?;
+    Ok(out)
 }
 
-/// `compact` (canonical bytes) laid out as [`to_vec_pretty`] says.
-fn lay_out(compact: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(compact.len() + compact.len() / 4);
+/// [`to_vec_pretty`]'s bytes written to `out` as they are laid out, so only the
+/// compact form is held (a receipt of 20,000 files: 2.6 MB, where the laid-out
+/// copy beside it was 6.4 MiB more). An I/O error is a [`CanonicalError::Json`].
+pub fn to_writer_pretty<W: Write, T: Serialize + ?Sized>(
+    mut out: W,
+    value: &T,
+) -> Result<(), CanonicalError> {
+    let compact = to_vec(value)?;
+    lay_out(&compact, &mut out).map_err(serde_json::Error::io)?;
+    Ok(())
+}
+
+/// `compact` (canonical bytes) laid out as [`to_vec_pretty`] says, into `out`: the
+/// bytes between two places where layout goes are written as one run.
+fn lay_out<W: Write>(compact: &[u8], out: &mut W) -> std::io::Result<()> {
     let mut depth = 0usize;
     let mut in_string = false;
     let mut escaped = false;
+    // The start of the bytes not written yet.
+    let mut run = 0;
     let mut i = 0;
     while i < compact.len() {
         let b = compact[i];
         i += 1;
         if in_string {
-            out.push(b);
             match (escaped, b) {
                 (true, _) => escaped = false,
                 (false, b'\\') => escaped = true,
@@ -300,35 +316,38 @@ fn lay_out(compact: &[u8]) -> Vec<u8> {
             continue;
         }
         match b {
-            b'"' => {
-                in_string = true;
-                out.push(b);
-            }
+            b'"' => in_string = true,
             b'{' | b'[' => {
                 let close = if b == b'{' { b'}' } else { b']' };
-                out.push(b);
                 if compact.get(i) == Some(&close) {
-                    out.push(close);
                     i += 1;
                 } else {
+                    out.write_all(&compact[run..i])?;
+                    run = i;
                     depth += 1;
-                    newline(&mut out, depth);
+                    newline(out, depth)?;
                 }
             }
             b'}' | b']' => {
+                out.write_all(&compact[run..i - 1])?;
+                run = i - 1;
                 depth -= 1;
-                newline(&mut out, depth);
-                out.push(b);
+                newline(out, depth)?;
             }
             b',' => {
-                out.push(b);
-                newline(&mut out, depth);
+                out.write_all(&compact[run..i])?;
+                run = i;
+                newline(out, depth)?;
             }
-            b':' => out.extend_from_slice(b": "),
-            _ => out.push(b),
+            b':' => {
+                out.write_all(&compact[run..i])?;
+                run = i;
+                out.write_all(b" ")?;
+            }
+            _ => {}
         }
     }
-    out
+    out.write_all(&compact[run..])
 }
 
 /// [`to_vec_pretty`]'s bytes of `value`, written to `out` as they are serialized,
@@ -510,9 +529,17 @@ fn value_to_vec_pretty(value: &Value) -> Result<Vec<u8>, CanonicalError> {
     Ok(out)
 }
 
-fn newline(out: &mut Vec<u8>, depth: usize) {
-    out.push(b'\n');
-    out.extend(std::iter::repeat_n(b' ', 2 * depth));
+/// A new line indented to `depth`.
+fn newline<W: Write + ?Sized>(out: &mut W, depth: usize) -> std::io::Result<()> {
+    const SPACES: [u8; 64] = [b' '; 64];
+    out.write_all(b"\n")?;
+    let mut left = 2 * depth;
+    while left > 0 {
+        let n = left.min(SPACES.len());
+        out.write_all(&SPACES[..n])?;
+        left -= n;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -524,10 +551,10 @@ fn write_pretty(out: &mut Vec<u8>, v: &Value, depth: usize) -> Result<(), Canoni
                 if i > 0 {
                     out.push(b',');
                 }
-                newline(out, depth + 1);
+                newline(out, depth + 1).map_err(serde_json::Error::io)?;
                 write_pretty(out, item, depth + 1)?;
             }
-            newline(out, depth);
+            newline(out, depth).map_err(serde_json::Error::io)?;
             out.push(b']');
         }
         Value::Object(map) if !map.is_empty() => {
@@ -538,12 +565,12 @@ fn write_pretty(out: &mut Vec<u8>, v: &Value, depth: usize) -> Result<(), Canoni
                 if i > 0 {
                     out.push(b',');
                 }
-                newline(out, depth + 1);
+                newline(out, depth + 1).map_err(serde_json::Error::io)?;
                 serde_json::to_writer(&mut *out, k)?;
                 out.extend_from_slice(b": ");
                 write_pretty(out, val, depth + 1)?;
             }
-            newline(out, depth);
+            newline(out, depth).map_err(serde_json::Error::io)?;
             out.push(b'}');
         }
         other => write_value(out, other)?,
