@@ -9,7 +9,8 @@
 //! 50 GB bundle, of a delta (whose head lists every object of the full bundle) or
 //! of a set of volumes (whose head is in the first) takes the head and no more.
 //!
-//! This module is pure: a manifest in, bytes out, with no clock and no randomness.
+//! This module is pure: a manifest in, bytes out (into the writer it is given),
+//! with no clock and no randomness.
 //! The same manifest and subject give the same bytes: the only time written is the
 //! bundle's `created`, the serial number (CycloneDX) and the document namespace
 //! (SPDX) are derived from the bundle digest, every identifier inside from the
@@ -103,11 +104,12 @@ pub fn render(m: &Manifest, subject: &Subject, format: Format, tool: &str) -> Ve
     out
 }
 
-/// [`render`]'s bytes, written to `out` as the document is made: nothing of it is
-/// held, so its size costs no memory (`gapbundle sbom` of a large bundle). An
-/// error is `out`'s, as a [`CanonicalError::Json`] of an I/O error; the documents
-/// are written in canonical key order and hold no floats, which the other errors
-/// would be.
+/// [`render`]'s bytes, written to `out` as the document is made: what is held is
+/// the graph of the components (a few short strings each), never the document
+/// (`gapbundle sbom` of a 20,000-object bundle: a 13 MB document, once a 200 MiB
+/// `serde_json::Value`). An error is `out`'s, as a [`CanonicalError::Json`] of an
+/// I/O error; the other errors would be a bug of the writers, whose documents are
+/// made in canonical key order and hold no floats.
 pub fn write<W: std::io::Write>(
     m: &Manifest,
     subject: &Subject,
