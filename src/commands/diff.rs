@@ -5,34 +5,38 @@
 use super::against::read_bundle_head;
 use super::report::{DiffReport, DiffSide};
 use super::{print_json, Failure};
-use crate::bundle::diff::diff;
+use crate::bundle::diff::{diff, Old};
+use crate::bundle::digest::Digest;
 use crate::cli::{DiffArgs, OutputArgs};
 use crate::progress::human_bytes;
 
 /// Runs diff.
 pub fn run(a: DiffArgs, out: &OutputArgs) -> Result<(), Failure> {
-    let old = read_bundle_head(&a.old)?;
+    // The old head goes once what the diff needs of it is kept: the new one is
+    // read without it.
+    let old = Old::of(&read_bundle_head(&a.old)?);
     let new = read_bundle_head(&a.new)?;
     let d = diff(&old, &new);
-    let (om, nm) = (&old.manifest, &new.manifest);
+    let nm = &new.manifest;
     if out.json {
-        let side = |bundle: &std::path::Path, h: &crate::bundle::reader::Head| DiffSide {
-            bundle: bundle.to_path_buf(),
-            name: h.manifest.name.clone(),
-            version: h.manifest.version.clone(),
-            digest: h.digest.to_string(),
-        };
+        let side =
+            |bundle: &std::path::Path, name: &str, version: &str, digest: &Digest| DiffSide {
+                bundle: bundle.to_path_buf(),
+                name: name.to_string(),
+                version: version.to_string(),
+                digest: digest.to_string(),
+            };
         print_json(&DiffReport {
-            old: side(&a.old, &old),
-            new: side(&a.new, &new),
+            old: side(&a.old, &old.name, &old.version, &old.digest),
+            new: side(&a.new, &nm.name, &nm.version, &new.digest),
             diff: d,
         });
         return Ok(());
     }
     say!(
         "{} {} ({}) -> {} {} ({})",
-        om.name,
-        om.version,
+        old.name,
+        old.version,
         old.digest.short(),
         nm.name,
         nm.version,

@@ -222,6 +222,14 @@ pub fn say_bytes(bytes: &[u8]) {
     stdout_result(std::io::stdout().lock().write_all(bytes));
 }
 
+/// Writes what `write` writes to standard output through a buffer, as it comes (a
+/// document too large to hold), a gone reader handled as in `say!`.
+pub fn say_with(write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>) {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    stdout_result(write(&mut out).and_then(|()| out.flush()));
+}
+
 fn stdout_result(r: std::io::Result<()>) {
     if let Err(e) = r {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
