@@ -234,6 +234,29 @@ impl BundleBuilder {
             oci_layout,
         })
     }
+
+    /// The manifest [`BundleBuilder::finish`] would make of what was added so far,
+    /// its objects and blobs in the same order, but without the layout (no files,
+    /// no offsets), its check or its canonical bytes: what `create --sbom`
+    /// describes before the documents become objects themselves. A clone of the
+    /// builder, finished, held the layout and 9 MiB of bytes of a 20,000-object
+    /// manifest that nothing read.
+    pub fn draft(&self) -> Manifest {
+        let mut ordered: Vec<&(u32, BlobEntry)> = self.blobs.values().collect();
+        ordered.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.digest.cmp(&b.1.digest)));
+        Manifest {
+            format_version: Manifest::current_version(),
+            name: self.name.clone(),
+            version: self.version.clone(),
+            created: self.created,
+            generator: concat!("gapbundle ", env!("CARGO_PKG_VERSION")).to_string(),
+            platforms: self.platforms.clone(),
+            files: Vec::new(),
+            blobs: ordered.into_iter().map(|(_, b)| b.clone()).collect(),
+            objects: self.objects.values().cloned().collect(),
+            delta: None,
+        }
+    }
 }
 
 impl Plan {

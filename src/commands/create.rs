@@ -62,7 +62,7 @@ use crate::progress::{human_bytes, Progress};
 use crate::resolve::image::{self, Blob, ImagePlan};
 use crate::resolve::registry::{FetchStats, Registry};
 use crate::resolve::{archive, files, k8s, layout, nix, Contribution, LockCtx};
-use crate::sbom::{render, Subject};
+use crate::sbom::{self, Subject};
 use crate::spec::{self, ImageRequest, ImageSource, LoadedSpec, Lock, LockedImage};
 
 /// Media type of the spec file stored in a bundle.
@@ -850,22 +850,32 @@ fn assemble(
     // section 17.3: not the bundle digest, which depends on the manifest that
     // holds them), and are objects themselves.
     if !a.sbom.is_empty() {
-        let draft = builder.clone().finish()?;
+        let draft = builder.draft();
         for format in &a.sbom {
-            let doc = render(
-                &draft.manifest,
+            // Into the cache as it is written: a document of 20,000 components is
+            // 13 MB.
+            let mut w = cas.writer()?;
+            sbom::write(
+                &draft,
                 &Subject::Contents,
                 *format,
                 super::sbom::TOOL_VERSION,
-            );
-            let d = cas.put_bytes(&doc)?;
-            builder.add_blob(BlobEntry::new(d, doc.len() as u64, format.media_type()), 0)?;
+                &mut w,
+            )
+            .with_context(|| {
+                format!(
+                    "writing the {} document into the cache",
+                    format.object_name()
+                )
+            })?;
+            let (d, size) = w.finish(None)?;
+            builder.add_blob(BlobEntry::new(d, size, format.media_type()), 0)?;
             builder.add_object(Object {
                 kind: Kind::Sbom,
                 name: format.object_name().into(),
                 digest: d,
                 media_type: format.media_type().into(),
-                size: doc.len() as u64,
+                size,
                 blobs: vec![d],
                 meta: Meta::default(),
             })?;

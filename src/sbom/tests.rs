@@ -345,6 +345,20 @@ fn a_stored_sbom_describes_the_contents_without_itself() {
 }
 
 #[test]
+fn the_contents_digest_is_that_of_the_canonical_objects_array() {
+    let m = manifest();
+    let objects: Vec<&Object> = m.objects.iter().filter(|o| o.kind != Kind::Sbom).collect();
+    assert!(objects.len() > 2);
+    let whole = Digest::of(&canonical::to_vec(&objects).unwrap());
+    assert_eq!(contents_digest(&m), whole);
+    let empty = Manifest {
+        objects: Vec::new(),
+        ..m
+    };
+    assert_eq!(contents_digest(&empty), Digest::of(b"[]"));
+}
+
+#[test]
 fn uuids_are_version_5_rfc_variant() {
     let u = uuid_of(&Digest::of(b"x"));
     assert_eq!(u.len(), 36);
