@@ -850,25 +850,32 @@ fn assemble(
     // section 17.3: not the bundle digest, which depends on the manifest that
     // holds them), and are objects themselves.
     if !a.sbom.is_empty() {
-        let draft = builder.draft();
-        for format in &a.sbom {
-            // Into the cache as it is written: a document of 20,000 components is
-            // 13 MB.
-            let mut w = cas.writer()?;
-            sbom::write(
-                &draft,
-                &Subject::Contents,
-                *format,
-                super::sbom::TOOL_VERSION,
-                &mut w,
-            )
-            .with_context(|| {
-                format!(
-                    "writing the {} document into the cache",
-                    format.object_name()
-                )
-            })?;
-            let (d, size) = w.finish(None)?;
+        let docs = builder.with_draft(|draft| {
+            a.sbom
+                .iter()
+                .map(|format| {
+                    // Into the cache as it is written: a document of 20,000
+                    // components is 13 MB.
+                    let mut w = cas.writer()?;
+                    sbom::write(
+                        draft,
+                        &Subject::Contents,
+                        *format,
+                        super::sbom::TOOL_VERSION,
+                        &mut w,
+                    )
+                    .with_context(|| {
+                        format!(
+                            "writing the {} document into the cache",
+                            format.object_name()
+                        )
+                    })?;
+                    let (d, size) = w.finish(None)?;
+                    Ok((*format, d, size))
+                })
+                .collect::<Result<Vec<_>, anyhow::Error>>()
+        })?;
+        for (format, d, size) in docs {
             builder.add_blob(BlobEntry::new(d, size, format.media_type()), 0)?;
             builder.add_object(Object {
                 kind: Kind::Sbom,
