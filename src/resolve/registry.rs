@@ -17,7 +17,9 @@
 //!   first byte wrote the whole file: [`Cas::finish_partial_hashed`]), else read
 //!   back by the cache ([`Cas::finish_partial`]). Reading every blob back to hash
 //!   it a second time was a third of a cold create's CPU and, for the largest
-//!   layer, 0.4 s after its last byte came in. After a broken connection the next attempt
+//!   layer, 0.4 s after its last byte came in. With a
+//!   [`Placement`] (create's single bundle file), a stream from the first byte also
+//!   writes each chunk at the blob's offset in the bundle. After a broken connection the next attempt
 //!   asks for the rest with `Range`; a server that answers 200 instead of 206
 //!   starts the file over. Nothing holds more than one network chunk of a blob in
 //!   memory. Chunks are written with `tokio::fs::File`, which hands each write to
@@ -59,6 +61,7 @@ use crate::bundle::oci::{
 use crate::bundle::referrers::{check_manifest, cosign_tags};
 use crate::bundle::Digest;
 use crate::error::{InputFailure, RegistryFailure};
+use crate::io::bundle_file::Placement;
 use crate::io::cas::{Cas, CasError};
 use crate::oci::reference::{Reference, DEFAULT_TAG};
 use crate::progress::{Bar, Progress};
@@ -372,6 +375,19 @@ impl Registry {
         blobs: &[(String, Blob)],
         progress: &Progress,
     ) -> Result<FetchStats> {
+        self.fetch_blobs_into(cas, blobs, None, progress)
+    }
+
+    /// [`Registry::fetch_blobs`], each download also writing its bytes at the
+    /// blob's offset in `placement`'s file as they stream, and noting there the
+    /// blobs one verified stream wrote whole (see [`crate::io::bundle_file`]).
+    pub fn fetch_blobs_into(
+        &self,
+        cas: &Cas,
+        blobs: &[(String, Blob)],
+        placement: Option<Arc<Placement>>,
+        progress: &Progress,
+    ) -> Result<FetchStats> {
         let mut stats = FetchStats::default();
         let mut seen = HashSet::new();
         let mut todo = Vec::new();
@@ -397,11 +413,16 @@ impl Registry {
                          (routes, b): (Vec<Route>, Blob)| {
                 let inner = inner.clone();
                 let cas = cas.clone();
+                let placement = placement.clone();
                 let bar = progress.bar(
                     format!("{} {}", b.digest.short(), routes[0].repository),
                     b.size,
                 );
-                set.spawn(async move { inner.fetch_any(&cas, &routes, &b, &bar).await });
+                set.spawn(async move {
+                    inner
+                        .fetch_any(&cas, placement.as_deref(), &routes, &b, &bar)
+                        .await
+                });
             };
             for job in queue.by_ref().take(inner.jobs) {
                 spawn(&mut set, job);
@@ -653,7 +674,14 @@ impl Inner {
 
     /// Downloads `b` from the first of `routes` that serves it; a broken-off
     /// download resumes on the next route from the bytes already cached.
-    async fn fetch_any(&self, cas: &Cas, routes: &[Route], b: &Blob, bar: &Bar) -> Result<u64> {
+    async fn fetch_any(
+        &self,
+        cas: &Cas,
+        placement: Option<&Placement>,
+        routes: &[Route],
+        b: &Blob,
+        bar: &Bar,
+    ) -> Result<u64> {
         let mut failures = Vec::new();
         for route in routes {
             let got = async {
@@ -664,7 +692,7 @@ impl Inner {
                     .transport(route)
                     .store_auth_if_needed(&route.endpoint, &auth)
                     .await;
-                self.fetch_one(cas, route, b, bar, &origin).await
+                self.fetch_one(cas, placement, route, b, bar, &origin).await
             }
             .await;
             match got {
@@ -682,6 +710,7 @@ impl Inner {
     async fn fetch_one(
         &self,
         cas: &Cas,
+        placement: Option<&Placement>,
         route: &Route,
         b: &Blob,
         bar: &Bar,
@@ -689,20 +718,23 @@ impl Inner {
     ) -> Result<u64> {
         let mut restarted = false;
         loop {
-            let verified = self.download(cas, route, b, bar, origin).await?;
+            let verified = self.download(cas, placement, route, b, bar, origin).await?;
             let (c, d, size) = (cas.clone(), b.digest, b.size);
             // Bytes oci-client hashed to the digest as they streamed need no second
             // pass (a second hash of every byte, on the cold create's critical path);
             // a resumed file, whose first bytes came in an earlier stream, is read
             // back and hashed whole.
             let checked = tokio::task::spawn_blocking(move || match verified {
-                Verified::Streamed => c.finish_partial_hashed(&d, size),
+                Verified::Streamed { .. } => c.finish_partial_hashed(&d, size),
                 Verified::No => c.finish_partial(&d, size),
             })
             .await
             .context("the hashing task failed")?;
             match checked {
                 Ok(()) => {
+                    if let (Verified::Streamed { placed: true }, Some(p)) = (verified, placement) {
+                        p.placed(b.digest);
+                    }
                     bar.finish("fetched");
                     return Ok(b.size);
                 }
@@ -741,6 +773,7 @@ impl Inner {
     async fn download(
         &self,
         cas: &Cas,
+        placement: Option<&Placement>,
         route: &Route,
         b: &Blob,
         bar: &Bar,
@@ -795,7 +828,16 @@ impl Inner {
                         have = 0;
                         bar.set_position(0);
                     }
-                    copy_stream(stream, &mut file, &mut have, b.size, bar)
+                    // A stream from the blob's first byte also goes to its place
+                    // in the bundle, when there is one.
+                    let mut tee = match placement.filter(|_| full) {
+                        Some(p) => match p.offset(&b.digest, b.size) {
+                            Some(at) => Tee::open(p, at).await.ok(),
+                            None => None,
+                        },
+                        None => None,
+                    };
+                    copy_stream(stream, &mut file, tee.as_mut(), &mut have, b.size, bar)
                         .await
                         .map_err(local)?
                         .map(|end| {
@@ -803,7 +845,9 @@ impl Inner {
                             // clean end means the digest matched every byte of it,
                             // and the file holds exactly those bytes (written from 0).
                             if full && end == End::Clean && have == b.size {
-                                Verified::Streamed
+                                Verified::Streamed {
+                                    placed: tee.as_ref().is_some_and(|t| t.whole),
+                                }
                             } else {
                                 Verified::No
                             }
@@ -845,8 +889,9 @@ impl Inner {
 /// Whether a downloaded partial file is known to hash to its digest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verified {
-    /// Every byte came from one stream that oci-client hashed to the digest.
-    Streamed,
+    /// Every byte came from one stream that oci-client hashed to the digest; with
+    /// `placed`, the same bytes are at the blob's offset in the placement's file.
+    Streamed { placed: bool },
     /// Not known: the cache hashes the file (a resumed download, or bad bytes).
     No,
 }
@@ -864,9 +909,53 @@ enum End {
 /// a retry); `Err` is a local write error. A digest mismatch detected by
 /// oci-client's verifying stream ends the copy normally ([`End::Stopped`]): the
 /// cache's own check, which follows, reports it with everything the user needs.
+/// The blob's place in a bundle file, written beside the cache's partial file.
+/// A failed write there only ends the tee (`whole` false): the blob is then not
+/// placed, and the bundle writer, copying it from the cache later, reports the
+/// bundle file's error itself.
+struct Tee<'a> {
+    placement: &'a Placement,
+    file: tokio::fs::File,
+    whole: bool,
+}
+
+impl<'a> Tee<'a> {
+    /// The placement's file, positioned at `at` (a file description of its own:
+    /// other downloads write other ranges of the same file at the same time).
+    async fn open(placement: &'a Placement, at: u64) -> std::io::Result<Tee<'a>> {
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .open(placement.path())
+            .await?;
+        file.seek(SeekFrom::Start(at)).await?;
+        Ok(Tee {
+            placement,
+            file,
+            whole: true,
+        })
+    }
+}
+
 async fn copy_stream(
     mut stream: SizedStream,
     file: &mut tokio::fs::File,
+    mut tee: Option<&mut Tee<'_>>,
+    have: &mut u64,
+    size: u64,
+    bar: &Bar,
+) -> std::io::Result<std::result::Result<End, OciDistributionError>> {
+    let end = copy_chunks(&mut stream, file, tee.as_deref_mut(), have, size, bar).await?;
+    if let Some(t) = tee.filter(|t| t.whole) {
+        // Written before the caller counts the blob as placed.
+        t.whole = t.file.flush().await.is_ok();
+    }
+    Ok(end)
+}
+
+async fn copy_chunks(
+    stream: &mut SizedStream,
+    file: &mut tokio::fs::File,
+    mut tee: Option<&mut Tee<'_>>,
     have: &mut u64,
     size: u64,
     bar: &Bar,
@@ -874,6 +963,12 @@ async fn copy_stream(
     while let Some(chunk) = stream.next().await {
         match chunk {
             Ok(bytes) => {
+                if let Some(t) = tee.as_deref_mut().filter(|t| t.whole) {
+                    // Never past the blob's own range (the next blob's bytes).
+                    let room = size.saturating_sub(*have).min(bytes.len() as u64) as usize;
+                    t.whole = t.file.write_all(&bytes[..room]).await.is_ok();
+                    t.placement.wrote(room as u64);
+                }
                 file.write_all(&bytes).await?;
                 *have += bytes.len() as u64;
                 bar.inc(bytes.len() as u64);
