@@ -1,18 +1,22 @@
 //! `gapbundle create`: spec in, one signed bundle out.
 //!
 //! The order matters for the people who run it. Everything is resolved to digests
-//! first (cheap manifest requests), the lock is checked if `--locked`, and only then
-//! are blobs downloaded, in parallel, into the cache; the bundle is laid out, signed
-//! and streamed from the cache to a temporary file that is renamed over the output
-//! only when complete. A failure at any step leaves no half-written bundle and no
-//! half-updated lock.
+//! first (cheap manifest requests), the lock is checked if `--locked`, the bundle is
+//! laid out and signed (the descriptors give every blob's digest and size, so every
+//! offset is known before a byte is fetched), and only then are blobs downloaded, in
+//! parallel, into the cache; the rest of the bundle is streamed from the cache to a
+//! temporary file that is renamed over the output only when complete. A failure at
+//! any step leaves no half-written bundle and no half-updated lock.
 //!
 //! [`run`] is those steps as stages, each a function whose result carries what the
 //! next needs: `Inputs::load` (spec, lock, keys, cache), `resolve` (every input to
-//! digests, the new lock), `check_lock` (`--locked`), `fetch` (registry blobs into
-//! the cache), `assemble` (the manifest laid out: which blobs a bundle stores is
-//! decided here), `write` (signed, to the output: how the bytes land on disk is
-//! decided here) and `report`.
+//! digests, the new lock), `check_lock` (`--locked`), `assemble` (the manifest laid
+//! out: which blobs a bundle stores is decided here), `Target::open` (a single
+//! file's temporary file, opened before the downloads), `fetch` (registry blobs into
+//! the cache and, for a single file, each at its offset in the temporary file as it
+//! streams: one write of each downloaded byte instead of a second copy out of the
+//! cache after the last download), `write` (the rest, to the output: how the bytes
+//! land on disk is decided here) and `report`.
 //!
 //! With `--against` the bases are read in `Inputs::load`, `fetch` downloads nothing
 //! a base holds, and `assemble` lays out the full bundle first, signs it, and turns
@@ -734,8 +738,10 @@ fn check_lock(a: &CreateSettings, inputs: &Inputs, resolved: &Resolved) -> Resul
     Ok(())
 }
 
-/// Stage 4: the registry images' blobs into the cache, in parallel (local images,
-/// documents and NARs are there already). `None` when nothing came from a registry.
+/// Stage 5 (after `assemble` and `Target::open`): the registry images' blobs into
+/// the cache, in parallel (local images, documents and NARs are there already),
+/// and, with a `placement`, each into the bundle's temporary file at its offset as
+/// it streams. `None` when nothing came from a registry.
 fn fetch(
     inputs: &Inputs,
     resolved: &Resolved,
@@ -772,8 +778,9 @@ fn fetch(
     }
 }
 
-/// Stage 5, the bundle laid out: every blob and object in the manifest, offsets
+/// Stage 4, the bundle laid out: every blob and object in the manifest, offsets
 /// fixed, and the lock file's bytes (stored in the bundle, written beside the spec).
+/// Only digests and sizes are needed, so this comes before the downloads.
 struct Assembled {
     /// The bundle to write: the full one, or with `--against` the delta.
     plan: Plan,
@@ -909,8 +916,9 @@ fn assemble(
     })
 }
 
-/// Stage 6, the bundle signed and written: to a temporary file renamed over the
-/// output once complete (blobs copied in parallel), or streamed to an output that
+/// Stage 6, the bundle written: to a temporary file renamed over the output once
+/// complete (blobs not already placed by the downloads copied in parallel), or
+/// streamed to an output that
 /// is not a regular file, or, with `--volume-size`, to volumes (and parity volumes)
 /// that appear only once all of them are complete; then the lock beside the spec,
 /// if it changed.

@@ -17,9 +17,9 @@
 //!   first byte wrote the whole file: [`Cas::finish_partial_hashed`]), else read
 //!   back by the cache ([`Cas::finish_partial`]). Reading every blob back to hash
 //!   it a second time was a third of a cold create's CPU and, for the largest
-//!   layer, 0.4 s after its last byte came in. With a
-//!   [`Placement`] (create's single bundle file), a stream from the first byte also
-//!   writes each chunk at the blob's offset in the bundle. After a broken connection the next attempt
+//!   layer, 0.4 s after its last byte came in. With a [`Placement`] (create's
+//!   single bundle file), a stream from the first byte also writes each chunk at
+//!   the blob's offset in the bundle. After a broken connection the next attempt
 //!   asks for the rest with `Range`; a server that answers 200 instead of 206
 //!   starts the file over. Nothing holds more than one network chunk of a blob in
 //!   memory. Chunks are written with `tokio::fs::File`, which hands each write to
@@ -905,10 +905,6 @@ enum End {
     Stopped,
 }
 
-/// Streams `stream` to the end of `file`. `Ok(Err(e))` is a network error (worth
-/// a retry); `Err` is a local write error. A digest mismatch detected by
-/// oci-client's verifying stream ends the copy normally ([`End::Stopped`]): the
-/// cache's own check, which follows, reports it with everything the user needs.
 /// The blob's place in a bundle file, written beside the cache's partial file.
 /// A failed write there only ends the tee (`whole` false): the blob is then not
 /// placed, and the bundle writer, copying it from the cache later, reports the
@@ -936,6 +932,11 @@ impl<'a> Tee<'a> {
     }
 }
 
+/// Streams `stream` to the end of `file` (and its blob's part into `tee`, which
+/// is flushed before this returns). `Ok(Err(e))` is a network error (worth a
+/// retry); `Err` is a local write error. A digest mismatch detected by
+/// oci-client's verifying stream ends the copy normally ([`End::Stopped`]): the
+/// cache's own check, which follows, reports it with everything the user needs.
 async fn copy_stream(
     mut stream: SizedStream,
     file: &mut tokio::fs::File,
@@ -952,6 +953,7 @@ async fn copy_stream(
     Ok(end)
 }
 
+/// [`copy_stream`]'s loop.
 async fn copy_chunks(
     stream: &mut SizedStream,
     file: &mut tokio::fs::File,
