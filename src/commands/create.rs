@@ -1005,7 +1005,7 @@ fn write(
     let volumes = match target {
         Target::Stdout => {
             let mut w = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
-            write_bundle(&mut w, plan, &envelope, &inputs.cas, |b| {
+            write_bundle(&mut w, plan, envelope, &inputs.cas, |b| {
                 bar.inc(b.size + 512)
             })
             .context("writing the bundle to standard output")?;
