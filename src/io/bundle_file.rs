@@ -71,10 +71,7 @@ impl Placement {
         let data_start = plan.data_start(envelope);
         let at = plan
             .stored_blobs()
-            .map(|b| {
-                let offset = b.offset.expect("stored blobs have offsets");
-                (b.digest, (data_start + offset, b.size))
-            })
+            .filter_map(|b| Some((b.digest, (data_start + b.offset?, b.size))))
             .collect();
         // Starts the disk writeback while the downloads go on, as write_parallel
         // does while it copies, so the fsync before the rename finds little left.
