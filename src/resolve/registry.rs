@@ -933,10 +933,11 @@ impl<'a> Tee<'a> {
 }
 
 /// Streams `stream` to the end of `file` (and its blob's part into `tee`, which
-/// is flushed before this returns). `Ok(Err(e))` is a network error (worth a
-/// retry); `Err` is a local write error. A digest mismatch detected by
-/// oci-client's verifying stream ends the copy normally ([`End::Stopped`]): the
-/// cache's own check, which follows, reports it with everything the user needs.
+/// is flushed before a copy that ended without an error returns). `Ok(Err(e))` is
+/// a network error (worth a retry); `Err` is a local write error. A digest mismatch
+/// detected by oci-client's verifying stream ends the copy normally
+/// ([`End::Stopped`]): the cache's own check, which follows, reports it with
+/// everything the user needs.
 async fn copy_stream(
     mut stream: SizedStream,
     file: &mut tokio::fs::File,
@@ -945,24 +946,10 @@ async fn copy_stream(
     size: u64,
     bar: &Bar,
 ) -> std::io::Result<std::result::Result<End, OciDistributionError>> {
-    let end = copy_chunks(&mut stream, file, tee.as_deref_mut(), have, size, bar).await?;
-    if let Some(t) = tee.filter(|t| t.whole) {
-        // Written before the caller counts the blob as placed.
-        t.whole = t.file.flush().await.is_ok();
-    }
-    Ok(end)
-}
-
-/// [`copy_stream`]'s loop.
-async fn copy_chunks(
-    stream: &mut SizedStream,
-    file: &mut tokio::fs::File,
-    mut tee: Option<&mut Tee<'_>>,
-    have: &mut u64,
-    size: u64,
-    bar: &Bar,
-) -> std::io::Result<std::result::Result<End, OciDistributionError>> {
-    while let Some(chunk) = stream.next().await {
+    let end = loop {
+        let Some(chunk) = stream.next().await else {
+            break End::Clean;
+        };
         match chunk {
             Ok(bytes) => {
                 if let Some(t) = tee.as_deref_mut().filter(|t| t.whole) {
@@ -975,14 +962,18 @@ async fn copy_chunks(
                 *have += bytes.len() as u64;
                 bar.inc(bytes.len() as u64);
                 if *have > size {
-                    return Ok(Ok(End::Stopped));
+                    break End::Stopped;
                 }
             }
-            Err(e) if digest_error_in(&e).is_some() => return Ok(Ok(End::Stopped)),
+            Err(e) if digest_error_in(&e).is_some() => break End::Stopped,
             Err(e) => return Ok(Err(OciDistributionError::IoError(e))),
         }
+    };
+    if let Some(t) = tee.filter(|t| t.whole) {
+        // Written before the caller counts the blob as placed.
+        t.whole = t.file.flush().await.is_ok();
     }
-    Ok(Ok(End::Clean))
+    Ok(Ok(end))
 }
 
 fn what_name(what: &What) -> String {
