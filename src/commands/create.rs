@@ -1,18 +1,22 @@
 //! `gapbundle create`: spec in, one signed bundle out.
 //!
 //! The order matters for the people who run it. Everything is resolved to digests
-//! first (cheap manifest requests), the lock is checked if `--locked`, and only then
-//! are blobs downloaded, in parallel, into the cache; the bundle is laid out, signed
-//! and streamed from the cache to a temporary file that is renamed over the output
-//! only when complete. A failure at any step leaves no half-written bundle and no
-//! half-updated lock.
+//! first (cheap manifest requests), the lock is checked if `--locked`, the bundle is
+//! laid out and signed (the descriptors give every blob's digest and size, so every
+//! offset is known before a byte is fetched), and only then are blobs downloaded, in
+//! parallel, into the cache; the rest of the bundle is streamed from the cache to a
+//! temporary file that is renamed over the output only when complete. A failure at
+//! any step leaves no half-written bundle and no half-updated lock.
 //!
 //! [`run`] is those steps as stages, each a function whose result carries what the
 //! next needs: `Inputs::load` (spec, lock, keys, cache), `resolve` (every input to
-//! digests, the new lock), `check_lock` (`--locked`), `fetch` (registry blobs into
-//! the cache), `assemble` (the manifest laid out: which blobs a bundle stores is
-//! decided here), `write` (signed, to the output: how the bytes land on disk is
-//! decided here) and `report`.
+//! digests, the new lock), `check_lock` (`--locked`), `assemble` (the manifest laid
+//! out: which blobs a bundle stores is decided here), `Target::open` (a single
+//! file's temporary file, opened before the downloads), `fetch` (registry blobs into
+//! the cache and, for a single file, each at its offset in the temporary file as it
+//! streams: one write of each downloaded byte instead of a second copy out of the
+//! cache after the last download), `write` (the rest, to the output: how the bytes
+//! land on disk is decided here) and `report`.
 //!
 //! With `--against` the bases are read in `Inputs::load`, `fetch` downloads nothing
 //! a base holds, and `assemble` lays out the full bundle first, signs it, and turns
@@ -34,6 +38,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use fs_err as fs;
@@ -54,7 +59,7 @@ use crate::bundle::Digest;
 use crate::cli::{CreateArgs, OutputArgs};
 use crate::error::{ErrorClass, InputFailure, RegistryFailure, UsageFailure};
 use crate::io::atomic::{sweep_beside, AtomicFile};
-use crate::io::bundle_file::{write_parallel, Pieces};
+use crate::io::bundle_file::{write_parallel, Pieces, Placement};
 use crate::io::cas::Cas;
 use crate::io::keys::load_secret_key;
 use crate::io::volumes::{Committed, VolumeOutput};
@@ -161,9 +166,11 @@ pub fn run(a: CreateArgs, out: &OutputArgs) -> Result<(), Failure> {
     let inputs = Inputs::load(a, &output, &progress)?;
     let mut resolved = resolve(a, &inputs, &progress)?;
     check_lock(a, &inputs, &resolved)?;
-    let fetched = fetch(&inputs, &resolved, &progress)?;
     let assembled = assemble(a, &inputs, &mut resolved)?;
-    let written = write(a, &output, &inputs, &assembled, &progress)?;
+    let envelope = Envelope::sign(assembled.plan.digest, &inputs.keys);
+    let target = Target::open(a, &output, &resolved, &assembled.plan, &envelope)?;
+    let fetched = fetch(&inputs, &resolved, target.placement(), &progress)?;
+    let written = write(a, &inputs, &assembled, &envelope, target, &progress)?;
     report(
         a,
         out,
@@ -731,11 +738,14 @@ fn check_lock(a: &CreateSettings, inputs: &Inputs, resolved: &Resolved) -> Resul
     Ok(())
 }
 
-/// Stage 4: the registry images' blobs into the cache, in parallel (local images,
-/// documents and NARs are there already). `None` when nothing came from a registry.
+/// Stage 5 (after `assemble` and `Target::open`): the registry images' blobs into
+/// the cache, in parallel (local images, documents and NARs are there already),
+/// and, with a `placement`, each into the bundle's temporary file at its offset as
+/// it streams. `None` when nothing came from a registry.
 fn fetch(
     inputs: &Inputs,
     resolved: &Resolved,
+    placement: Option<Arc<Placement>>,
     progress: &Progress,
 ) -> Result<Option<FetchStats>, Failure> {
     // A delta leaves out what a base holds: it is not downloaded. (A blob that
@@ -758,15 +768,19 @@ fn fetch(
         .cloned()
         .collect();
     match &resolved.registry {
-        Some(reg) if !downloads.is_empty() => {
-            Ok(Some(reg.fetch_blobs(&inputs.cas, &downloads, progress)?))
-        }
+        Some(reg) if !downloads.is_empty() => Ok(Some(reg.fetch_blobs_into(
+            &inputs.cas,
+            &downloads,
+            placement,
+            progress,
+        )?)),
         _ => Ok(None),
     }
 }
 
-/// Stage 5, the bundle laid out: every blob and object in the manifest, offsets
+/// Stage 4, the bundle laid out: every blob and object in the manifest, offsets
 /// fixed, and the lock file's bytes (stored in the bundle, written beside the spec).
+/// Only digests and sizes are needed, so this comes before the downloads.
 struct Assembled {
     /// The bundle to write: the full one, or with `--against` the delta.
     plan: Plan,
@@ -919,8 +933,9 @@ fn assemble(
     })
 }
 
-/// Stage 6, the bundle signed and written: to a temporary file renamed over the
-/// output once complete (blobs copied in parallel), or streamed to an output that
+/// Stage 6, the bundle written: to a temporary file renamed over the output once
+/// complete (blobs not already placed by the downloads copied in parallel), or
+/// streamed to an output that
 /// is not a regular file, or, with `--volume-size`, to volumes (and parity volumes)
 /// that appear only once all of them are complete; then the lock beside the spec,
 /// if it changed.
@@ -933,21 +948,81 @@ struct Written {
     volumes: Option<(Layout, Committed)>,
 }
 
+/// Where the bundle goes, opened before the downloads: a single regular file's
+/// temporary file is created then, so that downloads can write each blob into it
+/// at its offset as they stream ([`Placement`]), instead of the write stage
+/// copying every downloaded byte out of the cache again.
+enum Target {
+    /// A single regular file: its temporary file, and the placement into it.
+    File {
+        path: PathBuf,
+        file: AtomicFile,
+        placement: Option<Arc<Placement>>,
+    },
+    /// Volumes named after `path`, created by the write stage.
+    Volumes { path: PathBuf, volume_size: u64 },
+    /// Standard output.
+    Stdout,
+}
+
+impl Target {
+    fn open(
+        a: &CreateSettings,
+        output: &Output,
+        resolved: &Resolved,
+        plan: &Plan,
+        envelope: &Envelope,
+    ) -> Result<Target, Failure> {
+        match (a.volume_size, output) {
+            (_, Output::Stdout) => Ok(Target::Stdout),
+            (Some(volume_size), Output::File(path)) => Ok(Target::Volumes {
+                path: path.clone(),
+                volume_size,
+            }),
+            (None, Output::File(path)) => {
+                // What a killed create left here (a half bundle of hundreds of MiB).
+                sweep_beside(path);
+                let file = AtomicFile::create(path)?;
+                let placement = file
+                    .temp_path()
+                    .filter(|_| resolved.registry.is_some() && !resolved.downloads.is_empty())
+                    .map(|tmp| Arc::new(Placement::new(tmp, plan, envelope)));
+                Ok(Target::File {
+                    path: path.clone(),
+                    file,
+                    placement,
+                })
+            }
+        }
+    }
+
+    fn placement(&self) -> Option<Arc<Placement>> {
+        match self {
+            Target::File { placement, .. } => placement.clone(),
+            Target::Volumes { .. } | Target::Stdout => None,
+        }
+    }
+}
+
 fn write(
     a: &CreateSettings,
-    output: &Output,
     inputs: &Inputs,
     assembled: &Assembled,
+    envelope: &Envelope,
+    target: Target,
     progress: &Progress,
 ) -> Result<Written, Failure> {
     let plan = &assembled.plan;
-    let envelope = Envelope::sign(plan.digest, &inputs.keys);
-    let total = plan.file_len(&envelope);
+    let total = plan.file_len(envelope);
+    let output = match &target {
+        Target::File { path, .. } | Target::Volumes { path, .. } => Output::File(path.clone()),
+        Target::Stdout => Output::Stdout,
+    };
     let bar = progress.bar(format!("bundle {}", output.shown()), total);
-    let volumes = match (a.volume_size, output) {
-        (_, Output::Stdout) => {
+    let volumes = match target {
+        Target::Stdout => {
             let mut w = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
-            write_bundle(&mut w, plan, &envelope, &inputs.cas, |b| {
+            write_bundle(&mut w, plan, envelope, &inputs.cas, |b| {
                 bar.inc(b.size + 512)
             })
             .context("writing the bundle to standard output")?;
@@ -955,37 +1030,40 @@ fn write(
             bar.clear();
             None
         }
-        (Some(volume_size), Output::File(path)) => {
-            let layout = Layout::new(total, volume_size, plan.data_start(&envelope))?;
-            let out = VolumeOutput::create(path, layout, a.parity.unwrap_or(0))?;
+        Target::Volumes { path, volume_size } => {
+            let layout = Layout::new(total, volume_size, plan.data_start(envelope))?;
+            let out = VolumeOutput::create(&path, layout, a.parity.unwrap_or(0))?;
             write_parallel(
                 &out.pieces(),
                 plan,
-                &envelope,
+                envelope,
                 &inputs.cas,
                 a.threads,
+                None,
                 &|b| bar.inc(b.size + 512),
             )?;
             bar.clear();
             Some((layout, commit(out, plan.digest, total, progress)?))
         }
-        (None, Output::File(path)) => {
-            // What a killed create left here (a half bundle of hundreds of MiB).
-            sweep_beside(path);
-            let mut file = AtomicFile::create(path)?;
+        Target::File {
+            mut file,
+            placement,
+            ..
+        } => {
             match file.temp_path().map(std::path::Path::to_path_buf) {
                 Some(tmp) => {
                     write_parallel(
                         &Pieces::one(&tmp),
                         plan,
-                        &envelope,
+                        envelope,
                         &inputs.cas,
                         a.threads,
+                        placement.as_deref(),
                         &|b| bar.inc(b.size + 512),
                     )?;
                 }
                 None => {
-                    write_bundle(&mut file, plan, &envelope, &inputs.cas, |b| {
+                    write_bundle(&mut file, plan, envelope, &inputs.cas, |b| {
                         bar.inc(b.size + 512)
                     })?;
                 }
@@ -1004,7 +1082,7 @@ fn write(
         crate::io::atomic::write(&inputs.lock_path, &assembled.lock_bytes)?;
     }
     Ok(Written {
-        output: output.clone(),
+        output,
         size: total,
         volumes,
     })

@@ -13,7 +13,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use gapbundle::bundle::keys::SecretKey;
+use gapbundle::bundle::manifest::BlobEntry;
+use gapbundle::bundle::signature::Envelope;
+use gapbundle::bundle::writer::{write_bundle, BundleBuilder};
 use gapbundle::bundle::Digest;
+use gapbundle::io::bundle_file::{write_parallel, Pieces, Placement};
 use gapbundle::io::cas::Cas;
 use gapbundle::progress::Progress;
 use gapbundle::registry::auth::{self, parse_registry_auth};
@@ -376,6 +381,8 @@ enum Fault {
     WrongBytes,
     /// First blob request: 503; then the blob.
     UnavailableOnce,
+    /// First blob request: the right length of the wrong bytes; then the blob.
+    WrongBytesOnce,
 }
 
 struct Fake {
@@ -422,11 +429,13 @@ fn fake_registry(blob: Vec<u8>, fault: Fault) -> Fake {
             }
             (Fault::DropHalfway, _, None) => Response::new(200, blob.clone()),
             (Fault::UnavailableOnce, 1, _) => Response::new(503, "try later"),
-            (Fault::UnavailableOnce, _, _) => Response::new(200, blob.clone()),
-            (Fault::WrongBytes, _, _) => {
+            (Fault::WrongBytesOnce, 1, _) | (Fault::WrongBytes, _, _) => {
                 let mut bad = blob.clone();
                 bad[7] ^= 0xff;
                 Response::new(200, bad)
+            }
+            (Fault::UnavailableOnce | Fault::WrongBytesOnce, _, _) => {
+                Response::new(200, blob.clone())
             }
         }
     });
@@ -531,6 +540,65 @@ fn wrong_bytes_are_retried_once_then_reported() {
         .join("partial")
         .join(t.blob.digest.hex())
         .exists());
+}
+
+/// A download may also write its bytes at the blob's offset in the bundle being
+/// created, as they stream (io::bundle_file's Placement). Only a blob that one
+/// stream wrote whole and that hashed to its digest counts as placed there; wrong
+/// bytes fetched again, or a download that broke off and resumed, leave the bundle
+/// writer to copy the blob from the cache over what the streams left. Either way
+/// the bundle is byte for byte the one written from the cache alone.
+#[test]
+fn a_blob_counts_as_placed_in_the_bundle_only_after_one_verified_stream() {
+    for (seed, fault, placed) in [
+        (11, Fault::UnavailableOnce, true),
+        (12, Fault::WrongBytesOnce, true),
+        (13, Fault::DropHalfway, false),
+    ] {
+        let t = FaultCase::new(seed, 300_000, fault);
+        let mut b = BundleBuilder::new("t", "1", 0, vec!["all".into()]);
+        b.add_blob(
+            BlobEntry::new(t.blob.digest, t.blob.size, &t.blob.media_type),
+            0,
+        )
+        .unwrap();
+        let plan = b.finish().unwrap();
+        let key = SecretKey::from_seed("t", [3; 32]).unwrap();
+        let env = Envelope::sign(plan.digest, &[key]);
+        let out = t.dir.path().join("placed.gapb");
+        std::fs::File::create(&out).unwrap();
+        let placement = Arc::new(Placement::new(&out, &plan, &env));
+        t.res
+            .fetch_blobs_into(
+                &t.cas,
+                &[(format!("{}/x/y:1", t.fake.addr), t.blob.clone())],
+                Some(placement.clone()),
+                &Progress::quiet(),
+            )
+            .unwrap();
+        assert_eq!(placement.holds(&t.blob.digest), placed, "{seed}");
+        write_parallel(
+            &Pieces::one(&out),
+            &plan,
+            &env,
+            &t.cas,
+            2,
+            Some(&placement),
+            &|_| {},
+        )
+        .unwrap();
+        let mut whole = Vec::new();
+        write_bundle(&mut whole, &plan, &env, &t.cas, |_| {}).unwrap();
+        let bundle = std::fs::read(&out).unwrap();
+        assert!(bundle == whole, "{seed}");
+        // The blob's own bytes, not the wrong ones, in the cache and the bundle.
+        assert!(std::fs::read(t.cas.path(&t.blob.digest)).unwrap() == t.bytes);
+        let at = plan.data_start(&env) + plan.stored_blobs().next().unwrap().offset.unwrap();
+        assert!(
+            bundle[at as usize..][..t.bytes.len()] == t.bytes[..],
+            "{seed}"
+        );
+    }
 }
 
 #[test]
