@@ -457,7 +457,8 @@ mod tests {
         let mut b = BundleBuilder::new("n", "1", 7, vec!["linux/amd64".into()]);
         for (i, rank) in [(0u8, 3u32), (1, 0), (2, 3), (3, 1)] {
             let d = Digest::of(&[i]);
-            b.add_blob(BlobEntry::new(d, 1, "text/plain"), rank).unwrap();
+            b.add_blob(BlobEntry::new(d, 1, "text/plain"), rank)
+                .unwrap();
             b.add_object(Object {
                 kind: Kind::Spec,
                 name: format!("o{}", 3 - i),

@@ -64,7 +64,7 @@ pub fn run(a: ImportArgs, out: &OutputArgs) -> Result<(), Failure> {
             // A dry run still plans when a target is out of reach: it says which,
             // and that it could not check what the target holds.
             Err(e) if a.dry_run && unreachable(&e) => {
-                let mut p = t.plan_unreached(&head);
+                let mut p = t.plan_unreached(&head)?;
                 p.unreachable = Some(format!("{e:#}"));
                 p
             }

@@ -91,10 +91,12 @@ pub trait Target {
     fn plan(&mut self, head: &Head) -> anyhow::Result<TargetPlan>;
     /// For a dry run when [`Target::plan`] could not reach the target (a service
     /// that is down, a tool that is missing): the plan as if the target held none
-    /// of the bundle, with the sizes a real plan would give then. Targets that
-    /// never need a service keep the default, which is never called for them.
-    fn plan_unreached(&mut self, _head: &Head) -> TargetPlan {
-        TargetPlan::default()
+    /// of the bundle, with the sizes a real plan would give then, or what the
+    /// import would refuse then that the target need not be reached to know (a
+    /// Nix path's signature). Targets that never need a service keep the default,
+    /// which is never called for them.
+    fn plan_unreached(&mut self, _head: &Head) -> anyhow::Result<TargetPlan> {
+        Ok(TargetPlan::default())
     }
     /// A needed blob starts streaming.
     fn begin(&mut self, blob: &BlobEntry) -> io::Result<()>;

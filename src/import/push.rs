@@ -828,7 +828,7 @@ impl Target for Push {
         Ok(plan)
     }
 
-    fn plan_unreached(&mut self, _head: &Head) -> TargetPlan {
+    fn plan_unreached(&mut self, _head: &Head) -> Result<TargetPlan> {
         let mut plan = TargetPlan::default();
         for p in &self.images {
             plan.new_objects.push(p.target.whole());
@@ -840,7 +840,7 @@ impl Target for Push {
                 }
             }
         }
-        plan
+        Ok(plan)
     }
 
     fn begin(&mut self, blob: &BlobEntry) -> io::Result<()> {

@@ -1186,6 +1186,21 @@ fn a_dry_run_plans_a_fleet_registry_and_a_nix_store_it_cannot_reach() {
         "{e}"
     );
     assert!(!w.state_dir().join("receipts/dry.json").exists());
+
+    // A path signature that does not verify is refused by the dry run too, though
+    // the store could not be asked what it holds (the plan checks signatures only
+    // once it knows a path goes to the store; unreached, every path would).
+    let key = w.signing_key();
+    resign(&bundle, &w.path("badsig.gapb"), &key, |m| {
+        for o in m["objects"].as_array_mut().unwrap() {
+            if o["kind"] == "nix-path" {
+                o["meta"]["sigs"] = json!([gapbundle::nixfmt::sign_path(&key, "not it")]);
+            }
+        }
+    });
+    let o = dry_run_to(&w, &w.path("badsig.gapb"), &registry, &store, false);
+    let e = fails(&o, 3);
+    assert!(e.contains("no valid path signature"), "{e}");
 }
 
 /// A sha256 of a file, streamed.

@@ -411,7 +411,7 @@ impl Target for Containerd {
         self.plan_async()
     }
 
-    fn plan_unreached(&mut self, _head: &Head) -> TargetPlan {
+    fn plan_unreached(&mut self, _head: &Head) -> Result<TargetPlan> {
         let mut plan = TargetPlan::default();
         for img in &self.images {
             plan.new_objects.push(img.object.name.clone());
@@ -423,7 +423,7 @@ impl Target for Containerd {
                 }
             }
         }
-        plan
+        Ok(plan)
     }
 
     fn begin(&mut self, blob: &BlobEntry) -> io::Result<()> {
