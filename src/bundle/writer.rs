@@ -159,7 +159,7 @@ impl BundleBuilder {
     /// Adds an object. The same object twice is kept once; the same kind and name with
     /// different contents is an error.
     pub fn add_object(&mut self, object: Object) -> Result<(), WriteError> {
-        let key = (object.kind.as_str().to_string(), object.name.clone());
+        let key = key(&object);
         if let Some(existing) = self.objects.get(&key) {
             if existing.digest != object.digest {
                 return Err(WriteError::Conflict {
@@ -177,12 +177,12 @@ impl BundleBuilder {
 
     /// Orders everything and computes offsets and the manifest.
     pub fn finish(self) -> Result<Plan, WriteError> {
-        let objects: Vec<Object> = self.objects.into_values().collect();
-        let mut ordered: Vec<(u32, BlobEntry)> = self.blobs.into_values().collect();
-        ordered.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.digest.cmp(&b.1.digest)));
+        let (mut manifest, _) = self.into_draft();
         let sizes: BTreeMap<Digest, u64> =
-            ordered.iter().map(|(_, b)| (b.digest, b.size)).collect();
-        let index_json = oci::index_bytes(&objects, |o| sizes.get(&o.digest).copied().unwrap_or(0));
+            manifest.blobs.iter().map(|b| (b.digest, b.size)).collect();
+        let index_json = oci::index_bytes(&manifest.objects, |o| {
+            sizes.get(&o.digest).copied().unwrap_or(0)
+        });
         let oci_layout = oci::oci_layout_bytes();
 
         let mut pos = 0u64;
@@ -191,7 +191,7 @@ impl BundleBuilder {
             pos += entry_len(size);
             offset
         };
-        let files = vec![
+        manifest.files = vec![
             FileEntry {
                 path: OCI_LAYOUT_PATH.into(),
                 digest: Digest::of(&oci_layout),
@@ -205,25 +205,9 @@ impl BundleBuilder {
                 offset: place(index_json.len() as u64),
             },
         ];
-        let blobs = ordered
-            .into_iter()
-            .map(|(_, mut b)| {
-                b.offset = Some(place(b.size));
-                b
-            })
-            .collect();
-        let manifest = Manifest {
-            format_version: Manifest::current_version(),
-            name: self.name,
-            version: self.version,
-            created: self.created,
-            generator: concat!("gapbundle ", env!("CARGO_PKG_VERSION")).to_string(),
-            platforms: self.platforms,
-            files,
-            blobs,
-            objects,
-            delta: None,
-        };
+        for b in &mut manifest.blobs {
+            b.offset = Some(place(b.size));
+        }
         manifest.validate()?;
         let manifest_bytes = manifest.to_canonical()?;
         Ok(Plan {
@@ -243,39 +227,49 @@ impl BundleBuilder {
     /// builder, finished, was the peak of a create of 20,000 objects with SBOMs
     /// (the objects twice, the layout and 9 MiB of bytes nothing read).
     pub fn with_draft<T>(&mut self, f: impl FnOnce(&Manifest) -> T) -> T {
-        let objects: Vec<Object> = std::mem::take(&mut self.objects).into_values().collect();
-        let mut ordered: Vec<(u32, BlobEntry)> =
-            std::mem::take(&mut self.blobs).into_values().collect();
-        ordered.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.digest.cmp(&b.1.digest)));
-        let (ranks, blobs): (Vec<u32>, Vec<BlobEntry>) = ordered.into_iter().unzip();
-        let draft = Manifest {
-            format_version: Manifest::current_version(),
-            name: std::mem::take(&mut self.name),
-            version: std::mem::take(&mut self.version),
-            created: self.created,
-            generator: concat!("gapbundle ", env!("CARGO_PKG_VERSION")).to_string(),
-            platforms: std::mem::take(&mut self.platforms),
-            files: Vec::new(),
-            blobs,
-            objects,
-            delta: None,
-        };
+        let taken = std::mem::replace(self, BundleBuilder::new("", "", 0, Vec::new()));
+        let (draft, ranks) = taken.into_draft();
         let out = f(&draft);
-        self.name = draft.name;
-        self.version = draft.version;
-        self.platforms = draft.platforms;
-        self.blobs = ranks
-            .into_iter()
-            .zip(draft.blobs)
-            .map(|(r, b)| (b.digest, (r, b)))
-            .collect();
-        self.objects = draft
-            .objects
-            .into_iter()
-            .map(|o| ((o.kind.as_str().to_string(), o.name.clone()), o))
-            .collect();
+        *self = BundleBuilder {
+            blobs: ranks
+                .into_iter()
+                .zip(draft.blobs)
+                .map(|(r, b)| (b.digest, (r, b)))
+                .collect(),
+            objects: draft.objects.into_iter().map(|o| (key(&o), o)).collect(),
+            name: draft.name,
+            version: draft.version,
+            created: draft.created,
+            platforms: draft.platforms,
+        };
         out
     }
+
+    /// The manifest of what was added, without its layout: the objects in their
+    /// order, the blobs in theirs (by rank, then digest), and each blob's rank.
+    fn into_draft(self) -> (Manifest, Vec<u32>) {
+        let mut ordered: Vec<(u32, BlobEntry)> = self.blobs.into_values().collect();
+        ordered.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.digest.cmp(&b.1.digest)));
+        let (ranks, blobs) = ordered.into_iter().unzip();
+        let manifest = Manifest {
+            format_version: Manifest::current_version(),
+            name: self.name,
+            version: self.version,
+            created: self.created,
+            generator: concat!("gapbundle ", env!("CARGO_PKG_VERSION")).to_string(),
+            platforms: self.platforms,
+            files: Vec::new(),
+            blobs,
+            objects: self.objects.into_values().collect(),
+            delta: None,
+        };
+        (manifest, ranks)
+    }
+}
+
+/// Where the builder keeps an object: by kind, then name (the manifest's order).
+fn key(o: &Object) -> (String, String) {
+    (o.kind.as_str().to_string(), o.name.clone())
 }
 
 impl Plan {
@@ -452,6 +446,19 @@ mod tests {
     use super::*;
     use crate::bundle::manifest::Kind;
 
+    /// An object of one 1-byte text blob `d`.
+    fn one_blob_object(kind: Kind, name: &str, d: Digest) -> Object {
+        Object {
+            kind,
+            name: name.into(),
+            digest: d,
+            media_type: "text/plain".into(),
+            size: 1,
+            blobs: vec![d],
+            meta: Default::default(),
+        }
+    }
+
     #[test]
     fn a_draft_is_the_finished_manifest_without_its_layout_and_leaves_the_builder_as_it_was() {
         let mut b = BundleBuilder::new("n", "1", 7, vec!["linux/amd64".into()]);
@@ -459,16 +466,8 @@ mod tests {
             let d = Digest::of(&[i]);
             b.add_blob(BlobEntry::new(d, 1, "text/plain"), rank)
                 .unwrap();
-            b.add_object(Object {
-                kind: Kind::Spec,
-                name: format!("o{}", 3 - i),
-                digest: d,
-                media_type: "text/plain".into(),
-                size: 1,
-                blobs: vec![d],
-                meta: Default::default(),
-            })
-            .unwrap();
+            b.add_object(one_blob_object(Kind::Spec, &format!("o{}", 3 - i), d))
+                .unwrap();
         }
         let untouched = b.clone().finish().unwrap();
         let draft = b.with_draft(|m| m.clone());
@@ -493,16 +492,7 @@ mod tests {
             (Kind::Lock, "a"),
             (Kind::Other("alpha".into()), "z"),
         ] {
-            b.add_object(Object {
-                kind,
-                name: name.into(),
-                digest: d,
-                media_type: "text/plain".into(),
-                size: 1,
-                blobs: vec![d],
-                meta: Default::default(),
-            })
-            .unwrap();
+            b.add_object(one_blob_object(kind, name, d)).unwrap();
         }
         let plan = b.finish().unwrap();
         let order: Vec<(&str, &str)> = plan
