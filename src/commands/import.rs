@@ -142,30 +142,30 @@ pub fn run(a: ImportArgs, out: &OutputArgs) -> Result<(), Failure> {
     if !unchanged {
         state.write_pending(&receipt)?;
     }
-    let streamed = plans.iter().any(|p| !p.needed.is_empty());
     if rerun {
         progress.message(
             "every target already holds all of this bundle: its data was not read (`gapbundle verify` checks it)",
         );
-    } else if let Some(ra) = source.random_access().filter(|_| !streamed) {
-        // No blob streams to a target (a Nix store is served from the file in
-        // place once the bundle verified): the check alone, on every core, as
-        // `verify` does it.
-        let bar = progress.bar("bundle data", head.manifest.data_len());
-        verify_parallel(ra, &head, default_threads(), &|n| bar.inc(n))
-            .map_err(|e| source.place_damage(e))?;
-        bar.clear();
     } else {
-        let mut fanout = Fanout::new(
-            targets
-                .iter_mut()
-                .zip(&plans)
-                .map(|(t, p)| (t.as_mut() as &mut dyn Target, p.needed.clone()))
-                .collect(),
-        );
         let bar = progress.bar("bundle data", head.manifest.data_len());
-        verify_stream(&mut r, &head, &mut fanout, |n| bar.inc(n))
-            .map_err(|e| source.place_damage(e))?;
+        let streamed = plans.iter().any(|p| !p.needed.is_empty());
+        match source.random_access().filter(|_| !streamed) {
+            // No blob streams to a target (a Nix store is served from the file in
+            // place once the bundle verified): the check alone, on every core, as
+            // `verify` does it.
+            Some(ra) => verify_parallel(ra, &head, default_threads(), &|n| bar.inc(n)),
+            None => {
+                let mut fanout = Fanout::new(
+                    targets
+                        .iter_mut()
+                        .zip(&plans)
+                        .map(|(t, p)| (t.as_mut() as &mut dyn Target, p.needed.clone()))
+                        .collect(),
+                );
+                verify_stream(&mut r, &head, &mut fanout, |n| bar.inc(n))
+            }
+        }
+        .map_err(|e| source.place_damage(e))?;
         bar.clear();
     }
     let mut reports = Vec::new();
