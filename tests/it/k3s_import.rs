@@ -184,14 +184,17 @@ fn containerd_import_registers_every_ref_unpacks_and_is_idempotent() {
     // every image again, and hold every blob in a new lease.
     let meta_db = ctd.root().join("io.containerd.metadata.v1.bolt/meta.db");
     let meta_before = fs::read(&meta_db).unwrap();
-    let out = cli_report(
-        &run(w
-            .import(&bundle)
-            .arg("--containerd")
-            .arg(ctd.socket())
-            .arg("--json")),
-        "import",
-    );
+    let import_json = |b: &Path| {
+        cli_report(
+            &run(w
+                .import(b)
+                .arg("--containerd")
+                .arg(ctd.socket())
+                .arg("--json")),
+            "import",
+        )
+    };
+    let out = import_json(&bundle);
     let result = &out["targets"][0]["result"];
     assert_eq!(result["bytesWritten"], 0, "{out}");
     for img in result["images"].as_array().unwrap() {
@@ -216,14 +219,7 @@ fn containerd_import_registers_every_ref_unpacks_and_is_idempotent() {
     bytes[(head.data_start + layer.offset.unwrap() + layer.size / 2) as usize] ^= 0x01;
     let damaged = w.path("damaged.gapb");
     fs::write(&damaged, &bytes).unwrap();
-    let out = cli_report(
-        &run(w
-            .import(&damaged)
-            .arg("--containerd")
-            .arg(ctd.socket())
-            .arg("--json")),
-        "import",
-    );
+    let out = import_json(&damaged);
     assert_eq!(out["dataRead"], false, "{out}");
     fails(&w.verify("damaged.gapb"), 3);
     assert!(

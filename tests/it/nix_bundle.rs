@@ -460,28 +460,37 @@ fn lib_of(m: &Value) -> String {
         .unwrap()
 }
 
+/// `lib`'s object in the manifest `m`.
+fn lib_object(m: &Value, lib: &str) -> Value {
+    nix_objects(m)
+        .into_iter()
+        .find(|o| o["name"] == lib)
+        .unwrap()
+        .clone()
+}
+
+/// A copy of the work's `site.gapb` (head `head`, manifest `m`) with one byte in
+/// the middle of `lib`'s NAR flipped, the head intact, written to `out`.
+fn with_lib_nar_flipped(w: &Work, head: &Head, m: &Value, lib: &str, out: &str) {
+    let blob = blob_of(head, &lib_object(m, lib));
+    let mut bytes = fs::read(w.path("site.gapb")).unwrap();
+    bytes[(head.data_start + blob.offset.unwrap() + blob.size / 2) as usize] ^= 0x01;
+    fs::write(w.path(out), &bytes).unwrap();
+}
+
 #[test]
 fn damaged_or_inconsistent_bundles_register_nothing() {
     let w = nix_work();
     ok(create(&w, "site.gapb", &w.secret()));
     let key = w.signing_key();
-    let bytes = fs::read(w.path("site.gapb")).unwrap();
     let head = head_of(&w.path("site.gapb"));
     let m = manifest_of(&head);
     let all = nix_names(&m);
     let lib = lib_of(&m);
-    let lib_obj = nix_objects(&m)
-        .into_iter()
-        .find(|o| o["name"] == lib.as_str())
-        .unwrap()
-        .clone();
+    let lib_obj = lib_object(&m, &lib);
 
     // 1. A flipped byte in lib's NAR.
-    let blob = blob_of(&head, &lib_obj);
-    let mut flipped = bytes.clone();
-    let pos = (head.data_start + blob.offset.unwrap() + blob.size / 2) as usize;
-    flipped[pos] ^= 0x01;
-    fs::write(w.path("flipped.gapb"), &flipped).unwrap();
+    with_lib_nar_flipped(&w, &head, &m, &lib, "flipped.gapb");
     let root = w.path("t1");
     let o = import(&w, "flipped.gapb", &root.display().to_string(), &w.public());
     let err = fails(&o, 3);
@@ -937,15 +946,7 @@ fn a_rerun_with_every_path_present_reads_no_data_and_writes_no_receipt() {
     );
 
     // lib's NAR damaged, the head intact: the rerun needs none of it.
-    let lib_obj = nix_objects(&m)
-        .into_iter()
-        .find(|o| o["name"] == lib.as_str())
-        .unwrap()
-        .clone();
-    let blob = blob_of(&head, &lib_obj);
-    let mut bytes = fs::read(w.path("site.gapb")).unwrap();
-    bytes[(head.data_start + blob.offset.unwrap() + blob.size / 2) as usize] ^= 0x01;
-    fs::write(w.path("flipped.gapb"), &bytes).unwrap();
+    with_lib_nar_flipped(&w, &head, &m, &lib, "flipped.gapb");
     let o = cli_report(&ok(with_state("flipped.gapb").output().unwrap()), "import");
     assert_eq!(o["dataRead"], false, "{o}");
     // From a pipe the bundle is read to its end, and the damage found.
