@@ -248,6 +248,7 @@ impl BundleBuilder {
     /// The manifest of what was added, without its layout: the objects in their
     /// order, the blobs in theirs (by rank, then digest), and each blob's rank.
     fn into_draft(self) -> (Manifest, Vec<u32>) {
+        let objects: Vec<Object> = self.objects.into_values().collect();
         let mut ordered: Vec<(u32, BlobEntry)> = self.blobs.into_values().collect();
         ordered.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.digest.cmp(&b.1.digest)));
         let (ranks, blobs) = ordered.into_iter().unzip();
@@ -260,7 +261,7 @@ impl BundleBuilder {
             platforms: self.platforms,
             files: Vec::new(),
             blobs,
-            objects: self.objects.into_values().collect(),
+            objects,
             delta: None,
         };
         (manifest, ranks)
