@@ -558,7 +558,7 @@ mod tests {
         let mut s = Cmd::new("cat", "").session().unwrap();
         let (stdin, _) = s.pipes();
         let size = rustix::pipe::fcntl_getpipe_size(&*stdin).unwrap();
-        let max: usize = std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
+        let max: usize = fs_err::read_to_string("/proc/sys/fs/pipe-max-size")
             .unwrap()
             .trim()
             .parse()
