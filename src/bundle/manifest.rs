@@ -423,6 +423,48 @@ pub fn check_version(v: &str) -> Result<(), ManifestError> {
     }
 }
 
+/// Gives every object its typed meta (`Meta::typed`), in chunks on up to every
+/// core: as much of reading a large head as the parse itself (2,101 Nix paths). The
+/// error is that of the first failing object in the manifest's order.
+fn type_metas(objects: &mut [Object]) -> Result<(), ManifestError> {
+    // Below a few hundred objects a thread costs more than it saves.
+    let jobs = crate::pool::cores().min(objects.len() / 256).max(1);
+    if jobs == 1 {
+        return type_chunk(objects, 0);
+    }
+    let per = objects.len().div_ceil(jobs);
+    let results: Vec<Result<(), ManifestError>> = std::thread::scope(|s| {
+        let chunks: Vec<_> = objects
+            .chunks_mut(per)
+            .enumerate()
+            .map(|(i, chunk)| s.spawn(move || type_chunk(chunk, i * per)))
+            .collect();
+        chunks
+            .into_iter()
+            // A panic there is a bug and is passed on as one.
+            .map(|c| c.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    results.into_iter().collect()
+}
+
+/// [`type_metas`] for the objects from index `first` on.
+fn type_chunk(objects: &mut [Object], first: usize) -> Result<(), ManifestError> {
+    for (i, o) in objects.iter_mut().enumerate() {
+        if let Meta::Untyped(fields) = &mut o.meta {
+            o.meta = Meta::typed(&o.kind, std::mem::take(fields)).map_err(|problem| {
+                ManifestError::Object {
+                    index: first + i,
+                    kind: o.kind.clone(),
+                    name: crate::text::escaped(&o.name).into_owned(),
+                    problem,
+                }
+            })?;
+        }
+    }
+    Ok(())
+}
+
 impl Manifest {
     /// The version string this code writes.
     pub fn current_version() -> String {
@@ -439,26 +481,25 @@ impl Manifest {
     /// Each object's meta is typed here ([`Meta::typed`]): a bad field is an error
     /// naming the object and the field.
     pub fn parse(bytes: &[u8]) -> Result<Self, ManifestError> {
-        let v: VersionOnly =
-            serde_json::from_slice(bytes).map_err(|e| ManifestError::Malformed(e.to_string()))?;
-        let version = v
-            .format_version
-            .ok_or_else(|| ManifestError::Malformed("missing formatVersion".into()))?;
-        check_version(&version)?;
-        let mut m: Manifest =
-            serde_json::from_slice(bytes).map_err(|e| ManifestError::Malformed(e.to_string()))?;
-        for (index, o) in m.objects.iter_mut().enumerate() {
-            if let Meta::Untyped(fields) = &mut o.meta {
-                o.meta = Meta::typed(&o.kind, std::mem::take(fields)).map_err(|problem| {
-                    ManifestError::Object {
-                        index,
-                        kind: o.kind.clone(),
-                        name: crate::text::escaped(&o.name).into_owned(),
-                        problem,
-                    }
-                })?;
+        // A version this code does not read is what an error says first, whatever
+        // else is wrong; it is looked for on its own only when the manifest does not
+        // parse (reading only `formatVersion` still scans all of a 2 MiB manifest).
+        let mut m: Manifest = match serde_json::from_slice::<Manifest>(bytes) {
+            Ok(m) => {
+                check_version(&m.format_version)?;
+                m
             }
-        }
+            Err(e) => {
+                let v: VersionOnly = serde_json::from_slice(bytes)
+                    .map_err(|e| ManifestError::Malformed(e.to_string()))?;
+                let version = v
+                    .format_version
+                    .ok_or_else(|| ManifestError::Malformed("missing formatVersion".into()))?;
+                check_version(&version)?;
+                return Err(ManifestError::Malformed(e.to_string()));
+            }
+        };
+        type_metas(&mut m.objects)?;
         m.validate()?;
         Ok(m)
     }
@@ -882,6 +923,42 @@ mod tests {
 
     fn parse(v: &Value) -> Result<Manifest, ManifestError> {
         Manifest::parse(&canonical::to_vec(v).unwrap())
+    }
+
+    #[test]
+    fn an_unknown_major_version_is_what_is_said_even_when_nothing_else_parses() {
+        let mut v = manifest_json();
+        v["formatVersion"] = json!("2.0");
+        v["objects"] = json!("a newer layout");
+        let e = parse(&v).unwrap_err();
+        assert!(matches!(e, ManifestError::UnsupportedVersion { .. }), "{e}");
+        v["formatVersion"] = json!("1.0");
+        assert!(matches!(parse(&v), Err(ManifestError::Malformed(_))));
+        v.as_object_mut().unwrap().remove("formatVersion");
+        let e = parse(&v).unwrap_err();
+        assert!(e.to_string().contains("missing formatVersion"), "{e}");
+    }
+
+    #[test]
+    fn the_first_object_with_a_bad_meta_is_named_whichever_chunk_it_is_in() {
+        // Enough objects for `type_metas` to use more than one thread (where there is
+        // more than one core): the error is that of the earliest bad object.
+        let mut v = manifest_json();
+        let objects = v["objects"].as_array_mut().unwrap();
+        let nix = objects
+            .iter()
+            .find(|o| o["kind"] == "nix-path")
+            .unwrap()
+            .clone();
+        for _ in 0..1200 {
+            objects.push(nix.clone());
+        }
+        objects[1100]["meta"]["narSize"] = json!("many");
+        objects[500]["meta"]["narSize"] = json!("some");
+        match Manifest::parse(&serde_json::to_vec(&v).unwrap()) {
+            Err(ManifestError::Object { index, .. }) => assert_eq!(index, 500),
+            other => panic!("expected the meta of object 500 to be refused: {other:?}"),
+        }
     }
 
     #[test]

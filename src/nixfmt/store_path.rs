@@ -83,13 +83,13 @@ impl StorePath {
             .ok_or_else(err)?;
         let (hash, name) = base.split_at_checked(32).ok_or_else(err)?;
         let name = name.strip_prefix('-').ok_or_else(err)?;
-        let hash_ok = hash.bytes().all(|c| nix32::ALPHABET.contains(&c));
+        let hash_ok = hash.bytes().all(|c| nix32::digit(c).is_some());
         let name_ok = !name.is_empty()
             && name.len() <= 211
             && !name.starts_with('.')
-            && name
-                .bytes()
-                .all(|c| c.is_ascii_alphanumeric() || b"+-._?=".contains(&c));
+            && name.bytes().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.' | b'_' | b'?' | b'=')
+            });
         if !hash_ok || !name_ok {
             return Err(err());
         }
