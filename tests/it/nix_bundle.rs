@@ -913,6 +913,58 @@ fn small_paths_are_signed_on_import_and_a_rerun_signs_those_valid_without() {
 /// noticed (nothing of it would reach the store), but it still is from a pipe, and
 /// a path signature the store lacks is still checked before it is copied there.
 #[test]
+fn an_import_into_a_store_that_exists_asks_and_adds_through_one_nix_store() {
+    let w = nix_work();
+    ok(create(&w, "site.gapb", &w.secret()));
+    let m = manifest_of(&head_of(&w.path("site.gapb")));
+    let lib = lib_of(&m);
+    let names = nix_names(&m);
+    // A store that already holds lib's closure (copied there by Nix itself, with no
+    // signature of ours): the plan must ask it, and the import add the rest.
+    let root = w.path("t");
+    run(nix("nix")
+        .args(["copy", "--no-check-sigs", "--to"])
+        .arg(chroot_store(&root))
+        .arg(&lib));
+    let o = import_cmd(&w, "site.gapb", &root.display().to_string(), &w.public())
+        .env("GAPBUNDLE_LOG_COMMANDS", "1")
+        .output()
+        .unwrap();
+    let report = cli_report(&ok(o.clone()), "import");
+    let err = stderr(&o);
+    let serves: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("+ ") && l.contains("--serve"))
+        .collect();
+    assert_eq!(
+        serves.len(),
+        1,
+        "one nix-store --serve for the question and the paths: {serves:?}"
+    );
+    assert!(serves[0].contains("--write"), "{serves:?}");
+    assert_eq!(valid_in(&root, &names), names);
+    let added = report["targets"][0]["result"]["added"].as_array().unwrap();
+    assert!(!added.is_empty() && added.len() < names.len(), "{report}");
+    // lib was there without the bundle's signature: it got it.
+    let sigs = run_stdout(
+        nix("nix")
+            .args(["path-info", "--json", "--store"])
+            .arg(chroot_store(&root))
+            .arg(&lib),
+    );
+    assert!(sigs.contains("test-release:"), "{sigs}");
+    // A rerun asks, finds everything, and ends that nix-store at once.
+    let again = import_cmd(&w, "site.gapb", &root.display().to_string(), &w.public())
+        .output()
+        .unwrap();
+    let again = cli_report(&ok(again), "import");
+    assert_eq!(
+        again["targets"][0]["result"]["added"],
+        serde_json::json!([])
+    );
+}
+
+#[test]
 fn a_rerun_with_every_path_present_reads_no_data_and_writes_no_receipt() {
     let w = nix_work();
     ok(create(&w, "site.gapb", &w.secret()));

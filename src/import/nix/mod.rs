@@ -185,6 +185,9 @@ pub struct NixTarget {
     progress_warned: std::cell::Cell<bool>,
     /// What the plan said the target receives (see `plan`), reported by `finish`.
     bytes_written: u64,
+    /// The `nix-store --serve --write` the plan asked, kept for the import when it
+    /// has paths to add (see [`NixTarget::held_for_plan`]).
+    kept: Option<stream::Kept>,
 }
 
 /// What the Nix target is told: the import flags, resolved by the command layer
@@ -227,6 +230,7 @@ pub fn target(
         swept: false,
         progress_warned: std::cell::Cell::new(false),
         bytes_written: 0,
+        kept: None,
     })))
 }
 
@@ -408,7 +412,7 @@ impl Target for NixTarget {
         // A store says at once which paths it has, with their NAR hashes and
         // signatures; a cache, by its narinfo files.
         let held = match &self.dest {
-            Dest::Store { .. } => Some(self.held(&all)?),
+            Dest::Store { .. } => Some(self.held_for_plan(&all)?),
             Dest::Cache(_) => None,
         };
         let valid: BTreeSet<StorePath> = match &held {
@@ -467,6 +471,13 @@ impl Target for NixTarget {
                 blob_bytes += o.entry.size;
             }
             self.new_paths.push(p);
+        }
+        // Nothing to add (a rerun): the kept `nix-store` goes now, not at the end.
+        if self.new_paths.is_empty() {
+            if let Some(kept) = self.kept.take() {
+                kept.finish()
+                    .with_context(|| format!("asking {} which paths it has", self.describe()))?;
+            }
         }
         // Section 14.5's signature rule, before anything is handed to the target: a
         // rerun that finds every path valid and signed hands nothing and skips it.

@@ -90,19 +90,45 @@ impl NixTarget {
     /// signatures ([`stream::held`]). A cache holds no signatures apart from its
     /// narinfo files: for one, only [`NixTarget::valid`] is asked.
     pub(super) fn held(&self, paths: &[StorePath]) -> Result<BTreeMap<StorePath, HeldPath>> {
+        self.ask_held(paths, false).map(|(held, _)| held)
+    }
+
+    /// [`NixTarget::held`], asked by the plan: where the paths would then go in
+    /// through `nix-store --serve --write` from the bundle file, it is that
+    /// `nix-store` that is asked, and it is kept in `self.kept` for the import.
+    pub(super) fn held_for_plan(
+        &mut self,
+        paths: &[StorePath],
+    ) -> Result<BTreeMap<StorePath, HeldPath>> {
+        let keep = self.in_place() && self.writes_store_itself();
+        let (held, kept) = self.ask_held(paths, keep)?;
+        self.kept = kept;
+        Ok(held)
+    }
+
+    fn ask_held(
+        &self,
+        paths: &[StorePath],
+        keep: bool,
+    ) -> Result<(BTreeMap<StorePath, HeldPath>, Option<stream::Kept>)> {
         let Dest::Store { uri, root, .. } = &self.dest else {
             unreachable!("only a store is asked what it holds");
         };
         if let Some(r) = root {
             if !r.join("nix/var/nix/db").exists() {
-                return Ok(BTreeMap::new()); // a fresh store: nothing is valid
+                // A fresh store: nothing is valid (and nothing is made before the
+                // bundle verified).
+                return Ok((BTreeMap::new(), None));
             }
         }
         let asked: Vec<&StorePath> = paths.iter().collect();
-        let held = stream::held(uri.as_deref(), &asked)
+        let (held, kept) = stream::held(uri.as_deref(), &asked, keep)
             .map_err(|e| self.unreached(e))
             .with_context(|| format!("asking {} which paths it has", self.describe()))?;
-        Ok(held.into_iter().map(|h| (h.path.clone(), h)).collect())
+        Ok((
+            held.into_iter().map(|h| (h.path.clone(), h)).collect(),
+            kept,
+        ))
     }
 
     /// `e`, from the first question a store is asked, as a [`NixStoreFailure`] with
@@ -189,14 +215,16 @@ impl NixTarget {
             Dest::Store { uri, .. } => uri.as_deref(),
             Dest::Cache(_) => None,
         };
-        let added = stream::import(uri, &*src, &items, &|n| bar.inc(n)).map_err(|e| match e {
-            stream::StreamError::Fault(d, f) => self.cut_short(head, &src.describe(), &d, &f),
-            stream::StreamError::Nix(e) => anyhow::Error::new(e).context(format!(
-                "adding {} paths to {} (nix-store --serve --write)",
-                items.len(),
-                self.describe()
-            )),
-        });
+        let kept = self.kept.take();
+        let added =
+            stream::import(uri, kept, &*src, &items, &|n| bar.inc(n)).map_err(|e| match e {
+                stream::StreamError::Fault(d, f) => self.cut_short(head, &src.describe(), &d, &f),
+                stream::StreamError::Nix(e) => anyhow::Error::new(e).context(format!(
+                    "adding {} paths to {} (nix-store --serve --write)",
+                    items.len(),
+                    self.describe()
+                )),
+            });
         match &added {
             Ok(()) => {
                 bar.set_position(total);

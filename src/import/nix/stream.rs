@@ -1,6 +1,7 @@
 //! Nix paths into a store this process writes itself, through one `nix-store
 //! --serve --write`, fed from the bundle file in place; and the question which
-//! paths a store holds.
+//! paths a store holds, asked of that same `nix-store` when the import goes on
+//! with it ([`Kept`]).
 //!
 //! `nix copy` from the in-place server (see `super::store`) costs some milliseconds
 //! per path however small it is: a narinfo request, a NAR request, a row in Nix's
@@ -87,12 +88,30 @@ fn serve(uri: Option<&str>, write: bool) -> Result<Session, ProcessError> {
     cmd.session()
 }
 
+/// A `nix-store --serve --write` that answered which paths the store holds and is
+/// kept for the import that follows ([`held`], [`import`]): an import into a store
+/// that exists then starts Nix once, not twice (about 35 ms each here). It writes
+/// nothing until it is handed a path; dropped, it sees its input end and exits.
+pub(super) struct Kept(Session);
+
+impl Kept {
+    /// Ends the conversation: Nix's exit status, with its stderr when it failed.
+    pub(super) fn finish(self) -> Result<(), ProcessError> {
+        self.0.finish()
+    }
+}
+
 /// Which of `paths` are valid in the store `uri`, with the NAR hash and the
 /// signatures Nix holds for each: one `nix-store --serve` for all of them, where
 /// `nix-store --check-validity` and `nix path-info` were two processes, each given
-/// the paths as arguments a few thousand at a time.
-pub(super) fn held(uri: Option<&str>, paths: &[&StorePath]) -> Result<Vec<HeldPath>, ProcessError> {
-    let mut nix = serve(uri, false)?;
+/// the paths as arguments a few thousand at a time. With `keep`, the `nix-store`
+/// is started with `--write` and kept, for [`import`] to go on with.
+pub(super) fn held(
+    uri: Option<&str>,
+    paths: &[&StorePath],
+    keep: bool,
+) -> Result<(Vec<HeldPath>, Option<Kept>), ProcessError> {
+    let mut nix = serve(uri, keep)?;
     let answer = {
         let (stdin, stdout) = nix.pipes();
         let mut answers = BufReader::new(stdout);
@@ -107,7 +126,8 @@ pub(super) fn held(uri: Option<&str>, paths: &[&StorePath]) -> Result<Vec<HeldPa
             .and_then(|_| read_path_infos(&mut answers))
     };
     match answer {
-        Ok(held) => nix.finish().map(|()| held),
+        Ok(held) if keep => Ok((held, Some(Kept(nix)))),
+        Ok(held) => nix.finish().map(|()| (held, None)),
         Err(e) => Err(broken(nix, e)),
     }
 }
@@ -126,10 +146,12 @@ fn broken(nix: Session, e: ServeProtoError) -> ProcessError {
 }
 
 /// Adds `items` (references first) to the store `uri` (`None`: the local store)
-/// through one `nix-store --serve --write`, reading the blobs from `source`.
-/// `on_bytes` is told the stored bytes of each blob as they are read.
+/// through one `nix-store --serve --write` (`kept`, the one that said what the
+/// store holds, or a new one), reading the blobs from `source`. `on_bytes` is told
+/// the stored bytes of each blob as they are read.
 pub(super) fn import(
     uri: Option<&str>,
+    kept: Option<Kept>,
     source: &dyn ReadAt,
     items: &[Item<'_>],
     on_bytes: &dyn Fn(u64),
@@ -142,7 +164,11 @@ pub(super) fn import(
             source: e,
         })
     })?;
-    let mut nix = serve(uri, true).map_err(StreamError::Nix)?;
+    let greeted = kept.is_some();
+    let mut nix = match kept {
+        Some(Kept(nix)) => nix,
+        None => serve(uri, true).map_err(StreamError::Nix)?,
+    };
     let mut buf = vec![0u8; 256 << 10];
     let mut nar = Vec::new();
     let talked = {
@@ -150,11 +176,16 @@ pub(super) fn import(
         let mut out = BufWriter::with_capacity(256 << 10, stdin);
         let mut answers = BufReader::new(stdout);
         let mut unanswered = 0usize;
-        let mut talked = write_hello(&mut out)
-            .and_then(|()| out.flush())
-            .map_err(|e| Talk::Pipe(e.into()))
-            .and_then(|()| read_hello(&mut answers).map_err(Talk::Pipe))
-            .map(drop);
+        // A kept conversation is past its greeting.
+        let mut talked = if greeted {
+            Ok(())
+        } else {
+            write_hello(&mut out)
+                .and_then(|()| out.flush())
+                .map_err(|e| Talk::Pipe(e.into()))
+                .and_then(|()| read_hello(&mut answers).map_err(Talk::Pipe))
+                .map(drop)
+        };
         for item in items {
             if talked.is_err() {
                 break;
