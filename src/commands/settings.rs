@@ -236,7 +236,10 @@ impl ImportSettings {
             bundle: a.bundle,
             trust: TrustSettings::resolve(a.trust),
             dry_run: a.dry_run,
-            nix: (!t.skip_nix).then_some(NixOptions { store: t.nix_store }),
+            nix: (!t.skip_nix).then_some(NixOptions {
+                store: t.nix_store,
+                ask_only: a.dry_run,
+            }),
             oci: OciOptions {
                 images,
                 manifests,
@@ -484,7 +487,10 @@ impl InventorySettings {
             keys: a.keys,
             site,
             created,
-            nix: (!t.skip_nix).then_some(NixOptions { store: t.nix_store }),
+            nix: (!t.skip_nix).then_some(NixOptions {
+                store: t.nix_store,
+                ask_only: true,
+            }),
             images,
             k3s_root: (!t.skip_manifests).then_some(t.k3s_root),
         })

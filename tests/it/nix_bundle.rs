@@ -926,16 +926,30 @@ fn an_import_into_a_store_that_exists_asks_and_adds_through_one_nix_store() {
         .args(["copy", "--no-check-sigs", "--to"])
         .arg(chroot_store(&root))
         .arg(&lib));
+    let serves_of = |o: &Output| -> Vec<String> {
+        stderr(o)
+            .lines()
+            .filter(|l| l.starts_with("+ ") && l.contains("--serve"))
+            .map(str::to_string)
+            .collect()
+    };
+    // A dry run asks with a nix-store that may not write.
+    let dry = import_cmd(&w, "site.gapb", &root.display().to_string(), &w.public())
+        .arg("--dry-run")
+        .env("GAPBUNDLE_LOG_COMMANDS", "1")
+        .output()
+        .unwrap();
+    let dry_serves = serves_of(&ok(dry));
+    assert!(
+        dry_serves.len() == 1 && !dry_serves[0].contains("--write"),
+        "{dry_serves:?}"
+    );
     let o = import_cmd(&w, "site.gapb", &root.display().to_string(), &w.public())
         .env("GAPBUNDLE_LOG_COMMANDS", "1")
         .output()
         .unwrap();
     let report = cli_report(&ok(o.clone()), "import");
-    let err = stderr(&o);
-    let serves: Vec<&str> = err
-        .lines()
-        .filter(|l| l.starts_with("+ ") && l.contains("--serve"))
-        .collect();
+    let serves = serves_of(&o);
     assert_eq!(
         serves.len(),
         1,

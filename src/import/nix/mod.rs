@@ -188,6 +188,8 @@ pub struct NixTarget {
     /// The `nix-store --serve --write` the plan asked, kept for the import when it
     /// has paths to add (see [`NixTarget::held_for_plan`]).
     kept: Option<stream::Kept>,
+    /// [`NixOptions::ask_only`].
+    ask_only: bool,
 }
 
 /// What the Nix target is told: the import flags, resolved by the command layer
@@ -197,6 +199,9 @@ pub struct NixOptions {
     /// `--nix-store`: a store path or URI, or a `file://` binary cache; `None` is
     /// the local store.
     pub store: Option<String>,
+    /// The store is only asked, never written (`--dry-run`): the plan's question
+    /// then goes to a `nix-store --serve` without `--write`, which is not kept.
+    pub ask_only: bool,
 }
 
 /// The Nix target for this bundle, if it has Nix paths. `signers` are the `--trust`
@@ -231,6 +236,7 @@ pub fn target(
         progress_warned: std::cell::Cell::new(false),
         bytes_written: 0,
         kept: None,
+        ask_only: opts.ask_only,
     })))
 }
 

@@ -100,7 +100,7 @@ impl NixTarget {
         &mut self,
         paths: &[StorePath],
     ) -> Result<BTreeMap<StorePath, HeldPath>> {
-        let keep = self.in_place() && self.writes_store_itself();
+        let keep = !self.ask_only && self.in_place() && self.writes_store_itself();
         let (held, kept) = self.ask_held(paths, keep)?;
         self.kept = kept;
         Ok(held)
