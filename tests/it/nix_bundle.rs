@@ -908,10 +908,9 @@ fn small_paths_are_signed_on_import_and_a_rerun_signs_those_valid_without() {
     assert!(!stderr(&o).contains("copy-sigs"), "{}", stderr(&o));
 }
 
-/// A rerun whose every path is valid with the bundle's signatures reads none of
-/// the bundle's data and leaves the receipt as it was; a damaged blob is then not
-/// noticed (nothing of it would reach the store), but it still is from a pipe, and
-/// a path signature the store lacks is still checked before it is copied there.
+/// An import into a store that exists asks it which paths it holds and adds the
+/// rest through the same `nix-store --serve --write` (a dry run asks without
+/// `--write`); a path it held without the bundle's signature gets it.
 #[test]
 fn an_import_into_a_store_that_exists_asks_and_adds_through_one_nix_store() {
     let w = nix_work();
@@ -926,6 +925,7 @@ fn an_import_into_a_store_that_exists_asks_and_adds_through_one_nix_store() {
         .args(["copy", "--no-check-sigs", "--to"])
         .arg(chroot_store(&root))
         .arg(&lib));
+    let into_root = || import_cmd(&w, "site.gapb", &root.display().to_string(), &w.public());
     let serves_of = |o: &Output| -> Vec<String> {
         stderr(o)
             .lines()
@@ -934,7 +934,7 @@ fn an_import_into_a_store_that_exists_asks_and_adds_through_one_nix_store() {
             .collect()
     };
     // A dry run asks with a nix-store that may not write.
-    let dry = import_cmd(&w, "site.gapb", &root.display().to_string(), &w.public())
+    let dry = into_root()
         .arg("--dry-run")
         .env("GAPBUNDLE_LOG_COMMANDS", "1")
         .output()
@@ -944,7 +944,7 @@ fn an_import_into_a_store_that_exists_asks_and_adds_through_one_nix_store() {
         dry_serves.len() == 1 && !dry_serves[0].contains("--write"),
         "{dry_serves:?}"
     );
-    let o = import_cmd(&w, "site.gapb", &root.display().to_string(), &w.public())
+    let o = into_root()
         .env("GAPBUNDLE_LOG_COMMANDS", "1")
         .output()
         .unwrap();
@@ -968,9 +968,7 @@ fn an_import_into_a_store_that_exists_asks_and_adds_through_one_nix_store() {
     );
     assert!(sigs.contains("test-release:"), "{sigs}");
     // A rerun asks, finds everything, and ends that nix-store at once.
-    let again = import_cmd(&w, "site.gapb", &root.display().to_string(), &w.public())
-        .output()
-        .unwrap();
+    let again = into_root().output().unwrap();
     let again = cli_report(&ok(again), "import");
     assert_eq!(
         again["targets"][0]["result"]["added"],
@@ -978,6 +976,10 @@ fn an_import_into_a_store_that_exists_asks_and_adds_through_one_nix_store() {
     );
 }
 
+/// A rerun whose every path is valid with the bundle's signatures reads none of
+/// the bundle's data and leaves the receipt as it was; a damaged blob is then not
+/// noticed (nothing of it would reach the store), but it still is from a pipe, and
+/// a path signature the store lacks is still checked before it is copied there.
 #[test]
 fn a_rerun_with_every_path_present_reads_no_data_and_writes_no_receipt() {
     let w = nix_work();
