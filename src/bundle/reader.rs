@@ -332,7 +332,17 @@ fn read_padding<R: Read>(r: &mut R, path: &str, size: u64, position: u64) -> Res
 /// Reads the head (manifest and signatures) and leaves `r` at the data section.
 /// The manifest is parsed and validated; trust is not decided here.
 pub fn read_head<R: Read>(r: &mut R) -> Result<Head, ReadError> {
+    read_head_with(r, |_| ())
+}
+
+/// [`read_head`], calling `unparsed` with the manifest's bytes as soon as they are
+/// read, before they are parsed or checked: for work that may start early on a hint
+/// of what the bundle holds and loses nothing when the hint is wrong (the import
+/// starts Nix there: see `crate::import::nix::start_early`). The bytes are not
+/// trusted yet, so nothing may be decided on them.
+pub fn read_head_with<R: Read>(r: &mut R, unparsed: impl FnOnce(&[u8])) -> Result<Head, ReadError> {
     let (m_block, manifest_bytes) = read_head_entry(r, MANIFEST_PATH, 0)?;
+    unparsed(&manifest_bytes);
     let m_len = entry_len(manifest_bytes.len() as u64);
     let (s_block, envelope_bytes) = read_head_entry(r, SIGNATURES_PATH, m_len)?;
     // The canonical-form check and the digest read the bytes apart from the parse:

@@ -25,7 +25,7 @@ use super::verify::{check_trust, Trust};
 use super::{print_json, Failure};
 use crate::bundle::manifest::Kind;
 use crate::bundle::meta::Activation;
-use crate::bundle::reader::{read_head, verify_parallel, verify_stream, Head};
+use crate::bundle::reader::{read_head_with, verify_parallel, verify_stream, Head};
 use crate::bundle::receipt::{
     carried, replacement, Receipt, Retire, Section, SystemRecord, RECEIPT_MAJOR,
 };
@@ -46,11 +46,17 @@ pub fn run(a: ImportArgs, out: &OutputArgs) -> Result<(), Failure> {
     let source = BundleSource::open(&a.bundle)?;
     source.report_to(progress);
     let mut r = source.reader()?;
-    let mut head = read_head(&mut r)?;
+    let mut early = None;
+    let mut head = read_head_with(&mut r, |manifest| {
+        early = a
+            .nix
+            .as_ref()
+            .and_then(|nix| import::nix::start_early(nix, &source, manifest));
+    })?;
     // Nothing of an import reads the manifest's bytes again (9 MiB of 20,000 files).
     drop(std::mem::take(&mut head.manifest_bytes));
     let trust = check_trust(&head, &a.trust, progress)?;
-    let mut targets = select_targets(&a, &head, &trust, &source)?;
+    let mut targets = select_targets(&a, &head, &trust, &source, early)?;
     if targets.is_empty() {
         return Err(InputFailure(
             "nothing to import: every kind of object in this bundle was skipped".into(),
@@ -491,10 +497,17 @@ fn select_targets(
     head: &Head,
     trust: &Trust,
     source: &BundleSource,
+    early: Option<import::nix::Early>,
 ) -> Result<Vec<Box<dyn Target>>, Failure> {
     let mut v: Vec<Box<dyn Target>> = Vec::new();
     if let Some(nix) = &a.nix {
-        v.extend(import::nix::target(nix, head, trust.signers(), source)?);
+        v.extend(import::nix::target(
+            nix,
+            head,
+            trust.signers(),
+            source,
+            early,
+        )?);
     }
     v.extend(import::oci::targets(&a.oci, head, source)?);
     if let Some(root) = &a.files_root {

@@ -976,6 +976,86 @@ fn an_import_into_a_store_that_exists_asks_and_adds_through_one_nix_store() {
     );
 }
 
+/// An import into a store that exists checks the path signatures while the store
+/// says what it holds: a bad one is still named and nothing is added. A bundle
+/// whose own signature fails stops the `nix-store` started while its head was read,
+/// and a bundle without Nix paths starts none.
+#[test]
+fn a_store_that_exists_gets_nothing_from_a_bundle_with_a_bad_path_signature() {
+    let w = nix_work();
+    ok(create(&w, "site.gapb", &w.secret()));
+    let key = w.signing_key();
+    let m = manifest_of(&head_of(&w.path("site.gapb")));
+    let lib = lib_of(&m);
+    let names = nix_names(&m);
+    // A path above lib: not in the store, so the plan has paths to add.
+    let above = with_referrers(&m, &lib)
+        .into_iter()
+        .find(|p| *p != lib)
+        .unwrap();
+    let root = w.path("t");
+    run(nix("nix")
+        .args(["copy", "--no-check-sigs", "--to"])
+        .arg(chroot_store(&root))
+        .arg(&lib));
+    let before = valid_in(&root, &names);
+    assert!(!before.contains(&above), "{before:?}");
+    resign(&w.path("site.gapb"), &w.path("badsig.gapb"), &key, |m| {
+        for o in m["objects"].as_array_mut().unwrap() {
+            if o["name"] == above.as_str() {
+                o["meta"]["sigs"] = serde_json::json!([sign_path(&key, "not the fingerprint")]);
+            }
+        }
+    });
+    let store = root.display().to_string();
+    let err = fails(&import(&w, "badsig.gapb", &store, &w.public()), 3);
+    assert!(
+        err.contains("no valid path signature") && err.contains(&above),
+        "{err}"
+    );
+    assert_eq!(valid_in(&root, &names), before);
+
+    // Signed by a key that is not trusted: refused before the plan asks anything.
+    let other = Work::new("other-release");
+    let o = import_cmd(&w, "site.gapb", &store, &other.public())
+        .env("GAPBUNDLE_LOG_COMMANDS", "1")
+        .output()
+        .unwrap();
+    fails(&o, 3);
+    assert_eq!(valid_in(&root, &names), before);
+
+    // No Nix paths in the bundle: no nix-store is started for the store.
+    w.write(
+        "plain.yaml",
+        "name: plain\nversion: \"1\"\nfiles:\n  - path: ./plain.txt\n    target: /etc/plain.txt\n",
+    );
+    w.write("plain.txt", "plain\n");
+    ok(with_nix_config(create_cmd(
+        &w.path("plain.yaml"),
+        &w.path("plain.gapb"),
+        &w.secret(),
+        &w.path("cache"),
+    ))
+    .output()
+    .unwrap());
+    let o = ok(gb()
+        .args(["import", "--dry-run"])
+        .arg(w.path("plain.gapb"))
+        .arg("--trust")
+        .arg(w.public())
+        .args(["--nix-store", &store])
+        .env("GAPBUNDLE_LOG_COMMANDS", "1")
+        .output()
+        .unwrap());
+    assert!(
+        !stderr(&o)
+            .lines()
+            .any(|l| l.starts_with("+ ") && l.contains("nix-store")),
+        "{}",
+        stderr(&o)
+    );
+}
+
 /// A rerun whose every path is valid with the bundle's signatures reads none of
 /// the bundle's data and leaves the receipt as it was; a damaged blob is then not
 /// noticed (nothing of it would reach the store), but it still is from a pipe, and

@@ -114,6 +114,33 @@ enum Dest {
     },
 }
 
+impl Dest {
+    /// Whether this process writes the store itself (a chroot store, or the local
+    /// store as root), rather than asking a daemon that checks what it is given:
+    /// only then do small paths go in through `nix-store --serve --write` (see
+    /// `stream`), which checks no signature.
+    fn written_here(&self) -> bool {
+        match self {
+            Dest::Store { root: Some(_), .. } => true,
+            Dest::Store { uri, .. } => {
+                matches!(uri.as_deref(), None | Some("local"))
+                    && rustix::process::geteuid().is_root()
+            }
+            Dest::Cache(_) => false,
+        }
+    }
+
+    /// Whether the store is there to be asked: a chroot store not made yet is not
+    /// (nothing is valid in it, and it is not made before the bundle verified).
+    fn exists(&self) -> bool {
+        match self {
+            Dest::Store { root: Some(r), .. } => r.join("nix/var/nix/db").exists(),
+            Dest::Store { .. } => true,
+            Dest::Cache(_) => false,
+        }
+    }
+}
+
 fn parse_dest(arg: Option<&str>) -> Result<Dest> {
     let default_gc = Path::new("/").join(GC_ROOTS);
     let Some(s) = arg else {
@@ -190,6 +217,8 @@ pub struct NixTarget {
     kept: Option<stream::Kept>,
     /// [`NixOptions::ask_only`].
     ask_only: bool,
+    /// The `nix-store --serve` [`start_early`] started for the plan's question.
+    early: Option<stream::Started>,
 }
 
 /// What the Nix target is told: the import flags, resolved by the command layer
@@ -204,13 +233,47 @@ pub struct NixOptions {
     pub ask_only: bool,
 }
 
+/// The `nix-store --serve` the plan will ask which paths the store holds, started
+/// by [`start_early`] while the bundle's head is read.
+pub struct Early(stream::Started);
+
+/// Starts the `nix-store --serve` that the plan of an import into a store will ask
+/// (see `NixTarget::held_for_plan`), given the manifest's bytes as read, before
+/// they are parsed (`crate::bundle::reader::read_head_with`): Nix then starts up
+/// (15 to 20 ms) while the head is parsed and checked (20 to 25 ms for 2,101
+/// paths), not after. Only for a store on this machine that exists (a chroot
+/// store is not made before the bundle verified, and a remote one is not reached
+/// before then), and only when the bytes name a `nix-path` object: a hint, since
+/// nothing is decided on them. The `nix-store` touches nothing until it is asked;
+/// `None` when it is not wanted or cannot start (the plan then starts its own and
+/// reports why that fails).
+pub fn start_early(opts: &NixOptions, source: &BundleSource, manifest: &[u8]) -> Option<Early> {
+    let dest = parse_dest(opts.store.as_deref()).ok()?;
+    let Dest::Store { uri, root, .. } = &dest else {
+        return None;
+    };
+    let here = root.is_some() || matches!(uri.as_deref(), None | Some("auto" | "local" | "daemon"));
+    if !here || !dest.exists() || !names_nix_paths(manifest) {
+        return None;
+    }
+    let write = !opts.ask_only && source.random_access().is_some() && dest.written_here();
+    stream::start(uri.as_deref(), write).ok().map(Early)
+}
+
+/// Whether canonical manifest bytes name an object of kind `nix-path`.
+fn names_nix_paths(manifest: &[u8]) -> bool {
+    memchr::memmem::find(manifest, br#""kind":"nix-path""#).is_some()
+}
+
 /// The Nix target for this bundle, if it has Nix paths. `signers` are the `--trust`
 /// keys whose signature of the bundle was checked: only they vouch for paths.
+/// `early` is the store's `nix-store` if [`start_early`] started one.
 pub fn target(
     opts: &NixOptions,
     head: &Head,
     signers: &[PublicKey],
     source: &BundleSource,
+    early: Option<Early>,
 ) -> Result<Option<Box<dyn Target>>> {
     let has = head
         .manifest
@@ -237,6 +300,7 @@ pub fn target(
         bytes_written: 0,
         kept: None,
         ask_only: opts.ask_only,
+        early: early.map(|e| e.0),
     })))
 }
 
@@ -417,9 +481,12 @@ impl Target for NixTarget {
         all.extend(outside.iter().cloned());
         // A store says at once which paths it has, with their NAR hashes and
         // signatures; a cache, by its narinfo files.
-        let held = match &self.dest {
-            Dest::Store { .. } => Some(self.held_for_plan(&all)?),
-            Dest::Cache(_) => None,
+        let (held, signed) = match &self.dest {
+            Dest::Store { .. } => {
+                let (held, signed) = self.held_for_plan(&all)?;
+                (Some(held), signed)
+            }
+            Dest::Cache(_) => (None, false),
         };
         let valid: BTreeSet<StorePath> = match &held {
             Some(h) => h.keys().cloned().collect(),
@@ -487,7 +554,8 @@ impl Target for NixTarget {
         }
         // Section 14.5's signature rule, before anything is handed to the target: a
         // rerun that finds every path valid and signed hands nothing and skips it.
-        if !self.new_paths.is_empty() || !self.unsigned_paths.is_empty() {
+        // (Checked already if they passed while the store was asked.)
+        if (!self.new_paths.is_empty() || !self.unsigned_paths.is_empty()) && !signed {
             check_signatures(&self.objects, &self.trusted)?;
         }
         plan.bytes_to_write = blob_bytes;
@@ -623,6 +691,17 @@ pub fn store_receipt_id(arg: Option<&str>) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hint_that_starts_nix_early_is_a_nix_path_object() {
+        assert!(names_nix_paths(
+            br#"{"objects":[{"digest":"sha256:00","kind":"nix-path","name":"/nix/store/x"}]}"#
+        ));
+        // A name or an annotation that says nix-path is no object of that kind.
+        assert!(!names_nix_paths(
+            br#"{"objects":[{"kind":"file","name":"nix-path"}],"kind":"nix-pathx"}"#
+        ));
+    }
 
     #[test]
     fn store_arguments() {

@@ -93,7 +93,7 @@ pub(super) fn nix_objects(head: &Head) -> Result<Vec<NixObject>> {
 /// When keys are trusted (the bundle's signature was checked), that one of them
 /// signed each path over Nix's fingerprint.
 pub(super) fn check_signatures(objects: &[NixObject], trusted: &[PublicKey]) -> Result<()> {
-    if trusted.is_empty() || verify_in_batches(objects, trusted) {
+    if trusted.is_empty() || verify_in_batches(objects, trusted, crate::pool::cores()) {
         return Ok(());
     }
     // One failed (or a path has no signature named after a trusted key): each path
@@ -118,14 +118,15 @@ pub(super) fn check_signatures(objects: &[NixObject], trusted: &[PublicKey]) -> 
 }
 
 /// Whether every path's first signature named after a trusted key verifies, one
-/// batch per core. An ed25519 check is most of what a small path costs an import
+/// batch per job (`jobs` threads; the plan checks on one core while Nix answers on
+/// the other: `NixTarget::held_for_plan`). An ed25519 check is most of what a small path costs an import
 /// (2,000 paths in a NixOS closure), and a batch takes a third of the CPU of
 /// checking them one by one. A batch can pass a signature its signer crafted that
 /// the one-by-one check refuses (`keys::verify_batch`); these signatures are in a
 /// manifest that signer signed, so the check is against a writer's mistake, not
 /// against the key's holder.
-fn verify_in_batches(objects: &[NixObject], trusted: &[PublicKey]) -> bool {
-    let jobs = crate::pool::cores();
+pub(super) fn verify_in_batches(objects: &[NixObject], trusted: &[PublicKey], jobs: usize) -> bool {
+    let jobs = jobs.max(1);
     let per_job = objects.len().div_ceil(jobs).max(1);
     let batches: Vec<&[NixObject]> = objects.chunks(per_job).collect();
     crate::pool::map(
