@@ -13,6 +13,8 @@ use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Serialize;
 use serde_json::Value;
 
+mod serializer;
+
 /// Why a value cannot be written canonically.
 #[derive(Debug, thiserror::Error)]
 pub enum CanonicalError {
@@ -48,32 +50,24 @@ impl crate::error::Classify for CanonicalError {
 
 /// Canonical bytes of any serializable value.
 ///
-/// The value is written as serde_json writes it, then that JSON is written again
-/// canonically as it is parsed: the same bytes as writing the
-/// `serde_json::Value` of the value, without the tree (a 20,000-object manifest
-/// made a 50 MiB `Value`, the peak of `create`). The parse has serde_json's depth
-/// limit (127 levels), which every reader of these bytes has too.
+/// Written as the value is serialized (the private `serializer` module): the same bytes as writing
+/// the `serde_json::Value` of the value, without the tree (a 20,000-object manifest
+/// made a 50 MiB `Value`, the peak of `create`), and without the serde_json bytes
+/// it once parsed again (a second copy, and most of the time).
 pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CanonicalError> {
-    // Written twice, counted first: a `Vec` grown as bytes came doubled (16 MiB for
-    // a 9 MiB manifest, 24 MiB as it grew).
+    // Counted first: a `Vec` grown as bytes came doubled (16 MiB for a 9 MiB
+    // manifest, 24 MiB as it grew). Canonical bytes are serde_json's compact ones
+    // in another order, so the count is theirs.
     let mut counted = Counted(0);
     serde_json::to_writer(&mut counted, value)?;
-    let mut json = Vec::with_capacity(counted.0);
-    serde_json::to_writer(&mut json, value)?;
-    let mut out = Vec::with_capacity(json.len());
-    let mut float = None;
-    let mut de = serde_json::Deserializer::from_slice(&json);
-    let written = Sorted {
-        out: &mut out,
-        float: &mut float,
-    }
-    .deserialize(&mut de)
-    .and_then(|()| de.end());
-    match (written, float) {
-        (Ok(()), _) => Ok(out),
-        (Err(_), Some(float)) => Err(CanonicalError::Float(float)),
-        (Err(e), None) => Err(e.into()),
-    }
+    let mut out = Vec::with_capacity(counted.0);
+    value
+        .serialize(serializer::Writer {
+            out: &mut out,
+            depth: 0,
+        })
+        .map_err(|e| e.0)?;
+    Ok(out)
 }
 
 /// A writer that only counts what it is given.
@@ -89,112 +83,13 @@ impl Write for Counted {
     }
 }
 
-/// One value of [`to_vec`]'s parse, written canonically at the end of `out`. An
-/// object's members are written in the order they come, each remembered with its
-/// key and place; when that order is not the canonical one they are put in it
-/// (a key given twice keeps its last value, as in a `serde_json::Value`).
-struct Sorted<'o> {
-    out: &'o mut Vec<u8>,
-    /// The float met, as [`write_value`] names it in its error.
-    float: &'o mut Option<String>,
-}
-
-impl<'de> DeserializeSeed<'de> for Sorted<'_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Sorted<'_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
-        self.out.extend_from_slice(b"null");
-        Ok(())
-    }
-
-    fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<(), E> {
-        self.out
-            .extend_from_slice(if b { b"true" } else { b"false" });
-        Ok(())
-    }
-
-    fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<(), E> {
-        let _ = write!(self.out, "{n}");
-        Ok(())
-    }
-
-    fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<(), E> {
-        let _ = write!(self.out, "{n}");
-        Ok(())
-    }
-
-    fn visit_f64<E: serde::de::Error>(self, x: f64) -> Result<(), E> {
-        let shown =
-            serde_json::Number::from_f64(x).map_or_else(|| x.to_string(), |n| n.to_string());
-        *self.float = Some(shown);
-        Err(E::custom("a float"))
-    }
-
-    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<(), E> {
-        serde_json::to_writer(&mut *self.out, s).map_err(E::custom)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<(), A::Error> {
-        self.out.push(b'[');
-        let mut first = true;
-        loop {
-            // The comma goes before an item that turns out to be there, and away
-            // again when none is.
-            let mark = self.out.len();
-            if !first {
-                self.out.push(b',');
-            }
-            let item = Sorted {
-                out: &mut *self.out,
-                float: &mut *self.float,
-            };
-            if items.next_element_seed(item)?.is_none() {
-                self.out.truncate(mark);
-                break;
-            }
-            first = false;
-        }
-        self.out.push(b']');
-        Ok(())
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        self.out.push(b'{');
-        let body = self.out.len();
-        // Each member's key and the place of its `"key":value` in `out`.
-        let mut members: Vec<(String, std::ops::Range<usize>)> = Vec::new();
-        let mut in_order = true;
-        while let Some(key) = map.next_key::<String>()? {
-            if let Some((last, _)) = members.last() {
-                in_order &= last.encode_utf16().cmp(key.encode_utf16()).is_lt();
-                self.out.push(b',');
-            }
-            let start = self.out.len();
-            serde_json::to_writer(&mut *self.out, &key).map_err(serde::de::Error::custom)?;
-            self.out.push(b':');
-            map.next_value_seed(Sorted {
-                out: &mut *self.out,
-                float: &mut *self.float,
-            })?;
-            members.push((key, start - body..self.out.len() - body));
-        }
-        if !in_order {
-            put_in_order(self.out, body, members);
-        }
-        self.out.push(b'}');
-        Ok(())
+/// Canonical key order: by UTF-16 code units, which is byte order when both keys
+/// are ASCII (every key the format names).
+fn key_order(a: &str, b: &str) -> std::cmp::Ordering {
+    if a.is_ascii() && b.is_ascii() {
+        a.as_bytes().cmp(b.as_bytes())
+    } else {
+        a.encode_utf16().cmp(b.encode_utf16())
     }
 }
 
@@ -209,9 +104,9 @@ const IN_PLACE: usize = 32;
 fn put_in_order(
     out: &mut Vec<u8>,
     body: usize,
-    mut members: Vec<(String, std::ops::Range<usize>)>,
+    mut members: Vec<(std::borrow::Cow<'static, str>, std::ops::Range<usize>)>,
 ) {
-    let utf16 = |a: &str, b: &str| a.encode_utf16().cmp(b.encode_utf16());
+    let utf16 = |a: &str, b: &str| key_order(a, b);
     if members.len() > IN_PLACE {
         let written = out.split_off(body);
         // A stable sort keeps a repeated key's values in the order given.
@@ -232,7 +127,7 @@ fn put_in_order(
     // Each member with the comma after it is a unit (a comma is added after the
     // last); an insertion sort moves each unit into place with a rotation.
     out.push(b',');
-    let mut units: Vec<(String, usize)> = members
+    let mut units: Vec<(std::borrow::Cow<'static, str>, usize)> = members
         .into_iter()
         .map(|(key, place)| (key, place.len() + 1))
         .collect();
@@ -985,6 +880,68 @@ mod tests {
             let m = Members(unordered);
             prop_assert_eq!(to_vec(&m).unwrap(), through_a_value(&m).unwrap());
         }
+    }
+
+    /// Every shape serde gives a value comes out as its `Value` would: derived
+    /// structs with fields out of name order, each kind of enum variant, options,
+    /// bytes, characters and integer map keys.
+    #[test]
+    fn to_vec_writes_every_serde_shape_as_the_value_does() {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        enum Shape {
+            Unit,
+            Newtype(u8),
+            Tuple(i32, String),
+            Struct { z: bool, a: Option<u64> },
+        }
+        #[derive(Serialize)]
+        struct Tuple(u8, char);
+        #[derive(Serialize)]
+        struct Outer {
+            zeta: Vec<Shape>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            gone: Option<u8>,
+            beta: Option<Tuple>,
+            #[serde(with = "serde_bytes_as_seq")]
+            bytes: Vec<u8>,
+            alpha: std::collections::BTreeMap<u32, &'static str>,
+            #[serde(flatten)]
+            extra: std::collections::BTreeMap<String, i64>,
+        }
+        mod serde_bytes_as_seq {
+            pub fn serialize<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_bytes(b)
+            }
+        }
+        let v = Outer {
+            zeta: vec![
+                Shape::Unit,
+                Shape::Newtype(7),
+                Shape::Tuple(-3, "t\u{1}\"".into()),
+                Shape::Struct { z: true, a: None },
+            ],
+            gone: None,
+            beta: Some(Tuple(1, '\u{10000}')),
+            bytes: vec![0, 255],
+            alpha: [(10, "ten"), (9, "nine")].into_iter().collect(),
+            extra: [("aaa".to_string(), -1), ("zzz".to_string(), 2)]
+                .into_iter()
+                .collect(),
+        };
+        let bytes = to_vec(&v).unwrap();
+        assert_eq!(bytes, through_a_value(&v).unwrap());
+        check(&bytes).unwrap();
+    }
+
+    /// A value nested deeper than a reader parses is refused as it is written.
+    #[test]
+    fn to_vec_refuses_what_no_reader_parses() {
+        let nest = |n: usize| (0..n).fold(Value::Null, |inner, _| Value::Array(vec![inner]));
+        let deepest = to_vec(&nest(127)).unwrap();
+        serde_json::from_slice::<Value>(&deepest).unwrap();
+        let err = to_vec(&nest(128)).unwrap_err();
+        assert!(err.to_string().contains("deeper than 127"), "{err}");
     }
 
     proptest! {
