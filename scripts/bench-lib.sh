@@ -1,5 +1,5 @@
 # Shared helpers of the scripts/bench-* parts; sourced, never run. What they share:
-# one release build, one work folder removed at exit, GNU time for wall time and peak
+# one release build, one work folder removed at exit, the clock (in ms) for wall time, GNU time for peak
 # RSS, commands of a comparison run in turn (A B A B ...) so that a machine whose
 # speed drifts slows both alike, and one result line per figure that `scripts/bench`
 # gathers into a single table.
@@ -69,9 +69,15 @@ once() {
   local label=$1 before=$2 cmd=$3
   [ -n "$before" ] && eval "$before"
   [ -n "${BENCH_SYNC:-}" ] && sync
-  /usr/bin/time -f '%e %M' -o "$work/time.out" bash -c "$cmd" >/dev/null 2>"$work/$label.err" \
+  # The wall time from the clock's nanoseconds: GNU time's %e has 10 ms steps,
+  # too coarse for a rerun of 80 ms (it showed 0.08 or 0.09). %M, the peak RSS,
+  # is still GNU time's.
+  local t0 t1
+  t0=$(date +%s%N)
+  /usr/bin/time -f '%M' -o "$work/time.out" bash -c "$cmd" >/dev/null 2>"$work/$label.err" \
     || { echo "$label failed:" >&2; cat "$work/$label.err" >&2; exit 1; }
-  cat "$work/time.out"
+  t1=$(date +%s%N)
+  echo "$(( (t1 - t0) / 1000000 )) $(cat "$work/time.out")" | awk '{ printf "%.3f %s\n", $1 / 1000, $2 }'
 }
 
 # summary "W R W R ...": prints "MEDIAN_WALL_S MAX_PEAK_RSS_KIB".
