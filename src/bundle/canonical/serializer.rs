@@ -73,7 +73,7 @@ impl Writer<'_> {
         serde_json::to_writer(&mut *self.out, s).map_err(WriteError::from)
     }
 
-    fn integer(&mut self, n: impl Serialize) -> Result<(), WriteError> {
+    fn integer(self, n: impl Serialize) -> Result<(), WriteError> {
         serde_json::to_writer(&mut *self.out, &n).map_err(WriteError::from)
     }
 
@@ -88,6 +88,17 @@ impl Writer<'_> {
             }
         }
     }
+}
+
+/// The integer methods of a serializer, each `$body` with the serializer as `$s`
+/// and the integer as `$v`: every width is written alike.
+macro_rules! integers {
+    (|$s:ident, $v:ident| $body:expr; $($method:ident: $t:ty),*) => {$(
+        fn $method(self, $v: $t) -> Result<Self::Ok, WriteError> {
+            let $s = self;
+            $body
+        }
+    )*};
 }
 
 impl<'o> ser::Serializer for Writer<'o> {
@@ -107,45 +118,11 @@ impl<'o> ser::Serializer for Writer<'o> {
         Ok(())
     }
 
-    fn serialize_i8(mut self, v: i8) -> Result<(), WriteError> {
-        self.integer(v)
-    }
-
-    fn serialize_i16(mut self, v: i16) -> Result<(), WriteError> {
-        self.integer(v)
-    }
-
-    fn serialize_i32(mut self, v: i32) -> Result<(), WriteError> {
-        self.integer(v)
-    }
-
-    fn serialize_i64(mut self, v: i64) -> Result<(), WriteError> {
-        self.integer(v)
-    }
-
-    fn serialize_i128(mut self, v: i128) -> Result<(), WriteError> {
-        self.integer(v)
-    }
-
-    fn serialize_u8(mut self, v: u8) -> Result<(), WriteError> {
-        self.integer(v)
-    }
-
-    fn serialize_u16(mut self, v: u16) -> Result<(), WriteError> {
-        self.integer(v)
-    }
-
-    fn serialize_u32(mut self, v: u32) -> Result<(), WriteError> {
-        self.integer(v)
-    }
-
-    fn serialize_u64(mut self, v: u64) -> Result<(), WriteError> {
-        self.integer(v)
-    }
-
-    fn serialize_u128(mut self, v: u128) -> Result<(), WriteError> {
-        self.integer(v)
-    }
+    integers!(|w, v| w.integer(v);
+        serialize_i8: i8, serialize_i16: i16, serialize_i32: i32, serialize_i64: i64,
+        serialize_i128: i128, serialize_u8: u8, serialize_u16: u16, serialize_u32: u32,
+        serialize_u64: u64, serialize_u128: u128
+    );
 
     fn serialize_f32(self, v: f32) -> Result<(), WriteError> {
         // The shortest decimal of the f32, as serde_json writes it, read as an f64.
@@ -343,57 +320,30 @@ impl Items<'_> {
     }
 }
 
-impl ser::SerializeSeq for Items<'_> {
-    type Ok = ();
-    type Error = WriteError;
+/// The four kinds of sequence serde tells apart are one JSON array here.
+macro_rules! array_kinds {
+    ($($kind:ident :: $add:ident),*) => {$(
+        impl ser::$kind for Items<'_> {
+            type Ok = ();
+            type Error = WriteError;
 
-    fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), WriteError> {
-        self.item(value)
-    }
+            fn $add<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), WriteError> {
+                self.item(value)
+            }
 
-    fn end(self) -> Result<(), WriteError> {
-        self.close()
-    }
+            fn end(self) -> Result<(), WriteError> {
+                self.close()
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTuple for Items<'_> {
-    type Ok = ();
-    type Error = WriteError;
-
-    fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), WriteError> {
-        self.item(value)
-    }
-
-    fn end(self) -> Result<(), WriteError> {
-        self.close()
-    }
-}
-
-impl ser::SerializeTupleStruct for Items<'_> {
-    type Ok = ();
-    type Error = WriteError;
-
-    fn serialize_field<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), WriteError> {
-        self.item(value)
-    }
-
-    fn end(self) -> Result<(), WriteError> {
-        self.close()
-    }
-}
-
-impl ser::SerializeTupleVariant for Items<'_> {
-    type Ok = ();
-    type Error = WriteError;
-
-    fn serialize_field<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), WriteError> {
-        self.item(value)
-    }
-
-    fn end(self) -> Result<(), WriteError> {
-        self.close()
-    }
-}
+array_kinds!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field
+);
 
 /// An object being written: its members in `out` from `body`, each `"key":value`
 /// at its place, put in canonical order at the end when they came out of it.
@@ -479,45 +429,35 @@ impl ser::SerializeMap for Members<'_> {
     }
 }
 
-impl ser::SerializeStruct for Members<'_> {
-    type Ok = ();
-    type Error = WriteError;
+/// A struct and a struct variant's fields are one JSON object's members.
+macro_rules! object_kinds {
+    ($($kind:ident),*) => {$(
+        impl ser::$kind for Members<'_> {
+            type Ok = ();
+            type Error = WriteError;
 
-    fn serialize_field<T: ?Sized + Serialize>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), WriteError> {
-        self.key(Cow::Borrowed(key))?;
-        self.value(value)
-    }
+            fn serialize_field<T: ?Sized + Serialize>(
+                &mut self,
+                key: &'static str,
+                value: &T,
+            ) -> Result<(), WriteError> {
+                self.key(Cow::Borrowed(key))?;
+                self.value(value)
+            }
 
-    fn end(self) -> Result<(), WriteError> {
-        self.close()
-    }
+            fn end(self) -> Result<(), WriteError> {
+                self.close()
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeStructVariant for Members<'_> {
-    type Ok = ();
-    type Error = WriteError;
-
-    fn serialize_field<T: ?Sized + Serialize>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), WriteError> {
-        self.key(Cow::Borrowed(key))?;
-        self.value(value)
-    }
-
-    fn end(self) -> Result<(), WriteError> {
-        self.close()
-    }
-}
+object_kinds!(SerializeStruct, SerializeStructVariant);
 
 /// A map key as the string serde_json makes of it: a string, a character, an
 /// integer (written in decimal), a unit variant's name; anything else is refused,
-/// as serde_json refuses it.
+/// as serde_json refuses it, and so is a float, which serde_json would write as its
+/// decimal: the format has no floats.
 struct KeyName;
 
 fn not_a_key<T>() -> Result<T, WriteError> {
@@ -543,45 +483,11 @@ impl ser::Serializer for KeyName {
         Ok(v.to_string())
     }
 
-    fn serialize_i8(self, v: i8) -> Result<String, WriteError> {
-        Ok(v.to_string())
-    }
-
-    fn serialize_i16(self, v: i16) -> Result<String, WriteError> {
-        Ok(v.to_string())
-    }
-
-    fn serialize_i32(self, v: i32) -> Result<String, WriteError> {
-        Ok(v.to_string())
-    }
-
-    fn serialize_i64(self, v: i64) -> Result<String, WriteError> {
-        Ok(v.to_string())
-    }
-
-    fn serialize_i128(self, v: i128) -> Result<String, WriteError> {
-        Ok(v.to_string())
-    }
-
-    fn serialize_u8(self, v: u8) -> Result<String, WriteError> {
-        Ok(v.to_string())
-    }
-
-    fn serialize_u16(self, v: u16) -> Result<String, WriteError> {
-        Ok(v.to_string())
-    }
-
-    fn serialize_u32(self, v: u32) -> Result<String, WriteError> {
-        Ok(v.to_string())
-    }
-
-    fn serialize_u64(self, v: u64) -> Result<String, WriteError> {
-        Ok(v.to_string())
-    }
-
-    fn serialize_u128(self, v: u128) -> Result<String, WriteError> {
-        Ok(v.to_string())
-    }
+    integers!(|_key, v| Ok(v.to_string());
+        serialize_i8: i8, serialize_i16: i16, serialize_i32: i32, serialize_i64: i64,
+        serialize_i128: i128, serialize_u8: u8, serialize_u16: u16, serialize_u32: u32,
+        serialize_u64: u64, serialize_u128: u128
+    );
 
     fn serialize_unit_variant(
         self,
