@@ -50,10 +50,10 @@ impl crate::error::Classify for CanonicalError {
 
 /// Canonical bytes of any serializable value.
 ///
-/// Written as the value is serialized (the private `serializer` module): the same bytes as writing
-/// the `serde_json::Value` of the value, without the tree (a 20,000-object manifest
-/// made a 50 MiB `Value`, the peak of `create`), and without the serde_json bytes
-/// it once parsed again (a second copy, and most of the time).
+/// Written as the value is serialized (the private `serializer` module): the same
+/// bytes as writing the `serde_json::Value` of the value, without the tree (a
+/// 20,000-object manifest made a 50 MiB `Value`, the peak of `create`), and without
+/// the serde_json bytes it once parsed again (a second copy, and most of the time).
 pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CanonicalError> {
     // Counted first: a `Vec` grown as bytes came doubled (16 MiB for a 9 MiB
     // manifest, 24 MiB as it grew). Canonical bytes are serde_json's compact ones
@@ -106,11 +106,10 @@ fn put_in_order(
     body: usize,
     mut members: Vec<(std::borrow::Cow<'static, str>, std::ops::Range<usize>)>,
 ) {
-    let utf16 = |a: &str, b: &str| key_order(a, b);
     if members.len() > IN_PLACE {
         let written = out.split_off(body);
         // A stable sort keeps a repeated key's values in the order given.
-        members.sort_by(|a, b| utf16(&a.0, &b.0));
+        members.sort_by(|a, b| key_order(&a.0, &b.0));
         let mut first = true;
         for (i, (key, place)) in members.iter().enumerate() {
             if members.get(i + 1).is_some_and(|(next, _)| next == key) {
@@ -136,7 +135,7 @@ fn put_in_order(
         let len = units[i].1;
         // After the equal keys already placed: a repeated key's values stay in the
         // order given.
-        let j = units[..i].partition_point(|(k, _)| utf16(k, &units[i].0).is_le());
+        let j = units[..i].partition_point(|(k, _)| key_order(k, &units[i].0).is_le());
         let to: usize = units[..j].iter().map(|u| u.1).sum();
         out[body + to..body + start + len].rotate_right(len);
         let unit = units.remove(i);
@@ -397,7 +396,7 @@ impl serde_json::ser::Formatter for InOrder<'_> {
     fn end_object_key<W: ?Sized + Write>(&mut self, w: &mut W) -> std::io::Result<()> {
         let key = self.key.take().unwrap_or_default();
         let last = self.keys.last_mut().and_then(Option::take);
-        if let Some(after) = last.filter(|l| l.encode_utf16().cmp(key.encode_utf16()).is_ge()) {
+        if let Some(after) = last.filter(|l| key_order(l, &key).is_ge()) {
             return Err(self.stop(CanonicalError::OutOfOrder { key, after }));
         }
         if let Some(slot) = self.keys.last_mut() {
@@ -616,7 +615,7 @@ impl<'de> Visitor<'de> for Canon<'_, '_> {
         let mut last: Option<String> = None;
         while let Some(key) = map.next_key::<String>()? {
             if let Some(last) = &last {
-                if last.encode_utf16().cmp(key.encode_utf16()).is_ge() {
+                if key_order(last, &key).is_ge() {
                     return Err(serde::de::Error::custom("keys out of order"));
                 }
                 self.put(b",")?;

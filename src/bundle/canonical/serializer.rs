@@ -69,6 +69,16 @@ fn deeper(depth: usize) -> Result<usize, WriteError> {
 }
 
 impl Writer<'_> {
+    /// Opens `{"variant":` (serde_json's form of an enum variant with data) and
+    /// returns the depth of what follows in it.
+    fn variant(&mut self, variant: &str) -> Result<usize, WriteError> {
+        let depth = deeper(self.depth)?;
+        self.out.push(b'{');
+        self.string(variant)?;
+        self.out.push(b':');
+        Ok(depth)
+    }
+
     fn string(&mut self, s: &str) -> Result<(), WriteError> {
         serde_json::to_writer(&mut *self.out, s).map_err(WriteError::from)
     }
@@ -213,10 +223,7 @@ impl<'o> ser::Serializer for Writer<'o> {
         variant: &'static str,
         value: &T,
     ) -> Result<(), WriteError> {
-        let depth = deeper(self.depth)?;
-        self.out.push(b'{');
-        self.string(variant)?;
-        self.out.push(b':');
+        let depth = self.variant(variant)?;
         value.serialize(Writer {
             out: &mut *self.out,
             depth,
@@ -226,14 +233,7 @@ impl<'o> ser::Serializer for Writer<'o> {
     }
 
     fn serialize_seq(self, _len: Option<usize>) -> Result<Items<'o>, WriteError> {
-        let depth = deeper(self.depth)?;
-        self.out.push(b'[');
-        Ok(Items {
-            out: self.out,
-            depth,
-            first: true,
-            in_variant: false,
-        })
+        Ok(Items::open(self.out, deeper(self.depth)?, false))
     }
 
     fn serialize_tuple(self, len: usize) -> Result<Items<'o>, WriteError> {
@@ -255,16 +255,8 @@ impl<'o> ser::Serializer for Writer<'o> {
         variant: &'static str,
         _len: usize,
     ) -> Result<Items<'o>, WriteError> {
-        let depth = deeper(deeper(self.depth)?)?;
-        self.out.push(b'{');
-        self.string(variant)?;
-        self.out.extend_from_slice(b":[");
-        Ok(Items {
-            out: self.out,
-            depth,
-            first: true,
-            in_variant: true,
-        })
+        let depth = deeper(self.variant(variant)?)?;
+        Ok(Items::open(self.out, depth, true))
     }
 
     fn serialize_map(self, _len: Option<usize>) -> Result<Members<'o>, WriteError> {
@@ -282,10 +274,7 @@ impl<'o> ser::Serializer for Writer<'o> {
         variant: &'static str,
         _len: usize,
     ) -> Result<Members<'o>, WriteError> {
-        let depth = deeper(deeper(self.depth)?)?;
-        self.out.push(b'{');
-        self.string(variant)?;
-        self.out.push(b':');
+        let depth = deeper(self.variant(variant)?)?;
         Ok(Members::open(self.out, depth, true))
     }
 }
@@ -299,7 +288,17 @@ pub(super) struct Items<'o> {
     in_variant: bool,
 }
 
-impl Items<'_> {
+impl<'o> Items<'o> {
+    fn open(out: &'o mut Vec<u8>, depth: usize, in_variant: bool) -> Items<'o> {
+        out.push(b'[');
+        Items {
+            out,
+            depth,
+            first: true,
+            in_variant,
+        }
+    }
+
     fn item<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), WriteError> {
         if !self.first {
             self.out.push(b',');

@@ -114,6 +114,12 @@ enum Dest {
     },
 }
 
+/// Whether a `--nix-store` URI (`None`: the default) names the store of this
+/// machine, local or through its daemon, rather than a remote one.
+fn names_this_machine(uri: Option<&str>) -> bool {
+    matches!(uri, None | Some("auto" | "local" | "daemon"))
+}
+
 impl Dest {
     /// Whether this process writes the store itself (a chroot store, or the local
     /// store as root), rather than asking a daemon that checks what it is given:
@@ -128,6 +134,22 @@ impl Dest {
             }
             Dest::Cache(_) => false,
         }
+    }
+
+    /// Whether a store is on this machine: a chroot store, or the default one.
+    fn on_this_machine(&self) -> bool {
+        match self {
+            Dest::Store { root: Some(_), .. } => true,
+            Dest::Store { uri, .. } => names_this_machine(uri.as_deref()),
+            Dest::Cache(_) => false,
+        }
+    }
+
+    /// Whether the plan asks a `nix-store --serve --write` and keeps it for the
+    /// import (`NixTarget::held_for_plan`): the store is written here, from a
+    /// bundle file (`from_file`), by an import that may write (not `ask_only`).
+    fn keeps_serve(&self, ask_only: bool, from_file: bool) -> bool {
+        !ask_only && from_file && self.written_here()
     }
 
     /// Whether the store is there to be asked: a chroot store not made yet is not
@@ -180,7 +202,7 @@ fn parse_dest(arg: Option<&str>) -> Result<Dest> {
             return Ok(chroot(root));
         }
     }
-    let local = matches!(s, "auto" | "local" | "daemon");
+    let local = names_this_machine(Some(s));
     Ok(Dest::Store {
         uri: Some(s.to_string()),
         root: None,
@@ -249,14 +271,13 @@ pub struct Early(stream::Started);
 /// reports why that fails).
 pub fn start_early(opts: &NixOptions, source: &BundleSource, manifest: &[u8]) -> Option<Early> {
     let dest = parse_dest(opts.store.as_deref()).ok()?;
-    let Dest::Store { uri, root, .. } = &dest else {
+    let Dest::Store { uri, .. } = &dest else {
         return None;
     };
-    let here = root.is_some() || matches!(uri.as_deref(), None | Some("auto" | "local" | "daemon"));
-    if !here || !dest.exists() || !names_nix_paths(manifest) {
+    if !dest.on_this_machine() || !dest.exists() || !names_nix_paths(manifest) {
         return None;
     }
-    let write = !opts.ask_only && source.random_access().is_some() && dest.written_here();
+    let write = dest.keeps_serve(opts.ask_only, source.random_access().is_some());
     stream::start(uri.as_deref(), write).ok().map(Early)
 }
 
@@ -436,12 +457,10 @@ impl NixTarget {
                         tmp_fix,
                     )?;
                 }
-                let store = match (uri.as_deref(), root) {
-                    (_, Some(r)) => Some(r.join("nix/store")),
-                    (None | Some("auto" | "local" | "daemon"), None) => {
-                        Some(PathBuf::from("/nix/store"))
-                    }
-                    _ => None, // a remote store: its own host's business
+                let store = match root {
+                    Some(r) => Some(r.join("nix/store")),
+                    None if names_this_machine(uri.as_deref()) => Some(PathBuf::from("/nix/store")),
+                    None => None, // a remote store: its own host's business
                 };
                 match store {
                     Some(dir) => space::ensure(

@@ -127,11 +127,17 @@ impl NixTarget {
         &mut self,
         paths: &[StorePath],
     ) -> Result<(BTreeMap<StorePath, HeldPath>, bool)> {
-        let keep = !self.ask_only && self.in_place() && self.writes_store_itself();
+        let keep = self.dest.keeps_serve(self.ask_only, self.bundle.is_some());
         let started = self.early.take();
         let this = &*self;
+        // Borrowed apart for the thread: the target itself is not `Sync`.
         let (objects, trusted) = (&self.objects, &self.trusted);
-        let roots = closure_roots(objects);
+        // Only a store that is asked, for signatures that would be checked.
+        let roots = if this.dest.exists() && !trusted.is_empty() {
+            closure_roots(objects)
+        } else {
+            Vec::new()
+        };
         let (answer, signed) = std::thread::scope(|s| {
             let mut check = None;
             let mut answer = |roots_held: bool| {
@@ -139,13 +145,10 @@ impl NixTarget {
                     check = Some(s.spawn(|| verify_in_batches(objects, trusted, 1)));
                 }
             };
-            let probe =
-                (this.dest.exists() && !trusted.is_empty() && !roots.is_empty()).then(|| {
-                    stream::Probe {
-                        paths: &roots,
-                        answer: &mut answer,
-                    }
-                });
+            let probe = (!roots.is_empty()).then(|| stream::Probe {
+                paths: &roots,
+                answer: &mut answer,
+            });
             let held = this.ask_held(paths, keep, started, probe);
             let signed = check.is_some_and(|c: std::thread::ScopedJoinHandle<'_, bool>| {
                 c.join()
