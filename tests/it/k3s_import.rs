@@ -265,6 +265,21 @@ fn containerd_import_killed_midway_completes_on_rerun() {
         listed.is_empty(),
         "no image record before the bundle verified: {listed:?}"
     );
+    // What the killed import committed survives a garbage collection: containerd
+    // put each blob in the import's lease in the commit itself, which is why an
+    // import holds only the content that was present before it.
+    let committed = ctd.content_blobs();
+    assert!(
+        !committed.is_empty(),
+        "a blob was committed before the kill"
+    );
+    ctd.ctr_stdout(&["leases", "create", "--id", "gc-after-kill"]);
+    ctd.ctr_stdout(&["leases", "rm", "--sync", "gc-after-kill"]);
+    assert_eq!(
+        ctd.content_blobs(),
+        committed,
+        "the killed import's lease held what it committed"
+    );
 
     let plan = cli_report(
         &run(w

@@ -2,7 +2,7 @@
 //! content store, and registering each image once the bundle verified (see the
 //! module documentation of [`super`]).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -57,6 +57,10 @@ pub struct Containerd {
     /// them (by object name), with the platform unpacked: `finish` leaves them be.
     registered: HashMap<String, Option<String>>,
     written: u64,
+    /// Blobs this import committed under its lease (containerd adds committed
+    /// content to the writer's lease in the commit's own transaction): `finish`
+    /// need not look them up or hold them again.
+    committed: HashSet<Digest>,
     lease_id: Option<String>,
     /// The bundle's digest, in the lease's name.
     bundle: Digest,
@@ -96,6 +100,7 @@ impl Containerd {
             ingest: None,
             registered: HashMap::new(),
             written: 0,
+            committed: HashSet::new(),
             lease_id: None,
             bundle: head.digest,
             taken_over: Vec::new(),
@@ -141,21 +146,25 @@ impl Containerd {
         crate::error::carried(e)
     }
 
-    fn finish_ingest(&mut self) -> Result<()> {
+    /// Ends the write in progress; true when its stream ended without error and
+    /// containerd did not say it had the blob already. After a commit that means
+    /// this write committed it, under its lease; a write ended without one
+    /// committed nothing.
+    fn finish_ingest(&mut self) -> Result<bool> {
         let Some(mut ing) = self.ingest.take() else {
-            return Ok(());
+            return Ok(false);
         };
         drop(ing.tx.take());
         let Some(task) = ing.task.take() else {
-            return Ok(());
+            return Ok(false);
         };
         let r = self
             .rt
             .block_on(task)
             .map_err(|e| anyhow!("containerd write task failed: {e}"))?;
         match r {
-            Ok(()) => Ok(()),
-            Err(s) if s.code() == Code::AlreadyExists => Ok(()),
+            Ok(()) => Ok(!ing.exists),
+            Err(s) if s.code() == Code::AlreadyExists => Ok(false),
             Err(s) => Err(anyhow!(
                 "containerd at {} did not accept blob {}: {} ({:?})",
                 self.socket.display(),
@@ -504,7 +513,10 @@ impl Target for Containerd {
         if self.ingest.is_some() {
             self.send(req).map_err(Self::io_err)?;
         }
-        self.finish_ingest().map_err(Self::io_err)
+        if self.finish_ingest().map_err(Self::io_err)? {
+            self.committed.insert(blob.digest);
+        }
+        Ok(())
     }
 
     fn finish(&mut self, _head: &Head, progress: &Progress) -> Result<TargetReport> {
@@ -542,6 +554,7 @@ impl Target for Containerd {
         let ctx = self.leased()?;
         let blobs = self.blobs.clone();
         let lease = self.lease_id.clone().unwrap_or_default();
+        let committed = std::mem::take(&mut self.committed);
         if !self.taken_over.is_empty() {
             progress.message(format!(
                 "containerd: took over what {} interrupted import(s) left ({}), discarding {} partial write(s)",
@@ -558,11 +571,12 @@ impl Target for Containerd {
             ));
         }
         let mut reports = self.rt.block_on(async move {
-            // Hold everything the images to register need, present before or
-            // written now.
+            // Hold everything the images to register need that was present
+            // before: what this import committed its lease holds already.
             let all: BTreeSet<Digest> = images
                 .iter()
                 .flat_map(|i| i.object.blobs.clone())
+                .filter(|d| !committed.contains(d))
                 .collect();
             for d in &all {
                 if ctx.info(d).await?.is_none() {
