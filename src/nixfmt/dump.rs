@@ -19,11 +19,17 @@ use super::nar;
 pub fn dump_nar(path: &Path, w: &mut dyn Write) -> io::Result<()> {
     nar::write_str(w, nar::MAGIC)?;
     // One read buffer for the whole walk: large reads, and no 8 KiB io::copy loop.
-    let mut buf = vec![0u8; 256 << 10];
+    // It grows to the largest file met, up to READ_BUF: a zeroed 256 KiB buffer
+    // made for every path (mapped, faulted in and cleared) cost more than walking
+    // a tiny path.
+    let mut buf = Vec::new();
     dump_node(path, w, &mut buf)
 }
 
-fn dump_node(path: &Path, w: &mut dyn Write, buf: &mut [u8]) -> io::Result<()> {
+/// The most of a file read at once.
+const READ_BUF: usize = 256 << 10;
+
+fn dump_node(path: &Path, w: &mut dyn Write, buf: &mut Vec<u8>) -> io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::PermissionsExt;
     let meta = fs::symlink_metadata(path)?;
@@ -40,6 +46,10 @@ fn dump_node(path: &Path, w: &mut dyn Write, buf: &mut [u8]) -> io::Result<()> {
         nar::write_str(w, b"contents")?;
         let len = meta.len();
         nar::write_u64(w, len)?;
+        let need = usize::try_from(len).map_or(READ_BUF, |l| l.min(READ_BUF));
+        if buf.len() < need {
+            buf.resize(need, 0);
+        }
         let mut f = fs::File::open(path)?;
         let mut copied = 0u64;
         while copied < len {
