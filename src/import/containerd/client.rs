@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Result};
@@ -58,7 +59,14 @@ pub(super) struct Ctx {
     pub(super) lease: Option<AsciiMetadataValue>,
     pub(super) snapshotter: String,
     pub(super) socket: std::path::PathBuf,
+    /// One lock per chain id being unpacked, shared by every clone: images
+    /// registered at once that share a layer extract it once (see
+    /// [`Ctx::unpack`](super::unpack)).
+    pub(super) chains: ChainLocks,
 }
+
+/// Locks by chain id, made on first use.
+pub(super) type ChainLocks = Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>;
 
 pub(super) fn not_found(s: &Status) -> bool {
     s.code() == Code::NotFound
@@ -359,6 +367,7 @@ pub(super) async fn connect(socket: &Path, namespace: &str, snapshotter: &str) -
         lease: None,
         snapshotter: snapshotter.to_string(),
         socket: socket.to_path_buf(),
+        chains: ChainLocks::default(),
     })
 }
 

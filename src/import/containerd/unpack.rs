@@ -48,11 +48,19 @@ impl Ctx {
 
     /// Unpacks layers (as containerd 1.6's unpacker does); returns the number of
     /// snapshots created.
+    ///
+    /// Each layer is looked up and applied holding its chain id's lock: images
+    /// registered at once mostly share their base, and without it each of them
+    /// found the base missing and extracted it, all but one for nothing (the
+    /// commit of the others met the first one's snapshot). containerd 1.7's
+    /// unpacker locks the chain id the same way.
     pub(super) async fn unpack(&self, layers: &[Desc], diff_ids: &[String]) -> Result<usize> {
         let mut created = 0;
         let mut parent = String::new();
         for (layer, diff_id) in layers.iter().zip(diff_ids) {
             let chain = chain_id(&parent, diff_id);
+            let lock = self.chain_lock(&chain);
+            let _held = lock.lock().await;
             if !self.snapshot_exists(&chain).await?
                 && self.apply_layer(layer, diff_id, &chain, &parent).await?
             {
@@ -61,6 +69,12 @@ impl Ctx {
             parent = chain;
         }
         Ok(created)
+    }
+
+    /// The lock of chain id `chain`, shared by every clone of this handle.
+    fn chain_lock(&self, chain: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.chains.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(chain.to_string()).or_default().clone()
     }
 
     async fn apply_layer(
