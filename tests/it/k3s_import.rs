@@ -329,8 +329,7 @@ fn containerd_import_killed_midway_completes_on_rerun() {
         !committed.is_empty(),
         "a blob was committed before the kill"
     );
-    ctd.ctr_stdout(&["leases", "create", "--id", "gc-after-kill"]);
-    ctd.ctr_stdout(&["leases", "rm", "--sync", "gc-after-kill"]);
+    ctd.collect_garbage("gc-after-kill");
     assert_eq!(
         ctd.content_blobs(),
         committed,
@@ -366,8 +365,7 @@ fn containerd_import_killed_midway_completes_on_rerun() {
     );
     let content = ctd.content_blobs();
     let snaps = ctd.ctr_stdout(&["snapshots", "--snapshotter", "overlayfs", "ls"]);
-    ctd.ctr_stdout(&["leases", "create", "--id", "run-the-gc"]);
-    ctd.ctr_stdout(&["leases", "rm", "--sync", "run-the-gc"]);
+    ctd.collect_garbage("run-the-gc");
     assert_eq!(ctd.content_blobs(), content, "GC kept all content");
     assert_eq!(
         ctd.ctr_stdout(&["snapshots", "--snapshotter", "overlayfs", "ls"]),

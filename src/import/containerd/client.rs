@@ -66,7 +66,9 @@ pub(super) struct Ctx {
 }
 
 /// Locks by chain id, made on first use.
-pub(super) type ChainLocks = Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>;
+pub(super) type ChainLocks = Arc<std::sync::Mutex<HashMap<String, ChainLock>>>;
+/// The lock held while one chain id is looked up and extracted.
+pub(super) type ChainLock = Arc<tokio::sync::Mutex<()>>;
 
 pub(super) fn not_found(s: &Status) -> bool {
     s.code() == Code::NotFound

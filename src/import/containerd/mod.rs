@@ -35,8 +35,9 @@
 //!
 //! Images are registered and unpacked concurrently (a few at a time) once the whole
 //! bundle verified; a layer is looked up and extracted holding its chain id's lock,
-//! so images that share a base extract it once. Memory stays bounded: chunks go to containerd as they arrive
-//! (at most a few in flight), and only manifests and configs are read back.
+//! so images that share a base extract it once. Memory stays bounded: chunks go to
+//! containerd as they arrive (at most a few in flight), and only manifests and
+//! configs are read back.
 
 //!
 //! The parts: `client` (the connection, namespace, leases, gRPC plumbing),

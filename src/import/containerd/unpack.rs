@@ -19,7 +19,7 @@ use containerd_client::tonic::Code;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
-use super::client::{not_found, unique_part, Ctx, EXTRACT_PREFIX};
+use super::client::{not_found, unique_part, ChainLock, Ctx, EXTRACT_PREFIX};
 use super::labels::{parse_desc, parse_descs, Desc};
 use crate::bundle::manifest::Object;
 use crate::bundle::oci::{is_index, is_manifest};
@@ -72,7 +72,7 @@ impl Ctx {
     }
 
     /// The lock of chain id `chain`, shared by every clone of this handle.
-    fn chain_lock(&self, chain: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+    fn chain_lock(&self, chain: &str) -> ChainLock {
         let mut locks = self.chains.lock().unwrap_or_else(|p| p.into_inner());
         locks.entry(chain.to_string()).or_default().clone()
     }

@@ -121,10 +121,10 @@ pub(super) fn check_signatures(objects: &[NixObject], trusted: &[PublicKey]) -> 
 /// batch per job (`jobs` threads; the plan checks on one core while Nix answers on
 /// the other: `NixTarget::held_for_plan`). An ed25519 check is most of what a small
 /// path costs an import (2,000 paths in a NixOS closure), and a batch takes a third
-/// of the CPU of checking them one by one. A batch can pass a signature its signer crafted that
-/// the one-by-one check refuses (`keys::verify_batch`); these signatures are in a
-/// manifest that signer signed, so the check is against a writer's mistake, not
-/// against the key's holder.
+/// of the CPU of checking them one by one. A batch can pass a signature its signer
+/// crafted that the one-by-one check refuses (`keys::verify_batch`); these
+/// signatures are in a manifest that signer signed, so the check is against a
+/// writer's mistake, not against the key's holder.
 pub(super) fn verify_in_batches(objects: &[NixObject], trusted: &[PublicKey], jobs: usize) -> bool {
     let jobs = jobs.max(1);
     let per_job = objects.len().div_ceil(jobs).max(1);

@@ -117,6 +117,13 @@ impl Containerd {
         }
     }
 
+    /// Runs containerd's garbage collector now and waits for it: a lease removed
+    /// with `--sync` runs it.
+    pub fn collect_garbage(&self, lease: &str) {
+        self.ctr_stdout(&["leases", "create", "--id", lease]);
+        self.ctr_stdout(&["leases", "rm", "--sync", lease]);
+    }
+
     /// The last `lines` lines of containerd's log.
     pub fn log_tail(&self, lines: usize) -> String {
         let s = fs::read_to_string(self.dir.path().join("containerd.log")).unwrap_or_default();
