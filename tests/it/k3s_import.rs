@@ -284,6 +284,71 @@ fn images_sharing_a_base_layer_extract_it_once() {
     );
 }
 
+/// The labels an import sets, most of them in the commit that writes the blob
+/// (one metadata transaction fewer each), are the ones `ctr images import` of the
+/// same images leaves: GC labels on every index and manifest, the snapshot on the
+/// config, `containerd.io/uncompressed` on every unpacked layer. The images: the
+/// fixtures (gzip layers, one multi-arch) and two of uncompressed tar layers on a
+/// shared base, from the benchmarks' layout script.
+#[test]
+fn content_labels_are_the_ones_ctr_images_import_leaves() {
+    let reg = Registry::start();
+    push_fixture_images(&reg, None);
+    let w = Work::new("k3s-test");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/oci-synthetic-layout.py");
+    run(tool("python3")
+        .arg(&script)
+        .arg(w.path("syn"))
+        .args(["2", "3", "4096"]));
+    w.write(
+        "bundle.yaml",
+        &format!(
+            "name: edge-site\nversion: \"1.0\"\nimages:\n  - ref: {0}/team/app:1.2\n  - ref: {0}/team/tool:0.3\n  - ref: {0}/team/multi:1.0\n  - layout: ./syn:img0\n    name: example.local/syn0:1\n  - layout: ./syn:img1\n    name: example.local/syn1:1\n",
+            reg.addr
+        ),
+    );
+    let bundle = create_quietly(&w, "site.gapb", &reg);
+
+    let ours = Containerd::start();
+    run(w.import(&bundle).arg("--containerd").arg(ours.socket()));
+    assert_all_imported(&ours, &images_of(&bundle));
+    let got = ours.content_labels();
+
+    run(w.import(&bundle).arg("--staged"));
+    let archive = w.k3s_root().join("agent/images/edge-site.tar");
+    let theirs = Containerd::start();
+    theirs.ctr_stdout(&[
+        "images",
+        "import",
+        "--all-platforms",
+        archive.to_str().unwrap(),
+    ]);
+    let want = theirs.content_labels();
+
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "the same content"
+    );
+    let mut uncompressed = 0;
+    for (digest, theirs) in &want {
+        let mut ours = got[digest].clone();
+        // A layer of another platform, which `ctr` does not unpack, may carry its
+        // own digest as its uncompressed digest: that is what it is.
+        if !theirs.contains_key("containerd.io/uncompressed")
+            && ours.get("containerd.io/uncompressed") == Some(digest)
+        {
+            ours.remove("containerd.io/uncompressed");
+        }
+        if theirs.get("containerd.io/uncompressed") == Some(digest) {
+            uncompressed += 1;
+        }
+        assert_eq!(&ours, theirs, "labels of {digest}");
+    }
+    // The shared base and each image's own two layers.
+    assert!(uncompressed >= 5, "uncompressed layers unpacked: {want:#?}");
+}
+
 #[test]
 fn containerd_import_killed_midway_completes_on_rerun() {
     let ctd = Containerd::start();

@@ -13,7 +13,7 @@
 //!   `docker.io/library/redis:latest`; a name with a digest is `repo@digest`), and
 //!   the repo digest `repo@sha256:<root>`, from [`crate::oci::reference`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use anyhow::Result;
 use containerd_client::services::v1::images_client::ImagesClient;
@@ -25,7 +25,8 @@ use containerd_client::types::Descriptor as CDescriptor;
 use serde_json::Value;
 
 use super::client::Ctx;
-use crate::bundle::oci::is_manifest;
+use crate::bundle::oci::{is_index, is_manifest};
+use crate::bundle::Digest;
 use crate::import::images::CheckedImage;
 
 /// Labels the CRI plugin (and kubelet's image GC) look at.
@@ -212,6 +213,54 @@ pub(super) fn parse_desc(v: &Value) -> Option<Desc> {
     })
 }
 
+/// The label containerd's unpacker puts on a layer: the digest of the layer as an
+/// uncompressed tar, its diff id.
+pub(super) const UNCOMPRESSED: &str = "containerd.io/uncompressed";
+
+/// The labels each blob got in the commit that wrote it (see [`super::target`]),
+/// so that what registers and unpacks images need not set them again.
+pub(super) type Labelled = HashMap<Digest, BTreeMap<String, String>>;
+
+/// Whether a layer of `media_type` is an uncompressed tar, whose diff id is its own
+/// digest as long as containerd's applier does not find it compressed after all
+/// ([`looks_compressed`]).
+pub(super) fn is_uncompressed_layer(media_type: &str) -> bool {
+    matches!(
+        media_type,
+        "application/vnd.oci.image.layer.v1.tar"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar"
+            | "application/vnd.docker.image.rootfs.diff.tar"
+    )
+}
+
+/// Whether a blob starting with `head` (its first four bytes or fewer) would be
+/// decompressed by containerd's applier, which goes by the bytes, not the media
+/// type (`compression.DetectCompression`: gzip, zstd, a zstd skippable frame).
+pub(super) fn looks_compressed(head: &[u8]) -> bool {
+    head.starts_with(&[0x1f, 0x8b])
+        || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        || (head.len() >= 4 && head[0] & 0xf0 == 0x50 && head[1..4] == [0x2a, 0x4d, 0x18])
+}
+
+/// The GC labels of an index or manifest `v` (of `media_type`) whose children the
+/// image holds only where `have` has them: an index names its manifests, a
+/// manifest its config and layers. Anything else has none.
+pub(super) fn gc_labels(
+    v: &Value,
+    media_type: &str,
+    have: &BTreeSet<String>,
+) -> BTreeMap<String, String> {
+    let held = |descs: Vec<Desc>| descs.into_iter().filter(|d| have.contains(&d.digest));
+    let mut children: Vec<(Desc, bool)> = Vec::new();
+    if is_index(media_type) {
+        children.extend(held(parse_descs(&v["manifests"])).map(|c| (c, false)));
+    } else if is_manifest(media_type) {
+        children.extend(parse_desc(&v["config"]).map(|c| (c, true)));
+        children.extend(held(parse_descs(&v["layers"])).map(|l| (l, false)));
+    }
+    child_labels(&children)
+}
+
 /// containerd's `images.ChildGCLabels` prefix for a child descriptor.
 fn gc_label_prefix(media_type: &str, is_config: bool) -> &'static str {
     if is_config {
@@ -227,7 +276,7 @@ fn gc_label_prefix(media_type: &str, is_config: bool) -> &'static str {
 
 /// Labels as `images.SetChildrenMappedLabels` sets them: a prefix ending in `.`
 /// (or used twice) gets a running index per prefix.
-pub(super) fn child_labels(children: &[(Desc, bool)]) -> BTreeMap<String, String> {
+fn child_labels(children: &[(Desc, bool)]) -> BTreeMap<String, String> {
     let mut counts: HashMap<&str, usize> = HashMap::new();
     let mut out = BTreeMap::new();
     for (c, is_config) in children {
@@ -248,7 +297,6 @@ pub(super) fn child_labels(children: &[(Desc, bool)]) -> BTreeMap<String, String
 mod tests {
     use super::*;
     use crate::bundle::manifest::{Kind, Object};
-    use crate::bundle::Digest;
     use crate::oci::Reference;
 
     fn image(name: &str, root: &Digest) -> CheckedImage {
@@ -295,6 +343,46 @@ mod tests {
             names(&image(&format!("localhost/app:1@{d}"), &d)),
             [format!("localhost/app@{d}")]
         );
+    }
+
+    #[test]
+    fn compressed_is_what_containerd_detects_by_the_bytes() {
+        assert!(looks_compressed(&[0x1f, 0x8b, 0x08, 0x00]));
+        assert!(looks_compressed(&[0x28, 0xb5, 0x2f, 0xfd]));
+        assert!(looks_compressed(&[0x5e, 0x2a, 0x4d, 0x18]));
+        // A tar starts with its first member's name.
+        assert!(!looks_compressed(b"etc/"));
+        assert!(!looks_compressed(&[0x1f]));
+        assert!(!looks_compressed(&[]));
+        assert!(is_uncompressed_layer(
+            "application/vnd.oci.image.layer.v1.tar"
+        ));
+        assert!(!is_uncompressed_layer(
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        ));
+    }
+
+    #[test]
+    fn gc_labels_name_only_the_children_the_image_holds() {
+        let m = crate::bundle::oci::MANIFEST_MEDIA_TYPE;
+        let index = serde_json::json!({"manifests": [
+            {"mediaType": m, "digest": "sha256:a", "size": 1},
+            {"mediaType": m, "digest": "sha256:b", "size": 1},
+        ]});
+        let have: BTreeSet<String> = ["sha256:b".to_string()].into();
+        let l = gc_labels(&index, crate::bundle::oci::INDEX_MEDIA_TYPE, &have);
+        assert_eq!(
+            l,
+            BTreeMap::from([("containerd.io/gc.ref.content.m.0".into(), "sha256:b".into())])
+        );
+        let manifest = serde_json::json!({
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": "sha256:c", "size": 1},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": "sha256:l", "size": 1}],
+        });
+        let l = gc_labels(&manifest, m, &["sha256:l".to_string()].into());
+        assert_eq!(l["containerd.io/gc.ref.content.config"], "sha256:c");
+        assert_eq!(l["containerd.io/gc.ref.content.l.0"], "sha256:l");
+        assert!(gc_labels(&manifest, "application/vnd.oci.image.config.v1+json", &have).is_empty());
     }
 
     #[test]

@@ -16,14 +16,22 @@
 //!   that was present before (one metadata transaction, two `fdatasync`s, saved
 //!   per blob written). A killed import leaves its committed content under that
 //!   lease; the rerun finds it present and skips it.
-//! - **GC labels** are set the way containerd's own pull does (`labels`).
+//! - **GC labels** are set the way containerd's own pull does (`labels`). Where the
+//!   commit that writes a blob can carry its labels, it does: containerd's content
+//!   service sets a commit's labels in the commit's own metadata transaction, and
+//!   every transaction is two `fdatasync`s. An index or manifest (of at most 4 MiB,
+//!   kept in memory while it streams) is committed with its GC labels when every
+//!   image that holds it gives it the same ones, and an uncompressed tar layer with
+//!   `containerd.io/uncompressed` set to its own digest (its diff id, unless its
+//!   first bytes are gzip's or zstd's, which containerd's applier would
+//!   decompress). What the commits did not set, registering sets after.
 //! - **Unpack** (`unpack`) follows containerd 1.6's unpacker (`unpacker.go`): for the manifest
 //!   of the host's platform, chain ids from the config's `rootfs.diff_ids`; a layer
 //!   whose chain id is already a snapshot is skipped; otherwise prepare
 //!   `extract-<unique> <chainID>` on the parent chain with label
 //!   `containerd.io/snapshot.ref`, apply the layer with the diff service, check the
 //!   diff id, commit as the chain id, and label the layer
-//!   `containerd.io/uncompressed`; finally the config gets
+//!   `containerd.io/uncompressed` (unless its commit did); finally the config gets
 //!   `containerd.io/gc.ref.snapshot.<snapshotter>` = the top chain id.
 //! - **Image records** under the names the CRI plugin looks up (the reference as
 //!   `ParseDockerRef` normalises it, and `repo@sha256:<root>`), labelled

@@ -2,9 +2,10 @@
 //! content store, and registering each image once the bundle verified (see the
 //! module documentation of [`super`]).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use containerd_client::services::v1::content_client::ContentClient;
@@ -17,7 +18,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::client::{async_stream, connect, valid_namespace, Ctx};
-use super::labels::{child_labels, names, parse_desc, parse_descs, Desc, CRI_MANAGED, CRI_PINNED};
+use super::labels::{
+    gc_labels, is_uncompressed_layer, looks_compressed, names, parse_descs, Labelled, CRI_MANAGED,
+    CRI_PINNED, UNCOMPRESSED,
+};
 use super::unpack::{chain_id, host_manifest, host_platform};
 use crate::bundle::manifest::BlobEntry;
 use crate::bundle::oci::{is_index, is_manifest};
@@ -33,6 +37,9 @@ use crate::progress::Progress;
 const PARALLEL_IMAGES: usize = 4;
 /// Chunks queued towards containerd per blob (each at most one reader chunk, 1 MiB).
 const INFLIGHT_CHUNKS: usize = 4;
+/// Largest index or manifest kept in memory while it streams, so that its GC
+/// labels go into the commit that writes it; a larger one is labelled after.
+const KEPT_LIMIT: u64 = 4 << 20;
 
 struct Ingest {
     digest: Digest,
@@ -41,6 +48,11 @@ struct Ingest {
     offset: u64,
     /// containerd answered that it already has the blob.
     exists: bool,
+    /// The bytes so far of an index or manifest of at most [`KEPT_LIMIT`] bytes.
+    kept: Option<Vec<u8>>,
+    /// The first bytes (up to four), to tell whether containerd would find the
+    /// blob compressed.
+    head: Vec<u8>,
 }
 
 /// The containerd target.
@@ -61,6 +73,10 @@ pub struct Containerd {
     /// content to the writer's lease in the commit's own transaction): `finish`
     /// need not look them up or hold them again.
     committed: HashSet<Digest>,
+    /// The labels each blob this import committed got in its commit.
+    labelled: Labelled,
+    /// For each blob, the images (indices into `images`) that hold it.
+    owners: HashMap<Digest, Vec<usize>>,
     lease_id: Option<String>,
     /// The bundle's digest, in the lease's name.
     bundle: Digest,
@@ -78,6 +94,12 @@ impl Containerd {
             bail!("namespace `{namespace}` is not a valid containerd namespace");
         }
         let images = images::checked(head)?;
+        let mut owners: HashMap<Digest, Vec<usize>> = HashMap::new();
+        for (i, img) in images.iter().enumerate() {
+            for d in &img.object.blobs {
+                owners.entry(*d).or_default().push(i);
+            }
+        }
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("gapbundle-containerd")
@@ -101,6 +123,8 @@ impl Containerd {
             registered: HashMap::new(),
             written: 0,
             committed: HashSet::new(),
+            labelled: Labelled::new(),
+            owners,
             lease_id: None,
             bundle: head.digest,
             taken_over: Vec::new(),
@@ -218,6 +242,43 @@ impl Containerd {
         }
     }
 
+    /// The labels to commit `blob` with, the ones containerd would otherwise get
+    /// in a transaction of their own later: an uncompressed layer's
+    /// `containerd.io/uncompressed` (its own digest, as the unpacker would set
+    /// it), and an index's or manifest's GC labels when every image that holds it
+    /// gives it the same ones. None for anything else, or a blob that is not JSON:
+    /// registering the images sets what is missing.
+    fn commit_labels(&self, blob: &BlobEntry) -> BTreeMap<String, String> {
+        let Some(ing) = self.ingest.as_ref().filter(|_| blob.encoding.is_none()) else {
+            return BTreeMap::new();
+        };
+        if is_uncompressed_layer(&blob.media_type) && !looks_compressed(&ing.head) {
+            return [(UNCOMPRESSED.to_string(), blob.digest.to_string())].into();
+        }
+        let Some(v) = ing
+            .kept
+            .as_deref()
+            .and_then(|b| serde_json::from_slice::<Value>(b).ok())
+        else {
+            return BTreeMap::new();
+        };
+        let mut agreed: Option<BTreeMap<String, String>> = None;
+        for &i in self.owners.get(&blob.digest).into_iter().flatten() {
+            let have: BTreeSet<String> = self.images[i]
+                .object
+                .blobs
+                .iter()
+                .map(|d| d.to_string())
+                .collect();
+            let labels = gc_labels(&v, &blob.media_type, &have);
+            match &agreed {
+                Some(a) if *a != labels => return BTreeMap::new(),
+                _ => agreed = Some(labels),
+            }
+        }
+        agreed.unwrap_or_default()
+    }
+
     fn plan_async(&mut self) -> Result<TargetPlan> {
         let ctx = self.ctx()?;
         let images = self.images.clone();
@@ -314,8 +375,14 @@ async fn image_registered(ctx: &Ctx, img: &CheckedImage) -> Result<Option<Option
     }
 }
 
-/// Labels, unpacks and registers one image; returns its JSON report.
-async fn register(ctx: Ctx, img: CheckedImage, root_size: u64) -> Result<ContainerdImage> {
+/// Labels, unpacks and registers one image; returns its JSON report. Labels the
+/// commit that wrote a blob set already (`labelled`) are not set again.
+async fn register(
+    ctx: Ctx,
+    img: CheckedImage,
+    root_size: u64,
+    labelled: Arc<Labelled>,
+) -> Result<ContainerdImage> {
     let refs = names(&img);
     let o = img.object;
     let have: BTreeSet<String> = o.blobs.iter().map(|d| d.to_string()).collect();
@@ -324,43 +391,34 @@ async fn register(ctx: Ctx, img: CheckedImage, root_size: u64) -> Result<Contain
     if is_index(&o.media_type) {
         let idx: Value = serde_json::from_slice(&ctx.read(&o.digest).await?)
             .with_context(|| format!("index {} of {} is not JSON", o.digest, o.name))?;
-        let children: Vec<(Desc, bool)> = parse_descs(&idx["manifests"])
-            .into_iter()
-            .filter(|c| have.contains(&c.digest))
-            .map(|c| (c, false))
-            .collect();
-        ctx.label(&o.digest, child_labels(&children)).await?;
-        for (c, _) in children {
-            if is_manifest(&c.media_type) {
+        let labels = gc_labels(&idx, &o.media_type, &have);
+        if labelled.get(&o.digest) != Some(&labels) {
+            ctx.label(&o.digest, labels).await?;
+        }
+        for c in parse_descs(&idx["manifests"]) {
+            if have.contains(&c.digest) && is_manifest(&c.media_type) {
                 if let Ok(d) = c.digest.parse::<Digest>() {
-                    manifests.push(d);
+                    manifests.push((d, c.media_type));
                 }
             }
         }
     } else if is_manifest(&o.media_type) {
-        manifests.push(o.digest);
+        manifests.push((o.digest, o.media_type.clone()));
     }
-    for m in &manifests {
+    for (m, media_type) in &manifests {
         let v: Value = serde_json::from_slice(&ctx.read(m).await?)
             .with_context(|| format!("manifest {m} of {} is not JSON", o.name))?;
-        let mut children = Vec::new();
-        if let Some(c) = parse_desc(&v["config"]) {
-            children.push((c, true));
+        let labels = gc_labels(&v, media_type, &have);
+        if labelled.get(m) != Some(&labels) {
+            ctx.label(m, labels).await?;
         }
-        children.extend(
-            parse_descs(&v["layers"])
-                .into_iter()
-                .filter(|l| have.contains(&l.digest))
-                .map(|l| (l, false)),
-        );
-        ctx.label(m, child_labels(&children)).await?;
     }
     // Unpack the host's platform.
     let mut snapshots = 0;
     let mut unpacked = None;
     if let Some((config, layers, diff_ids)) = host_manifest(&ctx, &o).await? {
         snapshots = ctx
-            .unpack(&layers, &diff_ids)
+            .unpack(&layers, &diff_ids, &labelled)
             .await
             .with_context(|| format!("cannot unpack {}", o.name))?;
         let mut top = String::new();
@@ -466,12 +524,17 @@ impl Target for Containerd {
             while s.message().await?.is_some() {}
             Ok(())
         });
+        let keep = (is_index(&blob.media_type) || is_manifest(&blob.media_type))
+            && blob.size <= KEPT_LIMIT
+            && blob.encoding.is_none();
         self.ingest = Some(Ingest {
             digest: blob.digest,
             tx: Some(tx),
             task: Some(task),
             offset: 0,
             exists: false,
+            kept: keep.then(|| Vec::with_capacity(blob.size as usize)),
+            head: Vec::new(),
         });
         Ok(())
     }
@@ -494,6 +557,17 @@ impl Target for Containerd {
         self.send(req).map_err(Self::io_err)?;
         if let Some(i) = self.ingest.as_mut() {
             i.offset += chunk.len() as u64;
+            if i.head.len() < 4 {
+                let n = (4 - i.head.len()).min(chunk.len());
+                i.head.extend_from_slice(&chunk[..n]);
+            }
+            if let Some(k) = i.kept.as_mut() {
+                if (k.len() + chunk.len()) as u64 <= KEPT_LIMIT {
+                    k.extend_from_slice(chunk);
+                } else {
+                    i.kept = None;
+                }
+            }
         }
         self.written += chunk.len() as u64;
         Ok(())
@@ -501,6 +575,10 @@ impl Target for Containerd {
 
     fn commit(&mut self, blob: &BlobEntry) -> io::Result<()> {
         let offset = self.ingest.as_ref().map(|i| i.offset).unwrap_or(0);
+        // containerd's content service sets a commit's labels in the commit's own
+        // metadata transaction: one transaction (two `fdatasync`s) fewer than an
+        // update after.
+        let labels = self.commit_labels(blob);
         let req = WriteContentRequest {
             action: WriteAction::Commit as i32,
             r#ref: ingest_ref(blob),
@@ -508,13 +586,16 @@ impl Target for Containerd {
             expected: blob.digest.to_string(),
             offset: offset as i64,
             data: Vec::new(),
-            labels: HashMap::new(),
+            labels: labels.clone().into_iter().collect(),
         };
         if self.ingest.is_some() {
             self.send(req).map_err(Self::io_err)?;
         }
         if self.finish_ingest().map_err(Self::io_err)? {
             self.committed.insert(blob.digest);
+            if !labels.is_empty() {
+                self.labelled.insert(blob.digest, labels);
+            }
         }
         Ok(())
     }
@@ -555,6 +636,7 @@ impl Target for Containerd {
         let blobs = self.blobs.clone();
         let lease = self.lease_id.clone().unwrap_or_default();
         let committed = std::mem::take(&mut self.committed);
+        let labelled = Arc::new(std::mem::take(&mut self.labelled));
         if !self.taken_over.is_empty() {
             progress.message(format!(
                 "containerd: took over what {} interrupted import(s) left ({}), discarding {} partial write(s)",
@@ -587,7 +669,7 @@ impl Target for Containerd {
             let jobs = images.into_iter().map(|img| {
                 let o = &img.object;
                 let size = blobs.get(&o.digest).map(|b| b.size).unwrap_or(o.size);
-                register(ctx.clone(), img, size)
+                register(ctx.clone(), img, size, labelled.clone())
             });
             let results: Vec<Result<ContainerdImage>> = futures_util::stream::iter(jobs)
                 .buffered(PARALLEL_IMAGES)

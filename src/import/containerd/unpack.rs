@@ -20,7 +20,7 @@ use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
 use super::client::{not_found, unique_part, ChainLock, Ctx, EXTRACT_PREFIX};
-use super::labels::{parse_desc, parse_descs, Desc};
+use super::labels::{parse_desc, parse_descs, Desc, Labelled, UNCOMPRESSED};
 use crate::bundle::manifest::Object;
 use crate::bundle::oci::{is_index, is_manifest};
 use crate::bundle::Digest;
@@ -54,7 +54,12 @@ impl Ctx {
     /// found the base missing and extracted it, all but one for nothing (the
     /// commit of the others met the first one's snapshot). containerd 1.7's
     /// unpacker locks the chain id the same way.
-    pub(super) async fn unpack(&self, layers: &[Desc], diff_ids: &[String]) -> Result<usize> {
+    pub(super) async fn unpack(
+        &self,
+        layers: &[Desc],
+        diff_ids: &[String],
+        labelled: &Labelled,
+    ) -> Result<usize> {
         let mut created = 0;
         let mut parent = String::new();
         for (layer, diff_id) in layers.iter().zip(diff_ids) {
@@ -62,7 +67,9 @@ impl Ctx {
             let lock = self.chain_lock(&chain);
             let _held = lock.lock().await;
             if !self.snapshot_exists(&chain).await?
-                && self.apply_layer(layer, diff_id, &chain, &parent).await?
+                && self
+                    .apply_layer(layer, diff_id, &chain, &parent, labelled)
+                    .await?
             {
                 created += 1;
             }
@@ -83,6 +90,7 @@ impl Ctx {
         diff_id: &str,
         chain: &str,
         parent: &str,
+        labelled: &Labelled,
     ) -> Result<bool> {
         let labels: HashMap<String, String> =
             [("containerd.io/snapshot.ref".to_string(), chain.to_string())].into();
@@ -178,15 +186,12 @@ impl Ctx {
             .digest
             .parse()
             .map_err(|_| anyhow!("layer digest {} is not a sha256 digest", layer.digest))?;
-        self.label(
-            &d,
-            [(
-                "containerd.io/uncompressed".to_string(),
-                diff_id.to_string(),
-            )]
-            .into(),
-        )
-        .await?;
+        // An uncompressed layer got this label in the commit that wrote it.
+        let set = labelled.get(&d).and_then(|l| l.get(UNCOMPRESSED));
+        if set.map(String::as_str) != Some(diff_id) {
+            self.label(&d, [(UNCOMPRESSED.to_string(), diff_id.to_string())].into())
+                .await?;
+        }
         Ok(true)
     }
 }

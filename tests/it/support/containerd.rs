@@ -1,5 +1,6 @@
 //! A real containerd on a K3s-style socket of its own.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -145,6 +146,29 @@ impl Containerd {
             .unwrap_or_default();
         v.sort();
         v
+    }
+
+    /// The labels of every blob in the namespace's content store, by digest, as
+    /// `ctr content ls` prints them (`k=v,k=v`, or `-` for none, last on each line).
+    pub fn content_labels(&self) -> BTreeMap<String, BTreeMap<String, String>> {
+        let out = self.ctr_stdout(&["content", "ls"]);
+        out.lines()
+            .skip(1)
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let labels = match *f.last()? {
+                    "-" => BTreeMap::new(),
+                    s => s
+                        .split(',')
+                        .map(|kv| {
+                            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                            (k.to_string(), v.to_string())
+                        })
+                        .collect(),
+                };
+                Some((f.first()?.to_string(), labels))
+            })
+            .collect()
     }
 
     /// Ingests in progress (partial writes) in the content store.
