@@ -233,6 +233,21 @@ pub(super) fn is_uncompressed_layer(media_type: &str) -> bool {
     )
 }
 
+/// Whether `media_type` is an image config's.
+pub(super) fn is_config(media_type: &str) -> bool {
+    matches!(
+        media_type,
+        "application/vnd.oci.image.config.v1+json"
+            | "application/vnd.docker.container.image.v1+json"
+    )
+}
+
+/// The label on the config of the platform unpacked that holds its snapshots
+/// (containerd's unpacker sets it to the top chain id).
+pub(super) fn snapshot_gc_label(snapshotter: &str) -> String {
+    format!("containerd.io/gc.ref.snapshot.{snapshotter}")
+}
+
 /// Whether a blob starting with `head` (its first four bytes or fewer) would be
 /// decompressed by containerd's applier, which goes by the bytes, not the media
 /// type (`compression.DetectCompression`: gzip, zstd, a zstd skippable frame).

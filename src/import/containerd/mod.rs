@@ -24,7 +24,10 @@
 //!   image that holds it gives it the same ones, and an uncompressed tar layer with
 //!   `containerd.io/uncompressed` set to its own digest (its diff id, unless its
 //!   first bytes are gzip's or zstd's, which containerd's applier would
-//!   decompress). What the commits did not set, registering sets after.
+//!   decompress). The config of images that are all single manifests, for this
+//!   host's platform, gets `containerd.io/gc.ref.snapshot.<snapshotter>` (the top
+//!   chain id of its own diff ids) the same way. What the commits did not set,
+//!   registering sets after.
 //! - **Unpack** (`unpack`) follows containerd 1.6's unpacker (`unpacker.go`): for the manifest
 //!   of the host's platform, chain ids from the config's `rootfs.diff_ids`; a layer
 //!   whose chain id is already a snapshot is skipped; otherwise prepare
@@ -32,7 +35,8 @@
 //!   `containerd.io/snapshot.ref`, apply the layer with the diff service, check the
 //!   diff id, commit as the chain id, and label the layer
 //!   `containerd.io/uncompressed` (unless its commit did); finally the config gets
-//!   `containerd.io/gc.ref.snapshot.<snapshotter>` = the top chain id.
+//!   `containerd.io/gc.ref.snapshot.<snapshotter>` = the top chain id (unless its
+//!   commit did).
 //! - **Image records** under the names the CRI plugin looks up (the reference as
 //!   `ParseDockerRef` normalises it, and `repo@sha256:<root>`), labelled
 //!   `io.cri-containerd.image=managed` and `io.cri-containerd.pinned=pinned` so the

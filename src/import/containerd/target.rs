@@ -19,8 +19,8 @@ use tokio::task::JoinHandle;
 
 use super::client::{async_stream, connect, valid_namespace, Ctx};
 use super::labels::{
-    gc_labels, is_uncompressed_layer, looks_compressed, names, parse_descs, Labelled, CRI_MANAGED,
-    CRI_PINNED, UNCOMPRESSED,
+    gc_labels, is_config, is_uncompressed_layer, looks_compressed, names, parse_descs,
+    snapshot_gc_label, Labelled, CRI_MANAGED, CRI_PINNED, UNCOMPRESSED,
 };
 use super::unpack::{chain_id, host_manifest, host_platform};
 use crate::bundle::manifest::BlobEntry;
@@ -37,8 +37,8 @@ use crate::progress::Progress;
 const PARALLEL_IMAGES: usize = 4;
 /// Chunks queued towards containerd per blob (each at most one reader chunk, 1 MiB).
 const INFLIGHT_CHUNKS: usize = 4;
-/// Largest index or manifest kept in memory while it streams, so that its GC
-/// labels go into the commit that writes it; a larger one is labelled after.
+/// Largest index, manifest or config kept in memory while it streams, so that its
+/// GC labels go into the commit that writes it; a larger one is labelled after.
 const KEPT_LIMIT: u64 = 4 << 20;
 
 struct Ingest {
@@ -48,7 +48,8 @@ struct Ingest {
     offset: u64,
     /// containerd answered that it already has the blob.
     exists: bool,
-    /// The bytes so far of an index or manifest of at most [`KEPT_LIMIT`] bytes.
+    /// The bytes so far of an index, manifest or config of at most [`KEPT_LIMIT`]
+    /// bytes.
     kept: Option<Vec<u8>>,
     /// The first bytes (up to four), to tell whether containerd would find the
     /// blob compressed.
@@ -246,8 +247,12 @@ impl Containerd {
     /// in a transaction of their own later: an uncompressed layer's
     /// `containerd.io/uncompressed` (its own digest, as the unpacker would set
     /// it), and an index's or manifest's GC labels when every image that holds it
-    /// gives it the same ones. None for anything else, or a blob that is not JSON:
-    /// registering the images sets what is missing.
+    /// gives it the same ones; and the config of images that are all single
+    /// manifests, for this host's platform, its `gc.ref.snapshot.<snapshotter>`
+    /// (the top chain id of its `rootfs.diff_ids`, as registering would set it
+    /// after the unpack; an image with an index is left to registering, since
+    /// which manifest is unpacked depends on the index). None for anything else, or
+    /// a blob that is not JSON: registering the images sets what is missing.
     fn commit_labels(&self, blob: &BlobEntry) -> BTreeMap<String, String> {
         let Some(ing) = self.ingest.as_ref().filter(|_| blob.encoding.is_none()) else {
             return BTreeMap::new();
@@ -262,8 +267,36 @@ impl Containerd {
         else {
             return BTreeMap::new();
         };
+        let owners = self
+            .owners
+            .get(&blob.digest)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
+        if is_config(&blob.media_type) {
+            let plain = |i: &usize| is_manifest(&self.images[*i].object.media_type);
+            if owners.is_empty() || !owners.iter().all(plain) {
+                return BTreeMap::new();
+            }
+            let (os, arch) = host_platform();
+            if v["os"].as_str().unwrap_or(os) != os
+                || v["architecture"].as_str().unwrap_or(arch) != arch
+            {
+                return BTreeMap::new();
+            }
+            let mut top = String::new();
+            for d in v["rootfs"]["diff_ids"].as_array().into_iter().flatten() {
+                let Some(d) = d.as_str() else {
+                    return BTreeMap::new();
+                };
+                top = chain_id(&top, d);
+            }
+            if top.is_empty() {
+                return BTreeMap::new();
+            }
+            return [(snapshot_gc_label(&self.snapshotter), top)].into();
+        }
         let mut agreed: Option<BTreeMap<String, String>> = None;
-        for &i in self.owners.get(&blob.digest).into_iter().flatten() {
+        for &i in owners {
             let have: BTreeSet<String> = self.images[i]
                 .object
                 .blobs
@@ -427,15 +460,10 @@ async fn register(
         }
         if let Ok(cd) = config.digest.parse::<Digest>() {
             if !top.is_empty() {
-                ctx.label(
-                    &cd,
-                    [(
-                        format!("containerd.io/gc.ref.snapshot.{}", ctx.snapshotter),
-                        top.clone(),
-                    )]
-                    .into(),
-                )
-                .await?;
+                let labels = BTreeMap::from([(snapshot_gc_label(&ctx.snapshotter), top.clone())]);
+                if labelled.get(&cd) != Some(&labels) {
+                    ctx.label(&cd, labels).await?;
+                }
             }
         }
         let (os, arch) = host_platform();
@@ -524,7 +552,8 @@ impl Target for Containerd {
             while s.message().await?.is_some() {}
             Ok(())
         });
-        let keep = (is_index(&blob.media_type) || is_manifest(&blob.media_type))
+        let mt = &blob.media_type;
+        let keep = (is_index(mt) || is_manifest(mt) || is_config(mt))
             && blob.size <= KEPT_LIMIT
             && blob.encoding.is_none();
         self.ingest = Some(Ingest {
