@@ -35,6 +35,15 @@ pub fn is_manifest(media_type: &str) -> bool {
     media_type == MANIFEST_MEDIA_TYPE || media_type == DOCKER_MANIFEST_MEDIA_TYPE
 }
 
+/// Whether a media type is an image config's (OCI's or Docker's).
+pub fn is_config(media_type: &str) -> bool {
+    matches!(
+        media_type,
+        "application/vnd.oci.image.config.v1+json"
+            | "application/vnd.docker.container.image.v1+json"
+    )
+}
+
 /// The `oci-layout` file.
 pub fn oci_layout_bytes() -> Vec<u8> {
     br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()

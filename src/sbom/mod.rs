@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::bundle::canonical::{self, CanonicalError};
 use crate::bundle::digest::Digest;
 use crate::bundle::manifest::{BlobEntry, Kind, Manifest, Object};
-use crate::bundle::oci::{is_index, is_manifest};
+use crate::bundle::oci::{is_config, is_index, is_manifest};
 
 /// The media type of a stored CycloneDX SBOM (`sbom` objects, format.md section 17).
 pub const CYCLONEDX_MEDIA_TYPE: &str = "application/vnd.cyclonedx+json";
@@ -199,12 +199,6 @@ pub(crate) struct Graph<'a> {
     pub roots: BTreeSet<String>,
 }
 
-/// Config media types: an image's blobs that are neither a layer nor a manifest.
-const CONFIG_MEDIA_TYPES: [&str; 2] = [
-    "application/vnd.oci.image.config.v1+json",
-    "application/vnd.docker.container.image.v1+json",
-];
-
 impl<'a> Graph<'a> {
     fn of(m: &'a Manifest, subject: &'a Subject) -> Self {
         let identity = match subject {
@@ -277,7 +271,7 @@ impl<'a> Graph<'a> {
                         .filter(|b| {
                             !is_index(&b.media_type)
                                 && !is_manifest(&b.media_type)
-                                && !CONFIG_MEDIA_TYPES.contains(&b.media_type.as_str())
+                                && !is_config(&b.media_type)
                         })
                         .collect();
                 }

@@ -233,15 +233,6 @@ pub(super) fn is_uncompressed_layer(media_type: &str) -> bool {
     )
 }
 
-/// Whether `media_type` is an image config's.
-pub(super) fn is_config(media_type: &str) -> bool {
-    matches!(
-        media_type,
-        "application/vnd.oci.image.config.v1+json"
-            | "application/vnd.docker.container.image.v1+json"
-    )
-}
-
 /// The label on the config of the platform unpacked that holds its snapshots
 /// (containerd's unpacker sets it to the top chain id).
 pub(super) fn snapshot_gc_label(snapshotter: &str) -> String {

@@ -19,12 +19,12 @@ use tokio::task::JoinHandle;
 
 use super::client::{async_stream, connect, valid_namespace, Ctx};
 use super::labels::{
-    gc_labels, is_config, is_uncompressed_layer, looks_compressed, names, parse_descs,
-    snapshot_gc_label, Labelled, CRI_MANAGED, CRI_PINNED, UNCOMPRESSED,
+    gc_labels, is_uncompressed_layer, looks_compressed, names, parse_descs, snapshot_gc_label,
+    Labelled, CRI_MANAGED, CRI_PINNED, UNCOMPRESSED,
 };
-use super::unpack::{chain_id, host_manifest, host_platform};
+use super::unpack::{config_for_host, host_manifest, host_platform, top_chain_id};
 use crate::bundle::manifest::BlobEntry;
-use crate::bundle::oci::{is_index, is_manifest};
+use crate::bundle::oci::{is_config, is_index, is_manifest};
 use crate::bundle::reader::Head;
 use crate::bundle::receipt::{ImageRecord, Section};
 use crate::bundle::Digest;
@@ -277,20 +277,14 @@ impl Containerd {
             if owners.is_empty() || !owners.iter().all(plain) {
                 return BTreeMap::new();
             }
-            let (os, arch) = host_platform();
-            if v["os"].as_str().unwrap_or(os) != os
-                || v["architecture"].as_str().unwrap_or(arch) != arch
-            {
-                return BTreeMap::new();
-            }
-            let mut top = String::new();
-            for d in v["rootfs"]["diff_ids"].as_array().into_iter().flatten() {
-                let Some(d) = d.as_str() else {
-                    return BTreeMap::new();
-                };
-                top = chain_id(&top, d);
-            }
-            if top.is_empty() {
+            let diff_ids: Option<Vec<&str>> = v["rootfs"]["diff_ids"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(Value::as_str)
+                .collect();
+            let top = diff_ids.map(top_chain_id).unwrap_or_default();
+            if !config_for_host(&v) || top.is_empty() {
                 return BTreeMap::new();
             }
             return [(snapshot_gc_label(&self.snapshotter), top)].into();
@@ -399,10 +393,7 @@ async fn image_registered(ctx: &Ctx, img: &CheckedImage) -> Result<Option<Option
             if layers.is_empty() {
                 return Ok(Some(unpacked));
             }
-            let mut chain = String::new();
-            for d in &diff_ids {
-                chain = chain_id(&chain, d);
-            }
+            let chain = top_chain_id(diff_ids.iter().map(String::as_str));
             Ok(ctx.snapshot_exists(&chain).await?.then_some(unpacked))
         }
     }
@@ -454,10 +445,7 @@ async fn register(
             .unpack(&layers, &diff_ids, &labelled)
             .await
             .with_context(|| format!("cannot unpack {}", o.name))?;
-        let mut top = String::new();
-        for d in &diff_ids {
-            top = chain_id(&top, d);
-        }
+        let top = top_chain_id(diff_ids.iter().map(String::as_str));
         if let Ok(cd) = config.digest.parse::<Digest>() {
             if !top.is_empty() {
                 let labels = BTreeMap::from([(snapshot_gc_label(&ctx.snapshotter), top.clone())]);

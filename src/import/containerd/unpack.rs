@@ -206,6 +206,20 @@ pub(super) fn chain_id(parent: &str, diff_id: &str) -> String {
     format!("sha256:{hex}")
 }
 
+/// The chain id of the top layer of `diff_ids` (empty for none).
+pub(super) fn top_chain_id<'a>(diff_ids: impl IntoIterator<Item = &'a str>) -> String {
+    diff_ids
+        .into_iter()
+        .fold(String::new(), |parent, d| chain_id(&parent, d))
+}
+
+/// Whether image config `c` is for this machine's platform (an absent `os` or
+/// `architecture` counts as this machine's).
+pub(super) fn config_for_host(c: &Value) -> bool {
+    let (os, arch) = host_platform();
+    c["os"].as_str().unwrap_or(os) == os && c["architecture"].as_str().unwrap_or(arch) == arch
+}
+
 /// The platform this machine runs, as OCI names it.
 pub(super) fn host_platform() -> (&'static str, &'static str) {
     let arch = match std::env::consts::ARCH {
@@ -257,9 +271,7 @@ pub(super) async fn host_manifest(
         .map_err(|_| anyhow!("config digest {} is not sha256", config.digest))?;
     let c: Value = serde_json::from_slice(&ctx.read(&cd).await?)
         .with_context(|| format!("config {cd} of {} is not JSON", o.name))?;
-    let cos = c["os"].as_str().unwrap_or(os);
-    let carch = c["architecture"].as_str().unwrap_or(arch);
-    if cos != os || carch != arch {
+    if !config_for_host(&c) {
         return Ok(None);
     }
     let diff_ids: Vec<String> = c["rootfs"]["diff_ids"]
