@@ -378,6 +378,7 @@ pub struct ImportArgs {
 #[derive(Debug, Args, Clone)]
 pub struct TargetArgs {
     /// Nix store to import into (or list): a local store path or URI (`/mnt/target`,
+    /// `mnt/target`: what has a `/` and no `://` is a path, as for Nix;
     /// `local?root=/mnt/target`) or a binary cache (`file:///srv/cache`) [default: the local store].
     #[arg(long, value_name = "URI", help_heading = "Nix")]
     pub nix_store: Option<String>,

@@ -908,6 +908,41 @@ fn small_paths_are_signed_on_import_and_a_rerun_signs_those_valid_without() {
     assert!(!stderr(&o).contains("copy-sigs"), "{}", stderr(&o));
 }
 
+/// `--nix-store mnt/target`, relative and without `./`, is the chroot store Nix
+/// itself makes of it, with the GC roots there and the small paths through
+/// `nix-store --serve --write` (a regression: it went to Nix as a URI, by `nix
+/// copy`, and the GC roots were left out with a warning).
+#[test]
+fn a_relative_store_path_is_a_chroot_store_with_its_gc_roots() {
+    let w = nix_work();
+    ok(create(&w, "site.gapb", &w.secret()));
+    let names = nix_names(&manifest_of(&head_of(&w.path("site.gapb"))));
+    let o = import_cmd(&w, "site.gapb", "stores/rel", &w.public())
+        .current_dir(w.root())
+        .env("GAPBUNDLE_LOG_COMMANDS", "1")
+        .output()
+        .unwrap();
+    let o = ok(o);
+    let root = w.path("stores/rel");
+    assert_eq!(valid_in(&root, &names), names);
+    let log = stderr(&o);
+    assert!(!log.contains("no GC roots"), "{log}");
+    assert!(
+        log.lines().any(|l| l.starts_with("+ ")
+            && l.contains("--serve")
+            && l.contains("--write")
+            && l.contains(&format!("local?root={}", root.display()))),
+        "{log}"
+    );
+    assert!(
+        !log.lines()
+            .any(|l| l.starts_with("+ ") && l.contains(" copy ")),
+        "{log}"
+    );
+    let link = root.join("nix/var/nix/gcroots/gapbundle/app");
+    assert!(fs::read_link(&link).is_ok(), "{} missing", link.display());
+}
+
 /// An import into a store that exists asks it which paths it holds and adds the
 /// rest through the same `nix-store --serve --write` (a dry run asks without
 /// `--write`); a path it held without the bundle's signature gets it.

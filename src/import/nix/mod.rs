@@ -14,23 +14,24 @@
 //!   written in reference order. That cache
 //!   is the result: a fleet substitutes from it, nothing else checks it first, and
 //!   its narinfos carry the bundle key's path signatures.
-//! - a store (the default local store, `/mnt/target` or `local?root=/mnt/target`,
-//!   or any URI `nix copy --to` takes), from a bundle file: once the whole bundle
-//!   verified, the same cache is served from the bundle file in place on a loopback
-//!   port (`crate::io::serve`) and `nix copy --from http://127.0.0.1:PORT/<random>`
-//!   adds the paths, decompressing and streaming each NAR into the store with
-//!   bounded memory, several paths at once. Nothing is copied out of the bundle:
-//!   staging the blobs in a `file://` folder first wrote every byte once more and
-//!   then made the disk write it back and delete it while Nix filled the store, a
-//!   third of the whole import on the benchmark closure. The server hashes each
-//!   blob again as Nix reads it and holds back its last bytes if the file changed
-//!   since it verified, and decompresses and parses each NAR as it serves it
-//!   (within its declared size): Nix restores a NAR before it compares its hash,
-//!   so it must never be handed a bomb or a NAR that is not one. Into a store this
-//!   process writes itself, the paths whose NAR is at most 1 MiB go in through one
-//!   `nix-store --serve --write` instead (`stream`: `nix copy` costs milliseconds
-//!   per path however small, and a NixOS closure is mostly small paths), each NAR
-//!   checked whole before Nix sees it and registered with its signatures.
+//! - a store (the default local store; a path, `/mnt/target` or `mnt/target`, as
+//!   Nix reads one; `local?root=/mnt/target`; or any URI `nix copy --to` takes),
+//!   from a bundle file: once the whole bundle verified, the same cache is served
+//!   from the bundle file in place on a loopback port (`crate::io::serve`) and
+//!   `nix copy --from http://127.0.0.1:PORT/<random>` adds the paths, decompressing
+//!   and streaming each NAR into the store with bounded memory, several paths at once.
+//!   Nothing is copied out of the bundle: staging the blobs in a `file://` folder
+//!   first wrote every byte once more and then made the disk write it back and
+//!   delete it while Nix filled the store, a third of the whole import on the
+//!   benchmark closure. The server hashes each blob again as Nix reads it and holds
+//!   back its last bytes if the file changed since it verified, and decompresses
+//!   and parses each NAR as it serves it (within its declared size): Nix restores a
+//!   NAR before it compares its hash, so it must never be handed a bomb or a NAR
+//!   that is not one. Into a store this process writes itself, the paths whose NAR
+//!   is at most 1 MiB go in through one `nix-store --serve --write` instead
+//!   (`stream`: `nix copy` costs milliseconds per path however small, and a NixOS
+//!   closure is mostly small paths), each NAR checked whole before Nix sees it and
+//!   registered with its signatures.
 //! - a store, from stdin: a pipe can be read only once, so the cache is written to
 //!   a private staging folder (no fsync: it lives for one command), every NAR
 //!   checked there as for a `file://` cache, and `nix copy --from file://STAGE`
@@ -190,7 +191,18 @@ fn parse_dest(arg: Option<&str>) -> Result<Dest> {
             root: Some(root),
         }
     };
-    if s.starts_with('/') || s.starts_with("./") {
+    // Nix's own rule (`isNonUriPath` in libstore): what has no `://` but a `/` is
+    // a path, and a chroot store there, relative or not (`mnt/target`,
+    // `../target`). Taken for a URI, it went to Nix as one, which made the same
+    // chroot store, but without the GC roots, by `nix copy`.
+    let (base, query) = s.split_once('?').unwrap_or((s, ""));
+    if !base.contains("://") && base.contains('/') {
+        if !query.is_empty() {
+            return Err(InputFailure(format!(
+                "--nix-store {s}: a store path takes no settings after '?'; give them as local?root={base}&{query}"
+            ))
+            .into());
+        }
         return Ok(chroot(s));
     }
     if let Some(q) = s.strip_prefix("local?") {
@@ -744,5 +756,28 @@ mod tests {
             panic!()
         };
         assert!(gc_dir.is_none());
+        // A relative path is a chroot store too, as Nix takes it (a regression:
+        // `mnt/t` went to Nix as a URI, and got no GC roots).
+        let here = std::env::current_dir().unwrap();
+        for rel in ["mnt/t", "./mnt/t", "mnt/t/"] {
+            let Dest::Store { uri, root, gc_dir } = parse_dest(Some(rel)).unwrap() else {
+                panic!("{rel}")
+            };
+            let abs = std::path::absolute(rel).unwrap();
+            assert_eq!(abs, here.join("mnt/t"));
+            assert_eq!(root.as_deref(), Some(abs.as_path()), "{rel}");
+            assert_eq!(uri, Some(format!("local?root={}", abs.display())));
+            assert_eq!(gc_dir, Some(abs.join(GC_ROOTS)));
+        }
+        // A word with no `/` is Nix's to name (`daemon`, `auto`), and settings go
+        // with `local?root=`.
+        let Dest::Store { root, .. } = parse_dest(Some("daemon")).unwrap() else {
+            panic!()
+        };
+        assert!(root.is_none());
+        let e = parse_dest(Some("/mnt/t?read-only=true"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("local?root=/mnt/t&read-only=true"), "{e}");
     }
 }
