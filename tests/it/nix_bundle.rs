@@ -797,6 +797,16 @@ fn a_bundle_file_that_changes_after_it_verified_gets_no_nar_into_the_store() {
         .unwrap();
     let blob = blob_of(&head, lib_obj);
     let at = head.blob_position(blob).unwrap() + blob.size / 2;
+    // The paths checked while a new `nix-store` starts up (`import::nix::stream`)
+    // end at the first one over 1 MiB, which comes before lib here (the image
+    // tarball's path): lib is read only after Nix greeted, so after the wrapper
+    // below flipped its byte.
+    assert!(
+        nix_objects(&m)
+            .iter()
+            .any(|o| o["meta"]["narSize"].as_u64() > Some(1 << 20)),
+        "a path over 1 MiB"
+    );
     // Flips the byte once, whichever of the two runs first.
     let flip = format!(
         "{}; touch {}",

@@ -57,6 +57,15 @@ pub(super) const STREAM_WHOLE_MAX: u64 = 1 << 20;
 /// never blocks writing one while the importer blocks writing the next path.
 const UNANSWERED_MAX: usize = 1024;
 
+/// At most this many paths, and [`EARLY_BYTES_MAX`] bytes of them, are checked
+/// into memory while a new `nix-store` starts (see [`import`]). Nix answers each
+/// only once it has them all, so its answers (8 bytes a path, 32 KiB) still fit
+/// the pipe back, as for [`UNANSWERED_MAX`].
+const EARLY_PATHS_MAX: usize = 4096;
+
+/// The bytes of the paths checked into memory while Nix starts.
+const EARLY_BYTES_MAX: usize = 8 << 20;
+
 /// Why the stream stopped.
 #[derive(Debug)]
 pub(super) enum StreamError {
@@ -203,7 +212,9 @@ fn broken(nix: Session, e: ServeProtoError) -> ProcessError {
 /// Adds `items` (references first) to the store `uri` (`None`: the local store)
 /// through one `nix-store --serve --write` (`kept`, the one that said what the
 /// store holds, or a new one), reading the blobs from `source`. `on_bytes` is told
-/// the stored bytes of each blob as they are read.
+/// the stored bytes of each blob as they are read. A new one is handed, right after
+/// its greeting, the small paths checked while it started up (at most
+/// [`EARLY_PATHS_MAX`] and [`EARLY_BYTES_MAX`]).
 pub(super) fn import(
     uri: Option<&str>,
     kept: Option<Kept>,
@@ -231,17 +242,52 @@ pub(super) fn import(
         let mut out = BufWriter::with_capacity(256 << 10, stdin);
         let mut answers = BufReader::new(stdout);
         let mut unanswered = 0usize;
+        let mut sent = 0usize;
         // A kept conversation is past its greeting.
         let mut talked = if greeted {
             Ok(())
         } else {
-            write_hello(&mut out)
+            // A new `nix-store` takes some 25 ms to start (and to make a fresh
+            // store) before it greets. Meanwhile the first small paths are checked
+            // and held in memory, to be handed over at once after the greeting:
+            // the checking is then not done beside Nix's own work on the other
+            // core, where it slowed Nix down (Nix's CPU time 0.37 s against 0.32 s
+            // for the same bytes replayed from a file, 2,101 tiny paths).
+            let mut early = Vec::new();
+            let greeting = write_hello(&mut out)
                 .and_then(|()| out.flush())
-                .map_err(|e| Talk::Pipe(e.into()))
-                .and_then(|()| read_hello(&mut answers).map_err(Talk::Pipe))
-                .map(drop)
+                .map_err(|e| Talk::Pipe(e.into()));
+            let mut checked = greeting.map(drop);
+            if checked.is_ok() {
+                while sent < items.len()
+                    && sent < EARLY_PATHS_MAX
+                    && early.len() < EARLY_BYTES_MAX
+                    && items[sent].object.nar_size <= STREAM_WHOLE_MAX
+                    && !has_spoken(&answers)
+                {
+                    if let Err(e) = send_one(
+                        &mut early,
+                        source,
+                        &items[sent],
+                        &mut buf,
+                        &mut nar,
+                        &mut ctx,
+                        on_bytes,
+                    ) {
+                        checked = Err(e);
+                        break;
+                    }
+                    sent += 1;
+                }
+            }
+            // The paths checked before a fault are whole: Nix gets them.
+            let hello = read_hello(&mut answers)
+                .map_err(Talk::Pipe)
+                .and_then(|_| out.write_all(&early).map_err(|e| Talk::Pipe(e.into())));
+            unanswered = sent;
+            hello.and(checked.map(drop))
         };
-        for item in items {
+        for item in &items[sent..] {
             if talked.is_err() {
                 break;
             }
@@ -281,6 +327,15 @@ pub(super) fn import(
         // Nix stopped answering: its exit says why.
         Err(Talk::Pipe(e)) => Err(StreamError::Nix(broken(nix, e))),
     }
+}
+
+/// Whether Nix has written anything yet (its greeting), asked without waiting; a
+/// pipe that cannot be asked counts as spoken, and the importer goes on to read.
+fn has_spoken(answers: &BufReader<&mut std::process::ChildStdout>) -> bool {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let mut fds = [PollFd::new(answers.get_ref(), PollFlags::IN)];
+    !answers.buffer().is_empty()
+        || poll(&mut fds, Some(&Timespec::default())).map_or(true, |n| n > 0)
 }
 
 enum Talk {
