@@ -254,10 +254,9 @@ pub(super) fn import(
             // core, where it slowed Nix down (Nix's CPU time 0.37 s against 0.32 s
             // for the same bytes replayed from a file, 2,101 tiny paths).
             let mut early = Vec::new();
-            let greeting = write_hello(&mut out)
+            let mut checked = write_hello(&mut out)
                 .and_then(|()| out.flush())
                 .map_err(|e| Talk::Pipe(e.into()));
-            let mut checked = greeting.map(drop);
             if checked.is_ok() {
                 while sent < items.len()
                     && sent < EARLY_PATHS_MAX
@@ -285,7 +284,7 @@ pub(super) fn import(
                 .map_err(Talk::Pipe)
                 .and_then(|_| out.write_all(&early).map_err(|e| Talk::Pipe(e.into())));
             unanswered = sent;
-            hello.and(checked.map(drop))
+            hello.and(checked)
         };
         for item in &items[sent..] {
             if talked.is_err() {
