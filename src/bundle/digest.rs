@@ -63,11 +63,10 @@ impl Digest {
     /// thousands of digests, and a `char` pushed at a time was a fifth of deriving
     /// `index.json` from a 20,000-object manifest.
     fn hex_of(&self, bytes: usize) -> String {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut out = Vec::with_capacity(bytes * 2);
         for b in &self.0[..bytes] {
-            out.push(DIGITS[(b >> 4) as usize]);
-            out.push(DIGITS[(b & 0xf) as usize]);
+            out.push(HEX_DIGITS[(b >> 4) as usize]);
+            out.push(HEX_DIGITS[(b & 0xf) as usize]);
         }
         String::from_utf8(out).expect("hex digits are ASCII")
     }
@@ -96,6 +95,9 @@ impl Digest {
     }
 }
 
+/// The lower-case hex digits, by value.
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
 /// Marks a byte that is not a lower-case hex digit in [`HEX_VALUE`].
 const NOT_HEX: u8 = 0x80;
 
@@ -104,7 +106,7 @@ const HEX_VALUE: [u8; 256] = {
     let mut table = [NOT_HEX; 256];
     let mut i = 0;
     while i < 16 {
-        table[b"0123456789abcdef"[i] as usize] = i as u8;
+        table[HEX_DIGITS[i] as usize] = i as u8;
         i += 1;
     }
     table

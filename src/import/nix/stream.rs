@@ -34,6 +34,8 @@
 
 use std::io::{self, BufReader, BufWriter, Write};
 
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
+
 use crate::bundle::decode::{zstd_context, zstd_writer_in};
 use crate::bundle::digest::Hasher;
 use crate::bundle::reader::ReadAt;
@@ -332,13 +334,18 @@ pub(super) fn import(
     }
 }
 
+/// The pipe from Nix's state, asked without waiting (a poll with no timeout):
+/// readable, hung up, or neither (empty); `None` when it cannot be asked.
+fn pipe_state(answers: &BufReader<&mut std::process::ChildStdout>) -> Option<PollFlags> {
+    let mut fds = [PollFd::new(answers.get_ref(), PollFlags::IN)];
+    poll(&mut fds, Some(&Timespec::default())).ok()?;
+    Some(fds[0].revents())
+}
+
 /// Whether Nix has written anything yet (its greeting), asked without waiting; a
 /// pipe that cannot be asked counts as spoken, and the importer goes on to read.
 fn has_spoken(answers: &BufReader<&mut std::process::ChildStdout>) -> bool {
-    use rustix::event::{poll, PollFd, PollFlags, Timespec};
-    let mut fds = [PollFd::new(answers.get_ref(), PollFlags::IN)];
-    !answers.buffer().is_empty()
-        || poll(&mut fds, Some(&Timespec::default())).map_or(true, |n| n > 0)
+    !answers.buffer().is_empty() || pipe_state(answers).is_none_or(|state| !state.is_empty())
 }
 
 /// Waits until Nix has answered at least `n` of the paths handed to it, or has
@@ -350,7 +357,6 @@ fn has_spoken(answers: &BufReader<&mut std::process::ChildStdout>) -> bool {
 /// that looks later, 0.33 s to a reader blocked on them). When the pipe cannot be
 /// asked, reading goes on as before (blocking).
 fn answered(answers: &BufReader<&mut std::process::ChildStdout>, n: usize) -> usize {
-    use rustix::event::{poll, PollFd, PollFlags, Timespec};
     const ACK: usize = 8;
     loop {
         let Ok(piped) = rustix::io::ioctl_fionread(answers.get_ref()) else {
@@ -360,10 +366,8 @@ fn answered(answers: &BufReader<&mut std::process::ChildStdout>, n: usize) -> us
         if ready >= n {
             return n.max(1);
         }
-        let mut fds = [PollFd::new(answers.get_ref(), PollFlags::IN)];
-        let hung_up = poll(&mut fds, Some(&Timespec::default())).map_or(true, |_| {
-            fds[0].revents().intersects(PollFlags::HUP | PollFlags::ERR)
-        });
+        let hung_up = pipe_state(answers)
+            .is_none_or(|state| state.intersects(PollFlags::HUP | PollFlags::ERR));
         if hung_up {
             // What it answered, then the end (or an error) for the caller to meet.
             return ready.clamp(1, n.max(1));
