@@ -63,12 +63,7 @@ impl Digest {
     /// thousands of digests, and a `char` pushed at a time was a fifth of deriving
     /// `index.json` from a 20,000-object manifest.
     fn hex_of(&self, bytes: usize) -> String {
-        let mut out = Vec::with_capacity(bytes * 2);
-        for b in &self.0[..bytes] {
-            out.push(HEX_DIGITS[(b >> 4) as usize]);
-            out.push(HEX_DIGITS[(b & 0xf) as usize]);
-        }
-        String::from_utf8(out).expect("hex digits are ASCII")
+        lower_hex(&self.0[..bytes])
     }
 
     /// Parses bare hex (a file name under `blobs/sha256/`): lower-case digits only.
@@ -93,6 +88,17 @@ impl Digest {
         }
         Ok(Digest(out))
     }
+}
+
+/// `bytes` as lower-case hex, two digits a byte: the one spelling of hex in the
+/// code (digests, chain IDs, UUIDs, random names), from a table.
+pub fn lower_hex(bytes: &[u8]) -> String {
+    let mut out = Vec::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(HEX_DIGITS[(b >> 4) as usize]);
+        out.push(HEX_DIGITS[(b & 0xf) as usize]);
+    }
+    String::from_utf8(out).expect("hex digits are ASCII")
 }
 
 /// The lower-case hex digits, by value.
@@ -296,6 +302,15 @@ fn hash_with<R: Read>(mut reader: R, buf: &mut [u8]) -> io::Result<(Digest, u64)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lower_hex_spells_every_byte_in_two_lower_case_digits() {
+        assert_eq!(lower_hex(&[]), "");
+        assert_eq!(lower_hex(&[0x00, 0x0a, 0xf0, 0xff]), "000af0ff");
+        let all: Vec<u8> = (0..=255).collect();
+        let want: String = all.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(lower_hex(&all), want);
+    }
 
     #[test]
     fn empty_digest_is_the_well_known_one() {

@@ -79,7 +79,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
 use crate::bundle::decode::zstd_writer;
-use crate::bundle::digest::{Digest, Hasher};
+use crate::bundle::digest::{lower_hex, Digest, Hasher};
 use crate::bundle::manifest::ContentInfo;
 use crate::bundle::reader::{RangeReader, ReadAt};
 use crate::nixfmt::NarChecker;
@@ -1260,7 +1260,7 @@ impl Documents {
     pub fn new(docs: BTreeMap<String, Document>) -> io::Result<Documents> {
         let mut nonce = [0u8; 12];
         getrandom::fill(&mut nonce).map_err(|e| io::Error::other(e.to_string()))?;
-        let prefix: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+        let prefix = lower_hex(&nonce);
         Ok(Documents {
             prefix: format!("/{prefix}"),
             docs,

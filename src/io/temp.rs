@@ -26,6 +26,8 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{flock, FlockOperation};
 use tempfile::{NamedTempFile, TempDir};
 
+use crate::bundle::digest::lower_hex;
+
 /// The start of every temporary name gapbundle makes.
 pub const PREFIX: &str = ".gapbundle.";
 /// The end of every temporary name gapbundle makes.
@@ -148,7 +150,7 @@ pub fn folder(label: &str) -> io::Result<TempFolder> {
 pub fn name(label: &str) -> String {
     let mut r = [0u8; 8];
     let _ = getrandom::fill(&mut r);
-    let random: String = r.iter().map(|b| format!("{b:02x}")).collect();
+    let random = lower_hex(&r);
     format!("{}{random}{SUFFIX}", name_prefix(label))
 }
 

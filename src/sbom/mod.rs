@@ -26,7 +26,7 @@ mod spdx;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::bundle::canonical::{self, CanonicalError};
-use crate::bundle::digest::Digest;
+use crate::bundle::digest::{lower_hex, Digest};
 use crate::bundle::manifest::{BlobEntry, Kind, Manifest, Object};
 use crate::bundle::oci::{is_config, is_index, is_manifest};
 
@@ -150,7 +150,7 @@ pub fn uuid_of(digest: &Digest) -> String {
     b.copy_from_slice(&digest.as_bytes()[..16]);
     b[6] = (b[6] & 0x0f) | 0x50;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let h = lower_hex(&b);
     format!(
         "{}-{}-{}-{}-{}",
         &h[0..8],

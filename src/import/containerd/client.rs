@@ -33,6 +33,7 @@ use containerd_client::tonic::metadata::{AsciiMetadataValue, MetadataValue};
 use containerd_client::tonic::transport::Channel;
 use containerd_client::tonic::{Code, Request, Status};
 
+use crate::bundle::digest::lower_hex;
 use crate::bundle::Digest;
 use crate::error::ContainerdFailure;
 
@@ -384,7 +385,7 @@ pub(super) fn unique_part() -> String {
         .unwrap_or_default();
     let mut b = [0u8; 6];
     let _ = getrandom::fill(&mut b);
-    let r: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let r = lower_hex(&b);
     format!("{}-{r}", t.as_nanos())
 }
 

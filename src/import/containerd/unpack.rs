@@ -21,6 +21,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::client::{not_found, unique_part, ChainLock, Ctx, EXTRACT_PREFIX};
 use super::labels::{parse_desc, parse_descs, Desc, Labelled, UNCOMPRESSED};
+use crate::bundle::digest::lower_hex;
 use crate::bundle::manifest::Object;
 use crate::bundle::oci::{is_index, is_manifest};
 use crate::bundle::Digest;
@@ -202,7 +203,7 @@ pub(super) fn chain_id(parent: &str, diff_id: &str) -> String {
         return diff_id.to_string();
     }
     let h = Sha256::digest(format!("{parent} {diff_id}").as_bytes());
-    let hex: String = h.iter().map(|x| format!("{x:02x}")).collect();
+    let hex = lower_hex(&h);
     format!("sha256:{hex}")
 }
 
@@ -301,8 +302,10 @@ mod tests {
     fn chain_ids_follow_the_oci_rule() {
         let a = "sha256:aaaa";
         assert_eq!(chain_id("", a), a);
-        let h = Sha256::digest(b"sha256:aaaa sha256:bbbb");
-        let hex: String = h.iter().map(|x| format!("{x:02x}")).collect();
-        assert_eq!(chain_id(a, "sha256:bbbb"), format!("sha256:{hex}"));
+        // `printf 'sha256:aaaa sha256:bbbb' | sha256sum`
+        assert_eq!(
+            chain_id(a, "sha256:bbbb"),
+            "sha256:2c4d8760379f05d0ad1ed610712309f0114e7345e6e6a351494cff030ffdf197"
+        );
     }
 }
