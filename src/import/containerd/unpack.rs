@@ -17,11 +17,9 @@ use containerd_client::services::v1::snapshots::{
 use containerd_client::services::v1::ApplyRequest;
 use containerd_client::tonic::Code;
 use serde_json::Value;
-use sha2::{Digest as _, Sha256};
 
 use super::client::{not_found, unique_part, ChainLock, Ctx, EXTRACT_PREFIX};
 use super::labels::{parse_desc, parse_descs, Desc, Labelled, UNCOMPRESSED};
-use crate::bundle::digest::lower_hex;
 use crate::bundle::manifest::Object;
 use crate::bundle::oci::{is_index, is_manifest};
 use crate::bundle::Digest;
@@ -202,9 +200,7 @@ pub(super) fn chain_id(parent: &str, diff_id: &str) -> String {
     if parent.is_empty() {
         return diff_id.to_string();
     }
-    let h = Sha256::digest(format!("{parent} {diff_id}").as_bytes());
-    let hex = lower_hex(&h);
-    format!("sha256:{hex}")
+    Digest::of(format!("{parent} {diff_id}").as_bytes()).to_string()
 }
 
 /// The chain id of the top layer of `diff_ids` (empty for none).
