@@ -676,3 +676,78 @@ fn a_reader_that_goes_away_ends_output_quietly() {
     let o = child.wait_with_output().unwrap();
     assert_ne!(code(&o), 0, "{}", stderr(&o));
 }
+
+/// The bytes of the cache's partial downloads (`CACHE/partial/*`).
+fn partial_bytes(cache: &Path) -> u64 {
+    fs::read_dir(cache.join("partial"))
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// A create killed with SIGKILL while a layer downloads from the real registry
+/// (its answer held mid-blob by a gate in front of the registry) leaves the
+/// layer's bytes so far in the cache's `partial/`; the rerun resumes there with a
+/// `Range` request, and writes the very bundle a create with an empty cache
+/// writes, leaving nothing behind in the cache or beside the bundle.
+#[test]
+fn a_create_killed_while_a_layer_downloads_resumes_and_writes_the_same_bundle() {
+    let reg = Registry::start();
+    let w = Work::new("test-release");
+    const LAYER: usize = 16 << 20;
+    let img = big_layout_fixture(&w.path("big"), 5, LAYER);
+    run(skopeo()
+        .args([
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            "--dest-no-creds",
+        ])
+        .arg(&img.transport_ref)
+        .arg(format!("docker://{}", reg.reference("team/big:1"))));
+    // The manifest and the config go through whole; the layer stops halfway.
+    let gate = Gate::start(&reg.addr, LAYER as u64 / 2);
+    one_image(&w, &format!("{}/team/big:1", gate.addr()));
+    let cache = w.path("cache");
+    let mut child = spawn_quiet(&mut create_from(&w, gate.addr(), "site.gapb"));
+    let caught = kill_when(&mut child, "the gate holds the layer", || {
+        gate.holding() && partial_bytes(&cache) > 0
+    });
+    assert!(caught, "create ended before the gate held the layer");
+    let kept = partial_bytes(&cache);
+    assert!(
+        kept > 0 && kept <= LAYER as u64 / 2,
+        "the killed create's partial download: {kept} bytes"
+    );
+    assert!(!gate.sent().to_ascii_lowercase().contains("range:"));
+    gate.open();
+
+    run(create_from(&w, gate.addr(), "site.gapb").arg("--quiet"));
+    let sent = gate.sent().to_ascii_lowercase();
+    assert!(
+        sent.contains(&format!("range: bytes={kept}-")),
+        "the rerun resumed the partial download of {kept} bytes: {sent}"
+    );
+    assert_eq!(partial_bytes(&cache), 0, "no partial download is left");
+    assert_eq!(temp_names(&w.path("")), Vec::<String>::new());
+    assert_eq!(temp_names(&cache.join("tmp")), Vec::<String>::new());
+    assert_eq!(code(&w.verify("site.gapb")), 0);
+
+    // The same bundle as from an empty cache, byte for byte.
+    run(create_cmd(
+        &w.path("bundle.yaml"),
+        &w.path("fresh.gapb"),
+        &w.secret(),
+        &w.path("fresh-cache"),
+    )
+    .args(["--insecure-registry", gate.addr(), "--quiet"])
+    .stdin(std::process::Stdio::null()));
+    assert!(
+        fs::read(w.path("site.gapb")).unwrap() == fs::read(w.path("fresh.gapb")).unwrap(),
+        "the resumed create wrote another bundle than a create from an empty cache"
+    );
+}

@@ -286,12 +286,12 @@ fn relay(client: TcpStream, upstream: &str, cut_after: u64, armed: &AtomicBool, 
 /// A listening socket on a free 127.0.0.1 port whose accept loop hands every
 /// connection to `on_connection` on a thread of its own; dropping it stops the
 /// loop, so a finished test leaves no port open in the shared test process.
-struct Listener {
-    addr: String,
+pub(super) struct Listener {
+    pub(super) addr: String,
     stop: Arc<AtomicBool>,
 }
 
-fn listen(on_connection: impl Fn(TcpStream) + Send + Sync + 'static) -> Listener {
+pub(super) fn listen(on_connection: impl Fn(TcpStream) + Send + Sync + 'static) -> Listener {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0 for a fake server");
     let addr = listener.local_addr().unwrap().to_string();
     let stop = Arc::new(AtomicBool::new(false));

@@ -35,7 +35,8 @@
 //! [`http`] is a raw HTTP client; [`hosts`] gives 127.0.0.1 a name that Helm and Go
 //! do not treat as loopback (for TLS and proxies); [`reports`] checks the `--json` reports against
 //! their schemas; [`fake_http`] holds the fake servers for the
-//! faults a real server cannot produce; [`faults`] kills a command at a moment
+//! faults a real server cannot produce; [`gate`] holds a real service's answer
+//! mid-stream (a kill point in a download); [`faults`] kills a command at a moment
 //! chosen by watching it and checks what it left behind; [`encoding`] holds digests and base64 written
 //! independently of src/; [`bundles`] reads bundle heads and forges bundles with
 //! the library itself.
@@ -53,6 +54,7 @@ mod encoding;
 mod fake_http;
 mod faults;
 mod fixtures;
+mod gate;
 mod hosts;
 mod http;
 mod nix;
@@ -70,6 +72,7 @@ pub use encoding::*;
 pub use fake_http::*;
 pub use faults::*;
 pub use fixtures::*;
+pub use gate::*;
 pub use hosts::*;
 pub use http::*;
 pub use nix::*;
